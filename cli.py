@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Command line: start-capture, capture-status, stop-capture, simulate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from recorder.config import ConfigError, build_config, load_toml, parse_duration
+from recorder.names import NameError_, check_session_id
+
+DEFAULT_DATA_DIR = "data"
+
+
+class UserError(click.ClickException):
+    """One line on stderr, exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+@click.group()
+def main() -> None:
+    """Order-book recorder for backtesting."""
+
+
+@main.command("start-capture")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file under configs/.")
+@click.option("--venue", help="Venue id, e.g. binance.")
+@click.option("--pairs", help="Comma-separated pairs, e.g. BTC-USDT,ETH-USDT.")
+@click.option("--interval", help="Sampling interval in seconds (1.0) or with a unit (500ms).")
+@click.option("--duration", help="How long to capture: minutes (10) or 30s, 10m, 2h. Default: until stopped.")
+@click.option("--depth", type=int, help="Levels per side (default 20).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "both"]), help="Output format.")
+@click.option("--storage", type=click.Choice(["local"]), help="Storage backend.")
+@click.option("--data-dir", help="Output directory (default data).")
+@click.option("--session-id", help="Session id (default: venue and pairs, e.g. binance_BTC-USDT_ETH-USDT).")
+@click.option("--simulate", is_flag=True, default=None, help="Capture from the embedded local exchange simulator.")
+@click.option("--log-level", default="INFO", show_default=True)
+def start_capture(config_path: str | None, venue: str | None, pairs: str | None, interval: str | None,
+                  duration: str | None, depth: int | None, fmt: str | None, storage: str | None,
+                  data_dir: str | None, session_id: str | None, simulate: bool | None, log_level: str) -> None:
+    """Capture order books until the duration ends, stop-capture, SIGTERM or Ctrl-C."""
+    from recorder.logs import setup_logging
+    from recorder.supervisor.session import SessionBusy
+    from recorder.supervisor.supervisor import CaptureError, Supervisor
+
+    try:
+        overrides: dict[str, Any] = {
+            "venue": venue,
+            "pairs": [p for p in pairs.split(",") if p.strip()] if pairs is not None else None,
+            "interval_s": parse_duration(_number_or_text(interval), default_unit="s") if interval else None,
+            "duration_s": parse_duration(_number_or_text(duration), default_unit="m") if duration else None,
+            "depth": depth,
+            "format": fmt,
+            "storage": storage,
+            "data_dir": data_dir,
+            "session_id": session_id,
+            "simulate": simulate,
+        }
+        cfg = build_config(load_toml(config_path) if config_path else None, overrides)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    setup_logging("supervisor", log_level)
+    supervisor = Supervisor(cfg, log_level=log_level)
+    try:
+        supervisor.prepare()
+    except (CaptureError, SessionBusy) as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"capturing session {supervisor.session_id} into {Path(cfg.data_dir).resolve()}", err=True)
+    sys.exit(supervisor.run())
+
+
+def _number_or_text(value: str) -> str | float:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _session(data_dir: str, session_id: str) -> Any:
+    from recorder.supervisor.session import SessionDir
+
+    try:
+        check_session_id(session_id)
+    except NameError_ as exc:
+        raise UserError(str(exc)) from None
+    session = SessionDir(data_dir, session_id)
+    if not session.path.exists():
+        raise UserError(f"no session {session_id!r} under {Path(data_dir).resolve()}")
+    return session
+
+
+@main.command("capture-status")
+@click.option("--session-id", required=True)
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def capture_status(session_id: str, data_dir: str, as_json: bool) -> None:
+    """Show a session's state and metrics (works from another terminal)."""
+    session = _session(data_dir, session_id)
+    status = session.read_status()
+    if status is None:
+        raise UserError(f"session {session_id!r} has no status yet")
+    running = session.is_running()
+    if not running and status.get("state") in ("running", "stopping", "starting"):
+        status["state"] = "dead"  # the supervisor vanished without a final status
+    if as_json:
+        click.echo(json.dumps(status, indent=2, sort_keys=True))
+        return
+    click.echo(_render_status(status))
+
+
+def _render_status(s: dict[str, Any]) -> str:
+    lines = [
+        f"session {s['session_id']}: {s['state']}  uptime {s['uptime_s']}s  interval {s['interval_s']}s"
+        f"  depth {s['depth']}  format {s['format']}",
+    ]
+    for venue, v in s.get("venues", {}).items():
+        lat = v["capture_latency_ms"]
+        lines.append(
+            f"  {venue}: {'connected' if v['connected'] else 'DISCONNECTED'}  msgs/s {v['messages_per_s']}"
+            f"  samples {v['samples']}  missed {v['missed_ticks']}  resyncs {v['resyncs']}  gaps {v['gaps']}"
+            f"  reconnects {v['reconnects']}  drops {v['ring_drops']}  restarts {v['restarts']}"
+            f"  latency p50/p99/max {lat['p50']}/{lat['p99']}/{lat['max']} ms"
+        )
+        for pair, p in v["pairs"].items():
+            lines.append(
+                f"    {pair:<14} {'synced' if p['synced'] else 'NOT SYNCED':<10} samples {p['samples']:<8}"
+                f" missed {p['missed_ticks']:<6} resyncs {p['resyncs']}"
+            )
+    w = s.get("writer", {})
+    if w:
+        lines.append(
+            f"  writer: snapshots {w.get('snapshots_written', 0)}  files {w.get('files_written', 0)}"
+            f"  bytes {w.get('bytes_written', 0)}  lag {w.get('writer_lag_ms', 0)} ms"
+            f"  errors {w.get('write_errors', 0)}  restarts {w.get('restarts', 0)}"
+        )
+    if "flushed" in s:
+        lines.append(f"  flushed: {s['flushed']}  ({s.get('stop_reason')})")
+    return "\n".join(lines)
+
+
+@main.command("stop-capture")
+@click.option("--session-id", required=True)
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the flush.")
+def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
+    """Stop a running session gracefully and wait until its files are flushed."""
+    session = _session(data_dir, session_id)
+    pid = session.pid()
+    if not session.is_running() or pid is None:
+        raise UserError(f"session {session_id!r} is not running")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while session.is_running():
+        if time.monotonic() > deadline:
+            raise UserError(f"session {session_id!r} did not stop within {timeout:.0f}s")
+        time.sleep(0.1)
+    status = session.read_status() or {}
+    if status.get("state") != "stopped" or not status.get("flushed"):
+        raise UserError(f"session {session_id!r} stopped but did not report a clean flush")
+    w = status.get("writer", {})
+    click.echo(f"session {session_id} stopped: {w.get('snapshots_written', 0)} snapshots written, flushed")
+
+
+@main.command("simulate")
+@click.option("--venue", default="binance", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--symbols", help="Comma-separated venue symbols (default: a built-in universe).")
+@click.option("--seed", type=int, help="Seed for a reproducible market.")
+@click.option("--ping-interval", default=20.0, show_default=True, type=float)
+@click.option("--max-connection-age", default=86400.0, show_default=True, type=float,
+              help="Seconds before the server closes a connection (the venue's 24 h limit).")
+def simulate(venue: str, host: str, port: int, symbols: str | None, seed: int | None,
+             ping_interval: float, max_connection_age: float) -> None:
+    """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
+    from recorder.logs import setup_logging
+    from recorder.sim.server import SimOptions, run_simulator
+
+    if venue != "binance":
+        raise UserError(f"the simulator does not serve venue {venue!r} yet (known: binance)")
+    setup_logging("simulator")
+    opts = SimOptions(
+        venue=venue, host=host, port=port,
+        symbols=[s.strip().upper() for s in symbols.split(",")] if symbols else None,
+        seed=seed, ping_interval_s=ping_interval, max_connection_age_s=max_connection_age,
+    )
+
+    def ready(urls: dict[str, str]) -> None:
+        click.echo(json.dumps(urls), nl=True)
+        sys.stdout.flush()
+
+    run_simulator(opts, on_ready=ready)
+
+
+if __name__ == "__main__":
+    main()

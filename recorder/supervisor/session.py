@@ -1,0 +1,77 @@
+"""A session's control directory: lock (one live capture per session id), pid and status."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from recorder.names import check_session_id
+
+
+class SessionBusy(RuntimeError):
+    pass
+
+
+def sessions_root(data_dir: str | Path) -> Path:
+    return Path(data_dir) / ".sessions"
+
+
+class SessionDir:
+    def __init__(self, data_dir: str | Path, session_id: str) -> None:
+        self.session_id = check_session_id(session_id)
+        self.path = sessions_root(data_dir) / session_id
+        self._lock_fd: int | None = None
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    def acquire(self) -> None:
+        """Hold an exclusive lock for the life of this process (released by the OS on any death)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SessionBusy(f"session {self.session_id!r} is already running") from None
+        self._lock_fd = fd
+        (self.path / "supervisor.pid").write_text(str(os.getpid()))
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def is_running(self) -> bool:
+        lock = self.path / "lock"
+        if not lock.exists():
+            return False
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.path / "supervisor.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        tmp = self.path / ".status.json.tmp"
+        tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
+        os.replace(tmp, self.status_path)
+
+    def read_status(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.status_path.read_text())  # type: ignore[no-any-return]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None

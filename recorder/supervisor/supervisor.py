@@ -1,0 +1,373 @@
+"""The supervisor: owns the shared memory, spawns and restarts children, aggregates metrics.
+
+Process shape: supervisor -> one venue process per venue (uvloop) + one writer process
+(+ an embedded simulator process with ``--simulate``). Shared memory segments (rings and
+counters) belong to the supervisor, so a child's death loses neither queued snapshots nor counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from recorder.config import CaptureConfig
+from recorder.metrics import SharedCounters, histogram_quantiles
+from recorder.ring.shm_ring import ShmRing
+from recorder.supervisor.session import SessionDir
+from recorder.supervisor.venue_worker import VenueSpec, run_venue_process, venue_counter_fields
+from recorder.venues import venue_module
+from recorder.writer.process import WRITER_COUNTER_FIELDS, WriterSpec, run_writer
+
+log = logging.getLogger("recorder.supervisor")
+
+_ctx = mp.get_context("spawn")
+
+# A child that dies this often this fast is not going to get better by itself.
+CRASH_LOOP_RESTARTS = 10
+CRASH_LOOP_WINDOW_S = 120.0
+
+
+class CaptureError(RuntimeError):
+    """A problem that stops a capture from starting; shown to the user as one line."""
+
+
+class Child:
+    def __init__(self, name: str, target: Any, args: tuple[Any, ...]) -> None:
+        self.name, self.target, self.args = name, target, args
+        self.process: BaseProcess | None = None
+        self.restarts = 0
+        self.exits: list[float] = []
+        self.next_start = 0.0
+        self.last_exitcode: int | None = None
+
+    def start(self) -> None:
+        self.process = _ctx.Process(target=self.target, args=self.args, name=self.name, daemon=False)
+        self.process.start()
+        log.info("event=child_started child=%s pid=%s", self.name, self.process.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def poll(self) -> bool:
+        """Restart a dead child after a backoff. False when it is crash-looping."""
+        now = time.monotonic()
+        if self.process is not None and not self.process.is_alive():
+            self.last_exitcode = self.process.exitcode
+            self.process = None
+            self.exits = [t for t in self.exits if now - t < CRASH_LOOP_WINDOW_S] + [now]
+            delay = min(30.0, 0.25 * 2 ** max(0, len(self.exits) - 1))
+            self.next_start = now + delay
+            log.error("event=child_died child=%s exitcode=%s restart_in_s=%.2f", self.name,
+                      self.last_exitcode, delay)
+            if len(self.exits) >= CRASH_LOOP_RESTARTS:
+                return False
+        if self.process is None and now >= self.next_start:
+            self.restarts += 1
+            self.start()
+        return True
+
+    def stop(self, timeout_s: float) -> int | None:
+        if self.process is None:
+            return self.last_exitcode
+        if self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            log.error("event=child_kill child=%s reason=stop_timeout", self.name)
+            self.process.kill()
+            self.process.join(5)
+        self.last_exitcode = self.process.exitcode
+        return self.last_exitcode
+
+
+def _run_simulator(opts: Any, conn: Connection) -> None:
+    from recorder.logs import setup_logging
+    from recorder.sim.server import run_simulator
+
+    setup_logging("simulator")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run_simulator(opts, on_ready=conn.send)
+
+
+class Supervisor:
+    def __init__(self, cfg: CaptureConfig, log_level: str = "INFO") -> None:
+        self.cfg = cfg
+        self.session_id = cfg.resolved_session_id()
+        self.session = SessionDir(cfg.data_dir, self.session_id)
+        self.log_level = log_level
+        self._stop_reason: str | None = None
+        self._sim: BaseProcess | None = None
+        self._rings: dict[str, ShmRing] = {}
+        self._counters: dict[str, SharedCounters] = {}
+        self._writer_counters: SharedCounters | None = None
+        self._venues: dict[str, Child] = {}
+        self._writer: Child | None = None
+        self._started = time.time()
+        self._last_status: dict[str, Any] = {}
+        self._prev_rates: dict[str, tuple[float, float]] = {}
+
+    # lifecycle ----------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Everything that can fail with a clear message, before any child starts."""
+        _check_writable(Path(self.cfg.data_dir))
+        self.session.acquire()
+        try:
+            if self.cfg.simulate:
+                self._start_simulator()
+            self._check_pairs()
+        except BaseException:
+            self._stop_simulator()
+            self.session.release()
+            raise
+
+    def run(self) -> int:
+        """Run until the duration ends or a stop is requested; returns the exit code."""
+        cfg = self.cfg
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        exit_code = 0
+        try:
+            self._create_shared_memory()
+            self._spawn_children()
+            deadline = self._started + cfg.duration_s if cfg.duration_s else None
+            last_status = 0.0
+            while self._stop_reason is None:
+                time.sleep(0.1)
+                for child in [*self._venues.values(), self._writer]:
+                    assert child is not None
+                    if not child.poll():
+                        log.error("event=crash_loop child=%s restarts=%d", child.name, child.restarts)
+                        self._stop_reason = f"crash loop in {child.name}"
+                        exit_code = 3
+                if self._sim is not None and not self._sim.is_alive():
+                    log.error("event=simulator_died exitcode=%s", self._sim.exitcode)
+                if deadline is not None and time.time() >= deadline:
+                    self._stop_reason = "duration reached"
+                now = time.monotonic()
+                if now - last_status >= 1.0:
+                    last_status = now
+                    self.session.write_status(self.status("running"))
+            log.info("event=stopping reason=%r", self._stop_reason)
+            self.session.write_status(self.status("stopping"))
+            flushed = self._shutdown()
+            if not flushed:
+                exit_code = exit_code or 4
+            final = self.status("stopped")
+            final["flushed"] = flushed
+            final["stop_reason"] = self._stop_reason
+            self.session.write_status(final)
+            log.info("event=stopped flushed=%s snapshots_written=%d", flushed,
+                     final["writer"].get("snapshots_written", 0))
+            return exit_code
+        finally:
+            self._release_shared_memory()
+            self._stop_simulator()
+            self.session.release()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = signal.Signals(signum).name
+
+    def _shutdown(self) -> bool:
+        # Producers first, so the writer's final drain sees every snapshot they pushed.
+        for child in self._venues.values():
+            child.stop(timeout_s=15)
+        assert self._writer is not None
+        if not self._writer.alive:
+            # A writer that died just before the stop still owes us the ring's tail.
+            self._writer.start()
+        code = self._writer.stop(timeout_s=120)
+        return code == 0
+
+    # setup -------------------------------------------------------------------------------
+
+    def _start_simulator(self) -> None:
+        from recorder.sim.server import SimOptions
+
+        symbols: list[str] = []
+        for venue, vc in self.cfg.venues.items():
+            if venue != "binance":
+                raise CaptureError(f"--simulate does not serve venue {venue!r} yet")
+        parent, child = _ctx.Pipe(duplex=False)
+        opts = SimOptions(venue="binance", host="127.0.0.1", port=0, symbols=symbols or None)
+        self._sim = _ctx.Process(target=_run_simulator, args=(opts, child), name="simulator")
+        self._sim.start()
+        if not parent.poll(30):
+            raise CaptureError("embedded simulator did not start within 30 s")
+        urls = parent.recv()
+        log.info("event=simulator_ready ws_url=%s rest_url=%s", urls["ws_url"], urls["rest_url"])
+        for vc in self.cfg.venues.values():
+            vc.ws_url, vc.rest_url = urls["ws_url"], urls["rest_url"]
+
+    def _stop_simulator(self) -> None:
+        if self._sim is not None:
+            self._sim.terminate()
+            self._sim.join(10)
+            self._sim = None
+
+    def _check_pairs(self) -> None:
+        for venue, vc in self.cfg.venues.items():
+            try:
+                unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
+            except OSError as exc:
+                raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
+            if unknown:
+                raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
+
+    def _create_shared_memory(self) -> None:
+        ring_bytes = int(self.cfg.writer.ring_mb * 1024 * 1024)
+        for venue, vc in self.cfg.venues.items():
+            self._rings[venue] = ShmRing.create(ring_bytes)
+            self._counters[venue] = SharedCounters.create(venue_counter_fields(vc.pairs))
+        self._writer_counters = SharedCounters.create(WRITER_COUNTER_FIELDS)
+
+    def _release_shared_memory(self) -> None:
+        for ring in self._rings.values():
+            ring.close()
+        for counters in self._counters.values():
+            counters.close()
+        if self._writer_counters is not None:
+            self._writer_counters.close()
+
+    def _spawn_children(self) -> None:
+        cfg = self.cfg
+        w = cfg.writer
+        formats = ["jsonl", "parquet"] if cfg.format == "both" else [cfg.format]
+        assert self._writer_counters is not None
+        wspec = WriterSpec(
+            session_id=self.session_id,
+            data_dir=cfg.data_dir,
+            formats=formats,
+            rotate_snapshots=w.rotate_snapshots,
+            rotate_seconds=w.rotate_seconds,
+            rotate_bytes=int(w.rotate_mb * 1024 * 1024),
+            rings={venue: ring.name for venue, ring in self._rings.items()},
+            counters_name=self._writer_counters.name,
+        )
+        self._writer = Child("writer", run_writer, (wspec,))
+        self._writer.start()
+        for venue, vc in cfg.venues.items():
+            spec = VenueSpec(
+                venue=venue,
+                pairs=vc.pairs,
+                depth=cfg.depth,
+                interval_ms=round(cfg.interval_s * 1000),
+                session_id=self.session_id,
+                venue_config=vc,
+                ring_name=self._rings[venue].name,
+                counters_name=self._counters[venue].name,
+                log_level=self.log_level,
+            )
+            child = Child(f"venue-{venue}", run_venue_process, (msgspec.msgpack.encode(spec),))
+            child.start()
+            self._venues[venue] = child
+
+    # metrics -----------------------------------------------------------------------------
+
+    def status(self, state: str) -> dict[str, Any]:
+        now = time.time()
+        venues: dict[str, Any] = {}
+        totals = {k: 0.0 for k in ("messages", "resyncs", "reconnects", "gaps", "missed_ticks", "ring_drops",
+                                   "samples", "malformed", "stalls")}
+        for venue, vc in self.cfg.venues.items():
+            counters = self._counters.get(venue)
+            if counters is None:
+                continue
+            v = counters.as_dict()
+            prev = self._prev_rates.get(venue)
+            rate = 0.0
+            if prev is not None and now > prev[0]:
+                rate = (v["messages"] - prev[1]) / (now - prev[0])
+            self._prev_rates[venue] = (now, v["messages"])
+            lat = histogram_quantiles(v, (0.5, 0.99), "lat")
+            jit = histogram_quantiles(v, (0.5, 0.99), "jit")
+            child = self._venues.get(venue)
+            ring = self._rings[venue]
+            venues[venue] = {
+                "pid": child.pid if child else None,
+                "alive": bool(child and child.alive),
+                "restarts": child.restarts if child else 0,
+                "connected": bool(v["connected"]),
+                "messages": int(v["messages"]),
+                "messages_per_s": round(rate, 1),
+                "bytes": int(v["bytes"]),
+                "malformed": int(v["malformed"]),
+                "resyncs": int(v["resyncs"]),
+                "gaps": int(v["gaps"]),
+                "reconnects": int(v["reconnects"]),
+                "planned_reconnects": int(v["planned_reconnects"]),
+                "stalls": int(v["stalls"]),
+                "snapshots_fetched": int(v["snapshots_fetched"]),
+                "http_429": int(v["http_429"]),
+                "ticks": int(v["ticks"]),
+                "samples": int(v["samples"]),
+                "missed_ticks": int(v["missed_ticks"]),
+                "missed_by_cause": {
+                    cause: int(v[f"missed_{cause}"]) for cause in ("not_synced", "restart", "late", "crossed")
+                },
+                "warmup_ticks": int(v["warmup_ticks"]),
+                "ring_drops": int(v["ring_drops"]),
+                "ring_used_bytes": ring.used_bytes,
+                "capture_latency_ms": {"p50": lat[0.5], "p99": lat[0.99], "max": v["lat_max"] or None},
+                "grid_jitter_ms": {"p50": jit[0.5], "p99": jit[0.99], "max": v["jit_max"] or None},
+                "pairs": {
+                    pair: {
+                        "synced": bool(v[f"synced:{pair}"]),
+                        "samples": int(v[f"samples:{pair}"]),
+                        "missed_ticks": int(v[f"missed:{pair}"]),
+                        "resyncs": int(v[f"resyncs:{pair}"]),
+                        "gaps": int(v[f"gaps:{pair}"]),
+                    }
+                    for pair in vc.pairs
+                },
+            }
+            for key in totals:
+                totals[key] += v[key]
+        writer: dict[str, Any] = {}
+        if self._writer_counters is not None:
+            w = self._writer_counters.as_dict()
+            writer = {k: (int(x) if float(x).is_integer() else round(x, 3)) for k, x in w.items()}
+            writer["pid"] = self._writer.pid if self._writer else None
+            writer["alive"] = bool(self._writer and self._writer.alive)
+            writer["restarts"] = self._writer.restarts if self._writer else 0
+        return {
+            "session_id": self.session_id,
+            "state": state,
+            "supervisor_pid": os.getpid(),
+            "started_at_ms": int(self._started * 1000),
+            "updated_at_ms": int(now * 1000),
+            "uptime_s": round(now - self._started, 1),
+            "interval_s": self.cfg.interval_s,
+            "depth": self.cfg.depth,
+            "format": self.cfg.format,
+            "data_dir": str(Path(self.cfg.data_dir).resolve()),
+            "simulate": self.cfg.simulate,
+            "venues": venues,
+            "writer": writer,
+            "totals": {k: int(x) for k, x in totals.items()},
+        }
+
+
+def _check_writable(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise CaptureError(f"data dir {data_dir} is not writable: {exc.strerror or exc}") from None

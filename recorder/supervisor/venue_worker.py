@@ -1,0 +1,96 @@
+"""The venue process: one uvloop event loop running a venue's connector and its sampler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+import msgspec
+
+from recorder.config import VenueConfig
+from recorder.logs import setup_logging
+from recorder.metrics import SharedCounters
+from recorder.ring.shm_ring import ShmRing
+from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
+from recorder.venues import connector_class
+from recorder.venues.base import CONNECTOR_FIELDS, pair_fields
+
+log = logging.getLogger("recorder.venue")
+
+PROCESS_FIELDS = ["heartbeat_ms", "started_ms", "pid"]
+
+
+class VenueSpec(msgspec.Struct, kw_only=True):
+    venue: str
+    pairs: list[str]
+    depth: int
+    interval_ms: int
+    session_id: str
+    venue_config: VenueConfig
+    ring_name: str
+    counters_name: str
+    log_level: str = "INFO"
+
+
+def venue_counter_fields(pairs: list[str]) -> list[str]:
+    fields = [*CONNECTOR_FIELDS, *SAMPLER_FIELDS, *PROCESS_FIELDS]
+    for pair in pairs:
+        fields += pair_fields(pair) + sampler_pair_fields(pair)
+    return fields
+
+
+def run_venue_process(spec_bytes: bytes) -> None:
+    spec = msgspec.msgpack.decode(spec_bytes, type=VenueSpec)
+    setup_logging(f"venue-{spec.venue}", spec.log_level)
+    # Ctrl-C reaches the whole process group; the supervisor orders the shutdown with SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import uvloop
+
+        uvloop.run(_main(spec))
+    except Exception:
+        log.exception("event=venue_process_crashed venue=%s", spec.venue)
+        raise
+
+
+async def _main(spec: VenueSpec) -> None:
+    counters = SharedCounters.attach(spec.counters_name, venue_counter_fields(spec.pairs))
+    ring = ShmRing.attach(spec.ring_name)
+    counters.set("pid", os.getpid())
+    counters.set("started_ms", time.time() * 1000.0)
+    connector = connector_class(spec.venue)(spec.venue_config, spec.pairs, counters)
+    sampler = Sampler(spec.venue, spec.pairs, spec.depth, spec.interval_ms, connector, ring, counters,
+                      spec.session_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    log.info("event=venue_started venue=%s pairs=%s interval_ms=%d", spec.venue, ",".join(spec.pairs),
+             spec.interval_ms)
+    tasks = [
+        loop.create_task(connector.run(), name="connector"),
+        loop.create_task(sampler.run(stop), name="sampler"),
+        loop.create_task(_heartbeat(spec, connector, counters, stop), name="heartbeat"),
+    ]
+    await stop.wait()
+    # The sampler sees `stop` and returns; whatever it pushed is already in the ring.
+    await connector.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    log.info("event=venue_stopped venue=%s samples=%d", spec.venue, counters.get("samples"))
+
+
+async def _heartbeat(spec: VenueSpec, connector: object, counters: SharedCounters, stop: asyncio.Event) -> None:
+    parent = os.getppid()
+    while not stop.is_set():
+        counters.set("heartbeat_ms", time.time() * 1000.0)
+        for pair in spec.pairs:
+            counters.set(f"synced:{pair}", 1.0 if connector.book(pair) is not None else 0.0)  # type: ignore[attr-defined]
+        if os.getppid() != parent:
+            # The supervisor is gone (kill -9); an orphan capture would write into nothing.
+            log.error("event=parent_gone venue=%s", spec.venue)
+            stop.set()
+        await asyncio.sleep(0.25)

@@ -1,0 +1,23 @@
+"""Venue registry: venue id -> the module implementing it (imported lazily).
+
+Every venue module has the same shape: ``VENUE``, wire structs, a ``*Connector`` class with
+``run / close / book / request_resync``, and ``check_pairs(rest_url, pairs)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+VENUES: dict[str, str] = {
+    "binance": "recorder.venues.binance",
+}
+
+
+def venue_module(venue: str) -> ModuleType:
+    return importlib.import_module(VENUES[venue])
+
+
+def connector_class(venue: str) -> type:
+    module = venue_module(venue)
+    return module.CONNECTOR  # type: ignore[no-any-return]

@@ -1,0 +1,145 @@
+"""What every venue connector shares: the interface to the venue process, backoff, counters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Protocol
+
+from recorder.book import L2Book
+from recorder.config import VenueConfig
+from recorder.metrics import SharedCounters
+
+# Counters every connector keeps (summed over the session by the supervisor).
+CONNECTOR_FIELDS = [
+    "messages",
+    "bytes",
+    "malformed",
+    "resyncs",
+    "gaps",
+    "reconnects",
+    "planned_reconnects",
+    "stalls",
+    "snapshots_fetched",
+    "rest_errors",
+    "http_429",
+    "connected",
+]
+
+
+def pair_fields(pair: str) -> list[str]:
+    return [f"synced:{pair}", f"resyncs:{pair}", f"gaps:{pair}"]
+
+
+class Connector(Protocol):
+    """The interface the venue process uses; every venue module provides one of these."""
+
+    venue: str
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def book(self, pair: str) -> L2Book | None:
+        """The pair's book if it is synced and verified right now, else None."""
+
+    def request_resync(self, pair: str, reason: str) -> None:
+        """The sampler found the book unusable (e.g. crossed): resync that pair only."""
+
+
+class Counters:
+    """Connector-side view of the shared counters; works without shared memory in unit tests."""
+
+    def __init__(self, shared: SharedCounters | None) -> None:
+        self._shared = shared
+        self._local: dict[str, float] = {}
+
+    def incr(self, field: str, n: float = 1.0) -> None:
+        if self._shared is not None and self._shared.has(field):
+            self._shared.incr(field, n)
+        else:
+            self._local[field] = self._local.get(field, 0.0) + n
+
+    def set(self, field: str, value: float) -> None:
+        if self._shared is not None and self._shared.has(field):
+            self._shared.set(field, value)
+        else:
+            self._local[field] = value
+
+    def get(self, field: str) -> float:
+        if self._shared is not None and self._shared.has(field):
+            return self._shared.get(field)
+        return self._local.get(field, 0.0)
+
+
+class Backoff:
+    """Exponential backoff with full jitter that never gives up (users run for days)."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0, healthy_after_s: float = 60.0) -> None:
+        self.base_s, self.cap_s, self.healthy_after_s = base_s, cap_s, healthy_after_s
+        self.attempt = 0
+        self._since: float | None = None
+
+    def success(self) -> None:
+        self._since = time.monotonic()
+
+    def next_delay(self) -> float:
+        # A connection that stayed healthy for a while earns a fresh start.
+        if self._since is not None and time.monotonic() - self._since >= self.healthy_after_s:
+            self.attempt = 0
+        self._since = None
+        delay = min(self.cap_s, self.base_s * (2**self.attempt))
+        self.attempt = min(self.attempt + 1, 20)
+        return random.uniform(delay / 2, delay)
+
+
+class LogThrottle:
+    """Log the first few occurrences of an event kind, then one in every ``every``."""
+
+    def __init__(self, log: logging.Logger, first: int = 5, every: int = 1000) -> None:
+        self.log, self.first, self.every = log, first, every
+        self.counts: dict[str, int] = {}
+
+    def warning(self, kind: str, msg: str, *args: object) -> None:
+        n = self.counts.get(kind, 0) + 1
+        self.counts[kind] = n
+        if n <= self.first or n % self.every == 0:
+            self.log.warning(f"{msg} (occurrence {n})", *args)
+
+
+class WeightLimiter:
+    """Keeps REST requests within a venue's per-minute weight budget.
+
+    Requests wait (fairly, FIFO) rather than fire and collect a 429; a 429/418 from the venue
+    pauses every request until its Retry-After has passed.
+    """
+
+    def __init__(self, budget_per_min: int, safety: float = 0.8) -> None:
+        self.budget = max(1, int(budget_per_min * safety))
+        self._spent: list[tuple[float, int]] = []
+        self._lock = asyncio.Lock()
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    async def acquire(self, weight: int) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                if now < self._paused_until:
+                    await asyncio.sleep(self._paused_until - now)
+                    continue
+                self._spent = [(t, w) for t, w in self._spent if now - t < 60.0]
+                used = sum(w for _, w in self._spent)
+                if used + weight <= self.budget or not self._spent:
+                    self._spent.append((now, weight))
+                    return
+                await asyncio.sleep(max(0.05, 60.0 - (now - self._spent[0][0])))
+
+
+def venue_config_default(cfg: VenueConfig, attr: str, default: str) -> str:
+    value = getattr(cfg, attr)
+    return (value or default).rstrip("/")

@@ -115,9 +115,7 @@ def prepare_parquet(
     """Write ``table`` to the temp file of ``final_path`` (zstd, dictionary pages), fsynced."""
 
     def write(fh: BinaryIO) -> None:
-        pq.write_table(
-            table, fh, compression=compression, row_group_size=row_group_size, use_dictionary=True
-        )
+        pq.write_table(table, fh, compression=compression, row_group_size=row_group_size, use_dictionary=True)
 
     return _prepare(final_path, write, table.num_rows, "parquet")
 

@@ -265,7 +265,7 @@ class _Connection:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self.transport is not None and not self.transport.is_disconnected():
+        if self.transport is not None and not self.transport.is_disconnected:
             self.transport.send_close()
             self.transport.disconnect()
 

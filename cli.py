@@ -43,9 +43,20 @@ def main() -> None:
 @click.option("--session-id", help="Session id (default: venue and pairs, e.g. binance_BTC-USDT_ETH-USDT).")
 @click.option("--simulate", is_flag=True, default=None, help="Capture from the embedded local exchange simulator.")
 @click.option("--log-level", default="INFO", show_default=True)
-def start_capture(config_path: str | None, venue: str | None, pairs: str | None, interval: str | None,
-                  duration: str | None, depth: int | None, fmt: str | None, storage: str | None,
-                  data_dir: str | None, session_id: str | None, simulate: bool | None, log_level: str) -> None:
+def start_capture(
+    config_path: str | None,
+    venue: str | None,
+    pairs: str | None,
+    interval: str | None,
+    duration: str | None,
+    depth: int | None,
+    fmt: str | None,
+    storage: str | None,
+    data_dir: str | None,
+    session_id: str | None,
+    simulate: bool | None,
+    log_level: str,
+) -> None:
     """Capture order books until the duration ends, stop-capture, SIGTERM or Ctrl-C."""
     from recorder.logs import setup_logging
     from recorder.supervisor.session import SessionBusy
@@ -176,10 +187,22 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
 @click.option("--symbols", help="Comma-separated venue symbols (default: a built-in universe).")
 @click.option("--seed", type=int, help="Seed for a reproducible market.")
 @click.option("--ping-interval", default=20.0, show_default=True, type=float)
-@click.option("--max-connection-age", default=86400.0, show_default=True, type=float,
-              help="Seconds before the server closes a connection (the venue's 24 h limit).")
-def simulate(venue: str, host: str, port: int, symbols: str | None, seed: int | None,
-             ping_interval: float, max_connection_age: float) -> None:
+@click.option(
+    "--max-connection-age",
+    default=86400.0,
+    show_default=True,
+    type=float,
+    help="Seconds before the server closes a connection (the venue's 24 h limit).",
+)
+def simulate(
+    venue: str,
+    host: str,
+    port: int,
+    symbols: str | None,
+    seed: int | None,
+    ping_interval: float,
+    max_connection_age: float,
+) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
     from recorder.sim.server import SimOptions, run_simulator
@@ -188,9 +211,13 @@ def simulate(venue: str, host: str, port: int, symbols: str | None, seed: int | 
         raise UserError(f"the simulator does not serve venue {venue!r} yet (known: binance)")
     setup_logging("simulator")
     opts = SimOptions(
-        venue=venue, host=host, port=port,
+        venue=venue,
+        host=host,
+        port=port,
         symbols=[s.strip().upper() for s in symbols.split(",")] if symbols else None,
-        seed=seed, ping_interval_s=ping_interval, max_connection_age_s=max_connection_age,
+        seed=seed,
+        ping_interval_s=ping_interval,
+        max_connection_age_s=max_connection_age,
     )
 
     def ready(urls: dict[str, str]) -> None:

@@ -10,9 +10,7 @@ import math
 from multiprocessing import shared_memory
 
 # Capture-latency histogram: log-spaced bucket upper bounds in ms (last bucket is +inf).
-LATENCY_BOUNDS_MS: tuple[float, ...] = tuple(
-    [round(0.05 * (1.25**i), 4) for i in range(60)]
-)
+LATENCY_BOUNDS_MS: tuple[float, ...] = tuple([round(0.05 * (1.25**i), 4) for i in range(60)])
 
 
 class SharedCounters:

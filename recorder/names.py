@@ -23,9 +23,7 @@ def normalize_pair(raw: str) -> str:
 
 def check_session_id(session_id: str) -> str:
     if not SESSION_RE.fullmatch(session_id) or ".." in session_id:
-        raise NameError_(
-            f"invalid session id {session_id!r}: use letters, digits, '_', '-', '.' (max 128)"
-        )
+        raise NameError_(f"invalid session id {session_id!r}: use letters, digits, '_', '-', '.' (max 128)")
     return session_id
 
 

@@ -18,8 +18,15 @@ from recorder.venues.binance import BinanceConnector
 
 
 def _diff(U: int, u: int, bid: str) -> str:
-    data = {"e": "depthUpdate", "E": 1_700_000_000_000 + u, "s": "BTCUSDT", "U": U, "u": u,
-            "b": [[bid, "1.00000000"]], "a": []}
+    data = {
+        "e": "depthUpdate",
+        "E": 1_700_000_000_000 + u,
+        "s": "BTCUSDT",
+        "U": U,
+        "u": u,
+        "b": [[bid, "1.00000000"]],
+        "a": [],
+    }
     return json.dumps({"stream": "btcusdt@depth@100ms", "data": data})
 
 
@@ -81,8 +88,12 @@ def _top_bids(c: BinanceConnector) -> list[float]:
     return [lv.price for lv in book.top(5)[0]]
 
 
-async def _run_until(connector: BinanceConnector, cond: Callable[[], bool], timeout: float = 10.0,
-                     then: Callable[[], object] = lambda: None) -> object:
+async def _run_until(
+    connector: BinanceConnector,
+    cond: Callable[[], bool],
+    timeout: float = 10.0,
+    then: Callable[[], object] = lambda: None,
+) -> object:
     """Run the connector until `cond` holds; `then` runs before the connector is closed."""
     task = asyncio.create_task(connector.run())
     try:

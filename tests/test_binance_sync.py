@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from recorder.venues.binance import BookSync, DepthEvent, DepthSnapshot, Envelope, Outcome, parse_frame
 
-DATA = Path(__file__).parent / "data" / "binance"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "recordings" / "binance"
 
 
-def diff(U: int, u: int, bids: list[tuple[str, str]] | None = None, asks: list[tuple[str, str]] | None = None,
-         E: int = 1) -> DepthEvent:
+def diff(
+    U: int, u: int, bids: list[tuple[str, str]] | None = None, asks: list[tuple[str, str]] | None = None, E: int = 1
+) -> DepthEvent:
     return DepthEvent(e="depthUpdate", E=E, s="BTCUSDT", U=U, u=u, b=bids or [], a=asks or [])
 
 
 def snap(last: int) -> DepthSnapshot:
-    return DepthSnapshot(lastUpdateId=last, bids=[("100.0", "1.0"), ("99.0", "2.0")],
-                         asks=[("101.0", "1.0"), ("102.0", "3.0")])
+    return DepthSnapshot(
+        lastUpdateId=last, bids=[("100.0", "1.0"), ("99.0", "2.0")], asks=[("101.0", "1.0"), ("102.0", "3.0")]
+    )
 
 
 def test_snapshot_joins_straddling_diff_and_drops_older() -> None:
@@ -99,17 +102,19 @@ def test_hole_inside_buffer_restarts_buffer() -> None:
 
 
 def test_parse_frame_shapes() -> None:
-    wrapped = b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":5,"s":"BTCUSDT","U":1,"u":2,' \
-              b'"b":[["1.0","2.0"]],"a":[]}}'
+    wrapped = (
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":5,"s":"BTCUSDT","U":1,"u":2,'
+        b'"b":[["1.0","2.0"]],"a":[]}}'
+    )
     key, ev = parse_frame(wrapped)  # type: ignore[misc]
     assert key == "btcusdt@depth@100ms" and ev.u == 2 and ev.b == [("1.0", "2.0")]
     assert isinstance(parse_frame(b'{"result":null,"id":1}'), Envelope)
     assert parse_frame(b'{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"1","B":"2"}}') is None
     key, ev = parse_frame(b'{"e":"serverShutdown","E":1700000000000}')  # type: ignore[misc]
     assert ev.e == "serverShutdown"
-    with pytest.raises(Exception):
+    with pytest.raises(msgspec.ValidationError):
         parse_frame(b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","U":"x"}}')
-    with pytest.raises(Exception):
+    with pytest.raises(msgspec.DecodeError):
         parse_frame(b"not json")
 
 

@@ -235,10 +235,12 @@ class ShmRing:
 
     # -- consumer --------------------------------------------------------------------------
 
-    def read(self, from_pos: int, max_records: int = 1 << 30) -> tuple[list[bytes], int]:
+    def read(self, from_pos: int, max_records: int = 1 << 30, ends: list[int] | None = None) -> tuple[list[bytes], int]:
         """Copy up to ``max_records`` records published after ``from_pos``, without committing.
 
-        Returns the payloads and the position just after the last one returned.
+        Returns the payloads and the position just after the last one returned. With ``ends``,
+        the position just after each returned record is appended to it (so a consumer that
+        stops part-way through the batch knows where to resume).
         """
         commit = self._commit_pos.value
         wp = self._write_pos.value  # snapshot once: bytes before it are complete
@@ -259,6 +261,8 @@ class ShmRing:
                 raise RingError(f"ring {self.name} corrupt at position {pos} (length {n})")
             out.append(bytes(data[off + 4 : off + 4 + n]))
             pos = end
+            if ends is not None:
+                ends.append(end)
         # Skip a trailing wrap marker so next_pos is always a record start or write_pos.
         if pos < wp and _LEN.unpack_from(data, pos % cap)[0] == WRAP_MARKER:
             pos += cap - pos % cap

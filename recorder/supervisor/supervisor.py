@@ -71,8 +71,7 @@ class Child:
             self.exits = [t for t in self.exits if now - t < CRASH_LOOP_WINDOW_S] + [now]
             delay = min(30.0, 0.25 * 2 ** max(0, len(self.exits) - 1))
             self.next_start = now + delay
-            log.error("event=child_died child=%s exitcode=%s restart_in_s=%.2f", self.name,
-                      self.last_exitcode, delay)
+            log.error("event=child_died child=%s exitcode=%s restart_in_s=%.2f", self.name, self.last_exitcode, delay)
             if len(self.exits) >= CRASH_LOOP_RESTARTS:
                 return False
         if self.process is None and now >= self.next_start:
@@ -171,8 +170,9 @@ class Supervisor:
             final["flushed"] = flushed
             final["stop_reason"] = self._stop_reason
             self.session.write_status(final)
-            log.info("event=stopped flushed=%s snapshots_written=%d", flushed,
-                     final["writer"].get("snapshots_written", 0))
+            log.info(
+                "event=stopped flushed=%s snapshots_written=%d", flushed, final["writer"].get("snapshots_written", 0)
+            )
             return exit_code
         finally:
             self._release_shared_memory()
@@ -199,12 +199,11 @@ class Supervisor:
     def _start_simulator(self) -> None:
         from recorder.sim.server import SimOptions
 
-        symbols: list[str] = []
-        for venue, vc in self.cfg.venues.items():
+        for venue in self.cfg.venues:
             if venue != "binance":
                 raise CaptureError(f"--simulate does not serve venue {venue!r} yet")
         parent, child = _ctx.Pipe(duplex=False)
-        opts = SimOptions(venue="binance", host="127.0.0.1", port=0, symbols=symbols or None)
+        opts = SimOptions(venue="binance", host="127.0.0.1", port=0)
         self._sim = _ctx.Process(target=_run_simulator, args=(opts, child), name="simulator")
         self._sim.start()
         if not parent.poll(30):
@@ -282,8 +281,20 @@ class Supervisor:
     def status(self, state: str) -> dict[str, Any]:
         now = time.time()
         venues: dict[str, Any] = {}
-        totals = {k: 0.0 for k in ("messages", "resyncs", "reconnects", "gaps", "missed_ticks", "ring_drops",
-                                   "samples", "malformed", "stalls")}
+        totals = {
+            k: 0.0
+            for k in (
+                "messages",
+                "resyncs",
+                "reconnects",
+                "gaps",
+                "missed_ticks",
+                "ring_drops",
+                "samples",
+                "malformed",
+                "stalls",
+            )
+        }
         for venue, vc in self.cfg.venues.items():
             counters = self._counters.get(venue)
             if counters is None:

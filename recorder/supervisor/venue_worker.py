@@ -13,6 +13,7 @@ import msgspec
 from recorder.config import VenueConfig
 from recorder.logs import setup_logging
 from recorder.metrics import SharedCounters
+from recorder.parent import parent_alive, spawning_parent_pid
 from recorder.ring.shm_ring import ShmRing
 from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
 from recorder.venues import connector_class
@@ -62,13 +63,11 @@ async def _main(spec: VenueSpec) -> None:
     counters.set("pid", os.getpid())
     counters.set("started_ms", time.time() * 1000.0)
     connector = connector_class(spec.venue)(spec.venue_config, spec.pairs, counters)
-    sampler = Sampler(spec.venue, spec.pairs, spec.depth, spec.interval_ms, connector, ring, counters,
-                      spec.session_id)
+    sampler = Sampler(spec.venue, spec.pairs, spec.depth, spec.interval_ms, connector, ring, counters, spec.session_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    log.info("event=venue_started venue=%s pairs=%s interval_ms=%d", spec.venue, ",".join(spec.pairs),
-             spec.interval_ms)
+    log.info("event=venue_started venue=%s pairs=%s interval_ms=%d", spec.venue, ",".join(spec.pairs), spec.interval_ms)
     tasks = [
         loop.create_task(connector.run(), name="connector"),
         loop.create_task(sampler.run(stop), name="sampler"),
@@ -84,12 +83,12 @@ async def _main(spec: VenueSpec) -> None:
 
 
 async def _heartbeat(spec: VenueSpec, connector: object, counters: SharedCounters, stop: asyncio.Event) -> None:
-    parent = os.getppid()
+    parent = spawning_parent_pid()
     while not stop.is_set():
         counters.set("heartbeat_ms", time.time() * 1000.0)
         for pair in spec.pairs:
             counters.set(f"synced:{pair}", 1.0 if connector.book(pair) is not None else 0.0)  # type: ignore[attr-defined]
-        if os.getppid() != parent:
+        if not parent_alive(parent):
             # The supervisor is gone (kill -9); an orphan capture would write into nothing.
             log.error("event=parent_gone venue=%s", spec.venue)
             stop.set()

@@ -488,13 +488,20 @@ class BinanceConnector:
                     retry = float(resp.headers.get("Retry-After", "60"))
                     self.limiter.pause(retry)
                     self.counters.incr("http_429")
-                    log.warning("event=rate_limited venue=%s status=%d retry_after_s=%s",
-                                self.venue, resp.status, retry)
+                    log.warning(
+                        "event=rate_limited venue=%s status=%d retry_after_s=%s", self.venue, resp.status, retry
+                    )
                     return None
                 if resp.status != 200:
                     self.counters.incr("rest_errors")
-                    self._throttle.warning("rest", "event=snapshot_failed venue=%s pair=%s status=%d body=%s",
-                                           self.venue, pair, resp.status, body[:200])
+                    self._throttle.warning(
+                        "rest",
+                        "event=snapshot_failed venue=%s pair=%s status=%d body=%s",
+                        self.venue,
+                        pair,
+                        resp.status,
+                        body[:200],
+                    )
                     return None
             snap = _snapshot.decode(body)
         except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -511,8 +518,9 @@ class BinanceConnector:
 
     def malformed(self, what: str, size: int) -> None:
         self.counters.incr("malformed")
-        self._throttle.warning("malformed", "event=malformed_frame venue=%s bytes=%d detail=%s",
-                               self.venue, size, what[:200])
+        self._throttle.warning(
+            "malformed", "event=malformed_frame venue=%s bytes=%d detail=%s", self.venue, size, what[:200]
+        )
 
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
@@ -526,4 +534,6 @@ def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 1
         info = json.load(resp)
     listed = {s["symbol"] for s in info.get("symbols", [])}
     return [p for p in pairs if symbol_for(p) not in listed]
+
+
 CONNECTOR = BinanceConnector

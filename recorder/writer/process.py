@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from recorder.metrics import SharedCounters
 from recorder.model import Snapshot, snapshot_decoder
+from recorder.parent import parent_alive, spawning_parent_pid
 from recorder.ring.shm_ring import ShmRing
 from recorder.sinks.local import PreparedFile, clean_temp_files, prepare_jsonl, prepare_parquet, publish
 from recorder.writer.batches import (
@@ -186,6 +187,7 @@ class Writer:
         self._last_decode_log = 0.0
         self._decode_errors_unlogged = 0
         self._clean_pending = False
+        self._rr = 0
         self._crash_point, self._crash_count = _parse_crash_env()
 
     # -- start-up --------------------------------------------------------------------------
@@ -235,34 +237,37 @@ class Writer:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def poll(self, targets: dict[str, int] | None = None) -> int:
+    def poll(self) -> int:
         """Read available records from every ring into the open segment; returns records read.
 
-        Stops early when a file would exceed ``rotate_snapshots``. With ``targets`` (stopping),
-        only reads rings whose read position is below their target.
+        A record whose file already holds ``rotate_snapshots`` is left in the ring (read
+        position stays before it) and the segment is due for rotation. Rings are visited
+        round-robin so a backlog on one ring can't starve the others.
         """
         total = 0
-        for venue, ring in self.rings.items():
-            pos = self.read_pos[venue]
-            if targets is not None and pos >= targets[venue]:
-                continue
-            room = self.spec.rotate_snapshots - self.segment.max_part_count
-            if room <= 0:
-                break
-            payloads, nxt = ring.read(pos, min(room, self.spec.max_read_records))
-            for payload in payloads:
-                self._add(payload)
-            self.read_pos[venue] = nxt
-            total += len(payloads)
+        venues = list(self.rings)
+        if not venues:
+            return 0
+        self._rr = (self._rr + 1) % len(venues)
+        for venue in venues[self._rr :] + venues[: self._rr]:
+            ring = self.rings[venue]
+            ends: list[int] = []
+            limit = min(self.spec.rotate_snapshots, self.spec.max_read_records)
+            payloads, nxt = ring.read(self.read_pos[venue], limit, ends)
+            for payload, end in zip(payloads, ends, strict=True):
+                if not self._add(payload):
+                    self.counters.incr("records_read", total)
+                    return total  # read_pos stays before the refused record
+                self.read_pos[venue] = end
+                total += 1
+            self.read_pos[venue] = nxt  # may skip a trailing wrap marker
         if total:
             self.counters.incr("records_read", total)
         return total
 
-    def _add(self, payload: bytes) -> None:
+    def _add(self, payload: bytes) -> bool:
+        """Add one ring record to the open segment; False if its file is full (not consumed)."""
         seg = self.segment
-        seg.records += 1
-        if seg.started_mono is None:
-            seg.started_mono = time.monotonic()
         try:
             snap = snapshot_decoder.decode(payload)
             if not _SAFE_NAME.match(snap.exchange) or ".." in snap.exchange:
@@ -270,8 +275,16 @@ class Writer:
             if not 0 <= snap.timestamp_ms < _MAX_TS_MS:
                 raise ValueError(f"timestamp_ms {snap.timestamp_ms} out of range")
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            self._note_record(seg)
             self._decode_error(exc)
-            return
+            return True
+        date = utc_date(snap.timestamp_ms)
+        part = seg.parts.get((snap.exchange, date))
+        if part is not None and part.count >= self.spec.rotate_snapshots:
+            return False
+        self._note_record(seg)
+        if part is None:
+            part = seg.parts[(snap.exchange, date)] = _Partition(snap.exchange, date, snap.timestamp_ms)
         key = (snap.exchange, snap.pair)
         seq = seg.seq.get(key)
         if seq is None:
@@ -279,10 +292,6 @@ class Writer:
         seg.seq[key] = seq + 1
         snap.sequence_number = seq
         snap.session_id = self.spec.session_id
-        date = utc_date(snap.timestamp_ms)
-        part = seg.parts.get((snap.exchange, date))
-        if part is None:
-            part = seg.parts[(snap.exchange, date)] = _Partition(snap.exchange, date, snap.timestamp_ms)
         if "parquet" in self.spec.formats:
             part.snaps.append(snap)
             if len(part.snaps) >= _BATCH_SNAPSHOTS:
@@ -296,15 +305,20 @@ class Writer:
         seg.max_part_count = max(seg.max_part_count, part.count)
         if self.newest_ts_ms is None or snap.timestamp_ms > self.newest_ts_ms:
             self.newest_ts_ms = snap.timestamp_ms
+        return True
+
+    @staticmethod
+    def _note_record(seg: _Segment) -> None:
+        seg.records += 1
+        if seg.started_mono is None:
+            seg.started_mono = time.monotonic()
 
     def _decode_error(self, exc: Exception) -> None:
         self.counters.incr("decode_errors")
         self._decode_errors_unlogged += 1
         now = time.monotonic()
         if now - self._last_decode_log >= 10.0:  # one line per 10 s at most, not per record
-            log.warning(
-                "event=decode_error skipped=%d error=%s", self._decode_errors_unlogged, str(exc)[:200]
-            )
+            log.warning("event=decode_error skipped=%d error=%s", self._decode_errors_unlogged, str(exc)[:200])
             self._last_decode_log = now
             self._decode_errors_unlogged = 0
 
@@ -377,9 +391,7 @@ class Writer:
             next_seq.update(seg.seq)
             pending = PendingCommit(
                 segment=segno,
-                files=[
-                    JournalFile(tmp=self._rel(p.tmp_path), final=self._rel(p.final_path)) for p in prepared
-                ],
+                files=[JournalFile(tmp=self._rel(p.tmp_path), final=self._rel(p.final_path)) for p in prepared],
                 rings={
                     venue: RingPosition(name=ring.name, instance=ring.instance_id, pos=self.read_pos[venue])
                     for venue, ring in self.rings.items()
@@ -441,9 +453,7 @@ class Writer:
             if ring is None or ring.name != rp.name or ring.instance_id != rp.instance:
                 continue  # that ring is gone (recreated): its records are not ours to free
             if rp.pos > ring.write_pos:
-                log.error(
-                    "event=ring_position_invalid venue=%s pos=%d write_pos=%d", venue, rp.pos, ring.write_pos
-                )
+                log.error("event=ring_position_invalid venue=%s pos=%d write_pos=%d", venue, rp.pos, ring.write_pos)
                 continue
             ring.commit(rp.pos)
             # After a restart read_pos is the old commit_pos: skip what this segment holds.
@@ -527,10 +537,10 @@ class Writer:
         c.set("ring_held_bytes", held)
         c.set("ring_unread_bytes", unread)
 
-    def step(self, targets: dict[str, int] | None = None) -> bool:
+    def step(self) -> bool:
         """One loop iteration; True when it did work (so the caller shouldn't sleep)."""
         if self.journal.pending is None and self.sealed is None:
-            n = self.poll(targets)
+            n = self.poll()
             self.sealed = self.rotation_reason(time.monotonic())
             if self.sealed is None:
                 return n > 0
@@ -540,7 +550,7 @@ class Writer:
         """Main loop until a stop signal or the parent's death; then drain. Returns exit status."""
         sleep = self.spec.poll_interval_s
         while not stop.flag:
-            if os.getppid() != parent_pid:
+            if not parent_alive(parent_pid):
                 stop.signame = "parent_exit"
                 break
             busy = self.step()
@@ -621,7 +631,7 @@ def run_writer(spec: WriterSpec) -> None:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-    parent_pid = os.getppid()
+    parent_pid = spawning_parent_pid()
     stop = _StopRequested()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

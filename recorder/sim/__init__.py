@@ -1,0 +1,1 @@
+"""Local exchange simulators speaking real venue wire protocols (see recorder.sim.server)."""

@@ -1,0 +1,674 @@
+"""Binance spot simulator: `<symbol>@depth[@100ms]` WebSocket streams + `/api/v3` REST on one aiohttp app.
+
+Wire formats follow the public Binance spot docs (see shared/venue-protocols.md section 1): combined
+streams wrap events as {"stream","data"}, raw streams do not; the REST snapshot's lastUpdateId is the
+latest event id, which usually falls inside the next diff's [U, u], so only a client implementing the
+documented sync procedure ends up with the right book.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
+
+if TYPE_CHECKING:
+    from recorder.sim.server import SimOptions
+
+TICK_MS = 10  # generator resolution: events are spread over time at this granularity
+SLOW_INTERVAL_MS = 1000  # cadence of `<symbol>@depth` (and partial depth without @100ms)
+MAX_STREAMS = 1024
+MAX_QUEUED = 50_000  # outgoing messages buffered per connection before it is dropped as too slow
+DEPTH_LIMIT_MAX = 5000
+PARTIAL_LEVELS = (5, 10, 20)
+BAN_DURATION_S = 120.0
+
+# symbol -> (base, quote, price, tickSize, stepSize, typical resting qty, events/s)
+DEFAULT_SYMBOLS: dict[str, tuple[str, str, str, str, str, str, float]] = {
+    "BTCUSDT": ("BTC", "USDT", "65000", "0.01", "0.00001", "0.05", 200.0),
+    "ETHUSDT": ("ETH", "USDT", "3200", "0.01", "0.0001", "1", 150.0),
+    "BNBUSDT": ("BNB", "USDT", "580", "0.01", "0.001", "3", 60.0),
+    "SOLUSDT": ("SOL", "USDT", "150", "0.01", "0.001", "20", 100.0),
+    "XRPUSDT": ("XRP", "USDT", "0.52", "0.0001", "0.1", "4000", 60.0),
+    "ADAUSDT": ("ADA", "USDT", "0.45", "0.0001", "0.1", "5000", 40.0),
+    "DOGEUSDT": ("DOGE", "USDT", "0.12", "0.00001", "1", "20000", 60.0),
+    "LTCUSDT": ("LTC", "USDT", "75", "0.01", "0.001", "30", 30.0),
+    "ETHBTC": ("ETH", "BTC", "0.05", "0.00001", "0.0001", "1", 20.0),
+    "BNBBTC": ("BNB", "BTC", "0.009", "0.000001", "0.001", "3", 10.0),
+    "TRXUSDT": ("TRX", "USDT", "0.12", "0.00001", "0.1", "20000", 20.0),
+    "DOTUSDT": ("DOT", "USDT", "6.5", "0.001", "0.01", "200", 20.0),
+}
+QUOTE_ASSETS = ("FDUSD", "USDT", "USDC", "TUSD", "BUSD", "EUR", "TRY", "BRL", "BTC", "ETH", "BNB", "DAI")
+_TYPICAL_NOTIONAL = {"BTC": 0.03, "ETH": 0.5, "BNB": 3.0}  # other quotes: ~2000 units
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9\-_.]{1,20}$")
+_STREAM_RE = re.compile(r"^[A-Za-z0-9!@_.\-]{1,128}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9]{1,36}$")
+_METHODS = "`SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`"
+
+
+def _quote_of(symbol: str) -> tuple[str, str]:
+    for q in QUOTE_ASSETS:
+        if symbol.endswith(q) and len(symbol) > len(q):
+            return symbol[: -len(q)], q
+    return symbol[:-3] or symbol, symbol[-3:]
+
+
+def _pow10_units(exp: int) -> int:
+    """10**exp in fixed-point units, clamped to the 1e-8 resolution."""
+    return to_units(f"{10.0 ** max(exp, -8):.8f}")
+
+
+def make_spec(symbol: str) -> InstrumentSpec:
+    """Realistic parameters for a known symbol; deterministic made-up ones (from the name) otherwise."""
+    if symbol in DEFAULT_SYMBOLS:
+        base, quote, price, tick, lot, typ, rate = DEFAULT_SYMBOLS[symbol]
+        lot_u = to_units(lot)
+        return InstrumentSpec(
+            symbol, base, quote, to_units(price), to_units(tick), lot_u, max(1, to_units(typ) // lot_u), rate
+        )
+    base, quote = _quote_of(symbol)
+    rng = random.Random("spec:" + symbol)
+    lo, hi = (-5.0, -1.5) if quote in ("BTC", "ETH") else (-1.0, 3.0)
+    price_f = 10.0 ** rng.uniform(lo, hi)
+    tick = _pow10_units(math.floor(math.log10(price_f)) - 4)  # ~5 significant digits, like Binance
+    price = max(tick * 10_000, round(price_f * 1e8 / tick) * tick)
+    notional = _TYPICAL_NOTIONAL.get(quote, 2000.0)
+    typ_qty = notional / (price / 1e8)
+    lot = _pow10_units(min(3, math.floor(math.log10(max(typ_qty, 1e-8))) - 3))
+    typical_lots = max(1, round(typ_qty * 1e8 / lot))
+    return InstrumentSpec(symbol, base, quote, price, tick, lot, typical_lots, rng.uniform(10.0, 60.0))
+
+
+def _levels(levels: list[Level]) -> list[list[str]]:
+    return [[fmt_units(p), fmt_units(q)] for p, q in levels]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Close:
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: int, message: bytes) -> None:
+        self.code = code
+        self.message = message
+
+
+class _Conn:
+    """One WebSocket client: subscriptions, an ordered outgoing queue drained by a writer task."""
+
+    def __init__(self, ws: web.WebSocketResponse, combined: bool, opened: float) -> None:
+        self.ws = ws
+        self.combined = combined
+        self.opened = opened
+        self.streams: dict[str, None] = {}  # ordered set, for LIST_SUBSCRIPTIONS
+        self.queue: deque[str | _Close] = deque()
+        self.wake = asyncio.Event()
+        self.closing = False
+        self.incoming: deque[float] = deque()
+        self.pings: dict[bytes, float] = {}  # outstanding ping payload -> sent at
+
+    def send(self, text: str) -> bool:
+        if self.closing:
+            return True
+        if len(self.queue) >= MAX_QUEUED:
+            return False
+        self.queue.append(text)
+        self.wake.set()
+        return True
+
+    def close(self, code: int, message: bytes, flush: bool) -> None:
+        """Close after the queued messages (flush) or right away, dropping them."""
+        if self.closing:
+            return
+        self.closing = True
+        if not flush:
+            self.queue.clear()
+        self.queue.append(_Close(code, message))
+        self.wake.set()
+
+
+@dataclass
+class _IpBudget:
+    minute: int = -1
+    used: int = 0
+    backoff_until: float = 0.0
+    ignored: int = 0
+    banned_until: float = 0.0
+
+
+class BinanceVenue:
+    """Routes, market engine and connection management for the Binance spot simulator."""
+
+    name = "binance"
+
+    def __init__(self, opts: SimOptions) -> None:
+        self.opts = opts
+        seed = opts.seed if opts.seed is not None else random.SystemRandom().randrange(2**63)
+        symbols = [s.upper() for s in opts.symbols] if opts.symbols else list(DEFAULT_SYMBOLS)
+        fast_ticks = max(1, round(opts.update_interval_ms / TICK_MS))
+        self.tick_s = opts.update_interval_ms / fast_ticks / 1000.0
+        slow_ticks = max(fast_ticks, round(SLOW_INTERVAL_MS / 1000.0 / self.tick_s / fast_ticks) * fast_ticks)
+        self.fast_ticks = fast_ticks
+        retention = opts.history_s
+        self.feeds: dict[str, SymbolFeed] = {
+            s: SymbolFeed(make_spec(s), f"{seed}:{s}", self.tick_s, (fast_ticks, slow_ticks), retention)
+            for s in dict.fromkeys(symbols)
+        }
+        self._subs: dict[str, set[_Conn]] = {}
+        self._conns: set[_Conn] = set()
+        self._budgets: dict[str, _IpBudget] = {}
+        self._engine: asyncio.Task[None] | None = None
+        self._t0 = 0.0
+        self._wall0_ms = 0.0
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "connections_total", "messages_sent", "diffs_published", "rest_requests",
+                "snapshots_served", "http_400", "http_429", "http_418", "closed_rate_limit",
+                "closed_pong_timeout", "closed_max_age", "closed_slow_consumer",
+            ),
+            0,
+        )  # fmt: skip
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def setup(self, app: web.Application) -> None:
+        app.router.add_get("/stream", self._ws_combined)
+        app.router.add_get("/ws", self._ws_raw)
+        app.router.add_get("/ws/{streams:.*}", self._ws_raw)
+        app.router.add_get("/api/v3/depth", self._rest_depth)
+        app.router.add_get("/api/v3/exchangeInfo", self._rest_exchange_info)
+        app.router.add_get("/api/v3/ping", self._rest_ping)
+        app.router.add_get("/api/v3/time", self._rest_time)
+        app.router.add_get("/sim/book", self._sim_book)
+        app.router.add_get("/sim/stats", self._sim_stats)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._t0 = loop.time()
+        self._wall0_ms = time.time() * 1000.0
+        self._engine = asyncio.create_task(self._run_engine(), name="binance-sim-engine")
+
+    async def stop(self) -> None:
+        if self._engine is not None:
+            self._engine.cancel()
+            try:
+                await self._engine
+            except asyncio.CancelledError:
+                pass
+            self._engine = None
+        for conn in list(self._conns):
+            conn.close(WSCloseCode.GOING_AWAY, b"server stopping", flush=False)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "venue": self.name,
+            **self.counters,
+            "connections_open": len(self._conns),
+            "self_check_failures": sum(f.history.self_check_failures for f in self.feeds.values()),
+            "symbols": {
+                s: {"last_update_id": f.last_id, "last_published_u": f.history.latest_id()}
+                for s, f in self.feeds.items()
+            },
+        }
+
+    # -- market engine ------------------------------------------------------------------------------
+
+    def _tick_now(self) -> int:
+        return int((asyncio.get_running_loop().time() - self._t0) / self.tick_s)
+
+    def _advance(self, feed: SymbolFeed, tick: int) -> None:
+        if tick - feed.tick > 3000:  # stalled for > ~30 s (e.g. suspended): jump instead of replaying
+            feed.skip_to(tick - 100)
+        feed.advance_to(tick, asyncio.get_running_loop().time(), self._on_boundary)
+
+    async def _run_engine(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            tick = self._tick_now()
+            for feed in self.feeds.values():
+                self._advance(feed, tick)
+            next_t = self._t0 + (tick // self.fast_ticks + 1) * self.fast_ticks * self.tick_s
+            await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
+
+    def _on_boundary(self, feed: SymbolFeed, cadence: int, diff: WindowDiff | None, tick: int) -> None:
+        """End of a publication window: send the diff (and partial-depth snapshots) to subscribers."""
+        sym = feed.spec.symbol
+        low = sym.lower()
+        event_ms = int(self._wall0_ms + tick * self.tick_s * 1000.0)
+        fast = cadence == 0
+        if diff is not None:
+            if fast:
+                self.counters["diffs_published"] += 1
+            names = (f"{low}@depth@100ms",) if fast else (f"{low}@depth", f"{low}@depth@1000ms")
+            payload: str | None = None
+            for name in names:
+                conns = self._subs.get(name)
+                if not conns:
+                    continue
+                if payload is None:
+                    payload = msgspec.json.encode(
+                        {
+                            "e": "depthUpdate", "E": event_ms, "s": sym, "U": diff.first_id,
+                            "u": diff.last_id, "b": _levels(diff.bids), "a": _levels(diff.asks),
+                        }
+                    ).decode()  # fmt: skip
+                self._fanout(name, payload, conns)
+        for n in PARTIAL_LEVELS:
+            names = (f"{low}@depth{n}@100ms",) if fast else (f"{low}@depth{n}", f"{low}@depth{n}@1000ms")
+            payload = None
+            for name in names:
+                conns = self._subs.get(name)
+                if not conns:
+                    continue
+                if payload is None:
+                    bids, asks = feed.book.top(n)
+                    payload = msgspec.json.encode(
+                        {"lastUpdateId": feed.last_id, "bids": _levels(bids), "asks": _levels(asks)}
+                    ).decode()
+                self._fanout(name, payload, conns)
+
+    def _fanout(self, name: str, payload: str, conns: set[_Conn]) -> None:
+        wrapped: str | None = None
+        for conn in list(conns):
+            if conn.combined:
+                if wrapped is None:
+                    wrapped = f'{{"stream":"{name}","data":{payload}}}'
+                ok = conn.send(wrapped)
+            else:
+                ok = conn.send(payload)
+            if not ok:
+                self.counters["closed_slow_consumer"] += 1
+                conn.close(WSCloseCode.POLICY_VIOLATION, b"slow consumer", flush=False)
+
+    # -- WebSocket ----------------------------------------------------------------------------------
+
+    async def _ws_combined(self, request: web.Request) -> web.StreamResponse:
+        raw = request.query.get("streams", "")
+        return await self._ws_session(request, True, [s for s in raw.split("/") if s])
+
+    async def _ws_raw(self, request: web.Request) -> web.StreamResponse:
+        raw = request.match_info.get("streams", "")
+        return await self._ws_session(request, False, [s for s in raw.split("/") if s])
+
+    async def _ws_session(self, request: web.Request, combined: bool, streams: list[str]) -> web.StreamResponse:
+        if len(dict.fromkeys(streams)) > MAX_STREAMS:
+            return _json_error(400, -1, f"Too many streams requested; the limit is {MAX_STREAMS}.")
+        # autoping off: ping/pong are handled here, to enforce the venue's own keepalive rules.
+        ws = web.WebSocketResponse(autoping=False, compress=False, timeout=2.0, max_msg_size=1 << 16)
+        if not ws.can_prepare(request).ok:
+            return _json_error(400, -1, "WebSocket upgrade required.")
+        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        conn = _Conn(ws, combined, loop.time())
+        self._conns.add(conn)
+        self.counters["connections_total"] += 1
+        for s in streams:
+            self._subscribe(conn, s)
+        writer = asyncio.create_task(self._writer(conn))
+        keeper = asyncio.create_task(self._keepalive(conn))
+        try:
+            async for msg in ws:
+                if conn.closing:  # close already under way: ignore the rest
+                    continue
+                if not self._count_incoming(conn, loop.time()):
+                    self.counters["closed_rate_limit"] += 1
+                    conn.close(WSCloseCode.POLICY_VIOLATION, b"Too many requests", flush=False)
+                    continue
+                if msg.type is WSMsgType.TEXT:
+                    reply = self._handle_request(conn, msg.data)
+                    if reply is not None:
+                        conn.send(reply)
+                elif msg.type is WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type is WSMsgType.PONG:
+                    # Only a pong echoing an outstanding ping's payload counts (unsolicited ones don't).
+                    payload = bytes(msg.data)
+                    if payload in conn.pings:
+                        sent = conn.pings[payload]
+                        conn.pings = {p: t for p, t in conn.pings.items() if t > sent}
+                elif msg.type is WSMsgType.BINARY:
+                    conn.send(_ws_error(3, "Invalid JSON: expected value at line 1 column 1", None))
+        finally:
+            self._conns.discard(conn)
+            for s in list(conn.streams):
+                self._unsubscribe(conn, s)
+            keeper.cancel()
+            if conn.closing and not writer.done():
+                try:
+                    await asyncio.wait_for(writer, 5.0)
+                except (TimeoutError, asyncio.CancelledError):
+                    pass
+            writer.cancel()
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    def _count_incoming(self, conn: _Conn, now: float) -> bool:
+        """Sliding 1 s window over every client frame (text, binary, ping, pong); False = over limit."""
+        limit = self.opts.max_incoming_per_s
+        if limit <= 0:
+            return True
+        q = conn.incoming
+        q.append(now)
+        while q and now - q[0] >= 1.0:
+            q.popleft()
+        return len(q) <= limit
+
+    async def _writer(self, conn: _Conn) -> None:
+        ws = conn.ws
+        while True:
+            await conn.wake.wait()
+            conn.wake.clear()
+            while conn.queue:
+                item = conn.queue.popleft()
+                if isinstance(item, _Close):
+                    await ws.close(code=item.code, message=item.message)
+                    return
+                try:
+                    await ws.send_str(item)
+                except Exception:  # peer gone; the reader loop ends on its own
+                    return
+                self.counters["messages_sent"] += 1
+
+    async def _keepalive(self, conn: _Conn) -> None:
+        """Server pings every ping_interval_s; no pong within pong_timeout_s or max age reached -> close."""
+        loop = asyncio.get_running_loop()
+        opts = self.opts
+        next_ping = conn.opened + opts.ping_interval_s
+        expires = conn.opened + opts.max_connection_age_s
+        while not conn.closing:
+            now = loop.time()
+            if now >= expires:
+                self.counters["closed_max_age"] += 1
+                event = msgspec.json.encode({"e": "serverShutdown", "E": _now_ms()}).decode()
+                conn.send(f'{{"stream":"serverShutdown","data":{event}}}' if conn.combined else event)
+                conn.close(WSCloseCode.OK, b"", flush=True)
+                return
+            if conn.pings and now - min(conn.pings.values()) >= opts.pong_timeout_s:
+                self.counters["closed_pong_timeout"] += 1
+                conn.close(WSCloseCode.POLICY_VIOLATION, b"pong timeout", flush=False)
+                return
+            if now >= next_ping:
+                payload = str(_now_ms()).encode()
+                conn.pings[payload] = now
+                try:
+                    await conn.ws.ping(payload)
+                except Exception:
+                    return
+                next_ping += opts.ping_interval_s
+            wake = min(next_ping, expires)
+            if conn.pings:
+                wake = min(wake, min(conn.pings.values()) + opts.pong_timeout_s)
+            await asyncio.sleep(max(0.0, wake - loop.time()) + 0.001)
+
+    def _subscribe(self, conn: _Conn, stream: str) -> None:
+        conn.streams[stream] = None
+        self._subs.setdefault(stream, set()).add(conn)
+
+    def _unsubscribe(self, conn: _Conn, stream: str) -> None:
+        conn.streams.pop(stream, None)
+        subs = self._subs.get(stream)
+        if subs is not None:
+            subs.discard(conn)
+            if not subs:
+                del self._subs[stream]
+
+    def _handle_request(self, conn: _Conn, text: str) -> str | None:
+        """JSON control messages (SUBSCRIBE & co.), answered like the venue, errors included."""
+        try:
+            req = json.loads(text)
+        except ValueError as exc:
+            line, col = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
+            return _ws_error(3, f"Invalid JSON: expected value at line {line} column {col}", None)
+        if not isinstance(req, dict):
+            return _ws_error(2, "Invalid request: expected a JSON object", None)
+        rid = req.get("id")
+        if not (rid is None or (isinstance(rid, int) and not isinstance(rid, bool) and -(2**63) <= rid < 2**63)
+                or (isinstance(rid, str) and _ID_RE.match(rid))):  # fmt: skip
+            return _ws_error(2, "Invalid request: request ID must be an unsigned integer", None)
+        method = req.get("method")
+        if method is None:
+            return _ws_error(2, "Invalid request: missing field `method`", rid)
+        params = req.get("params")
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            if not isinstance(params, list) or not all(isinstance(p, str) and _STREAM_RE.match(p) for p in params):
+                return _ws_error(2, "Invalid request: params must be an array of stream names", rid)
+            if method == "SUBSCRIBE":
+                if len(dict.fromkeys([*conn.streams, *params])) > MAX_STREAMS:
+                    return _ws_error(2, f"Invalid request: too many streams (max {MAX_STREAMS})", rid)
+                for p in params:
+                    self._subscribe(conn, p)
+            else:
+                for p in params:
+                    self._unsubscribe(conn, p)
+            return _ws_result(None, rid)
+        if method == "LIST_SUBSCRIPTIONS":
+            return _ws_result(list(conn.streams), rid)
+        if method in ("SET_PROPERTY", "GET_PROPERTY"):
+            if not isinstance(params, list) or not params or not isinstance(params[0], str):
+                return _ws_error(2, "Invalid request: property name must be a string", rid)
+            if params[0] != "combined":
+                return _ws_error(0, "Unknown property", rid)
+            if method == "GET_PROPERTY":
+                return _ws_result(conn.combined, rid)
+            if len(params) != 2 or not isinstance(params[1], bool):
+                return _ws_error(1, "Invalid value type: expected Boolean", rid)
+            conn.combined = params[1]
+            return _ws_result(None, rid)
+        return _ws_error(2, f"Invalid request: unknown variant `{method}`, expected one of {_METHODS}", rid)
+
+    # -- REST ---------------------------------------------------------------------------------------
+
+    def _charge(self, request: web.Request, weight: int) -> tuple[web.Response | None, int]:
+        """Per-IP REQUEST_WEIGHT per wall-clock minute; returns (error response or None, used weight)."""
+        self.counters["rest_requests"] += 1
+        now = time.time()
+        ip = request.remote or "?"
+        b = self._budgets.setdefault(ip, _IpBudget())
+        minute = int(now // 60)
+        if b.minute != minute:
+            b.minute, b.used = minute, 0
+        if b.banned_until > now:
+            return self._banned(b, now), b.used
+        if b.backoff_until > now:  # told to back off, came back early
+            b.ignored += 1
+            if self.opts.ban_after_ignored_429s > 0 and b.ignored >= self.opts.ban_after_ignored_429s:
+                b.banned_until = now + BAN_DURATION_S
+                return self._banned(b, now), b.used
+            return self._too_many(b, now), b.used
+        if b.used + weight > self.opts.weight_limit_per_min:
+            b.backoff_until = (minute + 1) * 60.0
+            return self._too_many(b, now), b.used
+        b.ignored = 0
+        b.used += weight
+        return None, b.used
+
+    def _too_many(self, b: _IpBudget, now: float) -> web.Response:
+        self.counters["http_429"] += 1
+        limit = self.opts.weight_limit_per_min
+        resp = _json_error(
+            429, -1003,
+            f"Too much request weight used; current limit is {limit} request weight per 1 MINUTE. "
+            "Please use WebSocket Streams for live updates to avoid polling the API.",
+        )  # fmt: skip
+        resp.headers["Retry-After"] = str(max(1, math.ceil(b.backoff_until - now)))
+        return resp
+
+    def _banned(self, b: _IpBudget, now: float) -> web.Response:
+        self.counters["http_418"] += 1
+        until = int(b.banned_until * 1000)
+        resp = _json_error(
+            418, -1003,
+            f"Way too much request weight used; IP banned until {until}. "
+            "Please use WebSocket Streams for live updates to avoid bans.",
+        )  # fmt: skip
+        resp.headers["Retry-After"] = str(max(1, math.ceil(b.banned_until - now)))
+        return resp
+
+    def _with_weight(self, resp: web.Response, used: int) -> web.Response:
+        resp.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+        if resp.status == 400:
+            self.counters["http_400"] += 1
+        return resp
+
+    async def _rest_depth(self, request: web.Request) -> web.Response:
+        q = request.query
+        raw_limit = q.get("limit")
+        limit: int | None = 100
+        if raw_limit is not None:
+            limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 20 else None
+            if limit is not None and not 1 <= limit <= DEPTH_LIMIT_MAX:
+                limit = None
+        weight = 5 if limit is None or limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+        err, used = self._charge(request, weight)
+        if err is not None:
+            return self._with_weight(err, used)
+        if limit is None:
+            msg = f"Illegal characters found in parameter 'limit'; legal range is '1' to '{DEPTH_LIMIT_MAX}'."
+            return self._with_weight(_json_error(400, -1100, msg), used)
+        symbol = q.get("symbol")
+        if not symbol:
+            return self._with_weight(_mandatory("symbol"), used)
+        if not _SYMBOL_RE.match(symbol):
+            return self._with_weight(_illegal_symbol(), used)
+        feed = self.feeds.get(symbol)
+        if feed is None:
+            return self._with_weight(_json_error(400, -1121, "Invalid symbol."), used)
+        # Catch the generator up to *now*: the snapshot reflects mid-window state, so its lastUpdateId
+        # normally lies inside the next diff's [U, u] (the straddle a client must handle).
+        self._advance(feed, self._tick_now())
+        bids, asks = feed.book.top(limit)
+        self.counters["snapshots_served"] += 1
+        body = msgspec.json.encode({"lastUpdateId": feed.last_id, "bids": _levels(bids), "asks": _levels(asks)})
+        return self._with_weight(web.Response(body=body, content_type="application/json"), used)
+
+    async def _rest_exchange_info(self, request: web.Request) -> web.Response:
+        err, used = self._charge(request, 20)
+        if err is not None:
+            return self._with_weight(err, used)
+        q = request.query
+        if "symbol" in q and "symbols" in q:
+            msg = "Combination of optional parameters invalid."
+            return self._with_weight(_json_error(400, -1128, msg), used)
+        if "symbol" in q:
+            wanted = [q["symbol"]]
+        elif "symbols" in q:
+            try:
+                wanted = json.loads(q["symbols"])
+            except ValueError:
+                wanted = None
+            if not isinstance(wanted, list) or not wanted or not all(isinstance(s, str) for s in wanted):
+                msg = "Illegal characters found in parameter 'symbols'; legal range is '^\\[(\"[A-Z0-9-_.]{1,20}\"(,\"[A-Z0-9-_.]{1,20}\"){0,}){0,1}\\]$'."  # noqa: E501
+                return self._with_weight(_json_error(400, -1100, msg), used)
+        else:
+            wanted = list(self.feeds)
+        if any(s not in self.feeds for s in wanted):
+            return self._with_weight(_json_error(400, -1121, "Invalid symbol."), used)
+        info = {
+            "timezone": "UTC",
+            "serverTime": _now_ms(),
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": self.opts.weight_limit_per_min},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+            ],
+            "exchangeFilters": [],
+            "symbols": [_symbol_info(self.feeds[s].spec) for s in dict.fromkeys(wanted)],
+        }  # fmt: skip
+        return self._with_weight(web.Response(body=msgspec.json.encode(info), content_type="application/json"), used)
+
+    async def _rest_ping(self, request: web.Request) -> web.Response:
+        err, used = self._charge(request, 1)
+        return self._with_weight(err or web.Response(body=b"{}", content_type="application/json"), used)
+
+    async def _rest_time(self, request: web.Request) -> web.Response:
+        err, used = self._charge(request, 1)
+        body = msgspec.json.encode({"serverTime": _now_ms()})
+        return self._with_weight(err or web.Response(body=body, content_type="application/json"), used)
+
+    # -- verification (not Binance) -----------------------------------------------------------------
+
+    async def _sim_book(self, request: web.Request) -> web.Response:
+        q = request.query
+        feed = self.feeds.get(q.get("symbol", "").upper())
+        if feed is None:
+            return web.json_response({"error": "unknown symbol"}, status=400)
+        try:
+            limit = int(q.get("limit", "20"))
+            update_id = int(q["update_id"]) if "update_id" in q else feed.history.latest_id()
+        except ValueError:
+            return web.json_response({"error": "limit and update_id must be integers"}, status=400)
+        if not 1 <= limit <= DEPTH_LIMIT_MAX:
+            return web.json_response({"error": f"limit must be 1..{DEPTH_LIMIT_MAX}"}, status=400)
+        book = feed.history.state_at(update_id)
+        if book is None:
+            return web.json_response({"error": "unknown or expired update_id"}, status=404)
+        bids, asks = book.top(limit)
+        return web.json_response({"lastUpdateId": update_id, "bids": _levels(bids), "asks": _levels(asks)})
+
+    async def _sim_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+
+def _symbol_info(spec: InstrumentSpec) -> dict[str, Any]:
+    return {
+        "symbol": spec.symbol,
+        "status": "TRADING",
+        "baseAsset": spec.base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": spec.quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": fmt_units(spec.tick),
+             "maxPrice": fmt_units(spec.price * 100), "tickSize": fmt_units(spec.tick)},
+            {"filterType": "LOT_SIZE", "minQty": fmt_units(spec.lot), "maxQty": "9000000.00000000",
+             "stepSize": fmt_units(spec.lot)},
+        ],
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
+    }  # fmt: skip
+
+
+def _json_error(status: int, code: int, msg: str) -> web.Response:
+    body = msgspec.json.encode({"code": code, "msg": msg})
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def _mandatory(param: str) -> web.Response:
+    return _json_error(400, -1102, f"Mandatory parameter '{param}' was not sent, was empty/null, or malformed.")
+
+
+def _illegal_symbol() -> web.Response:
+    msg = "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'."
+    return _json_error(400, -1100, msg)
+
+
+def _ws_result(result: Any, rid: Any) -> str:
+    return msgspec.json.encode({"result": result, "id": rid}).decode()
+
+
+def _ws_error(code: int, msg: str, rid: Any) -> str:
+    return msgspec.json.encode({"error": {"code": code, "msg": msg}, "id": rid}).decode()
+
+
+def create_venue(opts: SimOptions) -> BinanceVenue:
+    return BinanceVenue(opts)

@@ -1,0 +1,149 @@
+"""Shared helpers: run the real CLI, the real simulator and read what a capture stored."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, str(ROOT / "cli.py")]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def popen_cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+class Sim:
+    def __init__(self, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [*CLI, "simulate", "--venue", "binance", "--port", "0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("simulator did not start")
+        self.urls: dict[str, str] = json.loads(line)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def sim() -> Iterator[Sim]:
+    s = Sim("--seed", "7", "--ping-interval", "2")
+    yield s
+    s.stop()
+
+
+def write_config(path: Path, urls: dict[str, str], pairs: list[str], data_dir: Path, **top: Any) -> Path:
+    lines = [f'data_dir = "{data_dir}"']
+    venue_extra = top.pop("venue_extra", {})
+    writer = top.pop("writer", {})
+    for key, value in top.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    lines += [
+        "",
+        "[venues.binance]",
+        f"pairs = {json.dumps(pairs)}",
+        f'ws_url = "{urls["ws_url"]}"',
+        f'rest_url = "{urls["rest_url"]}"',
+    ]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in venue_extra.items()]
+    if writer:
+        lines += ["", "[writer]"] + [f"{k} = {json.dumps(v)}" for k, v in writer.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def status(data_dir: Path, session_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((data_dir / ".sessions" / session_id / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_parquet_rows(data_dir: Path) -> list[dict[str, Any]]:
+    dataset = ds.dataset(data_dir / "parquet", format="parquet", partitioning="hive")
+    return dataset.to_table().to_pylist()
+
+
+def read_jsonl(data_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted((data_dir / "jsonl").rglob("*.jsonl")):
+        out += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return out
+
+
+def snapshots_from_rows(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Rebuild nested snapshots from Parquet's one-row-per-level form."""
+    snaps: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["pair"], r["sequence_number"])
+        s = snaps.setdefault(
+            key,
+            {
+                "pair": r["pair"],
+                "timestamp_ms": r["timestamp_ms"],
+                "sequence_number": r["sequence_number"],
+                "update_id": r["update_id"],
+                "bids": {},
+                "asks": {},
+            },
+        )
+        side = "bids" if r["side"] == "bid" else "asks"
+        s[side][r["level"]] = (r["price"], r["quantity"])
+    for s in snaps.values():
+        for side in ("bids", "asks"):
+            s[side] = [s[side][i] for i in sorted(s[side])]
+    return snaps
+
+
+def assert_no_torn_files(data_dir: Path) -> None:
+    import pyarrow.parquet as pq
+
+    for path in (data_dir / "parquet").rglob("*"):
+        if path.is_file():
+            assert not path.name.endswith(".tmp") or path.name.startswith("."), path
+            if path.suffix == ".parquet":
+                pq.read_metadata(path)  # raises on a torn file
+    for path in (data_dir / "jsonl").rglob("*.jsonl"):
+        text = path.read_text()
+        assert text.endswith("\n"), path
+        for line in text.splitlines():
+            json.loads(line)
+
+
+def env_without_proxy() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

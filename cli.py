@@ -205,10 +205,11 @@ def simulate(
 ) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
+    from recorder.sim.server import VENUES as SIM_VENUES
     from recorder.sim.server import SimOptions, run_simulator
 
-    if venue != "binance":
-        raise UserError(f"the simulator does not serve venue {venue!r} yet (known: binance)")
+    if venue not in SIM_VENUES:
+        raise UserError(f"the simulator does not serve venue {venue!r} yet (known: {', '.join(SIM_VENUES)})")
     setup_logging("simulator")
     opts = SimOptions(
         venue=venue,

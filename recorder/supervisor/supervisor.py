@@ -109,7 +109,7 @@ class Supervisor:
         self.session = SessionDir(cfg.data_dir, self.session_id)
         self.log_level = log_level
         self._stop_reason: str | None = None
-        self._sim: BaseProcess | None = None
+        self._sims: list[BaseProcess] = []
         self._rings: dict[str, ShmRing] = {}
         self._counters: dict[str, SharedCounters] = {}
         self._writer_counters: SharedCounters | None = None
@@ -153,8 +153,9 @@ class Supervisor:
                         log.error("event=crash_loop child=%s restarts=%d", child.name, child.restarts)
                         self._stop_reason = f"crash loop in {child.name}"
                         exit_code = 3
-                if self._sim is not None and not self._sim.is_alive():
-                    log.error("event=simulator_died exitcode=%s", self._sim.exitcode)
+                for sim in self._sims:
+                    if not sim.is_alive():
+                        log.error("event=simulator_died simulator=%s exitcode=%s", sim.name, sim.exitcode)
                 if deadline is not None and time.time() >= deadline:
                     self._stop_reason = "duration reached"
                 now = time.monotonic()
@@ -197,27 +198,31 @@ class Supervisor:
     # setup -------------------------------------------------------------------------------
 
     def _start_simulator(self) -> None:
+        """One embedded simulator process per venue, each on its own loopback port."""
+        from recorder.sim.server import VENUES as SIM_VENUES
         from recorder.sim.server import SimOptions
 
         for venue in self.cfg.venues:
-            if venue != "binance":
-                raise CaptureError(f"--simulate does not serve venue {venue!r} yet")
-        parent, child = _ctx.Pipe(duplex=False)
-        opts = SimOptions(venue="binance", host="127.0.0.1", port=0)
-        self._sim = _ctx.Process(target=_run_simulator, args=(opts, child), name="simulator")
-        self._sim.start()
-        if not parent.poll(30):
-            raise CaptureError("embedded simulator did not start within 30 s")
-        urls = parent.recv()
-        log.info("event=simulator_ready ws_url=%s rest_url=%s", urls["ws_url"], urls["rest_url"])
-        for vc in self.cfg.venues.values():
+            if venue not in SIM_VENUES:
+                raise CaptureError(f"--simulate does not serve venue {venue!r} yet (known: {', '.join(SIM_VENUES)})")
+        for venue, vc in self.cfg.venues.items():
+            parent, child = _ctx.Pipe(duplex=False)
+            opts = SimOptions(venue=venue, host="127.0.0.1", port=0)
+            proc = _ctx.Process(target=_run_simulator, args=(opts, child), name=f"simulator-{venue}")
+            proc.start()
+            self._sims.append(proc)
+            if not parent.poll(30):
+                raise CaptureError(f"embedded {venue} simulator did not start within 30 s")
+            urls = parent.recv()
+            log.info("event=simulator_ready venue=%s ws_url=%s rest_url=%s", venue, urls["ws_url"], urls["rest_url"])
             vc.ws_url, vc.rest_url = urls["ws_url"], urls["rest_url"]
 
     def _stop_simulator(self) -> None:
-        if self._sim is not None:
-            self._sim.terminate()
-            self._sim.join(10)
-            self._sim = None
+        for proc in self._sims:
+            proc.terminate()
+        for proc in self._sims:
+            proc.join(10)
+        self._sims.clear()
 
     def _check_pairs(self) -> None:
         for venue, vc in self.cfg.venues.items():

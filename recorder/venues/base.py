@@ -49,6 +49,61 @@ class Connector(Protocol):
         """The sampler found the book unusable (e.g. crossed): resync that pair only."""
 
 
+class FeedStats:
+    """What a Feed saw; replay prints it, live connectors mirror it into shared counters."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.kinds: dict[str, int] = {}  # frame kind (snapshot, update, heartbeat, ...) -> count
+        self.malformed = 0
+        self.checksums_ok = 0
+        self.checksums_failed = 0
+        self.gaps = 0
+        self.resyncs = 0
+        self.per_pair: dict[str, dict[str, int]] = {}  # pair -> {"gaps": n, "resyncs": n, "checksums_failed": n, ...}
+
+    def kind(self, name: str) -> None:
+        self.kinds[name] = self.kinds.get(name, 0) + 1
+
+    def pair(self, pair: str, what: str, n: int = 1) -> None:
+        per = self.per_pair.setdefault(pair, {})
+        per[what] = per.get(what, 0) + n
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "frames": self.frames,
+            "kinds": dict(self.kinds),
+            "malformed": self.malformed,
+            "checksums_ok": self.checksums_ok,
+            "checksums_failed": self.checksums_failed,
+            "gaps": self.gaps,
+            "resyncs": self.resyncs,
+            "per_pair": {p: dict(v) for p, v in self.per_pair.items()},
+        }
+
+
+class Feed(Protocol):
+    """Sans-I/O frame handling for one socket: parse, sync, verify. The live connector and
+    ``replay`` drive the same Feed, so a recorded capture exercises exactly the live code path.
+
+    ``recv_ms`` is the local receive time (wall clock, epoch ms) of the frame.
+    """
+
+    stats: FeedStats
+
+    def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        """One WebSocket text frame. Malformed frames are counted in ``stats``, never raised."""
+
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+        """A REST depth snapshot (venues that sync from REST); others may ignore it."""
+
+    def book(self, pair: str) -> L2Book | None:
+        """The pair's book if it is synced and verified right now, else None."""
+
+    def wants_snapshot(self) -> set[str]:
+        """Pairs that need a REST snapshot (REST venues) or a resubscribe (checksum venues)."""
+
+
 class Counters:
     """Connector-side view of the shared counters; works without shared memory in unit tests."""
 

@@ -11,6 +11,8 @@ from types import ModuleType
 
 VENUES: dict[str, str] = {
     "binance": "recorder.venues.binance",
+    "bybit": "recorder.venues.bybit",
+    "coinbase": "recorder.venues.coinbase",
 }
 
 

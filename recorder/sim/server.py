@@ -21,7 +21,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-VENUES: dict[str, str] = {"binance": "recorder.sim.binance"}
+VENUES: dict[str, str] = {
+    "binance": "recorder.sim.binance",
+    "bybit": "recorder.sim.bybit",
+    "coinbase": "recorder.sim.coinbase",
+}
 
 
 @dataclass

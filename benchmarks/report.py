@@ -16,9 +16,11 @@ import psutil
 
 def _machine() -> str:
     freq = psutil.cpu_freq()
+    clock = f" @ {freq.max:.0f} MHz" if freq and freq.max else ""
+    ram = psutil.virtual_memory().total / 2**30
     return (
-        f"{platform.processor() or platform.machine()}, {psutil.cpu_count(logical=True)} logical cores"
-        f"{f' @ {freq.max:.0f} MHz' if freq and freq.max else ''}, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+        f"{platform.processor() or platform.machine()}, {psutil.cpu_count(logical=True)} logical cores{clock}, "
+        f"{ram:.0f} GiB RAM, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
     )
 

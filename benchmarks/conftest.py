@@ -10,40 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from recorder.replay.readers import CaptureReader, Kind
+
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT.parent / "shared" / "recordings"
-
-
-def text_capture(path: Path) -> list[tuple[float, bytes]]:
-    """`<unix s>: <frame>` lines of a cryptofeed text capture (URL line and sent frames skipped)."""
-    out: list[tuple[float, bytes]] = []
-    for line in path.read_bytes().splitlines():
-        ts, sep, frame = line.partition(b": ")
-        if not sep or b"<-" in ts or b" " in ts.strip():
-            continue
-        try:
-            out.append((float(ts), frame))
-        except ValueError:
-            continue
-    return out
-
-
-def http_capture(path: Path) -> dict[str, bytes]:
-    """`<url> -> <unix s>: <body>` lines -> {symbol: body}."""
-    out: dict[str, bytes] = {}
-    for line in path.read_bytes().splitlines():
-        url, sep, rest = line.partition(b" -> ")
-        if not sep:
-            continue
-        symbol = url.split(b"symbol=")[1].split(b"&")[0].decode()
-        out[symbol] = rest.partition(b": ")[2]
-    return out
 
 
 @pytest.fixture(scope="session")
 def binance_recording() -> tuple[list[bytes], dict[str, bytes]]:
     if not (RECORDINGS / "binance").exists():
         pytest.skip("../shared/recordings not beside the checkout")
-    frames = [f for _, f in text_capture(RECORDINGS / "binance" / "BINANCE.ws.1.0") if b"@depth" in f[:40]]
-    snaps = http_capture(RECORDINGS / "binance" / "BINANCE.http.0.0")
+    ws = CaptureReader(RECORDINGS / "binance" / "BINANCE.ws.1.0")
+    frames = [r.payload for r in ws if r.kind is Kind.WS and b"@depth" in r.payload[:40]]
+    snaps: dict[str, bytes] = {}
+    for r in CaptureReader(RECORDINGS / "binance" / "BINANCE.http.0.0"):
+        if r.kind is Kind.HTTP and r.url and "symbol=" in r.url:
+            snaps[r.url.split("symbol=")[1].split("&")[0]] = r.payload
     return frames, snaps

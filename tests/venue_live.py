@@ -16,15 +16,22 @@ from tests.conftest import CLI, ROOT
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
 
 
-def read_jsonl_zst(path: Path) -> Iterator[dict[str, Any]]:
-    """The cryptofeed-style capture: one JSON object per line, zstd-compressed."""
-    import zstandard
+_KIND = {"ws": "recv", "sent": "send", "http": "http", "connect": "connect"}
 
-    with open(path, "rb") as fh:
-        text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode()
-    for line in text.splitlines():
-        if line.strip():
-            yield json.loads(line)
+
+def read_jsonl_zst(path: Path) -> Iterator[dict[str, Any]]:
+    """A capture through ``recorder.replay.readers`` as plain dicts: t (recv/send/http/connect), conn, ts, data, addr."""
+    from recorder.replay.readers import CaptureReader
+
+    reader = CaptureReader(path, strict=True)
+    for rec in reader:
+        yield {
+            "t": _KIND[rec.kind.value],
+            "conn": rec.conn,
+            "ts": rec.recv_ms / 1000.0,
+            "data": rec.payload.decode(),
+            "addr": rec.url,
+        }
 
 
 class VenueSim:

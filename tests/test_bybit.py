@@ -407,3 +407,65 @@ def test_unknown_pair_is_one_line_error(tmp_path: Path) -> None:
         assert "Traceback" not in res.stderr
     finally:
         sim.stop()
+
+
+async def _until(cond: Any, timeout: float, what: str) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socket() -> None:
+    import asyncio
+
+    from recorder.config import VenueConfig
+    from recorder.venues.bybit import BybitConnector
+
+    sim = VenueSim("bybit", "--seed", "9", "--symbols", "BTCUSDT")
+    connector = BybitConnector(
+        VenueConfig(ws_url=sim.urls["ws_url"], stall_timeout_s=2.0), ["BTC-USDT", "BTC-USDT-PERP"]
+    )
+    for sock in connector.sockets.values():
+        sock.keepalive_s = 0.3  # pongs keep coming during the stall: they must not hide it
+    task = asyncio.create_task(connector.run())
+    lost_perp = False
+
+    def watch_perp() -> bool:
+        nonlocal lost_perp
+        lost_perp |= connector.book("BTC-USDT-PERP") is None
+        return True
+
+    try:
+        await _until(lambda: connector.book("BTC-USDT") and connector.book("BTC-USDT-PERP"), 30, "both books")
+        code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=disconnect&category=spot&symbol=BTCUSDT")
+        assert code == 200
+        await _until(lambda: watch_perp() and connector.counters.get("reconnects") >= 1, 30, "reconnect")
+        await _until(lambda: watch_perp() and connector.book("BTC-USDT") is not None, 30, "spot resynced")
+        assert not lost_perp, "the linear socket must not notice the spot socket's disconnect"
+        code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=stall&category=linear&symbol=BTCUSDT")
+        assert code == 200
+        await _until(lambda: connector.counters.get("stalls") >= 1, 30, "stall detected")
+        await _until(lambda: connector.book("BTC-USDT-PERP") is not None, 30, "linear resynced after the stall")
+        assert connector.counters.get("reconnects") == 2
+        for pair in ("BTC-USDT", "BTC-USDT-PERP"):
+            book = connector.book(pair)
+            assert book is not None
+            bids, asks = book.top(20)
+            u = book.update_id
+            category, symbol = symbol_for(pair)
+            code, ref = await asyncio.to_thread(
+                sim.get, f"/sim/book?category={category}&symbol={symbol}&update_id={u}&limit=20"
+            )
+            assert code == 200
+            assert [(lv.price, lv.qty) for lv in bids] == levels(ref["bids"])
+            assert [(lv.price, lv.qty) for lv in asks] == levels(ref["asks"])
+    finally:
+        await connector.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sim.stop()

@@ -327,3 +327,44 @@ def test_unknown_pair_is_one_line_error(tmp_path: Path) -> None:
         assert "Traceback" not in res.stderr
     finally:
         sim.stop()
+
+
+async def test_connector_reconnects_and_resyncs_only_the_dropped_connection() -> None:
+    import asyncio
+    import time
+
+    from recorder.config import VenueConfig
+
+    sim = VenueSim("coinbase", "--seed", "4", "--symbols", "BTC-USD,ETH-USD")
+    connector = CoinbaseConnector(VenueConfig(ws_url=sim.urls["ws_url"], stall_timeout_s=5.0), PAIRS)
+    task = asyncio.create_task(connector.run())
+    lost_eth = False
+
+    async def until(cond: Any, what: str) -> None:
+        nonlocal lost_eth
+        deadline = time.monotonic() + 30
+        while not cond():
+            lost_eth |= connector.book("ETH-USD") is None
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.05)
+
+    try:
+        await until(lambda: connector.book("BTC-USD") and connector.book("ETH-USD"), "both books")
+        lost_eth = False
+        code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=disconnect&symbol=BTC-USD")
+        assert code == 200
+        await until(lambda: connector.counters.get("reconnects") >= 1, "reconnect")
+        await until(lambda: connector.book("BTC-USD") is not None, "BTC-USD resynced")
+        assert not lost_eth, "ETH-USD rides its own connection and must not notice"
+        book = connector.book("BTC-USD")
+        assert book is not None and book.exchange_time_ms is not None
+        bids, asks = book.top(20)
+        code, ref = await asyncio.to_thread(sim.get, f"/sim/book?symbol=BTC-USD&event_ms={book.exchange_time_ms}")
+        assert code == 200
+        assert [(lv.price, lv.qty) for lv in bids] == levels(ref["bids"])
+        assert [(lv.price, lv.qty) for lv in asks] == levels(ref["asks"])
+    finally:
+        await connector.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sim.stop()

@@ -20,7 +20,7 @@ _KIND = {"ws": "recv", "sent": "send", "http": "http", "connect": "connect"}
 
 
 def read_jsonl_zst(path: Path) -> Iterator[dict[str, Any]]:
-    """A capture through ``recorder.replay.readers`` as plain dicts: t (recv/send/http/connect), conn, ts, data, addr."""
+    """A capture read by ``recorder.replay.readers``, as dicts: t (recv/send/http/connect), conn, ts, data, addr."""
     from recorder.replay.readers import CaptureReader
 
     reader = CaptureReader(path, strict=True)

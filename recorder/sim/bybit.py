@@ -145,6 +145,7 @@ class BybitVenue:
                 self.feeds[(cat, sym)] = SymbolFeed(spec, f"{seed}:{cat}:{sym}", self.tick_s, self.cadences, 60.0)
         self.topics: dict[tuple[str, str], _Topic] = {}  # (category, topic name) -> topic
         self._clients: set[_Client] = set()
+        self._stalled: set[WsConn] = set()
         self._engine: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._wall0_ms = 0.0
@@ -227,6 +228,8 @@ class BybitVenue:
 
     def _fanout(self, topic: _Topic, payload: str) -> None:
         for conn in list(topic.subs):
+            if conn in self._stalled:
+                continue
             if not conn.send(payload):
                 self.counters["closed_slow_consumer"] += 1
                 conn.close(WSCloseCode.POLICY_VIOLATION, b"slow consumer", flush=False)
@@ -261,6 +264,7 @@ class BybitVenue:
                         client.conn.send(reply)
         finally:
             self._clients.discard(client)
+            self._stalled.discard(client.conn)
             for name in client.topics:
                 topic = self.topics.get((category, name))
                 if topic is not None:
@@ -378,7 +382,8 @@ class BybitVenue:
         return web.json_response(self.stats())
 
     async def _sim_fault(self, request: web.Request) -> web.Response:
-        """kind=gap (skip one u), snapshot (mid-stream snapshot), malformed (garbage frame) on one topic."""
+        """One topic: kind=gap (skip one u), snapshot (mid-stream snapshot), malformed (garbage frame);
+        every connection carrying it: disconnect (drop the socket), stall (answer pings, push nothing)."""
         q = request.query
         topic, err = self._query_topic(q)
         if topic is None:
@@ -390,8 +395,14 @@ class BybitVenue:
             self._fanout(topic, topic.snapshot(_now_ms()))
         elif kind == "malformed":
             self._fanout(topic, '{"topic":"' + topic.name + '","type":"delta","data":{"s":')
+        elif kind == "disconnect":
+            for conn in list(topic.subs):
+                conn.close(WSCloseCode.GOING_AWAY, b"injected disconnect", flush=False)
+        elif kind == "stall":
+            self._stalled.update(topic.subs)
         else:
-            return web.json_response({"error": "kind must be gap, snapshot or malformed"}, status=400)
+            msg = "kind must be gap, snapshot, malformed, disconnect or stall"
+            return web.json_response({"error": msg}, status=400)
         self.counters["faults_injected"] += 1
         return web.json_response({"ok": True, "topic": topic.name, "category": topic.category, "u": topic.u})
 

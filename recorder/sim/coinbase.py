@@ -359,7 +359,8 @@ class CoinbaseVenue:
         return web.json_response(self.stats())
 
     async def _sim_fault(self, request: web.Request) -> web.Response:
-        """kind=gap: the next l2_data of ``symbol`` skips a sequence number; kind=malformed: a garbage frame."""
+        """Every connection carrying ``symbol``: kind=gap (its next l2_data skips a sequence number),
+        malformed (a garbage frame), disconnect (drop the socket)."""
         q = request.query
         name = q.get("symbol", "").upper()
         product = self.products.get(name)
@@ -372,8 +373,11 @@ class CoinbaseVenue:
         elif kind == "malformed":
             for client in product.subs:
                 client.conn.send('{"channel":"l2_data","sequence_num":')
+        elif kind == "disconnect":
+            for client in list(product.subs):
+                client.conn.close(WSCloseCode.GOING_AWAY, b"injected disconnect", flush=False)
         else:
-            return web.json_response({"error": "kind must be gap or malformed"}, status=400)
+            return web.json_response({"error": "kind must be gap, malformed or disconnect"}, status=400)
         self.counters["faults_injected"] += 1
         return web.json_response({"ok": True, "symbol": name, "connections": len(product.subs)})
 

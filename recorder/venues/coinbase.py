@@ -283,6 +283,9 @@ class CoinbaseProtocol:
     def keepalive_frame(self) -> bytes | None:
         return None  # the heartbeats channel keeps the connection busy
 
+    def is_keepalive_reply(self, payload: bytes) -> bool:
+        return False  # heartbeats are the venue's proof of life: they count
+
 
 # --- the connector ------------------------------------------------------------------------
 

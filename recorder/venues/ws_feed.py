@@ -49,6 +49,9 @@ class SocketProtocol(Protocol):
 
     def keepalive_frame(self) -> bytes | None: ...
 
+    def is_keepalive_reply(self, payload: bytes) -> bool:
+        """The venue's answer to our keepalive: proof the socket is open, not that data flows."""
+
 
 class _Listener(WSListener):
     def __init__(self, sock: FeedSocket) -> None:
@@ -57,7 +60,6 @@ class _Listener(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         sock = self._sock
-        sock.last_frame_s = time.monotonic()
         mt = frame.msg_type
         if mt is WSMsgType.TEXT or mt is WSMsgType.CONTINUATION:
             if not frame.fin:
@@ -227,6 +229,10 @@ class FeedSocket:
         self.closed.set()
 
     def on_text(self, payload: bytes, recv_ms: float) -> None:
+        # Only venue data (or the venue's own heartbeats) proves the feed is alive; a socket that
+        # still answers our pings but pushes nothing is a stall.
+        if not self.protocol.is_keepalive_reply(payload):
+            self.last_frame_s = time.monotonic()
         c = self.counters
         c.incr("messages")
         c.incr("bytes", len(payload))

@@ -469,3 +469,28 @@ async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socke
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         sim.stop()
+
+
+def test_simulated_capture_of_bybit_and_coinbase_at_once(tmp_path: Path) -> None:
+    """``--simulate`` starts one simulator per venue; each venue runs in its own process."""
+    data = tmp_path / "data"
+    cfg = tmp_path / "both.toml"
+    cfg.write_text(
+        f'data_dir = "{data}"\nsimulate = true\ninterval = "500ms"\nduration = "8s"\n'
+        '[venues.bybit]\npairs = ["BTC-USDT", "BTC-USDT-PERP"]\n'
+        '[venues.coinbase]\npairs = ["BTC-USD"]\n'
+    )
+    res = run_cli("start-capture", "--config", str(cfg), "--session-id", "both", timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = status(data, "both")
+    assert final is not None and final["flushed"] is True
+    stored = read_jsonl(data)
+    by_venue: dict[str, set[str]] = defaultdict(set)
+    for snap in stored:
+        by_venue[snap["exchange"]].add(snap["pair"])
+        assert snap["bids"][0]["price"] < snap["asks"][0]["price"]
+    assert by_venue == {"bybit": {"BTC-USDT", "BTC-USDT-PERP"}, "coinbase": {"BTC-USD"}}
+    for venue in ("bybit", "coinbase"):
+        v = final["venues"][venue]
+        assert v["samples"] >= 6 and v["gaps"] == 0 and v["malformed"] == 0
+    assert final["venues"]["bybit"]["pid"] != final["venues"]["coinbase"]["pid"]

@@ -113,7 +113,8 @@ def test_gap_drops_only_that_book_and_asks_for_a_resubscribe() -> None:
     feed.on_frame(frame("snapshot", 200, b=[("90", "1")], a=[("91", "1")]), 0)
     assert top(feed, "BTC-USDT-PERP") == ([(90.0, 1.0)], [(91.0, 1.0)])
     assert feed.wants_snapshot() == set()
-    assert feed.stats.resyncs == 1 and feed.stats.per_pair["BTC-USDT-PERP"]["resyncs"] == 1
+    # Every sync counts (the first of each book too): BTC twice, ETH once.
+    assert feed.stats.resyncs == 3 and feed.stats.per_pair["BTC-USDT-PERP"]["resyncs"] == 2
     feed.on_frame(frame("delta", 201, b=[("90", "3")]), 0)
     assert top(feed, "BTC-USDT-PERP")[0] == [(90.0, 3.0)]
 
@@ -326,7 +327,7 @@ def test_recording_dropped_delta_is_detected_at_the_next_one_and_resync_restores
                 assert book is not None, f"{pair} on {c} lost at record {i}"
                 bids, asks = book.top(20)
                 assert ([(lv.price, lv.qty) for lv in bids], [(lv.price, lv.qty) for lv in asks]) == ref.top(20)
-    assert feeds[target[0]].stats.gaps == 1 and feeds[target[0]].stats.resyncs == 1
+    assert feeds[target[0]].stats.gaps == 1 and feeds[target[0]].stats.per_pair[target[1]]["resyncs"] == 2
     assert feeds["BYBIT.ws.3"].stats.gaps == 0
     book = feeds[target[0]].book(target[1])
     assert book is not None
@@ -361,7 +362,7 @@ def test_live_capture_matches_simulator_and_a_gap_resyncs_only_that_pair(tmp_pat
             code, body = sim.get("/sim/fault?kind=gap&category=linear&symbol=BTCUSDT")
             assert code == 200 and body["ok"]
             wait_for(
-                lambda: (p := _pairs_status(data, "by")["BTC-USDT-PERP"])["gaps"] >= 1 and p["resyncs"] >= 1,
+                lambda: (p := _pairs_status(data, "by")["BTC-USDT-PERP"])["gaps"] >= 1 and p["resyncs"] >= 2,
                 60,
                 "gap detected and resynced",
             )
@@ -376,10 +377,11 @@ def test_live_capture_matches_simulator_and_a_gap_resyncs_only_that_pair(tmp_pat
         assert final is not None and final["flushed"] is True
         venue = final["venues"]["bybit"]
         # Only the faulted pair saw the gap; the others never missed a tick.
-        assert venue["pairs"]["BTC-USDT-PERP"]["gaps"] == 1 and venue["pairs"]["BTC-USDT-PERP"]["resyncs"] == 1
+        # resyncs count every sync: the first one, and the one after the gap.
+        assert venue["pairs"]["BTC-USDT-PERP"]["gaps"] == 1 and venue["pairs"]["BTC-USDT-PERP"]["resyncs"] == 2
         for pair in ("BTC-USDT", "ETH-USDT-PERP"):
             p = venue["pairs"][pair]
-            assert p["gaps"] == 0 and p["resyncs"] == 0 and p["missed_ticks"] == 0, (pair, p)
+            assert p["gaps"] == 0 and p["resyncs"] == 1 and p["missed_ticks"] == 0, (pair, p)
         assert venue["malformed"] == 0 and venue["reconnects"] == 0
         # Every stored book equals the simulator's book of that market at the stored u.
         stored = read_jsonl(data)

@@ -89,7 +89,7 @@ def test_sequence_gap_drops_every_book_on_the_connection() -> None:
     feed.on_frame(l2(6, "snapshot", "BTC-USD", bids=[("90", "1")], asks=[("91", "1")]), 0)
     assert top(feed, "BTC-USD") == ([(90.0, 1.0)], [(91.0, 1.0)])
     assert feed.wants_snapshot() == {"ETH-USD"}
-    assert feed.stats.resyncs == 1 and feed.stats.gaps == 1
+    assert feed.stats.per_pair["BTC-USD"]["resyncs"] == 2 and feed.stats.gaps == 1
 
 
 def test_heartbeats_count_in_the_sequence() -> None:
@@ -253,7 +253,7 @@ def test_recording_dropped_message_is_detected_at_the_next_and_resync_restores_t
             for pair, ref in refs.items():
                 bids, asks = top(feed, pair)
                 assert (bids[:20], asks[:20]) == ref.top(20), (i, pair)
-    assert feed.stats.gaps == 1 and feed.stats.resyncs == 2
+    assert feed.stats.gaps == 1 and feed.stats.resyncs == 4  # two first syncs, two after the gap
     assert feed.wants_snapshot() == set()
     for pair, ref in refs.items():
         assert top(feed, pair) == ref.top(100_000)
@@ -285,7 +285,7 @@ def test_live_capture_matches_simulator_and_a_gap_resyncs_only_that_pair(tmp_pat
             code, body = sim.get("/sim/fault?kind=gap&symbol=BTC-USD")
             assert code == 200 and body["connections"] == 1
             wait_for(
-                lambda: (p := _pairs_status(data, "cb")["BTC-USD"])["gaps"] >= 1 and p["resyncs"] >= 1,
+                lambda: (p := _pairs_status(data, "cb")["BTC-USD"])["gaps"] >= 1 and p["resyncs"] >= 2,
                 60,
                 "gap detected and resynced",
             )
@@ -301,9 +301,9 @@ def test_live_capture_matches_simulator_and_a_gap_resyncs_only_that_pair(tmp_pat
         final = status(data, "cb")
         assert final is not None and final["flushed"] is True
         venue = final["venues"]["coinbase"]
-        assert venue["pairs"]["BTC-USD"]["gaps"] == 1 and venue["pairs"]["BTC-USD"]["resyncs"] == 1
+        assert venue["pairs"]["BTC-USD"]["gaps"] == 1 and venue["pairs"]["BTC-USD"]["resyncs"] == 2
         eth = venue["pairs"]["ETH-USD"]
-        assert eth["gaps"] == 0 and eth["resyncs"] == 0 and eth["missed_ticks"] == 0, eth
+        assert eth["gaps"] == 0 and eth["resyncs"] == 1 and eth["missed_ticks"] == 0, eth
         assert venue["malformed"] == 1 and venue["reconnects"] == 0
         # Every stored book equals the simulator's book after the update with the stored event time.
         stored = read_jsonl(data)

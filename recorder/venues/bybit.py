@@ -261,7 +261,7 @@ class BybitFeed:
             return
         st.book.exchange_time_ms = ts
         st.book.receive_time_ms = recv_ms
-        if not st.synced and st.ever_synced:
+        if not st.synced:  # the first sync counts too, as in the live counters
             self.stats.resyncs += 1
             self.stats.pair(st.pair, "resyncs")
         st.synced = st.ever_synced = True

@@ -220,7 +220,7 @@ class CoinbaseFeed:
             st.book.clear()
             if not self._apply(st, ev, seq, recv_ms):
                 return
-            if st.ever_synced and not st.synced:
+            if not st.synced:  # the first sync counts too, as in the live counters
                 stats.resyncs += 1
                 stats.pair(st.pair, "resyncs")
             st.synced = st.ever_synced = True

@@ -434,6 +434,9 @@ async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socke
     )
     for sock in connector.sockets.values():
         sock.keepalive_s = 0.3  # pongs keep coming during the stall: they must not hide it
+        sock.resubscribe_retry_s = 1.0
+    code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=refuse&category=spot&symbol=BTCUSDT")
+    assert code == 200  # the first subscription is refused: the connector must ask again
     task = asyncio.create_task(connector.run())
     lost_perp = False
 
@@ -444,6 +447,8 @@ async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socke
 
     try:
         await _until(lambda: connector.book("BTC-USDT") and connector.book("BTC-USDT-PERP"), 30, "both books")
+        code, stats = await asyncio.to_thread(sim.get, "/sim/stats")
+        assert stats["faults_injected"] == 1 and stats["topics"]["spot:orderbook.200.BTCUSDT"]["subscribers"] == 1
         code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=disconnect&category=spot&symbol=BTCUSDT")
         assert code == 200
         await _until(lambda: watch_perp() and connector.counters.get("reconnects") >= 1, 30, "reconnect")

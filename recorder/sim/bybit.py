@@ -146,6 +146,7 @@ class BybitVenue:
         self.topics: dict[tuple[str, str], _Topic] = {}  # (category, topic name) -> topic
         self._clients: set[_Client] = set()
         self._stalled: set[WsConn] = set()
+        self._refuse: dict[tuple[str, str], int] = {}  # (category, topic) -> subscribe requests to refuse
         self._engine: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._wall0_ms = 0.0
@@ -312,6 +313,9 @@ class BybitVenue:
         for name in args:
             if name in client.topics:
                 return [self._reply(client, op, req_id, False, f"error:already subscribed,topic:{name}")]
+            if self._refuse.get((client.category, name), 0) > 0:
+                self._refuse[(client.category, name)] -= 1
+                return [self._reply(client, op, req_id, False, f"error:service busy,topic:{name}")]
             topic = self._topic(client.category, name)
             if topic is None:
                 return [self._reply(client, op, req_id, False, f"error:handler not found,topic:{name}")]
@@ -383,12 +387,18 @@ class BybitVenue:
 
     async def _sim_fault(self, request: web.Request) -> web.Response:
         """One topic: kind=gap (skip one u), snapshot (mid-stream snapshot), malformed (garbage frame);
-        every connection carrying it: disconnect (drop the socket), stall (answer pings, push nothing)."""
+        every connection carrying it: disconnect (drop the socket), stall (answer pings, push nothing);
+        refuse: the next subscribe request for it fails."""
         q = request.query
+        kind = q.get("kind", "gap")
+        if kind == "refuse":  # the next subscribe to this topic fails (it need not exist yet)
+            key = (q.get("category", "spot"), f"orderbook.{q.get('depth', '200')}.{q.get('symbol', '').upper()}")
+            self._refuse[key] = self._refuse.get(key, 0) + 1
+            self.counters["faults_injected"] += 1
+            return web.json_response({"ok": True, "topic": key[1], "category": key[0]})
         topic, err = self._query_topic(q)
         if topic is None:
             return web.json_response({"error": err}, status=400)
-        kind = q.get("kind", "gap")
         if kind == "gap":
             topic.skip_next += 1
         elif kind == "snapshot":
@@ -401,7 +411,7 @@ class BybitVenue:
         elif kind == "stall":
             self._stalled.update(topic.subs)
         else:
-            msg = "kind must be gap, snapshot, malformed, disconnect or stall"
+            msg = "kind must be gap, snapshot, malformed, disconnect, stall or refuse"
             return web.json_response({"error": msg}, status=400)
         self.counters["faults_injected"] += 1
         return web.json_response({"ok": True, "topic": topic.name, "category": topic.category, "u": topic.u})

@@ -103,6 +103,7 @@ class FeedSocket:
         self.counters, self.log = counters, log
         self.keepalive_s = keepalive_s
         self.send_interval_s = send_interval_s  # venue limit on client messages per second
+        self.resubscribe_retry_s = RESUBSCRIBE_RETRY_S
         self.transport: WSTransport | None = None
         self.closed = asyncio.Event()
         self.last_frame_s = time.monotonic()
@@ -166,9 +167,10 @@ class FeedSocket:
 
     async def _serve(self) -> None:
         self.feed.reset()
-        self._requested.clear()
         self.last_frame_s = time.monotonic()
         self._outbox = list(self.protocol.subscribe_frames(self.pairs))
+        # A subscription that brings no snapshot (refused, lost) is retried like a resubscribe.
+        self._requested = dict.fromkeys(self.pairs, time.monotonic())
         next_keepalive = time.monotonic() + (self.keepalive_s or 0.0)
         self.counters.set("connected", 1)
         try:
@@ -195,11 +197,11 @@ class FeedSocket:
             self.feed.reset()
 
     def _resubscribe(self, now: float) -> None:
-        wanted = self.feed.wants_snapshot()
+        wanted = self.feed.wants_snapshot() | {p for p in self.pairs if self.feed.book(p) is None}
         for pair in list(self._requested):
             if pair not in wanted:
                 del self._requested[pair]  # synced again
-        due = sorted(p for p in wanted if now - self._requested.get(p, -1e9) >= RESUBSCRIBE_RETRY_S)
+        due = sorted(p for p in wanted if now - self._requested.get(p, -1e9) >= self.resubscribe_retry_s)
         if not due:
             return
         for pair in due:

@@ -82,14 +82,14 @@ def test_sequence_gap_drops_every_book_on_the_connection() -> None:
     feed.on_frame(l2(4, "update", "ETH-USD", bids=[("100", "9")]), 0)  # 3 is missing: whose was it?
     assert feed.book("BTC-USD") is None and feed.book("ETH-USD") is None
     assert feed.wants_snapshot() == {"BTC-USD", "ETH-USD"}
-    assert feed.stats.gaps == 1
+    assert feed.stats.gaps == 2  # one per book that lost its continuity
     assert feed.stats.per_pair["BTC-USD"]["gaps"] == feed.stats.per_pair["ETH-USD"]["gaps"] == 1
     # Updates after the gap are not applied; the resubscription's snapshots restore the books.
     feed.on_frame(l2(5, "update", "BTC-USD", bids=[("100", "9")]), 0)
     feed.on_frame(l2(6, "snapshot", "BTC-USD", bids=[("90", "1")], asks=[("91", "1")]), 0)
     assert top(feed, "BTC-USD") == ([(90.0, 1.0)], [(91.0, 1.0)])
     assert feed.wants_snapshot() == {"ETH-USD"}
-    assert feed.stats.per_pair["BTC-USD"]["resyncs"] == 2 and feed.stats.gaps == 1
+    assert feed.stats.per_pair["BTC-USD"]["resyncs"] == 2 and feed.stats.gaps == 2
 
 
 def test_heartbeats_count_in_the_sequence() -> None:
@@ -234,7 +234,7 @@ def test_recording_dropped_message_is_detected_at_the_next_and_resync_restores_t
         msg["sequence_num"] += shift
         feed.on_frame(json.dumps(msg).encode(), 0)
         if i == drop_at + 1:
-            assert feed.stats.gaps == 1, "gap not detected at the first message after the loss"
+            assert feed.stats.gaps == 2, "gap not detected at the first message after the loss (both books)"
         if i == resync_at:
             for product, ref in sorted(refs.items()):
                 shift += 1
@@ -253,7 +253,7 @@ def test_recording_dropped_message_is_detected_at_the_next_and_resync_restores_t
             for pair, ref in refs.items():
                 bids, asks = top(feed, pair)
                 assert (bids[:20], asks[:20]) == ref.top(20), (i, pair)
-    assert feed.stats.gaps == 1 and feed.stats.resyncs == 4  # two first syncs, two after the gap
+    assert feed.stats.gaps == 2 and feed.stats.resyncs == 4  # two first syncs, two after the gap
     assert feed.wants_snapshot() == set()
     for pair, ref in refs.items():
         assert top(feed, pair) == ref.top(100_000)

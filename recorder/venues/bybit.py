@@ -21,7 +21,7 @@ import msgspec
 from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
-from recorder.venues.base import Counters, FeedStats, venue_config_default
+from recorder.venues.base import Counters, FeedStats, LogThrottle, venue_config_default
 from recorder.venues.ws_feed import FeedSocket
 
 VENUE = "bybit"
@@ -133,12 +133,19 @@ class BybitFeed:
     accepts any depth (one depth per symbol per socket is assumed then).
     """
 
-    def __init__(self, category: str, pairs: Iterable[str] | None = None, depth: int | None = DEPTH) -> None:
+    def __init__(
+        self,
+        category: str,
+        pairs: Iterable[str] | None = None,
+        depth: int | None = DEPTH,
+        counters: Counters | None = None,
+    ) -> None:
         if category not in CATEGORIES:
             raise ValueError(f"unknown Bybit category {category!r}")
         self.category = category
         self.depth = depth
-        self.stats = FeedStats()
+        self.stats = FeedStats(counters)
+        self._throttle = LogThrottle(log)
         self._open = pairs is None
         self._by_symbol: dict[str, _BookState] = {}
         self._by_pair: dict[str, _BookState] = {}
@@ -183,7 +190,7 @@ class BybitFeed:
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         stats = self.stats
-        stats.frames += 1
+        stats.frame(len(payload))
         try:
             msg = _message.decode(payload)
             topic = msg.topic
@@ -203,8 +210,9 @@ class BybitFeed:
             kind = msg.type
             if kind not in ("snapshot", "delta") or data.s != symbol:
                 raise ValueError(f"bad orderbook frame: type={kind!r} s={data.s!r} topic={topic!r}")
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-            stats.malformed += 1
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            stats.malformed_frame()
+            self._throttle.warning("malformed", "event=malformed_frame venue=bybit detail=%s", str(exc)[:200])
             return
         stats.kind(kind)
         st = self._by_symbol.get(symbol)
@@ -231,9 +239,10 @@ class BybitFeed:
             stats.pair(st.pair, "stale")
             return
         if data.u != last + 1:
-            stats.gaps += 1
-            stats.pair(st.pair, "gaps")
-            log.debug("event=gap venue=bybit pair=%s u=%d after=%d", st.pair, data.u, last)
+            stats.gap(st.pair)
+            self._throttle.warning(
+                f"gap:{st.pair}", "event=gap venue=bybit pair=%s u=%d after=%d", st.pair, data.u, last
+            )
             st.drop()
             st.wants = True
             return
@@ -248,7 +257,7 @@ class BybitFeed:
         book.receive_time_ms = recv_ms
 
     def _corrupt(self, st: _BookState) -> None:
-        self.stats.malformed += 1
+        self.stats.malformed_frame()
         self.stats.pair(st.pair, "malformed")
         st.drop()
         st.wants = True
@@ -262,8 +271,7 @@ class BybitFeed:
         st.book.exchange_time_ms = ts
         st.book.receive_time_ms = recv_ms
         if not st.synced:  # the first sync counts too, as in the live counters
-            self.stats.resyncs += 1
-            self.stats.pair(st.pair, "resyncs")
+            self.stats.resync(st.pair)
         st.synced = st.ever_synced = True
         st.wants = False
 
@@ -339,7 +347,7 @@ class BybitConnector:
                 VENUE,
                 f"{self.ws_url}/v5/public/{category}",
                 cat_pairs,
-                BybitFeed(category, cat_pairs),
+                BybitFeed(category, cat_pairs, counters=self.counters),
                 BybitProtocol(category),
                 cfg,
                 self.counters,

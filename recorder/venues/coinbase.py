@@ -25,7 +25,7 @@ import msgspec
 from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
-from recorder.venues.base import Counters, FeedStats, venue_config_default
+from recorder.venues.base import Counters, FeedStats, LogThrottle, venue_config_default
 from recorder.venues.ws_feed import FeedSocket
 
 VENUE = "coinbase"
@@ -125,8 +125,9 @@ class _BookState:
 class CoinbaseFeed:
     """Frames of one Coinbase connection -> verified books. ``pairs=None`` accepts every product."""
 
-    def __init__(self, pairs: Iterable[str] | None = None) -> None:
-        self.stats = FeedStats()
+    def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None) -> None:
+        self.stats = FeedStats(counters)
+        self._throttle = LogThrottle(log)
         self._open = pairs is None
         self._books: dict[str, _BookState] = {}  # product id -> state
         self._by_pair: dict[str, _BookState] = {}
@@ -167,15 +168,16 @@ class CoinbaseFeed:
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         stats = self.stats
-        stats.frames += 1
+        stats.frame(len(payload))
         try:
             env = _envelope.decode(payload)
             events = _l2_events.decode(env.events) if env.channel == "l2_data" else None
             if events is not None and env.sequence_num is None:
                 raise ValueError("l2_data without sequence_num")
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             # An undecodable frame may have been a book update: its loss shows as a gap next frame.
-            stats.malformed += 1
+            stats.malformed_frame()
+            self._throttle.warning("malformed", "event=malformed_frame venue=coinbase detail=%s", str(exc)[:200])
             return
         if env.type == "error":
             stats.kind("error")
@@ -197,12 +199,13 @@ class CoinbaseFeed:
             self._on_event(ev, seq or 0, recv_ms)
 
     def _gap(self, expected: int, seq: int) -> None:
-        stats = self.stats
-        stats.gaps += 1
-        log.debug("event=gap venue=coinbase expected=%d got=%d", expected, seq)
+        # The lost message could have belonged to any product here: each book counts a gap.
+        self._throttle.warning("gap", "event=gap venue=coinbase expected=%d got=%d", expected, seq)
+        if not self._by_pair:
+            self.stats.gaps += 1
+            self.stats.counters.incr("gaps")
         for st in self._by_pair.values():
-            if st.synced or st.ever_synced or st.wants:
-                stats.pair(st.pair, "gaps")
+            self.stats.gap(st.pair)
             st.drop()
             st.wants = True
 
@@ -221,13 +224,12 @@ class CoinbaseFeed:
             if not self._apply(st, ev, seq, recv_ms):
                 return
             if not st.synced:  # the first sync counts too, as in the live counters
-                stats.resyncs += 1
-                stats.pair(st.pair, "resyncs")
+                stats.resync(st.pair)
             st.synced = st.ever_synced = True
             st.wants = False
             return
         if ev.type != "update":
-            stats.malformed += 1
+            stats.malformed_frame()
             return
         if not st.synced:
             stats.pair(st.pair, "ignored")
@@ -249,7 +251,7 @@ class CoinbaseFeed:
             st.book.apply(bids, asks)
         except ValueError:
             # Part of the event may be applied already: the book is unknown until a new snapshot.
-            self.stats.malformed += 1
+            self.stats.malformed_frame()
             self.stats.pair(st.pair, "malformed")
             st.drop()
             st.wants = True
@@ -307,7 +309,7 @@ class CoinbaseConnector:
                 VENUE,
                 self.ws_url,
                 chunk,
-                CoinbaseFeed(chunk),
+                CoinbaseFeed(chunk, counters=self.counters),
                 CoinbaseProtocol(),
                 cfg,
                 self.counters,

@@ -75,8 +75,7 @@ class _Listener(WSListener):
             transport.send_close(frame.get_close_code())
             transport.disconnect()
         elif mt is WSMsgType.BINARY:
-            sock.feed.stats.malformed += 1
-            sock.sync_counters()
+            sock.feed.stats.malformed_frame()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._sock.on_disconnected()
@@ -113,7 +112,6 @@ class FeedSocket:
         self._outbox: list[bytes] = []
         self._last_send_s = 0.0
         self._requested: dict[str, float] = {}  # pair -> when its resubscribe was sent
-        self._seen = _Seen()
 
     # -- interface used by the connector -------------------------------------------------------
 
@@ -235,38 +233,4 @@ class FeedSocket:
         # still answers our pings but pushes nothing is a stall.
         if not self.protocol.is_keepalive_reply(payload):
             self.last_frame_s = time.monotonic()
-        c = self.counters
-        c.incr("messages")
-        c.incr("bytes", len(payload))
-        stats = self.feed.stats
-        before = (stats.malformed, stats.gaps, stats.resyncs)
-        self.feed.on_frame(payload, recv_ms)
-        if (stats.malformed, stats.gaps, stats.resyncs) != before:
-            self.sync_counters()
-
-    def sync_counters(self) -> None:
-        """Mirror what the Feed counted into the shared counters (only the increase since last time)."""
-        stats, seen, c = self.feed.stats, self._seen, self.counters
-        if stats.malformed > seen.malformed:
-            c.incr("malformed", stats.malformed - seen.malformed)
-            self._throttle.warning("malformed", "event=malformed_frame venue=%s", self.venue)
-        if stats.gaps > seen.gaps:
-            c.incr("gaps", stats.gaps - seen.gaps)
-        if stats.resyncs > seen.resyncs:
-            c.incr("resyncs", stats.resyncs - seen.resyncs)
-        seen.malformed, seen.gaps, seen.resyncs = stats.malformed, stats.gaps, stats.resyncs
-        for pair, per in stats.per_pair.items():
-            for what in ("gaps", "resyncs"):
-                key = f"{what}:{pair}"
-                n = per.get(what, 0)
-                if n > seen.per_pair.get(key, 0):
-                    c.incr(key, n - seen.per_pair.get(key, 0))
-                    seen.per_pair[key] = n
-                    if what == "gaps":
-                        self._throttle.warning(f"gap:{pair}", "event=gap venue=%s pair=%s", self.venue, pair)
-
-
-class _Seen:
-    def __init__(self) -> None:
-        self.malformed = self.gaps = self.resyncs = 0
-        self.per_pair: dict[str, int] = {}
+        self.feed.on_frame(payload, recv_ms)  # the Feed counts into the shared counters itself

@@ -255,6 +255,7 @@ class BybitFeed:
         book.update_id = data.u
         book.exchange_time_ms = msg.ts
         book.receive_time_ms = recv_ms
+        stats.pair(st.pair, "updates")
 
     def _corrupt(self, st: _BookState) -> None:
         self.stats.malformed_frame()
@@ -279,6 +280,34 @@ class BybitFeed:
 def feed_for_url(url: str, pairs: Iterable[str] | None = None, depth: int | None = None) -> BybitFeed:
     """The Feed for a recorded socket, told apart by the URL it connected to."""
     return BybitFeed(category_for_url(url), pairs, depth)
+
+
+# --- replay hooks: one Feed per recorded socket --------------------------------------------
+
+
+def Feed(pairs: Iterable[str], counters: Counters | None = None) -> BybitFeed:  # noqa: N802 (replay's name)
+    """The Feed for a recorded socket carrying ``pairs`` (their market picks spot / linear / inverse)."""
+    pairs = list(pairs)
+    categories = {symbol_for(p)[0] for p in pairs}
+    if len(categories) > 1:
+        raise ValueError(f"one Bybit socket carries one market, not {sorted(categories)}")
+    return BybitFeed(categories.pop() if categories else "spot", pairs, depth=None, counters=counters)
+
+
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The pairs whose order books a recorded socket carries (its URL names the market)."""
+    category = category_for_url(url) if url else "spot"
+    pairs: dict[str, None] = {}
+    for payload in frames:
+        if b'"orderbook.' not in payload[:200]:
+            continue
+        try:
+            topic = _message.decode(payload).topic
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if topic and topic.startswith("orderbook.") and topic.count(".") == 2:
+            pairs[pair_for(category, topic.rsplit(".", 1)[1])] = None
+    return list(pairs)
 
 
 # --- frames the client sends --------------------------------------------------------------

@@ -234,7 +234,8 @@ class CoinbaseFeed:
         if not st.synced:
             stats.pair(st.pair, "ignored")
             return
-        self._apply(st, ev, seq, recv_ms)
+        if self._apply(st, ev, seq, recv_ms):
+            stats.pair(st.pair, "updates")
 
     def _apply(self, st: _BookState, ev: L2Event, seq: int, recv_ms: float) -> bool:
         bids: list[tuple[str, str]] = []
@@ -262,6 +263,25 @@ class CoinbaseFeed:
             book.exchange_time_ms = parse_time_ms(ev.updates[-1].event_time)
         book.receive_time_ms = recv_ms
         return True
+
+
+# --- replay hooks: one Feed per recorded socket --------------------------------------------
+
+Feed = CoinbaseFeed
+
+
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The products whose level2 books a recorded socket carries."""
+    pairs: dict[str, None] = {}
+    for payload in frames:
+        if b'"l2_data"' not in payload[:200]:
+            continue
+        try:
+            for ev in _l2_events.decode(_envelope.decode(payload).events):
+                pairs[pair_for(ev.product_id)] = None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return list(pairs)
 
 
 # --- frames the client sends --------------------------------------------------------------

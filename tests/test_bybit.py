@@ -449,6 +449,7 @@ async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socke
         await _until(lambda: connector.book("BTC-USDT") and connector.book("BTC-USDT-PERP"), 30, "both books")
         code, stats = await asyncio.to_thread(sim.get, "/sim/stats")
         assert stats["faults_injected"] == 1 and stats["topics"]["spot:orderbook.200.BTCUSDT"]["subscribers"] == 1
+        assert connector.counters.get("connected") == 1  # both sockets
         code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=disconnect&category=spot&symbol=BTCUSDT")
         assert code == 200
         await _until(lambda: watch_perp() and connector.counters.get("reconnects") >= 1, 30, "reconnect")

@@ -386,6 +386,8 @@ class BybitConnector:
             self.sockets[category] = sock
             for pair in cat_pairs:
                 self._socket_of[pair] = sock
+        for sock in self.sockets.values():
+            sock.group = list(self.sockets.values())
 
     def book(self, pair: str) -> L2Book | None:
         sock = self._socket_of.get(pair)

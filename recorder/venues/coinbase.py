@@ -339,6 +339,8 @@ class CoinbaseConnector:
             self.sockets.append(sock)
             for pair in chunk:
                 self._socket_of[pair] = sock
+        for sock in self.sockets:
+            sock.group = self.sockets
 
     def book(self, pair: str) -> L2Book | None:
         sock = self._socket_of.get(pair)

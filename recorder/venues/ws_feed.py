@@ -112,6 +112,9 @@ class FeedSocket:
         self._outbox: list[bytes] = []
         self._last_send_s = 0.0
         self._requested: dict[str, float] = {}  # pair -> when its resubscribe was sent
+        self.is_open = False
+        # The connector's sockets: "connected" means all of them are (set by whichever changes).
+        self.group: list[FeedSocket] = [self]
 
     # -- interface used by the connector -------------------------------------------------------
 
@@ -170,7 +173,7 @@ class FeedSocket:
         # A subscription that brings no snapshot (refused, lost) is retried like a resubscribe.
         self._requested = dict.fromkeys(self.pairs, time.monotonic())
         next_keepalive = time.monotonic() + (self.keepalive_s or 0.0)
-        self.counters.set("connected", 1)
+        self._set_open(True)
         try:
             while not self.closed.is_set():
                 now = time.monotonic()
@@ -191,8 +194,12 @@ class FeedSocket:
                 except TimeoutError:
                     pass
         finally:
-            self.counters.set("connected", 0)
+            self._set_open(False)
             self.feed.reset()
+
+    def _set_open(self, is_open: bool) -> None:
+        self.is_open = is_open
+        self.counters.set("connected", 1.0 if all(s.is_open for s in self.group) else 0.0)
 
     def _resubscribe(self, now: float) -> None:
         wanted = self.feed.wants_snapshot() | {p for p in self.pairs if self.feed.book(p) is None}

@@ -56,7 +56,7 @@ async def test_bybit_subscribe_snapshot_contiguous_deltas_and_ping(bybit: VenueS
         await ws.send_str(json.dumps({"req_id": "p", "op": "ping"}))
         while (msg := await _recv(ws)).get("topic"):
             pass
-        assert msg["op"] == "pong" and msg["req_id"] == "p"
+        assert msg["op"] == "ping" and msg["ret_msg"] == "pong" and msg["req_id"] == "p"
 
 
 async def test_bybit_subscribe_errors_follow_the_venue(bybit: VenueSim) -> None:

@@ -288,9 +288,7 @@ class BybitVenue:
         op, req_id = req.get("op"), str(req.get("req_id") or "")
         if op == "ping":
             client.last_ping = asyncio.get_running_loop().time()
-            if client.category == "spot":
-                body = {"req_id": req_id, "op": "pong", "args": [str(_now_ms())], "conn_id": client.conn_id}
-                return [msgspec.json.encode(body).decode()]
+            # Public channels answer like this; {"op":"pong","args":[ms]} is the private channels' form.
             return [self._reply(client, "ping", req_id, True, "pong")]
         args = req.get("args")
         if op not in ("subscribe", "unsubscribe"):

@@ -351,7 +351,7 @@ class BybitProtocol:
         return msgspec.json.encode({"req_id": self._req_id("ping"), "op": "ping"})
 
     def is_keepalive_reply(self, payload: bytes) -> bool:
-        # spot: {"op":"pong",...}; linear: {"success":true,"ret_msg":"pong",...,"op":"ping"}
+        # public: {"success":true,"ret_msg":"pong",...,"op":"ping"}; private form: {"op":"pong",...}
         return len(payload) < 512 and (b'"op":"pong"' in payload or b'"ret_msg":"pong"' in payload)
 
 

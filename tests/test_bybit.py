@@ -380,9 +380,14 @@ def test_live_capture_matches_simulator_and_a_gap_resyncs_only_that_pair(tmp_pat
         # Only the faulted pair saw the gap; the others never missed a tick.
         # resyncs count every sync: the first one, and the one after the gap.
         assert venue["pairs"]["BTC-USDT-PERP"]["gaps"] == 1 and venue["pairs"]["BTC-USDT-PERP"]["resyncs"] == 2
+        cause = venue["missed_by_cause"]
+        # Ticks missed for want of a synced book are the faulted pair's alone; the others miss a tick
+        # only if the whole process was late (a loaded machine), never because of the gap.
+        assert cause["not_synced"] <= venue["pairs"]["BTC-USDT-PERP"]["missed_ticks"]
         for pair in ("BTC-USDT", "ETH-USDT-PERP"):
             p = venue["pairs"][pair]
-            assert p["gaps"] == 0 and p["resyncs"] == 1 and p["missed_ticks"] == 0, (pair, p)
+            assert p["gaps"] == 0 and p["resyncs"] == 1, (pair, p)
+            assert p["missed_ticks"] <= cause["late"] + cause["restart"], (pair, p, cause)
         assert venue["malformed"] == 0 and venue["reconnects"] == 0
         # Every stored book equals the simulator's book of that market at the stored u.
         stored = read_jsonl(data)

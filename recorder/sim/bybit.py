@@ -147,6 +147,7 @@ class BybitVenue:
         self._clients: set[_Client] = set()
         self._stalled: set[WsConn] = set()
         self._refuse: dict[tuple[str, str], int] = {}  # (category, topic) -> subscribe requests to refuse
+        self._hold: dict[tuple[str, str], float] = {}  # (category, topic) -> delay of the next snapshot (s)
         self._engine: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._wall0_ms = 0.0
@@ -321,10 +322,20 @@ class BybitVenue:
         out = [self._reply(client, op, req_id, True, "subscribe" if client.category == "spot" else "")]
         for topic in topics:
             client.topics.add(topic.name)
+            hold = self._hold.pop((client.category, topic.name), 0.0)
+            if hold > 0:  # a slow venue: the snapshot (and the deltas after it) come later
+                asyncio.get_running_loop().call_later(hold, self._start_topic, client, topic)
+                continue
             topic.subs.add(client.conn)
             out.append(topic.snapshot(_now_ms()))
             self.counters["snapshots_sent"] += 1
         return out
+
+    def _start_topic(self, client: _Client, topic: _Topic) -> None:
+        if client in self._clients and topic.name in client.topics and client.conn not in topic.subs:
+            topic.subs.add(client.conn)
+            client.conn.send(topic.snapshot(_now_ms()))
+            self.counters["snapshots_sent"] += 1
 
     def _topic(self, category: str, name: str) -> _Topic | None:
         topic = self.topics.get((category, name))
@@ -384,9 +395,13 @@ class BybitVenue:
         return web.json_response(self.stats())
 
     async def _sim_fault(self, request: web.Request) -> web.Response:
-        """One topic: kind=gap (skip one u), snapshot (mid-stream snapshot), malformed (garbage frame);
-        every connection carrying it: disconnect (drop the socket), stall (answer pings, push nothing);
-        refuse: the next subscribe request for it fails."""
+        """Faults on one topic.
+
+        gap: skip one ``u`` (``hold_s``: the next subscription's snapshot comes that much later);
+        snapshot: a mid-stream snapshot; malformed: a garbage frame; disconnect: drop every socket
+        carrying it; stall: those sockets answer pings but push nothing; refuse: the next
+        subscribe request for it fails.
+        """
         q = request.query
         kind = q.get("kind", "gap")
         if kind == "refuse":  # the next subscribe to this topic fails (it need not exist yet)
@@ -399,6 +414,9 @@ class BybitVenue:
             return web.json_response({"error": err}, status=400)
         if kind == "gap":
             topic.skip_next += 1
+            hold = float(q.get("hold_s", "0") or 0)
+            if hold > 0:  # and the resubscription's snapshot arrives that much later
+                self._hold[(topic.category, topic.name)] = hold
         elif kind == "snapshot":
             self._fanout(topic, topic.snapshot(_now_ms()))
         elif kind == "malformed":

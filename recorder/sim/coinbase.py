@@ -123,6 +123,7 @@ class CoinbaseVenue:
             for p in dict.fromkeys(products)
         }
         self._clients: set[_Client] = set()
+        self._hold: dict[str, float] = {}  # product -> delay of the next level2 snapshot (s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._engine: asyncio.Task[None] | None = None
         self._t0 = 0.0
@@ -300,13 +301,22 @@ class CoinbaseVenue:
         if channel != "level2":
             return
         for p in fresh:
-            product = self.products[p]
-            bids, asks = product.feed.book.top(len(product.feed.book.bids) + len(product.feed.book.asks))
-            event_time = _rfc3339(product.last_event_ms or self._wall0_ms)
-            events = [{"type": "snapshot", "product_id": p, "updates": _updates(bids, asks, event_time)}]
-            self._send(client, "l2_data", events, product=p)
-            product.subs.add(client)
-            self.counters["snapshots_sent"] += 1
+            hold = self._hold.pop(p, 0.0)
+            if hold > 0:  # a slow venue: the snapshot (and the updates after it) come later
+                asyncio.get_running_loop().call_later(hold, self._start_product, client, p)
+            else:
+                self._start_product(client, p)
+
+    def _start_product(self, client: _Client, p: str) -> None:
+        product = self.products[p]
+        if client not in self._clients or p not in client.subs["level2"] or client in product.subs:
+            return
+        bids, asks = product.feed.book.top(len(product.feed.book.bids) + len(product.feed.book.asks))
+        event_time = _rfc3339(product.last_event_ms or self._wall0_ms)
+        events = [{"type": "snapshot", "product_id": p, "updates": _updates(bids, asks, event_time)}]
+        self._send(client, "l2_data", events, product=p)
+        product.subs.add(client)
+        self.counters["snapshots_sent"] += 1
 
     @staticmethod
     def _sub_list(client: _Client) -> dict[str, list[str]]:
@@ -359,7 +369,8 @@ class CoinbaseVenue:
         return web.json_response(self.stats())
 
     async def _sim_fault(self, request: web.Request) -> web.Response:
-        """Every connection carrying ``symbol``: kind=gap (its next l2_data skips a sequence number),
+        """Every connection carrying ``symbol``: kind=gap (its next l2_data skips a sequence number;
+        ``hold_s``: the next level2 snapshot of it comes that much later),
         malformed (a garbage frame), disconnect (drop the socket)."""
         q = request.query
         name = q.get("symbol", "").upper()
@@ -370,6 +381,9 @@ class CoinbaseVenue:
         if kind == "gap":
             for client in product.subs:
                 client.skip.add(name)
+            hold = float(q.get("hold_s", "0") or 0)
+            if hold > 0:  # and the resubscription's snapshot arrives that much later
+                self._hold[name] = hold
         elif kind == "malformed":
             for client in product.subs:
                 client.conn.send('{"channel":"l2_data","sequence_num":')

@@ -322,7 +322,7 @@ class BinanceFeed:
         if not sync.synced:
             pending = self._pending.pop(sync.pair, None)
             if pending is not None:
-                self.on_snapshot(sync.pair, pending)
+                self._join(sync.pair, pending)
         if not sync.synced:
             self._wanted.add(sync.pair)
 
@@ -347,6 +347,9 @@ class BinanceFeed:
     def on_snapshot(self, pair: str, snap: DepthSnapshot) -> Outcome:
         """Join a decoded REST snapshot; SYNCED, GAP or STALE (fetch another)."""
         self.stats.kind("rest_snapshot")
+        return self._join(pair, snap)
+
+    def _join(self, pair: str, snap: DepthSnapshot) -> Outcome:
         sync = self.syncs.get(pair)
         if sync is None or sync.synced:
             return Outcome.IGNORED

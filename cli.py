@@ -194,6 +194,13 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     type=float,
     help="Seconds before the server closes a connection (the venue's 24 h limit).",
 )
+@click.option(
+    "--replay",
+    "replay_file",
+    type=click.Path(dir_okay=False),
+    help="Serve this recorded raw capture (and its REST snapshots) instead of a generated market.",
+)
+@click.option("--speed", default=1.0, show_default=True, type=float, help="Replay pace: 1 as recorded, 10 faster.")
 def simulate(
     venue: str,
     host: str,
@@ -202,6 +209,8 @@ def simulate(
     seed: int | None,
     ping_interval: float,
     max_connection_age: float,
+    replay_file: str | None,
+    speed: float,
 ) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
@@ -219,7 +228,18 @@ def simulate(
         seed=seed,
         ping_interval_s=ping_interval,
         max_connection_age_s=max_connection_age,
+        replay=replay_file,
+        speed=speed,
     )
+    if replay_file is not None:
+        from recorder.replay.readers import CaptureFormatError
+        from recorder.sim.replay import ReplayError
+        from recorder.sim.server import load_venue
+
+        try:
+            load_venue(opts)  # load and check the recording now: a bad file is a one-line error
+        except (ReplayError, CaptureFormatError, OSError) as exc:
+            raise UserError(str(exc)) from None
 
     def ready(urls: dict[str, str]) -> None:
         click.echo(json.dumps(urls), nl=True)

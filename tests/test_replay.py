@@ -240,3 +240,32 @@ def test_replay_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
         assert res.returncode == 2, (args, res.stderr)
         assert message in res.stderr, (args, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_corrupted_level_that_crosses_the_book_is_never_stored(tmp_path: Path) -> None:
+    """Binance has no checksum: a corrupt level is caught when it crosses the book. The sampler
+    drops that tick and resyncs the pair; with no later snapshot in the recording, nothing of
+    that pair is stored after the fault."""
+    lines = SPOT.read_text().splitlines(keepends=True)
+    nkn = [i for i, line in enumerate(lines) if '"nknusdt@depth@100ms"' in line]
+    bad = nkn[len(nkn) // 2]
+    head, frame = lines[bad].split(": ", 1)
+    msg = json.loads(frame)
+    msg["data"]["b"].append(["9.99000000", "1.00000000"])  # far above every ask
+    lines[bad] = f"{head}: {json.dumps(msg, separators=(',', ':'))}\n"
+    fault_ms = float(head) * 1000
+    cut = tmp_path / "BINANCE.ws.1.0"
+    cut.write_text("".join(lines))
+    (tmp_path / "BINANCE.http.0.0").write_bytes((RECORDINGS / "BINANCE.http.0.0").read_bytes())
+    summary, data = _replay(tmp_path, "binance", cut)
+    stored = _stored(data)
+    nkn_ticks = sorted(t for p, t in stored if p == "NKN-USDT")
+    assert nkn_ticks and nkn_ticks[-1] < fault_ms
+    assert summary["pairs"]["NKN-USDT"]["missed_ticks"] > 0
+    expected = expected_samples(list(read_capture(capture_files(SPOT))), False)
+    for key, book in stored.items():
+        assert book == expected[key]
+        assert book["bids"][0][0] < book["asks"][0][0]
+    # The other pairs kept every tick.
+    for pair in ("BLZ-ETH", "LRC-BTC", "RUNE-EUR"):
+        assert summary["pairs"][pair]["snapshots_written"] == sum(1 for p, _ in expected if p == pair)

@@ -16,9 +16,10 @@ is not given); ``snapshot_pair(url)`` for venues that join REST snapshots.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -39,6 +40,7 @@ from recorder.writer.process import WRITER_COUNTER_FIELDS, Writer, WriterSpec
 log = logging.getLogger("recorder.replay")
 
 RING_BYTES = 16 * 1024 * 1024
+_DISCOVERY_CHUNK = 10_000  # frames per capture_pairs call in the discovery pass (bounds memory)
 
 
 class ReplayError(ValueError):
@@ -102,38 +104,57 @@ class _Feeds:
                 resync(pair)
 
 
-def _read_all(inputs: list[Path]) -> tuple[list[Record], int]:
-    records: list[Record] = []
-    bad = 0
-    for path in inputs:
-        reader = CaptureReader(path)
-        records.extend(reader)
-        bad += reader.bad_lines
-    # Several files (a .ws file and its .http snapshots): one timeline; file order kept on ties.
-    records.sort(key=lambda r: r.recv_ms)
-    return records, bad
+class _Capture:
+    """The input files as one timeline, read as a stream (captures can be far larger than memory).
+
+    Files are merged by local receive time; within a file the recorded order is kept.
+    """
+
+    def __init__(self, inputs: list[Path]) -> None:
+        self.inputs = inputs
+        self.by_kind: dict[str, int] = {}
+        self.bad_lines = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        readers = [CaptureReader(p) for p in self.inputs]
+        by_kind: dict[str, int] = {}
+        for r in heapq.merge(*readers, key=lambda r: r.recv_ms):
+            by_kind[r.kind.value] = by_kind.get(r.kind.value, 0) + 1
+            yield r
+        self.by_kind = by_kind
+        self.bad_lines = sum(reader.bad_lines for reader in readers)
 
 
-def _discover_pairs(module: ModuleType, records: list[Record], wanted: list[str] | None) -> dict[str, list[str]]:
-    """conn -> the pairs its Feed follows."""
-    frames: dict[str, list[bytes]] = {}
-    urls: dict[str, str] = {}
-    for r in records:
-        if r.kind is Kind.WS:
-            frames.setdefault(r.conn, []).append(r.payload)
-        elif r.kind is Kind.CONNECT and r.url:
-            urls.setdefault(r.conn, r.url)
+def _discover_pairs(module: ModuleType, capture: _Capture, wanted: list[str] | None) -> dict[str, list[str]]:
+    """conn -> the pairs its Feed follows (a first pass over the capture)."""
     finder = getattr(module, "capture_pairs", None)
-    out: dict[str, list[str]] = {}
-    for conn, payloads in frames.items():
+    found: dict[str, dict[str, None]] = {}
+    chunks: dict[str, list[bytes]] = {}
+    urls: dict[str, str] = {}
+
+    def flush(conn: str) -> None:
         if finder is not None:
-            found = finder(payloads, url=urls.get(conn))
-            out[conn] = [p for p in found if wanted is None or p in wanted]
-        elif wanted is not None:
-            out[conn] = list(wanted)
-        else:
+            for pair in finder(chunks.pop(conn, []), url=urls.get(conn)):
+                found[conn][pair] = None
+
+    for r in capture:
+        if r.kind is Kind.CONNECT and r.url:
+            urls.setdefault(r.conn, r.url)
+        elif r.kind is Kind.WS:
+            found.setdefault(r.conn, {})
+            chunk = chunks.setdefault(r.conn, [])
+            chunk.append(r.payload)
+            if len(chunk) >= _DISCOVERY_CHUNK:
+                flush(r.conn)
+    for conn in list(chunks):
+        flush(conn)
+    if not found:
+        raise ReplayError(f"no WebSocket frames in {', '.join(str(p) for p in capture.inputs)}")
+    if finder is None:
+        if wanted is None:
             raise ReplayError(f"venue {module.VENUE!r} cannot list a capture's pairs: give --pairs")
-    return out
+        return {conn: list(wanted) for conn in found}
+    return {conn: [p for p in pairs if wanted is None or p in wanted] for conn, pairs in found.items()}
 
 
 def replay(opts: ReplayOptions) -> dict[str, Any]:
@@ -149,10 +170,8 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
             raise ReplayError(f"input {path} is not a readable file")
     if journal_path(opts.data_dir, opts.session_id).exists():
         raise ReplayError(f"session {opts.session_id!r} already has data in {opts.data_dir}: use another --session-id")
-    records, bad_lines = _read_all(opts.inputs)
-    if not any(r.kind is Kind.WS for r in records):
-        raise ReplayError(f"no WebSocket frames in {', '.join(str(p) for p in opts.inputs)}")
-    pairs_by_conn = _discover_pairs(module, records, opts.pairs)
+    capture = _Capture(opts.inputs)
+    pairs_by_conn = _discover_pairs(module, capture, opts.pairs)
     pairs = list(dict.fromkeys(p for ps in pairs_by_conn.values() for p in ps))
     if opts.pairs:
         missing = [p for p in opts.pairs if p not in pairs]
@@ -186,10 +205,10 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
         sampler = Sampler(
             opts.venue, pairs, opts.depth, opts.interval_ms, feeds, ring, sampler_counters, opts.session_id
         )
-        ticks = _run(records, feeds, sampler, writer, opts.interval_ms)
+        ticks = _run(capture, feeds, sampler, writer, opts.interval_ms)
         if writer.drain("replay") != 0:
             raise ReplayError("could not store every snapshot (see the log)")
-        summary = _summary(opts, records, bad_lines, feeds, pairs, sampler_counters, writer, ticks)
+        summary = _summary(opts, capture, feeds, pairs, sampler_counters, writer, ticks)
         summary["elapsed_s"] = round(time.monotonic() - started, 3)
         return summary
     finally:
@@ -236,8 +255,7 @@ def _merged_stats(feeds: _Feeds) -> FeedStats:
 
 def _summary(
     opts: ReplayOptions,
-    records: list[Record],
-    bad_lines: int,
+    capture: _Capture,
     feeds: _Feeds,
     pairs: list[str],
     sc: SharedCounters,
@@ -245,9 +263,6 @@ def _summary(
     ticks: list[int],
 ) -> dict[str, Any]:
     stats = _merged_stats(feeds)
-    by_kind: dict[str, int] = {}
-    for r in records:
-        by_kind[r.kind.value] = by_kind.get(r.kind.value, 0) + 1
     written = {pair: n for (ex, pair), n in writer.committed_seq.items() if ex == opts.venue}
     per_pair: dict[str, dict[str, int]] = {}
     for pair in pairs:
@@ -267,9 +282,9 @@ def _summary(
         "inputs": [str(p) for p in opts.inputs],
         "data_dir": str(Path(opts.data_dir)),
         "interval_ms": opts.interval_ms,
-        "records": len(records),
-        "records_by_kind": by_kind,
-        "bad_lines": bad_lines,
+        "records": sum(capture.by_kind.values()),
+        "records_by_kind": capture.by_kind,
+        "bad_lines": capture.bad_lines,
         "frames_read": stats.frames,
         "frames_by_kind": dict(sorted(stats.kinds.items())),
         "malformed": stats.malformed,

@@ -446,3 +446,21 @@ def _instrument(category: str, spec: InstrumentSpec) -> dict[str, Any]:
 
 def create_venue(opts: SimOptions) -> BybitVenue:
     return BybitVenue(opts)
+
+
+def replay_routes(app: web.Application, symbols: list[Any]) -> None:
+    """For a replayed recording (``recorder/sim/replay.py``): the instrument lists ``check_pairs`` reads.
+
+    A recording's symbols may come as ``(category, symbol)`` or bare; every recorded symbol is listed
+    in every market, since the recording (not this list) decides what is served.
+    """
+    names = sorted({s[1] if isinstance(s, tuple) else str(s) for s in symbols})
+
+    async def instruments(request: web.Request) -> web.Response:
+        category = request.query.get("category", "")
+        items = [{"symbol": s, "status": "Trading"} for s in names]
+        body = {"retCode": 0, "retMsg": "OK", "result": {"category": category, "list": items, "nextPageCursor": ""},
+                "retExtInfo": {}, "time": _now_ms()}  # fmt: skip
+        return web.json_response(body)
+
+    app.router.add_get("/v5/market/instruments-info", instruments)

@@ -402,3 +402,14 @@ def _error(message: str) -> str:
 
 def create_venue(opts: SimOptions) -> CoinbaseVenue:
     return CoinbaseVenue(opts)
+
+
+def replay_routes(app: web.Application, symbols: list[str]) -> None:
+    """For a replayed recording (``recorder/sim/replay.py``): the product list ``check_pairs`` reads."""
+
+    async def products(request: web.Request) -> web.Response:
+        items = [{"product_id": s, "status": "online", "is_disabled": False, "trading_disabled": False}
+                 for s in symbols]  # fmt: skip
+        return web.json_response({"products": items, "num_products": len(items)})
+
+    app.router.add_get("/api/v3/brokerage/market/products", products)

@@ -99,7 +99,7 @@ def open_dataset(
     if not roots:
         raise DatasetError(f"no recorder data under {os.fspath(location)!r} (expected parquet/ or jsonl/)")
     fmt = "parquet" if "parquet" in roots else "jsonl"
-    return Dataset(fs, roots[fmt], fmt, os.fspath(location))
+    return Dataset(fs, roots[fmt], fmt, os.fspath(location), root)
 
 
 class Dataset:
@@ -109,8 +109,9 @@ class Dataset:
     (exclusive) as epoch ms, ISO-8601 text or datetimes (naive = UTC).
     """
 
-    def __init__(self, fs: pafs.FileSystem, base: str, fmt: str, location: str) -> None:
+    def __init__(self, fs: pafs.FileSystem, base: str, fmt: str, location: str, root: str | None = None) -> None:
         self.filesystem, self.base, self.format, self.location = fs, base, fmt, location
+        self.root = root or base  # what was opened; ``base`` is the chosen format's directory
 
     def __repr__(self) -> str:
         return f"Dataset({self.location!r}, format={self.format!r})"

@@ -6,8 +6,7 @@ sampled again, or the process stops). One line per run, not per tick: an hour-lo
 pairs is 500 lines.
 
 The cause is decided when the run ends, from what the sampler saw (restart, late, crossed, ring
-drop) and from the connector counters that moved while it lasted -- a disconnect is counted only
-after the socket is found dead, so deciding at the start would miss it. Priority, first match:
+drop) and from the connector counters that moved since the pair's last good sample. Priority, first match:
 ``restart`` (ticks lost while the venue process was down, or before its first sync after a
 restart), ``disconnect`` (reconnects/stalls moved), ``checksum`` (``checksum_failures:<pair>``),
 ``sequence_gap`` (``gaps:<pair>``), ``crossed``, ``drop`` (ring full), ``late`` (event loop
@@ -61,12 +60,20 @@ class MissLog:
     path: str = ""
     runs: dict[str, _Run] = field(default_factory=dict)
     synced_here: set[str] = field(default_factory=set)  # pairs sampled by this incarnation
+    # Counters at each pair's last good sample: what moved since then explains the run (a
+    # disconnect is usually counted before the first tick it costs, so the run's start is too late).
+    base: dict[str, dict[str, float]] = field(default_factory=dict)
     _fd: int | None = None
+
+    _keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def _watch(self, pair: str) -> dict[str, float]:
         c = self.counters
-        keys = ("reconnects", "stalls", f"gaps:{pair}", f"resyncs:{pair}", f"checksum_failures:{pair}")
-        return {k: c.get(k) for k in keys if c.has(k)}
+        keys = self._keys.get(pair)
+        if keys is None:
+            wanted = ("reconnects", "stalls", f"gaps:{pair}", f"resyncs:{pair}", f"checksum_failures:{pair}")
+            keys = self._keys[pair] = tuple(k for k in wanted if c.has(k))
+        return {k: c.get(k) for k in keys}
 
     def miss(self, pair: str, first_ms: int, n: int, cause: str) -> None:
         """``n`` consecutive ticks from ``first_ms`` missed for ``cause`` (restart, late, crossed, drop, not_synced)."""
@@ -78,7 +85,8 @@ class MissLog:
             self._close(pair, ended=True)
             run = None
         if run is None:
-            run = self.runs[pair] = _Run(first_ms, last_ms, 0, set(), self._watch(pair))
+            base = self.base.get(pair) or self._watch(pair)
+            run = self.runs[pair] = _Run(first_ms, last_ms, 0, set(), base)
         if cause == "not_synced" and pair not in self.synced_here:
             cause = "restart"  # not synced yet since this process (re)started
         run.last_ms = max(run.last_ms, last_ms)
@@ -90,6 +98,7 @@ class MissLog:
         self.synced_here.add(pair)
         if pair in self.runs:
             self._close(pair, ended=True)
+        self.base[pair] = self._watch(pair)
 
     def close(self) -> None:
         """Process stop: write the runs still open (``ended`` false), then close the file."""

@@ -1,0 +1,86 @@
+"""The quality report on data written by real captures, gaps injected at known times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.chromium import load_page
+from tests.conftest import run_cli
+from tests.faulty_capture import INTERVAL_MS, PAIRS, FaultyCapture, faulty_capture  # noqa: F401
+
+# How long after a fault the recorder may take to notice it (generous: a loaded 2-core box).
+NOTICE_MS = 3000
+
+
+def _report_json(data: Path, *extra: str) -> dict:
+    res = run_cli("report", "--data-dir", str(data), "--json", *extra)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_report_finds_exactly_the_injected_gaps(faulty_capture: FaultyCapture) -> None:  # noqa: F811
+    cap = faulty_capture
+    rep = _report_json(cap.data, "--session-id", cap.session)
+    (session,) = rep["sessions"]
+    assert session["interval_ms"] == INTERVAL_MS and session["interval_source"] == "status.json"
+    pairs = {p["pair"]: p for p in session["pairs"]}
+    assert set(pairs) == set(PAIRS)
+    venue = cap.final_status["venues"]["binance"]
+    for pair, p in pairs.items():
+        gaps = p["gaps"]
+        # One gap per injected fault, in order, each with the fault's cause.
+        assert [g["cause"] for g in gaps] == [cause for cause, _ in cap.faults], (pair, gaps)
+        for g, (_cause, at_ms) in zip(gaps, cap.faults, strict=True):
+            # The fault happened before the gap ended and at most NOTICE_MS before it began.
+            assert g["start_ms"] - INTERVAL_MS - NOTICE_MS <= at_ms <= g["end_ms"] + INTERVAL_MS, (pair, g, at_ms)
+            assert g["ticks"] == (g["end_ms"] - g["start_ms"]) // INTERVAL_MS + 1
+        # The report's missing ticks are exactly what the capture itself counted as missed.
+        assert p["missed_in_gaps"] == venue["pairs"][pair]["missed_ticks"] == p["recorder_missed_ticks"]
+        assert p["expected"] == p["stored"] + p["missed_in_gaps"]
+        assert p["coverage_pct"] < 100
+        assert p["seq_continuous"] and p["seq_first"] == 0 and p["seq_last"] == p["stored"] - 1
+        assert p["crossed"] == p["empty"] == p["one_sided"] == p["unverified"] == 0 == p["off_grid"]
+        lat = p["latency_ms"]
+        assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        for fmt in ("parquet", "jsonl"):
+            st = p["storage"][fmt]
+            assert st["files"] >= 2 and st["bytes"] > 0  # rotation every 40 snapshots
+            assert st["bytes_per_snapshot"] == round(st["bytes"] / p["stored"], 1)
+    # Both formats tell the same story.
+    assert _report_json(cap.data, "--format", "jsonl")["sessions"][0]["pairs"] == session["pairs"]
+
+
+def test_report_table_and_html_render_in_chromium(faulty_capture: FaultyCapture, tmp_path: Path) -> None:  # noqa: F811
+    cap = faulty_capture
+    out = tmp_path / "report.html"
+    res = run_cli("report", "--data-dir", str(cap.data), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    for pair in PAIRS:
+        assert any(line.startswith("binance") and f" {pair} " in line for line in lines)
+    gap_lines = [line for line in lines if line.rstrip().endswith(("disconnect", "restart"))]
+    assert len(gap_lines) == len(PAIRS) * len(cap.faults)
+
+    page = load_page(out.as_uri())
+    assert page.errors == []
+    dom = page.dom
+    assert dom["title"].startswith("Data quality report")
+    # Coverage timeline, latency histogram, spread over time: rendered, with drawn content.
+    assert len(dom["svgs"]) == 3
+    assert all(s["w"] > 200 and s["h"] > 80 and s["paths"] > 5 for s in dom["svgs"])
+    assert all(img["ok"] for img in dom["images"])
+    assert "Gaps (6)" in dom["text"] and "gap: restart" in dom["text"] and "gap: disconnect" in dom["text"]
+
+
+def test_chromium_check_catches_a_broken_page(tmp_path: Path) -> None:
+    """The render check can fail: a script error, a console error and a missing image are seen."""
+    page = tmp_path / "bad.html"
+    page.write_text(
+        "<!DOCTYPE html><html><head><title>bad</title></head><body>"
+        '<img src="missing.png"><script>console.error("boom"); notDefined();</script></body></html>'
+    )
+    res = load_page(page.as_uri())
+    text = "\n".join(res.errors)
+    assert "ReferenceError" in text and "boom" in text and "missing.png" in text
+    assert res.dom["images"] == [{"src": (tmp_path / "missing.png").as_uri(), "ok": False}]

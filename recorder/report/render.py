@@ -127,6 +127,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; white-
 th { background: #f2f2f2; }
 td.bad { color: #b00; font-weight: bold; }
 figure { margin: 1em 0; }
+div.scroll { overflow-x: auto; }
 figure svg { max-width: 100%; height: auto; }
 """
 
@@ -140,7 +141,8 @@ def _html_table(header: list[str], rows: list[list[str]], bad: set[tuple[int, in
             for j, c in enumerate(r)
         )
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'  # wide tables scroll instead of widening the page
 
 
 def render_html(report: Report) -> str:

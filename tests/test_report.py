@@ -84,3 +84,44 @@ def test_chromium_check_catches_a_broken_page(tmp_path: Path) -> None:
     text = "\n".join(res.errors)
     assert "ReferenceError" in text and "boom" in text and "missing.png" in text
     assert res.dom["images"] == [{"src": (tmp_path / "missing.png").as_uri(), "ok": False}]
+
+
+def test_report_flags_broken_data(tmp_path: Path) -> None:
+    """Lost file, crossed / empty / one-sided / unverified books, an update-id regression, an
+    off-grid timestamp: each is counted; the gap's cause is what the miss log explains, rest unknown."""
+    from recorder.model import Level
+    from tests.month_data import snapshot, write_segment
+
+    data = tmp_path / "data"
+    t0 = 1_795_000_000_000
+    snaps = [snapshot("BTC-USDT", t0 + i * 1000, i, 100.0) for i in range(20)]
+    snaps[12].bids, snaps[12].asks = [Level(101.0, 1.0)], [Level(100.0, 1.0)]  # crossed
+    snaps[13].bids, snaps[13].asks = [], []  # empty
+    snaps[14].asks = []  # one-sided
+    snaps[15].verified = False
+    snaps[16].update_id = 5  # goes back
+    snaps[17].timestamp_ms += 3  # off the grid
+    write_segment(data, snaps[:8], 0)
+    write_segment(data, snaps[11:], 2)  # segment 1 (seq 8..10) is lost
+    sdir = data / ".sessions" / "synthetic"
+    sdir.mkdir(parents=True)
+    run = {"exchange": "binance", "pair": "BTC-USDT", "first_tick_ms": t0 + 8000, "last_tick_ms": t0 + 9000}
+    (sdir / "missed-ticks-binance.jsonl").write_text(
+        json.dumps({**run, "ticks": 2, "cause": "sequence_gap", "ended": True}) + '\n{"exchange": "bin'
+    )
+    for fmt in ("parquet", "jsonl"):
+        rep = _report_json(data, "--format", fmt)
+        (session,) = rep["sessions"]
+        assert (session["interval_ms"], session["interval_source"]) == (1000, "inferred")
+        (p,) = session["pairs"]
+        (gap,) = p["gaps"]
+        assert (gap["start_ms"], gap["end_ms"], gap["ticks"]) == (t0 + 8000, t0 + 10000, 3)
+        assert gap["causes"] == {"sequence_gap": 2, "unknown": 1} and gap["cause"] == "sequence_gap+unknown"
+        assert (p["expected"], p["stored"], p["missed_in_gaps"]) == (20, 17, 3)
+        assert p["coverage_pct"] == 85.0 and p["recorder_missed_ticks"] is None
+        assert (p["seq_first"], p["seq_last"], p["seq_missing"], p["seq_continuous"]) == (0, 19, 3, False)
+        assert (p["crossed"], p["empty"], p["one_sided"], p["unverified"]) == (1, 1, 1, 1)
+        assert (p["update_id_regressions"], p["off_grid"]) == (1, 1)
+        assert p["storage"]["parquet"]["files"] == p["storage"]["jsonl"]["files"] == 2
+    res = run_cli("report", "--data-dir", str(data))
+    assert res.returncode == 0 and "sequence_gap+unknown" in res.stdout and "missing 3" in res.stdout

@@ -125,6 +125,8 @@ class MissLog:
 
     def _close(self, pair: str, ended: bool) -> None:
         run = self.runs.pop(pair)
+        cause = self._cause(pair, run)
+        self.base[pair] = self._watch(pair)  # what moved so far belongs to this run, not the next
         if not self.path:
             return
         line = json_encoder.encode(
@@ -134,7 +136,7 @@ class MissLog:
                 "first_tick_ms": run.first_ms,
                 "last_tick_ms": run.last_ms,
                 "ticks": run.ticks,
-                "cause": self._cause(pair, run),
+                "cause": cause,
                 "ended": ended,
             }
         )

@@ -1,5 +1,5 @@
 """One real capture against the simulator with faults injected at known wall-clock times, shared
-by the dataset and report tests (session scope: it costs ~25 s).
+by the dataset and report tests through the session-scoped `faulty_capture` fixture (conftest.py).
 
 Faults, in order, each waited out until both pairs sample again:
   1. the WebSocket is cut by a TCP proxy between recorder and simulator  -> cause ``disconnect``
@@ -48,8 +48,7 @@ def _wait_all_pairs_sample(data: Path, more: int, what: str) -> None:
     wait_for(lambda: all(_pair_samples(data)[p] >= base[p] + more for p in PAIRS), 90, what)
 
 
-@pytest.fixture(scope="session")
-def faulty_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyCapture]:
+def run_faulty_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyCapture]:
     tmp = tmp_path_factory.mktemp("faulty")
     data = tmp / "data"
     sim = Sim("--seed", "11", "--ping-interval", "2")

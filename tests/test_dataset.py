@@ -25,7 +25,7 @@ import pytest
 from recorder.dataset import DatasetError, open_dataset, to_ms
 from recorder.writer.batches import SCHEMA
 from tests.conftest import read_jsonl, run_cli
-from tests.faulty_capture import INTERVAL_MS, PAIRS, FaultyCapture, faulty_capture  # noqa: F401
+from tests.faulty_capture import INTERVAL_MS, PAIRS, FaultyCapture
 from tests.month_data import HOUR_MS, write_month
 
 MONTH_START = to_ms("2026-11-01T00:00:00Z")
@@ -87,9 +87,11 @@ def test_one_hour_query_on_a_month_reads_one_day(month: Path, fmt: str) -> None:
     assert t.num_rows == 12 * 4  # 12 snapshots in the hour, 2 levels x 2 sides each
     assert set(t["pair"].to_pylist()) == {"ETH-USDT"}
     assert min(t["timestamp_ms"].to_pylist()) == start and max(t["timestamp_ms"].to_pylist()) < start + HOUR_MS
-    # Only the 2026-11-17 partition was listed and read: 24 of the month's 720 files.
+    # Only the 2026-11-17 partition was listed and read: at most 24 of the month's 720 files
+    # (files named after a first tick past the hour are not even opened).
     assert counting.opened and all("date=2026-11-17" in p for p in counting.opened)
-    assert len(set(counting.opened)) == 24
+    assert any(f"-{start}-" in p for p in counting.opened)
+    assert len(set(counting.opened)) <= 24
     assert not [d for d in counting.listed if "date=" in d and "date=2026-11-17" not in d]
 
     # The counter is not blind: the whole month opens every file.
@@ -132,7 +134,7 @@ def _norm(rows: list[tuple]) -> list[tuple]:
     return [tuple(None if isinstance(v, float) and math.isnan(v) else v for v in r) for r in rows]
 
 
-def test_duckdb_polars_pandas_and_reader_return_the_same_rows(faulty_capture: FaultyCapture) -> None:  # noqa: F811
+def test_duckdb_polars_pandas_and_reader_return_the_same_rows(faulty_capture: FaultyCapture) -> None:
     data = faulty_capture.data
     ds = open_dataset(str(data))
     all_ts = sorted(set(ds.table(columns=["timestamp_ms"])["timestamp_ms"].to_pylist()))
@@ -186,7 +188,7 @@ def test_duckdb_polars_pandas_and_reader_return_the_same_rows(faulty_capture: Fa
     assert open_dataset(str(data), format="jsonl").table(pairs="BTC-USDT", start=lo, end=hi).equals(ours)
 
 
-def test_wide_top_of_book_matches_sql(faulty_capture: FaultyCapture) -> None:  # noqa: F811
+def test_wide_top_of_book_matches_sql(faulty_capture: FaultyCapture) -> None:
     data = faulty_capture.data
     w = open_dataset(str(data)).wide(depth=3)
     glob = str(data / "parquet" / "**" / "*.parquet")
@@ -213,7 +215,7 @@ def test_wide_top_of_book_matches_sql(faulty_capture: FaultyCapture) -> None:  #
     assert "bid_px_3" not in w.column_names and "ask_qty_2" in w.column_names
 
 
-def test_snapshots_equal_the_jsonl_lines(faulty_capture: FaultyCapture) -> None:  # noqa: F811
+def test_snapshots_equal_the_jsonl_lines(faulty_capture: FaultyCapture) -> None:
     data = faulty_capture.data
     snaps = list(open_dataset(str(data)).snapshots())
     lines = sorted(read_jsonl(data), key=lambda s: (s["timestamp_ms"], s["pair"]))
@@ -231,7 +233,7 @@ def test_snapshots_equal_the_jsonl_lines(faulty_capture: FaultyCapture) -> None:
         assert s.is_valid
 
 
-def test_asof_returns_the_last_valid_snapshot_at_or_before(faulty_capture: FaultyCapture) -> None:  # noqa: F811
+def test_asof_returns_the_last_valid_snapshot_at_or_before(faulty_capture: FaultyCapture) -> None:
     ds = open_dataset(str(faulty_capture.data))
     ts = np.array(sorted(ds.table(pairs="ETH-USDT", columns=["timestamp_ms"])["timestamp_ms"].to_pylist()))
     ts = np.unique(ts)
@@ -286,7 +288,7 @@ def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     proc.wait(10)
 
 
-def test_s3_dataset_reads_like_local(faulty_capture: FaultyCapture, s3_server: str) -> None:  # noqa: F811
+def test_s3_dataset_reads_like_local(faulty_capture: FaultyCapture, s3_server: str) -> None:
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_server)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.chromium import load_page
 from tests.conftest import run_cli
-from tests.faulty_capture import INTERVAL_MS, PAIRS, FaultyCapture, faulty_capture  # noqa: F401
+from tests.faulty_capture import INTERVAL_MS, PAIRS, FaultyCapture
 
 # How long after a fault the recorder may take to notice it (generous: a loaded 2-core box).
 NOTICE_MS = 3000
@@ -19,7 +19,7 @@ def _report_json(data: Path, *extra: str) -> dict:
     return json.loads(res.stdout)
 
 
-def test_report_finds_exactly_the_injected_gaps(faulty_capture: FaultyCapture) -> None:  # noqa: F811
+def test_report_finds_exactly_the_injected_gaps(faulty_capture: FaultyCapture) -> None:
     cap = faulty_capture
     rep = _report_json(cap.data, "--session-id", cap.session)
     (session,) = rep["sessions"]
@@ -51,7 +51,7 @@ def test_report_finds_exactly_the_injected_gaps(faulty_capture: FaultyCapture) -
     assert _report_json(cap.data, "--format", "jsonl")["sessions"][0]["pairs"] == session["pairs"]
 
 
-def test_report_table_and_html_render_in_chromium(faulty_capture: FaultyCapture, tmp_path: Path) -> None:  # noqa: F811
+def test_report_table_and_html_render_in_chromium(faulty_capture: FaultyCapture, tmp_path: Path) -> None:
     cap = faulty_capture
     out = tmp_path / "report.html"
     res = run_cli("report", "--data-dir", str(cap.data), "--out", str(out))

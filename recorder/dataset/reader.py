@@ -4,8 +4,9 @@ polars, wide top-N rows or book objects in time order; as-of lookups."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -176,8 +177,11 @@ class Dataset:
         step = span_ms(chunk)
         if step <= 0:
             raise DatasetError("chunk must be positive")
+        cache = _JsonlCache() if self.format == "jsonl" else None
         for lo, hi in self._windows(sel, step):
-            for snap in frames.iter_snapshots(self._read(sel.window(lo, hi), sort=False)):
+            if cache is not None:
+                cache.evict_before(lo)
+            for snap in frames.iter_snapshots(self._read(sel.window(lo, hi), sort=False, cache=cache)):
                 if not only_valid or snap.is_valid:
                     yield snap
 
@@ -229,12 +233,13 @@ class Dataset:
         columns: Sequence[str] | None = None,
         max_level: int | None = None,
         sort: bool = True,
+        cache: _JsonlCache | None = None,
     ) -> pa.Table:
         files = list_files(self.filesystem, self.base, self.format, sel.prune())
         if self.format == "parquet":
             table = self._read_parquet(files, sel, max_level)
         else:
-            table = self._read_jsonl(files, sel, max_level)
+            table = self._read_jsonl(files, sel, max_level, cache)
         if sort or columns is not None:
             table = frames.sort_long(table)
         if columns is not None:
@@ -245,6 +250,9 @@ class Dataset:
         return table
 
     def _read_parquet(self, files: list[DataFile], sel: Selection, max_level: int | None) -> pa.Table:
+        if sel.end_ms is not None:
+            # The writer names a file after its first (earliest) tick: later files can't match.
+            files = [f for f in files if (_name_first_ts(f.path) or 0) < sel.end_ms]
         if not files:
             return SCHEMA.empty_table()
         dataset = pads.dataset([f.path for f in files], schema=SCHEMA, format="parquet", filesystem=self.filesystem)
@@ -254,23 +262,72 @@ class Dataset:
             expr = lv if expr is None else expr & lv
         return dataset.to_table(filter=expr)
 
-    def _read_jsonl(self, files: list[DataFile], sel: Selection, max_level: int | None) -> pa.Table:
-        snaps: list[Snapshot] = []
+    def _read_jsonl(
+        self, files: list[DataFile], sel: Selection, max_level: int | None, cache: _JsonlCache | None = None
+    ) -> pa.Table:
+        tables = []
         for f in files:
-            with self.filesystem.open_input_stream(f.path) as fh:
-                data = fh.read()
-            lines = [line for line in data.split(b"\n") if line.strip()]
-            if not lines:
+            hint = _name_first_ts(f.path)
+            if sel.end_ms is not None and hint is not None and hint >= sel.end_ms:
+                continue  # the writer names a file after its first (earliest) tick
+            if cache is not None and f.path in cache.done:
+                continue  # every tick of it lies before the current window
+            if cache is not None and f.path in cache.tables:
+                tables.append(cache.tables[f.path][0])
                 continue
-            try:
-                decoded = _jsonl_decoder.decode(b"[" + b",".join(lines) + b"]")
-            except msgspec.DecodeError as exc:
-                raise DatasetError(f"malformed JSONL file {f.path}: {exc}") from None
-            for s in decoded:
-                if sel.accepts(s):
-                    if max_level is not None:
-                        s.bids, s.asks = s.bids[:max_level], s.asks[:max_level]
-                    snaps.append(s)
+            table = self._decode_jsonl(f, sel if cache is None else sel.window(None, None), max_level)
+            if cache is not None:
+                if table.num_rows:
+                    cache.tables[f.path] = (table, pc.max(table["timestamp_ms"]).as_py())
+                else:
+                    cache.done.add(f.path)
+            tables.append(table)
+        if not tables:
+            return SCHEMA.empty_table()
+        table = pa.concat_tables(tables)
+        if cache is not None:
+            expr = sel.expression()
+            table = table.filter(expr) if expr is not None else table
+        return table
+
+    def _decode_jsonl(self, f: DataFile, sel: Selection, max_level: int | None) -> pa.Table:
+        with self.filesystem.open_input_stream(f.path) as fh:
+            data = fh.read()
+        lines = [line for line in data.split(b"\n") if line.strip()]
+        if not lines:
+            return SCHEMA.empty_table()
+        try:
+            decoded = _jsonl_decoder.decode(b"[" + b",".join(lines) + b"]")
+        except msgspec.DecodeError as exc:
+            raise DatasetError(f"malformed JSONL file {f.path}: {exc}") from None
+        snaps = []
+        for s in decoded:
+            if sel.accepts(s):
+                if max_level is not None:
+                    s.bids, s.asks = s.bids[:max_level], s.asks[:max_level]
+                snaps.append(s)
         if not snaps:
             return SCHEMA.empty_table()
         return pa.Table.from_batches([snapshots_to_batch(snaps)], schema=SCHEMA)
+
+
+@dataclass
+class _JsonlCache:
+    """Decoded JSONL files kept while ``snapshots()`` walks time windows: each file is parsed
+    once, and dropped as soon as the windows have passed its last tick."""
+
+    tables: dict[str, tuple[pa.Table, int]] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+
+    def evict_before(self, ms: int) -> None:
+        for path in [p for p, (_, last) in self.tables.items() if last < ms]:
+            del self.tables[path]
+            self.done.add(path)
+
+
+_NAME_RE = re.compile(r"-(\d{10,16})-\d+\.(?:jsonl|parquet)$")
+
+
+def _name_first_ts(path: str) -> int | None:
+    m = _NAME_RE.search(path)
+    return int(m.group(1)) if m else None

@@ -288,7 +288,9 @@ def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     proc.wait(10)
 
 
-def test_s3_dataset_reads_like_local(faulty_capture: FaultyCapture, s3_server: str) -> None:
+def test_s3_dataset_reads_like_local(
+    faulty_capture: FaultyCapture, s3_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
@@ -309,6 +311,23 @@ def test_s3_dataset_reads_like_local(faulty_capture: FaultyCapture, s3_server: s
     assert len(remote.files()) == len(local.files())
     with pytest.raises(DatasetError, match="no recorder data"):
         open_dataset("s3://books/nothing-here", endpoint_url=s3_server)
+    # The report reads the bucket too (endpoint from the standard AWS_ENDPOINT_URL variable);
+    # without the session's status beside the data it infers the interval and can't name causes.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    res = run_cli("report", "--data-dir", "s3://books/capture", "--json")
+    assert res.returncode == 0, res.stderr
+    (remote_s,) = json.loads(res.stdout)["sessions"]
+    (local_s,) = json.loads(run_cli("report", "--data-dir", str(data), "--json").stdout)["sessions"]
+    assert (remote_s["interval_ms"], remote_s["interval_source"]) == (INTERVAL_MS, "inferred")
+    for r, loc in zip(remote_s["pairs"], local_s["pairs"], strict=True):
+        assert (r["pair"], r["stored"], r["expected"], r["storage"]) == (
+            loc["pair"],
+            loc["stored"],
+            loc["expected"],
+            loc["storage"],
+        )
+        assert [(g["start_ms"], g["ticks"]) for g in r["gaps"]] == [(g["start_ms"], g["ticks"]) for g in loc["gaps"]]
+        assert {g["cause"] for g in r["gaps"]} == {"unknown"}
 
 
 # -- bad input ---------------------------------------------------------------------------------

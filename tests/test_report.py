@@ -27,10 +27,15 @@ def test_report_finds_exactly_the_injected_gaps(faulty_capture: FaultyCapture) -
     pairs = {p["pair"]: p for p in session["pairs"]}
     assert set(pairs) == set(PAIRS)
     venue = cap.final_status["venues"]["binance"]
+    late = venue["missed_by_cause"]["late"]
     for pair, p in pairs.items():
-        gaps = p["gaps"]
+        # A sampler starved of CPU for longer than an interval (a loaded CI box) loses ticks for
+        # real; those gaps say so ('late') and are the only ones allowed beside the injected.
+        gaps = [g for g in p["gaps"] if set(g["causes"]) != {"late"}]
+        assert sum(g["causes"].get("late", 0) for g in p["gaps"]) <= late
         # One gap per injected fault, in order, each with the fault's cause.
-        assert [g["cause"] for g in gaps] == [cause for cause, _ in cap.faults], (pair, gaps)
+        causes = [sorted(set(g["causes"]) - {"late"}) for g in gaps]
+        assert causes == [[cause] for cause, _ in cap.faults], (pair, p["gaps"])
         for g, (_cause, at_ms) in zip(gaps, cap.faults, strict=True):
             # The fault happened before the gap ended and at most NOTICE_MS before it began.
             assert g["start_ms"] - INTERVAL_MS - NOTICE_MS <= at_ms <= g["end_ms"] + INTERVAL_MS, (pair, g, at_ms)
@@ -61,6 +66,7 @@ def test_report_table_and_html_render_in_chromium(faulty_capture: FaultyCapture,
         assert any(line.startswith("binance") and f" {pair} " in line for line in lines)
     gap_lines = [line for line in lines if line.rstrip().endswith(("disconnect", "restart"))]
     assert len(gap_lines) == len(PAIRS) * len(cap.faults)
+    n_gaps = sum(len(p["gaps"]) for p in _report_json(cap.data)["sessions"][0]["pairs"])
 
     page = load_page(out.as_uri())
     assert page.errors == []
@@ -70,7 +76,7 @@ def test_report_table_and_html_render_in_chromium(faulty_capture: FaultyCapture,
     assert len(dom["svgs"]) == 3
     assert all(s["w"] > 200 and s["h"] > 80 and s["paths"] > 5 for s in dom["svgs"])
     assert all(img["ok"] for img in dom["images"])
-    assert "Gaps (6)" in dom["text"] and "gap: restart" in dom["text"] and "gap: disconnect" in dom["text"]
+    assert f"Gaps ({n_gaps})" in dom["text"] and "gap: restart" in dom["text"] and "gap: disconnect" in dom["text"]
 
 
 def test_chromium_check_catches_a_broken_page(tmp_path: Path) -> None:

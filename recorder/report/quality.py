@@ -295,9 +295,9 @@ def _pair_quality(
     seq_dups = int(len(seq) - len(uniq))
     by_seq = np.argsort(seq, kind="stable")
     out_of_order = int(np.sum(np.diff(ts[by_seq]) < 0))
-    upd = t["update_id"].to_numpy(zero_copy_only=False)
-    upd = np.array([np.nan if u is None else u for u in upd], dtype=np.float64)[by_seq]
-    upd = upd[~np.isnan(upd)]
+    upd = t["update_id"].drop_null().to_numpy() if t["update_id"].null_count < t.num_rows else np.array([])
+    if t["update_id"].null_count == 0:
+        upd = upd[by_seq]  # in sequence order (nulls, if any, are rare: keep time order then)
     bp, ap = _num(t["bid_px_0"]), _num(t["ask_px_0"])
     bid_ok, ask_ok = ~np.isnan(bp), ~np.isnan(ap)
     with np.errstate(invalid="ignore"):

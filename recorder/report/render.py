@@ -85,12 +85,20 @@ PAIR_HEADER = [
 GAP_HEADER = ["exchange", "pair", "start (UTC)", "end (UTC)", "ticks", "length", "cause"]
 
 
+# Gap rows listed per session; the rest are summarised (all of them are in --json).
+MAX_GAP_ROWS = 200
+
+
 def _gap_rows(s: SessionQuality) -> list[list[str]]:
     rows = []
     for p in s.pairs:
         for g in p.gaps:
             rows.append([p.exchange, p.pair, g.start, g.end, str(g.ticks), _duration(g.duration_ms), g.cause])
     return rows
+
+
+def _gap_more(total: int) -> str:
+    return f"... and {total - MAX_GAP_ROWS} more gaps (all of them in --json)" if total > MAX_GAP_ROWS else ""
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -116,7 +124,11 @@ def render_text(report: Report) -> str:
     for s in report.sessions:
         out += ["", _session_line(s), _table(PAIR_HEADER, [_pair_row(p) for p in s.pairs])]
         gaps = _gap_rows(s)
-        out += ["", f"gaps ({len(gaps)}):", _table(GAP_HEADER, gaps)] if gaps else ["", "gaps: none"]
+        if gaps:
+            out += ["", f"gaps ({len(gaps)}):", _table(GAP_HEADER, gaps[:MAX_GAP_ROWS])]
+            out += [more] if (more := _gap_more(len(gaps))) else []
+        else:
+            out += ["", "gaps: none"]
     return "\n".join(out)
 
 
@@ -172,7 +184,10 @@ def render_html(report: Report) -> str:
             f"<h2>{html.escape(_session_line(s))}</h2>",
             _html_table(PAIR_HEADER, rows, bad),
             f"<h3>Gaps ({len(gaps)})</h3>",
-            _html_table(GAP_HEADER, gaps) if gaps else "<p>No gaps: every tick between first and last is stored.</p>",
+            _html_table(GAP_HEADER, gaps[:MAX_GAP_ROWS])
+            if gaps
+            else "<p>No gaps: every tick between first and last is stored.</p>",
+            f"<p>{html.escape(_gap_more(len(gaps)))}</p>" if len(gaps) > MAX_GAP_ROWS else "",
             '<figure class="plot coverage">',
             plots.coverage_timeline(s),
             "<figcaption>Coverage timeline per pair</figcaption></figure>",

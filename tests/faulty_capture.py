@@ -35,6 +35,11 @@ class FaultyCapture:
     final_status: dict
 
 
+def _venue(data: Path) -> dict:
+    st = status(data, SESSION)
+    return (st or {}).get("venues", {}).get("binance", {})
+
+
 def _pair_samples(data: Path) -> dict[str, int]:
     st = status(data, SESSION)
     if not st or not st.get("venues"):
@@ -68,17 +73,17 @@ def run_faulty_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fau
         _wait_all_pairs_sample(data, 12, "first samples")
 
         faults.append(("disconnect", proxy.cut()))
-        wait_for(lambda: status(data, SESSION)["venues"]["binance"]["reconnects"] >= 1, 60, "reconnect")
+        wait_for(lambda: _venue(data).get("reconnects", 0) >= 1, 60, "reconnect")
         _wait_all_pairs_sample(data, 12, "samples after the first cut")
 
-        pid = status(data, SESSION)["venues"]["binance"]["pid"]
+        pid = _venue(data)["pid"]
         faults.append(("restart", int(time.time() * 1000)))
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: status(data, SESSION)["venues"]["binance"]["pid"] not in (None, pid), 60, "venue restart")
+        wait_for(lambda: _venue(data).get("pid") not in (None, pid), 60, "venue restart")
         _wait_all_pairs_sample(data, 12, "samples after the venue restart")
 
         faults.append(("disconnect", proxy.cut()))
-        wait_for(lambda: status(data, SESSION)["venues"]["binance"]["reconnects"] >= 2, 60, "second reconnect")
+        wait_for(lambda: _venue(data).get("reconnects", 0) >= 2, 60, "second reconnect")
         _wait_all_pairs_sample(data, 12, "samples after the second cut")
 
         proc.send_signal(signal.SIGTERM)

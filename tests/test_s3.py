@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -338,3 +340,40 @@ def test_bad_s3_config(extra: dict[str, Any], args: list[str], needle: str, tmp_
         fh.write("\n[storage.s3]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in section.items()))
     res = run_cli("start-capture", "--config", str(cfg), *args)
     assert_no_secret(_one_line_error(res, needle))
+
+
+def test_access_denied_fails_with_one_line(sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's server as a subprocess with IAM enforced: a user without any policy is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}  # bucket, user, key; then auth applies
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _port_open(port), 60, "moto server to listen")
+        boto3.client("s3", endpoint_url=url).create_bucket(Bucket="locked-bucket")
+        iam = boto3.client("iam", endpoint_url=url)
+        iam.create_user(UserName="no-rights")
+        key = iam.create_access_key(UserName="no-rights")["AccessKey"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        cfg = s3_config(tmp_path / "c.toml", sim, tmp_path / "data", url, "locked-bucket")
+        line = _one_line_error(run_cli("start-capture", "--config", str(cfg), "--duration", "5s"), "access denied")
+        assert "locked-bucket" in line and key["SecretAccessKey"] not in line and key["AccessKeyId"] not in line
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.5).close()
+    except OSError:
+        return False
+    return True

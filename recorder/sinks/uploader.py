@@ -266,12 +266,31 @@ def run_uploader(spec: UploaderSpec) -> None:
         counters.set("pid", os.getpid())
         counters.set("started_ms", _now_ms())
         counters.set("stopping", 0)
-        uploader = Uploader(spec, S3Store(spec.s3), counters)
+        store = _make_store(spec, stop, parent_pid)
+        if store is None:
+            return
+        uploader = Uploader(spec, store, counters)
         uploader.start()
         uploader.heartbeat()
         uploader.run(stop, parent_pid)
     finally:
         counters.close()
+
+
+def _make_store(spec: UploaderSpec, stop: _Stop, parent_pid: int) -> S3Store | None:
+    """The client, retried while it cannot be set up (e.g. a profile not there yet, with
+    ``start_anyway``): crashing instead would read as a crash loop and stop the capture."""
+    delay = 1.0
+    while not stop.flag and parent_alive(parent_pid):
+        try:
+            return S3Store(spec.s3)
+        except S3Error as exc:
+            log.error("event=s3_client_failed retry_in_s=%.0f error=%s", delay, exc)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not stop.flag:
+                time.sleep(0.2)
+            delay = min(_MAX_BACKOFF_S, delay * 2)
+    return None
 
 
 def s3_status(counters: SharedCounters | None, s3: S3Config, session_dir: Path) -> dict[str, Any]:

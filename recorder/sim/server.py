@@ -21,7 +21,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-VENUES: dict[str, str] = {"binance": "recorder.sim.binance"}
+VENUES: dict[str, str] = {
+    "binance": "recorder.sim.binance",
+    "binance-futures": "recorder.sim.binance_futures",
+}
 
 
 @dataclass

@@ -1,15 +1,20 @@
-"""S3 uploader costs: scanning a large spool, and a verified multipart upload to moto on loopback.
+"""S3 uploader costs, each beside a same-run baseline (see report.py).
 
-Run: ``python -m pytest benchmarks/test_s3_bench.py --benchmark-only``. The upload figure is
-bounded by moto (a Python server), so it is a floor for real S3, not a ceiling.
+* spool scan (mtime-cached walk + ledger filter) vs a plain ``os.walk`` of the same tree;
+* verified multipart upload (upload_file + HEAD + ETag recompute) vs one bare ``put_object``,
+  both to moto's server on loopback (a Python server: a floor for real S3, not a ceiling);
+* the ETag recompute (MD5 per part) vs one MD5 over the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -19,6 +24,8 @@ from recorder.sinks.s3 import S3Store, expected_etag
 from recorder.sinks.spool import Spool
 
 MIB = 1024 * 1024
+SCAN_FILES = 5000
+UPLOAD_MIB = 32
 
 
 @pytest.fixture
@@ -40,33 +47,70 @@ def moto_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     server.stop()
 
 
-def test_spool_scan_5000_files(benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """A week of 5-minute files for a few exchanges, none uploaded yet (S3 down)."""
-    for i in range(5000):
-        d = tmp_path / "parquet" / f"exchange=ex{i % 5}" / f"date=2026-11-{1 + i % 28:02d}"
+@pytest.fixture(scope="module")
+def spool_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A week of 5-minute files for five exchanges, none uploaded yet (S3 down)."""
+    root = tmp_path_factory.mktemp("spool")
+    for i in range(SCAN_FILES):
+        d = root / "parquet" / f"exchange=ex{i % 5}" / f"date=2026-11-{1 + i % 28:02d}"
         d.mkdir(parents=True, exist_ok=True)
         (d / f"bench-{1764028800000 + i}-{i:06d}.parquet").write_bytes(b"x")
-    spool = Spool(tmp_path, "bench", "s3://b/p")
+    return root
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("big") / "big.parquet"
+    path.write_bytes(os.urandom(UPLOAD_MIB * MIB))
+    return path
+
+
+@pytest.mark.benchmark(group=f"s3: scan a spool of {SCAN_FILES} files")
+def test_scan_baseline_os_walk(benchmark: Any, spool_tree: Path) -> None:
+    name = re.compile(r"^bench-(\d+)-(\d+)\.(parquet|jsonl)$")
+
+    def walk() -> list[str]:
+        return sorted(os.path.join(d, f) for d, _, files in os.walk(spool_tree) for f in files if name.match(f))
+
+    assert len(benchmark(walk)) == SCAN_FILES
+    benchmark.extra_info.update(baseline=True, files=SCAN_FILES)
+
+
+@pytest.mark.benchmark(group=f"s3: scan a spool of {SCAN_FILES} files")
+def test_scan_spool(benchmark: Any, spool_tree: Path) -> None:
+    spool = Spool(spool_tree, "bench", "s3://b/p")
     spool.load()
-    assert len(spool.scan()) == 5000
+    assert len(spool.scan()) == SCAN_FILES
     benchmark(spool.scan)
+    benchmark.extra_info.update(files=SCAN_FILES)
 
 
-def test_verified_multipart_upload_32mib(benchmark, moto_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    store = S3Store(S3Config(bucket="bench-bucket", endpoint_url=moto_url, part_size_mb=8, upload_concurrency=4))
+@pytest.mark.benchmark(group=f"s3: upload {UPLOAD_MIB} MiB to moto on loopback")
+def test_upload_baseline_put_object(benchmark: Any, moto_url: str, big_file: Path) -> None:
+    store = S3Store(S3Config(bucket="bench-base", endpoint_url=moto_url))
+    store.client.create_bucket(Bucket="bench-base")
+    body = big_file.read_bytes()
+    benchmark.pedantic(lambda: store.client.put_object(Bucket="bench-base", Key="k", Body=body), rounds=3)
+    benchmark.extra_info.update(baseline=True, MiB=UPLOAD_MIB)
+
+
+@pytest.mark.benchmark(group=f"s3: upload {UPLOAD_MIB} MiB to moto on loopback")
+def test_upload_verified_multipart(benchmark: Any, moto_url: str, big_file: Path) -> None:
+    cfg = S3Config(bucket="bench-bucket", endpoint_url=moto_url, part_size_mb=8, upload_concurrency=4)
+    store = S3Store(cfg)
     store.client.create_bucket(Bucket="bench-bucket")
-    path = tmp_path / "big.parquet"
-    path.write_bytes(os.urandom(32 * MIB))
-    size, etag = benchmark.pedantic(lambda: store.upload(path, "bench/big.parquet"), rounds=3, iterations=1)
-    assert size == 32 * MIB and etag.endswith("-4")
-    benchmark.extra_info["MiB"] = 32
+    size, etag = benchmark.pedantic(lambda: store.upload(big_file, "bench/big.parquet"), rounds=3)
+    assert size == UPLOAD_MIB * MIB and etag.endswith("-4")
+    benchmark.extra_info.update(MiB=UPLOAD_MIB, parts=4, concurrency=4)
 
 
-def test_etag_recompute_64mib(benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The local half of the confirmation: MD5 per part of a 64 MiB file."""
-    path = tmp_path / "f"
-    path.write_bytes(os.urandom(64 * MIB))
-    store_cfg = S3Config(bucket="x-bucket", part_size_mb=16)
-    transfer = S3Store(store_cfg).transfer
-    etag = benchmark(expected_etag, path, 64 * MIB, transfer)
-    assert etag.endswith("-4")
+@pytest.mark.benchmark(group=f"s3: ETag of {UPLOAD_MIB} MiB")
+def test_etag_baseline_md5(benchmark: Any, big_file: Path) -> None:
+    benchmark(lambda: hashlib.md5(big_file.read_bytes(), usedforsecurity=False).hexdigest())
+    benchmark.extra_info.update(baseline=True)
+
+
+@pytest.mark.benchmark(group=f"s3: ETag of {UPLOAD_MIB} MiB")
+def test_etag_multipart_recompute(benchmark: Any, big_file: Path) -> None:
+    transfer = S3Store(S3Config(bucket="x-bucket", part_size_mb=8)).transfer
+    assert benchmark(expected_etag, big_file, UPLOAD_MIB * MIB, transfer).endswith("-4")

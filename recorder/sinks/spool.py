@@ -39,9 +39,9 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     uploaded_ms: int
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class SpoolFile:
-    segment: int  # first: upload in the order the writer produced them
+    segment: int
     rel: str
     size: int
     mtime: float
@@ -64,6 +64,14 @@ class _JournalView(msgspec.Struct):
     pending: _Pending | None = None
 
 
+# A directory's mtime, its subdirectories (path, relative path) and this session's files in it.
+_Listing = tuple[int, list[tuple[Path, str]], list[SpoolFile]]
+
+
+def _order(f: SpoolFile) -> tuple[int, str]:
+    return (f.segment, f.rel)  # the order the writer produced them
+
+
 def session_file_re(session_id: str) -> re.Pattern[str]:
     # The writer's final names: "<session>-<first tick ms>-<segment>.<fmt>", anchored so
     # session "a" never claims the files of session "a-b".
@@ -80,7 +88,7 @@ class Spool:
         self.journal_path = self.session_dir / "writer-journal.json"
         self._name_re = session_file_re(session_id)
         self.uploaded: set[str] = set()
-        self._dirs: dict[Path, tuple[int, list[Path], list[os.DirEntry[str]]]] = {}
+        self._dirs: dict[Path, _Listing] = {}
         self._last_full = 0.0
 
     # -- ledger ----------------------------------------------------------------------------
@@ -125,11 +133,11 @@ class Spool:
             self._last_full = now
         out: list[SpoolFile] = []
         for fmt in FORMAT_DIRS:
-            self._walk(self.data_dir / fmt, full, out)
-        out.sort()
+            self._walk(self.data_dir / fmt, fmt, full, out)
+        out.sort(key=_order)
         return out
 
-    def _walk(self, directory: Path, full: bool, out: list[SpoolFile]) -> None:
+    def _walk(self, directory: Path, rel_dir: str, full: bool, out: list[SpoolFile]) -> None:
         try:
             mtime = directory.stat().st_mtime_ns
         except OSError:
@@ -137,35 +145,40 @@ class Spool:
             return
         cached = self._dirs.get(directory)
         if cached is None or cached[0] != mtime or full:
-            subdirs: list[Path] = []
-            files: list[os.DirEntry[str]] = []
-            try:
-                with os.scandir(directory) as it:
-                    for entry in it:
-                        if entry.name.startswith("."):
-                            continue  # temp files and hidden dirs
-                        if entry.is_dir(follow_symlinks=False):
-                            subdirs.append(Path(entry.path))
-                        elif self._name_re.match(entry.name):
-                            files.append(entry)
-            except OSError:
+            cached = self._list(directory, rel_dir, mtime)
+            if cached is None:
                 return
-            cached = (mtime, subdirs, files)
-            self._dirs[directory] = cached
         _, subdirs, files = cached
-        for entry in files:
-            rel = os.path.relpath(entry.path, self.data_dir).replace(os.sep, "/")
-            if rel in self.uploaded:
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            m = self._name_re.match(entry.name)
-            assert m is not None
-            out.append(SpoolFile(segment=int(m.group(2)), rel=rel, size=st.st_size, mtime=st.st_mtime))
-        for sub in subdirs:
-            self._walk(sub, full, out)
+        uploaded = self.uploaded
+        out.extend(f for f in files if f.rel not in uploaded)
+        for sub, rel_sub in subdirs:
+            self._walk(sub, rel_sub, full, out)
+
+    def _list(self, directory: Path, rel_dir: str, mtime: int) -> _Listing | None:
+        subdirs: list[tuple[Path, str]] = []
+        files: list[SpoolFile] = []
+        try:
+            with os.scandir(directory) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue  # temp files and hidden dirs
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append((Path(entry.path), f"{rel_dir}/{entry.name}"))
+                        continue
+                    m = self._name_re.match(entry.name)
+                    if m is None:
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    rel = f"{rel_dir}/{entry.name}"
+                    files.append(SpoolFile(segment=int(m.group(2)), rel=rel, size=st.st_size, mtime=st.st_mtime))
+        except OSError:
+            return None
+        listing = (mtime, subdirs, files)
+        self._dirs[directory] = listing
+        return listing
 
     # -- deletion --------------------------------------------------------------------------
 

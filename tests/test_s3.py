@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from recorder.config import S3Config
 from recorder.metrics import SharedCounters
 from recorder.sinks.s3 import S3Store
 from recorder.sinks.uploader import UPLOADER_COUNTER_FIELDS, Uploader, UploaderSpec
-from tests.conftest import Sim, popen_cli, run_cli, status, wait_for, write_config
+from tests.conftest import CLI, ROOT, Sim, popen_cli, run_cli, status, wait_for, write_config
 
 PAIRS = ["BTC-USDT", "ETH-USDT"]
 # Fake credentials, set in the environment only (the standard AWS chain). The secret must never
@@ -377,3 +378,36 @@ def _port_open(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_ctrl_c_to_the_process_group_still_uploads_the_last_files(sim: Sim, s3: MotoS3, tmp_path: Path) -> None:
+    """Ctrl-C hits every process at once; the uploader must still wait for the writer's last files."""
+    data = tmp_path / "data"
+    bucket = s3.create_bucket()
+    cfg = s3_config(tmp_path / "c.toml", sim, data, s3.url, bucket, rotate_s=60.0)  # one file, at the stop
+    proc = subprocess.Popen(
+        [*CLI, "start-capture", "--config", str(cfg), "--format", "parquet", "--session-id", "ctrlc"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: _samples(data, "ctrlc") >= 6, 90, "samples")
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0, stderr[-3000:]
+    final = status(data, "ctrlc")
+    assert final is not None and final["flushed"] is True
+    assert final["s3"]["spool_files"] == 0 and local_data_files(data) == []
+    assert final["s3"]["uploads"] == final["writer"]["files_written"] >= 1
+    assert_complete_and_unique(s3.dataset(bucket, "orderbook_data").to_table(), final["venues"]["binance"]["samples"])
+
+
+def _samples(data: Path, session_id: str) -> int:
+    return int((status(data, session_id) or {}).get("venues", {}).get("binance", {}).get("samples", 0))

@@ -256,7 +256,9 @@ def run_uploader(spec: UploaderSpec) -> None:
     parent_pid = spawning_parent_pid()
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # Ctrl-C reaches the whole process group: the supervisor stops us (SIGTERM) only after the
+    # writer has flushed, so the drain sees the last files.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(5)  # the venue processes' sampling grid matters more than upload speed
     except OSError:

@@ -240,6 +240,13 @@ class Supervisor:
             return
         if not self._uploader.alive:
             self._uploader.start()
+            # SIGTERM before its handler is installed would kill it without a drain.
+            deadline = time.monotonic() + 30
+            counters = self._uploader_counters
+            while counters is not None and counters.get("pid") != self._uploader.pid and self._uploader.alive:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
         s3 = self.cfg.s3
         self._uploader.stop(timeout_s=s3.drain_timeout_s + 2 * (s3.connect_timeout_s + s3.read_timeout_s) + 10)
 

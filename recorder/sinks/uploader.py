@@ -128,7 +128,15 @@ class Uploader:
                 return True
             self._failed(f, exc)
             return False
-        self.spool.mark_uploaded(f, key, etag)
+        try:
+            self.spool.mark_uploaded(f, key, etag)
+        except OSError as exc:
+            # E.g. a full disk. The object is confirmed; without the ledger line the file would
+            # only be uploaded again (same key). Deleting it (if configured) is what frees space.
+            log.warning("event=ledger_write_failed path=%s error=%s", f.rel, exc.strerror or exc)
+            if not self.spec.s3.delete_after_upload:
+                self._failed(f, S3Error(f"cannot record the upload of {f.rel}: {exc.strerror or exc}", kind="local"))
+                return False
         c = self.counters
         now_ms = _now_ms()
         c.incr("uploads")
@@ -204,7 +212,12 @@ class Uploader:
             if not parent_alive(parent_pid):
                 stop.why = "parent_exit"
                 break
-            busy = self.step()
+            try:
+                busy = self.step()
+            except Exception:  # noqa: BLE001 - a crash loop here would stop the capture
+                log.exception("event=uploader_step_failed")
+                self.retry_at = time.monotonic() + _MAX_BACKOFF_S
+                busy = False
             self.heartbeat()
             if not busy:
                 time.sleep(self.spec.poll_interval_s)

@@ -169,6 +169,13 @@ def test_capture_uploads_one_dataset_with_partitions(sim: Sim, s3: MotoS3, tmp_p
     assert list(dataset.get_fragments(filter=ds.field("exchange") == "nosuchvenue")) == []
     today = dataset.to_table(filter=(ds.field("exchange") == "binance") & (ds.field("date") == dates[-1]))
     assert today.num_rows > 0
+    # The recorder's reader takes s3://bucket/prefix exactly like the local data dir.
+    from recorder.dataset import open_dataset
+
+    url = f"s3://{bucket}/orderbook_data"
+    for fmt in ("parquet", "jsonl"):
+        remote = open_dataset(url, format=fmt, endpoint_url=s3.url, region="us-east-1")
+        assert remote.table().num_rows == table.num_rows, fmt
 
     text = run_cli("capture-status", "--session-id", "s3e2e", "--data-dir", str(data)).stdout
     assert f"s3 s3://{bucket}/orderbook_data: spool 0 files" in text

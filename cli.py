@@ -194,6 +194,9 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     type=float,
     help="Seconds before the server closes a connection (the venue's 24 h limit).",
 )
+@click.option("--instruments", default=0, show_default=True, type=int, help="Extra generated instruments (tail).")
+@click.option("--weight-limit", default=6000, show_default=True, type=int, help="REST weight budget per window.")
+@click.option("--weight-window", default=60.0, show_default=True, type=float, help="REST weight window in seconds.")
 def simulate(
     venue: str,
     host: str,
@@ -202,6 +205,9 @@ def simulate(
     seed: int | None,
     ping_interval: float,
     max_connection_age: float,
+    instruments: int,
+    weight_limit: int,
+    weight_window: float,
 ) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
@@ -219,6 +225,9 @@ def simulate(
         seed=seed,
         ping_interval_s=ping_interval,
         max_connection_age_s=max_connection_age,
+        instruments=instruments,
+        weight_limit_per_min=weight_limit,
+        weight_window_s=weight_window,
     )
 
     def ready(urls: dict[str, str]) -> None:

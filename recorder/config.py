@@ -15,6 +15,10 @@ Format = Literal["jsonl", "parquet", "both"]
 Storage = Literal["local"]
 
 
+# ``--pairs all``: every instrument the venue lists (filtered by the venue's quote / types).
+ALL_PAIRS = "all"
+
+
 class ConfigError(ValueError):
     """A configuration problem, reported to the user as one line."""
 
@@ -29,6 +33,14 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Reconnect when nothing (data or ping) arrived for this long.
     stall_timeout_s: float = 30.0
     snapshot_limit: int = 1000
+    # Venue limits (recorder/venues/limits.py) overridden; None = the venue's own numbers.
+    max_streams_per_connection: int | None = None
+    rest_weight_limit: int | None = None
+    rest_window_s: float | None = None
+    rest_safety: float | None = None
+    # Filters for ``pairs = ["all"]`` (every instrument the venue lists): quote assets, types.
+    quote: list[str] = []
+    types: list[str] = []
 
 
 class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -142,7 +154,11 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
                 raise ConfigError(f"unknown venue {name!r}: known venues are {', '.join(sorted(VENUES))}")
             if not vc.pairs:
                 raise ConfigError(f"venue {name!r} has no pairs")
-            vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
+            if [p.strip().lower() for p in vc.pairs] == [ALL_PAIRS]:
+                vc.pairs = [ALL_PAIRS]  # resolved from the venue's exchange info at start
+            else:
+                vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
+            _check_limits(name, vc)
         check_session_id(cfg.resolved_session_id())
     except NameError_ as exc:
         raise ConfigError(str(exc)) from None
@@ -150,3 +166,12 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
     if w.rotate_snapshots < 1 or w.rotate_seconds <= 0 or w.rotate_mb <= 0 or w.ring_mb < 1:
         raise ConfigError("invalid [writer] settings: rotation limits and ring_mb must be positive")
     return cfg
+
+
+def _check_limits(name: str, vc: VenueConfig) -> None:
+    for field in ("max_streams_per_connection", "rest_weight_limit", "rest_window_s"):
+        value = getattr(vc, field)
+        if value is not None and value <= 0:
+            raise ConfigError(f"invalid [venues.{name}] {field} = {value}: must be positive")
+    if vc.rest_safety is not None and not 0 < vc.rest_safety <= 1:
+        raise ConfigError(f"invalid [venues.{name}] rest_safety = {vc.rest_safety}: must be in (0, 1]")

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from recorder.config import CaptureConfig
+from recorder.config import ALL_PAIRS, CaptureConfig, VenueConfig
 from recorder.metrics import SharedCounters, histogram_quantiles
 from recorder.ring.shm_ring import ShmRing
 from recorder.supervisor.session import SessionDir
@@ -226,12 +226,29 @@ class Supervisor:
 
     def _check_pairs(self) -> None:
         for venue, vc in self.cfg.venues.items():
+            if vc.pairs == [ALL_PAIRS]:
+                self._resolve_all_pairs(venue, vc)
+                continue
             try:
                 unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
             except OSError as exc:
                 raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
             if unknown:
                 raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
+
+    def _resolve_all_pairs(self, venue: str, vc: VenueConfig) -> None:
+        """``--pairs all``: every listed instrument passing the config's quote / type filters."""
+        module = venue_module(venue)
+        if not hasattr(module, "list_pairs"):
+            raise CaptureError(f"--pairs all is not supported for {venue} yet")
+        try:
+            pairs = module.list_pairs(vc.rest_url, vc.quote, vc.types)
+        except OSError as exc:
+            raise CaptureError(f"cannot reach {venue} REST API to list its instruments: {exc}") from None
+        if not pairs:
+            raise CaptureError(f"no {venue} instrument matches quote={vc.quote or 'any'} types={vc.types or 'any'}")
+        log.info("event=pairs_resolved venue=%s pairs=%d", venue, len(pairs))
+        vc.pairs = pairs
 
     def _create_shared_memory(self) -> None:
         ring_bytes = int(self.cfg.writer.ring_mb * 1024 * 1024)

@@ -193,7 +193,12 @@ class WeightLimiter:
         window_s: float = 60.0,
         safety: float = 0.8,
         header_prefix: str | None = None,
+        max_inflight: int = 4,
     ) -> None:
+        # Few requests in flight: if our idea of the budget is wrong, only these few arrive after
+        # the venue's first 429 (repeated violations are what turn into a 418 ban).
+        self.max_inflight = max_inflight
+        self._inflight_n = 0
         self.header_prefix = header_prefix.lower() if header_prefix else None
         self.configure(budget, window_s, safety)
         self._spent: deque[tuple[float, int]] = deque()
@@ -261,12 +266,14 @@ class WeightLimiter:
             if fut.done() and not fut.cancelled():
                 # Granted just as we were cancelled: that weight is spent anyway.
                 self._inflight = max(0, self._inflight - weight)
+                self._inflight_n = max(0, self._inflight_n - 1)
             self._pump()
             raise
 
     def done(self, weight: int, status: int | None, headers: Mapping[str, str] | None) -> None:
         """A granted request finished (status None: no answer). Reads the venue's verdict."""
         self._inflight = max(0, self._inflight - weight)
+        self._inflight_n = max(0, self._inflight_n - 1)
         if headers is not None:
             self.observe_headers(headers)
             if status in (429, 418):
@@ -315,6 +322,8 @@ class WeightLimiter:
                 self._schedule(self._paused_until - now)
                 return
             self._expire(now)
+            if self._inflight_n >= self.max_inflight:
+                return  # done() pumps again
             key, q = next(iter(self._queues.items()))
             weight, fut = q[0]
             if fut.done():  # cancelled waiter
@@ -339,6 +348,7 @@ class WeightLimiter:
             self._spent.append((now, weight))
             self._spent_sum += weight
             self._inflight += weight
+            self._inflight_n += 1
             self.granted += 1
             fut.set_result(None)
 

@@ -237,5 +237,34 @@ def simulate(
     run_simulator(opts, on_ready=ready)
 
 
+@main.command("compact")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--older-than", default="1h", show_default=True, help="Only files older than this (30m, 1h, 2d).")
+@click.option("--target-mb", default=128.0, show_default=True, type=float, help="Size of a merged file.")
+@click.option("--row-group-rows", default=128 * 1024, show_default=True, type=int, help="Rows per Parquet row group.")
+def compact_cmd(data_dir: str, older_than: str, target_mb: float, row_group_rows: int) -> None:
+    """Merge each partition's small Parquet files into few large sorted ones, atomically."""
+    from recorder.compaction import CompactionError, compact
+    from recorder.logs import setup_logging
+
+    try:
+        older_than_s = parse_duration(_number_or_text(older_than), default_unit="m")
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if target_mb <= 0 or row_group_rows < 1:
+        raise UserError("--target-mb and --row-group-rows must be positive")
+    setup_logging("compact")
+    try:
+        res = compact(data_dir, older_than_s=older_than_s, target_mb=target_mb, row_group_rows=row_group_rows)
+    except (CompactionError, OSError) as exc:
+        raise UserError(f"compaction failed: {exc}") from None
+    for line in res.recovered:
+        click.echo(f"recovered: {line}")
+    click.echo(
+        f"compacted {res.files_in} files into {res.files_out} in {res.partitions} partition(s): "
+        f"{res.rows} rows, {res.bytes_in} -> {res.bytes_out} bytes"
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -49,6 +49,11 @@ class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rotate_mb: float = 64.0
     # Shared-memory ring per venue process; overflow drops (and counts) rather than blocking.
     ring_mb: float = 64.0
+    # Merge closed Parquet files (older than compact_older_than_s) in the background.
+    compact: bool = False
+    compact_older_than_s: float = 3600.0
+    compact_target_mb: float = 128.0
+    compact_every_s: float = 300.0
 
 
 class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -165,6 +170,8 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
     w = cfg.writer
     if w.rotate_snapshots < 1 or w.rotate_seconds <= 0 or w.rotate_mb <= 0 or w.ring_mb < 1:
         raise ConfigError("invalid [writer] settings: rotation limits and ring_mb must be positive")
+    if w.compact_older_than_s < 0 or w.compact_target_mb <= 0 or w.compact_every_s <= 0:
+        raise ConfigError("invalid [writer] compaction settings: must be positive")
     return cfg
 
 

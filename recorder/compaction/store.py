@@ -116,6 +116,35 @@ def publish_lock(data_dir: str | os.PathLike[str], shared: bool) -> Iterator[Non
         os.close(fd)  # releases the lock
 
 
+class PublishLock:
+    """A writer's long-lived handle on the publish lock (one open file, locked per commit)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(data_dir) / WORK_DIR / "publish.lock"
+        self._fd: int | None = None
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        try:
+            if self._fd is None:
+                ensure_dir(self.path.parent)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+        except OSError:
+            # No lock (e.g. a read-only work dir) must not stop the recorder from storing data.
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class LocalStore:
     def __init__(self, data_dir: str | os.PathLike[str], crash_hook: object = None) -> None:
         self.root = Path(data_dir)

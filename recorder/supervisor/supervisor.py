@@ -279,6 +279,9 @@ class Supervisor:
             rotate_bytes=int(w.rotate_mb * 1024 * 1024),
             rings={venue: ring.name for venue, ring in self._rings.items()},
             counters_name=self._writer_counters.name,
+            compact_older_than_s=w.compact_older_than_s if w.compact else None,
+            compact_target_mb=w.compact_target_mb,
+            compact_every_s=w.compact_every_s,
         )
         self._writer = Child("writer", run_writer, (wspec,))
         self._writer.start()

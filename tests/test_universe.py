@@ -14,7 +14,7 @@ from pathlib import Path
 
 from recorder.config import VenueConfig
 from recorder.venues.binance import BinanceConnector, list_pairs
-from tests.conftest import CLI, ROOT, Sim, status, wait_for, write_config
+from tests.conftest import CLI, ROOT, Sim, run_cli, status, wait_for, write_config
 
 INSTRUMENTS = 1000
 
@@ -131,3 +131,21 @@ async def test_wrong_budget_honours_retry_after_and_is_never_banned() -> None:
         assert stats["http_418"] == 0 and connector.counters.get("http_418") == 0
     finally:
         sim.stop()
+
+
+def test_pairs_all_bad_filters_and_limits_are_one_line_errors(sim: Sim, tmp_path: Path) -> None:
+
+    data = tmp_path / "data"
+    cfg = write_config(tmp_path / "q.toml", sim.urls, ["all"], data, venue_extra={"quote": ["XYZ"]})
+    res = run_cli("start-capture", "--config", str(cfg), "--duration", "5s")
+    assert res.returncode == 2 and "no binance instrument matches" in res.stderr, res.stderr
+    assert res.stderr.strip().count("\n") == 0
+    cfg = write_config(tmp_path / "l.toml", sim.urls, ["BTC-USDT"], data, venue_extra={"max_streams_per_connection": 0})
+    res = run_cli("start-capture", "--config", str(cfg), "--duration", "5s")
+    assert res.returncode == 2 and "max_streams_per_connection" in res.stderr
+    # The session of a whole-universe capture is named after the venue, not a thousand pairs.
+    cfg = write_config(tmp_path / "a.toml", sim.urls, ["all"], data, venue_extra={"quote": ["BTC"]})
+    res = run_cli("start-capture", "--config", str(cfg), "--duration", "3s", "--interval", "0.5")
+    assert res.returncode == 0, res.stderr[-2000:]
+    final = status(data, "binance_all")
+    assert final is not None and set(final["venues"]["binance"]["pairs"]) == {"ETH-BTC", "BNB-BTC"}

@@ -21,7 +21,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-VENUES: dict[str, str] = {"binance": "recorder.sim.binance"}
+VENUES: dict[str, str] = {
+    "binance": "recorder.sim.binance",
+    "binance-futures": "recorder.sim.binance_futures",
+}
 
 
 @dataclass
@@ -42,6 +45,8 @@ class SimOptions:
     weight_window_s: float = 60.0  # REQUEST_WEIGHT window (Binance: 1 minute); shorter makes tests fast
     instruments: int = 0  # extra generated instruments (the "tail"), e.g. 1000 for a whole-universe test
     tail_update_ms: int = 1000  # diff cadence of the generated tail: cheap enough for thousands
+    replay: str | None = None  # serve this recorded capture instead of a generated market
+    speed: float = 1.0  # replay pace: 1 = as recorded, 10 = ten times faster
 
 
 class Venue(Protocol):
@@ -57,6 +62,10 @@ class Venue(Protocol):
 
 
 def load_venue(opts: SimOptions) -> Venue:
+    if opts.replay is not None:
+        from recorder.sim.replay import ReplayVenue
+
+        return ReplayVenue(opts, opts.replay)
     try:
         module = importlib.import_module(VENUES[opts.venue])
     except KeyError:

@@ -51,8 +51,21 @@ BINANCE = VenueLimits(
     max_connection_age_s=24 * 3600.0,
 )
 
+BINANCE_FUTURES = VenueLimits(
+    rest_weight_limit=2400,
+    rest_window_s=60.0,
+    snapshot_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
+    used_weight_header="X-MBX-USED-WEIGHT-",
+    streams_per_connection=1024,
+    subscriptions_per_message=200,
+    messages_per_s=10.0,
+    connections_per_ip=300,
+    connection_attempts_per_5min=300,
+    max_connection_age_s=24 * 3600.0,
+)
+
 # venue id -> limits; venues added later declare theirs here.
-LIMITS: dict[str, VenueLimits] = {"binance": BINANCE}
+LIMITS: dict[str, VenueLimits] = {"binance": BINANCE, "binance-futures": BINANCE_FUTURES}
 
 
 def limits_for(venue: str) -> VenueLimits:

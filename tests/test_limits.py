@@ -87,3 +87,20 @@ def test_pairs_spread_over_connections_with_staggered_reconnects() -> None:
     c = BinanceConnector(cfg, pairs)
     ages = [s.first_age_s for s in c.slots]
     assert len(ages) == 3 and len(set(ages)) == 3 and max(ages) == 1000 and min(ages) >= 500
+
+
+async def test_books_missing_ticks_go_before_a_reconnect_warming_up() -> None:
+    limiter = WeightLimiter(1000, window_s=60, safety=1.0, max_inflight=1)
+    order: list[str] = []
+
+    async def request(key: str, background: bool) -> None:
+        await limiter.acquire(1, key, background)
+        order.append(key)
+        await asyncio.sleep(0)
+        limiter.done(1, 200, {})
+
+    limiter.pause(0.05)
+    tasks = [asyncio.create_task(request(f"warm{i}", True)) for i in range(3)]
+    tasks.append(asyncio.create_task(request("gap", False)))
+    await asyncio.gather(*tasks)
+    assert order == ["gap", "warm0", "warm1", "warm2"]

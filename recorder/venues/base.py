@@ -242,7 +242,9 @@ class WeightLimiter:
         self.configure(budget, window_s, safety)
         self._spent: deque[tuple[float, int]] = deque()
         self._spent_sum = 0
-        self._queues: OrderedDict[str, deque[tuple[int, asyncio.Future[None]]]] = OrderedDict()
+        # Two tiers, each round-robin across keys: urgent (a book nobody is sampling right now)
+        # before background (a planned reconnect's new connection, while the old one samples).
+        self._tiers: tuple[_Queues, _Queues] = (OrderedDict(), OrderedDict())
         self._inflight = 0
         self._reported: tuple[int, int] | None = None  # (venue window index, used weight)
         self._paused_until = 0.0
@@ -261,7 +263,7 @@ class WeightLimiter:
 
     @property
     def waiting(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return sum(len(q) for tier in self._tiers for q in tier.values())
 
     def used(self) -> int:
         """Our best estimate of the weight the venue has counted right now."""
@@ -286,22 +288,23 @@ class WeightLimiter:
         self._paused_until = max(self._paused_until, time.monotonic() + max(0.0, seconds))
         self._schedule(seconds)
 
-    async def acquire(self, weight: int, key: str = "") -> None:
+    async def acquire(self, weight: int, key: str = "", background: bool = False) -> None:
         """Wait for a turn within budget; the weight counts as spent from now."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(key, deque()).append((weight, fut))
+        queues = self._tiers[1 if background else 0]
+        queues.setdefault(key, deque()).append((weight, fut))
         self._pump()
         try:
             await fut
         except asyncio.CancelledError:
-            q = self._queues.get(key)
+            q = queues.get(key)
             if q is not None:
                 try:
                     q.remove((weight, fut))
                 except ValueError:
                     pass
                 if not q:
-                    del self._queues[key]
+                    del queues[key]
             if fut.done() and not fut.cancelled():
                 # Granted just as we were cancelled: that weight is spent anyway.
                 self._inflight = max(0, self._inflight - weight)
@@ -355,7 +358,10 @@ class WeightLimiter:
 
     def _pump(self) -> None:
         """Grant queued requests in round-robin order while the budget allows."""
-        while self._queues:
+        while True:
+            queues = self._tiers[0] or self._tiers[1]
+            if not queues:
+                return
             now = time.monotonic()
             if now < self._paused_until:
                 self._schedule(self._paused_until - now)
@@ -363,12 +369,12 @@ class WeightLimiter:
             self._expire(now)
             if self._inflight_n >= self.max_inflight:
                 return  # done() pumps again
-            key, q = next(iter(self._queues.items()))
+            key, q = next(iter(queues.items()))
             weight, fut = q[0]
             if fut.done():  # cancelled waiter
                 q.popleft()
                 if not q:
-                    del self._queues[key]
+                    del queues[key]
                 continue
             local, server = self._spent_sum, self._server_used()
             nothing_spent = not self._spent and server == 0
@@ -381,9 +387,9 @@ class WeightLimiter:
                 self._schedule(max(0.05, min(waits) if waits else 0.05))
                 return
             q.popleft()
-            del self._queues[key]
+            del queues[key]
             if q:  # the key's next request goes to the back of the line
-                self._queues[key] = q
+                queues[key] = q
             self._spent.append((now, weight))
             self._spent_sum += weight
             self._inflight += weight
@@ -392,6 +398,7 @@ class WeightLimiter:
             fut.set_result(None)
 
 
+_Queues = OrderedDict[str, deque[tuple[int, "asyncio.Future[None]"]]]
 _INTERVAL_RE = re.compile(r"^(\d+)([smhd])$")
 
 

@@ -806,9 +806,11 @@ class BinanceConnector:
                 log.info("event=rest_limits venue=%s weight=%d window_s=%.0f", self.venue, rl.limit, window)
                 return
 
-    async def _rest_get(self, path: str, params: dict[str, str], weight: int, key: str) -> bytes | None:
+    async def _rest_get(
+        self, path: str, params: dict[str, str], weight: int, key: str, background: bool = False
+    ) -> bytes | None:
         """One REST GET within the weight budget; None (counted and logged) on any failure."""
-        await self.limiter.acquire(weight, key)
+        await self.limiter.acquire(weight, key, background)
         assert self._http is not None
         status: int | None = None
         headers: Any = None
@@ -842,7 +844,10 @@ class BinanceConnector:
     async def fetch_snapshot(self, pair: str) -> DepthSnapshot | None:
         limit = self.cfg.snapshot_limit
         params = {"symbol": self.feed_class.symbol_for(pair), "limit": str(limit)}
-        body = await self._rest_get(self.depth_path, params, self.snapshot_weight(limit), key=pair)
+        # A pair another connection still samples (a planned reconnect warming up) can wait
+        # behind pairs that are missing ticks right now.
+        background = self.book(pair) is not None
+        body = await self._rest_get(self.depth_path, params, self.snapshot_weight(limit), pair, background)
         if body is None:
             return None
         try:

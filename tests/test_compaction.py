@@ -212,3 +212,14 @@ def test_writer_compacts_closed_files_while_capturing(sim: Sim, tmp_path: Path) 
     keys = set(zip(rows["pair"].to_pylist(), rows["sequence_number"].to_pylist(), strict=True))
     assert keys == {(s["pair"], s["sequence_number"]) for s in jsonl}
     assert len(jsonl) == final["venues"]["binance"]["samples"]
+
+
+def test_writer_journal_rebuild_sees_compacted_rows(pristine, tmp_path: Path) -> None:
+    from recorder.writer.journal import rebuild_journal
+
+    data = _copy(pristine, tmp_path / "data")
+    before = rebuild_journal(data, "s0").next_seq
+    assert _compact(data).returncode == 0
+    # With the session's small files merged away, sequence numbers still continue after them.
+    assert rebuild_journal(data, "s0").next_seq == before
+    assert before["binance"]["BTC-USDT"] == 23 * 30  # files 0, 2, ..., 22 of session s0

@@ -140,6 +140,11 @@ def _render_status(s: dict[str, Any]) -> str:
             f"  reconnects {v['reconnects']}  drops {v['ring_drops']}  restarts {v['restarts']}"
             f"  latency p50/p99/max {lat['p50']}/{lat['p99']}/{lat['max']} ms"
         )
+        if "connections" in v:
+            lines.append(
+                f"    connections {v['connections']}  REST weight used {v['rest_weight_used']}"
+                f"  queued {v['rest_queue']}  http 429 {v['http_429']}  418 {v['http_418']}"
+            )
         for pair, p in v["pairs"].items():
             lines.append(
                 f"    {pair:<14} {'synced' if p['synced'] else 'NOT SYNCED':<10} samples {p['samples']:<8}"

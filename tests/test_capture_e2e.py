@@ -266,6 +266,8 @@ def test_gap_on_one_pair_resyncs_only_that_pair(sim: Sim, tmp_path: Path) -> Non
         wait_for(lambda: _samples(data, "gap") >= before + 12, 60, "samples after the gaps")
         live = status(data, "gap")["venues"]["binance"]
         assert live["connections"] == 1 and live["connected"]
+        text = run_cli("capture-status", "--session-id", "gap", "--data-dir", str(data)).stdout
+        assert "connections 1  REST weight used" in text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:

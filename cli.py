@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command line: start-capture, capture-status, stop-capture, simulate."""
+"""Command line: start-capture, capture-status, stop-capture, simulate, report."""
 
 from __future__ import annotations
 
@@ -353,6 +353,40 @@ def replay_cmd(
     except OSError as exc:
         raise UserError(f"replay failed: {exc}") from None
     click.echo(json.dumps(summary, indent=2))
+
+
+@main.command("report")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix).")
+@click.option("--session-id", help="Only this session (default: every session in the data).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Also write an HTML page with plots here.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output instead of the table.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "parquet", "jsonl"]), default="auto", show_default=True)
+def report(data_dir: str, session_id: str | None, out_path: str | None, as_json: bool, fmt: str) -> None:
+    """Data-quality report per exchange and pair: coverage, gaps and causes, latency, storage."""
+    from recorder.dataset import DatasetError
+    from recorder.report import build_report
+    from recorder.report.render import render_html, render_text
+
+    if session_id:
+        try:
+            check_session_id(session_id)
+        except NameError_ as exc:
+            raise UserError(str(exc)) from None
+    try:
+        rep = build_report(data_dir, session_id, fmt)
+    except (DatasetError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    if out_path:
+        try:
+            Path(out_path).write_text(render_html(rep), encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    if as_json:
+        click.echo(json.dumps(rep.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(render_text(rep))
+        if out_path:
+            click.echo(f"HTML report: {Path(out_path).resolve()}")
 
 
 if __name__ == "__main__":

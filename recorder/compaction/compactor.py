@@ -32,7 +32,7 @@ DEFAULT_ROW_GROUP_ROWS = 128 * 1024
 OUTPUT_PREFIX = "compacted-"
 # Fault injection for the crash tests: SIGKILL when this point is reached (see store.py).
 CRASH_ENV = "RECORDER_COMPACT_CRASH_AT"
-_FIRST_TS = re.compile(r"-(\d{10,16})-\d+\.parquet$|^compacted-(\d+)-")
+_FIRST_TS = re.compile(r"-(\d{10,16})-\d+\.parquet$")
 
 
 class CompactionError(RuntimeError):
@@ -64,7 +64,7 @@ def _crash_hook() -> object:
 
 def _order_key(f: FileInfo) -> tuple[int, str]:
     m = _FIRST_TS.search(f.name)
-    first = int(m.group(1) or m.group(2)) if m else int(f.mtime * 1000)
+    first = int(m.group(1)) if m else int(f.mtime * 1000)
     return first, f.name
 
 
@@ -136,8 +136,10 @@ def _compact_partition(
         for group in groups:
             table = merge([store.read_table(partition, f.name) for f in group])
             ts = table.column("timestamp_ms")
-            first, last = pc.min(ts).as_py(), pc.max(ts).as_py()
-            name = f"{OUTPUT_PREFIX}{first}-{last}-{token}-{len(outputs):03d}.parquet"
+            first = pc.min(ts).as_py()
+            # "<prefix><token>-<first tick>-<n>": like the writer's names, the number before the
+            # last one is the file's first tick, which readers use to skip files (recorder.dataset).
+            name = f"{OUTPUT_PREFIX}{token}-{first}-{len(outputs):03d}.parquet"
             bytes_out += store.write_staged(stage, name, table, rg_rows)
             rows += table.num_rows
             outputs.append(name)

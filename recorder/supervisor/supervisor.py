@@ -22,6 +22,7 @@ import msgspec
 from recorder.config import ALL_PAIRS, CaptureConfig, VenueConfig
 from recorder.metrics import SharedCounters, histogram_quantiles
 from recorder.ring.shm_ring import ShmRing
+from recorder.sampler.misslog import misslog_name
 from recorder.supervisor.session import SessionDir
 from recorder.supervisor.venue_worker import VenueSpec, run_venue_process, venue_counter_fields
 from recorder.venues import venue_module
@@ -296,6 +297,7 @@ class Supervisor:
                 ring_name=self._rings[venue].name,
                 counters_name=self._counters[venue].name,
                 log_level=self.log_level,
+                misslog_path=str(self.session.path / misslog_name(venue)),
             )
             child = Child(f"venue-{venue}", run_venue_process, (msgspec.msgpack.encode(spec),))
             child.start()

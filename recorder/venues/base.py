@@ -115,6 +115,7 @@ class FeedStats:
             self.checksums_failed += 1
             self.pair(pair, "checksums_failed")
             self.counters.incr("checksum_failures")
+            self.counters.incr(f"checksum_failures:{pair}")  # the sampler's miss log names the cause
 
     def as_dict(self) -> dict[str, object]:
         return {

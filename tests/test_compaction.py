@@ -223,3 +223,16 @@ def test_writer_journal_rebuild_sees_compacted_rows(pristine, tmp_path: Path) ->
     # With the session's small files merged away, sequence numbers still continue after them.
     assert rebuild_journal(data, "s0").next_seq == before
     assert before["binance"]["BTC-USDT"] == 23 * 30  # files 0, 2, ..., 22 of session s0
+
+
+def test_dataset_reader_sees_the_same_data_after_compaction(pristine, tmp_path: Path) -> None:
+    from recorder.dataset import open_dataset
+
+    data = _copy(pristine, tmp_path / "data")
+    start, end = T0 + 100_000, T0 + 400_000
+    before_all = open_dataset(data).table()
+    before = open_dataset(data).table(pairs="BTC-USDT", start=start, end=end)
+    assert _compact(data).returncode == 0
+    assert open_dataset(data).table().equals(before_all)
+    assert open_dataset(data).table(pairs="BTC-USDT", start=start, end=end).equals(before)
+    assert before.num_rows == 300 * 10  # 300 ticks of one pair, 10 levels each

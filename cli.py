@@ -273,7 +273,8 @@ def compact_cmd(data_dir: str, older_than: str, target_mb: float, row_group_rows
     from recorder.logs import setup_logging
 
     try:
-        older_than_s = parse_duration(_number_or_text(older_than), default_unit="m")
+        zero = older_than.strip().rstrip("smhd") in ("0", "0.0")  # "everything, now" is allowed here
+        older_than_s = 0.0 if zero else parse_duration(_number_or_text(older_than), default_unit="m")
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     if target_mb <= 0 or row_group_rows < 1:

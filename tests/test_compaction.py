@@ -171,6 +171,8 @@ def test_compaction_bad_input_is_one_line(tmp_path: Path) -> None:
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "does not exist" in res.stderr
     res = run_cli("compact", "--data-dir", str(tmp_path), "--older-than", "soon")
     assert res.returncode == 2 and "invalid duration" in res.stderr
+    res = run_cli("compact", "--data-dir", str(tmp_path), "--older-than", "0s")  # everything, now
+    assert res.returncode == 0 and "compacted 0 files" in res.stdout
     (tmp_path / ".compaction").mkdir()
     with open(tmp_path / ".compaction" / "run.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

@@ -58,6 +58,12 @@ def test_whole_universe_syncs_without_a_429(tmp_path: Path) -> None:
             format="parquet",
             venue_extra={"snapshot_limit": 100, "max_streams_per_connection": 300},
         )
+        # More connections than the venue allows per IP is refused up front, in one line.
+        too_many = write_config(
+            tmp_path / "t.toml", sim.urls, ["all"], data, venue_extra={"max_streams_per_connection": 3}
+        )
+        res = run_cli("start-capture", "--config", str(too_many), "--duration", "5s")
+        assert res.returncode == 2 and "need 338 connections" in res.stderr, res.stderr
         # Logs to a file: a thousand books log a thousand sync lines, more than a pipe holds.
         log = (tmp_path / "capture.log").open("w")
         args = ["start-capture", "--config", str(cfg), "--interval", "2", "--session-id", "universe"]

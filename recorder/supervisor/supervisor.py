@@ -229,13 +229,30 @@ class Supervisor:
         for venue, vc in self.cfg.venues.items():
             if vc.pairs == [ALL_PAIRS]:
                 self._resolve_all_pairs(venue, vc)
+                self._check_connection_limits(venue, vc)
                 continue
+            self._check_connection_limits(venue, vc)
             try:
                 unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
             except OSError as exc:
                 raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
             if unknown:
                 raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
+
+    def _check_connection_limits(self, venue: str, vc: VenueConfig) -> None:
+        """Pairs that would need more connections than the venue allows per IP: fail now, not in a
+        crash-looping venue process."""
+        declared = getattr(venue_module(venue).CONNECTOR, "declared_limits", None)
+        if declared is None:
+            return
+        limits = declared()
+        per_conn = vc.max_streams_per_connection or limits.streams_per_connection
+        needed = -(-len(vc.pairs) // per_conn)
+        if needed > limits.connections_per_ip:
+            raise CaptureError(
+                f"{len(vc.pairs)} {venue} pairs need {needed} connections at {per_conn} streams each;"
+                f" the venue allows {limits.connections_per_ip} per IP"
+            )
 
     def _resolve_all_pairs(self, venue: str, vc: VenueConfig) -> None:
         """``--pairs all``: every listed instrument passing the config's quote / type filters."""

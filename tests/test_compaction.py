@@ -173,7 +173,7 @@ def test_compaction_bad_input_is_one_line(tmp_path: Path) -> None:
     assert res.returncode == 2 and "invalid duration" in res.stderr
     res = run_cli("compact", "--data-dir", str(tmp_path), "--older-than", "0s")  # everything, now
     assert res.returncode == 0 and "compacted 0 files" in res.stdout
-    (tmp_path / ".compaction").mkdir()
+    (tmp_path / ".compaction").mkdir(exist_ok=True)
     with open(tmp_path / ".compaction" / "run.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         res = run_cli("compact", "--data-dir", str(tmp_path))

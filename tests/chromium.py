@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import pytest
 
 FLAGS = [
     "--headless",
@@ -52,7 +54,12 @@ class PageResult:
 
 def load_page(url: str, timeout_s: float = 60.0) -> PageResult:
     exe = chromium_path()
-    assert exe, "chromium is not installed (apt-get install -y chromium)"
+    if not exe:
+        # CI installs Debian's chromium and sets RECORDER_REQUIRE_CHROMIUM=1, so there a missing
+        # browser fails; on a developer machine without it the browser checks are skipped, loudly.
+        if os.environ.get("RECORDER_REQUIRE_CHROMIUM"):
+            raise AssertionError("chromium is not installed (apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         proc = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],

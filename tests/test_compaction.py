@@ -238,3 +238,15 @@ def test_dataset_reader_sees_the_same_data_after_compaction(pristine, tmp_path: 
     assert open_dataset(data).table().equals(before_all)
     assert open_dataset(data).table(pairs="BTC-USDT", start=start, end=end).equals(before)
     assert before.num_rows == 300 * 10  # 300 ticks of one pair, 10 levels each
+
+
+def test_writer_compaction_config_is_validated() -> None:
+    from recorder.config import ConfigError, build_config
+
+    base = {"venues": {"binance": {"pairs": ["BTC-USDT"]}}}
+    with pytest.raises(ConfigError, match="local storage only"):
+        build_config({**base, "storage": "s3", "writer": {"compact": True}, "s3": {"bucket": "b-1"}}, {})
+    with pytest.raises(ConfigError, match="compaction settings"):
+        build_config({**base, "writer": {"compact": True, "compact_target_mb": 0}}, {})
+    cfg = build_config({**base, "writer": {"compact": True}}, {})
+    assert cfg.writer.compact and cfg.writer.compact_older_than_s == 3600

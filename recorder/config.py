@@ -29,6 +29,8 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Reconnect when nothing (data or ping) arrived for this long.
     stall_timeout_s: float = 30.0
     snapshot_limit: int = 1000
+    # The venue's book channel where it offers several (OKX: books, books5, books-l2-tbt); None = default.
+    channel: str | None = None
 
 
 class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -11,6 +11,8 @@ from types import ModuleType
 
 VENUES: dict[str, str] = {
     "binance": "recorder.venues.binance",
+    "kraken": "recorder.venues.kraken",
+    "okx": "recorder.venues.okx",
 }
 
 

@@ -26,11 +26,15 @@ CONNECTOR_FIELDS = [
     "rest_errors",
     "http_429",
     "connected",
+    # Checksum venues (Kraken, OKX): verified / failed checksums and per-symbol resubscribes.
+    "checksums_ok",
+    "checksums_failed",
+    "resubscribes",
 ]
 
 
 def pair_fields(pair: str) -> list[str]:
-    return [f"synced:{pair}", f"resyncs:{pair}", f"gaps:{pair}"]
+    return [f"synced:{pair}", f"resyncs:{pair}", f"gaps:{pair}", f"checksums_failed:{pair}"]
 
 
 class Connector(Protocol):

@@ -1,0 +1,124 @@
+"""Book bookkeeping shared by the Feeds of venues that sync from a WebSocket snapshot and prove
+their books by checksum and/or sequence chain (Kraken, OKX).
+
+A pair's book is served only while it is synced *and* verified. A checksum failure or a sequence
+gap invalidates that pair alone (its book is cleared, never repaired in place) and puts it in
+``wants_snapshot()`` until a fresh snapshot arrives; every other pair carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from recorder.book import TextL2Book
+from recorder.venues.base import FeedStats, LogThrottle
+
+
+class PairBook:
+    __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq")
+
+    def __init__(self, pair: str, depth: int) -> None:
+        self.pair = pair
+        self.book = TextL2Book()
+        self.synced = False  # a snapshot was applied and nothing went wrong since
+        self.verified = False  # the latest checksum (where the venue sends one) matched
+        self.faulted = False  # lost after a failure: the next snapshot is a resync
+        self.depth = depth
+        self.last_seq: int | None = None
+
+
+class SnapshotFeed:
+    """Base of a sans-I/O Feed (see ``recorder.venues.base.Feed``)."""
+
+    venue = ""
+
+    def __init__(self, pairs: Iterable[str] | None, log: logging.Logger) -> None:
+        # None: accept every symbol seen (replays of captures whose pairs are not known up front).
+        self._only = set(pairs) if pairs is not None else None
+        self._books: dict[str, PairBook] = {}
+        self._want: set[str] = set()
+        self.stats = FeedStats()
+        self.log = log
+        self._throttle = LogThrottle(log)
+
+    # -- the Feed protocol ---------------------------------------------------------------------
+
+    def book(self, pair: str) -> TextL2Book | None:
+        st = self._books.get(pair)
+        if st is not None and st.synced and st.verified:
+            return st.book
+        return None
+
+    def wants_snapshot(self) -> set[str]:
+        """Pairs to resubscribe (the returned set is live: do not modify it)."""
+        return self._want
+
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+        """These venues sync from the WebSocket snapshot only; a REST book has no id to join."""
+
+    def pairs(self) -> list[str]:
+        return list(self._books)
+
+    def invalidate(self, pair: str) -> None:
+        """Drop a pair's book (e.g. the sampler found it crossed) and ask for a resubscribe."""
+        st = self._books.get(pair)
+        if st is not None:
+            self._lose(st)
+
+    # -- for the venue Feeds -------------------------------------------------------------------
+
+    def _state(self, pair: str, depth: int) -> PairBook | None:
+        st = self._books.get(pair)
+        if st is None:
+            if self._only is not None and pair not in self._only:
+                return None
+            st = self._books[pair] = PairBook(pair, depth)
+        return st
+
+    def _snapshot_applied(self, st: PairBook, verified: bool) -> None:
+        st.synced = True
+        st.verified = verified
+        self._want.discard(st.pair)
+        if st.faulted:
+            st.faulted = False
+            self.stats.resyncs += 1
+            self.stats.pair(st.pair, "resyncs")
+            self.log.info("event=book_resynced venue=%s pair=%s", self.venue, st.pair)
+
+    def _checksum(self, st: PairBook, expected: int, actual: int) -> bool:
+        if expected == actual:
+            self.stats.checksums_ok += 1
+            st.verified = True
+            return True
+        self.stats.checksums_failed += 1
+        self.stats.pair(st.pair, "checksums_failed")
+        self._throttle.warning(
+            f"checksum:{st.pair}",
+            "event=checksum_mismatch venue=%s pair=%s expected=%d computed=%d",
+            self.venue,
+            st.pair,
+            expected,
+            actual,
+        )
+        self._lose(st)
+        return False
+
+    def _gap(self, st: PairBook, detail: str) -> None:
+        self.stats.gaps += 1
+        self.stats.pair(st.pair, "gaps")
+        self._throttle.warning(f"gap:{st.pair}", "event=gap venue=%s pair=%s %s", self.venue, st.pair, detail)
+        self._lose(st)
+
+    def _bad_levels(self, st: PairBook, exc: Exception) -> None:
+        """A level that does not parse: the book may be half-updated, so it is lost."""
+        self.stats.malformed += 1
+        self._throttle.warning("levels", "event=malformed_levels venue=%s pair=%s error=%r", self.venue, st.pair, exc)
+        self._lose(st)
+
+    def _lose(self, st: PairBook) -> None:
+        st.synced = st.verified = False
+        st.faulted = True
+        st.last_seq = None
+        st.book.clear()
+        self._want.add(st.pair)

@@ -21,7 +21,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-VENUES: dict[str, str] = {"binance": "recorder.sim.binance"}
+VENUES: dict[str, str] = {
+    "binance": "recorder.sim.binance",
+    "kraken": "recorder.sim.kraken",
+    "okx": "recorder.sim.okx",
+}
 
 
 @dataclass

@@ -7,6 +7,8 @@ the generator's book is exactly the last published state, so a snapshot and the 
 always join. Fault injection (``/sim/fault?symbol=S&kind=corrupt|drop``) damages only what goes on
 the wire, never the simulator's own book: ``corrupt`` sends one wrong level in the next update
 (with the checksum of the true book), ``drop`` silently loses the next update.
+``/sim/fault?kind=disconnect`` closes every client connection; ``kind=pause&seconds=N`` stops all
+market data and heartbeats for N seconds while still answering requests (pings).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
 
 TICK_MS = 10
 MAX_QUEUED = 50_000  # outgoing messages buffered per connection before it is dropped as too slow
-FAULT_KINDS = ("corrupt", "drop")
+SYMBOL_FAULTS = ("corrupt", "drop")  # damage the next update of one symbol
+CONNECTION_FAULTS = ("disconnect", "pause")  # every client: drop the connection / go silent for `seconds`
 
 
 def spec_for(symbol: str, base: str, quote: str, contracts: bool = False) -> InstrumentSpec:
@@ -101,6 +104,7 @@ class SubscribedSimVenue:
         self._owed: dict[str, list[tuple[SimConn, Any]]] = {}
         self.faults: dict[str, deque[str]] = {}
         self._engine: asyncio.Task[None] | None = None
+        self.paused_until = 0.0
         self._t0 = 0.0
         self._wall0_ms = 0.0
         self.counters: dict[str, int] = dict.fromkeys(
@@ -186,6 +190,9 @@ class SubscribedSimVenue:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
+            if now < self.paused_until:  # the venue went silent; it catches up (a burst) afterwards
+                await asyncio.sleep(min(0.05, self.paused_until - now))
+                continue
             tick = int((now - self._t0) / self.tick_s)
             for feed in self.feeds.values():
                 if tick - feed.tick > 3000:  # stalled for > ~30 s: jump instead of replaying
@@ -308,11 +315,25 @@ class SubscribedSimVenue:
     async def _sim_fault(self, request: web.Request) -> web.Response:
         q = request.query
         symbol, kind = q.get("symbol", ""), q.get("kind", "corrupt")
-        if self.feed_for(symbol) is None:
+        if kind in CONNECTION_FAULTS:
+            self.counters["faults_injected"] += 1
+            if kind == "disconnect":
+                for conn in list(self.conns):
+                    conn.close()
+                return web.json_response({"kind": kind, "closed": True})
+            try:
+                seconds = float(q.get("seconds", "5"))
+            except ValueError:
+                return web.json_response({"error": "seconds must be a number"}, status=400)
+            self.paused_until = asyncio.get_running_loop().time() + seconds
+            return web.json_response({"kind": kind, "seconds": seconds})
+        feed = self.feed_for(symbol)
+        if feed is None:
             return web.json_response({"error": "unknown symbol"}, status=400)
-        if kind not in FAULT_KINDS:
-            return web.json_response({"error": f"kind must be one of {', '.join(FAULT_KINDS)}"}, status=400)
-        self.faults.setdefault(self.feed_for(symbol).spec.symbol, deque()).append(kind)  # type: ignore[union-attr]
+        if kind not in SYMBOL_FAULTS:
+            kinds = ", ".join(SYMBOL_FAULTS + CONNECTION_FAULTS)
+            return web.json_response({"error": f"kind must be one of {kinds}"}, status=400)
+        self.faults.setdefault(feed.spec.symbol, deque()).append(kind)
         return web.json_response({"symbol": symbol, "kind": kind, "queued": True})
 
 

@@ -115,7 +115,11 @@ class _Session:
         c = self.connector
         c.counters.incr("messages")
         c.counters.incr("bytes", len(payload))
-        self.feed.on_frame(payload, recv_ms)
+        try:
+            self.feed.on_frame(payload, recv_ms)
+        except Exception as exc:  # a Feed bug must not kill the connection: count it, carry on
+            c.malformed(f"feed error: {exc!r}", len(payload))
+            return
         self.mirror()
         wanted = self.feed.wants_snapshot()
         if wanted:

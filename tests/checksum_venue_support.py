@@ -14,6 +14,7 @@ from typing import Any
 
 from recorder.metrics import SharedCounters
 from recorder.model import Snapshot, snapshot_decoder
+from recorder.replay.readers import CaptureReader, Kind
 from recorder.sampler.sampler import Sampler
 from recorder.supervisor.venue_worker import venue_counter_fields
 from tests.conftest import CLI, ROOT
@@ -22,16 +23,8 @@ RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
 
 
 def read_text_capture(path: Path) -> list[tuple[float, bytes]]:
-    """Received frames of a ``*.ws.N.0`` capture: ``<unix s>: <frame>`` lines (the first line is the
-    URL, ``<-`` lines are frames the client sent)."""
-    frames: list[tuple[float, bytes]] = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if i == 0 or "<-" in line or not line.strip():
-            continue
-        ts, sep, frame = line.partition(": ")
-        assert sep, f"line {i + 1} is not '<ts>: <frame>'"
-        frames.append((float(ts) * 1000.0, frame.encode()))
-    return frames
+    """Received frames of a capture as (local receive ms, payload), via the project's reader."""
+    return [(r.recv_ms, r.payload) for r in CaptureReader(path, strict=True) if r.kind is Kind.WS]
 
 
 class _ListRing:

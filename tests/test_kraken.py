@@ -174,7 +174,8 @@ def test_checksum_mismatch_drops_only_that_book_and_asks_for_a_resubscribe() -> 
     assert feed.book("BTC-USD") is None and feed.stats.checksums_failed == 1
     feed.on_frame(v2_frame("snapshot", "BTC/USD", V2_BIDS, V2_ASKS, 3310070434), 4.0)
     assert feed.book("BTC-USD") is not None and feed.wants_snapshot() == set()
-    assert feed.stats.resyncs == 1 and feed.stats.per_pair["BTC-USD"]["resyncs"] == 1
+    # Every sync counts (the first snapshots of both pairs, then BTC-USD's resync).
+    assert feed.stats.resyncs == 3 and feed.stats.per_pair["BTC-USD"]["resyncs"] == 2
 
 
 def test_malformed_frames_are_counted_never_raised() -> None:
@@ -332,7 +333,9 @@ def test_corrupted_level_detected_at_that_message_only_that_book_resyncs() -> No
         assert detected_at == k
         assert clean.feed.stats.checksums_failed == 0
         s = bad.feed.stats
-        assert s.checksums_failed == 1 and s.per_pair == {pair: {"checksums_failed": 1, "resyncs": 1}}
+        assert s.checksums_failed == 1 and s.per_pair[pair]["checksums_failed"] == 1
+        assert s.per_pair[pair]["resyncs"] == 2  # the first snapshot and the resync
+        assert all(per["resyncs"] == 1 and "checksums_failed" not in per for p, per in s.per_pair.items() if p != pair)
         assert bad.feed.wants_snapshot() == set() and bad.feed.book(pair) is not None
         # Everything sampled from the damaged stream equals the clean stream at the same tick;
         # the damaged pair has no snapshot from the fault to its first verified update after resync.
@@ -380,7 +383,7 @@ def test_live_capture_matches_simulator_and_recovers_from_a_corrupted_level(
         def recovered() -> bool:
             st = status(data, "krk")
             v = st["venues"]["kraken"] if st else None
-            return bool(v and v["pairs"]["BTC-USD"]["resyncs"] >= 1 and v["pairs"]["BTC-USD"]["synced"])
+            return bool(v and v["pairs"]["BTC-USD"]["resyncs"] >= 2 and v["pairs"]["BTC-USD"]["synced"])
 
         wait_for(recovered, 60, "checksum failure and resubscribe")
         before = status(data, "krk")["venues"]["kraken"]["pairs"]["BTC-USD"]["samples"]  # type: ignore[index]
@@ -400,7 +403,7 @@ def test_live_capture_matches_simulator_and_recovers_from_a_corrupted_level(
     v = final["venues"]["kraken"]
     assert v["checksums_failed"] == 1 and v["resubscribes"] >= 1 and v["checksums_ok"] > 50
     assert v["pairs"]["BTC-USD"]["checksums_failed"] == 1 and v["pairs"]["ETH-USD"]["checksums_failed"] == 0
-    assert v["pairs"]["ETH-USD"]["resyncs"] == 0 and v["pairs"]["ETH-USD"]["missed_ticks"] == 0
+    assert v["pairs"]["ETH-USD"]["resyncs"] == 1 and v["pairs"]["ETH-USD"]["missed_ticks"] == 0
     assert v["malformed"] == 0
     assert kraken_sim.get("/sim/stats")["faults_injected"] == 1
     stored = read_jsonl(data)

@@ -105,14 +105,16 @@ def test_seq_chain_keepalive_reset_and_gap() -> None:
     feed.on_frame(frame("update", "BTC-USDT", [["99", "1"]], [], 0, 9, 11), 6.0)  # old subscription: ignored
     assert feed.book("BTC-USDT") is None and feed.stats.gaps == 1
     feed.on_frame(frame("snapshot", "BTC-USDT", [["98", "1"]], [["102", "1"]], 0, -1, 20), 7.0)
-    assert feed.book("BTC-USDT") is not None and feed.wants_snapshot() == set() and feed.stats.resyncs == 1
+    assert feed.book("BTC-USDT") is not None and feed.wants_snapshot() == set()
+    assert feed.stats.resyncs == 3 and feed.stats.per_pair["BTC-USDT"]["resyncs"] == 2  # every sync counts
 
 
 def test_checksum_mismatch_drops_only_that_book() -> None:
     feed = _synced()
     good = checksum([("100", "1"), ("99.5", "2")], [("101", "1.5")])
     feed.on_frame(frame("update", "ETH-USDT-SWAP", [["100", "2"]], [], good, 7, 8), 2.0)  # wrong: 100 is now 2
-    assert feed.stats.checksums_failed == 1 and feed.stats.per_pair == {"ETH-USDT-PERP": {"checksums_failed": 1}}
+    assert feed.stats.checksums_failed == 1 and feed.stats.per_pair["ETH-USDT-PERP"]["checksums_failed"] == 1
+    assert "checksums_failed" not in feed.stats.per_pair["BTC-USDT"]
     assert feed.book("ETH-USDT-PERP") is None and feed.book("BTC-USDT") is not None
     assert feed.wants_snapshot() == {"ETH-USDT-PERP"}
 
@@ -244,7 +246,9 @@ def test_corrupted_level_detected_at_that_message_only_that_book_resyncs() -> No
         assert detected_at == k
         assert clean.feed.stats.checksums_failed == 0
         assert bad.feed.stats.checksums_failed == 1
-        assert bad.feed.stats.per_pair == {pair: {"checksums_failed": 1, "resyncs": 1}}
+        per = bad.feed.stats.per_pair
+        assert per[pair]["checksums_failed"] == 1 and per[pair]["resyncs"] == 2
+        assert all(v["resyncs"] == 1 and "checksums_failed" not in v for p, v in per.items() if p != pair)
         assert bad.feed.book(pair) is not None and bad.feed.wants_snapshot() == set()
         clean_snaps, bad_snaps = clean.by_key(), bad.by_key()
         missing = set(clean_snaps) - set(bad_snaps)
@@ -284,8 +288,8 @@ def test_live_capture_matches_simulator_and_recovers_from_faults(okx_sim: VenueS
         wait_for(lambda: (st := status(data, "okx1")) and st["venues"]["okx"]["samples"] >= 12, 90, "samples")
         assert okx_sim.get("/sim/fault?symbol=BTC-USDT&kind=corrupt")["queued"] is True
         assert okx_sim.get("/sim/fault?symbol=ETH-USDT-SWAP&kind=drop")["queued"] is True
-        wait_for(lambda: pair_status("BTC-USDT").get("resyncs", 0) >= 1, 60, "checksum failure and resubscribe")
-        wait_for(lambda: pair_status("ETH-USDT-PERP").get("resyncs", 0) >= 1, 60, "gap and resubscribe")
+        wait_for(lambda: pair_status("BTC-USDT").get("resyncs", 0) >= 2, 60, "checksum failure and resubscribe")
+        wait_for(lambda: pair_status("ETH-USDT-PERP").get("resyncs", 0) >= 2, 60, "gap and resubscribe")
         before = {p: pair_status(p)["samples"] for p in pairs}
         wait_for(lambda: all(pair_status(p)["samples"] >= before[p] + 4 for p in pairs), 60, "samples after resync")
         res = run_cli("stop-capture", "--session-id", "okx1", "--data-dir", str(data))

@@ -151,9 +151,18 @@ class _IpBudget:
 
 
 class BinanceVenue:
-    """Routes, market engine and connection management for the Binance spot simulator."""
+    """Routes, market engine and connection management for the Binance spot simulator.
+
+    USD-M futures (``binance_futures.py``) subclasses it: only the class attributes below and
+    ``_diff_event`` / ``_depth_weight`` differ.
+    """
 
     name = "binance"
+    rest_prefix = "/api/v3"
+    depth_limit_max = DEPTH_LIMIT_MAX
+    # Wire update ids are generator ids times this: futures ids are not contiguous per symbol.
+    id_scale = 1
+    ws_prefixes: tuple[str, ...] = ("",)
 
     def __init__(self, opts: SimOptions) -> None:
         self.opts = opts
@@ -186,13 +195,15 @@ class BinanceVenue:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def setup(self, app: web.Application) -> None:
-        app.router.add_get("/stream", self._ws_combined)
-        app.router.add_get("/ws", self._ws_raw)
-        app.router.add_get("/ws/{streams:.*}", self._ws_raw)
-        app.router.add_get("/api/v3/depth", self._rest_depth)
-        app.router.add_get("/api/v3/exchangeInfo", self._rest_exchange_info)
-        app.router.add_get("/api/v3/ping", self._rest_ping)
-        app.router.add_get("/api/v3/time", self._rest_time)
+        for base in self.ws_prefixes:
+            app.router.add_get(f"{base}/stream", self._ws_combined)
+            app.router.add_get(f"{base}/ws", self._ws_raw)
+            app.router.add_get(f"{base}/ws/{{streams:.*}}", self._ws_raw)
+        rest = self.rest_prefix
+        app.router.add_get(f"{rest}/depth", self._rest_depth)
+        app.router.add_get(f"{rest}/exchangeInfo", self._rest_exchange_info)
+        app.router.add_get(f"{rest}/ping", self._rest_ping)
+        app.router.add_get(f"{rest}/time", self._rest_time)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
 
@@ -220,7 +231,10 @@ class BinanceVenue:
             "connections_open": len(self._conns),
             "self_check_failures": sum(f.history.self_check_failures for f in self.feeds.values()),
             "symbols": {
-                s: {"last_update_id": f.last_id, "last_published_u": f.history.latest_id()}
+                s: {
+                    "last_update_id": f.last_id * self.id_scale,
+                    "last_published_u": f.history.latest_id() * self.id_scale,
+                }
                 for s, f in self.feeds.items()
             },
         }
@@ -260,12 +274,7 @@ class BinanceVenue:
                 if not conns:
                     continue
                 if payload is None:
-                    payload = msgspec.json.encode(
-                        {
-                            "e": "depthUpdate", "E": event_ms, "s": sym, "U": diff.first_id,
-                            "u": diff.last_id, "b": _levels(diff.bids), "a": _levels(diff.asks),
-                        }
-                    ).decode()  # fmt: skip
+                    payload = msgspec.json.encode(self._diff_event(sym, event_ms, diff)).decode()
                 self._fanout(name, payload, conns)
         for n in PARTIAL_LEVELS:
             names = (f"{low}@depth{n}@100ms",) if fast else (f"{low}@depth{n}", f"{low}@depth{n}@1000ms")
@@ -277,9 +286,19 @@ class BinanceVenue:
                 if payload is None:
                     bids, asks = feed.book.top(n)
                     payload = msgspec.json.encode(
-                        {"lastUpdateId": feed.last_id, "bids": _levels(bids), "asks": _levels(asks)}
+                        {"lastUpdateId": feed.last_id * self.id_scale, "bids": _levels(bids), "asks": _levels(asks)}
                     ).decode()
                 self._fanout(name, payload, conns)
+
+    def _diff_event(self, sym: str, event_ms: int, diff: WindowDiff) -> dict[str, Any]:
+        return {
+            "e": "depthUpdate", "E": event_ms, "s": sym, "U": diff.first_id,
+            "u": diff.last_id, "b": _levels(diff.bids), "a": _levels(diff.asks),
+        }  # fmt: skip
+
+    @staticmethod
+    def _depth_weight(limit: int | None) -> int:
+        return 5 if limit is None or limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
     def _fanout(self, name: str, payload: str, conns: set[_Conn]) -> None:
         wrapped: str | None = None
@@ -531,14 +550,14 @@ class BinanceVenue:
         limit: int | None = 100
         if raw_limit is not None:
             limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 20 else None
-            if limit is not None and not 1 <= limit <= DEPTH_LIMIT_MAX:
+            if limit is not None and not 1 <= limit <= self.depth_limit_max:
                 limit = None
-        weight = 5 if limit is None or limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+        weight = self._depth_weight(limit)
         err, used = self._charge(request, weight)
         if err is not None:
             return self._with_weight(err, used)
         if limit is None:
-            msg = f"Illegal characters found in parameter 'limit'; legal range is '1' to '{DEPTH_LIMIT_MAX}'."
+            msg = f"Illegal characters found in parameter 'limit'; legal range is '1' to '{self.depth_limit_max}'."
             return self._with_weight(_json_error(400, -1100, msg), used)
         symbol = q.get("symbol")
         if not symbol:
@@ -553,8 +572,11 @@ class BinanceVenue:
         self._advance(feed, self._tick_now())
         bids, asks = feed.book.top(limit)
         self.counters["snapshots_served"] += 1
-        body = msgspec.json.encode({"lastUpdateId": feed.last_id, "bids": _levels(bids), "asks": _levels(asks)})
+        body = msgspec.json.encode(self._snapshot_body(feed.last_id, bids, asks))
         return self._with_weight(web.Response(body=body, content_type="application/json"), used)
+
+    def _snapshot_body(self, last_id: int, bids: list[Level], asks: list[Level]) -> dict[str, Any]:
+        return {"lastUpdateId": last_id * self.id_scale, "bids": _levels(bids), "asks": _levels(asks)}
 
     async def _rest_exchange_info(self, request: web.Request) -> web.Response:
         err, used = self._charge(request, 20)
@@ -610,12 +632,13 @@ class BinanceVenue:
             return web.json_response({"error": "unknown symbol"}, status=400)
         try:
             limit = int(q.get("limit", "20"))
-            update_id = int(q["update_id"]) if "update_id" in q else feed.history.latest_id()
+            update_id = int(q["update_id"]) if "update_id" in q else feed.history.latest_id() * self.id_scale
         except ValueError:
             return web.json_response({"error": "limit and update_id must be integers"}, status=400)
         if not 1 <= limit <= DEPTH_LIMIT_MAX:
             return web.json_response({"error": f"limit must be 1..{DEPTH_LIMIT_MAX}"}, status=400)
-        book = feed.history.state_at(update_id)
+        gen_id, rest = divmod(update_id, self.id_scale)
+        book = feed.history.state_at(gen_id) if rest == 0 else None
         if book is None:
             return web.json_response({"error": "unknown or expired update_id"}, status=404)
         bids, asks = book.top(limit)

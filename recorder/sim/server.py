@@ -23,6 +23,7 @@ from aiohttp import web
 
 VENUES: dict[str, str] = {
     "binance": "recorder.sim.binance",
+    "binance-futures": "recorder.sim.binance_futures",
     "kraken": "recorder.sim.kraken",
     "okx": "recorder.sim.okx",
 }

@@ -54,9 +54,14 @@ class Connector(Protocol):
 
 
 class FeedStats:
-    """What a Feed saw; replay prints it, live connectors mirror it into shared counters."""
+    """What a Feed saw; replay prints it, live connectors mirror it into shared counters.
 
-    def __init__(self) -> None:
+    The event methods (``frame``, ``gap``, ``resync``, ...) count into both: a Feed calls them,
+    and a live connector passes its :class:`Counters` so the supervisor sees the same figures.
+    """
+
+    def __init__(self, counters: Counters | None = None) -> None:
+        self.counters = counters if counters is not None else Counters(None)
         self.frames = 0
         self.kinds: dict[str, int] = {}  # frame kind (snapshot, update, heartbeat, ...) -> count
         self.malformed = 0
@@ -72,6 +77,42 @@ class FeedStats:
     def pair(self, pair: str, what: str, n: int = 1) -> None:
         per = self.per_pair.setdefault(pair, {})
         per[what] = per.get(what, 0) + n
+
+    # events: stats + live counters ----------------------------------------------------------
+
+    def frame(self, nbytes: int) -> None:
+        self.frames += 1
+        self.counters.incr("messages")
+        self.counters.incr("bytes", nbytes)
+
+    def malformed_frame(self) -> None:
+        self.malformed += 1
+        self.kind("malformed")
+        self.counters.incr("malformed")
+
+    def gap(self, pair: str) -> None:
+        self.gaps += 1
+        self.pair(pair, "gaps")
+        self.counters.incr("gaps")
+        self.counters.incr(f"gaps:{pair}")
+
+    def resync(self, pair: str) -> None:
+        """A book became synced (the first sync of a book counts too, as in the live counters)."""
+        self.resyncs += 1
+        self.pair(pair, "resyncs")
+        self.counters.incr("resyncs")
+        self.counters.incr(f"resyncs:{pair}")
+
+    def checksum(self, pair: str, ok: bool) -> None:
+        if ok:
+            self.checksums_ok += 1
+            self.pair(pair, "checksums_ok")
+            self.counters.incr("checksums_ok")
+        else:
+            self.checksums_failed += 1
+            self.pair(pair, "checksums_failed")
+            self.counters.incr("checksums_failed")
+            self.counters.incr(f"checksums_failed:{pair}")
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -4,6 +4,11 @@ Sync rules (docs corrected 2025-11-12, see venue-protocols.md §1): buffer diffs
 snapshot, drop buffered diffs with ``u <= lastUpdateId``, the first kept diff must straddle
 ``lastUpdateId + 1``, then every diff must have ``U == previous u + 1``. Anything else is a gap
 for that book only: it is discarded and resynced while the other books keep sampling.
+
+Layers: wire structs and ``parse_frame``; ``BookSync`` (one book's sync rules); ``BinanceFeed``
+(sans-I/O: every frame of one socket, used by the live connector and by ``replay``); the
+``BinanceConnector`` (picows socket, REST snapshots, reconnects). USD-M futures
+(``binance_futures.py``) reuses all of it with its own chain rule and endpoints.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -25,6 +30,7 @@ from recorder.metrics import SharedCounters
 from recorder.venues.base import (
     Backoff,
     Counters,
+    FeedStats,
     LogThrottle,
     WeightLimiter,
     venue_config_default,
@@ -51,6 +57,7 @@ class DepthEvent(msgspec.Struct):
     s: str = ""
     U: int = 0
     u: int = 0
+    pu: int = 0  # futures only: ``u`` of this symbol's previous event
     b: list[tuple[str, str]] = []
     a: list[tuple[str, str]] = []
 
@@ -101,6 +108,29 @@ def symbol_for(pair: str) -> str:
     return pair.replace("-", "")
 
 
+# Quote assets, longest first where one ends another (``FDUSD`` before ``USD``).
+QUOTE_ASSETS = ("FDUSD", "USDT", "USDC", "TUSD", "BUSD", "EUR", "TRY", "BRL", "BTC", "ETH", "BNB", "DAI", "USD")
+
+
+def pair_for(symbol: str) -> str:
+    """``BTCUSDT`` -> ``BTC-USDT`` (by the known quote assets; exchangeInfo is the authority)."""
+    for quote in QUOTE_ASSETS:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return f"{symbol[: -len(quote)]}-{quote}"
+    raise ValueError(f"cannot split Binance symbol {symbol!r} into base and quote")
+
+
+def snapshot_pair(url: str) -> str | None:
+    """The pair a recorded REST depth snapshot is for, from its URL's ``symbol=`` (replay)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    symbols = parse_qs(urlsplit(url).query).get("symbol")
+    try:
+        return pair_for(symbols[0]) if symbols else None
+    except ValueError:
+        return None
+
+
 def stream_for(pair: str) -> str:
     return f"{symbol_for(pair).lower()}@depth@100ms"
 
@@ -127,15 +157,27 @@ class Outcome(enum.Enum):
     STALE = "stale"
 
 
-class BookSync:
-    """One pair's book and its position in Binance's update-id sequence."""
+def spot_prev_id(ev: DepthEvent) -> int:
+    """The book id an event continues from: spot ids are contiguous, so ``U - 1``."""
+    return ev.U - 1
 
-    def __init__(self, pair: str) -> None:
+
+class BookSync:
+    """One pair's book and its position in Binance's update-id sequence.
+
+    The rules are written once against ``prev_id(event)``, the book id an event must follow:
+    spot ``U - 1`` (ids are contiguous), futures ``pu``. Continuity is ``prev_id == book id``;
+    the first event after a snapshot must straddle it (``prev_id <= lastUpdateId < u``);
+    a snapshot older than the first buffered event's ``prev_id`` is stale.
+    """
+
+    def __init__(self, pair: str, prev_id: Callable[[DepthEvent], int] = spot_prev_id) -> None:
         self.pair = pair
         self.book = L2Book()
         self.synced = False
         self.buffer: list[tuple[DepthEvent, float]] = []
         self._straddle_next = False
+        self._prev_id = prev_id
 
     def reset(self) -> None:
         self.synced = False
@@ -148,7 +190,7 @@ class BookSync:
             if self.buffer:
                 prev = self.buffer[-1][0]
                 # A hole inside the buffer makes every older diff useless: start over from here.
-                if ev.U != prev.u + 1 or len(self.buffer) >= MAX_BUFFERED_DIFFS:
+                if self._prev_id(ev) != prev.u or len(self.buffer) >= MAX_BUFFERED_DIFFS:
                     self.buffer.clear()
             self.buffer.append((ev, recv_ms))
             return Outcome.BUFFERED
@@ -157,9 +199,9 @@ class BookSync:
         if ev.u <= book_id:
             return Outcome.IGNORED
         if self._straddle_next:
-            ok = ev.U <= book_id + 1
+            ok = self._prev_id(ev) <= book_id
         else:
-            ok = ev.U == book_id + 1
+            ok = self._prev_id(ev) == book_id
         if not ok:
             self.reset()
             self.buffer.append((ev, recv_ms))
@@ -172,8 +214,9 @@ class BookSync:
         if not self.buffer:
             return Outcome.STALE
         last = snap.lastUpdateId
-        if last + 1 < self.buffer[0][0].U:
+        if last < self._prev_id(self.buffer[0][0]):
             return Outcome.STALE  # older than the first diff we hold: fetch again
+        # A diff with u == lastUpdateId is already in the snapshot (levels are absolute).
         kept = [(ev, t) for ev, t in self.buffer if ev.u > last]
         self.buffer.clear()
         self.book.load(snap.bids, snap.asks, last)
@@ -193,6 +236,145 @@ class BookSync:
         book.exchange_time_ms = ev.E
         book.receive_time_ms = recv_ms
         self._straddle_next = False
+
+
+# --- the Feed: every frame of one socket, free of I/O (live and replay share it) -----------
+
+
+class BinanceFeed:
+    """Frames of one Binance combined-stream socket -> synced books (the ``Feed`` protocol).
+
+    Subclasses (futures) change the class attributes, not the logic.
+    """
+
+    venue = VENUE
+    log = log
+    prev_id: Callable[[DepthEvent], int] = staticmethod(spot_prev_id)
+    symbol_for = staticmethod(symbol_for)
+    stream_for = staticmethod(stream_for)
+
+    def __init__(self, pairs: Iterable[str], counters: Counters | None = None) -> None:
+        self.syncs = {pair: BookSync(pair, self.prev_id) for pair in pairs}
+        self._by_stream = {self.stream_for(p): s for p, s in self.syncs.items()}
+        self._by_symbol = {self.symbol_for(p): s for p, s in self.syncs.items()}
+        self.stats = FeedStats(counters)
+        self.shutdown_announced = False
+        self._wanted: set[str] = set()
+        # Replay only: a recorded snapshot that arrived before any diff of its pair waits here
+        # (live fetches a snapshot only once a diff is buffered).
+        self._pending: dict[str, DepthSnapshot] = {}
+        self._throttle = LogThrottle(self.log)
+
+    # the Feed protocol ---------------------------------------------------------------------
+
+    def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        stats = self.stats
+        stats.frame(len(payload))
+        try:
+            frame = parse_frame(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.malformed(f"undecodable frame: {exc}", len(payload))
+            return
+        if frame is None:
+            stats.kind("other_stream")
+            return
+        if isinstance(frame, Envelope):
+            stats.kind("reply")
+            if frame.error is not None:
+                self.log.warning("event=venue_error venue=%s error=%s", self.venue, frame.error)
+            return
+        key, ev = frame
+        if ev.e == "serverShutdown":
+            # The venue announces a planned disconnect: reconnect now instead of losing the feed.
+            stats.kind("serverShutdown")
+            self.shutdown_announced = True
+            self.log.info("event=server_shutdown venue=%s", self.venue)
+            return
+        sync = self._by_stream.get(key) or self._by_symbol.get(ev.s)
+        if ev.e != "depthUpdate" or sync is None:
+            stats.kind("other_event")
+            return
+        stats.kind("depthUpdate")
+        book_id = sync.book.update_id
+        if sync.on_diff(ev, recv_ms) is Outcome.GAP:
+            self._gap(sync.pair, f"U={ev.U} u={ev.u} pu={ev.pu} after book id {book_id}")
+        if not sync.synced:
+            pending = self._pending.pop(sync.pair, None)
+            if pending is not None:
+                self.on_snapshot(sync.pair, pending)
+        if not sync.synced:
+            self._wanted.add(sync.pair)
+
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+        try:
+            snap = _snapshot.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.malformed(f"undecodable snapshot for {pair}: {exc}", len(body))
+            return
+        self.on_snapshot(pair, snap)
+
+    def book(self, pair: str) -> L2Book | None:
+        sync = self.syncs.get(pair)
+        return sync.book if sync is not None and sync.synced else None
+
+    def wants_snapshot(self) -> set[str]:
+        """Pairs with buffered diffs and no book (a live view: do not mutate)."""
+        return self._wanted
+
+    # what the connector needs besides -----------------------------------------------------
+
+    def on_snapshot(self, pair: str, snap: DepthSnapshot) -> Outcome:
+        """Join a decoded REST snapshot; SYNCED, GAP or STALE (fetch another)."""
+        self.stats.kind("snapshot")
+        sync = self.syncs.get(pair)
+        if sync is None or sync.synced:
+            return Outcome.IGNORED
+        if not sync.buffer:
+            self._pending[pair] = snap
+            return Outcome.STALE
+        outcome = sync.on_snapshot(snap)
+        if outcome is Outcome.SYNCED:
+            self._wanted.discard(pair)
+            self.stats.resync(pair)
+            self.log.info("event=book_synced venue=%s pair=%s update_id=%s", self.venue, pair, sync.book.update_id)
+        elif outcome is Outcome.GAP:
+            self._gap(pair, "buffered diffs do not join the snapshot")
+        return outcome
+
+    def synced(self, pair: str) -> bool:
+        return self.syncs[pair].synced
+
+    def all_synced(self) -> bool:
+        return all(s.synced for s in self.syncs.values())
+
+    def any_synced(self) -> bool:
+        return any(s.synced for s in self.syncs.values())
+
+    def has_buffer(self, pair: str) -> bool:
+        return bool(self.syncs[pair].buffer)
+
+    def reset(self) -> None:
+        """The socket is gone: every book is unknown."""
+        for sync in self.syncs.values():
+            sync.reset()
+        self._wanted.clear()
+        self._pending.clear()
+
+    def request_resync(self, pair: str) -> None:
+        sync = self.syncs.get(pair)
+        if sync is not None:
+            sync.reset()
+            self._pending.pop(pair, None)
+
+    def malformed(self, what: str, size: int) -> None:
+        self.stats.malformed_frame()
+        self._throttle.warning(
+            "malformed", "event=malformed_frame venue=%s bytes=%d detail=%s", self.venue, size, what[:200]
+        )
+
+    def _gap(self, pair: str, detail: str) -> None:
+        self.stats.gap(pair)
+        self._throttle.warning(f"gap:{pair}", "event=gap venue=%s pair=%s detail=%s", self.venue, pair, detail)
 
 
 # --- one WebSocket connection and the books synced over it ---------------------------------
@@ -222,29 +404,32 @@ class _Listener(WSListener):
             transport.send_close(frame.get_close_code())
             transport.disconnect()
         elif mt is WSMsgType.BINARY:
-            conn.connector.malformed("binary frame", frame.payload_size)
+            conn.feed.malformed("binary frame", frame.payload_size)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._conn.on_disconnected()
 
 
 class _Connection:
+    """One socket: picows in, the Feed does the rest; REST snapshots for the pairs it wants."""
+
     def __init__(self, connector: BinanceConnector, pairs: list[str]) -> None:
         self.connector = connector
-        self.syncs = {pair: BookSync(pair) for pair in pairs}
-        self._by_stream = {stream_for(p): self.syncs[p] for p in pairs}
-        self._by_symbol = {symbol_for(p): self.syncs[p] for p in pairs}
+        self.feed: BinanceFeed = connector.feed_class(pairs, connector.counters)
         self.transport: WSTransport | None = None
         self.closed = asyncio.Event()
         self.opened_at = time.monotonic()
         self.last_frame_s = time.monotonic()
         self.close_code: object = None
-        self.shutdown_announced = False
         self._fetching: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def shutdown_announced(self) -> bool:
+        return self.feed.shutdown_announced
+
     async def open(self) -> None:
-        streams = "/".join(self._by_stream)
+        streams = "/".join(self.feed.stream_for(p) for p in self.feed.syncs)
         url = f"{self.connector.ws_url}/stream?streams={streams}"
         stall = self.connector.cfg.stall_timeout_s
         self.transport, _ = await ws_connect(
@@ -260,7 +445,7 @@ class _Connection:
         self.opened_at = self.last_frame_s = time.monotonic()
 
     def all_synced(self) -> bool:
-        return all(s.synced for s in self.syncs.values())
+        return self.feed.all_synced()
 
     def close(self) -> None:
         for task in self._tasks:
@@ -270,49 +455,20 @@ class _Connection:
             self.transport.disconnect()
 
     def on_disconnected(self) -> None:
-        for sync in self.syncs.values():
-            sync.reset()
+        self.feed.reset()
         self.closed.set()
         for task in self._tasks:
             task.cancel()
 
     def on_text(self, payload: bytes, recv_ms: float) -> None:
-        c = self.connector
-        c.counters.incr("messages")
-        c.counters.incr("bytes", len(payload))
-        try:
-            frame = parse_frame(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            c.malformed(f"undecodable frame: {exc}", len(payload))
-            return
-        if frame is None:
-            return
-        if isinstance(frame, Envelope):
-            self._on_reply(frame)
-            return
-        key, ev = frame
-        sync = self._by_stream.get(key) or self._by_symbol.get(ev.s)
-        if ev.e == "serverShutdown":
-            # The venue announces a planned disconnect: reconnect now instead of losing the feed.
-            self.shutdown_announced = True
-            log.info("event=server_shutdown venue=%s", c.venue)
-            return
-        if ev.e != "depthUpdate" or sync is None:
-            return
-        book_id = sync.book.update_id
-        if sync.on_diff(ev, recv_ms) is Outcome.GAP:
-            c.on_gap(sync.pair, f"U={ev.U} u={ev.u} after book id {book_id}")
-        if not sync.synced:
-            self._ensure_fetch(sync.pair)
-
-    def _on_reply(self, env: Envelope) -> None:
-        if env.error is not None:
-            log.warning("event=venue_error venue=%s error=%s", self.connector.venue, env.error)
+        self.feed.on_frame(payload, recv_ms)
+        wanted = self.feed.wants_snapshot()
+        if wanted and not wanted <= self._fetching:
+            for pair in list(wanted):
+                self._ensure_fetch(pair)
 
     def request_resync(self, pair: str) -> None:
-        sync = self.syncs.get(pair)
-        if sync is not None:
-            sync.reset()
+        self.feed.request_resync(pair)
 
     def _ensure_fetch(self, pair: str) -> None:
         if pair in self._fetching or self.closed.is_set():
@@ -323,23 +479,17 @@ class _Connection:
         task.add_done_callback(self._tasks.discard)
 
     async def _sync_pair(self, pair: str) -> None:
-        c, sync = self.connector, self.syncs[pair]
+        c, feed = self.connector, self.feed
         try:
             backoff = Backoff(base_s=0.2, cap_s=10.0)
-            while not sync.synced and not self.closed.is_set():
+            while not feed.synced(pair) and not self.closed.is_set():
                 snap = await c.fetch_snapshot(pair)
-                if snap is None or not sync.buffer:
+                if snap is None or not feed.has_buffer(pair):
                     await asyncio.sleep(backoff.next_delay())
                     continue
-                outcome = sync.on_snapshot(snap)
-                if outcome is Outcome.SYNCED:
-                    c.counters.incr("resyncs")
-                    c.counters.incr(f"resyncs:{pair}")
-                    log.info("event=book_synced venue=%s pair=%s update_id=%s", c.venue, pair, sync.book.update_id)
+                if feed.on_snapshot(pair, snap) is Outcome.SYNCED:
                     return
-                if outcome is Outcome.GAP:
-                    c.on_gap(pair, "buffered diffs do not join the snapshot")
-                # STALE: the snapshot predates our first buffered diff; a fresh one will do.
+                # GAP (counted by the feed) or STALE (older than our first diff): fetch again.
                 await asyncio.sleep(backoff.next_delay())
         finally:
             self._fetching.discard(pair)
@@ -349,23 +499,32 @@ class _Connection:
 
 
 class BinanceConnector:
+    """Spot; futures subclasses it and changes only these class attributes."""
+
     venue = VENUE
+    feed_class: type[BinanceFeed] = BinanceFeed
+    default_ws_url = WS_URL
+    default_rest_url = REST_URL
+    depth_path = "/api/v3/depth"
+    rest_weight_per_min = REST_WEIGHT_PER_MIN
+    max_streams = MAX_STREAMS_PER_CONNECTION
+    snapshot_weight = staticmethod(snapshot_weight)
 
     def __init__(
         self,
         cfg: VenueConfig,
         pairs: list[str],
         shared: SharedCounters | None = None,
-        weight_per_min: int = REST_WEIGHT_PER_MIN,
+        weight_per_min: int | None = None,
     ) -> None:
-        if len(pairs) > MAX_STREAMS_PER_CONNECTION:
-            raise ValueError(f"at most {MAX_STREAMS_PER_CONNECTION} pairs per Binance connection")
+        if len(pairs) > self.max_streams:
+            raise ValueError(f"at most {self.max_streams} pairs per {self.venue} connection")
         self.cfg = cfg
         self.pairs = list(pairs)
-        self.ws_url = venue_config_default(cfg, "ws_url", WS_URL)
-        self.rest_url = venue_config_default(cfg, "rest_url", REST_URL)
+        self.ws_url = venue_config_default(cfg, "ws_url", self.default_ws_url)
+        self.rest_url = venue_config_default(cfg, "rest_url", self.default_rest_url)
         self.counters = Counters(shared)
-        self.limiter = WeightLimiter(weight_per_min)
+        self.limiter = WeightLimiter(weight_per_min or self.rest_weight_per_min)
         self._throttle = LogThrottle(log)
         self._active: _Connection | None = None
         self._successor: _Connection | None = None
@@ -377,9 +536,9 @@ class BinanceConnector:
     def book(self, pair: str) -> L2Book | None:
         for conn in (self._active, self._successor):
             if conn is not None and not conn.closed.is_set():
-                sync = conn.syncs.get(pair)
-                if sync is not None and sync.synced:
-                    return sync.book
+                book = conn.feed.book(pair)
+                if book is not None:
+                    return book
         return None
 
     def request_resync(self, pair: str, reason: str) -> None:
@@ -467,7 +626,7 @@ class BinanceConnector:
         self._successor = new
         deadline = time.monotonic() + 120.0
         while not new.all_synced() and not new.closed.is_set() and time.monotonic() < deadline:
-            if old.closed.is_set() and not any(s.synced for s in new.syncs.values()):
+            if old.closed.is_set() and not new.feed.any_synced():
                 # The old feed is already gone; waiting gains nothing.
                 break
             await asyncio.sleep(0.05)
@@ -478,11 +637,12 @@ class BinanceConnector:
 
     async def fetch_snapshot(self, pair: str) -> DepthSnapshot | None:
         limit = self.cfg.snapshot_limit
-        await self.limiter.acquire(snapshot_weight(limit))
+        await self.limiter.acquire(self.snapshot_weight(limit))
         assert self._http is not None
-        url = f"{self.rest_url}/api/v3/depth"
+        url = f"{self.rest_url}{self.depth_path}"
         try:
-            async with self._http.get(url, params={"symbol": symbol_for(pair), "limit": str(limit)}) as resp:
+            params = {"symbol": self.feed_class.symbol_for(pair), "limit": str(limit)}
+            async with self._http.get(url, params=params) as resp:
                 body = await resp.read()
                 if resp.status in (429, 418):
                     retry = float(resp.headers.get("Retry-After", "60"))
@@ -511,29 +671,22 @@ class BinanceConnector:
         self.counters.incr("snapshots_fetched")
         return snap
 
-    def on_gap(self, pair: str, detail: str) -> None:
-        self.counters.incr("gaps")
-        self.counters.incr(f"gaps:{pair}")
-        self._throttle.warning(f"gap:{pair}", "event=gap venue=%s pair=%s detail=%s", self.venue, pair, detail)
-
-    def malformed(self, what: str, size: int) -> None:
-        self.counters.incr("malformed")
-        self._throttle.warning(
-            "malformed", "event=malformed_frame venue=%s bytes=%d detail=%s", self.venue, size, what[:200]
-        )
-
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
     """Pairs the venue does not list (blocking; used by the CLI before anything starts)."""
+    return unlisted_pairs(rest_url or REST_URL, "/api/v3/exchangeInfo", pairs, symbol_for, timeout_s)
+
+
+def unlisted_pairs(
+    rest_url: str, info_path: str, pairs: Iterable[str], to_symbol: Callable[[str], str], timeout_s: float
+) -> list[str]:
     import json
-    import urllib.error
     import urllib.request
 
-    base = (rest_url or REST_URL).rstrip("/")
-    with urllib.request.urlopen(f"{base}/api/v3/exchangeInfo", timeout=timeout_s) as resp:
+    with urllib.request.urlopen(f"{rest_url.rstrip('/')}{info_path}", timeout=timeout_s) as resp:
         info = json.load(resp)
     listed = {s["symbol"] for s in info.get("symbols", [])}
-    return [p for p in pairs if symbol_for(p) not in listed]
+    return [p for p in pairs if to_symbol(p) not in listed]
 
 
 CONNECTOR = BinanceConnector

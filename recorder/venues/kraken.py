@@ -23,6 +23,7 @@ import msgspec
 
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
+from recorder.venues.base import Counters
 from recorder.venues.snapshot_feed import PairBook, SnapshotFeed
 from recorder.venues.subscribed import SubscribedConnector
 
@@ -160,21 +161,19 @@ class KrakenFeed(SnapshotFeed):
 
     venue = VENUE
 
-    def __init__(self, pairs: Iterable[str] | None = None, depth: int = 1000) -> None:
-        super().__init__(pairs, log)
+    def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None, depth: int = 1000) -> None:
+        super().__init__(pairs, log, counters)
         self.depth = depth
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
-        self.stats.frames += 1
+        self.stats.frame(len(payload))
         try:
             if payload[:1] == b"[":
                 self._on_v1_array(payload, recv_ms)
             else:
                 self._on_object(payload, recv_ms)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, IndexError) as exc:
-            self.stats.malformed += 1
-            self.stats.kind("malformed")
-            self._throttle.warning("frame", "event=malformed_frame venue=%s error=%r", VENUE, str(exc)[:200])
+            self.malformed(exc)
 
     # v2 ---------------------------------------------------------------------------------------
 
@@ -311,7 +310,7 @@ class KrakenConnector(SubscribedConnector):
         self._req_ids = itertools.count(1)
 
     def new_feed(self) -> KrakenFeed:
-        return KrakenFeed(self.pairs, self.depth)
+        return KrakenFeed(self.pairs, self.counters, depth=self.depth)
 
     def _book_request(self, method: str, pairs: Iterable[str]) -> str:
         params: dict[str, object] = {"channel": "book", "symbol": [symbol_for(p) for p in pairs], "depth": self.depth}

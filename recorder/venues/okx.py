@@ -23,6 +23,7 @@ import msgspec
 
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
+from recorder.venues.base import Counters
 from recorder.venues.snapshot_feed import PairBook, SnapshotFeed
 from recorder.venues.subscribed import SubscribedConnector
 
@@ -106,23 +107,23 @@ class OkxFeed(SnapshotFeed):
 
     venue = VENUE
 
-    def __init__(self, pairs: Iterable[str] | None = None, channel: str | None = None) -> None:
-        super().__init__(pairs, log)
+    def __init__(
+        self, pairs: Iterable[str] | None = None, counters: Counters | None = None, channel: str | None = None
+    ) -> None:
+        super().__init__(pairs, log, counters)
         # None: accept every book channel (replays); live, only the subscribed one.
         self.channel = channel
         self.notice_reconnect = False
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
-        self.stats.frames += 1
+        self.stats.frame(len(payload))
         if payload == b"pong":
             self.stats.kind("pong")
             return
         try:
             self._on_json(payload, recv_ms)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            self.stats.malformed += 1
-            self.stats.kind("malformed")
-            self._throttle.warning("frame", "event=malformed_frame venue=%s error=%r", VENUE, str(exc)[:200])
+            self.malformed(exc)
 
     def _on_json(self, payload: bytes, recv_ms: float) -> None:
         env = _envelope.decode(payload)
@@ -208,7 +209,7 @@ class OkxConnector(SubscribedConnector):
         self._ids = itertools.count(1)
 
     def new_feed(self) -> OkxFeed:
-        return OkxFeed(self.pairs, self.channel)
+        return OkxFeed(self.pairs, self.counters, channel=self.channel)
 
     def _request(self, op: str, pairs: Iterable[str]) -> str:
         args = [{"channel": self.channel, "instId": symbol_for(p)} for p in pairs]

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 
 from recorder.book import TextL2Book
-from recorder.venues.base import FeedStats, LogThrottle
+from recorder.venues.base import Counters, FeedStats, LogThrottle
 
 
 class PairBook:
@@ -23,7 +23,7 @@ class PairBook:
         self.book = TextL2Book()
         self.synced = False  # a snapshot was applied and nothing went wrong since
         self.verified = False  # the latest checksum (where the venue sends one) matched
-        self.faulted = False  # lost after a failure: the next snapshot is a resync
+        self.faulted = False  # lost after a failure (logged when the next snapshot restores it)
         self.depth = depth
         self.last_seq: int | None = None
 
@@ -33,12 +33,13 @@ class SnapshotFeed:
 
     venue = ""
 
-    def __init__(self, pairs: Iterable[str] | None, log: logging.Logger) -> None:
+    def __init__(self, pairs: Iterable[str] | None, log: logging.Logger, counters: Counters | None = None) -> None:
         # None: accept every symbol seen (replays of captures whose pairs are not known up front).
         self._only = set(pairs) if pairs is not None else None
         self._books: dict[str, PairBook] = {}
         self._want: set[str] = set()
-        self.stats = FeedStats()
+        # A live connector passes its counters: every event reaches the supervisor as it happens.
+        self.stats = FeedStats(counters)
         self.log = log
         self._throttle = LogThrottle(log)
 
@@ -53,6 +54,10 @@ class SnapshotFeed:
     def wants_snapshot(self) -> set[str]:
         """Pairs to resubscribe (the returned set is live: do not modify it)."""
         return self._want
+
+    def malformed(self, exc: Exception) -> None:
+        self.stats.malformed_frame()
+        self._throttle.warning("frame", "event=malformed_frame venue=%s error=%r", self.venue, str(exc)[:200])
 
     def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
         """These venues sync from the WebSocket snapshot only; a REST book has no id to join."""
@@ -80,19 +85,17 @@ class SnapshotFeed:
         st.synced = True
         st.verified = verified
         self._want.discard(st.pair)
+        self.stats.resync(st.pair)  # every (re)sync counts, the first one too
         if st.faulted:
             st.faulted = False
-            self.stats.resyncs += 1
-            self.stats.pair(st.pair, "resyncs")
             self.log.info("event=book_resynced venue=%s pair=%s", self.venue, st.pair)
 
     def _checksum(self, st: PairBook, expected: int, actual: int) -> bool:
         if expected == actual:
-            self.stats.checksums_ok += 1
+            self.stats.checksum(st.pair, True)
             st.verified = True
             return True
-        self.stats.checksums_failed += 1
-        self.stats.pair(st.pair, "checksums_failed")
+        self.stats.checksum(st.pair, False)
         self._throttle.warning(
             f"checksum:{st.pair}",
             "event=checksum_mismatch venue=%s pair=%s expected=%d computed=%d",
@@ -105,14 +108,13 @@ class SnapshotFeed:
         return False
 
     def _gap(self, st: PairBook, detail: str) -> None:
-        self.stats.gaps += 1
-        self.stats.pair(st.pair, "gaps")
+        self.stats.gap(st.pair)
         self._throttle.warning(f"gap:{st.pair}", "event=gap venue=%s pair=%s %s", self.venue, st.pair, detail)
         self._lose(st)
 
     def _bad_levels(self, st: PairBook, exc: Exception) -> None:
         """A level that does not parse: the book may be half-updated, so it is lost."""
-        self.stats.malformed += 1
+        self.stats.malformed_frame()
         self._throttle.warning("levels", "event=malformed_levels venue=%s pair=%s error=%r", self.venue, st.pair, exc)
         self._lose(st)
 

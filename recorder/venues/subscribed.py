@@ -5,7 +5,7 @@ chain); a broken book is repaired by unsubscribing and resubscribing that one sy
 venue-specific (frame parsing, sync, checksum) lives in the venue's sans-I/O ``Feed``; this class
 drives a Feed over picows: connect, subscribe, keepalive pings, stall detection, per-pair
 resubscribe, reconnect with backoff (never gives up), planned reconnect with hand-over, and mirrors
-the Feed's counts into the shared counters.
+the Feed's events into the shared counters (the Feed counts through ``FeedStats(counters)``).
 
 A venue module subclasses ``SubscribedConnector`` and fills in the hooks at the bottom.
 """
@@ -29,10 +29,6 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 RESUBSCRIBE_TIMEOUT_S = 10.0
 # How long a planned reconnect waits for the new connection's books before switching anyway.
 HANDOVER_TIMEOUT_S = 60.0
-
-# FeedStats totals mirrored into shared counters of the same name.
-_MIRRORED = ("malformed", "gaps", "resyncs", "checksums_ok", "checksums_failed")
-_MIRRORED_PER_PAIR = ("gaps", "resyncs", "checksums_failed")
 
 
 class _Listener(WSListener):
@@ -77,7 +73,6 @@ class _Session:
         self.opened_at = self.last_frame_s = self.last_ping_s = time.monotonic()
         self.close_code: object = None
         self.pending: dict[str, float] = {}  # pair -> when its resubscribe was sent
-        self._mirrored: dict[str, int] = {}
 
     async def open(self) -> None:
         c = self.connector
@@ -112,15 +107,11 @@ class _Session:
         self.closed.set()
 
     def on_text(self, payload: bytes, recv_ms: float) -> None:
-        c = self.connector
-        c.counters.incr("messages")
-        c.counters.incr("bytes", len(payload))
         try:
-            self.feed.on_frame(payload, recv_ms)
+            self.feed.on_frame(payload, recv_ms)  # counts messages/bytes and every sync event
         except Exception as exc:  # a Feed bug must not kill the connection: count it, carry on
-            c.malformed(f"feed error: {exc!r}", len(payload))
+            self.connector.malformed(f"feed error: {exc!r}", len(payload))
             return
-        self.mirror()
         wanted = self.feed.wants_snapshot()
         if wanted:
             self.resubscribe_wanted()
@@ -145,28 +136,6 @@ class _Session:
         for msg in c.subscribe_messages([pair]):
             self.send(msg)
         self.pending[pair] = now
-
-    def mirror(self) -> None:
-        """Copy what the Feed counted since the last call into the shared counters."""
-        stats, seen, counters = self.feed.stats, self._mirrored, self.connector.counters
-        changed = False
-        for name in _MIRRORED:
-            value = getattr(stats, name)
-            delta = value - seen.get(name, 0)
-            if delta:
-                counters.incr(name, delta)
-                seen[name] = value
-                changed = changed or name != "checksums_ok"
-        if not changed:
-            return
-        for pair, per in stats.per_pair.items():
-            for name in _MIRRORED_PER_PAIR:
-                key = f"{name}:{pair}"
-                value = per.get(name, 0)
-                delta = value - seen.get(key, 0)
-                if delta:
-                    counters.incr(key, delta)
-                    seen[key] = value
 
     def ping_due(self, now: float, after_s: float) -> bool:
         return now - self.last_frame_s >= after_s and now - self.last_ping_s >= after_s
@@ -194,6 +163,7 @@ class SubscribedConnector:
     # -- venue hooks ---------------------------------------------------------------------------
 
     def new_feed(self) -> Feed:
+        """A fresh Feed for a new connection, counting into ``self.counters``."""
         raise NotImplementedError
 
     def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:

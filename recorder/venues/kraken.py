@@ -118,6 +118,11 @@ def _checksum_text(text: str) -> str:
     return text.replace(".", "").lstrip("0")
 
 
+def fragment(price: str, qty: str) -> str:
+    """One level's part of the checksum text."""
+    return _checksum_text(price) + _checksum_text(qty)
+
+
 def checksum(bids: Iterable[tuple[str, str]], asks: Iterable[tuple[str, str]]) -> int:
     """Kraken's book checksum (v1 and v2): CRC32 of the top 10 asks (ascending) then the top 10
     bids (descending), each level as price then qty text with ``.`` and leading zeros removed."""
@@ -160,6 +165,7 @@ class KrakenFeed(SnapshotFeed):
     """
 
     venue = VENUE
+    fragment = staticmethod(fragment)
 
     def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None, depth: int = 1000) -> None:
         super().__init__(pairs, log, counters)
@@ -285,8 +291,9 @@ class KrakenFeed(SnapshotFeed):
         book.receive_time_ms = recv_ms
 
     def _verify(self, st: PairBook, expected: int) -> None:
-        bids, asks = st.book.top_text(CHECKSUM_LEVELS)
-        self._checksum(st, expected, checksum(bids, asks))
+        # Same text as checksum(), from fragments precomputed when each level changed.
+        bids, asks = st.book.top_fragments(CHECKSUM_LEVELS)
+        self._checksum(st, expected, zlib.crc32(("".join(asks) + "".join(bids)).encode()))
 
 
 Feed = KrakenFeed

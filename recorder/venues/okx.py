@@ -87,6 +87,25 @@ def pair_for(symbol: str) -> str:
     return symbol
 
 
+def fragment(price: str, size: str) -> str:
+    return f"{price}:{size}"
+
+
+def checksum_of_fragments(bids: list[str], asks: list[str]) -> int:
+    """:func:`checksum` from ready ``price:size`` fragments (best first, up to 25 per side)."""
+    if len(bids) == len(asks):
+        parts = [x for pair in zip(bids, asks, strict=True) for x in pair]
+    else:
+        parts = []
+        for i in range(max(len(bids), len(asks))):
+            if i < len(bids):
+                parts.append(bids[i])
+            if i < len(asks):
+                parts.append(asks[i])
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
 def checksum(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
     """OKX's checksum: signed CRC32 of up to 25 bids and 25 asks, interleaved bid/ask, ``:``-joined."""
     parts: list[str] = []
@@ -106,6 +125,7 @@ class OkxFeed(SnapshotFeed):
     """Parses OKX order-book pushes into verified books (see module docstring)."""
 
     venue = VENUE
+    fragment = staticmethod(fragment)
 
     def __init__(
         self, pairs: Iterable[str] | None = None, counters: Counters | None = None, channel: str | None = None
@@ -182,8 +202,8 @@ class OkxFeed(SnapshotFeed):
         if snapshot:
             self._snapshot_applied(st, verified=not item.checksum)
         if item.checksum:  # 0 or missing: the venue no longer sends one
-            bids, asks = book.top_text(CHECKSUM_LEVELS)
-            self._checksum(st, item.checksum, checksum(bids, asks))
+            bids, asks = book.top_fragments(CHECKSUM_LEVELS)
+            self._checksum(st, item.checksum, checksum_of_fragments(bids, asks))
 
 
 Feed = OkxFeed

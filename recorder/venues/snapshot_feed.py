@@ -12,15 +12,16 @@ import logging
 from collections.abc import Iterable
 
 from recorder.book import TextL2Book
+from recorder.book.textbook import Fragment
 from recorder.venues.base import Counters, FeedStats, LogThrottle
 
 
 class PairBook:
     __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq")
 
-    def __init__(self, pair: str, depth: int) -> None:
+    def __init__(self, pair: str, depth: int, fragment: Fragment | None = None) -> None:
         self.pair = pair
-        self.book = TextL2Book()
+        self.book = TextL2Book(fragment)
         self.synced = False  # a snapshot was applied and nothing went wrong since
         self.verified = False  # the latest checksum (where the venue sends one) matched
         self.faulted = False  # lost after a failure (logged when the next snapshot restores it)
@@ -32,6 +33,7 @@ class SnapshotFeed:
     """Base of a sans-I/O Feed (see ``recorder.venues.base.Feed``)."""
 
     venue = ""
+    fragment: Fragment | None = None  # the venue's per-level checksum text (see TextL2Book)
 
     def __init__(self, pairs: Iterable[str] | None, log: logging.Logger, counters: Counters | None = None) -> None:
         # None: accept every symbol seen (replays of captures whose pairs are not known up front).
@@ -78,7 +80,7 @@ class SnapshotFeed:
         if st is None:
             if self._only is not None and pair not in self._only:
                 return None
-            st = self._books[pair] = PairBook(pair, depth)
+            st = self._books[pair] = PairBook(pair, depth, self.fragment)
         return st
 
     def _snapshot_applied(self, st: PairBook, verified: bool) -> None:

@@ -145,6 +145,7 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
             if not vc.pairs:
                 raise ConfigError(f"venue {name!r} has no pairs")
             vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
+            _check_venue_config(name, vc)
         check_session_id(cfg.resolved_session_id())
     except NameError_ as exc:
         raise ConfigError(str(exc)) from None
@@ -152,3 +153,16 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
     if w.rotate_snapshots < 1 or w.rotate_seconds <= 0 or w.rotate_mb <= 0 or w.ring_mb < 1:
         raise ConfigError("invalid [writer] settings: rotation limits and ring_mb must be positive")
     return cfg
+
+
+def _check_venue_config(name: str, vc: VenueConfig) -> None:
+    """Venue-specific settings (e.g. OKX ``channel``), checked by the venue module if it has a
+    ``check_config(vc)`` that raises ValueError — so a bad value fails here, not in a venue process."""
+    from recorder.venues import venue_module
+
+    check = getattr(venue_module(name), "check_config", None)
+    if check is not None:
+        try:
+            check(vc)
+        except ValueError as exc:
+            raise ConfigError(f"venue {name!r}: {exc}") from None

@@ -426,3 +426,38 @@ def test_check_pairs_against_simulator(kraken_sim: VenueSim, tmp_path: Path) -> 
     )  # fmt: skip
     assert res.returncode != 0 and "unknown pair(s) on kraken: NOPE-USD" in res.stderr
     assert res.stderr.strip().splitlines()[-1] == "Error: unknown pair(s) on kraken: NOPE-USD"
+
+
+def test_checksums_need_the_original_text_not_the_pair_decimals() -> None:
+    """KRAKEN.0 (REST AssetPairs of the same session) gives XBT/CHF 1 price decimal, yet the feed
+    prints 5 (``56218.30000``): a book re-rendered from AssetPairs decimals fails the checksum."""
+    from recorder.replay.readers import CaptureReader, Kind
+
+    (http,) = [r for r in CaptureReader(RECORDINGS / "kraken" / "KRAKEN.0") if r.kind is Kind.HTTP]
+    info = json.loads(http.payload)["result"]["XBTCHF"]
+    assert (info["wsname"], info["pair_decimals"], info["lot_decimals"]) == ("XBT/CHF", 1, 8)
+    frames = read_text_capture(RECORDING)
+    feed = KrakenFeed(["BTC-CHF"])
+    last_c = None
+    for ts, payload in frames:
+        feed.on_frame(payload, ts)
+        if payload.endswith(b'"XBT/CHF"]') and b'"c":"' in payload:
+            last_c = int(json.loads(payload)[-3]["c"])
+    book = feed.book("BTC-CHF")
+    assert book is not None and last_c is not None
+    bids, asks = book.top_text(10)
+    assert checksum(bids, asks) == last_c
+    assert any(len(p.partition(".")[2]) != info["pair_decimals"] for p, _ in bids + asks)
+
+    def rendered(side: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(f"{float(p):.{info['pair_decimals']}f}", f"{float(q):.{info['lot_decimals']}f}") for p, q in side]
+
+    assert checksum(rendered(bids), rendered(asks)) != last_c
+
+
+def test_bad_kraken_settings_fail_before_the_capture_starts(tmp_path: Path) -> None:
+    cfg = venue_config(tmp_path / "k.toml", "kraken", {"ws_url": "ws://x", "rest_url": "http://x"}, ["BTC-USD"],
+                       tmp_path / "data", channel="books")  # fmt: skip
+    res = run_cli("start-capture", "--config", str(cfg))
+    assert res.returncode == 2
+    assert res.stderr.strip() == "Error: venue 'kraken': Kraken has one book channel ('book'), not 'books'"

@@ -324,3 +324,11 @@ def test_check_pairs_against_simulator(okx_sim: VenueSim, tmp_path: Path) -> Non
     )  # fmt: skip
     assert res.returncode != 0
     assert res.stderr.strip().splitlines()[-1] == "Error: unknown pair(s) on okx: NOPE-USDT"
+
+
+def test_bad_okx_channel_fails_before_the_capture_starts(tmp_path: Path) -> None:
+    cfg = venue_config(tmp_path / "o.toml", "okx", {"ws_url": "ws://x", "rest_url": "http://x"}, ["BTC-USDT"],
+                       tmp_path / "data", channel="books7")  # fmt: skip
+    res = run_cli("start-capture", "--config", str(cfg))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert res.stderr.startswith("Error: venue 'okx': unknown OKX book channel 'books7'")

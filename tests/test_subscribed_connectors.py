@@ -73,3 +73,31 @@ async def test_pings_through_silence_then_reconnect_and_resubscribe(venue: str) 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await sim.stop()
+
+
+async def test_okx_books5_pushes_equal_the_simulator_top5() -> None:
+    sim = Simulator(SimOptions(venue="okx", port=0, seed=9))
+    await sim.start()
+    pairs = ["ETH-USDT"]
+    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"], channel="books5")
+    connector = connector_class("okx")(cfg, pairs, None)
+    task = asyncio.create_task(connector.run())
+    try:
+        await _until(lambda: connector.book("ETH-USDT") is not None, 30, "books5 push")
+        async with aiohttp.ClientSession() as http:
+            for _ in range(5):
+                book = connector.book("ETH-USDT")
+                assert book is not None and book.depth() == (5, 5)
+                bids, asks = book.top(5)
+                url = f"{sim.urls['sim_url']}/sim/book?symbol=ETH-USDT&update_id={book.update_id}&limit=5"
+                ref = await _get(http, url)
+                assert [(float(p), float(q)) for p, q in ref["bids"]] == [(lv.price, lv.qty) for lv in bids]
+                assert [(float(p), float(q)) for p, q in ref["asks"]] == [(lv.price, lv.qty) for lv in asks]
+                await asyncio.sleep(0.3)
+        # Each push replaces the book; only the first one is a sync.
+        assert connector.counters.get("checksums_failed") == 0 and connector.counters.get("resyncs") == 1
+    finally:
+        await connector.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()

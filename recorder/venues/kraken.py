@@ -335,6 +335,16 @@ class KrakenConnector(SubscribedConnector):
         return msgspec.json.encode({"method": "ping", "req_id": next(self._req_ids)}).decode()
 
 
+def check_config(cfg: VenueConfig) -> None:
+    """Settings only Kraken reads (called by config validation before anything starts)."""
+    if cfg.channel not in (None, "book"):
+        raise ValueError(f"Kraken has one book channel ('book'), not {cfg.channel!r}")
+    if len(cfg.pairs) > MAX_SYMBOLS_PER_CONNECTION:
+        raise ValueError(f"at most {MAX_SYMBOLS_PER_CONNECTION} pairs per Kraken connection")
+    if cfg.snapshot_limit < 1:
+        raise ValueError(f"snapshot_limit must be positive, not {cfg.snapshot_limit}")
+
+
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
     """Pairs Kraken does not list, from REST ``AssetPairs`` ``wsname`` (blocking; CLI pre-check)."""
     import json

@@ -219,13 +219,11 @@ class OkxConnector(SubscribedConnector):
     log = log
 
     def __init__(self, cfg: VenueConfig, pairs: list[str], shared: SharedCounters | None = None) -> None:
+        check_config(cfg)
         if len(pairs) > MAX_BOOKS_PER_CONNECTION:
             raise ValueError(f"at most {MAX_BOOKS_PER_CONNECTION} pairs per OKX connection")
-        channel = cfg.channel or DEFAULT_CHANNEL
-        if channel not in CHANNELS:
-            raise ValueError(f"unknown OKX book channel {channel!r}: use one of {', '.join(CHANNELS)}")
         super().__init__(cfg, pairs, shared)
-        self.channel = channel
+        self.channel = cfg.channel or DEFAULT_CHANNEL
         self._ids = itertools.count(1)
 
     def new_feed(self) -> OkxFeed:
@@ -246,6 +244,14 @@ class OkxConnector(SubscribedConnector):
 
     def reconnect_requested(self, feed: object) -> bool:
         return bool(getattr(feed, "notice_reconnect", False))
+
+
+def check_config(cfg: VenueConfig) -> None:
+    """Settings only OKX has (called by config validation before anything starts)."""
+    if cfg.channel is not None and cfg.channel not in CHANNELS:
+        raise ValueError(f"unknown OKX book channel {cfg.channel!r}: use one of {', '.join(CHANNELS)}")
+    if len(cfg.pairs) > MAX_BOOKS_PER_CONNECTION:
+        raise ValueError(f"at most {MAX_BOOKS_PER_CONNECTION} pairs per OKX connection")
 
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:

@@ -84,10 +84,11 @@ class SnapshotFeed:
         return st
 
     def _snapshot_applied(self, st: PairBook, verified: bool) -> None:
+        if not st.synced:
+            self.stats.resync(st.pair)  # every (re)sync counts, the first one too
         st.synced = True
         st.verified = verified
         self._want.discard(st.pair)
-        self.stats.resync(st.pair)  # every (re)sync counts, the first one too
         if st.faulted:
             st.faulted = False
             self.log.info("event=book_resynced venue=%s pair=%s", self.venue, st.pair)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ import pytest
 from recorder.config import VenueConfig
 from recorder.sim.server import SimOptions, Simulator
 from recorder.venues import connector_class
+from tests.conftest import read_jsonl, run_cli, status
 
 CASES = {
     "kraken": (["BTC-USD", "ETH-USD"], lambda pair: pair.replace("-", "/")),
@@ -61,6 +63,11 @@ async def test_pings_through_silence_then_reconnect_and_resubscribe(venue: str) 
             await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books after reconnect")
             assert c.get("checksums_failed") == 0 and c.get("gaps") == 0 and c.get("malformed") == 0
             assert (await _get(http, f"{base}/sim/stats"))["connections_total"] == 2
+            # The sampler found a book unusable (e.g. crossed): that symbol alone is resubscribed.
+            connector.request_resync(pairs[0], "test")
+            assert connector.book(pairs[0]) is None and connector.book(pairs[1]) is not None
+            await _until(lambda: connector.book(pairs[0]) is not None, 30, "book after request_resync")
+            assert c.get("resubscribes") == 1 and c.get(f"resyncs:{pairs[0]}") == 3
             for pair in pairs:
                 book = connector.book(pair)
                 assert book is not None
@@ -101,3 +108,46 @@ async def test_okx_books5_pushes_equal_the_simulator_top5() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await sim.stop()
+
+
+@pytest.mark.parametrize("venue", sorted(CASES))
+async def test_planned_reconnect_hands_over_without_a_gap(venue: str) -> None:
+    """At max_connection_age_s a second connection syncs while the first keeps serving books."""
+    pairs, _ = CASES[venue]
+    sim = Simulator(SimOptions(venue=venue, port=0, seed=6))
+    await sim.start()
+    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"], max_connection_age_s=1.5)
+    connector = connector_class(venue)(cfg, pairs, None)
+    task = asyncio.create_task(connector.run())
+    try:
+        await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
+        unserved = 0
+        deadline = time.monotonic() + 60
+        while connector.counters.get("planned_reconnects") < 2 and time.monotonic() < deadline:
+            unserved += sum(connector.book(p) is None for p in pairs)
+            await asyncio.sleep(0.01)
+        assert connector.counters.get("planned_reconnects") >= 2
+        assert unserved == 0 and connector.counters.get("reconnects") == 0
+        assert sim.venue.stats()["connections_total"] >= 3
+    finally:
+        await connector.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()
+
+
+@pytest.mark.parametrize(("venue", "pairs"), [("okx", "BTC-USDT,BTC-USDT-PERP"), ("kraken", "BTC-USD,ETH-BTC")])
+def test_start_capture_simulate_serves_the_venue(venue: str, pairs: str, tmp_path: Path) -> None:
+    """`start-capture --simulate` starts the venue's own simulator: no config, nothing else needed."""
+    data = tmp_path / "data"
+    res = run_cli(
+        "start-capture", "--venue", venue, "--pairs", pairs, "--simulate", "--duration", "6s", "--interval", "0.5",
+        "--data-dir", str(data), "--session-id", "simcap", "--format", "jsonl",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    final = status(data, "simcap")
+    assert final is not None and final["flushed"] is True
+    v = final["venues"][venue]
+    assert v["checksums_failed"] == 0 and v["gaps"] == 0 and v["checksums_ok"] > 0
+    stored = read_jsonl(data)
+    assert {s["pair"] for s in stored} == set(pairs.split(",")) and len(stored) == v["samples"]

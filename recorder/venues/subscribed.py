@@ -49,8 +49,6 @@ class _Listener(WSListener):
                 payload = b"".join(self._parts) + payload
                 self._parts.clear()
             s.on_text(payload, time.time() * 1000.0)
-        elif mt is WSMsgType.PING:
-            transport.send_pong(frame.get_payload_as_bytes())
         elif mt is WSMsgType.CLOSE:
             s.close_code = frame.get_close_code()
             transport.send_close(frame.get_close_code())
@@ -80,7 +78,7 @@ class _Session:
         self.transport, _ = await ws_connect(
             lambda: _Listener(self),
             c.ws_url,
-            enable_auto_ping=True,
+            enable_auto_ping=True,  # (picows answers the venue's WebSocket pings itself: auto pong)
             # WebSocket-level pings catch a dead TCP path; the venue's own ping keeps it subscribed.
             auto_ping_idle_timeout=max(1.0, stall / 2),
             auto_ping_reply_timeout=max(1.0, stall / 2),

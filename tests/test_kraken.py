@@ -14,6 +14,7 @@ from recorder.config import VenueConfig
 from recorder.venues.kraken import (
     KrakenConnector,
     KrakenFeed,
+    capture_pairs,
     checksum,
     pair_for,
     subscription_depth,
@@ -268,7 +269,7 @@ def test_recording_every_checksum_verified() -> None:
     assert s.checksums_ok == with_checksum and s.checksums_failed == 0
     assert s.malformed == 0 and s.kinds["snapshot"] == 10 and s.kinds["update"] == 4269
     pairs = {"WAVES-EUR", "XMR-USD", "KSM-BTC", "GRT-ETH", "SC-EUR", "ETH-CHF", "OCEAN-BTC", "OMG-USD", "BTC-CHF"}
-    assert pairs | {"ADA-BTC"} == set(feed.pairs())
+    assert pairs | {"ADA-BTC"} == set(feed.pairs()) == set(capture_pairs([f for _, f in frames]))
     for pair in feed.pairs():
         book = feed.book(pair)
         assert book is not None and not book.is_crossed() and max(book.depth()) <= 1000, pair

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from recorder.config import VenueConfig
-from recorder.venues.okx import OkxConnector, OkxFeed, checksum, pair_for, symbol_for
+from recorder.names import normalize_pair
+from recorder.venues.okx import OkxConnector, OkxFeed, capture_pairs, checksum, pair_for, symbol_for
 from tests.checksum_venue_support import (
     RECORDINGS,
     RecordedSampling,
@@ -193,6 +194,8 @@ def test_recording_every_checksum_verified() -> None:
     assert s.checksums_ok == 290 and s.checksums_failed == 0 and s.gaps == 0 and s.malformed == 0
     assert s.kinds["snapshot"] == 3 and s.kinds["update"] == 287
     assert set(feed.pairs()) == {"BTC-USDT", "UNI-USD-PERP", "BTC-USD-220527"}
+    assert capture_pairs([f for _, f in frames]) == ["BTC-USD-220527", "UNI-USD-PERP", "BTC-USDT"]
+    assert normalize_pair("btc-usd-220527") == "BTC-USD-220527"  # dated futures are valid pair names
     for pair in feed.pairs():
         book = feed.book(pair)
         assert book is not None and not book.is_crossed(), pair

@@ -83,7 +83,12 @@ class V1Book(msgspec.Struct):
     c: str | None = None
 
 
+class _Symbol(msgspec.Struct):
+    symbol: str
+
+
 _envelope = msgspec.json.Decoder(Envelope)
+_symbols = msgspec.json.Decoder(list[_Symbol])
 _v2_books = msgspec.json.Decoder(list[V2Book])
 _v1_array = msgspec.json.Decoder(list[msgspec.Raw])
 _v1_int = msgspec.json.Decoder(int)
@@ -333,6 +338,24 @@ class KrakenConnector(SubscribedConnector):
 
     def ping_message(self) -> str:
         return msgspec.json.encode({"method": "ping", "req_id": next(self._req_ids)}).decode()
+
+
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The pairs whose books a recorded socket carries (v2 or v1 frames), for replay."""
+    seen: dict[str, None] = {}
+    for payload in frames:
+        try:
+            if payload[:1] == b"[":
+                parts = _v1_array.decode(payload)
+                if len(parts) >= 4 and _v1_str.decode(parts[-2]).startswith("book"):
+                    seen[pair_for(_v1_str.decode(parts[-1]))] = None
+            else:
+                env = _envelope.decode(payload)
+                if env.channel == "book" and len(env.data):
+                    seen.update((pair_for(s.symbol), None) for s in _symbols.decode(env.data))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return list(seen)
 
 
 def check_config(cfg: VenueConfig) -> None:

@@ -246,6 +246,19 @@ class OkxConnector(SubscribedConnector):
         return bool(getattr(feed, "notice_reconnect", False))
 
 
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The instruments whose books a recorded socket carries, for replay."""
+    seen: dict[str, None] = {}
+    for payload in frames:
+        try:
+            env = _envelope.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if env.arg is not None and env.arg.channel in CHANNELS and len(env.data) and env.event is None:
+            seen[pair_for(env.arg.instId)] = None
+    return list(seen)
+
+
 def check_config(cfg: VenueConfig) -> None:
     """Settings only OKX has (called by config validation before anything starts)."""
     if cfg.channel is not None and cfg.channel not in CHANNELS:

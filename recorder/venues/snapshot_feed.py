@@ -73,6 +73,8 @@ class SnapshotFeed:
         if st is not None:
             self._lose(st)
 
+    request_resync = invalidate  # the name replay uses
+
     # -- for the venue Feeds -------------------------------------------------------------------
 
     def _state(self, pair: str, depth: int) -> PairBook | None:

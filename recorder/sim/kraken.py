@@ -280,5 +280,18 @@ class KrakenVenue(SubscribedSimVenue):
         return self.feeds.get(symbol.replace("-", "/").upper())
 
 
+def replay_routes(app: web.Application, symbols: list[str]) -> None:
+    """For a replayed recording (``recorder/sim/replay.py``): the AssetPairs list ``check_pairs`` reads."""
+
+    async def asset_pairs(request: web.Request) -> web.Response:
+        result = {}
+        for sym in symbols:
+            base, quote = (_V1_ASSETS.get(a, a) for a in sym.split("/", 1))
+            result[base + quote] = {"altname": base + quote, "wsname": f"{base}/{quote}", "status": "online"}
+        return web.json_response({"error": [], "result": result})
+
+    app.router.add_get("/0/public/AssetPairs", asset_pairs)
+
+
 def create_venue(opts: SimOptions) -> KrakenVenue:
     return KrakenVenue(opts)

@@ -200,5 +200,20 @@ class OkxVenue(SubscribedSimVenue):
         return web.json_response({"code": "0", "msg": "", "data": data})
 
 
+def replay_routes(app: web.Application, symbols: list[str]) -> None:
+    """For a replayed recording (``recorder/sim/replay.py``): the instrument list ``check_pairs`` reads."""
+
+    async def instruments(request: web.Request) -> web.Response:
+        kind = request.query.get("instType", "")
+        data = [
+            {"instType": kind, "instId": s, "state": "live"}
+            for s in symbols
+            if (kind == "SWAP") == s.endswith("-SWAP") and kind in ("SPOT", "SWAP")
+        ]
+        return web.json_response({"code": "0", "msg": "", "data": data})
+
+    app.router.add_get("/api/v5/public/instruments", instruments)
+
+
 def create_venue(opts: SimOptions) -> OkxVenue:
     return OkxVenue(opts)

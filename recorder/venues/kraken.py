@@ -227,7 +227,7 @@ class KrakenFeed(SnapshotFeed):
             st.book.clear()
         elif kind != "update":
             raise ValueError(f"unknown book message type {kind!r}")
-        self._apply(st, bids, asks, ts_us, recv_ms)
+        self._apply(st, bids, asks, ts_us, recv_ms, update=kind == "update")
         if kind == "snapshot":
             self._snapshot_applied(st, verified=item.checksum is None)
         if item.checksum is not None:
@@ -269,7 +269,7 @@ class KrakenFeed(SnapshotFeed):
             return
         if snapshot:
             st.book.clear()
-        self._apply(st, bids, asks, ts_us, recv_ms)
+        self._apply(st, bids, asks, ts_us, recv_ms, update=not snapshot)
         if snapshot:
             # v1 snapshots carry no checksum: the book is served from the first verified update.
             self._snapshot_applied(st, verified=False)
@@ -286,8 +286,11 @@ class KrakenFeed(SnapshotFeed):
         asks: list[tuple[str, str]] | list[list[str]],
         ts_us: int | None,
         recv_ms: float,
+        update: bool,
     ) -> None:
         book = st.book
+        if update:
+            self.stats.pair(st.pair, "updates")
         book.apply(bids, asks)
         book.truncate(st.depth)
         if ts_us is not None:

@@ -194,6 +194,8 @@ class OkxFeed(SnapshotFeed):
         book = st.book
         if snapshot:
             book.clear()
+        else:
+            self.stats.pair(st.pair, "updates")
         book.apply(item.bids, item.asks)
         book.update_id = item.seqId
         book.exchange_time_ms = ts_ms

@@ -12,7 +12,7 @@ import pytest
 
 from recorder.config import VenueConfig
 from recorder.names import normalize_pair
-from recorder.venues.okx import OkxConnector, OkxFeed, capture_pairs, checksum, pair_for, symbol_for
+from recorder.venues.okx import OkxConnector, OkxFeed, capture_pairs, checksum, inst_type, pair_for, symbol_for
 from tests.checksum_venue_support import (
     RECORDINGS,
     RecordedSampling,
@@ -169,6 +169,7 @@ def test_malformed_frames_events_and_pong() -> None:
 def test_pair_mapping_and_requests() -> None:
     assert symbol_for("BTC-USDT") == "BTC-USDT" and symbol_for("BTC-USDT-PERP") == "BTC-USDT-SWAP"
     assert pair_for("BTC-USDT-SWAP") == "BTC-USDT-PERP" and pair_for("ETH-BTC") == "ETH-BTC"
+    assert [inst_type(s) for s in ("BTC-USDT", "BTC-USDT-SWAP", "BTC-USD-220527")] == ["SPOT", "SWAP", "FUTURES"]
     c = OkxConnector(VenueConfig(channel="books-l2-tbt"), ["BTC-USDT", "ETH-USDT-PERP"])
     sub = json.loads(c.subscribe_messages(["BTC-USDT", "ETH-USDT-PERP"])[0])
     assert sub["op"] == "subscribe" and sub["args"] == [

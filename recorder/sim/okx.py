@@ -30,6 +30,14 @@ DEFAULT_SYMBOLS = (
 )  # fmt: skip
 
 
+def inst_type(inst_id: str) -> str:
+    """``BTC-USDT`` SPOT, ``BTC-USDT-SWAP`` SWAP, ``BTC-USD-220527`` FUTURES."""
+    if inst_id.endswith("-SWAP"):
+        return "SWAP"
+    last = inst_id.rsplit("-", 1)[-1]
+    return "FUTURES" if inst_id.count("-") == 2 and last.isdigit() else "SPOT"
+
+
 def _text(units: int, decimals: int) -> str:
     text = fmt_units(units, decimals)
     return text.rstrip("0").rstrip(".") if "." in text else text
@@ -188,9 +196,9 @@ class OkxVenue(SubscribedSimVenue):
             return web.json_response({"code": "51000", "msg": "Parameter instType error", "data": []}, status=400)
         data = []
         for sym, feed in self.feeds.items():
-            is_swap = sym.endswith("-SWAP")
-            if (kind == "SWAP") != is_swap or kind not in ("SPOT", "SWAP"):
+            if inst_type(sym) != kind:
                 continue
+            is_swap = kind != "SPOT"
             spec = feed.spec
             data.append(
                 {"instType": kind, "instId": sym, "baseCcy": spec.base if not is_swap else "",
@@ -205,11 +213,7 @@ def replay_routes(app: web.Application, symbols: list[str]) -> None:
 
     async def instruments(request: web.Request) -> web.Response:
         kind = request.query.get("instType", "")
-        data = [
-            {"instType": kind, "instId": s, "state": "live"}
-            for s in symbols
-            if (kind == "SWAP") == s.endswith("-SWAP") and kind in ("SPOT", "SWAP")
-        ]
+        data = [{"instType": kind, "instId": s, "state": "live"} for s in symbols if inst_type(s) == kind]
         return web.json_response({"code": "0", "msg": "", "data": data})
 
     app.router.add_get("/api/v5/public/instruments", instruments)

@@ -106,6 +106,14 @@ def checksum_of_fragments(bids: list[str], asks: list[str]) -> int:
     return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
+def inst_type(inst_id: str) -> str:
+    """``BTC-USDT`` SPOT, ``BTC-USDT-SWAP`` SWAP, ``BTC-USD-220527`` FUTURES."""
+    if inst_id.endswith("-SWAP"):
+        return "SWAP"
+    last = inst_id.rsplit("-", 1)[-1]
+    return "FUTURES" if inst_id.count("-") == 2 and last.isdigit() else "SPOT"
+
+
 def checksum(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
     """OKX's checksum: signed CRC32 of up to 25 bids and 25 asks, interleaved bid/ask, ``:``-joined."""
     parts: list[str] = []
@@ -277,7 +285,7 @@ def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 1
     base = (rest_url or REST_URL).rstrip("/")
     wanted = list(pairs)
     listed: set[str] = set()
-    kinds = {"SWAP" if symbol_for(p).endswith("-SWAP") else "SPOT" for p in wanted}
+    kinds = {inst_type(symbol_for(p)) for p in wanted}
     for kind in sorted(kinds):
         url = f"{base}/api/v5/public/instruments?instType={kind}"
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:

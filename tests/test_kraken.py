@@ -200,6 +200,10 @@ def test_malformed_frames_are_counted_never_raised() -> None:
     feed.on_frame(v2_frame("snapshot", "BTC/USD", V2_BIDS, V2_ASKS, 3310070434), 2.5)
     feed.on_frame(b'[1,{"b":[["45283.5"]],"c":"1"},"book-10","XBT/USD"]', 2.6)
     assert feed.stats.malformed == len(bad) + 2 and feed.book("BTC-USD") is None
+    # A checksum that is not a number: the update is not applied unverified.
+    feed.on_frame(v2_frame("snapshot", "BTC/USD", V2_BIDS, V2_ASKS, 3310070434), 2.7)
+    feed.on_frame(b'[1,{"b":[["45283.5","0.5","1600000000.1"]],"c":"x"},"book-10","XBT/USD"]', 2.8)
+    assert feed.stats.malformed == len(bad) + 3 and feed.book("BTC-USD") is None
     feed.on_frame(b'{"channel":"heartbeat"}', 3.0)
     feed.on_frame(b'{"method":"pong","req_id":3}', 3.0)
     feed.on_frame(b'{"method":"subscribe","success":false,"error":"Currency pair not supported"}', 3.0)

@@ -264,6 +264,7 @@ class KrakenFeed(SnapshotFeed):
             for level in itertools.chain(bids, asks):
                 float(level[0]), float(level[1])
             ts_us = max((_v1_time_us(lv[2]) for lv in itertools.chain(bids, asks) if len(lv) > 2), default=None)
+            expected = int(books[-1].c) if books[-1].c is not None else None  # the checksum sits in the last dict
         except (ValueError, IndexError) as exc:
             self._bad_levels(st, exc)
             return
@@ -273,9 +274,8 @@ class KrakenFeed(SnapshotFeed):
         if snapshot:
             # v1 snapshots carry no checksum: the book is served from the first verified update.
             self._snapshot_applied(st, verified=False)
-        expected = books[-1].c
         if expected is not None:
-            self._verify(st, int(expected))
+            self._verify(st, expected)
 
     # shared -----------------------------------------------------------------------------------
 

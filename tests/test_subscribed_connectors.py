@@ -151,3 +151,45 @@ def test_start_capture_simulate_serves_the_venue(venue: str, pairs: str, tmp_pat
     assert v["checksums_failed"] == 0 and v["gaps"] == 0 and v["checksums_ok"] > 0
     stored = read_jsonl(data)
     assert {s["pair"] for s in stored} == set(pairs.split(",")) and len(stored) == v["samples"]
+
+
+def test_a_pair_that_keeps_failing_is_resubscribed_ever_more_slowly() -> None:
+    """Venues cap subscribe requests (OKX: 480 per connection-hour): 1, 2, 4 ... s between retries
+    of a pair that fails again right after its resubscribe; a calm minute resets the pace."""
+    from recorder.venues.subscribed import _Session
+    from tests.test_kraken import V2_ASKS, V2_BIDS, v2_frame
+
+    connector = connector_class("kraken")(VenueConfig(pairs=["BTC-USD"]), ["BTC-USD"], None)
+    session = _Session(connector)  # not connected: what it would send goes nowhere
+    feed = session.feed
+    snapshot = v2_frame("snapshot", "BTC/USD", V2_BIDS, V2_ASKS, 3310070434)
+
+    def resubscribes() -> int:
+        return int(connector.counters.get("resubscribes"))
+
+    def fail_at(t: float) -> None:
+        feed.on_frame(snapshot, t * 1000)  # the resubscribe's snapshot arrives...
+        session.resubscribe_wanted(t)
+        feed.invalidate("BTC-USD")  # ...and the book breaks again at once
+
+    feed.on_frame(snapshot, 0.0)
+    feed.invalidate("BTC-USD")
+    session.resubscribe_wanted(0.0)
+    assert resubscribes() == 1
+    fail_at(0.5)
+    assert resubscribes() == 1  # 1 s after the first
+    session.resubscribe_wanted(1.0)
+    assert resubscribes() == 2
+    fail_at(1.5)
+    session.resubscribe_wanted(2.9)
+    assert resubscribes() == 2  # 2 s after the second
+    session.resubscribe_wanted(3.0)
+    assert resubscribes() == 3
+    # A resubscribe that brings no snapshot is repeated after RESUBSCRIBE_TIMEOUT_S.
+    session.resubscribe_wanted(12.9)
+    assert resubscribes() == 3
+    session.resubscribe_wanted(13.0)
+    assert resubscribes() == 4
+    fail_at(80.0)  # calm for over a minute: straight away again
+    session.resubscribe_wanted(80.0)
+    assert resubscribes() == 5

@@ -27,6 +27,9 @@ from recorder.venues.base import Backoff, Counters, Feed, LogThrottle, venue_con
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 # A resubscribe that produced no fresh snapshot within this long is sent again.
 RESUBSCRIBE_TIMEOUT_S = 10.0
+# Backoff of a pair that fails again soon after its resubscribe: 1, 2, 4, ... s, at most 60 s.
+RESUBSCRIBE_CALM_S = 60.0
+RESUBSCRIBE_MAX_DELAY_S = 60.0
 # How long a planned reconnect waits for the new connection's books before switching anyway.
 HANDOVER_TIMEOUT_S = 60.0
 
@@ -71,6 +74,9 @@ class _Session:
         self.opened_at = self.last_frame_s = self.last_ping_s = time.monotonic()
         self.close_code: object = None
         self.pending: dict[str, float] = {}  # pair -> when its resubscribe was sent
+        self.last_resubscribe: dict[str, float] = {}
+        self.streak: dict[str, int] = {}  # resubscribes of a pair in quick succession
+        self.not_before: dict[str, float] = {}  # earliest time of a pair's next resubscribe
 
     async def open(self) -> None:
         c = self.connector
@@ -116,19 +122,28 @@ class _Session:
 
     def resubscribe_wanted(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        pending = self.pending
-        for pair in list(pending):
-            if self.feed.book(pair) is not None:
-                del pending[pair]
-        for pair in self.feed.wants_snapshot():
-            sent = pending.get(pair)
-            if sent is None or now - sent >= RESUBSCRIBE_TIMEOUT_S:
+        wants = self.feed.wants_snapshot()
+        for pair in list(self.pending):
+            if pair not in wants:
+                del self.pending[pair]  # its fresh snapshot arrived
+        for pair in wants:
+            sent = self.pending.get(pair)
+            if sent is not None:
+                if now - sent >= RESUBSCRIBE_TIMEOUT_S:
+                    self.resubscribe(pair, now)  # no snapshot came: ask again
+            elif now >= self.not_before.get(pair, 0.0):
                 self.resubscribe(pair, now)
 
     def resubscribe(self, pair: str, now: float) -> None:
         c = self.connector
+        # A pair that keeps failing is resubscribed ever more slowly (venues cap subscribe requests,
+        # OKX at 480 per connection-hour); one that stayed good for a minute starts afresh.
+        last = self.last_resubscribe.get(pair)
+        streak = self.streak.get(pair, -1) + 1 if last is not None and now - last < RESUBSCRIBE_CALM_S else 0
+        self.streak[pair], self.last_resubscribe[pair] = streak, now
+        self.not_before[pair] = now + min(RESUBSCRIBE_MAX_DELAY_S, 2.0**streak)
         c.counters.incr("resubscribes")
-        c.log.info("event=resubscribe venue=%s pair=%s", c.venue, pair)
+        c.log.info("event=resubscribe venue=%s pair=%s streak=%d", c.venue, pair, streak)
         for msg in c.unsubscribe_messages([pair]):
             self.send(msg)
         for msg in c.subscribe_messages([pair]):

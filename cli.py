@@ -194,6 +194,13 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     type=float,
     help="Seconds before the server closes a connection (the venue's 24 h limit).",
 )
+@click.option(
+    "--replay",
+    "replay_file",
+    type=click.Path(dir_okay=False),
+    help="Serve this recorded raw capture (and its REST snapshots) instead of a generated market.",
+)
+@click.option("--speed", default=1.0, show_default=True, type=float, help="Replay pace: 1 as recorded, 10 faster.")
 def simulate(
     venue: str,
     host: str,
@@ -202,6 +209,8 @@ def simulate(
     seed: int | None,
     ping_interval: float,
     max_connection_age: float,
+    replay_file: str | None,
+    speed: float,
 ) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
@@ -219,13 +228,88 @@ def simulate(
         seed=seed,
         ping_interval_s=ping_interval,
         max_connection_age_s=max_connection_age,
+        replay=replay_file,
+        speed=speed,
     )
+    if replay_file is not None:
+        from recorder.replay.readers import CaptureFormatError
+        from recorder.sim.replay import ReplayError
+        from recorder.sim.server import load_venue
+
+        try:
+            load_venue(opts)  # load and check the recording now: a bad file is a one-line error
+        except (ReplayError, CaptureFormatError, OSError) as exc:
+            raise UserError(str(exc)) from None
 
     def ready(urls: dict[str, str]) -> None:
         click.echo(json.dumps(urls), nl=True)
         sys.stdout.flush()
 
     run_simulator(opts, on_ready=ready)
+
+
+@main.command("replay")
+@click.option("--venue", required=True, help="Venue id whose feed the capture holds, e.g. binance.")
+@click.option(
+    "--input",
+    "inputs",
+    required=True,
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Raw capture file (repeatable). A NAME.ws.N.R text capture brings its NAME.http.* snapshots.",
+)
+@click.option("--pairs", help="Comma-separated pairs to keep (default: every pair in the capture).")
+@click.option("--interval", default="1s", show_default=True, help="Sampling interval: 1, 1s, 500ms.")
+@click.option("--depth", default=20, show_default=True, type=int, help="Levels per side.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "both"]), default="both", show_default=True)
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--session-id", help="Session id (default: replay_<venue>_<input name>).")
+@click.option("--log-level", default="WARNING", show_default=True)
+def replay_cmd(
+    venue: str,
+    inputs: tuple[str, ...],
+    pairs: str | None,
+    interval: str,
+    depth: int,
+    fmt: str,
+    data_dir: str,
+    session_id: str | None,
+    log_level: str,
+) -> None:
+    """Feed a recorded raw capture through the live code path; write the files a capture would; print a summary."""
+    import re
+
+    from recorder.logs import setup_logging
+    from recorder.names import normalize_pair
+    from recorder.replay.engine import ReplayError, ReplayOptions, replay
+    from recorder.replay.readers import CaptureFormatError, capture_files
+
+    setup_logging("replay", log_level.upper())
+    try:
+        interval_s = parse_duration(_number_or_text(interval), default_unit="s")
+        if not 1 <= depth <= 1000:
+            raise UserError(f"invalid depth {depth}: use 1..1000")
+        files = list(dict.fromkeys(f for path in inputs for f in capture_files(path)))
+        if session_id is None:
+            stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(inputs[0]).name)
+            session_id = f"replay_{venue}_{stem}"[:128]
+        check_session_id(session_id)
+        opts = ReplayOptions(
+            venue=venue,
+            inputs=files,
+            interval_ms=max(1, round(interval_s * 1000)),
+            depth=depth,
+            formats=["jsonl", "parquet"] if fmt == "both" else [fmt],
+            data_dir=data_dir,
+            session_id=session_id,
+            pairs=[normalize_pair(p) for p in pairs.split(",") if p.strip()] if pairs else None,
+        )
+        summary = replay(opts)
+    except (ConfigError, NameError_, ReplayError, CaptureFormatError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"replay failed: {exc}") from None
+    click.echo(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

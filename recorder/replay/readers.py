@@ -190,7 +190,8 @@ class CaptureReader:
 
 
 def _symbol_of(frame: bytes) -> str | None:
-    if frame.startswith(_INLINE_SNAPSHOT):
+    """The symbol of a depth diff (a Binance ``depthUpdate``); None for any other frame."""
+    if frame.startswith(_INLINE_SNAPSHOT) or b'"depthUpdate"' not in frame:
         return None
     m = _SYMBOL.search(frame)
     return m.group(1).decode() if m else None

@@ -693,5 +693,19 @@ def _ws_error(code: int, msg: str, rid: Any) -> str:
     return msgspec.json.encode({"error": {"code": code, "msg": msg}, "id": rid}).decode()
 
 
+def replay_routes(app: web.Application, symbols: list[str], venue: type[BinanceVenue] = BinanceVenue) -> None:
+    """For a replayed recording (``recorder/sim/replay.py``): the instrument list ``check_pairs`` reads."""
+
+    async def exchange_info(request: web.Request) -> web.Response:
+        info = {
+            "timezone": "UTC",
+            "serverTime": _now_ms(),
+            "symbols": [{"symbol": s, "status": "TRADING"} for s in symbols],
+        }
+        return web.Response(body=msgspec.json.encode(info), content_type="application/json")
+
+    app.router.add_get(f"{venue.rest_prefix}/exchangeInfo", exchange_info)
+
+
 def create_venue(opts: SimOptions) -> BinanceVenue:
     return BinanceVenue(opts)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
+from recorder.sim import binance
 from recorder.sim.binance import BinanceVenue, _levels
 from recorder.sim.book import Level, WindowDiff
 
@@ -45,6 +48,10 @@ class BinanceFuturesVenue(BinanceVenue):
         body = super()._snapshot_body(last_id, bids, asks)
         # Futures snapshots also carry message and transaction times.
         return {"lastUpdateId": body["lastUpdateId"], "E": 0, "T": 0, "bids": body["bids"], "asks": body["asks"]}
+
+
+def replay_routes(app: web.Application, symbols: list[str]) -> None:
+    binance.replay_routes(app, symbols, BinanceFuturesVenue)
 
 
 def create_venue(opts: SimOptions) -> BinanceFuturesVenue:

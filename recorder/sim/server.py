@@ -44,6 +44,8 @@ class SimOptions:
     max_incoming_per_s: int = 5  # 0 = unlimited
     history_s: float = 900.0  # how long /sim/book can look back
     ban_after_ignored_429s: int = 5  # requests sent while told to back off before a 418 ban; 0 = never
+    replay: str | None = None  # serve this recorded capture instead of a generated market
+    speed: float = 1.0  # replay pace: 1 = as recorded, 10 = ten times faster
 
 
 class Venue(Protocol):
@@ -59,6 +61,10 @@ class Venue(Protocol):
 
 
 def load_venue(opts: SimOptions) -> Venue:
+    if opts.replay is not None:
+        from recorder.sim.replay import ReplayVenue
+
+        return ReplayVenue(opts, opts.replay)
     try:
         module = importlib.import_module(VENUES[opts.venue])
     except KeyError:

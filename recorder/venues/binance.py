@@ -131,6 +131,26 @@ def snapshot_pair(url: str) -> str | None:
         return None
 
 
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The pairs whose depth diffs a recorded socket (connected to ``url``) carries, for replay."""
+    return pairs_in_frames(frames, pair_for)
+
+
+def pairs_in_frames(frames: Iterable[bytes], to_pair: Callable[[str], str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for payload in frames:
+        try:
+            frame = parse_frame(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if isinstance(frame, tuple) and frame[1].e == "depthUpdate" and frame[1].s:
+            try:
+                seen[to_pair(frame[1].s)] = None
+            except ValueError:
+                continue
+    return list(seen)
+
+
 def stream_for(pair: str) -> str:
     return f"{symbol_for(pair).lower()}@depth@100ms"
 
@@ -295,13 +315,14 @@ class BinanceFeed:
             stats.kind("other_event")
             return
         stats.kind("depthUpdate")
+        stats.pair(sync.pair, "updates")
         book_id = sync.book.update_id
         if sync.on_diff(ev, recv_ms) is Outcome.GAP:
             self._gap(sync.pair, f"U={ev.U} u={ev.u} pu={ev.pu} after book id {book_id}")
         if not sync.synced:
             pending = self._pending.pop(sync.pair, None)
             if pending is not None:
-                self.on_snapshot(sync.pair, pending)
+                self._join(sync.pair, pending)
         if not sync.synced:
             self._wanted.add(sync.pair)
 
@@ -325,7 +346,10 @@ class BinanceFeed:
 
     def on_snapshot(self, pair: str, snap: DepthSnapshot) -> Outcome:
         """Join a decoded REST snapshot; SYNCED, GAP or STALE (fetch another)."""
-        self.stats.kind("snapshot")
+        self.stats.kind("rest_snapshot")
+        return self._join(pair, snap)
+
+    def _join(self, pair: str, snap: DepthSnapshot) -> Outcome:
         sync = self.syncs.get(pair)
         if sync is None or sync.synced:
             return Outcome.IGNORED
@@ -689,4 +713,5 @@ def unlisted_pairs(
     return [p for p in pairs if to_symbol(p) not in listed]
 
 
+Feed = BinanceFeed
 CONNECTOR = BinanceConnector

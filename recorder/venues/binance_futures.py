@@ -51,6 +51,10 @@ def snapshot_pair(url: str) -> str | None:
     return pair + PERP_SUFFIX if pair is not None else None
 
 
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    return binance.pairs_in_frames(frames, pair_for)
+
+
 def snapshot_weight(limit: int) -> int:
     if limit <= 50:
         return 2
@@ -89,4 +93,5 @@ def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 1
     return [p for p in pairs if p not in listed_ok]
 
 
+Feed = BinanceFuturesFeed
 CONNECTOR = BinanceFuturesConnector

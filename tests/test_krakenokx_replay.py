@@ -14,9 +14,6 @@ from recorder.venues.okx import OkxFeed
 from tests.checksum_venue_support import RECORDINGS, VenueSim, read_text_capture, venue_config
 from tests.conftest import read_jsonl, run_cli, status
 
-pytest.importorskip("recorder.replay.engine", reason="replay (recorder/replay/engine.py) is not merged yet")
-pytest.importorskip("recorder.sim.replay", reason="simulator replay is not merged yet")
-
 KRAKEN = RECORDINGS / "kraken" / "KRAKEN.ws.50.0"
 OKX = RECORDINGS / "okx" / "OKX.ws.1.0"
 

@@ -193,3 +193,27 @@ def test_a_pair_that_keeps_failing_is_resubscribed_ever_more_slowly() -> None:
     fail_at(80.0)  # calm for over a minute: straight away again
     session.resubscribe_wanted(80.0)
     assert resubscribes() == 5
+
+
+def test_kraken_and_okx_in_one_capture_one_process_each(tmp_path: Path) -> None:
+    """Both venues in one session with --simulate: one simulator and one venue process per venue."""
+    data = tmp_path / "data"
+    cfg = tmp_path / "both.toml"
+    cfg.write_text(
+        f'data_dir = "{data}"\nsimulate = true\nformat = "jsonl"\ninterval = "500ms"\n\n'
+        '[venues.kraken]\npairs = ["BTC-USD", "ETH-USD"]\nsnapshot_limit = 25\n\n'
+        '[venues.okx]\npairs = ["BTC-USDT", "ETH-USDT-PERP"]\nchannel = "books"\n'
+    )
+    res = run_cli("start-capture", "--config", str(cfg), "--duration", "7s", "--session-id", "both")
+    assert res.returncode == 0, res.stderr[-2000:]
+    final = status(data, "both")
+    assert final is not None and final["flushed"] is True
+    pids = {final["venues"][v]["pid"] for v in ("kraken", "okx")}
+    assert len(pids) == 2 and None not in pids
+    stored = read_jsonl(data)
+    by_venue = {(s["exchange"], s["pair"]) for s in stored}
+    assert by_venue == {("kraken", "BTC-USD"), ("kraken", "ETH-USD"), ("okx", "BTC-USDT"), ("okx", "ETH-USDT-PERP")}
+    for venue in ("kraken", "okx"):
+        v = final["venues"][venue]
+        assert v["checksums_ok"] > 0 and v["checksums_failed"] == 0 and v["gaps"] == 0
+        assert v["samples"] == sum(1 for s in stored if s["exchange"] == venue)

@@ -136,23 +136,6 @@ async def test_planned_reconnect_hands_over_without_a_gap(venue: str) -> None:
         await sim.stop()
 
 
-@pytest.mark.parametrize(("venue", "pairs"), [("okx", "BTC-USDT,BTC-USDT-PERP"), ("kraken", "BTC-USD,ETH-BTC")])
-def test_start_capture_simulate_serves_the_venue(venue: str, pairs: str, tmp_path: Path) -> None:
-    """`start-capture --simulate` starts the venue's own simulator: no config, nothing else needed."""
-    data = tmp_path / "data"
-    res = run_cli(
-        "start-capture", "--venue", venue, "--pairs", pairs, "--simulate", "--duration", "6s", "--interval", "0.5",
-        "--data-dir", str(data), "--session-id", "simcap", "--format", "jsonl",
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-2000:]
-    final = status(data, "simcap")
-    assert final is not None and final["flushed"] is True
-    v = final["venues"][venue]
-    assert v["checksums_failed"] == 0 and v["gaps"] == 0 and v["checksums_ok"] > 0
-    stored = read_jsonl(data)
-    assert {s["pair"] for s in stored} == set(pairs.split(",")) and len(stored) == v["samples"]
-
-
 def test_a_pair_that_keeps_failing_is_resubscribed_ever_more_slowly() -> None:
     """Venues cap subscribe requests (OKX: 480 per connection-hour): 1, 2, 4 ... s between retries
     of a pair that fails again right after its resubscribe; a calm minute resets the pace."""

@@ -200,3 +200,31 @@ def test_kraken_and_okx_in_one_capture_one_process_each(tmp_path: Path) -> None:
         v = final["venues"][venue]
         assert v["checksums_ok"] > 0 and v["checksums_failed"] == 0 and v["gaps"] == 0
         assert v["samples"] == sum(1 for s in stored if s["exchange"] == venue)
+
+
+async def test_okx_maintenance_notice_triggers_a_planned_reconnect() -> None:
+    """OKX announces a service upgrade (notice 64008) ~30 s ahead: hand over to a new connection
+    before the old one is cut, with every book served throughout."""
+    pairs = ["BTC-USDT", "ETH-USDT"]
+    sim = Simulator(SimOptions(venue="okx", port=0, seed=8))
+    await sim.start()
+    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"])
+    connector = connector_class("okx")(cfg, pairs, None)
+    task = asyncio.create_task(connector.run())
+    c = connector.counters
+    try:
+        await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
+        async with aiohttp.ClientSession() as http:
+            assert (await _get(http, f"{sim.urls['sim_url']}/sim/fault?kind=notice"))["kind"] == "notice"
+        unserved = 0
+        deadline = time.monotonic() + 30
+        while c.get("planned_reconnects") < 1 and time.monotonic() < deadline:
+            unserved += sum(connector.book(p) is None for p in pairs)
+            await asyncio.sleep(0.01)
+        assert c.get("planned_reconnects") == 1 and c.get("reconnects") == 0 and unserved == 0
+        assert sim.venue.stats()["connections_total"] == 2
+    finally:
+        await connector.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()

@@ -46,6 +46,7 @@ def _text(units: int, decimals: int) -> str:
 class OkxVenue(SubscribedSimVenue):
     name = "okx"
     ws_paths = ("/", "/ws/v5/public")
+    venue_faults = ("notice",)  # /sim/fault?kind=notice: the service-upgrade notice (64008)
 
     def __init__(self, opts: SimOptions) -> None:
         symbols = [s.upper() for s in opts.symbols] if opts.symbols else list(DEFAULT_SYMBOLS)
@@ -129,6 +130,12 @@ class OkxVenue(SubscribedSimVenue):
                     "checksum": self._checksum(feed), "prevSeqId": -1, "seqId": feed.last_id}  # fmt: skip
             conn.send(json_text({"arg": arg, "action": "snapshot", "data": [data]}))
         self._subs.setdefault(key, set()).add(conn)
+
+    def venue_fault(self, kind: str) -> None:
+        notice = {"event": "notice", "code": "64008",
+                  "msg": "The connection will soon be closed for a service upgrade. Please reconnect."}  # fmt: skip
+        for conn in list(self.conns):
+            conn.send(json_text({**notice, "connId": f"{conn.id:08x}"}))
 
     # -- requests --------------------------------------------------------------------------------
 

@@ -138,6 +138,11 @@ class SubscribedSimVenue:
     def idle(self, now: float) -> None:
         """Called every engine cycle (e.g. heartbeats)."""
 
+    venue_faults: tuple[str, ...] = ()  # venue-specific fault kinds, handled by venue_fault()
+
+    def venue_fault(self, kind: str) -> None:
+        """Inject a venue-specific fault (e.g. OKX's maintenance notice)."""
+
     def forget(self, conn: SimConn) -> None:
         """A client disconnected: drop it from the venue's subscription indexes."""
 
@@ -315,6 +320,10 @@ class SubscribedSimVenue:
     async def _sim_fault(self, request: web.Request) -> web.Response:
         q = request.query
         symbol, kind = q.get("symbol", ""), q.get("kind", "corrupt")
+        if kind in self.venue_faults:
+            self.counters["faults_injected"] += 1
+            self.venue_fault(kind)
+            return web.json_response({"kind": kind})
         if kind in CONNECTION_FAULTS:
             self.counters["faults_injected"] += 1
             if kind == "disconnect":
@@ -331,7 +340,7 @@ class SubscribedSimVenue:
         if feed is None:
             return web.json_response({"error": "unknown symbol"}, status=400)
         if kind not in SYMBOL_FAULTS:
-            kinds = ", ".join(SYMBOL_FAULTS + CONNECTION_FAULTS)
+            kinds = ", ".join(SYMBOL_FAULTS + CONNECTION_FAULTS + self.venue_faults)
             return web.json_response({"error": f"kind must be one of {kinds}"}, status=400)
         self.faults.setdefault(feed.spec.symbol, deque()).append(kind)
         return web.json_response({"symbol": symbol, "kind": kind, "queued": True})

@@ -228,3 +228,27 @@ async def test_okx_maintenance_notice_triggers_a_planned_reconnect() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await sim.stop()
+
+
+async def test_a_hung_venue_is_detected_as_a_stall_and_reconnected() -> None:
+    """The socket stays open (WebSocket-level pongs still come) but no data and no answer to the
+    venue's own ping: after stall_timeout_s the connector reconnects and resubscribes."""
+    pairs = ["BTC-USD"]
+    sim = Simulator(SimOptions(venue="kraken", port=0, seed=4))
+    await sim.start()
+    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"], stall_timeout_s=2.0)
+    connector = connector_class("kraken")(cfg, pairs, None)
+    task = asyncio.create_task(connector.run())
+    c = connector.counters
+    try:
+        await _until(lambda: connector.book("BTC-USD") is not None, 30, "book synced")
+        async with aiohttp.ClientSession() as http:
+            await _get(http, f"{sim.urls['sim_url']}/sim/fault?kind=pause&seconds=4&mute=1")
+        await _until(lambda: c.get("stalls") >= 1, 30, "stall detected")
+        await _until(lambda: connector.book("BTC-USD") is not None and c.get("connected") == 1, 30, "book back")
+        assert c.get("reconnects") >= 1 and c.get("checksums_failed") == 0
+    finally:
+        await connector.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()

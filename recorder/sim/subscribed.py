@@ -8,7 +8,8 @@ always join. Fault injection (``/sim/fault?symbol=S&kind=corrupt|drop``) damages
 the wire, never the simulator's own book: ``corrupt`` sends one wrong level in the next update
 (with the checksum of the true book), ``drop`` silently loses the next update.
 ``/sim/fault?kind=disconnect`` closes every client connection; ``kind=pause&seconds=N`` stops all
-market data and heartbeats for N seconds while still answering requests (pings).
+market data and heartbeats for N seconds while still answering requests (pings), or not even
+those with ``&mute=1`` (a hung venue whose TCP connection stays up).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class SubscribedSimVenue:
         self.faults: dict[str, deque[str]] = {}
         self._engine: asyncio.Task[None] | None = None
         self.paused_until = 0.0
+        self.mute = False  # while paused, leave requests (pings) unanswered too
         self._t0 = 0.0
         self._wall0_ms = 0.0
         self.counters: dict[str, int] = dict.fromkeys(
@@ -249,6 +251,8 @@ class SubscribedSimVenue:
             async for msg in ws:
                 if conn.closing:
                     continue
+                if self.mute and asyncio.get_running_loop().time() < self.paused_until:
+                    continue  # a hung venue: the socket is open, nothing answers
                 if msg.type is WSMsgType.TEXT:
                     self.on_text(conn, msg.data)
                 elif msg.type is WSMsgType.BINARY:
@@ -335,7 +339,8 @@ class SubscribedSimVenue:
             except ValueError:
                 return web.json_response({"error": "seconds must be a number"}, status=400)
             self.paused_until = asyncio.get_running_loop().time() + seconds
-            return web.json_response({"kind": kind, "seconds": seconds})
+            self.mute = q.get("mute", "0") == "1"
+            return web.json_response({"kind": kind, "seconds": seconds, "mute": self.mute})
         feed = self.feed_for(symbol)
         if feed is None:
             return web.json_response({"error": "unknown symbol"}, status=400)

@@ -12,13 +12,14 @@ takes it as the recorder stores it.
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from recorder.sim.book import Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.book import DECIMALS, Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
 from recorder.sim.subscribed import SimConn, SubscribedSimVenue, decimals_of, json_text, spec_for
 
 if TYPE_CHECKING:
@@ -34,6 +35,13 @@ DEFAULT_SYMBOLS = (
 _V1_ASSETS = {"BTC": "XBT", "DOGE": "XDG"}
 
 View = tuple[dict[int, int], dict[int, int]]  # (bids, asks): price units -> qty units
+
+
+def _digits(units: int, decimals: int) -> str:
+    """Kraken's checksum form of a fixed-point value printed with ``decimals``: the digits without
+    the point and without leading zeros (0.05000 -> "5000")."""
+    digits = str(units // 10 ** (DECIMALS - decimals))
+    return "" if digits == "0" else digits
 
 
 def _iso_us(ts_us: int) -> str:
@@ -75,16 +83,15 @@ class KrakenVenue(SubscribedSimVenue):
         )  # numbers, not strings: Kraken v2 prints them with the instrument's precision
 
     def _checksum(self, feed: SymbolFeed, view: View) -> int:
+        """Computed from the integers, not from wire text: an independent check of the client's."""
         dec = self.price_dec[feed.spec.symbol]
         bids, asks = view
 
         def part(p: int, q: int) -> str:
-            return fmt_units(p, dec).replace(".", "").lstrip("0") + fmt_units(q, QTY_DECIMALS).replace(".", "").lstrip(
-                "0"
-            )
+            return _digits(p, dec) + _digits(q, QTY_DECIMALS)
 
-        text = "".join(part(p, asks[p]) for p in sorted(asks)[:10])
-        text += "".join(part(p, bids[p]) for p in sorted(bids, reverse=True)[:10])
+        text = "".join(part(p, asks[p]) for p in heapq.nsmallest(10, asks))
+        text += "".join(part(p, bids[p]) for p in heapq.nlargest(10, bids))
         return zlib.crc32(text.encode())
 
     def _message(self, kind: str, feed: SymbolFeed, bids: list[Level], asks: list[Level], crc: int, ts_us: int) -> str:

@@ -120,3 +120,47 @@ def test_live_capture_of_the_okx_recording_through_the_simulator(tmp_path: Path)
     for s in stored:
         tops = states.get((s["pair"], s["update_id"], s["exchange_time_ms"]))
         assert tops is not None and _stored_top(s) in tops, (s["pair"], s["update_id"])
+
+
+@pytest.mark.parametrize(
+    ("venue", "path", "pair", "marker"),
+    [
+        ("kraken", KRAKEN, "XMR-USD", b'"book-1000","XMR/USD"]'),
+        ("okx", OKX, "BTC-USDT", b'"instId":"BTC-USDT"},"action":"update"'),
+    ],
+)
+def test_replay_of_a_corrupted_level_stores_nothing_of_that_book_after_the_fault(
+    tmp_path: Path, venue: str, path: Path, pair: str, marker: bytes
+) -> None:
+    """One level's quantity changed in the middle of the capture (its checksum left as recorded):
+    the replay reports the failure for that pair only, and no snapshot of it after the fault is
+    stored (a recording cannot resubscribe) while the other books are stored to the end."""
+    lines = path.read_bytes().split(b"\n")
+    hits = [i for i, line in enumerate(lines) if marker in line]
+    k = hits[len(hits) // 2]
+    ts, _, frame = lines[k].partition(b": ")
+    fault_ms = float(ts) * 1000
+    if venue == "kraken":
+        msg = json.loads(frame)
+        level = (msg[1].get("a") or msg[1].get("b"))[0]
+    else:
+        msg = json.loads(frame)
+        level = (msg["data"][0]["bids"] or msg["data"][0]["asks"])[0]
+    level[1] = f"{float(level[1]) + 1000:.8f}"  # far outside any real size: the top levels change
+    lines[k] = ts + b": " + json.dumps(msg, separators=(",", ":")).encode()
+    damaged = tmp_path / path.name
+    damaged.write_bytes(b"\n".join(lines))
+    data = tmp_path / "data"
+    res = run_cli(
+        "replay", "--venue", venue, "--input", str(damaged), "--interval", "100ms", "--format", "jsonl",
+        "--data-dir", str(data), "--session-id", "damaged",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout)
+    assert summary["checksums_failed"] == 1 and summary["pairs"][pair]["checksums_failed"] == 1
+    assert all(p == pair or v["checksums_failed"] == 0 for p, v in summary["pairs"].items())
+    assert summary["pairs"][pair]["missed_ticks"] > 0
+    stored = read_jsonl(data)
+    last = max(s["timestamp_ms"] for s in stored)
+    assert max(s["timestamp_ms"] for s in stored if s["pair"] == pair) <= fault_ms
+    assert all(max(s["timestamp_ms"] for s in stored if s["pair"] == p) == last for p in summary["pairs"] if p != pair)

@@ -28,13 +28,14 @@ CONNECTOR_FIELDS = [
     "connected",
     # Checksum venues (Kraken, OKX): verified / failed checksums and per-symbol resubscribes.
     "checksums_ok",
-    "checksums_failed",
+    "checksum_failures",
     "resubscribes",
 ]
 
 
 def pair_fields(pair: str) -> list[str]:
-    return [f"synced:{pair}", f"resyncs:{pair}", f"gaps:{pair}", f"checksums_failed:{pair}"]
+    # (checksum_failures:<pair> is a sampler pair field: its miss log names the cause)
+    return [f"synced:{pair}", f"resyncs:{pair}", f"gaps:{pair}"]
 
 
 class Connector(Protocol):
@@ -111,8 +112,8 @@ class FeedStats:
         else:
             self.checksums_failed += 1
             self.pair(pair, "checksums_failed")
-            self.counters.incr("checksums_failed")
-            self.counters.incr(f"checksums_failed:{pair}")
+            self.counters.incr("checksum_failures")
+            self.counters.incr(f"checksum_failures:{pair}")  # the sampler's miss log names the cause
 
     def as_dict(self) -> dict[str, object]:
         return {

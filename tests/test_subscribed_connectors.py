@@ -239,6 +239,8 @@ async def test_a_hung_venue_is_detected_as_a_stall_and_reconnected() -> None:
     await sim.start()
     cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"], stall_timeout_s=2.0)
     connector = connector_class("kraken")(cfg, pairs, None)
+    # The reconnect may land while the venue still swallows requests: ask again soon.
+    connector.resubscribe_timeout_s = 2.0
     task = asyncio.create_task(connector.run())
     c = connector.counters
     try:
@@ -248,6 +250,28 @@ async def test_a_hung_venue_is_detected_as_a_stall_and_reconnected() -> None:
         await _until(lambda: c.get("stalls") >= 1, 30, "stall detected")
         await _until(lambda: connector.book("BTC-USD") is not None and c.get("connected") == 1, 30, "book back")
         assert c.get("reconnects") >= 1 and c.get("checksum_failures") == 0
+    finally:
+        await connector.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()
+
+
+async def test_a_subscribe_that_brings_no_snapshot_is_sent_again() -> None:
+    """The venue swallows the first subscribe (a hung venue at connect time): without a snapshot
+    within resubscribe_timeout_s the connector asks again instead of waiting forever."""
+    pairs = ["BTC-USDT"]
+    sim = Simulator(SimOptions(venue="okx", port=0, seed=3))
+    await sim.start()
+    async with aiohttp.ClientSession() as http:
+        await _get(http, f"{sim.urls['sim_url']}/sim/fault?kind=pause&seconds=1.5&mute=1")
+    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"], stall_timeout_s=30)
+    connector = connector_class("okx")(cfg, pairs, None)
+    connector.resubscribe_timeout_s = 2.0
+    task = asyncio.create_task(connector.run())
+    try:
+        await _until(lambda: connector.book("BTC-USDT") is not None, 30, "book after the second subscribe")
+        assert connector.counters.get("resubscribes") >= 1 and connector.counters.get("reconnects") == 0
     finally:
         await connector.close()
         task.cancel()

@@ -73,7 +73,8 @@ class _Session:
         self.closed = asyncio.Event()
         self.opened_at = self.last_frame_s = self.last_ping_s = time.monotonic()
         self.close_code: object = None
-        self.pending: dict[str, float] = {}  # pair -> when its resubscribe was sent
+        # pair -> (when its (re)subscribe was sent, its sync count then); cleared by a fresh snapshot.
+        self.pending: dict[str, tuple[float, int]] = {}
         self.last_resubscribe: dict[str, float] = {}
         self.streak: dict[str, int] = {}  # resubscribes of a pair in quick succession
         self.not_before: dict[str, float] = {}  # earliest time of a pair's next resubscribe
@@ -91,9 +92,10 @@ class _Session:
             max_frame_size=MAX_FRAME_BYTES,
             websocket_handshake_timeout=10,
         )
-        self.opened_at = self.last_frame_s = self.last_ping_s = time.monotonic()
+        self.opened_at = self.last_frame_s = self.last_ping_s = now = time.monotonic()
         for msg in c.subscribe_messages(c.pairs):
             self.send(msg)
+        self.pending = {pair: (now, 0) for pair in c.pairs}
 
     def send(self, text: str) -> None:
         if self.transport is not None and not self.transport.is_disconnected:
@@ -120,18 +122,22 @@ class _Session:
         if wanted:
             self.resubscribe_wanted()
 
+    def _syncs(self, pair: str) -> int:
+        return self.feed.stats.per_pair.get(pair, {}).get("resyncs", 0)
+
     def resubscribe_wanted(self, now: float | None = None) -> None:
+        """Resubscribe pairs whose book broke, and pairs whose (re)subscribe brought no snapshot
+        within RESUBSCRIBE_TIMEOUT_S (a request lost or refused by a venue in trouble)."""
         now = time.monotonic() if now is None else now
-        wants = self.feed.wants_snapshot()
-        for pair in list(self.pending):
-            if pair not in wants:
-                del self.pending[pair]  # its fresh snapshot arrived
-        for pair in wants:
-            sent = self.pending.get(pair)
-            if sent is not None:
-                if now - sent >= RESUBSCRIBE_TIMEOUT_S:
-                    self.resubscribe(pair, now)  # no snapshot came: ask again
-            elif now >= self.not_before.get(pair, 0.0):
+        pending = self.pending
+        for pair, (_, syncs) in list(pending.items()):
+            if self._syncs(pair) > syncs:
+                del pending[pair]  # its fresh snapshot arrived
+        for pair, (sent, _) in list(pending.items()):
+            if now - sent >= self.connector.resubscribe_timeout_s:
+                self.resubscribe(pair, now)
+        for pair in self.feed.wants_snapshot():
+            if pair not in pending and now >= self.not_before.get(pair, 0.0):
                 self.resubscribe(pair, now)
 
     def resubscribe(self, pair: str, now: float) -> None:
@@ -148,7 +154,7 @@ class _Session:
             self.send(msg)
         for msg in c.subscribe_messages([pair]):
             self.send(msg)
-        self.pending[pair] = now
+        self.pending[pair] = (now, self._syncs(pair))
 
     def ping_due(self, now: float, after_s: float) -> bool:
         return now - self.last_frame_s >= after_s and now - self.last_ping_s >= after_s
@@ -158,6 +164,7 @@ class SubscribedConnector:
     """Drives a venue Feed over one WebSocket connection at a time (see module docstring)."""
 
     venue = ""
+    resubscribe_timeout_s = RESUBSCRIBE_TIMEOUT_S
     default_ws_url = ""
     default_rest_url = ""
     log = logging.getLogger("recorder.venues")

@@ -16,6 +16,8 @@ VENUES: dict[str, str] = {
     "binance-futures": "recorder.venues.binance_futures",
     "kraken": "recorder.venues.kraken",
     "okx": "recorder.venues.okx",
+    "bybit": "recorder.venues.bybit",
+    "coinbase": "recorder.venues.coinbase",
 }
 
 

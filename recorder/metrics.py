@@ -40,6 +40,15 @@ class SharedCounters:
     def has(self, field: str) -> bool:
         return field in self._index
 
+    def slot(self, field: str) -> int:
+        """The index of ``field`` in :attr:`values`, for hot paths that precompute it."""
+        return self._index[field]
+
+    @property
+    def values(self) -> memoryview:
+        """The slots as float64 (``values[slot(field)] += 1`` is ``incr(field)`` without the name lookup)."""
+        return self._values
+
     def incr(self, field: str, n: float = 1.0) -> None:
         self._values[self._index[field]] += n
 

@@ -80,3 +80,14 @@ def test_non_finite_or_negative_wire_numbers_are_malformed_frames_not_levels() -
     assert feed.stats.malformed == 5
     book = feed.book("BTC-USDT")
     assert book is not None and book.top_tuples(5) == ([(1.0, 1.0)], [(2.0, 1.0)]) and book.update_id == 1
+
+
+def test_latency_bucket_is_the_first_bound_not_below_the_value() -> None:
+    from recorder.metrics import LATENCY_BOUNDS_MS, _bucket
+
+    rng = random.Random(5)
+    values = [0.0, *LATENCY_BOUNDS_MS, *(b * (1 + 1e-12) for b in LATENCY_BOUNDS_MS), 1e12]
+    values += [10 ** rng.uniform(-3, 6) for _ in range(5000)]
+    for v in values:
+        expected = next((i for i, bound in enumerate(LATENCY_BOUNDS_MS) if bound >= v), len(LATENCY_BOUNDS_MS))
+        assert _bucket(v) == expected, v

@@ -115,7 +115,7 @@ class MissLog:
 
     def _cause(self, pair: str, run: _Run) -> str:
         now = self._watch(pair)
-        moved = {k for k, v, before in zip(self._keys[pair], now, run.base) if v > before}
+        moved = {k for k, v, before in zip(self._keys[pair], now, run.base, strict=True) if v > before}
         checks = {
             "restart": "restart" in run.seen,
             "disconnect": bool(moved & {"reconnects", "stalls"}),

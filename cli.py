@@ -38,7 +38,9 @@ def main() -> None:
 @click.option("--duration", help="How long to capture: minutes (10) or 30s, 10m, 2h. Default: until stopped.")
 @click.option("--depth", type=int, help="Levels per side (default 20).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "both"]), help="Output format.")
-@click.option("--storage", type=click.Choice(["local"]), help="Storage backend.")
+@click.option("--storage", type=click.Choice(["local", "s3"]), help="Storage backend (s3: see [storage.s3]).")
+@click.option("--s3-bucket", help="S3 bucket for --storage s3 (overrides [storage.s3] bucket).")
+@click.option("--s3-prefix", help="Key prefix in the bucket (default orderbook_data).")
 @click.option("--data-dir", help="Output directory (default data).")
 @click.option("--session-id", help="Session id (default: venue and pairs, e.g. binance_BTC-USDT_ETH-USDT).")
 @click.option("--simulate", is_flag=True, default=None, help="Capture from the embedded local exchange simulator.")
@@ -52,6 +54,8 @@ def start_capture(
     depth: int | None,
     fmt: str | None,
     storage: str | None,
+    s3_bucket: str | None,
+    s3_prefix: str | None,
     data_dir: str | None,
     session_id: str | None,
     simulate: bool | None,
@@ -71,6 +75,8 @@ def start_capture(
             "depth": depth,
             "format": fmt,
             "storage": storage,
+            "s3_bucket": s3_bucket,
+            "s3_prefix": s3_prefix,
             "data_dir": data_dir,
             "session_id": session_id,
             "simulate": simulate,
@@ -152,9 +158,24 @@ def _render_status(s: dict[str, Any]) -> str:
             f"  bytes {w.get('bytes_written', 0)}  lag {w.get('writer_lag_ms', 0)} ms"
             f"  errors {w.get('write_errors', 0)}  restarts {w.get('restarts', 0)}"
         )
+    s3 = s.get("s3")
+    if s3:
+        lines.append(_render_s3(s3))
     if "flushed" in s:
         lines.append(f"  flushed: {s['flushed']}  ({s.get('stop_reason')})")
     return "\n".join(lines)
+
+
+def _render_s3(s3: dict[str, Any]) -> str:
+    dest = f"s3://{s3['bucket']}/{s3['prefix']}".rstrip("/")
+    line = (
+        f"  s3 {dest}: spool {s3.get('spool_files', 0)} files / {s3.get('spool_bytes', 0)} bytes"
+        f"  lag {s3.get('upload_lag_s', 0)} s  uploaded {s3.get('uploads', 0)}"
+        f"  failures {s3.get('upload_failures', 0)}  retries {s3.get('upload_retries', 0)}"
+    )
+    if s3.get("last_error"):
+        line += f"\n  s3 last error: {s3['last_error']}"
+    return line
 
 
 @main.command("stop-capture")

@@ -23,6 +23,7 @@ from recorder.config import CaptureConfig
 from recorder.metrics import SharedCounters, histogram_quantiles
 from recorder.ring.shm_ring import ShmRing
 from recorder.sampler.misslog import misslog_name
+from recorder.sinks.uploader import UPLOADER_COUNTER_FIELDS, UploaderSpec, run_uploader, s3_status
 from recorder.supervisor.session import SessionDir
 from recorder.supervisor.venue_worker import VenueSpec, run_venue_process, venue_counter_fields
 from recorder.venues import venue_module
@@ -116,6 +117,8 @@ class Supervisor:
         self._writer_counters: SharedCounters | None = None
         self._venues: dict[str, Child] = {}
         self._writer: Child | None = None
+        self._uploader: Child | None = None  # with --storage s3
+        self._uploader_counters: SharedCounters | None = None
         self._started = time.time()
         self._last_status: dict[str, Any] = {}
         self._prev_rates: dict[str, tuple[float, float]] = {}
@@ -130,6 +133,7 @@ class Supervisor:
             if self.cfg.simulate:
                 self._start_simulator()
             self._check_pairs()
+            self._check_s3()
         except BaseException:
             self._stop_simulator()
             self.session.release()
@@ -148,7 +152,7 @@ class Supervisor:
             last_status = 0.0
             while self._stop_reason is None:
                 time.sleep(0.1)
-                for child in [*self._venues.values(), self._writer]:
+                for child in [*self._venues.values(), self._writer, *self._uploaders()]:
                     assert child is not None
                     if not child.poll():
                         log.error("event=crash_loop child=%s restarts=%d", child.name, child.restarts)
@@ -194,7 +198,58 @@ class Supervisor:
             # A writer that died just before the stop still owes us the ring's tail.
             self._writer.start()
         code = self._writer.stop(timeout_s=120)
+        self._stop_uploader()
         return code == 0
+
+    # S3 uploads (recorder/sinks/uploader.py) ---------------------------------------------
+
+    def _uploaders(self) -> list[Child]:
+        return [self._uploader] if self._uploader is not None else []
+
+    def _check_s3(self) -> None:
+        """Bucket reachable and writable, else one clear line (or a warning with start_anyway)."""
+        s3 = self.cfg.s3
+        if self.cfg.storage != "s3" or s3 is None:
+            return
+        from recorder.sinks.s3 import S3Error, S3Store
+
+        try:
+            S3Store(s3, quick=True).check(f"{self.session_id}-{os.getpid()}")
+        except S3Error as exc:
+            if not s3.start_anyway:
+                raise CaptureError(str(exc)) from None
+            log.warning("event=s3_check_failed start_anyway=true detail=files spool locally error=%s", exc)
+
+    def _start_uploader(self) -> None:
+        s3 = self.cfg.s3
+        if self.cfg.storage != "s3" or s3 is None:
+            return
+        self._uploader_counters = SharedCounters.create(UPLOADER_COUNTER_FIELDS)
+        spec = UploaderSpec(
+            session_id=self.session_id,
+            data_dir=self.cfg.data_dir,
+            s3=s3,
+            counters_name=self._uploader_counters.name,
+            log_level=self.log_level,
+        )
+        self._uploader = Child("uploader", run_uploader, (spec,))
+        self._uploader.start()
+
+    def _stop_uploader(self) -> None:
+        """After the writer: the uploader drains what it left (bounded; the rest stays spooled)."""
+        if self._uploader is None or self.cfg.s3 is None:
+            return
+        if not self._uploader.alive:
+            self._uploader.start()
+            # SIGTERM before its handler is installed would kill it without a drain.
+            deadline = time.monotonic() + 30
+            counters = self._uploader_counters
+            while counters is not None and counters.get("pid") != self._uploader.pid and self._uploader.alive:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        s3 = self.cfg.s3
+        self._uploader.stop(timeout_s=s3.drain_timeout_s + 2 * (s3.connect_timeout_s + s3.read_timeout_s) + 10)
 
     # setup -------------------------------------------------------------------------------
 
@@ -248,6 +303,8 @@ class Supervisor:
             counters.close()
         if self._writer_counters is not None:
             self._writer_counters.close()
+        if self._uploader_counters is not None:
+            self._uploader_counters.close()
 
     def _spawn_children(self) -> None:
         cfg = self.cfg
@@ -282,6 +339,7 @@ class Supervisor:
             child = Child(f"venue-{venue}", run_venue_process, (msgspec.msgpack.encode(spec),))
             child.start()
             self._venues[venue] = child
+        self._start_uploader()
 
     # metrics -----------------------------------------------------------------------------
 
@@ -378,7 +436,17 @@ class Supervisor:
             "venues": venues,
             "writer": writer,
             "totals": {k: int(x) for k, x in totals.items()},
+            **self._storage_status(),
         }
+
+    def _storage_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"storage": self.cfg.storage}
+        if self.cfg.storage == "s3" and self.cfg.s3 is not None:
+            s3 = s3_status(self._uploader_counters, self.cfg.s3, self.session.path)
+            if self._uploader is not None:
+                s3.update(alive=self._uploader.alive, restarts=self._uploader.restarts)
+            out["s3"] = s3
+        return out
 
 
 def _check_writable(data_dir: Path) -> None:

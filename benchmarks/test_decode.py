@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from venue_cases import Recording, VenueCase, available_cases, run_cryptofeed
 
 CASES = available_cases()

@@ -122,9 +122,7 @@ def _cf_frames(rec: Recording, records: Iterable[Record]) -> list[tuple[str, Any
 
 
 def cryptofeed_run(rec: Recording, make: Callable[[], Any]) -> CryptofeedRun:
-    return CryptofeedRun(
-        make, _cf_frames(rec, rec.records[: rec.start]), _cf_frames(rec, rec.records[rec.start :])
-    )
+    return CryptofeedRun(make, _cf_frames(rec, rec.records[: rec.start]), _cf_frames(rec, rec.records[rec.start :]))
 
 
 def _noop_callbacks() -> dict[str, Any]:
@@ -263,7 +261,9 @@ CASES = [
         _binance_decoder,
         _binance_cf(futures=True),
     ),
-    VenueCase("bybit", ("bybit/BYBIT.jsonl.zst",), lambda p: b'"topic":"orderbook.' in p[:64], _bybit_decoder, _bybit_cf),
+    VenueCase(
+        "bybit", ("bybit/BYBIT.jsonl.zst",), lambda p: b'"topic":"orderbook.' in p[:64], _bybit_decoder, _bybit_cf
+    ),
     # Every frame: Coinbase's sequence_num runs over all channels of the socket, so the book
     # path must see trades and tickers too (a book frame alone would look like a gap).
     VenueCase("coinbase", ("coinbase/COINBASE.jsonl.zst",), lambda p: True, _coinbase_decoder, _coinbase_cf),

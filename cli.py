@@ -146,6 +146,11 @@ def _render_status(s: dict[str, Any]) -> str:
             f"  reconnects {v['reconnects']}  drops {v['ring_drops']}  restarts {v['restarts']}"
             f"  latency p50/p99/max {lat['p50']}/{lat['p99']}/{lat['max']} ms"
         )
+        if "connections" in v:
+            lines.append(
+                f"    connections {v['connections']}  REST weight used {v['rest_weight_used']}"
+                f"  queued {v['rest_queue']}  http 429 {v['http_429']}  418 {v['http_418']}"
+            )
         for pair, p in v["pairs"].items():
             lines.append(
                 f"    {pair:<14} {'synced' if p['synced'] else 'NOT SYNCED':<10} samples {p['samples']:<8}"
@@ -215,6 +220,9 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     type=float,
     help="Seconds before the server closes a connection (the venue's 24 h limit).",
 )
+@click.option("--instruments", default=0, show_default=True, type=int, help="Extra generated instruments (tail).")
+@click.option("--weight-limit", default=6000, show_default=True, type=int, help="REST weight budget per window.")
+@click.option("--weight-window", default=60.0, show_default=True, type=float, help="REST weight window in seconds.")
 @click.option(
     "--replay",
     "replay_file",
@@ -230,6 +238,9 @@ def simulate(
     seed: int | None,
     ping_interval: float,
     max_connection_age: float,
+    instruments: int,
+    weight_limit: int,
+    weight_window: float,
     replay_file: str | None,
     speed: float,
 ) -> None:
@@ -249,6 +260,9 @@ def simulate(
         seed=seed,
         ping_interval_s=ping_interval,
         max_connection_age_s=max_connection_age,
+        instruments=instruments,
+        weight_limit_per_min=weight_limit,
+        weight_window_s=weight_window,
         replay=replay_file,
         speed=speed,
     )
@@ -267,6 +281,36 @@ def simulate(
         sys.stdout.flush()
 
     run_simulator(opts, on_ready=ready)
+
+
+@main.command("compact")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--older-than", default="1h", show_default=True, help="Only files older than this (30m, 1h, 2d).")
+@click.option("--target-mb", default=128.0, show_default=True, type=float, help="Size of a merged file.")
+@click.option("--row-group-rows", default=128 * 1024, show_default=True, type=int, help="Rows per Parquet row group.")
+def compact_cmd(data_dir: str, older_than: str, target_mb: float, row_group_rows: int) -> None:
+    """Merge each partition's small Parquet files into few large sorted ones, atomically."""
+    from recorder.compaction import CompactionError, compact
+    from recorder.logs import setup_logging
+
+    try:
+        zero = older_than.strip().rstrip("smhd") in ("0", "0.0")  # "everything, now" is allowed here
+        older_than_s = 0.0 if zero else parse_duration(_number_or_text(older_than), default_unit="m")
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if target_mb <= 0 or row_group_rows < 1:
+        raise UserError("--target-mb and --row-group-rows must be positive")
+    setup_logging("compact")
+    try:
+        res = compact(data_dir, older_than_s=older_than_s, target_mb=target_mb, row_group_rows=row_group_rows)
+    except (CompactionError, OSError) as exc:
+        raise UserError(f"compaction failed: {exc}") from None
+    for line in res.recovered:
+        click.echo(f"recovered: {line}")
+    click.echo(
+        f"compacted {res.files_in} files into {res.files_out} in {res.partitions} partition(s): "
+        f"{res.rows} rows, {res.bytes_in} -> {res.bytes_out} bytes"
+    )
 
 
 @main.command("replay")

@@ -16,6 +16,10 @@ Format = Literal["jsonl", "parquet", "both"]
 Storage = Literal["local", "s3"]
 
 
+# ``--pairs all``: every instrument the venue lists (filtered by the venue's quote / types).
+ALL_PAIRS = "all"
+
+
 class ConfigError(ValueError):
     """A configuration problem, reported to the user as one line."""
 
@@ -30,6 +34,14 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Reconnect when nothing (data or ping) arrived for this long.
     stall_timeout_s: float = 30.0
     snapshot_limit: int = 1000
+    # Venue limits (recorder/venues/limits.py) overridden; None = the venue's own numbers.
+    max_streams_per_connection: int | None = None
+    rest_weight_limit: int | None = None
+    rest_window_s: float | None = None
+    rest_safety: float | None = None
+    # Filters for ``pairs = ["all"]`` (every instrument the venue lists): quote assets, types.
+    quote: list[str] = []
+    types: list[str] = []
 
 
 class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -38,6 +50,11 @@ class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rotate_mb: float = 64.0
     # Shared-memory ring per venue process; overflow drops (and counts) rather than blocking.
     ring_mb: float = 64.0
+    # Merge closed Parquet files (older than compact_older_than_s) in the background.
+    compact: bool = False
+    compact_older_than_s: float = 3600.0
+    compact_target_mb: float = 128.0
+    compact_every_s: float = 300.0
 
 
 class S3Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -197,13 +214,22 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
                 raise ConfigError(f"unknown venue {name!r}: known venues are {', '.join(sorted(VENUES))}")
             if not vc.pairs:
                 raise ConfigError(f"venue {name!r} has no pairs")
-            vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
+            if [p.strip().lower() for p in vc.pairs] == [ALL_PAIRS]:
+                vc.pairs = [ALL_PAIRS]  # resolved from the venue's exchange info at start
+            else:
+                vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
+            _check_limits(name, vc)
         check_session_id(cfg.resolved_session_id())
     except NameError_ as exc:
         raise ConfigError(str(exc)) from None
     w = cfg.writer
     if w.rotate_snapshots < 1 or w.rotate_seconds <= 0 or w.rotate_mb <= 0 or w.ring_mb < 1:
         raise ConfigError("invalid [writer] settings: rotation limits and ring_mb must be positive")
+    if w.compact_older_than_s < 0 or w.compact_target_mb <= 0 or w.compact_every_s <= 0:
+        raise ConfigError("invalid [writer] compaction settings: must be positive")
+    if w.compact and cfg.storage != "local":
+        # The uploader ships (and may delete) the small files: merging them too would double rows.
+        raise ConfigError("[writer] compact works with local storage only")
     if cfg.storage == "s3":
         _validate_s3(cfg.s3)
     return cfg
@@ -233,3 +259,12 @@ def _validate_s3(s3: S3Config | None) -> None:
         raise ConfigError(f"invalid S3 upload_concurrency {s3.upload_concurrency}: 1 to 64")
     if min(s3.connect_timeout_s, s3.read_timeout_s, s3.drain_timeout_s) <= 0:
         raise ConfigError("invalid [storage.s3] timeouts: must be positive")
+
+
+def _check_limits(name: str, vc: VenueConfig) -> None:
+    for field in ("max_streams_per_connection", "rest_weight_limit", "rest_window_s"):
+        value = getattr(vc, field)
+        if value is not None and value <= 0:
+            raise ConfigError(f"invalid [venues.{name}] {field} = {value}: must be positive")
+    if vc.rest_safety is not None and not 0 < vc.rest_safety <= 1:
+        raise ConfigError(f"invalid [venues.{name}] rest_safety = {vc.rest_safety}: must be in (0, 1]")

@@ -9,6 +9,7 @@ documented sync procedure ends up with the right book.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import random
@@ -33,6 +34,8 @@ MAX_QUEUED = 50_000  # outgoing messages buffered per connection before it is dr
 DEPTH_LIMIT_MAX = 5000
 PARTIAL_LEVELS = (5, 10, 20)
 BAN_DURATION_S = 120.0
+TAIL_EVENTS_PER_S = 3.0
+TAIL_QUOTES = ("USDT", "USDT", "USDT", "FDUSD", "BTC")
 
 # symbol -> (base, quote, price, tickSize, stepSize, typical resting qty, events/s)
 DEFAULT_SYMBOLS: dict[str, tuple[str, str, str, str, str, str, float]] = {
@@ -177,6 +180,15 @@ class BinanceVenue:
             s: SymbolFeed(make_spec(s), f"{seed}:{s}", self.tick_s, (fast_ticks, slow_ticks), retention)
             for s in dict.fromkeys(symbols)
         }
+        # The generated tail: one diff per tail_update_ms and few events, so thousands stay cheap.
+        tail_tick_s = max(opts.update_interval_ms, opts.tail_update_ms) / 1000.0
+        tail_slow = max(1, round(SLOW_INTERVAL_MS / 1000.0 / tail_tick_s))
+        for sym in tail_symbols(opts.instruments):
+            if sym not in self.feeds:
+                spec = dataclasses.replace(make_spec(sym), events_per_s=TAIL_EVENTS_PER_S)
+                self.feeds[sym] = SymbolFeed(spec, f"{seed}:{sym}", tail_tick_s, (1, tail_slow), min(retention, 120.0))
+                self.feeds[sym].gen.burst_p = 0.01 * tail_tick_s  # a burst every ~100 s, not ~10 s
+        self._drop_next: dict[str, int] = {}  # symbol -> fast diffs to withhold (gap injection)
         self._subs: dict[str, set[_Conn]] = {}
         self._conns: set[_Conn] = set()
         self._budgets: dict[str, _IpBudget] = {}
@@ -187,7 +199,7 @@ class BinanceVenue:
             (
                 "connections_total", "messages_sent", "diffs_published", "rest_requests",
                 "snapshots_served", "http_400", "http_429", "http_418", "closed_rate_limit",
-                "closed_pong_timeout", "closed_max_age", "closed_slow_consumer",
+                "closed_pong_timeout", "closed_max_age", "closed_slow_consumer", "diffs_withheld",
             ),
             0,
         )  # fmt: skip
@@ -206,6 +218,7 @@ class BinanceVenue:
         app.router.add_get(f"{rest}/time", self._rest_time)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
+        app.router.add_post("/sim/gap", self._sim_gap)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -241,12 +254,14 @@ class BinanceVenue:
 
     # -- market engine ------------------------------------------------------------------------------
 
-    def _tick_now(self) -> int:
-        return int((asyncio.get_running_loop().time() - self._t0) / self.tick_s)
+    def _tick_now(self, feed: SymbolFeed | None = None) -> int:
+        tick_s = feed.tick_s if feed is not None else self.tick_s
+        return int((asyncio.get_running_loop().time() - self._t0) / tick_s)
 
     def _advance(self, feed: SymbolFeed, tick: int) -> None:
-        if tick - feed.tick > 3000:  # stalled for > ~30 s (e.g. suspended): jump instead of replaying
-            feed.skip_to(tick - 100)
+        stalled = round(30.0 / feed.tick_s)
+        if tick - feed.tick > stalled:  # stalled for > ~30 s (e.g. suspended): jump instead of replaying
+            feed.skip_to(tick - stalled // 30)
         feed.advance_to(tick, asyncio.get_running_loop().time(), self._on_boundary)
 
     async def _run_engine(self) -> None:
@@ -254,7 +269,12 @@ class BinanceVenue:
         while True:
             tick = self._tick_now()
             for feed in self.feeds.values():
-                self._advance(feed, tick)
+                if feed.tick_s == self.tick_s:
+                    self._advance(feed, tick)
+                else:
+                    ftick = self._tick_now(feed)
+                    if ftick > feed.tick:
+                        self._advance(feed, ftick)
             next_t = self._t0 + (tick // self.fast_ticks + 1) * self.fast_ticks * self.tick_s
             await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
 
@@ -262,8 +282,13 @@ class BinanceVenue:
         """End of a publication window: send the diff (and partial-depth snapshots) to subscribers."""
         sym = feed.spec.symbol
         low = sym.lower()
-        event_ms = int(self._wall0_ms + tick * self.tick_s * 1000.0)
+        event_ms = int(self._wall0_ms + tick * feed.tick_s * 1000.0)
         fast = cadence == 0
+        if diff is not None and fast and self._drop_next.get(sym):
+            # Injected fault: the diff's ids are consumed but never sent, so subscribers see a gap.
+            self._drop_next[sym] -= 1
+            self.counters["diffs_withheld"] += 1
+            diff = None
         if diff is not None:
             if fast:
                 self.counters["diffs_published"] += 1
@@ -493,12 +518,13 @@ class BinanceVenue:
     # -- REST ---------------------------------------------------------------------------------------
 
     def _charge(self, request: web.Request, weight: int) -> tuple[web.Response | None, int]:
-        """Per-IP REQUEST_WEIGHT per wall-clock minute; returns (error response or None, used weight)."""
+        """Per-IP REQUEST_WEIGHT per wall-clock window; returns (error response or None, used weight)."""
         self.counters["rest_requests"] += 1
         now = time.time()
         ip = request.remote or "?"
         b = self._budgets.setdefault(ip, _IpBudget())
-        minute = int(now // 60)
+        window = self.opts.weight_window_s
+        minute = int(now // window)
         if b.minute != minute:
             b.minute, b.used = minute, 0
         if b.banned_until > now:
@@ -510,7 +536,7 @@ class BinanceVenue:
                 return self._banned(b, now), b.used
             return self._too_many(b, now), b.used
         if b.used + weight > self.opts.weight_limit_per_min:
-            b.backoff_until = (minute + 1) * 60.0
+            b.backoff_until = (minute + 1) * window
             return self._too_many(b, now), b.used
         b.ignored = 0
         b.used += weight
@@ -539,7 +565,7 @@ class BinanceVenue:
         return resp
 
     def _with_weight(self, resp: web.Response, used: int) -> web.Response:
-        resp.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+        resp.headers[f"X-MBX-USED-WEIGHT-{_interval_code(self.opts.weight_window_s)}"] = str(used)
         if resp.status == 400:
             self.counters["http_400"] += 1
         return resp
@@ -569,7 +595,7 @@ class BinanceVenue:
             return self._with_weight(_json_error(400, -1121, "Invalid symbol."), used)
         # Catch the generator up to *now*: the snapshot reflects mid-window state, so its lastUpdateId
         # normally lies inside the next diff's [U, u] (the straddle a client must handle).
-        self._advance(feed, self._tick_now())
+        self._advance(feed, self._tick_now(feed))
         bids, asks = feed.book.top(limit)
         self.counters["snapshots_served"] += 1
         body = msgspec.json.encode(self._snapshot_body(feed.last_id, bids, asks))
@@ -604,7 +630,7 @@ class BinanceVenue:
             "timezone": "UTC",
             "serverTime": _now_ms(),
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                {"rateLimitType": "REQUEST_WEIGHT", **_interval_fields(self.opts.weight_window_s),
                  "limit": self.opts.weight_limit_per_min},
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
@@ -644,8 +670,35 @@ class BinanceVenue:
         bids, asks = book.top(limit)
         return web.json_response({"lastUpdateId": update_id, "bids": _levels(bids), "asks": _levels(asks)})
 
+    async def _sim_gap(self, request: web.Request) -> web.Response:
+        """Fault injection: withhold the next ``count`` fast diffs of ``symbol`` (a sequence gap)."""
+        sym = request.query.get("symbol", "").upper()
+        if sym not in self.feeds:
+            return web.json_response({"error": "unknown symbol"}, status=400)
+        count = request.query.get("count", "1")
+        if not count.isdigit():
+            return web.json_response({"error": "count must be an integer"}, status=400)
+        self._drop_next[sym] = self._drop_next.get(sym, 0) + int(count)
+        return web.json_response({"symbol": sym, "pending": self._drop_next[sym]})
+
     async def _sim_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+
+def tail_symbols(n: int) -> list[str]:
+    """``n`` generated symbols (``T0000USDT``, ``T0001BTC``...), mostly USDT-quoted like the real venue."""
+    return [f"T{i:04d}{TAIL_QUOTES[i % len(TAIL_QUOTES)]}" for i in range(n)]
+
+
+def _interval_code(window_s: float) -> str:
+    """Window -> the header suffix Binance uses: 60 -> ``1M``, 10 -> ``10S``."""
+    w = round(window_s)
+    return f"{w // 60}M" if w % 60 == 0 else f"{w}S"
+
+
+def _interval_fields(window_s: float) -> dict[str, Any]:
+    w = round(window_s)
+    return {"interval": "MINUTE", "intervalNum": w // 60} if w % 60 == 0 else {"interval": "SECOND", "intervalNum": w}
 
 
 def _symbol_info(spec: InstrumentSpec) -> dict[str, Any]:

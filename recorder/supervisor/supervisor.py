@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from recorder.config import CaptureConfig
+from recorder.config import ALL_PAIRS, CaptureConfig, VenueConfig
 from recorder.metrics import SharedCounters, histogram_quantiles
 from recorder.ring.shm_ring import ShmRing
 from recorder.sampler.misslog import misslog_name
@@ -282,12 +282,46 @@ class Supervisor:
 
     def _check_pairs(self) -> None:
         for venue, vc in self.cfg.venues.items():
+            if vc.pairs == [ALL_PAIRS]:
+                self._resolve_all_pairs(venue, vc)
+                self._check_connection_limits(venue, vc)
+                continue
+            self._check_connection_limits(venue, vc)
             try:
                 unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
             except OSError as exc:
                 raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
             if unknown:
                 raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
+
+    def _check_connection_limits(self, venue: str, vc: VenueConfig) -> None:
+        """Pairs that would need more connections than the venue allows per IP: fail now, not in a
+        crash-looping venue process."""
+        declared = getattr(venue_module(venue).CONNECTOR, "declared_limits", None)
+        if declared is None:
+            return
+        limits = declared()
+        per_conn = vc.max_streams_per_connection or limits.streams_per_connection
+        needed = -(-len(vc.pairs) // per_conn)
+        if needed > limits.connections_per_ip:
+            raise CaptureError(
+                f"{len(vc.pairs)} {venue} pairs need {needed} connections at {per_conn} streams each;"
+                f" the venue allows {limits.connections_per_ip} per IP"
+            )
+
+    def _resolve_all_pairs(self, venue: str, vc: VenueConfig) -> None:
+        """``--pairs all``: every listed instrument passing the config's quote / type filters."""
+        module = venue_module(venue)
+        if not hasattr(module, "list_pairs"):
+            raise CaptureError(f"--pairs all is not supported for {venue} yet")
+        try:
+            pairs = module.list_pairs(vc.rest_url, vc.quote, vc.types)
+        except OSError as exc:
+            raise CaptureError(f"cannot reach {venue} REST API to list its instruments: {exc}") from None
+        if not pairs:
+            raise CaptureError(f"no {venue} instrument matches quote={vc.quote or 'any'} types={vc.types or 'any'}")
+        log.info("event=pairs_resolved venue=%s pairs=%d", venue, len(pairs))
+        vc.pairs = pairs
 
     def _create_shared_memory(self) -> None:
         ring_bytes = int(self.cfg.writer.ring_mb * 1024 * 1024)
@@ -320,6 +354,9 @@ class Supervisor:
             rotate_bytes=int(w.rotate_mb * 1024 * 1024),
             rings={venue: ring.name for venue, ring in self._rings.items()},
             counters_name=self._writer_counters.name,
+            compact_older_than_s=w.compact_older_than_s if w.compact else None,
+            compact_target_mb=w.compact_target_mb,
+            compact_every_s=w.compact_every_s,
         )
         self._writer = Child("writer", run_writer, (wspec,))
         self._writer.start()
@@ -390,6 +427,10 @@ class Supervisor:
                 "stalls": int(v["stalls"]),
                 "snapshots_fetched": int(v["snapshots_fetched"]),
                 "http_429": int(v["http_429"]),
+                "http_418": int(v["http_418"]),
+                "connections": int(v["connections"]),
+                "rest_weight_used": int(v["rest_weight_used"]),
+                "rest_queue": int(v["rest_queue"]),
                 "ticks": int(v["ticks"]),
                 "samples": int(v["samples"]),
                 "missed_ticks": int(v["missed_ticks"]),

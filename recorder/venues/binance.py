@@ -14,9 +14,11 @@ Layers: wire structs and ``parse_frame``; ``BookSync`` (one book's sync rules); 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,6 +38,9 @@ from recorder.venues.base import (
     WeightLimiter,
     venue_config_default,
 )
+from recorder.venues.limits import BINANCE as LIMITS
+from recorder.venues.limits import LIMITS as VENUE_LIMITS
+from recorder.venues.limits import VenueLimits, interval_seconds
 
 VENUE = "binance"
 WS_URL = "wss://stream.binance.com:9443"
@@ -43,6 +48,8 @@ REST_URL = "https://api.binance.com"
 REST_WEIGHT_PER_MIN = 6000
 MAX_STREAMS_PER_CONNECTION = 1024
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+# Longest stream list put in the connection URL; the rest are subscribed by message.
+URL_STREAMS_CHARS = 2000
 # A book that has buffered this many diffs without a usable snapshot starts over.
 MAX_BUFFERED_DIFFS = 10_000
 
@@ -178,13 +185,7 @@ def stream_for(pair: str) -> str:
 
 
 def snapshot_weight(limit: int) -> int:
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 25
-    if limit <= 1000:
-        return 50
-    return 250
+    return LIMITS.snapshot_weight(limit)
 
 
 # --- the sync rules, free of I/O so they can be tested on crafted sequences ----------------
@@ -494,15 +495,25 @@ class _Connection:
         self.close_code: object = None
         self._fetching: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._request_id = 0
+        self.max_age_s = connector.cfg.max_connection_age_s
 
     @property
     def shutdown_announced(self) -> bool:
         return self.feed.shutdown_announced
 
     async def open(self) -> None:
-        streams = "/".join(self.feed.stream_for(p) for p in self.feed.syncs)
-        url = f"{self.connector.ws_url}/stream?streams={streams}"
-        stall = self.connector.cfg.stall_timeout_s
+        c = self.connector
+        # A handful of streams ride in the URL; the rest are SUBSCRIBEd in paced batches (a URL
+        # with 1024 streams is ~25 kB, more than many HTTP front ends accept).
+        streams = [self.feed.stream_for(p) for p in self.feed.syncs]
+        in_url: list[str] = []
+        length = 0
+        while streams and length + len(streams[0]) < URL_STREAMS_CHARS:
+            length += len(streams[0]) + 1
+            in_url.append(streams.pop(0))
+        url = f"{c.ws_url}/stream?streams={'/'.join(in_url)}" if in_url else f"{c.ws_url}/stream"
+        stall = c.cfg.stall_timeout_s
         self.transport, _ = await ws_connect(
             lambda: _Listener(self),
             url,
@@ -514,6 +525,16 @@ class _Connection:
             websocket_handshake_timeout=10,
         )
         self.opened_at = self.last_frame_s = time.monotonic()
+        per_msg = c.limits.subscriptions_per_message
+        # Pongs and our own pings count against the venue's message rate too: keep half of it free.
+        pause = 2.0 / max(0.5, c.limits.messages_per_s)
+        for i in range(0, len(streams), per_msg):
+            if self.closed.is_set() or self.transport.is_disconnected:
+                return
+            await asyncio.sleep(pause)
+            self._request_id += 1
+            msg = {"method": "SUBSCRIBE", "params": streams[i : i + per_msg], "id": self._request_id}
+            self.transport.send(WSMsgType.TEXT, msgspec.json.encode(msg))
 
     def all_synced(self) -> bool:
         return self.feed.all_synced()
@@ -566,7 +587,38 @@ class _Connection:
             self._fetching.discard(pair)
 
 
-# --- the connector: connections over time, planned reconnects, REST snapshots -------------
+# --- the connector: pairs spread over connections, planned reconnects, REST snapshots ------
+
+
+def spread_pairs(pairs: list[str], per_connection: int) -> list[list[str]]:
+    """As few connections as the stream limit allows, with the pairs dealt evenly over them."""
+    n = max(1, -(-len(pairs) // max(1, per_connection)))
+    return [pairs[i::n] for i in range(n)]
+
+
+def effective_limits(cfg: VenueConfig, base: VenueLimits = LIMITS) -> VenueLimits:
+    """The venue's declared limits with the config's overrides applied."""
+    return dataclasses.replace(
+        base,
+        streams_per_connection=cfg.max_streams_per_connection or base.streams_per_connection,
+        rest_weight_limit=cfg.rest_weight_limit or base.rest_weight_limit,
+        rest_window_s=cfg.rest_window_s or base.rest_window_s,
+        rest_safety=cfg.rest_safety or base.rest_safety,
+    )
+
+
+class _Slot:
+    """One share of the pairs: its live connection and, during a planned reconnect, the successor."""
+
+    def __init__(self, index: int, pairs: list[str], first_age_s: float) -> None:
+        self.index = index
+        self.pairs = pairs
+        self.first_age_s = first_age_s
+        self.active: _Connection | None = None
+        self.successor: _Connection | None = None
+
+    def connections(self) -> tuple[_Connection | None, _Connection | None]:
+        return self.active, self.successor
 
 
 class BinanceConnector:
@@ -588,24 +640,46 @@ class BinanceConnector:
         shared: SharedCounters | None = None,
         weight_per_min: int | None = None,
     ) -> None:
-        if len(pairs) > self.max_streams:
-            raise ValueError(f"at most {self.max_streams} pairs per {self.venue} connection")
         self.cfg = cfg
         self.pairs = list(pairs)
+        self.limits = effective_limits(cfg, self.declared_limits(weight_per_min))
+        groups = spread_pairs(self.pairs, self.limits.streams_per_connection)
+        if len(groups) > self.limits.connections_per_ip:
+            raise ValueError(
+                f"{len(self.pairs)} pairs need {len(groups)} Binance connections, "
+                f"more than the {self.limits.connections_per_ip} allowed per IP"
+            )
+        age = cfg.max_connection_age_s
+        # Staggered planned reconnects: connection i first lives (1 - i/2n) of the maximum age, so
+        # the n hand-overs (and their snapshot bursts) are spread over half a lifetime; each later
+        # connection lives the full age from its own start, which keeps the spacing.
+        self.slots = [_Slot(i, g, age * (1.0 - 0.5 * i / len(groups))) for i, g in enumerate(groups)]
+        self._slot_of = {p: slot for slot in self.slots for p in slot.pairs}
         self.ws_url = venue_config_default(cfg, "ws_url", self.default_ws_url)
         self.rest_url = venue_config_default(cfg, "rest_url", self.default_rest_url)
         self.counters = Counters(shared)
-        self.limiter = WeightLimiter(weight_per_min or self.rest_weight_per_min)
+        lim = self.limits
+        self.limiter = WeightLimiter(lim.rest_weight_limit, lim.rest_window_s, lim.rest_safety, lim.used_weight_header)
+        self._attempts: deque[float] = deque()
         self._throttle = LogThrottle(log)
-        self._active: _Connection | None = None
-        self._successor: _Connection | None = None
         self._closing = False
         self._http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def declared_limits(cls, weight_per_min: int | None = None) -> VenueLimits:
+        """``limits.py``'s entry for the venue (a subclass without one: spot's, with its attributes)."""
+        base = VENUE_LIMITS.get(cls.venue) or dataclasses.replace(
+            LIMITS, rest_weight_limit=cls.rest_weight_per_min, streams_per_connection=cls.max_streams
+        )
+        return dataclasses.replace(base, rest_weight_limit=weight_per_min) if weight_per_min else base
 
     # interface used by the venue process ------------------------------------------------
 
     def book(self, pair: str) -> L2Book | None:
-        for conn in (self._active, self._successor):
+        slot = self._slot_of.get(pair)
+        if slot is None:
+            return None
+        for conn in slot.connections():
             if conn is not None and not conn.closed.is_set():
                 book = conn.feed.book(pair)
                 if book is not None:
@@ -614,61 +688,102 @@ class BinanceConnector:
 
     def request_resync(self, pair: str, reason: str) -> None:
         log.warning("event=resync_requested venue=%s pair=%s reason=%s", self.venue, pair, reason)
-        if self._active is not None:
-            self._active.request_resync(pair)
+        slot = self._slot_of.get(pair)
+        if slot is None:
+            return
+        for conn in slot.connections():
+            if conn is not None:
+                conn.request_resync(pair)
 
     async def close(self) -> None:
         self._closing = True
-        for conn in (self._active, self._successor):
-            if conn is not None:
-                conn.close()
+        for slot in self.slots:
+            for conn in slot.connections():
+                if conn is not None:
+                    conn.close()
         if self._http is not None:
             await self._http.close()
 
     async def run(self) -> None:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-        backoff = Backoff()
-        conn: _Connection | None = None
-        while not self._closing:
-            if conn is None:
-                conn = await self._connect(backoff)
-                if conn is None:
-                    return
-            self._active = conn
-            planned = await self._serve(conn)
-            if self._closing:
-                return
-            if not planned:
-                self.counters.incr("reconnects")
-                log.warning("event=disconnected venue=%s code=%s", self.venue, conn.close_code)
-                conn.close()
-                conn = None
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            conn = await self._hand_over(conn, backoff)
+        self.counters.set("connections", 0)
+        tasks = [asyncio.create_task(self._run_slot(slot), name=f"binance-conn-{slot.index}") for slot in self.slots]
+        if not (self.cfg.rest_weight_limit or self.cfg.rest_window_s):
+            tasks.append(asyncio.create_task(self._adopt_published_limits(), name="binance-limits"))
+        tasks.append(asyncio.create_task(self._report(), name="binance-report"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # internals ---------------------------------------------------------------------------
 
-    async def _connect(self, backoff: Backoff) -> _Connection | None:
+    async def _run_slot(self, slot: _Slot) -> None:
+        backoff = Backoff()
+        conn: _Connection | None = None
+        max_age = slot.first_age_s
         while not self._closing:
-            conn = _Connection(self, self.pairs)
+            if conn is None:
+                conn = await self._connect(slot, backoff, max_age)
+                if conn is None:
+                    return
+            slot.active = conn
+            planned = await self._serve(conn)
+            if self._closing:
+                return
+            max_age = self.cfg.max_connection_age_s
+            if not planned:
+                self.counters.incr("reconnects")
+                log.warning("event=disconnected venue=%s conn=%d code=%s", self.venue, slot.index, conn.close_code)
+                conn.close()
+                slot.active = conn = None
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            conn = await self._hand_over(slot, conn, backoff, max_age)
+
+    async def _connect(self, slot: _Slot, backoff: Backoff, max_age_s: float) -> _Connection | None:
+        while not self._closing:
+            await self._connection_attempt_slot()
+            conn = _Connection(self, slot.pairs)
+            conn.max_age_s = max_age_s
             try:
                 await conn.open()
             except Exception as exc:  # any connect failure is retried: never give up
                 self._throttle.warning("connect", "event=connect_failed venue=%s error=%r", self.venue, exc)
                 self.counters.incr("reconnects")
+                conn.close()
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.success()
-            log.info("event=connected venue=%s pairs=%d", self.venue, len(self.pairs))
+            log.info("event=connected venue=%s conn=%d pairs=%d", self.venue, slot.index, len(slot.pairs))
             return conn
         return None
 
+    async def _connection_attempt_slot(self) -> None:
+        """Stay under the venue's connection attempts per 5 minutes (per IP)."""
+        limit = self.limits.connection_attempts_per_5min
+        while True:
+            now = time.monotonic()
+            while self._attempts and now - self._attempts[0] >= 300.0:
+                self._attempts.popleft()
+            if len(self._attempts) < limit:
+                self._attempts.append(now)
+                return
+            await asyncio.sleep(300.0 - (now - self._attempts[0]))
+
+    def _update_connected(self) -> None:
+        live = [c for s in self.slots for c in s.connections() if c is not None and not c.closed.is_set()]
+        self.counters.set("connections", len(live))
+        up = all(s.active is not None and not s.active.closed.is_set() for s in self.slots)
+        self.counters.set("connected", 1 if up else 0)
+
     async def _serve(self, conn: _Connection) -> bool:
         """Watch a live connection. True: time for a planned reconnect; False: it died."""
-        self.counters.set("connected", 1)
         try:
             while not conn.closed.is_set():
+                self._update_connected()
                 try:
                     await asyncio.wait_for(conn.closed.wait(), timeout=0.5)
                 except TimeoutError:
@@ -681,66 +796,191 @@ class BinanceConnector:
                     log.warning("event=stall venue=%s silent_s=%.1f", self.venue, now - conn.last_frame_s)
                     conn.close()
                     return False
-                if conn.shutdown_announced or now - conn.opened_at >= self.cfg.max_connection_age_s:
+                if conn.shutdown_announced or now - conn.opened_at >= conn.max_age_s:
                     return True
             return False
         finally:
-            self.counters.set("connected", 0)
+            self._update_connected()
 
-    async def _hand_over(self, old: _Connection, backoff: Backoff) -> _Connection | None:
+    def _sync_budget_s(self, pairs: int) -> float:
+        """How long syncing ``pairs`` books may take within the REST budget (plus slack)."""
+        lim = self.limits
+        weight = pairs * self.snapshot_weight(self.cfg.snapshot_limit)
+        per_s = max(1.0, lim.rest_weight_limit * lim.rest_safety / lim.rest_window_s)
+        return 120.0 + 2.0 * weight / per_s
+
+    async def _hand_over(self, slot: _Slot, old: _Connection, backoff: Backoff, max_age: float) -> _Connection | None:
         """Planned reconnect: sync a new connection while the old one keeps sampling."""
-        log.info("event=planned_reconnect venue=%s age_s=%.0f", self.venue, time.monotonic() - old.opened_at)
-        new = await self._connect(backoff)
+        age = time.monotonic() - old.opened_at
+        log.info("event=planned_reconnect venue=%s conn=%d age_s=%.0f", self.venue, slot.index, age)
+        new = await self._connect(slot, backoff, max_age)
         if new is None:
             old.close()
             return None
-        self._successor = new
-        deadline = time.monotonic() + 120.0
+        slot.successor = new
+        deadline = time.monotonic() + self._sync_budget_s(len(slot.pairs))
         while not new.all_synced() and not new.closed.is_set() and time.monotonic() < deadline:
             if old.closed.is_set() and not new.feed.any_synced():
                 # The old feed is already gone; waiting gains nothing.
                 break
             await asyncio.sleep(0.05)
-        self._active, self._successor = new, None
+        slot.active, slot.successor = new, None
         old.close()
         self.counters.incr("planned_reconnects")
         return new
 
+    async def _report(self) -> None:
+        while not self._closing:
+            self.counters.set("rest_weight_used", self.limiter.used())
+            self.counters.set("rest_queue", self.limiter.waiting)
+            await asyncio.sleep(0.5)
+
+    async def _adopt_published_limits(self) -> None:
+        """Binance publishes its live REQUEST_WEIGHT limit in exchangeInfo: prefer it to our table."""
+        info_path = self.depth_path.rsplit("/", 1)[0] + "/exchangeInfo"
+        body = await self._rest_get(info_path, {}, weight=20, key="exchangeInfo")
+        if body is None:
+            return
+        try:
+            info = _limits_info.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        for rl in info.rateLimits:
+            if rl.rateLimitType == "REQUEST_WEIGHT" and rl.limit > 0:
+                window = interval_seconds(rl.intervalNum, rl.interval)
+                self.limiter.configure(rl.limit, window, self.limits.rest_safety)
+                self.limits = dataclasses.replace(self.limits, rest_weight_limit=rl.limit, rest_window_s=window)
+                log.info("event=rest_limits venue=%s weight=%d window_s=%.0f", self.venue, rl.limit, window)
+                return
+
+    async def _rest_get(
+        self, path: str, params: dict[str, str], weight: int, key: str, background: bool = False
+    ) -> bytes | None:
+        """One REST GET within the weight budget; None (counted and logged) on any failure."""
+        await self.limiter.acquire(weight, key, background)
+        assert self._http is not None
+        status: int | None = None
+        headers: Any = None
+        try:
+            async with self._http.get(f"{self.rest_url}{path}", params=params) as resp:
+                status, headers = resp.status, resp.headers
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.counters.incr("rest_errors")
+            msg = "event=rest_failed venue=%s path=%s key=%s error=%r"
+            self._throttle.warning("rest", msg, self.venue, path, key, exc)
+            return None
+        finally:
+            self.limiter.done(weight, status, headers)
+        if status in (429, 418):
+            self.counters.incr("http_429" if status == 429 else "http_418")
+            log.warning(
+                "event=rate_limited venue=%s status=%d retry_after_s=%s",
+                self.venue,
+                status,
+                headers.get("Retry-After") if headers is not None else None,
+            )
+            return None
+        if status != 200:
+            self.counters.incr("rest_errors")
+            msg = "event=rest_failed venue=%s path=%s key=%s status=%s body=%s"
+            self._throttle.warning("rest", msg, self.venue, path, key, status, body[:200])
+            return None
+        return body
+
     async def fetch_snapshot(self, pair: str) -> DepthSnapshot | None:
         limit = self.cfg.snapshot_limit
-        await self.limiter.acquire(self.snapshot_weight(limit))
-        assert self._http is not None
-        url = f"{self.rest_url}{self.depth_path}"
+        params = {"symbol": self.feed_class.symbol_for(pair), "limit": str(limit)}
+        # A pair another connection still samples (a planned reconnect warming up) can wait
+        # behind pairs that are missing ticks right now.
+        background = self.book(pair) is not None
+        body = await self._rest_get(self.depth_path, params, self.snapshot_weight(limit), pair, background)
+        if body is None:
+            return None
         try:
-            params = {"symbol": self.feed_class.symbol_for(pair), "limit": str(limit)}
-            async with self._http.get(url, params=params) as resp:
-                body = await resp.read()
-                if resp.status in (429, 418):
-                    retry = float(resp.headers.get("Retry-After", "60"))
-                    self.limiter.pause(retry)
-                    self.counters.incr("http_429")
-                    log.warning(
-                        "event=rate_limited venue=%s status=%d retry_after_s=%s", self.venue, resp.status, retry
-                    )
-                    return None
-                if resp.status != 200:
-                    self.counters.incr("rest_errors")
-                    self._throttle.warning(
-                        "rest",
-                        "event=snapshot_failed venue=%s pair=%s status=%d body=%s",
-                        self.venue,
-                        pair,
-                        resp.status,
-                        body[:200],
-                    )
-                    return None
             snap = _snapshot.decode(body)
-        except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.counters.incr("rest_errors")
             self._throttle.warning("rest", "event=snapshot_failed venue=%s pair=%s error=%r", self.venue, pair, exc)
             return None
         self.counters.incr("snapshots_fetched")
         return snap
+
+
+# --- exchange info: the pair universe and the published limits ----------------------------
+
+
+class _RateLimit(msgspec.Struct):
+    rateLimitType: str
+    interval: str
+    intervalNum: int
+    limit: int
+
+
+class _LimitsInfo(msgspec.Struct):
+    rateLimits: list[_RateLimit] = []
+
+
+class SymbolInfo(msgspec.Struct):
+    symbol: str
+    status: str = "TRADING"
+    baseAsset: str = ""
+    quoteAsset: str = ""
+    isSpotTradingAllowed: bool = True
+    isMarginTradingAllowed: bool = False
+
+
+class ExchangeInfo(msgspec.Struct):
+    symbols: list[SymbolInfo] = []
+    rateLimits: list[_RateLimit] = []
+
+
+_limits_info = msgspec.json.Decoder(_LimitsInfo)
+_exchange_info = msgspec.json.Decoder(ExchangeInfo)
+
+
+def fetch_exchange_info(rest_url: str | None, timeout_s: float = 10.0) -> ExchangeInfo:
+    """``GET /api/v3/exchangeInfo`` (blocking; the CLI/supervisor use it before anything starts)."""
+    import urllib.request
+
+    base = (rest_url or REST_URL).rstrip("/")
+    with urllib.request.urlopen(f"{base}/api/v3/exchangeInfo", timeout=timeout_s) as resp:
+        return _exchange_info.decode(resp.read())
+
+
+def instrument_types(s: SymbolInfo) -> set[str]:
+    types = set()
+    if s.isSpotTradingAllowed:
+        types.add("spot")
+    if s.isMarginTradingAllowed:
+        types.add("margin")
+    return types
+
+
+def list_pairs(
+    rest_url: str | None,
+    quotes: Iterable[str] = (),
+    types: Iterable[str] = (),
+    timeout_s: float = 10.0,
+) -> list[str]:
+    """Every trading instrument (``--pairs all``) whose quote asset / type pass the filters."""
+    from recorder.names import NameError_, normalize_pair
+
+    want_quotes = {q.upper() for q in quotes}
+    want_types = {t.lower() for t in types}
+    out: list[str] = []
+    for s in fetch_exchange_info(rest_url, timeout_s).symbols:
+        if s.status != "TRADING" or not s.baseAsset or s.baseAsset + s.quoteAsset != s.symbol:
+            continue
+        if want_quotes and s.quoteAsset.upper() not in want_quotes:
+            continue
+        if want_types and not (instrument_types(s) & want_types):
+            continue
+        try:
+            out.append(normalize_pair(f"{s.baseAsset}-{s.quoteAsset}"))
+        except NameError_:
+            log.warning("event=pair_skipped venue=%s symbol=%s reason=unusable name", VENUE, s.symbol)
+    return out
 
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:

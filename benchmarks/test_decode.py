@@ -84,7 +84,7 @@ def test_cryptofeed_book_path(benchmark, recording: Recording) -> None:
     _group(benchmark, recording)
     pytest.importorskip("cryptofeed")
     if recording.case.cryptofeed is None:
-        pytest.skip(f"cryptofeed has no {recording.case.venue} feed")
+        pytest.skip(f"no cryptofeed adapter for {recording.case.venue} in benchmarks/venue_cases.py yet")
     cf = recording.case.cryptofeed(recording)
     loop = asyncio.new_event_loop()
 

@@ -24,6 +24,8 @@ from aiohttp import web
 VENUES: dict[str, str] = {
     "binance": "recorder.sim.binance",
     "binance-futures": "recorder.sim.binance_futures",
+    "kraken": "recorder.sim.kraken",
+    "okx": "recorder.sim.okx",
     "bybit": "recorder.sim.bybit",
     "coinbase": "recorder.sim.coinbase",
 }

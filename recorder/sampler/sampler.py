@@ -43,9 +43,10 @@ def sampler_pair_fields(pair: str) -> list[str]:
 
 
 class Ring(Protocol):
-    def push_many(self, payloads: list[bytes]) -> int:
-        """Push in order; returns n: the first n were stored, the rest dropped."""
-        ...
+    """``ShmRing``. A ring with ``push_many(payloads) -> n`` (the first n stored, the rest
+    dropped) gets a whole tick in one call; one with only ``push`` gets them one by one."""
+
+    def push(self, payload: bytes) -> bool: ...
 
 
 class Sampler:
@@ -72,6 +73,7 @@ class Sampler:
         self._pair_slots = [
             (pair, counters.slot(f"samples:{pair}"), counters.slot(f"ever_synced:{pair}")) for pair in self.pairs
         ]
+        self._push_many = getattr(ring, "push_many", None) or self._push_each
         self._lat = LatencyHistogram(counters, "lat")
         self._jit = LatencyHistogram(counters, "jit")
 
@@ -153,7 +155,7 @@ class Sampler:
             sampled.append((pair, samples_slot))
         if not payloads:
             return
-        pushed = self.ring.push_many(payloads)
+        pushed = self._push_many(payloads)
         values[slot["samples"]] += pushed
         hit = self.misslog.hit
         for pair, samples_slot in sampled[:pushed]:
@@ -163,6 +165,12 @@ class Sampler:
             values[slot["ring_drops"]] += len(sampled) - pushed
             for pair, _ in sampled[pushed:]:
                 self.misslog.miss(pair, tick_ms, 1, "drop")
+
+    def _push_each(self, payloads: list[bytes]) -> int:
+        for i, payload in enumerate(payloads):
+            if not self.ring.push(payload):
+                return i  # as push_many: nothing after a drop, so a tick has no holes
+        return len(payloads)
 
     def _miss(self, pair: str, first_ms: int, cause: str, n: int = 1) -> None:
         c = self.counters

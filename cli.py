@@ -194,6 +194,11 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     type=float,
     help="Seconds before the server closes a connection (the venue's 24 h limit).",
 )
+@click.option(
+    "--faults",
+    "faults_spec",
+    help="Fault schedule: a .json/.toml file or e.g. 'drop@5,stall@10+4,gap@15:BTCUSDT,close@20#4000'.",
+)
 def simulate(
     venue: str,
     host: str,
@@ -202,14 +207,20 @@ def simulate(
     seed: int | None,
     ping_interval: float,
     max_connection_age: float,
+    faults_spec: str | None,
 ) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
+    from recorder.sim.faults import FaultError, parse_faults
     from recorder.sim.server import VENUES as SIM_VENUES
     from recorder.sim.server import SimOptions, run_simulator
 
     if venue not in SIM_VENUES:
         raise UserError(f"the simulator does not serve venue {venue!r} yet (known: {', '.join(SIM_VENUES)})")
+    try:
+        faults = parse_faults(faults_spec) if faults_spec else None
+    except FaultError as exc:
+        raise UserError(str(exc)) from None
     setup_logging("simulator")
     opts = SimOptions(
         venue=venue,
@@ -219,6 +230,7 @@ def simulate(
         seed=seed,
         ping_interval_s=ping_interval,
         max_connection_age_s=max_connection_age,
+        faults=faults,
     )
 
     def ready(urls: dict[str, str]) -> None:

@@ -22,6 +22,7 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
+from recorder.sim.faults import ConnFaults, FaultInjector
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
@@ -120,6 +121,7 @@ class _Conn:
         self.closing = False
         self.incoming: deque[float] = deque()
         self.pings: dict[bytes, float] = {}  # outstanding ping payload -> sent at
+        self.fault: ConnFaults | None = None
 
     def send(self, text: str) -> bool:
         if self.closing:
@@ -171,6 +173,7 @@ class BinanceVenue:
         self._subs: dict[str, set[_Conn]] = {}
         self._conns: set[_Conn] = set()
         self._budgets: dict[str, _IpBudget] = {}
+        self.faults = FaultInjector(self.name, opts.faults)
         self._engine: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._wall0_ms = 0.0
@@ -195,14 +198,17 @@ class BinanceVenue:
         app.router.add_get("/api/v3/time", self._rest_time)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
+        self.faults.setup(app)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
         self._wall0_ms = time.time() * 1000.0
         self._engine = asyncio.create_task(self._run_engine(), name="binance-sim-engine")
+        await self.faults.start()
 
     async def stop(self) -> None:
+        await self.faults.stop()
         if self._engine is not None:
             self._engine.cancel()
             try:
@@ -250,6 +256,9 @@ class BinanceVenue:
         low = sym.lower()
         event_ms = int(self._wall0_ms + tick * self.tick_s * 1000.0)
         fast = cadence == 0
+        if diff is not None and fast and self.faults.take_gap(sym):
+            diff = None  # fault: the update ids of this window never reach any client
+        corrupt = diff is not None and fast and self.faults.take_corrupt(sym)
         if diff is not None:
             if fast:
                 self.counters["diffs_published"] += 1
@@ -260,10 +269,13 @@ class BinanceVenue:
                 if not conns:
                     continue
                 if payload is None:
+                    bids = _levels(diff.bids)
+                    if corrupt and fast:
+                        bids = _corrupt_level(feed) + bids
                     payload = msgspec.json.encode(
                         {
                             "e": "depthUpdate", "E": event_ms, "s": sym, "U": diff.first_id,
-                            "u": diff.last_id, "b": _levels(diff.bids), "a": _levels(diff.asks),
+                            "u": diff.last_id, "b": bids, "a": _levels(diff.asks),
                         }
                     ).decode()  # fmt: skip
                 self._fanout(name, payload, conns)
@@ -315,6 +327,9 @@ class BinanceVenue:
         loop = asyncio.get_running_loop()
         conn = _Conn(ws, combined, loop.time())
         self._conns.add(conn)
+        conn.fault = self.faults.attach(
+            request.transport, lambda code, reason: conn.close(code, reason.encode(), flush=False)
+        )
         self.counters["connections_total"] += 1
         for s in streams:
             self._subscribe(conn, s)
@@ -333,7 +348,8 @@ class BinanceVenue:
                     if reply is not None:
                         conn.send(reply)
                 elif msg.type is WSMsgType.PING:
-                    await ws.pong(msg.data)
+                    if not self.faults.silent(conn.fault):
+                        await ws.pong(msg.data)
                 elif msg.type is WSMsgType.PONG:
                     # Only a pong echoing an outstanding ping's payload counts (unsolicited ones don't).
                     payload = bytes(msg.data)
@@ -344,6 +360,7 @@ class BinanceVenue:
                     conn.send(_ws_error(3, "Invalid JSON: expected value at line 1 column 1", None))
         finally:
             self._conns.discard(conn)
+            self.faults.detach(conn.fault)
             for s in list(conn.streams):
                 self._unsubscribe(conn, s)
             keeper.cancel()
@@ -379,6 +396,10 @@ class BinanceVenue:
                     await ws.close(code=item.code, message=item.message)
                     return
                 try:
+                    assert conn.fault is not None
+                    extra = await self.faults.before_send(conn.fault)
+                    if extra is not None:
+                        await ws.send_str(extra)
                     await ws.send_str(item)
                 except Exception:  # peer gone; the reader loop ends on its own
                     return
@@ -402,7 +423,9 @@ class BinanceVenue:
                 self.counters["closed_pong_timeout"] += 1
                 conn.close(WSCloseCode.POLICY_VIOLATION, b"pong timeout", flush=False)
                 return
-            if now >= next_ping:
+            if now >= next_ping and self.faults.silent(conn.fault):
+                next_ping += opts.ping_interval_s  # stalled: not even a ping
+            elif now >= next_ping:
                 payload = str(_now_ms()).encode()
                 conn.pings[payload] = now
                 try:
@@ -548,6 +571,9 @@ class BinanceVenue:
         feed = self.feeds.get(symbol)
         if feed is None:
             return self._with_weight(_json_error(400, -1121, "Invalid symbol."), used)
+        refused = await self.faults.rest_fault()
+        if refused is not None:
+            return refused
         # Catch the generator up to *now*: the snapshot reflects mid-window state, so its lastUpdateId
         # normally lies inside the next diff's [U, u] (the straddle a client must handle).
         self._advance(feed, self._tick_now())
@@ -646,6 +672,14 @@ def _symbol_info(spec: InstrumentSpec) -> dict[str, Any]:
         "permissions": [],
         "permissionSets": [["SPOT"]],
     }  # fmt: skip
+
+
+def _corrupt_level(feed: SymbolFeed) -> list[list[str]]:
+    """A bid at the best ask: Binance has no checksum, so the only corruption a client can
+    prove is a crossed book."""
+    _, asks = feed.book.top(1)
+    px = asks[0][0] if asks else feed.spec.price
+    return [[fmt_units(px), fmt_units(feed.spec.lot)]]
 
 
 def _json_error(status: int, code: int, msg: str) -> web.Response:

@@ -29,6 +29,10 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Reconnect when nothing (data or ping) arrived for this long.
     stall_timeout_s: float = 30.0
     snapshot_limit: int = 1000
+    # A feed whose delivery delay grows this far above its usual level is reported as lagging.
+    lag_alert_s: float = 5.0
+    # A REST snapshot request that takes longer than this is abandoned and retried.
+    rest_timeout_s: float = 15.0
 
 
 class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -198,7 +198,7 @@ class FaultInjector:
         """Start fault ``f`` now; returns its record (also kept in ``injected``)."""
         now = time.monotonic()
         k = f.kind
-        if k == "drop":
+        if k in ("drop", "restart"):
             for c in list(self.conns):
                 if c.transport is not None:
                     c.transport.abort()  # type: ignore[attr-defined]
@@ -222,7 +222,7 @@ class FaultInjector:
             self.rest_delay_until, self.rest_delay_s = now + f.duration_s, f.delay_s
         elif k == "slow":
             self.slow_until, self.slow_rate = now + f.duration_s, f.rate
-        elif k == "restart":
+        if k == "restart":
             if self.restart_handler is not None:
                 task = asyncio.get_running_loop().create_task(self.restart_handler(f.duration_s))
                 self._bg.add(task)

@@ -118,6 +118,8 @@ class Supervisor:
         self._started = time.time()
         self._last_status: dict[str, Any] = {}
         self._prev_rates: dict[str, tuple[float, float]] = {}
+        self._storage_failing = False
+        self._status_failing = False
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -161,16 +163,16 @@ class Supervisor:
                 now = time.monotonic()
                 if now - last_status >= 1.0:
                     last_status = now
-                    self.session.write_status(self.status("running"))
+                    self._publish_status(self.status("running"))
             log.info("event=stopping reason=%r", self._stop_reason)
-            self.session.write_status(self.status("stopping"))
+            self._publish_status(self.status("stopping"))
             flushed = self._shutdown()
             if not flushed:
                 exit_code = exit_code or 4
             final = self.status("stopped")
             final["flushed"] = flushed
             final["stop_reason"] = self._stop_reason
-            self.session.write_status(final)
+            self._publish_status(final)
             log.info(
                 "event=stopped flushed=%s snapshots_written=%d", flushed, final["writer"].get("snapshots_written", 0)
             )
@@ -179,6 +181,28 @@ class Supervisor:
             self._release_shared_memory()
             self._stop_simulator()
             self.session.release()
+
+    def _publish_status(self, status: dict[str, Any]) -> None:
+        """status.json, plus one loud line when storage starts or stops failing. A full disk
+        must not kill the supervisor: the status file is then simply not refreshed."""
+        failing = bool(status.get("writer", {}).get("storage_failing"))
+        if failing != self._storage_failing:
+            self._storage_failing = failing
+            if failing:
+                log.error(
+                    "event=storage_failing data_dir=%s detail=snapshots wait in the rings; overflow is counted",
+                    status["data_dir"],
+                )
+            else:
+                log.info("event=storage_recovered data_dir=%s", status["data_dir"])
+        try:
+            self.session.write_status(status)
+        except OSError as exc:
+            if not self._status_failing:
+                log.error("event=status_write_failed error=%s", exc)
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._stop_reason is None:
@@ -330,6 +354,9 @@ class Supervisor:
                 "stalls": int(v["stalls"]),
                 "snapshots_fetched": int(v["snapshots_fetched"]),
                 "http_429": int(v["http_429"]),
+                "rest_errors": int(v["rest_errors"]),
+                "lag_alerts": int(v["lag_alerts"]),
+                "lagging": bool(v["lagging"]),
                 "ticks": int(v["ticks"]),
                 "samples": int(v["samples"]),
                 "missed_ticks": int(v["missed_ticks"]),

@@ -25,6 +25,7 @@ from recorder.metrics import SharedCounters
 from recorder.venues.base import (
     Backoff,
     Counters,
+    LagMonitor,
     LogThrottle,
     WeightLimiter,
     venue_config_default,
@@ -205,8 +206,9 @@ class _Listener(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         conn = self._conn
-        conn.last_frame_s = time.monotonic()
         mt = frame.msg_type
+        if mt is not WSMsgType.CLOSE:  # a close (e.g. the echo of our keepalive's) is no sign of life
+            conn.last_frame_s = time.monotonic()
         if mt is WSMsgType.TEXT or mt is WSMsgType.CONTINUATION:
             # Binance does not fragment today, but a fragmented message must not be misparsed.
             if not frame.fin:
@@ -299,6 +301,7 @@ class _Connection:
             return
         if ev.e != "depthUpdate" or sync is None:
             return
+        c.lag.observe(recv_ms, ev.E)
         book_id = sync.book.update_id
         if sync.on_diff(ev, recv_ms) is Outcome.GAP:
             c.on_gap(sync.pair, f"U={ev.U} u={ev.u} after book id {book_id}")
@@ -367,6 +370,7 @@ class BinanceConnector:
         self.counters = Counters(shared)
         self.limiter = WeightLimiter(weight_per_min)
         self._throttle = LogThrottle(log)
+        self.lag = LagMonitor(VENUE, self.counters, cfg.lag_alert_s, log)
         self._active: _Connection | None = None
         self._successor: _Connection | None = None
         self._closing = False
@@ -396,7 +400,7 @@ class BinanceConnector:
             await self._http.close()
 
     async def run(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.rest_timeout_s))
         backoff = Backoff()
         conn: _Connection | None = None
         while not self._closing:
@@ -430,6 +434,7 @@ class BinanceConnector:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.success()
+            self.lag.reset()
             log.info("event=connected venue=%s pairs=%d", self.venue, len(self.pairs))
             return conn
         return None
@@ -445,6 +450,10 @@ class BinanceConnector:
                     pass
                 now = time.monotonic()
                 if conn.closed.is_set():
+                    if now - conn.last_frame_s >= 0.9 * self.cfg.stall_timeout_s:
+                        # picows' keepalive (unanswered pings) closed a silent socket first.
+                        self.counters.incr("stalls")
+                        log.warning("event=stall venue=%s silent_s=%.1f", self.venue, now - conn.last_frame_s)
                     return False
                 if now - conn.last_frame_s > self.cfg.stall_timeout_s:
                     self.counters.incr("stalls")

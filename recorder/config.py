@@ -52,6 +52,9 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     storage: Storage = "local"
     data_dir: str = "data"
     simulate: bool = False
+    # Prometheus text exposition of the capture's metrics (None: off; 0: any free port).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     venues: dict[str, VenueConfig] = {}
     writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
 

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -22,6 +23,8 @@ import msgspec
 from recorder.config import CaptureConfig
 from recorder.metrics import SharedCounters, histogram_quantiles
 from recorder.ring.shm_ring import ShmRing
+from recorder.supervisor.prometheus import MetricsServer, exposition
+from recorder.supervisor.sdnotify import SdNotify
 from recorder.supervisor.session import SessionDir
 from recorder.supervisor.venue_worker import VenueSpec, run_venue_process, venue_counter_fields
 from recorder.venues import venue_module
@@ -120,6 +123,10 @@ class Supervisor:
         self._prev_rates: dict[str, tuple[float, float]] = {}
         self._storage_failing = False
         self._status_failing = False
+        self.notify = SdNotify()
+        self.metrics: MetricsServer | None = None
+        # Called with every status (about once a second): the CLI's live view or log summary.
+        self.on_status: Callable[[dict[str, Any]], None] | None = None
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -131,6 +138,7 @@ class Supervisor:
             if self.cfg.simulate:
                 self._start_simulator()
             self._check_pairs()
+            self._start_metrics()
         except BaseException:
             self._stop_simulator()
             self.session.release()
@@ -145,10 +153,12 @@ class Supervisor:
         try:
             self._create_shared_memory()
             self._spawn_children()
+            self.notify.ready(f"capturing {self.session_id}")
             deadline = self._started + cfg.duration_s if cfg.duration_s else None
             last_status = 0.0
             while self._stop_reason is None:
                 time.sleep(0.1)
+                self.notify.watchdog()
                 for child in [*self._venues.values(), self._writer]:
                     assert child is not None
                     if not child.poll():
@@ -165,6 +175,7 @@ class Supervisor:
                     last_status = now
                     self._publish_status(self.status("running"))
             log.info("event=stopping reason=%r", self._stop_reason)
+            self.notify.stopping(f"stopping: {self._stop_reason}; flushing")
             self._publish_status(self.status("stopping"))
             flushed = self._shutdown()
             if not flushed:
@@ -178,13 +189,36 @@ class Supervisor:
             )
             return exit_code
         finally:
+            if self.metrics is not None:
+                self.metrics.stop()
+            self.notify.close()
             self._release_shared_memory()
             self._stop_simulator()
             self.session.release()
 
+    def _start_metrics(self) -> None:
+        if self.cfg.metrics_port is None:
+            return
+        try:
+            self.metrics = MetricsServer(self.cfg.metrics_host, self.cfg.metrics_port, self._metrics_text)
+        except OSError as exc:
+            raise CaptureError(f"cannot serve metrics on port {self.cfg.metrics_port}: {exc.strerror or exc}") from None
+        self.metrics.start()
+
+    def _metrics_text(self) -> str:
+        # Only the last published status: status() itself is not for other threads.
+        return exposition(self._last_status or {"session_id": self.session_id, "state": "starting"})
+
     def _publish_status(self, status: dict[str, Any]) -> None:
         """status.json, plus one loud line when storage starts or stops failing. A full disk
         must not kill the supervisor: the status file is then simply not refreshed."""
+        self._last_status = status
+        if self.on_status is not None:
+            try:
+                self.on_status(status)
+            except Exception as exc:  # a display problem must never stop a capture
+                log.warning("event=status_view_failed error=%r", exc)
+        self.notify.status(_notify_line(status))
         failing = bool(status.get("writer", {}).get("storage_failing"))
         if failing != self._storage_failing:
             self._storage_failing = failing
@@ -404,6 +438,21 @@ class Supervisor:
             "writer": writer,
             "totals": {k: int(x) for k, x in totals.items()},
         }
+
+
+def _notify_line(status: dict[str, Any]) -> str:
+    """systemctl status' one line: what runs and whether it is healthy."""
+    parts = [status["state"]]
+    for venue, v in status.get("venues", {}).items():
+        pairs = v.get("pairs", {})
+        synced = sum(1 for p in pairs.values() if p["synced"])
+        parts.append(f"{venue} {synced}/{len(pairs)} synced, {v['samples']} snapshots, {v['missed_ticks']} missed")
+    w = status.get("writer", {})
+    if w:
+        parts.append(
+            f"{w.get('snapshots_written', 0)} written" + (", STORAGE FAILING" if w.get("storage_failing") else "")
+        )
+    return "; ".join(parts)
 
 
 def _check_writable(data_dir: Path) -> None:

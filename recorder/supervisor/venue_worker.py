@@ -80,6 +80,9 @@ async def _main(spec: VenueSpec) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     log.info("event=venue_stopped venue=%s samples=%d", spec.venue, counters.get("samples"))
+    # Detach explicitly: left to interpreter exit, the mappings' views make close() fail noisily.
+    ring.close()
+    counters.close()
 
 
 async def _heartbeat(spec: VenueSpec, connector: object, counters: SharedCounters, stop: asyncio.Event) -> None:

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -636,9 +635,9 @@ def run_writer(spec: WriterSpec) -> None:
     deadline; those records remain uncommitted in the rings.
     """
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        from recorder.logs import setup_logging  # the same one-line-per-event format as every process
+
+        setup_logging("writer")
     parent_pid = spawning_parent_pid()
     stop = _StopRequested()
     signal.signal(signal.SIGTERM, stop)

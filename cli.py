@@ -316,5 +316,24 @@ def systemd_unit(config_path: str, watchdog_sec: int, user: str | None) -> None:
     click.echo("\n".join(lines))
 
 
+@main.command("demo")
+@click.option("--minutes", default=10.0, show_default=True, type=float, help="How long to capture.")
+@click.option("--out", "out_dir", help="Where data, logs and report.json go (default: data/demo-<time>).")
+def demo(minutes: float, out_dir: str | None) -> None:
+    """Capture every simulated venue under a fault every ~30 s, verify everything, print a report."""
+    from recorder.demo import DemoError, run_demo
+
+    if minutes < 1:
+        raise UserError("--minutes must be at least 1")
+    out = Path(out_dir or f"{DEFAULT_DATA_DIR}/demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}").resolve()
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"output directory {out} is not empty")
+    try:
+        code = run_demo(minutes, out)
+    except DemoError as exc:
+        raise UserError(str(exc)) from None
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     main()

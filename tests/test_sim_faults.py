@@ -94,7 +94,7 @@ def test_gap_malformed_corrupt_close_over_http() -> None:
                 best_bid = max(float(p) for p, _ in d["b"])
                 async with http.get(f"{base}/api/v3/depth", params={"symbol": "BTCUSDT", "limit": "5"}) as resp:
                     snap = await resp.json()
-                assert best_bid >= float(snap["asks"][0][0]) - 1.0  # a bid at (about) the best ask
+                assert best_bid > 1.5 * float(snap["asks"][0][0])  # a bid far above the best ask: crossed
                 await inject(http, base, kind="close", code=4000)
                 while True:
                     msg = await ws.receive(timeout=10)

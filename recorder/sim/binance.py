@@ -256,7 +256,7 @@ class BinanceVenue:
         low = sym.lower()
         event_ms = int(self._wall0_ms + tick * self.tick_s * 1000.0)
         fast = cadence == 0
-        if diff is not None and fast and self.faults.take_gap(sym):
+        if diff is not None and fast and self._subs.get(f"{low}@depth@100ms") and self.faults.take_gap(sym):
             diff = None  # fault: the update ids of this window never reach any client
         corrupt = diff is not None and fast and self.faults.take_corrupt(sym)
         if diff is not None:
@@ -675,11 +675,12 @@ def _symbol_info(spec: InstrumentSpec) -> dict[str, Any]:
 
 
 def _corrupt_level(feed: SymbolFeed) -> list[list[str]]:
-    """A bid at the best ask: Binance has no checksum, so the only corruption a client can
-    prove is a crossed book."""
+    """A bid at twice the best ask. Binance has no checksum, so the only corruption a client
+    can prove is a crossed book; this one stays crossed (no later diff touches that price)
+    until the client resyncs. A subtler corruption would be undetectable by design."""
     _, asks = feed.book.top(1)
-    px = asks[0][0] if asks else feed.spec.price
-    return [[fmt_units(px), fmt_units(feed.spec.lot)]]
+    px = 2 * (asks[0][0] if asks else feed.spec.price)
+    return [[fmt_units(px - px % feed.spec.tick), fmt_units(feed.spec.lot)]]
 
 
 def _json_error(status: int, code: int, msg: str) -> web.Response:

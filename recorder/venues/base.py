@@ -134,20 +134,16 @@ class Counters:
 class LagMonitor:
     """Notices a feed falling behind (a slow link, a venue or host under backpressure).
 
-    Delivery delay = local receive time - exchange event time. It includes the clock offset
-    between venue and host, so the alarm is relative to the smallest delay seen on this
-    connection, not to zero: ``alert_s`` above that baseline is an episode (counted and
+    Delivery delay = local receive time - exchange event time of a book's last update. It
+    includes the clock offset between venue and host, so the alarm is relative to the smallest
+    delay seen, not to zero: ``alert_s`` above that baseline is an episode (counted and
     logged once); back under half of it ends the episode.
     """
 
-    def __init__(self, venue: str, counters: Counters, alert_s: float, log: logging.Logger) -> None:
+    def __init__(self, venue: str, counters: Counters | SharedCounters, alert_s: float, log: logging.Logger) -> None:
         self.venue, self.counters, self.alert_ms, self.log = venue, counters, alert_s * 1000.0, log
         self.baseline_ms: float | None = None
         self.lagging = False
-
-    def reset(self) -> None:
-        """A new connection: its delay baseline is learned afresh."""
-        self.baseline_ms = None
 
     def observe(self, recv_ms: float, exchange_ms: int) -> None:
         if exchange_ms <= 0:

@@ -25,7 +25,6 @@ from recorder.metrics import SharedCounters
 from recorder.venues.base import (
     Backoff,
     Counters,
-    LagMonitor,
     LogThrottle,
     WeightLimiter,
     venue_config_default,
@@ -146,13 +145,17 @@ class BookSync:
 
     def on_diff(self, ev: DepthEvent, recv_ms: float) -> Outcome:
         if not self.synced:
+            outcome = Outcome.BUFFERED
             if self.buffer:
                 prev = self.buffer[-1][0]
                 # A hole inside the buffer makes every older diff useless: start over from here.
-                if ev.U != prev.u + 1 or len(self.buffer) >= MAX_BUFFERED_DIFFS:
+                # It is still a gap in the feed (reported), even though no book was live.
+                if ev.U != prev.u + 1:
+                    outcome = Outcome.GAP
+                if outcome is Outcome.GAP or len(self.buffer) >= MAX_BUFFERED_DIFFS:
                     self.buffer.clear()
             self.buffer.append((ev, recv_ms))
-            return Outcome.BUFFERED
+            return outcome
         book_id = self.book.update_id
         assert book_id is not None
         if ev.u <= book_id:
@@ -301,7 +304,6 @@ class _Connection:
             return
         if ev.e != "depthUpdate" or sync is None:
             return
-        c.lag.observe(recv_ms, ev.E)
         book_id = sync.book.update_id
         if sync.on_diff(ev, recv_ms) is Outcome.GAP:
             c.on_gap(sync.pair, f"U={ev.U} u={ev.u} after book id {book_id}")
@@ -370,7 +372,6 @@ class BinanceConnector:
         self.counters = Counters(shared)
         self.limiter = WeightLimiter(weight_per_min)
         self._throttle = LogThrottle(log)
-        self.lag = LagMonitor(VENUE, self.counters, cfg.lag_alert_s, log)
         self._active: _Connection | None = None
         self._successor: _Connection | None = None
         self._closing = False
@@ -434,7 +435,6 @@ class BinanceConnector:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.success()
-            self.lag.reset()
             log.info("event=connected venue=%s pairs=%d", self.venue, len(self.pairs))
             return conn
         return None

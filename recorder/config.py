@@ -55,6 +55,9 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Prometheus text exposition of the capture's metrics (None: off; 0: any free port).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # A child whose heartbeat is older than this (alive but hung, e.g. a blocked event loop)
+    # is killed and restarted by the supervisor.
+    hang_timeout_s: float = 30.0
     venues: dict[str, VenueConfig] = {}
     writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
 

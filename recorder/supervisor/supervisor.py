@@ -51,10 +51,13 @@ class Child:
         self.exits: list[float] = []
         self.next_start = 0.0
         self.last_exitcode: int | None = None
+        self.started_at = 0.0  # wall clock
+        self.hangs = 0
 
     def start(self) -> None:
         self.process = _ctx.Process(target=self.target, args=self.args, name=self.name, daemon=False)
         self.process.start()
+        self.started_at = time.time()
         log.info("event=child_started child=%s pid=%s", self.name, self.process.pid)
 
     @property
@@ -165,6 +168,7 @@ class Supervisor:
                         log.error("event=crash_loop child=%s restarts=%d", child.name, child.restarts)
                         self._stop_reason = f"crash loop in {child.name}"
                         exit_code = 3
+                self._kill_hung_children()
                 for sim in self._sims:
                     if not sim.is_alive():
                         log.error("event=simulator_died simulator=%s exitcode=%s", sim.name, sim.exitcode)
@@ -195,6 +199,23 @@ class Supervisor:
             self._release_shared_memory()
             self._stop_simulator()
             self.session.release()
+
+    def _kill_hung_children(self) -> None:
+        """Alive is not enough: a child must also keep its heartbeat fresh (poll() restarts it)."""
+        now = time.time()
+        beats = [(c, self._counters[v].get("heartbeat_ms")) for v, c in self._venues.items()]
+        if self._writer is not None and self._writer_counters is not None:
+            beats.append((self._writer, self._writer_counters.get("heartbeat_ms")))
+        for child, beat_ms in beats:
+            last = max(beat_ms / 1000.0, child.started_at)
+            if child.alive and now - last > self.cfg.hang_timeout_s:
+                child.hangs += 1
+                log.error(
+                    "event=child_hung child=%s pid=%s silent_s=%.1f action=kill", child.name, child.pid, now - last
+                )
+                assert child.process is not None
+                child.process.kill()
+                child.process.join(5)
 
     def _start_metrics(self) -> None:
         if self.cfg.metrics_port is None:
@@ -376,6 +397,7 @@ class Supervisor:
                 "pid": child.pid if child else None,
                 "alive": bool(child and child.alive),
                 "restarts": child.restarts if child else 0,
+                "hangs": child.hangs if child else 0,
                 "connected": bool(v["connected"]),
                 "messages": int(v["messages"]),
                 "messages_per_s": round(rate, 1),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command line: start-capture, capture-status, stop-capture, simulate."""
+"""Command line: start-capture, capture-status, stop-capture, simulate, report."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def main() -> None:
 @click.option("--duration", help="How long to capture: minutes (10) or 30s, 10m, 2h. Default: until stopped.")
 @click.option("--depth", type=int, help="Levels per side (default 20).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "both"]), help="Output format.")
-@click.option("--storage", type=click.Choice(["local"]), help="Storage backend.")
+@click.option("--storage", type=click.Choice(["local", "s3"]), help="Storage backend (s3: see [storage.s3]).")
+@click.option("--s3-bucket", help="S3 bucket for --storage s3 (overrides [storage.s3] bucket).")
+@click.option("--s3-prefix", help="Key prefix in the bucket (default orderbook_data).")
 @click.option("--data-dir", help="Output directory (default data).")
 @click.option("--session-id", help="Session id (default: venue and pairs, e.g. binance_BTC-USDT_ETH-USDT).")
 @click.option("--simulate", is_flag=True, default=None, help="Capture from the embedded local exchange simulator.")
@@ -53,6 +55,8 @@ def start_capture(
     depth: int | None,
     fmt: str | None,
     storage: str | None,
+    s3_bucket: str | None,
+    s3_prefix: str | None,
     data_dir: str | None,
     session_id: str | None,
     simulate: bool | None,
@@ -73,6 +77,8 @@ def start_capture(
             "depth": depth,
             "format": fmt,
             "storage": storage,
+            "s3_bucket": s3_bucket,
+            "s3_prefix": s3_prefix,
             "data_dir": data_dir,
             "session_id": session_id,
             "simulate": simulate,
@@ -167,6 +173,11 @@ def _render_status(s: dict[str, Any]) -> str:
             f"  reconnects {v['reconnects']}  drops {v['ring_drops']}  restarts {v['restarts']}"
             f"  latency p50/p99/max {lat['p50']}/{lat['p99']}/{lat['max']} ms"
         )
+        if "connections" in v:
+            lines.append(
+                f"    connections {v['connections']}  REST weight used {v['rest_weight_used']}"
+                f"  queued {v['rest_queue']}  http 429 {v['http_429']}  418 {v['http_418']}"
+            )
         for pair, p in v["pairs"].items():
             lines.append(
                 f"    {pair:<14} {'synced' if p['synced'] else 'NOT SYNCED':<10} samples {p['samples']:<8}"
@@ -179,9 +190,24 @@ def _render_status(s: dict[str, Any]) -> str:
             f"  bytes {w.get('bytes_written', 0)}  lag {w.get('writer_lag_ms', 0)} ms"
             f"  errors {w.get('write_errors', 0)}  restarts {w.get('restarts', 0)}"
         )
+    s3 = s.get("s3")
+    if s3:
+        lines.append(_render_s3(s3))
     if "flushed" in s:
         lines.append(f"  flushed: {s['flushed']}  ({s.get('stop_reason')})")
     return "\n".join(lines)
+
+
+def _render_s3(s3: dict[str, Any]) -> str:
+    dest = f"s3://{s3['bucket']}/{s3['prefix']}".rstrip("/")
+    line = (
+        f"  s3 {dest}: spool {s3.get('spool_files', 0)} files / {s3.get('spool_bytes', 0)} bytes"
+        f"  lag {s3.get('upload_lag_s', 0)} s  uploaded {s3.get('uploads', 0)}"
+        f"  failures {s3.get('upload_failures', 0)}  retries {s3.get('upload_retries', 0)}"
+    )
+    if s3.get("last_error"):
+        line += f"\n  s3 last error: {s3['last_error']}"
+    return line
 
 
 @main.command("stop-capture")
@@ -226,6 +252,16 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     "faults_spec",
     help="Fault schedule: a .json/.toml file or e.g. 'drop@5,stall@10+4,gap@15:BTCUSDT,close@20#4000'.",
 )
+@click.option("--instruments", default=0, show_default=True, type=int, help="Extra generated instruments (tail).")
+@click.option("--weight-limit", default=6000, show_default=True, type=int, help="REST weight budget per window.")
+@click.option("--weight-window", default=60.0, show_default=True, type=float, help="REST weight window in seconds.")
+@click.option(
+    "--replay",
+    "replay_file",
+    type=click.Path(dir_okay=False),
+    help="Serve this recorded raw capture (and its REST snapshots) instead of a generated market.",
+)
+@click.option("--speed", default=1.0, show_default=True, type=float, help="Replay pace: 1 as recorded, 10 faster.")
 def simulate(
     venue: str,
     host: str,
@@ -235,6 +271,11 @@ def simulate(
     ping_interval: float,
     max_connection_age: float,
     faults_spec: str | None,
+    instruments: int,
+    weight_limit: int,
+    weight_window: float,
+    replay_file: str | None,
+    speed: float,
 ) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
@@ -258,7 +299,21 @@ def simulate(
         ping_interval_s=ping_interval,
         max_connection_age_s=max_connection_age,
         faults=faults,
+        instruments=instruments,
+        weight_limit_per_min=weight_limit,
+        weight_window_s=weight_window,
+        replay=replay_file,
+        speed=speed,
     )
+    if replay_file is not None:
+        from recorder.replay.readers import CaptureFormatError
+        from recorder.sim.replay import ReplayError
+        from recorder.sim.server import load_venue
+
+        try:
+            load_venue(opts)  # load and check the recording now: a bad file is a one-line error
+        except (ReplayError, CaptureFormatError, OSError) as exc:
+            raise UserError(str(exc)) from None
 
     def ready(urls: dict[str, str]) -> None:
         click.echo(json.dumps(urls), nl=True)
@@ -333,6 +388,134 @@ def demo(minutes: float, out_dir: str | None) -> None:
     except DemoError as exc:
         raise UserError(str(exc)) from None
     sys.exit(code)
+
+
+@main.command("compact")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--older-than", default="1h", show_default=True, help="Only files older than this (30m, 1h, 2d).")
+@click.option("--target-mb", default=128.0, show_default=True, type=float, help="Size of a merged file.")
+@click.option("--row-group-rows", default=128 * 1024, show_default=True, type=int, help="Rows per Parquet row group.")
+def compact_cmd(data_dir: str, older_than: str, target_mb: float, row_group_rows: int) -> None:
+    """Merge each partition's small Parquet files into few large sorted ones, atomically."""
+    from recorder.compaction import CompactionError, compact
+    from recorder.logs import setup_logging
+
+    try:
+        zero = older_than.strip().rstrip("smhd") in ("0", "0.0")  # "everything, now" is allowed here
+        older_than_s = 0.0 if zero else parse_duration(_number_or_text(older_than), default_unit="m")
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if target_mb <= 0 or row_group_rows < 1:
+        raise UserError("--target-mb and --row-group-rows must be positive")
+    setup_logging("compact")
+    try:
+        res = compact(data_dir, older_than_s=older_than_s, target_mb=target_mb, row_group_rows=row_group_rows)
+    except (CompactionError, OSError) as exc:
+        raise UserError(f"compaction failed: {exc}") from None
+    for line in res.recovered:
+        click.echo(f"recovered: {line}")
+    click.echo(
+        f"compacted {res.files_in} files into {res.files_out} in {res.partitions} partition(s): "
+        f"{res.rows} rows, {res.bytes_in} -> {res.bytes_out} bytes"
+    )
+
+
+@main.command("replay")
+@click.option("--venue", required=True, help="Venue id whose feed the capture holds, e.g. binance.")
+@click.option(
+    "--input",
+    "inputs",
+    required=True,
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Raw capture file (repeatable). A NAME.ws.N.R text capture brings its NAME.http.* snapshots.",
+)
+@click.option("--pairs", help="Comma-separated pairs to keep (default: every pair in the capture).")
+@click.option("--interval", default="1s", show_default=True, help="Sampling interval: 1, 1s, 500ms.")
+@click.option("--depth", default=20, show_default=True, type=int, help="Levels per side.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "both"]), default="both", show_default=True)
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--session-id", help="Session id (default: replay_<venue>_<input name>).")
+@click.option("--log-level", default="WARNING", show_default=True)
+def replay_cmd(
+    venue: str,
+    inputs: tuple[str, ...],
+    pairs: str | None,
+    interval: str,
+    depth: int,
+    fmt: str,
+    data_dir: str,
+    session_id: str | None,
+    log_level: str,
+) -> None:
+    """Feed a recorded raw capture through the live code path; write the files a capture would; print a summary."""
+    import re
+
+    from recorder.logs import setup_logging
+    from recorder.names import normalize_pair
+    from recorder.replay.engine import ReplayError, ReplayOptions, replay
+    from recorder.replay.readers import CaptureFormatError, capture_files
+
+    setup_logging("replay", log_level.upper())
+    try:
+        interval_s = parse_duration(_number_or_text(interval), default_unit="s")
+        if not 1 <= depth <= 1000:
+            raise UserError(f"invalid depth {depth}: use 1..1000")
+        files = list(dict.fromkeys(f for path in inputs for f in capture_files(path)))
+        if session_id is None:
+            stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(inputs[0]).name)
+            session_id = f"replay_{venue}_{stem}"[:128]
+        check_session_id(session_id)
+        opts = ReplayOptions(
+            venue=venue,
+            inputs=files,
+            interval_ms=max(1, round(interval_s * 1000)),
+            depth=depth,
+            formats=["jsonl", "parquet"] if fmt == "both" else [fmt],
+            data_dir=data_dir,
+            session_id=session_id,
+            pairs=[normalize_pair(p) for p in pairs.split(",") if p.strip()] if pairs else None,
+        )
+        summary = replay(opts)
+    except (ConfigError, NameError_, ReplayError, CaptureFormatError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"replay failed: {exc}") from None
+    click.echo(json.dumps(summary, indent=2))
+
+
+@main.command("report")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix).")
+@click.option("--session-id", help="Only this session (default: every session in the data).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Also write an HTML page with plots here.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output instead of the table.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "parquet", "jsonl"]), default="auto", show_default=True)
+def report(data_dir: str, session_id: str | None, out_path: str | None, as_json: bool, fmt: str) -> None:
+    """Data-quality report per exchange and pair: coverage, gaps and causes, latency, storage."""
+    from recorder.dataset import DatasetError
+    from recorder.report import build_report
+    from recorder.report.render import render_html, render_text
+
+    if session_id:
+        try:
+            check_session_id(session_id)
+        except NameError_ as exc:
+            raise UserError(str(exc)) from None
+    try:
+        rep = build_report(data_dir, session_id, fmt)
+    except (DatasetError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    if out_path:
+        try:
+            Path(out_path).write_text(render_html(rep), encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    if as_json:
+        click.echo(json.dumps(rep.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(render_text(rep))
+        if out_path:
+            click.echo(f"HTML report: {Path(out_path).resolve()}")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
 from recorder.names import NameError_, check_session_id, check_venue_id, normalize_pair
 
 Format = Literal["jsonl", "parquet", "both"]
-Storage = Literal["local"]
+Storage = Literal["local", "s3"]
+
+
+# ``--pairs all``: every instrument the venue lists (filtered by the venue's quote / types).
+ALL_PAIRS = "all"
 
 
 class ConfigError(ValueError):
@@ -33,6 +38,14 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lag_alert_s: float = 5.0
     # A REST snapshot request that takes longer than this is abandoned and retried.
     rest_timeout_s: float = 15.0
+    # Venue limits (recorder/venues/limits.py) overridden; None = the venue's own numbers.
+    max_streams_per_connection: int | None = None
+    rest_weight_limit: int | None = None
+    rest_window_s: float | None = None
+    rest_safety: float | None = None
+    # Filters for ``pairs = ["all"]`` (every instrument the venue lists): quote assets, types.
+    quote: list[str] = []
+    types: list[str] = []
 
 
 class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -41,6 +54,32 @@ class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rotate_mb: float = 64.0
     # Shared-memory ring per venue process; overflow drops (and counts) rather than blocking.
     ring_mb: float = 64.0
+    # Merge closed Parquet files (older than compact_older_than_s) in the background.
+    compact: bool = False
+    compact_older_than_s: float = 3600.0
+    compact_target_mb: float = 128.0
+    compact_every_s: float = 300.0
+
+
+class S3Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[storage.s3]``: where finished files go. Credentials never live here: boto3 takes them
+    from the standard AWS chain (environment, shared profile, instance role)."""
+
+    bucket: str = ""
+    # Keys mirror the local layout: <prefix>/parquet/exchange=../date=../<file>.parquet
+    prefix: str = "orderbook_data"
+    region: str | None = None
+    endpoint_url: str | None = None  # any S3-compatible server; None: AWS (or AWS_ENDPOINT_URL)
+    profile: str | None = None  # a profile *name* from ~/.aws/config, not a secret
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    part_size_mb: float = 16.0  # multipart threshold and part size
+    upload_concurrency: int = 4  # parallel parts of one multipart upload
+    delete_after_upload: bool = True  # drop the local copy once S3 confirmed size and ETag
+    start_anyway: bool = False  # start (and spool locally) even if the bucket check fails
+    verify: Literal["etag", "size"] = "etag"  # "size" for servers whose ETag is not an MD5
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    drain_timeout_s: float = 60.0  # on stop, keep uploading the spool this long
 
 
 class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +99,7 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     hang_timeout_s: float = 30.0
     venues: dict[str, VenueConfig] = {}
     writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
+    s3: S3Config | None = None  # from [storage.s3]
 
     def resolved_session_id(self) -> str:
         if self.session_id:
@@ -106,7 +146,35 @@ def _normalize_raw(raw: dict[str, Any]) -> dict[str, Any]:
         out["interval_s"] = parse_duration(out.pop("interval"), default_unit="s")
     if "duration" in out:
         out["duration_s"] = parse_duration(out.pop("duration"), default_unit="m")
+    storage = out.get("storage")
+    if isinstance(storage, dict):
+        # [storage] backend = "s3" and [storage.s3] ...; a [storage.s3] section alone selects S3.
+        storage = dict(storage)
+        backend = storage.pop("backend", None)
+        s3 = storage.pop("s3", None)
+        if storage:
+            raise ConfigError(f"unknown key(s) in [storage]: {', '.join(sorted(storage))} (use backend, [storage.s3])")
+        if s3 is not None:
+            out["s3"] = s3
+        out["storage"] = backend if backend is not None else ("s3" if s3 is not None else "local")
+    _reject_credentials(out.get("s3"))
     return out
+
+
+_CREDENTIAL_WORDS = ("secret", "access_key", "session_token", "credential", "password", "token")
+
+
+def _reject_credentials(section: Any) -> None:
+    """Credentials in a config file would end up in repos and backups: refuse them by name
+    (never echoing the value)."""
+    if not isinstance(section, dict):
+        return
+    for key in section:
+        if any(word in str(key).lower() for word in _CREDENTIAL_WORDS):
+            raise ConfigError(
+                f"[storage.s3] must not hold credentials ({key!r}): use the AWS credential chain "
+                "(environment, profile, instance role)"
+            )
 
 
 def build_config(file_raw: dict[str, Any] | None, overrides: dict[str, Any]) -> CaptureConfig:
@@ -114,6 +182,10 @@ def build_config(file_raw: dict[str, Any] | None, overrides: dict[str, Any]) -> 
     raw = _normalize_raw(file_raw or {})
     venue = overrides.pop("venue", None)
     pairs = overrides.pop("pairs", None)
+    s3_overrides = {k[3:]: overrides.pop(k) for k in ("s3_bucket", "s3_prefix") if overrides.get(k) is not None}
+    overrides = {k: v for k, v in overrides.items() if not k.startswith("s3_")}
+    if s3_overrides:
+        raw["s3"] = {**(raw.get("s3") or {}), **s3_overrides}
     raw.update({k: v for k, v in overrides.items() if v is not None})
     if venue is not None:
         venues = raw.get("venues") or {}
@@ -152,11 +224,57 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
                 raise ConfigError(f"unknown venue {name!r}: known venues are {', '.join(sorted(VENUES))}")
             if not vc.pairs:
                 raise ConfigError(f"venue {name!r} has no pairs")
-            vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
+            if [p.strip().lower() for p in vc.pairs] == [ALL_PAIRS]:
+                vc.pairs = [ALL_PAIRS]  # resolved from the venue's exchange info at start
+            else:
+                vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
+            _check_limits(name, vc)
         check_session_id(cfg.resolved_session_id())
     except NameError_ as exc:
         raise ConfigError(str(exc)) from None
     w = cfg.writer
     if w.rotate_snapshots < 1 or w.rotate_seconds <= 0 or w.rotate_mb <= 0 or w.ring_mb < 1:
         raise ConfigError("invalid [writer] settings: rotation limits and ring_mb must be positive")
+    if w.compact_older_than_s < 0 or w.compact_target_mb <= 0 or w.compact_every_s <= 0:
+        raise ConfigError("invalid [writer] compaction settings: must be positive")
+    if w.compact and cfg.storage != "local":
+        # The uploader ships (and may delete) the small files: merging them too would double rows.
+        raise ConfigError("[writer] compact works with local storage only")
+    if cfg.storage == "s3":
+        _validate_s3(cfg.s3)
     return cfg
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_PREFIX_PART_RE = re.compile(r"^[A-Za-z0-9_.=\-]+$")
+
+
+def _validate_s3(s3: S3Config | None) -> None:
+    if s3 is None or not s3.bucket:
+        raise ConfigError("--storage s3 needs a bucket: set bucket in [storage.s3] or pass --s3-bucket")
+    if not _BUCKET_RE.match(s3.bucket) or ".." in s3.bucket:
+        raise ConfigError(f"invalid S3 bucket name {s3.bucket!r}: 3-63 lowercase letters, digits, '.', '-'")
+    s3.prefix = s3.prefix.strip("/")
+    if s3.prefix and any(p in ("", ".", "..") or not _PREFIX_PART_RE.match(p) for p in s3.prefix.split("/")):
+        raise ConfigError(f"invalid S3 prefix {s3.prefix!r}: use letters, digits, '_', '-', '.', '=' and '/'")
+    if s3.endpoint_url is not None:
+        url = urlsplit(s3.endpoint_url)
+        if "@" in url.netloc:  # checked first: the message below echoes the URL
+            raise ConfigError("S3 endpoint_url must not contain credentials: use the AWS credential chain")
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"invalid S3 endpoint_url {s3.endpoint_url!r}: expected http(s)://host[:port]")
+    if not 5 <= s3.part_size_mb <= 5120:
+        raise ConfigError(f"invalid S3 part_size_mb {s3.part_size_mb}: S3 allows 5 to 5120 MiB")
+    if not 1 <= s3.upload_concurrency <= 64:
+        raise ConfigError(f"invalid S3 upload_concurrency {s3.upload_concurrency}: 1 to 64")
+    if min(s3.connect_timeout_s, s3.read_timeout_s, s3.drain_timeout_s) <= 0:
+        raise ConfigError("invalid [storage.s3] timeouts: must be positive")
+
+
+def _check_limits(name: str, vc: VenueConfig) -> None:
+    for field in ("max_streams_per_connection", "rest_weight_limit", "rest_window_s"):
+        value = getattr(vc, field)
+        if value is not None and value <= 0:
+            raise ConfigError(f"invalid [venues.{name}] {field} = {value}: must be positive")
+    if vc.rest_safety is not None and not 0 < vc.rest_safety <= 1:
+        raise ConfigError(f"invalid [venues.{name}] rest_safety = {vc.rest_safety}: must be in (0, 1]")

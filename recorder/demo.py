@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
 DEMO_PAIRS = ["BTC-USDT", "ETH-USDT"]
+VENUE_PAIRS = {"binance-futures": ["BTC-USDT-PERP", "ETH-USDT-PERP"]}  # venues whose pairs are spelled otherwise
 INTERVAL_S = 1.0
 DEPTH = 20
 SESSION = "demo"
@@ -113,11 +114,23 @@ class Injection:
         return self.at, self.at + FAULT_DURATION_S.get(self.kind, 0.0) + RECOVERY_GRACE_S
 
 
-def demo_venues() -> list[str]:
+def pairs_of(venue: str) -> list[str]:
+    return VENUE_PAIRS.get(venue, DEMO_PAIRS)
+
+
+def demo_venues() -> tuple[list[str], list[str]]:
+    """(venues in the demo, venues left out): every venue with both a connector and a simulator
+    whose simulator takes scripted faults (``recorder/sim/faults.py``)."""
     from recorder.sim.server import VENUES as SIM_VENUES
+    from recorder.sim.server import SimOptions, load_venue
     from recorder.venues import VENUES
 
-    return [v for v in SIM_VENUES if v in VENUES]
+    used, left_out = [], []
+    for v in SIM_VENUES:
+        if v not in VENUES:
+            continue
+        (used if hasattr(load_venue(SimOptions(venue=v)), "faults") else left_out).append(v)
+    return used, left_out
 
 
 def schedule(duration_s: float, warmup_s: float, tail_s: float) -> list[tuple[float, str]]:
@@ -143,7 +156,7 @@ class Demo:
         self.out = out_dir
         self.data = out_dir / "data"
         self.seed = seed
-        self.venues = demo_venues()
+        self.venues, self.left_out = demo_venues()
         self.sims: dict[str, subprocess.Popen[str]] = {}
         self.urls: dict[str, dict[str, str]] = {}
         self.capture: subprocess.Popen[str] | None = None
@@ -184,7 +197,7 @@ class Demo:
         for venue in self.venues:
             lines += [
                 f"[venues.{venue}]",
-                f"pairs = {json.dumps(DEMO_PAIRS)}",
+                f"pairs = {json.dumps(pairs_of(venue))}",
                 f'ws_url = "{self.urls[venue]["ws_url"]}"',
                 f'rest_url = "{self.urls[venue]["rest_url"]}"',
                 "stall_timeout_s = 3.0",
@@ -235,6 +248,8 @@ class Demo:
         tail = min(15.0, self.duration_s / 5)
         plan = schedule(self.duration_s, warmup, tail)
         print(f"demo: venues {', '.join(self.venues)}; {len(plan)} faults over {self.duration_s:.0f}s; out {self.out}")
+        if self.left_out:
+            print(f"left out (their simulators take no scripted faults yet): {', '.join(self.left_out)}")
         try:
             self.start_simulators()
             cfg = self.write_config()
@@ -337,7 +352,7 @@ class Demo:
             v = final["venues"][venue]
             module = venue_module(venue)
             to_symbol = getattr(module, "symbol_for", lambda p: p)
-            for pair in DEMO_PAIRS:
+            for pair in pairs_of(venue):
                 items = sorted(stored.get((venue, pair), []), key=lambda s: s["sequence_number"])
                 sampled = v["pairs"][pair]["samples"]
                 missed = v["pairs"][pair]["missed_ticks"]
@@ -386,6 +401,7 @@ class Demo:
             "problems": problems,
             "duration_s": self.duration_s,
             "venues": self.venues,
+            "left_out": self.left_out,
             "pairs": pairs,
             "faults": [
                 {"kind": i.kind, "t_s": round(i.at - self.t0, 1), "detected": i.detected, "note": i.note}
@@ -417,6 +433,8 @@ class Demo:
         p = print
         p("")
         p(f"reliability demo: {r['duration_s'] / 60:.1f} min, venues {', '.join(r['venues'])}, interval {INTERVAL_S}s")
+        if r["left_out"]:
+            p(f"left out (simulators without scripted faults): {', '.join(r['left_out'])}")
         p("")
         p(f"{'venue/pair':<24}{'expected':>9}{'stored':>8}{'missed':>8}{'unacct':>8}{'ok% outside faults':>20}"
           f"{'gaps':>6}{'resyncs':>9}")  # fmt: skip

@@ -97,7 +97,8 @@ def _bucket(value: float) -> int:
 def histogram_quantiles(
     values: dict[str, float], quantiles: tuple[float, ...], prefix: str = "lat"
 ) -> dict[float, float | None]:
-    """Quantiles (upper bucket bounds) from the histogram slots in ``values``."""
+    """Quantiles (upper bucket bounds, capped at the observed maximum) from the histogram slots."""
+    observed_max = values.get(f"{prefix}_max")
     counts = [values.get(f"{prefix}_b{i}", 0.0) for i in range(len(LATENCY_BOUNDS_MS) + 1)]
     total = sum(counts)
     out: dict[float, float | None] = {}
@@ -109,6 +110,10 @@ def histogram_quantiles(
         for i, c in enumerate(counts):
             acc += c
             if acc >= target:
-                out[q] = LATENCY_BOUNDS_MS[i] if i < len(LATENCY_BOUNDS_MS) else values.get(f"{prefix}_max")
+                bound = LATENCY_BOUNDS_MS[i] if i < len(LATENCY_BOUNDS_MS) else observed_max
+                # A bucket's upper bound can exceed every sample in it; never report p99 > max.
+                if bound is not None and observed_max is not None and observed_max > 0:
+                    bound = min(bound, observed_max)
+                out[q] = bound
                 break
     return out

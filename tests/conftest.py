@@ -147,3 +147,11 @@ def assert_no_torn_files(data_dir: Path) -> None:
 
 def env_without_proxy() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+@pytest.fixture(scope="session")
+def faulty_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One capture with injected faults, shared by the dataset and report tests (~25 s)."""
+    from tests.faulty_capture import run_faulty_capture
+
+    yield from run_faulty_capture(tmp_path_factory)

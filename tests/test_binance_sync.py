@@ -191,3 +191,49 @@ def test_real_recording_joins_without_gap() -> None:
         assert [(lv.price, lv.qty) for lv in bids] == sorted(ref_bids.items(), reverse=True)
         assert [(lv.price, lv.qty) for lv in asks] == sorted(ref_asks.items())
         assert not s.book.is_crossed()
+
+
+def _frame(U: int, u: int, bid: str = "100.0") -> bytes:
+    data = {"e": "depthUpdate", "E": 5, "s": "BTCUSDT", "U": U, "u": u, "b": [[bid, "1.0"]], "a": []}
+    return json.dumps({"stream": "btcusdt@depth@100ms", "data": data}).encode()
+
+
+def test_feed_counts_into_stats_and_live_counters() -> None:
+    from recorder.venues.base import Counters
+    from recorder.venues.binance import BinanceFeed
+
+    counters = Counters(None)
+    feed = BinanceFeed(["BTC-USDT", "ETH-USDT"], counters)
+    feed.on_frame(b"not json", 1.0)
+    feed.on_frame(b'{"result":null,"id":1}', 1.0)
+    feed.on_frame(b'{"stream":"btcusdt@trade","data":{"e":"trade"}}', 1.0)
+    feed.on_frame(_frame(99, 101), 2.0)
+    assert feed.book("BTC-USDT") is None and feed.wants_snapshot() == {"BTC-USDT"}
+    feed.on_rest_snapshot("BTC-USDT", b"{broken", 3.0)
+    assert feed.book("BTC-USDT") is None
+    body = b'{"lastUpdateId":100,"bids":[["99.0","2.0"]],"asks":[["101.0","1.0"]]}'
+    feed.on_rest_snapshot("BTC-USDT", body, 3.0)
+    book = feed.book("BTC-USDT")
+    assert book is not None and book.update_id == 101 and feed.wants_snapshot() == set()
+    feed.on_frame(_frame(105, 106), 4.0)  # 102..104 missing
+    assert feed.book("BTC-USDT") is None and feed.wants_snapshot() == {"BTC-USDT"}
+    st = feed.stats
+    assert (st.frames, st.malformed, st.gaps, st.resyncs) == (5, 2, 1, 1)
+    assert st.kinds == {"malformed": 2, "reply": 1, "other_stream": 1, "depthUpdate": 2, "rest_snapshot": 1}
+    assert st.per_pair["BTC-USDT"] == {"updates": 2, "resyncs": 1, "gaps": 1}
+    assert (counters.get("messages"), counters.get("malformed"), counters.get("gaps:BTC-USDT")) == (5, 2, 1)
+    assert counters.get("resyncs:BTC-USDT") == 1
+
+
+def test_feed_keeps_a_recorded_snapshot_until_its_first_diff() -> None:
+    from recorder.venues.binance import BinanceFeed
+
+    feed = BinanceFeed(["BTC-USDT"])
+    body = b'{"lastUpdateId":100,"bids":[["99.0","2.0"]],"asks":[["101.0","1.0"]]}'
+    feed.on_rest_snapshot("BTC-USDT", body, 1.0)  # recorded before any diff (replay only)
+    assert feed.book("BTC-USDT") is None
+    feed.on_frame(_frame(100, 102, "99.5"), 2.0)
+    book = feed.book("BTC-USDT")
+    assert book is not None and book.update_id == 102 and book.best_bid() == 99.5
+    feed.request_resync("BTC-USDT")
+    assert feed.book("BTC-USDT") is None

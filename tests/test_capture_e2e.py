@@ -203,12 +203,27 @@ def test_kill_9_children_are_restarted_and_nothing_is_torn(sim: Sim, tmp_path: P
 
 
 def test_planned_reconnect_misses_no_tick(sim: Sim, tmp_path: Path) -> None:
-    data, proc = _start_bg(sim, tmp_path, "age", venue_extra={"max_connection_age_s": 4})
+    # Four pairs over three connections (at most two streams each), each replaced every few
+    # seconds, staggered: the new connection syncs before the old one closes.
+    data = tmp_path / "data"
+    pairs = ["BTC-USDT", "ETH-USDT", "BNB-USDT", "SOL-USDT", "XRP-USDT"]
+    cfg = write_config(
+        tmp_path / "age.toml",
+        sim.urls,
+        pairs,
+        data,
+        venue_extra={"max_connection_age_s": 4, "max_streams_per_connection": 2},
+    )
+    proc = popen_cli("start-capture", "--config", str(cfg), "--interval", "0.25", "--session-id", "age")
     try:
         wait_for(
-            lambda: (st := status(data, "age")) and st["venues"]["binance"]["planned_reconnects"] >= 2,
-            60,
-            "two planned reconnects",
+            lambda: (
+                (st := status(data, "age"))
+                and st["venues"]["binance"]["planned_reconnects"] >= 6
+                and st["venues"]["binance"]["connections"] >= 3
+            ),
+            90,
+            "two planned reconnects per connection",
         )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
@@ -219,3 +234,57 @@ def test_planned_reconnect_misses_no_tick(sim: Sim, tmp_path: Path) -> None:
     venue = final["venues"]["binance"]
     assert venue["missed_ticks"] == 0
     assert venue["reconnects"] == 0
+    assert venue["gaps"] == 0
+    stats = json.load(urllib.request.urlopen(f"{sim.urls['sim_url']}/sim/stats", timeout=5))
+    assert stats["connections_total"] >= 3 + 6  # three at the start, then the replacements
+    assert set(venue["pairs"]) == set(pairs)
+
+
+def test_gap_on_one_pair_resyncs_only_that_pair(sim: Sim, tmp_path: Path) -> None:
+    # Three pairs share one connection; the simulator withholds diffs of BTCUSDT only.
+    data = tmp_path / "data"
+    pairs = ["BTC-USDT", "ETH-USDT", "BNB-USDT"]
+    cfg = write_config(tmp_path / "gap.toml", sim.urls, pairs, data)
+    proc = popen_cli("start-capture", "--config", str(cfg), "--interval", "0.25", "--session-id", "gap")
+    gaps_wanted = 4
+    try:
+        wait_for(lambda: _samples(data, "gap") >= 12, 60, "samples")
+        for i in range(gaps_wanted):
+            req = urllib.request.Request(f"{sim.urls['sim_url']}/sim/gap?symbol=BTCUSDT&count=1", method="POST")
+            urllib.request.urlopen(req, timeout=5).read()
+            wait_for(
+                lambda i=i: (st := status(data, "gap")) and st["venues"]["binance"]["pairs"]["BTC-USDT"]["gaps"] > i,
+                30,
+                f"gap {i + 1} detected",
+            )
+            wait_for(
+                lambda: (st := status(data, "gap")) and st["venues"]["binance"]["pairs"]["BTC-USDT"]["synced"],
+                30,
+                "resync",
+            )
+        before = _samples(data, "gap")
+        wait_for(lambda: _samples(data, "gap") >= before + 12, 60, "samples after the gaps")
+        live = status(data, "gap")["venues"]["binance"]
+        assert live["connections"] == 1 and live["connected"]
+        text = run_cli("capture-status", "--session-id", "gap", "--data-dir", str(data)).stdout
+        assert "connections 1  REST weight used" in text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    final = _assert_stored_everything(data, "gap")
+    venue = final["venues"]["binance"]
+    btc = venue["pairs"]["BTC-USDT"]
+    assert btc["gaps"] >= gaps_wanted and btc["resyncs"] >= gaps_wanted + 1
+    for pair in ("ETH-USDT", "BNB-USDT"):
+        other = venue["pairs"][pair]
+        assert other["gaps"] == 0 and other["resyncs"] == 1 and other["missed_ticks"] == 0, (pair, other)
+    assert venue["reconnects"] == 0
+    # Every stored BTC book, before and after the resyncs, is the simulator's book at that id.
+    for s in read_jsonl(data):
+        if s["pair"] != "BTC-USDT":
+            continue
+        ref = _sim_book(sim, "BTCUSDT", s["update_id"], 20)
+        assert ref is not None
+        assert [(float(p), float(q)) for p, q in ref["bids"]] == [(lv["price"], lv["qty"]) for lv in s["bids"]]

@@ -406,13 +406,19 @@ def test_documented_sync_matches_sim_book() -> None:
         async with simulator(symbols=symbols, seed=42) as sim, aiohttp.ClientSession() as http:
             done = await one_round(sim, http, 5000)
             done += await one_round(sim, http, 1000)
+            rounds = 2
+            # A straddle needs an event between the last publication and the snapshot: usual, not
+            # certain on a loaded machine, so allow a few more rounds before calling it missing.
+            while not any(c.straddled for c in done) and rounds < 6:
+                done += await one_round(sim, http, 1000)
+                rounds += 1
             # Mid-window snapshots must produce real straddles (U <= lastUpdateId < u) for busy symbols.
             assert any(c.straddled for c in done)
             async with http.get(sim.urls["sim_url"] + "/sim/book?symbol=BTCUSDT&update_id=1") as r:
                 assert r.status == 404
             async with http.get(sim.urls["sim_url"] + "/sim/stats") as r:
                 stats = await r.json()
-            assert stats["self_check_failures"] == 0 and stats["snapshots_served"] == 8
+            assert stats["self_check_failures"] == 0 and stats["snapshots_served"] == 4 * rounds
 
     run(main())
 

@@ -191,3 +191,21 @@ def test_schedule_runs_at_its_times() -> None:
             assert [f["kind"] for f in injected] == ["gap", "malformed"]  # the other venue's drop is not ours
 
     run(main())
+
+
+def test_sim_book_knows_the_books_it_served_as_snapshots() -> None:
+    """A client sampling right after a sync stores the snapshot's book, whose id is mid-window:
+    /sim/book must still be able to verify it."""
+
+    async def main() -> None:
+        async with client() as (_, http, base):
+            await asyncio.sleep(0.35)
+            async with http.get(f"{base}/api/v3/depth", params={"symbol": "BTCUSDT", "limit": "20"}) as resp:
+                snap = await resp.json()
+            params = {"symbol": "BTCUSDT", "update_id": str(snap["lastUpdateId"]), "limit": "20"}
+            async with http.get(f"{base}/sim/book", params=params) as resp:
+                assert resp.status == 200
+                ref = await resp.json()
+            assert (ref["bids"], ref["asks"]) == (snap["bids"], snap["asks"])
+
+    run(main())

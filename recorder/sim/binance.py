@@ -9,19 +9,20 @@ documented sync procedure ends up with the right book.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import random
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
+from recorder.sim.book import Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
 from recorder.sim.faults import ConnFaults, FaultInjector
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ MAX_QUEUED = 50_000  # outgoing messages buffered per connection before it is dr
 DEPTH_LIMIT_MAX = 5000
 PARTIAL_LEVELS = (5, 10, 20)
 BAN_DURATION_S = 120.0
+SERVED_BOOKS_KEPT = 2000  # REST snapshot states kept for /sim/book (a few MB)
+TAIL_EVENTS_PER_S = 3.0
+TAIL_QUOTES = ("USDT", "USDT", "USDT", "FDUSD", "BTC")
 
 # symbol -> (base, quote, price, tickSize, stepSize, typical resting qty, events/s)
 DEFAULT_SYMBOLS: dict[str, tuple[str, str, str, str, str, str, float]] = {
@@ -153,9 +157,18 @@ class _IpBudget:
 
 
 class BinanceVenue:
-    """Routes, market engine and connection management for the Binance spot simulator."""
+    """Routes, market engine and connection management for the Binance spot simulator.
+
+    USD-M futures (``binance_futures.py``) subclasses it: only the class attributes below and
+    ``_diff_event`` / ``_depth_weight`` differ.
+    """
 
     name = "binance"
+    rest_prefix = "/api/v3"
+    depth_limit_max = DEPTH_LIMIT_MAX
+    # Wire update ids are generator ids times this: futures ids are not contiguous per symbol.
+    id_scale = 1
+    ws_prefixes: tuple[str, ...] = ("",)
 
     def __init__(self, opts: SimOptions) -> None:
         self.opts = opts
@@ -170,10 +183,23 @@ class BinanceVenue:
             s: SymbolFeed(make_spec(s), f"{seed}:{s}", self.tick_s, (fast_ticks, slow_ticks), retention)
             for s in dict.fromkeys(symbols)
         }
+        # The generated tail: one diff per tail_update_ms and few events, so thousands stay cheap.
+        tail_tick_s = max(opts.update_interval_ms, opts.tail_update_ms) / 1000.0
+        tail_slow = max(1, round(SLOW_INTERVAL_MS / 1000.0 / tail_tick_s))
+        for sym in tail_symbols(opts.instruments):
+            if sym not in self.feeds:
+                spec = dataclasses.replace(make_spec(sym), events_per_s=TAIL_EVENTS_PER_S)
+                self.feeds[sym] = SymbolFeed(spec, f"{seed}:{sym}", tail_tick_s, (1, tail_slow), min(retention, 120.0))
+                self.feeds[sym].gen.burst_p = 0.01 * tail_tick_s  # a burst every ~100 s, not ~10 s
+        self._drop_next: dict[str, int] = {}  # symbol -> fast diffs to withhold (gap injection)
         self._subs: dict[str, set[_Conn]] = {}
         self._conns: set[_Conn] = set()
         self._budgets: dict[str, _IpBudget] = {}
         self.faults = FaultInjector(self.name, opts.faults)
+        # Books served as REST snapshots, by (symbol, generator id): a snapshot's lastUpdateId
+        # usually falls inside a publication window, which the window history cannot rebuild,
+        # yet a client that samples right after syncing stores exactly that book.
+        self._served: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._engine: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._wall0_ms = 0.0
@@ -181,7 +207,7 @@ class BinanceVenue:
             (
                 "connections_total", "messages_sent", "diffs_published", "rest_requests",
                 "snapshots_served", "http_400", "http_429", "http_418", "closed_rate_limit",
-                "closed_pong_timeout", "closed_max_age", "closed_slow_consumer",
+                "closed_pong_timeout", "closed_max_age", "closed_slow_consumer", "diffs_withheld",
             ),
             0,
         )  # fmt: skip
@@ -189,16 +215,19 @@ class BinanceVenue:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def setup(self, app: web.Application) -> None:
-        app.router.add_get("/stream", self._ws_combined)
-        app.router.add_get("/ws", self._ws_raw)
-        app.router.add_get("/ws/{streams:.*}", self._ws_raw)
-        app.router.add_get("/api/v3/depth", self._rest_depth)
-        app.router.add_get("/api/v3/exchangeInfo", self._rest_exchange_info)
-        app.router.add_get("/api/v3/ping", self._rest_ping)
-        app.router.add_get("/api/v3/time", self._rest_time)
+        for base in self.ws_prefixes:
+            app.router.add_get(f"{base}/stream", self._ws_combined)
+            app.router.add_get(f"{base}/ws", self._ws_raw)
+            app.router.add_get(f"{base}/ws/{{streams:.*}}", self._ws_raw)
+        rest = self.rest_prefix
+        app.router.add_get(f"{rest}/depth", self._rest_depth)
+        app.router.add_get(f"{rest}/exchangeInfo", self._rest_exchange_info)
+        app.router.add_get(f"{rest}/ping", self._rest_ping)
+        app.router.add_get(f"{rest}/time", self._rest_time)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
         self.faults.setup(app)
+        app.router.add_post("/sim/gap", self._sim_gap)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -226,19 +255,24 @@ class BinanceVenue:
             "connections_open": len(self._conns),
             "self_check_failures": sum(f.history.self_check_failures for f in self.feeds.values()),
             "symbols": {
-                s: {"last_update_id": f.last_id, "last_published_u": f.history.latest_id()}
+                s: {
+                    "last_update_id": f.last_id * self.id_scale,
+                    "last_published_u": f.history.latest_id() * self.id_scale,
+                }
                 for s, f in self.feeds.items()
             },
         }
 
     # -- market engine ------------------------------------------------------------------------------
 
-    def _tick_now(self) -> int:
-        return int((asyncio.get_running_loop().time() - self._t0) / self.tick_s)
+    def _tick_now(self, feed: SymbolFeed | None = None) -> int:
+        tick_s = feed.tick_s if feed is not None else self.tick_s
+        return int((asyncio.get_running_loop().time() - self._t0) / tick_s)
 
     def _advance(self, feed: SymbolFeed, tick: int) -> None:
-        if tick - feed.tick > 3000:  # stalled for > ~30 s (e.g. suspended): jump instead of replaying
-            feed.skip_to(tick - 100)
+        stalled = round(30.0 / feed.tick_s)
+        if tick - feed.tick > stalled:  # stalled for > ~30 s (e.g. suspended): jump instead of replaying
+            feed.skip_to(tick - stalled // 30)
         feed.advance_to(tick, asyncio.get_running_loop().time(), self._on_boundary)
 
     async def _run_engine(self) -> None:
@@ -246,7 +280,12 @@ class BinanceVenue:
         while True:
             tick = self._tick_now()
             for feed in self.feeds.values():
-                self._advance(feed, tick)
+                if feed.tick_s == self.tick_s:
+                    self._advance(feed, tick)
+                else:
+                    ftick = self._tick_now(feed)
+                    if ftick > feed.tick:
+                        self._advance(feed, ftick)
             next_t = self._t0 + (tick // self.fast_ticks + 1) * self.fast_ticks * self.tick_s
             await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
 
@@ -254,8 +293,13 @@ class BinanceVenue:
         """End of a publication window: send the diff (and partial-depth snapshots) to subscribers."""
         sym = feed.spec.symbol
         low = sym.lower()
-        event_ms = int(self._wall0_ms + tick * self.tick_s * 1000.0)
+        event_ms = int(self._wall0_ms + tick * feed.tick_s * 1000.0)
         fast = cadence == 0
+        if diff is not None and fast and self._drop_next.get(sym):
+            # Injected fault: the diff's ids are consumed but never sent, so subscribers see a gap.
+            self._drop_next[sym] -= 1
+            self.counters["diffs_withheld"] += 1
+            diff = None
         if diff is not None and fast and self._subs.get(f"{low}@depth@100ms") and self.faults.take_gap(sym):
             diff = None  # fault: the update ids of this window never reach any client
         corrupt = diff is not None and fast and self.faults.take_corrupt(sym)
@@ -269,15 +313,10 @@ class BinanceVenue:
                 if not conns:
                     continue
                 if payload is None:
-                    bids = _levels(diff.bids)
+                    ev = self._diff_event(sym, event_ms, diff)
                     if corrupt and fast:
-                        bids = _corrupt_level(feed) + bids
-                    payload = msgspec.json.encode(
-                        {
-                            "e": "depthUpdate", "E": event_ms, "s": sym, "U": diff.first_id,
-                            "u": diff.last_id, "b": bids, "a": _levels(diff.asks),
-                        }
-                    ).decode()  # fmt: skip
+                        ev["b"] = _corrupt_level(feed) + ev["b"]
+                    payload = msgspec.json.encode(ev).decode()
                 self._fanout(name, payload, conns)
         for n in PARTIAL_LEVELS:
             names = (f"{low}@depth{n}@100ms",) if fast else (f"{low}@depth{n}", f"{low}@depth{n}@1000ms")
@@ -289,9 +328,19 @@ class BinanceVenue:
                 if payload is None:
                     bids, asks = feed.book.top(n)
                     payload = msgspec.json.encode(
-                        {"lastUpdateId": feed.last_id, "bids": _levels(bids), "asks": _levels(asks)}
+                        {"lastUpdateId": feed.last_id * self.id_scale, "bids": _levels(bids), "asks": _levels(asks)}
                     ).decode()
                 self._fanout(name, payload, conns)
+
+    def _diff_event(self, sym: str, event_ms: int, diff: WindowDiff) -> dict[str, Any]:
+        return {
+            "e": "depthUpdate", "E": event_ms, "s": sym, "U": diff.first_id,
+            "u": diff.last_id, "b": _levels(diff.bids), "a": _levels(diff.asks),
+        }  # fmt: skip
+
+    @staticmethod
+    def _depth_weight(limit: int | None) -> int:
+        return 5 if limit is None or limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
     def _fanout(self, name: str, payload: str, conns: set[_Conn]) -> None:
         wrapped: str | None = None
@@ -497,12 +546,13 @@ class BinanceVenue:
     # -- REST ---------------------------------------------------------------------------------------
 
     def _charge(self, request: web.Request, weight: int) -> tuple[web.Response | None, int]:
-        """Per-IP REQUEST_WEIGHT per wall-clock minute; returns (error response or None, used weight)."""
+        """Per-IP REQUEST_WEIGHT per wall-clock window; returns (error response or None, used weight)."""
         self.counters["rest_requests"] += 1
         now = time.time()
         ip = request.remote or "?"
         b = self._budgets.setdefault(ip, _IpBudget())
-        minute = int(now // 60)
+        window = self.opts.weight_window_s
+        minute = int(now // window)
         if b.minute != minute:
             b.minute, b.used = minute, 0
         if b.banned_until > now:
@@ -514,7 +564,7 @@ class BinanceVenue:
                 return self._banned(b, now), b.used
             return self._too_many(b, now), b.used
         if b.used + weight > self.opts.weight_limit_per_min:
-            b.backoff_until = (minute + 1) * 60.0
+            b.backoff_until = (minute + 1) * window
             return self._too_many(b, now), b.used
         b.ignored = 0
         b.used += weight
@@ -543,7 +593,7 @@ class BinanceVenue:
         return resp
 
     def _with_weight(self, resp: web.Response, used: int) -> web.Response:
-        resp.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+        resp.headers[f"X-MBX-USED-WEIGHT-{_interval_code(self.opts.weight_window_s)}"] = str(used)
         if resp.status == 400:
             self.counters["http_400"] += 1
         return resp
@@ -554,14 +604,14 @@ class BinanceVenue:
         limit: int | None = 100
         if raw_limit is not None:
             limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 20 else None
-            if limit is not None and not 1 <= limit <= DEPTH_LIMIT_MAX:
+            if limit is not None and not 1 <= limit <= self.depth_limit_max:
                 limit = None
-        weight = 5 if limit is None or limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+        weight = self._depth_weight(limit)
         err, used = self._charge(request, weight)
         if err is not None:
             return self._with_weight(err, used)
         if limit is None:
-            msg = f"Illegal characters found in parameter 'limit'; legal range is '1' to '{DEPTH_LIMIT_MAX}'."
+            msg = f"Illegal characters found in parameter 'limit'; legal range is '1' to '{self.depth_limit_max}'."
             return self._with_weight(_json_error(400, -1100, msg), used)
         symbol = q.get("symbol")
         if not symbol:
@@ -576,11 +626,17 @@ class BinanceVenue:
             return refused
         # Catch the generator up to *now*: the snapshot reflects mid-window state, so its lastUpdateId
         # normally lies inside the next diff's [U, u] (the straddle a client must handle).
-        self._advance(feed, self._tick_now())
+        self._advance(feed, self._tick_now(feed))
         bids, asks = feed.book.top(limit)
+        self._served[(symbol, feed.last_id)] = feed.book.encode()
+        while len(self._served) > SERVED_BOOKS_KEPT:
+            self._served.popitem(last=False)
         self.counters["snapshots_served"] += 1
-        body = msgspec.json.encode({"lastUpdateId": feed.last_id, "bids": _levels(bids), "asks": _levels(asks)})
+        body = msgspec.json.encode(self._snapshot_body(feed.last_id, bids, asks))
         return self._with_weight(web.Response(body=body, content_type="application/json"), used)
+
+    def _snapshot_body(self, last_id: int, bids: list[Level], asks: list[Level]) -> dict[str, Any]:
+        return {"lastUpdateId": last_id * self.id_scale, "bids": _levels(bids), "asks": _levels(asks)}
 
     async def _rest_exchange_info(self, request: web.Request) -> web.Response:
         err, used = self._charge(request, 20)
@@ -608,7 +664,7 @@ class BinanceVenue:
             "timezone": "UTC",
             "serverTime": _now_ms(),
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                {"rateLimitType": "REQUEST_WEIGHT", **_interval_fields(self.opts.weight_window_s),
                  "limit": self.opts.weight_limit_per_min},
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
@@ -636,19 +692,49 @@ class BinanceVenue:
             return web.json_response({"error": "unknown symbol"}, status=400)
         try:
             limit = int(q.get("limit", "20"))
-            update_id = int(q["update_id"]) if "update_id" in q else feed.history.latest_id()
+            update_id = int(q["update_id"]) if "update_id" in q else feed.history.latest_id() * self.id_scale
         except ValueError:
             return web.json_response({"error": "limit and update_id must be integers"}, status=400)
         if not 1 <= limit <= DEPTH_LIMIT_MAX:
             return web.json_response({"error": f"limit must be 1..{DEPTH_LIMIT_MAX}"}, status=400)
-        book = feed.history.state_at(update_id)
+        gen_id, rest = divmod(update_id, self.id_scale)
+        book = feed.history.state_at(gen_id) if rest == 0 else None
+        if book is None and rest == 0 and (feed.spec.symbol, gen_id) in self._served:
+            book = Book.decode(self._served[(feed.spec.symbol, gen_id)])
         if book is None:
             return web.json_response({"error": "unknown or expired update_id"}, status=404)
         bids, asks = book.top(limit)
         return web.json_response({"lastUpdateId": update_id, "bids": _levels(bids), "asks": _levels(asks)})
 
+    async def _sim_gap(self, request: web.Request) -> web.Response:
+        """Fault injection: withhold the next ``count`` fast diffs of ``symbol`` (a sequence gap)."""
+        sym = request.query.get("symbol", "").upper()
+        if sym not in self.feeds:
+            return web.json_response({"error": "unknown symbol"}, status=400)
+        count = request.query.get("count", "1")
+        if not count.isdigit():
+            return web.json_response({"error": "count must be an integer"}, status=400)
+        self._drop_next[sym] = self._drop_next.get(sym, 0) + int(count)
+        return web.json_response({"symbol": sym, "pending": self._drop_next[sym]})
+
     async def _sim_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+
+def tail_symbols(n: int) -> list[str]:
+    """``n`` generated symbols (``T0000USDT``, ``T0001BTC``...), mostly USDT-quoted like the real venue."""
+    return [f"T{i:04d}{TAIL_QUOTES[i % len(TAIL_QUOTES)]}" for i in range(n)]
+
+
+def _interval_code(window_s: float) -> str:
+    """Window -> the header suffix Binance uses: 60 -> ``1M``, 10 -> ``10S``."""
+    w = round(window_s)
+    return f"{w // 60}M" if w % 60 == 0 else f"{w}S"
+
+
+def _interval_fields(window_s: float) -> dict[str, Any]:
+    w = round(window_s)
+    return {"interval": "MINUTE", "intervalNum": w // 60} if w % 60 == 0 else {"interval": "SECOND", "intervalNum": w}
 
 
 def _symbol_info(spec: InstrumentSpec) -> dict[str, Any]:
@@ -703,6 +789,20 @@ def _ws_result(result: Any, rid: Any) -> str:
 
 def _ws_error(code: int, msg: str, rid: Any) -> str:
     return msgspec.json.encode({"error": {"code": code, "msg": msg}, "id": rid}).decode()
+
+
+def replay_routes(app: web.Application, symbols: list[str], venue: type[BinanceVenue] = BinanceVenue) -> None:
+    """For a replayed recording (``recorder/sim/replay.py``): the instrument list ``check_pairs`` reads."""
+
+    async def exchange_info(request: web.Request) -> web.Response:
+        info = {
+            "timezone": "UTC",
+            "serverTime": _now_ms(),
+            "symbols": [{"symbol": s, "status": "TRADING"} for s in symbols],
+        }
+        return web.Response(body=msgspec.json.encode(info), content_type="application/json")
+
+    app.router.add_get(f"{venue.rest_prefix}/exchangeInfo", exchange_info)
 
 
 def create_venue(opts: SimOptions) -> BinanceVenue:

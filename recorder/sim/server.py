@@ -23,7 +23,12 @@ from aiohttp import web
 
 from recorder.sim.faults import Fault
 
-VENUES: dict[str, str] = {"binance": "recorder.sim.binance"}
+VENUES: dict[str, str] = {
+    "binance": "recorder.sim.binance",
+    "binance-futures": "recorder.sim.binance_futures",
+    "bybit": "recorder.sim.bybit",
+    "coinbase": "recorder.sim.coinbase",
+}
 
 
 @dataclass
@@ -42,6 +47,11 @@ class SimOptions:
     history_s: float = 900.0  # how long /sim/book can look back
     ban_after_ignored_429s: int = 5  # requests sent while told to back off before a 418 ban; 0 = never
     faults: list[Fault] | None = None  # fault schedule (see recorder/sim/faults.py)
+    weight_window_s: float = 60.0  # REQUEST_WEIGHT window (Binance: 1 minute); shorter makes tests fast
+    instruments: int = 0  # extra generated instruments (the "tail"), e.g. 1000 for a whole-universe test
+    tail_update_ms: int = 1000  # diff cadence of the generated tail: cheap enough for thousands
+    replay: str | None = None  # serve this recorded capture instead of a generated market
+    speed: float = 1.0  # replay pace: 1 = as recorded, 10 = ten times faster
 
 
 class Venue(Protocol):
@@ -57,6 +67,10 @@ class Venue(Protocol):
 
 
 def load_venue(opts: SimOptions) -> Venue:
+    if opts.replay is not None:
+        from recorder.sim.replay import ReplayVenue
+
+        return ReplayVenue(opts, opts.replay)
     try:
         module = importlib.import_module(VENUES[opts.venue])
     except KeyError:
@@ -167,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-incoming-per-s", type=int, default=d.max_incoming_per_s)
     p.add_argument("--history-s", type=float, default=d.history_s)
     p.add_argument("--ban-after-ignored-429s", type=int, default=d.ban_after_ignored_429s)
+    p.add_argument("--weight-window-s", type=float, default=d.weight_window_s)
+    p.add_argument("--instruments", type=int, default=d.instruments)
+    p.add_argument("--tail-update-ms", type=int, default=d.tail_update_ms)
     a = p.parse_args(argv)
     opts = SimOptions(
         venue=a.venue, host=a.host, port=a.port,
@@ -175,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         pong_timeout_s=a.pong_timeout_s, max_connection_age_s=a.max_connection_age_s,
         weight_limit_per_min=a.weight_limit_per_min, max_incoming_per_s=a.max_incoming_per_s,
         history_s=a.history_s, ban_after_ignored_429s=a.ban_after_ignored_429s,
+        weight_window_s=a.weight_window_s, instruments=a.instruments, tail_update_ms=a.tail_update_ms,
     )  # fmt: skip
 
     def ready(urls: dict[str, str]) -> None:

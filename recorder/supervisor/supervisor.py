@@ -20,9 +20,11 @@ from typing import Any
 
 import msgspec
 
-from recorder.config import CaptureConfig
+from recorder.config import ALL_PAIRS, CaptureConfig, VenueConfig
 from recorder.metrics import SharedCounters, histogram_quantiles
 from recorder.ring.shm_ring import ShmRing
+from recorder.sampler.misslog import misslog_name
+from recorder.sinks.uploader import UPLOADER_COUNTER_FIELDS, UploaderSpec, run_uploader, s3_status
 from recorder.supervisor.prometheus import MetricsServer, exposition
 from recorder.supervisor.sdnotify import SdNotify
 from recorder.supervisor.session import SessionDir
@@ -121,6 +123,8 @@ class Supervisor:
         self._writer_counters: SharedCounters | None = None
         self._venues: dict[str, Child] = {}
         self._writer: Child | None = None
+        self._uploader: Child | None = None  # with --storage s3
+        self._uploader_counters: SharedCounters | None = None
         self._started = time.time()
         self._last_status: dict[str, Any] = {}
         self._prev_rates: dict[str, tuple[float, float]] = {}
@@ -141,6 +145,7 @@ class Supervisor:
             if self.cfg.simulate:
                 self._start_simulator()
             self._check_pairs()
+            self._check_s3()
             self._start_metrics()
         except BaseException:
             self._stop_simulator()
@@ -162,7 +167,7 @@ class Supervisor:
             while self._stop_reason is None:
                 time.sleep(0.1)
                 self.notify.watchdog()
-                for child in [*self._venues.values(), self._writer]:
+                for child in [*self._venues.values(), self._writer, *self._uploaders()]:
                     assert child is not None
                     if not child.poll():
                         log.error("event=crash_loop child=%s restarts=%d", child.name, child.restarts)
@@ -272,7 +277,58 @@ class Supervisor:
             # A writer that died just before the stop still owes us the ring's tail.
             self._writer.start()
         code = self._writer.stop(timeout_s=120)
+        self._stop_uploader()
         return code == 0
+
+    # S3 uploads (recorder/sinks/uploader.py) ---------------------------------------------
+
+    def _uploaders(self) -> list[Child]:
+        return [self._uploader] if self._uploader is not None else []
+
+    def _check_s3(self) -> None:
+        """Bucket reachable and writable, else one clear line (or a warning with start_anyway)."""
+        s3 = self.cfg.s3
+        if self.cfg.storage != "s3" or s3 is None:
+            return
+        from recorder.sinks.s3 import S3Error, S3Store
+
+        try:
+            S3Store(s3, quick=True).check(f"{self.session_id}-{os.getpid()}")
+        except S3Error as exc:
+            if not s3.start_anyway:
+                raise CaptureError(str(exc)) from None
+            log.warning("event=s3_check_failed start_anyway=true detail=files spool locally error=%s", exc)
+
+    def _start_uploader(self) -> None:
+        s3 = self.cfg.s3
+        if self.cfg.storage != "s3" or s3 is None:
+            return
+        self._uploader_counters = SharedCounters.create(UPLOADER_COUNTER_FIELDS)
+        spec = UploaderSpec(
+            session_id=self.session_id,
+            data_dir=self.cfg.data_dir,
+            s3=s3,
+            counters_name=self._uploader_counters.name,
+            log_level=self.log_level,
+        )
+        self._uploader = Child("uploader", run_uploader, (spec,))
+        self._uploader.start()
+
+    def _stop_uploader(self) -> None:
+        """After the writer: the uploader drains what it left (bounded; the rest stays spooled)."""
+        if self._uploader is None or self.cfg.s3 is None:
+            return
+        if not self._uploader.alive:
+            self._uploader.start()
+            # SIGTERM before its handler is installed would kill it without a drain.
+            deadline = time.monotonic() + 30
+            counters = self._uploader_counters
+            while counters is not None and counters.get("pid") != self._uploader.pid and self._uploader.alive:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        s3 = self.cfg.s3
+        self._uploader.stop(timeout_s=s3.drain_timeout_s + 2 * (s3.connect_timeout_s + s3.read_timeout_s) + 10)
 
     # setup -------------------------------------------------------------------------------
 
@@ -305,12 +361,46 @@ class Supervisor:
 
     def _check_pairs(self) -> None:
         for venue, vc in self.cfg.venues.items():
+            if vc.pairs == [ALL_PAIRS]:
+                self._resolve_all_pairs(venue, vc)
+                self._check_connection_limits(venue, vc)
+                continue
+            self._check_connection_limits(venue, vc)
             try:
                 unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
             except OSError as exc:
                 raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
             if unknown:
                 raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
+
+    def _check_connection_limits(self, venue: str, vc: VenueConfig) -> None:
+        """Pairs that would need more connections than the venue allows per IP: fail now, not in a
+        crash-looping venue process."""
+        declared = getattr(venue_module(venue).CONNECTOR, "declared_limits", None)
+        if declared is None:
+            return
+        limits = declared()
+        per_conn = vc.max_streams_per_connection or limits.streams_per_connection
+        needed = -(-len(vc.pairs) // per_conn)
+        if needed > limits.connections_per_ip:
+            raise CaptureError(
+                f"{len(vc.pairs)} {venue} pairs need {needed} connections at {per_conn} streams each;"
+                f" the venue allows {limits.connections_per_ip} per IP"
+            )
+
+    def _resolve_all_pairs(self, venue: str, vc: VenueConfig) -> None:
+        """``--pairs all``: every listed instrument passing the config's quote / type filters."""
+        module = venue_module(venue)
+        if not hasattr(module, "list_pairs"):
+            raise CaptureError(f"--pairs all is not supported for {venue} yet")
+        try:
+            pairs = module.list_pairs(vc.rest_url, vc.quote, vc.types)
+        except OSError as exc:
+            raise CaptureError(f"cannot reach {venue} REST API to list its instruments: {exc}") from None
+        if not pairs:
+            raise CaptureError(f"no {venue} instrument matches quote={vc.quote or 'any'} types={vc.types or 'any'}")
+        log.info("event=pairs_resolved venue=%s pairs=%d", venue, len(pairs))
+        vc.pairs = pairs
 
     def _create_shared_memory(self) -> None:
         ring_bytes = int(self.cfg.writer.ring_mb * 1024 * 1024)
@@ -326,6 +416,8 @@ class Supervisor:
             counters.close()
         if self._writer_counters is not None:
             self._writer_counters.close()
+        if self._uploader_counters is not None:
+            self._uploader_counters.close()
 
     def _spawn_children(self) -> None:
         cfg = self.cfg
@@ -341,6 +433,9 @@ class Supervisor:
             rotate_bytes=int(w.rotate_mb * 1024 * 1024),
             rings={venue: ring.name for venue, ring in self._rings.items()},
             counters_name=self._writer_counters.name,
+            compact_older_than_s=w.compact_older_than_s if w.compact else None,
+            compact_target_mb=w.compact_target_mb,
+            compact_every_s=w.compact_every_s,
         )
         self._writer = Child("writer", run_writer, (wspec,))
         self._writer.start()
@@ -355,10 +450,12 @@ class Supervisor:
                 ring_name=self._rings[venue].name,
                 counters_name=self._counters[venue].name,
                 log_level=self.log_level,
+                misslog_path=str(self.session.path / misslog_name(venue)),
             )
             child = Child(f"venue-{venue}", run_venue_process, (msgspec.msgpack.encode(spec),))
             child.start()
             self._venues[venue] = child
+        self._start_uploader()
 
     # metrics -----------------------------------------------------------------------------
 
@@ -413,6 +510,10 @@ class Supervisor:
                 "rest_errors": int(v["rest_errors"]),
                 "lag_alerts": int(v["lag_alerts"]),
                 "lagging": bool(v["lagging"]),
+                "http_418": int(v["http_418"]),
+                "connections": int(v["connections"]),
+                "rest_weight_used": int(v["rest_weight_used"]),
+                "rest_queue": int(v["rest_queue"]),
                 "ticks": int(v["ticks"]),
                 "samples": int(v["samples"]),
                 "missed_ticks": int(v["missed_ticks"]),
@@ -459,7 +560,17 @@ class Supervisor:
             "venues": venues,
             "writer": writer,
             "totals": {k: int(x) for k, x in totals.items()},
+            **self._storage_status(),
         }
+
+    def _storage_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"storage": self.cfg.storage}
+        if self.cfg.storage == "s3" and self.cfg.s3 is not None:
+            s3 = s3_status(self._uploader_counters, self.cfg.s3, self.session.path)
+            if self._uploader is not None:
+                s3.update(alive=self._uploader.alive, restarts=self._uploader.restarts)
+            out["s3"] = s3
+        return out
 
 
 def _notify_line(status: dict[str, Any]) -> str:

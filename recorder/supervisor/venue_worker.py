@@ -34,6 +34,8 @@ class VenueSpec(msgspec.Struct, kw_only=True):
     ring_name: str
     counters_name: str
     log_level: str = "INFO"
+    # Where the sampler appends its runs of missed ticks ("" = nowhere); see sampler/misslog.py.
+    misslog_path: str = ""
 
 
 def venue_counter_fields(pairs: list[str]) -> list[str]:
@@ -63,7 +65,17 @@ async def _main(spec: VenueSpec) -> None:
     counters.set("pid", os.getpid())
     counters.set("started_ms", time.time() * 1000.0)
     connector = connector_class(spec.venue)(spec.venue_config, spec.pairs, counters)
-    sampler = Sampler(spec.venue, spec.pairs, spec.depth, spec.interval_ms, connector, ring, counters, spec.session_id)
+    sampler = Sampler(
+        spec.venue,
+        spec.pairs,
+        spec.depth,
+        spec.interval_ms,
+        connector,
+        ring,
+        counters,
+        spec.session_id,
+        misslog_path=spec.misslog_path,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -80,7 +92,8 @@ async def _main(spec: VenueSpec) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     log.info("event=venue_stopped venue=%s samples=%d", spec.venue, counters.get("samples"))
-    # Detach explicitly: left to interpreter exit, the mappings' views make close() fail noisily.
+    # Detach explicitly: left to interpreter shutdown, SharedMemory.__del__ meets our live
+    # views and prints "BufferError: cannot close exported pointers exist".
     ring.close()
     counters.close()
 

@@ -1,7 +1,9 @@
 """Venue registry: venue id -> the module implementing it (imported lazily).
 
-Every venue module has the same shape: ``VENUE``, wire structs, a ``*Connector`` class with
-``run / close / book / request_resync``, and ``check_pairs(rest_url, pairs)``.
+Every venue module has the same shape: ``VENUE``, wire structs, a sans-I/O ``Feed`` class (the
+``Feed`` protocol in ``base.py``; ``replay`` drives it too), a ``*Connector`` class with
+``run / close / book / request_resync`` that drives the Feed over picows, and
+``check_pairs(rest_url, pairs)``; for replay also ``capture_pairs(frames, url=None)``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from types import ModuleType
 
 VENUES: dict[str, str] = {
     "binance": "recorder.venues.binance",
+    "binance-futures": "recorder.venues.binance_futures",
+    "bybit": "recorder.venues.bybit",
+    "coinbase": "recorder.venues.coinbase",
 }
 
 

@@ -4,15 +4,22 @@ Sync rules (docs corrected 2025-11-12, see venue-protocols.md §1): buffer diffs
 snapshot, drop buffered diffs with ``u <= lastUpdateId``, the first kept diff must straddle
 ``lastUpdateId + 1``, then every diff must have ``U == previous u + 1``. Anything else is a gap
 for that book only: it is discarded and resynced while the other books keep sampling.
+
+Layers: wire structs and ``parse_frame``; ``BookSync`` (one book's sync rules); ``BinanceFeed``
+(sans-I/O: every frame of one socket, used by the live connector and by ``replay``); the
+``BinanceConnector`` (picows socket, REST snapshots, reconnects). USD-M futures
+(``binance_futures.py``) reuses all of it with its own chain rule and endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -25,10 +32,14 @@ from recorder.metrics import SharedCounters
 from recorder.venues.base import (
     Backoff,
     Counters,
+    FeedStats,
     LogThrottle,
     WeightLimiter,
     venue_config_default,
 )
+from recorder.venues.limits import BINANCE as LIMITS
+from recorder.venues.limits import LIMITS as VENUE_LIMITS
+from recorder.venues.limits import VenueLimits, interval_seconds
 
 VENUE = "binance"
 WS_URL = "wss://stream.binance.com:9443"
@@ -36,6 +47,8 @@ REST_URL = "https://api.binance.com"
 REST_WEIGHT_PER_MIN = 6000
 MAX_STREAMS_PER_CONNECTION = 1024
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+# Longest stream list put in the connection URL; the rest are subscribed by message.
+URL_STREAMS_CHARS = 2000
 # A book that has buffered this many diffs without a usable snapshot starts over.
 MAX_BUFFERED_DIFFS = 10_000
 
@@ -51,6 +64,7 @@ class DepthEvent(msgspec.Struct):
     s: str = ""
     U: int = 0
     u: int = 0
+    pu: int = 0  # futures only: ``u`` of this symbol's previous event
     b: list[tuple[str, str]] = []
     a: list[tuple[str, str]] = []
 
@@ -101,18 +115,55 @@ def symbol_for(pair: str) -> str:
     return pair.replace("-", "")
 
 
+# Quote assets, longest first where one ends another (``FDUSD`` before ``USD``).
+QUOTE_ASSETS = ("FDUSD", "USDT", "USDC", "TUSD", "BUSD", "EUR", "TRY", "BRL", "BTC", "ETH", "BNB", "DAI", "USD")
+
+
+def pair_for(symbol: str) -> str:
+    """``BTCUSDT`` -> ``BTC-USDT`` (by the known quote assets; exchangeInfo is the authority)."""
+    for quote in QUOTE_ASSETS:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return f"{symbol[: -len(quote)]}-{quote}"
+    raise ValueError(f"cannot split Binance symbol {symbol!r} into base and quote")
+
+
+def snapshot_pair(url: str) -> str | None:
+    """The pair a recorded REST depth snapshot is for, from its URL's ``symbol=`` (replay)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    symbols = parse_qs(urlsplit(url).query).get("symbol")
+    try:
+        return pair_for(symbols[0]) if symbols else None
+    except ValueError:
+        return None
+
+
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The pairs whose depth diffs a recorded socket (connected to ``url``) carries, for replay."""
+    return pairs_in_frames(frames, pair_for)
+
+
+def pairs_in_frames(frames: Iterable[bytes], to_pair: Callable[[str], str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for payload in frames:
+        try:
+            frame = parse_frame(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if isinstance(frame, tuple) and frame[1].e == "depthUpdate" and frame[1].s:
+            try:
+                seen[to_pair(frame[1].s)] = None
+            except ValueError:
+                continue
+    return list(seen)
+
+
 def stream_for(pair: str) -> str:
     return f"{symbol_for(pair).lower()}@depth@100ms"
 
 
 def snapshot_weight(limit: int) -> int:
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 25
-    if limit <= 1000:
-        return 50
-    return 250
+    return LIMITS.snapshot_weight(limit)
 
 
 # --- the sync rules, free of I/O so they can be tested on crafted sequences ----------------
@@ -127,15 +178,27 @@ class Outcome(enum.Enum):
     STALE = "stale"
 
 
-class BookSync:
-    """One pair's book and its position in Binance's update-id sequence."""
+def spot_prev_id(ev: DepthEvent) -> int:
+    """The book id an event continues from: spot ids are contiguous, so ``U - 1``."""
+    return ev.U - 1
 
-    def __init__(self, pair: str) -> None:
+
+class BookSync:
+    """One pair's book and its position in Binance's update-id sequence.
+
+    The rules are written once against ``prev_id(event)``, the book id an event must follow:
+    spot ``U - 1`` (ids are contiguous), futures ``pu``. Continuity is ``prev_id == book id``;
+    the first event after a snapshot must straddle it (``prev_id <= lastUpdateId < u``);
+    a snapshot older than the first buffered event's ``prev_id`` is stale.
+    """
+
+    def __init__(self, pair: str, prev_id: Callable[[DepthEvent], int] = spot_prev_id) -> None:
         self.pair = pair
         self.book = L2Book()
         self.synced = False
         self.buffer: list[tuple[DepthEvent, float]] = []
         self._straddle_next = False
+        self._prev_id = prev_id
 
     def reset(self) -> None:
         self.synced = False
@@ -150,7 +213,7 @@ class BookSync:
                 prev = self.buffer[-1][0]
                 # A hole inside the buffer makes every older diff useless: start over from here.
                 # It is still a gap in the feed (reported), even though no book was live.
-                if ev.U != prev.u + 1:
+                if self._prev_id(ev) != prev.u:
                     outcome = Outcome.GAP
                 if outcome is Outcome.GAP or len(self.buffer) >= MAX_BUFFERED_DIFFS:
                     self.buffer.clear()
@@ -161,9 +224,9 @@ class BookSync:
         if ev.u <= book_id:
             return Outcome.IGNORED
         if self._straddle_next:
-            ok = ev.U <= book_id + 1
+            ok = self._prev_id(ev) <= book_id
         else:
-            ok = ev.U == book_id + 1
+            ok = self._prev_id(ev) == book_id
         if not ok:
             self.reset()
             self.buffer.append((ev, recv_ms))
@@ -176,8 +239,9 @@ class BookSync:
         if not self.buffer:
             return Outcome.STALE
         last = snap.lastUpdateId
-        if last + 1 < self.buffer[0][0].U:
+        if last < self._prev_id(self.buffer[0][0]):
             return Outcome.STALE  # older than the first diff we hold: fetch again
+        # A diff with u == lastUpdateId is already in the snapshot (levels are absolute).
         kept = [(ev, t) for ev, t in self.buffer if ev.u > last]
         self.buffer.clear()
         self.book.load(snap.bids, snap.asks, last)
@@ -197,6 +261,149 @@ class BookSync:
         book.exchange_time_ms = ev.E
         book.receive_time_ms = recv_ms
         self._straddle_next = False
+
+
+# --- the Feed: every frame of one socket, free of I/O (live and replay share it) -----------
+
+
+class BinanceFeed:
+    """Frames of one Binance combined-stream socket -> synced books (the ``Feed`` protocol).
+
+    Subclasses (futures) change the class attributes, not the logic.
+    """
+
+    venue = VENUE
+    log = log
+    prev_id: Callable[[DepthEvent], int] = staticmethod(spot_prev_id)
+    symbol_for = staticmethod(symbol_for)
+    stream_for = staticmethod(stream_for)
+
+    def __init__(self, pairs: Iterable[str], counters: Counters | None = None) -> None:
+        self.syncs = {pair: BookSync(pair, self.prev_id) for pair in pairs}
+        self._by_stream = {self.stream_for(p): s for p, s in self.syncs.items()}
+        self._by_symbol = {self.symbol_for(p): s for p, s in self.syncs.items()}
+        self.stats = FeedStats(counters)
+        self.shutdown_announced = False
+        self._wanted: set[str] = set()
+        # Replay only: a recorded snapshot that arrived before any diff of its pair waits here
+        # (live fetches a snapshot only once a diff is buffered).
+        self._pending: dict[str, DepthSnapshot] = {}
+        self._throttle = LogThrottle(self.log)
+
+    # the Feed protocol ---------------------------------------------------------------------
+
+    def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        stats = self.stats
+        stats.frame(len(payload))
+        try:
+            frame = parse_frame(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.malformed(f"undecodable frame: {exc}", len(payload))
+            return
+        if frame is None:
+            stats.kind("other_stream")
+            return
+        if isinstance(frame, Envelope):
+            stats.kind("reply")
+            if frame.error is not None:
+                self.log.warning("event=venue_error venue=%s error=%s", self.venue, frame.error)
+            return
+        key, ev = frame
+        if ev.e == "serverShutdown":
+            # The venue announces a planned disconnect: reconnect now instead of losing the feed.
+            stats.kind("serverShutdown")
+            self.shutdown_announced = True
+            self.log.info("event=server_shutdown venue=%s", self.venue)
+            return
+        sync = self._by_stream.get(key) or self._by_symbol.get(ev.s)
+        if ev.e != "depthUpdate" or sync is None:
+            stats.kind("other_event")
+            return
+        stats.kind("depthUpdate")
+        stats.pair(sync.pair, "updates")
+        book_id = sync.book.update_id
+        if sync.on_diff(ev, recv_ms) is Outcome.GAP:
+            self._gap(sync.pair, f"U={ev.U} u={ev.u} pu={ev.pu} after book id {book_id}")
+        if not sync.synced:
+            pending = self._pending.pop(sync.pair, None)
+            if pending is not None:
+                self._join(sync.pair, pending)
+        if not sync.synced:
+            self._wanted.add(sync.pair)
+
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+        try:
+            snap = _snapshot.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.malformed(f"undecodable snapshot for {pair}: {exc}", len(body))
+            return
+        self.on_snapshot(pair, snap)
+
+    def book(self, pair: str) -> L2Book | None:
+        sync = self.syncs.get(pair)
+        return sync.book if sync is not None and sync.synced else None
+
+    def wants_snapshot(self) -> set[str]:
+        """Pairs with buffered diffs and no book (a live view: do not mutate)."""
+        return self._wanted
+
+    # what the connector needs besides -----------------------------------------------------
+
+    def on_snapshot(self, pair: str, snap: DepthSnapshot) -> Outcome:
+        """Join a decoded REST snapshot; SYNCED, GAP or STALE (fetch another)."""
+        self.stats.kind("rest_snapshot")
+        return self._join(pair, snap)
+
+    def _join(self, pair: str, snap: DepthSnapshot) -> Outcome:
+        sync = self.syncs.get(pair)
+        if sync is None or sync.synced:
+            return Outcome.IGNORED
+        if not sync.buffer:
+            self._pending[pair] = snap
+            return Outcome.STALE
+        outcome = sync.on_snapshot(snap)
+        if outcome is Outcome.SYNCED:
+            self._wanted.discard(pair)
+            self.stats.resync(pair)
+            self.log.info("event=book_synced venue=%s pair=%s update_id=%s", self.venue, pair, sync.book.update_id)
+        elif outcome is Outcome.GAP:
+            self._gap(pair, "buffered diffs do not join the snapshot")
+        return outcome
+
+    def synced(self, pair: str) -> bool:
+        return self.syncs[pair].synced
+
+    def all_synced(self) -> bool:
+        return all(s.synced for s in self.syncs.values())
+
+    def any_synced(self) -> bool:
+        return any(s.synced for s in self.syncs.values())
+
+    def has_buffer(self, pair: str) -> bool:
+        return bool(self.syncs[pair].buffer)
+
+    def reset(self) -> None:
+        """The socket is gone: every book is unknown."""
+        for sync in self.syncs.values():
+            sync.reset()
+        self._wanted.clear()
+        self._pending.clear()
+
+    def request_resync(self, pair: str) -> None:
+        sync = self.syncs.get(pair)
+        if sync is not None:
+            sync.reset()
+            self._pending.pop(pair, None)
+
+    def malformed(self, what: str, size: int) -> None:
+        self.stats.malformed_frame()
+        self._throttle.warning(
+            "malformed", "event=malformed_frame venue=%s bytes=%d detail=%s", self.venue, size, what[:200]
+        )
+
+    def _gap(self, pair: str, detail: str) -> None:
+        self.stats.gap(pair)
+        self._throttle.warning(f"gap:{pair}", "event=gap venue=%s pair=%s detail=%s", self.venue, pair, detail)
 
 
 # --- one WebSocket connection and the books synced over it ---------------------------------
@@ -227,31 +434,44 @@ class _Listener(WSListener):
             transport.send_close(frame.get_close_code())
             transport.disconnect()
         elif mt is WSMsgType.BINARY:
-            conn.connector.malformed("binary frame", frame.payload_size)
+            conn.feed.malformed("binary frame", frame.payload_size)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._conn.on_disconnected()
 
 
 class _Connection:
+    """One socket: picows in, the Feed does the rest; REST snapshots for the pairs it wants."""
+
     def __init__(self, connector: BinanceConnector, pairs: list[str]) -> None:
         self.connector = connector
-        self.syncs = {pair: BookSync(pair) for pair in pairs}
-        self._by_stream = {stream_for(p): self.syncs[p] for p in pairs}
-        self._by_symbol = {symbol_for(p): self.syncs[p] for p in pairs}
+        self.feed: BinanceFeed = connector.feed_class(pairs, connector.counters)
         self.transport: WSTransport | None = None
         self.closed = asyncio.Event()
         self.opened_at = time.monotonic()
         self.last_frame_s = time.monotonic()
         self.close_code: object = None
-        self.shutdown_announced = False
         self._fetching: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._request_id = 0
+        self.max_age_s = connector.cfg.max_connection_age_s
+
+    @property
+    def shutdown_announced(self) -> bool:
+        return self.feed.shutdown_announced
 
     async def open(self) -> None:
-        streams = "/".join(self._by_stream)
-        url = f"{self.connector.ws_url}/stream?streams={streams}"
-        stall = self.connector.cfg.stall_timeout_s
+        c = self.connector
+        # A handful of streams ride in the URL; the rest are SUBSCRIBEd in paced batches (a URL
+        # with 1024 streams is ~25 kB, more than many HTTP front ends accept).
+        streams = [self.feed.stream_for(p) for p in self.feed.syncs]
+        in_url: list[str] = []
+        length = 0
+        while streams and length + len(streams[0]) < URL_STREAMS_CHARS:
+            length += len(streams[0]) + 1
+            in_url.append(streams.pop(0))
+        url = f"{c.ws_url}/stream?streams={'/'.join(in_url)}" if in_url else f"{c.ws_url}/stream"
+        stall = c.cfg.stall_timeout_s
         self.transport, _ = await ws_connect(
             lambda: _Listener(self),
             url,
@@ -263,9 +483,19 @@ class _Connection:
             websocket_handshake_timeout=10,
         )
         self.opened_at = self.last_frame_s = time.monotonic()
+        per_msg = c.limits.subscriptions_per_message
+        # Pongs and our own pings count against the venue's message rate too: keep half of it free.
+        pause = 2.0 / max(0.5, c.limits.messages_per_s)
+        for i in range(0, len(streams), per_msg):
+            if self.closed.is_set() or self.transport.is_disconnected:
+                return
+            await asyncio.sleep(pause)
+            self._request_id += 1
+            msg = {"method": "SUBSCRIBE", "params": streams[i : i + per_msg], "id": self._request_id}
+            self.transport.send(WSMsgType.TEXT, msgspec.json.encode(msg))
 
     def all_synced(self) -> bool:
-        return all(s.synced for s in self.syncs.values())
+        return self.feed.all_synced()
 
     def close(self) -> None:
         for task in self._tasks:
@@ -275,49 +505,20 @@ class _Connection:
             self.transport.disconnect()
 
     def on_disconnected(self) -> None:
-        for sync in self.syncs.values():
-            sync.reset()
+        self.feed.reset()
         self.closed.set()
         for task in self._tasks:
             task.cancel()
 
     def on_text(self, payload: bytes, recv_ms: float) -> None:
-        c = self.connector
-        c.counters.incr("messages")
-        c.counters.incr("bytes", len(payload))
-        try:
-            frame = parse_frame(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            c.malformed(f"undecodable frame: {exc}", len(payload))
-            return
-        if frame is None:
-            return
-        if isinstance(frame, Envelope):
-            self._on_reply(frame)
-            return
-        key, ev = frame
-        sync = self._by_stream.get(key) or self._by_symbol.get(ev.s)
-        if ev.e == "serverShutdown":
-            # The venue announces a planned disconnect: reconnect now instead of losing the feed.
-            self.shutdown_announced = True
-            log.info("event=server_shutdown venue=%s", c.venue)
-            return
-        if ev.e != "depthUpdate" or sync is None:
-            return
-        book_id = sync.book.update_id
-        if sync.on_diff(ev, recv_ms) is Outcome.GAP:
-            c.on_gap(sync.pair, f"U={ev.U} u={ev.u} after book id {book_id}")
-        if not sync.synced:
-            self._ensure_fetch(sync.pair)
-
-    def _on_reply(self, env: Envelope) -> None:
-        if env.error is not None:
-            log.warning("event=venue_error venue=%s error=%s", self.connector.venue, env.error)
+        self.feed.on_frame(payload, recv_ms)
+        wanted = self.feed.wants_snapshot()
+        if wanted and not wanted <= self._fetching:
+            for pair in list(wanted):
+                self._ensure_fetch(pair)
 
     def request_resync(self, pair: str) -> None:
-        sync = self.syncs.get(pair)
-        if sync is not None:
-            sync.reset()
+        self.feed.request_resync(pair)
 
     def _ensure_fetch(self, pair: str) -> None:
         if pair in self._fetching or self.closed.is_set():
@@ -328,122 +529,219 @@ class _Connection:
         task.add_done_callback(self._tasks.discard)
 
     async def _sync_pair(self, pair: str) -> None:
-        c, sync = self.connector, self.syncs[pair]
+        c, feed = self.connector, self.feed
         try:
             backoff = Backoff(base_s=0.2, cap_s=10.0)
-            while not sync.synced and not self.closed.is_set():
+            while not feed.synced(pair) and not self.closed.is_set():
                 snap = await c.fetch_snapshot(pair)
-                if snap is None or not sync.buffer:
+                if snap is None or not feed.has_buffer(pair):
                     await asyncio.sleep(backoff.next_delay())
                     continue
-                outcome = sync.on_snapshot(snap)
-                if outcome is Outcome.SYNCED:
-                    c.counters.incr("resyncs")
-                    c.counters.incr(f"resyncs:{pair}")
-                    log.info("event=book_synced venue=%s pair=%s update_id=%s", c.venue, pair, sync.book.update_id)
+                if feed.on_snapshot(pair, snap) is Outcome.SYNCED:
                     return
-                if outcome is Outcome.GAP:
-                    c.on_gap(pair, "buffered diffs do not join the snapshot")
-                # STALE: the snapshot predates our first buffered diff; a fresh one will do.
+                # GAP (counted by the feed) or STALE (older than our first diff): fetch again.
                 await asyncio.sleep(backoff.next_delay())
         finally:
             self._fetching.discard(pair)
 
 
-# --- the connector: connections over time, planned reconnects, REST snapshots -------------
+# --- the connector: pairs spread over connections, planned reconnects, REST snapshots ------
+
+
+def spread_pairs(pairs: list[str], per_connection: int) -> list[list[str]]:
+    """As few connections as the stream limit allows, with the pairs dealt evenly over them."""
+    n = max(1, -(-len(pairs) // max(1, per_connection)))
+    return [pairs[i::n] for i in range(n)]
+
+
+def effective_limits(cfg: VenueConfig, base: VenueLimits = LIMITS) -> VenueLimits:
+    """The venue's declared limits with the config's overrides applied."""
+    return dataclasses.replace(
+        base,
+        streams_per_connection=cfg.max_streams_per_connection or base.streams_per_connection,
+        rest_weight_limit=cfg.rest_weight_limit or base.rest_weight_limit,
+        rest_window_s=cfg.rest_window_s or base.rest_window_s,
+        rest_safety=cfg.rest_safety or base.rest_safety,
+    )
+
+
+class _Slot:
+    """One share of the pairs: its live connection and, during a planned reconnect, the successor."""
+
+    def __init__(self, index: int, pairs: list[str], first_age_s: float) -> None:
+        self.index = index
+        self.pairs = pairs
+        self.first_age_s = first_age_s
+        self.active: _Connection | None = None
+        self.successor: _Connection | None = None
+
+    def connections(self) -> tuple[_Connection | None, _Connection | None]:
+        return self.active, self.successor
 
 
 class BinanceConnector:
+    """Spot; futures subclasses it and changes only these class attributes."""
+
     venue = VENUE
+    feed_class: type[BinanceFeed] = BinanceFeed
+    default_ws_url = WS_URL
+    default_rest_url = REST_URL
+    depth_path = "/api/v3/depth"
+    rest_weight_per_min = REST_WEIGHT_PER_MIN
+    max_streams = MAX_STREAMS_PER_CONNECTION
+    snapshot_weight = staticmethod(snapshot_weight)
 
     def __init__(
         self,
         cfg: VenueConfig,
         pairs: list[str],
         shared: SharedCounters | None = None,
-        weight_per_min: int = REST_WEIGHT_PER_MIN,
+        weight_per_min: int | None = None,
     ) -> None:
-        if len(pairs) > MAX_STREAMS_PER_CONNECTION:
-            raise ValueError(f"at most {MAX_STREAMS_PER_CONNECTION} pairs per Binance connection")
         self.cfg = cfg
         self.pairs = list(pairs)
-        self.ws_url = venue_config_default(cfg, "ws_url", WS_URL)
-        self.rest_url = venue_config_default(cfg, "rest_url", REST_URL)
+        self.limits = effective_limits(cfg, self.declared_limits(weight_per_min))
+        groups = spread_pairs(self.pairs, self.limits.streams_per_connection)
+        if len(groups) > self.limits.connections_per_ip:
+            raise ValueError(
+                f"{len(self.pairs)} pairs need {len(groups)} Binance connections, "
+                f"more than the {self.limits.connections_per_ip} allowed per IP"
+            )
+        age = cfg.max_connection_age_s
+        # Staggered planned reconnects: connection i first lives (1 - i/2n) of the maximum age, so
+        # the n hand-overs (and their snapshot bursts) are spread over half a lifetime; each later
+        # connection lives the full age from its own start, which keeps the spacing.
+        self.slots = [_Slot(i, g, age * (1.0 - 0.5 * i / len(groups))) for i, g in enumerate(groups)]
+        self._slot_of = {p: slot for slot in self.slots for p in slot.pairs}
+        self.ws_url = venue_config_default(cfg, "ws_url", self.default_ws_url)
+        self.rest_url = venue_config_default(cfg, "rest_url", self.default_rest_url)
         self.counters = Counters(shared)
-        self.limiter = WeightLimiter(weight_per_min)
+        lim = self.limits
+        self.limiter = WeightLimiter(lim.rest_weight_limit, lim.rest_window_s, lim.rest_safety, lim.used_weight_header)
+        self._attempts: deque[float] = deque()
         self._throttle = LogThrottle(log)
-        self._active: _Connection | None = None
-        self._successor: _Connection | None = None
         self._closing = False
         self._http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def declared_limits(cls, weight_per_min: int | None = None) -> VenueLimits:
+        """``limits.py``'s entry for the venue (a subclass without one: spot's, with its attributes)."""
+        base = VENUE_LIMITS.get(cls.venue) or dataclasses.replace(
+            LIMITS, rest_weight_limit=cls.rest_weight_per_min, streams_per_connection=cls.max_streams
+        )
+        return dataclasses.replace(base, rest_weight_limit=weight_per_min) if weight_per_min else base
 
     # interface used by the venue process ------------------------------------------------
 
     def book(self, pair: str) -> L2Book | None:
-        for conn in (self._active, self._successor):
+        slot = self._slot_of.get(pair)
+        if slot is None:
+            return None
+        for conn in slot.connections():
             if conn is not None and not conn.closed.is_set():
-                sync = conn.syncs.get(pair)
-                if sync is not None and sync.synced:
-                    return sync.book
+                book = conn.feed.book(pair)
+                if book is not None:
+                    return book
         return None
 
     def request_resync(self, pair: str, reason: str) -> None:
         log.warning("event=resync_requested venue=%s pair=%s reason=%s", self.venue, pair, reason)
-        if self._active is not None:
-            self._active.request_resync(pair)
+        slot = self._slot_of.get(pair)
+        if slot is None:
+            return
+        for conn in slot.connections():
+            if conn is not None:
+                conn.request_resync(pair)
 
     async def close(self) -> None:
         self._closing = True
-        for conn in (self._active, self._successor):
-            if conn is not None:
-                conn.close()
+        for slot in self.slots:
+            for conn in slot.connections():
+                if conn is not None:
+                    conn.close()
         if self._http is not None:
             await self._http.close()
 
     async def run(self) -> None:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.rest_timeout_s))
-        backoff = Backoff()
-        conn: _Connection | None = None
-        while not self._closing:
-            if conn is None:
-                conn = await self._connect(backoff)
-                if conn is None:
-                    return
-            self._active = conn
-            planned = await self._serve(conn)
-            if self._closing:
-                return
-            if not planned:
-                self.counters.incr("reconnects")
-                log.warning("event=disconnected venue=%s code=%s", self.venue, conn.close_code)
-                conn.close()
-                conn = None
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            conn = await self._hand_over(conn, backoff)
+        self.counters.set("connections", 0)
+        tasks = [asyncio.create_task(self._run_slot(slot), name=f"binance-conn-{slot.index}") for slot in self.slots]
+        if not (self.cfg.rest_weight_limit or self.cfg.rest_window_s):
+            tasks.append(asyncio.create_task(self._adopt_published_limits(), name="binance-limits"))
+        tasks.append(asyncio.create_task(self._report(), name="binance-report"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # internals ---------------------------------------------------------------------------
 
-    async def _connect(self, backoff: Backoff) -> _Connection | None:
+    async def _run_slot(self, slot: _Slot) -> None:
+        backoff = Backoff()
+        conn: _Connection | None = None
+        max_age = slot.first_age_s
         while not self._closing:
-            conn = _Connection(self, self.pairs)
+            if conn is None:
+                conn = await self._connect(slot, backoff, max_age)
+                if conn is None:
+                    return
+            slot.active = conn
+            planned = await self._serve(conn)
+            if self._closing:
+                return
+            max_age = self.cfg.max_connection_age_s
+            if not planned:
+                self.counters.incr("reconnects")
+                log.warning("event=disconnected venue=%s conn=%d code=%s", self.venue, slot.index, conn.close_code)
+                conn.close()
+                slot.active = conn = None
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            conn = await self._hand_over(slot, conn, backoff, max_age)
+
+    async def _connect(self, slot: _Slot, backoff: Backoff, max_age_s: float) -> _Connection | None:
+        while not self._closing:
+            await self._connection_attempt_slot()
+            conn = _Connection(self, slot.pairs)
+            conn.max_age_s = max_age_s
             try:
                 await conn.open()
             except Exception as exc:  # any connect failure is retried: never give up
                 self._throttle.warning("connect", "event=connect_failed venue=%s error=%r", self.venue, exc)
                 self.counters.incr("reconnects")
+                conn.close()
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.success()
-            log.info("event=connected venue=%s pairs=%d", self.venue, len(self.pairs))
+            log.info("event=connected venue=%s conn=%d pairs=%d", self.venue, slot.index, len(slot.pairs))
             return conn
         return None
 
+    async def _connection_attempt_slot(self) -> None:
+        """Stay under the venue's connection attempts per 5 minutes (per IP)."""
+        limit = self.limits.connection_attempts_per_5min
+        while True:
+            now = time.monotonic()
+            while self._attempts and now - self._attempts[0] >= 300.0:
+                self._attempts.popleft()
+            if len(self._attempts) < limit:
+                self._attempts.append(now)
+                return
+            await asyncio.sleep(300.0 - (now - self._attempts[0]))
+
+    def _update_connected(self) -> None:
+        live = [c for s in self.slots for c in s.connections() if c is not None and not c.closed.is_set()]
+        self.counters.set("connections", len(live))
+        up = all(s.active is not None and not s.active.closed.is_set() for s in self.slots)
+        self.counters.set("connected", 1 if up else 0)
+
     async def _serve(self, conn: _Connection) -> bool:
         """Watch a live connection. True: time for a planned reconnect; False: it died."""
-        self.counters.set("connected", 1)
         try:
             while not conn.closed.is_set():
+                self._update_connected()
                 try:
                     await asyncio.wait_for(conn.closed.wait(), timeout=0.5)
                 except TimeoutError:
@@ -460,89 +758,209 @@ class BinanceConnector:
                     log.warning("event=stall venue=%s silent_s=%.1f", self.venue, now - conn.last_frame_s)
                     conn.close()
                     return False
-                if conn.shutdown_announced or now - conn.opened_at >= self.cfg.max_connection_age_s:
+                if conn.shutdown_announced or now - conn.opened_at >= conn.max_age_s:
                     return True
             return False
         finally:
-            self.counters.set("connected", 0)
+            self._update_connected()
 
-    async def _hand_over(self, old: _Connection, backoff: Backoff) -> _Connection | None:
+    def _sync_budget_s(self, pairs: int) -> float:
+        """How long syncing ``pairs`` books may take within the REST budget (plus slack)."""
+        lim = self.limits
+        weight = pairs * self.snapshot_weight(self.cfg.snapshot_limit)
+        per_s = max(1.0, lim.rest_weight_limit * lim.rest_safety / lim.rest_window_s)
+        return 120.0 + 2.0 * weight / per_s
+
+    async def _hand_over(self, slot: _Slot, old: _Connection, backoff: Backoff, max_age: float) -> _Connection | None:
         """Planned reconnect: sync a new connection while the old one keeps sampling."""
-        log.info("event=planned_reconnect venue=%s age_s=%.0f", self.venue, time.monotonic() - old.opened_at)
-        new = await self._connect(backoff)
+        age = time.monotonic() - old.opened_at
+        log.info("event=planned_reconnect venue=%s conn=%d age_s=%.0f", self.venue, slot.index, age)
+        new = await self._connect(slot, backoff, max_age)
         if new is None:
             old.close()
             return None
-        self._successor = new
-        deadline = time.monotonic() + 120.0
+        slot.successor = new
+        deadline = time.monotonic() + self._sync_budget_s(len(slot.pairs))
         while not new.all_synced() and not new.closed.is_set() and time.monotonic() < deadline:
-            if old.closed.is_set() and not any(s.synced for s in new.syncs.values()):
+            if old.closed.is_set() and not new.feed.any_synced():
                 # The old feed is already gone; waiting gains nothing.
                 break
             await asyncio.sleep(0.05)
-        self._active, self._successor = new, None
+        slot.active, slot.successor = new, None
         old.close()
         self.counters.incr("planned_reconnects")
         return new
 
+    async def _report(self) -> None:
+        while not self._closing:
+            self.counters.set("rest_weight_used", self.limiter.used())
+            self.counters.set("rest_queue", self.limiter.waiting)
+            await asyncio.sleep(0.5)
+
+    async def _adopt_published_limits(self) -> None:
+        """Binance publishes its live REQUEST_WEIGHT limit in exchangeInfo: prefer it to our table."""
+        info_path = self.depth_path.rsplit("/", 1)[0] + "/exchangeInfo"
+        body = await self._rest_get(info_path, {}, weight=20, key="exchangeInfo")
+        if body is None:
+            return
+        try:
+            info = _limits_info.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        for rl in info.rateLimits:
+            if rl.rateLimitType == "REQUEST_WEIGHT" and rl.limit > 0:
+                window = interval_seconds(rl.intervalNum, rl.interval)
+                self.limiter.configure(rl.limit, window, self.limits.rest_safety)
+                self.limits = dataclasses.replace(self.limits, rest_weight_limit=rl.limit, rest_window_s=window)
+                log.info("event=rest_limits venue=%s weight=%d window_s=%.0f", self.venue, rl.limit, window)
+                return
+
+    async def _rest_get(
+        self, path: str, params: dict[str, str], weight: int, key: str, background: bool = False
+    ) -> bytes | None:
+        """One REST GET within the weight budget; None (counted and logged) on any failure."""
+        await self.limiter.acquire(weight, key, background)
+        assert self._http is not None
+        status: int | None = None
+        headers: Any = None
+        try:
+            async with self._http.get(f"{self.rest_url}{path}", params=params) as resp:
+                status, headers = resp.status, resp.headers
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.counters.incr("rest_errors")
+            msg = "event=rest_failed venue=%s path=%s key=%s error=%r"
+            self._throttle.warning("rest", msg, self.venue, path, key, exc)
+            return None
+        finally:
+            self.limiter.done(weight, status, headers)
+        if status in (429, 418):
+            self.counters.incr("http_429" if status == 429 else "http_418")
+            log.warning(
+                "event=rate_limited venue=%s status=%d retry_after_s=%s",
+                self.venue,
+                status,
+                headers.get("Retry-After") if headers is not None else None,
+            )
+            return None
+        if status != 200:
+            self.counters.incr("rest_errors")
+            msg = "event=rest_failed venue=%s path=%s key=%s status=%s body=%s"
+            self._throttle.warning("rest", msg, self.venue, path, key, status, body[:200])
+            return None
+        return body
+
     async def fetch_snapshot(self, pair: str) -> DepthSnapshot | None:
         limit = self.cfg.snapshot_limit
-        await self.limiter.acquire(snapshot_weight(limit))
-        assert self._http is not None
-        url = f"{self.rest_url}/api/v3/depth"
+        params = {"symbol": self.feed_class.symbol_for(pair), "limit": str(limit)}
+        # A pair another connection still samples (a planned reconnect warming up) can wait
+        # behind pairs that are missing ticks right now.
+        background = self.book(pair) is not None
+        body = await self._rest_get(self.depth_path, params, self.snapshot_weight(limit), pair, background)
+        if body is None:
+            return None
         try:
-            async with self._http.get(url, params={"symbol": symbol_for(pair), "limit": str(limit)}) as resp:
-                body = await resp.read()
-                if resp.status in (429, 418):
-                    retry = float(resp.headers.get("Retry-After", "60"))
-                    self.limiter.pause(retry)
-                    self.counters.incr("http_429")
-                    log.warning(
-                        "event=rate_limited venue=%s status=%d retry_after_s=%s", self.venue, resp.status, retry
-                    )
-                    return None
-                if resp.status != 200:
-                    self.counters.incr("rest_errors")
-                    self._throttle.warning(
-                        "rest",
-                        "event=snapshot_failed venue=%s pair=%s status=%d body=%s",
-                        self.venue,
-                        pair,
-                        resp.status,
-                        body[:200],
-                    )
-                    return None
             snap = _snapshot.decode(body)
-        except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.counters.incr("rest_errors")
             self._throttle.warning("rest", "event=snapshot_failed venue=%s pair=%s error=%r", self.venue, pair, exc)
             return None
         self.counters.incr("snapshots_fetched")
         return snap
 
-    def on_gap(self, pair: str, detail: str) -> None:
-        self.counters.incr("gaps")
-        self.counters.incr(f"gaps:{pair}")
-        self._throttle.warning(f"gap:{pair}", "event=gap venue=%s pair=%s detail=%s", self.venue, pair, detail)
 
-    def malformed(self, what: str, size: int) -> None:
-        self.counters.incr("malformed")
-        self._throttle.warning(
-            "malformed", "event=malformed_frame venue=%s bytes=%d detail=%s", self.venue, size, what[:200]
-        )
+# --- exchange info: the pair universe and the published limits ----------------------------
 
 
-def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
-    """Pairs the venue does not list (blocking; used by the CLI before anything starts)."""
-    import json
-    import urllib.error
+class _RateLimit(msgspec.Struct):
+    rateLimitType: str
+    interval: str
+    intervalNum: int
+    limit: int
+
+
+class _LimitsInfo(msgspec.Struct):
+    rateLimits: list[_RateLimit] = []
+
+
+class SymbolInfo(msgspec.Struct):
+    symbol: str
+    status: str = "TRADING"
+    baseAsset: str = ""
+    quoteAsset: str = ""
+    isSpotTradingAllowed: bool = True
+    isMarginTradingAllowed: bool = False
+
+
+class ExchangeInfo(msgspec.Struct):
+    symbols: list[SymbolInfo] = []
+    rateLimits: list[_RateLimit] = []
+
+
+_limits_info = msgspec.json.Decoder(_LimitsInfo)
+_exchange_info = msgspec.json.Decoder(ExchangeInfo)
+
+
+def fetch_exchange_info(rest_url: str | None, timeout_s: float = 10.0) -> ExchangeInfo:
+    """``GET /api/v3/exchangeInfo`` (blocking; the CLI/supervisor use it before anything starts)."""
     import urllib.request
 
     base = (rest_url or REST_URL).rstrip("/")
     with urllib.request.urlopen(f"{base}/api/v3/exchangeInfo", timeout=timeout_s) as resp:
+        return _exchange_info.decode(resp.read())
+
+
+def instrument_types(s: SymbolInfo) -> set[str]:
+    types = set()
+    if s.isSpotTradingAllowed:
+        types.add("spot")
+    if s.isMarginTradingAllowed:
+        types.add("margin")
+    return types
+
+
+def list_pairs(
+    rest_url: str | None,
+    quotes: Iterable[str] = (),
+    types: Iterable[str] = (),
+    timeout_s: float = 10.0,
+) -> list[str]:
+    """Every trading instrument (``--pairs all``) whose quote asset / type pass the filters."""
+    from recorder.names import NameError_, normalize_pair
+
+    want_quotes = {q.upper() for q in quotes}
+    want_types = {t.lower() for t in types}
+    out: list[str] = []
+    for s in fetch_exchange_info(rest_url, timeout_s).symbols:
+        if s.status != "TRADING" or not s.baseAsset or s.baseAsset + s.quoteAsset != s.symbol:
+            continue
+        if want_quotes and s.quoteAsset.upper() not in want_quotes:
+            continue
+        if want_types and not (instrument_types(s) & want_types):
+            continue
+        try:
+            out.append(normalize_pair(f"{s.baseAsset}-{s.quoteAsset}"))
+        except NameError_:
+            log.warning("event=pair_skipped venue=%s symbol=%s reason=unusable name", VENUE, s.symbol)
+    return out
+
+
+def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
+    """Pairs the venue does not list (blocking; used by the CLI before anything starts)."""
+    return unlisted_pairs(rest_url or REST_URL, "/api/v3/exchangeInfo", pairs, symbol_for, timeout_s)
+
+
+def unlisted_pairs(
+    rest_url: str, info_path: str, pairs: Iterable[str], to_symbol: Callable[[str], str], timeout_s: float
+) -> list[str]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{rest_url.rstrip('/')}{info_path}", timeout=timeout_s) as resp:
         info = json.load(resp)
     listed = {s["symbol"] for s in info.get("symbols", [])}
-    return [p for p in pairs if symbol_for(p) not in listed]
+    return [p for p in pairs if to_symbol(p) not in listed]
 
 
+Feed = BinanceFeed
 CONNECTOR = BinanceConnector

@@ -128,6 +128,21 @@ def rebuild_journal(data_dir: str | os.PathLike[str], session_id: str) -> Journa
                     pairs[pair] = max(pairs.get(pair, 0), top + 1)
             except Exception as exc:  # a damaged file must not stop the recorder
                 log.error("event=journal_rebuild_skip path=%s error=%r", path, exc)
+    # Compaction merges sessions' Parquet files into ``compacted-*`` files: their rows count too.
+    for path in sorted(Path(data_dir, "parquet").glob("exchange=*/date=*/compacted-*.parquet")):
+        try:
+            table = pq.read_table(
+                path, columns=["exchange", "pair", "sequence_number"], filters=[("session_id", "==", session_id)]
+            )
+        except Exception as exc:
+            log.error("event=journal_rebuild_skip path=%s error=%r", path, exc)
+            continue
+        if table.num_rows:
+            found += 1
+            agg = table.group_by(["exchange", "pair"]).aggregate([("sequence_number", "max")])
+            for row in agg.to_pylist():
+                pairs = journal.next_seq.setdefault(row["exchange"], {})
+                pairs[row["pair"]] = max(pairs.get(row["pair"], 0), row["sequence_number_max"] + 1)
     if found:
         log.warning(
             "event=journal_rebuilt session=%s files=%d next_segment=%d",

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import pyarrow as pa
 
+from recorder.compaction.store import PublishLock
 from recorder.metrics import SharedCounters
 from recorder.model import Snapshot, snapshot_decoder
 from recorder.parent import parent_alive, spawning_parent_pid
@@ -74,6 +76,9 @@ WRITER_COUNTER_FIELDS: list[str] = [
     "stopping",  # 1 once a stop was requested
     "pid",
     "started_ms",
+    "compactions",  # background compaction runs that merged something
+    "files_compacted",
+    "compaction_errors",
 ]
 
 # Fault injection for the crash tests: "<point>:<n>" SIGKILLs the writer the n-th time it
@@ -102,6 +107,10 @@ class WriterSpec(msgspec.Struct, kw_only=True):
     stop_timeout_s: float = 15.0
     # Max records taken from one ring per poll (fairness between rings, bounded latency).
     max_read_records: int = 4096
+    # Compact closed files by itself (background thread): None = off.
+    compact_older_than_s: float | None = None
+    compact_target_mb: float = 128.0
+    compact_every_s: float = 300.0
 
 
 def spec_from_config(
@@ -119,6 +128,9 @@ def spec_from_config(
         rotate_bytes=int(w.rotate_mb * 1024 * 1024),
         rings=dict(rings),
         counters_name=counters_name,
+        compact_older_than_s=w.compact_older_than_s if w.compact else None,
+        compact_target_mb=w.compact_target_mb,
+        compact_every_s=w.compact_every_s,
     )
 
 
@@ -190,6 +202,10 @@ class Writer:
         self._clean_pending = False
         self._rr = 0
         self._crash_point, self._crash_count = _parse_crash_env()
+        # Held shared around every commit: a compaction never swaps a partition mid-publish.
+        self._publish_lock = PublishLock(self.data_dir)
+        self._compactor: threading.Thread | None = None
+        self._next_compact = time.monotonic() + spec.compact_every_s
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -208,7 +224,8 @@ class Writer:
             )
             self.counters.incr("recoveries")
             self._clean_pending = True  # temp files are cleaned once the pending ones are published
-            self._finish_pending()
+            with self._publish_lock.shared():
+                self._finish_pending()
         else:
             self._clean_temp_files()
         log.info(
@@ -361,6 +378,10 @@ class Writer:
 
     def try_commit(self) -> bool:
         """Make the sealed segment durable and commit the rings. False: retry later."""
+        with self._publish_lock.shared():
+            return self._try_commit()
+
+    def _try_commit(self) -> bool:
         if self.journal.pending is not None:
             return self._finish_pending()
         now = time.monotonic()
@@ -562,9 +583,42 @@ class Writer:
                 break
             busy = self.step()
             self.heartbeat()
+            self._maybe_compact()
             if not busy:
                 time.sleep(sleep)
         return self.drain(stop.signame or "stop")
+
+    def _maybe_compact(self) -> None:
+        """Start a background compaction of closed files when one is due (crash-safe by design)."""
+        if self.spec.compact_older_than_s is None or time.monotonic() < self._next_compact:
+            return
+        if self._compactor is not None and self._compactor.is_alive():
+            return
+        self._next_compact = time.monotonic() + self.spec.compact_every_s
+        self._compactor = threading.Thread(target=self._compact_once, name="compactor", daemon=True)
+        self._compactor.start()
+
+    def _compact_once(self) -> None:
+        from recorder.compaction import CompactionError, compact
+
+        assert self.spec.compact_older_than_s is not None
+        try:
+            res = compact(
+                str(self.data_dir),
+                older_than_s=self.spec.compact_older_than_s,
+                target_mb=self.spec.compact_target_mb,
+            )
+        except CompactionError as exc:  # e.g. a `compact` command is running: next time
+            self.counters.incr("compaction_errors")
+            log.warning("event=compaction_skipped error=%s", exc)
+            return
+        except Exception:
+            self.counters.incr("compaction_errors")
+            log.exception("event=compaction_failed")
+            return
+        if res.files_in:
+            self.counters.incr("compactions")
+            self.counters.incr("files_compacted", res.files_in)
 
     def drain(self, why: str) -> int:
         """Read every ring to empty (until producers are quiet), commit everything, return 0.

@@ -1,0 +1,29 @@
+"""Benchmark fixtures: real recorded venue frames and a place to put figures for docs/benchmarks.md.
+
+Every benchmark group has one baseline measured in the same run; `benchmarks/report.py` turns the
+pytest-benchmark JSON into ratios against it, so a noisy machine shifts both sides alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recorder.replay.readers import CaptureReader, Kind
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDINGS = ROOT.parent / "shared" / "recordings"
+
+
+@pytest.fixture(scope="session")
+def binance_recording() -> tuple[list[bytes], dict[str, bytes]]:
+    if not (RECORDINGS / "binance").exists():
+        pytest.skip("../shared/recordings not beside the checkout")
+    ws = CaptureReader(RECORDINGS / "binance" / "BINANCE.ws.1.0")
+    frames = [r.payload for r in ws if r.kind is Kind.WS and b"@depth" in r.payload[:40]]
+    snaps: dict[str, bytes] = {}
+    for r in CaptureReader(RECORDINGS / "binance" / "BINANCE.http.0.0"):
+        if r.kind is Kind.HTTP and r.url and "symbol=" in r.url:
+            snaps[r.url.split("symbol=")[1].split("&")[0]] = r.payload
+    return frames, snaps

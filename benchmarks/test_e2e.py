@@ -1,0 +1,121 @@
+"""End to end on this machine: the simulator serves P pairs at 100 ms updates, the recorder
+samples them every 100 ms at depth 20 for a fixed time. Reported per P: snapshots/s stored,
+ring drops, missed ticks, CPU per process, peak RSS (and its growth over the run), grid
+jitter p50/p99. The baseline is P=10 (per-pair cost ratios are read against it).
+
+Run with `pytest benchmarks/test_e2e.py` (not part of the default test run; ~1 minute per P).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, str(ROOT / "cli.py")]
+SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "40"))
+PAIRS = [int(p) for p in os.environ.get("BENCH_E2E_PAIRS", "10,100").split(",")]
+
+
+def _symbols(n: int) -> list[str]:
+    return [f"B{i:04d}USDT" for i in range(n)]
+
+
+def _pairs(n: int) -> list[str]:
+    return [f"B{i:04d}-USDT" for i in range(n)]
+
+
+class _Sampled:
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.rss_first: dict[str, int] = {}
+        self.rss_peak: dict[str, int] = {}
+        self.rss_last: dict[str, int] = {}
+
+    def sample(self, procs: dict[str, psutil.Process]) -> None:
+        for name, p in procs.items():
+            try:
+                rss = p.memory_info().rss
+                self.cpu[name] = sum(p.cpu_times()[:2])
+            except psutil.Error:
+                continue
+            self.rss_first.setdefault(name, rss)
+            self.rss_peak[name] = max(self.rss_peak.get(name, 0), rss)
+            self.rss_last[name] = rss
+
+
+def _run(n: int, tmp: Path) -> dict[str, object]:
+    sim = subprocess.Popen([*CLI, "simulate", "--venue", "binance", "--port", "0", "--seed", "1",
+                            "--symbols", ",".join(_symbols(n))],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    assert sim.stdout is not None
+    urls = json.loads(sim.stdout.readline())
+    cfg = tmp / f"e2e-{n}.toml"
+    cfg.write_text(
+        f'session_id = "e2e-{n}"\ninterval = "100ms"\ndepth = 20\nformat = "parquet"\ndata_dir = "{tmp / "data"}"\n'
+        f'[venues.binance]\npairs = {json.dumps(_pairs(n))}\nws_url = "{urls["ws_url"]}"\n'
+        f'rest_url = "{urls["rest_url"]}"\nsnapshot_limit = 100\n'
+    )
+    cap = subprocess.Popen([*CLI, "start-capture", "--config", str(cfg), "--log-level", "WARNING"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    status_path = tmp / "data" / ".sessions" / f"e2e-{n}" / "status.json"
+    sampled = _Sampled()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # warm-up: every book synced
+            if status_path.exists():
+                st = json.loads(status_path.read_text())
+                v = st["venues"].get("binance")
+                if v and all(p["synced"] for p in v["pairs"].values()):
+                    break
+            time.sleep(0.5)
+        st0 = json.loads(status_path.read_text())
+        procs = {"simulator": psutil.Process(sim.pid), "supervisor": psutil.Process(cap.pid),
+                 "venue": psutil.Process(st0["venues"]["binance"]["pid"]),
+                 "writer": psutil.Process(st0["writer"]["pid"])}  # fmt: skip
+        sampled.sample(procs)
+        cpu0 = dict(sampled.cpu)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < SECONDS:
+            time.sleep(1.0)
+            sampled.sample(procs)
+        elapsed = time.monotonic() - t0
+        st1 = json.loads(status_path.read_text())
+    finally:
+        cap.send_signal(signal.SIGTERM)
+        cap.wait(120)
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(30)
+    v0, v1 = st0["venues"]["binance"], st1["venues"]["binance"]
+    return {
+        "pairs": n,
+        "seconds": round(elapsed, 1),
+        "snapshots_per_s": round((v1["samples"] - v0["samples"]) / elapsed, 1),
+        "expected_per_s": n * 10,
+        "ring_drops": v1["ring_drops"] - v0["ring_drops"],
+        "missed_ticks": v1["missed_ticks"] - v0["missed_ticks"],
+        "gaps": v1["gaps"] - v0["gaps"],
+        "jitter_ms_p50": v1["grid_jitter_ms"]["p50"],
+        "jitter_ms_p99": v1["grid_jitter_ms"]["p99"],
+        "cpu_percent": {k: round(100 * (sampled.cpu[k] - cpu0.get(k, 0.0)) / elapsed, 1) for k in sampled.cpu},
+        "rss_peak_mb": {k: round(v / 2**20, 1) for k, v in sampled.rss_peak.items()},
+        "rss_growth_mb": {k: round((sampled.rss_last[k] - sampled.rss_first[k]) / 2**20, 1) for k in sampled.rss_last},
+    }
+
+
+@pytest.mark.parametrize("n", PAIRS)
+@pytest.mark.benchmark(group="end to end")
+def test_end_to_end(benchmark, n: int, tmp_path: Path) -> None:
+    result = benchmark.pedantic(_run, args=(n, tmp_path), rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+    benchmark.extra_info["baseline"] = n == min(PAIRS)
+    print(json.dumps(result))
+    assert result["snapshots_per_s"] > 0

@@ -1,0 +1,93 @@
+"""Writer: level-rows/s into zstd Parquet and into JSONL, and bytes per snapshot-level on disk.
+
+Baseline: the same rows written by pyarrow from an already-built table (the floor of the
+Parquet path), so the ratio shows the cost of our snapshot -> Arrow conversion.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recorder.model import Level, Snapshot
+from recorder.sinks.local import prepare_jsonl, prepare_parquet
+from recorder.writer.batches import batches_to_table, snapshot_jsonl, snapshots_to_batch
+
+SNAPSHOTS = 5_000
+DEPTH = 20
+
+
+def _snapshots() -> list[Snapshot]:
+    rng = random.Random(1)
+    out = []
+    for i in range(SNAPSHOTS):
+        mid = 30_000 + rng.uniform(-50, 50)
+        bids = [Level(round(mid - 0.01 * (k + 1), 2), round(rng.uniform(0.001, 3), 5)) for k in range(DEPTH)]
+        asks = [Level(round(mid + 0.01 * (k + 1), 2), round(rng.uniform(0.001, 3), 5)) for k in range(DEPTH)]
+        out.append(Snapshot(exchange="binance", pair=f"P{i % 10}-USDT", timestamp_ms=1_700_000_000_000 + i * 100,
+                            bids=bids, asks=asks, capture_latency_ms=1.5, sequence_number=i // 10,
+                            exchange_time_ms=1_700_000_000_000 + i * 100, update_id=i, session_id="bench"))  # fmt: skip
+    return out
+
+
+ROWS = SNAPSHOTS * 2 * DEPTH
+
+
+def _rows_info(benchmark, path: Path) -> None:
+    mean = benchmark.stats.stats.mean
+    size = path.stat().st_size
+    benchmark.extra_info.update(level_rows_per_s=round(ROWS / mean), bytes_per_level=round(size / ROWS, 2))
+
+
+@pytest.mark.benchmark(group="writer")
+def test_parquet_from_snapshots(benchmark, tmp_path: Path) -> None:
+    snaps = _snapshots()
+    out = tmp_path / "a.parquet"
+
+    def run() -> None:
+        table = batches_to_table([snapshots_to_batch(snaps[i : i + 1000]) for i in range(0, len(snaps), 1000)])
+        prepared = prepare_parquet(table, out)
+        Path(prepared.tmp_path).replace(out)
+
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    assert pq.read_metadata(out).num_rows == ROWS
+    _rows_info(benchmark, out)
+
+
+@pytest.mark.benchmark(group="writer")
+def test_parquet_pyarrow_floor(benchmark, tmp_path: Path) -> None:
+    snaps = _snapshots()
+    table = batches_to_table([snapshots_to_batch(snaps)])
+    out = tmp_path / "b.parquet"
+
+    def run() -> None:
+        pq.write_table(table, out, compression="zstd", use_dictionary=True)
+
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    assert pq.read_metadata(out).num_rows == ROWS
+    _rows_info(benchmark, out)
+    benchmark.extra_info["baseline"] = True
+
+
+@pytest.mark.benchmark(group="writer")
+def test_jsonl_from_snapshots(benchmark, tmp_path: Path) -> None:
+    snaps = _snapshots()
+    out = tmp_path / "c.jsonl"
+
+    def run() -> None:
+        prepared = prepare_jsonl(b"".join(snapshot_jsonl(s) for s in snaps), out)
+        Path(prepared.tmp_path).replace(out)
+
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    assert sum(1 for _ in out.open("rb")) == SNAPSHOTS
+    _rows_info(benchmark, out)
+
+
+def test_arrow_types_are_stable() -> None:
+    """The benchmark measures the real schema, not a simplified one."""
+    batch = snapshots_to_batch(_snapshots()[:2])
+    assert batch.schema.field("price").type == pa.float64()

@@ -1,0 +1,333 @@
+"""The dataset reader: select by exchange, pair, session and UTC time range; read as Arrow, pandas,
+polars, wide top-N rows or book objects in time order; as-of lookups."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from recorder.dataset import frames
+from recorder.dataset.frames import BookSnapshot
+from recorder.dataset.source import DataFile, DatasetError, Prune, format_roots, list_files, resolve
+from recorder.dataset.timeutil import MS_PER_DAY, TimeLike, span_ms, to_ms, utc_date
+from recorder.model import Snapshot
+from recorder.names import NameError_, normalize_pair
+from recorder.writer.batches import SCHEMA, snapshots_to_batch
+
+_jsonl_decoder = msgspec.json.Decoder(list[Snapshot])
+
+
+@dataclass(frozen=True)
+class Selection:
+    exchanges: frozenset[str] | None = None
+    pairs: frozenset[str] | None = None
+    sessions: frozenset[str] | None = None
+    start_ms: int | None = None  # inclusive
+    end_ms: int | None = None  # exclusive
+
+    def prune(self) -> Prune:
+        return Prune(
+            exchanges=self.exchanges,
+            pairs=self.pairs,
+            first_date=utc_date(self.start_ms) if self.start_ms is not None else None,
+            last_date=utc_date(self.end_ms - 1) if self.end_ms is not None else None,
+        )
+
+    def expression(self) -> pc.Expression | None:
+        """Row filter; Parquet pushes it down to row-group statistics."""
+        parts: list[pc.Expression] = []
+        if self.exchanges is not None:
+            parts.append(pc.field("exchange").isin(sorted(self.exchanges)))
+        if self.pairs is not None:
+            parts.append(pc.field("pair").isin(sorted(self.pairs)))
+        if self.sessions is not None:
+            parts.append(pc.field("session_id").isin(sorted(self.sessions)))
+        if self.start_ms is not None:
+            parts.append(pc.field("timestamp_ms") >= self.start_ms)
+        if self.end_ms is not None:
+            parts.append(pc.field("timestamp_ms") < self.end_ms)
+        if not parts:
+            return None
+        expr = parts[0]
+        for p in parts[1:]:
+            expr = expr & p
+        return expr
+
+    def accepts(self, s: Snapshot) -> bool:
+        return (
+            (self.exchanges is None or s.exchange in self.exchanges)
+            and (self.pairs is None or s.pair in self.pairs)
+            and (self.sessions is None or s.session_id in self.sessions)
+            and (self.start_ms is None or s.timestamp_ms >= self.start_ms)
+            and (self.end_ms is None or s.timestamp_ms < self.end_ms)
+        )
+
+    def window(self, start_ms: int | None, end_ms: int | None) -> Selection:
+        return Selection(self.exchanges, self.pairs, self.sessions, start_ms, end_ms)
+
+
+def _names(value: str | Iterable[str] | None, pair: bool = False) -> frozenset[str] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    try:
+        return frozenset(normalize_pair(v) if pair else v for v in items)
+    except NameError_ as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def open_dataset(
+    location: str | os.PathLike[str],
+    *,
+    format: str = "auto",
+    filesystem: pafs.FileSystem | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+) -> Dataset:
+    """Open what the recorder wrote: a local data dir (or its ``parquet/`` / ``jsonl/`` dir) or
+    ``s3://bucket/prefix``. ``format="auto"`` reads Parquet when present, else JSONL."""
+    fs, root = resolve(location, filesystem, endpoint_url, region)
+    roots = format_roots(fs, root, format)
+    if not roots:
+        raise DatasetError(f"no recorder data under {os.fspath(location)!r} (expected parquet/ or jsonl/)")
+    fmt = "parquet" if "parquet" in roots else "jsonl"
+    return Dataset(fs, roots[fmt], fmt, os.fspath(location), root)
+
+
+class Dataset:
+    """A recorder dataset. Every read method takes the same selection keywords:
+
+    ``exchanges`` / ``pairs`` / ``sessions`` (a name or a list), ``start`` (inclusive) and ``end``
+    (exclusive) as epoch ms, ISO-8601 text or datetimes (naive = UTC).
+    """
+
+    def __init__(self, fs: pafs.FileSystem, base: str, fmt: str, location: str, root: str | None = None) -> None:
+        self.filesystem, self.base, self.format, self.location = fs, base, fmt, location
+        self.root = root or base  # what was opened; ``base`` is the chosen format's directory
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.location!r}, format={self.format!r})"
+
+    # -- selection ---------------------------------------------------------------------------
+
+    def selection(
+        self,
+        exchanges: str | Iterable[str] | None = None,
+        pairs: str | Iterable[str] | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        sessions: str | Iterable[str] | None = None,
+    ) -> Selection:
+        sel = Selection(
+            exchanges=_names(exchanges),
+            pairs=_names(pairs, pair=True),
+            sessions=_names(sessions),
+            start_ms=to_ms(start) if start is not None else None,
+            end_ms=to_ms(end) if end is not None else None,
+        )
+        if sel.start_ms is not None and sel.end_ms is not None and sel.end_ms <= sel.start_ms:
+            raise DatasetError("empty time range: end must be after start")
+        return sel
+
+    def files(self, **select: Any) -> list[DataFile]:
+        """The data files a selection reads, after partition pruning."""
+        return list_files(self.filesystem, self.base, self.format, self.selection(**select).prune())
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def table(self, *, columns: Sequence[str] | None = None, **select: Any) -> pa.Table:
+        """Long form as stored (one row per level, schema of ``recorder.writer.batches.SCHEMA``),
+        sorted by timestamp, exchange, pair, session, sequence, side (bids first), level."""
+        return self._read(self.selection(**select), columns=columns)
+
+    def to_pandas(self, *, depth: int | None = None, **select: Any) -> Any:
+        """pandas DataFrame (``pip install pandas``): long form, or wide with ``depth``."""
+        t = self.wide(depth=depth, **select) if depth else self.table(**select)
+        return t.to_pandas()
+
+    def to_polars(self, *, depth: int | None = None, **select: Any) -> Any:
+        """polars DataFrame (``pip install polars``): long form, or wide with ``depth``."""
+        import polars as pl
+
+        t = self.wide(depth=depth, **select) if depth else self.table(**select)
+        return pl.from_arrow(t)
+
+    def wide(self, *, depth: int = 5, **select: Any) -> pa.Table:
+        """One row per snapshot with ``bid_px_0, bid_qty_0, ask_px_0, ask_qty_0, ...`` up to
+        ``depth`` levels, plus ``mid``, ``spread`` and ``microprice``."""
+        if depth < 1:
+            raise DatasetError(f"invalid depth {depth}: must be at least 1")
+        return frames.wide(self._read(self.selection(**select), max_level=depth), depth)
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def snapshots(self, *, chunk: str | int = "1h", only_valid: bool = False, **select: Any) -> Iterator[BookSnapshot]:
+        """Book objects in time order, merged across pairs and venues (ties: exchange, pair,
+        session). Reads one ``chunk`` of time at a time, so memory stays bounded."""
+        sel = self.selection(**select)
+        step = span_ms(chunk)
+        if step <= 0:
+            raise DatasetError("chunk must be positive")
+        cache = _JsonlCache() if self.format == "jsonl" else None
+        for lo, hi in self._windows(sel, step):
+            if cache is not None:
+                cache.evict_before(lo)
+            for snap in frames.iter_snapshots(self._read(sel.window(lo, hi), sort=False, cache=cache)):
+                if not only_valid or snap.is_valid:
+                    yield snap
+
+    def asof(
+        self, t: TimeLike, *, exchange: str, pair: str, lookback: str | int = "7d", session: str | None = None
+    ) -> BookSnapshot | None:
+        """The last valid snapshot (verified, both sides, not crossed) at or before ``t``,
+        searched back at most ``lookback``; None if there is none."""
+        t_ms, limit = to_ms(t), span_ms(lookback)
+        hi = t_ms + 1
+        reach = 60_000
+        while True:
+            lo = max(t_ms - reach, t_ms - limit)
+            sel = self.selection(exchanges=exchange, pairs=pair, sessions=session).window(lo, hi)
+            found = None
+            for snap in frames.iter_snapshots(self._read(sel, sort=False)):
+                if snap.is_valid:
+                    found = snap  # time order: the last valid one wins
+            if found is not None:
+                return found
+            if lo <= t_ms - limit:
+                return None
+            # 1 min, 1 h, 1 day, then a day more each round: near data is found cheaply.
+            hi = lo
+            reach = 3_600_000 if reach < 3_600_000 else MS_PER_DAY if reach < MS_PER_DAY else reach + MS_PER_DAY
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _windows(self, sel: Selection, step: int) -> Iterator[tuple[int, int]]:
+        """Time windows covering the selection; unbounded ends are taken from the partitions."""
+        lo, hi = sel.start_ms, sel.end_ms
+        if lo is None or hi is None:
+            files = list_files(self.filesystem, self.base, self.format, sel.prune())
+            dates = sorted({f.partition["date"] for f in files if "date" in f.partition})
+            if not dates:
+                if files:  # not date-partitioned: one window
+                    yield (lo if lo is not None else 0, hi if hi is not None else 2**62)
+                return
+            lo = lo if lo is not None else to_ms(dates[0])
+            hi = hi if hi is not None else to_ms(dates[-1]) + MS_PER_DAY
+        t = lo
+        while t < hi:
+            yield t, min(hi, t + step)
+            t += step
+
+    def _read(
+        self,
+        sel: Selection,
+        columns: Sequence[str] | None = None,
+        max_level: int | None = None,
+        sort: bool = True,
+        cache: _JsonlCache | None = None,
+    ) -> pa.Table:
+        files = list_files(self.filesystem, self.base, self.format, sel.prune())
+        if self.format == "parquet":
+            table = self._read_parquet(files, sel, max_level)
+        else:
+            table = self._read_jsonl(files, sel, max_level, cache)
+        if sort or columns is not None:
+            table = frames.sort_long(table)
+        if columns is not None:
+            unknown = [c for c in columns if c not in SCHEMA.names]
+            if unknown:
+                raise DatasetError(f"unknown column(s) {', '.join(unknown)}; known: {', '.join(SCHEMA.names)}")
+            table = table.select(list(columns))
+        return table
+
+    def _read_parquet(self, files: list[DataFile], sel: Selection, max_level: int | None) -> pa.Table:
+        if sel.end_ms is not None:
+            # The writer names a file after its first (earliest) tick: later files can't match.
+            files = [f for f in files if (_name_first_ts(f.path) or 0) < sel.end_ms]
+        if not files:
+            return SCHEMA.empty_table()
+        dataset = pads.dataset([f.path for f in files], schema=SCHEMA, format="parquet", filesystem=self.filesystem)
+        expr = sel.expression()
+        if max_level is not None:
+            lv = pc.field("level").is_null() | (pc.field("level") < max_level)
+            expr = lv if expr is None else expr & lv
+        return dataset.to_table(filter=expr)
+
+    def _read_jsonl(
+        self, files: list[DataFile], sel: Selection, max_level: int | None, cache: _JsonlCache | None = None
+    ) -> pa.Table:
+        tables = []
+        for f in files:
+            hint = _name_first_ts(f.path)
+            if sel.end_ms is not None and hint is not None and hint >= sel.end_ms:
+                continue  # the writer names a file after its first (earliest) tick
+            if cache is not None and f.path in cache.done:
+                continue  # every tick of it lies before the current window
+            if cache is not None and f.path in cache.tables:
+                tables.append(cache.tables[f.path][0])
+                continue
+            table = self._decode_jsonl(f, sel if cache is None else sel.window(None, None), max_level)
+            if cache is not None:
+                if table.num_rows:
+                    cache.tables[f.path] = (table, pc.max(table["timestamp_ms"]).as_py())
+                else:
+                    cache.done.add(f.path)
+            tables.append(table)
+        if not tables:
+            return SCHEMA.empty_table()
+        table = pa.concat_tables(tables)
+        if cache is not None:
+            expr = sel.expression()
+            table = table.filter(expr) if expr is not None else table
+        return table
+
+    def _decode_jsonl(self, f: DataFile, sel: Selection, max_level: int | None) -> pa.Table:
+        with self.filesystem.open_input_stream(f.path) as fh:
+            data = fh.read()
+        lines = [line for line in data.split(b"\n") if line.strip()]
+        if not lines:
+            return SCHEMA.empty_table()
+        try:
+            decoded = _jsonl_decoder.decode(b"[" + b",".join(lines) + b"]")
+        except msgspec.DecodeError as exc:
+            raise DatasetError(f"malformed JSONL file {f.path}: {exc}") from None
+        snaps = []
+        for s in decoded:
+            if sel.accepts(s):
+                if max_level is not None:
+                    s.bids, s.asks = s.bids[:max_level], s.asks[:max_level]
+                snaps.append(s)
+        if not snaps:
+            return SCHEMA.empty_table()
+        return pa.Table.from_batches([snapshots_to_batch(snaps)], schema=SCHEMA)
+
+
+@dataclass
+class _JsonlCache:
+    """Decoded JSONL files kept while ``snapshots()`` walks time windows: each file is parsed
+    once, and dropped as soon as the windows have passed its last tick."""
+
+    tables: dict[str, tuple[pa.Table, int]] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+
+    def evict_before(self, ms: int) -> None:
+        for path in [p for p, (_, last) in self.tables.items() if last < ms]:
+            del self.tables[path]
+            self.done.add(path)
+
+
+_NAME_RE = re.compile(r"-(\d{10,16})-\d+\.(?:jsonl|parquet)$")
+
+
+def _name_first_ts(path: str) -> int | None:
+    m = _NAME_RE.search(path)
+    return int(m.group(1)) if m else None

@@ -1,0 +1,136 @@
+"""Where the data is: a local directory or an ``s3://`` URL, and the files a selection needs.
+
+Partition pruning happens here, on directory names alone: only ``exchange=`` / ``date=`` (and
+``pair=``, where a sink writes one) directories that can hold selected rows are listed, so a
+one-hour query on a month of data lists and opens one day's files, not the month's.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+FORMATS = ("parquet", "jsonl")
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be opened or a selection is invalid (one-line message)."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: str  # path inside the filesystem
+    format: str  # parquet | jsonl
+    size: int
+    partition: dict[str, str]  # hive keys on the way down: exchange, date, maybe pair
+
+
+@dataclass(frozen=True)
+class Prune:
+    """Partition values a selection accepts; None = any."""
+
+    exchanges: frozenset[str] | None = None
+    pairs: frozenset[str] | None = None
+    first_date: str | None = None  # inclusive, YYYY-MM-DD
+    last_date: str | None = None  # inclusive
+
+    def accepts(self, key: str, value: str) -> bool:
+        if key == "exchange" and self.exchanges is not None:
+            return value in self.exchanges
+        if key == "pair" and self.pairs is not None:
+            return value in self.pairs
+        if key == "date":
+            if self.first_date is not None and value < self.first_date:
+                return False
+            if self.last_date is not None and value > self.last_date:
+                return False
+        return True
+
+
+def resolve(
+    location: str | os.PathLike[str],
+    filesystem: pafs.FileSystem | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, root path) for a local directory or ``s3://bucket/prefix``.
+
+    S3 credentials come only from the standard AWS chain (environment, profile, instance role);
+    ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) points at any S3-compatible server.
+    """
+    text = os.fspath(location)
+    if filesystem is not None:
+        return filesystem, text.rstrip("/") or "/"
+    if text.startswith("s3://"):
+        parsed = urllib.parse.urlparse(text)
+        if not parsed.netloc:
+            raise DatasetError(f"invalid S3 URL {text!r}: expected s3://bucket/prefix")
+        kwargs: dict[str, object] = {}
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            ep = urllib.parse.urlparse(endpoint)
+            kwargs["endpoint_override"] = ep.netloc or ep.path
+            kwargs["scheme"] = ep.scheme or "https"
+        if region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"):
+            kwargs["region"] = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        fs = pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+        return fs, f"{parsed.netloc}{parsed.path}".rstrip("/")
+    if "://" in text:
+        raise DatasetError(f"unsupported location {text!r}: use a local directory or s3://bucket/prefix")
+    path = os.path.abspath(text)
+    if not os.path.isdir(path):
+        raise DatasetError(f"no data directory {text!r}")
+    return pafs.LocalFileSystem(), path
+
+
+def _children(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    try:
+        return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+    except OSError as exc:
+        raise DatasetError(f"cannot list {path}: {exc}") from None
+
+
+def format_roots(fs: pafs.FileSystem, root: str, fmt: str) -> dict[str, str]:
+    """Format -> directory holding its hive partitions.
+
+    ``root`` may be the recorder's data dir (``parquet/``, ``jsonl/`` below it) or one format's
+    directory itself (``exchange=...`` below it, format told by the file suffix).
+    """
+    wanted = FORMATS if fmt == "auto" else (fmt,)
+    if fmt not in ("auto", *FORMATS):
+        raise DatasetError(f"invalid format {fmt!r}: use auto, parquet or jsonl")
+    names = {i.base_name: i for i in _children(fs, root) if i.type == pafs.FileType.Directory}
+    found = {f: names[f].path for f in wanted if f in names}
+    if not found and any("=" in n for n in names):
+        found = {f: root for f in wanted}  # the root is a format directory already
+    return found
+
+
+def list_files(fs: pafs.FileSystem, base: str, fmt: str, prune: Prune) -> list[DataFile]:
+    """Data files under ``base`` whose partition directories pass ``prune``; sorted by path.
+
+    Names starting with '.' or '_' are skipped: temp files of the atomic sinks and markers.
+    """
+    out: list[DataFile] = []
+    suffix = f".{fmt}"
+    stack: list[tuple[str, dict[str, str]]] = [(base, {})]
+    while stack:
+        path, part = stack.pop()
+        for info in _children(fs, path):
+            name = info.base_name
+            if name.startswith((".", "_")):
+                continue
+            if info.type == pafs.FileType.Directory:
+                key, eq, value = name.partition("=")
+                if not eq:
+                    continue
+                value = urllib.parse.unquote(value)
+                if prune.accepts(key, value):
+                    stack.append((info.path, {**part, key: value}))
+            elif info.type == pafs.FileType.File and name.endswith(suffix):
+                out.append(DataFile(info.path, fmt, int(info.size or 0), part))
+    out.sort(key=lambda f: f.path)
+    return out

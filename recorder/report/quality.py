@@ -1,0 +1,405 @@
+"""Data-quality figures per session, exchange and pair, computed from the stored data itself plus
+what the capture recorded beside it (``status.json`` and the sampler's missed-tick runs).
+
+Gaps are holes in a pair's grid *between* its first and last stored snapshot: a run of ticks
+with no stored snapshot. Their cause comes from the sampler's runs of missed ticks
+(``missed-ticks-<venue>.jsonl``) that overlap them; ticks no run explains are ``unknown``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from recorder.dataset import Dataset, DatasetError, open_dataset
+from recorder.dataset.source import DataFile, Prune, format_roots, list_files
+from recorder.dataset.timeutil import iso
+from recorder.writer.batches import SCHEMA
+
+
+@dataclass
+class Gap:
+    start_ms: int  # first missing tick
+    end_ms: int  # last missing tick
+    ticks: int
+    duration_ms: int
+    cause: str  # causes joined by '+', most ticks first; 'unknown' where nothing explains them
+    causes: dict[str, int]  # cause -> missing ticks it explains
+
+    @property
+    def start(self) -> str:
+        return iso(self.start_ms)
+
+    @property
+    def end(self) -> str:
+        return iso(self.end_ms)
+
+
+@dataclass
+class FileStats:
+    files: int = 0
+    bytes: int = 0  # this pair's share of its files' bytes
+    bytes_per_snapshot: float | None = None
+
+
+@dataclass
+class PairQuality:
+    session_id: str
+    exchange: str
+    pair: str
+    interval_ms: int
+    first_ms: int
+    last_ms: int
+    expected: int  # grid ticks from the first to the last stored snapshot
+    stored: int
+    coverage_pct: float
+    missed_in_gaps: int
+    recorder_missed_ticks: int | None  # what the capture itself counted (status.json)
+    gaps: list[Gap]
+    seq_first: int
+    seq_last: int
+    seq_missing: int
+    seq_duplicates: int
+    seq_out_of_order: int  # sequence order disagrees with time order
+    seq_continuous: bool
+    off_grid: int  # timestamps not on the interval's grid
+    update_id_regressions: int
+    crossed: int
+    empty: int  # both sides empty
+    one_sided: int
+    unverified: int
+    latency_ms: dict[str, float | None]  # p50 p90 p99 max
+    storage: dict[str, FileStats] = field(default_factory=dict)  # format -> stats
+
+    @property
+    def span_s(self) -> float:
+        return (self.last_ms - self.first_ms) / 1000
+
+
+@dataclass
+class PairSeries:
+    """Per-snapshot series for the plots (not part of the JSON output)."""
+
+    timestamp_ms: np.ndarray
+    spread_bps: np.ndarray
+    latency_ms: np.ndarray
+
+
+@dataclass
+class SessionQuality:
+    session_id: str
+    interval_ms: int
+    interval_source: str  # status.json | inferred
+    status: dict[str, Any]
+    pairs: list[PairQuality]
+    series: dict[tuple[str, str], PairSeries] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Report:
+    location: str
+    format: str
+    generated_ms: int
+    sessions: list[SessionQuality]
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"location": self.location, "format": self.format, "generated": iso(self.generated_ms), "sessions": []}
+        for s in self.sessions:
+            d = {k: v for k, v in asdict(s).items() if k != "series"}
+            for p, pq in zip(d["pairs"], s.pairs, strict=True):
+                p["first"], p["last"], p["span_s"] = iso(pq.first_ms), iso(pq.last_ms), pq.span_s
+                for g, gap in zip(p["gaps"], pq.gaps, strict=True):
+                    g["start"], g["end"] = gap.start, gap.end
+            out["sessions"].append(d)
+        return out
+
+
+class _MissRun(msgspec.Struct):
+    exchange: str
+    pair: str
+    first_tick_ms: int
+    last_tick_ms: int
+    ticks: int
+    cause: str
+    ended: bool = True
+
+
+class _LineKey(msgspec.Struct):
+    exchange: str
+    pair: str
+    session_id: str = ""
+
+
+def build_report(data_dir: str, session_id: str | None = None, fmt: str = "auto") -> Report:
+    """Everything the report shows, for one session or every session in ``data_dir``."""
+    ds = open_dataset(data_dir, format=fmt)
+    sessions_filter = [session_id] if session_id else None
+    w = ds.wide(depth=1, sessions=sessions_filter)
+    if session_id and w.num_rows == 0:
+        raise DatasetError(f"no stored snapshots of session {session_id!r} under {data_dir!r}")
+    if w.num_rows == 0:
+        raise DatasetError(f"no stored snapshots under {data_dir!r}")
+    storage = _storage_stats(ds, data_dir, sessions_filter)
+    sessions: list[SessionQuality] = []
+    w = w.sort_by([("session_id", "ascending"), ("exchange", "ascending"), ("pair", "ascending")])
+    for sid in sorted(set(w["session_id"].to_pylist())):
+        st = w.filter(pc.equal(w["session_id"], sid))
+        status = _read_json(os.path.join(data_dir, ".sessions", sid, "status.json")) if _local(data_dir) else None
+        runs = _read_miss_runs(data_dir, sid)
+        interval_ms, source = _interval(status, st)
+        pairs, series = [], {}
+        keys = sorted(set(zip(st["exchange"].to_pylist(), st["pair"].to_pylist(), strict=True)))
+        for exchange, pair in keys:
+            t = st.filter(pc.and_(pc.equal(st["exchange"], exchange), pc.equal(st["pair"], pair)))
+            t = t.sort_by([("timestamp_ms", "ascending"), ("sequence_number", "ascending")])
+            pq, ser = _pair_quality(sid, exchange, pair, t, interval_ms, runs.get((exchange, pair), []), status)
+            pq.storage = storage.get((sid, exchange, pair), {})
+            for stats in pq.storage.values():
+                stats.bytes_per_snapshot = round(stats.bytes / pq.stored, 1) if pq.stored else None
+            pairs.append(pq)
+            series[(exchange, pair)] = ser
+        sessions.append(SessionQuality(sid, interval_ms, source, _status_summary(status), pairs, series))
+    return Report(data_dir, ds.format, int(time.time() * 1000), sessions)
+
+
+def _local(location: str) -> bool:
+    return "://" not in location
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as fh:
+            return json.load(fh)  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def _read_miss_runs(data_dir: str, session_id: str) -> dict[tuple[str, str], list[_MissRun]]:
+    out: dict[tuple[str, str], list[_MissRun]] = defaultdict(list)
+    if not _local(data_dir):
+        return out
+    sdir = os.path.join(data_dir, ".sessions", session_id)
+    try:
+        names = sorted(n for n in os.listdir(sdir) if n.startswith("missed-ticks-") and n.endswith(".jsonl"))
+    except OSError:
+        return out
+    for name in names:
+        with open(os.path.join(sdir, name), "rb") as fh:
+            for line in fh:
+                try:
+                    run = msgspec.json.decode(line, type=_MissRun)
+                except msgspec.DecodeError:
+                    continue  # a line torn by a crash mid-write: skip it, keep the rest
+                out[(run.exchange, run.pair)].append(run)
+    return out
+
+
+def _interval(status: dict[str, Any] | None, t: pa.Table) -> tuple[int, str]:
+    if status and status.get("interval_s"):
+        return int(round(float(status["interval_s"]) * 1000)), "status.json"
+    diffs: list[np.ndarray] = []
+    for pair in set(t["pair"].to_pylist()):
+        ts = np.sort(t.filter(pc.equal(t["pair"], pair))["timestamp_ms"].to_numpy())
+        d = np.diff(ts)
+        diffs.append(d[d > 0])
+    d = np.concatenate(diffs) if diffs else np.array([], dtype=np.int64)
+    if not len(d):
+        return 1000, "default"
+    values, counts = np.unique(d, return_counts=True)
+    return int(values[np.argmax(counts)]), "inferred"
+
+
+def _status_summary(status: dict[str, Any] | None) -> dict[str, Any]:
+    if not status:
+        return {}
+    keep = ("state", "started_at_ms", "updated_at_ms", "uptime_s", "interval_s", "depth", "format", "stop_reason")
+    out = {k: status[k] for k in keep if k in status}
+    out["flushed"] = status.get("flushed")
+    out["venues"] = {
+        v: {
+            k: d.get(k)
+            for k in ("reconnects", "resyncs", "gaps", "missed_ticks", "missed_by_cause", "ring_drops", "restarts")
+        }
+        for v, d in status.get("venues", {}).items()
+    }
+    w = status.get("writer", {})
+    out["writer"] = {k: w.get(k) for k in ("snapshots_written", "files_written", "bytes_written", "restarts")}
+    return out
+
+
+def _gaps(ts: np.ndarray, interval: int, runs: list[_MissRun]) -> list[Gap]:
+    gaps: list[Gap] = []
+    if len(ts) < 2:
+        return gaps
+    d = np.diff(ts)
+    for i in np.flatnonzero(d > interval):
+        start, end = int(ts[i]) + interval, int(ts[i + 1]) - interval
+        ticks = int(round((ts[i + 1] - ts[i]) / interval)) - 1
+        if ticks <= 0:
+            continue  # off-grid jitter, counted separately
+        causes: dict[str, int] = defaultdict(int)
+        for r in runs:
+            lo, hi = max(start, r.first_tick_ms), min(end, r.last_tick_ms)
+            if lo <= hi:
+                causes[r.cause] += (hi - lo) // interval + 1
+        explained = sum(causes.values())
+        if explained < ticks:
+            causes["unknown"] += ticks - explained
+        ordered = dict(sorted(causes.items(), key=lambda kv: -kv[1]))
+        gaps.append(Gap(start, end, ticks, ticks * interval, "+".join(ordered), ordered))
+    return gaps
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float | None]:
+    if not len(values):
+        return {"p50": None, "p90": None, "p99": None, "max": None}
+    q = np.percentile(values, [50, 90, 99])
+    return {
+        "p50": round(float(q[0]), 3),
+        "p90": round(float(q[1]), 3),
+        "p99": round(float(q[2]), 3),
+        "max": round(float(values.max()), 3),
+    }
+
+
+def _num(col: pa.ChunkedArray) -> np.ndarray:
+    return pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
+
+
+def _pair_quality(
+    sid: str,
+    exchange: str,
+    pair: str,
+    t: pa.Table,
+    interval: int,
+    runs: list[_MissRun],
+    status: dict[str, Any] | None,
+) -> tuple[PairQuality, PairSeries]:
+    ts = t["timestamp_ms"].to_numpy()
+    seq = t["sequence_number"].to_numpy()
+    first, last = int(ts[0]), int(ts[-1])
+    expected = (last - first) // interval + 1
+    stored = len(ts)
+    uniq = np.unique(seq)
+    seq_missing = int(uniq[-1] - uniq[0] + 1 - len(uniq))
+    seq_dups = int(len(seq) - len(uniq))
+    by_seq = np.argsort(seq, kind="stable")
+    out_of_order = int(np.sum(np.diff(ts[by_seq]) < 0))
+    upd = t["update_id"].drop_null().to_numpy() if t["update_id"].null_count < t.num_rows else np.array([])
+    if t["update_id"].null_count == 0:
+        upd = upd[by_seq]  # in sequence order (nulls, if any, are rare: keep time order then)
+    bp, ap = _num(t["bid_px_0"]), _num(t["ask_px_0"])
+    bid_ok, ask_ok = ~np.isnan(bp), ~np.isnan(ap)
+    with np.errstate(invalid="ignore"):
+        crossed = int(np.sum(bid_ok & ask_ok & (bp >= ap)))
+    lat = _num(t["capture_latency_ms"])
+    lat = lat[~np.isnan(lat)]
+    mid, spread = _num(t["mid"]), _num(t["spread"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread_bps = spread / mid * 1e4
+    gaps = _gaps(ts, interval, runs)
+    recorder_missed = None
+    if status:
+        p = status.get("venues", {}).get(exchange, {}).get("pairs", {}).get(pair)
+        recorder_missed = int(p["missed_ticks"]) if p and "missed_ticks" in p else None
+    verified = t["verified"].to_numpy(zero_copy_only=False)
+    pq = PairQuality(
+        session_id=sid,
+        exchange=exchange,
+        pair=pair,
+        interval_ms=interval,
+        first_ms=first,
+        last_ms=last,
+        expected=int(expected),
+        stored=stored,
+        coverage_pct=round(100.0 * min(stored, expected) / expected, 3) if expected else 0.0,
+        missed_in_gaps=sum(g.ticks for g in gaps),
+        recorder_missed_ticks=recorder_missed,
+        gaps=gaps,
+        seq_first=int(uniq[0]),
+        seq_last=int(uniq[-1]),
+        seq_missing=seq_missing,
+        seq_duplicates=seq_dups,
+        seq_out_of_order=out_of_order,
+        seq_continuous=seq_missing == 0 and seq_dups == 0 and out_of_order == 0,
+        off_grid=int(np.sum(ts % interval != 0)),
+        update_id_regressions=int(np.sum(np.diff(upd) < 0)) if len(upd) > 1 else 0,
+        crossed=crossed,
+        empty=int(np.sum(~bid_ok & ~ask_ok)),
+        one_sided=int(np.sum(bid_ok ^ ask_ok)),
+        unverified=int(np.sum(~verified.astype(bool))),
+        latency_ms=_quantiles(lat),
+    )
+    return pq, PairSeries(ts, spread_bps, lat)
+
+
+# -- storage -----------------------------------------------------------------------------------
+
+
+def _storage_stats(
+    ds: Dataset, data_dir: str, sessions: list[str] | None
+) -> dict[tuple[str, str, str], dict[str, FileStats]]:
+    """(session, exchange, pair) -> format -> files holding the pair and its share of their bytes
+    (Parquet: by rows, i.e. levels; JSONL: the exact bytes of its lines)."""
+    out: dict[tuple[str, str, str], dict[str, FileStats]] = defaultdict(dict)
+    fs = ds.filesystem
+    for fmt, base in format_roots(fs, ds.root, "auto").items():
+        files = list_files(fs, base, fmt, Prune())
+        shares = _parquet_shares(fs, files, sessions) if fmt == "parquet" else _jsonl_shares(fs, files, sessions)
+        for key, (nfiles, nbytes) in shares.items():
+            out[key][fmt] = FileStats(files=nfiles, bytes=int(round(nbytes)))
+    return out
+
+
+def _parquet_shares(fs: Any, files: list[DataFile], sessions: list[str] | None) -> dict[Any, tuple[int, float]]:
+    if not files:
+        return {}
+    size = {f.path: f.size for f in files}
+    dataset = pads.dataset([f.path for f in files], schema=SCHEMA, format="parquet", filesystem=fs)
+    counts: list[dict[str, Any]] = []
+    for frag in dataset.get_fragments():
+        t = frag.to_table(schema=SCHEMA, columns=["session_id", "exchange", "pair"])
+        for c in t.group_by(["session_id", "exchange", "pair"]).aggregate([([], "count_all")]).to_pylist():
+            counts.append({**c, "file": frag.path})
+    rows_per_file: dict[str, int] = defaultdict(int)
+    for c in counts:
+        rows_per_file[c["file"]] += c["count_all"]
+    acc: dict[Any, list[float]] = defaultdict(lambda: [0, 0.0])
+    for c in counts:
+        if sessions is not None and c["session_id"] not in sessions:
+            continue
+        a = acc[(c["session_id"], c["exchange"], c["pair"])]
+        a[0] += 1
+        a[1] += size[c["file"]] * c["count_all"] / rows_per_file[c["file"]]
+    return {k: (int(v[0]), v[1]) for k, v in acc.items()}
+
+
+def _jsonl_shares(fs: Any, files: list[DataFile], sessions: list[str] | None) -> dict[Any, tuple[int, float]]:
+    acc: dict[Any, list[float]] = defaultdict(lambda: [0, 0.0])
+    decoder = msgspec.json.Decoder(_LineKey)
+    for f in files:
+        with fs.open_input_stream(f.path) as fh:
+            data = fh.read()
+        seen: set[Any] = set()
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
+            k = decoder.decode(line)
+            if sessions is not None and k.session_id not in sessions:
+                continue
+            key = (k.session_id, k.exchange, k.pair)
+            acc[key][1] += len(line) + 1
+            if key not in seen:
+                seen.add(key)
+                acc[key][0] += 1
+    return {k: (int(v[0]), v[1]) for k, v in acc.items()}

@@ -1,0 +1,97 @@
+"""Binance USD-M futures: ``<symbol>@depth@100ms`` diffs joined to ``GET /fapi/v1/depth`` snapshots.
+
+Everything but the chain rule and the endpoints is the spot module's (``binance.py``). Sync
+(venue-protocols.md section 2): futures ids are not contiguous per symbol, so continuity is
+``pu == previous u`` (never ``U == previous u + 1``); the first diff after a snapshot must cover
+it (``U <= lastUpdateId <= u``) or start right after it (``pu == lastUpdateId``, ``U`` may then be
+greater than ``lastUpdateId``). Pairs are perpetuals: ``BTC-USDT-PERP`` <-> ``BTCUSDT``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from recorder.venues import binance
+from recorder.venues.binance import BinanceConnector, BinanceFeed, DepthEvent, unlisted_pairs
+
+VENUE = "binance-futures"
+# Depth streams live on the /public route since the 2026 URL split (see venue-protocols.md).
+WS_URL = "wss://fstream.binance.com/public"
+REST_URL = "https://fapi.binance.com"
+REST_WEIGHT_PER_MIN = 2400
+MAX_STREAMS_PER_CONNECTION = 1024
+PERP_SUFFIX = "-PERP"
+
+log = logging.getLogger("recorder.venues.binance_futures")
+
+
+def futures_prev_id(ev: DepthEvent) -> int:
+    """The book id an event continues from: its ``pu``."""
+    return ev.pu
+
+
+def symbol_for(pair: str) -> str:
+    """``BTC-USDT-PERP`` -> ``BTCUSDT``; USD-M lists perpetuals only under this venue id."""
+    if not pair.endswith(PERP_SUFFIX):
+        raise ValueError(f"{pair!r} is not a perpetual: binance-futures pairs look like BTC-USDT-PERP")
+    return binance.symbol_for(pair.removesuffix(PERP_SUFFIX))
+
+
+def pair_for(symbol: str) -> str:
+    return binance.pair_for(symbol) + PERP_SUFFIX
+
+
+def stream_for(pair: str) -> str:
+    return f"{symbol_for(pair).lower()}@depth@100ms"
+
+
+def snapshot_pair(url: str) -> str | None:
+    pair = binance.snapshot_pair(url)
+    return pair + PERP_SUFFIX if pair is not None else None
+
+
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    return binance.pairs_in_frames(frames, pair_for)
+
+
+def snapshot_weight(limit: int) -> int:
+    if limit <= 50:
+        return 2
+    if limit <= 100:
+        return 5
+    if limit <= 500:
+        return 10
+    return 20
+
+
+class BinanceFuturesFeed(BinanceFeed):
+    venue = VENUE
+    log = log
+    prev_id = staticmethod(futures_prev_id)
+    symbol_for = staticmethod(symbol_for)
+    stream_for = staticmethod(stream_for)
+
+
+class BinanceFuturesConnector(BinanceConnector):
+    venue = VENUE
+    feed_class = BinanceFuturesFeed
+    default_ws_url = WS_URL
+    default_rest_url = REST_URL
+    depth_path = "/fapi/v1/depth"
+    rest_weight_per_min = REST_WEIGHT_PER_MIN
+    max_streams = MAX_STREAMS_PER_CONNECTION
+    snapshot_weight = staticmethod(snapshot_weight)
+
+
+def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
+    """Pairs the venue does not list (blocking; used by the CLI before anything starts)."""
+    pairs = list(pairs)
+    perps = [p for p in pairs if p.endswith(PERP_SUFFIX)]
+    missing = unlisted_pairs(rest_url or REST_URL, "/fapi/v1/exchangeInfo", perps, symbol_for, timeout_s)
+    listed_ok = set(perps) - set(missing)
+    return [p for p in pairs if p not in listed_ok]
+
+
+Feed = BinanceFuturesFeed
+CONNECTOR = BinanceFuturesConnector

@@ -1,0 +1,437 @@
+"""Bybit v5 public ``orderbook.<depth>.<symbol>``, spot and linear (and inverse) perpetuals.
+
+Sync rules (venue-protocols.md §6): every book starts from a WS ``snapshot``; any snapshot, also
+one mid-stream, replaces the book; a delta with ``u == 1`` is a service restart and overwrites the
+book too; otherwise each delta's ``u`` must be the previous ``u + 1``. A larger jump is a gap for
+that book only: it is dropped and resubscribed (unsubscribe + subscribe brings a new snapshot)
+while the other books on the socket keep sampling. A smaller ``u`` is stale and ignored.
+
+One socket per market: ``/v5/public/spot`` carries ``BTC-USDT``, ``/v5/public/linear`` carries
+``BTC-USDT-PERP``; both call the symbol ``BTCUSDT``, so each socket has its own Feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+import msgspec
+
+from recorder.book import L2Book
+from recorder.config import VenueConfig
+from recorder.metrics import SharedCounters
+from recorder.venues.base import Counters, FeedStats, LogThrottle, venue_config_default
+from recorder.venues.ws_feed import FeedSocket
+
+VENUE = "bybit"
+WS_URL = "wss://stream.bybit.com"  # + /v5/public/<category>
+REST_URL = "https://api.bybit.com"
+DEPTH = 200  # orderbook.200: 100 ms pushes on spot and linear, deep enough for any stored depth
+DEPTHS = (1, 50, 200, 1000)
+PING_INTERVAL_S = 20.0  # the docs ask for {"op":"ping"} every 20 s
+MAX_ARGS_PER_REQUEST = 10  # spot's limit; linear accepts more, one rule keeps it simple
+MAX_ARGS_CHARS = 21_000  # one subscribe args array must stay under this
+CATEGORIES = ("spot", "linear", "inverse")
+
+log = logging.getLogger("recorder.venues.bybit")
+
+
+# --- wire schema -------------------------------------------------------------------------
+
+
+class BookData(msgspec.Struct):
+    s: str
+    b: list[tuple[str, str]]
+    a: list[tuple[str, str]]
+    u: int
+    seq: int = 0
+
+
+class Message(msgspec.Struct):
+    """Any text frame: a topic push, or an op reply (subscribe, ping/pong)."""
+
+    topic: str | None = None
+    type: str | None = None
+    ts: int | None = None
+    cts: int | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    op: str | None = None
+    success: bool | None = None
+    ret_msg: str | None = None
+    req_id: str | None = None
+
+
+_message = msgspec.json.Decoder(Message)
+_book_data = msgspec.json.Decoder(BookData)
+
+
+def symbol_for(pair: str) -> tuple[str, str]:
+    """``BTC-USDT`` -> (spot, BTCUSDT); ``BTC-USDT-PERP`` -> (linear, BTCUSDT);
+    ``BTC-USDC-PERP`` -> (linear, BTCPERP); ``BTC-USD-PERP`` -> (inverse, BTCUSD)."""
+    parts = pair.split("-")
+    if len(parts) == 3 and parts[2] == "PERP":
+        base, quote = parts[0], parts[1]
+        if quote == "USDC":
+            return "linear", f"{base}PERP"
+        if quote == "USD":
+            return "inverse", f"{base}USD"
+        return "linear", base + quote
+    return "spot", pair.replace("-", "")
+
+
+_QUOTES = ("USDT", "USDC", "USDE", "BTC", "ETH", "EUR", "BRL", "DAI", "USD")
+
+
+def pair_for(category: str, symbol: str) -> str:
+    """Inverse of ``symbol_for`` (used when a recording names symbols we were not told about)."""
+    if category == "linear" and symbol.endswith("PERP"):
+        return f"{symbol[:-4]}-USDC-PERP"
+    for quote in _QUOTES:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            pair = f"{symbol[: -len(quote)]}-{quote}"
+            return f"{pair}-PERP" if category in ("linear", "inverse") else pair
+    return symbol
+
+
+def category_for_url(url: str) -> str:
+    """``wss://stream.bybit.com/v5/public/linear`` -> ``linear``."""
+    category = url.rstrip("/").rsplit("/", 1)[-1]
+    if category not in CATEGORIES:
+        raise ValueError(f"not a Bybit public market URL: {url}")
+    return category
+
+
+def topic_for(symbol: str, depth: int = DEPTH) -> str:
+    return f"orderbook.{depth}.{symbol}"
+
+
+# --- the sync rules, free of I/O -------------------------------------------------------
+
+
+class _BookState:
+    __slots__ = ("pair", "book", "synced", "ever_synced", "wants")
+
+    def __init__(self, pair: str) -> None:
+        self.pair = pair
+        self.book = L2Book()
+        self.synced = False
+        self.ever_synced = False
+        self.wants = False  # needs a resubscribe to get a new snapshot
+
+    def drop(self) -> None:
+        self.synced = False
+        self.book.clear()
+        self.book.exchange_time_ms = None
+        self.book.receive_time_ms = None
+
+
+class BybitFeed:
+    """Frames of one Bybit public socket (one market) -> verified books.
+
+    ``pairs=None`` accepts every orderbook topic on the socket (replays of captures); ``depth=None``
+    accepts any depth (one depth per symbol per socket is assumed then).
+    """
+
+    def __init__(
+        self,
+        category: str,
+        pairs: Iterable[str] | None = None,
+        depth: int | None = DEPTH,
+        counters: Counters | None = None,
+    ) -> None:
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown Bybit category {category!r}")
+        self.category = category
+        self.depth = depth
+        self.stats = FeedStats(counters)
+        self._throttle = LogThrottle(log)
+        self._open = pairs is None
+        self._by_symbol: dict[str, _BookState] = {}
+        self._by_pair: dict[str, _BookState] = {}
+        for pair in pairs or ():
+            cat, symbol = symbol_for(pair)
+            if cat != category:
+                raise ValueError(f"{pair} is not a Bybit {category} pair")
+            self._add(symbol, pair)
+
+    def _add(self, symbol: str, pair: str) -> _BookState:
+        st = _BookState(pair)
+        self._by_symbol[symbol] = self._by_pair[pair] = st
+        return st
+
+    # Feed protocol ------------------------------------------------------------------------------
+
+    def book(self, pair: str) -> L2Book | None:
+        st = self._by_pair.get(pair)
+        return st.book if st is not None and st.synced else None
+
+    def wants_snapshot(self) -> set[str]:
+        return {st.pair for st in self._by_pair.values() if st.wants}
+
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+        """Bybit's depth-limited streams sync from the WS snapshot alone; nothing to join."""
+
+    def reset(self) -> None:
+        """The socket is gone: every book is unknown until the new socket's snapshots."""
+        for st in self._by_pair.values():
+            st.drop()
+            st.wants = False
+
+    def invalidate(self, pair: str, reason: str) -> None:
+        st = self._by_pair.get(pair)
+        if st is not None:
+            st.drop()
+            st.wants = True
+            self.stats.pair(pair, "invalidated")
+
+    def pairs(self) -> list[str]:
+        return list(self._by_pair)
+
+    def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        stats = self.stats
+        stats.frame(len(payload))
+        try:
+            msg = _message.decode(payload)
+            topic = msg.topic
+            if topic is None:
+                stats.kind(f"op:{msg.op}" if msg.op else "other")
+                if msg.success is False:
+                    log.warning("event=venue_error venue=bybit op=%s msg=%s", msg.op, msg.ret_msg)
+                return
+            if not topic.startswith("orderbook."):
+                stats.kind("other")
+                return
+            _, depth, symbol = topic.split(".", 2)
+            if self.depth is not None and depth != str(self.depth):
+                stats.kind("other")
+                return
+            data = _book_data.decode(msg.data)
+            kind = msg.type
+            if kind not in ("snapshot", "delta") or data.s != symbol:
+                raise ValueError(f"bad orderbook frame: type={kind!r} s={data.s!r} topic={topic!r}")
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            stats.malformed_frame()
+            self._throttle.warning("malformed", "event=malformed_frame venue=bybit detail=%s", str(exc)[:200])
+            return
+        stats.kind(kind)
+        st = self._by_symbol.get(symbol)
+        if st is None:
+            if not self._open:
+                return
+            st = self._add(symbol, pair_for(self.category, symbol))
+        if kind == "snapshot":
+            if st.synced:
+                stats.pair(st.pair, "snapshot_resets")
+            self._load(st, data, msg.ts, recv_ms)
+            return
+        if not st.synced:
+            stats.pair(st.pair, "ignored")  # waiting for the snapshot of a (re)subscription
+            return
+        last = st.book.update_id
+        assert last is not None
+        if data.u == 1:
+            # Service restart: this message is the whole new book.
+            stats.pair(st.pair, "restarts")
+            self._load(st, data, msg.ts, recv_ms)
+            return
+        if data.u <= last:
+            stats.pair(st.pair, "stale")
+            return
+        if data.u != last + 1:
+            stats.gap(st.pair)
+            self._throttle.warning(
+                f"gap:{st.pair}", "event=gap venue=bybit pair=%s u=%d after=%d", st.pair, data.u, last
+            )
+            st.drop()
+            st.wants = True
+            return
+        book = st.book
+        try:
+            book.apply(data.b, data.a)
+        except ValueError:  # a level that is not a number: the book is now unknown
+            self._corrupt(st)
+            return
+        book.update_id = data.u
+        book.exchange_time_ms = msg.ts
+        book.receive_time_ms = recv_ms
+        stats.pair(st.pair, "updates")
+
+    def _corrupt(self, st: _BookState) -> None:
+        self.stats.malformed_frame()
+        self.stats.pair(st.pair, "malformed")
+        st.drop()
+        st.wants = True
+
+    def _load(self, st: _BookState, data: BookData, ts: int | None, recv_ms: float) -> None:
+        try:
+            st.book.load(data.b, data.a, data.u)
+        except ValueError:
+            self._corrupt(st)
+            return
+        st.book.exchange_time_ms = ts
+        st.book.receive_time_ms = recv_ms
+        if not st.synced:  # the first sync counts too, as in the live counters
+            self.stats.resync(st.pair)
+        st.synced = st.ever_synced = True
+        st.wants = False
+
+
+def feed_for_url(url: str, pairs: Iterable[str] | None = None, depth: int | None = None) -> BybitFeed:
+    """The Feed for a recorded socket, told apart by the URL it connected to."""
+    return BybitFeed(category_for_url(url), pairs, depth)
+
+
+# --- replay hooks: one Feed per recorded socket --------------------------------------------
+
+
+def Feed(pairs: Iterable[str], counters: Counters | None = None) -> BybitFeed:  # noqa: N802 (replay's name)
+    """The Feed for a recorded socket carrying ``pairs`` (their market picks spot / linear / inverse)."""
+    pairs = list(pairs)
+    categories = {symbol_for(p)[0] for p in pairs}
+    if len(categories) > 1:
+        raise ValueError(f"one Bybit socket carries one market, not {sorted(categories)}")
+    return BybitFeed(categories.pop() if categories else "spot", pairs, depth=None, counters=counters)
+
+
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The pairs whose order books a recorded socket carries (its URL names the market)."""
+    category = category_for_url(url) if url else "spot"
+    pairs: dict[str, None] = {}
+    for payload in frames:
+        if b'"orderbook.' not in payload[:200]:
+            continue
+        try:
+            topic = _message.decode(payload).topic
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if topic and topic.startswith("orderbook.") and topic.count(".") == 2:
+            pairs[pair_for(category, topic.rsplit(".", 1)[1])] = None
+    return list(pairs)
+
+
+# --- frames the client sends --------------------------------------------------------------
+
+
+class BybitProtocol:
+    def __init__(self, category: str, depth: int = DEPTH) -> None:
+        self.category = category
+        self.depth = depth
+        self._req = 0
+
+    def _req_id(self, what: str) -> str:
+        self._req += 1
+        return f"{what}-{self._req}"
+
+    def _op(self, op: str, topics: list[str]) -> list[bytes]:
+        frames: list[bytes] = []
+        chunk: list[str] = []
+        for topic in topics:
+            if chunk and (
+                len(chunk) >= MAX_ARGS_PER_REQUEST or sum(len(t) + 3 for t in chunk) + len(topic) >= MAX_ARGS_CHARS
+            ):
+                frames.append(msgspec.json.encode({"req_id": self._req_id(op), "op": op, "args": chunk}))
+                chunk = []
+            chunk.append(topic)
+        if chunk:
+            frames.append(msgspec.json.encode({"req_id": self._req_id(op), "op": op, "args": chunk}))
+        return frames
+
+    def _topics(self, pairs: list[str]) -> list[str]:
+        return [topic_for(symbol_for(p)[1], self.depth) for p in pairs]
+
+    def subscribe_frames(self, pairs: list[str]) -> list[bytes]:
+        return self._op("subscribe", self._topics(pairs))
+
+    def resubscribe_frames(self, pairs: list[str]) -> list[bytes]:
+        topics = self._topics(pairs)
+        return self._op("unsubscribe", topics) + self._op("subscribe", topics)
+
+    def keepalive_frame(self) -> bytes | None:
+        return msgspec.json.encode({"req_id": self._req_id("ping"), "op": "ping"})
+
+    def is_keepalive_reply(self, payload: bytes) -> bool:
+        # public: {"success":true,"ret_msg":"pong",...,"op":"ping"}; private form: {"op":"pong",...}
+        return len(payload) < 512 and (b'"op":"pong"' in payload or b'"ret_msg":"pong"' in payload)
+
+
+# --- the connector ------------------------------------------------------------------------
+
+
+class BybitConnector:
+    venue = VENUE
+
+    def __init__(self, cfg: VenueConfig, pairs: list[str], shared: SharedCounters | None = None) -> None:
+        self.cfg = cfg
+        self.pairs = list(pairs)
+        self.ws_url = venue_config_default(cfg, "ws_url", WS_URL)
+        self.counters = Counters(shared)
+        by_category: dict[str, list[str]] = {}
+        for pair in self.pairs:
+            by_category.setdefault(symbol_for(pair)[0], []).append(pair)
+        self.sockets: dict[str, FeedSocket] = {}
+        self._socket_of: dict[str, FeedSocket] = {}
+        for category, cat_pairs in by_category.items():
+            sock = FeedSocket(
+                VENUE,
+                f"{self.ws_url}/v5/public/{category}",
+                cat_pairs,
+                BybitFeed(category, cat_pairs, counters=self.counters),
+                BybitProtocol(category),
+                cfg,
+                self.counters,
+                log,
+                keepalive_s=PING_INTERVAL_S,
+            )
+            self.sockets[category] = sock
+            for pair in cat_pairs:
+                self._socket_of[pair] = sock
+        for sock in self.sockets.values():
+            sock.group = list(self.sockets.values())
+
+    def book(self, pair: str) -> L2Book | None:
+        sock = self._socket_of.get(pair)
+        return sock.book(pair) if sock is not None else None
+
+    def request_resync(self, pair: str, reason: str) -> None:
+        log.warning("event=resync_requested venue=%s pair=%s reason=%s", self.venue, pair, reason)
+        sock = self._socket_of.get(pair)
+        if sock is not None:
+            sock.request_resync(pair, reason)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(sock.run() for sock in self.sockets.values()))
+
+    async def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+
+
+def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
+    """Pairs Bybit does not list as trading (blocking; used by the CLI before anything starts)."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    base = (rest_url or REST_URL).rstrip("/")
+    pairs = list(pairs)
+    listed: dict[str, set[str]] = {}
+    for category in sorted({symbol_for(p)[0] for p in pairs}):
+        symbols: set[str] = set()
+        cursor = ""
+        for _ in range(50):  # pages of 1000; the largest market has well under 50k instruments
+            query = urllib.parse.urlencode({"category": category, "limit": "1000", "cursor": cursor})
+            with urllib.request.urlopen(f"{base}/v5/market/instruments-info?{query}", timeout=timeout_s) as resp:
+                body = json.load(resp)
+            if body.get("retCode") != 0:
+                raise OSError(f"instruments-info failed: {body.get('retMsg')}")
+            result = body.get("result") or {}
+            symbols.update(i["symbol"] for i in result.get("list", []) if i.get("status", "Trading") == "Trading")
+            cursor = result.get("nextPageCursor") or ""
+            if not cursor:
+                break
+        listed[category] = symbols
+    return [p for p in pairs if symbol_for(p)[1] not in listed[symbol_for(p)[0]]]
+
+
+CONNECTOR = BybitConnector

@@ -1,0 +1,381 @@
+"""Coinbase Advanced Trade ``level2`` channel (data arrives as ``l2_data``).
+
+Sync rules (venue-protocols.md §3a): a book starts from the WS ``snapshot`` event (there is no
+REST snapshot aligned with the stream); ``update`` events carry absolute quantities (``"0"``
+deletes; asks are ``"offer"``). The envelope ``sequence_num`` is ONE counter per connection,
+shared by every channel and product, and must rise by exactly 1: a jump means a lost message
+that cannot be attributed to a product, so every book on that connection is dropped and
+resubscribed (unsubscribe + subscribe ``level2`` brings a new snapshot). A smaller number is
+out of order and ignored. To keep a gap's blast radius to one book, the connector opens one
+connection per product (``PRODUCTS_PER_CONNECTION``), each also subscribed to ``heartbeats``
+so a quiet book is not taken for a stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import logging
+import time
+from collections.abc import Iterable
+from functools import lru_cache
+
+import msgspec
+
+from recorder.book import L2Book
+from recorder.config import VenueConfig
+from recorder.metrics import SharedCounters
+from recorder.venues.base import Counters, FeedStats, LogThrottle, venue_config_default
+from recorder.venues.ws_feed import FeedSocket
+
+VENUE = "coinbase"
+WS_URL = "wss://advanced-trade-ws.coinbase.com"
+REST_URL = "https://api.coinbase.com"
+# A sequence gap on a connection invalidates every book on it; one product each isolates them.
+PRODUCTS_PER_CONNECTION = 1
+# Unauthenticated clients may send 8 messages/s per IP: pace each socket's frames and stagger
+# connection starts so a startup burst stays under it.
+SEND_INTERVAL_S = 0.3
+CONNECT_STAGGER_S = 0.3
+CHANNEL = "level2"
+
+log = logging.getLogger("recorder.venues.coinbase")
+
+
+# --- wire schema -------------------------------------------------------------------------
+
+
+class Update(msgspec.Struct):
+    side: str
+    price_level: str
+    new_quantity: str
+    event_time: str = ""
+
+
+class L2Event(msgspec.Struct):
+    type: str
+    product_id: str
+    updates: list[Update]
+
+
+class Envelope(msgspec.Struct):
+    channel: str | None = None
+    timestamp: str = ""
+    sequence_num: int | None = None
+    events: msgspec.Raw = msgspec.Raw()
+    # Errors come back as {"type":"error","message":...}.
+    type: str | None = None
+    message: str | None = None
+
+
+_envelope = msgspec.json.Decoder(Envelope)
+_l2_events = msgspec.json.Decoder(list[L2Event])
+
+
+def symbol_for(pair: str) -> str:
+    """Coinbase product ids are already normalized pairs: ``BTC-USD`` -> ``BTC-USD``."""
+    return pair
+
+
+def pair_for(product_id: str) -> str:
+    return product_id
+
+
+@lru_cache(maxsize=4096)
+def _epoch_s(prefix: str) -> int:
+    return calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
+
+
+def parse_time_ms(text: str) -> int | None:
+    """RFC 3339 UTC (``2026-08-09T21:05:48.210883Z``, up to ns digits) -> epoch ms; None if unparsable."""
+    try:
+        seconds = _epoch_s(text[:19])
+    except ValueError:
+        return None
+    frac = text[19:].rstrip("Z")
+    millis = 0
+    if frac.startswith("."):
+        digits = frac[1:4]
+        if not digits.isdigit():
+            return None
+        millis = int(digits.ljust(3, "0"))
+    return seconds * 1000 + millis
+
+
+# --- the sync rules, free of I/O -------------------------------------------------------
+
+
+class _BookState:
+    __slots__ = ("pair", "book", "synced", "ever_synced", "wants")
+
+    def __init__(self, pair: str) -> None:
+        self.pair = pair
+        self.book = L2Book()
+        self.synced = False
+        self.ever_synced = False
+        self.wants = False
+
+    def drop(self) -> None:
+        self.synced = False
+        self.book.clear()
+        self.book.exchange_time_ms = None
+        self.book.receive_time_ms = None
+
+
+class CoinbaseFeed:
+    """Frames of one Coinbase connection -> verified books. ``pairs=None`` accepts every product."""
+
+    def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None) -> None:
+        self.stats = FeedStats(counters)
+        self._throttle = LogThrottle(log)
+        self._open = pairs is None
+        self._books: dict[str, _BookState] = {}  # product id -> state
+        self._by_pair: dict[str, _BookState] = {}
+        self._next_seq: int | None = None
+        for pair in pairs or ():
+            self._add(symbol_for(pair), pair)
+
+    def _add(self, product: str, pair: str) -> _BookState:
+        st = _BookState(pair)
+        self._books[product] = self._by_pair[pair] = st
+        return st
+
+    # Feed protocol ------------------------------------------------------------------------------
+
+    def book(self, pair: str) -> L2Book | None:
+        st = self._by_pair.get(pair)
+        return st.book if st is not None and st.synced else None
+
+    def wants_snapshot(self) -> set[str]:
+        return {st.pair for st in self._by_pair.values() if st.wants}
+
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+        """Coinbase's REST book has no id aligned with the stream: the WS snapshot is the only sync point."""
+
+    def reset(self) -> None:
+        """A new connection: its sequence starts over and every book waits for its snapshot."""
+        self._next_seq = None
+        for st in self._by_pair.values():
+            st.drop()
+            st.wants = False
+
+    def invalidate(self, pair: str, reason: str) -> None:
+        st = self._by_pair.get(pair)
+        if st is not None:
+            st.drop()
+            st.wants = True
+            self.stats.pair(pair, "invalidated")
+
+    def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        stats = self.stats
+        stats.frame(len(payload))
+        try:
+            env = _envelope.decode(payload)
+            events = _l2_events.decode(env.events) if env.channel == "l2_data" else None
+            if events is not None and env.sequence_num is None:
+                raise ValueError("l2_data without sequence_num")
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            # An undecodable frame may have been a book update: its loss shows as a gap next frame.
+            stats.malformed_frame()
+            self._throttle.warning("malformed", "event=malformed_frame venue=coinbase detail=%s", str(exc)[:200])
+            return
+        if env.type == "error":
+            stats.kind("error")
+            log.warning("event=venue_error venue=coinbase message=%s", env.message)
+            return
+        seq = env.sequence_num
+        if seq is not None:
+            expected = self._next_seq
+            if expected is not None and seq < expected:
+                stats.kind("out_of_order")
+                return
+            if expected is not None and seq > expected:
+                self._gap(expected, seq)
+            self._next_seq = seq + 1
+        if events is None:
+            stats.kind(env.channel or "other")
+            return
+        for ev in events:
+            self._on_event(ev, seq or 0, recv_ms)
+
+    def _gap(self, expected: int, seq: int) -> None:
+        # The lost message could have belonged to any product here: each book counts a gap.
+        self._throttle.warning("gap", "event=gap venue=coinbase expected=%d got=%d", expected, seq)
+        if not self._by_pair:
+            self.stats.gaps += 1
+            self.stats.counters.incr("gaps")
+        for st in self._by_pair.values():
+            self.stats.gap(st.pair)
+            st.drop()
+            st.wants = True
+
+    def _on_event(self, ev: L2Event, seq: int, recv_ms: float) -> None:
+        stats = self.stats
+        stats.kind(ev.type)
+        st = self._books.get(ev.product_id)
+        if st is None:
+            if not self._open:
+                return
+            st = self._add(ev.product_id, pair_for(ev.product_id))
+        if ev.type == "snapshot":
+            if st.synced:
+                stats.pair(st.pair, "snapshot_resets")
+            st.book.clear()
+            if not self._apply(st, ev, seq, recv_ms):
+                return
+            if not st.synced:  # the first sync counts too, as in the live counters
+                stats.resync(st.pair)
+            st.synced = st.ever_synced = True
+            st.wants = False
+            return
+        if ev.type != "update":
+            stats.malformed_frame()
+            return
+        if not st.synced:
+            stats.pair(st.pair, "ignored")
+            return
+        if self._apply(st, ev, seq, recv_ms):
+            stats.pair(st.pair, "updates")
+
+    def _apply(self, st: _BookState, ev: L2Event, seq: int, recv_ms: float) -> bool:
+        bids: list[tuple[str, str]] = []
+        asks: list[tuple[str, str]] = []
+        try:
+            for u in ev.updates:
+                side = u.side
+                if side == "bid":
+                    bids.append((u.price_level, u.new_quantity))
+                elif side == "offer" or side == "ask":
+                    asks.append((u.price_level, u.new_quantity))
+                else:
+                    raise ValueError(f"unknown side {side!r}")
+            st.book.apply(bids, asks)
+        except ValueError:
+            # Part of the event may be applied already: the book is unknown until a new snapshot.
+            self.stats.malformed_frame()
+            self.stats.pair(st.pair, "malformed")
+            st.drop()
+            st.wants = True
+            return False
+        book = st.book
+        book.update_id = seq
+        if ev.updates:
+            book.exchange_time_ms = parse_time_ms(ev.updates[-1].event_time)
+        book.receive_time_ms = recv_ms
+        return True
+
+
+# --- replay hooks: one Feed per recorded socket --------------------------------------------
+
+Feed = CoinbaseFeed
+
+
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The products whose level2 books a recorded socket carries."""
+    pairs: dict[str, None] = {}
+    for payload in frames:
+        if b'"l2_data"' not in payload[:200]:
+            continue
+        try:
+            for ev in _l2_events.decode(_envelope.decode(payload).events):
+                pairs[pair_for(ev.product_id)] = None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return list(pairs)
+
+
+# --- frames the client sends --------------------------------------------------------------
+
+
+class CoinbaseProtocol:
+    def subscribe_frames(self, pairs: list[str]) -> list[bytes]:
+        products = [symbol_for(p) for p in pairs]
+        return [
+            msgspec.json.encode({"type": "subscribe", "product_ids": products, "channel": "heartbeats"}),
+            msgspec.json.encode({"type": "subscribe", "product_ids": products, "channel": CHANNEL}),
+        ]
+
+    def resubscribe_frames(self, pairs: list[str]) -> list[bytes]:
+        products = [symbol_for(p) for p in pairs]
+        return [
+            msgspec.json.encode({"type": "unsubscribe", "product_ids": products, "channel": CHANNEL}),
+            msgspec.json.encode({"type": "subscribe", "product_ids": products, "channel": CHANNEL}),
+        ]
+
+    def keepalive_frame(self) -> bytes | None:
+        return None  # the heartbeats channel keeps the connection busy
+
+    def is_keepalive_reply(self, payload: bytes) -> bool:
+        return False  # heartbeats are the venue's proof of life: they count
+
+
+# --- the connector ------------------------------------------------------------------------
+
+
+class CoinbaseConnector:
+    venue = VENUE
+
+    def __init__(self, cfg: VenueConfig, pairs: list[str], shared: SharedCounters | None = None) -> None:
+        self.cfg = cfg
+        self.pairs = list(pairs)
+        self.ws_url = venue_config_default(cfg, "ws_url", WS_URL)
+        self.counters = Counters(shared)
+        self.sockets: list[FeedSocket] = []
+        self._socket_of: dict[str, FeedSocket] = {}
+        n = PRODUCTS_PER_CONNECTION
+        for i in range(0, len(self.pairs), n):
+            chunk = self.pairs[i : i + n]
+            sock = FeedSocket(
+                VENUE,
+                self.ws_url,
+                chunk,
+                CoinbaseFeed(chunk, counters=self.counters),
+                CoinbaseProtocol(),
+                cfg,
+                self.counters,
+                log,
+                send_interval_s=SEND_INTERVAL_S,
+            )
+            self.sockets.append(sock)
+            for pair in chunk:
+                self._socket_of[pair] = sock
+        for sock in self.sockets:
+            sock.group = self.sockets
+
+    def book(self, pair: str) -> L2Book | None:
+        sock = self._socket_of.get(pair)
+        return sock.book(pair) if sock is not None else None
+
+    def request_resync(self, pair: str, reason: str) -> None:
+        log.warning("event=resync_requested venue=%s pair=%s reason=%s", self.venue, pair, reason)
+        sock = self._socket_of.get(pair)
+        if sock is not None:
+            sock.request_resync(pair, reason)
+
+    async def run(self) -> None:
+        async def staggered(i: int, sock: FeedSocket) -> None:
+            await asyncio.sleep(i * CONNECT_STAGGER_S)
+            await sock.run()
+
+        await asyncio.gather(*(staggered(i, s) for i, s in enumerate(self.sockets)))
+
+    async def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
+    """Pairs Coinbase does not list as tradable (blocking; used by the CLI before anything starts)."""
+    import json
+    import urllib.request
+
+    base = (rest_url or REST_URL).rstrip("/")
+    with urllib.request.urlopen(f"{base}/api/v3/brokerage/market/products", timeout=timeout_s) as resp:
+        body = json.load(resp)
+    listed = {
+        p["product_id"] for p in body.get("products", []) if not p.get("is_disabled") and not p.get("trading_disabled")
+    }
+    return [p for p in pairs if symbol_for(p) not in listed]
+
+
+CONNECTOR = CoinbaseConnector

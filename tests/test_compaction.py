@@ -1,0 +1,252 @@
+"""Compaction over real files and real processes, killed at every step and at random moments."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from recorder.model import Level, Snapshot
+from recorder.sinks.local import prepare_parquet, publish
+from recorder.writer.batches import data_file_path, snapshots_to_batch
+from tests.conftest import CLI, ROOT, Sim, popen_cli, read_jsonl, run_cli, status, wait_for, write_config
+
+DAY_MS = 86_400_000
+T0 = 1_795_000_000_000 - (1_795_000_000_000 % DAY_MS)  # a UTC midnight
+ALL_COLUMNS = ["exchange", "pair", "timestamp_ms", "session_id", "sequence_number", "side", "level"]
+CRASH_POINTS = ["after_journal", "mid_link", "before_exchange", "after_exchange", "mid_cleanup"]
+
+
+def _make_dataset(data: Path, files_per_day: int = 24, snaps_per_file: int = 30) -> None:
+    """Two days x two sessions of small files, like a writer rotating often: all two hours old
+    but the last two of each day, which are still in the current hour."""
+    old = time.time() - 7200
+    for day in range(2):
+        for i in range(files_per_day):
+            session = f"s{i % 2}"
+            first = T0 + day * DAY_MS + i * snaps_per_file * 1000
+            snaps = [
+                Snapshot(
+                    exchange="binance",
+                    pair=pair,
+                    timestamp_ms=first + k * 1000,
+                    bids=[Level(100.0 - j, 1.0 + j) for j in range(5)],
+                    asks=[Level(101.0 + j, 2.0 + j) for j in range(5)],
+                    capture_latency_ms=1.5,
+                    sequence_number=i * snaps_per_file + k,
+                    update_id=k,
+                    session_id=session,
+                )
+                for k in range(snaps_per_file)
+                for pair in ("ETH-USDT", "BTC-USDT")
+            ]
+            date = time.strftime("%Y-%m-%d", time.gmtime(first / 1000))
+            path = data_file_path(data, "parquet", "binance", date, session, first, i)
+            prepared = prepare_parquet(pa.Table.from_batches([snapshots_to_batch(snaps)]), path)
+            publish(prepared)
+            if i < files_per_day - 2:
+                os.utime(path, (old, old))
+
+
+def _rows(data: Path) -> pa.Table:
+    """What a reader sees: every visible file of the dataset, in a canonical order."""
+    table = ds.dataset(data / "parquet", format="parquet").to_table()
+    return table.sort_by([(c, "ascending") for c in ALL_COLUMNS])
+
+
+def _files(data: Path) -> list[Path]:
+    return sorted(p for p in (data / "parquet").rglob("*.parquet") if not p.name.startswith("."))
+
+
+def _compact(data: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "compact", "--data-dir", str(data), *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pa.Table]:
+    data = tmp_path_factory.mktemp("pristine") / "data"
+    _make_dataset(data)
+    return data, _rows(data)
+
+
+def _copy(pristine: tuple[Path, pa.Table], dest: Path) -> Path:
+    shutil.copytree(pristine[0], dest, copy_function=shutil.copy2)
+    return dest
+
+
+def test_compaction_merges_into_sorted_files_with_the_same_rows(pristine, tmp_path: Path) -> None:
+    data = _copy(pristine, tmp_path / "data")
+    expected = pristine[1]
+    part = data / "parquet" / "exchange=binance" / f"date={time.strftime('%Y-%m-%d', time.gmtime(T0 / 1000))}"
+    # Fresh files (the current hour) and a writer's temp file must be left exactly as they are.
+    fresh = {p: p.read_bytes() for p in data.rglob("*.parquet") if time.time() - p.stat().st_mtime < 3600}
+    assert len(fresh) == 4
+    temp = part / ".s0-1-000099.parquet.tmp"
+    temp.write_bytes(b"in progress")
+    res = _compact(data, "--row-group-rows", "1000")
+    assert res.returncode == 0, res.stderr
+    assert "compacted 44 files into 2 in 2 partition(s)" in res.stdout
+    assert _rows(data).equals(expected)
+    assert all(p.read_bytes() == content for p, content in fresh.items())
+    assert temp.read_bytes() == b"in progress"
+    merged = [p for p in _files(data) if p.name.startswith("compacted-")]
+    assert len(merged) == 2 and len(_files(data)) == 6
+    for path in merged:
+        table = pq.read_table(path)
+        keys = list(zip(table["pair"].to_pylist(), table["timestamp_ms"].to_pylist(), strict=True))
+        assert keys == sorted(keys)  # by pair, then time
+        meta = pq.ParquetFile(path).metadata
+        assert meta.num_row_groups == -(-table.num_rows // 1000)
+        # Row-group statistics let a reader skip everything outside a pair's time range.
+        stats = meta.row_group(0).column(table.schema.get_field_index("timestamp_ms")).statistics
+        assert stats is not None and stats.has_min_max
+    # Nothing is left to do the second time.
+    again = _compact(data)
+    assert again.returncode == 0 and "compacted 0 files into 0" in again.stdout
+    glob = str(data / "parquet" / "**" / "*.parquet")
+    assert duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchall()[0][0] == expected.num_rows
+    assert not list((data / ".compaction").glob("stage-*"))
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_compaction_killed_at_each_step_keeps_exactly_the_rows(pristine, tmp_path: Path, point: str) -> None:
+    data = _copy(pristine, tmp_path / "data")
+    res = _compact(data, env={"RECORDER_COMPACT_CRASH_AT": point})
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert _rows(data).equals(pristine[1])  # the state a reader sees right after the kill
+    res = _compact(data)
+    assert res.returncode == 0, res.stderr
+    assert "recovered:" in res.stdout
+    assert _rows(data).equals(pristine[1])
+    assert len(_files(data)) == 6
+    assert not (data / ".compaction" / "journal.json").exists()
+
+
+def test_compaction_killed_at_random_moments_keeps_exactly_the_rows(pristine, tmp_path: Path) -> None:
+    data = _copy(pristine, tmp_path / "data")
+    rng = random.Random(os.getpid())
+    for _ in range(6):
+        proc = subprocess.Popen([*CLI, "compact", "--data-dir", str(data)], cwd=ROOT, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        assert _rows(data).equals(pristine[1])
+        if len(_files(data)) == 6:  # it finished before the kill: start over from small files
+            shutil.rmtree(data)
+            _copy(pristine, data)
+    # A reader polling while a compaction runs sees the full set every time it gets an answer.
+    proc = subprocess.Popen([*CLI, "compact", "--data-dir", str(data)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    answers = 0
+    while proc.poll() is None:
+        try:
+            rows = _rows(data)
+        except (FileNotFoundError, OSError):
+            continue  # listed before the swap, opened after: readers retry
+        assert rows.equals(pristine[1])
+        answers += 1
+    assert proc.returncode == 0 and answers >= 1
+    assert _rows(data).equals(pristine[1]) and len(_files(data)) == 6
+
+
+def test_compaction_bad_input_is_one_line(tmp_path: Path) -> None:
+    res = run_cli("compact", "--data-dir", str(tmp_path / "missing"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "does not exist" in res.stderr
+    res = run_cli("compact", "--data-dir", str(tmp_path), "--older-than", "soon")
+    assert res.returncode == 2 and "invalid duration" in res.stderr
+    res = run_cli("compact", "--data-dir", str(tmp_path), "--older-than", "0s")  # everything, now
+    assert res.returncode == 0 and "compacted 0 files" in res.stdout
+    (tmp_path / ".compaction").mkdir(exist_ok=True)
+    with open(tmp_path / ".compaction" / "run.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        res = run_cli("compact", "--data-dir", str(tmp_path))
+    assert res.returncode == 2 and "another compaction is running" in res.stderr
+
+
+def test_writer_compacts_closed_files_while_capturing(sim: Sim, tmp_path: Path) -> None:
+
+    data = tmp_path / "data"
+    writer = {
+        "rotate_snapshots": 4,
+        "compact": True,
+        "compact_older_than_s": 1,
+        "compact_every_s": 1,
+    }
+    cfg = write_config(tmp_path / "c.toml", sim.urls, ["BTC-USDT", "ETH-USDT"], data, writer=writer)
+    proc = popen_cli("start-capture", "--config", str(cfg), "--interval", "0.25", "--session-id", "cw")
+    try:
+        wait_for(
+            lambda: (st := status(data, "cw")) and st["writer"].get("compactions", 0) >= 3,
+            90,
+            "three background compactions",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    final = status(data, "cw")
+    assert final is not None and final["flushed"] and final["writer"]["compaction_errors"] == 0
+    assert any(p.name.startswith("compacted-") for p in _files(data))
+    # Parquet (compacted while the writer kept publishing into the same partition) and JSONL
+    # (never compacted) hold exactly the same snapshots, each once.
+    jsonl = read_jsonl(data)
+    levels = sum(max(1, len(s["bids"]) + len(s["asks"])) for s in jsonl)
+    rows = _rows(data)
+    assert rows.num_rows == levels == final["writer"]["rows_written"]
+    keys = set(zip(rows["pair"].to_pylist(), rows["sequence_number"].to_pylist(), strict=True))
+    assert keys == {(s["pair"], s["sequence_number"]) for s in jsonl}
+    assert len(jsonl) == final["venues"]["binance"]["samples"]
+
+
+def test_writer_journal_rebuild_sees_compacted_rows(pristine, tmp_path: Path) -> None:
+    from recorder.writer.journal import rebuild_journal
+
+    data = _copy(pristine, tmp_path / "data")
+    before = rebuild_journal(data, "s0").next_seq
+    assert _compact(data).returncode == 0
+    # With the session's small files merged away, sequence numbers still continue after them.
+    assert rebuild_journal(data, "s0").next_seq == before
+    assert before["binance"]["BTC-USDT"] == 23 * 30  # files 0, 2, ..., 22 of session s0
+
+
+def test_dataset_reader_sees_the_same_data_after_compaction(pristine, tmp_path: Path) -> None:
+    from recorder.dataset import open_dataset
+
+    data = _copy(pristine, tmp_path / "data")
+    start, end = T0 + 100_000, T0 + 400_000
+    before_all = open_dataset(data).table()
+    before = open_dataset(data).table(pairs="BTC-USDT", start=start, end=end)
+    assert _compact(data).returncode == 0
+    assert open_dataset(data).table().equals(before_all)
+    assert open_dataset(data).table(pairs="BTC-USDT", start=start, end=end).equals(before)
+    assert before.num_rows == 300 * 10  # 300 ticks of one pair, 10 levels each
+
+
+def test_writer_compaction_config_is_validated() -> None:
+    from recorder.config import ConfigError, build_config
+
+    base = {"venues": {"binance": {"pairs": ["BTC-USDT"]}}}
+    with pytest.raises(ConfigError, match="local storage only"):
+        build_config({**base, "storage": "s3", "writer": {"compact": True}, "s3": {"bucket": "b-1"}}, {})
+    with pytest.raises(ConfigError, match="compaction settings"):
+        build_config({**base, "writer": {"compact": True, "compact_target_mb": 0}}, {})
+    cfg = build_config({**base, "writer": {"compact": True}}, {})
+    assert cfg.writer.compact and cfg.writer.compact_older_than_s == 3600

@@ -203,7 +203,7 @@ class Demo:
                 "stall_timeout_s = 3.0",
                 "lag_alert_s = 1.0",
                 "rest_timeout_s = 2.0",
-                "snapshot_limit = 100",
+                "snapshot_limit = 1000",  # the whole book: a shallower snapshot leaves deep levels unknown
                 "",
             ]
         lines += ["[writer]", "rotate_seconds = 20.0"]

@@ -36,7 +36,7 @@ class Capture:
             sim.urls,
             PAIRS,
             self.data,
-            venue_extra={"stall_timeout_s": 3.0, "lag_alert_s": 1.0, "rest_timeout_s": 2.0, "snapshot_limit": 100},
+            venue_extra={"stall_timeout_s": 3.0, "lag_alert_s": 1.0, "rest_timeout_s": 2.0},
             writer={"rotate_seconds": 2.0},
         )
         self.proc: subprocess.Popen[str] = popen_cli(

@@ -38,6 +38,8 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lag_alert_s: float = 5.0
     # A REST snapshot request that takes longer than this is abandoned and retried.
     rest_timeout_s: float = 15.0
+    # The venue's book channel where it offers several (OKX: books, books5, books-l2-tbt); None = default.
+    channel: str | None = None
     # Venue limits (recorder/venues/limits.py) overridden; None = the venue's own numbers.
     max_streams_per_connection: int | None = None
     rest_weight_limit: int | None = None
@@ -229,6 +231,7 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
             else:
                 vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
             _check_limits(name, vc)
+            _check_venue_config(name, vc)
         check_session_id(cfg.resolved_session_id())
     except NameError_ as exc:
         raise ConfigError(str(exc)) from None
@@ -243,6 +246,19 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
     if cfg.storage == "s3":
         _validate_s3(cfg.s3)
     return cfg
+
+
+def _check_venue_config(name: str, vc: VenueConfig) -> None:
+    """Venue-specific settings (e.g. OKX ``channel``), checked by the venue module if it has a
+    ``check_config(vc)`` that raises ValueError — so a bad value fails here, not in a venue process."""
+    from recorder.venues import venue_module
+
+    check = getattr(venue_module(name), "check_config", None)
+    if check is not None:
+        try:
+            check(vc)
+        except ValueError as exc:
+            raise ConfigError(f"venue {name!r}: {exc}") from None
 
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")

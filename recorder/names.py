@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-PAIR_RE = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}(-PERP)?$")
+# BASE-QUOTE, a perpetual BASE-QUOTE-PERP, or a dated future BASE-QUOTE-YYMMDD (OKX BTC-USD-220527).
+PAIR_RE = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}(-PERP|-[0-9]{6})?$")
 SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 VENUE_RE = re.compile(r"^[a-z][a-z0-9\-]{0,31}$")
 

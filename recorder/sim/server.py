@@ -26,6 +26,8 @@ from recorder.sim.faults import Fault
 VENUES: dict[str, str] = {
     "binance": "recorder.sim.binance",
     "binance-futures": "recorder.sim.binance_futures",
+    "kraken": "recorder.sim.kraken",
+    "okx": "recorder.sim.okx",
     "bybit": "recorder.sim.bybit",
     "coinbase": "recorder.sim.coinbase",
 }

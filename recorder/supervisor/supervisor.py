@@ -502,6 +502,9 @@ class Supervisor:
                 "malformed": int(v["malformed"]),
                 "resyncs": int(v["resyncs"]),
                 "gaps": int(v["gaps"]),
+                "checksums_ok": int(v["checksums_ok"]),
+                "checksums_failed": int(v["checksum_failures"]),
+                "resubscribes": int(v["resubscribes"]),
                 "reconnects": int(v["reconnects"]),
                 "planned_reconnects": int(v["planned_reconnects"]),
                 "stalls": int(v["stalls"]),
@@ -532,6 +535,7 @@ class Supervisor:
                         "missed_ticks": int(v[f"missed:{pair}"]),
                         "resyncs": int(v[f"resyncs:{pair}"]),
                         "gaps": int(v[f"gaps:{pair}"]),
+                        "checksums_failed": int(v[f"checksum_failures:{pair}"]),
                     }
                     for pair in vc.pairs
                 },

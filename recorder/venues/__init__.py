@@ -14,6 +14,8 @@ from types import ModuleType
 VENUES: dict[str, str] = {
     "binance": "recorder.venues.binance",
     "binance-futures": "recorder.venues.binance_futures",
+    "kraken": "recorder.venues.kraken",
+    "okx": "recorder.venues.okx",
     "bybit": "recorder.venues.bybit",
     "coinbase": "recorder.venues.coinbase",
 }

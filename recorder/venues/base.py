@@ -33,6 +33,10 @@ CONNECTOR_FIELDS = [
     "connected",
     "lag_alerts",  # episodes of the feed falling behind (see LagMonitor)
     "lagging",  # 1 while it is behind
+    # Checksum venues (Kraken, OKX): verified / failed checksums and per-symbol resubscribes.
+    "checksums_ok",
+    "checksum_failures",
+    "resubscribes",
     "connections",  # WebSocket connections the venue's pairs are spread over
     "rest_weight_used",  # the limiter's estimate of the venue's count for our IP
     "rest_queue",  # REST requests waiting for budget
@@ -40,6 +44,7 @@ CONNECTOR_FIELDS = [
 
 
 def pair_fields(pair: str) -> list[str]:
+    # (checksum_failures:<pair> is a sampler pair field: its miss log names the cause)
     return [f"synced:{pair}", f"resyncs:{pair}", f"gaps:{pair}"]
 
 
@@ -113,6 +118,7 @@ class FeedStats:
         if ok:
             self.checksums_ok += 1
             self.pair(pair, "checksums_ok")
+            self.counters.incr("checksums_ok")
         else:
             self.checksums_failed += 1
             self.pair(pair, "checksums_failed")

@@ -1,0 +1,386 @@
+"""Kraken spot: WebSocket v2 ``book`` channel live; v1 ``book`` frames too (for replays).
+
+Sync (venue-protocols.md §4): subscribing sends a snapshot, then updates. Kraken has no sequence
+numbers; integrity is the CRC32 checksum of the top 10 levels per side, carried by every v2
+message and every v1 update. After applying a message's levels (in wire order, qty 0 deletes)
+each side is truncated to the subscribed depth (Kraken sends no delete for levels that fall out
+of scope), then the checksum is verified on the *original price/qty text*. A mismatch drops that
+pair's book and resubscribes that symbol only; its fresh snapshot restarts it.
+
+Kraken has no update id either; ``update_id`` stores the exchange timestamp of the last applied
+change in microseconds (v2 ``timestamp``, v1 level time), the venue's own name for a book state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import zlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import msgspec
+
+from recorder.config import VenueConfig
+from recorder.metrics import SharedCounters
+from recorder.venues.base import Counters
+from recorder.venues.snapshot_feed import PairBook, SnapshotFeed
+from recorder.venues.subscribed import SubscribedConnector
+
+VENUE = "kraken"
+WS_URL = "wss://ws.kraken.com/v2"
+REST_URL = "https://api.kraken.com"
+DEPTHS = (10, 25, 100, 500, 1000)  # subscription depths Kraken accepts
+CHECKSUM_LEVELS = 10
+MAX_SYMBOLS_PER_CONNECTION = 200  # keeps one snapshot burst well inside the dynamic rate limit
+
+log = logging.getLogger("recorder.venues.kraken")
+
+# v1 (and Kraken's REST) spell some assets differently; v2 uses the common names.
+_V1_ASSETS = {"BTC": "XBT", "DOGE": "XDG"}
+_FROM_V1 = {v: k for k, v in _V1_ASSETS.items()}
+
+
+# --- wire schema -------------------------------------------------------------------------------
+
+
+class V2Level(msgspec.Struct):
+    # Raw keeps the number's text exactly as sent (``0.10000000``), which the checksum needs.
+    price: msgspec.Raw
+    qty: msgspec.Raw
+
+
+class V2Book(msgspec.Struct):
+    symbol: str
+    bids: list[V2Level] = []
+    asks: list[V2Level] = []
+    checksum: int | None = None
+    timestamp: str | None = None
+
+
+class Envelope(msgspec.Struct):
+    """Any object frame: v2 channel data or method reply, or a v1 event."""
+
+    channel: str | None = None
+    type: str | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    method: str | None = None
+    success: bool | None = None
+    error: str | None = None
+    event: str | None = None
+    status: str | None = None
+    pair: str | None = None
+    errorMessage: str | None = None
+
+
+class V1Book(msgspec.Struct):
+    """One dict of a v1 book array frame: a snapshot (as/bs) or an update (a/b, checksum c)."""
+
+    as_: list[list[str]] = msgspec.field(default_factory=list, name="as")
+    bs: list[list[str]] = []
+    a: list[list[str]] = []
+    b: list[list[str]] = []
+    c: str | None = None
+
+
+class _Symbol(msgspec.Struct):
+    symbol: str
+
+
+_envelope = msgspec.json.Decoder(Envelope)
+_symbols = msgspec.json.Decoder(list[_Symbol])
+_v2_books = msgspec.json.Decoder(list[V2Book])
+_v1_array = msgspec.json.Decoder(list[msgspec.Raw])
+_v1_int = msgspec.json.Decoder(int)
+_v1_str = msgspec.json.Decoder(str)
+_v1_book = msgspec.json.Decoder(V1Book)
+
+
+def symbol_for(pair: str) -> str:
+    """``BTC-USD`` -> v2 ``BTC/USD``."""
+    return pair.replace("-", "/")
+
+
+def v1_symbol_for(pair: str) -> str:
+    """``BTC-USD`` -> v1 ``XBT/USD`` (also REST AssetPairs ``wsname``)."""
+    return "/".join(_V1_ASSETS.get(a, a) for a in pair.split("-"))
+
+
+def pair_for(symbol: str) -> str:
+    """v2 ``BTC/USD`` or v1 ``XBT/USD`` -> ``BTC-USD``."""
+    return "-".join(_FROM_V1.get(a, a) for a in symbol.split("/"))
+
+
+def subscription_depth(wanted: int) -> int:
+    """The smallest depth Kraken accepts that covers ``wanted`` levels."""
+    for d in DEPTHS:
+        if d >= wanted:
+            return d
+    return DEPTHS[-1]
+
+
+def _checksum_text(text: str) -> str:
+    return text.replace(".", "").lstrip("0")
+
+
+def fragment(price: str, qty: str) -> str:
+    """One level's part of the checksum text."""
+    return _checksum_text(price) + _checksum_text(qty)
+
+
+def checksum(bids: Iterable[tuple[str, str]], asks: Iterable[tuple[str, str]]) -> int:
+    """Kraken's book checksum (v1 and v2): CRC32 of the top 10 asks (ascending) then the top 10
+    bids (descending), each level as price then qty text with ``.`` and leading zeros removed."""
+    parts = [_checksum_text(p) + _checksum_text(q) for p, q in itertools.islice(asks, CHECKSUM_LEVELS)]
+    parts += [_checksum_text(p) + _checksum_text(q) for p, q in itertools.islice(bids, CHECKSUM_LEVELS)]
+    return zlib.crc32("".join(parts).encode())
+
+
+def _raw_text(raw: msgspec.Raw) -> str:
+    text = bytes(raw).decode()
+    if text.startswith('"'):
+        text = text.strip('"')
+    float(text)  # reject anything that is not a number before it reaches the book
+    return text
+
+
+def _rfc3339_us(ts: str) -> int:
+    dt = datetime.fromisoformat(ts)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _ONE_US
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
+
+
+def _v1_time_us(text: str) -> int:
+    whole, _, frac = text.partition(".")
+    return int(whole) * 1_000_000 + int((frac + "000000")[:6])
+
+
+# --- sans-I/O frame handling -------------------------------------------------------------------
+
+
+class KrakenFeed(SnapshotFeed):
+    """Parses Kraken v2 and v1 ``book`` frames into verified books (see module docstring).
+
+    ``depth`` is the v2 subscription depth; v1 frames name theirs (``book-1000``).
+    """
+
+    venue = VENUE
+    fragment = staticmethod(fragment)
+
+    def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None, depth: int = 1000) -> None:
+        super().__init__(pairs, log, counters)
+        self.depth = depth
+
+    def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        self.stats.frame(len(payload))
+        try:
+            if payload[:1] == b"[":
+                self._on_v1_array(payload, recv_ms)
+            else:
+                self._on_object(payload, recv_ms)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, IndexError) as exc:
+            self.malformed(exc)
+
+    # v2 ---------------------------------------------------------------------------------------
+
+    def _on_object(self, payload: bytes, recv_ms: float) -> None:
+        env = _envelope.decode(payload)
+        if env.channel == "book":
+            kind = env.type or "?"
+            self.stats.kind(kind)
+            for item in _v2_books.decode(env.data):
+                self._on_v2_book(kind, item, recv_ms)
+        elif env.channel is not None:
+            self.stats.kind(env.channel)  # heartbeat, status, instrument, ...
+        elif env.method is not None:
+            self.stats.kind(env.method)  # subscribe / unsubscribe / pong replies
+            if env.success is False:
+                self._throttle.warning("reply", "event=venue_error venue=%s method=%s error=%s", VENUE, env.method,
+                                       env.error)  # fmt: skip
+        elif env.event is not None:  # v1: heartbeat, systemStatus, subscriptionStatus
+            self.stats.kind(env.event)
+            if env.status == "error":
+                self._throttle.warning("reply", "event=venue_error venue=%s pair=%s error=%s", VENUE, env.pair,
+                                       env.errorMessage)  # fmt: skip
+        else:
+            raise ValueError("object frame without channel, method or event")
+
+    def _on_v2_book(self, kind: str, item: V2Book, recv_ms: float) -> None:
+        st = self._state(pair_for(item.symbol), self.depth)
+        if st is None:
+            return
+        if kind == "update" and not st.synced:
+            return  # after a failure: wait for the resubscribe's snapshot
+        try:
+            bids = [(_raw_text(lv.price), _raw_text(lv.qty)) for lv in item.bids]
+            asks = [(_raw_text(lv.price), _raw_text(lv.qty)) for lv in item.asks]
+            ts_us = _rfc3339_us(item.timestamp) if item.timestamp else None
+        except ValueError as exc:
+            self._bad_levels(st, exc)
+            return
+        if kind == "snapshot":
+            st.book.clear()
+        elif kind != "update":
+            raise ValueError(f"unknown book message type {kind!r}")
+        self._apply(st, bids, asks, ts_us, recv_ms, update=kind == "update")
+        if kind == "snapshot":
+            self._snapshot_applied(st, verified=item.checksum is None)
+        if item.checksum is not None:
+            self._verify(st, item.checksum)
+
+    # v1 ---------------------------------------------------------------------------------------
+
+    def _on_v1_array(self, payload: bytes, recv_ms: float) -> None:
+        parts = _v1_array.decode(payload)
+        if len(parts) < 4:
+            raise ValueError(f"v1 array frame with {len(parts)} elements")
+        _v1_int.decode(parts[0])  # channel id
+        name = _v1_str.decode(parts[-2])
+        symbol = _v1_str.decode(parts[-1])
+        if not name.startswith("book"):
+            self.stats.kind("other")
+            return
+        depth = int(name.partition("-")[2] or 10)
+        books = [_v1_book.decode(p) for p in parts[1:-2]]
+        snapshot = any(b.as_ or b.bs for b in books)
+        self.stats.kind("snapshot" if snapshot else "update")
+        st = self._state(pair_for(symbol), depth)
+        if st is None:
+            return
+        st.depth = depth
+        if not snapshot and not st.synced:
+            return
+        bids: list[list[str]] = []
+        asks: list[list[str]] = []
+        for b in books:
+            asks += b.as_ or b.a
+            bids += b.bs or b.b
+        try:
+            for level in itertools.chain(bids, asks):
+                float(level[0]), float(level[1])
+            ts_us = max((_v1_time_us(lv[2]) for lv in itertools.chain(bids, asks) if len(lv) > 2), default=None)
+            expected = int(books[-1].c) if books[-1].c is not None else None  # the checksum sits in the last dict
+        except (ValueError, IndexError) as exc:
+            self._bad_levels(st, exc)
+            return
+        if snapshot:
+            st.book.clear()
+        self._apply(st, bids, asks, ts_us, recv_ms, update=not snapshot)
+        if snapshot:
+            # v1 snapshots carry no checksum: the book is served from the first verified update.
+            self._snapshot_applied(st, verified=False)
+        if expected is not None:
+            self._verify(st, expected)
+
+    # shared -----------------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        st: PairBook,
+        bids: list[tuple[str, str]] | list[list[str]],
+        asks: list[tuple[str, str]] | list[list[str]],
+        ts_us: int | None,
+        recv_ms: float,
+        update: bool,
+    ) -> None:
+        book = st.book
+        if update:
+            self.stats.pair(st.pair, "updates")
+        book.apply(bids, asks)
+        book.truncate(st.depth)
+        if ts_us is not None:
+            book.update_id = ts_us
+            book.exchange_time_ms = ts_us // 1000
+        book.receive_time_ms = recv_ms
+
+    def _verify(self, st: PairBook, expected: int) -> None:
+        # Same text as checksum(), from fragments precomputed when each level changed.
+        bids, asks = st.book.top_fragments(CHECKSUM_LEVELS)
+        self._checksum(st, expected, zlib.crc32(("".join(asks) + "".join(bids)).encode()))
+
+
+Feed = KrakenFeed
+
+
+# --- the live connector ------------------------------------------------------------------------
+
+
+class KrakenConnector(SubscribedConnector):
+    venue = VENUE
+    default_ws_url = WS_URL
+    default_rest_url = REST_URL
+    log = log
+
+    def __init__(self, cfg: VenueConfig, pairs: list[str], shared: SharedCounters | None = None) -> None:
+        if len(pairs) > MAX_SYMBOLS_PER_CONNECTION:
+            raise ValueError(f"at most {MAX_SYMBOLS_PER_CONNECTION} pairs per Kraken connection")
+        super().__init__(cfg, pairs, shared)
+        # ``snapshot_limit`` is the number of levels asked of the venue (Kraken: subscription depth).
+        self.depth = subscription_depth(cfg.snapshot_limit)
+        self._req_ids = itertools.count(1)
+
+    def new_feed(self) -> KrakenFeed:
+        return KrakenFeed(self.pairs, self.counters, depth=self.depth)
+
+    def _book_request(self, method: str, pairs: Iterable[str]) -> str:
+        params: dict[str, object] = {"channel": "book", "symbol": [symbol_for(p) for p in pairs], "depth": self.depth}
+        if method == "subscribe":
+            params["snapshot"] = True
+        return msgspec.json.encode({"method": method, "params": params, "req_id": next(self._req_ids)}).decode()
+
+    def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        return [self._book_request("subscribe", pairs)]
+
+    def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        return [self._book_request("unsubscribe", pairs)]
+
+    def ping_message(self) -> str:
+        return msgspec.json.encode({"method": "ping", "req_id": next(self._req_ids)}).decode()
+
+
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The pairs whose books a recorded socket carries (v2 or v1 frames), for replay."""
+    seen: dict[str, None] = {}
+    for payload in frames:
+        try:
+            if payload[:1] == b"[":
+                parts = _v1_array.decode(payload)
+                if len(parts) >= 4 and _v1_str.decode(parts[-2]).startswith("book"):
+                    seen[pair_for(_v1_str.decode(parts[-1]))] = None
+            else:
+                env = _envelope.decode(payload)
+                if env.channel == "book" and len(env.data):
+                    seen.update((pair_for(s.symbol), None) for s in _symbols.decode(env.data))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return list(seen)
+
+
+def check_config(cfg: VenueConfig) -> None:
+    """Settings only Kraken reads (called by config validation before anything starts)."""
+    if cfg.channel not in (None, "book"):
+        raise ValueError(f"Kraken has one book channel ('book'), not {cfg.channel!r}")
+    if len(cfg.pairs) > MAX_SYMBOLS_PER_CONNECTION:
+        raise ValueError(f"at most {MAX_SYMBOLS_PER_CONNECTION} pairs per Kraken connection")
+    if cfg.snapshot_limit < 1:
+        raise ValueError(f"snapshot_limit must be positive, not {cfg.snapshot_limit}")
+
+
+def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
+    """Pairs Kraken does not list, from REST ``AssetPairs`` ``wsname`` (blocking; CLI pre-check)."""
+    import json
+    import urllib.request
+
+    base = (rest_url or REST_URL).rstrip("/")
+    with urllib.request.urlopen(f"{base}/0/public/AssetPairs", timeout=timeout_s) as resp:
+        info = json.load(resp)
+    listed = {v.get("wsname") for v in (info.get("result") or {}).values()}
+    return [p for p in pairs if v1_symbol_for(p) not in listed]
+
+
+CONNECTOR = KrakenConnector

@@ -1,0 +1,297 @@
+"""OKX v5 public order books: ``books`` (default), ``books5``, ``books-l2-tbt``, ``books50-l2-tbt``.
+
+Sync (venue-protocols.md §5): subscribing sends a ``snapshot`` action, then ``update`` actions.
+Each update's ``prevSeqId`` must equal the last applied ``seqId`` (ids are not contiguous; a
+keepalive repeats the id; after maintenance ids may go down — only identity is tested). Captures
+from before 2022-06 have no ``seqId`` at all: then the checksum alone proves the book. The
+checksum is CRC32, read as a *signed* int32, of up to 25 interleaved levels
+``bid1px:bid1sz:ask1px:ask1sz:...`` using the strings exactly as received. OKX now sends
+``checksum: 0`` everywhere, which means "absent". A gap or mismatch drops that instrument's book
+and resubscribes it alone. ``books5`` pushes replace the book (no chain, no checksum).
+
+Level = ``[price, size, "0", orders]``; size ``"0"`` deletes. ``update_id`` is ``seqId``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import zlib
+from collections.abc import Iterable
+
+import msgspec
+
+from recorder.config import VenueConfig
+from recorder.metrics import SharedCounters
+from recorder.venues.base import Counters
+from recorder.venues.snapshot_feed import PairBook, SnapshotFeed
+from recorder.venues.subscribed import SubscribedConnector
+
+VENUE = "okx"
+WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
+REST_URL = "https://www.okx.com"
+DEFAULT_CHANNEL = "books"
+# Incremental channels (snapshot + updates, seqId chain, checksum) and full-replace channels.
+INCREMENTAL_CHANNELS = ("books", "books-l2-tbt", "books50-l2-tbt")
+REPLACE_CHANNELS = ("books5", "bbo-tbt")
+CHANNELS = INCREMENTAL_CHANNELS + REPLACE_CHANNELS
+CHECKSUM_LEVELS = 25
+# OKX asks for fewer than 30 deep-book channels per connection.
+MAX_BOOKS_PER_CONNECTION = 29
+NOTICE_RECONNECT = "64008"  # service upgrade ahead: reconnect
+
+log = logging.getLogger("recorder.venues.okx")
+
+
+# --- wire schema -------------------------------------------------------------------------------
+
+
+class Arg(msgspec.Struct):
+    channel: str = ""
+    instId: str = ""
+
+
+class BookData(msgspec.Struct):
+    asks: list[list[str]] = []
+    bids: list[list[str]] = []
+    ts: str = ""
+    checksum: int | None = None
+    prevSeqId: int | None = None
+    seqId: int | None = None
+
+
+class Envelope(msgspec.Struct):
+    arg: Arg | None = None
+    action: str | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    event: str | None = None
+    code: str | None = None
+    msg: str | None = None
+
+
+_envelope = msgspec.json.Decoder(Envelope)
+_book_data = msgspec.json.Decoder(list[BookData])
+
+
+def symbol_for(pair: str) -> str:
+    """``BTC-USDT`` -> ``BTC-USDT``; perpetual ``BTC-USDT-PERP`` -> ``BTC-USDT-SWAP``."""
+    if pair.endswith("-PERP"):
+        return pair[: -len("-PERP")] + "-SWAP"
+    return pair
+
+
+def pair_for(symbol: str) -> str:
+    """``BTC-USDT-SWAP`` -> ``BTC-USDT-PERP``; spot and dated futures keep their instId."""
+    if symbol.endswith("-SWAP"):
+        return symbol[: -len("-SWAP")] + "-PERP"
+    return symbol
+
+
+def fragment(price: str, size: str) -> str:
+    return f"{price}:{size}"
+
+
+def checksum_of_fragments(bids: list[str], asks: list[str]) -> int:
+    """:func:`checksum` from ready ``price:size`` fragments (best first, up to 25 per side)."""
+    if len(bids) == len(asks):
+        parts = [x for pair in zip(bids, asks, strict=True) for x in pair]
+    else:
+        parts = []
+        for i in range(max(len(bids), len(asks))):
+            if i < len(bids):
+                parts.append(bids[i])
+            if i < len(asks):
+                parts.append(asks[i])
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+def inst_type(inst_id: str) -> str:
+    """``BTC-USDT`` SPOT, ``BTC-USDT-SWAP`` SWAP, ``BTC-USD-220527`` FUTURES."""
+    if inst_id.endswith("-SWAP"):
+        return "SWAP"
+    last = inst_id.rsplit("-", 1)[-1]
+    return "FUTURES" if inst_id.count("-") == 2 and last.isdigit() else "SPOT"
+
+
+def checksum(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
+    """OKX's checksum: signed CRC32 of up to 25 bids and 25 asks, interleaved bid/ask, ``:``-joined."""
+    parts: list[str] = []
+    for i in range(CHECKSUM_LEVELS):
+        if i < len(bids):
+            parts += bids[i]
+        if i < len(asks):
+            parts += asks[i]
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+# --- sans-I/O frame handling -------------------------------------------------------------------
+
+
+class OkxFeed(SnapshotFeed):
+    """Parses OKX order-book pushes into verified books (see module docstring)."""
+
+    venue = VENUE
+    fragment = staticmethod(fragment)
+
+    def __init__(
+        self, pairs: Iterable[str] | None = None, counters: Counters | None = None, channel: str | None = None
+    ) -> None:
+        super().__init__(pairs, log, counters)
+        # None: accept every book channel (replays); live, only the subscribed one.
+        self.channel = channel
+        self.notice_reconnect = False
+
+    def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        self.stats.frame(len(payload))
+        if payload == b"pong":
+            self.stats.kind("pong")
+            return
+        try:
+            self._on_json(payload, recv_ms)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            self.malformed(exc)
+
+    def _on_json(self, payload: bytes, recv_ms: float) -> None:
+        env = _envelope.decode(payload)
+        if env.event is not None:
+            self.stats.kind(env.event)  # subscribe / unsubscribe / error / notice
+            if env.event == "error":
+                self._throttle.warning("reply", "event=venue_error venue=%s code=%s msg=%s", VENUE, env.code, env.msg)
+            elif env.event == "notice" and env.code == NOTICE_RECONNECT:
+                log.info("event=venue_notice venue=%s code=%s msg=%s", VENUE, env.code, env.msg)
+                self.notice_reconnect = True
+            return
+        arg = env.arg
+        if arg is None:
+            raise ValueError("frame without arg or event")
+        channel = arg.channel
+        if channel not in CHANNELS or (self.channel is not None and channel != self.channel):
+            self.stats.kind("other")  # tickers, trades, ...: not ours
+            return
+        st = self._state(pair_for(arg.instId), 0)
+        if channel in REPLACE_CHANNELS:
+            self.stats.kind("snapshot")
+            for item in _book_data.decode(env.data):
+                if st is not None:
+                    self._on_book(st, True, item, recv_ms)
+            return
+        action = env.action
+        if action not in ("snapshot", "update"):
+            raise ValueError(f"unknown action {action!r}")
+        self.stats.kind(action)
+        for item in _book_data.decode(env.data):
+            if st is not None:
+                self._on_book(st, action == "snapshot", item, recv_ms)
+
+    def _on_book(self, st: PairBook, snapshot: bool, item: BookData, recv_ms: float) -> None:
+        if not snapshot:
+            if not st.synced:
+                return  # after a failure: wait for the resubscribe's snapshot
+            if item.prevSeqId is not None and st.last_seq is not None and item.prevSeqId != st.last_seq:
+                self._gap(st, f"prevSeqId={item.prevSeqId} after seqId={st.last_seq}")
+                return
+        try:
+            for level in itertools.chain(item.bids, item.asks):
+                float(level[0]), float(level[1])
+            ts_ms = int(item.ts) if item.ts else None
+        except (ValueError, IndexError) as exc:
+            self._bad_levels(st, exc)
+            return
+        book = st.book
+        if snapshot:
+            book.clear()
+        else:
+            self.stats.pair(st.pair, "updates")
+        book.apply(item.bids, item.asks)
+        book.update_id = item.seqId
+        book.exchange_time_ms = ts_ms
+        book.receive_time_ms = recv_ms
+        st.last_seq = item.seqId
+        if snapshot:
+            self._snapshot_applied(st, verified=not item.checksum)
+        if item.checksum:  # 0 or missing: the venue no longer sends one
+            bids, asks = book.top_fragments(CHECKSUM_LEVELS)
+            self._checksum(st, item.checksum, checksum_of_fragments(bids, asks))
+
+
+Feed = OkxFeed
+
+
+# --- the live connector ------------------------------------------------------------------------
+
+
+class OkxConnector(SubscribedConnector):
+    venue = VENUE
+    default_ws_url = WS_URL
+    default_rest_url = REST_URL
+    log = log
+
+    def __init__(self, cfg: VenueConfig, pairs: list[str], shared: SharedCounters | None = None) -> None:
+        check_config(cfg)
+        if len(pairs) > MAX_BOOKS_PER_CONNECTION:
+            raise ValueError(f"at most {MAX_BOOKS_PER_CONNECTION} pairs per OKX connection")
+        super().__init__(cfg, pairs, shared)
+        self.channel = cfg.channel or DEFAULT_CHANNEL
+        self._ids = itertools.count(1)
+
+    def new_feed(self) -> OkxFeed:
+        return OkxFeed(self.pairs, self.counters, channel=self.channel)
+
+    def _request(self, op: str, pairs: Iterable[str]) -> str:
+        args = [{"channel": self.channel, "instId": symbol_for(p)} for p in pairs]
+        return msgspec.json.encode({"id": str(next(self._ids)), "op": op, "args": args}).decode()
+
+    def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        return [self._request("subscribe", pairs)]
+
+    def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        return [self._request("unsubscribe", pairs)]
+
+    def ping_message(self) -> str:
+        return "ping"
+
+    def reconnect_requested(self, feed: object) -> bool:
+        return bool(getattr(feed, "notice_reconnect", False))
+
+
+def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
+    """The instruments whose books a recorded socket carries, for replay."""
+    seen: dict[str, None] = {}
+    for payload in frames:
+        try:
+            env = _envelope.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if env.arg is not None and env.arg.channel in CHANNELS and len(env.data) and env.event is None:
+            seen[pair_for(env.arg.instId)] = None
+    return list(seen)
+
+
+def check_config(cfg: VenueConfig) -> None:
+    """Settings only OKX has (called by config validation before anything starts)."""
+    if cfg.channel is not None and cfg.channel not in CHANNELS:
+        raise ValueError(f"unknown OKX book channel {cfg.channel!r}: use one of {', '.join(CHANNELS)}")
+    if len(cfg.pairs) > MAX_BOOKS_PER_CONNECTION:
+        raise ValueError(f"at most {MAX_BOOKS_PER_CONNECTION} pairs per OKX connection")
+
+
+def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
+    """Pairs OKX does not list, from ``/api/v5/public/instruments`` (blocking; CLI pre-check)."""
+    import json
+    import urllib.request
+
+    base = (rest_url or REST_URL).rstrip("/")
+    wanted = list(pairs)
+    listed: set[str] = set()
+    kinds = {inst_type(symbol_for(p)) for p in wanted}
+    for kind in sorted(kinds):
+        url = f"{base}/api/v5/public/instruments?instType={kind}"
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            info = json.load(resp)
+        listed |= {i.get("instId") for i in info.get("data") or []}
+    return [p for p in wanted if symbol_for(p) not in listed]
+
+
+CONNECTOR = OkxConnector

@@ -1,0 +1,131 @@
+"""Book bookkeeping shared by the Feeds of venues that sync from a WebSocket snapshot and prove
+their books by checksum and/or sequence chain (Kraken, OKX).
+
+A pair's book is served only while it is synced *and* verified. A checksum failure or a sequence
+gap invalidates that pair alone (its book is cleared, never repaired in place) and puts it in
+``wants_snapshot()`` until a fresh snapshot arrives; every other pair carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from recorder.book import TextL2Book
+from recorder.book.textbook import Fragment
+from recorder.venues.base import Counters, FeedStats, LogThrottle
+
+
+class PairBook:
+    __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq")
+
+    def __init__(self, pair: str, depth: int, fragment: Fragment | None = None) -> None:
+        self.pair = pair
+        self.book = TextL2Book(fragment)
+        self.synced = False  # a snapshot was applied and nothing went wrong since
+        self.verified = False  # the latest checksum (where the venue sends one) matched
+        self.faulted = False  # lost after a failure (logged when the next snapshot restores it)
+        self.depth = depth
+        self.last_seq: int | None = None
+
+
+class SnapshotFeed:
+    """Base of a sans-I/O Feed (see ``recorder.venues.base.Feed``)."""
+
+    venue = ""
+    fragment: Fragment | None = None  # the venue's per-level checksum text (see TextL2Book)
+
+    def __init__(self, pairs: Iterable[str] | None, log: logging.Logger, counters: Counters | None = None) -> None:
+        # None: accept every symbol seen (replays of captures whose pairs are not known up front).
+        self._only = set(pairs) if pairs is not None else None
+        self._books: dict[str, PairBook] = {}
+        self._want: set[str] = set()
+        # A live connector passes its counters: every event reaches the supervisor as it happens.
+        self.stats = FeedStats(counters)
+        self.log = log
+        self._throttle = LogThrottle(log)
+
+    # -- the Feed protocol ---------------------------------------------------------------------
+
+    def book(self, pair: str) -> TextL2Book | None:
+        st = self._books.get(pair)
+        if st is not None and st.synced and st.verified:
+            return st.book
+        return None
+
+    def wants_snapshot(self) -> set[str]:
+        """Pairs to resubscribe (the returned set is live: do not modify it)."""
+        return self._want
+
+    def malformed(self, exc: Exception) -> None:
+        self.stats.malformed_frame()
+        self._throttle.warning("frame", "event=malformed_frame venue=%s error=%r", self.venue, str(exc)[:200])
+
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+        """These venues sync from the WebSocket snapshot only; a REST book has no id to join."""
+
+    def pairs(self) -> list[str]:
+        return list(self._books)
+
+    def invalidate(self, pair: str) -> None:
+        """Drop a pair's book (e.g. the sampler found it crossed) and ask for a resubscribe."""
+        st = self._books.get(pair)
+        if st is not None:
+            self._lose(st)
+
+    request_resync = invalidate  # the name replay uses
+
+    # -- for the venue Feeds -------------------------------------------------------------------
+
+    def _state(self, pair: str, depth: int) -> PairBook | None:
+        st = self._books.get(pair)
+        if st is None:
+            if self._only is not None and pair not in self._only:
+                return None
+            st = self._books[pair] = PairBook(pair, depth, self.fragment)
+        return st
+
+    def _snapshot_applied(self, st: PairBook, verified: bool) -> None:
+        if not st.synced:
+            self.stats.resync(st.pair)  # every (re)sync counts, the first one too
+        st.synced = True
+        st.verified = verified
+        self._want.discard(st.pair)
+        if st.faulted:
+            st.faulted = False
+            self.log.info("event=book_resynced venue=%s pair=%s", self.venue, st.pair)
+
+    def _checksum(self, st: PairBook, expected: int, actual: int) -> bool:
+        if expected == actual:
+            self.stats.checksum(st.pair, True)
+            st.verified = True
+            return True
+        self.stats.checksum(st.pair, False)
+        self._throttle.warning(
+            f"checksum:{st.pair}",
+            "event=checksum_mismatch venue=%s pair=%s expected=%d computed=%d",
+            self.venue,
+            st.pair,
+            expected,
+            actual,
+        )
+        self._lose(st)
+        return False
+
+    def _gap(self, st: PairBook, detail: str) -> None:
+        self.stats.gap(st.pair)
+        self._throttle.warning(f"gap:{st.pair}", "event=gap venue=%s pair=%s %s", self.venue, st.pair, detail)
+        self._lose(st)
+
+    def _bad_levels(self, st: PairBook, exc: Exception) -> None:
+        """A level that does not parse: the book may be half-updated, so it is lost."""
+        self.stats.malformed_frame()
+        self._throttle.warning("levels", "event=malformed_levels venue=%s pair=%s error=%r", self.venue, st.pair, exc)
+        self._lose(st)
+
+    def _lose(self, st: PairBook) -> None:
+        st.synced = st.verified = False
+        st.faulted = True
+        st.last_seq = None
+        st.book.clear()
+        self._want.add(st.pair)

@@ -1,0 +1,319 @@
+"""The live half of a venue whose books start from a WebSocket snapshot (no REST join).
+
+Kraken and OKX send a snapshot on subscribe and verify the book themselves (checksum, sequence
+chain); a broken book is repaired by unsubscribing and resubscribing that one symbol. Everything
+venue-specific (frame parsing, sync, checksum) lives in the venue's sans-I/O ``Feed``; this class
+drives a Feed over picows: connect, subscribe, keepalive pings, stall detection, per-pair
+resubscribe, reconnect with backoff (never gives up), planned reconnect with hand-over, and mirrors
+the Feed's events into the shared counters (the Feed counts through ``FeedStats(counters)``).
+
+A venue module subclasses ``SubscribedConnector`` and fills in the hooks at the bottom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from recorder.book import L2Book
+from recorder.config import VenueConfig
+from recorder.metrics import SharedCounters
+from recorder.venues.base import Backoff, Counters, Feed, LogThrottle, venue_config_default
+
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+# A resubscribe that produced no fresh snapshot within this long is sent again.
+RESUBSCRIBE_TIMEOUT_S = 10.0
+# Backoff of a pair that fails again soon after its resubscribe: 1, 2, 4, ... s, at most 60 s.
+RESUBSCRIBE_CALM_S = 60.0
+RESUBSCRIBE_MAX_DELAY_S = 60.0
+# How long a planned reconnect waits for the new connection's books before switching anyway.
+HANDOVER_TIMEOUT_S = 60.0
+
+
+class _Listener(WSListener):
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+        self._parts: list[bytes] = []
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        s = self._session
+        s.last_frame_s = time.monotonic()
+        mt = frame.msg_type
+        if mt is WSMsgType.TEXT or mt is WSMsgType.CONTINUATION:
+            if not frame.fin:
+                self._parts.append(frame.get_payload_as_bytes())
+                return
+            payload = frame.get_payload_as_bytes()
+            if self._parts:
+                payload = b"".join(self._parts) + payload
+                self._parts.clear()
+            s.on_text(payload, time.time() * 1000.0)
+        elif mt is WSMsgType.CLOSE:
+            s.close_code = frame.get_close_code()
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+        elif mt is WSMsgType.BINARY:
+            s.connector.malformed("binary frame", frame.payload_size)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._session.on_disconnected()
+
+
+class _Session:
+    """One WebSocket connection, the Feed that owns its books, and pending resubscribes."""
+
+    def __init__(self, connector: SubscribedConnector) -> None:
+        self.connector = connector
+        self.feed: Feed = connector.new_feed()
+        self.transport: WSTransport | None = None
+        self.closed = asyncio.Event()
+        self.opened_at = self.last_frame_s = self.last_ping_s = time.monotonic()
+        self.close_code: object = None
+        # pair -> (when its (re)subscribe was sent, its sync count then); cleared by a fresh snapshot.
+        self.pending: dict[str, tuple[float, int]] = {}
+        self.last_resubscribe: dict[str, float] = {}
+        self.streak: dict[str, int] = {}  # resubscribes of a pair in quick succession
+        self.not_before: dict[str, float] = {}  # earliest time of a pair's next resubscribe
+
+    async def open(self) -> None:
+        c = self.connector
+        stall = c.cfg.stall_timeout_s
+        self.transport, _ = await ws_connect(
+            lambda: _Listener(self),
+            c.ws_url,
+            enable_auto_ping=True,  # (picows answers the venue's WebSocket pings itself: auto pong)
+            # WebSocket-level pings catch a dead TCP path; the venue's own ping keeps it subscribed.
+            auto_ping_idle_timeout=max(1.0, stall / 2),
+            auto_ping_reply_timeout=max(1.0, stall / 2),
+            max_frame_size=MAX_FRAME_BYTES,
+            websocket_handshake_timeout=10,
+        )
+        self.opened_at = self.last_frame_s = self.last_ping_s = now = time.monotonic()
+        for msg in c.subscribe_messages(c.pairs):
+            self.send(msg)
+        self.pending = {pair: (now, 0) for pair in c.pairs}
+
+    def send(self, text: str) -> None:
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.send(WSMsgType.TEXT, text.encode())
+
+    def all_synced(self) -> bool:
+        return all(self.feed.book(p) is not None for p in self.connector.pairs)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.send_close()
+            self.transport.disconnect()
+
+    def on_disconnected(self) -> None:
+        self.closed.set()
+
+    def on_text(self, payload: bytes, recv_ms: float) -> None:
+        try:
+            self.feed.on_frame(payload, recv_ms)  # counts messages/bytes and every sync event
+        except Exception as exc:  # a Feed bug must not kill the connection: count it, carry on
+            self.connector.malformed(f"feed error: {exc!r}", len(payload))
+            return
+        wanted = self.feed.wants_snapshot()
+        if wanted:
+            self.resubscribe_wanted()
+
+    def _syncs(self, pair: str) -> int:
+        return self.feed.stats.per_pair.get(pair, {}).get("resyncs", 0)
+
+    def resubscribe_wanted(self, now: float | None = None) -> None:
+        """Resubscribe pairs whose book broke, and pairs whose (re)subscribe brought no snapshot
+        within RESUBSCRIBE_TIMEOUT_S (a request lost or refused by a venue in trouble)."""
+        now = time.monotonic() if now is None else now
+        pending = self.pending
+        for pair, (_, syncs) in list(pending.items()):
+            if self._syncs(pair) > syncs:
+                del pending[pair]  # its fresh snapshot arrived
+        for pair, (sent, _) in list(pending.items()):
+            if now - sent >= self.connector.resubscribe_timeout_s:
+                self.resubscribe(pair, now)
+        for pair in self.feed.wants_snapshot():
+            if pair not in pending and now >= self.not_before.get(pair, 0.0):
+                self.resubscribe(pair, now)
+
+    def resubscribe(self, pair: str, now: float) -> None:
+        c = self.connector
+        # A pair that keeps failing is resubscribed ever more slowly (venues cap subscribe requests,
+        # OKX at 480 per connection-hour); one that stayed good for a minute starts afresh.
+        last = self.last_resubscribe.get(pair)
+        streak = self.streak.get(pair, -1) + 1 if last is not None and now - last < RESUBSCRIBE_CALM_S else 0
+        self.streak[pair], self.last_resubscribe[pair] = streak, now
+        self.not_before[pair] = now + min(RESUBSCRIBE_MAX_DELAY_S, 2.0**streak)
+        c.counters.incr("resubscribes")
+        c.log.info("event=resubscribe venue=%s pair=%s streak=%d", c.venue, pair, streak)
+        for msg in c.unsubscribe_messages([pair]):
+            self.send(msg)
+        for msg in c.subscribe_messages([pair]):
+            self.send(msg)
+        self.pending[pair] = (now, self._syncs(pair))
+
+    def ping_due(self, now: float, after_s: float) -> bool:
+        return now - self.last_frame_s >= after_s and now - self.last_ping_s >= after_s
+
+
+class SubscribedConnector:
+    """Drives a venue Feed over one WebSocket connection at a time (see module docstring)."""
+
+    venue = ""
+    resubscribe_timeout_s = RESUBSCRIBE_TIMEOUT_S
+    default_ws_url = ""
+    default_rest_url = ""
+    log = logging.getLogger("recorder.venues")
+
+    def __init__(self, cfg: VenueConfig, pairs: list[str], shared: SharedCounters | None = None) -> None:
+        self.cfg = cfg
+        self.pairs = list(pairs)
+        self.ws_url = venue_config_default(cfg, "ws_url", self.default_ws_url)
+        self.rest_url = venue_config_default(cfg, "rest_url", self.default_rest_url)
+        self.counters = Counters(shared)
+        self._throttle = LogThrottle(self.log)
+        self._active: _Session | None = None
+        self._successor: _Session | None = None
+        self._closing = False
+
+    # -- venue hooks ---------------------------------------------------------------------------
+
+    def new_feed(self) -> Feed:
+        """A fresh Feed for a new connection, counting into ``self.counters``."""
+        raise NotImplementedError
+
+    def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        raise NotImplementedError
+
+    def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        raise NotImplementedError
+
+    def ping_message(self) -> str:
+        raise NotImplementedError
+
+    def reconnect_requested(self, feed: Feed) -> bool:
+        """The venue announced a planned disconnect (e.g. OKX notice 64008)."""
+        return False
+
+    # -- interface used by the venue process ---------------------------------------------------
+
+    def book(self, pair: str) -> L2Book | None:
+        for s in (self._active, self._successor):
+            if s is not None and not s.closed.is_set():
+                book = s.feed.book(pair)
+                if book is not None:
+                    return book
+        return None
+
+    def request_resync(self, pair: str, reason: str) -> None:
+        self.log.warning("event=resync_requested venue=%s pair=%s reason=%s", self.venue, pair, reason)
+        s = self._active
+        if s is not None and not s.closed.is_set():
+            s.feed.invalidate(pair)  # type: ignore[attr-defined]
+            s.resubscribe(pair, time.monotonic())
+
+    async def close(self) -> None:
+        self._closing = True
+        for s in (self._active, self._successor):
+            if s is not None:
+                s.close()
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        session: _Session | None = None
+        while not self._closing:
+            if session is None:
+                session = await self._connect(backoff)
+                if session is None:
+                    return
+            self._active = session
+            planned = await self._serve(session)
+            if self._closing:
+                return
+            if not planned:
+                self.counters.incr("reconnects")
+                self.log.warning("event=disconnected venue=%s code=%s", self.venue, session.close_code)
+                session.close()
+                session = None
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            session = await self._hand_over(session, backoff)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _connect(self, backoff: Backoff) -> _Session | None:
+        while not self._closing:
+            session = _Session(self)
+            try:
+                await session.open()
+            except Exception as exc:  # any connect failure is retried: never give up
+                self._throttle.warning("connect", "event=connect_failed venue=%s error=%r", self.venue, exc)
+                self.counters.incr("reconnects")
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.success()
+            self.log.info("event=connected venue=%s pairs=%d", self.venue, len(self.pairs))
+            return session
+        return None
+
+    def _tend(self, s: _Session, now: float) -> None:
+        """Periodic care of a live session: keepalive ping and overdue resubscribes."""
+        ping_after = min(20.0, max(0.5, self.cfg.stall_timeout_s / 3))
+        if s.ping_due(now, ping_after):
+            s.last_ping_s = now
+            s.send(self.ping_message())
+        s.resubscribe_wanted(now)
+
+    async def _serve(self, s: _Session) -> bool:
+        """Watch a live connection. True: time for a planned reconnect; False: it died."""
+        self.counters.set("connected", 1)
+        try:
+            while not s.closed.is_set():
+                try:
+                    await asyncio.wait_for(s.closed.wait(), timeout=0.25)
+                except TimeoutError:
+                    pass
+                if s.closed.is_set():
+                    return False
+                now = time.monotonic()
+                if now - s.last_frame_s > self.cfg.stall_timeout_s:
+                    self.counters.incr("stalls")
+                    self.log.warning("event=stall venue=%s silent_s=%.1f", self.venue, now - s.last_frame_s)
+                    s.close()
+                    return False
+                self._tend(s, now)
+                if self.reconnect_requested(s.feed) or now - s.opened_at >= self.cfg.max_connection_age_s:
+                    return True
+            return False
+        finally:
+            self.counters.set("connected", 0)
+
+    async def _hand_over(self, old: _Session, backoff: Backoff) -> _Session | None:
+        """Planned reconnect: sync a new connection while the old one keeps sampling."""
+        self.log.info("event=planned_reconnect venue=%s age_s=%.0f", self.venue, time.monotonic() - old.opened_at)
+        new = await self._connect(backoff)
+        if new is None:
+            old.close()
+            return None
+        self._successor = new
+        deadline = time.monotonic() + HANDOVER_TIMEOUT_S
+        while not new.all_synced() and not new.closed.is_set() and time.monotonic() < deadline:
+            now = time.monotonic()
+            for s in (old, new):
+                if not s.closed.is_set():
+                    self._tend(s, now)
+            await asyncio.sleep(0.05)
+        self._active, self._successor = new, None
+        old.close()
+        self.counters.incr("planned_reconnects")
+        return new
+
+    def malformed(self, what: str, size: int) -> None:
+        self.counters.incr("malformed")
+        self._throttle.warning(
+            "malformed", "event=malformed_frame venue=%s bytes=%d detail=%s", self.venue, size, what[:200]
+        )

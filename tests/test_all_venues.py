@@ -1,0 +1,56 @@
+"""All six venues captured at once against their simulators: one venue process each, one writer."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from tests.conftest import read_jsonl, read_parquet_rows, run_cli, status
+
+VENUE_PAIRS = {
+    "binance": ["BTC-USDT", "ETH-USDT"],
+    "binance-futures": ["BTC-USDT-PERP"],
+    "coinbase": ["BTC-USD"],
+    "kraken": ["BTC-USD"],
+    "okx": ["BTC-USDT"],
+    "bybit": ["BTC-USDT", "BTC-USDT-PERP"],
+}
+
+
+def test_six_venues_at_once_one_process_each(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    lines = [f'data_dir = "{data}"', 'session_id = "six"', "simulate = true", 'interval = "500ms"', "depth = 10"]
+    for venue, pairs in VENUE_PAIRS.items():
+        lines += ["", f'[venues."{venue}"]', "pairs = [" + ", ".join(f'"{p}"' for p in pairs) + "]"]
+    cfg = tmp_path / "six.toml"
+    cfg.write_text("\n".join(lines) + "\n")
+    res = run_cli("start-capture", "--config", str(cfg), "--duration", "15s", timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = status(data, "six")
+    assert final is not None and final["state"] == "stopped" and final["flushed"] is True
+    venues = final["venues"]
+    assert set(venues) == set(VENUE_PAIRS)
+    pids = {v["pid"] for v in venues.values()}
+    assert len(pids) == len(VENUE_PAIRS) and final["writer"]["pid"] not in pids  # one process per venue
+
+    jsonl = read_jsonl(data)
+    rows = read_parquet_rows(data)
+    assert len(jsonl) == final["writer"]["snapshots_written"]
+    by_key: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for s in jsonl:
+        by_key[(s["exchange"], s["pair"])].append(s)
+    expected = {(v, p) for v, pairs in VENUE_PAIRS.items() for p in pairs}
+    assert set(by_key) == expected, f"missing: {expected - set(by_key)}"
+    for (venue, pair), items in by_key.items():
+        v = venues[venue]
+        assert v["gaps"] == 0 and v["malformed"] == 0, (venue, v)
+        assert v["pairs"][pair]["missed_ticks"] == 0, (venue, pair, v["pairs"][pair])
+        ts = [s["timestamp_ms"] for s in items]
+        assert all(t % 500 == 0 for t in ts) and ts == list(range(ts[0], ts[-1] + 1, 500)), (venue, pair)
+        assert len(items) >= 10, (venue, pair, len(items))
+        for s in items:
+            assert s["verified"] and 0 < len(s["bids"]) <= 10 and 0 < len(s["asks"]) <= 10
+            assert s["bids"][0]["price"] < s["asks"][0]["price"], (venue, pair, s["timestamp_ms"])
+    # Parquet holds the same snapshots (one row per level) as JSONL.
+    parquet_snaps = {(r["exchange"], r["pair"], r["sequence_number"]) for r in rows}
+    assert parquet_snaps == {(s["exchange"], s["pair"], s["sequence_number"]) for s in jsonl}

@@ -121,6 +121,7 @@ def pairs_of(venue: str) -> list[str]:
 def demo_venues() -> tuple[list[str], list[str]]:
     """(venues in the demo, venues left out): every venue with both a connector and a simulator
     whose simulator takes scripted faults (``recorder/sim/faults.py``)."""
+    from recorder.sim.faults import FaultInjector
     from recorder.sim.server import VENUES as SIM_VENUES
     from recorder.sim.server import SimOptions, load_venue
     from recorder.venues import VENUES
@@ -129,7 +130,8 @@ def demo_venues() -> tuple[list[str], list[str]]:
     for v in SIM_VENUES:
         if v not in VENUES:
             continue
-        (used if hasattr(load_venue(SimOptions(venue=v)), "faults") else left_out).append(v)
+        takes_faults = isinstance(getattr(load_venue(SimOptions(venue=v)), "faults", None), FaultInjector)
+        (used if takes_faults else left_out).append(v)
     return used, left_out
 
 

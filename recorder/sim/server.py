@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from recorder.sim.faults import Fault
+from recorder.sim.faults import Fault, FaultInjector
 
 VENUES: dict[str, str] = {
     "binance": "recorder.sim.binance",
@@ -92,7 +92,7 @@ class Simulator:
         self._port = opts.port
         self.restarts = 0
         faults = getattr(self.venue, "faults", None)
-        if faults is not None:
+        if isinstance(faults, FaultInjector):  # other simulators may use the name for their own faults
             faults.restart_handler = self.restart
 
     async def start(self) -> None:

@@ -47,7 +47,28 @@ def render(data: dict[str, Any]) -> str:
             figures = ", ".join(f"{k}={v}" for k, v in extra.items())
             tag = " (baseline)" if b is base else ""
             out.append(f"| {b['name']}{tag} | {_fmt(mean * 1e3)} ms | {ratio:.2f}x speed | {figures} |")
+    out += _decode_summary(groups)
     return "\n".join(out) + "\n"
+
+
+def _decode_summary(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per venue: the live path as a share of the decode-only ceiling, and its speed vs cryptofeed."""
+    rows = []
+    for group, items in groups.items():
+        if not group.startswith("decode+apply "):
+            continue
+        mean = {b["name"].split("[")[0]: b["stats"]["mean"] for b in items}
+        ours = mean.get("test_recorder_decode_and_apply")
+        ceiling = mean.get("test_msgspec_decode_only")
+        peer = mean.get("test_cryptofeed_book_path")
+        if not ours or not ceiling:
+            continue
+        vs_peer = f"{peer / ours:.2f}x" if peer else "n/a"
+        rows.append(f"| {group.removeprefix('decode+apply ')} | {100 * ceiling / ours:.0f} % | {vs_peer} |")
+    if not rows:
+        return []
+    head = ["", "## decode+apply summary", "", "| venue | live path / decode-only ceiling | live path vs cryptofeed |"]
+    return head + ["|---|---|---|"] + rows
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
-"""Wire decode + book apply on real recorded Binance frames, in messages/s.
+"""Wire decode + book apply per venue on its real recording (``../shared/recordings``), in messages/s.
 
-Baselines in the same run: decode only with msgspec (the ceiling for Python) and cryptofeed's
-own Binance book path (PyPI cryptofeed, Decimal levels in its C `order_book`), a peer users
-would pick instead.
+Three benchmarks per venue, on the same book frames (those after every book of the capture is
+synced; each round starts from fresh books synced on the frames before):
+
+* ``msgspec_decode_only`` (baseline): the venue module's msgspec decoders alone, nothing else;
+  the ceiling for Python.
+* ``recorder_decode_and_apply``: the live path, the venue's ``Feed.on_frame`` (decode, sequence
+  and checksum rules, book apply, counters), wired as the live connector and ``replay`` wire it.
+* ``cryptofeed_book_path``: cryptofeed's own feed class for the exchange (PyPI cryptofeed,
+  Decimal levels in its C ``order_book``), given the same text frames; its symbol table is
+  pre-filled (no internet) and Binance's REST snapshot read is answered from the recording.
 """
 
 from __future__ import annotations
@@ -10,139 +17,87 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from venue_cases import Recording, VenueCase, available_cases, run_cryptofeed
 
-from recorder.venues.binance import BinanceFeed, parse_frame
-
-pytestmark = pytest.mark.benchmark(group="decode+apply binance")
-
-
-def _messages_per_s(benchmark, n: int) -> None:
-    benchmark.extra_info["messages"] = n
-    benchmark.extra_info["unit"] = "messages/s"
+CASES = available_cases()
+IDS = [c.venue for c in CASES]
+_loaded: dict[str, Recording] = {}
 
 
-def test_msgspec_decode_only(benchmark, binance_recording) -> None:
-    frames, snaps = binance_recording
-    frames = _depth_frames(frames, snaps)
-    frames = frames[_synced_feed(frames, snaps)[1] :]  # the frames the other two time
+@pytest.fixture(params=CASES, ids=IDS)
+def recording(request: pytest.FixtureRequest) -> Recording:
+    case: VenueCase = request.param
+    if case.venue not in _loaded:
+        _loaded[case.venue] = case.load()
+    return _loaded[case.venue]
+
+
+def _rounds(n_frames: int) -> int:
+    return max(20, min(300, 60_000 // max(1, n_frames)))
+
+
+def _group(benchmark, rec: Recording) -> None:
+    benchmark.group = f"decode+apply {rec.case.venue}"
+
+
+def _report(benchmark, rec: Recording, n: int) -> None:
+    benchmark.extra_info.update(messages=n, unit="messages/s", venue=rec.case.venue)
+
+
+def test_msgspec_decode_only(benchmark, recording: Recording) -> None:
+    _group(benchmark, recording)
+    decode = recording.case.decoder(recording.module)
+    frames = recording.book_frames
 
     def run() -> int:
-        n = 0
         for f in frames:
-            if parse_frame(f) is not None:
-                n += 1
-        return n
+            decode(f)
+        return len(frames)
 
-    assert benchmark(run) == len(frames)
-    _messages_per_s(benchmark, len(frames))
+    assert benchmark.pedantic(run, rounds=_rounds(len(frames)), iterations=1, warmup_rounds=1) == len(frames)
+    _report(benchmark, recording, len(frames))
     benchmark.extra_info["baseline"] = True
 
 
-def _depth_frames(frames: list[bytes], snaps: dict[str, bytes]) -> list[bytes]:
-    """Diff frames of the symbols whose REST snapshot is in the recording (the ones a book is kept for)."""
-    out = []
-    for f in frames:
-        parsed = parse_frame(f)
-        if isinstance(parsed, tuple) and parsed[1].s in snaps:
-            out.append(f)
-    return out
+def test_recorder_decode_and_apply(benchmark, recording: Recording) -> None:
+    """The live path: the venue Feed's on_frame for every timed frame."""
+    _group(benchmark, recording)
+
+    def setup():
+        return (recording.timed_calls(),), {}
+
+    def run(feeds_calls) -> int:
+        _, calls = feeds_calls
+        for fn, payload, recv_ms in calls:
+            fn(payload, recv_ms)
+        return len(calls)
+
+    benchmark.pedantic(run, setup=setup, rounds=_rounds(len(recording.book_frames)), iterations=1)
+    feeds, calls = recording.timed_calls()
+    run((feeds, calls))
+    stats = [f.stats for f in feeds.by_conn.values()]
+    assert sum(s.malformed for s in stats) == 0 and sum(s.gaps for s in stats) == 0  # the path under test is clean
+    _report(benchmark, recording, len(recording.book_frames))
 
 
-def _pair(symbol: str) -> str:
-    quote = next(q for q in ("USDT", "BTC", "ETH", "EUR") if symbol.endswith(q))
-    return f"{symbol[: -len(quote)]}-{quote}"
-
-
-def _synced_feed(frames: list[bytes], snaps: dict[str, bytes]) -> tuple[BinanceFeed, int]:
-    """A feed whose books are joined to their snapshots, as a live capture has them (not timed).
-
-    Returns the feed and the index of the first frame after every book is synced.
-    """
-    pairs = {_pair(s): s for s in snaps}
-    feed = BinanceFeed(list(pairs))
-    for i, f in enumerate(frames):
-        feed.on_frame(f, 0.0)
-        for pair in list(feed.wants_snapshot()):
-            feed.on_rest_snapshot(pair, snaps[pairs[pair]], 0.0)
-        if all(feed.book(p) is not None for p in pairs):
-            return feed, i + 1
-    raise AssertionError("the recording never syncs every book")
-
-
-def test_recorder_decode_and_apply(benchmark, binance_recording) -> None:
-    """The live path: BinanceFeed.on_frame (decode, sequence check, book apply) per frame."""
-    frames, snaps = binance_recording
-    frames = _depth_frames(frames, snaps)
-    _, start = _synced_feed(frames, snaps)
-    timed = frames[start:]
-
-    def apply_all(feed: BinanceFeed) -> int:
-        for f in timed:
-            feed.on_frame(f, 0.0)
-        return len(timed)
-
-    def setup() -> tuple[tuple[BinanceFeed], dict[str, object]]:
-        return (_synced_feed(frames, snaps)[0],), {}
-
-    n = benchmark.pedantic(apply_all, setup=setup, rounds=300, iterations=1)
-    feed = setup()[0][0]
-    apply_all(feed)
-    assert feed.stats.gaps == 0 and all(feed.book(_pair(s)) is not None for s in snaps)  # joins without a gap
-    _messages_per_s(benchmark, n)
-
-
-def test_cryptofeed_book_path(benchmark, binance_recording) -> None:
+def test_cryptofeed_book_path(benchmark, recording: Recording) -> None:
+    _group(benchmark, recording)
     pytest.importorskip("cryptofeed")
-    from cryptofeed.defines import L2_BOOK
-    from cryptofeed.exchanges import Binance
-    from cryptofeed.symbols import Symbols
-
-    frames, snaps = binance_recording
-    frames = _depth_frames(frames, snaps)
-    symbols = sorted(snaps)
-    quotes = ("USDT", "BTC", "ETH", "EUR")
-    info: dict[str, list[dict[str, object]]] = {"symbols": []}
-    for s in symbols:
-        quote = next(q for q in quotes if s.endswith(q))
-        info["symbols"].append({"symbol": s, "baseAsset": s[: -len(quote)], "quoteAsset": quote,
-                                "filters": [{"tickSize": "0.00000001"}]})  # fmt: skip
-    # No internet: give cryptofeed the instrument list it would download.
-    Symbols.set(Binance.id, *Binance._parse_symbol_data(info))
-    std = {v: k for k, v in Symbols.get(Binance.id)[0].items()}
-
-    async def noop(*_a: object, **_k: object) -> None:
-        return None
-
-    async def snapshot(url: str, *_a: object, **_k: object) -> bytes:
-        return snaps[url.split("symbol=")[1].split("&")[0]]
-
-    _, start = _synced_feed(frames, snaps)
-    warmup = [f.decode() for f in frames[:start]]
-    text = [f.decode() for f in frames[start:]]
+    if recording.case.cryptofeed is None:
+        pytest.skip(f"no cryptofeed adapter for {recording.case.venue} in benchmarks/venue_cases.py yet")
+    cf = recording.case.cryptofeed(recording)
     loop = asyncio.new_event_loop()
 
-    def setup() -> tuple[tuple[object], dict[str, object]]:
-        feed = Binance(symbols=[std[s] for s in symbols], channels=[L2_BOOK], callbacks={L2_BOOK: noop})
-        feed.http_conn.read = snapshot  # the recorded REST snapshot instead of the network
-
-        async def warm() -> None:  # synced before timing, as for the recorder
-            for t in warmup:
-                await feed.message_handler(t, None, 0.0)
-
-        loop.run_until_complete(warm())
+    def setup():
+        feed = cf.make()
+        run_cryptofeed(feed, cf.warmup, loop)  # synced before timing, as for the recorder
         return (feed,), {}
 
-    def apply_all(feed: object) -> int:
-        async def main() -> int:
-            for t in text:
-                await feed.message_handler(t, None, 0.0)  # type: ignore[attr-defined]
-            return len(text)
-
-        return loop.run_until_complete(main())
-
     try:
-        n = benchmark.pedantic(apply_all, setup=setup, rounds=100, iterations=1)
+        n = benchmark.pedantic(
+            lambda feed: run_cryptofeed(feed, cf.timed, loop), setup=setup, rounds=_rounds(len(cf.timed)), iterations=1
+        )
     finally:
         loop.close()
-    assert n == len(text)
-    _messages_per_s(benchmark, n)
+    assert n == len(recording.book_frames)
+    _report(benchmark, recording, n)

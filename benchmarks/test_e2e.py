@@ -39,6 +39,7 @@ class _Sampled:
         self.rss_first: dict[str, int] = {}
         self.rss_peak: dict[str, int] = {}
         self.rss_last: dict[str, int] = {}
+        self.rss_series: dict[str, list[float]] = {}  # MB, one value per sample (every second)
 
     def sample(self, procs: dict[str, psutil.Process]) -> None:
         for name, p in procs.items():
@@ -50,6 +51,7 @@ class _Sampled:
             self.rss_first.setdefault(name, rss)
             self.rss_peak[name] = max(self.rss_peak.get(name, 0), rss)
             self.rss_last[name] = rss
+            self.rss_series.setdefault(name, []).append(round(rss / 2**20, 1))
 
 
 def _run(n: int, tmp: Path) -> dict[str, object]:
@@ -108,6 +110,10 @@ def _run(n: int, tmp: Path) -> dict[str, object]:
         "cpu_percent": {k: round(100 * (sampled.cpu[k] - cpu0.get(k, 0.0)) / elapsed, 1) for k in sampled.cpu},
         "rss_peak_mb": {k: round(v / 2**20, 1) for k, v in sampled.rss_peak.items()},
         "rss_growth_mb": {k: round((sampled.rss_last[k] - sampled.rss_first[k]) / 2**20, 1) for k in sampled.rss_last},
+        # RSS at 0, 25, 50, 75 and 100 % of the run: flat, or still growing at the end?
+        "rss_quarters_mb": {
+            k: [v[round(i * (len(v) - 1) / 4)] for i in range(5)] for k, v in sampled.rss_series.items()
+        },  # noqa: E501
     }
 
 

@@ -46,8 +46,8 @@ class _Books:
 
 
 class _NullRing:
-    def push(self, payload: bytes) -> bool:
-        return True
+    def push_many(self, payloads: list[bytes]) -> int:
+        return len(payloads)
 
 
 def _sampler(n: int, ring: object) -> tuple[Sampler, SharedCounters]:

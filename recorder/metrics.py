@@ -6,7 +6,7 @@ restarted child continues them. Every slot is a float64; one writer per segment.
 
 from __future__ import annotations
 
-import math
+from bisect import bisect_left
 from multiprocessing import shared_memory
 
 # Capture-latency histogram: log-spaced bucket upper bounds in ms (last bucket is +inf).
@@ -39,6 +39,15 @@ class SharedCounters:
 
     def has(self, field: str) -> bool:
         return field in self._index
+
+    def slot(self, field: str) -> int:
+        """The index of ``field`` in :attr:`values`, for hot paths that precompute it."""
+        return self._index[field]
+
+    @property
+    def values(self) -> memoryview:
+        """The slots as float64 (``values[slot(field)] += 1`` is ``incr(field)`` without the name lookup)."""
+        return self._values
 
     def incr(self, field: str, n: float = 1.0) -> None:
         self._values[self._index[field]] += n
@@ -86,12 +95,23 @@ def observe_latency(counters: SharedCounters, value_ms: float, prefix: str = "la
 
 
 def _bucket(value: float) -> int:
-    if value <= LATENCY_BOUNDS_MS[0]:
-        return 0
-    i = int(math.log(value / 0.05, 1.25))
-    while i < len(LATENCY_BOUNDS_MS) and LATENCY_BOUNDS_MS[i] < value:
-        i += 1
-    return min(i, len(LATENCY_BOUNDS_MS))
+    """The first bucket whose upper bound is >= value (the last, +inf, past every bound)."""
+    return bisect_left(LATENCY_BOUNDS_MS, value)
+
+
+class LatencyHistogram:
+    """``observe_latency`` with the slots looked up once: for per-book calls on every tick."""
+
+    def __init__(self, counters: SharedCounters, prefix: str = "lat") -> None:
+        self._values = counters.values
+        self._slots = [counters.slot(f) for f in latency_fields(prefix)[:-1]]
+        self._max = counters.slot(f"{prefix}_max")
+
+    def observe(self, value_ms: float) -> None:
+        values = self._values
+        values[self._slots[bisect_left(LATENCY_BOUNDS_MS, abs(value_ms))]] += 1.0
+        if value_ms > values[self._max]:
+            values[self._max] = value_ms
 
 
 def histogram_quantiles(

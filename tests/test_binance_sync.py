@@ -113,7 +113,7 @@ def test_parse_frame_shapes() -> None:
         b'"b":[["1.0","2.0"]],"a":[]}}'
     )
     key, ev = parse_frame(wrapped)  # type: ignore[misc]
-    assert key == "btcusdt@depth@100ms" and ev.u == 2 and ev.b == [("1.0", "2.0")]
+    assert key == "btcusdt@depth@100ms" and ev.u == 2 and ev.b == [(1.0, 2.0)]
     assert isinstance(parse_frame(b'{"result":null,"id":1}'), Envelope)
     assert parse_frame(b'{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"1","B":"2"}}') is None
     key, ev = parse_frame(b'{"e":"serverShutdown","E":1700000000000}')  # type: ignore[misc]

@@ -237,3 +237,36 @@ def test_producer_sigkill_mid_stream_then_new_producer(ring_factory) -> None:
     assert from_first == list(range(len(from_first))) and len(from_first) >= 200
     assert from_second == list(range(300))
     assert ids.index((2, 0)) == len(from_first)  # the new producer continued after the old one
+
+
+def test_push_many_writes_what_sequential_pushes_write(ring_factory) -> None:
+    """Same bytes, positions and counters as one push per record, across many wraps."""
+    one, many = ring_factory(512), ring_factory(512)
+    rng = random.Random(3)
+    pos_one = pos_many = 0
+    for batch_no in range(400):
+        batch = [bytes([batch_no % 251]) * rng.choice([0, 1, 5, 8, 30, 90]) for _ in range(rng.randint(0, 5))]
+        for rec in batch:
+            assert one.push(rec)
+        assert many.push_many(batch) == len(batch)
+        assert many.write_pos == one.write_pos
+        got_one, pos_one = one.read(pos_one)
+        got_many, pos_many = many.read(pos_many)
+        assert got_many == got_one == batch and pos_many == pos_one
+        one.commit(pos_one)
+        many.commit(pos_many)
+    assert (many.pushed, many.pushed_bytes) == (one.pushed, one.pushed_bytes)
+    assert many.write_pos > 10 * many.capacity
+
+
+def test_push_many_drops_the_rest_of_a_batch_that_does_not_fit(ring_factory) -> None:
+    ring = ring_factory(256)
+    batch = [b"r" * 60] * 6  # 64 bytes each: four fit
+    assert ring.push_many(batch) == 4
+    assert (ring.dropped, ring.dropped_bytes, ring.pushed) == (2, 120, 4)
+    recs, pos = ring.read(0)
+    assert recs == batch[:4]
+    # Nothing after a dropped record is stored, even one that would fit: no holes in a tick.
+    ring.commit(64)  # 64 bytes free: the 96-byte record is dropped, and the 8-byte one after it
+    assert ring.push_many([b"big" * 30, b"s"]) == 0 and ring.dropped == 4
+    assert ring.push_many([]) == 0 and ring.write_pos == pos

@@ -1,27 +1,44 @@
-"""A price-level (L2) book with cheap top-N extraction.
+"""A price-level (L2) book with cheap updates and top-N extraction.
 
-Both sides are sorted dicts keyed so that iteration starts at the best level (bids are keyed
-by negated price), so top-N is an ordered walk of N items, not a sort.
+Each side is a plain dict (sort key -> qty) plus the list of its keys kept sorted ascending
+with the *best level last*: bids are keyed by price, asks by negated price. Updating the qty of
+a known level is one dict store; only a new or deleted price touches the list (a C bisect and a
+memmove), and since activity clusters at the touch, which sits at the list's end, the memmove
+is short. Top-N is a reversed slice of the key list. This is several times cheaper per level
+than a ``SortedDict``, whose ``__setitem__``/``pop`` run in Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from sortedcontainers import SortedDict
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Sequence
 
 from recorder.model import Level
 
-# Wire levels arrive as (price text, qty text); parsing here keeps connectors uniform.
-WireLevels = Iterable[tuple[str, str]] | Iterable[list[str]]
+# Wire levels as (price, qty), text or already-decoded floats; extra fields after the first
+# two are ignored by subclasses that read them (Kraken's time, OKX's order count).
+WireLevels = Iterable[tuple[str, str]] | Iterable[list[str]] | Iterable[tuple[float, float]]
+
+
+def load_side(side: dict[float, float], keys: list[float], levels: Iterable[Sequence], sign: float) -> None:
+    """Fill an empty side from a snapshot: a dict, sorted once (not insorted level by level)."""
+    for p, q in levels:
+        qty = float(q)
+        if qty:
+            side[sign * float(p)] = qty
+        else:
+            side.pop(sign * float(p), None)
+    keys[:] = sorted(side)
 
 
 class L2Book:
-    __slots__ = ("_bids", "_asks", "update_id", "exchange_time_ms", "receive_time_ms")
+    __slots__ = ("_bids", "_asks", "_bid_keys", "_ask_keys", "update_id", "exchange_time_ms", "receive_time_ms")
 
     def __init__(self) -> None:
-        self._bids: SortedDict = SortedDict()  # -price -> qty
-        self._asks: SortedDict = SortedDict()  # price -> qty
+        self._bids: dict[float, float] = {}  # price -> qty
+        self._asks: dict[float, float] = {}  # -price -> qty
+        self._bid_keys: list[float] = []  # ascending, best (highest price) last
+        self._ask_keys: list[float] = []  # ascending -price, best (lowest price) last
         self.update_id: int | None = None
         self.exchange_time_ms: int | None = None
         self.receive_time_ms: float | None = None
@@ -29,6 +46,8 @@ class L2Book:
     def clear(self) -> None:
         self._bids.clear()
         self._asks.clear()
+        self._bid_keys.clear()
+        self._ask_keys.clear()
         self.update_id = None
 
     def load(self, bids: WireLevels, asks: WireLevels, update_id: int | None) -> None:
@@ -37,38 +56,70 @@ class L2Book:
         self.update_id = update_id
 
     def apply(self, bids: WireLevels, asks: WireLevels) -> None:
-        """Absolute quantities per level; quantity 0 deletes (deleting an unknown level is normal)."""
-        b, a = self._bids, self._asks
-        for p, q in bids:
-            qty = float(q)
-            if qty == 0.0:
-                b.pop(-float(p), None)
+        """Absolute quantities per level; quantity 0 deletes (deleting an unknown level is normal).
+
+        Levels are (price, qty) as text or float. The two loops are the hottest code of the
+        recorder: written out per side, without a helper call per level or per side.
+        """
+        if bids:
+            side, keys = self._bids, self._bid_keys
+            if not side:
+                load_side(side, keys, bids, 1.0)  # type: ignore[arg-type]
             else:
-                b[-float(p)] = qty
-        for p, q in asks:
-            qty = float(q)
-            if qty == 0.0:
-                a.pop(float(p), None)
+                for p, q in bids:
+                    k = float(p)
+                    qty = float(q)
+                    if qty:
+                        if k not in side:
+                            insort(keys, k)
+                        side[k] = qty
+                    elif side.pop(k, None) is not None:
+                        del keys[bisect_left(keys, k)]
+        if asks:
+            side, keys = self._asks, self._ask_keys
+            if not side:
+                load_side(side, keys, asks, -1.0)  # type: ignore[arg-type]
             else:
-                a[float(p)] = qty
+                for p, q in asks:
+                    k = -float(p)
+                    qty = float(q)
+                    if qty:
+                        if k not in side:
+                            insort(keys, k)
+                        side[k] = qty
+                    elif side.pop(k, None) is not None:
+                        del keys[bisect_left(keys, k)]
 
     def top(self, depth: int) -> tuple[list[Level], list[Level]]:
-        # islice() on the sorted key list + plain dict lookups: ~3x faster than walking
-        # SortedDict.items(), whose view pays an abc-level __iter__ per item.
-        b, a = self._bids, self._asks
-        bids = [Level(-p, b[p]) for p in b.islice(0, depth)]
-        asks = [Level(p, a[p]) for p in a.islice(0, depth)]
+        b, a, stop = self._bids, self._asks, -depth - 1
+        bids = [Level(k, b[k]) for k in self._bid_keys[-1:stop:-1]]
+        asks = [Level(-k, a[k]) for k in self._ask_keys[-1:stop:-1]]
         return bids, asks
 
+    def top_tuples(self, depth: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Best-first (price, qty) of the top ``depth`` levels per side, without Level structs."""
+        b, a, stop = self._bids, self._asks, -depth - 1
+        return [(k, b[k]) for k in self._bid_keys[-1:stop:-1]], [(-k, a[k]) for k in self._ask_keys[-1:stop:-1]]
+
     def best_bid(self) -> float | None:
-        return -self._bids.peekitem(0)[0] if self._bids else None
+        return self._bid_keys[-1] if self._bid_keys else None
 
     def best_ask(self) -> float | None:
-        return self._asks.peekitem(0)[0] if self._asks else None
+        return -self._ask_keys[-1] if self._ask_keys else None
 
     def is_crossed(self) -> bool:
-        bid, ask = self.best_bid(), self.best_ask()
-        return bid is not None and ask is not None and bid >= ask
+        bk, ak = self._bid_keys, self._ask_keys
+        return bool(bk) and bool(ak) and bk[-1] >= -ak[-1]
+
+    def truncate(self, depth: int) -> None:
+        """Keep the best ``depth`` levels per side (depth-limited feeds send no delete for a level
+        that falls out of the subscribed depth)."""
+        for side, keys in ((self._bids, self._bid_keys), (self._asks, self._ask_keys)):
+            extra = len(keys) - depth
+            if extra > 0:
+                for k in keys[:extra]:
+                    del side[k]
+                del keys[:extra]
 
     def __len__(self) -> int:
         return len(self._bids) + len(self._asks)

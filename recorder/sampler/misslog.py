@@ -47,7 +47,7 @@ class _Run:
     last_ms: int
     ticks: int
     seen: set[str]
-    base: dict[str, float]
+    base: tuple[float, ...]  # the pair's watched counters (see MissLog._watch) when the run began
 
 
 @dataclass
@@ -62,18 +62,23 @@ class MissLog:
     synced_here: set[str] = field(default_factory=set)  # pairs sampled by this incarnation
     # Counters at each pair's last good sample: what moved since then explains the run (a
     # disconnect is usually counted before the first tick it costs, so the run's start is too late).
-    base: dict[str, dict[str, float]] = field(default_factory=dict)
+    base: dict[str, tuple[float, ...]] = field(default_factory=dict)
     _fd: int | None = None
 
     _keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _slots: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
-    def _watch(self, pair: str) -> dict[str, float]:
-        c = self.counters
-        keys = self._keys.get(pair)
-        if keys is None:
+    def _watch(self, pair: str) -> tuple[float, ...]:
+        """The pair's watched counters, in the order of ``self._keys[pair]`` (read on every
+        sample of every pair: slots are looked up once)."""
+        slots = self._slots.get(pair)
+        if slots is None:
+            c = self.counters
             wanted = ("reconnects", "stalls", f"gaps:{pair}", f"resyncs:{pair}", f"checksum_failures:{pair}")
             keys = self._keys[pair] = tuple(k for k in wanted if c.has(k))
-        return {k: c.get(k) for k in keys}
+            slots = self._slots[pair] = tuple(c.slot(k) for k in keys)
+        values = self.counters.values
+        return tuple([values[i] for i in slots])
 
     def miss(self, pair: str, first_ms: int, n: int, cause: str) -> None:
         """``n`` consecutive ticks from ``first_ms`` missed for ``cause`` (restart, late, crossed, drop, not_synced)."""
@@ -110,7 +115,7 @@ class MissLog:
 
     def _cause(self, pair: str, run: _Run) -> str:
         now = self._watch(pair)
-        moved = {k for k, v in now.items() if v > run.base.get(k, 0.0)}
+        moved = {k for k, v, before in zip(self._keys[pair], now, run.base, strict=True) if v > before}
         checks = {
             "restart": "restart" in run.seen,
             "disconnect": bool(moved & {"reconnects", "stalls"}),

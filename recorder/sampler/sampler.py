@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Protocol
 
-from recorder.metrics import SharedCounters, latency_fields, observe_latency
+from recorder.metrics import LatencyHistogram, SharedCounters, latency_fields
 from recorder.model import Snapshot, snapshot_encoder
 from recorder.sampler.grid import next_tick_ms, sleep_until, ticks_between
 from recorder.sampler.misslog import MissLog
@@ -43,6 +43,9 @@ def sampler_pair_fields(pair: str) -> list[str]:
 
 
 class Ring(Protocol):
+    """``ShmRing``. A ring with ``push_many(payloads) -> n`` (the first n stored, the rest
+    dropped) gets a whole tick in one call; one with only ``push`` gets them one by one."""
+
     def push(self, payload: bytes) -> bool: ...
 
 
@@ -64,6 +67,15 @@ class Sampler:
         self.connector, self.ring, self.counters = connector, ring, counters
         self.session_id = session_id
         self.misslog = MissLog(exchange, interval_ms, counters, misslog_path)
+        # Per-tick work runs for every pair: counter slots are looked up once, here.
+        self._values = counters.values
+        self._slot = {f: counters.slot(f) for f in ("ticks", "samples", "last_tick_ms", "warmup_ticks", "ring_drops")}
+        self._pair_slots = [
+            (pair, counters.slot(f"samples:{pair}"), counters.slot(f"ever_synced:{pair}")) for pair in self.pairs
+        ]
+        self._push_many = getattr(ring, "push_many", None) or self._push_each
+        self._lat = LatencyHistogram(counters, "lat")
+        self._jit = LatencyHistogram(counters, "jit")
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -94,48 +106,71 @@ class Sampler:
             tick = next_tick_ms(max(tick, time.time() * 1000.0), interval)
 
     def sample(self, tick_ms: int, now_ms: float) -> None:
-        c = self.counters
-        c.incr("ticks")
-        c.set("last_tick_ms", tick_ms)
-        observe_latency(c, now_ms - tick_ms, "jit")
-        for pair in self.pairs:
-            book = self.connector.book(pair)
+        """Sample every book at ``tick_ms`` and push the whole tick to the ring at once.
+
+        Nothing awaits in here, so every book is read in the same state of the event loop: the
+        time this takes delays the next frames, not the instant the books are sampled at.
+        """
+        values, slot = self._values, self._slot
+        values[slot["ticks"]] += 1.0
+        values[slot["last_tick_ms"]] = tick_ms
+        self._jit.observe(now_ms - tick_ms)
+        book_of, depth, encode, observe = self.connector.book, self.depth, snapshot_encoder.encode, self._lat.observe
+        exchange, session_id = self.exchange, self.session_id
+        payloads: list[bytes] = []
+        sampled: list[tuple[str, int]] = []
+        for pair, samples_slot, ever_slot in self._pair_slots:
+            book = book_of(pair)
             if book is None:
-                if c.get(f"ever_synced:{pair}"):
+                if values[ever_slot]:
                     self._miss(pair, tick_ms, "missed_not_synced")
                 else:
-                    c.incr("warmup_ticks")
+                    values[slot["warmup_ticks"]] += 1.0
                 continue
             if book.is_crossed():
                 # A crossed book is corrupt, never data: drop it and resync that pair only.
                 self._miss(pair, tick_ms, "missed_crossed")
                 self.connector.request_resync(pair, "crossed book")
                 continue
-            c.set(f"ever_synced:{pair}", 1)
-            bids, asks = book.top(self.depth)
+            values[ever_slot] = 1.0
+            bids, asks = book.top(depth)
             latency = None
-            if book.receive_time_ms is not None and book.exchange_time_ms is not None:
-                latency = round(book.receive_time_ms - book.exchange_time_ms, 3)
-                observe_latency(c, latency, "lat")
+            received, exchange_ms = book.receive_time_ms, book.exchange_time_ms
+            if received is not None and exchange_ms is not None:
+                latency = round(received - exchange_ms, 3)
+                observe(latency)
             snap = Snapshot(
-                exchange=self.exchange,
+                exchange=exchange,
                 pair=pair,
                 timestamp_ms=tick_ms,
                 bids=bids,
                 asks=asks,
                 capture_latency_ms=latency,
-                exchange_time_ms=book.exchange_time_ms,
+                exchange_time_ms=exchange_ms,
                 update_id=book.update_id,
                 verified=True,
-                session_id=self.session_id,
+                session_id=session_id,
             )
-            if self.ring.push(snapshot_encoder.encode(snap)):
-                c.incr("samples")
-                c.incr(f"samples:{pair}")
-                self.misslog.hit(pair)
-            else:
-                c.incr("ring_drops")
+            payloads.append(encode(snap))
+            sampled.append((pair, samples_slot))
+        if not payloads:
+            return
+        pushed = self._push_many(payloads)
+        values[slot["samples"]] += pushed
+        hit = self.misslog.hit
+        for pair, samples_slot in sampled[:pushed]:
+            values[samples_slot] += 1.0
+            hit(pair)
+        if pushed < len(sampled):
+            values[slot["ring_drops"]] += len(sampled) - pushed
+            for pair, _ in sampled[pushed:]:
                 self.misslog.miss(pair, tick_ms, 1, "drop")
+
+    def _push_each(self, payloads: list[bytes]) -> int:
+        for i, payload in enumerate(payloads):
+            if not self.ring.push(payload):
+                return i  # as push_many: nothing after a drop, so a tick has no holes
+        return len(payloads)
 
     def _miss(self, pair: str, first_ms: int, cause: str, n: int = 1) -> None:
         c = self.counters

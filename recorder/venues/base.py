@@ -9,7 +9,9 @@ import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Annotated, Protocol
+
+import msgspec
 
 from recorder.book import L2Book
 from recorder.config import VenueConfig
@@ -43,6 +45,13 @@ CONNECTOR_FIELDS = [
 ]
 
 
+# A price or quantity the venue prints as decimal text, decoded straight to float by msgspec in C
+# (its decoder built with ``strict=False``), so no Python float() runs per level. NaN, infinities
+# and negative numbers fail decoding: the frame is malformed, never a level in a book.
+WireFloat = Annotated[float, msgspec.Meta(ge=0.0, lt=1e300)]
+FloatLevel = tuple[WireFloat, WireFloat]
+
+
 def pair_fields(pair: str) -> list[str]:
     # (checksum_failures:<pair> is a sampler pair field: its miss log names the cause)
     return [f"synced:{pair}", f"resyncs:{pair}", f"gaps:{pair}"]
@@ -73,6 +82,7 @@ class FeedStats:
 
     def __init__(self, counters: Counters | None = None) -> None:
         self.counters = counters if counters is not None else Counters(None)
+        self._frame_slots = self.counters.slots("messages", "bytes")
         self.frames = 0
         self.kinds: dict[str, int] = {}  # frame kind (snapshot, update, heartbeat, ...) -> count
         self.malformed = 0
@@ -89,12 +99,46 @@ class FeedStats:
         per = self.per_pair.setdefault(pair, {})
         per[what] = per.get(what, 0) + n
 
+    def update(self, kind: str, pair: str) -> None:
+        """``kind(kind)`` and ``pair(pair, "updates")`` in one call (once per venue update)."""
+        kinds = self.kinds
+        kinds[kind] = kinds.get(kind, 0) + 1
+        per = self.per_pair.get(pair)
+        if per is None:
+            per = self.per_pair[pair] = {}
+        per["updates"] = per.get("updates", 0) + 1
+
+    def update_frame(self, nbytes: int, kind: str, pair: str) -> None:
+        """``frame(nbytes)`` and ``update(kind, pair)`` in one call: the hot path of a Feed, for a
+        frame that is one update of a known pair."""
+        self.frames += 1
+        hot = self._frame_slots
+        if hot is not None:
+            values, messages, size = hot
+            values[messages] += 1.0
+            values[size] += nbytes
+        else:
+            self.counters.incr("messages")
+            self.counters.incr("bytes", nbytes)
+        kinds = self.kinds
+        kinds[kind] = kinds.get(kind, 0) + 1
+        per = self.per_pair.get(pair)
+        if per is None:
+            per = self.per_pair[pair] = {}
+        per["updates"] = per.get("updates", 0) + 1
+
     # events: stats + live counters ----------------------------------------------------------
 
     def frame(self, nbytes: int) -> None:
         self.frames += 1
-        self.counters.incr("messages")
-        self.counters.incr("bytes", nbytes)
+        hot = self._frame_slots
+        if hot is not None:  # once per frame: straight into shared memory, no name lookups
+            values, messages, size = hot
+            values[messages] += 1.0
+            values[size] += nbytes
+        else:
+            self.counters.incr("messages")
+            self.counters.incr("bytes", nbytes)
 
     def malformed_frame(self) -> None:
         self.malformed += 1
@@ -166,12 +210,22 @@ class Counters:
     def __init__(self, shared: SharedCounters | None) -> None:
         self._shared = shared
         self._local: dict[str, float] = {}
+        # Called per frame: one dict lookup and one store instead of has() + incr() by name.
+        self._slots = {f: shared.slot(f) for f in shared.fields} if shared is not None else {}
+        self._values = shared.values if shared is not None else None
 
     def incr(self, field: str, n: float = 1.0) -> None:
-        if self._shared is not None and self._shared.has(field):
-            self._shared.incr(field, n)
+        i = self._slots.get(field)
+        if i is not None:
+            self._values[i] += n  # type: ignore[index]
         else:
             self._local[field] = self._local.get(field, 0.0) + n
+
+    def slots(self, *fields: str) -> tuple[memoryview, ...] | None:
+        """(values, slot of each field) when all are shared, for per-frame hot paths; else None."""
+        if self._values is None or any(f not in self._slots for f in fields):
+            return None
+        return (self._values, *(self._slots[f] for f in fields))  # type: ignore[return-value]
 
     def set(self, field: str, value: float) -> None:
         if self._shared is not None and self._shared.has(field):

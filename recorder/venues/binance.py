@@ -33,6 +33,7 @@ from recorder.venues.base import (
     Backoff,
     Counters,
     FeedStats,
+    FloatLevel,
     LogThrottle,
     WeightLimiter,
     venue_config_default,
@@ -65,8 +66,15 @@ class DepthEvent(msgspec.Struct):
     U: int = 0
     u: int = 0
     pu: int = 0  # futures only: ``u`` of this symbol's previous event
-    b: list[tuple[str, str]] = []
-    a: list[tuple[str, str]] = []
+    b: list[FloatLevel] = []
+    a: list[FloatLevel] = []
+
+
+class StreamDepth(msgspec.Struct):
+    """A combined-stream frame carrying an event: nearly every frame, decoded in one pass."""
+
+    stream: str
+    data: DepthEvent
 
 
 class Envelope(msgspec.Struct):
@@ -82,23 +90,37 @@ class Envelope(msgspec.Struct):
 
 class DepthSnapshot(msgspec.Struct):
     lastUpdateId: int
-    bids: list[tuple[str, str]]
-    asks: list[tuple[str, str]]
+    bids: list[FloatLevel]
+    asks: list[FloatLevel]
 
 
 class _Kind(msgspec.Struct):
     e: str | None = None
 
 
+# strict=False: prices and quantities arrive as text and are decoded to float in C.
+_stream_depth = msgspec.json.Decoder(StreamDepth, strict=False)
 _kind = msgspec.json.Decoder(_Kind)
 _envelope = msgspec.json.Decoder(Envelope)
-_event = msgspec.json.Decoder(DepthEvent)
-_snapshot = msgspec.json.Decoder(DepthSnapshot)
+_event = msgspec.json.Decoder(DepthEvent, strict=False)
+_snapshot = msgspec.json.Decoder(DepthSnapshot, strict=False)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 def parse_frame(payload: bytes) -> tuple[str, DepthEvent] | Envelope | None:
     """A text frame -> (stream name or "", event), the Envelope of a method reply, or None
     for a stream that is not a depth stream (trades, tickers: not ours to parse)."""
+    try:
+        msg = _stream_depth.decode(payload)
+    except _DECODE_ERRORS:
+        return _parse_other(payload)  # raises for a malformed frame
+    if "@depth" in msg.stream or msg.data.e == "serverShutdown":
+        return msg.stream, msg.data
+    return None
+
+
+def _parse_other(payload: bytes) -> tuple[str, DepthEvent] | Envelope | None:
+    """Frames that are not a combined-stream event: replies, raw events, foreign streams, junk."""
     env = _envelope.decode(payload)
     if len(env.data):
         stream = env.stream or ""
@@ -199,6 +221,7 @@ class BookSync:
         self.buffer: list[tuple[DepthEvent, float]] = []
         self._straddle_next = False
         self._prev_id = prev_id
+        self.gap_after: int | None = None  # the book id a diff broke the chain after (for the log)
 
     def reset(self) -> None:
         self.synced = False
@@ -229,9 +252,15 @@ class BookSync:
             ok = self._prev_id(ev) == book_id
         if not ok:
             self.reset()
+            self.gap_after = book_id
             self.buffer.append((ev, recv_ms))
             return Outcome.GAP
-        self._apply(ev, recv_ms)
+        book = self.book
+        book.apply(ev.b, ev.a)
+        book.update_id = ev.u
+        book.exchange_time_ms = ev.E
+        book.receive_time_ms = recv_ms
+        self._straddle_next = False
         return Outcome.APPLIED
 
     def on_snapshot(self, snap: DepthSnapshot) -> Outcome:
@@ -253,14 +282,6 @@ class BookSync:
             if self.on_diff(ev, t) is Outcome.GAP:
                 return Outcome.GAP
         return Outcome.SYNCED
-
-    def _apply(self, ev: DepthEvent, recv_ms: float) -> None:
-        book = self.book
-        book.apply(ev.b, ev.a)
-        book.update_id = ev.u
-        book.exchange_time_ms = ev.E
-        book.receive_time_ms = recv_ms
-        self._straddle_next = False
 
 
 # --- the Feed: every frame of one socket, free of I/O (live and replay share it) -----------
@@ -293,11 +314,47 @@ class BinanceFeed:
     # the Feed protocol ---------------------------------------------------------------------
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
-        stats = self.stats
-        stats.frame(len(payload))
+        # The hot path, one typed decode: a diff on one of our depth streams.
         try:
-            frame = parse_frame(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            msg = _stream_depth.decode(payload)
+        except _DECODE_ERRORS:
+            msg = None
+        if msg is not None:
+            sync = self._by_stream.get(msg.stream)
+            ev = msg.data
+            if sync is not None and ev.e == "depthUpdate":
+                self.stats.update_frame(len(payload), "depthUpdate", sync.pair)
+                outcome = sync.on_diff(ev, recv_ms)
+                if outcome is not Outcome.APPLIED:
+                    self._not_applied(sync, ev, outcome)
+                return
+        self.stats.frame(len(payload))
+        self._on_other_frame(payload, recv_ms)
+
+    def _on_diff(self, sync: BookSync, ev: DepthEvent, recv_ms: float) -> None:
+        self.stats.update("depthUpdate", sync.pair)
+        outcome = sync.on_diff(ev, recv_ms)
+        if outcome is not Outcome.APPLIED:
+            self._not_applied(sync, ev, outcome)
+
+    def _not_applied(self, sync: BookSync, ev: DepthEvent, outcome: Outcome) -> None:
+        """A diff that was buffered, ignored or broke the chain: count a gap, join a waiting
+        snapshot, or ask for one."""
+        if outcome is Outcome.GAP:
+            self._gap(sync.pair, f"U={ev.U} u={ev.u} pu={ev.pu} after book id {sync.gap_after}")
+        if sync.synced:
+            return
+        pending = self._pending.pop(sync.pair, None)
+        if pending is not None:
+            self._join(sync.pair, pending)
+        if not sync.synced:
+            self._wanted.add(sync.pair)
+
+    def _on_other_frame(self, payload: bytes, recv_ms: float) -> None:
+        stats = self.stats
+        try:
+            frame = _parse_other(payload)
+        except _DECODE_ERRORS as exc:
             self.malformed(f"undecodable frame: {exc}", len(payload))
             return
         if frame is None:
@@ -319,17 +376,7 @@ class BinanceFeed:
         if ev.e != "depthUpdate" or sync is None:
             stats.kind("other_event")
             return
-        stats.kind("depthUpdate")
-        stats.pair(sync.pair, "updates")
-        book_id = sync.book.update_id
-        if sync.on_diff(ev, recv_ms) is Outcome.GAP:
-            self._gap(sync.pair, f"U={ev.U} u={ev.u} pu={ev.pu} after book id {book_id}")
-        if not sync.synced:
-            pending = self._pending.pop(sync.pair, None)
-            if pending is not None:
-                self._join(sync.pair, pending)
-        if not sync.synced:
-            self._wanted.add(sync.pair)
+        self._on_diff(sync, ev, recv_ms)
 
     def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
         try:

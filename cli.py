@@ -45,6 +45,7 @@ def main() -> None:
 @click.option("--session-id", help="Session id (default: venue and pairs, e.g. binance_BTC-USDT_ETH-USDT).")
 @click.option("--simulate", is_flag=True, default=None, help="Capture from the embedded local exchange simulator.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port).")
 def start_capture(
     config_path: str | None,
     venue: str | None,
@@ -60,6 +61,7 @@ def start_capture(
     session_id: str | None,
     simulate: bool | None,
     log_level: str,
+    metrics_port: int | None,
 ) -> None:
     """Capture order books until the duration ends, stop-capture, SIGTERM or Ctrl-C."""
     from recorder.logs import setup_logging
@@ -80,6 +82,7 @@ def start_capture(
             "data_dir": data_dir,
             "session_id": session_id,
             "simulate": simulate,
+            "metrics_port": metrics_port,
         }
         cfg = build_config(load_toml(config_path) if config_path else None, overrides)
     except ConfigError as exc:
@@ -91,7 +94,31 @@ def start_capture(
     except (CaptureError, SessionBusy) as exc:
         raise UserError(str(exc)) from None
     click.echo(f"capturing session {supervisor.session_id} into {Path(cfg.data_dir).resolve()}", err=True)
+    _attach_status_view(supervisor)
     sys.exit(supervisor.run())
+
+
+def _attach_status_view(supervisor: Any) -> None:
+    """A terminal gets a live table (the event log goes to the session's recorder.log, whose
+    tail the table shows); anything else gets plain log lines, a status summary a minute."""
+    from recorder.supervisor.view import LiveView, log_summary
+
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        log_path = supervisor.session.path / "recorder.log"
+        click.echo(f"live status below; event log: {log_path}", err=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)  # children inherit it: their log lines must not scroll the table away
+        os.close(fd)
+        supervisor.on_status = LiveView(sys.stdout, str(log_path)).update
+        return
+    last = [0.0]
+
+    def summary(status: dict[str, Any]) -> None:
+        if time.monotonic() - last[0] >= 60.0 or status.get("state") != "running":
+            last[0] = time.monotonic()
+            log_summary(status)
+
+    supervisor.on_status = summary
 
 
 def _number_or_text(value: str) -> str | float:
@@ -220,6 +247,11 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     type=float,
     help="Seconds before the server closes a connection (the venue's 24 h limit).",
 )
+@click.option(
+    "--faults",
+    "faults_spec",
+    help="Fault schedule: a .json/.toml file or e.g. 'drop@5,stall@10+4,gap@15:BTCUSDT,close@20#4000'.",
+)
 @click.option("--instruments", default=0, show_default=True, type=int, help="Extra generated instruments (tail).")
 @click.option("--weight-limit", default=6000, show_default=True, type=int, help="REST weight budget per window.")
 @click.option("--weight-window", default=60.0, show_default=True, type=float, help="REST weight window in seconds.")
@@ -238,6 +270,7 @@ def simulate(
     seed: int | None,
     ping_interval: float,
     max_connection_age: float,
+    faults_spec: str | None,
     instruments: int,
     weight_limit: int,
     weight_window: float,
@@ -246,11 +279,16 @@ def simulate(
 ) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
+    from recorder.sim.faults import FaultError, parse_faults
     from recorder.sim.server import VENUES as SIM_VENUES
     from recorder.sim.server import SimOptions, run_simulator
 
     if venue not in SIM_VENUES:
         raise UserError(f"the simulator does not serve venue {venue!r} yet (known: {', '.join(SIM_VENUES)})")
+    try:
+        faults = parse_faults(faults_spec) if faults_spec else None
+    except FaultError as exc:
+        raise UserError(str(exc)) from None
     setup_logging("simulator")
     opts = SimOptions(
         venue=venue,
@@ -260,6 +298,7 @@ def simulate(
         seed=seed,
         ping_interval_s=ping_interval,
         max_connection_age_s=max_connection_age,
+        faults=faults,
         instruments=instruments,
         weight_limit_per_min=weight_limit,
         weight_window_s=weight_window,
@@ -281,6 +320,74 @@ def simulate(
         sys.stdout.flush()
 
     run_simulator(opts, on_ready=ready)
+
+
+@main.command("systemd-unit")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="TOML config.")
+@click.option("--watchdog-sec", default=60, show_default=True, type=int, help="systemd kills a silent recorder.")
+@click.option("--user", help="Run as this user (User=).")
+def systemd_unit(config_path: str, watchdog_sec: int, user: str | None) -> None:
+    """Print a systemd service unit running start-capture with this config (long runs)."""
+    try:
+        cfg = build_config(load_toml(config_path), {})
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if watchdog_sec < 5:
+        raise UserError("--watchdog-sec must be at least 5")
+    paths = [os.path.abspath(sys.executable), str(Path(__file__).resolve()), str(Path(config_path).resolve())]
+    workdir = str(Path.cwd().resolve())
+    for p in [*paths, workdir]:
+        if any(c in p for c in "\n\"'%$"):
+            raise UserError(f"path {p!r} has characters a unit file cannot hold safely")
+    quoted = [f'"{p}"' if " " in p else p for p in paths]
+    session = cfg.resolved_session_id()
+    lines = [
+        "[Unit]",
+        f"Description=Order-book recorder, session {session}",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        # The supervisor restarts its own children; this only catches the supervisor itself looping.
+        "StartLimitIntervalSec=600",
+        "StartLimitBurst=5",
+        "",
+        "[Service]",
+        "Type=notify",
+        "NotifyAccess=main",
+        f"ExecStart={quoted[0]} {quoted[1]} start-capture --config {quoted[2]}",
+        f"WorkingDirectory={workdir}",
+        *([f"User={user}"] if user else []),
+        "Environment=PYTHONUNBUFFERED=1",
+        "Restart=on-failure",
+        "RestartSec=5",
+        f"WatchdogSec={watchdog_sec}",
+        # SIGTERM to the supervisor only: it stops the venue processes, then lets the writer flush.
+        "KillMode=mixed",
+        "TimeoutStopSec=300",
+        "LimitNOFILE=65536",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    click.echo("\n".join(lines))
+
+
+@main.command("demo")
+@click.option("--minutes", default=10.0, show_default=True, type=float, help="How long to capture.")
+@click.option("--out", "out_dir", help="Where data, logs and report.json go (default: data/demo-<time>).")
+def demo(minutes: float, out_dir: str | None) -> None:
+    """Capture every simulated venue under a fault every ~30 s, verify everything, print a report."""
+    from recorder.demo import DemoError, run_demo
+
+    if minutes < 1:
+        raise UserError("--minutes must be at least 1")
+    out = Path(out_dir or f"{DEFAULT_DATA_DIR}/demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}").resolve()
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"output directory {out} is not empty")
+    try:
+        code = run_demo(minutes, out)
+    except DemoError as exc:
+        raise UserError(str(exc)) from None
+    sys.exit(code)
 
 
 @main.command("compact")

@@ -34,6 +34,10 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Reconnect when nothing (data or ping) arrived for this long.
     stall_timeout_s: float = 30.0
     snapshot_limit: int = 1000
+    # A feed whose delivery delay grows this far above its usual level is reported as lagging.
+    lag_alert_s: float = 5.0
+    # A REST snapshot request that takes longer than this is abandoned and retried.
+    rest_timeout_s: float = 15.0
     # The venue's book channel where it offers several (OKX: books, books5, books-l2-tbt); None = default.
     channel: str | None = None
     # Venue limits (recorder/venues/limits.py) overridden; None = the venue's own numbers.
@@ -89,6 +93,12 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     storage: Storage = "local"
     data_dir: str = "data"
     simulate: bool = False
+    # Prometheus text exposition of the capture's metrics (None: off; 0: any free port).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    # A child whose heartbeat is older than this (alive but hung, e.g. a blocked event loop)
+    # is killed and restarted by the supervisor.
+    hang_timeout_s: float = 30.0
     venues: dict[str, VenueConfig] = {}
     writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
     s3: S3Config | None = None  # from [storage.s3]

@@ -30,6 +30,12 @@ def test_snapshot_joins_straddling_diff_and_drops_older() -> None:
     assert s.on_diff(diff(90, 95, bids=[("100.0", "7.0")]), 0) is Outcome.BUFFERED
     assert s.on_diff(diff(96, 105, bids=[("100.0", "5.0")]), 0) is Outcome.BUFFERED
     assert s.on_diff(diff(106, 110, asks=[("101.0", "0")]), 0) is Outcome.BUFFERED
+    assert s.on_diff(diff(112, 113), 0) is Outcome.GAP  # a hole while buffering is reported too
+    assert len(s.buffer) == 1  # and starts the buffer over
+    s.buffer.clear()
+    for ev in (diff(90, 95, bids=[("100.0", "7.0")]), diff(96, 105, bids=[("100.0", "5.0")])):
+        s.on_diff(ev, 0)
+    s.on_diff(diff(106, 110, asks=[("101.0", "0")]), 0)
     # lastUpdateId 100 lies inside [96, 105]: 90..95 is dropped, 96..105 applied on top.
     assert s.on_snapshot(snap(100)) is Outcome.SYNCED
     assert s.synced and s.book.update_id == 110

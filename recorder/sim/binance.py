@@ -15,14 +15,15 @@ import math
 import random
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
+from recorder.sim.book import Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
+from recorder.sim.faults import ConnFaults, FaultInjector
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
@@ -34,6 +35,7 @@ MAX_QUEUED = 50_000  # outgoing messages buffered per connection before it is dr
 DEPTH_LIMIT_MAX = 5000
 PARTIAL_LEVELS = (5, 10, 20)
 BAN_DURATION_S = 120.0
+SERVED_BOOKS_KEPT = 2000  # REST snapshot states kept for /sim/book (a few MB)
 TAIL_EVENTS_PER_S = 3.0
 TAIL_QUOTES = ("USDT", "USDT", "USDT", "FDUSD", "BTC")
 
@@ -123,6 +125,7 @@ class _Conn:
         self.closing = False
         self.incoming: deque[float] = deque()
         self.pings: dict[bytes, float] = {}  # outstanding ping payload -> sent at
+        self.fault: ConnFaults | None = None
 
     def send(self, text: str) -> bool:
         if self.closing:
@@ -192,6 +195,11 @@ class BinanceVenue:
         self._subs: dict[str, set[_Conn]] = {}
         self._conns: set[_Conn] = set()
         self._budgets: dict[str, _IpBudget] = {}
+        self.faults = FaultInjector(self.name, opts.faults)
+        # Books served as REST snapshots, by (symbol, generator id): a snapshot's lastUpdateId
+        # usually falls inside a publication window, which the window history cannot rebuild,
+        # yet a client that samples right after syncing stores exactly that book.
+        self._served: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._engine: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._wall0_ms = 0.0
@@ -218,6 +226,7 @@ class BinanceVenue:
         app.router.add_get(f"{rest}/time", self._rest_time)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
+        self.faults.setup(app)
         app.router.add_post("/sim/gap", self._sim_gap)
 
     async def start(self) -> None:
@@ -225,8 +234,10 @@ class BinanceVenue:
         self._t0 = loop.time()
         self._wall0_ms = time.time() * 1000.0
         self._engine = asyncio.create_task(self._run_engine(), name="binance-sim-engine")
+        await self.faults.start()
 
     async def stop(self) -> None:
+        await self.faults.stop()
         if self._engine is not None:
             self._engine.cancel()
             try:
@@ -289,6 +300,9 @@ class BinanceVenue:
             self._drop_next[sym] -= 1
             self.counters["diffs_withheld"] += 1
             diff = None
+        if diff is not None and fast and self._subs.get(f"{low}@depth@100ms") and self.faults.take_gap(sym):
+            diff = None  # fault: the update ids of this window never reach any client
+        corrupt = diff is not None and fast and self.faults.take_corrupt(sym)
         if diff is not None:
             if fast:
                 self.counters["diffs_published"] += 1
@@ -299,7 +313,10 @@ class BinanceVenue:
                 if not conns:
                     continue
                 if payload is None:
-                    payload = msgspec.json.encode(self._diff_event(sym, event_ms, diff)).decode()
+                    ev = self._diff_event(sym, event_ms, diff)
+                    if corrupt and fast:
+                        ev["b"] = _corrupt_level(feed) + ev["b"]
+                    payload = msgspec.json.encode(ev).decode()
                 self._fanout(name, payload, conns)
         for n in PARTIAL_LEVELS:
             names = (f"{low}@depth{n}@100ms",) if fast else (f"{low}@depth{n}", f"{low}@depth{n}@1000ms")
@@ -359,6 +376,9 @@ class BinanceVenue:
         loop = asyncio.get_running_loop()
         conn = _Conn(ws, combined, loop.time())
         self._conns.add(conn)
+        conn.fault = self.faults.attach(
+            request.transport, lambda code, reason: conn.close(code, reason.encode(), flush=False)
+        )
         self.counters["connections_total"] += 1
         for s in streams:
             self._subscribe(conn, s)
@@ -377,7 +397,8 @@ class BinanceVenue:
                     if reply is not None:
                         conn.send(reply)
                 elif msg.type is WSMsgType.PING:
-                    await ws.pong(msg.data)
+                    if not self.faults.silent(conn.fault):
+                        await ws.pong(msg.data)
                 elif msg.type is WSMsgType.PONG:
                     # Only a pong echoing an outstanding ping's payload counts (unsolicited ones don't).
                     payload = bytes(msg.data)
@@ -388,6 +409,7 @@ class BinanceVenue:
                     conn.send(_ws_error(3, "Invalid JSON: expected value at line 1 column 1", None))
         finally:
             self._conns.discard(conn)
+            self.faults.detach(conn.fault)
             for s in list(conn.streams):
                 self._unsubscribe(conn, s)
             keeper.cancel()
@@ -423,6 +445,10 @@ class BinanceVenue:
                     await ws.close(code=item.code, message=item.message)
                     return
                 try:
+                    assert conn.fault is not None
+                    extra = await self.faults.before_send(conn.fault)
+                    if extra is not None:
+                        await ws.send_str(extra)
                     await ws.send_str(item)
                 except Exception:  # peer gone; the reader loop ends on its own
                     return
@@ -446,7 +472,9 @@ class BinanceVenue:
                 self.counters["closed_pong_timeout"] += 1
                 conn.close(WSCloseCode.POLICY_VIOLATION, b"pong timeout", flush=False)
                 return
-            if now >= next_ping:
+            if now >= next_ping and self.faults.silent(conn.fault):
+                next_ping += opts.ping_interval_s  # stalled: not even a ping
+            elif now >= next_ping:
                 payload = str(_now_ms()).encode()
                 conn.pings[payload] = now
                 try:
@@ -593,10 +621,16 @@ class BinanceVenue:
         feed = self.feeds.get(symbol)
         if feed is None:
             return self._with_weight(_json_error(400, -1121, "Invalid symbol."), used)
+        refused = await self.faults.rest_fault()
+        if refused is not None:
+            return refused
         # Catch the generator up to *now*: the snapshot reflects mid-window state, so its lastUpdateId
         # normally lies inside the next diff's [U, u] (the straddle a client must handle).
         self._advance(feed, self._tick_now(feed))
         bids, asks = feed.book.top(limit)
+        self._served[(symbol, feed.last_id)] = feed.book.encode()
+        while len(self._served) > SERVED_BOOKS_KEPT:
+            self._served.popitem(last=False)
         self.counters["snapshots_served"] += 1
         body = msgspec.json.encode(self._snapshot_body(feed.last_id, bids, asks))
         return self._with_weight(web.Response(body=body, content_type="application/json"), used)
@@ -665,6 +699,8 @@ class BinanceVenue:
             return web.json_response({"error": f"limit must be 1..{DEPTH_LIMIT_MAX}"}, status=400)
         gen_id, rest = divmod(update_id, self.id_scale)
         book = feed.history.state_at(gen_id) if rest == 0 else None
+        if book is None and rest == 0 and (feed.spec.symbol, gen_id) in self._served:
+            book = Book.decode(self._served[(feed.spec.symbol, gen_id)])
         if book is None:
             return web.json_response({"error": "unknown or expired update_id"}, status=404)
         bids, asks = book.top(limit)
@@ -722,6 +758,15 @@ def _symbol_info(spec: InstrumentSpec) -> dict[str, Any]:
         "permissions": [],
         "permissionSets": [["SPOT"]],
     }  # fmt: skip
+
+
+def _corrupt_level(feed: SymbolFeed) -> list[list[str]]:
+    """A bid at twice the best ask. Binance has no checksum, so the only corruption a client
+    can prove is a crossed book; this one stays crossed (no later diff touches that price)
+    until the client resyncs. A subtler corruption would be undetectable by design."""
+    _, asks = feed.book.top(1)
+    px = 2 * (asks[0][0] if asks else feed.spec.price)
+    return [[fmt_units(px - px % feed.spec.tick), fmt_units(feed.spec.lot)]]
 
 
 def _json_error(status: int, code: int, msg: str) -> web.Response:

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from recorder.sim.faults import Fault, FaultInjector
+
 VENUES: dict[str, str] = {
     "binance": "recorder.sim.binance",
     "binance-futures": "recorder.sim.binance_futures",
@@ -46,6 +48,7 @@ class SimOptions:
     max_incoming_per_s: int = 5  # 0 = unlimited
     history_s: float = 900.0  # how long /sim/book can look back
     ban_after_ignored_429s: int = 5  # requests sent while told to back off before a 418 ban; 0 = never
+    faults: list[Fault] | None = None  # fault schedule (see recorder/sim/faults.py)
     weight_window_s: float = 60.0  # REQUEST_WEIGHT window (Binance: 1 minute); shorter makes tests fast
     instruments: int = 0  # extra generated instruments (the "tail"), e.g. 1000 for a whole-universe test
     tail_update_ms: int = 1000  # diff cadence of the generated tail: cheap enough for thousands
@@ -85,7 +88,12 @@ class Simulator:
         self.opts = opts
         self.venue = load_venue(opts)
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._port = opts.port
+        self.restarts = 0
+        faults = getattr(self.venue, "faults", None)
+        if isinstance(faults, FaultInjector):  # other simulators may use the name for their own faults
+            faults.restart_handler = self.restart
 
     async def start(self) -> None:
         app = web.Application()
@@ -94,9 +102,22 @@ class Simulator:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=3.0)
         await self._runner.setup()
         await self.venue.start()
-        site = web.TCPSite(self._runner, self.opts.host, self.opts.port, reuse_address=True)
-        await site.start()
+        self._site = web.TCPSite(self._runner, self.opts.host, self.opts.port, reuse_address=True)
+        await self._site.start()
         self._port = self._runner.addresses[0][1]
+
+    async def restart(self, down_s: float) -> None:
+        """Like a restarted exchange front end: every socket dies, nothing listens for
+        ``down_s``, then the same port serves again (the market itself keeps going)."""
+        assert self._runner is not None and self._site is not None
+        await self._site.stop()
+        server = self._runner.server
+        for handler in list(server.connections if server is not None else []):
+            handler.force_close()
+        await asyncio.sleep(down_s)
+        self._site = web.TCPSite(self._runner, self.opts.host, self._port, reuse_address=True)
+        await self._site.start()
+        self.restarts += 1
 
     async def stop(self) -> None:
         await self.venue.stop()

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -25,6 +26,8 @@ from recorder.metrics import SharedCounters, histogram_quantiles
 from recorder.ring.shm_ring import ShmRing
 from recorder.sampler.misslog import misslog_name
 from recorder.sinks.uploader import UPLOADER_COUNTER_FIELDS, UploaderSpec, run_uploader, s3_status
+from recorder.supervisor.prometheus import MetricsServer, exposition
+from recorder.supervisor.sdnotify import SdNotify
 from recorder.supervisor.session import SessionDir
 from recorder.supervisor.venue_worker import VenueSpec, run_venue_process, venue_counter_fields
 from recorder.venues import venue_module
@@ -51,10 +54,13 @@ class Child:
         self.exits: list[float] = []
         self.next_start = 0.0
         self.last_exitcode: int | None = None
+        self.started_at = 0.0  # wall clock
+        self.hangs = 0
 
     def start(self) -> None:
         self.process = _ctx.Process(target=self.target, args=self.args, name=self.name, daemon=False)
         self.process.start()
+        self.started_at = time.time()
         log.info("event=child_started child=%s pid=%s", self.name, self.process.pid)
 
     @property
@@ -123,6 +129,12 @@ class Supervisor:
         self._started = time.time()
         self._last_status: dict[str, Any] = {}
         self._prev_rates: dict[str, tuple[float, float]] = {}
+        self._storage_failing = False
+        self._status_failing = False
+        self.notify = SdNotify()
+        self.metrics: MetricsServer | None = None
+        # Called with every status (about once a second): the CLI's live view or log summary.
+        self.on_status: Callable[[dict[str, Any]], None] | None = None
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -135,6 +147,7 @@ class Supervisor:
                 self._start_simulator()
             self._check_pairs()
             self._check_s3()
+            self._start_metrics()
         except BaseException:
             self._stop_simulator()
             self.session.release()
@@ -149,16 +162,19 @@ class Supervisor:
         try:
             self._create_shared_memory()
             self._spawn_children()
+            self.notify.ready(f"capturing {self.session_id}")
             deadline = self._started + cfg.duration_s if cfg.duration_s else None
             last_status = 0.0
             while self._stop_reason is None:
                 time.sleep(0.1)
+                self.notify.watchdog()
                 for child in [*self._venues.values(), self._writer, *self._uploaders()]:
                     assert child is not None
                     if not child.poll():
                         log.error("event=crash_loop child=%s restarts=%d", child.name, child.restarts)
                         self._stop_reason = f"crash loop in {child.name}"
                         exit_code = 3
+                self._kill_hung_children()
                 for sim in self._sims:
                     if not sim.is_alive():
                         log.error("event=simulator_died simulator=%s exitcode=%s", sim.name, sim.exitcode)
@@ -167,24 +183,87 @@ class Supervisor:
                 now = time.monotonic()
                 if now - last_status >= 1.0:
                     last_status = now
-                    self.session.write_status(self.status("running"))
+                    self._publish_status(self.status("running"))
             log.info("event=stopping reason=%r", self._stop_reason)
-            self.session.write_status(self.status("stopping"))
+            self.notify.stopping(f"stopping: {self._stop_reason}; flushing")
+            self._publish_status(self.status("stopping"))
             flushed = self._shutdown()
             if not flushed:
                 exit_code = exit_code or 4
             final = self.status("stopped")
             final["flushed"] = flushed
             final["stop_reason"] = self._stop_reason
-            self.session.write_status(final)
+            self._publish_status(final)
             log.info(
                 "event=stopped flushed=%s snapshots_written=%d", flushed, final["writer"].get("snapshots_written", 0)
             )
             return exit_code
         finally:
+            if self.metrics is not None:
+                self.metrics.stop()
+            self.notify.close()
             self._release_shared_memory()
             self._stop_simulator()
             self.session.release()
+
+    def _kill_hung_children(self) -> None:
+        """Alive is not enough: a child must also keep its heartbeat fresh (poll() restarts it)."""
+        now = time.time()
+        beats = [(c, self._counters[v].get("heartbeat_ms")) for v, c in self._venues.items()]
+        if self._writer is not None and self._writer_counters is not None:
+            beats.append((self._writer, self._writer_counters.get("heartbeat_ms")))
+        for child, beat_ms in beats:
+            last = max(beat_ms / 1000.0, child.started_at)
+            if child.alive and now - last > self.cfg.hang_timeout_s:
+                child.hangs += 1
+                log.error(
+                    "event=child_hung child=%s pid=%s silent_s=%.1f action=kill", child.name, child.pid, now - last
+                )
+                assert child.process is not None
+                child.process.kill()
+                child.process.join(5)
+
+    def _start_metrics(self) -> None:
+        if self.cfg.metrics_port is None:
+            return
+        try:
+            self.metrics = MetricsServer(self.cfg.metrics_host, self.cfg.metrics_port, self._metrics_text)
+        except OSError as exc:
+            raise CaptureError(f"cannot serve metrics on port {self.cfg.metrics_port}: {exc.strerror or exc}") from None
+        self.metrics.start()
+
+    def _metrics_text(self) -> str:
+        # Only the last published status: status() itself is not for other threads.
+        return exposition(self._last_status or {"session_id": self.session_id, "state": "starting"})
+
+    def _publish_status(self, status: dict[str, Any]) -> None:
+        """status.json, plus one loud line when storage starts or stops failing. A full disk
+        must not kill the supervisor: the status file is then simply not refreshed."""
+        self._last_status = status
+        if self.on_status is not None:
+            try:
+                self.on_status(status)
+            except Exception as exc:  # a display problem must never stop a capture
+                log.warning("event=status_view_failed error=%r", exc)
+        self.notify.status(_notify_line(status))
+        failing = bool(status.get("writer", {}).get("storage_failing"))
+        if failing != self._storage_failing:
+            self._storage_failing = failing
+            if failing:
+                log.error(
+                    "event=storage_failing data_dir=%s detail=snapshots wait in the rings; overflow is counted",
+                    status["data_dir"],
+                )
+            else:
+                log.info("event=storage_recovered data_dir=%s", status["data_dir"])
+        try:
+            self.session.write_status(status)
+        except OSError as exc:
+            if not self._status_failing:
+                log.error("event=status_write_failed error=%s", exc)
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._stop_reason is None:
@@ -423,6 +502,7 @@ class Supervisor:
                 "pid": child.pid if child else None,
                 "alive": bool(child and child.alive),
                 "restarts": child.restarts if child else 0,
+                "hangs": child.hangs if child else 0,
                 "connected": bool(v["connected"]),
                 "messages": int(v["messages"]),
                 "messages_per_s": round(rate, 1),
@@ -438,6 +518,9 @@ class Supervisor:
                 "stalls": int(v["stalls"]),
                 "snapshots_fetched": int(v["snapshots_fetched"]),
                 "http_429": int(v["http_429"]),
+                "rest_errors": int(v["rest_errors"]),
+                "lag_alerts": int(v["lag_alerts"]),
+                "lagging": bool(v["lagging"]),
                 "http_418": int(v["http_418"]),
                 "connections": int(v["connections"]),
                 "rest_weight_used": int(v["rest_weight_used"]),
@@ -500,6 +583,21 @@ class Supervisor:
                 s3.update(alive=self._uploader.alive, restarts=self._uploader.restarts)
             out["s3"] = s3
         return out
+
+
+def _notify_line(status: dict[str, Any]) -> str:
+    """systemctl status' one line: what runs and whether it is healthy."""
+    parts = [status["state"]]
+    for venue, v in status.get("venues", {}).items():
+        pairs = v.get("pairs", {})
+        synced = sum(1 for p in pairs.values() if p["synced"])
+        parts.append(f"{venue} {synced}/{len(pairs)} synced, {v['samples']} snapshots, {v['missed_ticks']} missed")
+    w = status.get("writer", {})
+    if w:
+        parts.append(
+            f"{w.get('snapshots_written', 0)} written" + (", STORAGE FAILING" if w.get("storage_failing") else "")
+        )
+    return "; ".join(parts)
 
 
 def _check_writable(data_dir: Path) -> None:

@@ -17,7 +17,7 @@ from recorder.parent import parent_alive, spawning_parent_pid
 from recorder.ring.shm_ring import ShmRing
 from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
 from recorder.venues import connector_class
-from recorder.venues.base import CONNECTOR_FIELDS, pair_fields
+from recorder.venues.base import CONNECTOR_FIELDS, LagMonitor, pair_fields
 
 log = logging.getLogger("recorder.venue")
 
@@ -100,10 +100,15 @@ async def _main(spec: VenueSpec) -> None:
 
 async def _heartbeat(spec: VenueSpec, connector: object, counters: SharedCounters, stop: asyncio.Event) -> None:
     parent = spawning_parent_pid()
+    # Venue-neutral: every book carries the receive and exchange time of its last update.
+    lag = LagMonitor(spec.venue, counters, spec.venue_config.lag_alert_s, log)
     while not stop.is_set():
         counters.set("heartbeat_ms", time.time() * 1000.0)
         for pair in spec.pairs:
-            counters.set(f"synced:{pair}", 1.0 if connector.book(pair) is not None else 0.0)  # type: ignore[attr-defined]
+            book = connector.book(pair)  # type: ignore[attr-defined]
+            counters.set(f"synced:{pair}", 1.0 if book is not None else 0.0)
+            if book is not None and book.receive_time_ms is not None and book.exchange_time_ms is not None:
+                lag.observe(book.receive_time_ms, book.exchange_time_ms)
         if not parent_alive(parent):
             # The supervisor is gone (kill -9); an orphan capture would write into nothing.
             log.error("event=parent_gone venue=%s", spec.venue)

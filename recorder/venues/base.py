@@ -33,6 +33,8 @@ CONNECTOR_FIELDS = [
     "http_429",
     "http_418",
     "connected",
+    "lag_alerts",  # episodes of the feed falling behind (see LagMonitor)
+    "lagging",  # 1 while it is behind
     # Checksum venues (Kraken, OKX): verified / failed checksums and per-symbol resubscribes.
     "checksums_ok",
     "checksum_failures",
@@ -235,6 +237,38 @@ class Counters:
         if self._shared is not None and self._shared.has(field):
             return self._shared.get(field)
         return self._local.get(field, 0.0)
+
+
+class LagMonitor:
+    """Notices a feed falling behind (a slow link, a venue or host under backpressure).
+
+    Delivery delay = local receive time - exchange event time of a book's last update. It
+    includes the clock offset between venue and host, so the alarm is relative to the smallest
+    delay seen, not to zero: ``alert_s`` above that baseline is an episode (counted and
+    logged once); back under half of it ends the episode.
+    """
+
+    def __init__(self, venue: str, counters: Counters | SharedCounters, alert_s: float, log: logging.Logger) -> None:
+        self.venue, self.counters, self.alert_ms, self.log = venue, counters, alert_s * 1000.0, log
+        self.baseline_ms: float | None = None
+        self.lagging = False
+
+    def observe(self, recv_ms: float, exchange_ms: int) -> None:
+        if exchange_ms <= 0:
+            return
+        delay = recv_ms - exchange_ms
+        if self.baseline_ms is None or delay < self.baseline_ms:
+            self.baseline_ms = delay
+        behind = delay - self.baseline_ms
+        if not self.lagging and behind > self.alert_ms:
+            self.lagging = True
+            self.counters.incr("lag_alerts")
+            self.counters.set("lagging", 1)
+            self.log.warning("event=feed_lagging venue=%s behind_ms=%.0f", self.venue, behind)
+        elif self.lagging and behind < self.alert_ms / 2:
+            self.lagging = False
+            self.counters.set("lagging", 0)
+            self.log.info("event=feed_caught_up venue=%s behind_ms=%.0f", self.venue, behind)
 
 
 class Backoff:

@@ -231,13 +231,17 @@ class BookSync:
 
     def on_diff(self, ev: DepthEvent, recv_ms: float) -> Outcome:
         if not self.synced:
+            outcome = Outcome.BUFFERED
             if self.buffer:
                 prev = self.buffer[-1][0]
                 # A hole inside the buffer makes every older diff useless: start over from here.
-                if self._prev_id(ev) != prev.u or len(self.buffer) >= MAX_BUFFERED_DIFFS:
+                # It is still a gap in the feed (reported), even though no book was live.
+                if self._prev_id(ev) != prev.u:
+                    outcome = Outcome.GAP
+                if outcome is Outcome.GAP or len(self.buffer) >= MAX_BUFFERED_DIFFS:
                     self.buffer.clear()
             self.buffer.append((ev, recv_ms))
-            return Outcome.BUFFERED
+            return outcome
         book_id = self.book.update_id
         assert book_id is not None
         if ev.u <= book_id:
@@ -459,8 +463,9 @@ class _Listener(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         conn = self._conn
-        conn.last_frame_s = time.monotonic()
         mt = frame.msg_type
+        if mt is not WSMsgType.CLOSE:  # a close (e.g. the echo of our keepalive's) is no sign of life
+            conn.last_frame_s = time.monotonic()
         if mt is WSMsgType.TEXT or mt is WSMsgType.CONTINUATION:
             # Binance does not fragment today, but a fragmented message must not be misparsed.
             if not frame.fin:
@@ -705,7 +710,7 @@ class BinanceConnector:
             await self._http.close()
 
     async def run(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.rest_timeout_s))
         self.counters.set("connections", 0)
         tasks = [asyncio.create_task(self._run_slot(slot), name=f"binance-conn-{slot.index}") for slot in self.slots]
         if not (self.cfg.rest_weight_limit or self.cfg.rest_window_s):
@@ -790,6 +795,10 @@ class BinanceConnector:
                     pass
                 now = time.monotonic()
                 if conn.closed.is_set():
+                    if now - conn.last_frame_s >= 0.9 * self.cfg.stall_timeout_s:
+                        # picows' keepalive (unanswered pings) closed a silent socket first.
+                        self.counters.incr("stalls")
+                        log.warning("event=stall venue=%s silent_s=%.1f", self.venue, now - conn.last_frame_s)
                     return False
                 if now - conn.last_frame_s > self.cfg.stall_timeout_s:
                     self.counters.incr("stalls")

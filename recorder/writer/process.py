@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -62,6 +61,8 @@ WRITER_COUNTER_FIELDS: list[str] = [
     "bytes_written",
     "segments_committed",
     "write_errors",  # failed prepare/journal/publish attempts (each retried)
+    "storage_failing",  # 1 while writes fail (disk full, unwritable): data waits in the rings
+    "storage_outages",  # episodes of the above
     "decode_errors",  # ring records skipped: undecodable or unusable (bad exchange/timestamp)
     "pending_snapshots",  # snapshots read but not yet durable
     "last_commit_ts_ms",
@@ -499,6 +500,7 @@ class Writer:
         c.set("last_commit_ts_ms", _now_ms())
         if self.failures:
             log.info("event=write_recovered after_failures=%d", self.failures)
+        c.set("storage_failing", 0)
         self.failures = 0
         self.retry_at = 0.0
         log.info(
@@ -518,9 +520,14 @@ class Writer:
 
     def _write_failed(self, step: str, exc: OSError) -> None:
         self.counters.incr("write_errors")
+        if not self.failures:
+            self.counters.incr("storage_outages")
+        self.counters.set("storage_failing", 1)
         self.failures += 1
         delay = self._backoff()
         self.retry_at = time.monotonic() + delay
+        if self.failures > 3 and self.failures % 30:
+            return  # an outage lasting hours logs a line a minute, not one per retry
         log.error(
             "event=write_error step=%s attempt=%d retry_in_s=%.1f pending_snapshots=%d error=%s",
             step,
@@ -682,9 +689,9 @@ def run_writer(spec: WriterSpec) -> None:
     deadline; those records remain uncommitted in the rings.
     """
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        from recorder.logs import setup_logging  # the same one-line-per-event format as every process
+
+        setup_logging("writer")
     parent_pid = spawning_parent_pid()
     stop = _StopRequested()
     signal.signal(signal.SIGTERM, stop)

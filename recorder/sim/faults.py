@@ -1,0 +1,313 @@
+"""Fault injection for the exchange simulator, the same for every venue.
+
+A fault is scheduled (``at_s`` seconds after the simulator started, from ``--faults``) or
+injected now over HTTP (``POST /sim/fault`` with a JSON :class:`Fault`). ``GET /sim/faults``
+lists every fault injected so far, so a test or the demo can compare detections with injections.
+
+Kinds (``FAULT_KINDS``):
+
+* ``drop``       abort every client TCP connection (no close frame)
+* ``stall``      connections stay open but send nothing, not even pings/pongs, for ``duration_s``
+* ``close``      close every WebSocket with ``code`` (default 1011, internal error)
+* ``malformed``  send each client one undecodable text frame
+* ``gap``        withhold ``count`` diffs of ``symbol`` (every symbol if None): update ids skip
+* ``corrupt``    corrupt one level of ``symbol``'s next diff (checksum venues: the checksum no
+                 longer matches; venues without one: the level crosses the book)
+* ``rest_refuse`` answer REST book snapshots with HTTP ``code`` (default 503) for ``duration_s``
+* ``rest_delay`` delay REST book snapshots by ``delay_s`` for ``duration_s``
+* ``slow``       throttle every client to ``rate`` messages/s for ``duration_s`` (backpressure)
+* ``restart``    restart the whole simulator: close all sockets, stop listening for ``duration_s``
+
+How a venue simulator uses it (see ``recorder/sim/binance.py``)::
+
+    self.faults = FaultInjector(opts.venue, opts.faults)      # in __init__
+    self.faults.setup(app)                                     # in setup(app)
+    await self.faults.start() / self.faults.stop()             # in start()/stop()
+    h = self.faults.attach(request.transport, close_cb)        # per WebSocket; detach(h) at the end
+    extra = await self.faults.before_send(h)                   # in the per-connection sender
+    if self.faults.silent(h): ...                              # skip pings/pongs while stalled
+    if self.faults.take_gap(symbol): ...                       # before publishing a diff
+    if self.faults.take_corrupt(symbol): ...                   # before publishing a diff
+    resp = await self.faults.rest_fault()                      # first thing in the snapshot handler
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+log = logging.getLogger("recorder.sim.faults")
+
+FAULT_KINDS = (
+    "drop",
+    "stall",
+    "close",
+    "malformed",
+    "gap",
+    "corrupt",
+    "rest_refuse",
+    "rest_delay",
+    "slow",
+    "restart",
+)
+# The frame sent by a ``malformed`` fault: valid UTF-8, invalid JSON, shaped like a real event.
+MALFORMED_FRAME = '{"stream":"fault","data":{"e":"depthUpdate","E":1,"U":'
+
+
+class FaultError(ValueError):
+    """A fault spec or file that cannot be used; one line for the user."""
+
+
+class Fault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    kind: str
+    at_s: float = 0.0  # schedule: seconds after the simulator started
+    venue: str | None = None  # schedule: only this venue's simulator (None: any)
+    duration_s: float = 5.0  # stall, slow, rest_refuse, rest_delay, restart
+    symbol: str | None = None  # gap, corrupt: venue symbol (None: every symbol)
+    code: int | None = None  # close (WebSocket code, default 1011), rest_refuse (HTTP status, default 503)
+    count: int = 1  # gap: diffs withheld per symbol
+    delay_s: float = 3.0  # rest_delay
+    rate: float = 2.0  # slow: messages per second per client
+
+
+def check_fault(f: Fault) -> Fault:
+    if f.kind not in FAULT_KINDS:
+        raise FaultError(f"unknown fault kind {f.kind!r}: use one of {', '.join(FAULT_KINDS)}")
+    if f.at_s < 0 or f.duration_s < 0 or f.delay_s < 0 or f.count < 1 or f.rate <= 0:
+        raise FaultError(f"invalid {f.kind} fault: times must be >= 0, count >= 1, rate > 0")
+    if (
+        f.kind == "close"
+        and f.code is not None
+        and not (f.code == 1000 or 3000 <= f.code <= 4999 or 1001 <= f.code <= 1014)
+    ):
+        raise FaultError(f"invalid WebSocket close code {f.code}")
+    if f.kind == "rest_refuse" and f.code is not None and not 400 <= f.code <= 599:
+        raise FaultError(f"invalid HTTP status {f.code} for rest_refuse")
+    return f
+
+
+# kind[@at][+duration][:symbol][#code], optionally prefixed by "venue/"; e.g. "binance/stall@10+5"
+_SPEC_ITEM = re.compile(
+    r"^(?:(?P<venue>[a-z0-9_]+)/)?(?P<kind>[a-z_]+)(?:@(?P<at>\d+(?:\.\d+)?))?"
+    r"(?:\+(?P<dur>\d+(?:\.\d+)?))?(?::(?P<symbol>[A-Za-z0-9_\-]+))?(?:#(?P<code>\d+))?$"
+)
+
+
+def parse_faults(value: str) -> list[Fault]:
+    """A schedule from a file (.json list or .toml ``[[fault]]`` tables) or an inline spec
+    (``"drop@5,stall@10+4,gap@15:BTCUSDT,close@20#4000,restart@30+3"``)."""
+    path = Path(value)
+    if value.endswith((".json", ".toml")) or path.is_file():
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise FaultError(f"cannot read fault file {value}: {exc.strerror or exc}") from None
+        try:
+            raw: Any = tomllib.loads(text).get("fault", []) if value.endswith(".toml") else json.loads(text)
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise FaultError(f"fault file {value} is not valid: {exc}") from None
+        try:
+            faults = msgspec.convert(raw, list[Fault])
+        except msgspec.ValidationError as exc:
+            raise FaultError(f"fault file {value}: {exc}") from None
+        return sorted((check_fault(f) for f in faults), key=lambda f: f.at_s)
+    faults = []
+    for item in filter(None, (s.strip() for s in value.split(","))):
+        m = _SPEC_ITEM.match(item)
+        if not m:
+            raise FaultError(f"invalid fault spec {item!r}: use kind[@at_s][+duration_s][:symbol][#code]")
+        f = Fault(kind=m["kind"], at_s=float(m["at"] or 0), venue=m["venue"], symbol=m["symbol"])
+        if m["dur"] is not None:
+            f.duration_s = float(m["dur"])
+            f.delay_s = min(f.delay_s, f.duration_s) if f.kind == "rest_delay" else f.delay_s
+        if m["code"] is not None:
+            f.code = int(m["code"])
+        faults.append(check_fault(f))
+    return sorted(faults, key=lambda f: f.at_s)
+
+
+class ConnFaults:
+    """Per-connection fault state, owned by the injector."""
+
+    __slots__ = ("transport", "close", "malformed_pending")
+
+    def __init__(self, transport: asyncio.BaseTransport | None, close: Callable[[int, str], None]) -> None:
+        self.transport = transport
+        self.close = close
+        self.malformed_pending = False
+
+
+class FaultInjector:
+    def __init__(self, venue: str, schedule: list[Fault] | None = None) -> None:
+        self.venue = venue
+        self.schedule = [f for f in (schedule or []) if f.venue in (None, venue)]
+        self.injected: list[dict[str, Any]] = []
+        self.conns: set[ConnFaults] = set()
+        self.stall_until = 0.0
+        self.slow_until = 0.0
+        self.slow_rate = 2.0
+        self.rest_refuse_until = 0.0
+        self.rest_refuse_code = 503
+        self.rest_delay_until = 0.0
+        self.rest_delay_s = 0.0
+        # "every symbol" faults: a total per kind and how many each symbol has taken so far.
+        self._pending: dict[tuple[str, str], int] = {}  # (kind, symbol) -> still to apply
+        self._all_total: dict[str, int] = {"gap": 0, "corrupt": 0}
+        self._all_taken: dict[tuple[str, str], int] = {}
+        # Set by the server: stop listening, wait, listen again on the same port.
+        self.restart_handler: Callable[[float], Awaitable[None]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._bg: set[asyncio.Task[None]] = set()
+        self._t0 = time.monotonic()
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def setup(self, app: web.Application) -> None:
+        app.router.add_post("/sim/fault", self._http_inject)
+        app.router.add_get("/sim/faults", self._http_list)
+
+    async def start(self) -> None:
+        self._t0 = time.monotonic()
+        if self.schedule:
+            self._task = asyncio.create_task(self._run_schedule(), name=f"{self.venue}-faults")
+
+    async def stop(self) -> None:
+        for task in [self._task, *self._bg]:
+            if task is not None:
+                task.cancel()
+        self._task = None
+
+    async def _run_schedule(self) -> None:
+        for f in self.schedule:
+            await asyncio.sleep(max(0.0, self._t0 + f.at_s - time.monotonic()))
+            self.inject(f)
+
+    # -- injecting -------------------------------------------------------------------------
+
+    def inject(self, f: Fault) -> dict[str, Any]:
+        """Start fault ``f`` now; returns its record (also kept in ``injected``)."""
+        now = time.monotonic()
+        k = f.kind
+        if k in ("drop", "restart"):
+            for c in list(self.conns):
+                if c.transport is not None:
+                    c.transport.abort()  # type: ignore[attr-defined]
+        elif k == "stall":
+            self.stall_until = now + f.duration_s
+        elif k == "close":
+            for c in list(self.conns):
+                c.close(f.code or 1011, "fault injected")
+        elif k == "malformed":
+            for c in self.conns:
+                c.malformed_pending = True
+        elif k in ("gap", "corrupt"):
+            n = f.count if k == "gap" else 1
+            if f.symbol is None:
+                self._all_total[k] += n
+            else:
+                self._pending[(k, f.symbol)] = self._pending.get((k, f.symbol), 0) + n
+        elif k == "rest_refuse":
+            self.rest_refuse_until, self.rest_refuse_code = now + f.duration_s, f.code or 503
+        elif k == "rest_delay":
+            self.rest_delay_until, self.rest_delay_s = now + f.duration_s, f.delay_s
+        elif k == "slow":
+            self.slow_until, self.slow_rate = now + f.duration_s, f.rate
+        if k == "restart":
+            if self.restart_handler is not None:
+                task = asyncio.get_running_loop().create_task(self.restart_handler(f.duration_s))
+                self._bg.add(task)
+                task.add_done_callback(self._bg.discard)
+        record = {
+            "kind": k,
+            "venue": self.venue,
+            "at_ms": int(time.time() * 1000),
+            "duration_s": f.duration_s if k in ("stall", "slow", "rest_refuse", "rest_delay", "restart") else 0.0,
+            "symbol": f.symbol,
+            "connections": len(self.conns),
+        }
+        self.injected.append(record)
+        log.info("event=fault_injected venue=%s kind=%s symbol=%s conns=%d", self.venue, k, f.symbol, len(self.conns))
+        return record
+
+    async def _http_inject(self, request: web.Request) -> web.Response:
+        try:
+            f = check_fault(msgspec.json.decode(await request.read(), type=Fault))
+        except (msgspec.DecodeError, msgspec.ValidationError, FaultError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.inject(f))
+
+    async def _http_list(self, request: web.Request) -> web.Response:
+        return web.json_response({"venue": self.venue, "injected": self.injected})
+
+    # -- hooks for venue simulators --------------------------------------------------------
+
+    def attach(self, transport: asyncio.BaseTransport | None, close: Callable[[int, str], None]) -> ConnFaults:
+        """Register a client connection; ``close(code, reason)`` closes it the venue's way."""
+        h = ConnFaults(transport, close)
+        self.conns.add(h)
+        return h
+
+    def detach(self, h: ConnFaults) -> None:
+        self.conns.discard(h)
+
+    def silent(self, h: ConnFaults | None = None) -> bool:
+        """True while a stall is on: send nothing, answer no ping."""
+        return time.monotonic() < self.stall_until
+
+    async def before_send(self, h: ConnFaults) -> str | None:
+        """Await this before sending each message: holds it during a stall, paces it while
+        slow. Returns a frame to send first (a malformed one), or None."""
+        while True:
+            now = time.monotonic()
+            if now < self.stall_until:
+                await asyncio.sleep(self.stall_until - now)
+            elif now < self.slow_until:
+                await asyncio.sleep(1.0 / self.slow_rate)
+                break
+            else:
+                break
+        if h.malformed_pending:
+            h.malformed_pending = False
+            return MALFORMED_FRAME
+        return None
+
+    def take_gap(self, symbol: str) -> bool:
+        """True: withhold this diff of ``symbol`` from every client."""
+        return self._take("gap", symbol)
+
+    def take_corrupt(self, symbol: str) -> bool:
+        """True: corrupt one level of this diff of ``symbol``."""
+        return self._take("corrupt", symbol)
+
+    def _take(self, kind: str, symbol: str) -> bool:
+        key = (kind, symbol)
+        n = self._pending.get(key, 0)
+        if n:
+            self._pending[key] = n - 1
+            return True
+        taken = self._all_taken.get(key, 0)
+        if taken < self._all_total[kind]:
+            self._all_taken[key] = taken + 1
+            return True
+        return False
+
+    async def rest_fault(self) -> web.Response | None:
+        """A refusal to return instead of the snapshot, or None (after any injected delay)."""
+        now = time.monotonic()
+        if now < self.rest_refuse_until:
+            return web.json_response(
+                {"code": -1001, "msg": "Service unavailable (fault injected)."}, status=self.rest_refuse_code
+            )
+        if now < self.rest_delay_until:
+            await asyncio.sleep(self.rest_delay_s)
+        return None

@@ -1,0 +1,150 @@
+"""Prometheus text exposition of the supervisor's status (the figures of ``capture-status``),
+served by a small stdlib HTTP server on a thread of the supervisor."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger("recorder.supervisor")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# status key -> (metric suffix, type, help)
+_VENUE: dict[str, tuple[str, str, str]] = {
+    "alive": ("process_alive", "gauge", "1 while the venue process runs"),
+    "restarts": ("process_restarts_total", "counter", "venue process restarts by the supervisor"),
+    "connected": ("connected", "gauge", "1 while the venue WebSocket is connected"),
+    "messages": ("messages_total", "counter", "venue messages received"),
+    "messages_per_s": ("messages_per_second", "gauge", "venue messages per second"),
+    "bytes": ("received_bytes_total", "counter", "venue payload bytes received"),
+    "malformed": ("malformed_total", "counter", "undecodable venue frames"),
+    "resyncs": ("resyncs_total", "counter", "book (re)synchronisations"),
+    "gaps": ("gaps_total", "counter", "sequence gaps detected"),
+    "reconnects": ("reconnects_total", "counter", "unplanned reconnects and failed connects"),
+    "planned_reconnects": ("planned_reconnects_total", "counter", "planned (overlapped) reconnects"),
+    "stalls": ("stalls_total", "counter", "connections closed for silence"),
+    "snapshots_fetched": ("snapshots_fetched_total", "counter", "REST book snapshots fetched"),
+    "rest_errors": ("rest_errors_total", "counter", "failed REST snapshot requests"),
+    "http_429": ("rate_limited_total", "counter", "HTTP 429/418 answers"),
+    "lag_alerts": ("lag_alerts_total", "counter", "episodes of the feed falling behind"),
+    "lagging": ("lagging", "gauge", "1 while the feed is behind"),
+    "ticks": ("ticks_total", "counter", "grid ticks"),
+    "samples": ("snapshots_total", "counter", "snapshots sampled into the ring"),
+    "missed_ticks": ("missed_ticks_total", "counter", "pair ticks without a snapshot"),
+    "warmup_ticks": ("warmup_ticks_total", "counter", "ticks before a pair first synced"),
+    "ring_drops": ("ring_drops_total", "counter", "snapshots dropped: ring full"),
+    "ring_used_bytes": ("ring_used_bytes", "gauge", "bytes held in the venue ring"),
+}
+_PAIR: dict[str, tuple[str, str, str]] = {
+    "synced": ("pair_synced", "gauge", "1 while the pair's book is synced"),
+    "samples": ("pair_snapshots_total", "counter", "snapshots sampled for the pair"),
+    "missed_ticks": ("pair_missed_ticks_total", "counter", "ticks missed for the pair"),
+    "resyncs": ("pair_resyncs_total", "counter", "resyncs of the pair's book"),
+    "gaps": ("pair_gaps_total", "counter", "gaps on the pair's feed"),
+}
+
+
+def _labels(**kv: str) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in kv.items())
+    return "{" + inner + "}" if inner else ""
+
+
+def _num(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int | float):
+        return repr(float(v)) if isinstance(v, float) else str(v)
+    return None
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.families: dict[str, tuple[str, str, list[str]]] = {}
+
+    def add(self, name: str, kind: str, help_: str, labels: str, value: Any) -> None:
+        text = _num(value)
+        if text is None:
+            return
+        fam = self.families.setdefault(name, (kind, help_, []))
+        fam[2].append(f"{name}{labels} {text}")
+
+    def render(self) -> str:
+        out: list[str] = []
+        for name, (kind, help_, samples) in self.families.items():
+            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", *samples]
+        return "\n".join(out) + "\n"
+
+
+def exposition(status: dict[str, Any]) -> str:
+    m = _Metrics()
+    sess = status.get("session_id", "")
+    m.add("recorder_up", "gauge", "1 while the capture runs", _labels(session=sess), status.get("state") == "running")
+    m.add("recorder_uptime_seconds", "gauge", "seconds since the capture started", "", status.get("uptime_s"))
+    for venue, v in status.get("venues", {}).items():
+        lv = _labels(venue=venue)
+        for key, (suffix, kind, help_) in _VENUE.items():
+            m.add(f"recorder_venue_{suffix}", kind, help_, lv, v.get(key))
+        for cause, n in v.get("missed_by_cause", {}).items():
+            m.add(
+                "recorder_venue_missed_ticks_by_cause_total", "counter", "missed ticks by cause",
+                _labels(venue=venue, cause=cause), n,
+            )  # fmt: skip
+        for what in ("capture_latency_ms", "grid_jitter_ms"):
+            for q, val in (v.get(what) or {}).items():
+                quantile = {"p50": "0.5", "p99": "0.99", "max": "1"}.get(q, q)
+                m.add(
+                    f"recorder_venue_{what}",
+                    "gauge",
+                    what.replace("_", " "),
+                    _labels(venue=venue, quantile=quantile),
+                    val,
+                )
+        for pair, p in v.get("pairs", {}).items():
+            lp = _labels(venue=venue, pair=pair)
+            for key, (suffix, kind, help_) in _PAIR.items():
+                m.add(f"recorder_{suffix}", kind, help_, lp, p.get(key))
+    for key, val in status.get("writer", {}).items():
+        if key in ("pid", "started_ms", "heartbeat_ms", "last_commit_ts_ms"):
+            continue
+        kind = "gauge" if key in ("alive", "pending_snapshots", "writer_lag_ms", "ring_held_bytes",
+                                  "ring_unread_bytes", "storage_failing", "stopping") else "counter"  # fmt: skip
+        name = f"recorder_writer_{key}" + ("_total" if kind == "counter" and not key.endswith("_total") else "")
+        m.add(name, kind, f"writer {key.replace('_', ' ')}", "", val)
+    return m.render()
+
+
+class MetricsServer:
+    """``GET /metrics`` on ``host:port`` from a thread; ``port=0`` picks a free port."""
+
+    def __init__(self, host: str, port: int, text: Callable[[], str]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path.split("?")[0] not in ("/metrics", "/"):
+                    self.send_error(404)
+                    return
+                body = text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass  # one line per scrape would be spam
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("event=metrics_serving url=http://%s:%d/metrics", self.httpd.server_address[0], self.port)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,37 @@
+"""The reliability demo end to end: `demo --minutes 1` must pass (CI runs it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.timeout(400)
+
+
+def test_demo_one_minute_passes(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    res = run_cli("demo", "--minutes", "1", "--out", str(out), timeout=380)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "RESULT: PASS" in res.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["ok"] and not report["problems"]
+    kinds = {f["kind"] for f in report["faults"]}
+    assert {"drop", "stall", "close", "malformed", "gap", "corrupt", "slow", "restart"} <= kinds
+    assert {"rest_refuse", "rest_delay", "kill_venue", "kill_writer"} <= kinds
+    assert all(all(f["detected"].values()) for f in report["faults"])
+    assert report["books_verified"] > 0 and report["books_differing"] == 0
+    for pair in report["pairs"].values():
+        assert pair["unaccounted"] == 0 and pair["stored"] > 0
+
+
+def test_demo_rejects_bad_arguments(tmp_path: Path) -> None:
+    res = run_cli("demo", "--minutes", "0.5", "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "at least 1" in res.stderr and "Traceback" not in res.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("x")
+    res = run_cli("demo", "--out", str(tmp_path / "full"))
+    assert res.returncode == 2 and "not empty" in res.stderr

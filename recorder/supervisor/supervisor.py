@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections import Counter
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -303,7 +304,7 @@ class Supervisor:
         limits = declared()
         per_conn = vc.max_streams_per_connection or limits.streams_per_connection
         needed = -(-len(vc.pairs) // per_conn)
-        if needed > limits.connections_per_ip:
+        if limits.connections_per_ip is not None and needed > limits.connections_per_ip:
             raise CaptureError(
                 f"{len(vc.pairs)} {venue} pairs need {needed} connections at {per_conn} streams each;"
                 f" the venue allows {limits.connections_per_ip} per IP"
@@ -322,6 +323,13 @@ class Supervisor:
             raise CaptureError(f"no {venue} instrument matches quote={vc.quote or 'any'} types={vc.types or 'any'}")
         log.info("event=pairs_resolved venue=%s pairs=%d", venue, len(pairs))
         vc.pairs = pairs
+        check = getattr(module, "check_config", None)
+        try:
+            if check is not None:
+                check(vc)  # e.g. OKX / Kraken: at most N pairs on their one connection
+        except ValueError as exc:
+            n = len(pairs)
+            raise CaptureError(f"--pairs all lists {n} {venue} instruments ({exc}): {_narrowing(pairs)}") from None
 
     def _create_shared_memory(self) -> None:
         ring_bytes = int(self.cfg.writer.ring_mb * 1024 * 1024)
@@ -502,3 +510,10 @@ def _check_writable(data_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise CaptureError(f"data dir {data_dir} is not writable: {exc.strerror or exc}") from None
+
+
+def _narrowing(pairs: list[str]) -> str:
+    """Filter guidance for a universe too big for the venue: how many pairs each quote would keep."""
+    by_quote = Counter(p.split("-")[1] for p in pairs if "-" in p)
+    counts = ", ".join(f"{q} {n}" for q, n in by_quote.most_common(6))
+    return f"narrow it with the venue's quote / types filters (pairs by quote: {counts}) or list pairs"

@@ -3,7 +3,8 @@
 Every venue module has the same shape: ``VENUE``, wire structs, a sans-I/O ``Feed`` class (the
 ``Feed`` protocol in ``base.py``; ``replay`` drives it too), a ``*Connector`` class with
 ``run / close / book / request_resync`` that drives the Feed over picows, and
-``check_pairs(rest_url, pairs)``; for replay also ``capture_pairs(frames, url=None)``.
+``check_pairs(rest_url, pairs)``, ``list_pairs(rest_url, quotes, types)`` for ``--pairs all``; for
+replay also ``capture_pairs(frames, url=None)``. Each venue's limits are data in ``limits.py``.
 """
 
 from __future__ import annotations

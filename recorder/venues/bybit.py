@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -21,6 +22,7 @@ from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters, FeedStats, LogThrottle, venue_config_default
+from recorder.venues.limits import BYBIT as LIMITS
 from recorder.venues.subscribed import SocketGroup, SubscribedConnector
 
 VENUE = "bybit"
@@ -29,7 +31,7 @@ REST_URL = "https://api.bybit.com"
 DEPTH = 200  # orderbook.200: 100 ms pushes on spot and linear, deep enough for any stored depth
 DEPTHS = (1, 50, 200, 1000)
 PING_INTERVAL_S = 20.0  # the docs ask for {"op":"ping"} every 20 s
-MAX_ARGS_PER_REQUEST = 10  # spot's limit; linear accepts more, one rule keeps it simple
+MAX_ARGS_PER_REQUEST = LIMITS.subscriptions_per_message  # spot's limit; linear accepts more, one rule for both
 MAX_ARGS_CHARS = 21_000  # one subscribe args array must stay under this
 CATEGORIES = ("spot", "linear", "inverse")
 
@@ -378,29 +380,61 @@ class BybitConnector(SocketGroup):
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:
     """Pairs Bybit does not list as trading (blocking; used by the CLI before anything starts)."""
-    import json
-    import urllib.parse
-    import urllib.request
-
     base = (rest_url or REST_URL).rstrip("/")
     pairs = list(pairs)
     listed: dict[str, set[str]] = {}
     for category in sorted({symbol_for(p)[0] for p in pairs}):
-        symbols: set[str] = set()
-        cursor = ""
-        for _ in range(50):  # pages of 1000; the largest market has well under 50k instruments
-            query = urllib.parse.urlencode({"category": category, "limit": "1000", "cursor": cursor})
-            with urllib.request.urlopen(f"{base}/v5/market/instruments-info?{query}", timeout=timeout_s) as resp:
-                body = json.load(resp)
-            if body.get("retCode") != 0:
-                raise OSError(f"instruments-info failed: {body.get('retMsg')}")
-            result = body.get("result") or {}
-            symbols.update(i["symbol"] for i in result.get("list", []) if i.get("status", "Trading") == "Trading")
-            cursor = result.get("nextPageCursor") or ""
-            if not cursor:
-                break
-        listed[category] = symbols
+        items = _instruments(base, category, timeout_s)
+        listed[category] = {i["symbol"] for i in items if i.get("status", "Trading") == "Trading"}
     return [p for p in pairs if symbol_for(p)[1] not in listed[symbol_for(p)[0]]]
+
+
+def _instruments(base: str, category: str, timeout_s: float) -> list[dict[str, Any]]:
+    """Every page of ``/v5/market/instruments-info`` for one category (blocking)."""
+    import urllib.parse
+
+    from recorder.venues.listing import fetch_json
+
+    items: list[dict[str, Any]] = []
+    cursor = ""
+    for _ in range(50):  # pages of 1000; the largest market has well under 50k instruments
+        query = urllib.parse.urlencode({"category": category, "limit": "1000", "cursor": cursor})
+        body = fetch_json(f"{base}/v5/market/instruments-info?{query}", timeout_s)
+        if body.get("retCode") != 0:
+            raise OSError(f"instruments-info failed: {body.get('retMsg')}")
+        result = body.get("result") or {}
+        items += result.get("list") or []
+        cursor = result.get("nextPageCursor") or ""
+        if not cursor:
+            break
+    return items
+
+
+# ``--pairs all`` types: the markets whose instruments we can name as pairs.
+LIST_CATEGORIES = ("spot", "linear")
+
+
+def list_pairs(
+    rest_url: str | None, quotes: Iterable[str] = (), types: Iterable[str] = (), timeout_s: float = 10.0
+) -> list[str]:
+    """Every trading instrument (``--pairs all``) from ``/v5/market/instruments-info``, filtered by
+    quote coin and category (``spot`` / ``linear``; linear lists perpetuals only)."""
+    from recorder.venues.listing import select_pairs
+
+    base = (rest_url or REST_URL).rstrip("/")
+    want = {t.lower() for t in types}
+    candidates: list[tuple[str, str, str]] = []
+    for category in LIST_CATEGORIES:
+        if want and category not in want:
+            continue
+        for item in _instruments(base, category, timeout_s):
+            quote = str(item.get("quoteCoin", ""))
+            pair = f"{item.get('baseCoin', '')}-{quote}" + ("-PERP" if category == "linear" else "")
+            # Dated futures and names our pair spelling cannot carry do not round-trip: skip them.
+            if item.get("status", "Trading") != "Trading" or symbol_for(pair) != (category, item.get("symbol")):
+                continue
+            candidates.append((pair, quote, category))
+    return select_pairs(VENUE, candidates, quotes, types)
 
 
 CONNECTOR = BybitConnector

@@ -25,17 +25,18 @@ from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters, FeedStats, LogThrottle
+from recorder.venues.limits import COINBASE as LIMITS
 from recorder.venues.subscribed import SocketGroup, SubscribedConnector
 
 VENUE = "coinbase"
 WS_URL = "wss://advanced-trade-ws.coinbase.com"
 REST_URL = "https://api.coinbase.com"
 # A sequence gap on a connection invalidates every book on it; one product each isolates them.
-PRODUCTS_PER_CONNECTION = 1
+PRODUCTS_PER_CONNECTION = LIMITS.streams_per_connection
 # Unauthenticated clients may send 8 messages/s per IP: pace each socket's frames and stagger
-# connection starts so a startup burst stays under it.
-SEND_INTERVAL_S = 0.3
-CONNECT_STAGGER_S = 0.3
+# connection starts (two subscribe frames each) so a startup burst stays at 5/6 of it (0.3 s).
+SEND_INTERVAL_S = round(2 / (5 / 6 * (LIMITS.messages_per_s or 8.0)), 3)
+CONNECT_STAGGER_S = SEND_INTERVAL_S
 CHANNEL = "level2"
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # level2 snapshots of deep books run to megabytes
 
@@ -345,6 +346,27 @@ def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 1
         p["product_id"] for p in body.get("products", []) if not p.get("is_disabled") and not p.get("trading_disabled")
     }
     return [p for p in pairs if symbol_for(p) not in listed]
+
+
+def list_pairs(
+    rest_url: str | None, quotes: Iterable[str] = (), types: Iterable[str] = (), timeout_s: float = 10.0
+) -> list[str]:
+    """Every tradable product (``--pairs all``) from ``/api/v3/brokerage/market/products``, filtered
+    by quote currency and ``product_type`` (``spot``, ``future``)."""
+    from recorder.venues.listing import fetch_json, select_pairs
+
+    base = (rest_url or REST_URL).rstrip("/")
+    body = fetch_json(f"{base}/api/v3/brokerage/market/products", timeout_s)
+    candidates: list[tuple[str, str, str]] = []
+    for p in body.get("products") or []:
+        product = str(p.get("product_id", ""))
+        if p.get("is_disabled") or p.get("trading_disabled") or p.get("status", "online") != "online":
+            continue
+        if p.get("alias"):  # e.g. BTC-USDC: market data arrives as its alias (BTC-USD), listed itself
+            continue
+        quote = str(p.get("quote_currency_id") or product.partition("-")[2])
+        candidates.append((pair_for(product), quote, str(p.get("product_type") or "spot")))
+    return select_pairs(VENUE, candidates, quotes, types)
 
 
 CONNECTOR = CoinbaseConnector

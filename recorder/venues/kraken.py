@@ -24,6 +24,7 @@ import msgspec
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
+from recorder.venues.limits import KRAKEN as LIMITS
 from recorder.venues.snapshot_feed import PairBook, SnapshotFeed
 from recorder.venues.subscribed import SubscribedConnector
 
@@ -32,7 +33,7 @@ WS_URL = "wss://ws.kraken.com/v2"
 REST_URL = "https://api.kraken.com"
 DEPTHS = (10, 25, 100, 500, 1000)  # subscription depths Kraken accepts
 CHECKSUM_LEVELS = 10
-MAX_SYMBOLS_PER_CONNECTION = 200  # keeps one snapshot burst well inside the dynamic rate limit
+MAX_SYMBOLS_PER_CONNECTION = LIMITS.streams_per_connection  # one snapshot burst inside the dynamic rate limit
 
 log = logging.getLogger("recorder.venues.kraken")
 
@@ -381,6 +382,28 @@ def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 1
         info = json.load(resp)
     listed = {v.get("wsname") for v in (info.get("result") or {}).values()}
     return [p for p in pairs if v1_symbol_for(p) not in listed]
+
+
+def list_pairs(
+    rest_url: str | None, quotes: Iterable[str] = (), types: Iterable[str] = (), timeout_s: float = 10.0
+) -> list[str]:
+    """Every online pair (``--pairs all``) from REST ``AssetPairs``, filtered by quote asset; Kraken
+    spot has one type, ``spot``."""
+    from recorder.venues.listing import fetch_json, select_pairs
+
+    base = (rest_url or REST_URL).rstrip("/")
+    info = fetch_json(f"{base}/0/public/AssetPairs", timeout_s)
+    if info.get("error"):
+        raise OSError(f"AssetPairs failed: {', '.join(map(str, info['error']))}")
+    candidates: list[tuple[str, str, str]] = []
+    for name, item in (info.get("result") or {}).items():
+        wsname = str(item.get("wsname") or "")
+        # Dark-pool books (``.d``) and pairs not trading now have no public book to record.
+        if name.endswith(".d") or wsname.count("/") != 1 or item.get("status", "online") != "online":
+            continue
+        pair = pair_for(wsname)
+        candidates.append((pair, pair.split("-")[1], "spot"))
+    return select_pairs(VENUE, candidates, quotes, types)
 
 
 CONNECTOR = KrakenConnector

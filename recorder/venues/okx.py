@@ -24,6 +24,7 @@ import msgspec
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
+from recorder.venues.limits import OKX as LIMITS
 from recorder.venues.snapshot_feed import PairBook, SnapshotFeed
 from recorder.venues.subscribed import SubscribedConnector
 
@@ -36,8 +37,8 @@ INCREMENTAL_CHANNELS = ("books", "books-l2-tbt", "books50-l2-tbt")
 REPLACE_CHANNELS = ("books5", "bbo-tbt")
 CHANNELS = INCREMENTAL_CHANNELS + REPLACE_CHANNELS
 CHECKSUM_LEVELS = 25
-# OKX asks for fewer than 30 deep-book channels per connection.
-MAX_BOOKS_PER_CONNECTION = 29
+# OKX asks for fewer than 30 deep-book channels per connection (limits.py).
+MAX_BOOKS_PER_CONNECTION = LIMITS.streams_per_connection
 NOTICE_RECONNECT = "64008"  # service upgrade ahead: reconnect
 
 log = logging.getLogger("recorder.venues.okx")
@@ -292,6 +293,35 @@ def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 1
             info = json.load(resp)
         listed |= {i.get("instId") for i in info.get("data") or []}
     return [p for p in wanted if symbol_for(p) not in listed]
+
+
+# ``--pairs all`` types: OKX instTypes we can name as pairs (spot ``BTC-USDT``, perp ``BTC-USDT-PERP``).
+LIST_TYPES = ("SPOT", "SWAP")
+
+
+def list_pairs(
+    rest_url: str | None, quotes: Iterable[str] = (), types: Iterable[str] = (), timeout_s: float = 10.0
+) -> list[str]:
+    """Every live instrument (``--pairs all``) from ``/api/v5/public/instruments``, filtered by
+    quote currency and type (``spot`` / ``swap``)."""
+    from recorder.venues.listing import fetch_json, select_pairs
+
+    base = (rest_url or REST_URL).rstrip("/")
+    want = {t.upper() for t in types}
+    candidates: list[tuple[str, str, str]] = []
+    for kind in LIST_TYPES:
+        if want and kind not in want:
+            continue
+        info = fetch_json(f"{base}/api/v5/public/instruments?instType={kind}", timeout_s)
+        if str(info.get("code", "0")) != "0":
+            raise OSError(f"instruments failed: {info.get('msg')}")
+        for item in info.get("data") or []:
+            inst = str(item.get("instId", ""))
+            parts = inst.split("-")
+            if item.get("state") != "live" or len(parts) != (2 if kind == "SPOT" else 3) or inst_type(inst) != kind:
+                continue
+            candidates.append((pair_for(inst), parts[1], kind))
+    return select_pairs(VENUE, candidates, quotes, types)
 
 
 CONNECTOR = OkxConnector

@@ -4,10 +4,6 @@ recording's clock, and a venue simulator run as its own process."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +13,7 @@ from recorder.model import Snapshot, snapshot_decoder
 from recorder.replay.readers import CaptureReader, Kind
 from recorder.sampler.sampler import Sampler
 from recorder.supervisor.venue_worker import venue_counter_fields
-from tests.conftest import CLI, ROOT
+from tests.conftest import VenueSim
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
 
@@ -74,38 +70,6 @@ class RecordedSampling:
 
     def by_key(self) -> dict[tuple[str, int], Snapshot]:
         return {(s.pair, s.timestamp_ms): s for s in self.ring.items}
-
-
-class VenueSim:
-    """``python cli.py simulate --venue V`` as a separate process."""
-
-    def __init__(self, venue: str, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [*CLI, "simulate", "--venue", venue, "--port", "0", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{venue} simulator did not start")
-        self.urls: dict[str, str] = json.loads(line)
-
-    def get(self, path: str) -> Any:
-        try:
-            with urllib.request.urlopen(f"{self.urls['sim_url']}{path}", timeout=10) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:
-            return {"error": exc.code}
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def venue_config(path: Path, venue: str, urls: dict[str, str], pairs: list[str], data_dir: Path, **extra: Any) -> Path:

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,13 @@ def popen_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
-class Sim:
-    def __init__(self, *extra: str) -> None:
+class VenueSim:
+    """``python cli.py simulate --venue V`` as a real process (its first stdout line: its URLs)."""
+
+    def __init__(self, venue: str, *extra: str) -> None:
+        self.venue = venue
         self.proc = subprocess.Popen(
-            [*CLI, "simulate", "--venue", "binance", "--port", "0", *extra],
+            [*CLI, "simulate", "--venue", venue, "--port", "0", *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -39,8 +44,16 @@ class Sim:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError("simulator did not start")
+            raise RuntimeError(f"{venue} simulator did not start")
         self.urls: dict[str, str] = json.loads(line)
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """(HTTP status, JSON body) of one of the simulator's endpoints."""
+        try:
+            with urllib.request.urlopen(f"{self.urls['sim_url']}{path}", timeout=10) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -48,6 +61,13 @@ class Sim:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class Sim(VenueSim):
+    """The Binance simulator (a ``--venue`` in ``extra`` picks another)."""
+
+    def __init__(self, *extra: str) -> None:
+        super().__init__("binance", *extra)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from recorder.venues.bybit import (
     MAX_ARGS_PER_REQUEST,
     BybitFeed,
-    BybitProtocol,
+    BybitSocket,
     category_for_url,
     feed_for_url,
     pair_for,
@@ -61,18 +61,21 @@ def test_pair_mapping_routes_spot_and_perps_to_their_sockets() -> None:
 
 
 def test_subscribe_frames_respect_the_args_limit() -> None:
-    proto = BybitProtocol("spot")
+    from recorder.config import VenueConfig
+    from recorder.venues.base import Counters
+
+    proto = BybitSocket(VenueConfig(), "spot", [], Counters(None))
     pairs = [f"C{i}-USDT" for i in range(23)]
-    frames = [json.loads(f) for f in proto.subscribe_frames(pairs)]
+    frames = [json.loads(f) for f in proto.subscribe_messages(pairs)]
     assert [len(f["args"]) for f in frames] == [MAX_ARGS_PER_REQUEST, MAX_ARGS_PER_REQUEST, 3]
     assert all(f["op"] == "subscribe" for f in frames)
     assert frames[0]["args"][0] == "orderbook.200.C0USDT"
-    resub = [json.loads(f) for f in proto.resubscribe_frames(["BTC-USDT"])]
+    resub = [json.loads(f) for f in proto.resubscribe_messages(["BTC-USDT"])]
     assert [(f["op"], f["args"]) for f in resub] == [
         ("unsubscribe", ["orderbook.200.BTCUSDT"]),
         ("subscribe", ["orderbook.200.BTCUSDT"]),
     ]
-    assert json.loads(proto.keepalive_frame() or b"{}")["op"] == "ping"
+    assert json.loads(proto.ping_message())["op"] == "ping"
 
 
 # --- sync rules on crafted sequences ------------------------------------------------------------
@@ -439,9 +442,9 @@ async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socke
     connector = BybitConnector(
         VenueConfig(ws_url=sim.urls["ws_url"], stall_timeout_s=2.0), ["BTC-USDT", "BTC-USDT-PERP"]
     )
-    for sock in connector.sockets.values():
-        sock.keepalive_s = 0.3  # pongs keep coming during the stall: they must not hide it
-        sock.resubscribe_retry_s = 1.0
+    for sock in connector.sockets:
+        sock.ping_interval_s = 0.3  # pongs keep coming during the stall: they must not hide it
+        sock.resubscribe_timeout_s = 1.0
     code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=refuse&category=spot&symbol=BTCUSDT")
     assert code == 200  # the first subscription is refused: the connector must ask again
     task = asyncio.create_task(connector.run())

@@ -14,7 +14,7 @@ from recorder.venues.coinbase import (
     PRODUCTS_PER_CONNECTION,
     CoinbaseConnector,
     CoinbaseFeed,
-    CoinbaseProtocol,
+    CoinbaseSocket,
     parse_time_ms,
 )
 from tests.conftest import popen_cli, read_jsonl, run_cli, status, wait_for
@@ -144,14 +144,14 @@ def test_malformed_frames_are_counted_never_raised() -> None:
 
 
 def test_subscribe_and_resubscribe_frames() -> None:
-    proto = CoinbaseProtocol()
-    subs = [json.loads(f) for f in proto.subscribe_frames(["BTC-USD"])]
-    assert {s["channel"] for s in subs} == {"level2", "heartbeats"}
-    assert all(s["type"] == "subscribe" and s["product_ids"] == ["BTC-USD"] for s in subs)
-    resub = [json.loads(f) for f in proto.resubscribe_frames(["BTC-USD"])]
-    assert [(f["type"], f["channel"]) for f in resub] == [("unsubscribe", "level2"), ("subscribe", "level2")]
     from recorder.config import VenueConfig
 
+    proto = CoinbaseSocket(VenueConfig(), [])
+    subs = [json.loads(f) for f in proto.subscribe_messages(["BTC-USD"])]
+    assert {s["channel"] for s in subs} == {"level2", "heartbeats"}
+    assert all(s["type"] == "subscribe" and s["product_ids"] == ["BTC-USD"] for s in subs)
+    resub = [json.loads(f) for f in proto.resubscribe_messages(["BTC-USD"])]
+    assert [(f["type"], f["channel"]) for f in resub] == [("unsubscribe", "level2"), ("subscribe", "level2")]
     conn = CoinbaseConnector(VenueConfig(), ["BTC-USD", "ETH-USD", "SOL-USD"])
     assert len(conn.sockets) == -(-3 // PRODUCTS_PER_CONNECTION)
 

@@ -382,8 +382,8 @@ def test_live_capture_matches_simulator_and_recovers_from_a_corrupted_level(
     proc = popen_cli("start-capture", "--config", str(cfg), "--interval", "0.25", "--session-id", "krk")
     try:
         wait_for(lambda: (st := status(data, "krk")) and st["venues"]["kraken"]["samples"] >= 12, 90, "samples")
-        fault = kraken_sim.get("/sim/fault?symbol=BTC/USD&kind=corrupt")
-        assert fault["queued"] is True
+        code, fault = kraken_sim.get("/sim/fault?symbol=BTC/USD&kind=corrupt")
+        assert code == 200 and fault["queued"] is True
 
         def recovered() -> bool:
             st = status(data, "krk")
@@ -410,12 +410,12 @@ def test_live_capture_matches_simulator_and_recovers_from_a_corrupted_level(
     assert v["pairs"]["BTC-USD"]["checksums_failed"] == 1 and v["pairs"]["ETH-USD"]["checksums_failed"] == 0
     assert v["pairs"]["ETH-USD"]["resyncs"] == 1 and v["pairs"]["ETH-USD"]["missed_ticks"] == 0
     assert v["malformed"] == 0
-    assert kraken_sim.get("/sim/stats")["faults_injected"] == 1
+    assert kraken_sim.get("/sim/stats")[1]["faults_injected"] == 1
     stored = read_jsonl(data)
     assert len(stored) == v["samples"] and {s["pair"] for s in stored} == set(pairs)
     for s in stored:
-        ref = kraken_sim.get(f"/sim/book?symbol={s['pair']}&update_id={s['update_id']}&limit=20")
-        assert "error" not in ref, (s["pair"], s["update_id"], ref)
+        code, ref = kraken_sim.get(f"/sim/book?symbol={s['pair']}&update_id={s['update_id']}&limit=20")
+        assert code == 200 and "error" not in ref, (s["pair"], s["update_id"], ref)
         assert [(float(p), float(q)) for p, q in ref["bids"]] == [(lv["price"], lv["qty"]) for lv in s["bids"]]
         assert [(float(p), float(q)) for p, q in ref["asks"]] == [(lv["price"], lv["qty"]) for lv in s["asks"]]
         assert s["exchange_time_ms"] == s["update_id"] // 1000

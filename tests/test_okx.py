@@ -290,8 +290,8 @@ def test_live_capture_matches_simulator_and_recovers_from_faults(okx_sim: VenueS
 
     try:
         wait_for(lambda: (st := status(data, "okx1")) and st["venues"]["okx"]["samples"] >= 12, 90, "samples")
-        assert okx_sim.get("/sim/fault?symbol=BTC-USDT&kind=corrupt")["queued"] is True
-        assert okx_sim.get("/sim/fault?symbol=ETH-USDT-SWAP&kind=drop")["queued"] is True
+        assert okx_sim.get("/sim/fault?symbol=BTC-USDT&kind=corrupt")[1]["queued"] is True
+        assert okx_sim.get("/sim/fault?symbol=ETH-USDT-SWAP&kind=drop")[1]["queued"] is True
         wait_for(lambda: pair_status("BTC-USDT").get("resyncs", 0) >= 2, 60, "checksum failure and resubscribe")
         wait_for(lambda: pair_status("ETH-USDT-PERP").get("resyncs", 0) >= 2, 60, "gap and resubscribe")
         before = {p: pair_status(p)["samples"] for p in pairs}
@@ -308,12 +308,12 @@ def test_live_capture_matches_simulator_and_recovers_from_faults(okx_sim: VenueS
     assert v["checksums_failed"] == 1 and v["gaps"] == 1 and v["resubscribes"] >= 2 and v["checksums_ok"] > 50
     assert v["pairs"]["BTC-USDT"]["checksums_failed"] == 1 and v["pairs"]["BTC-USDT"]["gaps"] == 0
     assert v["pairs"]["ETH-USDT-PERP"]["gaps"] == 1 and v["pairs"]["ETH-USDT-PERP"]["checksums_failed"] == 0
-    assert v["malformed"] == 0 and okx_sim.get("/sim/stats")["faults_injected"] == 2
+    assert v["malformed"] == 0 and okx_sim.get("/sim/stats")[1]["faults_injected"] == 2
     stored = read_jsonl(data)
     assert len(stored) == v["samples"] and {s["pair"] for s in stored} == set(pairs)
     for s in stored:
-        ref = okx_sim.get(f"/sim/book?symbol={symbol_for(s['pair'])}&update_id={s['update_id']}&limit=20")
-        assert "error" not in ref, (s["pair"], s["update_id"], ref)
+        code, ref = okx_sim.get(f"/sim/book?symbol={symbol_for(s['pair'])}&update_id={s['update_id']}&limit=20")
+        assert code == 200 and "error" not in ref, (s["pair"], s["update_id"], ref)
         assert [(float(p), float(q)) for p, q in ref["bids"]] == [(lv["price"], lv["qty"]) for lv in s["bids"]]
         assert [(float(p), float(q)) for p, q in ref["asks"]] == [(lv["price"], lv["qty"]) for lv in s["asks"]]
 

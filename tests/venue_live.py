@@ -1,17 +1,13 @@
-"""Helpers for venue tests: recorded captures, a simulator of any venue, capture configs."""
+"""Helpers for venue tests: recorded captures, capture configs (and ``VenueSim`` from conftest)."""
 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import CLI, ROOT
+from tests.conftest import VenueSim as VenueSim  # (re-exported: the venue tests import it from here)
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
 
@@ -32,39 +28,6 @@ def read_jsonl_zst(path: Path) -> Iterator[dict[str, Any]]:
             "data": rec.payload.decode(),
             "addr": rec.url,
         }
-
-
-class VenueSim:
-    """``python cli.py simulate --venue V`` as a real process."""
-
-    def __init__(self, venue: str, *extra: str) -> None:
-        self.venue = venue
-        self.proc = subprocess.Popen(
-            [*CLI, "simulate", "--venue", venue, "--port", "0", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{venue} simulator did not start")
-        self.urls: dict[str, str] = json.loads(line)
-
-    def get(self, path: str) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(f"{self.urls['sim_url']}{path}", timeout=10) as resp:
-                return resp.status, json.load(resp)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def write_venue_config(

@@ -23,7 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.binance import make_spec
 from recorder.sim.book import Book, BookHistory, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
-from recorder.sim.wsconn import WsConn
+from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
@@ -116,7 +116,7 @@ class _Client:
         self.last_ping = conn.opened
 
 
-class BybitVenue:
+class BybitVenue(EngineVenue):
     name = "bybit"
 
     def __init__(self, opts: SimOptions) -> None:
@@ -148,9 +148,6 @@ class BybitVenue:
         self._stalled: set[WsConn] = set()
         self._refuse: dict[tuple[str, str], int] = {}  # (category, topic) -> subscribe requests to refuse
         self._hold: dict[tuple[str, str], float] = {}  # (category, topic) -> delay of the next snapshot (s)
-        self._engine: asyncio.Task[None] | None = None
-        self._t0 = 0.0
-        self._wall0_ms = 0.0
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections_total", "messages_sent", "deltas_published", "snapshots_sent", "faults_injected",
              "closed_idle", "closed_slow_consumer", "rest_requests"),
@@ -166,21 +163,8 @@ class BybitVenue:
         app.router.add_get("/sim/stats", self._sim_stats)
         app.router.add_get("/sim/fault", self._sim_fault)
 
-    async def start(self) -> None:
-        self._t0 = asyncio.get_running_loop().time()
-        self._wall0_ms = time.time() * 1000.0
-        self._engine = asyncio.create_task(self._run_engine(), name="bybit-sim-engine")
-
-    async def stop(self) -> None:
-        if self._engine is not None:
-            self._engine.cancel()
-            try:
-                await self._engine
-            except asyncio.CancelledError:
-                pass
-            self._engine = None
-        for client in list(self._clients):
-            client.conn.close(WSCloseCode.GOING_AWAY, b"server stopping", flush=False)
+    def open_conns(self) -> list[WsConn]:
+        return [client.conn for client in self._clients]
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -214,7 +198,7 @@ class BybitVenue:
         topic = self.topics.get((category, f"orderbook.{depth}.{feed.spec.symbol}"))
         if topic is None:
             return
-        ts = int(self._wall0_ms + tick * self.tick_s * 1000.0)
+        ts = self.event_ms(tick)
         now = asyncio.get_running_loop().time()
         change = topic.step(now)
         if depth == 1:
@@ -248,12 +232,11 @@ class BybitVenue:
         category = request.match_info["category"]
         if category not in CATEGORIES:
             return web.json_response({"retCode": 10001, "retMsg": f"unknown market {category}"}, status=404)
-        ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=1 << 16)
-        if not ws.can_prepare(request).ok:
-            return web.json_response({"retCode": 10001, "retMsg": "WebSocket upgrade required"}, status=400)
-        await ws.prepare(request)
+        ws = await accept(request, 1 << 16, {"retCode": 10001, "retMsg": "WebSocket upgrade required"})
+        if not isinstance(ws, web.WebSocketResponse):
+            return ws
         loop = asyncio.get_running_loop()
-        client = _Client(WsConn(ws, loop.time()), category)
+        client = _Client(WsConn(ws, loop.time(), self.counters), category)
         self._clients.add(client)
         self.counters["connections_total"] += 1
         writer = asyncio.create_task(client.conn.writer())
@@ -271,7 +254,6 @@ class BybitVenue:
                 topic = self.topics.get((category, name))
                 if topic is not None:
                     topic.subs.discard(client.conn)
-            self.counters["messages_sent"] += client.conn.sent
             await client.conn.finish(writer)
         return ws
 
@@ -390,9 +372,6 @@ class BybitVenue:
             return web.json_response({"error": "unknown or expired update_id"}, status=404)
         bids, asks = book.top(limit)
         return web.json_response({"u": update_id, "bids": _levels(bids), "asks": _levels(asks)})
-
-    async def _sim_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
 
     async def _sim_fault(self, request: web.Request) -> web.Response:
         """Faults on one topic.

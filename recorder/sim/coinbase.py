@@ -23,7 +23,7 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
-from recorder.sim.wsconn import WsConn
+from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
@@ -109,7 +109,7 @@ class _Product:
         return self.ids[i] if i < len(self.ids) and self.event_ms[i] == event_ms else None
 
 
-class CoinbaseVenue:
+class CoinbaseVenue(EngineVenue):
     name = "coinbase"
 
     def __init__(self, opts: SimOptions) -> None:
@@ -125,9 +125,6 @@ class CoinbaseVenue:
         self._clients: set[_Client] = set()
         self._hold: dict[str, float] = {}  # product -> delay of the next level2 snapshot (s)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._engine: asyncio.Task[None] | None = None
-        self._t0 = 0.0
-        self._wall0_ms = 0.0
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections_total", "messages_sent", "updates_published", "snapshots_sent", "heartbeats_sent",
              "faults_injected", "closed_no_subscribe", "closed_rate_limit", "closed_slow_consumer", "rest_requests"),
@@ -143,21 +140,8 @@ class CoinbaseVenue:
         app.router.add_get("/sim/stats", self._sim_stats)
         app.router.add_get("/sim/fault", self._sim_fault)
 
-    async def start(self) -> None:
-        self._t0 = asyncio.get_running_loop().time()
-        self._wall0_ms = time.time() * 1000.0
-        self._engine = asyncio.create_task(self._run_engine(), name="coinbase-sim-engine")
-
-    async def stop(self) -> None:
-        if self._engine is not None:
-            self._engine.cancel()
-            try:
-                await self._engine
-            except asyncio.CancelledError:
-                pass
-            self._engine = None
-        for client in list(self._clients):
-            client.conn.close(WSCloseCode.GOING_AWAY, b"server stopping", flush=False)
+    def open_conns(self) -> list[WsConn]:
+        return [client.conn for client in self._clients]
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -197,7 +181,7 @@ class CoinbaseVenue:
         if diff is None:
             return
         product = self.products[feed.spec.symbol]
-        event_ms = int(self._wall0_ms + tick * self.tick_s * 1000.0)
+        event_ms = self.event_ms(tick)
         product.publish(event_ms, diff.last_id, self.opts.history_s)
         self.counters["updates_published"] += 1
         if not product.subs:
@@ -227,12 +211,11 @@ class CoinbaseVenue:
     # -- WebSocket ----------------------------------------------------------------------------------
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=1 << 16)
-        if not ws.can_prepare(request).ok:
-            return web.json_response({"error": "WebSocket upgrade required"}, status=400)
-        await ws.prepare(request)
+        ws = await accept(request, 1 << 16, {"error": "WebSocket upgrade required"})
+        if not isinstance(ws, web.WebSocketResponse):
+            return ws
         loop = asyncio.get_running_loop()
-        client = _Client(WsConn(ws, loop.time()))
+        client = _Client(WsConn(ws, loop.time(), self.counters))
         self._clients.add(client)
         self.counters["connections_total"] += 1
         writer = asyncio.create_task(client.conn.writer())
@@ -255,7 +238,6 @@ class CoinbaseVenue:
             self._clients.discard(client)
             for product in self.products.values():
                 product.subs.discard(client)
-            self.counters["messages_sent"] += client.conn.sent
             await client.conn.finish(writer)
         return ws
 
@@ -364,9 +346,6 @@ class CoinbaseVenue:
             "bids": [[_num(p), _num(q)] for p, q in bids],
             "asks": [[_num(p), _num(q)] for p, q in asks],
         })  # fmt: skip
-
-    async def _sim_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
 
     async def _sim_fault(self, request: web.Request) -> web.Response:
         """Every connection carrying ``symbol``: kind=gap (its next l2_data skips a sequence number;

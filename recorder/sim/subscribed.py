@@ -18,22 +18,21 @@ import asyncio
 import dataclasses
 import itertools
 import random
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
 from recorder.sim.binance import make_spec
 from recorder.sim.book import SCALE, InstrumentSpec, SymbolFeed, WindowDiff
+from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
 
 TICK_MS = 10
-MAX_QUEUED = 50_000  # outgoing messages buffered per connection before it is dropped as too slow
 SYMBOL_FAULTS = ("corrupt", "drop")  # damage the next update of one symbol
 CONNECTION_FAULTS = ("disconnect", "pause")  # every client: drop the connection / go silent for `seconds`
 
@@ -56,36 +55,18 @@ def decimals_of(units: int) -> int:
     return d
 
 
-class SimConn:
-    """One WebSocket client: its subscriptions and an ordered outgoing queue drained by a task."""
+class SimConn(WsConn):
+    """One WebSocket client and its subscriptions."""
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
+    def __init__(self, ws: web.WebSocketResponse, opened: float, counters: dict[str, int]) -> None:
+        super().__init__(ws, opened, counters)
         self.id = next(self._ids)
         self.subs: dict[str, Any] = {}  # venue-specific subscription key -> parameters
-        self.queue: deque[str | None] = deque()
-        self.wake = asyncio.Event()
-        self.closing = False
-
-    def send(self, text: str) -> bool:
-        if self.closing:
-            return True
-        if len(self.queue) >= MAX_QUEUED:
-            return False
-        self.queue.append(text)
-        self.wake.set()
-        return True
-
-    def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            self.queue.append(None)
-            self.wake.set()
 
 
-class SubscribedSimVenue:
+class SubscribedSimVenue(EngineVenue):
     """Base of a snapshot-and-updates venue simulator; subclasses speak the wire protocol."""
 
     name = ""
@@ -104,11 +85,8 @@ class SubscribedSimVenue:
         # Snapshots owed at the symbol's next boundary: symbol -> [(conn, key)].
         self._owed: dict[str, list[tuple[SimConn, Any]]] = {}
         self.faults: dict[str, deque[str]] = {}
-        self._engine: asyncio.Task[None] | None = None
         self.paused_until = 0.0
         self.mute = False  # while paused, leave requests (pings) unanswered too
-        self._t0 = 0.0
-        self._wall0_ms = 0.0
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections_total", "messages_sent", "updates_published", "snapshots_served", "subscribe_errors",
              "faults_injected", "closed_slow_consumer", "pings"),
@@ -159,22 +137,8 @@ class SubscribedSimVenue:
         app.router.add_get("/sim/fault", self._sim_fault)
         app.router.add_post("/sim/fault", self._sim_fault)
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._t0 = loop.time()
-        self._wall0_ms = time.time() * 1000.0
-        self._engine = asyncio.create_task(self._run_engine(), name=f"{self.name}-sim-engine")
-
-    async def stop(self) -> None:
-        if self._engine is not None:
-            self._engine.cancel()
-            try:
-                await self._engine
-            except asyncio.CancelledError:
-                pass
-            self._engine = None
-        for conn in list(self.conns):
-            conn.close()
+    def open_conns(self) -> set[SimConn]:
+        return self.conns
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -189,9 +153,6 @@ class SubscribedSimVenue:
         }
 
     # -- engine ----------------------------------------------------------------------------------
-
-    def event_ms(self, tick: int) -> int:
-        return int(self._wall0_ms + tick * self.tick_s * 1000.0)
 
     async def _run_engine(self) -> None:
         loop = asyncio.get_running_loop()
@@ -238,14 +199,13 @@ class SubscribedSimVenue:
     # -- WebSocket -------------------------------------------------------------------------------
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=1 << 20)
-        if not ws.can_prepare(request).ok:
-            return web.json_response({"error": "WebSocket upgrade required"}, status=400)
-        await ws.prepare(request)
-        conn = SimConn(ws)
+        ws = await accept(request, 1 << 20, {"error": "WebSocket upgrade required"})
+        if not isinstance(ws, web.WebSocketResponse):
+            return ws
+        conn = SimConn(ws, asyncio.get_running_loop().time(), self.counters)
         self.conns.add(conn)
         self.counters["connections_total"] += 1
-        writer = asyncio.create_task(self._writer(conn))
+        writer = asyncio.create_task(conn.writer())
         self.on_open(conn)
         try:
             async for msg in ws:
@@ -261,31 +221,8 @@ class SubscribedSimVenue:
             self.conns.discard(conn)
             self.forget(conn)
             conn.subs.clear()
-            if conn.closing and not writer.done():
-                try:
-                    await asyncio.wait_for(writer, 5.0)
-                except (TimeoutError, asyncio.CancelledError):
-                    pass
-            writer.cancel()
-            if not ws.closed:
-                await ws.close()
+            await conn.finish(writer)
         return ws
-
-    async def _writer(self, conn: SimConn) -> None:
-        ws = conn.ws
-        while True:
-            await conn.wake.wait()
-            conn.wake.clear()
-            while conn.queue:
-                item = conn.queue.popleft()
-                if item is None:
-                    await ws.close(code=WSCloseCode.GOING_AWAY, message=b"closing")
-                    return
-                try:
-                    await ws.send_str(item)
-                except Exception:  # peer gone; the reader loop ends on its own
-                    return
-                self.counters["messages_sent"] += 1
 
     # -- verification and faults (not the venue's API) -------------------------------------------
 
@@ -317,9 +254,6 @@ class SubscribedSimVenue:
 
     def level_text(self, feed: SymbolFeed, units: int, is_price: bool) -> str:
         raise NotImplementedError
-
-    async def _sim_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
 
     async def _sim_fault(self, request: web.Request) -> web.Response:
         q = request.query

@@ -1,14 +1,17 @@
-"""One simulated WebSocket client connection: an ordered outgoing queue drained by a writer task.
-
-Shared by the simulators whose venues sync entirely over the socket (Bybit, Coinbase).
+"""Parts every socket-synced venue simulator shares (Kraken, OKX, Bybit, Coinbase): one client
+connection with an ordered outgoing queue drained by a writer task, the WebSocket upgrade, and the
+market engine's lifecycle with its ``/sim/stats`` endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Iterable
+from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 MAX_QUEUED = 50_000  # outgoing messages buffered before the client is dropped as too slow
 
@@ -22,13 +25,13 @@ class _Close:
 
 
 class WsConn:
-    def __init__(self, ws: web.WebSocketResponse, opened: float) -> None:
+    def __init__(self, ws: web.WebSocketResponse, opened: float, counters: dict[str, int] | None = None) -> None:
         self.ws = ws
         self.opened = opened
+        self.counters = counters if counters is not None else {}  # the venue's: counts messages_sent
         self.queue: deque[str | _Close] = deque()
         self.wake = asyncio.Event()
         self.closing = False
-        self.sent = 0
         self.incoming: deque[float] = deque()
 
     def send(self, text: str) -> bool:
@@ -41,7 +44,7 @@ class WsConn:
         self.wake.set()
         return True
 
-    def close(self, code: int, message: bytes, flush: bool) -> None:
+    def close(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"closing", flush: bool = True) -> None:
         if self.closing:
             return
         self.closing = True
@@ -74,7 +77,7 @@ class WsConn:
                     await ws.send_str(item)
                 except Exception:  # peer gone; the reader loop ends on its own
                     return
-                self.sent += 1
+                self.counters["messages_sent"] = self.counters.get("messages_sent", 0) + 1
 
     async def finish(self, writer: asyncio.Task[None]) -> None:
         """After the reader loop: let a requested close flush, then stop the writer."""
@@ -86,3 +89,56 @@ class WsConn:
         writer.cancel()
         if not self.ws.closed:
             await self.ws.close()
+
+
+async def accept(request: web.Request, max_msg_size: int, refusal: dict[str, Any]) -> web.StreamResponse:
+    """The upgraded WebSocket, or (not an upgrade request) a 400 with the venue's error body."""
+    ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=max_msg_size)
+    if not ws.can_prepare(request).ok:
+        return web.json_response(refusal, status=400)
+    await ws.prepare(request)
+    return ws
+
+
+class EngineVenue:
+    """A simulator whose market engine runs as one task from ``start`` to ``stop``."""
+
+    name = ""
+    counters: dict[str, int]
+    tick_s: float
+    _engine: asyncio.Task[None] | None = None
+    _t0 = 0.0
+    _wall0_ms = 0.0
+
+    async def _run_engine(self) -> None:
+        raise NotImplementedError
+
+    def open_conns(self) -> Iterable[WsConn]:
+        """Every client connection (closed by ``stop``)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._t0 = asyncio.get_running_loop().time()
+        self._wall0_ms = time.time() * 1000.0
+        self._engine = asyncio.create_task(self._run_engine(), name=f"{self.name}-sim-engine")
+
+    async def stop(self) -> None:
+        if self._engine is not None:
+            self._engine.cancel()
+            try:
+                await self._engine
+            except asyncio.CancelledError:
+                pass
+            self._engine = None
+        for conn in list(self.open_conns()):
+            conn.close(WSCloseCode.GOING_AWAY, b"server stopping", flush=False)
+
+    def event_ms(self, tick: int) -> int:
+        """Wall-clock time (ms) of an engine tick."""
+        return int(self._wall0_ms + tick * self.tick_s * 1000.0)
+
+    async def _sim_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())

@@ -12,7 +12,6 @@ One socket per market: ``/v5/public/spot`` carries ``BTC-USDT``, ``/v5/public/li
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -24,7 +23,7 @@ from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters, FeedStats, LogThrottle, venue_config_default
 from recorder.venues.limits import BYBIT as LIMITS
-from recorder.venues.ws_feed import FeedSocket
+from recorder.venues.subscribed import SocketGroup, SubscribedConnector
 
 VENUE = "bybit"
 WS_URL = "wss://stream.bybit.com"  # + /v5/public/<category>
@@ -180,7 +179,7 @@ class BybitFeed:
             st.drop()
             st.wants = False
 
-    def invalidate(self, pair: str, reason: str) -> None:
+    def invalidate(self, pair: str, reason: str = "") -> None:
         st = self._by_pair.get(pair)
         if st is not None:
             st.drop()
@@ -312,101 +311,71 @@ def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
     return list(pairs)
 
 
-# --- frames the client sends --------------------------------------------------------------
+# --- the connector: one subscribed socket per market ----------------------------------------
 
 
-class BybitProtocol:
-    def __init__(self, category: str, depth: int = DEPTH) -> None:
+class BybitSocket(SubscribedConnector):
+    """One Bybit public socket (``/v5/public/<category>``) carrying one market's pairs."""
+
+    venue = VENUE
+    default_ws_url = WS_URL
+    default_rest_url = REST_URL
+    ping_interval_s = PING_INTERVAL_S
+    log = log
+
+    def __init__(self, cfg: VenueConfig, category: str, pairs: list[str], counters: Counters) -> None:
+        base = venue_config_default(cfg, "ws_url", WS_URL)
+        super().__init__(cfg, pairs, ws_url=f"{base}/v5/public/{category}", counters=counters)
         self.category = category
-        self.depth = depth
+        self.depth = DEPTH
         self._req = 0
+
+    def new_feed(self) -> BybitFeed:
+        return BybitFeed(self.category, self.pairs, self.depth, counters=self.counters)
 
     def _req_id(self, what: str) -> str:
         self._req += 1
         return f"{what}-{self._req}"
 
-    def _op(self, op: str, topics: list[str]) -> list[bytes]:
-        frames: list[bytes] = []
+    def _op(self, op: str, pairs: Iterable[str]) -> list[str]:
+        frames: list[str] = []
         chunk: list[str] = []
-        for topic in topics:
+        for topic in (topic_for(symbol_for(p)[1], self.depth) for p in pairs):
             if chunk and (
                 len(chunk) >= MAX_ARGS_PER_REQUEST or sum(len(t) + 3 for t in chunk) + len(topic) >= MAX_ARGS_CHARS
             ):
-                frames.append(msgspec.json.encode({"req_id": self._req_id(op), "op": op, "args": chunk}))
+                frames.append(msgspec.json.encode({"req_id": self._req_id(op), "op": op, "args": chunk}).decode())
                 chunk = []
             chunk.append(topic)
         if chunk:
-            frames.append(msgspec.json.encode({"req_id": self._req_id(op), "op": op, "args": chunk}))
+            frames.append(msgspec.json.encode({"req_id": self._req_id(op), "op": op, "args": chunk}).decode())
         return frames
 
-    def _topics(self, pairs: list[str]) -> list[str]:
-        return [topic_for(symbol_for(p)[1], self.depth) for p in pairs]
+    def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        return self._op("subscribe", pairs)
 
-    def subscribe_frames(self, pairs: list[str]) -> list[bytes]:
-        return self._op("subscribe", self._topics(pairs))
+    def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        return self._op("unsubscribe", pairs)
 
-    def resubscribe_frames(self, pairs: list[str]) -> list[bytes]:
-        topics = self._topics(pairs)
-        return self._op("unsubscribe", topics) + self._op("subscribe", topics)
+    def ping_message(self) -> str:
+        return msgspec.json.encode({"req_id": self._req_id("ping"), "op": "ping"}).decode()
 
-    def keepalive_frame(self) -> bytes | None:
-        return msgspec.json.encode({"req_id": self._req_id("ping"), "op": "ping"})
-
-    def is_keepalive_reply(self, payload: bytes) -> bool:
+    def is_ping_reply(self, payload: bytes) -> bool:
         # public: {"success":true,"ret_msg":"pong",...,"op":"ping"}; private form: {"op":"pong",...}
         return len(payload) < 512 and (b'"op":"pong"' in payload or b'"ret_msg":"pong"' in payload)
 
 
-# --- the connector ------------------------------------------------------------------------
-
-
-class BybitConnector:
+class BybitConnector(SocketGroup):
     venue = VENUE
 
     def __init__(self, cfg: VenueConfig, pairs: list[str], shared: SharedCounters | None = None) -> None:
         self.cfg = cfg
         self.pairs = list(pairs)
-        self.ws_url = venue_config_default(cfg, "ws_url", WS_URL)
-        self.counters = Counters(shared)
+        counters = Counters(shared)
         by_category: dict[str, list[str]] = {}
         for pair in self.pairs:
             by_category.setdefault(symbol_for(pair)[0], []).append(pair)
-        self.sockets: dict[str, FeedSocket] = {}
-        self._socket_of: dict[str, FeedSocket] = {}
-        for category, cat_pairs in by_category.items():
-            sock = FeedSocket(
-                VENUE,
-                f"{self.ws_url}/v5/public/{category}",
-                cat_pairs,
-                BybitFeed(category, cat_pairs, counters=self.counters),
-                BybitProtocol(category),
-                cfg,
-                self.counters,
-                log,
-                keepalive_s=PING_INTERVAL_S,
-            )
-            self.sockets[category] = sock
-            for pair in cat_pairs:
-                self._socket_of[pair] = sock
-        for sock in self.sockets.values():
-            sock.group = list(self.sockets.values())
-
-    def book(self, pair: str) -> L2Book | None:
-        sock = self._socket_of.get(pair)
-        return sock.book(pair) if sock is not None else None
-
-    def request_resync(self, pair: str, reason: str) -> None:
-        log.warning("event=resync_requested venue=%s pair=%s reason=%s", self.venue, pair, reason)
-        sock = self._socket_of.get(pair)
-        if sock is not None:
-            sock.request_resync(pair, reason)
-
-    async def run(self) -> None:
-        await asyncio.gather(*(sock.run() for sock in self.sockets.values()))
-
-    async def close(self) -> None:
-        for sock in self.sockets.values():
-            sock.close()
+        super().__init__([BybitSocket(cfg, cat, ps, counters) for cat, ps in by_category.items()], counters)
 
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:

@@ -13,7 +13,6 @@ so a quiet book is not taken for a stall.
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import logging
 import time
@@ -25,9 +24,9 @@ import msgspec
 from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
-from recorder.venues.base import Counters, FeedStats, LogThrottle, venue_config_default
+from recorder.venues.base import Counters, FeedStats, LogThrottle
 from recorder.venues.limits import COINBASE as LIMITS
-from recorder.venues.ws_feed import FeedSocket
+from recorder.venues.subscribed import SocketGroup, SubscribedConnector
 
 VENUE = "coinbase"
 WS_URL = "wss://advanced-trade-ws.coinbase.com"
@@ -39,6 +38,7 @@ PRODUCTS_PER_CONNECTION = LIMITS.streams_per_connection
 SEND_INTERVAL_S = round(2 / (5 / 6 * (LIMITS.messages_per_s or 8.0)), 3)
 CONNECT_STAGGER_S = SEND_INTERVAL_S
 CHANNEL = "level2"
+MAX_FRAME_BYTES = 64 * 1024 * 1024  # level2 snapshots of deep books run to megabytes
 
 log = logging.getLogger("recorder.venues.coinbase")
 
@@ -160,7 +160,7 @@ class CoinbaseFeed:
             st.drop()
             st.wants = False
 
-    def invalidate(self, pair: str, reason: str) -> None:
+    def invalidate(self, pair: str, reason: str = "") -> None:
         st = self._by_pair.get(pair)
         if st is not None:
             st.drop()
@@ -285,84 +285,53 @@ def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
     return list(pairs)
 
 
-# --- frames the client sends --------------------------------------------------------------
+# --- the connector: one subscribed connection per product ------------------------------------
 
 
-class CoinbaseProtocol:
-    def subscribe_frames(self, pairs: list[str]) -> list[bytes]:
-        products = [symbol_for(p) for p in pairs]
-        return [
-            msgspec.json.encode({"type": "subscribe", "product_ids": products, "channel": "heartbeats"}),
-            msgspec.json.encode({"type": "subscribe", "product_ids": products, "channel": CHANNEL}),
-        ]
+def _request(kind: str, pairs: Iterable[str], channel: str) -> str:
+    products = [symbol_for(p) for p in pairs]
+    return msgspec.json.encode({"type": kind, "product_ids": products, "channel": channel}).decode()
 
-    def resubscribe_frames(self, pairs: list[str]) -> list[bytes]:
-        products = [symbol_for(p) for p in pairs]
-        return [
-            msgspec.json.encode({"type": "unsubscribe", "product_ids": products, "channel": CHANNEL}),
-            msgspec.json.encode({"type": "subscribe", "product_ids": products, "channel": CHANNEL}),
-        ]
 
-    def keepalive_frame(self) -> bytes | None:
+class CoinbaseSocket(SubscribedConnector):
+    """One Coinbase connection; its ``heartbeats`` subscription keeps a quiet book from looking stalled."""
+
+    venue = VENUE
+    default_ws_url = WS_URL
+    default_rest_url = REST_URL
+    max_frame_bytes = MAX_FRAME_BYTES
+    send_interval_s = SEND_INTERVAL_S
+    log = log
+
+    def new_feed(self) -> CoinbaseFeed:
+        return CoinbaseFeed(self.pairs, counters=self.counters)
+
+    def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        pairs = list(pairs)
+        return [_request("subscribe", pairs, "heartbeats"), _request("subscribe", pairs, CHANNEL)]
+
+    def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
+        return [_request("unsubscribe", pairs, CHANNEL)]
+
+    def resubscribe_messages(self, pairs: list[str]) -> list[str]:
+        # heartbeats stay subscribed: only the book channel is renewed
+        return [_request("unsubscribe", pairs, CHANNEL), _request("subscribe", pairs, CHANNEL)]
+
+    def ping_message(self) -> str | None:
         return None  # the heartbeats channel keeps the connection busy
 
-    def is_keepalive_reply(self, payload: bytes) -> bool:
-        return False  # heartbeats are the venue's proof of life: they count
 
-
-# --- the connector ------------------------------------------------------------------------
-
-
-class CoinbaseConnector:
+class CoinbaseConnector(SocketGroup):
     venue = VENUE
+    connect_stagger_s = CONNECT_STAGGER_S
 
     def __init__(self, cfg: VenueConfig, pairs: list[str], shared: SharedCounters | None = None) -> None:
         self.cfg = cfg
         self.pairs = list(pairs)
-        self.ws_url = venue_config_default(cfg, "ws_url", WS_URL)
-        self.counters = Counters(shared)
-        self.sockets: list[FeedSocket] = []
-        self._socket_of: dict[str, FeedSocket] = {}
+        counters = Counters(shared)
         n = PRODUCTS_PER_CONNECTION
-        for i in range(0, len(self.pairs), n):
-            chunk = self.pairs[i : i + n]
-            sock = FeedSocket(
-                VENUE,
-                self.ws_url,
-                chunk,
-                CoinbaseFeed(chunk, counters=self.counters),
-                CoinbaseProtocol(),
-                cfg,
-                self.counters,
-                log,
-                send_interval_s=SEND_INTERVAL_S,
-            )
-            self.sockets.append(sock)
-            for pair in chunk:
-                self._socket_of[pair] = sock
-        for sock in self.sockets:
-            sock.group = self.sockets
-
-    def book(self, pair: str) -> L2Book | None:
-        sock = self._socket_of.get(pair)
-        return sock.book(pair) if sock is not None else None
-
-    def request_resync(self, pair: str, reason: str) -> None:
-        log.warning("event=resync_requested venue=%s pair=%s reason=%s", self.venue, pair, reason)
-        sock = self._socket_of.get(pair)
-        if sock is not None:
-            sock.request_resync(pair, reason)
-
-    async def run(self) -> None:
-        async def staggered(i: int, sock: FeedSocket) -> None:
-            await asyncio.sleep(i * CONNECT_STAGGER_S)
-            await sock.run()
-
-        await asyncio.gather(*(staggered(i, s) for i, s in enumerate(self.sockets)))
-
-    async def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
+        chunks = [self.pairs[i : i + n] for i in range(0, len(self.pairs), n)]
+        super().__init__([CoinbaseSocket(cfg, chunk, counters=counters) for chunk in chunks], counters)
 
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:

@@ -1,13 +1,15 @@
 """The live half of a venue whose books start from a WebSocket snapshot (no REST join).
 
-Kraken and OKX send a snapshot on subscribe and verify the book themselves (checksum, sequence
+Kraken, OKX, Bybit and Coinbase send a snapshot on subscribe and verify the book themselves (checksum, sequence
 chain); a broken book is repaired by unsubscribing and resubscribing that one symbol. Everything
 venue-specific (frame parsing, sync, checksum) lives in the venue's sans-I/O ``Feed``; this class
 drives a Feed over picows: connect, subscribe, keepalive pings, stall detection, per-pair
 resubscribe, reconnect with backoff (never gives up), planned reconnect with hand-over, and mirrors
 the Feed's events into the shared counters (the Feed counts through ``FeedStats(counters)``).
 
-A venue module subclasses ``SubscribedConnector`` and fills in the hooks at the bottom.
+A venue module subclasses ``SubscribedConnector`` and fills in the hooks at the bottom. A venue
+that spreads its pairs over several connections (Bybit: one per market; Coinbase: one per
+product) builds one ``SubscribedConnector`` per connection and joins them in a ``SocketGroup``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from recorder.metrics import SharedCounters
 from recorder.venues.base import Backoff, Counters, Feed, LogThrottle, venue_config_default
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+SEND_CHECK_S = 0.1  # how often a paced outbox is looked at
 # A resubscribe that produced no fresh snapshot within this long is sent again.
 RESUBSCRIBE_TIMEOUT_S = 10.0
 # Backoff of a pair that fails again soon after its resubscribe: 1, 2, 4, ... s, at most 60 s.
@@ -41,7 +44,6 @@ class _Listener(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         s = self._session
-        s.last_frame_s = time.monotonic()
         mt = frame.msg_type
         if mt is WSMsgType.TEXT or mt is WSMsgType.CONTINUATION:
             if not frame.fin:
@@ -52,7 +54,9 @@ class _Listener(WSListener):
                 payload = b"".join(self._parts) + payload
                 self._parts.clear()
             s.on_text(payload, time.time() * 1000.0)
-        elif mt is WSMsgType.CLOSE:
+            return
+        s.last_frame_s = time.monotonic()
+        if mt is WSMsgType.CLOSE:
             s.close_code = frame.get_close_code()
             transport.send_close(frame.get_close_code())
             transport.disconnect()
@@ -78,6 +82,8 @@ class _Session:
         self.last_resubscribe: dict[str, float] = {}
         self.streak: dict[str, int] = {}  # resubscribes of a pair in quick succession
         self.not_before: dict[str, float] = {}  # earliest time of a pair's next resubscribe
+        self.outbox: list[str] = []  # messages waiting for the venue's send-rate limit
+        self.last_send_s = 0.0
 
     async def open(self) -> None:
         c = self.connector
@@ -89,7 +95,7 @@ class _Session:
             # WebSocket-level pings catch a dead TCP path; the venue's own ping keeps it subscribed.
             auto_ping_idle_timeout=max(1.0, stall / 2),
             auto_ping_reply_timeout=max(1.0, stall / 2),
-            max_frame_size=MAX_FRAME_BYTES,
+            max_frame_size=c.max_frame_bytes,
             websocket_handshake_timeout=10,
         )
         self.opened_at = self.last_frame_s = self.last_ping_s = now = time.monotonic()
@@ -98,8 +104,17 @@ class _Session:
         self.pending = {pair: (now, 0) for pair in c.pairs}
 
     def send(self, text: str) -> None:
-        if self.transport is not None and not self.transport.is_disconnected:
-            self.transport.send(WSMsgType.TEXT, text.encode())
+        self.outbox.append(text)
+        self.flush(time.monotonic())
+
+    def flush(self, now: float) -> None:
+        """Send queued messages no faster than the venue allows (``send_interval_s`` apart)."""
+        interval = self.connector.send_interval_s
+        while self.outbox and now - self.last_send_s >= interval:
+            text = self.outbox.pop(0)
+            if self.transport is not None and not self.transport.is_disconnected:
+                self.transport.send(WSMsgType.TEXT, text.encode())
+            self.last_send_s = now = time.monotonic()
 
     def all_synced(self) -> bool:
         return all(self.feed.book(p) is not None for p in self.connector.pairs)
@@ -113,6 +128,10 @@ class _Session:
         self.closed.set()
 
     def on_text(self, payload: bytes, recv_ms: float) -> None:
+        # Only venue data (or the venue's own heartbeats) proves the feed is alive; a socket that
+        # still answers our pings but pushes nothing is a stall.
+        if not self.connector.is_ping_reply(payload):
+            self.last_frame_s = time.monotonic()
         try:
             self.feed.on_frame(payload, recv_ms)  # counts messages/bytes and every sync event
         except Exception as exc:  # a Feed bug must not kill the connection: count it, carry on
@@ -150,14 +169,13 @@ class _Session:
         self.not_before[pair] = now + min(RESUBSCRIBE_MAX_DELAY_S, 2.0**streak)
         c.counters.incr("resubscribes")
         c.log.info("event=resubscribe venue=%s pair=%s streak=%d", c.venue, pair, streak)
-        for msg in c.unsubscribe_messages([pair]):
-            self.send(msg)
-        for msg in c.subscribe_messages([pair]):
+        for msg in c.resubscribe_messages([pair]):
             self.send(msg)
         self.pending[pair] = (now, self._syncs(pair))
 
-    def ping_due(self, now: float, after_s: float) -> bool:
-        return now - self.last_frame_s >= after_s and now - self.last_ping_s >= after_s
+    def ping_due(self, now: float, after_s: float, always: bool) -> bool:
+        quiet = always or now - self.last_frame_s >= after_s
+        return quiet and now - self.last_ping_s >= after_s
 
 
 class SubscribedConnector:
@@ -167,18 +185,33 @@ class SubscribedConnector:
     resubscribe_timeout_s = RESUBSCRIBE_TIMEOUT_S
     default_ws_url = ""
     default_rest_url = ""
+    max_frame_bytes = MAX_FRAME_BYTES
+    send_interval_s = 0.0  # the venue's limit on client messages per second, as a gap
+    # None: ping only a quiet connection; a number: ping that often whatever flows (Bybit asks so).
+    ping_interval_s: float | None = None
     log = logging.getLogger("recorder.venues")
 
-    def __init__(self, cfg: VenueConfig, pairs: list[str], shared: SharedCounters | None = None) -> None:
+    def __init__(
+        self,
+        cfg: VenueConfig,
+        pairs: list[str],
+        shared: SharedCounters | None = None,
+        *,
+        ws_url: str | None = None,
+        counters: Counters | None = None,
+    ) -> None:
         self.cfg = cfg
         self.pairs = list(pairs)
-        self.ws_url = venue_config_default(cfg, "ws_url", self.default_ws_url)
+        self.ws_url = ws_url or venue_config_default(cfg, "ws_url", self.default_ws_url)
         self.rest_url = venue_config_default(cfg, "rest_url", self.default_rest_url)
-        self.counters = Counters(shared)
+        self.counters = counters if counters is not None else Counters(shared)
         self._throttle = LogThrottle(self.log)
         self._active: _Session | None = None
         self._successor: _Session | None = None
         self._closing = False
+        self.is_open = False
+        # The connections of one SocketGroup: "connected" means all of them are.
+        self.group: list[SubscribedConnector] = [self]
 
     # -- venue hooks ---------------------------------------------------------------------------
 
@@ -192,8 +225,17 @@ class SubscribedConnector:
     def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
         raise NotImplementedError
 
-    def ping_message(self) -> str:
+    def resubscribe_messages(self, pairs: list[str]) -> list[str]:
+        """What brings a fresh snapshot of ``pairs``: by default unsubscribe, then subscribe."""
+        return self.unsubscribe_messages(pairs) + self.subscribe_messages(pairs)
+
+    def ping_message(self) -> str | None:
+        """The venue's application-level ping; None when the venue needs none."""
         raise NotImplementedError
+
+    def is_ping_reply(self, payload: bytes) -> bool:
+        """The venue's answer to our ping: proof the socket is open, not that data flows."""
+        return False
 
     def reconnect_requested(self, feed: Feed) -> bool:
         """The venue announced a planned disconnect (e.g. OKX notice 64008)."""
@@ -262,19 +304,23 @@ class SubscribedConnector:
 
     def _tend(self, s: _Session, now: float) -> None:
         """Periodic care of a live session: keepalive ping and overdue resubscribes."""
-        ping_after = min(20.0, max(0.5, self.cfg.stall_timeout_s / 3))
-        if s.ping_due(now, ping_after):
+        s.flush(now)
+        every = self.ping_interval_s
+        ping_after = every if every is not None else min(20.0, max(0.5, self.cfg.stall_timeout_s / 3))
+        if s.ping_due(now, ping_after, always=every is not None):
             s.last_ping_s = now
-            s.send(self.ping_message())
+            msg = self.ping_message()
+            if msg is not None:
+                s.send(msg)
         s.resubscribe_wanted(now)
 
     async def _serve(self, s: _Session) -> bool:
         """Watch a live connection. True: time for a planned reconnect; False: it died."""
-        self.counters.set("connected", 1)
+        self._set_open(True)
         try:
             while not s.closed.is_set():
                 try:
-                    await asyncio.wait_for(s.closed.wait(), timeout=0.25)
+                    await asyncio.wait_for(s.closed.wait(), timeout=SEND_CHECK_S if s.outbox else 0.25)
                 except TimeoutError:
                     pass
                 if s.closed.is_set():
@@ -290,7 +336,11 @@ class SubscribedConnector:
                     return True
             return False
         finally:
-            self.counters.set("connected", 0)
+            self._set_open(False)
+
+    def _set_open(self, is_open: bool) -> None:
+        self.is_open = is_open
+        self.counters.set("connected", 1.0 if all(c.is_open for c in self.group) else 0.0)
 
     async def _hand_over(self, old: _Session, backoff: Backoff) -> _Session | None:
         """Planned reconnect: sync a new connection while the old one keeps sampling."""
@@ -317,3 +367,38 @@ class SubscribedConnector:
         self._throttle.warning(
             "malformed", "event=malformed_frame venue=%s bytes=%d detail=%s", self.venue, size, what[:200]
         )
+
+
+class SocketGroup:
+    """One venue's pairs spread over several ``SubscribedConnector`` connections."""
+
+    venue = ""
+    connect_stagger_s = 0.0  # between connection starts, to keep a startup burst under rate limits
+    log = logging.getLogger("recorder.venues")
+
+    def __init__(self, sockets: list[SubscribedConnector], counters: Counters) -> None:
+        self.counters = counters
+        self.sockets = sockets
+        self._socket_of = {pair: sock for sock in sockets for pair in sock.pairs}
+        for sock in sockets:
+            sock.group = sockets
+
+    def book(self, pair: str) -> L2Book | None:
+        sock = self._socket_of.get(pair)
+        return sock.book(pair) if sock is not None else None
+
+    def request_resync(self, pair: str, reason: str) -> None:
+        sock = self._socket_of.get(pair)
+        if sock is not None:
+            sock.request_resync(pair, reason)
+
+    async def run(self) -> None:
+        async def staggered(i: int, sock: SubscribedConnector) -> None:
+            await asyncio.sleep(i * self.connect_stagger_s)
+            await sock.run()
+
+        await asyncio.gather(*(staggered(i, s) for i, s in enumerate(self.sockets)))
+
+    async def close(self) -> None:
+        for sock in self.sockets:
+            await sock.close()

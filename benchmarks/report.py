@@ -1,6 +1,6 @@
 """Turn pytest-benchmark JSON into docs/benchmarks.md: every figure beside its same-run baseline.
 
-pytest benchmarks/ --benchmark-json=.benchmarks/run.json
+pytest benchmarks/ -n 0 --benchmark-json=.benchmarks/run.json
 python benchmarks/report.py .benchmarks/run.json > docs/benchmarks.md
 """
 

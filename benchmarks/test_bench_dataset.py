@@ -1,6 +1,6 @@
 """Reader and report throughput on synthetic data in the writer's layout.
 
-Run: ``python -m pytest benchmarks/test_bench_dataset.py --benchmark-only`` (not part of the test suite).
+Run: ``python -m pytest benchmarks/test_bench_dataset.py -n 0 --benchmark-only`` (not part of the test suite).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ samples them every 100 ms at depth 20 for a fixed time. Reported per P: snapshot
 ring drops, missed ticks, CPU per process, peak RSS (and its growth over the run), grid
 jitter p50/p99. The baseline is P=10 (per-pair cost ratios are read against it).
 
-Run with `pytest benchmarks/test_e2e.py` (not part of the default test run; ~1 minute per P).
+Run with `pytest benchmarks/test_e2e.py -n 0` (not part of the default test run; ~1 minute per P).
 """
 
 from __future__ import annotations

@@ -96,11 +96,14 @@ class Reference:
         self.last_u: dict[str, int] = {}
         self.buffered: dict[str, list[dict]] = defaultdict(list)
         self.first: dict[str, bool] = {}
+        self.known: dict[str, tuple[float, float]] = {}
 
     def snapshot(self, symbol: str, body: dict) -> None:
         bids = {float(p): float(q) for p, q in body["bids"]}
         asks = {float(p): float(q) for p, q in body["asks"]}
         self.books[symbol] = (bids, asks)
+        # Past the deepest level of a depth-limited snapshot the book is unknown: never shown.
+        self.known[symbol] = (min(bids), max(asks))
         self.last_u[symbol] = body["lastUpdateId"]
         self.first[symbol] = True
         for d in self.buffered.pop(symbol, []):
@@ -133,7 +136,11 @@ class Reference:
 
     def top(self, symbol: str, depth: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         bids, asks = self.books[symbol]
-        return sorted(bids.items(), reverse=True)[:depth], sorted(asks.items())[:depth]
+        low, high = self.known[symbol]
+        return (
+            sorted(((p, q) for p, q in bids.items() if p >= low), reverse=True)[:depth],
+            sorted((p, q) for p, q in asks.items() if p <= high)[:depth],
+        )
 
 
 def test_real_recording_zero_gaps_and_books_equal_reference_on_the_grid() -> None:

@@ -237,3 +237,28 @@ def test_feed_keeps_a_recorded_snapshot_until_its_first_diff() -> None:
     assert book is not None and book.update_id == 102 and book.best_bid() == 99.5
     feed.request_resync("BTC-USDT")
     assert feed.book("BTC-USDT") is None
+
+
+def test_levels_past_a_truncated_snapshot_are_never_sampled() -> None:
+    """A 3-level snapshot says nothing about prices below its deepest bid: when the touch moves
+    away, the book shows fewer levels rather than ones no message described completely."""
+    sync = BookSync("BTC-USDT")
+    sync.snapshot_limit = 3
+    sync.on_diff(DepthEvent(e="depthUpdate", U=11, u=11, b=[("97", "1")]), 0.0)
+    snap = DepthSnapshot(
+        lastUpdateId=10,
+        bids=[("99", "1"), ("98", "1"), ("97", "1")],  # full: the venue cut it at the limit
+        asks=[("101", "1"), ("102", "1")],  # short of the limit: the whole side
+    )
+    assert sync.on_snapshot(snap) is Outcome.SYNCED
+    # 95 is known exactly, but 96 may exist unseen: the bid side stops at the snapshot's 97.
+    sync.on_diff(DepthEvent(e="depthUpdate", U=12, u=12, b=[("99", "0"), ("95", "2")], a=[("105", "1")]), 0.0)
+    bids, asks = sync.book.top(10)
+    assert [lv.price for lv in bids] == [98.0, 97.0]
+    assert [lv.price for lv in asks] == [101.0, 102.0, 105.0]  # a complete side shows new levels
+    sync.snapshot_limit = None  # unknown limit (replay): assume truncated
+    sync.reset()
+    sync.on_diff(DepthEvent(e="depthUpdate", U=11, u=11), 0.0)
+    sync.on_snapshot(snap)
+    sync.on_diff(DepthEvent(e="depthUpdate", U=12, u=12, a=[("105", "1")]), 0.0)
+    assert [lv.price for lv in sync.book.top(10)[1]] == [101.0, 102.0]

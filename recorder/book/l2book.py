@@ -32,13 +32,20 @@ def load_side(side: dict[float, float], keys: list[float], levels: Iterable[Sequ
 
 
 class L2Book:
-    __slots__ = ("_bids", "_asks", "_bid_keys", "_ask_keys", "update_id", "exchange_time_ms", "receive_time_ms")
+    __slots__ = (
+        "_bids", "_asks", "_bid_keys", "_ask_keys", "_bid_floor", "_ask_floor",
+        "update_id", "exchange_time_ms", "receive_time_ms",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._bids: dict[float, float] = {}  # price -> qty
         self._asks: dict[float, float] = {}  # -price -> qty
         self._bid_keys: list[float] = []  # ascending, best (highest price) last
         self._ask_keys: list[float] = []  # ascending -price, best (lowest price) last
+        # Deepest key a truncated snapshot covered per side (None: the whole side is known).
+        # Beyond it a level may exist that no message ever told us about.
+        self._bid_floor: float | None = None
+        self._ask_floor: float | None = None
         self.update_id: int | None = None
         self.exchange_time_ms: int | None = None
         self.receive_time_ms: float | None = None
@@ -48,12 +55,20 @@ class L2Book:
         self._asks.clear()
         self._bid_keys.clear()
         self._ask_keys.clear()
+        self._bid_floor = self._ask_floor = None
         self.update_id = None
 
     def load(self, bids: WireLevels, asks: WireLevels, update_id: int | None) -> None:
         self.clear()
         self.apply(bids, asks)
         self.update_id = update_id
+
+    def bound_to_snapshot(self, bids_truncated: bool, asks_truncated: bool) -> None:
+        """Mark the sides a depth-limited snapshot cut short: ``top`` then never reaches past
+        the deepest level the snapshot held, since deeper levels are unknown until a diff
+        touches them (and the ones it doesn't touch stay unknown)."""
+        self._bid_floor = self._bid_keys[0] if bids_truncated and self._bid_keys else None
+        self._ask_floor = self._ask_keys[0] if asks_truncated and self._ask_keys else None
 
     def apply(self, bids: WireLevels, asks: WireLevels) -> None:
         """Absolute quantities per level; quantity 0 deletes (deleting an unknown level is normal).
@@ -90,16 +105,26 @@ class L2Book:
                     elif side.pop(k, None) is not None:
                         del keys[bisect_left(keys, k)]
 
-    def top(self, depth: int) -> tuple[list[Level], list[Level]]:
-        b, a, stop = self._bids, self._asks, -depth - 1
-        bids = [Level(k, b[k]) for k in self._bid_keys[-1:stop:-1]]
-        asks = [Level(-k, a[k]) for k in self._ask_keys[-1:stop:-1]]
+    def _top_keys(self, depth: int) -> tuple[list[float], list[float]]:
+        """Best-first keys of the top ``depth`` known levels per side."""
+        bk, ak, stop = self._bid_keys, self._ask_keys, -depth - 1
+        bids, asks = bk[-1:stop:-1], ak[-1:stop:-1]
+        if self._bid_floor is not None and bids and bids[-1] < self._bid_floor:
+            bids = bk[bisect_left(bk, self._bid_floor) :][::-1][:depth]
+        if self._ask_floor is not None and asks and asks[-1] < self._ask_floor:
+            asks = ak[bisect_left(ak, self._ask_floor) :][::-1][:depth]
         return bids, asks
 
+    def top(self, depth: int) -> tuple[list[Level], list[Level]]:
+        b, a = self._bids, self._asks
+        bid_keys, ask_keys = self._top_keys(depth)
+        return [Level(k, b[k]) for k in bid_keys], [Level(-k, a[k]) for k in ask_keys]
+
     def top_tuples(self, depth: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        """Best-first (price, qty) of the top ``depth`` levels per side, without Level structs."""
-        b, a, stop = self._bids, self._asks, -depth - 1
-        return [(k, b[k]) for k in self._bid_keys[-1:stop:-1]], [(-k, a[k]) for k in self._ask_keys[-1:stop:-1]]
+        """Best-first (price, qty) of the top ``depth`` known levels per side, without Level structs."""
+        b, a = self._bids, self._asks
+        bid_keys, ask_keys = self._top_keys(depth)
+        return [(k, b[k]) for k in bid_keys], [(-k, a[k]) for k in ask_keys]
 
     def best_bid(self) -> float | None:
         return self._bid_keys[-1] if self._bid_keys else None

@@ -221,6 +221,9 @@ class BookSync:
         self.buffer: list[tuple[DepthEvent, float]] = []
         self._straddle_next = False
         self._prev_id = prev_id
+        # The depth asked of the REST snapshot (None: unknown, e.g. replay): a side that comes
+        # back with that many levels was truncated by the venue.
+        self.snapshot_limit: int | None = None
         self.gap_after: int | None = None  # the book id a diff broke the chain after (for the log)
 
     def reset(self) -> None:
@@ -274,6 +277,9 @@ class BookSync:
         kept = [(ev, t) for ev, t in self.buffer if ev.u > last]
         self.buffer.clear()
         self.book.load(snap.bids, snap.asks, last)
+        # A side that filled the requested limit was cut short: levels past it are unknown.
+        limit = self.snapshot_limit
+        self.book.bound_to_snapshot(limit is None or len(snap.bids) >= limit, limit is None or len(snap.asks) >= limit)
         self.book.exchange_time_ms = None
         self.book.receive_time_ms = None
         self.synced = True
@@ -299,8 +305,12 @@ class BinanceFeed:
     symbol_for = staticmethod(symbol_for)
     stream_for = staticmethod(stream_for)
 
-    def __init__(self, pairs: Iterable[str], counters: Counters | None = None) -> None:
+    def __init__(
+        self, pairs: Iterable[str], counters: Counters | None = None, snapshot_limit: int | None = None
+    ) -> None:
         self.syncs = {pair: BookSync(pair, self.prev_id) for pair in pairs}
+        for sync in self.syncs.values():
+            sync.snapshot_limit = snapshot_limit
         self._by_stream = {self.stream_for(p): s for p, s in self.syncs.items()}
         self._by_symbol = {self.symbol_for(p): s for p, s in self.syncs.items()}
         self.stats = FeedStats(counters)
@@ -492,7 +502,9 @@ class _Connection:
 
     def __init__(self, connector: BinanceConnector, pairs: list[str]) -> None:
         self.connector = connector
-        self.feed: BinanceFeed = connector.feed_class(pairs, connector.counters)
+        self.feed: BinanceFeed = connector.feed_class(
+            pairs, connector.counters, snapshot_limit=connector.cfg.snapshot_limit
+        )
         self.transport: WSTransport | None = None
         self.closed = asyncio.Event()
         self.opened_at = time.monotonic()

@@ -15,7 +15,7 @@ import math
 import random
 import re
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.book import Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
 from recorder.sim.faults import ConnFaults, FaultInjector
+from recorder.sim.wsconn import WsConn, _Close
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 TICK_MS = 10  # generator resolution: events are spread over time at this granularity
 SLOW_INTERVAL_MS = 1000  # cadence of `<symbol>@depth` (and partial depth without @100ms)
 MAX_STREAMS = 1024
-MAX_QUEUED = 50_000  # outgoing messages buffered per connection before it is dropped as too slow
 DEPTH_LIMIT_MAX = 5000
 PARTIAL_LEVELS = (5, 10, 20)
 BAN_DURATION_S = 120.0
@@ -104,47 +104,15 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class _Close:
-    __slots__ = ("code", "message")
-
-    def __init__(self, code: int, message: bytes) -> None:
-        self.code = code
-        self.message = message
-
-
-class _Conn:
-    """One WebSocket client: subscriptions, an ordered outgoing queue drained by a writer task."""
+class _Conn(WsConn):
+    """One WebSocket client: a ``WsConn`` plus its subscriptions, pings and injected faults."""
 
     def __init__(self, ws: web.WebSocketResponse, combined: bool, opened: float) -> None:
-        self.ws = ws
+        super().__init__(ws, opened)
         self.combined = combined
-        self.opened = opened
         self.streams: dict[str, None] = {}  # ordered set, for LIST_SUBSCRIPTIONS
-        self.queue: deque[str | _Close] = deque()
-        self.wake = asyncio.Event()
-        self.closing = False
-        self.incoming: deque[float] = deque()
         self.pings: dict[bytes, float] = {}  # outstanding ping payload -> sent at
         self.fault: ConnFaults | None = None
-
-    def send(self, text: str) -> bool:
-        if self.closing:
-            return True
-        if len(self.queue) >= MAX_QUEUED:
-            return False
-        self.queue.append(text)
-        self.wake.set()
-        return True
-
-    def close(self, code: int, message: bytes, flush: bool) -> None:
-        """Close after the queued messages (flush) or right away, dropping them."""
-        if self.closing:
-            return
-        self.closing = True
-        if not flush:
-            self.queue.clear()
-        self.queue.append(_Close(code, message))
-        self.wake.set()
 
 
 @dataclass
@@ -388,7 +356,7 @@ class BinanceVenue:
             async for msg in ws:
                 if conn.closing:  # close already under way: ignore the rest
                     continue
-                if not self._count_incoming(conn, loop.time()):
+                if conn.over_rate(loop.time(), self.opts.max_incoming_per_s):
                     self.counters["closed_rate_limit"] += 1
                     conn.close(WSCloseCode.POLICY_VIOLATION, b"Too many requests", flush=False)
                     continue
@@ -422,17 +390,6 @@ class BinanceVenue:
             if not ws.closed:
                 await ws.close()
         return ws
-
-    def _count_incoming(self, conn: _Conn, now: float) -> bool:
-        """Sliding 1 s window over every client frame (text, binary, ping, pong); False = over limit."""
-        limit = self.opts.max_incoming_per_s
-        if limit <= 0:
-            return True
-        q = conn.incoming
-        q.append(now)
-        while q and now - q[0] >= 1.0:
-            q.popleft()
-        return len(q) <= limit
 
     async def _writer(self, conn: _Conn) -> None:
         ws = conn.ws

@@ -23,6 +23,7 @@ from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters, FeedStats, LogThrottle, venue_config_default
 from recorder.venues.limits import BYBIT as LIMITS
+from recorder.venues.snapshot_feed import BookState
 from recorder.venues.subscribed import SocketGroup, SubscribedConnector
 
 VENUE = "bybit"
@@ -110,23 +111,6 @@ def topic_for(symbol: str, depth: int = DEPTH) -> str:
 # --- the sync rules, free of I/O -------------------------------------------------------
 
 
-class _BookState:
-    __slots__ = ("pair", "book", "synced", "ever_synced", "wants")
-
-    def __init__(self, pair: str) -> None:
-        self.pair = pair
-        self.book = L2Book()
-        self.synced = False
-        self.ever_synced = False
-        self.wants = False  # needs a resubscribe to get a new snapshot
-
-    def drop(self) -> None:
-        self.synced = False
-        self.book.clear()
-        self.book.exchange_time_ms = None
-        self.book.receive_time_ms = None
-
-
 class BybitFeed:
     """Frames of one Bybit public socket (one market) -> verified books.
 
@@ -148,16 +132,16 @@ class BybitFeed:
         self.stats = FeedStats(counters)
         self._throttle = LogThrottle(log)
         self._open = pairs is None
-        self._by_symbol: dict[str, _BookState] = {}
-        self._by_pair: dict[str, _BookState] = {}
+        self._by_symbol: dict[str, BookState] = {}
+        self._by_pair: dict[str, BookState] = {}
         for pair in pairs or ():
             cat, symbol = symbol_for(pair)
             if cat != category:
                 raise ValueError(f"{pair} is not a Bybit {category} pair")
             self._add(symbol, pair)
 
-    def _add(self, symbol: str, pair: str) -> _BookState:
-        st = _BookState(pair)
+    def _add(self, symbol: str, pair: str) -> BookState:
+        st = BookState(pair)
         self._by_symbol[symbol] = self._by_pair[pair] = st
         return st
 
@@ -258,13 +242,13 @@ class BybitFeed:
         book.receive_time_ms = recv_ms
         stats.pair(st.pair, "updates")
 
-    def _corrupt(self, st: _BookState) -> None:
+    def _corrupt(self, st: BookState) -> None:
         self.stats.malformed_frame()
         self.stats.pair(st.pair, "malformed")
         st.drop()
         st.wants = True
 
-    def _load(self, st: _BookState, data: BookData, ts: int | None, recv_ms: float) -> None:
+    def _load(self, st: BookState, data: BookData, ts: int | None, recv_ms: float) -> None:
         try:
             st.book.load(data.b, data.a, data.u)
         except ValueError:

@@ -26,6 +26,7 @@ from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters, FeedStats, LogThrottle
 from recorder.venues.limits import COINBASE as LIMITS
+from recorder.venues.snapshot_feed import BookState
 from recorder.venues.subscribed import SocketGroup, SubscribedConnector
 
 VENUE = "coinbase"
@@ -106,23 +107,6 @@ def parse_time_ms(text: str) -> int | None:
 # --- the sync rules, free of I/O -------------------------------------------------------
 
 
-class _BookState:
-    __slots__ = ("pair", "book", "synced", "ever_synced", "wants")
-
-    def __init__(self, pair: str) -> None:
-        self.pair = pair
-        self.book = L2Book()
-        self.synced = False
-        self.ever_synced = False
-        self.wants = False
-
-    def drop(self) -> None:
-        self.synced = False
-        self.book.clear()
-        self.book.exchange_time_ms = None
-        self.book.receive_time_ms = None
-
-
 class CoinbaseFeed:
     """Frames of one Coinbase connection -> verified books. ``pairs=None`` accepts every product."""
 
@@ -130,14 +114,14 @@ class CoinbaseFeed:
         self.stats = FeedStats(counters)
         self._throttle = LogThrottle(log)
         self._open = pairs is None
-        self._books: dict[str, _BookState] = {}  # product id -> state
-        self._by_pair: dict[str, _BookState] = {}
+        self._books: dict[str, BookState] = {}  # product id -> state
+        self._by_pair: dict[str, BookState] = {}
         self._next_seq: int | None = None
         for pair in pairs or ():
             self._add(symbol_for(pair), pair)
 
-    def _add(self, product: str, pair: str) -> _BookState:
-        st = _BookState(pair)
+    def _add(self, product: str, pair: str) -> BookState:
+        st = BookState(pair)
         self._books[product] = self._by_pair[pair] = st
         return st
 
@@ -238,7 +222,7 @@ class CoinbaseFeed:
         if self._apply(st, ev, seq, recv_ms):
             stats.pair(st.pair, "updates")
 
-    def _apply(self, st: _BookState, ev: L2Event, seq: int, recv_ms: float) -> bool:
+    def _apply(self, st: BookState, ev: L2Event, seq: int, recv_ms: float) -> bool:
         bids: list[tuple[str, str]] = []
         asks: list[tuple[str, str]] = []
         try:

@@ -11,9 +11,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from recorder.book import TextL2Book
+from recorder.book import L2Book, TextL2Book
 from recorder.book.textbook import Fragment
 from recorder.venues.base import Counters, FeedStats, LogThrottle
+
+
+class BookState:
+    """One pair of a Feed that keeps a float book synced from WS snapshots (Bybit, Coinbase)."""
+
+    __slots__ = ("pair", "book", "synced", "ever_synced", "wants")
+
+    def __init__(self, pair: str) -> None:
+        self.pair = pair
+        self.book = L2Book()
+        self.synced = False
+        self.ever_synced = False
+        self.wants = False  # needs a resubscribe to get a new snapshot
+
+    def drop(self) -> None:
+        self.synced = False
+        self.book.clear()
+        self.book.exchange_time_ms = None
+        self.book.receive_time_ms = None
 
 
 class PairBook:

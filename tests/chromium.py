@@ -4,10 +4,12 @@ uncaught exceptions, console errors, failed resource loads, plus facts the page'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -60,18 +62,23 @@ def load_page(url: str, timeout_s: float = 60.0) -> PageResult:
         if os.environ.get("RECORDER_REQUIRE_CHROMIUM"):
             raise AssertionError("chromium is not installed (apt-get install -y chromium)")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    # Chromium's helper processes (zygote, renderers) outlive a kill of the browser alone and
+    # may still write the profile while it is removed: kill the whole group, and let a straggler's
+    # last file not fail the cleanup of a throwaway directory.
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
         try:
             port = _devtools_port(proc, timeout_s)
             return asyncio.run(asyncio.wait_for(_drive(port, url), timeout_s))
         finally:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
 

@@ -22,6 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
 SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "40"))
+# RSS growth is read after this many seconds of the window: the ring's first lap and the
+# allocators' pools fill during it (see docs/benchmarks.md, "RSS").
+WARMUP = float(os.environ.get("BENCH_E2E_WARMUP", "20"))
 PAIRS = [int(p) for p in os.environ.get("BENCH_E2E_PAIRS", "10,100").split(",")]
 
 
@@ -33,6 +36,20 @@ def _pairs(n: int) -> list[str]:
     return [f"B{i:04d}-USDT" for i in range(n)]
 
 
+def _rss_split(pid: int) -> tuple[int, int]:
+    """(private anonymous, shared memory) resident bytes: the ring's pages count as the latter."""
+    fields: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(("RssAnon:", "RssShmem:")):
+                    name, value = line.split(":")
+                    fields[name] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return fields.get("RssAnon", 0), fields.get("RssShmem", 0)
+
+
 class _Sampled:
     def __init__(self) -> None:
         self.cpu: dict[str, float] = {}
@@ -40,6 +57,8 @@ class _Sampled:
         self.rss_peak: dict[str, int] = {}
         self.rss_last: dict[str, int] = {}
         self.rss_series: dict[str, list[float]] = {}  # MB, one value per sample (every second)
+        self.anon_series: dict[str, list[float]] = {}  # MB of RssAnon (no shared memory)
+        self.shmem_series: dict[str, list[float]] = {}  # MB of RssShmem (the ring, the counters)
 
     def sample(self, procs: dict[str, psutil.Process]) -> None:
         for name, p in procs.items():
@@ -48,10 +67,24 @@ class _Sampled:
                 self.cpu[name] = sum(p.cpu_times()[:2])
             except psutil.Error:
                 continue
+            anon, shmem = _rss_split(p.pid)
             self.rss_first.setdefault(name, rss)
             self.rss_peak[name] = max(self.rss_peak.get(name, 0), rss)
             self.rss_last[name] = rss
             self.rss_series.setdefault(name, []).append(round(rss / 2**20, 1))
+            self.anon_series.setdefault(name, []).append(round(anon / 2**20, 1))
+            self.shmem_series.setdefault(name, []).append(round(shmem / 2**20, 1))
+
+
+def _after_warmup(series: list[float]) -> float:
+    """Growth from the end of the warm-up window to the end of the run (MB)."""
+    start = min(int(WARMUP), len(series) - 1)
+    return round(series[-1] - series[start], 1)
+
+
+def _every(series: list[float], step_s: int) -> list[float]:
+    """One value per ``step_s`` seconds of the window (samples are one second apart)."""
+    return [series[i] for i in range(0, len(series), step_s)] + ([series[-1]] if (len(series) - 1) % step_s else [])
 
 
 def _run(n: int, tmp: Path) -> dict[str, object]:
@@ -110,10 +143,16 @@ def _run(n: int, tmp: Path) -> dict[str, object]:
         "cpu_percent": {k: round(100 * (sampled.cpu[k] - cpu0.get(k, 0.0)) / elapsed, 1) for k in sampled.cpu},
         "rss_peak_mb": {k: round(v / 2**20, 1) for k, v in sampled.rss_peak.items()},
         "rss_growth_mb": {k: round((sampled.rss_last[k] - sampled.rss_first[k]) / 2**20, 1) for k in sampled.rss_last},
+        # The figure for "RSS flat": growth after the warm-up window, private memory only.
+        "warmup_s": WARMUP,
+        "anon_growth_after_warmup_mb": {k: _after_warmup(v) for k, v in sampled.anon_series.items()},
+        "rss_growth_after_warmup_mb": {k: _after_warmup(v) for k, v in sampled.rss_series.items()},
         # RSS at 0, 25, 50, 75 and 100 % of the run: flat, or still growing at the end?
         "rss_quarters_mb": {
             k: [v[round(i * (len(v) - 1) / 4)] for i in range(5)] for k, v in sampled.rss_series.items()
         },  # noqa: E501
+        "venue_anon_mb_every_20s": _every(sampled.anon_series.get("venue", [0.0]), 20),
+        "venue_shmem_mb_every_20s": _every(sampled.shmem_series.get("venue", [0.0]), 20),
     }
 
 

@@ -204,6 +204,46 @@ def _coinbase_cf(rec: Recording) -> CryptofeedRun:
     return cryptofeed_run(rec, make)
 
 
+def _kraken_cf(rec: Recording) -> CryptofeedRun:
+    from cryptofeed.defines import L2_BOOK
+    from cryptofeed.exchanges import Kraken
+    from cryptofeed.symbols import Symbols
+
+    # The same session's REST AssetPairs (beside the capture): the symbol table cryptofeed downloads.
+    line = (RECORDINGS / "kraken" / "KRAKEN.0").read_text().splitlines()[0]
+    Symbols.set(Kraken.id, *Kraken._parse_symbol_data(json.loads(line.split(": ", 1)[1])))
+    pairs = sorted({p for ps in rec.pairs_by_conn.values() for p in ps})
+
+    def make() -> Any:
+        # Checksums verified as ours are (cryptofeed reads the "c" of a frame's first dict only).
+        return Kraken(symbols=pairs, channels=[L2_BOOK], callbacks=_noop_callbacks(), checksum_validation=True)
+
+    return cryptofeed_run(rec, make)
+
+
+def _okx_cf(rec: Recording) -> CryptofeedRun:
+    from cryptofeed.defines import L2_BOOK
+    from cryptofeed.exchanges import OKX
+    from cryptofeed.symbols import Symbols
+
+    # No instrument list in the capture: the entries cryptofeed would download, for its instIds.
+    module = rec.module
+    entries = []
+    for pair in sorted({p for ps in rec.pairs_by_conn.values() for p in ps}):
+        inst = module.symbol_for(pair)
+        base, quote = inst.split("-")[:2]
+        kind = module.inst_type(inst)
+        entries.append({"instType": kind, "instId": inst, "baseCcy": base, "quoteCcy": quote, "tickSz": "0.1"})
+    Symbols.set(OKX.id, *OKX._parse_symbol_data([{"data": entries}]))
+    std = {v: k for k, v in Symbols.get(OKX.id)[0].items()}
+
+    def make() -> Any:
+        symbols = [std[e["instId"]] for e in entries]
+        return OKX(symbols=symbols, channels=[L2_BOOK], callbacks=_noop_callbacks(), checksum_validation=True)
+
+    return cryptofeed_run(rec, make)
+
+
 def run_cryptofeed(feed: Any, frames: list[tuple[str, Any]], loop: asyncio.AbstractEventLoop) -> int:
     async def main() -> int:
         handler = feed.message_handler
@@ -224,31 +264,25 @@ def _binance_decoder(module: Any) -> Callable[[bytes], object]:
 
 
 def _bybit_decoder(module: Any) -> Callable[[bytes], object]:
-    message, data = module._message.decode, module._book_data.decode
-
-    def decode(frame: bytes) -> object:
-        return data(message(frame).data)
-
-    return decode
+    return module._book_message.decode  # one typed pass, as the Feed's hot path
 
 
 def _coinbase_decoder(module: Any) -> Callable[[bytes], object]:
-    envelope, events = module._envelope.decode, module._l2_events.decode
+    l2_data, envelope = module._l2_data.decode, module._envelope.decode
 
     def decode(frame: bytes) -> object:
-        env = envelope(frame)
-        return events(env.events) if env.channel == "l2_data" else env
+        # As the Feed: l2_data in one typed pass, the other channels' envelope only.
+        return l2_data(frame) if b'"l2_data"' in frame[:48] else envelope(frame)
 
     return decode
 
 
 def _kraken_decoder(module: Any) -> Callable[[bytes], object]:
-    array, book, envelope = module._v1_array.decode, module._v1_book.decode, module._envelope.decode
+    book_frame, envelope = module._v1_book_frame.decode, module._envelope.decode
 
     def decode(frame: bytes) -> object:
-        if frame[:1] == b"[":  # v1: [channelID, {book}, ({book},) "book-N", "PAIR"]
-            return [book(part) for part in array(frame)[1:-2]]
-        return envelope(frame)
+        # As the Feed: a v1 book frame [channelID, {book}, ({book},) "book-N", "PAIR"] in one pass.
+        return book_frame(frame) if frame[:1] == b"[" else envelope(frame)
 
     return decode
 
@@ -287,9 +321,8 @@ CASES = [
     # Every frame: Coinbase's sequence_num runs over all channels of the socket, so the book
     # path must see trades and tickers too (a book frame alone would look like a gap).
     VenueCase("coinbase", ("coinbase/COINBASE.jsonl.zst",), lambda p: True, _coinbase_decoder, _coinbase_cf),
-    # Kraken and OKX: cryptofeed has both, but its adapters are not written yet (see docs/benchmarks.md).
-    VenueCase("kraken", ("kraken/KRAKEN.ws.50.0",), lambda p: b'"book-' in p[-40:], _kraken_decoder),
-    VenueCase("okx", ("okx/OKX.ws.1.0",), lambda p: b'"channel":"books"' in p[:64], _okx_decoder),
+    VenueCase("kraken", ("kraken/KRAKEN.ws.50.0",), lambda p: b'"book-' in p[-40:], _kraken_decoder, _kraken_cf),
+    VenueCase("okx", ("okx/OKX.ws.1.0",), lambda p: b'"channel":"books"' in p[:64], _okx_decoder, _okx_cf),
 ]
 
 

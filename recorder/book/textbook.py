@@ -92,6 +92,11 @@ class TextL2Book(L2Book):
         asks = [(at[k][0], at[k][1]) for k in self._ask_keys[-1:stop:-1]]
         return bids, asks
 
+    def top_levels(self, depth: int) -> tuple[list[TextLevel], list[TextLevel]]:
+        """``top_text`` without copying: the stored ``(price, qty)`` tuples (needs no ``fragment``)."""
+        bt, at, stop = self._bid_text, self._ask_text, -depth - 1
+        return [bt[k] for k in self._bid_keys[-1:stop:-1]], [at[k] for k in self._ask_keys[-1:stop:-1]]  # type: ignore[misc]
+
     def top_fragments(self, depth: int) -> tuple[list[str], list[str]]:
         """Best-first checksum fragments of the top ``depth`` levels (needs ``fragment``)."""
         bt, at, stop = self._bid_text, self._ask_text, -depth - 1

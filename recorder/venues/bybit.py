@@ -18,12 +18,11 @@ from typing import Any
 
 import msgspec
 
-from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
-from recorder.venues.base import Counters, FeedStats, LogThrottle, venue_config_default
+from recorder.venues.base import Counters, FloatLevel, venue_config_default
 from recorder.venues.limits import BYBIT as LIMITS
-from recorder.venues.snapshot_feed import BookState
+from recorder.venues.snapshot_feed import BookState, FloatSnapshotFeed
 from recorder.venues.subscribed import SocketGroup, SubscribedConnector
 
 VENUE = "bybit"
@@ -43,11 +42,23 @@ log = logging.getLogger("recorder.venues.bybit")
 
 
 class BookData(msgspec.Struct):
+    """An orderbook push; prices and quantities are decoded to float in C (``strict=False``)."""
+
     s: str
-    b: list[tuple[str, str]]
-    a: list[tuple[str, str]]
+    b: list[FloatLevel]
+    a: list[FloatLevel]
     u: int
     seq: int = 0
+
+
+class BookMessage(msgspec.Struct):
+    """A topic push carrying an order book: nearly every frame, decoded in one pass."""
+
+    topic: str
+    type: str
+    data: BookData
+    ts: int | None = None
+    cts: int | None = None
 
 
 class Message(msgspec.Struct):
@@ -64,8 +75,20 @@ class Message(msgspec.Struct):
     req_id: str | None = None
 
 
+class TextBookData(msgspec.Struct):
+    """``BookData`` with its levels as text: tells a level that is not a number from a bad frame."""
+
+    s: str
+    b: list[tuple[str, str]]
+    a: list[tuple[str, str]]
+    u: int
+
+
+_book_message = msgspec.json.Decoder(BookMessage, strict=False)
 _message = msgspec.json.Decoder(Message)
-_book_data = msgspec.json.Decoder(BookData)
+_book_data = msgspec.json.Decoder(BookData, strict=False)
+_text_book_data = msgspec.json.Decoder(TextBookData)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 def symbol_for(pair: str) -> tuple[str, str]:
@@ -111,12 +134,14 @@ def topic_for(symbol: str, depth: int = DEPTH) -> str:
 # --- the sync rules, free of I/O -------------------------------------------------------
 
 
-class BybitFeed:
+class BybitFeed(FloatSnapshotFeed):
     """Frames of one Bybit public socket (one market) -> verified books.
 
     ``pairs=None`` accepts every orderbook topic on the socket (replays of captures); ``depth=None``
     accepts any depth (one depth per symbol per socket is assumed then).
     """
+
+    venue = VENUE
 
     def __init__(
         self,
@@ -127,84 +152,42 @@ class BybitFeed:
     ) -> None:
         if category not in CATEGORIES:
             raise ValueError(f"unknown Bybit category {category!r}")
+        super().__init__(pairs is None, log, counters)
         self.category = category
         self.depth = depth
-        self.stats = FeedStats(counters)
-        self._throttle = LogThrottle(log)
-        self._open = pairs is None
-        self._by_symbol: dict[str, BookState] = {}
-        self._by_pair: dict[str, BookState] = {}
+        self._depth_text = None if depth is None else str(depth)
         for pair in pairs or ():
             cat, symbol = symbol_for(pair)
             if cat != category:
                 raise ValueError(f"{pair} is not a Bybit {category} pair")
             self._add(symbol, pair)
 
-    def _add(self, symbol: str, pair: str) -> BookState:
-        st = BookState(pair)
-        self._by_symbol[symbol] = self._by_pair[pair] = st
-        return st
-
-    # Feed protocol ------------------------------------------------------------------------------
-
-    def book(self, pair: str) -> L2Book | None:
-        st = self._by_pair.get(pair)
-        return st.book if st is not None and st.synced else None
-
-    def wants_snapshot(self) -> set[str]:
-        return {st.pair for st in self._by_pair.values() if st.wants}
-
-    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
-        """Bybit's depth-limited streams sync from the WS snapshot alone; nothing to join."""
-
-    def reset(self) -> None:
-        """The socket is gone: every book is unknown until the new socket's snapshots."""
-        for st in self._by_pair.values():
-            st.drop()
-            st.wants = False
-
-    def invalidate(self, pair: str, reason: str = "") -> None:
-        st = self._by_pair.get(pair)
-        if st is not None:
-            st.drop()
-            st.wants = True
-            self.stats.pair(pair, "invalidated")
-
-    def pairs(self) -> list[str]:
-        return list(self._by_pair)
-
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         stats = self.stats
         stats.frame(len(payload))
         try:
-            msg = _message.decode(payload)
-            topic = msg.topic
-            if topic is None:
-                stats.kind(f"op:{msg.op}" if msg.op else "other")
-                if msg.success is False:
-                    log.warning("event=venue_error venue=bybit op=%s msg=%s", msg.op, msg.ret_msg)
-                return
-            if not topic.startswith("orderbook."):
-                stats.kind("other")
-                return
-            _, depth, symbol = topic.split(".", 2)
-            if self.depth is not None and depth != str(self.depth):
-                stats.kind("other")
-                return
-            data = _book_data.decode(msg.data)
-            kind = msg.type
-            if kind not in ("snapshot", "delta") or data.s != symbol:
-                raise ValueError(f"bad orderbook frame: type={kind!r} s={data.s!r} topic={topic!r}")
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            stats.malformed_frame()
-            self._throttle.warning("malformed", "event=malformed_frame venue=bybit detail=%s", str(exc)[:200])
+            msg: BookMessage | None = _book_message.decode(payload)  # one typed pass, floats in C
+        except _DECODE_ERRORS:
+            msg = self._other_frame(payload)
+        if msg is None:
+            return
+        topic, data, kind = msg.topic, msg.data, msg.type
+        if not topic.startswith("orderbook."):
+            stats.kind("other")
+            return
+        parts = topic.split(".", 2)
+        if len(parts) == 3 and self._depth_text is not None and parts[1] != self._depth_text:
+            stats.kind("other")  # another depth's stream: not ours
+            return
+        if len(parts) != 3 or kind not in ("snapshot", "delta") or data.s != parts[2]:
+            self._malformed(ValueError(f"bad orderbook frame: type={kind!r} s={data.s!r} topic={topic!r}"))
             return
         stats.kind(kind)
-        st = self._by_symbol.get(symbol)
+        st = self._by_key.get(data.s)
         if st is None:
             if not self._open:
                 return
-            st = self._add(symbol, pair_for(self.category, symbol))
+            st = self._add(data.s, pair_for(self.category, data.s))
         if kind == "snapshot":
             if st.synced:
                 stats.pair(st.pair, "snapshot_resets")
@@ -213,53 +196,77 @@ class BybitFeed:
         if not st.synced:
             stats.pair(st.pair, "ignored")  # waiting for the snapshot of a (re)subscription
             return
-        last = st.book.update_id
+        book = st.book
+        last = book.update_id
         assert last is not None
-        if data.u == 1:
+        u = data.u
+        if u == 1:
             # Service restart: this message is the whole new book.
             stats.pair(st.pair, "restarts")
             self._load(st, data, msg.ts, recv_ms)
             return
-        if data.u <= last:
+        if u <= last:
             stats.pair(st.pair, "stale")
             return
-        if data.u != last + 1:
+        if u != last + 1:
             stats.gap(st.pair)
-            self._throttle.warning(
-                f"gap:{st.pair}", "event=gap venue=bybit pair=%s u=%d after=%d", st.pair, data.u, last
-            )
-            st.drop()
-            st.wants = True
+            self._throttle.warning(f"gap:{st.pair}", "event=gap venue=bybit pair=%s u=%d after=%d", st.pair, u, last)
+            self._lose(st)
             return
-        book = st.book
-        try:
-            book.apply(data.b, data.a)
-        except ValueError:  # a level that is not a number: the book is now unknown
-            self._corrupt(st)
-            return
-        book.update_id = data.u
+        book.apply(data.b, data.a)
+        book.update_id = u
         book.exchange_time_ms = msg.ts
         book.receive_time_ms = recv_ms
         stats.pair(st.pair, "updates")
 
-    def _corrupt(self, st: BookState) -> None:
-        self.stats.malformed_frame()
-        self.stats.pair(st.pair, "malformed")
-        st.drop()
-        st.wants = True
+    def _other_frame(self, payload: bytes) -> BookMessage | None:
+        """A frame the one-pass decode refused: an op reply, another topic, or a malformed frame
+        (None once handled); an orderbook frame that decodes on this path is returned."""
+        stats = self.stats
+        try:
+            msg = _message.decode(payload)
+            topic = msg.topic
+            if topic is None:
+                stats.kind(f"op:{msg.op}" if msg.op else "other")
+                if msg.success is False:
+                    log.warning("event=venue_error venue=bybit op=%s msg=%s", msg.op, msg.ret_msg)
+                return None
+            if not topic.startswith("orderbook."):
+                stats.kind("other")
+                return None
+            _, depth, symbol = topic.split(".", 2)
+            if self._depth_text is not None and depth != self._depth_text:
+                stats.kind("other")
+                return None
+            try:
+                data = _book_data.decode(msg.data)
+            except msgspec.ValidationError:
+                st = self._by_key.get(symbol)
+                if st is not None and msg.type in ("snapshot", "delta") and _is_text_book(msg.data):
+                    # Well-formed but for a level that is not a number: that book is unknown now.
+                    stats.kind(msg.type)
+                    self._corrupt(st)
+                    return None
+                raise
+            return BookMessage(topic, msg.type or "", data, msg.ts, msg.cts)
+        except (*_DECODE_ERRORS, ValueError) as exc:
+            self._malformed(exc)
+            return None
 
     def _load(self, st: BookState, data: BookData, ts: int | None, recv_ms: float) -> None:
-        try:
-            st.book.load(data.b, data.a, data.u)
-        except ValueError:
-            self._corrupt(st)
-            return
-        st.book.exchange_time_ms = ts
-        st.book.receive_time_ms = recv_ms
-        if not st.synced:  # the first sync counts too, as in the live counters
-            self.stats.resync(st.pair)
-        st.synced = st.ever_synced = True
-        st.wants = False
+        book = st.book
+        book.load(data.b, data.a, data.u)
+        book.exchange_time_ms = ts
+        book.receive_time_ms = recv_ms
+        self._synced(st)
+
+
+def _is_text_book(raw: msgspec.Raw) -> bool:
+    try:
+        _text_book_data.decode(raw)
+    except _DECODE_ERRORS:
+        return False
+    return True
 
 
 def feed_for_url(url: str, pairs: Iterable[str] | None = None, depth: int | None = None) -> BybitFeed:

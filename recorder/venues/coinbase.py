@@ -21,12 +21,11 @@ from functools import lru_cache
 
 import msgspec
 
-from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
-from recorder.venues.base import Counters, FeedStats, LogThrottle
+from recorder.venues.base import Counters, WireFloat
 from recorder.venues.limits import COINBASE as LIMITS
-from recorder.venues.snapshot_feed import BookState
+from recorder.venues.snapshot_feed import BookState, FloatSnapshotFeed
 from recorder.venues.subscribed import SocketGroup, SubscribedConnector
 
 VENUE = "coinbase"
@@ -48,9 +47,11 @@ log = logging.getLogger("recorder.venues.coinbase")
 
 
 class Update(msgspec.Struct):
+    """One level; price and quantity are decoded to float in C (``strict=False``)."""
+
     side: str
-    price_level: str
-    new_quantity: str
+    price_level: WireFloat
+    new_quantity: WireFloat
     event_time: str = ""
 
 
@@ -58,6 +59,15 @@ class L2Event(msgspec.Struct):
     type: str
     product_id: str
     updates: list[Update]
+
+
+class L2Data(msgspec.Struct):
+    """An ``l2_data`` frame: most of the frames, decoded in one pass."""
+
+    channel: str
+    sequence_num: int
+    events: list[L2Event]
+    timestamp: str = ""
 
 
 class Envelope(msgspec.Struct):
@@ -70,8 +80,26 @@ class Envelope(msgspec.Struct):
     message: str | None = None
 
 
+class TextUpdate(msgspec.Struct):
+    side: str
+    price_level: str
+    new_quantity: str
+    event_time: str = ""
+
+
+class TextL2Event(msgspec.Struct):
+    """``L2Event`` with its levels as text: tells a level that is not a number from a bad frame."""
+
+    type: str
+    product_id: str
+    updates: list[TextUpdate]
+
+
+_l2_data = msgspec.json.Decoder(L2Data, strict=False)
 _envelope = msgspec.json.Decoder(Envelope)
-_l2_events = msgspec.json.Decoder(list[L2Event])
+_l2_events = msgspec.json.Decoder(list[L2Event], strict=False)
+_text_l2_events = msgspec.json.Decoder(list[TextL2Event])
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 def symbol_for(pair: str) -> str:
@@ -107,81 +135,85 @@ def parse_time_ms(text: str) -> int | None:
 # --- the sync rules, free of I/O -------------------------------------------------------
 
 
-class CoinbaseFeed:
+class CoinbaseFeed(FloatSnapshotFeed):
     """Frames of one Coinbase connection -> verified books. ``pairs=None`` accepts every product."""
 
+    venue = VENUE
+
     def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None) -> None:
-        self.stats = FeedStats(counters)
-        self._throttle = LogThrottle(log)
-        self._open = pairs is None
-        self._books: dict[str, BookState] = {}  # product id -> state
-        self._by_pair: dict[str, BookState] = {}
+        super().__init__(pairs is None, log, counters)
         self._next_seq: int | None = None
         for pair in pairs or ():
             self._add(symbol_for(pair), pair)
 
-    def _add(self, product: str, pair: str) -> BookState:
-        st = BookState(pair)
-        self._books[product] = self._by_pair[pair] = st
-        return st
-
-    # Feed protocol ------------------------------------------------------------------------------
-
-    def book(self, pair: str) -> L2Book | None:
-        st = self._by_pair.get(pair)
-        return st.book if st is not None and st.synced else None
-
-    def wants_snapshot(self) -> set[str]:
-        return {st.pair for st in self._by_pair.values() if st.wants}
-
-    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
-        """Coinbase's REST book has no id aligned with the stream: the WS snapshot is the only sync point."""
-
     def reset(self) -> None:
         """A new connection: its sequence starts over and every book waits for its snapshot."""
+        super().reset()
         self._next_seq = None
-        for st in self._by_pair.values():
-            st.drop()
-            st.wants = False
-
-    def invalidate(self, pair: str, reason: str = "") -> None:
-        st = self._by_pair.get(pair)
-        if st is not None:
-            st.drop()
-            st.wants = True
-            self.stats.pair(pair, "invalidated")
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         stats = self.stats
         stats.frame(len(payload))
+        if b'"l2_data"' in payload[:48]:
+            try:
+                msg = _l2_data.decode(payload)  # one typed pass, floats in C
+            except _DECODE_ERRORS:
+                msg = None
+            if msg is not None and msg.channel == "l2_data":
+                seq = msg.sequence_num
+                if self._in_sequence(seq):
+                    for ev in msg.events:
+                        self._on_event(ev, seq, recv_ms)
+                return
+        self._other_frame(payload, recv_ms)
+
+    def _other_frame(self, payload: bytes, recv_ms: float) -> None:
+        """Other channels, errors, malformed frames, and book frames the one-pass decode refused."""
+        stats = self.stats
+        events: list[L2Event | TextL2Event] | None = None
         try:
             env = _envelope.decode(payload)
-            events = _l2_events.decode(env.events) if env.channel == "l2_data" else None
-            if events is not None and env.sequence_num is None:
-                raise ValueError("l2_data without sequence_num")
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            if env.channel == "l2_data":
+                if env.sequence_num is None:
+                    raise ValueError("l2_data without sequence_num")
+                try:
+                    events = list(_l2_events.decode(env.events))
+                except msgspec.ValidationError:
+                    # Well-formed but for a level that is not a number: only its book is lost (below).
+                    events = list(_text_l2_events.decode(env.events))
+        except (*_DECODE_ERRORS, ValueError) as exc:
             # An undecodable frame may have been a book update: its loss shows as a gap next frame.
-            stats.malformed_frame()
-            self._throttle.warning("malformed", "event=malformed_frame venue=coinbase detail=%s", str(exc)[:200])
+            self._malformed(exc)
             return
         if env.type == "error":
             stats.kind("error")
             log.warning("event=venue_error venue=coinbase message=%s", env.message)
             return
         seq = env.sequence_num
-        if seq is not None:
-            expected = self._next_seq
-            if expected is not None and seq < expected:
-                stats.kind("out_of_order")
-                return
-            if expected is not None and seq > expected:
-                self._gap(expected, seq)
-            self._next_seq = seq + 1
+        if seq is not None and not self._in_sequence(seq):
+            return
         if events is None:
             stats.kind(env.channel or "other")
             return
         for ev in events:
+            if isinstance(ev, TextL2Event):
+                try:
+                    ev = msgspec.convert(msgspec.to_builtins(ev), L2Event, strict=False)
+                except msgspec.ValidationError:
+                    self._bad_event(ev)
+                    continue
             self._on_event(ev, seq or 0, recv_ms)
+
+    def _in_sequence(self, seq: int) -> bool:
+        """The connection's one counter: False for an out-of-order frame; a jump is a gap for all."""
+        expected = self._next_seq
+        if expected is not None and seq != expected:
+            if seq < expected:
+                self.stats.kind("out_of_order")
+                return False
+            self._gap(expected, seq)
+        self._next_seq = seq + 1
+        return True
 
     def _gap(self, expected: int, seq: int) -> None:
         # The lost message could have belonged to any product here: each book counts a gap.
@@ -191,27 +223,32 @@ class CoinbaseFeed:
             self.stats.counters.incr("gaps")
         for st in self._by_pair.values():
             self.stats.gap(st.pair)
-            st.drop()
-            st.wants = True
+            self._lose(st)
+
+    def _state(self, product: str) -> BookState | None:
+        st = self._by_key.get(product)
+        if st is None and self._open:
+            st = self._add(product, pair_for(product))
+        return st
+
+    def _bad_event(self, ev: TextL2Event) -> None:
+        self.stats.kind(ev.type)
+        st = self._state(ev.product_id)
+        if st is not None:
+            self._corrupt(st)
 
     def _on_event(self, ev: L2Event, seq: int, recv_ms: float) -> None:
         stats = self.stats
         stats.kind(ev.type)
-        st = self._books.get(ev.product_id)
+        st = self._state(ev.product_id)
         if st is None:
-            if not self._open:
-                return
-            st = self._add(ev.product_id, pair_for(ev.product_id))
+            return
         if ev.type == "snapshot":
             if st.synced:
                 stats.pair(st.pair, "snapshot_resets")
             st.book.clear()
-            if not self._apply(st, ev, seq, recv_ms):
-                return
-            if not st.synced:  # the first sync counts too, as in the live counters
-                stats.resync(st.pair)
-            st.synced = st.ever_synced = True
-            st.wants = False
+            if self._apply(st, ev, seq, recv_ms):
+                self._synced(st)
             return
         if ev.type != "update":
             stats.malformed_frame()
@@ -223,26 +260,20 @@ class CoinbaseFeed:
             stats.pair(st.pair, "updates")
 
     def _apply(self, st: BookState, ev: L2Event, seq: int, recv_ms: float) -> bool:
-        bids: list[tuple[str, str]] = []
-        asks: list[tuple[str, str]] = []
-        try:
-            for u in ev.updates:
-                side = u.side
-                if side == "bid":
-                    bids.append((u.price_level, u.new_quantity))
-                elif side == "offer" or side == "ask":
-                    asks.append((u.price_level, u.new_quantity))
-                else:
-                    raise ValueError(f"unknown side {side!r}")
-            st.book.apply(bids, asks)
-        except ValueError:
-            # Part of the event may be applied already: the book is unknown until a new snapshot.
-            self.stats.malformed_frame()
-            self.stats.pair(st.pair, "malformed")
-            st.drop()
-            st.wants = True
-            return False
+        bids: list[tuple[float, float]] = []
+        asks: list[tuple[float, float]] = []
+        for u in ev.updates:
+            side = u.side
+            if side == "bid":
+                bids.append((u.price_level, u.new_quantity))
+            elif side == "offer" or side == "ask":
+                asks.append((u.price_level, u.new_quantity))
+            else:
+                # Nothing is applied yet, but the event's levels are lost: the book is unknown now.
+                self._corrupt(st)
+                return False
         book = st.book
+        book.apply(bids, asks)
         book.update_id = seq
         if ev.updates:
             book.exchange_time_ms = parse_time_ms(ev.updates[-1].event_time)

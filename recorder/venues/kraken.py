@@ -95,6 +95,8 @@ _v1_array = msgspec.json.Decoder(list[msgspec.Raw])
 _v1_int = msgspec.json.Decoder(int)
 _v1_str = msgspec.json.Decoder(str)
 _v1_book = msgspec.json.Decoder(V1Book)
+# A v1 book frame in one pass: [channelID, {book}, ({book},) "book-N", "PAIR"].
+_v1_book_frame = msgspec.json.Decoder(list[int | str | V1Book])
 
 
 def symbol_for(pair: str) -> str:
@@ -237,17 +239,38 @@ class KrakenFeed(SnapshotFeed):
     # v1 ---------------------------------------------------------------------------------------
 
     def _on_v1_array(self, payload: bytes, recv_ms: float) -> None:
-        parts = _v1_array.decode(payload)
-        if len(parts) < 4:
-            raise ValueError(f"v1 array frame with {len(parts)} elements")
-        _v1_int.decode(parts[0])  # channel id
-        name = _v1_str.decode(parts[-2])
-        symbol = _v1_str.decode(parts[-1])
+        try:
+            parts = _v1_book_frame.decode(payload)  # one typed pass for a book frame
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            parts = None
+        if parts is not None and len(parts) >= 4:
+            channel_id, name, symbol = parts[0], parts[-2], parts[-1]
+            books = parts[1:-2]
+            if (
+                type(channel_id) is int
+                and type(name) is str
+                and type(symbol) is str
+                and all(type(b) is V1Book for b in books)
+            ):
+                self._on_v1_book(name, symbol, books, recv_ms)  # type: ignore[arg-type]
+                return
+        # Another channel (trades, spread: their payloads are arrays), or a malformed frame.
+        parts_raw = _v1_array.decode(payload)
+        if len(parts_raw) < 4:
+            raise ValueError(f"v1 array frame with {len(parts_raw)} elements")
+        _v1_int.decode(parts_raw[0])  # channel id
+        name = _v1_str.decode(parts_raw[-2])
+        symbol = _v1_str.decode(parts_raw[-1])
+        if not name.startswith("book"):
+            self.stats.kind("other")
+            return
+        self._on_v1_book(name, symbol, [_v1_book.decode(p) for p in parts_raw[1:-2]], recv_ms)
+
+    def _on_v1_book(self, name: str, symbol: str, books: list[V1Book], recv_ms: float) -> None:
         if not name.startswith("book"):
             self.stats.kind("other")
             return
         depth = int(name.partition("-")[2] or 10)
-        books = [_v1_book.decode(p) for p in parts[1:-2]]
         snapshot = any(b.as_ or b.bs for b in books)
         self.stats.kind("snapshot" if snapshot else "update")
         st = self._state(pair_for(symbol), depth)
@@ -256,22 +279,25 @@ class KrakenFeed(SnapshotFeed):
         st.depth = depth
         if not snapshot and not st.synced:
             return
-        bids: list[list[str]] = []
-        asks: list[list[str]] = []
-        for b in books:
-            asks += b.as_ or b.a
-            bids += b.bs or b.b
+        if len(books) == 1:
+            b = books[0]
+            asks, bids = b.as_ or b.a, b.bs or b.b
+        else:
+            bids, asks = [], []
+            for b in books:
+                asks += b.as_ or b.a
+                bids += b.bs or b.b
         try:
-            for level in itertools.chain(bids, asks):
-                float(level[0]), float(level[1])
             ts_us = max((_v1_time_us(lv[2]) for lv in itertools.chain(bids, asks) if len(lv) > 2), default=None)
             expected = int(books[-1].c) if books[-1].c is not None else None  # the checksum sits in the last dict
+            if snapshot:
+                st.book.clear()
+            # A level that is not a number raises half-way through: the book is lost then
+            # (cleared), so the levels need no separate validation pass first.
+            self._apply(st, bids, asks, ts_us, recv_ms, update=not snapshot)
         except (ValueError, IndexError) as exc:
             self._bad_levels(st, exc)
             return
-        if snapshot:
-            st.book.clear()
-        self._apply(st, bids, asks, ts_us, recv_ms, update=not snapshot)
         if snapshot:
             # v1 snapshots carry no checksum: the book is served from the first verified update.
             self._snapshot_applied(st, verified=False)

@@ -88,23 +88,24 @@ def pair_for(symbol: str) -> str:
     return symbol
 
 
-def fragment(price: str, size: str) -> str:
-    return f"{price}:{size}"
-
-
-def checksum_of_fragments(bids: list[str], asks: list[str]) -> int:
-    """:func:`checksum` from ready ``price:size`` fragments (best first, up to 25 per side)."""
+def checksum_of_levels(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
+    """:func:`checksum` of the books' top 25 ``(price, size)`` text tuples per side, best first."""
     if len(bids) == len(asks):
-        parts = [x for pair in zip(bids, asks, strict=True) for x in pair]
+        # Interleave bid/ask and flatten the tuples in C: no string is built per level.
+        text = ":".join(_flatten(_flatten(zip(bids, asks, strict=True))))
     else:
-        parts = []
+        parts: list[str] = []
         for i in range(max(len(bids), len(asks))):
             if i < len(bids):
-                parts.append(bids[i])
+                parts += bids[i]
             if i < len(asks):
-                parts.append(asks[i])
-    crc = zlib.crc32(":".join(parts).encode())
+                parts += asks[i]
+        text = ":".join(parts)
+    crc = zlib.crc32(text.encode())
     return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+_flatten = itertools.chain.from_iterable
 
 
 def inst_type(inst_id: str) -> str:
@@ -134,7 +135,7 @@ class OkxFeed(SnapshotFeed):
     """Parses OKX order-book pushes into verified books (see module docstring)."""
 
     venue = VENUE
-    fragment = staticmethod(fragment)
+    # No per-level fragment: the checksum joins the top 25 stored (price, size) tuples as they are.
 
     def __init__(
         self, pairs: Iterable[str] | None = None, counters: Counters | None = None, channel: str | None = None
@@ -194,10 +195,8 @@ class OkxFeed(SnapshotFeed):
                 self._gap(st, f"prevSeqId={item.prevSeqId} after seqId={st.last_seq}")
                 return
         try:
-            for level in itertools.chain(item.bids, item.asks):
-                float(level[0]), float(level[1])
             ts_ms = int(item.ts) if item.ts else None
-        except (ValueError, IndexError) as exc:
+        except ValueError as exc:
             self._bad_levels(st, exc)
             return
         book = st.book
@@ -205,7 +204,13 @@ class OkxFeed(SnapshotFeed):
             book.clear()
         else:
             self.stats.pair(st.pair, "updates")
-        book.apply(item.bids, item.asks)
+        try:
+            # A level that is not a number raises half-way: the book is lost then (cleared), so
+            # the levels need no separate validation pass first.
+            book.apply(item.bids, item.asks)
+        except (ValueError, IndexError) as exc:
+            self._bad_levels(st, exc)
+            return
         book.update_id = item.seqId
         book.exchange_time_ms = ts_ms
         book.receive_time_ms = recv_ms
@@ -213,8 +218,8 @@ class OkxFeed(SnapshotFeed):
         if snapshot:
             self._snapshot_applied(st, verified=not item.checksum)
         if item.checksum:  # 0 or missing: the venue no longer sends one
-            bids, asks = book.top_fragments(CHECKSUM_LEVELS)
-            self._checksum(st, item.checksum, checksum_of_fragments(bids, asks))
+            bids, asks = book.top_levels(CHECKSUM_LEVELS)
+            self._checksum(st, item.checksum, checksum_of_levels(bids, asks))
 
 
 Feed = OkxFeed

@@ -1,9 +1,11 @@
-"""Book bookkeeping shared by the Feeds of venues that sync from a WebSocket snapshot and prove
-their books by checksum and/or sequence chain (Kraken, OKX).
+"""Book bookkeeping shared by the Feeds of venues that sync from a WebSocket snapshot: Kraken and
+OKX (``SnapshotFeed``: text books proven by checksum and/or sequence chain) and Bybit and Coinbase
+(``FloatSnapshotFeed``: float books proven by their sequence numbers).
 
-A pair's book is served only while it is synced *and* verified. A checksum failure or a sequence
-gap invalidates that pair alone (its book is cleared, never repaired in place) and puts it in
-``wants_snapshot()`` until a fresh snapshot arrives; every other pair carries on.
+A pair's book is served only while it is synced (and, with checksums, verified). A checksum
+failure, a sequence gap or a level that does not parse invalidates that pair alone (its book is
+cleared, never repaired in place) and puts it in ``wants_snapshot()`` until a fresh snapshot
+arrives; every other pair carries on.
 """
 
 from __future__ import annotations
@@ -19,20 +21,95 @@ from recorder.venues.base import Counters, FeedStats, LogThrottle
 class BookState:
     """One pair of a Feed that keeps a float book synced from WS snapshots (Bybit, Coinbase)."""
 
-    __slots__ = ("pair", "book", "synced", "ever_synced", "wants")
+    __slots__ = ("pair", "book", "synced", "ever_synced")
 
     def __init__(self, pair: str) -> None:
         self.pair = pair
         self.book = L2Book()
         self.synced = False
         self.ever_synced = False
-        self.wants = False  # needs a resubscribe to get a new snapshot
 
     def drop(self) -> None:
         self.synced = False
         self.book.clear()
         self.book.exchange_time_ms = None
         self.book.receive_time_ms = None
+
+
+class FloatSnapshotFeed:
+    """Base of the Bybit and Coinbase Feeds (sans-I/O, see ``recorder.venues.base.Feed``): one
+    ``BookState`` per pair, keyed by pair and by the venue's own name for it (symbol, product).
+
+    ``pairs=None`` accepts every book seen (replays of captures whose pairs are not known up front).
+    """
+
+    venue = ""
+
+    def __init__(self, open_: bool, log: logging.Logger, counters: Counters | None = None) -> None:
+        self.stats = FeedStats(counters)
+        self.log = log
+        self._throttle = LogThrottle(log)
+        self._open = open_
+        self._by_key: dict[str, BookState] = {}  # the venue's name of the book -> state
+        self._by_pair: dict[str, BookState] = {}
+        self._want: set[str] = set()
+
+    def _add(self, key: str, pair: str) -> BookState:
+        st = BookState(pair)
+        self._by_key[key] = self._by_pair[pair] = st
+        return st
+
+    # -- the Feed protocol ---------------------------------------------------------------------
+
+    def book(self, pair: str) -> L2Book | None:
+        st = self._by_pair.get(pair)
+        return st.book if st is not None and st.synced else None
+
+    def wants_snapshot(self) -> set[str]:
+        """Pairs to resubscribe (the returned set is live: do not modify it)."""
+        return self._want
+
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+        """These venues sync from the WebSocket snapshot alone; a REST book has no id to join."""
+
+    def reset(self) -> None:
+        """The socket is gone: every book is unknown until the new socket's snapshots."""
+        for st in self._by_pair.values():
+            st.drop()
+        self._want.clear()
+
+    def invalidate(self, pair: str, reason: str = "") -> None:
+        """Drop a pair's book (e.g. the sampler found it crossed) and ask for a resubscribe."""
+        st = self._by_pair.get(pair)
+        if st is not None:
+            self._lose(st)
+            self.stats.pair(pair, "invalidated")
+
+    def pairs(self) -> list[str]:
+        return list(self._by_pair)
+
+    # -- for the venue Feeds -------------------------------------------------------------------
+
+    def _synced(self, st: BookState) -> None:
+        """A snapshot was loaded into ``st.book``: serve it."""
+        if not st.synced:  # the first sync counts too, as in the live counters
+            self.stats.resync(st.pair)
+        st.synced = st.ever_synced = True
+        self._want.discard(st.pair)
+
+    def _lose(self, st: BookState) -> None:
+        st.drop()
+        self._want.add(st.pair)
+
+    def _corrupt(self, st: BookState) -> None:
+        """A level that does not parse: the book may be half-updated, so it is lost."""
+        self.stats.malformed_frame()
+        self.stats.pair(st.pair, "malformed")
+        self._lose(st)
+
+    def _malformed(self, exc: Exception) -> None:
+        self.stats.malformed_frame()
+        self._throttle.warning("malformed", "event=malformed_frame venue=%s detail=%s", self.venue, str(exc)[:200])
 
 
 class PairBook:

@@ -102,5 +102,11 @@ class TextL2Book(L2Book):
         bt, at, stop = self._bid_text, self._ask_text, -depth - 1
         return [bt[k][2] for k in self._bid_keys[-1:stop:-1]], [at[k][2] for k in self._ask_keys[-1:stop:-1]]
 
+    def joined_fragments(self, depth: int) -> str:
+        """The top ``depth`` fragments of the asks, then of the bids, best first, as one string
+        (Kraken's checksum text; needs ``fragment``)."""
+        bt, at, stop = self._bid_text, self._ask_text, -depth - 1
+        return "".join([at[k][2] for k in self._ask_keys[-1:stop:-1]] + [bt[k][2] for k in self._bid_keys[-1:stop:-1]])
+
     def depth(self) -> tuple[int, int]:
         return len(self._bids), len(self._asks)

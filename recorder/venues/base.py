@@ -159,9 +159,12 @@ class FeedStats:
         self.counters.incr(f"resyncs:{pair}")
 
     def checksum(self, pair: str, ok: bool) -> None:
-        if ok:
+        if ok:  # once per checksummed frame: pair() inlined
             self.checksums_ok += 1
-            self.pair(pair, "checksums_ok")
+            per = self.per_pair.get(pair)
+            if per is None:
+                per = self.per_pair[pair] = {}
+            per["checksums_ok"] = per.get("checksums_ok", 0) + 1
             self.counters.incr("checksums_ok")
         else:
             self.checksums_failed += 1

@@ -178,6 +178,7 @@ class KrakenFeed(SnapshotFeed):
     def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None, depth: int = 1000) -> None:
         super().__init__(pairs, log, counters)
         self.depth = depth
+        self._pair_of: dict[str, str] = {}  # v1/v2 symbol -> pair, for the books kept
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         self.stats.frame(len(payload))
@@ -273,9 +274,11 @@ class KrakenFeed(SnapshotFeed):
         depth = int(name.partition("-")[2] or 10)
         snapshot = any(b.as_ or b.bs for b in books)
         self.stats.kind("snapshot" if snapshot else "update")
-        st = self._state(pair_for(symbol), depth)
+        pair = self._pair_of.get(symbol)
+        st = self._state(pair_for(symbol) if pair is None else pair, depth)
         if st is None:
             return
+        self._pair_of[symbol] = st.pair  # only symbols of books we keep
         st.depth = depth
         if not snapshot and not st.synced:
             return
@@ -288,7 +291,12 @@ class KrakenFeed(SnapshotFeed):
                 asks += b.as_ or b.a
                 bids += b.bs or b.b
         try:
-            ts_us = max((_v1_time_us(lv[2]) for lv in itertools.chain(bids, asks) if len(lv) > 2), default=None)
+            ts_us = None
+            for lv in itertools.chain(bids, asks):
+                if len(lv) > 2:
+                    t = _v1_time_us(lv[2])
+                    if ts_us is None or t > ts_us:
+                        ts_us = t
             expected = int(books[-1].c) if books[-1].c is not None else None  # the checksum sits in the last dict
             if snapshot:
                 st.book.clear()
@@ -327,8 +335,7 @@ class KrakenFeed(SnapshotFeed):
 
     def _verify(self, st: PairBook, expected: int) -> None:
         # Same text as checksum(), from fragments precomputed when each level changed.
-        bids, asks = st.book.top_fragments(CHECKSUM_LEVELS)
-        self._checksum(st, expected, zlib.crc32(("".join(asks) + "".join(bids)).encode()))
+        self._checksum(st, expected, zlib.crc32(st.book.joined_fragments(CHECKSUM_LEVELS).encode()))
 
 
 Feed = KrakenFeed

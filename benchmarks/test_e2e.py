@@ -158,6 +158,7 @@ def _run(n: int, tmp: Path) -> dict[str, object]:
 
 @pytest.mark.parametrize("n", PAIRS)
 @pytest.mark.benchmark(group="end to end")
+@pytest.mark.timeout(SECONDS + 600)  # warm-up (up to 120 s), the window, shutdown: not the suite's 180 s
 def test_end_to_end(benchmark, n: int, tmp_path: Path) -> None:
     result = benchmark.pedantic(_run, args=(n, tmp_path), rounds=1, iterations=1)
     benchmark.extra_info.update(result)

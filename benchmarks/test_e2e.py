@@ -138,6 +138,11 @@ def _run(n: int, tmp: Path) -> dict[str, object]:
         "ring_drops": v1["ring_drops"] - v0["ring_drops"],
         "missed_ticks": v1["missed_ticks"] - v0["missed_ticks"],
         "gaps": v1["gaps"] - v0["gaps"],
+        # Why ticks were missed, and whether the feed was lost meanwhile (a simulator that cannot
+        # keep up closes slow consumers: every book then resyncs from REST).
+        "missed_by_cause": {k: n - v0["missed_by_cause"][k] for k, n in v1["missed_by_cause"].items()},
+        "reconnects": v1["reconnects"] - v0["reconnects"],
+        "resyncs": v1["resyncs"] - v0["resyncs"],
         "jitter_ms_p50": v1["grid_jitter_ms"]["p50"],
         "jitter_ms_p99": v1["grid_jitter_ms"]["p99"],
         "cpu_percent": {k: round(100 * (sampled.cpu[k] - cpu0.get(k, 0.0)) / elapsed, 1) for k in sampled.cpu},

@@ -80,9 +80,7 @@ def test_jsonl_and_parquet_compact_into_sorted_files_with_the_same_lines(pristin
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_jsonl_compaction_killed_at_each_step_keeps_every_line_once(
-    pristine: Path, tmp_path: Path, point: str
-) -> None:
+def test_jsonl_compaction_killed_at_each_step_keeps_every_line_once(pristine: Path, tmp_path: Path, point: str) -> None:
     data = _copy(pristine, tmp_path / "data")
     shutil.rmtree(data / "parquet")
     lines = _lines(data)

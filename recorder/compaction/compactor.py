@@ -22,7 +22,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from recorder.compaction.formats import FormatError, codec_for, merge_tables
+from recorder.compaction.formats import FormatError, codec_for
 from recorder.compaction.store import FileInfo, LocalStore, PartitionStore, Plan, StoreError
 from recorder.config import S3Config
 
@@ -102,9 +102,6 @@ def plan_groups(files: list[FileInfo], target_bytes: int, older_than_s: float, n
     if cur:
         groups.append(cur)
     return [g for g in groups if len(g) > 1]
-
-
-merge = merge_tables  # Parquet tables (kept for callers of the Parquet-only version)
 
 
 def compact(

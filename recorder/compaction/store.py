@@ -34,7 +34,7 @@ from typing import BinaryIO, Protocol
 
 import msgspec
 
-from recorder.compaction.formats import CODECS, SORT_KEYS, codec_for
+from recorder.compaction.formats import CODECS, codec_for
 from recorder.sinks.local import atomic_write_bytes, ensure_dir, fsync_dir
 
 WORK_DIR = ".compaction"
@@ -58,10 +58,10 @@ class Plan(msgspec.Struct, kw_only=True):
     """One partition's swap, journaled between staging and the exchange."""
 
     partition: str  # relative to the data dir, e.g. parquet/exchange=binance/date=2026-11-24
-    stage: str  # relative to the data dir
+    stage: str  # the store's: locally a directory relative to the data dir; for S3 a local temp dir
     inputs: list[str]
     outputs: list[str]
-    token: str = ""
+    token: str = ""  # names the run's outputs (and on S3 its manifest)
     group_sizes: list[int] = []  # inputs per output, in order
 
 
@@ -290,6 +290,3 @@ class LocalStore:
         except FileNotFoundError:
             return
         fsync_dir(self.work)
-
-
-__all__ = ["SORT_KEYS", "FileInfo", "LocalStore", "PartitionStore", "Plan", "StoreError", "publish_lock"]

@@ -161,13 +161,19 @@ def test_s3_compaction_killed_at_random_moments_keeps_exactly_the_rows(
     moto: MotoS3, small_files: dict[str, bytes], expected: tuple[pa.Table, pa.Table]
 ) -> None:
     rng = random.Random(os.getpid())
+    # How long a whole run takes here and now: the kills land at random moments within it
+    # (past the interpreter's start-up, most of them while it works on S3).
+    timed = _upload(moto, small_files)
+    t0 = time.monotonic()
+    assert _compact("--data-dir", f"s3://{timed}/{PREFIX}", *TARGET).returncode == 0
+    whole = time.monotonic() - t0
     bucket = _upload(moto, small_files)
     lines = _objects_lines(moto, bucket)
     kills = 0
-    for _ in range(4):
+    for _ in range(5):
         url = f"s3://{bucket}/{PREFIX}"
         proc = subprocess.Popen([*CLI, "compact", "--data-dir", url, *TARGET], cwd=ROOT, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 2.5))
+        time.sleep(rng.uniform(0.4, 0.95) * whole)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         kills += proc.returncode == -signal.SIGKILL

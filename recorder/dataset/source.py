@@ -129,7 +129,7 @@ def list_files(fs: pafs.FileSystem, base: str, fmt: str, prune: Prune) -> list[D
         files: list[DataFile] = []
         manifests: list[str] = []
         sizes: dict[str, int] = {}
-        for info in _children(fs, path):
+        for info in _stable_children(fs, path):
             name = info.base_name
             if info.type == pafs.FileType.File:
                 sizes[name] = int(info.size or 0)
@@ -152,6 +152,33 @@ def list_files(fs: pafs.FileSystem, base: str, fmt: str, prune: Prune) -> list[D
         out += files
     out.sort(key=lambda f: f.path)
     return out
+
+
+def _stable_children(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    """A directory listing that is one moment's state, also on an object store.
+
+    An S3 listing of more than 1,000 keys comes in pages fetched one after the other, so a
+    compaction committing in between could show a page from before and one from after (neither
+    the small files nor the merged ones). Each key changes at most once in a compaction's
+    direction (outputs appear, inputs go), so two equal listings in a row are the state at the
+    moment between them: list until two agree.
+    """
+    entries = _children(fs, path)
+    if fs.type_name == "local":
+        return entries  # the local swap is one directory exchange
+    for _ in range(_LISTING_ATTEMPTS):
+        again = _children(fs, path)
+        if _same_listing(entries, again):
+            return again
+        entries = again
+    raise ListingChanged(f"{path} kept changing while listed")
+
+
+def _same_listing(a: list[pafs.FileInfo], b: list[pafs.FileInfo]) -> bool:
+    return {(i.path, i.size) for i in a} == {(i.path, i.size) for i in b}
+
+
+_LISTING_ATTEMPTS = 5
 
 
 class ListingChanged(DatasetError):

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions as bex
 import msgspec
 import psutil
 
@@ -265,13 +266,15 @@ class S3PartitionStore:
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
             return True
+        except bex.ParamValidationError:
+            pass  # a botocore older than S3's conditional writes (2024)
         except Exception as exc:  # noqa: BLE001
             code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 return False
             if code not in ("NotImplemented", "501"):
                 raise self._fail(exc, f"writing {key}") from None
-        # A server without conditional writes: check, then write (a narrow race, logged).
+        # A server (or botocore) without conditional writes: check, then write (a narrow race).
         if self._holder(key) is not None:
             return False
         self._put(key, body)

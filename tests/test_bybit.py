@@ -512,3 +512,18 @@ def test_simulated_capture_of_bybit_and_coinbase_at_once(tmp_path: Path) -> None
         v = final["venues"][venue]
         assert v["samples"] >= 6 and v["gaps"] == 0 and v["malformed"] == 0
     assert final["venues"]["bybit"]["pid"] != final["venues"]["coinbase"]["pid"]
+
+
+@pytest.mark.parametrize("level", [("nan", "1"), ("100", "inf"), ("100", "-1"), ("1e999", "1")])
+def test_a_level_that_is_no_price_loses_only_its_book(level: tuple[str, str]) -> None:
+    """Floats are parsed in C on the one-pass decode; NaN, infinities and negative numbers are
+    malformed levels there and on the fallback path alike, never levels in a book."""
+    feed = BybitFeed("spot", ["BTC-USDT", "ETH-USDT"])
+    feed.on_frame(SNAP, 0)
+    feed.on_frame(frame("snapshot", 7, b=[("10", "1")], a=[("11", "1")], symbol="ETHUSDT"), 0)
+    feed.on_frame(frame("delta", 101, b=[level]), 0)
+    assert feed.stats.malformed == 1 and feed.stats.per_pair["BTC-USDT"]["malformed"] == 1
+    assert feed.book("BTC-USDT") is None and feed.wants_snapshot() == {"BTC-USDT"}
+    assert top(feed, "ETH-USDT") == ([(10.0, 1.0)], [(11.0, 1.0)])
+    feed.on_frame(frame("snapshot", 200, b=[("50", "1")], a=[("51", "1")]), 0)  # the resubscribe's snapshot
+    assert top(feed, "BTC-USDT") == ([(50.0, 1.0)], [(51.0, 1.0)]) and feed.wants_snapshot() == set()

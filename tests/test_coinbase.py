@@ -371,3 +371,18 @@ async def test_connector_reconnects_and_resyncs_only_the_dropped_connection() ->
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         sim.stop()
+
+
+@pytest.mark.parametrize("level", [("nan", "1"), ("100", "inf"), ("100", "-1"), ("1e999", "1")])
+def test_a_level_that_is_no_price_loses_only_its_book(level: tuple[str, str]) -> None:
+    """Floats are parsed in C on the one-pass decode; NaN, infinities and negative numbers are
+    malformed levels there and on the fallback path alike, never levels in a book. The frame's
+    sequence number still counts: no gap follows."""
+    feed = synced_feed("BTC-USD", "ETH-USD")
+    feed.on_frame(l2(2, "update", bids=[level]), 0)
+    assert feed.stats.malformed == 1 and feed.stats.gaps == 0
+    assert feed.book("BTC-USD") is None and feed.wants_snapshot() == {"BTC-USD"}
+    feed.on_frame(l2(3, "update", "ETH-USD", bids=[("100", "5")]), 0)
+    assert top(feed, "ETH-USD")[0][0] == (100.0, 5.0) and feed.stats.gaps == 0
+    feed.on_frame(l2(4, "snapshot", bids=[("50", "1")], asks=[("51", "1")]), 0)
+    assert top(feed, "BTC-USD") == ([(50.0, 1.0)], [(51.0, 1.0)]) and feed.wants_snapshot() == set()

@@ -323,9 +323,13 @@ class SubscribedConnector:
                     await asyncio.wait_for(s.closed.wait(), timeout=SEND_CHECK_S if s.outbox else 0.25)
                 except TimeoutError:
                     pass
-                if s.closed.is_set():
-                    return False
                 now = time.monotonic()
+                if s.closed.is_set():
+                    if now - s.last_frame_s >= 0.9 * self.cfg.stall_timeout_s:
+                        # picows' keepalive (unanswered WebSocket pings) closed a silent socket first.
+                        self.counters.incr("stalls")
+                        self.log.warning("event=stall venue=%s silent_s=%.1f", self.venue, now - s.last_frame_s)
+                    return False
                 if now - s.last_frame_s > self.cfg.stall_timeout_s:
                     self.counters.incr("stalls")
                     self.log.warning("event=stall venue=%s silent_s=%.1f", self.venue, now - s.last_frame_s)

@@ -55,12 +55,13 @@ class _Listener(WSListener):
                 self._parts.clear()
             s.on_text(payload, time.time() * 1000.0)
             return
-        s.last_frame_s = time.monotonic()
-        if mt is WSMsgType.CLOSE:
+        if mt is WSMsgType.CLOSE:  # (not a sign of life: it may answer picows' keepalive giving up)
             s.close_code = frame.get_close_code()
             transport.send_close(frame.get_close_code())
             transport.disconnect()
-        elif mt is WSMsgType.BINARY:
+            return
+        s.last_frame_s = time.monotonic()
+        if mt is WSMsgType.BINARY:
             s.connector.malformed("binary frame", frame.payload_size)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:

@@ -146,6 +146,21 @@ def detector(venue: str, kind: str) -> str:
     return VENUE_DETECTORS.get((venue, kind), DETECTORS[kind][1])
 
 
+def sim_book_url(sim_url: str, venue: str, pair: str, snap: dict[str, Any], depth: int = DEPTH) -> str:
+    """Where the simulator tells its own book at a stored snapshot's position (each names a
+    published state its own way: update id, Bybit market + ``u``, Coinbase event time)."""
+    from recorder.venues import venue_module
+
+    symbol = getattr(venue_module(venue), "symbol_for", lambda p: p)(pair)
+    base = f"{sim_url}/sim/book?limit={depth}"
+    if venue == "bybit":
+        category, sym = symbol
+        return f"{base}&category={category}&symbol={sym}&update_id={snap['update_id']}"
+    if venue == "coinbase":
+        return f"{base}&symbol={symbol}&event_ms={snap['exchange_time_ms']}"
+    return f"{base}&symbol={urllib.parse.quote(symbol)}&update_id={snap['update_id']}"
+
+
 def demo_venues() -> tuple[list[str], list[str]]:
     """(venues in the demo, venues left out): every venue with both a connector and a simulator
     whose simulator takes scripted faults (``recorder/sim/faults.py``)."""
@@ -347,7 +362,6 @@ class Demo:
         import pyarrow.dataset as ds
         import pyarrow.parquet as pq
 
-        from recorder.venues import venue_module
 
         final = self.status()
         problems: list[str] = []
@@ -381,8 +395,6 @@ class Demo:
         books_checked = books_differing = 0
         for venue in self.venues:
             v = final["venues"][venue]
-            module = venue_module(venue)
-            to_symbol = getattr(module, "symbol_for", lambda p: p)
             for pair in pairs_of(venue):
                 items = sorted(stored.get((venue, pair), []), key=lambda s: s["sequence_number"])
                 sampled = v["pairs"][pair]["samples"]
@@ -393,7 +405,7 @@ class Demo:
                     problems.append(f"{venue} {pair}: sequence numbers have holes")
                 for s in items:
                     books_checked += 1
-                    if not self._book_matches(venue, to_symbol(pair), s):
+                    if not self._book_matches(venue, s):
                         books_differing += 1
                         if books_differing <= 5:
                             problems.append(f"{venue} {pair}: stored book at update {s['update_id']} differs")
@@ -412,6 +424,7 @@ class Demo:
                     "unaccounted": expected - len(items) - missed,
                     "success_pct_outside_faults": round(100.0 * ok_outside / len(outside), 2) if outside else None,
                     "gaps": v["pairs"][pair]["gaps"],
+                    "checksums_failed": v["pairs"][pair]["checksums_failed"],
                     "resyncs": v["pairs"][pair]["resyncs"],
                 }
                 if expected - len(items) - missed > 0:
@@ -471,17 +484,8 @@ class Demo:
                     t["detected"] += int(ok)
         return out
 
-    def _book_matches(self, venue: str, symbol: Any, s: dict[str, Any]) -> bool:
-        """The stored book == the simulator's own book at the stored position (each simulator names
-        a published state its own way: update id, Bybit market + u, Coinbase event time)."""
-        base = f"{self.urls[venue]['sim_url']}/sim/book?limit={DEPTH}"
-        if venue == "bybit":
-            category, sym = symbol
-            url = f"{base}&category={category}&symbol={sym}&update_id={s['update_id']}"
-        elif venue == "coinbase":
-            url = f"{base}&symbol={symbol}&event_ms={s['exchange_time_ms']}"
-        else:
-            url = f"{base}&symbol={urllib.parse.quote(symbol)}&update_id={s['update_id']}"
+    def _book_matches(self, venue: str, s: dict[str, Any]) -> bool:
+        url = sim_book_url(self.urls[venue]["sim_url"], venue, s["pair"], s, DEPTH)
         try:
             ref = _http_json(url)
         except urllib.error.HTTPError:
@@ -497,12 +501,12 @@ class Demo:
         if r["left_out"]:
             p(f"left out (simulators without scripted faults): {', '.join(r['left_out'])}")
         p("")
-        p(f"{'venue/pair':<24}{'expected':>9}{'stored':>8}{'missed':>8}{'unacct':>8}{'ok% outside faults':>20}"
-          f"{'gaps':>6}{'resyncs':>9}")  # fmt: skip
+        p(f"{'venue/pair':<30}{'expected':>9}{'stored':>8}{'missed':>8}{'unacct':>8}{'ok% outside faults':>20}"
+          f"{'gaps':>6}{'cksum':>7}{'resyncs':>9}")  # fmt: skip
         for key, x in r["pairs"].items():
             pct = "-" if x["success_pct_outside_faults"] is None else f"{x['success_pct_outside_faults']:.2f}"
-            p(f"{key:<24}{x['ticks_expected']:>9}{x['stored']:>8}{x['missed']:>8}{x['unaccounted']:>8}{pct:>20}"
-              f"{x['gaps']:>6}{x['resyncs']:>9}")  # fmt: skip
+            p(f"{key:<30}{x['ticks_expected']:>9}{x['stored']:>8}{x['missed']:>8}{x['unaccounted']:>8}{pct:>20}"
+              f"{x['gaps']:>6}{x['checksums_failed']:>7}{x['resyncs']:>9}")  # fmt: skip
         p("")
         for v in r["venues"]:
             lat = r["latency_ms"][v]

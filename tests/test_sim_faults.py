@@ -209,3 +209,35 @@ def test_sim_book_knows_the_books_it_served_as_snapshots() -> None:
             assert (ref["bids"], ref["asks"]) == (snap["bids"], snap["asks"])
 
     run(main())
+
+
+def test_symbols_of_every_venue_parse() -> None:
+    faults = parse_faults("kraken/gap@1:BTC/USD,bybit/stall@2+3:linear:BTCUSDT,okx/corrupt@3:ETH-USDT-SWAP#1")
+    assert [(f.venue, f.symbol) for f in faults] == [
+        ("kraken", "BTC/USD"),
+        ("bybit", "linear:BTCUSDT"),
+        ("okx", "ETH-USDT-SWAP"),
+    ]
+
+
+def test_a_symbol_scopes_connection_faults_and_unknown_ones_are_refused() -> None:
+    async def main() -> None:
+        async with client() as (sim, http, base):
+            for bad in ({"kind": "gap", "symbol": "NOPEUSDT"}, {"kind": "notice"}):
+                async with http.post(f"{base}/sim/fault", json=bad) as resp:
+                    assert resp.status == 400, bad
+            ws_url = sim.urls["ws_url"]
+            async with (
+                http.ws_connect(f"{ws_url}/ws/btcusdt@depth@100ms") as btc,
+                http.ws_connect(f"{ws_url}/ws/ethusdt@depth@100ms") as eth,
+            ):
+                await diffs(btc, 1)
+                await diffs(eth, 1)
+                assert (await inject(http, base, kind="drop", symbol="BTCUSDT"))["connections"] == 1
+                msg = await btc.receive(timeout=10)
+                while msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.PING):  # what was in flight
+                    msg = await btc.receive(timeout=10)
+                assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+                assert all(d["s"] == "ETHUSDT" for d in await diffs(eth, 5))  # the other connection lives on
+
+    run(main())

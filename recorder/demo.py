@@ -362,7 +362,6 @@ class Demo:
         import pyarrow.dataset as ds
         import pyarrow.parquet as pq
 
-
         final = self.status()
         problems: list[str] = []
         if final.get("state") != "stopped" or not final.get("flushed"):

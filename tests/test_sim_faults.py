@@ -241,3 +241,45 @@ def test_a_symbol_scopes_connection_faults_and_unknown_ones_are_refused() -> Non
                 assert all(d["s"] == "ETHUSDT" for d in await diffs(eth, 5))  # the other connection lives on
 
     run(main())
+
+
+@pytest.mark.parametrize("venue", ["kraken", "okx"])
+def test_gap_with_hold_delays_the_resubscription_snapshot(venue: str) -> None:
+    """WebSocket-snapshot venues: after a gap with ``hold_s`` the snapshot a resubscribe asks for
+    comes that much later (a slow venue)."""
+    symbol = {"kraken": "BTC/USD", "okx": "BTC-USDT"}[venue]
+
+    def request(op: str) -> dict[str, Any]:
+        if venue == "kraken":
+            return {"method": op, "params": {"channel": "book", "symbol": [symbol], "depth": 10}}
+        return {"op": op, "args": [{"channel": "books", "instId": symbol}]}
+
+    def is_snapshot(m: Any) -> bool:
+        return isinstance(m, dict) and m.get("type" if venue == "kraken" else "action") == "snapshot"
+
+    async def next_snapshot(ws: aiohttp.ClientWebSocketResponse) -> float:
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type is aiohttp.WSMsgType.TEXT and msg.data != "pong" and is_snapshot(json.loads(msg.data)):
+                return time.monotonic()
+
+    async def main() -> None:
+        sim = Simulator(SimOptions(venue=venue, seed=3, symbols=[symbol]))
+        await sim.start()
+        try:
+            async with aiohttp.ClientSession() as http, http.ws_connect(sim.urls["ws_url"]) as ws:
+                await ws.send_json(request("subscribe"))
+                await next_snapshot(ws)
+                await inject(http, sim.urls["sim_url"], kind="gap", symbol=symbol, hold_s=1.5)
+                deadline = time.monotonic() + 10
+                while sim.venue.stats()["updates_withheld"] < 1:  # type: ignore[attr-defined]
+                    assert time.monotonic() < deadline, "the gap was never taken"
+                    await asyncio.sleep(0.05)
+                await ws.send_json(request("unsubscribe"))
+                await ws.send_json(request("subscribe"))
+                t0 = time.monotonic()
+                assert await next_snapshot(ws) - t0 >= 1.2
+        finally:
+            await sim.stop()
+
+    run(main())

@@ -200,8 +200,11 @@ class SubscribedSimVenue(EngineVenue):
     def owe_snapshot(self, conn: SimConn, symbol: str, key: Any) -> None:
         hold = self.faults.take_hold(symbol)
         if hold > 0:  # a slow venue (gap fault with hold_s): the snapshot comes later
-            asyncio.get_running_loop().call_later(hold, self._owed.setdefault(symbol, []).append, (conn, key))
+            asyncio.get_running_loop().call_later(hold, self._owe, conn, symbol, key)
             return
+        self._owe(conn, symbol, key)
+
+    def _owe(self, conn: SimConn, symbol: str, key: Any) -> None:
         self._owed.setdefault(symbol, []).append((conn, key))
 
     def fanout(self, conns: Any, payload: str) -> None:

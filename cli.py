@@ -391,14 +391,36 @@ def demo(minutes: float, out_dir: str | None) -> None:
 
 
 @main.command("compact")
-@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix).")
 @click.option("--older-than", default="1h", show_default=True, help="Only files older than this (30m, 1h, 2d).")
 @click.option("--target-mb", default=128.0, show_default=True, type=float, help="Size of a merged file.")
 @click.option("--row-group-rows", default=128 * 1024, show_default=True, type=int, help="Rows per Parquet row group.")
-def compact_cmd(data_dir: str, older_than: str, target_mb: float, row_group_rows: int) -> None:
-    """Merge each partition's small Parquet files into few large sorted ones, atomically."""
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Compact this config's [storage.s3].")
+@click.option("--s3-bucket", help="Compact this S3 bucket (endpoint etc. from --config or the AWS chain).")
+@click.option("--s3-prefix", help="Key prefix in the bucket (default orderbook_data).")
+def compact_cmd(
+    data_dir: str,
+    older_than: str,
+    target_mb: float,
+    row_group_rows: int,
+    config_path: str | None,
+    s3_bucket: str | None,
+    s3_prefix: str | None,
+) -> None:
+    """Merge each partition's small Parquet and JSONL files into few large sorted ones, atomically."""
     from recorder.compaction import CompactionError, compact
+    from recorder.config import S3Config, s3_destination
     from recorder.logs import setup_logging
+
+    location: str | S3Config = data_dir
+    if config_path or s3_bucket or s3_prefix:
+        try:
+            dest = s3_destination(load_toml(config_path) if config_path else None, s3_bucket, s3_prefix)
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+        if dest is None:
+            raise UserError("--config names local storage: use --data-dir, or give [storage.s3] / --s3-bucket")
+        location = dest
 
     try:
         zero = older_than.strip().rstrip("smhd") in ("0", "0.0")  # "everything, now" is allowed here
@@ -409,7 +431,7 @@ def compact_cmd(data_dir: str, older_than: str, target_mb: float, row_group_rows
         raise UserError("--target-mb and --row-group-rows must be positive")
     setup_logging("compact")
     try:
-        res = compact(data_dir, older_than_s=older_than_s, target_mb=target_mb, row_group_rows=row_group_rows)
+        res = compact(location, older_than_s=older_than_s, target_mb=target_mb, row_group_rows=row_group_rows)
     except (CompactionError, OSError) as exc:
         raise UserError(f"compaction failed: {exc}") from None
     for line in res.recovered:

@@ -265,6 +265,27 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _PREFIX_PART_RE = re.compile(r"^[A-Za-z0-9_.=\-]+$")
 
 
+def s3_destination(file_raw: dict[str, Any] | None, bucket: str | None, prefix: str | None) -> S3Config | None:
+    """The S3 destination a config file (``[storage.s3]``) and ``--s3-bucket`` / ``--s3-prefix``
+    name, validated; None when they name local storage."""
+    raw = _normalize_raw(file_raw or {})
+    section = dict(raw.get("s3") or {})
+    section.update({k: v for k, v in (("bucket", bucket), ("prefix", prefix)) if v is not None})
+    if raw.get("storage", "local") != "s3" and bucket is None:
+        return None
+    try:
+        s3 = msgspec.convert(section, S3Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid [storage.s3]: {exc}") from None
+    _validate_s3(s3)
+    return s3
+
+
+def check_s3_location(s3: S3Config) -> None:
+    """Validate an S3 destination given outside a capture config (e.g. ``compact``)."""
+    _validate_s3(s3)
+
+
 def _validate_s3(s3: S3Config | None) -> None:
     if s3 is None or not s3.bucket:
         raise ConfigError("--storage s3 needs a bucket: set bucket in [storage.s3] or pass --s3-bucket")

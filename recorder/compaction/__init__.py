@@ -1,4 +1,4 @@
-"""Compaction: merge a partition's many small Parquet files into few large sorted ones, atomically."""
+"""Compaction: merge a partition's many small Parquet or JSONL files into few large sorted ones, atomically."""
 
 from recorder.compaction.compactor import CompactionError, CompactionResult, compact
 from recorder.compaction.store import LocalStore, PartitionStore

@@ -1,13 +1,15 @@
-"""Merge each partition's small Parquet files into few large ones sorted by pair and time.
+"""Merge each partition's small files into few large ones sorted by pair and time.
 
-Which files: ``*.parquet`` in ``parquet/exchange=*/date=*`` older than ``older_than_s`` (by
-modification time: a closed file of a closed hour) and smaller than half the target size.
-They are grouped in time order (file names start with the first tick) into groups of about
-``target_bytes``; each group becomes one file, sorted by (pair, timestamp_ms, session, sequence)
-with row groups of ``row_group_rows`` so a time-range read of one pair touches few row groups.
-All groups of a partition are swapped in with one atomic commit (see ``store.py``).
+One planner for both formats and both stores. Which files: the data files of a
+``parquet/exchange=*/date=*`` or ``jsonl/exchange=*/date=*`` partition older than
+``older_than_s`` (by modification time: a closed file of a closed hour) and smaller than half
+the target size. They are grouped in time order (file names start with the first tick) into
+groups of about ``target_bytes``; each group becomes one file, sorted by (pair, timestamp_ms,
+session, sequence) — Parquet with row groups of ``row_group_rows`` so a time-range read of one
+pair touches few row groups, JSONL line by line (``formats.py``). All groups of a partition are
+replaced with one atomic commit (``store.py`` locally, ``s3store.py`` on S3).
 
-Memory is bounded by one group (about ``target_bytes`` of Parquet, decoded).
+Memory is bounded by one group (about ``target_bytes`` of files, decoded).
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from recorder.compaction.store import SORT_KEYS, FileInfo, LocalStore, PartitionStore, Plan, StoreError
+from recorder.compaction.formats import FormatError, codec_for
+from recorder.compaction.store import FileInfo, LocalStore, PartitionStore, Plan, StoreError
+from recorder.config import S3Config
 
 log = logging.getLogger("recorder.compaction")
 
@@ -32,7 +33,7 @@ DEFAULT_ROW_GROUP_ROWS = 128 * 1024
 OUTPUT_PREFIX = "compacted-"
 # Fault injection for the crash tests: SIGKILL when this point is reached (see store.py).
 CRASH_ENV = "RECORDER_COMPACT_CRASH_AT"
-_FIRST_TS = re.compile(r"-(\d{10,16})-\d+\.parquet$")
+_FIRST_TS = re.compile(r"-(\d{10,16})-\d+\.(?:parquet|jsonl)$")
 
 
 class CompactionError(RuntimeError):
@@ -62,6 +63,23 @@ def _crash_hook() -> object:
     return hook
 
 
+def open_store(location: str | S3Config) -> PartitionStore:
+    """The store of a local data dir, an ``s3://bucket/prefix`` URL (endpoint from the AWS chain,
+    e.g. ``AWS_ENDPOINT_URL``) or an S3 destination from a capture config."""
+    if isinstance(location, str) and not location.startswith("s3://"):
+        if not os.path.isdir(location):
+            raise CompactionError(f"data dir {location} does not exist")
+        return LocalStore(location, crash_hook=_crash_hook())
+    from recorder.compaction.s3store import S3PartitionStore
+
+    try:
+        if isinstance(location, str):
+            return S3PartitionStore.from_url(location, crash_hook=_crash_hook())
+        return S3PartitionStore.from_config(location, crash_hook=_crash_hook())
+    except StoreError as exc:
+        raise CompactionError(f"{exc.strerror}: {exc.filename}") from None
+
+
 def _order_key(f: FileInfo) -> tuple[int, str]:
     m = _FIRST_TS.search(f.name)
     first = int(m.group(1)) if m else int(f.mtime * 1000)
@@ -86,26 +104,18 @@ def plan_groups(files: list[FileInfo], target_bytes: int, older_than_s: float, n
     return [g for g in groups if len(g) > 1]
 
 
-def merge(tables: list[pa.Table]) -> pa.Table:
-    table = pa.concat_tables(tables, promote_options="default")
-    keys = [(k, "ascending") for k in SORT_KEYS if k in table.schema.names]
-    # Arrow's sort is stable: the levels of one snapshot keep their order.
-    return table.sort_by(keys)
-
-
 def compact(
-    store: PartitionStore | str,
+    store: PartitionStore | str | S3Config,
     *,
     older_than_s: float = 3600.0,
     target_mb: float = DEFAULT_TARGET_MB,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
     partitions: list[str] | None = None,
 ) -> CompactionResult:
-    """Compact every partition (or the given ones). Recovers an interrupted run first."""
-    if isinstance(store, str):
-        if not os.path.isdir(store):
-            raise CompactionError(f"data dir {store} does not exist")
-        store = LocalStore(store, crash_hook=_crash_hook())
+    """Compact every partition (or the given ones) of a data dir, an ``s3://bucket/prefix``, an
+    S3 destination (``[storage.s3]``) or a store. Recovers an interrupted run first."""
+    if isinstance(store, str | S3Config):
+        store = open_store(store)
     target = max(1, int(target_mb * 1024 * 1024))
     result = CompactionResult()
     try:
@@ -124,6 +134,7 @@ def compact(
 def _compact_partition(
     store: PartitionStore, partition: str, target: int, older_than_s: float, rg_rows: int, result: CompactionResult
 ) -> None:
+    codec = codec_for(partition)
     groups = plan_groups(store.list_files(partition), target, older_than_s, time.time())
     if not groups:
         return
@@ -131,24 +142,34 @@ def _compact_partition(
     stage = store.begin(partition, token)
     inputs: list[str] = []
     outputs: list[str] = []
+    sizes: list[int] = []
     rows = bytes_out = 0
     try:
         for group in groups:
-            table = merge([store.read_table(partition, f.name) for f in group])
-            ts = table.column("timestamp_ms")
-            first = pc.min(ts).as_py()
+            try:
+                merged = codec.merge([(f.name, store.read_bytes(partition, f.name)) for f in group], rg_rows)
+            except FormatError as exc:
+                raise CompactionError(f"{partition}: {exc}") from None
             # "<prefix><token>-<first tick>-<n>": like the writer's names, the number before the
             # last one is the file's first tick, which readers use to skip files (recorder.dataset).
-            name = f"{OUTPUT_PREFIX}{token}-{first}-{len(outputs):03d}.parquet"
-            bytes_out += store.write_staged(stage, name, table, rg_rows)
-            rows += table.num_rows
+            name = f"{OUTPUT_PREFIX}{token}-{merged.first_ts}-{len(outputs):03d}.{codec.ext}"
+            bytes_out += store.write_staged(stage, name, merged.write)
+            rows += merged.rows
             outputs.append(name)
             inputs += [f.name for f in group]
-            del table
-        store.commit(Plan(partition=partition, stage=stage, inputs=inputs, outputs=outputs))
+            sizes.append(len(group))
+            del merged
+        plan = Plan(partition=partition, stage=stage, inputs=inputs, outputs=outputs, token=token, group_sizes=sizes)
+        store.commit(plan)
     except BaseException:
-        # Nothing was swapped unless commit() got past the exchange, and then it finished.
-        if not any(o for o in outputs if _exists_in_partition(store, partition, o)):
+        # Nothing was swapped unless commit() got past its commit point, and then it finished
+        # (or the next run's recover() finishes it). Unsure (the store cannot be listed): keep
+        # the stage for recover().
+        try:
+            committed = any(_exists_in_partition(store, partition, o) for o in outputs)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            committed = True
+        if not committed:
             store.abort(stage)
         raise
     result.partitions += 1

@@ -1,5 +1,6 @@
-"""Where compaction reads and swaps files. ``LocalStore`` is a directory tree; an object store
-(S3) implements the same protocol with its own commit (e.g. a manifest) later.
+"""Where compaction reads and swaps files. ``LocalStore`` is a directory tree; ``S3Store``
+(``s3store.py``) implements the same protocol with its own commit (a manifest, see
+``manifest.py``). Both hold Parquet and JSONL partitions (``parquet/...``, ``jsonl/...``).
 
 Local commit protocol (readers glob ``*.parquet`` in a partition directory, so the switch from
 the small files to the merged ones must be a single atomic step):
@@ -25,16 +26,15 @@ import fcntl
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import msgspec
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from recorder.compaction.formats import CODECS, codec_for
 from recorder.sinks.local import atomic_write_bytes, ensure_dir, fsync_dir
 
 WORK_DIR = ".compaction"
@@ -58,22 +58,29 @@ class Plan(msgspec.Struct, kw_only=True):
     """One partition's swap, journaled between staging and the exchange."""
 
     partition: str  # relative to the data dir, e.g. parquet/exchange=binance/date=2026-11-24
-    stage: str  # relative to the data dir
+    stage: str  # the store's: locally a directory relative to the data dir; for S3 a local temp dir
     inputs: list[str]
     outputs: list[str]
+    token: str = ""  # names the run's outputs (and on S3 its manifest)
+    group_sizes: list[int] = []  # inputs per output, in order
+
+
+WriteFn = Callable[[BinaryIO], object]
 
 
 class PartitionStore(Protocol):
-    def partitions(self) -> list[str]: ...
+    def partitions(self) -> list[str]:
+        """Every ``<format>/exchange=*/date=*`` partition, relative to the store's root."""
 
-    def list_files(self, partition: str) -> list[FileInfo]: ...
+    def list_files(self, partition: str) -> list[FileInfo]:
+        """The partition's visible data files of its format (temp and hidden names excluded)."""
 
-    def read_table(self, partition: str, name: str) -> pa.Table: ...
+    def read_bytes(self, partition: str, name: str) -> bytes: ...
 
     def begin(self, partition: str, token: str) -> str:
         """A private place for the merged files; returns its id (the stage)."""
 
-    def write_staged(self, stage: str, name: str, table: pa.Table, row_group_rows: int) -> int:
+    def write_staged(self, stage: str, name: str, write: WriteFn) -> int:
         """Write one merged file durably into the stage; returns its size in bytes."""
 
     def commit(self, plan: Plan) -> None:
@@ -154,20 +161,24 @@ class LocalStore:
     # -- reading --------------------------------------------------------------------------
 
     def partitions(self) -> list[str]:
-        base = self.root / "parquet"
-        return sorted(str(p.relative_to(self.root)) for p in base.glob("exchange=*/date=*") if p.is_dir())
+        out = []
+        for fmt in CODECS:
+            base = self.root / fmt
+            out += [p.relative_to(self.root).as_posix() for p in base.glob("exchange=*/date=*") if p.is_dir()]
+        return sorted(out)
 
     def list_files(self, partition: str) -> list[FileInfo]:
+        suffix = f".{codec_for(partition).ext}"
         out = []
         for entry in os.scandir(self.root / partition):
-            if entry.name.startswith(".") or not entry.name.endswith(".parquet") or not entry.is_file():
+            if entry.name.startswith((".", "_")) or not entry.name.endswith(suffix) or not entry.is_file():
                 continue
             st = entry.stat()
             out.append(FileInfo(entry.name, st.st_size, st.st_mtime))
         return sorted(out, key=lambda f: f.name)
 
-    def read_table(self, partition: str, name: str) -> pa.Table:
-        return pq.read_table(self.root / partition / name)
+    def read_bytes(self, partition: str, name: str) -> bytes:
+        return (self.root / partition / name).read_bytes()
 
     # -- staging --------------------------------------------------------------------------
 
@@ -176,18 +187,10 @@ class LocalStore:
         ensure_dir(stage)
         return str(stage.relative_to(self.root))
 
-    def write_staged(self, stage: str, name: str, table: pa.Table, row_group_rows: int) -> int:
+    def write_staged(self, stage: str, name: str, write: WriteFn) -> int:
         path = self.root / stage / name
-        sorting = [pq.SortingColumn(i) for i in _sort_column_indices(table.schema)]
         with open(path, "wb") as fh:
-            pq.write_table(
-                table,
-                fh,
-                compression="zstd",
-                row_group_size=row_group_rows,
-                use_dictionary=True,
-                sorting_columns=sorting or None,
-            )
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
             size = fh.tell()
@@ -287,11 +290,3 @@ class LocalStore:
         except FileNotFoundError:
             return
         fsync_dir(self.work)
-
-
-SORT_KEYS = ("pair", "timestamp_ms", "session_id", "sequence_number")
-
-
-def _sort_column_indices(schema: pa.Schema) -> list[int]:
-    names = schema.names
-    return [names.index(k) for k in SORT_KEYS if k in names]

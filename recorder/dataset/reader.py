@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +18,22 @@ import pyarrow.fs as pafs
 
 from recorder.dataset import frames
 from recorder.dataset.frames import BookSnapshot
-from recorder.dataset.source import DataFile, DatasetError, Prune, format_roots, list_files, resolve
+from recorder.dataset.source import (
+    DataFile,
+    DatasetError,
+    ListingChanged,
+    Prune,
+    format_roots,
+    list_files,
+    resolve,
+)
 from recorder.dataset.timeutil import MS_PER_DAY, TimeLike, span_ms, to_ms, utc_date
 from recorder.model import Snapshot
 from recorder.names import NameError_, normalize_pair
 from recorder.writer.batches import SCHEMA, snapshots_to_batch
 
 _jsonl_decoder = msgspec.json.Decoder(list[Snapshot])
+_READ_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -235,11 +245,15 @@ class Dataset:
         sort: bool = True,
         cache: _JsonlCache | None = None,
     ) -> pa.Table:
-        files = list_files(self.filesystem, self.base, self.format, sel.prune())
-        if self.format == "parquet":
-            table = self._read_parquet(files, sel, max_level)
-        else:
-            table = self._read_jsonl(files, sel, max_level, cache)
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                table = self._read_listed(sel, max_level, cache)
+                break
+            except (ListingChanged, FileNotFoundError) as exc:
+                # A compaction replaced files between our listing and our read: list again.
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise DatasetError(f"files kept changing while reading {self.location}: {exc}") from None
+                time.sleep(0.05 * (attempt + 1))
         if sort or columns is not None:
             table = frames.sort_long(table)
         if columns is not None:
@@ -248,6 +262,12 @@ class Dataset:
                 raise DatasetError(f"unknown column(s) {', '.join(unknown)}; known: {', '.join(SCHEMA.names)}")
             table = table.select(list(columns))
         return table
+
+    def _read_listed(self, sel: Selection, max_level: int | None, cache: _JsonlCache | None) -> pa.Table:
+        files = list_files(self.filesystem, self.base, self.format, sel.prune())
+        if self.format == "parquet":
+            return self._read_parquet(files, sel, max_level)
+        return self._read_jsonl(files, sel, max_level, cache)
 
     def _read_parquet(self, files: list[DataFile], sel: Selection, max_level: int | None) -> pa.Table:
         if sel.end_ms is not None:

@@ -11,7 +11,11 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
+import msgspec
 import pyarrow.fs as pafs
+
+from recorder.compaction.manifest import Manifest, hidden_names, is_manifest
+from recorder.compaction.manifest import decode as decode_manifest
 
 FORMATS = ("parquet", "jsonl")
 
@@ -113,14 +117,24 @@ def list_files(fs: pafs.FileSystem, base: str, fmt: str, prune: Prune) -> list[D
     """Data files under ``base`` whose partition directories pass ``prune``; sorted by path.
 
     Names starting with '.' or '_' are skipped: temp files of the atomic sinks and markers.
+    A compaction in progress on an object store (a ``_compaction-*.json`` manifest in the
+    directory) hides either its inputs or its outputs (``recorder.compaction.manifest``), so a
+    listing never holds a row twice or misses one.
     """
     out: list[DataFile] = []
     suffix = f".{fmt}"
     stack: list[tuple[str, dict[str, str]]] = [(base, {})]
     while stack:
         path, part = stack.pop()
-        for info in _children(fs, path):
+        files: list[DataFile] = []
+        manifests: list[str] = []
+        sizes: dict[str, int] = {}
+        for info in _stable_children(fs, path):
             name = info.base_name
+            if info.type == pafs.FileType.File:
+                sizes[name] = int(info.size or 0)
+                if is_manifest(name):
+                    manifests.append(info.path)
             if name.startswith((".", "_")):
                 continue
             if info.type == pafs.FileType.Directory:
@@ -131,6 +145,53 @@ def list_files(fs: pafs.FileSystem, base: str, fmt: str, prune: Prune) -> list[D
                 if prune.accepts(key, value):
                     stack.append((info.path, {**part, key: value}))
             elif info.type == pafs.FileType.File and name.endswith(suffix):
-                out.append(DataFile(info.path, fmt, int(info.size or 0), part))
+                files.append(DataFile(info.path, fmt, int(info.size or 0), part))
+        if manifests:
+            hidden = hidden_names([_read_manifest(fs, m) for m in manifests], sizes)
+            files = [f for f in files if f.path.rsplit("/", 1)[-1] not in hidden]
+        out += files
     out.sort(key=lambda f: f.path)
     return out
+
+
+def _stable_children(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    """A directory listing that is one moment's state, also on an object store.
+
+    An S3 listing of more than 1,000 keys comes in pages fetched one after the other, so a
+    compaction committing in between could show a page from before and one from after (neither
+    the small files nor the merged ones). Each key changes at most once in a compaction's
+    direction (outputs appear, inputs go), so two equal listings in a row are the state at the
+    moment between them: list until two agree.
+    """
+    entries = _children(fs, path)
+    if fs.type_name == "local":
+        return entries  # the local swap is one directory exchange
+    for _ in range(_LISTING_ATTEMPTS):
+        again = _children(fs, path)
+        if _same_listing(entries, again):
+            return again
+        entries = again
+    raise ListingChanged(f"{path} kept changing while listed")
+
+
+def _same_listing(a: list[pafs.FileInfo], b: list[pafs.FileInfo]) -> bool:
+    return {(i.path, i.size) for i in a} == {(i.path, i.size) for i in b}
+
+
+_LISTING_ATTEMPTS = 5
+
+
+class ListingChanged(DatasetError):
+    """A file or manifest went away between listing and reading: list again."""
+
+
+def _read_manifest(fs: pafs.FileSystem, path: str) -> Manifest:
+    try:
+        with fs.open_input_stream(path) as fh:
+            return decode_manifest(fh.read())
+    except FileNotFoundError:
+        raise ListingChanged(f"{path} went away (a compaction finished)") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise DatasetError(f"malformed compaction manifest {path}: {exc}") from None

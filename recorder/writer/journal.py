@@ -128,7 +128,7 @@ def rebuild_journal(data_dir: str | os.PathLike[str], session_id: str) -> Journa
                     pairs[pair] = max(pairs.get(pair, 0), top + 1)
             except Exception as exc:  # a damaged file must not stop the recorder
                 log.error("event=journal_rebuild_skip path=%s error=%r", path, exc)
-    # Compaction merges sessions' Parquet files into ``compacted-*`` files: their rows count too.
+    # Compaction merges sessions' files into ``compacted-*`` files: their rows count too.
     for path in sorted(Path(data_dir, "parquet").glob("exchange=*/date=*/compacted-*.parquet")):
         try:
             table = pq.read_table(
@@ -143,6 +143,16 @@ def rebuild_journal(data_dir: str | os.PathLike[str], session_id: str) -> Journa
             for row in agg.to_pylist():
                 pairs = journal.next_seq.setdefault(row["exchange"], {})
                 pairs[row["pair"]] = max(pairs.get(row["pair"], 0), row["sequence_number_max"] + 1)
+    for path in sorted(Path(data_dir, "jsonl").glob("exchange=*/date=*/compacted-*.jsonl")):
+        try:
+            tops = _max_sequences(path, "jsonl", session_id)
+        except Exception as exc:
+            log.error("event=journal_rebuild_skip path=%s error=%r", path, exc)
+            continue
+        found += bool(tops)
+        for (exchange, pair), top in tops.items():
+            pairs = journal.next_seq.setdefault(exchange, {})
+            pairs[pair] = max(pairs.get(pair, 0), top + 1)
     if found:
         log.warning(
             "event=journal_rebuilt session=%s files=%d next_segment=%d",
@@ -157,9 +167,12 @@ class _SeqOnly(msgspec.Struct):
     exchange: str
     pair: str
     sequence_number: int
+    session_id: str = ""
 
 
-def _max_sequences(path: Path, fmt: str) -> dict[tuple[str, str], int]:
+def _max_sequences(path: Path, fmt: str, session_id: str | None = None) -> dict[tuple[str, str], int]:
+    """Highest sequence number per (exchange, pair); JSONL lines of ``session_id`` only if given
+    (a compacted file holds several sessions)."""
     out: dict[tuple[str, str], int] = {}
     if fmt == "parquet":
         table = pq.read_table(path, columns=["exchange", "pair", "sequence_number"])
@@ -172,6 +185,8 @@ def _max_sequences(path: Path, fmt: str) -> dict[tuple[str, str], int]:
         for line in fh:
             if line.strip():
                 rec = decoder.decode(line)
+                if session_id is not None and rec.session_id != session_id:
+                    continue
                 key = (rec.exchange, rec.pair)
                 out[key] = max(out.get(key, -1), rec.sequence_number)
     return out

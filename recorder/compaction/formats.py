@@ -1,0 +1,120 @@
+"""The two stored formats as compaction sees them: read one small file, merge a group, write it.
+
+The planner and the commit (``compactor.py``, ``store.py``, ``s3store.py``) never look inside a
+file; everything format-specific is here. Both formats sort by ``SORT_KEYS`` (pair, time,
+session, sequence) and keep every row / line exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+SORT_KEYS = ("pair", "timestamp_ms", "session_id", "sequence_number")
+
+
+class FormatError(ValueError):
+    """A source file cannot be read (one line; the file is left as it is)."""
+
+
+@dataclass
+class Merged:
+    """A merged group, ready to be written."""
+
+    rows: int  # Parquet rows / JSONL lines
+    first_ts: int  # earliest tick: it goes into the output's name (readers skip files by it)
+    write: Callable[[BinaryIO], None]
+
+
+class Codec(Protocol):
+    ext: str  # file suffix without the dot; also the format directory under the data dir
+
+    def merge(self, sources: list[tuple[str, bytes]], row_group_rows: int) -> Merged:
+        """``sources``: (file name, content) of each file of the group."""
+
+
+class ParquetCodec:
+    ext = "parquet"
+
+    def merge(self, sources: list[tuple[str, bytes]], row_group_rows: int) -> Merged:
+        tables = []
+        for name, data in sources:
+            try:
+                tables.append(pq.read_table(pa.BufferReader(data)))
+            except (pa.ArrowException, OSError) as exc:
+                raise FormatError(f"cannot read {name}: {exc}") from None
+        table = merge_tables(tables)
+        sorting = [pq.SortingColumn(table.schema.names.index(k)) for k in SORT_KEYS if k in table.schema.names]
+
+        def write(fh: BinaryIO) -> None:
+            pq.write_table(
+                table,
+                fh,
+                compression="zstd",
+                row_group_size=row_group_rows,
+                use_dictionary=True,
+                sorting_columns=sorting or None,
+            )
+
+        return Merged(rows=table.num_rows, first_ts=int(pc.min(table.column("timestamp_ms")).as_py()), write=write)
+
+
+def merge_tables(tables: list[pa.Table]) -> pa.Table:
+    table = pa.concat_tables(tables, promote_options="default")
+    keys = [(k, "ascending") for k in SORT_KEYS if k in table.schema.names]
+    # Arrow's sort is stable: the levels of one snapshot keep their order.
+    return table.sort_by(keys)
+
+
+class _LineKey(msgspec.Struct):
+    """The fields of a JSONL snapshot line the sort needs (the rest is copied byte for byte)."""
+
+    pair: str
+    timestamp_ms: int
+    session_id: str = ""
+    sequence_number: int = 0
+
+
+_line_key = msgspec.json.Decoder(_LineKey)
+
+
+class JsonlCodec:
+    """Nested JSONL (one snapshot per line, as the writer stores it, uncompressed). Lines are
+    moved, never re-encoded: a merged file holds exactly the bytes of its sources' lines."""
+
+    ext = "jsonl"
+
+    def merge(self, sources: list[tuple[str, bytes]], row_group_rows: int) -> Merged:
+        keyed: list[tuple[tuple[str, int, str, int], bytes]] = []
+        for name, data in sources:
+            for line in data.split(b"\n"):
+                if not line.strip():
+                    continue
+                try:
+                    k = _line_key.decode(line)
+                except msgspec.DecodeError as exc:
+                    raise FormatError(f"malformed JSONL line in {name}: {exc}") from None
+                keyed.append(((k.pair, k.timestamp_ms, k.session_id, k.sequence_number), line))
+        keyed.sort(key=lambda kv: kv[0])  # stable: equal keys keep their file order
+        if not keyed:
+            raise FormatError("no JSONL lines in the group")
+        body = b"\n".join(line for _, line in keyed) + b"\n"
+        return Merged(rows=len(keyed), first_ts=min(k[1] for k, _ in keyed), write=lambda fh: fh.write(body))
+
+
+CODECS: dict[str, Codec] = {"parquet": ParquetCodec(), "jsonl": JsonlCodec()}
+
+
+def codec_for(partition: str) -> Codec:
+    """``parquet/exchange=.../date=...`` -> the Parquet codec (the first path part is the format)."""
+    fmt = partition.replace("\\", "/").split("/", 1)[0]
+    try:
+        return CODECS[fmt]
+    except KeyError:
+        raise FormatError(f"unknown format directory {fmt!r} in partition {partition}") from None

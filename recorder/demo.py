@@ -5,7 +5,8 @@ them (``start-capture``), and injects every fault kind at least once (simulator 
 ``POST /sim/fault``, plus kill -9 of venue processes and of the writer). Afterwards it checks:
 
 * nothing sampled was lost: per pair, the snapshots the venue process pushed == the snapshots stored;
-* every fault was detected: its counter moved after the injection (``DETECTORS``);
+* every fault was detected: its counter moved after the injection (``DETECTORS``); REST snapshot
+  faults count only on venues that fetched REST snapshots (the others: "n/a", said so);
 * every stored book equals the simulator's own book at the stored update id (``/sim/book``);
 * every file is complete (Parquet footers, JSONL lines).
 
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,7 +33,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "cli.py")]
 DEMO_PAIRS = ["BTC-USDT", "ETH-USDT"]
-VENUE_PAIRS = {"binance-futures": ["BTC-USDT-PERP", "ETH-USDT-PERP"]}  # venues whose pairs are spelled otherwise
+# venues whose pairs are spelled otherwise (or span two markets)
+VENUE_PAIRS = {
+    "binance-futures": ["BTC-USDT-PERP", "ETH-USDT-PERP"],
+    "bybit": ["BTC-USDT", "ETH-USDT-PERP"],
+    "coinbase": ["BTC-USD", "ETH-USD"],
+    "kraken": ["BTC-USD", "ETH-USD"],
+    "okx": ["BTC-USDT", "ETH-USDT-PERP"],
+}
+# The simulators serve just these (their default universes are larger: less CPU on a small machine).
+SIM_SYMBOLS = {
+    "binance": "BTCUSDT,ETHUSDT",
+    "binance-futures": "BTCUSDT,ETHUSDT",
+    "bybit": "spot:BTCUSDT,linear:ETHUSDT",
+    "coinbase": "BTC-USD,ETH-USD",
+    "kraken": "BTC/USD,ETH/USD",
+    "okx": "BTC-USDT,ETH-USDT-SWAP",
+}
 INTERVAL_S = 1.0
 DEPTH = 20
 SESSION = "demo"
@@ -52,6 +70,7 @@ FAULT_ORDER = [
     "rest_delay",
 ]
 # fault kind -> (where the evidence is, counter): "venue" counters are per venue, "writer" the writer's.
+# VENUE_DETECTORS overrides a kind's counter for one venue.
 DETECTORS: dict[str, tuple[str, str]] = {
     "drop": ("venue", "reconnects"),
     "close": ("venue", "reconnects"),
@@ -66,6 +85,8 @@ DETECTORS: dict[str, tuple[str, str]] = {
     "kill_venue": ("venue", "restarts"),
     "kill_writer": ("writer", "restarts"),
 }
+# Kraken has no sequence numbers: a lost update shows as a checksum failure of the next one.
+VENUE_DETECTORS: dict[tuple[str, str], str] = {("kraken", "gap"): "checksums_failed"}
 # Simulator fault bodies (POST /sim/fault). REST faults come with a gap so a snapshot is needed.
 SIM_FAULTS: dict[str, list[dict[str, Any]]] = {
     "drop": [{"kind": "drop"}],
@@ -87,6 +108,7 @@ AFFECTS: dict[str, set[str]] = {
     "malformed": {"malformed"},
     "gaps": {"gap", "rest_refuse", "rest_delay"},
     "resyncs": set(FAULT_ORDER) - {"malformed", "kill_writer", "slow"},
+    "checksums_failed": {"gap", "corrupt", "rest_refuse", "rest_delay"},
     "lag_alerts": {"slow", "stall"},
     "rest_errors": {"rest_refuse", "rest_delay"},
     "restarts": {"kill_venue", "kill_writer"},
@@ -107,6 +129,7 @@ class Injection:
     after: dict[str, float] = field(default_factory=dict)
     detected: dict[str, bool] = field(default_factory=dict)
     at_next: dict[str, dict[str, float]] = field(default_factory=dict)  # next kind -> counters then
+    not_applicable: set[str] = field(default_factory=set)  # venues the fault cannot touch
     note: str = ""
 
     @property
@@ -116,6 +139,26 @@ class Injection:
 
 def pairs_of(venue: str) -> list[str]:
     return VENUE_PAIRS.get(venue, DEMO_PAIRS)
+
+
+def detector(venue: str, kind: str) -> str:
+    """The status counter that proves ``kind`` was noticed on ``venue`` (or by the writer)."""
+    return VENUE_DETECTORS.get((venue, kind), DETECTORS[kind][1])
+
+
+def sim_book_url(sim_url: str, venue: str, pair: str, snap: dict[str, Any], depth: int = DEPTH) -> str:
+    """Where the simulator tells its own book at a stored snapshot's position (each names a
+    published state its own way: update id, Bybit market + ``u``, Coinbase event time)."""
+    from recorder.venues import venue_module
+
+    symbol = getattr(venue_module(venue), "symbol_for", lambda p: p)(pair)
+    base = f"{sim_url}/sim/book?limit={depth}"
+    if venue == "bybit":
+        category, sym = symbol
+        return f"{base}&category={category}&symbol={sym}&update_id={snap['update_id']}"
+    if venue == "coinbase":
+        return f"{base}&symbol={symbol}&event_ms={snap['exchange_time_ms']}"
+    return f"{base}&symbol={urllib.parse.quote(symbol)}&update_id={snap['update_id']}"
 
 
 def demo_venues() -> tuple[list[str], list[str]]:
@@ -181,6 +224,8 @@ class Demo:
                     str(self.seed + i),
                     "--ping-interval",
                     "5",
+                    "--symbols",
+                    SIM_SYMBOLS.get(venue, ""),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=open(self.out / f"sim-{venue}.log", "w"),  # noqa: SIM115 (the child owns it)
@@ -220,11 +265,7 @@ class Demo:
             return {}
 
     def counters(self, kind: str) -> dict[str, float]:
-        where, name = DETECTORS[kind]
-        st = self.status()
-        if where == "writer":
-            return {"writer": float(st.get("writer", {}).get(name, 0))}
-        return {v: float(st.get("venues", {}).get(v, {}).get(name, 0)) for v in self.venues}
+        return self._counters_from(self.status(), kind)
 
     def inject(self, kind: str) -> Injection:
         inj = Injection(kind, time.time(), before=self.counters(kind))
@@ -295,30 +336,31 @@ class Demo:
         """A fault is detected if its counter moved before the next fault read by the same counter."""
         final = self.status()
         for i, inj in enumerate(self.injections):
-            affects = AFFECTS[DETECTORS[inj.kind][1]]
-            nxt = next((j for j in self.injections[i + 1 :] if j.kind in affects), None)
-            inj.after = inj.at_next[nxt.kind] if nxt is not None else self._counters_from(final, inj.kind)
             for key, before in inj.before.items():
-                inj.detected[key] = inj.after.get(key, 0.0) > before
+                # Evidence counts until the next fault that can move the same counter.
+                affects = AFFECTS[detector(key, inj.kind) if key != "writer" else DETECTORS[inj.kind][1]]
+                nxt = next((j for j in self.injections[i + 1 :] if j.kind in affects), None)
+                after = inj.at_next[nxt.kind] if nxt is not None else self._counters_from(final, inj.kind)
+                inj.after[key] = after.get(key, 0.0)
+                inj.detected[key] = inj.after[key] > before
             if inj.kind.startswith("rest_"):
-                for venue in self.venues:
-                    if not final["venues"][venue]["snapshots_fetched"] and not inj.detected.get(venue):
-                        inj.detected[venue] = True  # not applicable: the venue never asks REST for books
-                        inj.note = "n/a for venues without REST snapshots"
+                # Only venues that sync from a REST snapshot can be hurt by one refused or delayed;
+                # the others never asked (their books start from a WebSocket snapshot).
+                inj.not_applicable = {v for v in self.venues if not final["venues"][v]["snapshots_fetched"]}
+                if inj.not_applicable:
+                    inj.note = "n/a: " + ", ".join(sorted(inj.not_applicable)) + " take no REST snapshot"
 
     def _counters_from(self, st: dict[str, Any], kind: str) -> dict[str, float]:
         where, name = DETECTORS[kind]
         if where == "writer":
-            return {"writer": float(st["writer"].get(name, 0))}
-        return {v: float(st["venues"][v].get(name, 0)) for v in self.venues}
+            return {"writer": float(st.get("writer", {}).get(name, 0))}
+        return {v: float(st.get("venues", {}).get(v, {}).get(detector(v, kind), 0)) for v in self.venues}
 
     # -- verifying -------------------------------------------------------------------------
 
     def verify(self) -> dict[str, Any]:
         import pyarrow.dataset as ds
         import pyarrow.parquet as pq
-
-        from recorder.venues import venue_module
 
         final = self.status()
         problems: list[str] = []
@@ -352,8 +394,6 @@ class Demo:
         books_checked = books_differing = 0
         for venue in self.venues:
             v = final["venues"][venue]
-            module = venue_module(venue)
-            to_symbol = getattr(module, "symbol_for", lambda p: p)
             for pair in pairs_of(venue):
                 items = sorted(stored.get((venue, pair), []), key=lambda s: s["sequence_number"])
                 sampled = v["pairs"][pair]["samples"]
@@ -364,7 +404,7 @@ class Demo:
                     problems.append(f"{venue} {pair}: sequence numbers have holes")
                 for s in items:
                     books_checked += 1
-                    if not self._book_matches(venue, to_symbol(pair), s):
+                    if not self._book_matches(venue, s):
                         books_differing += 1
                         if books_differing <= 5:
                             problems.append(f"{venue} {pair}: stored book at update {s['update_id']} differs")
@@ -383,6 +423,7 @@ class Demo:
                     "unaccounted": expected - len(items) - missed,
                     "success_pct_outside_faults": round(100.0 * ok_outside / len(outside), 2) if outside else None,
                     "gaps": v["pairs"][pair]["gaps"],
+                    "checksums_failed": v["pairs"][pair]["checksums_failed"],
                     "resyncs": v["pairs"][pair]["resyncs"],
                 }
                 if expected - len(items) - missed > 0:
@@ -391,7 +432,9 @@ class Demo:
                     )
         if books_differing:
             problems.append(f"{books_differing} stored books differ from the simulator")
-        undetected = [(i.kind, k) for i in self.injections for k, ok in i.detected.items() if not ok]
+        undetected = [
+            (i.kind, k) for i in self.injections for k, ok in i.detected.items() if not ok and k not in i.not_applicable
+        ]
         for kind, key in undetected:
             problems.append(f"fault {kind} went undetected on {key}")
         kinds = {i.kind for i in self.injections}
@@ -406,11 +449,17 @@ class Demo:
             "left_out": self.left_out,
             "pairs": pairs,
             "faults": [
-                {"kind": i.kind, "t_s": round(i.at - self.t0, 1), "detected": i.detected, "note": i.note}
+                {
+                    "kind": i.kind,
+                    "t_s": round(i.at - self.t0, 1),
+                    "detected": {k: None if k in i.not_applicable else ok for k, ok in i.detected.items()},
+                    "note": i.note,
+                }
                 for i in self.injections
             ],
+            "faults_per_venue": self._fault_tally(),
             "gaps_injected_per_pair": injected_gaps,
-            "gaps_detected": {v: final["venues"][v]["gaps"] for v in self.venues},
+            "gaps_detected": {v: final["venues"][v][detector(v, "gap")] for v in self.venues},
             "latency_ms": {v: final["venues"][v]["capture_latency_ms"] for v in self.venues},
             "ring_drops": {v: final["venues"][v]["ring_drops"] for v in self.venues},
             "missed_by_cause": {v: final["venues"][v]["missed_by_cause"] for v in self.venues},
@@ -421,8 +470,21 @@ class Demo:
             "writer": {k: final["writer"].get(k) for k in ("snapshots_written", "restarts", "write_errors")},
         }
 
-    def _book_matches(self, venue: str, symbol: str, s: dict[str, Any]) -> bool:
-        url = f"{self.urls[venue]['sim_url']}/sim/book?symbol={symbol}&update_id={s['update_id']}&limit={DEPTH}"
+    def _fault_tally(self) -> dict[str, dict[str, int]]:
+        """Per venue (and the writer): faults injected, detected, not applicable."""
+        out: dict[str, dict[str, int]] = {}
+        for inj in self.injections:
+            for key, ok in inj.detected.items():
+                t = out.setdefault(key, {"injected": 0, "detected": 0, "not_applicable": 0})
+                if key in inj.not_applicable:
+                    t["not_applicable"] += 1
+                else:
+                    t["injected"] += 1
+                    t["detected"] += int(ok)
+        return out
+
+    def _book_matches(self, venue: str, s: dict[str, Any]) -> bool:
+        url = sim_book_url(self.urls[venue]["sim_url"], venue, s["pair"], s, DEPTH)
         try:
             ref = _http_json(url)
         except urllib.error.HTTPError:
@@ -438,22 +500,26 @@ class Demo:
         if r["left_out"]:
             p(f"left out (simulators without scripted faults): {', '.join(r['left_out'])}")
         p("")
-        p(f"{'venue/pair':<24}{'expected':>9}{'stored':>8}{'missed':>8}{'unacct':>8}{'ok% outside faults':>20}"
-          f"{'gaps':>6}{'resyncs':>9}")  # fmt: skip
+        p(f"{'venue/pair':<30}{'expected':>9}{'stored':>8}{'missed':>8}{'unacct':>8}{'ok% outside faults':>20}"
+          f"{'gaps':>6}{'cksum':>7}{'resyncs':>9}")  # fmt: skip
         for key, x in r["pairs"].items():
             pct = "-" if x["success_pct_outside_faults"] is None else f"{x['success_pct_outside_faults']:.2f}"
-            p(f"{key:<24}{x['ticks_expected']:>9}{x['stored']:>8}{x['missed']:>8}{x['unaccounted']:>8}{pct:>20}"
-              f"{x['gaps']:>6}{x['resyncs']:>9}")  # fmt: skip
+            p(f"{key:<30}{x['ticks_expected']:>9}{x['stored']:>8}{x['missed']:>8}{x['unaccounted']:>8}{pct:>20}"
+              f"{x['gaps']:>6}{x['checksums_failed']:>7}{x['resyncs']:>9}")  # fmt: skip
         p("")
         for v in r["venues"]:
             lat = r["latency_ms"][v]
-            p(f"{v}: missed by cause {r['missed_by_cause'][v]}; capture latency p50/p99 {lat['p50']}/{lat['p99']} ms;"
-              f" ring drops {r['ring_drops'][v]}; gaps detected {r['gaps_detected'][v]}"
-              f" (injected {r['gaps_injected_per_pair']} per pair)")  # fmt: skip
+            t = r["faults_per_venue"].get(v, {})
+            gap_word = "gaps" if detector(v, "gap") == "gaps" else "checksum failures"
+            p(f"{v}: faults injected {t.get('injected', 0)}, detected {t.get('detected', 0)}"
+              f" (n/a {t.get('not_applicable', 0)}); missed by cause {r['missed_by_cause'][v]};"
+              f" capture latency p50/p99 {lat['p50']}/{lat['p99']} ms; ring drops {r['ring_drops'][v]};"
+              f" {gap_word} detected {r['gaps_detected'][v]}"
+              f" (gaps injected {r['gaps_injected_per_pair']} per pair)")  # fmt: skip
         p("")
         p("faults (t = seconds after start; detected per venue / writer):")
         for f in r["faults"]:
-            det = ", ".join(f"{k} {'yes' if ok else 'NO'}" for k, ok in f["detected"].items())
+            det = ", ".join(f"{k} {'n/a' if ok is None else 'yes' if ok else 'NO'}" for k, ok in f["detected"].items())
             p(f"  t+{f['t_s']:6.1f}s  {f['kind']:<12} detected: {det}" + (f"  ({f['note']})" if f["note"] else ""))
         p("")
         p(f"books verified against the simulators: {r['books_verified']} ({r['books_differing']} differ)")

@@ -55,6 +55,20 @@ class VenueSim:
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
 
+    def fault(self, **fault: Any) -> dict[str, Any]:
+        """Inject a fault now (``POST /sim/fault``, see recorder/sim/faults.py); its record."""
+        req = urllib.request.Request(
+            f"{self.urls['sim_url']}/sim/fault",
+            data=json.dumps(fault).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.load(resp)  # type: ignore[no-any-return]
+
+    def injected(self) -> list[dict[str, Any]]:
+        """Every fault injected so far (``GET /sim/faults``)."""
+        return self.get("/sim/faults")[1]["injected"]  # type: ignore[no-any-return]
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:

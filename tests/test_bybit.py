@@ -364,8 +364,8 @@ def test_live_capture_matches_simulator_and_a_gap_resyncs_only_that_pair(tmp_pat
         try:
             wait_for(lambda: _min_samples(data, "by") >= 12, 90, "samples of every pair")
             # The gap, and a slow resubscription (1.5 s): the pair must miss ticks meanwhile, alone.
-            code, body = sim.get("/sim/fault?kind=gap&category=linear&symbol=BTCUSDT&hold_s=1.5")
-            assert code == 200 and body["ok"]
+            body = sim.fault(kind="gap", symbol="linear:BTCUSDT", hold_s=1.5)
+            assert body["connections"] == 1
             wait_for(
                 lambda: (p := _pairs_status(data, "by")["BTC-USDT-PERP"])["gaps"] >= 1 and p["resyncs"] >= 2,
                 60,
@@ -445,8 +445,8 @@ async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socke
     for sock in connector.sockets:
         sock.ping_interval_s = 0.3  # pongs keep coming during the stall: they must not hide it
         sock.resubscribe_timeout_s = 1.0
-    code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=refuse&category=spot&symbol=BTCUSDT")
-    assert code == 200  # the first subscription is refused: the connector must ask again
+    # the first subscription is refused: the connector must ask again
+    await asyncio.to_thread(sim.fault, kind="refuse_subscribe", symbol="spot:BTCUSDT")
     task = asyncio.create_task(connector.run())
     lost_perp = False
 
@@ -458,15 +458,15 @@ async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socke
     try:
         await _until(lambda: connector.book("BTC-USDT") and connector.book("BTC-USDT-PERP"), 30, "both books")
         code, stats = await asyncio.to_thread(sim.get, "/sim/stats")
-        assert stats["faults_injected"] == 1 and stats["topics"]["spot:orderbook.200.BTCUSDT"]["subscribers"] == 1
+        assert stats["topics"]["spot:orderbook.200.BTCUSDT"]["subscribers"] == 1
         assert connector.counters.get("connected") == 1  # both sockets
-        code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=disconnect&category=spot&symbol=BTCUSDT")
-        assert code == 200
+        dropped = await asyncio.to_thread(sim.fault, kind="drop", symbol="spot:BTCUSDT")
+        assert dropped["connections"] == 1  # the spot socket alone
         await _until(lambda: watch_perp() and connector.counters.get("reconnects") >= 1, 30, "reconnect")
         await _until(lambda: watch_perp() and connector.book("BTC-USDT") is not None, 30, "spot resynced")
         assert not lost_perp, "the linear socket must not notice the spot socket's disconnect"
-        code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=stall&category=linear&symbol=BTCUSDT")
-        assert code == 200
+        # Deltas stop on the linear market while pings are still answered (quiet stall).
+        await asyncio.to_thread(sim.fault, kind="stall", quiet=True, symbol="linear:BTCUSDT", duration_s=3.0)
         await _until(lambda: connector.counters.get("stalls") >= 1, 30, "stall detected")
         await _until(lambda: connector.book("BTC-USDT-PERP") is not None, 30, "linear resynced after the stall")
         assert connector.counters.get("reconnects") == 2

@@ -250,8 +250,7 @@ def test_gap_on_one_pair_resyncs_only_that_pair(sim: Sim, tmp_path: Path) -> Non
     try:
         wait_for(lambda: _samples(data, "gap") >= 12, 60, "samples")
         for i in range(gaps_wanted):
-            req = urllib.request.Request(f"{sim.urls['sim_url']}/sim/gap?symbol=BTCUSDT&count=1", method="POST")
-            urllib.request.urlopen(req, timeout=5).read()
+            sim.fault(kind="gap", symbol="BTCUSDT", count=1)
             wait_for(
                 lambda i=i: (st := status(data, "gap")) and st["venues"]["binance"]["pairs"]["BTC-USDT"]["gaps"] > i,
                 30,

@@ -283,15 +283,14 @@ def test_live_capture_matches_simulator_and_a_gap_resyncs_only_that_pair(tmp_pat
         try:
             wait_for(lambda: _min_samples(data, "cb") >= 12, 90, "samples of every pair")
             # The gap, and a slow resubscription (1.5 s): the pair must miss ticks meanwhile, alone.
-            code, body = sim.get("/sim/fault?kind=gap&symbol=BTC-USD&hold_s=1.5")
-            assert code == 200 and body["connections"] == 1
+            body = sim.fault(kind="gap", symbol="BTC-USD", hold_s=1.5)
+            assert body["connections"] == 1
             wait_for(
                 lambda: (p := _pairs_status(data, "cb")["BTC-USD"])["gaps"] >= 1 and p["resyncs"] >= 2,
                 60,
                 "gap detected and resynced",
             )
-            code, body = sim.get("/sim/fault?kind=malformed&symbol=ETH-USD")
-            assert code == 200
+            assert sim.fault(kind="malformed", symbol="ETH-USD")["connections"] == 1
             before = _pairs_status(data, "cb")["BTC-USD"]["samples"]
             wait_for(lambda: _pairs_status(data, "cb")["BTC-USD"]["samples"] >= before + 8, 60, "samples")
             proc.send_signal(signal.SIGTERM)
@@ -354,8 +353,8 @@ async def test_connector_reconnects_and_resyncs_only_the_dropped_connection() ->
     try:
         await until(lambda: connector.book("BTC-USD") and connector.book("ETH-USD"), "both books")
         lost_eth = False
-        code, _ = await asyncio.to_thread(sim.get, "/sim/fault?kind=disconnect&symbol=BTC-USD")
-        assert code == 200
+        dropped = await asyncio.to_thread(sim.fault, kind="drop", symbol="BTC-USD")
+        assert dropped["connections"] == 1  # BTC-USD's connection alone
         await until(lambda: connector.counters.get("reconnects") >= 1, "reconnect")
         await until(lambda: connector.book("BTC-USD") is not None, "BTC-USD resynced")
         assert not lost_eth, "ETH-USD rides its own connection and must not notice"

@@ -382,8 +382,7 @@ def test_live_capture_matches_simulator_and_recovers_from_a_corrupted_level(
     proc = popen_cli("start-capture", "--config", str(cfg), "--interval", "0.25", "--session-id", "krk")
     try:
         wait_for(lambda: (st := status(data, "krk")) and st["venues"]["kraken"]["samples"] >= 12, 90, "samples")
-        code, fault = kraken_sim.get("/sim/fault?symbol=BTC/USD&kind=corrupt")
-        assert code == 200 and fault["queued"] is True
+        kraken_sim.fault(kind="corrupt", symbol="BTC/USD")
 
         def recovered() -> bool:
             st = status(data, "krk")
@@ -410,7 +409,8 @@ def test_live_capture_matches_simulator_and_recovers_from_a_corrupted_level(
     assert v["pairs"]["BTC-USD"]["checksums_failed"] == 1 and v["pairs"]["ETH-USD"]["checksums_failed"] == 0
     assert v["pairs"]["ETH-USD"]["resyncs"] == 1 and v["pairs"]["ETH-USD"]["missed_ticks"] == 0
     assert v["malformed"] == 0
-    assert kraken_sim.get("/sim/stats")[1]["faults_injected"] == 1
+    assert [f["kind"] for f in kraken_sim.injected()] == ["corrupt"]
+    assert kraken_sim.get("/sim/stats")[1]["updates_corrupted"] == 1
     stored = read_jsonl(data)
     assert len(stored) == v["samples"] and {s["pair"] for s in stored} == set(pairs)
     for s in stored:

@@ -290,8 +290,8 @@ def test_live_capture_matches_simulator_and_recovers_from_faults(okx_sim: VenueS
 
     try:
         wait_for(lambda: (st := status(data, "okx1")) and st["venues"]["okx"]["samples"] >= 12, 90, "samples")
-        assert okx_sim.get("/sim/fault?symbol=BTC-USDT&kind=corrupt")[1]["queued"] is True
-        assert okx_sim.get("/sim/fault?symbol=ETH-USDT-SWAP&kind=drop")[1]["queued"] is True
+        okx_sim.fault(kind="corrupt", symbol="BTC-USDT")
+        okx_sim.fault(kind="gap", symbol="ETH-USDT-SWAP")
         wait_for(lambda: pair_status("BTC-USDT").get("resyncs", 0) >= 2, 60, "checksum failure and resubscribe")
         wait_for(lambda: pair_status("ETH-USDT-PERP").get("resyncs", 0) >= 2, 60, "gap and resubscribe")
         before = {p: pair_status(p)["samples"] for p in pairs}
@@ -308,7 +308,9 @@ def test_live_capture_matches_simulator_and_recovers_from_faults(okx_sim: VenueS
     assert v["checksums_failed"] == 1 and v["gaps"] == 1 and v["resubscribes"] >= 2 and v["checksums_ok"] > 50
     assert v["pairs"]["BTC-USDT"]["checksums_failed"] == 1 and v["pairs"]["BTC-USDT"]["gaps"] == 0
     assert v["pairs"]["ETH-USDT-PERP"]["gaps"] == 1 and v["pairs"]["ETH-USDT-PERP"]["checksums_failed"] == 0
-    assert v["malformed"] == 0 and okx_sim.get("/sim/stats")[1]["faults_injected"] == 2
+    assert v["malformed"] == 0 and [f["kind"] for f in okx_sim.injected()] == ["corrupt", "gap"]
+    stats = okx_sim.get("/sim/stats")[1]
+    assert stats["updates_corrupted"] == 1 and stats["updates_withheld"] == 1
     stored = read_jsonl(data)
     assert len(stored) == v["samples"] and {s["pair"] for s in stored} == set(pairs)
     for s in stored:

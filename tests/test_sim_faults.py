@@ -209,3 +209,77 @@ def test_sim_book_knows_the_books_it_served_as_snapshots() -> None:
             assert (ref["bids"], ref["asks"]) == (snap["bids"], snap["asks"])
 
     run(main())
+
+
+def test_symbols_of_every_venue_parse() -> None:
+    faults = parse_faults("kraken/gap@1:BTC/USD,bybit/stall@2+3:linear:BTCUSDT,okx/corrupt@3:ETH-USDT-SWAP#1")
+    assert [(f.venue, f.symbol) for f in faults] == [
+        ("kraken", "BTC/USD"),
+        ("bybit", "linear:BTCUSDT"),
+        ("okx", "ETH-USDT-SWAP"),
+    ]
+
+
+def test_a_symbol_scopes_connection_faults_and_unknown_ones_are_refused() -> None:
+    async def main() -> None:
+        async with client() as (sim, http, base):
+            for bad in ({"kind": "gap", "symbol": "NOPEUSDT"}, {"kind": "notice"}):
+                async with http.post(f"{base}/sim/fault", json=bad) as resp:
+                    assert resp.status == 400, bad
+            ws_url = sim.urls["ws_url"]
+            async with (
+                http.ws_connect(f"{ws_url}/ws/btcusdt@depth@100ms") as btc,
+                http.ws_connect(f"{ws_url}/ws/ethusdt@depth@100ms") as eth,
+            ):
+                await diffs(btc, 1)
+                await diffs(eth, 1)
+                assert (await inject(http, base, kind="drop", symbol="BTCUSDT"))["connections"] == 1
+                msg = await btc.receive(timeout=10)
+                while msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.PING):  # what was in flight
+                    msg = await btc.receive(timeout=10)
+                assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+                assert all(d["s"] == "ETHUSDT" for d in await diffs(eth, 5))  # the other connection lives on
+
+    run(main())
+
+
+@pytest.mark.parametrize("venue", ["kraken", "okx"])
+def test_gap_with_hold_delays_the_resubscription_snapshot(venue: str) -> None:
+    """WebSocket-snapshot venues: after a gap with ``hold_s`` the snapshot a resubscribe asks for
+    comes that much later (a slow venue)."""
+    symbol = {"kraken": "BTC/USD", "okx": "BTC-USDT"}[venue]
+
+    def request(op: str) -> dict[str, Any]:
+        if venue == "kraken":
+            return {"method": op, "params": {"channel": "book", "symbol": [symbol], "depth": 10}}
+        return {"op": op, "args": [{"channel": "books", "instId": symbol}]}
+
+    def is_snapshot(m: Any) -> bool:
+        return isinstance(m, dict) and m.get("type" if venue == "kraken" else "action") == "snapshot"
+
+    async def next_snapshot(ws: aiohttp.ClientWebSocketResponse) -> float:
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type is aiohttp.WSMsgType.TEXT and msg.data != "pong" and is_snapshot(json.loads(msg.data)):
+                return time.monotonic()
+
+    async def main() -> None:
+        sim = Simulator(SimOptions(venue=venue, seed=3, symbols=[symbol]))
+        await sim.start()
+        try:
+            async with aiohttp.ClientSession() as http, http.ws_connect(sim.urls["ws_url"]) as ws:
+                await ws.send_json(request("subscribe"))
+                await next_snapshot(ws)
+                await inject(http, sim.urls["sim_url"], kind="gap", symbol=symbol, hold_s=1.5)
+                deadline = time.monotonic() + 10
+                while sim.venue.stats()["updates_withheld"] < 1:  # type: ignore[attr-defined]
+                    assert time.monotonic() < deadline, "the gap was never taken"
+                    await asyncio.sleep(0.05)
+                await ws.send_json(request("unsubscribe"))
+                await ws.send_json(request("subscribe"))
+                t0 = time.monotonic()
+                assert await next_snapshot(ws) - t0 >= 1.2
+        finally:
+            await sim.stop()
+
+    run(main())

@@ -37,6 +37,13 @@ async def _get(http: aiohttp.ClientSession, url: str) -> Any:
         return await resp.json()
 
 
+async def _fault(http: aiohttp.ClientSession, sim: Simulator, **fault: Any) -> Any:
+    """Inject a fault now (``POST /sim/fault``, recorder/sim/faults.py)."""
+    async with http.post(f"{sim.urls['sim_url']}/sim/fault", json=fault) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
 @pytest.mark.parametrize("venue", sorted(CASES))
 async def test_pings_through_silence_then_reconnect_and_resubscribe(venue: str) -> None:
     pairs, symbol = CASES[venue]
@@ -52,13 +59,13 @@ async def test_pings_through_silence_then_reconnect_and_resubscribe(venue: str) 
             await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
             # The venue goes silent for longer than the stall timeout but answers pings: the
             # connector pings (after 1.3 s of silence at a 4 s stall timeout) and keeps the connection.
-            await _get(http, f"{base}/sim/fault?kind=pause&seconds=5.5")
+            await _fault(http, sim, kind="stall", quiet=True, duration_s=5.5)
             await asyncio.sleep(6.0)
             stats = await _get(http, f"{base}/sim/stats")
             assert stats["pings"] >= 2, stats
             assert c.get("stalls") == 0 and c.get("reconnects") == 0
             # The connection drops: reconnect with backoff, subscribe again, fresh snapshots.
-            await _get(http, f"{base}/sim/fault?kind=disconnect")
+            await _fault(http, sim, kind="close", code=1001)
             await _until(lambda: c.get("reconnects") >= 1, 30, "reconnect")
             await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books after reconnect")
             assert c.get("checksum_failures") == 0 and c.get("gaps") == 0 and c.get("malformed") == 0
@@ -216,7 +223,7 @@ async def test_okx_maintenance_notice_triggers_a_planned_reconnect() -> None:
     try:
         await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
         async with aiohttp.ClientSession() as http:
-            assert (await _get(http, f"{sim.urls['sim_url']}/sim/fault?kind=notice"))["kind"] == "notice"
+            assert (await _fault(http, sim, kind="notice"))["kind"] == "notice"
         unserved = 0
         deadline = time.monotonic() + 30
         while c.get("planned_reconnects") < 1 and time.monotonic() < deadline:
@@ -232,21 +239,22 @@ async def test_okx_maintenance_notice_triggers_a_planned_reconnect() -> None:
 
 
 async def test_a_hung_venue_is_detected_as_a_stall_and_reconnected() -> None:
-    """The socket stays open (WebSocket-level pongs still come) but no data and no answer to the
-    venue's own ping: after stall_timeout_s the connector reconnects and resubscribes."""
+    """The socket stays open but nothing comes (no data, no answer to the venue's own ping nor
+    to WebSocket pings): after stall_timeout_s the connector counts a stall, reconnects and
+    resubscribes."""
     pairs = ["BTC-USD"]
     sim = Simulator(SimOptions(venue="kraken", port=0, seed=4))
     await sim.start()
     cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"], stall_timeout_s=2.0)
     connector = connector_class("kraken")(cfg, pairs, None)
-    # The reconnect may land while the venue still swallows requests: ask again soon.
+    # The reconnect may land while the venue still holds its answers: ask again soon.
     connector.resubscribe_timeout_s = 2.0
     task = asyncio.create_task(connector.run())
     c = connector.counters
     try:
         await _until(lambda: connector.book("BTC-USD") is not None, 30, "book synced")
         async with aiohttp.ClientSession() as http:
-            await _get(http, f"{sim.urls['sim_url']}/sim/fault?kind=pause&seconds=4&mute=1")
+            await _fault(http, sim, kind="stall", duration_s=4.0)
         await _until(lambda: c.get("stalls") >= 1, 30, "stall detected")
         await _until(lambda: connector.book("BTC-USD") is not None and c.get("connected") == 1, 30, "book back")
         assert c.get("reconnects") >= 1 and c.get("checksum_failures") == 0
@@ -264,7 +272,8 @@ async def test_a_subscribe_that_brings_no_snapshot_is_sent_again() -> None:
     sim = Simulator(SimOptions(venue="okx", port=0, seed=3))
     await sim.start()
     async with aiohttp.ClientSession() as http:
-        await _get(http, f"{sim.urls['sim_url']}/sim/fault?kind=pause&seconds=1.5&mute=1")
+        # Longer than resubscribe_timeout_s: what the venue answers comes too late.
+        await _fault(http, sim, kind="stall", duration_s=3.0)
     cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"], stall_timeout_s=30)
     connector = connector_class("okx")(cfg, pairs, None)
     connector.resubscribe_timeout_s = 2.0

@@ -23,8 +23,8 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.book import Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
-from recorder.sim.faults import ConnFaults, FaultInjector
-from recorder.sim.wsconn import WsConn, _Close
+from recorder.sim.faults import FaultInjector
+from recorder.sim.wsconn import WsConn
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
@@ -105,14 +105,19 @@ def _now_ms() -> int:
 
 
 class _Conn(WsConn):
-    """One WebSocket client: a ``WsConn`` plus its subscriptions, pings and injected faults."""
+    """One WebSocket client: a ``WsConn`` (with its injected faults) plus its subscriptions and pings."""
 
-    def __init__(self, ws: web.WebSocketResponse, combined: bool, opened: float) -> None:
-        super().__init__(ws, opened)
+    def __init__(
+        self, ws: web.WebSocketResponse, combined: bool, opened: float, venue: BinanceVenue, request: web.Request
+    ) -> None:
+        super().__init__(ws, opened, venue.counters, venue.faults, request)
         self.combined = combined
         self.streams: dict[str, None] = {}  # ordered set, for LIST_SUBSCRIPTIONS
         self.pings: dict[bytes, float] = {}  # outstanding ping payload -> sent at
-        self.fault: ConnFaults | None = None
+
+    def carries(self, key: str) -> bool:
+        prefix = key.lower() + "@"
+        return any(s.startswith(prefix) for s in self.streams)
 
 
 @dataclass
@@ -159,11 +164,12 @@ class BinanceVenue:
                 spec = dataclasses.replace(make_spec(sym), events_per_s=TAIL_EVENTS_PER_S)
                 self.feeds[sym] = SymbolFeed(spec, f"{seed}:{sym}", tail_tick_s, (1, tail_slow), min(retention, 120.0))
                 self.feeds[sym].gen.burst_p = 0.01 * tail_tick_s  # a burst every ~100 s, not ~10 s
-        self._drop_next: dict[str, int] = {}  # symbol -> fast diffs to withhold (gap injection)
         self._subs: dict[str, set[_Conn]] = {}
         self._conns: set[_Conn] = set()
         self._budgets: dict[str, _IpBudget] = {}
-        self.faults = FaultInjector(self.name, opts.faults)
+        self.faults = FaultInjector(
+            self.name, opts.faults, symbols=lambda s: [s.upper()] if s.upper() in self.feeds else []
+        )
         # Books served as REST snapshots, by (symbol, generator id): a snapshot's lastUpdateId
         # usually falls inside a publication window, which the window history cannot rebuild,
         # yet a client that samples right after syncing stores exactly that book.
@@ -195,7 +201,6 @@ class BinanceVenue:
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
         self.faults.setup(app)
-        app.router.add_post("/sim/gap", self._sim_gap)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -246,6 +251,9 @@ class BinanceVenue:
     async def _run_engine(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self.faults.data_paused():  # a quiet stall: the market waits, then catches up (a burst)
+                await asyncio.sleep(0.05)
+                continue
             tick = self._tick_now()
             for feed in self.feeds.values():
                 if feed.tick_s == self.tick_s:
@@ -263,12 +271,8 @@ class BinanceVenue:
         low = sym.lower()
         event_ms = int(self._wall0_ms + tick * feed.tick_s * 1000.0)
         fast = cadence == 0
-        if diff is not None and fast and self._drop_next.get(sym):
-            # Injected fault: the diff's ids are consumed but never sent, so subscribers see a gap.
-            self._drop_next[sym] -= 1
-            self.counters["diffs_withheld"] += 1
-            diff = None
         if diff is not None and fast and self._subs.get(f"{low}@depth@100ms") and self.faults.take_gap(sym):
+            self.counters["diffs_withheld"] += 1
             diff = None  # fault: the update ids of this window never reach any client
         corrupt = diff is not None and fast and self.faults.take_corrupt(sym)
         if diff is not None:
@@ -342,15 +346,12 @@ class BinanceVenue:
             return _json_error(400, -1, "WebSocket upgrade required.")
         await ws.prepare(request)
         loop = asyncio.get_running_loop()
-        conn = _Conn(ws, combined, loop.time())
+        conn = _Conn(ws, combined, loop.time(), self, request)
         self._conns.add(conn)
-        conn.fault = self.faults.attach(
-            request.transport, lambda code, reason: conn.close(code, reason.encode(), flush=False)
-        )
         self.counters["connections_total"] += 1
         for s in streams:
             self._subscribe(conn, s)
-        writer = asyncio.create_task(self._writer(conn))
+        writer = asyncio.create_task(conn.writer())
         keeper = asyncio.create_task(self._keepalive(conn))
         try:
             async for msg in ws:
@@ -365,8 +366,7 @@ class BinanceVenue:
                     if reply is not None:
                         conn.send(reply)
                 elif msg.type is WSMsgType.PING:
-                    if not self.faults.silent(conn.fault):
-                        await ws.pong(msg.data)
+                    await conn.on_ping(msg.data)
                 elif msg.type is WSMsgType.PONG:
                     # Only a pong echoing an outstanding ping's payload counts (unsolicited ones don't).
                     payload = bytes(msg.data)
@@ -377,39 +377,11 @@ class BinanceVenue:
                     conn.send(_ws_error(3, "Invalid JSON: expected value at line 1 column 1", None))
         finally:
             self._conns.discard(conn)
-            self.faults.detach(conn.fault)
             for s in list(conn.streams):
                 self._unsubscribe(conn, s)
             keeper.cancel()
-            if conn.closing and not writer.done():
-                try:
-                    await asyncio.wait_for(writer, 5.0)
-                except (TimeoutError, asyncio.CancelledError):
-                    pass
-            writer.cancel()
-            if not ws.closed:
-                await ws.close()
+            await conn.finish(writer)
         return ws
-
-    async def _writer(self, conn: _Conn) -> None:
-        ws = conn.ws
-        while True:
-            await conn.wake.wait()
-            conn.wake.clear()
-            while conn.queue:
-                item = conn.queue.popleft()
-                if isinstance(item, _Close):
-                    await ws.close(code=item.code, message=item.message)
-                    return
-                try:
-                    assert conn.fault is not None
-                    extra = await self.faults.before_send(conn.fault)
-                    if extra is not None:
-                        await ws.send_str(extra)
-                    await ws.send_str(item)
-                except Exception:  # peer gone; the reader loop ends on its own
-                    return
-                self.counters["messages_sent"] += 1
 
     async def _keepalive(self, conn: _Conn) -> None:
         """Server pings every ping_interval_s; no pong within pong_timeout_s or max age reached -> close."""
@@ -429,7 +401,7 @@ class BinanceVenue:
                 self.counters["closed_pong_timeout"] += 1
                 conn.close(WSCloseCode.POLICY_VIOLATION, b"pong timeout", flush=False)
                 return
-            if now >= next_ping and self.faults.silent(conn.fault):
+            if now >= next_ping and conn.silent():
                 next_ping += opts.ping_interval_s  # stalled: not even a ping
             elif now >= next_ping:
                 payload = str(_now_ms()).encode()
@@ -662,17 +634,6 @@ class BinanceVenue:
             return web.json_response({"error": "unknown or expired update_id"}, status=404)
         bids, asks = book.top(limit)
         return web.json_response({"lastUpdateId": update_id, "bids": _levels(bids), "asks": _levels(asks)})
-
-    async def _sim_gap(self, request: web.Request) -> web.Response:
-        """Fault injection: withhold the next ``count`` fast diffs of ``symbol`` (a sequence gap)."""
-        sym = request.query.get("symbol", "").upper()
-        if sym not in self.feeds:
-            return web.json_response({"error": "unknown symbol"}, status=400)
-        count = request.query.get("count", "1")
-        if not count.isdigit():
-            return web.json_response({"error": "count must be an integer"}, status=400)
-        self._drop_next[sym] = self._drop_next.get(sym, 0) + int(count)
-        return web.json_response({"symbol": sym, "pending": self._drop_next[sym]})
 
     async def _sim_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())

@@ -5,8 +5,11 @@ Wire format per venue-protocols.md §6: subscribing sends a ``snapshot`` of the 
 then a ``delta`` per push interval that turns the previous top-``depth`` book into the current one
 (levels leaving the depth are deleted explicitly), with ``u`` rising by exactly 1 per delta per
 topic. Depth 1 is snapshot-only (re-sent with the same ``u`` after 3 s without change). The same
-symbol on the spot and linear sockets is two independent markets. ``/sim/fault`` injects a ``u``
-gap, a mid-stream snapshot or a malformed frame into one topic so tests can watch one book resync.
+symbol on the spot and linear sockets is two independent markets. Faults (``POST /sim/fault``,
+``recorder/sim/faults.py``) name a market as ``linear:BTCUSDT`` (``BTCUSDT``: both markets): a
+``gap`` withholds a delta (``u`` skips), ``corrupt`` adds a bid above the best ask (Bybit has no
+checksum: a crossed book is what a client can prove), ``refuse_subscribe`` fails the next
+subscribe request for the market.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.binance import make_spec
 from recorder.sim.book import Book, BookHistory, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.faults import Fault, FaultInjector
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
@@ -65,8 +69,8 @@ class _Topic:
         self.history = BookHistory(retention_s)
         self.history.start(self.u, self.book)
         self.subs: set[WsConn] = set()
-        self.skip_next = 0  # injected gap: ids to skip before the next delta
         self.last_sent = 0.0
+        self.fault_key = f"{category}:{feed.spec.symbol}"
 
     def step(self, now: float) -> tuple[list[Level], list[Level]] | None:
         """Bring the published book to the generator's current top; the net change or None."""
@@ -83,8 +87,7 @@ class _Topic:
             out.append(changes)
         if not out[0] and not out[1]:
             return None
-        self.u += 1 + self.skip_next
-        self.skip_next = 0
+        self.u += 1
         self.history.record(now, WindowDiff(self.u, self.u, out[0], out[1]), self.book)
         return out[0], out[1]
 
@@ -107,9 +110,20 @@ class _Topic:
         return self.message("snapshot", bids, asks, ts)
 
 
+class _Conn(WsConn):
+    client: _Client | None = None
+
+    def carries(self, key: str) -> bool:
+        """``key`` is ``category:SYMBOL``: is this client subscribed to that market?"""
+        c = self.client
+        cat, _, sym = key.partition(":")
+        return c is not None and cat == c.category and any(t.rpartition(".")[2] == sym for t in c.topics)
+
+
 class _Client:
-    def __init__(self, conn: WsConn, category: str) -> None:
+    def __init__(self, conn: _Conn, category: str) -> None:
         self.conn = conn
+        conn.client = self
         self.category = category
         self.conn_id = uuid.uuid4().hex[:20]
         self.topics: set[str] = set()
@@ -145,12 +159,13 @@ class BybitVenue(EngineVenue):
                 self.feeds[(cat, sym)] = SymbolFeed(spec, f"{seed}:{cat}:{sym}", self.tick_s, self.cadences, 60.0)
         self.topics: dict[tuple[str, str], _Topic] = {}  # (category, topic name) -> topic
         self._clients: set[_Client] = set()
-        self._stalled: set[WsConn] = set()
-        self._refuse: dict[tuple[str, str], int] = {}  # (category, topic) -> subscribe requests to refuse
-        self._hold: dict[tuple[str, str], float] = {}  # (category, topic) -> delay of the next snapshot (s)
+        self._refuse: dict[str, int] = {}  # category:SYMBOL -> subscribe requests to refuse
+        self.faults = FaultInjector(
+            self.name, opts.faults, symbols=self._fault_keys, venue_kinds={"refuse_subscribe": self._refuse_next}
+        )
         self.counters: dict[str, int] = dict.fromkeys(
-            ("connections_total", "messages_sent", "deltas_published", "snapshots_sent", "faults_injected",
-             "closed_idle", "closed_slow_consumer", "rest_requests"),
+            ("connections_total", "messages_sent", "deltas_published", "snapshots_sent", "deltas_withheld",
+             "deltas_corrupted", "closed_idle", "closed_slow_consumer", "rest_requests"),
             0,
         )  # fmt: skip
 
@@ -161,7 +176,7 @@ class BybitVenue(EngineVenue):
         app.router.add_get("/v5/market/instruments-info", self._rest_instruments)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
-        app.router.add_get("/sim/fault", self._sim_fault)
+        self.faults.setup(app)
 
     def open_conns(self) -> list[WsConn]:
         return [client.conn for client in self._clients]
@@ -180,6 +195,8 @@ class BybitVenue(EngineVenue):
     async def _run_engine(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if await self.paused():
+                continue
             now = loop.time()
             tick = int((now - self._t0) / self.tick_s)
             for (cat, _), feed in self.feeds.items():
@@ -196,8 +213,8 @@ class BybitVenue(EngineVenue):
     def _on_boundary(self, category: str, feed: SymbolFeed, cadence: int, tick: int) -> None:
         depth = self.depth_of_cadence[cadence]
         topic = self.topics.get((category, f"orderbook.{depth}.{feed.spec.symbol}"))
-        if topic is None:
-            return
+        if topic is None or (depth != 1 and self.faults.data_paused(topic.fault_key)):
+            return  # (a quiet stall of this market: the next delta carries the net change)
         ts = self.event_ms(tick)
         now = asyncio.get_running_loop().time()
         change = topic.step(now)
@@ -210,12 +227,26 @@ class BybitVenue(EngineVenue):
         if change is None:
             return
         self.counters["deltas_published"] += 1
-        self._fanout(topic, topic.message("delta", change[0], change[1], ts))
+        bids, asks = change
+        if topic.subs and self.faults.take_gap(topic.fault_key):
+            self.counters["deltas_withheld"] += 1
+            return  # its u never reaches a client: the next delta skips one
+        if topic.subs and self.faults.take_corrupt(topic.fault_key):
+            self.counters["deltas_corrupted"] += 1
+            bids = [self._crossing_bid(topic), *bids]
+        self._fanout(topic, topic.message("delta", bids, asks, ts))
+
+    @staticmethod
+    def _crossing_bid(topic: _Topic) -> Level:
+        """A bid at twice the best ask: no later delta touches that price, so the client's book stays
+        crossed until it resubscribes."""
+        spec = topic.feed.spec
+        best_ask = topic.book.best_ask() or spec.price
+        px = 2 * best_ask
+        return (px - px % spec.tick, spec.lot)
 
     def _fanout(self, topic: _Topic, payload: str) -> None:
         for conn in list(topic.subs):
-            if conn in self._stalled:
-                continue
             if not conn.send(payload):
                 self.counters["closed_slow_consumer"] += 1
                 conn.close(WSCloseCode.POLICY_VIOLATION, b"slow consumer", flush=False)
@@ -236,7 +267,7 @@ class BybitVenue(EngineVenue):
         if not isinstance(ws, web.WebSocketResponse):
             return ws
         loop = asyncio.get_running_loop()
-        client = _Client(WsConn(ws, loop.time(), self.counters), category)
+        client = _Client(_Conn(ws, loop.time(), self.counters, self.faults, request), category)
         self._clients.add(client)
         self.counters["connections_total"] += 1
         writer = asyncio.create_task(client.conn.writer())
@@ -244,12 +275,13 @@ class BybitVenue(EngineVenue):
             async for msg in ws:
                 if client.conn.closing:
                     continue
-                if msg.type is WSMsgType.TEXT:
+                if msg.type is WSMsgType.PING:
+                    await client.conn.on_ping(msg.data)
+                elif msg.type is WSMsgType.TEXT:
                     for reply in self._handle(client, msg.data):
                         client.conn.send(reply)
         finally:
             self._clients.discard(client)
-            self._stalled.discard(client.conn)
             for name in client.topics:
                 topic = self.topics.get((category, name))
                 if topic is not None:
@@ -294,8 +326,9 @@ class BybitVenue(EngineVenue):
         for name in args:
             if name in client.topics:
                 return [self._reply(client, op, req_id, False, f"error:already subscribed,topic:{name}")]
-            if self._refuse.get((client.category, name), 0) > 0:
-                self._refuse[(client.category, name)] -= 1
+            refuse_key = f"{client.category}:{name.rpartition('.')[2]}"
+            if self._refuse.get(refuse_key, 0) > 0:
+                self._refuse[refuse_key] -= 1
                 return [self._reply(client, op, req_id, False, f"error:service busy,topic:{name}")]
             topic = self._topic(client.category, name)
             if topic is None:
@@ -304,7 +337,7 @@ class BybitVenue(EngineVenue):
         out = [self._reply(client, op, req_id, True, "subscribe" if client.category == "spot" else "")]
         for topic in topics:
             client.topics.add(topic.name)
-            hold = self._hold.pop((client.category, topic.name), 0.0)
+            hold = self.faults.take_hold(topic.fault_key)
             if hold > 0:  # a slow venue: the snapshot (and the deltas after it) come later
                 asyncio.get_running_loop().call_later(hold, self._start_topic, client, topic)
                 continue
@@ -373,43 +406,15 @@ class BybitVenue(EngineVenue):
         bids, asks = book.top(limit)
         return web.json_response({"u": update_id, "bids": _levels(bids), "asks": _levels(asks)})
 
-    async def _sim_fault(self, request: web.Request) -> web.Response:
-        """Faults on one topic.
+    def _fault_keys(self, symbol: str) -> list[str]:
+        """``linear:BTCUSDT`` -> that market; ``BTCUSDT`` -> every market listing it."""
+        cat, _, sym = symbol.lower().rpartition(":")
+        return [f"{c}:{s}" for c, s in self.feeds if (not cat or c == cat) and s == sym.upper()]
 
-        gap: skip one ``u`` (``hold_s``: the next subscription's snapshot comes that much later);
-        snapshot: a mid-stream snapshot; malformed: a garbage frame; disconnect: drop every socket
-        carrying it; stall: those sockets answer pings but push nothing; refuse: the next
-        subscribe request for it fails.
-        """
-        q = request.query
-        kind = q.get("kind", "gap")
-        if kind == "refuse":  # the next subscribe to this topic fails (it need not exist yet)
-            key = (q.get("category", "spot"), f"orderbook.{q.get('depth', '200')}.{q.get('symbol', '').upper()}")
-            self._refuse[key] = self._refuse.get(key, 0) + 1
-            self.counters["faults_injected"] += 1
-            return web.json_response({"ok": True, "topic": key[1], "category": key[0]})
-        topic, err = self._query_topic(q)
-        if topic is None:
-            return web.json_response({"error": err}, status=400)
-        if kind == "gap":
-            topic.skip_next += 1
-            hold = float(q.get("hold_s", "0") or 0)
-            if hold > 0:  # and the resubscription's snapshot arrives that much later
-                self._hold[(topic.category, topic.name)] = hold
-        elif kind == "snapshot":
-            self._fanout(topic, topic.snapshot(_now_ms()))
-        elif kind == "malformed":
-            self._fanout(topic, '{"topic":"' + topic.name + '","type":"delta","data":{"s":')
-        elif kind == "disconnect":
-            for conn in list(topic.subs):
-                conn.close(WSCloseCode.GOING_AWAY, b"injected disconnect", flush=False)
-        elif kind == "stall":
-            self._stalled.update(topic.subs)
-        else:
-            msg = "kind must be gap, snapshot, malformed, disconnect, stall or refuse"
-            return web.json_response({"error": msg}, status=400)
-        self.counters["faults_injected"] += 1
-        return web.json_response({"ok": True, "topic": topic.name, "category": topic.category, "u": topic.u})
+    def _refuse_next(self, fault: Fault) -> None:
+        keys = self._fault_keys(fault.symbol) if fault.symbol else [f"{c}:{s}" for c, s in self.feeds]
+        for key in keys:
+            self._refuse[key] = self._refuse.get(key, 0) + fault.count
 
 
 def _instrument(category: str, spec: InstrumentSpec) -> dict[str, Any]:

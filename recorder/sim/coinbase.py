@@ -4,9 +4,10 @@
 Wire format per venue-protocols.md §3a: subscribe within 5 s of connecting, one channel per
 message; ``level2`` sends a ``snapshot`` event with the whole book, then ``update`` events with
 absolute quantities (asks are ``offer``). Every message on a connection carries the next
-``sequence_num`` of that connection (one counter across channels and products). ``/sim/fault``
-skips a sequence number before the next ``l2_data`` of one product (on every connection carrying
-it), or sends a malformed frame, so tests can watch exactly those connections resync.
+``sequence_num`` of that connection (one counter across channels and products). Faults
+(``POST /sim/fault``, ``recorder/sim/faults.py``): a ``gap`` withholds the next update of a product
+from every connection carrying it, whose ``sequence_num`` then skips one; ``corrupt`` adds a bid
+above the best ask (Coinbase has no checksum: a crossed book is what a client can prove).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
+from recorder.sim.faults import FaultInjector
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
@@ -71,16 +73,21 @@ def _updates(bids: list[Level], asks: list[Level], event_time: str) -> list[dict
     return out
 
 
+class _Conn(WsConn):
+    client: _Client | None = None
+
+    def carries(self, key: str) -> bool:
+        return self.client is not None and key in self.client.subs["level2"]
+
+
 class _Client:
-    def __init__(self, conn: WsConn) -> None:
+    def __init__(self, conn: _Conn) -> None:
         self.conn = conn
+        conn.client = self
         self.seq = 0
         self.subs: dict[str, set[str]] = {c: set() for c in CHANNELS}
-        self.skip: set[str] = set()  # products whose next l2_data skips a sequence number
 
-    def send(self, channel: str, events: list[Any], skip: bool = False) -> bool:
-        if skip:
-            self.seq += 1
+    def send(self, channel: str, events: list[Any]) -> bool:
         msg = {"channel": channel, "client_id": "", "timestamp": _rfc3339(time.time() * 1000, ns=True),
                "sequence_num": self.seq, "events": events}  # fmt: skip
         self.seq += 1
@@ -123,11 +130,14 @@ class CoinbaseVenue(EngineVenue):
             for p in dict.fromkeys(products)
         }
         self._clients: set[_Client] = set()
-        self._hold: dict[str, float] = {}  # product -> delay of the next level2 snapshot (s)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.faults = FaultInjector(
+            self.name, opts.faults, symbols=lambda s: [s.upper()] if s.upper() in self.products else []
+        )
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections_total", "messages_sent", "updates_published", "snapshots_sent", "heartbeats_sent",
-             "faults_injected", "closed_no_subscribe", "closed_rate_limit", "closed_slow_consumer", "rest_requests"),
+             "updates_withheld", "updates_corrupted", "closed_no_subscribe", "closed_rate_limit",
+             "closed_slow_consumer", "rest_requests"),
             0,
         )  # fmt: skip
 
@@ -138,7 +148,7 @@ class CoinbaseVenue(EngineVenue):
         app.router.add_get("/api/v3/brokerage/market/products", self._rest_products)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
-        app.router.add_get("/sim/fault", self._sim_fault)
+        self.faults.setup(app)
 
     def open_conns(self) -> list[WsConn]:
         return [client.conn for client in self._clients]
@@ -161,6 +171,8 @@ class CoinbaseVenue(EngineVenue):
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + HEARTBEAT_S
         while True:
+            if await self.paused():
+                continue
             now = loop.time()
             # Advance only to whole publication windows, so the generator's book is always exactly the
             # last published state (a new subscriber's snapshot then matches an event time).
@@ -186,16 +198,22 @@ class CoinbaseVenue(EngineVenue):
         self.counters["updates_published"] += 1
         if not product.subs:
             return
-        events = [{"type": "update", "product_id": feed.spec.symbol,
-                   "updates": _updates(diff.bids, diff.asks, _rfc3339(event_ms))}]  # fmt: skip
+        sym = feed.spec.symbol
+        if self.faults.take_gap(sym):
+            self.counters["updates_withheld"] += 1
+            for client in product.subs:
+                client.seq += 1  # its sequence number is used up, the update never sent
+            return
+        bids = diff.bids
+        if self.faults.take_corrupt(sym):
+            self.counters["updates_corrupted"] += 1
+            bids = [_crossing_bid(feed), *bids]
+        events = [{"type": "update", "product_id": sym, "updates": _updates(bids, diff.asks, _rfc3339(event_ms))}]
         for client in list(product.subs):
-            self._send(client, "l2_data", events, product=feed.spec.symbol)
+            self._send(client, "l2_data", events)
 
-    def _send(self, client: _Client, channel: str, events: list[Any], product: str | None = None) -> None:
-        skip = product is not None and product in client.skip
-        if skip:
-            client.skip.discard(product)  # type: ignore[arg-type]
-        if not client.send(channel, events, skip):
+    def _send(self, client: _Client, channel: str, events: list[Any]) -> None:
+        if not client.send(channel, events):
             self.counters["closed_slow_consumer"] += 1
             client.conn.close(WSCloseCode.POLICY_VIOLATION, b"slow consumer", flush=False)
 
@@ -215,7 +233,7 @@ class CoinbaseVenue(EngineVenue):
         if not isinstance(ws, web.WebSocketResponse):
             return ws
         loop = asyncio.get_running_loop()
-        client = _Client(WsConn(ws, loop.time(), self.counters))
+        client = _Client(_Conn(ws, loop.time(), self.counters, self.faults, request))
         self._clients.add(client)
         self.counters["connections_total"] += 1
         writer = asyncio.create_task(client.conn.writer())
@@ -229,7 +247,9 @@ class CoinbaseVenue(EngineVenue):
                     client.conn.send(_error("rate limit exceeded"))
                     client.conn.close(WSCloseCode.POLICY_VIOLATION, b"rate limit exceeded", flush=True)
                     continue
-                if msg.type is WSMsgType.TEXT:
+                if msg.type is WSMsgType.PING:
+                    await client.conn.on_ping(msg.data)
+                elif msg.type is WSMsgType.TEXT:
                     self._handle(client, msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     client.conn.send(_error("binary frames are not supported"))
@@ -283,7 +303,7 @@ class CoinbaseVenue(EngineVenue):
         if channel != "level2":
             return
         for p in fresh:
-            hold = self._hold.pop(p, 0.0)
+            hold = self.faults.take_hold(p)
             if hold > 0:  # a slow venue: the snapshot (and the updates after it) come later
                 asyncio.get_running_loop().call_later(hold, self._start_product, client, p)
             else:
@@ -296,7 +316,7 @@ class CoinbaseVenue(EngineVenue):
         bids, asks = product.feed.book.top(len(product.feed.book.bids) + len(product.feed.book.asks))
         event_time = _rfc3339(product.last_event_ms or self._wall0_ms)
         events = [{"type": "snapshot", "product_id": p, "updates": _updates(bids, asks, event_time)}]
-        self._send(client, "l2_data", events, product=p)
+        self._send(client, "l2_data", events)
         product.subs.add(client)
         self.counters["snapshots_sent"] += 1
 
@@ -347,32 +367,14 @@ class CoinbaseVenue(EngineVenue):
             "asks": [[_num(p), _num(q)] for p, q in asks],
         })  # fmt: skip
 
-    async def _sim_fault(self, request: web.Request) -> web.Response:
-        """Every connection carrying ``symbol``: kind=gap (its next l2_data skips a sequence number;
-        ``hold_s``: the next level2 snapshot of it comes that much later),
-        malformed (a garbage frame), disconnect (drop the socket)."""
-        q = request.query
-        name = q.get("symbol", "").upper()
-        product = self.products.get(name)
-        if product is None:
-            return web.json_response({"error": "unknown symbol"}, status=400)
-        kind = q.get("kind", "gap")
-        if kind == "gap":
-            for client in product.subs:
-                client.skip.add(name)
-            hold = float(q.get("hold_s", "0") or 0)
-            if hold > 0:  # and the resubscription's snapshot arrives that much later
-                self._hold[name] = hold
-        elif kind == "malformed":
-            for client in product.subs:
-                client.conn.send('{"channel":"l2_data","sequence_num":')
-        elif kind == "disconnect":
-            for client in list(product.subs):
-                client.conn.close(WSCloseCode.GOING_AWAY, b"injected disconnect", flush=False)
-        else:
-            return web.json_response({"error": "kind must be gap, malformed or disconnect"}, status=400)
-        self.counters["faults_injected"] += 1
-        return web.json_response({"ok": True, "symbol": name, "connections": len(product.subs)})
+
+def _crossing_bid(feed: SymbolFeed) -> Level:
+    """A bid at twice the best ask: no later update touches that price, so the client's book stays
+    crossed until it resubscribes."""
+    spec = feed.spec
+    best_ask = feed.book.best_ask() or spec.price
+    px = 2 * best_ask
+    return (px - px % spec.tick, spec.lot)
 
 
 def _error(message: str) -> str:

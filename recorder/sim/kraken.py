@@ -163,6 +163,23 @@ class KrakenVenue(SubscribedSimVenue):
         conn.send(self._message("snapshot", feed, bids, asks, self._checksum(feed, view), ts_us))
         self._subs.setdefault((sym, depth), set()).add(conn)
 
+    def conn_carries(self, conn: SimConn, symbol: str) -> bool:
+        return symbol in conn.subs
+
+    def damage_applies(self, feed: SymbolFeed, diff: WindowDiff) -> bool:
+        """Kraken has no sequence numbers: a lost or wrong update shows only through the checksum of
+        the top 10, so the fault waits for an update that changes the top 10."""
+        sym = feed.spec.symbol
+        views = [view for key, view in self._views.items() if key[0] == sym and self._subs.get(key)]
+        if not views:
+            return False
+        old_bids, old_asks = views[0]
+        bids, asks = feed.book.top(10)
+        return (heapq.nlargest(10, old_bids.items()), heapq.nsmallest(10, old_asks.items())) != (
+            [tuple(lv) for lv in bids],
+            [tuple(lv) for lv in asks],
+        )
+
     def idle(self, now: float) -> None:
         if now - self._last_heartbeat >= HEARTBEAT_S:
             self._last_heartbeat = now

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.faults import Fault
 from recorder.sim.subscribed import SimConn, SubscribedSimVenue, decimals_of, json_text, spec_for
 
 if TYPE_CHECKING:
@@ -46,7 +48,6 @@ def _text(units: int, decimals: int) -> str:
 class OkxVenue(SubscribedSimVenue):
     name = "okx"
     ws_paths = ("/", "/ws/v5/public")
-    venue_faults = ("notice",)  # /sim/fault?kind=notice: the service-upgrade notice (64008)
 
     def __init__(self, opts: SimOptions) -> None:
         symbols = [s.upper() for s in opts.symbols] if opts.symbols else list(DEFAULT_SYMBOLS)
@@ -131,7 +132,16 @@ class OkxVenue(SubscribedSimVenue):
             conn.send(json_text({"arg": arg, "action": "snapshot", "data": [data]}))
         self._subs.setdefault(key, set()).add(conn)
 
-    def venue_fault(self, kind: str) -> None:
+    def venue_kinds(self) -> dict[str, Callable[[Fault], None]]:
+        return {"notice": self._notice}  # the service-upgrade notice (64008)
+
+    def conn_carries(self, conn: SimConn, symbol: str) -> bool:
+        return any(key[1] == symbol for key in conn.subs)
+
+    def damage_applies(self, feed: SymbolFeed, diff: WindowDiff) -> bool:
+        return any(self._subs.get((channel, feed.spec.symbol)) for channel in INCREMENTAL)
+
+    def _notice(self, fault: Fault) -> None:
         notice = {"event": "notice", "code": "64008",
                   "msg": "The connection will soon be closed for a service upgrade. Please reconnect."}  # fmt: skip
         for conn in list(self.conns):

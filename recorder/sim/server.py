@@ -92,7 +92,7 @@ class Simulator:
         self._port = opts.port
         self.restarts = 0
         faults = getattr(self.venue, "faults", None)
-        if isinstance(faults, FaultInjector):  # other simulators may use the name for their own faults
+        if isinstance(faults, FaultInjector):  # (a replayed recording has none)
             faults.restart_handler = self.restart
 
     async def start(self) -> None:

@@ -1,15 +1,14 @@
 """Shared machinery of the simulators for venues whose books start from a WebSocket snapshot
 (Kraken, OKX): the market engine, one ordered outgoing queue per client, snapshot delivery at
-window boundaries, and the verification and fault-injection endpoints.
+window boundaries, and the verification endpoint.
 
 Snapshots for new subscriptions are served at the next publication boundary of the symbol, when
 the generator's book is exactly the last published state, so a snapshot and the updates after it
-always join. Fault injection (``/sim/fault?symbol=S&kind=corrupt|drop``) damages only what goes on
-the wire, never the simulator's own book: ``corrupt`` sends one wrong level in the next update
-(with the checksum of the true book), ``drop`` silently loses the next update.
-``/sim/fault?kind=disconnect`` closes every client connection; ``kind=pause&seconds=N`` stops all
-market data and heartbeats for N seconds while still answering requests (pings), or not even
-those with ``&mute=1`` (a hung venue whose TCP connection stays up).
+always join. Faults (``recorder/sim/faults.py``, ``POST /sim/fault``) damage only what goes on the
+wire, never the simulator's own book: ``corrupt`` sends one wrong level in the next update (with
+the checksum of the true book), ``gap`` silently loses the next update; a quiet ``stall`` stops all
+market data and heartbeats while requests (pings) are still answered, a plain one answers nothing
+(a hung venue whose TCP connection stays up).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import asyncio
 import dataclasses
 import itertools
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,14 +25,13 @@ from aiohttp import WSMsgType, web
 
 from recorder.sim.binance import make_spec
 from recorder.sim.book import SCALE, InstrumentSpec, SymbolFeed, WindowDiff
+from recorder.sim.faults import Fault, FaultInjector
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
 
 TICK_MS = 10
-SYMBOL_FAULTS = ("corrupt", "drop")  # damage the next update of one symbol
-CONNECTION_FAULTS = ("disconnect", "pause")  # every client: drop the connection / go silent for `seconds`
 
 
 def spec_for(symbol: str, base: str, quote: str, contracts: bool = False) -> InstrumentSpec:
@@ -60,10 +57,16 @@ class SimConn(WsConn):
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: web.WebSocketResponse, opened: float, counters: dict[str, int]) -> None:
-        super().__init__(ws, opened, counters)
+    def __init__(
+        self, ws: web.WebSocketResponse, opened: float, venue: SubscribedSimVenue, request: web.Request
+    ) -> None:
+        self.subs: dict[Any, Any] = {}  # venue-specific subscription key -> parameters
+        self.venue = venue
+        super().__init__(ws, opened, venue.counters, venue.faults, request)
         self.id = next(self._ids)
-        self.subs: dict[str, Any] = {}  # venue-specific subscription key -> parameters
+
+    def carries(self, key: str) -> bool:
+        return self.venue.conn_carries(self, key)
 
 
 class SubscribedSimVenue(EngineVenue):
@@ -84,12 +87,10 @@ class SubscribedSimVenue(EngineVenue):
         self.conns: set[SimConn] = set()
         # Snapshots owed at the symbol's next boundary: symbol -> [(conn, key)].
         self._owed: dict[str, list[tuple[SimConn, Any]]] = {}
-        self.faults: dict[str, deque[str]] = {}
-        self.paused_until = 0.0
-        self.mute = False  # while paused, leave requests (pings) unanswered too
+        self.faults = FaultInjector(self.name, opts.faults, symbols=self._fault_keys, venue_kinds=self.venue_kinds())
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections_total", "messages_sent", "updates_published", "snapshots_served", "subscribe_errors",
-             "faults_injected", "closed_slow_consumer", "pings"),
+             "closed_slow_consumer", "pings", "updates_withheld", "updates_corrupted"),
             0,
         )  # fmt: skip
 
@@ -118,10 +119,18 @@ class SubscribedSimVenue(EngineVenue):
     def idle(self, now: float) -> None:
         """Called every engine cycle (e.g. heartbeats)."""
 
-    venue_faults: tuple[str, ...] = ()  # venue-specific fault kinds, handled by venue_fault()
+    def venue_kinds(self) -> dict[str, Callable[[Fault], None]]:
+        """Venue-specific fault kinds and their handlers (e.g. OKX's maintenance notice)."""
+        return {}
 
-    def venue_fault(self, kind: str) -> None:
-        """Inject a venue-specific fault (e.g. OKX's maintenance notice)."""
+    def conn_carries(self, conn: SimConn, symbol: str) -> bool:
+        """Is ``conn`` subscribed to ``symbol`` (for symbol-scoped connection faults)?"""
+        raise NotImplementedError
+
+    def damage_applies(self, feed: SymbolFeed, diff: WindowDiff) -> bool:
+        """Would losing or corrupting this update be visible to a client (someone subscribed, and
+        the venue's integrity check covers what changed)? Else a gap/corrupt fault waits."""
+        raise NotImplementedError
 
     def forget(self, conn: SimConn) -> None:
         """A client disconnected: drop it from the venue's subscription indexes."""
@@ -134,8 +143,7 @@ class SubscribedSimVenue(EngineVenue):
         self.extra_routes(app)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
-        app.router.add_get("/sim/fault", self._sim_fault)
-        app.router.add_post("/sim/fault", self._sim_fault)
+        self.faults.setup(app)
 
     def open_conns(self) -> set[SimConn]:
         return self.conns
@@ -157,10 +165,9 @@ class SubscribedSimVenue(EngineVenue):
     async def _run_engine(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            now = loop.time()
-            if now < self.paused_until:  # the venue went silent; it catches up (a burst) afterwards
-                await asyncio.sleep(min(0.05, self.paused_until - now))
+            if await self.paused():
                 continue
+            now = loop.time()
             tick = int((now - self._t0) / self.tick_s)
             for feed in self.feeds.values():
                 if tick - feed.tick > 3000:  # stalled for > ~30 s: jump instead of replaying
@@ -175,10 +182,13 @@ class SubscribedSimVenue(EngineVenue):
         event_ms = self.event_ms(tick)
         fault = None
         if diff is not None:
-            pending = self.faults.get(sym)
-            if pending:
-                fault = pending.popleft()
-                self.counters["faults_injected"] += 1
+            if self.damage_applies(feed, diff):
+                if self.faults.take_gap(sym):
+                    fault = "drop"
+                    self.counters["updates_withheld"] += 1
+                elif self.faults.take_corrupt(sym):
+                    fault = "corrupt"
+                    self.counters["updates_corrupted"] += 1
             self.counters["updates_published"] += 1
         self.publish(feed, diff, event_ms, fault)
         owed = self._owed.pop(sym, None)
@@ -188,6 +198,13 @@ class SubscribedSimVenue(EngineVenue):
                 self.send_snapshot(conn, feed, key, event_ms)
 
     def owe_snapshot(self, conn: SimConn, symbol: str, key: Any) -> None:
+        hold = self.faults.take_hold(symbol)
+        if hold > 0:  # a slow venue (gap fault with hold_s): the snapshot comes later
+            asyncio.get_running_loop().call_later(hold, self._owe, conn, symbol, key)
+            return
+        self._owe(conn, symbol, key)
+
+    def _owe(self, conn: SimConn, symbol: str, key: Any) -> None:
         self._owed.setdefault(symbol, []).append((conn, key))
 
     def fanout(self, conns: Any, payload: str) -> None:
@@ -202,7 +219,7 @@ class SubscribedSimVenue(EngineVenue):
         ws = await accept(request, 1 << 20, {"error": "WebSocket upgrade required"})
         if not isinstance(ws, web.WebSocketResponse):
             return ws
-        conn = SimConn(ws, asyncio.get_running_loop().time(), self.counters)
+        conn = SimConn(ws, asyncio.get_running_loop().time(), self, request)
         self.conns.add(conn)
         self.counters["connections_total"] += 1
         writer = asyncio.create_task(conn.writer())
@@ -211,9 +228,9 @@ class SubscribedSimVenue(EngineVenue):
             async for msg in ws:
                 if conn.closing:
                     continue
-                if self.mute and asyncio.get_running_loop().time() < self.paused_until:
-                    continue  # a hung venue: the socket is open, nothing answers
-                if msg.type is WSMsgType.TEXT:
+                if msg.type is WSMsgType.PING:
+                    await conn.on_ping(msg.data)
+                elif msg.type is WSMsgType.TEXT:
                     self.on_text(conn, msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     self.on_text(conn, "<binary>")
@@ -228,6 +245,10 @@ class SubscribedSimVenue(EngineVenue):
 
     def feed_for(self, symbol: str) -> SymbolFeed | None:
         return self.feeds.get(symbol)
+
+    def _fault_keys(self, symbol: str) -> list[str]:
+        feed = self.feed_for(symbol)
+        return [feed.spec.symbol] if feed is not None else []
 
     async def _sim_book(self, request: web.Request) -> web.Response:
         q = request.query
@@ -254,35 +275,6 @@ class SubscribedSimVenue(EngineVenue):
 
     def level_text(self, feed: SymbolFeed, units: int, is_price: bool) -> str:
         raise NotImplementedError
-
-    async def _sim_fault(self, request: web.Request) -> web.Response:
-        q = request.query
-        symbol, kind = q.get("symbol", ""), q.get("kind", "corrupt")
-        if kind in self.venue_faults:
-            self.counters["faults_injected"] += 1
-            self.venue_fault(kind)
-            return web.json_response({"kind": kind})
-        if kind in CONNECTION_FAULTS:
-            self.counters["faults_injected"] += 1
-            if kind == "disconnect":
-                for conn in list(self.conns):
-                    conn.close()
-                return web.json_response({"kind": kind, "closed": True})
-            try:
-                seconds = float(q.get("seconds", "5"))
-            except ValueError:
-                return web.json_response({"error": "seconds must be a number"}, status=400)
-            self.paused_until = asyncio.get_running_loop().time() + seconds
-            self.mute = q.get("mute", "0") == "1"
-            return web.json_response({"kind": kind, "seconds": seconds, "mute": self.mute})
-        feed = self.feed_for(symbol)
-        if feed is None:
-            return web.json_response({"error": "unknown symbol"}, status=400)
-        if kind not in SYMBOL_FAULTS:
-            kinds = ", ".join(SYMBOL_FAULTS + CONNECTION_FAULTS + self.venue_faults)
-            return web.json_response({"error": f"kind must be one of {kinds}"}, status=400)
-        self.faults.setdefault(feed.spec.symbol, deque()).append(kind)
-        return web.json_response({"symbol": symbol, "kind": kind, "queued": True})
 
 
 def json_text(obj: Any) -> str:

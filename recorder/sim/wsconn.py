@@ -1,6 +1,7 @@
-"""Parts every socket-synced venue simulator shares (Kraken, OKX, Bybit, Coinbase): one client
-connection with an ordered outgoing queue drained by a writer task, the WebSocket upgrade, and the
-market engine's lifecycle with its ``/sim/stats`` endpoint.
+"""Parts every venue simulator shares: one client connection with an ordered outgoing queue
+drained by a writer task (where the connection faults of ``recorder/sim/faults.py`` act: stall,
+slow, malformed, drop, close), the WebSocket upgrade, and the market engine's lifecycle with its
+``/sim/stats`` and fault endpoints.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import WSCloseCode, web
+
+from recorder.sim.faults import ConnFaults, FaultInjector
 
 MAX_QUEUED = 50_000  # outgoing messages buffered before the client is dropped as too slow
 
@@ -25,7 +28,14 @@ class _Close:
 
 
 class WsConn:
-    def __init__(self, ws: web.WebSocketResponse, opened: float, counters: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        opened: float,
+        counters: dict[str, int] | None = None,
+        faults: FaultInjector | None = None,
+        request: web.Request | None = None,
+    ) -> None:
         self.ws = ws
         self.opened = opened
         self.counters = counters if counters is not None else {}  # the venue's: counts messages_sent
@@ -33,6 +43,27 @@ class WsConn:
         self.wake = asyncio.Event()
         self.closing = False
         self.incoming: deque[float] = deque()
+        self.faults = faults
+        self.fault: ConnFaults | None = None
+        if faults is not None:
+            transport = request.transport if request is not None else None
+            self.fault = faults.attach(transport, self._fault_close, lambda key: self.carries(key))
+
+    def carries(self, key: str) -> bool:
+        """Does this connection carry ``key`` (a venue symbol)? Venues override it."""
+        return False
+
+    def _fault_close(self, code: int, reason: str) -> None:
+        self.close(code, reason.encode(), flush=False)
+
+    def silent(self) -> bool:
+        """A stall is on: answer nothing, not even a ping."""
+        return self.faults is not None and self.faults.silent(self.fault)
+
+    async def on_ping(self, payload: bytes) -> None:
+        """A client's WebSocket ping (servers run with autoping off, so that a stall can swallow it)."""
+        if not self.silent():
+            await self.ws.pong(payload)
 
     def send(self, text: str) -> bool:
         """Queue a text frame; False when the client is too slow (the caller drops it)."""
@@ -74,6 +105,11 @@ class WsConn:
                     await ws.close(code=item.code, message=item.message)
                     return
                 try:
+                    if self.fault is not None:
+                        assert self.faults is not None
+                        extra = await self.faults.before_send(self.fault)
+                        if extra is not None:
+                            await ws.send_str(extra)
                     await ws.send_str(item)
                 except Exception:  # peer gone; the reader loop ends on its own
                     return
@@ -81,6 +117,8 @@ class WsConn:
 
     async def finish(self, writer: asyncio.Task[None]) -> None:
         """After the reader loop: let a requested close flush, then stop the writer."""
+        if self.faults is not None and self.fault is not None:
+            self.faults.detach(self.fault)
         if self.closing and not writer.done():
             try:
                 await asyncio.wait_for(writer, 5.0)
@@ -93,7 +131,8 @@ class WsConn:
 
 async def accept(request: web.Request, max_msg_size: int, refusal: dict[str, Any]) -> web.StreamResponse:
     """The upgraded WebSocket, or (not an upgrade request) a 400 with the venue's error body."""
-    ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=max_msg_size)
+    # autoping off: the reader answers pings (``WsConn.on_ping``), so a stall can swallow them.
+    ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=max_msg_size)
     if not ws.can_prepare(request).ok:
         return web.json_response(refusal, status=400)
     await ws.prepare(request)
@@ -101,11 +140,13 @@ async def accept(request: web.Request, max_msg_size: int, refusal: dict[str, Any
 
 
 class EngineVenue:
-    """A simulator whose market engine runs as one task from ``start`` to ``stop``."""
+    """A simulator whose market engine runs as one task from ``start`` to ``stop``, with the
+    fault injector every simulator has (``self.faults``)."""
 
     name = ""
     counters: dict[str, int]
     tick_s: float
+    faults: FaultInjector
     _engine: asyncio.Task[None] | None = None
     _t0 = 0.0
     _wall0_ms = 0.0
@@ -124,8 +165,10 @@ class EngineVenue:
         self._t0 = asyncio.get_running_loop().time()
         self._wall0_ms = time.time() * 1000.0
         self._engine = asyncio.create_task(self._run_engine(), name=f"{self.name}-sim-engine")
+        await self.faults.start()
 
     async def stop(self) -> None:
+        await self.faults.stop()
         if self._engine is not None:
             self._engine.cancel()
             try:
@@ -142,3 +185,11 @@ class EngineVenue:
 
     async def _sim_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+    async def paused(self) -> bool:
+        """Engine loops call this first: during a quiet stall the market waits (and catches up
+        afterwards, a burst, like a venue that resumes)."""
+        if self.faults.data_paused():
+            await asyncio.sleep(0.05)
+            return True
+        return False

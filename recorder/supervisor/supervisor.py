@@ -163,7 +163,9 @@ class Supervisor:
             self._create_shared_memory()
             self._spawn_children()
             self.notify.ready(f"capturing {self.session_id}")
-            deadline = self._started + cfg.duration_s if cfg.duration_s else None
+            # The duration is capture time: it starts now, not before the simulators and pair
+            # checks (slow on a loaded machine, which once left an 8 s capture nothing to capture).
+            deadline = time.time() + cfg.duration_s if cfg.duration_s else None
             last_status = 0.0
             while self._stop_reason is None:
                 time.sleep(0.1)

@@ -55,12 +55,13 @@ class _Listener(WSListener):
                 self._parts.clear()
             s.on_text(payload, time.time() * 1000.0)
             return
-        s.last_frame_s = time.monotonic()
-        if mt is WSMsgType.CLOSE:
+        if mt is WSMsgType.CLOSE:  # (not a sign of life: it may answer picows' keepalive giving up)
             s.close_code = frame.get_close_code()
             transport.send_close(frame.get_close_code())
             transport.disconnect()
-        elif mt is WSMsgType.BINARY:
+            return
+        s.last_frame_s = time.monotonic()
+        if mt is WSMsgType.BINARY:
             s.connector.malformed("binary frame", frame.payload_size)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -323,9 +324,13 @@ class SubscribedConnector:
                     await asyncio.wait_for(s.closed.wait(), timeout=SEND_CHECK_S if s.outbox else 0.25)
                 except TimeoutError:
                     pass
-                if s.closed.is_set():
-                    return False
                 now = time.monotonic()
+                if s.closed.is_set():
+                    if now - s.last_frame_s >= 0.9 * self.cfg.stall_timeout_s:
+                        # picows' keepalive (unanswered WebSocket pings) closed a silent socket first.
+                        self.counters.incr("stalls")
+                        self.log.warning("event=stall venue=%s silent_s=%.1f", self.venue, now - s.last_frame_s)
+                    return False
                 if now - s.last_frame_s > self.cfg.stall_timeout_s:
                     self.counters.incr("stalls")
                     self.log.warning("event=stall venue=%s silent_s=%.1f", self.venue, now - s.last_frame_s)

@@ -33,7 +33,10 @@ from recorder.names import NameError_, normalize_pair
 from recorder.writer.batches import SCHEMA, snapshots_to_batch
 
 _jsonl_decoder = msgspec.json.Decoder(list[Snapshot])
-_READ_ATTEMPTS = 5
+# A compaction on an object store can replace a partition's files between our listing and our
+# read, once per partition it commits; list again, patiently (a loaded machine makes each
+# attempt slow and the compaction's steps land in between), but not forever.
+_READ_DEADLINE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -245,15 +248,18 @@ class Dataset:
         sort: bool = True,
         cache: _JsonlCache | None = None,
     ) -> pa.Table:
-        for attempt in range(_READ_ATTEMPTS):
+        deadline = time.monotonic() + _READ_DEADLINE_S
+        attempt = 0
+        while True:
             try:
                 table = self._read_listed(sel, max_level, cache)
                 break
-            except (ListingChanged, FileNotFoundError) as exc:
+            except ListingChanged as exc:
                 # A compaction replaced files between our listing and our read: list again.
-                if attempt == _READ_ATTEMPTS - 1:
+                if time.monotonic() > deadline:
                     raise DatasetError(f"files kept changing while reading {self.location}: {exc}") from None
-                time.sleep(0.05 * (attempt + 1))
+                attempt += 1
+                time.sleep(min(0.5, 0.05 * attempt))
         if sort or columns is not None:
             table = frames.sort_long(table)
         if columns is not None:
@@ -265,9 +271,26 @@ class Dataset:
 
     def _read_listed(self, sel: Selection, max_level: int | None, cache: _JsonlCache | None) -> pa.Table:
         files = list_files(self.filesystem, self.base, self.format, sel.prune())
-        if self.format == "parquet":
-            return self._read_parquet(files, sel, max_level)
-        return self._read_jsonl(files, sel, max_level, cache)
+        try:
+            if self.format == "parquet":
+                return self._read_parquet(files, sel, max_level)
+            return self._read_jsonl(files, sel, max_level, cache)
+        except OSError as exc:
+            # S3 reports an object deleted after its HEAD as a plain OSError ("AWS Error
+            # RESOURCE_NOT_FOUND during GetObject"), not FileNotFoundError: ask the store
+            # whether a listed file is gone rather than trusting the error's type or text.
+            gone = self._gone(files)
+            if gone is not None or isinstance(exc, FileNotFoundError):
+                raise ListingChanged(f"{gone or 'a listed file'} went away while read ({exc})") from None
+            raise
+
+    def _gone(self, files: list[DataFile]) -> str | None:
+        """The first listed file that no longer exists, if any."""
+        try:
+            infos = self.filesystem.get_file_info([f.path for f in files])
+        except OSError:
+            return None
+        return next((i.path for i in infos if i.type == pafs.FileType.NotFound), None)
 
     def _read_parquet(self, files: list[DataFile], sel: Selection, max_level: int | None) -> pa.Table:
         if sel.end_ms is not None:

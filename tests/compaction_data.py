@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,6 +13,7 @@ import pyarrow as pa
 from recorder.model import Level, Snapshot
 from recorder.sinks.local import prepare_jsonl, prepare_parquet, publish
 from recorder.writer.batches import data_file_path, snapshot_jsonl, snapshots_to_batch
+from tests.conftest import CLI, ROOT
 
 DAY_MS = 86_400_000
 T0 = 1_795_000_000_000 - (1_795_000_000_000 % DAY_MS)  # a UTC midnight
@@ -65,3 +67,15 @@ def make_small_files(
 def jsonl_lines(blobs: list[bytes]) -> Counter[bytes]:
     """Every JSONL line of these files, with its count (a multiset: no line lost or doubled)."""
     return Counter(line for blob in blobs for line in blob.split(b"\n") if line.strip())
+
+
+def run_compact(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``cli.py compact`` in a child process, as a user runs it."""
+    return subprocess.run(
+        [*CLI, "compact", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )

@@ -262,3 +262,31 @@ def test_levels_past_a_truncated_snapshot_are_never_sampled() -> None:
     sync.on_snapshot(snap)
     sync.on_diff(DepthEvent(e="depthUpdate", U=12, u=12, a=[("105", "1")]), 0.0)
     assert [lv.price for lv in sync.book.top(10)[1]] == [101.0, 102.0]
+
+
+def test_a_book_waiting_for_its_snapshot_holds_a_bounded_tail_of_diffs() -> None:
+    """1000 books queued behind the weight limiter must not hold every diff of the wait: a
+    queued book keeps only the newest QUEUED_BUFFERED_DIFFS, which still joins a snapshot newer
+    than what was dropped, and a snapshot older than the kept tail is STALE, never a wrong book."""
+    from recorder.venues.binance import MAX_BUFFERED_DIFFS, QUEUED_BUFFERED_DIFFS
+
+    s = BookSync("BTC-USDT")
+    n = QUEUED_BUFFERED_DIFFS * 5
+    for i in range(n):  # ids 1..n, one per diff, each moving the 100.0 bid
+        s.on_diff(diff(i + 1, i + 1, bids=[("100.0", f"{i + 1}.0")]), 0)
+    assert len(s.buffer) == QUEUED_BUFFERED_DIFFS
+    assert s.buffer[0][0].U == n - QUEUED_BUFFERED_DIFFS + 1  # the newest are kept, in order
+    assert s.on_snapshot(snap(n - QUEUED_BUFFERED_DIFFS - 10)) is Outcome.STALE  # joins no kept diff
+    assert not s.synced
+    assert s.on_snapshot(snap(n - 3)) is Outcome.SYNCED
+    assert s.book.update_id == n
+    bids, _ = s.book.top(1)
+    assert bids[0].qty == float(n)
+
+    # Once the request is on the wire the book may hold far more (a late snapshot must still join).
+    s = BookSync("BTC-USDT")
+    s.keep = MAX_BUFFERED_DIFFS
+    for i in range(n):
+        s.on_diff(diff(i + 1, i + 1), 0)
+    assert len(s.buffer) == n
+    assert s.on_snapshot(snap(5)) is Outcome.SYNCED and s.book.update_id == n

@@ -17,46 +17,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.model import Level, Snapshot
-from recorder.sinks.local import prepare_parquet, publish
-from recorder.writer.batches import data_file_path, snapshots_to_batch
+from tests.compaction_data import make_small_files, run_compact
 from tests.conftest import CLI, ROOT, Sim, popen_cli, read_jsonl, run_cli, status, wait_for, write_config
 
 DAY_MS = 86_400_000
 T0 = 1_795_000_000_000 - (1_795_000_000_000 % DAY_MS)  # a UTC midnight
 ALL_COLUMNS = ["exchange", "pair", "timestamp_ms", "session_id", "sequence_number", "side", "level"]
 CRASH_POINTS = ["after_journal", "mid_link", "before_exchange", "after_exchange", "mid_cleanup"]
-
-
-def _make_dataset(data: Path, files_per_day: int = 24, snaps_per_file: int = 30) -> None:
-    """Two days x two sessions of small files, like a writer rotating often: all two hours old
-    but the last two of each day, which are still in the current hour."""
-    old = time.time() - 7200
-    for day in range(2):
-        for i in range(files_per_day):
-            session = f"s{i % 2}"
-            first = T0 + day * DAY_MS + i * snaps_per_file * 1000
-            snaps = [
-                Snapshot(
-                    exchange="binance",
-                    pair=pair,
-                    timestamp_ms=first + k * 1000,
-                    bids=[Level(100.0 - j, 1.0 + j) for j in range(5)],
-                    asks=[Level(101.0 + j, 2.0 + j) for j in range(5)],
-                    capture_latency_ms=1.5,
-                    sequence_number=i * snaps_per_file + k,
-                    update_id=k,
-                    session_id=session,
-                )
-                for k in range(snaps_per_file)
-                for pair in ("ETH-USDT", "BTC-USDT")
-            ]
-            date = time.strftime("%Y-%m-%d", time.gmtime(first / 1000))
-            path = data_file_path(data, "parquet", "binance", date, session, first, i)
-            prepared = prepare_parquet(pa.Table.from_batches([snapshots_to_batch(snaps)]), path)
-            publish(prepared)
-            if i < files_per_day - 2:
-                os.utime(path, (old, old))
 
 
 def _rows(data: Path) -> pa.Table:
@@ -70,20 +37,14 @@ def _files(data: Path) -> list[Path]:
 
 
 def _compact(data: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, "compact", "--data-dir", str(data), *extra],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+    return run_compact("--data-dir", str(data), *extra, env=env)
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pa.Table]:
     data = tmp_path_factory.mktemp("pristine") / "data"
-    _make_dataset(data)
+    # like a writer rotating often: all two hours old but the last two of each day
+    make_small_files(data, files_per_day=24, snaps_per_file=30, formats=("parquet",), fresh=2)
     return data, _rows(data)
 
 
@@ -237,7 +198,8 @@ def test_dataset_reader_sees_the_same_data_after_compaction(pristine, tmp_path: 
     assert _compact(data).returncode == 0
     assert open_dataset(data).table().equals(before_all)
     assert open_dataset(data).table(pairs="BTC-USDT", start=start, end=end).equals(before)
-    assert before.num_rows == 300 * 10  # 300 ticks of one pair, 10 levels each
+    assert len(set(before.column("timestamp_ms").to_pylist())) == 300  # 300 ticks of one pair
+    assert set(before.column("pair").to_pylist()) == {"BTC-USDT"}
 
 
 def test_writer_compaction_config_is_validated() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from recorder.dataset import open_dataset
 from recorder.writer.journal import rebuild_journal
-from tests.compaction_data import jsonl_lines, make_small_files
+from tests.compaction_data import jsonl_lines, make_small_files, run_compact
 from tests.conftest import CLI, ROOT
 
 CRASH_POINTS = ["after_journal", "mid_link", "before_exchange", "after_exchange", "mid_cleanup"]
@@ -33,14 +33,7 @@ def _lines(data: Path) -> Counter[bytes]:
 
 
 def _compact(data: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, "compact", "--data-dir", str(data), *extra],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+    return run_compact("--data-dir", str(data), *extra, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ _VENUE: dict[str, tuple[str, str, str]] = {
     "warmup_ticks": ("warmup_ticks_total", "counter", "ticks before a pair first synced"),
     "ring_drops": ("ring_drops_total", "counter", "snapshots dropped: ring full"),
     "ring_used_bytes": ("ring_used_bytes", "gauge", "bytes held in the venue ring"),
+    "rest_queue": ("rest_queue", "gauge", "REST requests waiting for weight budget"),
+    "buffered_diffs": ("buffered_diffs", "gauge", "diffs held by books waiting for a snapshot"),
 }
 _PAIR: dict[str, tuple[str, str, str]] = {
     "synced": ("pair_synced", "gauge", "1 while the pair's book is synced"),

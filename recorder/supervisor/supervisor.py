@@ -527,6 +527,7 @@ class Supervisor:
                 "connections": int(v["connections"]),
                 "rest_weight_used": int(v["rest_weight_used"]),
                 "rest_queue": int(v["rest_queue"]),
+                "buffered_diffs": int(v["buffered_diffs"]),
                 "ticks": int(v["ticks"]),
                 "samples": int(v["samples"]),
                 "missed_ticks": int(v["missed_ticks"]),

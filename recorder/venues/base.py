@@ -42,6 +42,7 @@ CONNECTOR_FIELDS = [
     "connections",  # WebSocket connections the venue's pairs are spread over
     "rest_weight_used",  # the limiter's estimate of the venue's count for our IP
     "rest_queue",  # REST requests waiting for budget
+    "buffered_diffs",  # diffs held by books waiting for their snapshot (bounded per book)
 ]
 
 

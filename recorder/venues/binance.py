@@ -50,7 +50,13 @@ MAX_STREAMS_PER_CONNECTION = 1024
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 # Longest stream list put in the connection URL; the rest are subscribed by message.
 URL_STREAMS_CHARS = 2000
-# A book that has buffered this many diffs without a usable snapshot starts over.
+# Diffs a book without a snapshot keeps (the newest; older ones are dropped from the head,
+# which only risks a STALE snapshot, never a wrong book). While its snapshot request waits
+# behind the weight limiter, a book needs only the last few seconds: the snapshot will be
+# newer than that. A universe resyncing at once (1000 books queued for a minute) would
+# otherwise hold every diff of that minute and grow towards the OOM killer.
+QUEUED_BUFFERED_DIFFS = 100
+# Once its request is on the wire the snapshot may come back late (slow venue): keep more.
 MAX_BUFFERED_DIFFS = 10_000
 
 log = logging.getLogger("recorder.venues.binance")
@@ -225,6 +231,7 @@ class BookSync:
         # back with that many levels was truncated by the venue.
         self.snapshot_limit: int | None = None
         self.gap_after: int | None = None  # the book id a diff broke the chain after (for the log)
+        self.keep = QUEUED_BUFFERED_DIFFS  # raised while a snapshot request is in flight
 
     def reset(self) -> None:
         self.synced = False
@@ -241,9 +248,10 @@ class BookSync:
                 # It is still a gap in the feed (reported), even though no book was live.
                 if self._prev_id(ev) != prev.u:
                     outcome = Outcome.GAP
-                if outcome is Outcome.GAP or len(self.buffer) >= MAX_BUFFERED_DIFFS:
                     self.buffer.clear()
             self.buffer.append((ev, recv_ms))
+            if len(self.buffer) > self.keep:
+                del self.buffer[: len(self.buffer) - self.keep]
             return outcome
         book_id = self.book.update_id
         assert book_id is not None
@@ -439,6 +447,15 @@ class BinanceFeed:
     def has_buffer(self, pair: str) -> bool:
         return bool(self.syncs[pair].buffer)
 
+    def snapshot_in_flight(self, pair: str, in_flight: bool) -> None:
+        """A snapshot request for ``pair`` went on the wire (True) or came back (False)."""
+        sync = self.syncs.get(pair)
+        if sync is not None:
+            sync.keep = MAX_BUFFERED_DIFFS if in_flight else QUEUED_BUFFERED_DIFFS
+
+    def buffered_diffs(self) -> int:
+        return sum(len(s.buffer) for s in self.syncs.values())
+
     def reset(self) -> None:
         """The socket is gone: every book is unknown."""
         for sync in self.syncs.values():
@@ -592,7 +609,10 @@ class _Connection:
         try:
             backoff = Backoff(base_s=0.2, cap_s=10.0)
             while not feed.synced(pair) and not self.closed.is_set():
-                snap = await c.fetch_snapshot(pair)
+                try:
+                    snap = await c.fetch_snapshot(pair, on_sent=lambda: feed.snapshot_in_flight(pair, True))
+                finally:
+                    feed.snapshot_in_flight(pair, False)
                 if snap is None or not feed.has_buffer(pair):
                     await asyncio.sleep(backoff.next_delay())
                     continue
@@ -854,6 +874,8 @@ class BinanceConnector:
         while not self._closing:
             self.counters.set("rest_weight_used", self.limiter.used())
             self.counters.set("rest_queue", self.limiter.waiting)
+            held = sum(c.feed.buffered_diffs() for s in self.slots for c in s.connections() if c is not None)
+            self.counters.set("buffered_diffs", held)
             await asyncio.sleep(0.5)
 
     async def _adopt_published_limits(self) -> None:
@@ -875,10 +897,19 @@ class BinanceConnector:
                 return
 
     async def _rest_get(
-        self, path: str, params: dict[str, str], weight: int, key: str, background: bool = False
+        self,
+        path: str,
+        params: dict[str, str],
+        weight: int,
+        key: str,
+        background: bool = False,
+        on_sent: Callable[[], None] | None = None,
     ) -> bytes | None:
-        """One REST GET within the weight budget; None (counted and logged) on any failure."""
+        """One REST GET within the weight budget; None (counted and logged) on any failure.
+        ``on_sent`` runs once the limiter let the request go."""
         await self.limiter.acquire(weight, key, background)
+        if on_sent is not None:
+            on_sent()
         assert self._http is not None
         status: int | None = None
         headers: Any = None
@@ -909,13 +940,13 @@ class BinanceConnector:
             return None
         return body
 
-    async def fetch_snapshot(self, pair: str) -> DepthSnapshot | None:
+    async def fetch_snapshot(self, pair: str, on_sent: Callable[[], None] | None = None) -> DepthSnapshot | None:
         limit = self.cfg.snapshot_limit
         params = {"symbol": self.feed_class.symbol_for(pair), "limit": str(limit)}
         # A pair another connection still samples (a planned reconnect warming up) can wait
         # behind pairs that are missing ticks right now.
         background = self.book(pair) is not None
-        body = await self._rest_get(self.depth_path, params, self.snapshot_weight(limit), pair, background)
+        body = await self._rest_get(self.depth_path, params, self.snapshot_weight(limit), pair, background, on_sent)
         if body is None:
             return None
         try:

@@ -5,6 +5,7 @@ books equal to the simulator's at their update id afterwards."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from recorder.config import VenueConfig
 from recorder.sim.server import SimOptions, Simulator
 from recorder.venues import connector_class
-from tests.conftest import read_jsonl, run_cli, status
+from tests.conftest import popen_cli, read_jsonl, status, wait_for
 
 CASES = {
     "kraken": (["BTC-USD", "ETH-USD"], lambda pair: pair.replace("-", "/")),
@@ -186,6 +187,13 @@ def test_a_pair_that_keeps_failing_is_resubscribed_ever_more_slowly() -> None:
     assert resubscribes() == 5
 
 
+def _every_pair_sampled(data: Path, session_id: str, n: int) -> bool:
+    st = status(data, session_id)
+    if st is None or not st.get("venues"):
+        return False
+    return all(p["samples"] >= n for v in st["venues"].values() for p in v["pairs"].values())
+
+
 def test_kraken_and_okx_in_one_capture_one_process_each(tmp_path: Path) -> None:
     """Both venues in one session with --simulate: one simulator and one venue process per venue."""
     data = tmp_path / "data"
@@ -195,8 +203,18 @@ def test_kraken_and_okx_in_one_capture_one_process_each(tmp_path: Path) -> None:
         '[venues.kraken]\npairs = ["BTC-USD", "ETH-USD"]\nsnapshot_limit = 25\n\n'
         '[venues.okx]\npairs = ["BTC-USDT", "ETH-USDT-PERP"]\nchannel = "books"\n'
     )
-    res = run_cli("start-capture", "--config", str(cfg), "--duration", "7s", "--session-id", "both")
-    assert res.returncode == 0, res.stderr[-2000:]
+    # Until every pair has stored a few snapshots, not for a fixed time: on a loaded machine the
+    # four processes can take longer to start and sync than a short capture lasts.
+    proc = popen_cli("start-capture", "--config", str(cfg), "--session-id", "both")
+    try:
+        wait_for(lambda: _every_pair_sampled(data, "both", 4), 90, "snapshots of every pair of both venues")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     final = status(data, "both")
     assert final is not None and final["flushed"] is True
     pids = {final["venues"][v]["pid"] for v in ("kraken", "okx")}

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 
 from recorder.compaction.manifest import is_manifest
 from recorder.dataset import open_dataset
+from recorder.dataset.source import resolve
 from tests.compaction_data import jsonl_lines, make_small_files
 from tests.conftest import CLI, ROOT
 from tests.test_s3 import MotoS3
@@ -201,6 +203,65 @@ def test_a_reader_polling_during_s3_compaction_always_sees_every_row_once(
         answers += 1
     assert proc.returncode == 0 and answers >= 1
     _assert_same(_view(bucket), expected)
+
+
+class _CompactOnFirstOpen(pafs.FileSystemHandler):
+    """The real S3 filesystem, except that the first data file opened is opened (its HEAD done)
+    and then a whole compaction runs before it is read: the reader's GET finds the key deleted,
+    the exact interleaving a polling reader meets at random under load."""
+
+    def __init__(self, fs: pafs.FileSystem, compact: Any) -> None:
+        self.fs, self.compact, self.opened_before_compaction = fs, compact, ""
+
+    def _after_open(self, path: str, stream: Any) -> Any:
+        if not self.opened_before_compaction and "/compacted-" not in path and not path.endswith(".json"):
+            self.opened_before_compaction = path
+            self.compact()
+        return stream
+
+    def open_input_stream(self, path: str) -> Any:
+        return self._after_open(path, self.fs.open_input_stream(path))
+
+    def open_input_file(self, path: str) -> Any:
+        return self._after_open(path, self.fs.open_input_file(path))
+
+    def get_type_name(self) -> str:
+        return "s3-compacting"
+
+    def equals(self, other: Any) -> bool:
+        return self is other
+
+    def normalize_path(self, path: str) -> str:
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(selector)
+
+    def _read_only(self, *_: Any) -> Any:
+        raise OSError("read-only")
+
+    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = delete_file = _read_only
+    move = copy_file = open_output_stream = open_append_stream = _read_only
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_a_file_deleted_between_the_readers_open_and_read_is_read_again_from_the_new_listing(
+    moto: MotoS3, small_files: dict[str, bytes], expected: tuple[pa.Table, pa.Table], fmt: str
+) -> None:
+    bucket = _upload(moto, small_files)
+
+    def compact() -> None:
+        res = _compact("--data-dir", f"s3://{bucket}/{PREFIX}", *TARGET)
+        assert res.returncode == 0, res.stderr
+
+    handler = _CompactOnFirstOpen(resolve(f"s3://{bucket}/{PREFIX}")[0], compact)
+    table = open_dataset(f"{bucket}/{PREFIX}", format=fmt, filesystem=pafs.PyFileSystem(handler)).table()
+    assert handler.opened_before_compaction  # the read did straddle the whole compaction
+    assert all(k.rsplit("/", 1)[1].startswith("compacted-") for k in _data_keys(moto, bucket))
+    assert table.equals(expected[0 if fmt == "parquet" else 1])
 
 
 def test_compact_takes_the_s3_destination_from_a_capture_config(

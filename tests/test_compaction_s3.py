@@ -206,15 +206,15 @@ def test_a_reader_polling_during_s3_compaction_always_sees_every_row_once(
 
 
 class _CompactOnFirstOpen(pafs.FileSystemHandler):
-    """The real S3 filesystem, except that the first data file opened is opened (its HEAD done)
-    and then a whole compaction runs before it is read: the reader's GET finds the key deleted,
-    the exact interleaving a polling reader meets at random under load."""
+    """The real S3 filesystem, except that the first small data file (or manifest) opened is
+    opened (its HEAD done) and then a whole compaction runs before it is read: the reader's GET
+    finds the key deleted, the exact interleaving a polling reader meets at random under load."""
 
-    def __init__(self, fs: pafs.FileSystem, compact: Any) -> None:
-        self.fs, self.compact, self.opened_before_compaction = fs, compact, ""
+    def __init__(self, fs: pafs.FileSystem, compact: Any, suffix: str) -> None:
+        self.fs, self.compact, self.suffix, self.opened_before_compaction = fs, compact, suffix, ""
 
     def _after_open(self, path: str, stream: Any) -> Any:
-        if not self.opened_before_compaction and "/compacted-" not in path and not path.endswith(".json"):
+        if not self.opened_before_compaction and "/compacted-" not in path and path.endswith(self.suffix):
             self.opened_before_compaction = path
             self.compact()
         return stream
@@ -247,17 +247,21 @@ class _CompactOnFirstOpen(pafs.FileSystemHandler):
     move = copy_file = open_output_stream = open_append_stream = _read_only
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+@pytest.mark.parametrize(("fmt", "opened"), [("parquet", "data"), ("jsonl", "data"), ("jsonl", "manifest")])
 def test_a_file_deleted_between_the_readers_open_and_read_is_read_again_from_the_new_listing(
-    moto: MotoS3, small_files: dict[str, bytes], expected: tuple[pa.Table, pa.Table], fmt: str
+    moto: MotoS3, small_files: dict[str, bytes], expected: tuple[pa.Table, pa.Table], fmt: str, opened: str
 ) -> None:
     bucket = _upload(moto, small_files)
+    url = f"s3://{bucket}/{PREFIX}"
+    if opened == "manifest":  # a killed compaction left one; the next run rolls it back and compacts
+        assert _compact("--data-dir", url, *TARGET, env={"RECORDER_COMPACT_CRASH_AT": "after_manifest"}).returncode
 
     def compact() -> None:
-        res = _compact("--data-dir", f"s3://{bucket}/{PREFIX}", *TARGET)
+        res = _compact("--data-dir", url, *TARGET)
         assert res.returncode == 0, res.stderr
 
-    handler = _CompactOnFirstOpen(resolve(f"s3://{bucket}/{PREFIX}")[0], compact)
+    suffix = ".json" if opened == "manifest" else f".{fmt}"
+    handler = _CompactOnFirstOpen(resolve(url)[0], compact, suffix)
     table = open_dataset(f"{bucket}/{PREFIX}", format=fmt, filesystem=pafs.PyFileSystem(handler)).table()
     assert handler.opened_before_compaction  # the read did straddle the whole compaction
     assert all(k.rsplit("/", 1)[1].startswith("compacted-") for k in _data_keys(moto, bucket))

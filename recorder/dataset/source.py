@@ -189,9 +189,18 @@ def _read_manifest(fs: pafs.FileSystem, path: str) -> Manifest:
     try:
         with fs.open_input_stream(path) as fh:
             return decode_manifest(fh.read())
-    except FileNotFoundError:
-        raise ListingChanged(f"{path} went away (a compaction finished)") from None
     except OSError as exc:
+        # S3 reports a key deleted after its HEAD as a plain OSError ("AWS Error
+        # RESOURCE_NOT_FOUND during GetObject"): ask whether the manifest is gone.
+        if isinstance(exc, FileNotFoundError) or _gone(fs, path):
+            raise ListingChanged(f"{path} went away (a compaction finished)") from None
         raise DatasetError(f"cannot read {path}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise DatasetError(f"malformed compaction manifest {path}: {exc}") from None
+
+
+def _gone(fs: pafs.FileSystem, path: str) -> bool:
+    try:
+        return fs.get_file_info(path).type == pafs.FileType.NotFound
+    except OSError:
+        return False

@@ -6,9 +6,13 @@ pytest-benchmark JSON into ratios against it, so a noisy machine shifts both sid
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from recorder.replay.readers import CaptureReader, Kind
 
@@ -27,3 +31,28 @@ def binance_recording() -> tuple[list[bytes], dict[str, bytes]]:
         if r.kind is Kind.HTTP and r.url and "symbol=" in r.url:
             snaps[r.url.split("symbol=")[1].split("&")[0]] = r.payload
     return frames, snaps
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 API (moto's server) on loopback, with throwaway credentials and no proxy."""
+    home = tmp_path_factory.mktemp("aws")
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if "proxy" in key.lower() or key.startswith("AWS_"):
+                mp.delenv(key)
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "AKIABENCH",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(home / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / "none"),
+        }.items():
+            mp.setenv(key, value)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        yield f"http://127.0.0.1:{port}"
+        server.stop()

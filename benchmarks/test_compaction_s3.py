@@ -6,13 +6,10 @@ with bare boto3 (GET every file, PUT one concatenation, DELETE the sources) and 
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from recorder.compaction import compact
 from recorder.config import S3Config
@@ -25,30 +22,6 @@ SNAPS_PER_FILE = 100  # 20 pairs x 5 ticks, depth 10 a side
 PAIRS = [f"P{i:02d}-USDT" for i in range(20)]
 T0 = 1_795_000_000_000
 PREFIX = "bench"
-
-
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("aws")
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if "proxy" in key.lower() or key.startswith("AWS_"):
-                mp.delenv(key)
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "AKIABENCH",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(home / "none"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / "none"),
-        }.items():
-            mp.setenv(key, value)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        yield f"http://127.0.0.1:{port}"
-        server.stop()
 
 
 @pytest.fixture(scope="module")

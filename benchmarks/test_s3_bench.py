@@ -11,13 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from recorder.config import S3Config
 from recorder.sinks.s3 import S3Store, expected_etag
@@ -26,25 +23,6 @@ from recorder.sinks.spool import Spool
 MIB = 1024 * 1024
 SCAN_FILES = 5000
 UPLOAD_MIB = 32
-
-
-@pytest.fixture
-def moto_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
-    for key in list(os.environ):
-        if "proxy" in key.lower() or key.startswith("AWS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIABENCH")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "bench")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

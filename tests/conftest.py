@@ -29,6 +29,18 @@ def popen_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
+def terminate(proc: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM (the clean stop under test elsewhere), then SIGKILL after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class VenueSim:
     """``python cli.py simulate --venue V`` as a real process (its first stdout line: its URLs)."""
 
@@ -70,11 +82,7 @@ class VenueSim:
         return self.get("/sim/faults")[1]["injected"]  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        terminate(self.proc, 10)
 
 
 class Sim(VenueSim):

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Sim, assert_no_torn_files, popen_cli, read_jsonl, status, wait_for, write_config
+from tests.conftest import Sim, assert_no_torn_files, popen_cli, read_jsonl, status, terminate, wait_for, write_config
 
 PAIRS = ["BTC-USDT", "ETH-USDT"]
 SESSION = "faults"
@@ -81,12 +81,7 @@ def cap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
         wait_for(lambda: (v := c.venue()) and all(p["samples"] >= 2 for p in v["pairs"].values()), 60, "first sync")
         yield c
     finally:
-        if c.proc.poll() is None:
-            c.proc.send_signal(signal.SIGTERM)
-            try:
-                c.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
+        terminate(c.proc, 60)
         sim.stop()
 
 

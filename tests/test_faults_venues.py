@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from recorder.demo import SIM_SYMBOLS, VENUE_PAIRS, sim_book_url
-from tests.conftest import VenueSim, assert_no_torn_files, popen_cli, read_jsonl, status, wait_for
+from tests.conftest import VenueSim, assert_no_torn_files, popen_cli, read_jsonl, status, terminate, wait_for
 
 VENUES = ["bybit", "coinbase", "kraken", "okx"]
 SESSION = "venue-faults"
@@ -139,12 +139,7 @@ def cap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
         c.wait_recovered(90)  # the first sync of every book
         yield c
     finally:
-        if c.proc.poll() is None:
-            c.proc.send_signal(signal.SIGTERM)
-            try:
-                c.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
+        terminate(c.proc, 60)
         for sim in c.sims.values():
             sim.stop()
 

@@ -24,6 +24,7 @@ from recorder.compaction.manifest import is_manifest
 from recorder.dataset import open_dataset
 from recorder.dataset.source import resolve
 from tests.compaction_data import jsonl_lines, make_small_files
+from tests.compaction_data import run_compact as _compact
 from tests.conftest import CLI, ROOT
 from tests.test_s3 import MotoS3
 
@@ -93,17 +94,6 @@ def _objects_lines(moto: MotoS3, bucket: str) -> Any:
     client = moto.client()
     keys = [k for k in _data_keys(moto, bucket) if k.endswith(".jsonl")]
     return jsonl_lines([client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys])
-
-
-def _compact(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, "compact", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")

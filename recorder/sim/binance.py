@@ -24,7 +24,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.book import Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
 from recorder.sim.faults import FaultInjector
-from recorder.sim.wsconn import WsConn
+from recorder.sim.wsconn import EngineVenue, WsConn
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
@@ -129,7 +129,7 @@ class _IpBudget:
     banned_until: float = 0.0
 
 
-class BinanceVenue:
+class BinanceVenue(EngineVenue):
     """Routes, market engine and connection management for the Binance spot simulator.
 
     USD-M futures (``binance_futures.py``) subclasses it: only the class attributes below and
@@ -174,9 +174,6 @@ class BinanceVenue:
         # usually falls inside a publication window, which the window history cannot rebuild,
         # yet a client that samples right after syncing stores exactly that book.
         self._served: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self._engine: asyncio.Task[None] | None = None
-        self._t0 = 0.0
-        self._wall0_ms = 0.0
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "connections_total", "messages_sent", "diffs_published", "rest_requests",
@@ -202,24 +199,8 @@ class BinanceVenue:
         app.router.add_get("/sim/stats", self._sim_stats)
         self.faults.setup(app)
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._t0 = loop.time()
-        self._wall0_ms = time.time() * 1000.0
-        self._engine = asyncio.create_task(self._run_engine(), name="binance-sim-engine")
-        await self.faults.start()
-
-    async def stop(self) -> None:
-        await self.faults.stop()
-        if self._engine is not None:
-            self._engine.cancel()
-            try:
-                await self._engine
-            except asyncio.CancelledError:
-                pass
-            self._engine = None
-        for conn in list(self._conns):
-            conn.close(WSCloseCode.GOING_AWAY, b"server stopping", flush=False)
+    def open_conns(self) -> set[_Conn]:
+        return self._conns
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -251,8 +232,7 @@ class BinanceVenue:
     async def _run_engine(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self.faults.data_paused():  # a quiet stall: the market waits, then catches up (a burst)
-                await asyncio.sleep(0.05)
+            if await self.paused():
                 continue
             tick = self._tick_now()
             for feed in self.feeds.values():
@@ -269,7 +249,7 @@ class BinanceVenue:
         """End of a publication window: send the diff (and partial-depth snapshots) to subscribers."""
         sym = feed.spec.symbol
         low = sym.lower()
-        event_ms = int(self._wall0_ms + tick * feed.tick_s * 1000.0)
+        event_ms = int(self._wall0_ms + tick * feed.tick_s * 1000.0)  # the feed's own tick (tail feeds are slower)
         fast = cadence == 0
         if diff is not None and fast and self._subs.get(f"{low}@depth@100ms") and self.faults.take_gap(sym):
             self.counters["diffs_withheld"] += 1
@@ -634,9 +614,6 @@ class BinanceVenue:
             return web.json_response({"error": "unknown or expired update_id"}, status=404)
         bids, asks = book.top(limit)
         return web.json_response({"lastUpdateId": update_id, "bids": _levels(bids), "asks": _levels(asks)})
-
-    async def _sim_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
 
 
 def tail_symbols(n: int) -> list[str]:

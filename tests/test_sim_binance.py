@@ -90,6 +90,21 @@ def test_generator_never_crossed_and_history_consistent() -> None:
     assert feed.history.state_at(last_u[-1] + 12345) is None
 
 
+def test_a_feed_stalled_for_over_30s_jumps_instead_of_replaying() -> None:
+    spec = InstrumentSpec("BTCUSDT", "BTC", "USDT", to_units("65000"), to_units("0.01"), to_units("0.00001"),
+                          5000, 200.0)  # fmt: skip
+    windows: list[int] = []
+    feed = SymbolFeed(spec, "t", 0.01, (10,))
+    feed.catch_up(2_900, 0.0, lambda f, c, d, t: windows.append(t))  # 29 s behind: replayed
+    assert feed.tick == 2_900 and len(windows) == 290
+    windows.clear()
+    feed.catch_up(2_900 + 6_000, 0.0, lambda f, c, d, t: windows.append(t))  # 60 s behind: the last ~1 s
+    assert feed.tick == 8_900 and len(windows) == 10 and windows[0] > 8_800
+    windows.clear()
+    feed.catch_up(12_900, 0.0, lambda f, c, d, t: windows.append(t), resume_ticks=500)  # 40 s: the last 5 s
+    assert feed.tick == 12_900 and len(windows) == 50
+
+
 # -- WebSocket -----------------------------------------------------------------------------------------
 
 

@@ -224,10 +224,7 @@ class BinanceVenue(EngineVenue):
         return int((asyncio.get_running_loop().time() - self._t0) / tick_s)
 
     def _advance(self, feed: SymbolFeed, tick: int) -> None:
-        stalled = round(30.0 / feed.tick_s)
-        if tick - feed.tick > stalled:  # stalled for > ~30 s (e.g. suspended): jump instead of replaying
-            feed.skip_to(tick - stalled // 30)
-        feed.advance_to(tick, asyncio.get_running_loop().time(), self._on_boundary)
+        feed.catch_up(tick, asyncio.get_running_loop().time(), self._on_boundary)
 
     async def _run_engine(self) -> None:
         loop = asyncio.get_running_loop()

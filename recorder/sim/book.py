@@ -507,6 +507,15 @@ class SymbolFeed:
                 if on_boundary is not None:
                     on_boundary(self, ci, diff, self.tick)
 
+    def catch_up(
+        self, tick: int, now: float, on_boundary: BoundaryCallback | None = None, resume_ticks: int | None = None
+    ) -> None:
+        """``advance_to``, except that a feed stalled for more than ~30 s (a suspended process)
+        jumps to ``resume_ticks`` (default ~1 s) before ``tick`` instead of replaying every window."""
+        if tick - self.tick > round(30.0 / self.tick_s):
+            self.skip_to(tick - (resume_ticks if resume_ticks is not None else round(1.0 / self.tick_s)))
+        self.advance_to(tick, now, on_boundary)
+
     def skip_to(self, tick: int) -> None:
         """Jump the clock without generating (after a long stall); open windows simply carry on."""
         self.tick = max(self.tick, tick)

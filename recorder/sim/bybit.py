@@ -200,9 +200,7 @@ class BybitVenue(EngineVenue):
             now = loop.time()
             tick = int((now - self._t0) / self.tick_s)
             for (cat, _), feed in self.feeds.items():
-                if tick - feed.tick > 3000:  # stalled for > ~30 s: jump instead of replaying
-                    feed.skip_to(tick - 100)
-                feed.advance_to(tick, now, lambda f, ci, d, t, cat=cat: self._on_boundary(cat, f, ci, t))
+                feed.catch_up(tick, now, lambda f, ci, d, t, cat=cat: self._on_boundary(cat, f, ci, t))
             self._idle_check(now)
             # Wake as often as the fastest subscribed depth pushes (the primary 100 ms otherwise).
             step = min([self.primary_ticks] + [self.cadences[self.depth_of_cadence.index(t.depth)]

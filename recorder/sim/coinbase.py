@@ -179,10 +179,8 @@ class CoinbaseVenue(EngineVenue):
             tick = int((now - self._t0) / self.tick_s)
             tick -= tick % self.fast_ticks
             for product in self.products.values():
-                feed = product.feed
-                if tick - feed.tick > 3000:  # stalled for > ~30 s: jump instead of replaying
-                    feed.skip_to(tick - self.fast_ticks * 10)
-                feed.advance_to(tick, now, self._on_boundary)
+                # resume on a window boundary, like every other tick here
+                product.feed.catch_up(tick, now, self._on_boundary, resume_ticks=self.fast_ticks * 10)
             if now >= next_beat:
                 next_beat = now + HEARTBEAT_S
                 self._heartbeats()

@@ -170,9 +170,7 @@ class SubscribedSimVenue(EngineVenue):
             now = loop.time()
             tick = int((now - self._t0) / self.tick_s)
             for feed in self.feeds.values():
-                if tick - feed.tick > 3000:  # stalled for > ~30 s: jump instead of replaying
-                    feed.skip_to(tick - 100)
-                feed.advance_to(tick, now, self._on_boundary)
+                feed.catch_up(tick, now, self._on_boundary)
             self.idle(now)
             next_t = self._t0 + (tick // self.fast_ticks + 1) * self.fast_ticks * self.tick_s
             await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)

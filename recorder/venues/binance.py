@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSMsgType, WSTransport, ws_connect
 
 from recorder.book import L2Book
 from recorder.config import VenueConfig
@@ -41,6 +41,7 @@ from recorder.venues.base import (
 from recorder.venues.limits import BINANCE as LIMITS
 from recorder.venues.limits import LIMITS as VENUE_LIMITS
 from recorder.venues.limits import VenueLimits, interval_seconds
+from recorder.venues.ws_listener import TextListener
 
 VENUE = "binance"
 WS_URL = "wss://stream.binance.com:9443"
@@ -483,37 +484,6 @@ class BinanceFeed:
 # --- one WebSocket connection and the books synced over it ---------------------------------
 
 
-class _Listener(WSListener):
-    def __init__(self, conn: _Connection) -> None:
-        self._conn = conn
-        self._parts: list[bytes] = []
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        conn = self._conn
-        mt = frame.msg_type
-        if mt is not WSMsgType.CLOSE:  # a close (e.g. the echo of our keepalive's) is no sign of life
-            conn.last_frame_s = time.monotonic()
-        if mt is WSMsgType.TEXT or mt is WSMsgType.CONTINUATION:
-            # Binance does not fragment today, but a fragmented message must not be misparsed.
-            if not frame.fin:
-                self._parts.append(frame.get_payload_as_bytes())
-                return
-            payload = frame.get_payload_as_bytes()
-            if self._parts:
-                payload = b"".join(self._parts) + payload
-                self._parts.clear()
-            conn.on_text(payload, time.time() * 1000.0)
-        elif mt is WSMsgType.CLOSE:
-            conn.close_code = frame.get_close_code()
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
-        elif mt is WSMsgType.BINARY:
-            conn.feed.malformed("binary frame", frame.payload_size)
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self._conn.on_disconnected()
-
-
 class _Connection:
     """One socket: picows in, the Feed does the rest; REST snapshots for the pairs it wants."""
 
@@ -549,7 +519,7 @@ class _Connection:
         url = f"{c.ws_url}/stream?streams={'/'.join(in_url)}" if in_url else f"{c.ws_url}/stream"
         stall = c.cfg.stall_timeout_s
         self.transport, _ = await ws_connect(
-            lambda: _Listener(self),
+            lambda: TextListener(self),
             url,
             enable_auto_ping=True,
             # A dead TCP path shows up as unanswered pings long before the OS notices.
@@ -587,6 +557,7 @@ class _Connection:
             task.cancel()
 
     def on_text(self, payload: bytes, recv_ms: float) -> None:
+        self.last_frame_s = time.monotonic()
         self.feed.on_frame(payload, recv_ms)
         wanted = self.feed.wants_snapshot()
         if wanted and not wanted <= self._fetching:
@@ -595,6 +566,9 @@ class _Connection:
 
     def request_resync(self, pair: str) -> None:
         self.feed.request_resync(pair)
+
+    def malformed(self, what: str, size: int) -> None:
+        self.feed.malformed(what, size)
 
     def _ensure_fetch(self, pair: str) -> None:
         if pair in self._fetching or self.closed.is_set():

@@ -19,12 +19,13 @@ import logging
 import time
 from collections.abc import Iterable
 
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSMsgType, WSTransport, ws_connect
 
 from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Backoff, Counters, Feed, LogThrottle, venue_config_default
+from recorder.venues.ws_listener import TextListener
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 SEND_CHECK_S = 0.1  # how often a paced outbox is looked at
@@ -35,37 +36,6 @@ RESUBSCRIBE_CALM_S = 60.0
 RESUBSCRIBE_MAX_DELAY_S = 60.0
 # How long a planned reconnect waits for the new connection's books before switching anyway.
 HANDOVER_TIMEOUT_S = 60.0
-
-
-class _Listener(WSListener):
-    def __init__(self, session: _Session) -> None:
-        self._session = session
-        self._parts: list[bytes] = []
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        s = self._session
-        mt = frame.msg_type
-        if mt is WSMsgType.TEXT or mt is WSMsgType.CONTINUATION:
-            if not frame.fin:
-                self._parts.append(frame.get_payload_as_bytes())
-                return
-            payload = frame.get_payload_as_bytes()
-            if self._parts:
-                payload = b"".join(self._parts) + payload
-                self._parts.clear()
-            s.on_text(payload, time.time() * 1000.0)
-            return
-        if mt is WSMsgType.CLOSE:  # (not a sign of life: it may answer picows' keepalive giving up)
-            s.close_code = frame.get_close_code()
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
-            return
-        s.last_frame_s = time.monotonic()
-        if mt is WSMsgType.BINARY:
-            s.connector.malformed("binary frame", frame.payload_size)
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self._session.on_disconnected()
 
 
 class _Session:
@@ -90,7 +60,7 @@ class _Session:
         c = self.connector
         stall = c.cfg.stall_timeout_s
         self.transport, _ = await ws_connect(
-            lambda: _Listener(self),
+            lambda: TextListener(self),
             c.ws_url,
             enable_auto_ping=True,  # (picows answers the venue's WebSocket pings itself: auto pong)
             # WebSocket-level pings catch a dead TCP path; the venue's own ping keeps it subscribed.
@@ -127,6 +97,9 @@ class _Session:
 
     def on_disconnected(self) -> None:
         self.closed.set()
+
+    def malformed(self, what: str, size: int) -> None:
+        self.connector.malformed(what, size)
 
     def on_text(self, payload: bytes, recv_ms: float) -> None:
         # Only venue data (or the venue's own heartbeats) proves the feed is alive; a socket that

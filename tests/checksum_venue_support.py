@@ -4,7 +4,7 @@ recording's clock, and a venue simulator run as its own process."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,63 @@ class RecordedSampling:
 
     def by_key(self) -> dict[tuple[str, int], Snapshot]:
         return {(s.pair, s.timestamp_ms): s for s in self.ring.items}
+
+
+def assert_a_corrupted_level_costs_only_its_book(
+    venue: str,
+    new_feed: Callable[[], Any],
+    frames: list[tuple[float, bytes]],
+    pair: str,
+    k: int,
+    damaged: bytes,
+    m: int,
+    resync: tuple[float, bytes],
+    resync_slack_ms: float,
+) -> None:
+    """Replay ``frames`` twice through the real sampler: clean, and with message ``k`` replaced by
+    ``damaged`` (one level changed, its checksum of the true book kept); both get the venue's fresh
+    snapshot ``resync`` before frame ``m``. The damage is caught at ``k``; only ``pair``'s book is
+    dropped and resynced; everything sampled from the damaged stream equals the clean stream."""
+    clean_frames = frames[:m] + [resync] + frames[m:]
+    bad_frames = frames[:k] + [(frames[k][0], damaged)] + frames[k + 1 : m] + [resync] + frames[m:]
+    reference = new_feed()
+    for ts, payload in frames[:m]:
+        reference.on_frame(payload, ts)
+    pairs = sorted(reference.pairs())
+    clean = RecordedSampling(venue, new_feed(), pairs)
+    bad = RecordedSampling(venue, new_feed(), pairs)
+    try:
+        for ts, payload in clean_frames:
+            clean.frame(ts, payload)
+        detected_at = None
+        for i, (ts, payload) in enumerate(bad_frames):
+            bad.frame(ts, payload)
+            if detected_at is None and bad.feed.stats.checksums_failed:
+                detected_at = i
+            if detected_at is not None and i < m:
+                # From the fault until the resync snapshot: never served, resubscribe wanted.
+                assert bad.feed.book(pair) is None and bad.feed.wants_snapshot() == {pair}
+        assert detected_at == k
+        assert clean.feed.stats.checksums_failed == 0
+        s = bad.feed.stats
+        assert s.checksums_failed == 1 and s.per_pair[pair]["checksums_failed"] == 1
+        assert s.per_pair[pair]["resyncs"] == 2  # the first snapshot and the resync
+        assert all(per["resyncs"] == 1 and "checksums_failed" not in per for p, per in s.per_pair.items() if p != pair)
+        assert bad.feed.wants_snapshot() == set() and bad.feed.book(pair) is not None
+        # Everything sampled from the damaged stream equals the clean stream at the same tick;
+        # the damaged pair has no snapshot from the fault to its first verified update after resync.
+        clean_snaps, bad_snaps = clean.by_key(), bad.by_key()
+        t_fault, t_resync = frames[k][0], frames[m][0]
+        missing = set(clean_snaps) - set(bad_snaps)
+        assert missing and all(p == pair and t_fault <= t <= t_resync + resync_slack_ms for p, t in missing)
+        for key, snap in bad_snaps.items():
+            assert snap == clean_snaps[key], key
+        assert any(p == pair and t > t_resync for p, t in bad_snaps)  # it came back
+        assert bad.counters.get(f"missed:{pair}") > 0
+        assert all(bad.counters.get(f"missed:{p}") == 0 for p in pairs if p != pair)
+    finally:
+        clean.close()
+        bad.close()
 
 
 def venue_config(path: Path, venue: str, urls: dict[str, str], pairs: list[str], data_dir: Path, **extra: Any) -> Path:

@@ -23,8 +23,8 @@ from recorder.venues.kraken import (
 )
 from tests.checksum_venue_support import (
     RECORDINGS,
-    RecordedSampling,
     VenueSim,
+    assert_a_corrupted_level_costs_only_its_book,
     read_text_capture,
     sim_fixture,
     venue_config,
@@ -315,49 +315,13 @@ def test_corrupted_level_detected_at_that_message_only_that_book_resyncs() -> No
     for ts, payload in frames[:m]:
         reference.on_frame(payload, ts)
     resync = (frames[m][0], _resync_snapshot(reference, pair, symbol))
-    clean_frames = frames[:m] + [resync] + frames[m:]
     # Damage one level's quantity of message k; its checksum (of the true book) stays.
     msg = json.loads(frames[k][1])
     side = msg[1].get("a") or msg[1].get("b")
     side[0][1] = f"{float(side[0][1]) + 1.5:.8f}"
-    bad_frames = frames[:k] + [(frames[k][0], json.dumps(msg).encode())] + frames[k + 1 : m] + [resync] + frames[m:]
-
-    clean = RecordedSampling("kraken", KrakenFeed(), sorted(reference.pairs()))
-    bad = RecordedSampling("kraken", KrakenFeed(), sorted(reference.pairs()))
-    try:
-        for ts, payload in clean_frames:
-            clean.frame(ts, payload)
-        detected_at = None
-        for i, (ts, payload) in enumerate(bad_frames):
-            bad.frame(ts, payload)
-            if detected_at is None and bad.feed.stats.checksums_failed:
-                detected_at = i
-            if detected_at is not None and i < m:
-                # From the fault until the resync snapshot: never served, resubscribe wanted.
-                assert bad.feed.book(pair) is None and bad.feed.wants_snapshot() == {pair}
-        assert detected_at == k
-        assert clean.feed.stats.checksums_failed == 0
-        s = bad.feed.stats
-        assert s.checksums_failed == 1 and s.per_pair[pair]["checksums_failed"] == 1
-        assert s.per_pair[pair]["resyncs"] == 2  # the first snapshot and the resync
-        assert all(per["resyncs"] == 1 and "checksums_failed" not in per for p, per in s.per_pair.items() if p != pair)
-        assert bad.feed.wants_snapshot() == set() and bad.feed.book(pair) is not None
-        # Everything sampled from the damaged stream equals the clean stream at the same tick;
-        # the damaged pair has no snapshot from the fault to its first verified update after resync.
-        clean_snaps, bad_snaps = clean.by_key(), bad.by_key()
-        t_fault, t_resync = frames[k][0], frames[m][0]
-        missing = set(clean_snaps) - set(bad_snaps)
-        assert missing and all(p == pair and t_fault <= t <= t_resync + 60_000 for p, t in missing)
-        for key, snap in bad_snaps.items():
-            assert snap == clean_snaps[key], key
-        assert any(p == pair and t > t_resync for p, t in bad_snaps)  # it came back
-        others = {p for p, _ in missing}
-        assert others == {pair}
-        assert bad.counters.get(f"missed:{pair}") > 0
-        assert all(bad.counters.get(f"missed:{p}") == 0 for p in reference.pairs() if p != pair)
-    finally:
-        clean.close()
-        bad.close()
+    assert_a_corrupted_level_costs_only_its_book(
+        "kraken", KrakenFeed, frames, pair, k, json.dumps(msg).encode(), m, resync, resync_slack_ms=60_000
+    )
 
 
 # --- live: real processes against the simulator ------------------------------------------------------

@@ -15,8 +15,8 @@ from recorder.names import normalize_pair
 from recorder.venues.okx import OkxConnector, OkxFeed, capture_pairs, checksum, inst_type, pair_for, symbol_for
 from tests.checksum_venue_support import (
     RECORDINGS,
-    RecordedSampling,
     VenueSim,
+    assert_a_corrupted_level_costs_only_its_book,
     read_text_capture,
     sim_fixture,
     venue_config,
@@ -232,38 +232,9 @@ def test_corrupted_level_detected_at_that_message_only_that_book_resyncs() -> No
     msg = json.loads(frames[k][1])
     side = msg["data"][0]["bids"] or msg["data"][0]["asks"]
     side[0][1] = str(float(side[0][1]) + 1.25)
-    bad_frames = frames[:k] + [(frames[k][0], json.dumps(msg).encode())] + frames[k + 1 : m] + [resync] + frames[m:]
-    clean_frames = frames[:m] + [resync] + frames[m:]
-    pairs = sorted(reference.pairs())
-    clean = RecordedSampling("okx", OkxFeed(), pairs)
-    bad = RecordedSampling("okx", OkxFeed(), pairs)
-    try:
-        for ts, payload in clean_frames:
-            clean.frame(ts, payload)
-        detected_at = None
-        for i, (ts, payload) in enumerate(bad_frames):
-            bad.frame(ts, payload)
-            if detected_at is None and bad.feed.stats.checksums_failed:
-                detected_at = i
-            if detected_at is not None and i < m:
-                assert bad.feed.book(pair) is None and bad.feed.wants_snapshot() == {pair}
-        assert detected_at == k
-        assert clean.feed.stats.checksums_failed == 0
-        assert bad.feed.stats.checksums_failed == 1
-        per = bad.feed.stats.per_pair
-        assert per[pair]["checksums_failed"] == 1 and per[pair]["resyncs"] == 2
-        assert all(v["resyncs"] == 1 and "checksums_failed" not in v for p, v in per.items() if p != pair)
-        assert bad.feed.book(pair) is not None and bad.feed.wants_snapshot() == set()
-        clean_snaps, bad_snaps = clean.by_key(), bad.by_key()
-        missing = set(clean_snaps) - set(bad_snaps)
-        assert missing and all(p == pair and frames[k][0] <= t <= frames[m][0] + 100 for p, t in missing)
-        for key, snap in bad_snaps.items():
-            assert snap == clean_snaps[key], key
-        assert any(p == pair and t > frames[m][0] for p, t in bad_snaps)
-        assert all(bad.counters.get(f"missed:{p}") == 0 for p in pairs if p != pair)
-    finally:
-        clean.close()
-        bad.close()
+    assert_a_corrupted_level_costs_only_its_book(
+        "okx", OkxFeed, frames, pair, k, json.dumps(msg).encode(), m, resync, resync_slack_ms=100
+    )
 
 
 # --- live: real processes against the simulator ------------------------------------------------------

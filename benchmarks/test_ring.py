@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from recorder.model import Level, Snapshot, snapshot_encoder
+from recorder.model import Level, Snapshot, ring_record
 from recorder.ring.shm_ring import ShmRing
 
 N = 20_000
@@ -18,7 +18,7 @@ def _payload() -> bytes:
     levels = [Level(100.0 + i * 0.01, 1.5) for i in range(20)]
     snap = Snapshot(exchange="binance", pair="BTC-USDT", timestamp_ms=1, bids=levels, asks=levels,
                     capture_latency_ms=1.0, exchange_time_ms=1, update_id=1)  # fmt: skip
-    return snapshot_encoder.encode(snap)
+    return ring_record(snap)
 
 
 def _ring_producer(name: str, n: int, payload: bytes) -> None:

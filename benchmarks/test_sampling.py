@@ -1,6 +1,6 @@
-"""Sampling N books at depth 20 into Snapshot structs and into the shared-memory ring.
+"""Sampling N books at depth 20 into ring records and into the shared-memory ring.
 
-Baseline: building the same snapshots without pushing (the struct work alone), so the ratio
+Baseline: building the same records without pushing (the sampling work alone), so the ratio
 shows what the ring hand-off costs. Tick-to-ring latency (time from the tick to the last push
 of that tick) is reported as p50/p99 in extra_info.
 """
@@ -56,12 +56,12 @@ def _sampler(n: int, ring: object) -> tuple[Sampler, SharedCounters]:
     for pair in books.books:
         fields += sampler_pair_fields(pair)
     counters = SharedCounters.create(fields)
-    return Sampler("bench", list(books.books), DEPTH, 100, books, ring, counters, "bench"), counters  # type: ignore[arg-type]
+    return Sampler("bench", list(books.books), DEPTH, 100, books, ring, counters), counters  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("n", [10, 100, 1000])
 @pytest.mark.benchmark(group="sampling")
-def test_sample_structs_only(benchmark, n: int) -> None:
+def test_sample_records_only(benchmark, n: int) -> None:
     sampler, counters = _sampler(n, _NullRing())
     try:
         benchmark(sampler.sample, 1_000_000, 1_000_000.0)

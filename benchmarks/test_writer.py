@@ -1,7 +1,9 @@
 """Writer: level-rows/s into zstd Parquet and into JSONL, and bytes per snapshot-level on disk.
 
-Baseline: the same rows written by pyarrow from an already-built table (the floor of the
-Parquet path), so the ratio shows the cost of our snapshot -> Arrow conversion.
+Both paths start where the writer does: from ring records (the bytes the sampler pushed), so
+the figures include decoding them. Baseline: the same rows written by pyarrow from an
+already-built table (the floor of the Parquet path), so the ratio shows the cost of our
+ring record -> Arrow conversion.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.model import Level, Snapshot
+from recorder.model import Level, Snapshot, ring_decoder, ring_record
 from recorder.sinks.local import prepare_jsonl, prepare_parquet
-from recorder.writer.batches import batches_to_table, snapshot_jsonl, snapshots_to_batch
+from recorder.writer.batches import batches_to_table, sampled_to_batch, snapshot_jsonl, snapshots_to_batch
 
 SNAPSHOTS = 5_000
 DEPTH = 20
@@ -44,17 +46,23 @@ def _rows_info(benchmark, path: Path) -> None:
 
 
 @pytest.mark.benchmark(group="writer")
-def test_parquet_from_snapshots(benchmark, tmp_path: Path) -> None:
+def test_parquet_from_ring_records(benchmark, tmp_path: Path) -> None:
     snaps = _snapshots()
+    records = [ring_record(s) for s in snaps]
+    seqs = [s.sequence_number for s in snaps]
     out = tmp_path / "a.parquet"
 
     def run() -> None:
-        table = batches_to_table([snapshots_to_batch(snaps[i : i + 1000]) for i in range(0, len(snaps), 1000)])
+        books = [ring_decoder.decode(r) for r in records]
+        batches = [
+            sampled_to_batch(books[i : i + 1024], seqs[i : i + 1024], "bench") for i in range(0, len(books), 1024)
+        ]
+        table = batches_to_table(batches)
         prepared = prepare_parquet(table, out)
         Path(prepared.tmp_path).replace(out)
 
     benchmark.pedantic(run, rounds=5, iterations=1)
-    assert pq.read_metadata(out).num_rows == ROWS
+    assert pq.read_table(out).equals(batches_to_table([snapshots_to_batch(snaps)]))
     _rows_info(benchmark, out)
 
 
@@ -74,16 +82,21 @@ def test_parquet_pyarrow_floor(benchmark, tmp_path: Path) -> None:
 
 
 @pytest.mark.benchmark(group="writer")
-def test_jsonl_from_snapshots(benchmark, tmp_path: Path) -> None:
+def test_jsonl_from_ring_records(benchmark, tmp_path: Path) -> None:
     snaps = _snapshots()
+    records = [ring_record(s) for s in snaps]
     out = tmp_path / "c.jsonl"
 
     def run() -> None:
-        prepared = prepare_jsonl(b"".join(snapshot_jsonl(s) for s in snaps), out)
+        lines = [
+            snapshot_jsonl(ring_decoder.decode(r).to_snapshot(s.sequence_number, s.session_id))
+            for r, s in zip(records, snaps, strict=True)
+        ]
+        prepared = prepare_jsonl(b"".join(lines), out)
         Path(prepared.tmp_path).replace(out)
 
     benchmark.pedantic(run, rounds=5, iterations=1)
-    assert sum(1 for _ in out.open("rb")) == SNAPSHOTS
+    assert out.read_bytes() == b"".join(snapshot_jsonl(s) for s in snaps)
     _rows_info(benchmark, out)
 
 

@@ -81,7 +81,7 @@ def main() -> None:
         fields += pair_fields(pair) + sampler_pair_fields(pair)
     counters = SharedCounters.create(fields)
     ring = _Ring()
-    sampler = Sampler("binance", pairs, 20, 100, _Connector(feed), ring, counters, "mem")  # type: ignore[arg-type]
+    sampler = Sampler("binance", pairs, 20, 100, _Connector(feed), ring, counters)  # type: ignore[arg-type]
     streams = {pair: stream_for(pair) for pair in pairs}
     encode = msgspec.json.encode
 

@@ -37,6 +37,73 @@ class Snapshot(msgspec.Struct, kw_only=True):
     session_id: str = ""
 
 
-snapshot_encoder = msgspec.msgpack.Encoder()
-snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
+class SampledBook(msgspec.Struct, array_like=True):
+    """One sampled book as the sampler hands it to the writer through the ring.
+
+    Levels travel as parallel float columns: no per-level object is built, encoded or decoded
+    on the venue's side of the ring, where the whole tick is sampled in one go. The writer
+    numbers the record and turns it into a :class:`Snapshot` (:meth:`to_snapshot`).
+    """
+
+    exchange: str
+    pair: str
+    timestamp_ms: int
+    bid_px: list[float]
+    bid_qty: list[float]
+    ask_px: list[float]
+    ask_qty: list[float]
+    capture_latency_ms: float | None
+    exchange_time_ms: int | None
+    update_id: int | None
+    verified: bool
+
+    def check(self) -> None:
+        """ValueError for a record that is no book (its columns differ in length)."""
+        if len(self.bid_px) != len(self.bid_qty) or len(self.ask_px) != len(self.ask_qty):
+            raise ValueError(f"{self.pair[:40]!r}: price and quantity columns differ in length")
+
+    def to_snapshot(self, sequence_number: int = 0, session_id: str = "") -> Snapshot:
+        return Snapshot(
+            exchange=self.exchange,
+            pair=self.pair,
+            timestamp_ms=self.timestamp_ms,
+            bids=list(map(Level, self.bid_px, self.bid_qty)),
+            asks=list(map(Level, self.ask_px, self.ask_qty)),
+            capture_latency_ms=self.capture_latency_ms,
+            exchange_time_ms=self.exchange_time_ms,
+            update_id=self.update_id,
+            verified=self.verified,
+            sequence_number=sequence_number,
+            session_id=session_id,
+        )
+
+
+ring_encoder = msgspec.msgpack.Encoder()
+ring_decoder = msgspec.msgpack.Decoder(SampledBook)
 json_encoder = msgspec.json.Encoder()
+
+
+def ring_record(snap: Snapshot) -> bytes:
+    """The ring record of a snapshot (what the sampler would have pushed for it)."""
+    return ring_encoder.encode(
+        SampledBook(
+            snap.exchange,
+            snap.pair,
+            snap.timestamp_ms,
+            [lv.price for lv in snap.bids],
+            [lv.qty for lv in snap.bids],
+            [lv.price for lv in snap.asks],
+            [lv.qty for lv in snap.asks],
+            snap.capture_latency_ms,
+            snap.exchange_time_ms,
+            snap.update_id,
+            snap.verified,
+        )
+    )
+
+
+def decode_ring_record(payload: bytes) -> Snapshot:
+    """A ring record as the writer reads it (msgspec.DecodeError / ValidationError / ValueError)."""
+    record = ring_decoder.decode(payload)
+    record.check()
+    return record.to_snapshot()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder.metrics import SharedCounters
-from recorder.model import Snapshot, snapshot_decoder
+from recorder.model import Snapshot, decode_ring_record
 from recorder.replay.readers import CaptureReader, Kind
 from recorder.sampler.sampler import Sampler
 from recorder.supervisor.venue_worker import venue_counter_fields
@@ -28,7 +28,7 @@ class _ListRing:
         self.items: list[Snapshot] = []
 
     def push(self, payload: bytes) -> bool:
-        self.items.append(snapshot_decoder.decode(payload))
+        self.items.append(decode_ring_record(payload))
         return True
 
 
@@ -53,7 +53,7 @@ class RecordedSampling:
         self.feed = feed
         self.ring = _ListRing()
         self.counters = SharedCounters.create(venue_counter_fields(pairs))
-        self.sampler = Sampler(venue, pairs, depth, interval_ms, _FeedAsConnector(feed), self.ring, self.counters, "t")
+        self.sampler = Sampler(venue, pairs, depth, interval_ms, _FeedAsConnector(feed), self.ring, self.counters)
         self.interval_ms = interval_ms
         self.next_tick: int | None = None
 

@@ -42,7 +42,9 @@ def test_random_updates_match_a_reference_book() -> None:
             top_b, top_a = book.top(depth)
             assert [(lv.price, lv.qty) for lv in top_b] == _reference_top(ref_b, depth, True)
             assert [(lv.price, lv.qty) for lv in top_a] == _reference_top(ref_a, depth, False)
-            assert book.top_tuples(depth) == (_reference_top(ref_b, depth, True), _reference_top(ref_a, depth, False))
+            bid_px, bid_qty, ask_px, ask_qty = book.top_columns(depth)
+            assert list(zip(bid_px, bid_qty, strict=True)) == _reference_top(ref_b, depth, True)
+            assert list(zip(ask_px, ask_qty, strict=True)) == _reference_top(ref_a, depth, False)
     assert len(book) == len(ref_b) + len(ref_a)
     assert book.best_bid() == max(ref_b) and book.best_ask() == min(ref_a)
 
@@ -51,7 +53,7 @@ def test_load_sorts_once_and_applies_zero_and_duplicate_levels_in_order() -> Non
     book = L2Book()
     book.load([("10", "1"), ("12", "1"), ("11", "1"), ("12", "0"), ("10", "3")], [("13", "1"), ("13", "2")], 5)
     assert book.update_id == 5
-    assert book.top_tuples(10) == ([(11.0, 1.0), (10.0, 3.0)], [(13.0, 2.0)])
+    assert book.top_columns(10) == ([11.0, 10.0], [1.0, 3.0], [13.0], [2.0])
     book.apply([("99", "0")], [("50", "0")])  # deleting an unknown level is normal
     assert len(book) == 3 and not book.is_crossed()
     book.apply([("13", "1")], [])
@@ -64,9 +66,9 @@ def test_truncate_keeps_the_best_levels() -> None:
     book = L2Book()
     book.load([(str(p), "1") for p in range(1, 11)], [(str(p), "1") for p in range(11, 21)], 1)
     book.truncate(3)
-    assert book.top_tuples(10) == ([(10.0, 1.0), (9.0, 1.0), (8.0, 1.0)], [(11.0, 1.0), (12.0, 1.0), (13.0, 1.0)])
+    assert book.top_columns(10) == ([10.0, 9.0, 8.0], [1.0] * 3, [11.0, 12.0, 13.0], [1.0] * 3)
     book.apply([("7", "2")], [("10.5", "1")])  # the book keeps working after a truncation
-    assert book.top_tuples(1) == ([(10.0, 1.0)], [(10.5, 1.0)])
+    assert book.top_columns(1) == ([10.0], [1.0], [10.5], [1.0])
 
 
 def test_non_finite_or_negative_wire_numbers_are_malformed_frames_not_levels() -> None:
@@ -79,7 +81,7 @@ def test_non_finite_or_negative_wire_numbers_are_malformed_frames_not_levels() -
         feed.on_frame(json.dumps({"stream": "btcusdt@depth@100ms", "data": data}).encode(), 2.0)
     assert feed.stats.malformed == 5
     book = feed.book("BTC-USDT")
-    assert book is not None and book.top_tuples(5) == ([(1.0, 1.0)], [(2.0, 1.0)]) and book.update_id == 1
+    assert book is not None and book.top_columns(5) == ([1.0], [1.0], [2.0], [1.0]) and book.update_id == 1
 
 
 def test_latency_bucket_is_the_first_bound_not_below_the_value() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from recorder.replay.readers import Kind, capture_files, read_capture
-from tests.conftest import Sim, read_jsonl, run_cli, status, write_config
+from tests.conftest import Sim, popen_cli, read_jsonl, run_cli, status, wait_for, write_config
 from tests.test_replay import FUTURES, SPOT, Reference, _pair
 
 SPOT_PAIRS = ["NKN-USDT", "BLZ-ETH", "LRC-BTC", "RUNE-EUR"]
@@ -34,6 +35,12 @@ def _states_by_update_id(path: Path, futures: bool, depth: int = 20) -> dict[tup
     return out
 
 
+def _samples_per_pair(data: Path) -> dict[str, float]:
+    st = status(data, "replayed")
+    venues = (st or {}).get("venues") or {}
+    return {p: c["samples"] for v in venues.values() for p, c in v["pairs"].items()}
+
+
 def _sim_stats(sim: Sim) -> dict[str, Any]:
     with urllib.request.urlopen(f"{sim.urls['sim_url']}/sim/stats", timeout=5) as resp:
         return json.load(resp)
@@ -51,12 +58,27 @@ def test_live_capture_of_a_binance_recording_through_the_simulator(
         data = tmp_path / "data"
         cfg = write_config(tmp_path / "c.toml", sim.urls, pairs, data)
         cfg.write_text(cfg.read_text().replace("[venues.binance]", f"[venues.{venue}]"))
-        # ~31 s recorded at 4x: the whole recording plays within the capture.
-        res = run_cli(
-            "start-capture", "--config", str(cfg), "--interval", "0.5", "--duration", "14s",
+        # ~31 s recorded at 4x. The capture runs until the whole recording was sent and every
+        # pair was sampled twice more, not for a fixed time that a slow start-up could eat.
+        proc = popen_cli(
+            "start-capture", "--config", str(cfg), "--interval", "0.5",
             "--format", "jsonl", "--session-id", "replayed",
         )  # fmt: skip
-        assert res.returncode == 0, res.stderr[-3000:]
+        try:
+            wait_for(lambda: _sim_stats(sim)["done"], 120, "the whole recording sent")
+            at_end = _samples_per_pair(data)
+            wait_for(
+                lambda: all(n >= at_end.get(p, 0) + 2 for p, n in _samples_per_pair(data).items()),
+                60,
+                "two more samples of every pair after the recording's end",
+            )
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
         stats = _sim_stats(sim)
     finally:
         sim.stop()

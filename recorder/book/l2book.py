@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
+from operator import neg
 
 from recorder.model import Level
 
@@ -120,11 +121,16 @@ class L2Book:
         bid_keys, ask_keys = self._top_keys(depth)
         return [Level(k, b[k]) for k in bid_keys], [Level(-k, a[k]) for k in ask_keys]
 
-    def top_tuples(self, depth: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        """Best-first (price, qty) of the top ``depth`` known levels per side, without Level structs."""
-        b, a = self._bids, self._asks
+    def top_columns(self, depth: int) -> tuple[list[float], list[float], list[float], list[float]]:
+        """Best-first bid prices, bid qtys, ask prices, ask qtys of the top ``depth`` known levels:
+        what the sampler ships, gathered by C-level ``map`` rather than a loop per level."""
         bid_keys, ask_keys = self._top_keys(depth)
-        return [(k, b[k]) for k in bid_keys], [(-k, a[k]) for k in ask_keys]
+        return (
+            bid_keys,
+            list(map(self._bids.__getitem__, bid_keys)),
+            list(map(neg, ask_keys)),
+            list(map(self._asks.__getitem__, ask_keys)),
+        )
 
     def best_bid(self) -> float | None:
         return self._bid_keys[-1] if self._bid_keys else None

@@ -202,9 +202,7 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
         )
         writer = Writer(spec, {opts.venue: ring}, writer_counters)
         writer.recover()
-        sampler = Sampler(
-            opts.venue, pairs, opts.depth, opts.interval_ms, feeds, ring, sampler_counters, opts.session_id
-        )
+        sampler = Sampler(opts.venue, pairs, opts.depth, opts.interval_ms, feeds, ring, sampler_counters)
         ticks = _run(capture, feeds, sampler, writer, opts.interval_ms)
         if writer.drain("replay") != 0:
             raise ReplayError("could not store every snapshot (see the log)")

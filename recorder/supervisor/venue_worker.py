@@ -73,7 +73,6 @@ async def _main(spec: VenueSpec) -> None:
         connector,
         ring,
         counters,
-        spec.session_id,
         misslog_path=spec.misslog_path,
     )
     stop = asyncio.Event()

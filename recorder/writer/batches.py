@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
-from recorder.model import Snapshot, json_encoder
+from recorder.model import SampledBook, Snapshot, json_encoder
 
 SCHEMA = pa.schema(
     [
@@ -47,61 +48,113 @@ ASK = "ask"
 _MS_PER_DAY = 86_400_000
 
 
-def snapshot_rows(snap: Snapshot) -> int:
-    """Rows a snapshot occupies in the long form."""
-    return max(1, len(snap.bids) + len(snap.asks))
+# A book's levels as four best-first columns: bid prices, bid qtys, ask prices, ask qtys.
+LevelColumns = tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]
+_SIDE_NAMES = pa.array([BID, ASK, None], pa.string())
+_BID_I, _ASK_I, _NONE_I = 0, 1, 2
 
 
-def snapshots_to_batch(snaps: Sequence[Snapshot]) -> pa.RecordBatch:
-    """Long-form record batch, rows in input order: each snapshot's bids (best first), then asks."""
-    idx: list[int] = []
-    side: list[str | None] = []
-    level: list[int | None] = []
+def long_form_batch(
+    books: Sequence[LevelColumns],
+    exchange: list[str],
+    pair: list[str],
+    timestamp_ms: list[int],
+    capture_latency_ms: list[float | None],
+    sequence_number: list[int],
+    exchange_time_ms: list[int | None],
+    update_id: list[int | None],
+    verified: list[bool],
+    session_id: list[str],
+) -> pa.RecordBatch:
+    """Long-form record batch, rows in input order: each book's bids (best first), then asks.
+
+    The per-level columns are concatenated from the books' float columns (C-level ``extend``),
+    the per-book ones are built once and repeated per level with one vectorised ``take``.
+    """
+    n = len(books)
+    # Rows per book and side; a book with no level at all still takes one (null) row.
+    nb = np.fromiter((len(b[0]) for b in books), np.int64, n)
+    na = np.fromiter((len(b[2]) for b in books), np.int64, n)
+    empty = (nb == 0) & (na == 0)
+    runs = np.stack([nb, na + empty], axis=1).ravel()  # bids of book 0, asks of book 0, bids of book 1, ...
+    run_side = np.tile(np.array([_BID_I, _ASK_I], np.int8), n)
+    run_side[1::2][empty] = _NONE_I
+    starts = np.cumsum(runs) - runs
+    total = int(runs.sum())
+    level = np.arange(total, dtype=np.int64) - np.repeat(starts, runs)  # 0 = best, per run
+    take = pa.array(np.repeat(np.arange(n, dtype=np.int32), nb + na + empty))
     price: list[float | None] = []
     qty: list[float | None] = []
-    for i, s in enumerate(snaps):
-        bids, asks = s.bids, s.asks
-        nb, na = len(bids), len(asks)
-        if nb:
-            idx.extend([i] * nb)
-            side.extend([BID] * nb)
-            level.extend(range(nb))
-            price.extend([lv.price for lv in bids])
-            qty.extend([lv.qty for lv in bids])
-        if na:
-            idx.extend([i] * na)
-            side.extend([ASK] * na)
-            level.extend(range(na))
-            price.extend([lv.price for lv in asks])
-            qty.extend([lv.qty for lv in asks])
-        if not nb and not na:
-            idx.append(i)
-            side.append(None)
-            level.append(None)
+    for (bid_px, bid_qty, ask_px, ask_qty), none in zip(books, empty.tolist(), strict=True):
+        price += bid_px
+        price += ask_px
+        qty += bid_qty
+        qty += ask_qty
+        if none:
             price.append(None)
             qty.append(None)
-    take = pa.array(idx, pa.int32())
+    run_of_row = np.repeat(run_side, runs)
 
-    def per_snapshot(values: list[object], typ: pa.DataType) -> pa.Array:
-        # Build once per snapshot, then repeat per level with one vectorised take.
+    def per_book(values: list[object], typ: pa.DataType) -> pa.Array:
         return pa.array(values, typ).take(take)
 
     columns = [
-        per_snapshot([s.exchange for s in snaps], pa.string()),
-        per_snapshot([s.pair for s in snaps], pa.string()),
-        per_snapshot([s.timestamp_ms for s in snaps], pa.int64()),
-        pa.array(side, pa.string()),
-        pa.array(level, pa.int16()),
+        per_book(exchange, pa.string()),  # type: ignore[arg-type]
+        per_book(pair, pa.string()),  # type: ignore[arg-type]
+        per_book(timestamp_ms, pa.int64()),  # type: ignore[arg-type]
+        _SIDE_NAMES.take(pa.array(run_of_row)),
+        pa.array(level.astype(np.int16), mask=np.repeat(empty, nb + na + empty)),
         pa.array(price, pa.float64()),
         pa.array(qty, pa.float64()),
-        per_snapshot([s.capture_latency_ms for s in snaps], pa.float64()),
-        per_snapshot([s.sequence_number for s in snaps], pa.int64()),
-        per_snapshot([s.exchange_time_ms for s in snaps], pa.int64()),
-        per_snapshot([s.update_id for s in snaps], pa.int64()),
-        per_snapshot([s.verified for s in snaps], pa.bool_()),
-        per_snapshot([s.session_id for s in snaps], pa.string()),
+        per_book(capture_latency_ms, pa.float64()),  # type: ignore[arg-type]
+        per_book(sequence_number, pa.int64()),  # type: ignore[arg-type]
+        per_book(exchange_time_ms, pa.int64()),  # type: ignore[arg-type]
+        per_book(update_id, pa.int64()),  # type: ignore[arg-type]
+        per_book(verified, pa.bool_()),  # type: ignore[arg-type]
+        per_book(session_id, pa.string()),  # type: ignore[arg-type]
     ]
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+
+
+def snapshots_to_batch(snaps: Sequence[Snapshot]) -> pa.RecordBatch:
+    """Long-form record batch of Snapshot structs (readers and tools; the writer's own path is
+    :func:`sampled_to_batch`, which never builds a per-level object)."""
+    return long_form_batch(
+        [
+            (
+                [lv.price for lv in s.bids],
+                [lv.qty for lv in s.bids],
+                [lv.price for lv in s.asks],
+                [lv.qty for lv in s.asks],
+            )
+            for s in snaps
+        ],
+        [s.exchange for s in snaps],
+        [s.pair for s in snaps],
+        [s.timestamp_ms for s in snaps],
+        [s.capture_latency_ms for s in snaps],
+        [s.sequence_number for s in snaps],
+        [s.exchange_time_ms for s in snaps],
+        [s.update_id for s in snaps],
+        [s.verified for s in snaps],
+        [s.session_id for s in snaps],
+    )
+
+
+def sampled_to_batch(books: Sequence[SampledBook], sequence_numbers: list[int], session_id: str) -> pa.RecordBatch:
+    """Long-form record batch of ring records, numbered by the writer."""
+    return long_form_batch(
+        [(b.bid_px, b.bid_qty, b.ask_px, b.ask_qty) for b in books],
+        [b.exchange for b in books],
+        [b.pair for b in books],
+        [b.timestamp_ms for b in books],
+        [b.capture_latency_ms for b in books],
+        sequence_numbers,
+        [b.exchange_time_ms for b in books],
+        [b.update_id for b in books],
+        [b.verified for b in books],
+        [session_id] * len(books),
+    )
 
 
 def batches_to_table(batches: Sequence[pa.RecordBatch]) -> pa.Table:

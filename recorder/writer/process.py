@@ -25,16 +25,15 @@ import pyarrow as pa
 
 from recorder.compaction.store import PublishLock
 from recorder.metrics import SharedCounters
-from recorder.model import Snapshot, snapshot_decoder
+from recorder.model import SampledBook, ring_decoder
 from recorder.parent import parent_alive, spawning_parent_pid
 from recorder.ring.shm_ring import ShmRing
 from recorder.sinks.local import PreparedFile, clean_temp_files, prepare_jsonl, prepare_parquet, publish
 from recorder.writer.batches import (
     batches_to_table,
     data_file_path,
+    sampled_to_batch,
     snapshot_jsonl,
-    snapshot_rows,
-    snapshots_to_batch,
     utc_date,
 )
 from recorder.writer.journal import (
@@ -85,8 +84,8 @@ WRITER_COUNTER_FIELDS: list[str] = [
 # reaches <point> (after_prepare, after_journal, after_publish, after_ring_commit).
 CRASH_ENV = "RECORDER_WRITER_CRASH_AT"
 
-# Snapshots kept as Python objects per partition before converting to an Arrow batch
-# (bounds memory: Arrow columns are ~10x denser than msgspec structs).
+# Ring records kept as Python objects per partition before converting to an Arrow batch
+# (bounds memory: Arrow columns are several times denser than msgspec structs).
 _BATCH_SNAPSHOTS = 1024
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -141,16 +140,18 @@ class _Partition:
     exchange: str
     date: str
     first_ts_ms: int
-    snaps: list[Snapshot] = field(default_factory=list)
+    # Ring records and their sequence numbers, not yet in an Arrow batch.
+    books: list[SampledBook] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
     batches: list[pa.RecordBatch] = field(default_factory=list)
     jsonl: bytearray = field(default_factory=bytearray)
     count: int = 0
     rows: int = 0
 
-    def flush_snaps(self) -> None:
-        if self.snaps:
-            self.batches.append(snapshots_to_batch(self.snaps))
-            self.snaps = []
+    def flush_books(self, session_id: str) -> None:
+        if self.books:
+            self.batches.append(sampled_to_batch(self.books, self.seqs, session_id))
+            self.books, self.seqs = [], []
 
 
 @dataclass
@@ -287,42 +288,42 @@ class Writer:
         """Add one ring record to the open segment; False if its file is full (not consumed)."""
         seg = self.segment
         try:
-            snap = snapshot_decoder.decode(payload)
-            if not _SAFE_NAME.match(snap.exchange) or ".." in snap.exchange:
-                raise ValueError(f"unusable exchange {snap.exchange[:40]!r}")
-            if not 0 <= snap.timestamp_ms < _MAX_TS_MS:
-                raise ValueError(f"timestamp_ms {snap.timestamp_ms} out of range")
+            rec = ring_decoder.decode(payload)
+            rec.check()
+            if not _SAFE_NAME.match(rec.exchange) or ".." in rec.exchange:
+                raise ValueError(f"unusable exchange {rec.exchange[:40]!r}")
+            if not 0 <= rec.timestamp_ms < _MAX_TS_MS:
+                raise ValueError(f"timestamp_ms {rec.timestamp_ms} out of range")
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             self._note_record(seg)
             self._decode_error(exc)
             return True
-        date = utc_date(snap.timestamp_ms)
-        part = seg.parts.get((snap.exchange, date))
+        date = utc_date(rec.timestamp_ms)
+        part = seg.parts.get((rec.exchange, date))
         if part is not None and part.count >= self.spec.rotate_snapshots:
             return False
         self._note_record(seg)
         if part is None:
-            part = seg.parts[(snap.exchange, date)] = _Partition(snap.exchange, date, snap.timestamp_ms)
-        key = (snap.exchange, snap.pair)
+            part = seg.parts[(rec.exchange, date)] = _Partition(rec.exchange, date, rec.timestamp_ms)
+        key = (rec.exchange, rec.pair)
         seq = seg.seq.get(key)
         if seq is None:
             seq = self.committed_seq.get(key, 0)
         seg.seq[key] = seq + 1
-        snap.sequence_number = seq
-        snap.session_id = self.spec.session_id
         if "parquet" in self.spec.formats:
-            part.snaps.append(snap)
-            if len(part.snaps) >= _BATCH_SNAPSHOTS:
-                part.flush_snaps()
+            part.books.append(rec)
+            part.seqs.append(seq)
+            if len(part.books) >= _BATCH_SNAPSHOTS:
+                part.flush_books(self.spec.session_id)
         if "jsonl" in self.spec.formats:
-            part.jsonl += snapshot_jsonl(snap)
+            part.jsonl += snapshot_jsonl(rec.to_snapshot(seq, self.spec.session_id))
         part.count += 1
-        part.rows += snapshot_rows(snap)
+        part.rows += max(1, len(rec.bid_px) + len(rec.ask_px))
         seg.snapshots += 1
         seg.est_bytes += len(payload)
         seg.max_part_count = max(seg.max_part_count, part.count)
-        if self.newest_ts_ms is None or snap.timestamp_ms > self.newest_ts_ms:
-            self.newest_ts_ms = snap.timestamp_ms
+        if self.newest_ts_ms is None or rec.timestamp_ms > self.newest_ts_ms:
+            self.newest_ts_ms = rec.timestamp_ms
         return True
 
     @staticmethod
@@ -403,7 +404,7 @@ class Writer:
         try:
             for part, fmt, path in self._final_paths(segno):
                 if fmt == "parquet":
-                    part.flush_snaps()
+                    part.flush_books(self.spec.session_id)
                     prepared.append(prepare_parquet(batches_to_table(part.batches), path))
                 else:
                     prepared.append(prepare_jsonl(part.jsonl, path))

@@ -50,8 +50,14 @@ _MS_PER_DAY = 86_400_000
 
 # A book's levels as four best-first columns: bid prices, bid qtys, ask prices, ask qtys.
 LevelColumns = tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]
-_SIDE_NAMES = pa.array([BID, ASK, None], pa.string())
-_BID_I, _ASK_I, _NONE_I = 0, 1, 2
+_BID_I, _ASK_I, _NONE_I = 0, 1, 2  # indices into _side_names()
+
+
+@lru_cache(maxsize=1)
+def _side_names() -> pa.Array:
+    # Built on first use, not at import: pyarrow's first pa.array() imports pandas (when it is
+    # installed), ~35 MB that the supervisor, which imports this module, would carry for nothing.
+    return pa.array([BID, ASK, None], pa.string())
 
 
 def long_form_batch(
@@ -102,7 +108,7 @@ def long_form_batch(
         per_book(exchange, pa.string()),  # type: ignore[arg-type]
         per_book(pair, pa.string()),  # type: ignore[arg-type]
         per_book(timestamp_ms, pa.int64()),  # type: ignore[arg-type]
-        _SIDE_NAMES.take(pa.array(run_of_row)),
+        _side_names().take(pa.array(run_of_row)),
         pa.array(level.astype(np.int16), mask=np.repeat(empty, nb + na + empty)),
         pa.array(price, pa.float64()),
         pa.array(qty, pa.float64()),

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,25 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 
 def popen_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+@contextmanager
+def running_cli(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``popen_cli``, killed on the way out if the test body did not stop it (a failed wait)."""
+    proc = popen_cli(*args)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def stop_cli(proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    """SIGTERM a running capture and require a clean exit (status 0)."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
 
 
 def terminate(proc: subprocess.Popen[Any], grace_s: float) -> None:

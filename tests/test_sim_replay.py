@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from recorder.replay.readers import Kind, capture_files, read_capture
-from tests.conftest import Sim, popen_cli, read_jsonl, run_cli, status, wait_for, write_config
+from tests.conftest import Sim, read_jsonl, run_cli, running_cli, status, stop_cli, wait_for, write_config
 from tests.test_replay import FUTURES, SPOT, Reference, _pair
 
 SPOT_PAIRS = ["NKN-USDT", "BLZ-ETH", "LRC-BTC", "RUNE-EUR"]
@@ -60,11 +59,10 @@ def test_live_capture_of_a_binance_recording_through_the_simulator(
         cfg.write_text(cfg.read_text().replace("[venues.binance]", f"[venues.{venue}]"))
         # ~31 s recorded at 4x. The capture runs until the whole recording was sent and every
         # pair was sampled twice more, not for a fixed time that a slow start-up could eat.
-        proc = popen_cli(
+        with running_cli(
             "start-capture", "--config", str(cfg), "--interval", "0.5",
             "--format", "jsonl", "--session-id", "replayed",
-        )  # fmt: skip
-        try:
+        ) as proc:  # fmt: skip
             wait_for(lambda: _sim_stats(sim)["done"], 120, "the whole recording sent")
             at_end = _samples_per_pair(data)
             wait_for(
@@ -72,13 +70,7 @@ def test_live_capture_of_a_binance_recording_through_the_simulator(
                 60,
                 "two more samples of every pair after the recording's end",
             )
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err[-3000:]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            stop_cli(proc)
         stats = _sim_stats(sim)
     finally:
         sim.stop()

@@ -5,7 +5,6 @@ books equal to the simulator's at their update id afterwards."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from recorder.config import VenueConfig
 from recorder.sim.server import SimOptions, Simulator
 from recorder.venues import connector_class
-from tests.conftest import popen_cli, read_jsonl, status, wait_for
+from tests.conftest import read_jsonl, running_cli, status, stop_cli, wait_for
 
 CASES = {
     "kraken": (["BTC-USD", "ETH-USD"], lambda pair: pair.replace("-", "/")),
@@ -205,16 +204,9 @@ def test_kraken_and_okx_in_one_capture_one_process_each(tmp_path: Path) -> None:
     )
     # Until every pair has stored a few snapshots, not for a fixed time: on a loaded machine the
     # four processes can take longer to start and sync than a short capture lasts.
-    proc = popen_cli("start-capture", "--config", str(cfg), "--session-id", "both")
-    try:
+    with running_cli("start-capture", "--config", str(cfg), "--session-id", "both") as proc:
         wait_for(lambda: _every_pair_sampled(data, "both", 4), 90, "snapshots of every pair of both venues")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err[-2000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        stop_cli(proc)
     final = status(data, "both")
     assert final is not None and final["flushed"] is True
     pids = {final["venues"][v]["pid"] for v in ("kraken", "okx")}

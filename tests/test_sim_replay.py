@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from recorder.replay.readers import Kind, capture_files, read_capture
@@ -102,3 +104,28 @@ def test_simulate_replay_bad_file_is_a_one_line_error(tmp_path: Path) -> None:
         res = run_cli("simulate", "--venue", "binance", *args)
         assert res.returncode == 2 and message in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_replay_first_connection_gets_every_frame_even_after_a_rest_request() -> None:
+    """A REST snapshot request that starts the timeline before the WebSocket handshake (a race a
+    loaded machine can lose) must not cost the first connection the frames recorded meanwhile."""
+    sim = Sim("--venue", "binance", "--replay", str(SPOT), "--speed", "4")
+    try:
+        # Recorded 2.6 s after the first frame: answered once the timeline gets there.
+        with urllib.request.urlopen(f"{sim.urls['rest_url']}/api/v3/depth?symbol=BLZETH&limit=1000", timeout=30):
+            pass
+
+        async def receive_all() -> int:
+            got = 0
+            async with aiohttp.ClientSession() as session, session.ws_connect(sim.urls["ws_url"]) as ws:
+                while got < 265:
+                    msg = await ws.receive(timeout=30)
+                    if msg.type is not aiohttp.WSMsgType.TEXT:
+                        break
+                    got += 1
+            return got
+
+        assert asyncio.run(receive_all()) == 265
+        assert _sim_stats(sim)["frames_sent"] == 265
+    finally:
+        sim.stop()

@@ -45,6 +45,7 @@ class _Socket:
         self.path = urlsplit(url).path if url else ""
         self.times: list[float] = []
         self.frames: list[str] = []
+        self.served = False  # a connection has taken this socket's frames
 
 
 class ReplayVenue:
@@ -191,7 +192,12 @@ class ReplayVenue:
 
     async def _send(self, ws: web.WebSocketResponse, socket: _Socket) -> None:
         loop = asyncio.get_running_loop()
-        i = bisect.bisect_left(socket.times, self._position())
+        # The first connection gets the recording from its first frame, even when a REST
+        # request started the timeline a moment before it (under load the handshake can lose
+        # that race, and the frames of those first milliseconds were skipped). A reconnection
+        # joins at the timeline's position, as a live feed does.
+        i = bisect.bisect_left(socket.times, self._position()) if socket.served else 0
+        socket.served = True
         while i < len(socket.frames) and not ws.closed:
             delay = self._loop_time_of(socket.times[i]) - loop.time()
             if delay > 0:

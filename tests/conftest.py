@@ -146,6 +146,14 @@ def status(data_dir: Path, session_id: str) -> dict[str, Any] | None:
         return None
 
 
+def every_pair_sampled(data_dir: Path, session_id: str, n: int) -> bool:
+    """Every pair of every venue of the session has at least ``n`` samples (status file)."""
+    st = status(data_dir, session_id)
+    if st is None or not st.get("venues"):
+        return False
+    return all(p["samples"] >= n for v in st["venues"].values() for p in v["pairs"].values())
+
+
 def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,16 @@ from recorder.venues.coinbase import (
     CoinbaseSocket,
     parse_time_ms,
 )
-from tests.conftest import popen_cli, read_jsonl, run_cli, status, wait_for
-from tests.venue_live import RECORDINGS, VenueSim, levels, read_jsonl_zst, stored_levels, write_venue_config
+from tests.conftest import run_cli
+from tests.venue_live import (
+    RECORDINGS,
+    VenueSim,
+    capture_through_a_gap,
+    levels,
+    read_jsonl_zst,
+    stored_levels,
+    write_venue_config,
+)
 
 RECORDING = RECORDINGS / "coinbase" / "COINBASE.jsonl.zst"
 T0 = "2026-08-09T21:05:48.210883Z"
@@ -264,52 +271,16 @@ def test_recording_dropped_message_is_detected_at_the_next_and_resync_restores_t
 PAIRS = ["BTC-USD", "ETH-USD"]
 
 
-def _pairs_status(data: Path, session: str) -> dict[str, Any]:
-    st = status(data, session)
-    return st["venues"]["coinbase"]["pairs"] if st and st.get("venues") else {}
-
-
-def _min_samples(data: Path, session: str) -> int:
-    pairs = _pairs_status(data, session)
-    return min((p["samples"] for p in pairs.values()), default=0) if len(pairs) == len(PAIRS) else 0
-
-
 def test_live_capture_matches_simulator_and_a_gap_resyncs_only_that_pair(tmp_path: Path) -> None:
     sim = VenueSim("coinbase", "--seed", "3", "--symbols", "BTC-USD,ETH-USD")
-    data = tmp_path / "data"
+
+    def malformed_frame() -> None:
+        assert sim.fault(kind="malformed", symbol="ETH-USD")["connections"] == 1
+
     try:
-        cfg = write_venue_config(tmp_path / "c.toml", "coinbase", sim.urls, PAIRS, data)
-        proc = popen_cli("start-capture", "--config", str(cfg), "--interval", "0.25", "--session-id", "cb")
-        try:
-            wait_for(lambda: _min_samples(data, "cb") >= 12, 90, "samples of every pair")
-            # The gap, and a slow resubscription (1.5 s): the pair must miss ticks meanwhile, alone.
-            body = sim.fault(kind="gap", symbol="BTC-USD", hold_s=1.5)
-            assert body["connections"] == 1
-            wait_for(
-                lambda: (p := _pairs_status(data, "cb")["BTC-USD"])["gaps"] >= 1 and p["resyncs"] >= 2,
-                60,
-                "gap detected and resynced",
-            )
-            assert sim.fault(kind="malformed", symbol="ETH-USD")["connections"] == 1
-            before = _pairs_status(data, "cb")["BTC-USD"]["samples"]
-            wait_for(lambda: _pairs_status(data, "cb")["BTC-USD"]["samples"] >= before + 8, 60, "samples")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(60) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        final = status(data, "cb")
-        assert final is not None and final["flushed"] is True
-        venue = final["venues"]["coinbase"]
-        assert venue["pairs"]["BTC-USD"]["gaps"] == 1 and venue["pairs"]["BTC-USD"]["resyncs"] == 2
-        eth, cause = venue["pairs"]["ETH-USD"], venue["missed_by_cause"]
-        assert 2 <= cause["not_synced"] <= venue["pairs"]["BTC-USD"]["missed_ticks"]
-        assert eth["gaps"] == 0 and eth["resyncs"] == 1, eth
-        assert eth["missed_ticks"] <= cause["late"] + cause["restart"], (eth, cause)  # only a late process
-        assert venue["malformed"] == 1 and venue["reconnects"] == 0
+        venue, stored = capture_through_a_gap(tmp_path, sim, "coinbase", PAIRS, ("BTC-USD", "BTC-USD"), malformed_frame)
+        assert venue["malformed"] == 1
         # Every stored book equals the simulator's book after the update with the stored event time.
-        stored = read_jsonl(data)
-        assert len(stored) == venue["samples"]
         for snap in stored:
             code, ref = sim.get(f"/sim/book?symbol={snap['pair']}&event_ms={snap['exchange_time_ms']}&limit=20")
             assert code == 200, (snap["pair"], snap["exchange_time_ms"], ref)

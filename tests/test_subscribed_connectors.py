@@ -15,7 +15,7 @@ import pytest
 from recorder.config import VenueConfig
 from recorder.sim.server import SimOptions, Simulator
 from recorder.venues import connector_class
-from tests.conftest import read_jsonl, running_cli, status, stop_cli, wait_for
+from tests.conftest import every_pair_sampled, read_jsonl, running_cli, status, stop_cli, wait_for
 
 CASES = {
     "kraken": (["BTC-USD", "ETH-USD"], lambda pair: pair.replace("-", "/")),
@@ -186,13 +186,6 @@ def test_a_pair_that_keeps_failing_is_resubscribed_ever_more_slowly() -> None:
     assert resubscribes() == 5
 
 
-def _every_pair_sampled(data: Path, session_id: str, n: int) -> bool:
-    st = status(data, session_id)
-    if st is None or not st.get("venues"):
-        return False
-    return all(p["samples"] >= n for v in st["venues"].values() for p in v["pairs"].values())
-
-
 def test_kraken_and_okx_in_one_capture_one_process_each(tmp_path: Path) -> None:
     """Both venues in one session with --simulate: one simulator and one venue process per venue."""
     data = tmp_path / "data"
@@ -205,7 +198,7 @@ def test_kraken_and_okx_in_one_capture_one_process_each(tmp_path: Path) -> None:
     # Until every pair has stored a few snapshots, not for a fixed time: on a loaded machine the
     # four processes can take longer to start and sync than a short capture lasts.
     with running_cli("start-capture", "--config", str(cfg), "--session-id", "both") as proc:
-        wait_for(lambda: _every_pair_sampled(data, "both", 4), 90, "snapshots of every pair of both venues")
+        wait_for(lambda: every_pair_sampled(data, "both", 4), 90, "snapshots of every pair of both venues")
         stop_cli(proc)
     final = status(data, "both")
     assert final is not None and final["flushed"] is True

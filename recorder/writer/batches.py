@@ -101,23 +101,23 @@ def long_form_batch(
             qty.append(None)
     run_of_row = np.repeat(run_side, runs)
 
-    def per_book(values: list[object], typ: pa.DataType) -> pa.Array:
+    def per_book(values: Sequence[object], typ: pa.DataType) -> pa.Array:
         return pa.array(values, typ).take(take)
 
     columns = [
-        per_book(exchange, pa.string()),  # type: ignore[arg-type]
-        per_book(pair, pa.string()),  # type: ignore[arg-type]
-        per_book(timestamp_ms, pa.int64()),  # type: ignore[arg-type]
+        per_book(exchange, pa.string()),
+        per_book(pair, pa.string()),
+        per_book(timestamp_ms, pa.int64()),
         _side_names().take(pa.array(run_of_row)),
         pa.array(level.astype(np.int16), mask=np.repeat(empty, nb + na + empty)),
         pa.array(price, pa.float64()),
         pa.array(qty, pa.float64()),
-        per_book(capture_latency_ms, pa.float64()),  # type: ignore[arg-type]
-        per_book(sequence_number, pa.int64()),  # type: ignore[arg-type]
-        per_book(exchange_time_ms, pa.int64()),  # type: ignore[arg-type]
-        per_book(update_id, pa.int64()),  # type: ignore[arg-type]
-        per_book(verified, pa.bool_()),  # type: ignore[arg-type]
-        per_book(session_id, pa.string()),  # type: ignore[arg-type]
+        per_book(capture_latency_ms, pa.float64()),
+        per_book(sequence_number, pa.int64()),
+        per_book(exchange_time_ms, pa.int64()),
+        per_book(update_id, pa.int64()),
+        per_book(verified, pa.bool_()),
+        per_book(session_id, pa.string()),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
 

@@ -385,16 +385,10 @@ def test_live_capture_matches_simulator_and_recovers_from_a_corrupted_level(
         assert s["exchange_time_ms"] == s["update_id"] // 1000
 
 
-def test_check_pairs_against_simulator(kraken_sim: VenueSim, tmp_path: Path) -> None:
+def test_check_pairs_against_simulator(kraken_sim: VenueSim) -> None:
     from recorder.venues.kraken import check_pairs
 
     assert check_pairs(kraken_sim.urls["rest_url"], ["BTC-USD", "DOGE-USD", "FOO-USD"]) == ["FOO-USD"]
-    res = run_cli(
-        "start-capture", "--venue", "kraken", "--pairs", "BTC-USD,NOPE-USD", "--simulate", "--duration", "5s",
-        "--data-dir", str(tmp_path / "data"),
-    )  # fmt: skip
-    assert res.returncode != 0 and "unknown pair(s) on kraken: NOPE-USD" in res.stderr
-    assert res.stderr.strip().splitlines()[-1] == "Error: unknown pair(s) on kraken: NOPE-USD"
 
 
 def test_checksums_need_the_original_text_not_the_pair_decimals() -> None:

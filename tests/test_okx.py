@@ -291,16 +291,10 @@ def test_live_capture_matches_simulator_and_recovers_from_faults(okx_sim: VenueS
         assert [(float(p), float(q)) for p, q in ref["asks"]] == [(lv["price"], lv["qty"]) for lv in s["asks"]]
 
 
-def test_check_pairs_against_simulator(okx_sim: VenueSim, tmp_path: Path) -> None:
+def test_check_pairs_against_simulator(okx_sim: VenueSim) -> None:
     from recorder.venues.okx import check_pairs
 
     assert check_pairs(okx_sim.urls["rest_url"], ["BTC-USDT", "BTC-USDT-PERP", "FOO-USDT-PERP"]) == ["FOO-USDT-PERP"]
-    res = run_cli(
-        "start-capture", "--venue", "okx", "--pairs", "BTC-USDT,NOPE-USDT", "--simulate", "--duration", "5s",
-        "--data-dir", str(tmp_path / "data"),
-    )  # fmt: skip
-    assert res.returncode != 0
-    assert res.stderr.strip().splitlines()[-1] == "Error: unknown pair(s) on okx: NOPE-USDT"
 
 
 def test_bad_okx_channel_fails_before_the_capture_starts(tmp_path: Path) -> None:

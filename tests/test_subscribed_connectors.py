@@ -15,7 +15,7 @@ import pytest
 from recorder.config import VenueConfig
 from recorder.sim.server import SimOptions, Simulator
 from recorder.venues import connector_class
-from tests.conftest import every_pair_sampled, read_jsonl, running_cli, status, stop_cli, wait_for
+from tests.conftest import every_pair_sampled, read_jsonl, run_cli, running_cli, status, stop_cli, wait_for
 
 CASES = {
     "kraken": (["BTC-USD", "ETH-USD"], lambda pair: pair.replace("-", "/")),
@@ -289,3 +289,26 @@ async def test_a_subscribe_that_brings_no_snapshot_is_sent_again() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await sim.stop()
+
+
+@pytest.mark.parametrize(
+    ("venue", "good", "bad"),
+    [
+        ("kraken", "BTC-USD", "NOPE-USD"),
+        ("okx", "BTC-USDT", "NOPE-USDT"),
+        ("bybit", "BTC-USDT", "NOPE-USDT-PERP"),
+        ("coinbase", "BTC-USD", "NOPE-USD"),
+    ],
+)
+def test_unknown_pair_is_a_one_line_error_before_the_capture_starts(
+    tmp_path: Path, venue: str, good: str, bad: str
+) -> None:
+    """The venue's instrument list (its REST API, here the embedded simulator's) rejects the pair."""
+    res = run_cli(
+        "start-capture", "--venue", venue, "--pairs", f"{good},{bad}", "--simulate", "--duration", "5s",
+        "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1] == f"Error: unknown pair(s) on {venue}: {bad}"
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.parquet"))

@@ -112,6 +112,34 @@ class Sim(VenueSim):
         super().__init__("binance", *extra)
 
 
+def samples_per_pair(data_dir: Path, session_id: str) -> dict[str, float]:
+    """Samples of every pair of every venue of the session so far (status file; {} until written)."""
+    venues = (status(data_dir, session_id) or {}).get("venues") or {}
+    return {p: c["samples"] for v in venues.values() for p, c in v["pairs"].items()}
+
+
+def capture_whole_replay(sim: VenueSim, cfg: Path, data_dir: Path, session_id: str, interval: str) -> None:
+    """Capture from a simulator replaying a recording (``--replay``), JSONL, until the whole
+    recording was sent and every pair sampled twice more, then SIGTERM: not for a fixed time,
+    which a slow start-up on a loaded machine could eat."""
+    args = ["--config", str(cfg), "--interval", interval, "--format", "jsonl", "--session-id", session_id]
+    with running_cli("start-capture", *args) as proc:
+        wait_for(lambda: sim.get("/sim/stats")[1]["done"], 120, "the whole recording sent")
+        # The status file is rewritten every second or so: only one written two ticks after the
+        # end counts the samples that hold the recording's last frames.
+        after_ms = time.time() * 1000.0 + 2 * float(interval) * 1000.0
+        at_end = samples_per_pair(data_dir, session_id)
+
+        def sampled_after_the_end() -> bool:
+            st = status(data_dir, session_id)
+            now = samples_per_pair(data_dir, session_id)
+            fresh = st is not None and st.get("updated_at_ms", 0) >= after_ms
+            return fresh and all(n > at_end.get(p, 0) for p, n in now.items())
+
+        wait_for(sampled_after_the_end, 60, "samples of every pair after the recording's end")
+        stop_cli(proc)
+
+
 @pytest.fixture
 def sim() -> Iterator[Sim]:
     s = Sim("--seed", "7", "--ping-interval", "2")

@@ -12,7 +12,7 @@ import pytest
 from recorder.venues.kraken import KrakenFeed
 from recorder.venues.okx import OkxFeed
 from tests.checksum_venue_support import RECORDINGS, VenueSim, read_text_capture, venue_config
-from tests.conftest import read_jsonl, run_cli, status
+from tests.conftest import capture_whole_replay, read_jsonl, run_cli, status
 
 KRAKEN = RECORDINGS / "kraken" / "KRAKEN.ws.50.0"
 OKX = RECORDINGS / "okx" / "OKX.ws.1.0"
@@ -74,12 +74,7 @@ def test_live_capture_of_the_kraken_recording_through_the_simulator(tmp_path: Pa
     try:
         data = tmp_path / "data"
         cfg = venue_config(tmp_path / "k.toml", "kraken", sim.urls, pairs, data)
-        # ~31 s recorded at 4x: the whole recording plays within the capture.
-        res = run_cli(
-            "start-capture", "--config", str(cfg), "--interval", "0.5", "--duration", "12s",
-            "--format", "jsonl", "--session-id", "krakenrp",
-        )  # fmt: skip
-        assert res.returncode == 0, res.stderr[-3000:]
+        capture_whole_replay(sim, cfg, data, "krakenrp", "0.5")  # ~31 s recorded, played at 4x
     finally:
         sim.stop()
     final = status(data, "krakenrp")
@@ -102,12 +97,7 @@ def test_live_capture_of_the_okx_recording_through_the_simulator(tmp_path: Path)
     try:
         data = tmp_path / "data"
         cfg = venue_config(tmp_path / "o.toml", "okx", sim.urls, pairs, data)
-        # ~12 s recorded at 2x.
-        res = run_cli(
-            "start-capture", "--config", str(cfg), "--interval", "0.25", "--duration", "9s",
-            "--format", "jsonl", "--session-id", "okxrp",
-        )  # fmt: skip
-        assert res.returncode == 0, res.stderr[-3000:]
+        capture_whole_replay(sim, cfg, data, "okxrp", "0.25")  # ~12 s recorded, played at 2x
     finally:
         sim.stop()
     final = status(data, "okxrp")

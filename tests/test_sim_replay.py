@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from recorder.replay.readers import Kind, capture_files, read_capture
-from tests.conftest import Sim, read_jsonl, run_cli, running_cli, status, stop_cli, wait_for, write_config
+from tests.conftest import Sim, capture_whole_replay, read_jsonl, run_cli, status, write_config
 from tests.test_replay import FUTURES, SPOT, Reference, _pair
 
 SPOT_PAIRS = ["NKN-USDT", "BLZ-ETH", "LRC-BTC", "RUNE-EUR"]
@@ -36,12 +36,6 @@ def _states_by_update_id(path: Path, futures: bool, depth: int = 20) -> dict[tup
     return out
 
 
-def _samples_per_pair(data: Path) -> dict[str, float]:
-    st = status(data, "replayed")
-    venues = (st or {}).get("venues") or {}
-    return {p: c["samples"] for v in venues.values() for p, c in v["pairs"].items()}
-
-
 def _sim_stats(sim: Sim) -> dict[str, Any]:
     with urllib.request.urlopen(f"{sim.urls['sim_url']}/sim/stats", timeout=5) as resp:
         return json.load(resp)
@@ -59,20 +53,7 @@ def test_live_capture_of_a_binance_recording_through_the_simulator(
         data = tmp_path / "data"
         cfg = write_config(tmp_path / "c.toml", sim.urls, pairs, data)
         cfg.write_text(cfg.read_text().replace("[venues.binance]", f"[venues.{venue}]"))
-        # ~31 s recorded at 4x. The capture runs until the whole recording was sent and every
-        # pair was sampled twice more, not for a fixed time that a slow start-up could eat.
-        with running_cli(
-            "start-capture", "--config", str(cfg), "--interval", "0.5",
-            "--format", "jsonl", "--session-id", "replayed",
-        ) as proc:  # fmt: skip
-            wait_for(lambda: _sim_stats(sim)["done"], 120, "the whole recording sent")
-            at_end = _samples_per_pair(data)
-            wait_for(
-                lambda: all(n >= at_end.get(p, 0) + 2 for p, n in _samples_per_pair(data).items()),
-                60,
-                "two more samples of every pair after the recording's end",
-            )
-            stop_cli(proc)
+        capture_whole_replay(sim, cfg, data, "replayed", "0.5")  # ~31 s recorded, played at 4x
         stats = _sim_stats(sim)
     finally:
         sim.stop()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from recorder.venues.bybit import pair_for
-from tests.conftest import read_jsonl, run_cli, status
+from tests.conftest import capture_whole_replay, read_jsonl, run_cli, status
 from tests.test_bybit import RefBook as BybitRef
 from tests.test_coinbase import RefBook as CoinbaseRef
 from tests.venue_live import RECORDINGS, VenueSim, read_jsonl_zst, write_venue_config
@@ -104,9 +104,7 @@ def _capture_through_replaying_simulator(tmp_path: Path, venue: str, path: Path,
     try:
         data = tmp_path / "data"
         cfg = write_venue_config(tmp_path / "c.toml", venue, sim.urls, pairs, data)
-        res = run_cli("start-capture", "--config", str(cfg), "--interval", "0.5", "--duration", "10s",
-                      "--format", "jsonl", "--session-id", "replayed", timeout=120)  # fmt: skip
-        assert res.returncode == 0, res.stderr[-3000:]
+        capture_whole_replay(sim, cfg, data, "replayed", "0.5")
         code, stats = sim.get("/sim/stats")
     finally:
         sim.stop()

@@ -22,7 +22,7 @@ from recorder.venues.binance_futures import (
     stream_for,
     symbol_for,
 )
-from tests.conftest import Sim, read_jsonl, run_cli, status
+from tests.conftest import Sim, every_pair_sampled, read_jsonl, running_cli, status, stop_cli, wait_for
 
 RECORDING = Path(__file__).resolve().parents[2] / "shared" / "recordings" / "binance" / "BINANCE_FUTURES.ws.1.0"
 PAIRS = ["SUSHI-USDT-PERP", "AKRO-USDT-PERP", "KEEP-USDT-PERP", "CTK-USDT-PERP"]
@@ -225,11 +225,10 @@ def test_live_capture_against_futures_simulator(tmp_path: Path) -> None:
             f'data_dir = "{data}"\n\n[venues.binance-futures]\npairs = ["BTC-USDT-PERP", "ETH-USDT-PERP"]\n'
             f'ws_url = "{sim.urls["ws_url"]}/public"\nrest_url = "{sim.urls["rest_url"]}"\n'
         )
-        res = run_cli(
-            "start-capture", "--config", str(cfg), "--interval", "0.5", "--duration", "8s",
-            "--format", "jsonl", "--session-id", "fut",
-        )  # fmt: skip
-        assert res.returncode == 0, res.stderr[-3000:]
+        args = ["--config", str(cfg), "--interval", "0.5", "--format", "jsonl", "--session-id", "fut"]
+        with running_cli("start-capture", *args) as proc:
+            wait_for(lambda: every_pair_sampled(data, "fut", 4), 90, "samples of both pairs")
+            stop_cli(proc)
         final = status(data, "fut")
         assert final is not None and final["state"] == "stopped" and final["flushed"] is True
         venue = final["venues"]["binance-futures"]

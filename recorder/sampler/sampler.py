@@ -125,7 +125,8 @@ class Sampler:
                 else:
                     values[slot["warmup_ticks"]] += 1.0
                 continue
-            bid_px, bid_qty, ask_px, ask_qty = book.top_columns(depth)  # depth >= 1 (config)
+            # depth >= 1 (config), so the best levels are element 0 of each side's columns.
+            bid_px, bid_qty, ask_px, ask_qty = book.top_columns(depth)
             if bid_px and ask_px and bid_px[0] >= ask_px[0]:
                 # A crossed book is corrupt, never data: drop it and resync that pair only.
                 self._miss(pair, tick_ms, "missed_crossed")

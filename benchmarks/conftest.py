@@ -6,7 +6,6 @@ pytest-benchmark JSON into ratios against it, so a noisy machine shifts both sid
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from recorder.replay.readers import CaptureReader, Kind
+from tests.s3_support import isolate_aws_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT.parent / "shared" / "recordings"
@@ -38,17 +38,7 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3 API (moto's server) on loopback, with throwaway credentials and no proxy."""
     home = tmp_path_factory.mktemp("aws")
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if "proxy" in key.lower() or key.startswith("AWS_"):
-                mp.delenv(key)
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "AKIABENCH",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(home / "none"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / "none"),
-        }.items():
-            mp.setenv(key, value)
+        isolate_aws_env(mp, home, "AKIABENCH", "bench")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

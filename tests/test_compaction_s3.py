@@ -26,6 +26,7 @@ from recorder.dataset.source import resolve
 from tests.compaction_data import jsonl_lines, make_small_files
 from tests.compaction_data import run_compact as _compact
 from tests.conftest import CLI, ROOT
+from tests.s3_support import isolate_aws_env
 from tests.test_s3 import MotoS3
 
 PREFIX = "orderbook_data"
@@ -41,20 +42,8 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     come from the environment (the AWS chain), as for a user."""
     home = tmp_path_factory.mktemp("aws")
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if "proxy" in key.lower() or key.startswith("AWS_"):
-                mp.delenv(key)
         server = MotoS3().start()
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "AKIACOMPACTTEST01",
-            "AWS_SECRET_ACCESS_KEY": "compact-test-secret",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(home / "none"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / "none"),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ENDPOINT_URL": server.url,
-        }.items():
-            mp.setenv(key, value)
+        isolate_aws_env(mp, home, "AKIACOMPACTTEST01", "compact-test-secret", AWS_ENDPOINT_URL=server.url)
         yield server
         server.stop()
 

@@ -34,6 +34,7 @@ from recorder.metrics import SharedCounters
 from recorder.sinks.s3 import S3Store
 from recorder.sinks.uploader import UPLOADER_COUNTER_FIELDS, Uploader, UploaderSpec
 from tests.conftest import CLI, ROOT, Sim, popen_cli, run_cli, status, wait_for, write_config
+from tests.s3_support import isolate_aws_env
 
 PAIRS = ["BTC-USDT", "ETH-USDT"]
 # Fake credentials, set in the environment only (the standard AWS chain). The secret must never
@@ -86,15 +87,7 @@ class MotoS3:
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if "proxy" in key.lower() or key.startswith("AWS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws_env(monkeypatch, tmp_path, ACCESS_KEY, SECRET_KEY)
 
 
 @pytest.fixture

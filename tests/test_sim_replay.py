@@ -36,11 +36,6 @@ def _states_by_update_id(path: Path, futures: bool, depth: int = 20) -> dict[tup
     return out
 
 
-def _sim_stats(sim: Sim) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{sim.urls['sim_url']}/sim/stats", timeout=5) as resp:
-        return json.load(resp)
-
-
 @pytest.mark.parametrize(
     ("venue", "path", "pairs", "frames"),
     [("binance", SPOT, SPOT_PAIRS, 265), ("binance-futures", FUTURES, FUTURES_PAIRS, 1535)],
@@ -54,7 +49,7 @@ def test_live_capture_of_a_binance_recording_through_the_simulator(
         cfg = write_config(tmp_path / "c.toml", sim.urls, pairs, data)
         cfg.write_text(cfg.read_text().replace("[venues.binance]", f"[venues.{venue}]"))
         capture_whole_replay(sim, cfg, data, "replayed", "0.5")  # ~31 s recorded, played at 4x
-        stats = _sim_stats(sim)
+        _, stats = sim.get("/sim/stats")
     finally:
         sim.stop()
     assert stats["done"] is True
@@ -107,6 +102,6 @@ def test_replay_first_connection_gets_every_frame_even_after_a_rest_request() ->
             return got
 
         assert asyncio.run(receive_all()) == 265
-        assert _sim_stats(sim)["frames_sent"] == 265
+        assert sim.get("/sim/stats")[1]["frames_sent"] == 265
     finally:
         sim.stop()

@@ -117,9 +117,9 @@ class L2Book:
         return bids, asks
 
     def top(self, depth: int) -> tuple[list[Level], list[Level]]:
-        b, a = self._bids, self._asks
-        bid_keys, ask_keys = self._top_keys(depth)
-        return [Level(k, b[k]) for k in bid_keys], [Level(-k, a[k]) for k in ask_keys]
+        """``top_columns`` as Level structs (tools and tests; the sampler ships the columns)."""
+        bid_px, bid_qty, ask_px, ask_qty = self.top_columns(depth)
+        return list(map(Level, bid_px, bid_qty)), list(map(Level, ask_px, ask_qty))
 
     def top_columns(self, depth: int) -> tuple[list[float], list[float], list[float], list[float]]:
         """Best-first bid prices, bid qtys, ask prices, ask qtys of the top ``depth`` known levels:

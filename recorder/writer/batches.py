@@ -85,10 +85,10 @@ def long_form_batch(
     runs = np.stack([nb, na + empty], axis=1).ravel()  # bids of book 0, asks of book 0, bids of book 1, ...
     run_side = np.tile(np.array([_BID_I, _ASK_I], np.int8), n)
     run_side[1::2][empty] = _NONE_I
+    rows = nb + na + empty  # per book
     starts = np.cumsum(runs) - runs
-    total = int(runs.sum())
-    level = np.arange(total, dtype=np.int64) - np.repeat(starts, runs)  # 0 = best, per run
-    take = pa.array(np.repeat(np.arange(n, dtype=np.int32), nb + na + empty))
+    level = np.arange(int(runs.sum()), dtype=np.int64) - np.repeat(starts, runs)  # 0 = best, per run
+    take = pa.array(np.repeat(np.arange(n, dtype=np.int32), rows))
     price: list[float | None] = []
     qty: list[float | None] = []
     for (bid_px, bid_qty, ask_px, ask_qty), none in zip(books, empty.tolist(), strict=True):
@@ -109,7 +109,7 @@ def long_form_batch(
         per_book(pair, pa.string()),
         per_book(timestamp_ms, pa.int64()),
         _side_names().take(pa.array(run_of_row)),
-        pa.array(level.astype(np.int16), mask=np.repeat(empty, nb + na + empty)),
+        pa.array(level.astype(np.int16), mask=np.repeat(empty, rows)),
         pa.array(price, pa.float64()),
         pa.array(qty, pa.float64()),
         per_book(capture_latency_ms, pa.float64()),

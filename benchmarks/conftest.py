@@ -17,13 +17,11 @@ from recorder.replay.readers import CaptureReader, Kind
 from tests.s3_support import isolate_aws_env
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORDINGS = ROOT.parent / "shared" / "recordings"
+RECORDINGS = ROOT / "tests" / "data" / "recordings"
 
 
 @pytest.fixture(scope="session")
 def binance_recording() -> tuple[list[bytes], dict[str, bytes]]:
-    if not (RECORDINGS / "binance").exists():
-        pytest.skip("../shared/recordings not beside the checkout")
     ws = CaptureReader(RECORDINGS / "binance" / "BINANCE.ws.1.0")
     frames = [r.payload for r in ws if r.kind is Kind.WS and b"@depth" in r.payload[:40]]
     snaps: dict[str, bytes] = {}

@@ -17,10 +17,7 @@ from recorder.venues.okx import OkxFeed
 
 
 def _frames(name: str) -> list[tuple[float, bytes]]:
-    path = RECORDINGS / name
-    if not path.exists():
-        pytest.skip("../shared/recordings not beside the checkout")
-    return [(r.recv_ms, r.payload) for r in CaptureReader(path) if r.kind is Kind.WS]
+    return [(r.recv_ms, r.payload) for r in CaptureReader(RECORDINGS / name) if r.kind is Kind.WS]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Wire decode + book apply per venue on its real recording (``../shared/recordings``), in messages/s.
+"""Wire decode + book apply per venue on its real recording (``tests/data/recordings``), in messages/s.
 
 Three benchmarks per venue, on the same book frames (those after every book of the capture is
 synced; each round starts from fresh books synced on the frames before):

@@ -1,6 +1,6 @@
 """One table row per venue for the decode+apply benchmarks, and the machinery they share.
 
-A row names the venue's recording in ``../shared/recordings``, which frames are book frames, the
+A row names the venue's recording in ``tests/data/recordings``, which frames are book frames, the
 msgspec decode-only baseline (the venue module's own wire decoders, nothing else: the ceiling
 for Python) and, where cryptofeed has the exchange, how to drive cryptofeed's book path on the
 same frames. The live path is the venue's ``Feed`` (what the connector and ``replay`` drive),
@@ -21,7 +21,7 @@ from recorder.replay.engine import _Capture, _discover_pairs, _Feeds  # replay's
 from recorder.replay.readers import Kind, Record
 from recorder.venues import VENUES, venue_module
 
-RECORDINGS = Path(__file__).resolve().parent.parent.parent / "shared" / "recordings"
+RECORDINGS = Path(__file__).resolve().parent.parent / "tests" / "data" / "recordings"
 
 Call = tuple[Callable[[Any, float], None], Any, float]
 

@@ -15,7 +15,7 @@ from recorder.sampler.sampler import Sampler
 from recorder.supervisor.venue_worker import venue_counter_fields
 from tests.conftest import VenueSim
 
-RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
+RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
 
 
 def read_text_capture(path: Path) -> list[tuple[float, bytes]]:

@@ -24,7 +24,7 @@ from recorder.venues.binance_futures import (
 )
 from tests.conftest import Sim, every_pair_sampled, read_jsonl, running_cli, status, stop_cli, wait_for
 
-RECORDING = Path(__file__).resolve().parents[2] / "shared" / "recordings" / "binance" / "BINANCE_FUTURES.ws.1.0"
+RECORDING = Path(__file__).resolve().parent / "data" / "recordings" / "binance" / "BINANCE_FUTURES.ws.1.0"
 PAIRS = ["SUSHI-USDT-PERP", "AKRO-USDT-PERP", "KEEP-USDT-PERP", "CTK-USDT-PERP"]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from recorder.venues.binance import BookSync, DepthEvent, DepthSnapshot, Envelope, Outcome, parse_frame
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "recordings" / "binance"
+DATA = Path(__file__).resolve().parent / "data" / "recordings" / "binance"
 
 
 def diff(

@@ -18,7 +18,7 @@ import pytest
 from recorder.replay.readers import Kind, Record, capture_files, read_capture
 from tests.conftest import read_jsonl, run_cli, snapshots_from_rows
 
-RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings" / "binance"
+RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings" / "binance"
 SPOT = RECORDINGS / "BINANCE.ws.1.0"
 FUTURES = RECORDINGS / "BINANCE_FUTURES.ws.1.0"
 COINBASE = RECORDINGS.parent / "coinbase" / "COINBASE.jsonl.zst"

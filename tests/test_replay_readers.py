@@ -1,4 +1,4 @@
-"""The capture readers on the real recordings in ../shared/recordings and on converted copies."""
+"""The capture readers on the real recordings in tests/data/recordings and on converted copies."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from recorder.replay.readers import (
     read_capture,
 )
 
-RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
+RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
 BINANCE_WS = RECORDINGS / "binance" / "BINANCE.ws.1.0"
 BINANCE_HTTP = RECORDINGS / "binance" / "BINANCE.http.0.0"
 

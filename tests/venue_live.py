@@ -10,7 +10,7 @@ from typing import Any
 from tests.conftest import VenueSim as VenueSim  # (re-exported: the venue tests import it from here)
 from tests.conftest import read_jsonl, running_cli, status, stop_cli, wait_for
 
-RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
+RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
 
 
 _KIND = {"ws": "recv", "sent": "send", "http": "http", "connect": "connect"}

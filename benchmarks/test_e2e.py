@@ -123,6 +123,9 @@ def _warmup_figures(v0: dict[str, Any], v1: dict[str, Any], n: int, status_s: fl
         "warmup_ticks_per_s": round(delta["warmup_ticks"] / status_s, 1),
         # Every pair's tick is one of these: their sum is the P x 10 expected (all accounted for).
         "accounted_per_s": round(sum(delta.values()) / status_s, 1),
+        # The window starts once every pair synced, or after 120 s with some still warming up.
+        "pairs_not_synced_at_window_start": v0["pairs_never_synced"],
+        "warmup_ticks_before_window": v0["warmup_ticks"],
         "pairs_never_synced": v1["pairs_never_synced"],
         "time_to_first_sync_s_p50": round(statistics.median(first), 3) if first else None,
         "time_to_first_sync_s_max": first[-1] if first else None,

@@ -178,10 +178,11 @@ def _render_status(s: dict[str, Any]) -> str:
                 f"    connections {v['connections']}  REST weight used {v['rest_weight_used']}"
                 f"  queued {v['rest_queue']}  http 429 {v['http_429']}  418 {v['http_418']}"
             )
+        lines += _never_synced_lines(venue, v, s["state"])
         for pair, p in v["pairs"].items():
             lines.append(
                 f"    {pair:<14} {'synced' if p['synced'] else 'NOT SYNCED':<10} samples {p['samples']:<8}"
-                f" missed {p['missed_ticks']:<6} resyncs {p['resyncs']}"
+                f" missed {p['missed_ticks']:<6} resyncs {p['resyncs']}" + _first_sync_text(p)
             )
     w = s.get("writer", {})
     if w:
@@ -196,6 +197,29 @@ def _render_status(s: dict[str, Any]) -> str:
     if "flushed" in s:
         lines.append(f"  flushed: {s['flushed']}  ({s.get('stop_reason')})")
     return "\n".join(lines)
+
+
+def _never_synced_lines(venue: str, v: dict[str, Any], state: str) -> list[str]:
+    """One loud line when pairs have not synced once: their ticks are warm-up, not "missed", so
+    the missed count alone would read 0 for a pair that stored nothing."""
+    waiting = [pair for pair, p in v["pairs"].items() if "first_sync_ms" in p and p["first_sync_ms"] is None]
+    if not waiting:
+        return []
+    ticks = sum(v["pairs"][pair]["warmup_ticks"] for pair in waiting)
+    how = "still warming up, not synced yet" if state in ("running", "starting") else "NEVER SYNCED"
+    names = ", ".join(waiting[:5]) + (f" and {len(waiting) - 5} more" if len(waiting) > 5 else "")
+    return [
+        f"  ! {venue}: {len(waiting)} of {len(v['pairs'])} pairs {how}, nothing stored for them"
+        f" ({ticks} warm-up ticks, not counted as missed): {names}"
+    ]
+
+
+def _first_sync_text(p: dict[str, Any]) -> str:
+    if "first_sync_ms" not in p:  # a status written before these counters existed
+        return ""
+    if p["first_sync_ms"] is None:
+        return f"  warm-up {p['warmup_ticks']} (never synced)"
+    return f"  warm-up {p['warmup_ticks']} (first sync {p['time_to_first_sync_s']} s after start)"
 
 
 def _render_s3(s3: dict[str, Any]) -> str:

@@ -2,7 +2,9 @@
 
 A book that is not synced (or is crossed) at a tick yields no snapshot: the tick is counted as
 missed for that pair, with its cause. Ticks before a pair's first sync in a session are warm-up,
-not misses; ticks lost while the venue process was down are counted by its next incarnation.
+not misses, but they are counted too, per pair (``warmup:<pair>``), with the tick of that first
+sync (``first_sync_ms:<pair>``): a pair that never syncs must not hide behind "0 missed". Ticks lost
+while the venue process was down are counted by its next incarnation.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ SAMPLER_FIELDS = [
 def sampler_pair_fields(pair: str) -> list[str]:
     # checksum_failures:<pair> lives here so connectors of checksum venues can count into shared
     # memory, where the miss log sees it move (see misslog.py).
-    return [f"samples:{pair}", f"missed:{pair}", f"ever_synced:{pair}", f"checksum_failures:{pair}"]
+    fields = [f"samples:{pair}", f"missed:{pair}", f"ever_synced:{pair}", f"checksum_failures:{pair}"]
+    # Warm-up: ticks before the pair's first sync, and that first synced tick (epoch ms; 0 = not yet).
+    return fields + [f"warmup:{pair}", f"first_sync_ms:{pair}"]
 
 
 class Ring(Protocol):
@@ -69,7 +73,13 @@ class Sampler:
         self._values = counters.values
         self._slot = {f: counters.slot(f) for f in ("ticks", "samples", "last_tick_ms", "warmup_ticks", "ring_drops")}
         self._pair_slots = [
-            (pair, counters.slot(f"samples:{pair}"), counters.slot(f"ever_synced:{pair}")) for pair in self.pairs
+            (
+                pair,
+                counters.slot(f"samples:{pair}"),
+                counters.slot(f"ever_synced:{pair}"),
+                counters.slot(f"warmup:{pair}"),
+            )
+            for pair in self.pairs
         ]
         self._push_many = getattr(ring, "push_many", None) or self._push_each
         self._lat = LatencyHistogram(counters, "lat")
@@ -117,13 +127,14 @@ class Sampler:
         exchange = self.exchange
         payloads: list[bytes] = []
         sampled: list[tuple[str, int]] = []
-        for pair, samples_slot, ever_slot in self._pair_slots:
+        for pair, samples_slot, ever_slot, warmup_slot in self._pair_slots:
             book = book_of(pair)
             if book is None:
                 if values[ever_slot]:
                     self._miss(pair, tick_ms, "missed_not_synced")
                 else:
                     values[slot["warmup_ticks"]] += 1.0
+                    values[warmup_slot] += 1.0
                 continue
             # depth >= 1 (config), so the best levels are element 0 of each side's columns.
             bid_px, bid_qty, ask_px, ask_qty = book.top_columns(depth)
@@ -132,7 +143,10 @@ class Sampler:
                 self._miss(pair, tick_ms, "missed_crossed")
                 self.connector.request_resync(pair, "crossed book")
                 continue
-            values[ever_slot] = 1.0
+            if not values[ever_slot]:
+                values[ever_slot] = 1.0
+                # The first tick this pair's book was synced at (in this run): its warm-up ends here.
+                self.counters.set(f"first_sync_ms:{pair}", tick_ms)
             latency = None
             received, exchange_ms = book.receive_time_ms, book.exchange_time_ms
             if received is not None and exchange_ms is not None:
@@ -188,5 +202,8 @@ class Sampler:
             return
         for pair in self.pairs:
             if only_synced_before and not self.counters.get(f"ever_synced:{pair}"):
+                # Lost before the pair's first sync: warm-up, still counted (never silently gone).
+                self.counters.incr("warmup_ticks", n)
+                self.counters.incr(f"warmup:{pair}", n)
                 continue
             self._miss(pair, first_ms, cause, n)

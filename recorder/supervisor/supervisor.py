@@ -55,12 +55,14 @@ class Child:
         self.next_start = 0.0
         self.last_exitcode: int | None = None
         self.started_at = 0.0  # wall clock
+        self.first_started_at = 0.0  # wall clock of the first start in this run (time to first sync)
         self.hangs = 0
 
     def start(self) -> None:
         self.process = _ctx.Process(target=self.target, args=self.args, name=self.name, daemon=False)
         self.process.start()
         self.started_at = time.time()
+        self.first_started_at = self.first_started_at or self.started_at
         log.info("event=child_started child=%s pid=%s", self.name, self.process.pid)
 
     @property
@@ -482,6 +484,7 @@ class Supervisor:
                 "missed_ticks",
                 "ring_drops",
                 "samples",
+                "warmup_ticks",
                 "malformed",
                 "stalls",
             )
@@ -535,6 +538,7 @@ class Supervisor:
                     cause: int(v[f"missed_{cause}"]) for cause in ("not_synced", "restart", "late", "crossed")
                 },
                 "warmup_ticks": int(v["warmup_ticks"]),
+                "pairs_never_synced": sum(1 for pair in vc.pairs if not v[f"first_sync_ms:{pair}"]),
                 "ring_drops": int(v["ring_drops"]),
                 "ring_used_bytes": ring.used_bytes,
                 "capture_latency_ms": {"p50": lat[0.5], "p99": lat[0.99], "max": v["lat_max"] or None},
@@ -547,6 +551,7 @@ class Supervisor:
                         "resyncs": int(v[f"resyncs:{pair}"]),
                         "gaps": int(v[f"gaps:{pair}"]),
                         "checksums_failed": int(v[f"checksum_failures:{pair}"]),
+                        **_warmup_status(v, pair, child.first_started_at if child else 0.0),
                     }
                     for pair in vc.pairs
                 },
@@ -586,6 +591,14 @@ class Supervisor:
                 s3.update(alive=self._uploader.alive, restarts=self._uploader.restarts)
             out["s3"] = s3
         return out
+
+
+def _warmup_status(v: dict[str, float], pair: str, started_s: float) -> dict[str, Any]:
+    """A pair's warm-up: ticks before its first sync, and when that was (null: never synced in this
+    run), also as seconds from the venue process's first start."""
+    first_ms = int(v[f"first_sync_ms:{pair}"]) or None
+    since_start = round(first_ms / 1000.0 - started_s, 3) if first_ms is not None and started_s else None
+    return {"warmup_ticks": int(v[f"warmup:{pair}"]), "first_sync_ms": first_ms, "time_to_first_sync_s": since_start}
 
 
 def _notify_line(status: dict[str, Any]) -> str:

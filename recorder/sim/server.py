@@ -54,6 +54,10 @@ class SimOptions:
     tail_update_ms: int = 1000  # diff cadence of the generated tail: cheap enough for thousands
     replay: str | None = None  # serve this recorded capture instead of a generated market
     speed: float = 1.0  # replay pace: 1 = as recorded, 10 = ten times faster
+    okx_checksum: str = "zero"  # OKX: "zero" as the venue sends today, "crc" the documented CRC32
+    idle_timeout_s: float = 600.0  # Bybit: a connection with no ping and no data this long is cut
+    # Binance (spot, USD-M): listing status of some symbols in exchangeInfo (others: TRADING)
+    symbol_status: dict[str, str] | None = None
 
 
 class Venue(Protocol):

@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weight-window-s", type=float, default=d.weight_window_s)
     p.add_argument("--instruments", type=int, default=d.instruments)
     p.add_argument("--tail-update-ms", type=int, default=d.tail_update_ms)
+    p.add_argument("--okx-checksum", choices=("zero", "crc"), default=d.okx_checksum)
+    p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
     a = p.parse_args(argv)
     opts = SimOptions(
         venue=a.venue, host=a.host, port=a.port,
@@ -199,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         weight_limit_per_min=a.weight_limit_per_min, max_incoming_per_s=a.max_incoming_per_s,
         history_s=a.history_s, ban_after_ignored_429s=a.ban_after_ignored_429s,
         weight_window_s=a.weight_window_s, instruments=a.instruments, tail_update_ms=a.tail_update_ms,
+        okx_checksum=a.okx_checksum, idle_timeout_s=a.idle_timeout_s,
     )  # fmt: skip
 
     def ready(urls: dict[str, str]) -> None:

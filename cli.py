@@ -286,6 +286,24 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     help="Serve this recorded raw capture (and its REST snapshots) instead of a generated market.",
 )
 @click.option("--speed", default=1.0, show_default=True, type=float, help="Replay pace: 1 as recorded, 10 faster.")
+@click.option(
+    "--okx-checksum",
+    default="zero",
+    show_default=True,
+    type=click.Choice(["zero", "crc"]),
+    help="OKX book checksum: 0 as OKX sends today, or the documented CRC32 (older captures).",
+)
+@click.option(
+    "--idle-timeout",
+    default=600.0,
+    show_default=True,
+    type=float,
+    help="Bybit: seconds without a ping and without data before a connection is cut.",
+)
+@click.option(
+    "--symbol-status",
+    help="Binance: exchangeInfo status of some symbols, e.g. FOOUSDT=SETTLING (the others: TRADING).",
+)
 def simulate(
     venue: str,
     host: str,
@@ -300,6 +318,9 @@ def simulate(
     weight_window: float,
     replay_file: str | None,
     speed: float,
+    okx_checksum: str,
+    idle_timeout: float,
+    symbol_status: str | None,
 ) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
@@ -313,6 +334,14 @@ def simulate(
         faults = parse_faults(faults_spec) if faults_spec else None
     except FaultError as exc:
         raise UserError(str(exc)) from None
+    if idle_timeout <= 0:
+        raise UserError(f"--idle-timeout must be > 0 seconds, got {idle_timeout}")
+    statuses: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in (symbol_status or "").split(","))):
+        sym, _, state = item.partition("=")
+        if not sym.strip() or not state.strip().isalpha():
+            raise UserError(f"invalid --symbol-status item {item!r}: use SYMBOL=STATUS, e.g. FOOUSDT=SETTLING")
+        statuses[sym.strip().upper()] = state.strip().upper()
     setup_logging("simulator")
     opts = SimOptions(
         venue=venue,
@@ -328,6 +357,9 @@ def simulate(
         weight_window_s=weight_window,
         replay=replay_file,
         speed=speed,
+        okx_checksum=okx_checksum,
+        idle_timeout_s=idle_timeout,
+        symbol_status=statuses or None,
     )
     if replay_file is not None:
         from recorder.replay.readers import CaptureFormatError

@@ -48,6 +48,12 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Filters for ``pairs = ["all"]`` (every instrument the venue lists): quote assets, types.
     quote: list[str] = []
     types: list[str] = []
+    # What is captured: "book" (sampled books), "trades" (every public trade), "quotes" (every
+    # change of the best bid/ask of the verified book). Venues without a trade feed ignore "trades".
+    channels: list[str] = msgspec.field(default_factory=lambda: ["book", "trades"])
+    # A subscribed trade stream that stays silent this long while the pair's book moves is
+    # reported (the symptom of a wrong route, e.g. Binance USD-M after the 2026 URL split).
+    trade_silence_s: float = 300.0
 
 
 class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -231,6 +237,7 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
             else:
                 vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
             _check_limits(name, vc)
+            _check_channels(name, vc)
             _check_venue_config(name, vc)
         check_session_id(cfg.resolved_session_id())
     except NameError_ as exc:
@@ -246,6 +253,20 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
     if cfg.storage == "s3":
         _validate_s3(cfg.s3)
     return cfg
+
+
+CHANNELS = ("book", "trades", "quotes")
+
+
+def _check_channels(name: str, vc: VenueConfig) -> None:
+    bad = [c for c in vc.channels if c not in CHANNELS]
+    if bad or not vc.channels:
+        raise ConfigError(
+            f"invalid [venues.{name}] channels = {vc.channels!r}: use one or more of {', '.join(CHANNELS)}"
+        )
+    vc.channels = list(dict.fromkeys(vc.channels))
+    if vc.trade_silence_s <= 0:
+        raise ConfigError(f"invalid [venues.{name}] trade_silence_s = {vc.trade_silence_s}: must be positive")
 
 
 def _check_venue_config(name: str, vc: VenueConfig) -> None:

@@ -516,6 +516,7 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
     """Data-quality report per exchange and pair: coverage, gaps and causes, latency, storage."""
     from recorder.dataset import DatasetError
     from recorder.report import build_report
+    from recorder.report.quality import NoData
     from recorder.report.render import render_html, render_text
 
     if session_id:
@@ -525,6 +526,9 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
             raise UserError(str(exc)) from None
     try:
         rep = build_report(data_dir, session_id, fmt)
+    except NoData as exc:
+        _unreadable_lines(exc.unreadable)
+        raise UserError(str(exc)) from None
     except (DatasetError, OSError) as exc:
         raise UserError(str(exc)) from None
     if out_path:
@@ -538,6 +542,18 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
         click.echo(render_text(rep))
         if out_path:
             click.echo(f"HTML report: {Path(out_path).resolve()}")
+    if rep.unreadable:
+        _unreadable_lines(rep.unreadable)
+        sys.exit(REPORT_UNREADABLE_EXIT)
+
+
+# `report` printed everything it could read, but some files could not be read (named on stderr).
+REPORT_UNREADABLE_EXIT = 3
+
+
+def _unreadable_lines(unreadable: list[Any]) -> None:
+    for u in unreadable:
+        click.echo(f"Error: unreadable file {u.path}: {u.error}", err=True)
 
 
 if __name__ == "__main__":

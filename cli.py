@@ -499,11 +499,21 @@ def replay_cmd(
             pairs=[normalize_pair(p) for p in pairs.split(",") if p.strip()] if pairs else None,
         )
         summary = replay(opts)
+        _save_replay_summary(data_dir, session_id, summary)
     except (ConfigError, NameError_, ReplayError, CaptureFormatError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"replay failed: {exc}") from None
     click.echo(json.dumps(summary, indent=2))
+
+
+def _save_replay_summary(data_dir: str, session_id: str, summary: dict[str, Any]) -> None:
+    """Beside the session's journal, for `report` (its per-pair counts, as status.json's)."""
+    path = Path(data_dir) / ".sessions" / session_id / "replay.json"
+    try:
+        path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"Warning: cannot write {path}: {exc.strerror or exc} (report will lack its counts)", err=True)
 
 
 @main.command("report")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.chromium import load_page
-from tests.conftest import run_cli
+from tests.conftest import Sim, every_pair_sampled, run_cli, running_cli, stop_cli, wait_for, write_config
 
 T0 = 1_795_000_000_000  # on the 1 s grid
 IV = 1000
@@ -381,3 +382,64 @@ def test_html_fits_1400px_and_the_spread_line_breaks_at_gaps(tmp_path: Path) -> 
     paths = re.findall(r'<g id="line2d_\d+">\s*<path d="([^"]+)"[^>]*style="fill: none;[^"]*stroke: #', spread)
     moves = sorted(d.count("M") for d in paths if d.count("L") > 5)
     assert moves == [1, 1, 2], paths
+
+
+def test_a_real_session_stopped_and_started_again(sim: Sim, tmp_path: Path) -> None:
+    """Two real captures of one session with a pause between: the supervisor records both runs,
+    the pause is 'not running' (on old main: one gap of cause unknown), coverage counts running
+    time only, and the restart's warm-up is a gap of its own cause."""
+    data = tmp_path / "data"
+    cfg = write_config(tmp_path / "c.toml", sim.urls, ["BTC-USDT", "ETH-USDT"], data)
+    args = ("start-capture", "--config", str(cfg), "--interval", "0.25", "--session-id", "twice", "--format", "parquet")
+    for n in (8, 16):
+        with running_cli(*args) as proc:
+            wait_for(lambda n=n: every_pair_sampled(data, "twice", n), 90, f"{n} samples of every pair")
+            stop_cli(proc)
+        if n == 8:
+            time.sleep(3)  # the pause: 12 ticks of nobody running
+    lines = [json.loads(x) for x in (data / ".sessions" / "twice" / "runs.jsonl").read_text().splitlines()]
+    assert [x["event"] for x in lines] == ["start", "stop", "start", "stop"]
+    runs = [(lines[0]["ms"], lines[1]["ms"]), (lines[2]["ms"], lines[3]["ms"])]
+    code, rep, err = report(data)
+    assert code == 0, err
+    (session,) = rep["sessions"]
+    assert [(r["start_ms"], r["stop_ms"]) for r in session["runs"]] == runs
+    rows = pq.read_table(data / "parquet", partitioning=None, columns=["pair", "timestamp_ms"]).to_pylist()
+    for pair, p in pairs_of(rep).items():
+        stored = {r["timestamp_ms"] for r in rows if r["pair"] == pair}
+        grid = range(min(stored), max(stored) + 1, 250)
+        running = [g for g in grid if g in stored or any(a <= g <= b for a, b in runs)]
+        assert p["expected"] == len(running) and p["stored"] == len(stored)
+        assert p["not_running_ticks"] == len(grid) - len(running) >= 3 * 4 - 1
+        assert p["missed_in_gaps"] == len(running) - len(stored)
+        causes = {c for g in p["gaps"] for c in g["causes"]}
+        assert "unknown" not in causes and "warmup" in causes, p["gaps"]
+
+
+def test_report_on_a_replay_session(tmp_path: Path) -> None:
+    """A replay has no status.json: its summary (replay.json) gives the interval and the
+    recorder's own counts; depth_short comes from the stored rows as for any session."""
+    data = tmp_path / "data"
+    rec = Path(__file__).resolve().parent / "data" / "recordings" / "binance" / "BINANCE.ws.1.0"
+    res = run_cli("replay", "--venue", "binance", "--input", str(rec), "--data-dir", str(data), "--format", "parquet")
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout)
+    code, rep, err = report(data)
+    assert code == 0, err
+    (session,) = rep["sessions"]
+    assert (session["interval_ms"], session["interval_source"]) == (summary["interval_ms"], "replay.json")
+    table = pq.read_table(data / "parquet", partitioning=None)
+    flags: dict[tuple[str, int], bool | None] = {}
+    for r in table.to_pylist():
+        flags[(r["pair"], r["sequence_number"])] = r.get("depth_complete")
+    got = pairs_of(rep)
+    assert set(got) == set(summary["pairs"])
+    for pair, p in got.items():
+        want = summary["pairs"][pair]
+        assert p["stored"] == want["snapshots_written"] and p["recorder_missed_ticks"] == want["missed_ticks"]
+        assert p["warmup_ticks"] == want.get("warmup_ticks")
+        mine = [f for (q, _), f in flags.items() if q == pair]
+        if "depth_complete" in table.column_names:
+            assert p["depth_short"] == sum(f is False for f in mine)
+        else:
+            assert p["depth_short"] is None and p["depth_unknown"] == len(mine)

@@ -186,7 +186,7 @@ def build_report(data_dir: str, session_id: str | None = None, fmt: str = "auto"
     w = w.sort_by([("session_id", "ascending"), ("exchange", "ascending"), ("pair", "ascending")])
     for sid in sorted(set(w["session_id"].to_pylist())):
         st = w.filter(pc.equal(w["session_id"], sid))
-        status = _read_json(os.path.join(data_dir, ".sessions", sid, "status.json")) if _local(data_dir) else None
+        status = _session_status(data_dir, sid)
         runs = _read_miss_runs(data_dir, sid)
         session_runs = read_runs(data_dir, sid, np.sort(st["timestamp_ms"].to_numpy()))
         interval_ms, source = _interval(status, st)
@@ -243,12 +243,33 @@ def _local(location: str) -> bool:
     return "://" not in location
 
 
+def _session_status(data_dir: str, sid: str) -> dict[str, Any] | None:
+    """status.json of a capture, or a replay's summary (``replay.json``) in the same shape."""
+    if not _local(data_dir):
+        return None
+    sdir = os.path.join(data_dir, ".sessions", sid)
+    status = _read_json(os.path.join(sdir, "status.json"))
+    if status is not None:
+        return status
+    summary = _read_json(os.path.join(sdir, "replay.json"))
+    if not summary or not isinstance(summary.get("pairs"), dict) or "venue" not in summary:
+        return None
+    venue = {k: summary[k] for k in ("depth_short", "warmup_ticks", "pairs_never_synced") if k in summary}
+    return {
+        "state": "replayed",
+        "interval_source": "replay.json",
+        "interval_s": summary.get("interval_ms", 0) / 1000,
+        "venues": {summary["venue"]: {**venue, "pairs": summary["pairs"]}},
+    }
+
+
 def _read_json(path: str) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as fh:
-            return json.load(fh)  # type: ignore[no-any-return]
+            value = json.load(fh)
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def _read_miss_runs(data_dir: str, session_id: str) -> dict[tuple[str, str], list[_MissRun]]:
@@ -273,7 +294,7 @@ def _read_miss_runs(data_dir: str, session_id: str) -> dict[tuple[str, str], lis
 
 def _interval(status: dict[str, Any] | None, t: pa.Table) -> tuple[int, str]:
     if status and status.get("interval_s"):
-        return int(round(float(status["interval_s"]) * 1000)), "status.json"
+        return int(round(float(status["interval_s"]) * 1000)), status.get("interval_source", "status.json")
     diffs: list[np.ndarray] = []
     for pair in set(t["pair"].to_pylist()):
         ts = np.sort(t.filter(pc.equal(t["pair"], pair))["timestamp_ms"].to_numpy())

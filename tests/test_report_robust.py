@@ -239,6 +239,7 @@ def test_a_pause_between_runs_is_not_a_gap(tmp_path: Path) -> None:
     expected = _expected_running(ticks, runs)
     assert p["expected"] == expected == 10 + 20
     assert p["stored"] == len(ticks) and p["not_running_ticks"] == 90
+    assert [(g["start_ms"], g["end_ms"], g["ticks"]) for g in p["pauses"]] == [(T0 + 10_000, T0 + 99_000, 90)]
     assert p["coverage_pct"] == round(100 * len(ticks) / expected, 3)
     gaps = [(g["start_ms"], g["end_ms"], g["causes"]) for g in p["gaps"]]
     assert gaps == [(T0 + 100_000, T0 + 102_000, {"warmup": 3}), (T0 + 110_000, T0 + 111_000, {"unknown": 2})]

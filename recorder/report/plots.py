@@ -64,11 +64,7 @@ def coverage_timeline(s: SessionQuality) -> str:
     hi = max(p.last_ms for p in pairs)
     min_w = max(1, hi - lo) * 0.002  # a gap stays visible however long the session
     causes_seen: set[str] = set()
-    pauses = [  # between two runs of the session: not running, not a gap
-        (_dates(np.array([a.stop_ms]))[0], (b.start_ms - a.stop_ms) / 86_400_000)
-        for a, b in zip(s.runs or [], (s.runs or [])[1:], strict=False)
-        if b.start_ms > a.stop_ms
-    ]
+    paused = False
     for y, p in enumerate(pairs):
         first, last = _dates(np.array([p.first_ms, p.last_ms + p.interval_ms]))
         ax.broken_barh([(first, last - first)], (y - 0.3, 0.6), facecolors="#2ca02c")
@@ -81,7 +77,10 @@ def coverage_timeline(s: SessionQuality) -> str:
         for cause, bars in by_cause.items():  # one artist per cause: thousands of gaps stay cheap
             causes_seen.add(cause)
             ax.broken_barh(bars, (y - 0.3, 0.6), facecolors=CAUSE_COLORS.get(cause, "#000000"))
+        # Ticks between two runs of the session: not running, not a gap.
+        pauses = [(_dates(np.array([g.start_ms]))[0], g.ticks * p.interval_ms / 86_400_000) for g in p.pauses]
         if pauses:
+            paused = True
             ax.broken_barh(pauses, (y - 0.3, 0.6), facecolors=NOT_RUNNING_COLOR)
     ax.set_yticks(range(len(pairs)), [f"{p.exchange} {p.pair}" for p in pairs])
     ax.set_ylim(-0.6, len(pairs) - 0.4)
@@ -89,7 +88,7 @@ def coverage_timeline(s: SessionQuality) -> str:
     _time_axis(ax)
     handles = [Patch(color="#2ca02c", label="stored")]
     handles += [Patch(color=CAUSE_COLORS.get(c, "#000000"), label=f"gap: {c}") for c in sorted(causes_seen)]
-    if pauses:
+    if paused:
         handles.append(Patch(color=NOT_RUNNING_COLOR, label="not running"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     ax.set_title(f"Coverage timeline - session {s.session_id}")

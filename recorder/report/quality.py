@@ -66,6 +66,15 @@ class Span:
 
 
 @dataclass
+class Pause:
+    """Ticks of a pair's grid while the session was not running (between two runs)."""
+
+    start_ms: int  # first such tick
+    end_ms: int  # last
+    ticks: int
+
+
+@dataclass
 class FileStats:
     files: int = 0
     bytes: int = 0  # this pair's share of its files' bytes
@@ -100,6 +109,7 @@ class PairQuality:
     unverified: int
     latency_ms: dict[str, float | None]  # p50 p90 p99 max
     not_running_ticks: int = 0  # grid ticks between first and last while the session did not run
+    pauses: list[Pause] = field(default_factory=list)
     depth_short: int | None = None  # stored with depth_complete false; None: no file has the column
     depth_unknown: int = 0  # snapshots from files written before depth_complete existed
     depth_short_spans: list[Span] = field(default_factory=list)
@@ -154,6 +164,8 @@ class Report:
                     g["start"], g["end"] = gap.start, gap.end
                 for g, span in zip(p["depth_short_spans"], pq.depth_short_spans, strict=True):
                     g["start"], g["end"] = span.start, span.end
+                for g in p["pauses"]:
+                    g["start"], g["end"] = iso(g["start_ms"]), iso(g["end_ms"])
             for r in d["runs"] or []:
                 r["start"], r["stop"] = iso(r["start_ms"]), iso(r["stop_ms"])
             out["sessions"].append(d)
@@ -179,9 +191,11 @@ def build_report(data_dir: str, session_id: str | None = None, fmt: str = "auto"
     stored = read_stored(ds, sessions_filter)
     w = stored.top
     if w.num_rows == 0:
-        what = f"session {session_id!r}" if session_id else "anything"
-        bad = f" ({len(stored.unreadable)} unreadable file(s))" if stored.unreadable else ""
-        raise NoData(f"no readable snapshots of {what} under {data_dir!r}{bad}", stored.unreadable)
+        what = f" of session {session_id!r}" if session_id else ""
+        if stored.unreadable:
+            n = len(stored.unreadable)
+            raise NoData(f"no readable snapshots{what} under {data_dir!r} ({n} unreadable file(s))", stored.unreadable)
+        raise NoData(f"no stored snapshots{what} under {data_dir!r}", [])
     sessions: list[SessionQuality] = []
     w = w.sort_by([("session_id", "ascending"), ("exchange", "ascending"), ("pair", "ascending")])
     for sid in sorted(set(w["session_id"].to_pylist())):
@@ -329,12 +343,14 @@ def _status_summary(status: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _gaps(ts: np.ndarray, interval: int, runs: list[_MissRun], session_runs: list[Run] | None) -> tuple[list[Gap], int]:
+def _gaps(
+    ts: np.ndarray, interval: int, runs: list[_MissRun], session_runs: list[Run] | None
+) -> tuple[list[Gap], list[Pause]]:
     """The pair's gaps while the session ran, and its grid ticks while it did not."""
     gaps: list[Gap] = []
-    not_running = 0
+    pauses: list[Pause] = []
     if len(ts) < 2:
-        return gaps, not_running
+        return gaps, pauses
     d = np.diff(ts)
     for i in np.flatnonzero(d > interval):
         start, end = int(ts[i]) + interval, int(ts[i + 1]) - interval
@@ -343,11 +359,11 @@ def _gaps(ts: np.ndarray, interval: int, runs: list[_MissRun], session_runs: lis
             continue  # off-grid jitter, counted separately
         for seg in split_hole(start, end, interval, session_runs):
             if not seg.running:
-                not_running += seg.ticks
+                pauses.append(Pause(seg.start_ms, seg.end_ms, seg.ticks))
                 continue
             n = ticks if session_runs is None else seg.ticks
             gaps.append(_gap(seg.start_ms, seg.end_ms, n, interval, runs, seg.after_start))
-    return gaps, not_running
+    return gaps, pauses
 
 
 def _gap(start: int, end: int, ticks: int, interval: int, runs: list[_MissRun], warmup: bool) -> Gap:
@@ -425,7 +441,8 @@ def _pair_quality(
     mid, spread = _num(t["mid"]), _num(t["spread"])
     with np.errstate(invalid="ignore", divide="ignore"):
         spread_bps = spread / mid * 1e4
-    gaps, not_running = _gaps(ts, interval, runs, session_runs)
+    gaps, pauses = _gaps(ts, interval, runs, session_runs)
+    not_running = sum(pause.ticks for pause in pauses)
     expected -= not_running
     p = _pair_status(status, exchange, pair)
     recorder_missed = int(p["missed_ticks"]) if "missed_ticks" in p else None
@@ -458,6 +475,7 @@ def _pair_quality(
         unverified=int(np.sum(~verified.astype(bool))),
         latency_ms=_quantiles(lat),
         not_running_ticks=not_running,
+        pauses=pauses,
         depth_short=depth_short,
         depth_unknown=depth_unknown,
         depth_short_spans=spans,

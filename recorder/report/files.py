@@ -73,7 +73,8 @@ def _one_line(exc: BaseException) -> str:
 def read_stored(ds: Dataset, sessions: list[str] | None) -> StoredData:
     """Every readable snapshot of the dataset's format (``sessions``: only these); the shares of
     every format present (a pair's bytes in JSONL and Parquet both show)."""
-    tops: list[pa.Table] = []
+    tops: list[pa.Table] = []  # TOP_SCHEMA (JSONL)
+    longs: list[pa.Table] = []  # long form, top level only (Parquet)
     shares: dict[tuple[str, str, str], dict[str, tuple[int, float]]] = defaultdict(dict)
     unreadable: list[Unreadable] = []
     fs = ds.filesystem
@@ -94,12 +95,14 @@ def read_stored(ds: Dataset, sessions: list[str] | None) -> StoredData:
                 unreadable.append(Unreadable(f.path, _one_line(exc)))
                 continue
             if top is not None and top.num_rows:
-                tops.append(top)
+                (longs if fmt == "parquet" else tops).append(top)
             for key, nbytes in file_shares.items():
                 acc[key][0] += 1
                 acc[key][1] += nbytes
         for key, (nfiles, nbytes) in acc.items():
             shares[key][fmt] = (int(nfiles), nbytes)
+    if longs:  # one conversion for every file: per-file sorts cost more than the reads
+        tops.append(_top_of_long(pa.concat_tables(longs)))
     top = pa.concat_tables(tops) if tops else TOP_SCHEMA.empty_table()
     return StoredData(top, dict(shares), unreadable)
 
@@ -111,11 +114,12 @@ def _session_filter(sessions: list[str] | None) -> pc.Expression | None:
 def _read_parquet(
     fs: pafs.FileSystem, f: DataFile, sessions: list[str] | None, want_top: bool
 ) -> tuple[pa.Table | None, dict[tuple[str, str, str], float]]:
-    dataset = pads.dataset([f.path], schema=FILE_SCHEMA, format="parquet", filesystem=fs)
-    keys = dataset.to_table(columns=_KEYS)
-    counts = keys.group_by(_KEYS).aggregate([([], "count_all")]).to_pylist()
+    # One read of the file (bounded by the writer's rotation): every row counts for the shares,
+    # the top level for the figures.
+    table = pads.dataset([f.path], schema=FILE_SCHEMA, format="parquet", filesystem=fs).to_table()
+    counts = table.group_by(_KEYS).aggregate([([], "count_all")]).to_pylist()
     shares = {
-        (c["session_id"], c["exchange"], c["pair"]): f.size * c["count_all"] / keys.num_rows
+        (c["session_id"], c["exchange"], c["pair"]): f.size * c["count_all"] / table.num_rows
         for c in counts
         if sessions is None or c["session_id"] in sessions
     }
@@ -124,14 +128,19 @@ def _read_parquet(
     expr = pc.field("level").is_null() | (pc.field("level") < 1)
     if (sel := _session_filter(sessions)) is not None:
         expr = expr & sel
-    long = frames.sort_long(dataset.to_table(filter=expr))
+    return table.filter(expr), shares
+
+
+def _top_of_long(long: pa.Table) -> pa.Table:
+    """Long-form top-level rows -> one TOP_SCHEMA row per snapshot."""
+    long = frames.sort_long(long)
     if not long.num_rows:
-        return TOP_SCHEMA.empty_table(), shares
+        return TOP_SCHEMA.empty_table()
     wide = frames.wide(long, 1)
     if "depth_complete" not in wide.column_names:
         _, runs = frames.snapshot_table(long)
         wide = wide.append_column("depth_complete", long["depth_complete"].take(pa.array(runs.starts)))
-    return wide.select(TOP_SCHEMA.names).cast(TOP_SCHEMA), shares
+    return wide.select(TOP_SCHEMA.names).cast(TOP_SCHEMA)
 
 
 class _Level(msgspec.Struct):

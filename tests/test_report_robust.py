@@ -211,10 +211,13 @@ def test_report_with_only_unreadable_files_is_one_error_per_file(tmp_path: Path)
 # -- runs of one session ---------------------------------------------------------------------
 
 
-def _write_runs(data: Path, session: str, events: list[tuple[str, int]]) -> None:
+def _write_runs(data: Path, session: str, events: list[tuple[str, int]], intervals: tuple[float, ...] = ()) -> None:
     d = data / ".sessions" / session
     d.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"event": e, "ms": ms}) for e, ms in events]
+    starts = [i for i, (e, _) in enumerate(events) if e == "start"]
+    for i, interval_s in zip(starts, intervals, strict=False):
+        lines[i] = json.dumps({"event": "start", "ms": events[i][1], "interval_s": interval_s})
     (d / "runs.jsonl").write_text("\n".join(lines) + '\n{"event": "sto')  # and a torn last line
 
 
@@ -259,7 +262,7 @@ def test_a_run_without_a_stop_ends_at_its_last_stored_snapshot(tmp_path: Path) -
     data = tmp_path / "data"
     ticks = list(range(10)) + list(range(52, 60))
     write_parquet(data, series("BTC-USDT", ticks), 0)
-    _write_runs(data, "s1", [("start", T0 - 500), ("start", T0 + 50_000), ("stop", T0 + 59_500)])
+    _write_runs(data, "s1", [("start", T0 - 500), ("start", T0 + 50_000), ("stop", T0 + 59_500)], (0.5, 1.0))
     code, rep, err = report(data)
     assert code == 0, err
     (p,) = pairs_of(rep).values()
@@ -269,6 +272,10 @@ def test_a_run_without_a_stop_ends_at_its_last_stored_snapshot(tmp_path: Path) -
     (session,) = rep["sessions"]
     assert [r["stop_recorded"] for r in session["runs"]] == [False, True]
     assert session["runs"][0]["stop_ms"] == T0 + 9000
+    # Restarted with another interval: the one grid the figures use is called out.
+    assert [r["interval_s"] for r in session["runs"]] == [0.5, 1.0]
+    text = run_cli("report", "--data-dir", str(data)).stdout
+    assert "WARNING: runs used different intervals (0.5s, 1s); figures use 1000 ms" in text
 
 
 # -- depth_short and warm-up -----------------------------------------------------------------

@@ -175,6 +175,10 @@ def _session_line(s: SessionQuality) -> str:
         bits.append(f"state {st.get('state')}")
         if st.get("stop_reason"):
             bits.append(f"stopped: {st['stop_reason']}")
+    intervals = sorted({r.interval_s for r in s.runs or [] if r.interval_s})
+    if len(intervals) > 1:  # the figures assume one grid: say so rather than mislead
+        used = ", ".join(f"{i:g}s" for i in intervals)
+        bits.append(f"WARNING: runs used different intervals ({used}); figures use {s.interval_ms} ms")
     return "  ".join(bits)
 
 

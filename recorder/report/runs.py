@@ -24,12 +24,14 @@ class Run:
     stop_ms: int
     stop_recorded: bool  # False: no stop line, the end is the last stored snapshot of the run
     stop_reason: str | None = None
+    interval_s: float | None = None  # the run's sampling interval, as started
 
 
 class _RunLine(msgspec.Struct):
     event: str
     ms: int
     reason: str | None = None
+    interval_s: float | None = None
 
 
 def read_runs(data_dir: str, session_id: str, stored_ms: np.ndarray) -> list[Run] | None:
@@ -59,11 +61,11 @@ def read_runs(data_dir: str, session_id: str, stored_ms: np.ndarray) -> list[Run
             None,
         )
         if stop is not None:
-            runs.append(Run(start.ms, stop.ms, True, stop.reason))
+            runs.append(Run(start.ms, stop.ms, True, stop.reason, start.interval_s))
             continue
         before = stored_ms if next_start is None else stored_ms[stored_ms < next_start]
         last = int(before[-1]) if len(before) and before[-1] >= start.ms else start.ms
-        runs.append(Run(start.ms, last, False))
+        runs.append(Run(start.ms, last, False, None, start.interval_s))
     return runs
 
 

@@ -272,6 +272,11 @@ def test_a_run_without_a_stop_ends_at_its_last_stored_snapshot(tmp_path: Path) -
     (session,) = rep["sessions"]
     assert [r["stop_recorded"] for r in session["runs"]] == [False, True]
     assert session["runs"][0]["stop_ms"] == T0 + 9000
+    # Data from before the first recorded start (an older recorder) is a run of its own.
+    _write_runs(data, "s1", [("start", T0 + 50_000), ("stop", T0 + 59_500)])
+    (p,) = pairs_of(report(data)[1]).values()
+    assert (p["expected"], [g["causes"] for g in p["gaps"]]) == (20, [{"warmup": 2}])
+    _write_runs(data, "s1", [("start", T0 - 500), ("start", T0 + 50_000), ("stop", T0 + 59_500)], (0.5, 1.0))
     # Restarted with another interval: the one grid the figures use is called out.
     assert [r["interval_s"] for r in session["runs"]] == [0.5, 1.0]
     text = run_cli("report", "--data-dir", str(data)).stdout

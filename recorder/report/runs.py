@@ -3,7 +3,8 @@
 time between a stop and the next start is "not running", not missing data.
 
 A start with no stop (the supervisor was killed) ends at the session's last stored snapshot
-before the next start: the last moment the capture is known to have run. A session without the
+before the next start: the last moment the capture is known to have run. Data stored before the
+first recorded start is a run of its own, from its first to its last snapshot. A session without the
 file (older captures, replays) is taken to have run throughout, as before.
 """
 
@@ -54,6 +55,11 @@ def read_runs(data_dir: str, session_id: str, stored_ms: np.ndarray) -> list[Run
     if not starts:
         return None
     runs: list[Run] = []
+    if len(stored_ms) and stored_ms[0] < starts[0].ms:
+        # Data from before the first recorded start (a run by a recorder that kept no runs.jsonl):
+        # a run of unknown bounds, known to have run from its first to its last stored snapshot.
+        before = stored_ms[stored_ms < starts[0].ms]
+        runs.append(Run(int(before[0]), int(before[-1]), False))
     for i, start in enumerate(starts):
         next_start = starts[i + 1].ms if i + 1 < len(starts) else None
         stop = next(

@@ -161,7 +161,7 @@ def _good_and_bad(data: Path) -> tuple[dict[str, list[Snap]], dict[str, list[Pat
 
 
 def test_report_names_each_unreadable_file_and_reports_the_rest(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+    data = tmp_path / ("a-long-directory-name-without-any-space" * 4) / "data"
     snaps, bad = _good_and_bad(data)
     before = tree_digest(data)
     all_bad = bad["parquet"] + bad["jsonl"]
@@ -194,6 +194,8 @@ def test_report_names_each_unreadable_file_and_reports_the_rest(tmp_path: Path) 
     for p in all_bad:
         assert str(p) in res.stdout and str(p) in page
     assert tree_digest(data) == before
+    dom = load_page(out.as_uri(), width=1400).dom
+    assert "Unreadable files (4)" in dom["text"] and dom["page"]["scrollWidth"] <= dom["page"]["clientWidth"]
 
 
 def test_report_with_only_unreadable_files_is_one_error_per_file(tmp_path: Path) -> None:

@@ -211,6 +211,7 @@ td span.w { white-space: nowrap; }  /* cells wrap between words only: a table sh
 th { background: #f2f2f2; vertical-align: bottom; }
 td.bad, li.bad { color: #b00; font-weight: bold; }
 figure { margin: 1em 0; }
+h1, li { overflow-wrap: anywhere; }  /* long paths break rather than widen the page */
 div.scroll { overflow-x: auto; max-width: 100%; }
 figure svg { max-width: 100%; height: auto; }
 """

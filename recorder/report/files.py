@@ -65,8 +65,10 @@ class StoredData:
     unreadable: list[Unreadable] = field(default_factory=list)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+def _one_line(exc: BaseException, path: str) -> str:
+    """The error in one line, without the file's path (the line names it already)."""
+    text = " ".join(str(exc).replace(f"'{path}'", "").replace(path, "").split()).replace(" :", ":")
+    text = text or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -92,7 +94,7 @@ def read_stored(ds: Dataset, sessions: list[str] | None) -> StoredData:
                             Unreadable(f.path, f"{len(bad_lines)} malformed line(s) left out (line {where})")
                         )
             except _READ_ERRORS as exc:
-                unreadable.append(Unreadable(f.path, _one_line(exc)))
+                unreadable.append(Unreadable(f.path, _one_line(exc, f.path)))
                 continue
             if top is not None and top.num_rows:
                 (longs if fmt == "parquet" else tops).append(top)

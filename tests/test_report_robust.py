@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tests.chromium import load_page
@@ -458,3 +459,62 @@ def test_report_on_a_replay_session(tmp_path: Path) -> None:
             assert p["depth_short"] == sum(f is False for f in mine)
         else:
             assert p["depth_short"] is None and p["depth_unknown"] == len(mine)
+
+
+class _CompactingFs(pafs.FileSystemHandler):
+    """The local filesystem, where the first read of ``victim`` finds it replaced (moved to
+    ``moved_to``), as a compaction committing between the report's listing and its read does."""
+
+    def __init__(self, victim: str, moved_to: str) -> None:
+        self.fs = pafs.LocalFileSystem()
+        self.victim, self.moved_to = victim, moved_to
+
+    def get_type_name(self) -> str:
+        return "compacting"
+
+    def equals(self, other: object) -> bool:
+        return self is other
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(selector)
+
+    def _swap(self, path: str) -> None:
+        if path == self.victim and os.path.exists(path):
+            os.rename(path, self.moved_to)
+            raise FileNotFoundError(path)
+
+    def open_input_file(self, path: str) -> object:
+        self._swap(path)
+        return self.fs.open_input_file(path)
+
+    def open_input_stream(self, path: str) -> object:
+        self._swap(path)
+        return self.fs.open_input_stream(path)
+
+    def _read_only(self, *args: object) -> object:
+        raise OSError("read-only test filesystem")
+
+    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = delete_file = _read_only
+    move = copy_file = open_output_stream = open_append_stream = _read_only
+
+
+def test_a_file_replaced_while_read_is_read_again_not_called_unreadable(tmp_path: Path) -> None:
+    from recorder.dataset import open_dataset
+    from recorder.report.files import read_stored
+
+    data = tmp_path / "data"
+    write_parquet(data, series("BTC-USDT", list(range(10))), 0)
+    victim = write_parquet(data, series("BTC-USDT", list(range(10, 20)), seq0=10), 1)
+    moved = victim.with_name(victim.name.replace("-000001.", "-000009."))
+    fs = pafs.PyFileSystem(_CompactingFs(str(victim), str(moved)))
+    stored = read_stored(open_dataset(str(data), filesystem=fs), None)
+    assert moved.exists() and not victim.exists()
+    assert stored.unreadable == [] and sorted(stored.top["timestamp_ms"].to_pylist()) == [
+        T0 + t * IV for t in range(20)
+    ]

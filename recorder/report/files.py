@@ -8,6 +8,7 @@ Per snapshot it keeps only what the report needs (the top of book, the per-snaps
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from recorder.dataset import Dataset, frames
-from recorder.dataset.source import DataFile, Prune, format_roots, list_files
+from recorder.dataset.source import DataFile, DatasetError, ListingChanged, Prune, format_roots, list_files
 from recorder.writer.batches import SCHEMA
 
 # ``depth_complete`` is new (a later column); files written before it read as null: unknown.
@@ -74,7 +75,33 @@ def _one_line(exc: BaseException, path: str) -> str:
 
 def read_stored(ds: Dataset, sessions: list[str] | None) -> StoredData:
     """Every readable snapshot of the dataset's format (``sessions``: only these); the shares of
-    every format present (a pair's bytes in JSONL and Parquet both show)."""
+    every format present (a pair's bytes in JSONL and Parquet both show).
+
+    A listed file that is gone when read was replaced by a compaction, not corrupt: list again
+    (as the dataset reader does), patiently but not forever."""
+    deadline = time.monotonic() + _RELIST_DEADLINE_S
+    attempt = 0
+    while True:
+        try:
+            return _read_listed(ds, sessions)
+        except ListingChanged as exc:
+            if time.monotonic() > deadline:
+                raise DatasetError(f"files kept changing while reading {ds.location}: {exc}") from None
+            attempt += 1
+            time.sleep(min(0.5, 0.05 * attempt))
+
+
+_RELIST_DEADLINE_S = 60.0
+
+
+def _gone(fs: pafs.FileSystem, path: str) -> bool:
+    try:
+        return fs.get_file_info(path).type == pafs.FileType.NotFound
+    except OSError:
+        return False
+
+
+def _read_listed(ds: Dataset, sessions: list[str] | None) -> StoredData:
     tops: list[pa.Table] = []  # TOP_SCHEMA (JSONL)
     longs: list[pa.Table] = []  # long form, top level only (Parquet)
     shares: dict[tuple[str, str, str], dict[str, tuple[int, float]]] = defaultdict(dict)
@@ -94,6 +121,8 @@ def read_stored(ds: Dataset, sessions: list[str] | None) -> StoredData:
                             Unreadable(f.path, f"{len(bad_lines)} malformed line(s) left out (line {where})")
                         )
             except _READ_ERRORS as exc:
+                if _gone(fs, f.path):
+                    raise ListingChanged(f"{f.path} went away while read") from None
                 unreadable.append(Unreadable(f.path, _one_line(exc, f.path)))
                 continue
             if top is not None and top.num_rows:

@@ -329,12 +329,12 @@ def _status_summary(status: dict[str, Any] | None) -> dict[str, Any]:
     out["flushed"] = status.get("flushed")
     out["venues"] = {
         v: {
-            k: d.get(k)
-            for k in (
-                *("reconnects", "resyncs", "gaps", "missed_ticks", "missed_by_cause", "ring_drops", "restarts"),
-                *("depth_short", "warmup_ticks", "pairs_never_synced"),
-            )
-            if k in d
+            **{
+                k: d.get(k)
+                for k in ("reconnects", "resyncs", "gaps", "missed_ticks", "missed_by_cause", "ring_drops", "restarts")
+            },
+            # Newer counters: shown where the capture recorded them, absent (not 0) otherwise.
+            **{k: d[k] for k in ("depth_short", "warmup_ticks", "pairs_never_synced") if k in d},
         }
         for v, d in status.get("venues", {}).items()
     }

@@ -555,11 +555,21 @@ def replay_cmd(
             pairs=[normalize_pair(p) for p in pairs.split(",") if p.strip()] if pairs else None,
         )
         summary = replay(opts)
+        _save_replay_summary(data_dir, session_id, summary)
     except (ConfigError, NameError_, ReplayError, CaptureFormatError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"replay failed: {exc}") from None
     click.echo(json.dumps(summary, indent=2))
+
+
+def _save_replay_summary(data_dir: str, session_id: str, summary: dict[str, Any]) -> None:
+    """Beside the session's journal, for `report` (its per-pair counts, as status.json's)."""
+    path = Path(data_dir) / ".sessions" / session_id / "replay.json"
+    try:
+        path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"Warning: cannot write {path}: {exc.strerror or exc} (report will lack its counts)", err=True)
 
 
 @main.command("report")
@@ -572,6 +582,7 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
     """Data-quality report per exchange and pair: coverage, gaps and causes, latency, storage."""
     from recorder.dataset import DatasetError
     from recorder.report import build_report
+    from recorder.report.quality import NoData
     from recorder.report.render import render_html, render_text
 
     if session_id:
@@ -581,6 +592,9 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
             raise UserError(str(exc)) from None
     try:
         rep = build_report(data_dir, session_id, fmt)
+    except NoData as exc:
+        _unreadable_lines(exc.unreadable)
+        raise UserError(str(exc)) from None
     except (DatasetError, OSError) as exc:
         raise UserError(str(exc)) from None
     if out_path:
@@ -594,6 +608,18 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
         click.echo(render_text(rep))
         if out_path:
             click.echo(f"HTML report: {Path(out_path).resolve()}")
+    if rep.unreadable:
+        _unreadable_lines(rep.unreadable)
+        sys.exit(REPORT_UNREADABLE_EXIT)
+
+
+# `report` printed everything it could read, but some files could not be read (named on stderr).
+REPORT_UNREADABLE_EXIT = 3
+
+
+def _unreadable_lines(unreadable: list[Any]) -> None:
+    for u in unreadable:
+        click.echo(f"Error: unreadable file {u.path}: {u.error}", err=True)
 
 
 if __name__ == "__main__":

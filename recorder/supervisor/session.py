@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,16 @@ class SessionDir:
             return int((self.path / "supervisor.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+
+    def record_run(self, event: str, **fields: Any) -> None:
+        """One line per capture start / stop in ``runs.jsonl``: the report tells a pause between
+        two runs from missing data by it. Best effort: a full disk must not stop a capture."""
+        line = json.dumps({"event": event, "ms": int(time.time() * 1000), **fields})
+        try:
+            with open(self.path / "runs.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError:
+            pass
 
     def write_status(self, status: dict[str, Any]) -> None:
         tmp = self.path / ".status.json.tmp"

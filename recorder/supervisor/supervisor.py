@@ -162,6 +162,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         exit_code = 0
         try:
+            self.session.record_run("start", interval_s=cfg.interval_s)
             self._create_shared_memory()
             self._spawn_children()
             self.notify.ready(f"capturing {self.session_id}")
@@ -189,6 +190,7 @@ class Supervisor:
                     last_status = now
                     self._publish_status(self.status("running"))
             log.info("event=stopping reason=%r", self._stop_reason)
+            self.session.record_run("stop", reason=self._stop_reason)
             self.notify.stopping(f"stopping: {self._stop_reason}; flushing")
             self._publish_status(self.status("stopping"))
             flushed = self._shutdown()

@@ -38,8 +38,9 @@ SAMPLER_FIELDS = [
 
 def sampler_pair_fields(pair: str) -> list[str]:
     # checksum_failures:<pair> lives here so connectors of checksum venues can count into shared
-    # memory, where the miss log sees it move (see misslog.py).
-    return [f"samples:{pair}", f"missed:{pair}", f"ever_synced:{pair}", f"checksum_failures:{pair}"]
+    # memory, where the miss log sees it move (see misslog.py). drops:<pair>: snapshots of the
+    # pair the full ring refused.
+    return [f"samples:{pair}", f"missed:{pair}", f"ever_synced:{pair}", f"checksum_failures:{pair}", f"drops:{pair}"]
 
 
 class Ring(Protocol):
@@ -169,6 +170,7 @@ class Sampler:
             values[slot["ring_drops"]] += len(sampled) - pushed
             for pair, _ in sampled[pushed:]:
                 self.misslog.miss(pair, tick_ms, 1, "drop")
+                self.counters.incr(f"drops:{pair}")
 
     def _push_each(self, payloads: list[bytes]) -> int:
         for i, payload in enumerate(payloads):

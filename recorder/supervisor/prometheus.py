@@ -47,6 +47,7 @@ _PAIR: dict[str, tuple[str, str, str]] = {
     "missed_ticks": ("pair_missed_ticks_total", "counter", "ticks missed for the pair"),
     "resyncs": ("pair_resyncs_total", "counter", "resyncs of the pair's book"),
     "gaps": ("pair_gaps_total", "counter", "gaps on the pair's feed"),
+    "ring_drops": ("pair_ring_drops_total", "counter", "snapshots of the pair dropped: ring full"),
 }
 
 

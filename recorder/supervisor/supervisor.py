@@ -588,6 +588,7 @@ class Supervisor:
                         "resyncs": int(v[f"resyncs:{pair}"]),
                         "gaps": int(v[f"gaps:{pair}"]),
                         "checksums_failed": int(v[f"checksum_failures:{pair}"]),
+                        "ring_drops": int(v[f"drops:{pair}"]),
                     }
                     for pair in vc.pairs
                 },

@@ -204,3 +204,32 @@ def test_children_stop_when_the_supervisor_is_killed_during_its_checks(tmp_path:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ctrl_c_stops_a_simulated_capture_without_losing_its_simulators_first(tmp_path: Path, mark: str) -> None:
+    """Ctrl-C reaches the terminal's whole process group: the embedded simulators must not go
+    before the venues have stopped (they did, and the stop was counted as reconnects and misses)."""
+    data = tmp_path / "data"
+    cfg = tmp_path / "two.toml"
+    lines = [f'data_dir = "{data}"', 'session_id = "ctrlc"', "simulate = true", 'interval = "200ms"']
+    for venue in ("binance", "okx"):
+        lines += ["", f"[venues.{venue}]", 'pairs = ["BTC-USDT", "ETH-USDT"]']
+    cfg.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "RECORDER_TEST_MARK": mark}
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(
+            [*CLI, "start-capture", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, env=env,
+            start_new_session=True,  # its own process group, as a shell gives a foreground job
+        )  # fmt: skip
+    try:
+        wait_for(lambda: every_pair_sampled(data, "ctrlc", 5), 90, "samples of every pair")
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    final = status(data, "ctrlc")
+    assert final is not None and final["state"] == "stopped" and final["flushed"]
+    for venue, v in final["venues"].items():
+        assert v["reconnects"] == 0 and v["missed_ticks"] == 0, (venue, v["reconnects"], v["missed_ticks"])

@@ -120,6 +120,10 @@ def _run_simulator(opts: Any, conn: Connection) -> None:
     from recorder.sim.server import run_simulator
 
     setup_logging("simulator")
+    # Out of the terminal's process group: Ctrl-C must not take the exchange away before the
+    # venue processes have stopped (run_simulator stops on SIGINT). The supervisor terminates it
+    # last, and it dies with the supervisor anyway (lifeline.child_main).
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     run_simulator(opts, on_ready=conn.send)
 

@@ -233,3 +233,40 @@ def test_ctrl_c_stops_a_simulated_capture_without_losing_its_simulators_first(tm
     assert final is not None and final["state"] == "stopped" and final["flushed"]
     for venue, v in final["venues"].items():
         assert v["reconnects"] == 0 and v["missed_ticks"] == 0, (venue, v["reconnects"], v["missed_ticks"])
+
+
+def test_a_start_waits_for_a_dead_runs_children_and_says_so_when_they_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child of a dead run (here: this test, holding children.lock as child_main does) still
+    draining into the session: the next start must not write beside it, and must say why."""
+    import fcntl
+
+    from recorder.config import build_config
+    from recorder.supervisor import supervisor as sup
+    from recorder.supervisor.session import SessionDir
+
+    monkeypatch.setattr(sup, "PREVIOUS_RUN_WAIT_S", 0.5)
+    session = SessionDir(tmp_path, "busy")
+    session.path.mkdir(parents=True)
+    fd = os.open(session.children_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    cfg = build_config(
+        None, {"venue": "binance", "pairs": ["BTC-USDT"], "data_dir": str(tmp_path), "session_id": "busy"}
+    )
+    try:
+        with pytest.raises(sup.CaptureError, match="processes of a previous run of session 'busy' are still running"):
+            sup.Supervisor(cfg).prepare()
+        assert session.children_lock.exists(), "the lock that shows the dead run's children stays"
+        assert not session.is_running()
+    finally:
+        os.close(fd)
+    # Once they are gone the start goes on (its pair check skipped: no venue runs here).
+    monkeypatch.setattr(sup.Supervisor, "_check_pairs", lambda self: None)
+    supervisor = sup.Supervisor(cfg)
+    supervisor.prepare()
+    try:
+        assert session.is_running() and session_segments(session_shm_key(tmp_path, "busy"))
+    finally:
+        supervisor._release_shared_memory()
+        supervisor.session.release()

@@ -67,8 +67,8 @@ class SessionDir:
 
     def _remove_failed_start(self) -> None:
         (self.path / "supervisor.pid").unlink(missing_ok=True)
-        if self.status_path.exists():
-            return
+        if self.status_path.exists() or not self._children_gone():
+            return  # (a dead run's children still hold children.lock: removing it would hide them)
         for name in ("children.lock", "lock"):
             (self.path / name).unlink(missing_ok=True)
         for path in (self.path, self.path.parent):  # the session's dir, then .sessions if empty
@@ -77,11 +77,24 @@ class SessionDir:
             except OSError:
                 break  # not empty (another session, a log): keep it
 
-    def is_running(self) -> bool:
-        lock = self.path / "lock"
-        if not lock.exists():
+    def _children_gone(self) -> bool:
+        try:
+            fd = os.open(self.children_lock, os.O_RDWR)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             return False
-        fd = os.open(lock, os.O_RDWR)
+        finally:
+            os.close(fd)
+        return True
+
+    def is_running(self) -> bool:
+        try:
+            fd = os.open(self.path / "lock", os.O_RDWR)
+        except FileNotFoundError:  # never made, or removed by a start that failed
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -143,7 +143,7 @@ def test_shared_memory_a_dead_run_left_is_reclaimed_by_the_next_start(tmp_path: 
     data = tmp_path / "data"
     _capture_then_kill_9(data, "leak", mark, also_tracker=True)
     left = session_segments(session_shm_key(data, "leak"))
-    assert any("-ring-" in name for name in left), left
+    assert any(name.endswith("-r0") for name in left), left  # the ring, 64 MiB
     _restart_and_check(data, "leak")
     assert not any((Path("/dev/shm") / name).exists() for name in left)
 

@@ -7,7 +7,9 @@ the same session.
   ``children.lock`` for its whole life, so a new supervisor can wait until the last one of a
   dead predecessor is gone (an orphaned writer still draining into the same journal).
 * Segments are named ``rec-<session key>-<supervisor pid>-<what>``, the key a hash of the
-  resolved data dir and the session id, so the next start lists ``/dev/shm`` for its own.
+  resolved data dir and the session id, so the next start lists ``/dev/shm`` for its own. Short
+  (at most 30 characters, macOS's limit): ``what`` is ``r<i>`` / ``c<i>`` for venue ``i``'s ring
+  and counters, ``w`` for the writer's counters, ``u`` for the uploader's.
 """
 
 from __future__ import annotations
@@ -70,11 +72,11 @@ def wait_for_children(children_lock: Path, timeout_s: float) -> bool:
 def session_shm_key(data_dir: str | os.PathLike[str], session_id: str) -> str:
     """Short and path-safe whatever the data dir: a POSIX shm name is one path component."""
     resolved = str(Path(data_dir).resolve())
-    return hashlib.sha256(f"{resolved}\0{session_id}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{resolved}\0{session_id}".encode()).hexdigest()[:12]
 
 
 def segment_name(session_key: str, what: str) -> str:
-    """The name of one of this supervisor's segments (``what``: e.g. ``ring-0``, ``writer``)."""
+    """The name of one of this supervisor's segments (``what``: ``r0``, ``c0``, ``w``, ``u``)."""
     return f"{SHM_PREFIX}{session_key}-{os.getpid()}-{what}"
 
 

@@ -336,7 +336,7 @@ class Supervisor:
         s3 = self.cfg.s3
         if self.cfg.storage != "s3" or s3 is None:
             return
-        name = segment_name(self._shm_key, "uploader")
+        name = segment_name(self._shm_key, "u")
         self._uploader_counters = SharedCounters.create(UPLOADER_COUNTER_FIELDS, name=name)
         spec = UploaderSpec(
             session_id=self.session_id,
@@ -450,10 +450,10 @@ class Supervisor:
         key = self._shm_key
         try:
             for i, (venue, vc) in enumerate(self.cfg.venues.items()):
-                self._rings[venue] = ShmRing.create(ring_bytes, name=segment_name(key, f"ring-{i}"))
+                self._rings[venue] = ShmRing.create(ring_bytes, name=segment_name(key, f"r{i}"))
                 fields = venue_counter_fields(vc.pairs)
-                self._counters[venue] = SharedCounters.create(fields, name=segment_name(key, f"venue-{i}"))
-            self._writer_counters = SharedCounters.create(WRITER_COUNTER_FIELDS, name=segment_name(key, "writer"))
+                self._counters[venue] = SharedCounters.create(fields, name=segment_name(key, f"c{i}"))
+            self._writer_counters = SharedCounters.create(WRITER_COUNTER_FIELDS, name=segment_name(key, "w"))
         except OSError as exc:
             need = len(self.cfg.venues) * ring_bytes / 2**20
             raise CaptureError(

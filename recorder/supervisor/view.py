@@ -7,6 +7,7 @@ up in one "+N more" line, so the header never scrolls away.
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 from collections import deque
@@ -236,7 +237,13 @@ class LiveView:
                 vertical_overflow="crop",
             )
             self._live.start()
+            atexit.register(self.close)  # an exit without a final status must not leave the cursor hidden
         self._live.update(render(status, list(self.recent), self.console.size.height), refresh=True)
         if status.get("state") == "stopped":
+            self.close()
+
+    def close(self) -> None:
+        """Leave the last frame on the screen and give the cursor back."""
+        if self._live is not None:
             self._live.stop()
             self._live = None

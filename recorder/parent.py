@@ -35,6 +35,7 @@ def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM, grace_s: floa
     fallback elsewhere and the backstop everywhere: it sends the same signal, then, if we are
     still here ``grace_s`` later (a graceful stop that hangs), ends us for good. ``signum`` is the
     process's own graceful-stop signal, so an orphan stops the way a ``stop-capture`` stops it.
+    (Linux sends it when the *thread* that spawned us ends: spawn children from the main thread.)
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -206,9 +206,11 @@ def test_children_stop_when_the_supervisor_is_killed_during_its_checks(tmp_path:
             proc.wait()
 
 
-def test_ctrl_c_stops_a_simulated_capture_without_losing_its_simulators_first(tmp_path: Path, mark: str) -> None:
-    """Ctrl-C reaches the terminal's whole process group: the embedded simulators must not go
-    before the venues have stopped (they did, and the stop was counted as reconnects and misses)."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_ctrl_c_or_a_hangup_stops_a_simulated_capture_cleanly(tmp_path: Path, mark: str, signum: int) -> None:
+    """Ctrl-C (and a closed terminal's SIGHUP) reach the terminal's whole process group: the
+    embedded simulators must not go before the venues have stopped (they did, and the stop was
+    counted as reconnects and misses), and a hangup is a clean stop, not a death."""
     data = tmp_path / "data"
     cfg = tmp_path / "two.toml"
     lines = [f'data_dir = "{data}"', 'session_id = "ctrlc"', "simulate = true", 'interval = "200ms"']
@@ -223,7 +225,7 @@ def test_ctrl_c_stops_a_simulated_capture_without_losing_its_simulators_first(tm
         )  # fmt: skip
     try:
         wait_for(lambda: every_pair_sampled(data, "ctrlc", 5), 90, "samples of every pair")
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signum)
         assert proc.wait(90) == 0
     finally:
         if proc.poll() is None:

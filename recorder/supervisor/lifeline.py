@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,8 @@ SHM_PREFIX = "rec-"
 def child_main(children_lock: str | None, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """Entry point of every child process (``spawn``): the lifeline, then the real target."""
     die_with_parent(spawning_parent_pid())
+    # A terminal's hangup reaches its whole process group; the supervisor orders the stop.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if children_lock is not None:
         try:
             fd = os.open(children_lock, os.O_RDWR | os.O_CREAT, 0o644)

@@ -189,6 +189,7 @@ class Supervisor:
         cfg = self.cfg
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)  # the terminal went away (ssh dropped): stop cleanly
         exit_code = 0
         try:
             self._spawn_children()

@@ -149,9 +149,13 @@ def capture_status(session_id: str, data_dir: str, as_json: bool) -> None:
     """Show a session's state and metrics (works from another terminal)."""
     session = _session(data_dir, session_id)
     status = session.read_status()
-    if status is None:
-        raise UserError(f"session {session_id!r} has no status yet")
     running = session.is_running()
+    if status is None and running:
+        status = {"session_id": session_id, "state": "starting"}  # checks and simulators come first
+        click.echo(json.dumps(status, indent=2, sort_keys=True) if as_json else f"session {session_id}: starting")
+        return
+    if status is None:
+        raise UserError(f"session {session_id!r} never started capturing: its start failed or was killed")
     if not running and status.get("state") in ("running", "stopping", "starting"):
         status["state"] = "dead"  # the supervisor vanished without a final status
     if as_json:

@@ -78,10 +78,11 @@ class _Socket:
 class _Feeds:
     """The venue's Feeds, one per recorded socket, seen by the Sampler as one connector.
 
-    A pair's book is served by the newest socket carrying it that is live at the tick: started,
-    not closed, not silent for longer than the live stall timeout, and (once its data has
-    stopped) not superseded by a newer socket carrying the pair; and synced. Otherwise the tick
-    is missed with the cause of the newest socket that could have served it.
+    A pair's book is served by the newest socket carrying it that is live at the tick and synced.
+    Live: started (a record replayed), not closed (a close record), not silent for longer than
+    the live stall timeout, and not past its last record when a newer socket of the capture
+    carries the pair (its data stopped: it is known dead). Otherwise the tick is missed with the
+    cause of the newest started socket.
     """
 
     def __init__(self, module: ModuleType, sockets: list[Socket], pairs_of: Callable[[Socket], list[str]]) -> None:
@@ -123,14 +124,13 @@ class _Feeds:
     def book(self, pair: str) -> L2Book | None:
         t = self.tick_ms
         cause = None
-        newer_started = False
-        for live in self.by_pair.get(pair, ()):
+        for n, live in enumerate(self.by_pair.get(pair, ())):
             seen = live.last_seen_ms
             if seen is None:
                 continue  # not started yet
             if live.closed:
                 cause = cause or "socket_closed"
-            elif newer_started and t > live.final_ms:
+            elif n and t > live.final_ms:
                 cause = cause or "socket_ended"  # its data stopped; a newer socket carries the pair
             elif t - seen > STALL_MS:
                 cause = cause or "socket_silent"
@@ -141,7 +141,6 @@ class _Feeds:
                     self.served_now.append(pair)
                     return book
                 cause = cause or "not_synced"
-            newer_started = True
         if pair in self.stored_once:
             per = self.missed.setdefault(pair, {})
             cause = cause or "not_synced"

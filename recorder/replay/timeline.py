@@ -12,7 +12,8 @@ time, each tagged with the recorded socket it belongs to.
   or checksum rules; not continuing would lose every book of the rotated file.
 * Time: each segment's clock only moves forward. A record dated before its segment's clock, or
   implausibly (before 2009, or more than a day past this machine's clock), or further ahead than
-  ``JUMP_MS`` without the records after it agreeing, keeps its place but is dated at the clock,
+  ``JUMP_MS`` without most of the records after it agreeing (the last record of a segment: further
+  than ``LONE_JUMP_MS``), keeps its place but is dated at the clock,
   and is counted (``timestamps_backwards`` / ``timestamps_ahead``): one bad line never moves time.
 * File order is not time order (a JSON-lines file may hold whole sockets one after the other):
   each file is read by as few sequential *lanes* as keep every lane's records in time order, and
@@ -36,6 +37,7 @@ MIN_PLAUSIBLE_MS = 1_230_768_000_000.0  # 2009-01-01: no capture of these feeds 
 AHEAD_OF_NOW_MS = 86_400_000.0  # a record dated more than a day past this machine's clock is wrong
 JUMP_MS = 1_000.0  # a step forward longer than this must be confirmed by the records after it
 CONFIRM = 16  # records after a jump that must mostly agree with it
+LONE_JUMP_MS = 60_000.0  # a segment's last record, with none after it to agree, may jump this far
 
 SegmentKey = tuple[int, str, int]  # (input index, conn, n-th connect of that conn in the file)
 
@@ -84,9 +86,9 @@ class TimeCheck:
                     break  # wait for the records that confirm or refute the jump
                 after = [x.recv_ms for x in islice(held, 1, CONFIRM + 1) if self._plausible(x.recv_ms)]
                 behind = sum(1 for x in after if x < t - JUMP_MS)
-                # The first record of a segment needs no confirmation when nothing follows it;
-                # a jump that nothing follows is not believed (a last line 1 h ahead).
-                good = behind * 2 < len(after) if after else clock is None
+                # With nothing after it, a record may start a segment, or end one after a silence
+                # of at most a minute (a last line 1 h ahead is not believed).
+                good = behind * 2 < len(after) if after else clock is None or t - clock <= LONE_JUMP_MS
                 if not good:
                     self._count("timestamps_ahead")
             else:

@@ -9,6 +9,8 @@ import json
 import zlib
 from pathlib import Path
 
+import zstandard
+
 from recorder.replay.readers import Kind, Record
 from tests.conftest import run_cli
 from tests.test_replay import RECORDINGS, SPOT, _replay, _stored, expected_samples
@@ -41,6 +43,20 @@ def test_gzip_capture_cut_mid_stream_is_read_up_to_the_cut(tmp_path: Path) -> No
     assert _stored(data) == expected_samples(kept, False, interval_ms=500)
     assert summary["bad_lines"] == 1 and summary["truncated_inputs"] == [str(path)]
     assert summary["records"] == complete
+
+
+def test_zstd_capture_cut_mid_frame_is_read_up_to_the_cut(tmp_path: Path) -> None:
+    """A collector that flushes a zstd frame every 40 lines, killed while writing one."""
+    records = _ns_records()
+    lines = _ns_lines(records)
+    frames = [zstandard.ZstdCompressor().compress(b"".join(lines[i : i + 40])) for i in range(0, len(lines), 40)]
+    whole = len(frames) // 2
+    path = tmp_path / "binance-cut.txt.zst"
+    path.write_bytes(b"".join(frames[:whole]) + frames[whole][: len(frames[whole]) // 2])
+    summary, data = _replay(tmp_path, "binance", path, extra=("--interval", "500ms"))
+    kept = records[: whole * 40]  # a zstd block is decoded whole or not at all
+    assert _stored(data) == expected_samples(kept, False, interval_ms=500)
+    assert summary["records"] == len(kept) and summary["truncated_inputs"] == [str(path)]
 
 
 def test_binance_capture_without_its_rest_snapshots_says_so(tmp_path: Path) -> None:

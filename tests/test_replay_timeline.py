@@ -258,3 +258,24 @@ def test_an_absurd_timestamp_is_skipped_not_sampled_up_to(tmp_path: Path) -> Non
     summary, data = _replay(tmp_path, "binance", path, timeout=60)
     assert _stored(data) == expected_samples(list(read_capture(capture_files(SPOT))), False)
     assert summary["timestamps_ahead"] == 1
+
+
+def test_a_socket_silent_past_the_stall_timeout_serves_nothing_until_it_speaks(tmp_path: Path) -> None:
+    """The live connector drops a socket silent for 30 s: replay stores no book from it then."""
+    lines = [line for line in SPOT.read_text().splitlines() if line.strip()]
+    mid = len(lines) // 2
+    for i in range(mid + 1, len(lines)):
+        ts, frame = lines[i].split(": ", 1)
+        lines[i] = f"{float(ts) + 90:.6f}: {frame}"
+    path = tmp_path / "BINANCE.ws.1.0"
+    path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "BINANCE.http.0.0").write_bytes((SPOT.parent / "BINANCE.http.0.0").read_bytes())
+    summary, data = _replay(tmp_path, "binance", path)
+    silent_from = float(lines[mid].split(": ", 1)[0]) * 1000 + 30_000
+    resumed = float(lines[mid + 1].split(": ", 1)[0]) * 1000
+    expected = expected_samples(list(read_capture(capture_files(path))), False)
+    silent = {key for key in expected if silent_from < key[1] <= resumed}
+    assert len(silent) >= 4 * 59
+    assert _stored(data) == {k: v for k, v in expected.items() if k not in silent}
+    for pair, per in summary["pairs"].items():
+        assert per["missed_by_cause"] == {"socket_silent": sum(1 for p, _ in silent if p == pair)}

@@ -213,21 +213,28 @@ def _symbol_of(frame: bytes) -> str | None:
     return m.group(1).decode() if m else None
 
 
-class _GzipStream(io.RawIOBase):
-    """gunzip as a stream that survives a cut: ``cut`` turns true where the file ends inside a
-    gzip member (``gzip.open`` raises there, and the replay lost the whole file). Concatenated
-    members (``cat a.gz b.gz``) are read one after the other."""
+class _Decompressed(io.RawIOBase):
+    """A gzip or zstd file as a stream that survives a cut: ``cut`` turns true where the file
+    ends inside a compressed member (``gzip.open`` raised there, and the replay lost the whole
+    file). Concatenated members (``cat a.gz b.gz``) are read one after the other."""
 
     CHUNK = 1 << 16
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, zstd: bool) -> None:
         self._raw = open(path, "rb")
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._zstd = zstd
+        self._errors: tuple[type[Exception], ...] = (zstandard.ZstdError,) if zstd else (zlib.error,)
+        self._z = self._member()
         self._pending = b""  # compressed bytes read but not yet decompressed
         self._in_member = False
         self._produced = False
         self._out = b""
         self.cut = False
+
+    def _member(self):  # type: ignore[no-untyped-def]
+        if self._zstd:
+            return zstandard.ZstdDecompressor().decompressobj()
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
 
     def readable(self) -> bool:
         return True
@@ -239,23 +246,26 @@ class _GzipStream(io.RawIOBase):
                 if not self._pending:
                     self.cut = self.cut or self._in_member
                     if self.cut and not self._produced:
-                        raise OSError("the gzip stream ends before any data")
+                        raise OSError("the compressed stream ends before any data")
                     return 0
             try:
-                self._out = self._z.decompress(self._pending, self.CHUNK)
-            except zlib.error as exc:
+                if self._zstd:
+                    self._out, self._pending = self._z.decompress(self._pending), b""
+                else:
+                    self._out = self._z.decompress(self._pending, self.CHUNK)
+                    self._pending = self._z.unconsumed_tail
+            except self._errors as exc:
                 if not self._produced:
-                    raise OSError(f"not a gzip stream: {exc}") from None
-                self.cut = True  # what follows the cut is not a gzip stream: stop there
+                    raise OSError(f"not a {'zstd' if self._zstd else 'gzip'} stream: {exc}") from None
+                self.cut = True  # what follows the cut is not a compressed stream: stop there
                 self._pending = b""
                 return 0
             self._produced = self._produced or bool(self._out)
             self._in_member = True
-            self._pending = self._z.unconsumed_tail
             if self._z.eof:  # a member ended; another may follow (NUL padding is not one)
-                rest = self._z.unused_data
+                rest = self._z.unused_data + self._pending
                 self._pending = rest if rest.strip(b"\0") else b""
-                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._z = self._member()
                 self._in_member = False
         n = min(len(buf), len(self._out))
         buf[:n] = self._out[:n]
@@ -277,12 +287,8 @@ def open_decompressed(path: Path) -> IO[bytes]:
     """The file as a binary line stream, gunzipped or zstd-decompressed by its magic bytes."""
     with open(path, "rb") as fh:
         magic = fh.read(4)
-    if magic.startswith(GZIP_MAGIC):
-        return _CutAwareReader(_GzipStream(path))
-    if magic == ZSTD_MAGIC:
-        raw = open(path, "rb")  # closed with the wrapper
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-        return io.BufferedReader(reader)  # type: ignore[arg-type]
+    if magic.startswith(GZIP_MAGIC) or magic == ZSTD_MAGIC:
+        return _CutAwareReader(_Decompressed(path, zstd=magic == ZSTD_MAGIC))
     return open(path, "rb")
 
 

@@ -279,3 +279,35 @@ def test_a_socket_silent_past_the_stall_timeout_serves_nothing_until_it_speaks(t
     assert _stored(data) == {k: v for k, v in expected.items() if k not in silent}
     for pair, per in summary["pairs"].items():
         assert per["missed_by_cause"] == {"socket_silent": sum(1 for p, _ in silent if p == pair)}
+
+
+def test_time_check_dates_bad_records_by_their_neighbours() -> None:
+    """The rules on one socket's timestamps (ms): a step back, a lone hour ahead, a first record an
+    hour early, a segment that starts with an absurd date."""
+    from recorder.replay.timeline import TimeCheck
+
+    base = 1_633_998_512_000.0
+
+    def dated(times: list[float]) -> tuple[list[float], dict[str, int]]:
+        counts: dict[str, int] = {}
+        check = TimeCheck(counts, base + 86_400_000)
+        out = [r for t in times for r in check.push(Record(t, "c", Kind.WS, b"{}"))] + check.finish()
+        return [r.recv_ms - base for r in out], counts
+
+    steady = [base + 100 * i for i in range(20)]
+    assert dated(steady) == ([100 * i for i in range(20)], {})
+    back = steady[:10] + [base - 50_000] + steady[10:]
+    assert dated(back) == (
+        [100 * i for i in range(10)] + [900] + [100 * i for i in range(10, 20)],
+        {"timestamps_backwards": 1},
+    )
+    ahead = steady[:10] + [base + 3_600_000] + steady[10:]
+    assert dated(ahead)[1] == {"timestamps_ahead": 1} and max(dated(ahead)[0]) == 1900
+    assert dated(steady + [base + 3_600_000])[0][-1] == 1900  # a last line an hour ahead
+    assert dated(steady + [base + 30_000])[0][-1] == 30_000  # a last record after a 28 s silence
+    silence = steady + [base + 90_000 + 100 * i for i in range(20)]  # a real silence: believed
+    assert dated(silence) == ([t - base for t in silence], {})
+    early = [base - 3_600_000] + steady
+    assert dated(early) == ([0] + [100 * i for i in range(20)], {"timestamps_backwards": 1})
+    absurd = [99_999_999_999_000.0] + steady
+    assert dated(absurd) == ([0] + [100 * i for i in range(20)], {"timestamps_ahead": 1})

@@ -1,7 +1,9 @@
 """Replay a recorded raw capture through the live code path and store what a capture would have.
 
-Records are fed, in recorded order, to the venue's sans-I/O ``Feed`` (one per recorded socket,
-exactly the class the live connector drives: parse, sync, sequence and checksum rules). Books are
+Records of every input and every socket are fed by local receive time (``timeline.py``: the
+merge, the rotation rule, the time rules) to the venue's sans-I/O ``Feed`` (one per recorded
+socket, exactly the class the live connector drives: parse, sync, sequence and checksum rules),
+and a pair's book is taken from the newest socket that is live and synced (``_Feeds``). Books are
 sampled by the live ``Sampler`` on the grid of the *recorded local clock* (a tick is sampled
 before the first record received at or after it), pushed over a ``ShmRing`` and stored by the
 live ``Writer`` in-process, so the files are the ones a live capture writes.
@@ -11,7 +13,8 @@ sampled: nothing between a fault and the next resync is stored.
 
 What a venue module provides for replay: ``Feed(pairs, counters=None)``;
 ``capture_pairs(frames, url=None)`` (the pairs a recorded socket carries, used when ``--pairs``
-is not given); ``snapshot_pair(url)`` for venues that join REST snapshots.
+is not given; a ValueError is a one-line "cannot replay this" for the user); ``snapshot_pair(url)``
+for venues that join REST snapshots.
 """
 
 from __future__ import annotations
@@ -363,6 +366,7 @@ def _summary(
         "truncated_inputs": timeline.truncated,
         "timestamps_backwards": timeline.time_counts.get("timestamps_backwards", 0),
         "timestamps_ahead": timeline.time_counts.get("timestamps_ahead", 0),
+        "timestamps_undatable": timeline.time_counts.get("timestamps_undatable", 0),
         "sockets": [s.describe(opts.inputs) for s in timeline.sockets],
         "frames_read": stats.frames,
         "frames_by_kind": dict(sorted(stats.kinds.items())),

@@ -37,6 +37,7 @@ MIN_PLAUSIBLE_MS = 1_230_768_000_000.0  # 2009-01-01: no capture of these feeds 
 AHEAD_OF_NOW_MS = 86_400_000.0  # a record dated more than a day past this machine's clock is wrong
 JUMP_MS = 1_000.0  # a step forward longer than this must be confirmed by the records after it
 CONFIRM = 16  # records after a jump that must mostly agree with it
+MAX_EARLY = 1_000  # bad records held for the first good time of a segment (more are dropped, counted)
 LONE_JUMP_MS = 60_000.0  # a segment's last record, with none after it to agree, may jump this far
 
 SegmentKey = tuple[int, str, int]  # (input index, conn, n-th connect of that conn in the file)
@@ -46,11 +47,12 @@ class TimeCheck:
     """Dates one segment's records on a clock that never goes back and never jumps on one
     record's word (see the module doc). ``push`` a record, get the records decided so far."""
 
-    __slots__ = ("clock", "held", "counts", "max_ms")
+    __slots__ = ("clock", "held", "early", "counts", "max_ms")
 
     def __init__(self, counts: dict[str, int], max_ms: float) -> None:
         self.clock: float | None = None
         self.held: deque[Record] = deque()
+        self.early: list[Record] = []  # bad records before the segment's first good one
         self.counts = counts
         self.max_ms = max_ms
 
@@ -86,21 +88,31 @@ class TimeCheck:
                     break  # wait for the records that confirm or refute the jump
                 after = [x.recv_ms for x in islice(held, 1, CONFIRM + 1) if self._plausible(x.recv_ms)]
                 behind = sum(1 for x in after if x < t - JUMP_MS)
+                # A segment's first record must not lie far behind most of the records after it.
+                early = sum(1 for x in after if x > t + LONE_JUMP_MS) if clock is None else 0
                 # With nothing after it, a record may start a segment, or end one after a silence
                 # of at most a minute (a last line 1 h ahead is not believed).
-                good = behind * 2 < len(after) if after else clock is None or t - clock <= LONE_JUMP_MS
+                good = (behind + early) * 2 < len(after) if after else clock is None or t - clock <= LONE_JUMP_MS
                 if not good:
-                    self._count("timestamps_ahead")
+                    self._count("timestamps_backwards" if early * 2 >= len(after) > 0 else "timestamps_ahead")
             else:
                 good = True
             held.popleft()
             if good:
                 self.clock = t
+                if self.early:  # bad records before the first good one: dated by it
+                    out += [Record(t, e.conn, e.kind, e.payload, e.url) for e in self.early]
+                    self.early.clear()
                 out.append(r)
             elif self.clock is not None:
                 out.append(Record(self.clock, r.conn, r.kind, r.payload, r.url))
+            elif len(self.early) < MAX_EARLY:
+                self.early.append(r)
             else:
-                self._count("timestamps_undatable")  # nothing good before it to date it by
+                self._count("timestamps_undatable")  # dropped: nothing good to date it by
+        if final and self.early:
+            self.counts["timestamps_undatable"] = self.counts.get("timestamps_undatable", 0) + len(self.early)
+            self.early.clear()
         return out
 
     def _count(self, what: str) -> None:

@@ -311,3 +311,19 @@ def test_time_check_dates_bad_records_by_their_neighbours() -> None:
     assert dated(early) == ([0] + [100 * i for i in range(20)], {"timestamps_backwards": 1})
     absurd = [99_999_999_999_000.0] + steady
     assert dated(absurd) == ([0] + [100 * i for i in range(20)], {"timestamps_ahead": 1})
+
+
+def test_rotated_json_lines_files_continue_their_sockets(tmp_path: Path) -> None:
+    """BYBIT.jsonl.zst split at a moment into two files (each with its header, the second without
+    connect records, as a collector's rotation writes them), given in reverse order: both sockets
+    go on across the files, each with its own market (the second file alone names none)."""
+    records = _raw_jsonl(BYBIT)
+    timed = [r for r in records if "ts" in r]
+    cut = sorted(r["ts"] for r in timed)[len(timed) // 2]
+    first, second = tmp_path / "BYBIT-1.jsonl.zst", tmp_path / "BYBIT-2.jsonl.zst"
+    _write_jsonl(first, [records[0]] + [r for r in timed if r["ts"] < cut])
+    _write_jsonl(second, [records[0]] + [r for r in timed if r["ts"] >= cut and r["t"] != "connect"])
+    summary, data = _replay(tmp_path, "bybit", second, first, extra=("--interval", "100ms"))
+    assert _stored(data) == _bybit_truth(records, 100)
+    assert [len(s["inputs"]) for s in summary["sockets"]] == [2, 2]
+    assert summary["gaps"] == 0 and summary["missed_ticks"] == 0

@@ -349,7 +349,7 @@ def _summary(
             "gaps": per.get("gaps", 0),
             "resyncs": per.get("resyncs", 0),
             "snapshots_written": written.get(pair, 0),
-            "missed_ticks": missed,
+            "missed_ticks": sum(causes.values()),
             "missed_by_cause": dict(sorted(causes.items())),
             "first_stored_tick_ms": coverage.first.get(pair),
             "last_stored_tick_ms": coverage.last.get(pair),

@@ -110,6 +110,13 @@ def test_multi_socket_capture_is_replayed_by_receive_time(tmp_path: Path) -> Non
         assert per["snapshots_written"] == len(ticks) and per["missed_ticks"] == 0
         assert (per["first_stored_tick_ms"], per["last_stored_tick_ms"]) == (ticks[0], ticks[-1])
     assert len(summary["sockets"]) == 2
+    # The same records written as they arrive (the sockets interleaved, read through the
+    # reorder buffer): the same books.
+    records = _raw_jsonl(BYBIT)
+    interleaved = tmp_path / "interleaved.jsonl.zst"
+    _write_jsonl(interleaved, [records[0], *sorted(records[1:], key=lambda r: r["ts"])])
+    again, data = _replay(tmp_path / "again", "bybit", interleaved, extra=("--interval", "100ms"))
+    assert _stored(data) == expected and again["pairs"] == summary["pairs"]
 
 
 def _reconnect_capture(tmp_path: Path, close: bool) -> tuple[Path, float, float, float]:

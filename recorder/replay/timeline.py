@@ -16,9 +16,10 @@ time, each tagged with the recorded socket it belongs to.
   than ``LONE_JUMP_MS``), keeps its place but is dated at the clock,
   and is counted (``timestamps_backwards`` / ``timestamps_ahead``): one bad line never moves time.
 * File order is not time order (a JSON-lines file may hold whole sockets one after the other):
-  each file is read by as few sequential *lanes* as keep every lane's records in time order, and
-  the lanes of all files are merged by time. Memory stays bounded: records are streamed, a lane
-  holds at most ``CONFIRM`` records back.
+  each file is read by as few sequential *lanes* as keep every lane's records in time order (one,
+  through a reorder buffer of ``REORDER_MS``, for sockets written as they arrive), and the lanes of
+  all files are merged by time. Memory stays bounded: records are streamed, a lane holds at most
+  ``CONFIRM`` records per segment and ``MAX_REORDER`` records back.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ JUMP_MS = 1_000.0  # a step forward longer than this must be confirmed by the re
 CONFIRM = 16  # records after a jump that must mostly agree with it
 MAX_EARLY = 1_000  # bad records held for the first good time of a segment (more are dropped, counted)
 LONE_JUMP_MS = 60_000.0  # a segment's last record, with none after it to agree, may jump this far
+
+# A file whose sockets interleave with records at most this far out of time order is read once
+# through a reorder buffer (bounded in records too); one holding whole sockets one after another is
+# read by one lane per block.
+REORDER_MS = 2_000.0
+MAX_REORDER = 200_000
 
 SegmentKey = tuple[int, str, int]  # (input index, conn, n-th connect of that conn in the file)
 
@@ -184,7 +191,8 @@ class Timeline:
         self.by_kind: dict[str, int] = {}
         self.time_counts: dict[str, int] = {}  # the replay pass's (the scan's are the same)
         self._max_ms = time.time() * 1000.0 + AHEAD_OF_NOW_MS
-        self._lanes: list[tuple[int, set[SegmentKey], int]] = []  # (input, segment keys, last record index)
+        # (input, segment keys, last record index, through the reorder buffer)
+        self._lanes: list[tuple[int, set[SegmentKey], int, bool]] = []
         self.url_hint: dict[str, str] = {}  # conn -> the URL its latest segment connected to
         self.http_urls: set[str] = set()  # the distinct URLs of recorded REST responses
 
@@ -207,7 +215,16 @@ class Timeline:
             checks: dict[SegmentKey, TimeCheck] = {}
             frames: dict[SegmentKey, list[bytes]] = {}
             scratch: dict[str, int] = {}
+            newest: float | None = None  # the file's latest time, moving at most JUMP_MS a record
+            max_lag = 0.0  # how far a record lies behind the records before it in the file
             for i, key, r in _segment_keys(iter(reader), index):
+                t = r.recv_ms
+                if MIN_PLAUSIBLE_MS <= t <= self._max_ms:
+                    if newest is None:
+                        newest = t
+                    else:
+                        max_lag = max(max_lag, newest - t)
+                        newest = max(newest, min(t, newest + JUMP_MS))
                 seg = self.segments.get(key)
                 if seg is None:
                     seg = self.segments[key] = Segment(key, i, opens_with_connect=r.kind is Kind.CONNECT)
@@ -227,7 +244,7 @@ class Timeline:
             self.bad_lines += reader.bad_lines
             if reader.truncated:
                 self.truncated.append(str(path))
-            self._plan_lanes(index)
+            self._plan_lanes(index, max_lag)
         self._join_sockets()
 
     def _note(
@@ -255,10 +272,12 @@ class Timeline:
             if len(batch) >= chunk:
                 on_frames(seg, frames.pop(seg.key))
 
-    def _plan_lanes(self, index: int) -> None:
-        """Few sequential readers of one file, each yielding its records in time order."""
-        lanes: list[tuple[set[SegmentKey], list[float]]] = []  # (keys, [last index, last ms])
+    def _plan_lanes(self, index: int, max_lag: float) -> None:
+        """Few sequential readers of one file, each yielding its records in time order: one, when
+        its sockets interleave in time order (a reorder buffer mends small displacements); else
+        one per run of sockets that follow one another in the file and in time."""
         segs = sorted((s for s in self.segments.values() if s.key[0] == index), key=lambda s: s.first_idx)
+        lanes: list[tuple[set[SegmentKey], list[float]]] = []  # (keys, [last index, last ms])
         for seg in segs:
             fits = [
                 (tail[1], n) for n, (_, tail) in enumerate(lanes) if tail[0] < seg.first_idx and tail[1] <= seg.first_ms
@@ -270,7 +289,11 @@ class Timeline:
                 lanes.append((keys, tail))
             keys.add(seg.key)
             tail[0], tail[1] = seg.last_idx, seg.last_ms
-        self._lanes += [(index, keys, int(tail[0])) for keys, tail in lanes]
+        if len(lanes) > 1 and max_lag <= REORDER_MS:
+            last = max(int(tail[0]) for _, tail in lanes)
+            self._lanes.append((index, {s.key for s in segs}, last, True))
+            return
+        self._lanes += [(index, keys, int(tail[0]), False) for keys, tail in lanes]
 
     def _join_sockets(self) -> None:
         """Segments -> sockets (the rotation rule in the module doc)."""
@@ -312,7 +335,7 @@ class Timeline:
         """(record, socket id or None) for every record of every input, by local receive time."""
         self.time_counts = {}
         self.by_kind = {}
-        lanes = [self._lane(index, keys, last) for index, keys, last in self._lanes]
+        lanes = [(self._mixed if mixed else self._lane)(index, keys, last) for index, keys, last, mixed in self._lanes]
         by_kind = self.by_kind
         for r, sock in heapq.merge(*lanes, key=lambda item: item[0].recv_ms):
             by_kind[r.kind.value] = by_kind.get(r.kind.value, 0) + 1
@@ -339,3 +362,33 @@ class Timeline:
         if current is not None:
             for d in checks[current].finish():
                 yield d, socket_of[current]
+
+    def _mixed(self, index: int, keys: set[SegmentKey], last_idx: int) -> Iterator[tuple[Record, int | None]]:
+        """A file whose sockets interleave: its records by time through a reorder buffer (each
+        socket's own order kept: its dated times never go back, ties keep file order)."""
+        checks = {key: TimeCheck(self.time_counts, self._max_ms) for key in keys}
+        socket_of = {key: self.segments[key].socket for key in keys}
+        ends = {self.segments[key].last_idx: key for key in keys}
+        heap: list[tuple[float, int, Record, int | None]] = []
+        seq = 0
+        newest = -1.0
+        for i, key, r in _segment_keys(iter(CaptureReader(self.inputs[index])), index):
+            decided = checks[key].push(r)
+            if ends.get(i) == key:
+                decided += checks[key].finish()  # the segment's last record: nothing held back
+            for d in decided:
+                heapq.heappush(heap, (d.recv_ms, seq, d, socket_of[key]))
+                seq += 1
+                newest = max(newest, d.recv_ms)
+            while heap and (heap[0][0] <= newest - REORDER_MS or len(heap) > MAX_REORDER):
+                _, _, d, sock = heapq.heappop(heap)
+                yield d, sock
+            if i >= last_idx:
+                break
+        for key, check in checks.items():
+            for d in check.finish():
+                heapq.heappush(heap, (d.recv_ms, seq, d, socket_of[key]))
+                seq += 1
+        while heap:
+            _, _, d, sock = heapq.heappop(heap)
+            yield d, sock

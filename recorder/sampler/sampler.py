@@ -40,8 +40,9 @@ SAMPLER_FIELDS = [
 
 def sampler_pair_fields(pair: str) -> list[str]:
     # checksum_failures:<pair> lives here so connectors of checksum venues can count into shared
-    # memory, where the miss log sees it move (see misslog.py).
-    fields = [f"samples:{pair}", f"missed:{pair}", f"ever_synced:{pair}", f"checksum_failures:{pair}"]
+    # memory, where the miss log sees it move (see misslog.py). drops:<pair>: snapshots of the
+    # pair the full ring refused.
+    fields = [f"samples:{pair}", f"missed:{pair}", f"ever_synced:{pair}", f"checksum_failures:{pair}", f"drops:{pair}"]
     # Warm-up: ticks before the pair's first sync, and that first synced tick (epoch ms; 0 = not yet).
     return fields + [f"warmup:{pair}", f"first_sync_ms:{pair}"]
 
@@ -183,6 +184,7 @@ class Sampler:
             values[slot["ring_drops"]] += len(sampled) - pushed
             for pair, _ in sampled[pushed:]:
                 self.misslog.miss(pair, tick_ms, 1, "drop")
+                self.counters.incr(f"drops:{pair}")
 
     def _push_each(self, payloads: list[bytes]) -> int:
         for i, payload in enumerate(payloads):

@@ -56,6 +56,7 @@ _PAIR: dict[str, tuple[str, str, str]] = {
     "gaps": ("pair_gaps_total", "counter", "gaps on the pair's feed"),
     "warmup_ticks": ("pair_warmup_ticks_total", "counter", "ticks before the pair first synced (not stored)"),
     "time_to_first_sync_s": ("pair_time_to_first_sync_seconds", "gauge", "venue process start to first sync"),
+    "ring_drops": ("pair_ring_drops_total", "counter", "snapshots of the pair dropped: ring full"),
     "trades": ("pair_trades_total", "counter", "trades stored for the pair"),
     "trade_gaps": ("pair_trade_gaps_total", "counter", "trades lost for the pair (missing ids)"),
     "trade_silent": ("pair_trade_silent", "gauge", "1 while the pair's trade stream is silent and its book moves"),

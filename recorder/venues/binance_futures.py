@@ -54,7 +54,7 @@ def snapshot_pair(url: str) -> str | None:
 
 
 def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
-    return binance.pairs_in_frames(frames, pair_for)
+    return binance.pairs_in_frames(frames, pair_for, url)
 
 
 def snapshot_weight(limit: int) -> int:

@@ -29,7 +29,8 @@ EMITTER_FIELDS = ["trades", "trade_gaps", "trade_drops", "trade_silent", "trade_
 
 
 def emitter_pair_fields(pair: str) -> list[str]:
-    return [f"trades:{pair}", f"trade_gaps:{pair}", f"trade_silent:{pair}", f"quotes:{pair}"]
+    # trade_last_id:<pair>: the venue's last trade id taken, for gap counting across a restart.
+    return [f"trades:{pair}", f"trade_gaps:{pair}", f"trade_silent:{pair}", f"quotes:{pair}", f"trade_last_id:{pair}"]
 
 
 class _Ring(Protocol):
@@ -76,6 +77,8 @@ class RecordEmitter:
         # pair -> (time quiet since, book update id then)
         quiet: dict[str, tuple[float, int | None]] = {p: (started, None) for p in self.pairs}
         silent: set[str] = set()
+        for pair in self.pairs:  # a flag left by a previous incarnation of this process
+            self.counters.set(f"trade_silent:{pair}", 0)
         step = min(1.0, silence_s / 4)
         while not stop.is_set():
             await asyncio.sleep(step)

@@ -743,7 +743,9 @@ class BinanceConnector:
         # Set by the venue process before run(): every Feed this connector makes gets them.
         self.on_trade: Callable[[Trade], None] | None = None
         self.on_quote: Callable[[Quote], None] | None = None
-        self.trade_ids = TradeIds()  # shared by a slot's old and new socket: no trade twice
+        # Shared by a slot's old and new socket (no trade twice) and kept in shared memory (a
+        # restarted venue process counts the trades lost while it was down).
+        self.trade_ids = TradeIds(self.counters, self.pairs)
 
     @classmethod
     def declared_limits(cls, weight_per_min: int | None = None) -> VenueLimits:

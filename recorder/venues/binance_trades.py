@@ -15,13 +15,13 @@ kept; after a reconnect the ids lost in between are counted as a gap.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
 from recorder.book import L2Book
 from recorder.model import Quote, Trade
-from recorder.venues.base import FeedStats, WireFloat
+from recorder.venues.base import Counters, FeedStats, WireFloat
 
 
 class TradeEvent(msgspec.Struct):
@@ -49,10 +49,25 @@ def trade_stream(symbol: str) -> str:
 
 
 class TradeIds:
-    """The last trade id taken per pair (shared by the feeds of one connector)."""
+    """The last trade id taken per pair (shared by the feeds of one connector).
 
-    def __init__(self) -> None:
+    With counters it is also kept in shared memory (``trade_last_id:<pair>``), which outlives the
+    venue process: after a kill -9 and restart, the trades lost in between are counted as a gap.
+    """
+
+    def __init__(self, counters: Counters | None = None, pairs: Iterable[str] = ()) -> None:
         self.last: dict[str, int] = {}
+        self._counters = counters
+        if counters is not None:
+            for pair in pairs:
+                last = int(counters.get(f"trade_last_id:{pair}"))
+                if last:
+                    self.last[pair] = last
+
+    def take(self, pair: str, trade_id: int) -> None:
+        self.last[pair] = trade_id
+        if self._counters is not None:
+            self._counters.set(f"trade_last_id:{pair}", trade_id)
 
 
 class TradeParser:
@@ -95,7 +110,7 @@ class TradeParser:
                 stats.pair(pair, "trade_gaps", missing)
                 stats.counters.incr("trade_gaps", missing)
                 stats.counters.incr(f"trade_gaps:{pair}", missing)
-        self.ids.last[pair] = ev.t
+        self.ids.take(pair, ev.t)
         if ev.X != "MARKET":
             stats.kind("trade_offbook")
             return True

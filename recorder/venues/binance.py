@@ -39,7 +39,7 @@ from recorder.venues.base import (
     WeightLimiter,
     venue_config_default,
 )
-from recorder.venues.binance_trades import QuoteTracker, TradeIds, TradeParser, trade_stream
+from recorder.venues.binance_trades import QuoteTracker, TradeIds, TradeParser, agg_trade_stream, trade_stream
 from recorder.venues.limits import BINANCE as LIMITS
 from recorder.venues.limits import LIMITS as VENUE_LIMITS
 from recorder.venues.limits import VenueLimits, interval_seconds
@@ -352,7 +352,8 @@ class BinanceFeed:
         self._throttle = LogThrottle(self.log)
         # Trades (``<symbol>@trade``) and quotes: parsed only once ``on_trade`` / ``on_quote`` is set.
         trade_streams = {trade_stream(self.symbol_for(p)): p for p in self.syncs}
-        self._trades = TradeParser(self.venue, trade_streams, self.stats, trade_ids)
+        agg_streams = {agg_trade_stream(self.symbol_for(p)): p for p in self.syncs}
+        self._trades = TradeParser(self.venue, trade_streams, self.stats, trade_ids, agg_streams)
         self._quotes: QuoteTracker | None = None
 
     @property
@@ -393,8 +394,14 @@ class BinanceFeed:
                 elif self._quotes is not None:
                     self._quotes.book_changed(sync.pair, sync.book, recv_ms)
                 return
-            if ev.e == "trade" and self._trades.on_trade is not None and self._trades.on_frame(payload, recv_ms):
+            if (
+                ev.e in ("trade", "aggTrade")
+                and self._trades.on_trade is not None
+                and self._trades.on_frame(payload, recv_ms)
+            ):
                 return
+        if msg is None and self._trades.on_trade is not None and self._trades.on_frame(payload, recv_ms):
+            return  # a trade whose fields do not fit the depth struct (@aggTrade's "a", old "b"/"a" ids)
         self.stats.frame(len(payload))
         self._on_other_frame(payload, recv_ms)
 

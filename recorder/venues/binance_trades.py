@@ -28,6 +28,7 @@ class TradeEvent(msgspec.Struct):
     e: str
     s: str = ""
     t: int = -1
+    a: int = -1  # @aggTrade: the aggregate id
     p: WireFloat = 0.0
     q: WireFloat = 0.0
     T: int = 0
@@ -46,6 +47,10 @@ DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 def trade_stream(symbol: str) -> str:
     return f"{symbol.lower()}@trade"
+
+
+def agg_trade_stream(symbol: str) -> str:
+    return f"{symbol.lower()}@aggTrade"
 
 
 class TradeIds:
@@ -79,10 +84,14 @@ class TradeParser:
         by_stream: dict[str, str],  # trade stream name -> pair
         stats: FeedStats,
         ids: TradeIds | None = None,
+        by_agg_stream: dict[str, str] | None = None,  # @aggTrade stream name -> pair (replay)
     ) -> None:
         self.venue, self.by_stream, self.stats = venue, by_stream, stats
+        self.by_agg_stream = by_agg_stream or {}
         self.ids = ids if ids is not None else TradeIds()
         self.on_trade: Callable[[Trade], None] | None = None
+        # Pairs seen on @trade: their @aggTrade frames (a recording holding both) are not stored twice.
+        self._raw: set[str] = set()
 
     def on_frame(self, payload: bytes, recv_ms: float) -> bool:
         """True when ``payload`` was a trade frame of ours (taken, skipped or malformed)."""
@@ -90,27 +99,45 @@ class TradeParser:
             msg = _stream_trade.decode(payload)
         except DECODE_ERRORS:
             return False
-        pair = self.by_stream.get(msg.stream)
         ev = msg.data
-        if pair is None or ev.e != "trade":
+        if ev.e == "trade":
+            pair, tid, key = self.by_stream.get(msg.stream), ev.t, None
+            if pair is not None:
+                self._raw.add(pair)
+        elif ev.e == "aggTrade":
+            # Replay of captures that hold aggregate trades only (one row per taker order and
+            # price; ``a`` is contiguous per symbol). Live capture subscribes @trade.
+            pair, tid = self.by_agg_stream.get(msg.stream), ev.a
+            key = f"{pair}@agg"
+            if pair in self._raw:
+                self.stats.frame(len(payload))
+                self.stats.kind("aggTrade_skipped")
+                return True
+        else:
+            return False
+        if pair is None:
             return False
         stats = self.stats
         stats.frame(len(payload))
-        stats.kind("trade")
-        if ev.t < 0:
+        stats.kind(ev.e)
+        if tid < 0:
             stats.malformed_frame()
             return True
-        last = self.ids.last.get(pair)
+        ids = self.ids
+        last = ids.last.get(key or pair)
         if last is not None:
-            if ev.t <= last:
+            if tid <= last:
                 stats.kind("trade_duplicate")  # the other socket of a hand-over had it already
                 return True
-            if ev.t > last + 1:
-                missing = ev.t - last - 1
+            if tid > last + 1:
+                missing = tid - last - 1
                 stats.pair(pair, "trade_gaps", missing)
                 stats.counters.incr("trade_gaps", missing)
                 stats.counters.incr(f"trade_gaps:{pair}", missing)
-        self.ids.take(pair, ev.t)
+        if key is None:
+            ids.take(pair, tid)
+        else:
+            ids.last[key] = tid
         if ev.X != "MARKET":
             stats.kind("trade_offbook")
             return True
@@ -121,7 +148,7 @@ class TradeParser:
                 Trade(
                     self.venue,
                     pair,
-                    str(ev.t),
+                    str(tid),
                     ev.p,
                     ev.q,
                     "sell" if ev.m else "buy",

@@ -421,7 +421,9 @@ class Supervisor:
             return
         limits = declared()
         per_conn = vc.max_streams_per_connection or limits.streams_per_connection
-        needed = -(-len(vc.pairs) // per_conn)
+        # A pair may take several streams (Binance: depth and, with "trades", its trade stream).
+        per_pair = getattr(venue_module(venue).CONNECTOR, "streams_per_pair", lambda cfg: 1)(vc)
+        needed = -(-len(vc.pairs) // max(1, per_conn // per_pair))
         if limits.connections_per_ip is not None and needed > limits.connections_per_ip:
             raise CaptureError(
                 f"{len(vc.pairs)} {venue} pairs need {needed} connections at {per_conn} streams each;"

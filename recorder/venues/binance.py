@@ -724,8 +724,7 @@ class BinanceConnector:
         self.cfg = cfg
         self.pairs = list(pairs)
         self.limits = effective_limits(cfg, self.declared_limits(weight_per_min))
-        # A pair takes two streams when its trades are captured too (depth + trade).
-        per_pair = 2 if "trades" in cfg.channels else 1
+        per_pair = self.streams_per_pair(cfg)
         groups = spread_pairs(self.pairs, max(1, self.limits.streams_per_connection // per_pair))
         if len(groups) > self.limits.connections_per_ip:
             raise ValueError(
@@ -753,6 +752,11 @@ class BinanceConnector:
         # Shared by a slot's old and new socket (no trade twice) and kept in shared memory (a
         # restarted venue process counts the trades lost while it was down).
         self.trade_ids = TradeIds(self.counters, self.pairs)
+
+    @staticmethod
+    def streams_per_pair(cfg: VenueConfig) -> int:
+        """Streams a pair takes on a connection: depth, and its trade stream with "trades"."""
+        return 2 if "trades" in cfg.channels else 1
 
     @classmethod
     def declared_limits(cls, weight_per_min: int | None = None) -> VenueLimits:

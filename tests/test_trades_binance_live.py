@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,20 @@ SESSION = "trades-live"
 def _pair_status(data: Path, venue: str, pair: str) -> dict[str, Any]:
     st = status(data, SESSION) or {}
     return ((st.get("venues") or {}).get(venue) or {}).get("pairs", {}).get(pair) or {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+    except OSError:
+        return ""
 
 
 def _venue(data: Path) -> dict[str, Any]:
@@ -110,11 +126,14 @@ def test_binance_spot_trades_gaps_silence_and_quotes_live(tmp_path: Path) -> Non
     pairs = ["BTC-USDT", "ETH-USDT"]
     try:
         data, cfg = _capture(sim, tmp_path, "binance", pairs, ["book", "trades", "quotes"])
-        args = ["--config", str(cfg), "--interval", "0.5", "--session-id", SESSION]
+        port = _free_port()
+        args = ["--config", str(cfg), "--interval", "0.5", "--session-id", SESSION, "--metrics-port", str(port)]
         with running_cli("start-capture", *args) as proc:
             wait_for(lambda: all(_pair_status(data, "binance", p).get("trades", 0) >= 10 for p in pairs), 60, "trades")
             sim.fault(kind="trade_gap", symbol="BTCUSDT", count=3)
             wait_for(lambda: _pair_status(data, "binance", "BTC-USDT").get("trade_gaps") == 3, 30, "trade gap")
+            gap_metric = 'recorder_pair_trade_gaps_total{venue="binance",pair="BTC-USDT"} 3'
+            wait_for(lambda: gap_metric in _scrape(port), 30, "the trade gap in Prometheus")
             sim.fault(kind="trade_silence", symbol="ETHUSDT", duration_s=8.0)
             wait_for(lambda: _pair_status(data, "binance", "ETH-USDT").get("trade_silent"), 30, "silence flag")
             assert not _pair_status(data, "binance", "BTC-USDT")["trade_silent"]
@@ -197,3 +216,13 @@ def test_binance_usdm_trades_on_the_public_route_live(tmp_path: Path) -> None:
         assert not list((data / "quotes").rglob("*.parquet"))  # quotes not asked for
     finally:
         sim.stop()
+
+
+def test_channels_are_validated_in_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[venues.binance]\npairs = ["BTC-USDT"]\nchannels = ["book", "tradez"]\n')
+    res = run_cli("start-capture", "--config", str(cfg), "--duration", "1s")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "Error: invalid [venues.binance] channels = ['book', 'tradez']: use one or more of book, trades, quotes"
+    ]

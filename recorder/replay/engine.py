@@ -273,6 +273,7 @@ def _summary(
             "resyncs": per.get("resyncs", 0),
             "snapshots_written": written.get(pair, 0),
             "missed_ticks": int(sc.get(f"missed:{pair}")),
+            "depth_short": int(sc.get(f"depth_short:{pair}")),
         }
     return {
         "venue": opts.venue,
@@ -294,6 +295,7 @@ def _summary(
         "first_tick_ms": ticks[0] if ticks else None,
         "last_tick_ms": ticks[-1] if ticks else None,
         "snapshots_written": int(writer.counters.get("snapshots_written")),
+        "depth_short": int(sc.get("depth_short")),
         "files_written": int(writer.counters.get("files_written")),
         "pairs": per_pair,
     }

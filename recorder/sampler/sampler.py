@@ -29,6 +29,7 @@ SAMPLER_FIELDS = [
     "missed_late",
     "missed_crossed",
     "warmup_ticks",
+    "depth_short",  # samples stored with depth_complete false (deeper levels unknown)
     "ring_drops",
     "last_tick_ms",
     *latency_fields("lat"),
@@ -39,7 +40,13 @@ SAMPLER_FIELDS = [
 def sampler_pair_fields(pair: str) -> list[str]:
     # checksum_failures:<pair> lives here so connectors of checksum venues can count into shared
     # memory, where the miss log sees it move (see misslog.py).
-    return [f"samples:{pair}", f"missed:{pair}", f"ever_synced:{pair}", f"checksum_failures:{pair}"]
+    return [
+        f"samples:{pair}",
+        f"missed:{pair}",
+        f"ever_synced:{pair}",
+        f"checksum_failures:{pair}",
+        f"depth_short:{pair}",
+    ]
 
 
 class Ring(Protocol):
@@ -67,10 +74,17 @@ class Sampler:
         self.misslog = MissLog(exchange, interval_ms, counters, misslog_path)
         # Per-tick work runs for every pair: counter slots are looked up once, here.
         self._values = counters.values
-        self._slot = {f: counters.slot(f) for f in ("ticks", "samples", "last_tick_ms", "warmup_ticks", "ring_drops")}
+        self._slot = {
+            f: counters.slot(f)
+            for f in ("ticks", "samples", "last_tick_ms", "warmup_ticks", "ring_drops", "depth_short")
+        }
         self._pair_slots = [
             (pair, counters.slot(f"samples:{pair}"), counters.slot(f"ever_synced:{pair}")) for pair in self.pairs
         ]
+        self._short_slot = {pair: counters.slot(f"depth_short:{pair}") for pair in self.pairs}
+        # A connector that can deepen a book (Binance: a fresh REST snapshot) is told when one
+        # shows fewer levels than sampled because deeper ones are unknown; it paces the requests.
+        self._request_depth = getattr(connector, "request_depth", None)
         self._push_many = getattr(ring, "push_many", None) or self._push_each
         self._lat = LatencyHistogram(counters, "lat")
         self._jit = LatencyHistogram(counters, "jit")
@@ -117,6 +131,7 @@ class Sampler:
         exchange = self.exchange
         payloads: list[bytes] = []
         sampled: list[tuple[str, int]] = []
+        short: list[tuple[int, str]] = []  # (index in sampled, pair) of books short of depth
         for pair, samples_slot, ever_slot in self._pair_slots:
             book = book_of(pair)
             if book is None:
@@ -133,6 +148,11 @@ class Sampler:
                 self.connector.request_resync(pair, "crossed book")
                 continue
             values[ever_slot] = 1.0
+            complete = True
+            if len(bid_px) < depth or len(ask_px) < depth:  # rare: the book's method only then
+                complete = book.depth_complete(depth, len(bid_px), len(ask_px))
+                if not complete:
+                    short.append((len(sampled), pair))
             latency = None
             received, exchange_ms = book.receive_time_ms, book.exchange_time_ms
             if received is not None and exchange_ms is not None:
@@ -153,6 +173,7 @@ class Sampler:
                         exchange_ms,
                         book.update_id,
                         True,
+                        complete,
                     )
                 )
             )
@@ -165,10 +186,21 @@ class Sampler:
         for pair, samples_slot in sampled[:pushed]:
             values[samples_slot] += 1.0
             hit(pair)
+        if short:
+            self._count_short(short, pushed)
         if pushed < len(sampled):
             values[slot["ring_drops"]] += len(sampled) - pushed
             for pair, _ in sampled[pushed:]:
                 self.misslog.miss(pair, tick_ms, 1, "drop")
+
+    def _count_short(self, short: list[tuple[int, str]], pushed: int) -> None:
+        values, request = self._values, self._request_depth
+        for i, pair in short:
+            if i < pushed:  # stored (a dropped record is counted as a drop, not as short)
+                values[self._slot["depth_short"]] += 1.0
+                values[self._short_slot[pair]] += 1.0
+            if request is not None:
+                request(pair)
 
     def _push_each(self, payloads: list[bytes]) -> int:
         for i, payload in enumerate(payloads):

@@ -480,6 +480,7 @@ class Supervisor:
                 "reconnects",
                 "gaps",
                 "missed_ticks",
+                "depth_short",
                 "ring_drops",
                 "samples",
                 "malformed",
@@ -535,6 +536,7 @@ class Supervisor:
                     cause: int(v[f"missed_{cause}"]) for cause in ("not_synced", "restart", "late", "crossed")
                 },
                 "warmup_ticks": int(v["warmup_ticks"]),
+                "depth_short": int(v["depth_short"]),
                 "ring_drops": int(v["ring_drops"]),
                 "ring_used_bytes": ring.used_bytes,
                 "capture_latency_ms": {"p50": lat[0.5], "p99": lat[0.99], "max": v["lat_max"] or None},
@@ -547,6 +549,7 @@ class Supervisor:
                         "resyncs": int(v[f"resyncs:{pair}"]),
                         "gaps": int(v[f"gaps:{pair}"]),
                         "checksums_failed": int(v[f"checksum_failures:{pair}"]),
+                        "depth_short": int(v[f"depth_short:{pair}"]),
                     }
                     for pair in vc.pairs
                 },

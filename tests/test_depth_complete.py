@@ -10,13 +10,20 @@ level a cut snapshot held, a level may exist that no message ever told about).
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
+from recorder.dataset import open_dataset
+from recorder.model import Level, Snapshot
+from recorder.writer.batches import SCHEMA, data_file_path, snapshot_jsonl, snapshots_to_batch
 from tests.conftest import read_jsonl, run_cli, snapshots_from_rows
 
 RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings" / "binance"
@@ -193,3 +200,80 @@ def test_replay_deeper_than_the_snapshot_stores_only_proven_levels(
         assert sum(short.values()) < len(stored)
     assert summary["depth_short"] == sum(short.values())
     assert {p: v["depth_short"] for p, v in summary["pairs"].items()} == {p: short[p] for p in summary["pairs"]}
+
+
+# -- files from before the field, and after it, in one tree ------------------------------------
+
+
+def _snaps(session: str, first_ms: int, complete: bool | None) -> list[Snapshot]:
+    return [
+        Snapshot(
+            exchange="binance",
+            pair=pair,
+            timestamp_ms=first_ms + k * 1000,
+            bids=[Level(100.0 - j, 1.0 + j) for j in range(3)],
+            asks=[Level(101.0 + j, 2.0 + j) for j in range(3 if k % 4 else 0)],  # some one-sided
+            capture_latency_ms=1.0,
+            sequence_number=k,
+            update_id=k,
+            depth_complete=None if complete is None else complete == (k % 3 != 0),
+            session_id=session,
+        )
+        for k in range(6)
+        for pair in ("BTC-USDT", "ETH-USDT")
+    ]
+
+
+def _write(data: Path, snaps: list[Snapshot], old_schema: bool, segment: int) -> None:
+    """One file per format as the writer of that time stored it: before the field, Parquet had no
+    such column and JSONL no such key."""
+    s0 = snaps[0]
+    date = time.strftime("%Y-%m-%d", time.gmtime(s0.timestamp_ms / 1000))
+    table = pa.Table.from_batches([snapshots_to_batch(snaps)])
+    lines = [json.loads(snapshot_jsonl(s)) for s in snaps]
+    if old_schema:
+        table = table.drop_columns(["depth_complete"])
+        for line in lines:
+            del line["depth_complete"]
+    for fmt in ("parquet", "jsonl"):
+        path = data_file_path(data, fmt, "binance", date, s0.session_id, s0.timestamp_ms, segment)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "parquet":
+            pq.write_table(table, path)
+        else:
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+
+
+def _flags(data: Path, fmt: str) -> dict[tuple[str, str, int], bool | None]:
+    """(session, pair, sequence) -> depth_complete as the reader gives it, checked to be the same
+    in the long table, the wide table and the snapshot objects."""
+    dset = open_dataset(data, format=fmt)
+    long = {(r["session_id"], r["pair"], r["sequence_number"]): r["depth_complete"] for r in dset.table().to_pylist()}
+    wide = {
+        (r["session_id"], r["pair"], r["sequence_number"]): r["depth_complete"] for r in dset.wide(depth=3).to_pylist()
+    }
+    objects = {(b.session_id, b.pair, b.sequence_number): b.depth_complete for b in dset.snapshots()}
+    assert long == wide == objects
+    return long
+
+
+def test_old_and_new_files_read_and_compact_together(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    t0 = 1_795_000_000_000 - (1_795_000_000_000 % 86_400_000)
+    old, new = _snaps("old", t0, None), _snaps("new", t0 + 60_000, True)
+    _write(data, old, old_schema=True, segment=0)
+    _write(data, new, old_schema=False, segment=1)
+    want = {(s.session_id, s.pair, s.sequence_number): s.depth_complete for s in old + new}
+    assert {v for k, v in want.items() if k[0] == "old"} == {None}
+    assert {v for k, v in want.items() if k[0] == "new"} == {True, False}
+    for fmt in ("parquet", "jsonl"):
+        assert _flags(data, fmt) == want, fmt
+    res = run_cli("compact", "--data-dir", str(data), "--older-than", "1m")
+    assert res.returncode == 0, res.stderr
+    assert "compacted 4 files" in res.stdout, res.stdout
+    for fmt in ("parquet", "jsonl"):
+        assert len(list((data / fmt).rglob(f"*.{fmt}"))) == 1
+        assert _flags(data, fmt) == want, fmt
+    (merged,) = (data / "parquet").rglob("*.parquet")
+    assert pq.read_schema(merged).names == SCHEMA.names  # the new column in its place

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,17 @@ import pytest
 from recorder.dataset import open_dataset
 from recorder.model import Level, Snapshot
 from recorder.writer.batches import SCHEMA, data_file_path, snapshot_jsonl, snapshots_to_batch
-from tests.conftest import read_jsonl, run_cli, snapshots_from_rows
+from tests.conftest import (
+    Sim,
+    read_jsonl,
+    run_cli,
+    running_cli,
+    snapshots_from_rows,
+    status,
+    stop_cli,
+    wait_for,
+    write_config,
+)
 
 RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings" / "binance"
 QUOTES = ("USDT", "EUR", "ETH", "BTC")
@@ -277,3 +288,62 @@ def test_old_and_new_files_read_and_compact_together(tmp_path: Path) -> None:
         assert _flags(data, fmt) == want, fmt
     (merged,) = (data / "parquet").rglob("*.parquet")
     assert pq.read_schema(merged).names == SCHEMA.names  # the new column in its place
+
+
+# -- live: a book the price walk outran gets a deeper snapshot -----------------------------------
+
+
+def test_live_capture_refetches_a_book_the_price_walk_outran(sim: Sim, tmp_path: Path) -> None:
+    """Snapshots of 30 levels, sampled at 10: the simulator's price walk soon moves a side past the
+    snapshot's range. Those ticks are stored (not missed) marked short and counted; the connector
+    fetches a fresh snapshot (spaced, in budget: no 429) and the book is complete again. Every
+    stored book is checked against the simulator's own book at its update id."""
+    # The simulator serves a REST snapshot of exactly the levels asked for (its book is deeper).
+    with urllib.request.urlopen(f"{sim.urls['rest_url']}/api/v3/depth?symbol=BTCUSDT&limit=30", timeout=10) as r:
+        cut = json.load(r)
+    assert len(cut["bids"]) == len(cut["asks"]) == 30
+    data, depth = tmp_path / "data", 10
+    pairs = ["BTC-USDT", "ETH-USDT"]
+    cfg = write_config(
+        tmp_path / "c.toml", sim.urls, pairs, data, interval="200ms", depth=depth, format="jsonl",
+        venue_extra={"snapshot_limit": 30},
+    )  # fmt: skip
+
+    def refetched_and_sampled_on() -> bool:
+        v = ((status(data, "deep") or {}).get("venues") or {}).get("binance")
+        if not v or v["depth_short"] == 0 or v["snapshots_fetched"] <= v["resyncs"]:
+            return False
+        seen = wait.setdefault("samples", v["samples"])
+        return v["samples"] >= seen + 20  # two seconds of both pairs after the first refetch
+
+    wait: dict[str, int] = {}
+    with running_cli("start-capture", "--config", str(cfg), "--session-id", "deep") as proc:
+        wait_for(refetched_and_sampled_on, 90, "a refetch and samples after it")
+        stop_cli(proc)
+    v = status(data, "deep")["venues"]["binance"]  # type: ignore[index]
+    assert v["http_429"] == 0 and v["http_418"] == 0
+    assert v["missed_ticks"] == 0  # a refetch never takes the book away from the sampler
+    assert v["snapshots_fetched"] > v["resyncs"]  # fresh snapshots beyond the ones that synced books
+
+    stored = sorted(read_jsonl(data), key=lambda s: (s["pair"], s["timestamp_ms"]))
+    flags: dict[str, list[bool]] = defaultdict(list)
+    for s in stored:
+        symbol = s["pair"].replace("-", "")
+        code, ref = sim.get(f"/sim/book?symbol={symbol}&update_id={s['update_id']}&limit=1000")
+        assert code == 200, ref
+        bids = [(lv["price"], lv["qty"]) for lv in s["bids"]]
+        asks = [(lv["price"], lv["qty"]) for lv in s["asks"]]
+        ref_bids = [(float(p), float(q)) for p, q in ref["bids"]]
+        ref_asks = [(float(p), float(q)) for p, q in ref["asks"]]
+        # Never an invented level: what is stored is the venue's best levels, in order.
+        assert bids == ref_bids[: len(bids)] and asks == ref_asks[: len(asks)], (s["pair"], s["update_id"])
+        # The flag is the truth: complete iff both sides show the depth (the venue had it).
+        shown_all = len(bids) == min(depth, len(ref_bids)) and len(asks) == min(depth, len(ref_asks))
+        assert s["depth_complete"] is shown_all, (s["pair"], s["update_id"], len(bids), len(asks))
+        flags[s["pair"]].append(s["depth_complete"])
+    assert sum(not f for fs in flags.values() for f in fs) == v["depth_short"]
+    assert {p: sum(not f for f in flags[p]) for p in pairs} == {p: v["pairs"][p]["depth_short"] for p in pairs}
+    # A short run is followed by complete books again: the refetch deepened the book.
+    assert any("01" in "".join("1" if f else "0" for f in fs) for fs in flags.values()), {
+        p: "".join("1" if f else "0" for f in fs) for p, fs in flags.items()
+    }

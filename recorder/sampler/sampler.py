@@ -3,6 +3,10 @@
 A book that is not synced (or is crossed) at a tick yields no snapshot: the tick is counted as
 missed for that pair, with its cause. Ticks before a pair's first sync in a session are warm-up,
 not misses; ticks lost while the venue process was down are counted by its next incarnation.
+
+A book that shows fewer levels than the depth because deeper ones are unknown
+(``L2Book.depth_complete``) is stored with ``depth_complete`` false and counted as ``depth_short``;
+a connector that can deepen it (``request_depth``) is asked to.
 """
 
 from __future__ import annotations

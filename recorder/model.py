@@ -60,7 +60,7 @@ class SampledBook(msgspec.Struct, array_like=True):
     exchange_time_ms: int | None
     update_id: int | None
     verified: bool
-    depth_complete: bool
+    depth_complete: bool | None  # the sampler always knows; None only for a Snapshot that did not
 
     def check(self) -> None:
         """ValueError for a record that is no book (its columns differ in length)."""
@@ -104,7 +104,7 @@ def ring_record(snap: Snapshot) -> bytes:
             snap.exchange_time_ms,
             snap.update_id,
             snap.verified,
-            snap.depth_complete is not False,
+            snap.depth_complete,
         )
     )
 

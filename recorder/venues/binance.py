@@ -296,7 +296,7 @@ class BookSync:
         self.end_refetch()
         if kept and self._prev_id(kept[0]) > last:
             return False  # the snapshot does not join the chain (never seen; Binance would be wrong)
-        book = L2Book()
+        book = type(self.book)()
         book.load(snap.bids, snap.asks, last)
         limit = self.snapshot_limit
         book.bound_to_snapshot(limit is None or len(snap.bids) >= limit, limit is None or len(snap.asks) >= limit)

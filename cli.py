@@ -149,9 +149,13 @@ def capture_status(session_id: str, data_dir: str, as_json: bool) -> None:
     """Show a session's state and metrics (works from another terminal)."""
     session = _session(data_dir, session_id)
     status = session.read_status()
-    if status is None:
-        raise UserError(f"session {session_id!r} has no status yet")
     running = session.is_running()
+    if status is None and running:
+        status = {"session_id": session_id, "state": "starting"}  # checks and simulators come first
+        click.echo(json.dumps(status, indent=2, sort_keys=True) if as_json else f"session {session_id}: starting")
+        return
+    if status is None:
+        raise UserError(f"session {session_id!r} never started capturing: its start failed or was killed")
     if not running and status.get("state") in ("running", "stopping", "starting"):
         status["state"] = "dead"  # the supervisor vanished without a final status
     if as_json:
@@ -179,11 +183,12 @@ def _render_status(s: dict[str, Any]) -> str:
                 f"    connections {v['connections']}  REST weight used {v['rest_weight_used']}"
                 f"  queued {v['rest_queue']}  http 429 {v['http_429']}  418 {v['http_418']}"
             )
+        lines += _never_synced_lines(venue, v, s["state"])
         for pair, p in v["pairs"].items():
             lines.append(
                 f"    {pair:<14} {'synced' if p['synced'] else 'NOT SYNCED':<10} samples {p['samples']:<8}"
                 f" missed {p['missed_ticks']:<6} resyncs {p['resyncs']}"
-                f"  depth short {p.get('depth_short', 0)}"
+                f"  depth short {p.get('depth_short', 0)}" + _first_sync_text(p)
             )
     w = s.get("writer", {})
     if w:
@@ -198,6 +203,29 @@ def _render_status(s: dict[str, Any]) -> str:
     if "flushed" in s:
         lines.append(f"  flushed: {s['flushed']}  ({s.get('stop_reason')})")
     return "\n".join(lines)
+
+
+def _never_synced_lines(venue: str, v: dict[str, Any], state: str) -> list[str]:
+    """One loud line when pairs have not synced once: their ticks are warm-up, not "missed", so
+    the missed count alone would read 0 for a pair that stored nothing."""
+    waiting = [pair for pair, p in v["pairs"].items() if "first_sync_ms" in p and p["first_sync_ms"] is None]
+    if not waiting:
+        return []
+    ticks = sum(v["pairs"][pair]["warmup_ticks"] for pair in waiting)
+    how = "still warming up, not synced yet" if state in ("running", "starting") else "NEVER SYNCED"
+    names = ", ".join(waiting[:5]) + (f" and {len(waiting) - 5} more" if len(waiting) > 5 else "")
+    return [
+        f"  ! {venue}: {len(waiting)} of {len(v['pairs'])} pairs {how}, nothing stored for them"
+        f" ({ticks} warm-up ticks, not counted as missed): {names}"
+    ]
+
+
+def _first_sync_text(p: dict[str, Any]) -> str:
+    if "first_sync_ms" not in p:  # a status written before these counters existed
+        return ""
+    if p["first_sync_ms"] is None:
+        return f"  warm-up {p['warmup_ticks']} (never synced)"
+    return f"  warm-up {p['warmup_ticks']} (first sync {p['time_to_first_sync_s']} s after start)"
 
 
 def _render_s3(s3: dict[str, Any]) -> str:
@@ -264,6 +292,24 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     help="Serve this recorded raw capture (and its REST snapshots) instead of a generated market.",
 )
 @click.option("--speed", default=1.0, show_default=True, type=float, help="Replay pace: 1 as recorded, 10 faster.")
+@click.option(
+    "--okx-checksum",
+    default="zero",
+    show_default=True,
+    type=click.Choice(["zero", "crc"]),
+    help="OKX book checksum: 0 as OKX sends today, or the documented CRC32 (older captures).",
+)
+@click.option(
+    "--idle-timeout",
+    default=600.0,
+    show_default=True,
+    type=float,
+    help="Bybit: seconds without a ping and without data before a connection is cut.",
+)
+@click.option(
+    "--symbol-status",
+    help="Binance: exchangeInfo status of some symbols, e.g. FOOUSDT=SETTLING (the others: TRADING).",
+)
 def simulate(
     venue: str,
     host: str,
@@ -278,6 +324,9 @@ def simulate(
     weight_window: float,
     replay_file: str | None,
     speed: float,
+    okx_checksum: str,
+    idle_timeout: float,
+    symbol_status: str | None,
 ) -> None:
     """Run a local exchange speaking the venue's real protocol; prints its URLs as JSON."""
     from recorder.logs import setup_logging
@@ -291,6 +340,14 @@ def simulate(
         faults = parse_faults(faults_spec) if faults_spec else None
     except FaultError as exc:
         raise UserError(str(exc)) from None
+    if idle_timeout <= 0:
+        raise UserError(f"--idle-timeout must be > 0 seconds, got {idle_timeout}")
+    statuses: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in (symbol_status or "").split(","))):
+        sym, _, state = item.partition("=")
+        if not sym.strip() or not state.strip().isalpha():
+            raise UserError(f"invalid --symbol-status item {item!r}: use SYMBOL=STATUS, e.g. FOOUSDT=SETTLING")
+        statuses[sym.strip().upper()] = state.strip().upper()
     setup_logging("simulator")
     opts = SimOptions(
         venue=venue,
@@ -306,6 +363,9 @@ def simulate(
         weight_window_s=weight_window,
         replay=replay_file,
         speed=speed,
+        okx_checksum=okx_checksum,
+        idle_timeout_s=idle_timeout,
+        symbol_status=statuses or None,
     )
     if replay_file is not None:
         from recorder.replay.readers import CaptureFormatError
@@ -501,11 +561,21 @@ def replay_cmd(
             pairs=[normalize_pair(p) for p in pairs.split(",") if p.strip()] if pairs else None,
         )
         summary = replay(opts)
+        _save_replay_summary(data_dir, session_id, summary)
     except (ConfigError, NameError_, ReplayError, CaptureFormatError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"replay failed: {exc}") from None
     click.echo(json.dumps(summary, indent=2))
+
+
+def _save_replay_summary(data_dir: str, session_id: str, summary: dict[str, Any]) -> None:
+    """Beside the session's journal, for `report` (its per-pair counts, as status.json's)."""
+    path = Path(data_dir) / ".sessions" / session_id / "replay.json"
+    try:
+        path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"Warning: cannot write {path}: {exc.strerror or exc} (report will lack its counts)", err=True)
 
 
 @main.command("report")
@@ -518,6 +588,7 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
     """Data-quality report per exchange and pair: coverage, gaps and causes, latency, storage."""
     from recorder.dataset import DatasetError
     from recorder.report import build_report
+    from recorder.report.quality import NoData
     from recorder.report.render import render_html, render_text
 
     if session_id:
@@ -527,6 +598,9 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
             raise UserError(str(exc)) from None
     try:
         rep = build_report(data_dir, session_id, fmt)
+    except NoData as exc:
+        _unreadable_lines(exc.unreadable)
+        raise UserError(str(exc)) from None
     except (DatasetError, OSError) as exc:
         raise UserError(str(exc)) from None
     if out_path:
@@ -540,6 +614,18 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
         click.echo(render_text(rep))
         if out_path:
             click.echo(f"HTML report: {Path(out_path).resolve()}")
+    if rep.unreadable:
+        _unreadable_lines(rep.unreadable)
+        sys.exit(REPORT_UNREADABLE_EXIT)
+
+
+# `report` printed everything it could read, but some files could not be read (named on stderr).
+REPORT_UNREADABLE_EXIT = 3
+
+
+def _unreadable_lines(unreadable: list[Any]) -> None:
+    for u in unreadable:
+        click.echo(f"Error: unreadable file {u.path}: {u.error}", err=True)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 Every benchmark group has one baseline measured in the same run; `benchmarks/report.py` turns the
 pytest-benchmark JSON into ratios against it, so a noisy machine shifts both sides alike.
+`pytest benchmarks --benchmark-disable` runs every benchmark once on small sizes (benchmarks/quick.py).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,14 @@ from tests.s3_support import isolate_aws_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "tests" / "data" / "recordings"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before the benchmark modules are imported: their sizes read it (benchmarks/quick.py). Under
+    # xdist pytest-benchmark measures nothing either, so that is quick mode too.
+    disabled = config.getoption("benchmark_disable", False) or bool(getattr(config.option, "numprocesses", 0))
+    if disabled or hasattr(config, "workerinput"):
+        os.environ.setdefault("BENCH_QUICK", "1")
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,14 @@ from pathlib import Path
 import boto3
 import pytest
 
+from benchmarks.quick import size
 from recorder.compaction import compact
 from recorder.config import S3Config
 from recorder.model import Level, Snapshot
 from recorder.sinks.local import prepare_jsonl, prepare_parquet, publish
 from recorder.writer.batches import batches_to_table, data_file_path, snapshot_jsonl, snapshots_to_batch
 
-FILES = 120
+FILES = size(120, 12)
 SNAPS_PER_FILE = 100  # 20 pairs x 5 ticks, depth 10 a side
 PAIRS = [f"P{i:02d}-USDT" for i in range(20)]
 T0 = 1_795_000_000_000

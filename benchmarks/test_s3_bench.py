@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 
+from benchmarks.quick import size
 from recorder.config import S3Config
 from recorder.sinks.s3 import S3Store, expected_etag
 from recorder.sinks.spool import Spool
 
 MIB = 1024 * 1024
-SCAN_FILES = 5000
-UPLOAD_MIB = 32
+SCAN_FILES = size(5000, 300)
+UPLOAD_MIB = size(32, 16)
+PARTS = UPLOAD_MIB // 8  # 8 MiB parts
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +79,9 @@ def test_upload_verified_multipart(benchmark: Any, moto_url: str, big_file: Path
     cfg = S3Config(bucket="bench-bucket", endpoint_url=moto_url, part_size_mb=8, upload_concurrency=4)
     store = S3Store(cfg)
     store.client.create_bucket(Bucket="bench-bucket")
-    size, etag = benchmark.pedantic(lambda: store.upload(big_file, "bench/big.parquet"), rounds=3)
-    assert size == UPLOAD_MIB * MIB and etag.endswith("-4")
-    benchmark.extra_info.update(MiB=UPLOAD_MIB, parts=4, concurrency=4)
+    nbytes, etag = benchmark.pedantic(lambda: store.upload(big_file, "bench/big.parquet"), rounds=3)
+    assert nbytes == UPLOAD_MIB * MIB and etag.endswith(f"-{PARTS}")
+    benchmark.extra_info.update(MiB=UPLOAD_MIB, parts=PARTS, concurrency=4)
 
 
 @pytest.mark.benchmark(group=f"s3: ETag of {UPLOAD_MIB} MiB")
@@ -91,4 +93,4 @@ def test_etag_baseline_md5(benchmark: Any, big_file: Path) -> None:
 @pytest.mark.benchmark(group=f"s3: ETag of {UPLOAD_MIB} MiB")
 def test_etag_multipart_recompute(benchmark: Any, big_file: Path) -> None:
     transfer = S3Store(S3Config(bucket="x-bucket", part_size_mb=8)).transfer
-    assert benchmark(expected_etag, big_file, UPLOAD_MIB * MIB, transfer).endswith("-4")
+    assert benchmark(expected_etag, big_file, UPLOAD_MIB * MIB, transfer).endswith(f"-{PARTS}")

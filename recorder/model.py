@@ -114,3 +114,34 @@ def decode_ring_record(payload: bytes) -> Snapshot:
     record = ring_decoder.decode(payload)
     record.check()
     return record.to_snapshot()
+
+
+class Trade(msgspec.Struct, array_like=True, frozen=True):
+    """One public trade, normalized by the venue's Feed (the ``trades`` dataset's row, less the
+    ``session_id`` and ``sequence_number`` the writer assigns when it stores it).
+
+    Times are UTC epoch microseconds: venues stamp trades in ms or µs and µs keeps both exact.
+    """
+
+    exchange: str
+    pair: str
+    trade_id: str  # the venue's id as text: Bybit linear ids are UUIDs, Coinbase/OKX send strings
+    price: float
+    quantity: float
+    side: str  # the taker's side, "buy" or "sell" (Coinbase reports the maker's: inverted)
+    exchange_time_us: int | None  # the venue's trade time (not its envelope/event time)
+    local_time_us: int  # local receive time of the frame that carried it
+
+
+class Quote(msgspec.Struct, array_like=True, frozen=True):
+    """A change of the best bid or ask (price or size) of a verified local book (``quotes``)."""
+
+    exchange: str
+    pair: str
+    bid_price: float | None
+    bid_qty: float | None
+    ask_price: float | None
+    ask_qty: float | None
+    exchange_time_us: int | None
+    local_time_us: int
+    update_id: int | None

@@ -143,8 +143,8 @@ def venue_config(path: Path, venue: str, urls: dict[str, str], pairs: list[str],
     return path
 
 
-def sim_fixture(venue: str) -> Iterator[VenueSim]:
-    sim = VenueSim(venue, "--seed", "11")
+def sim_fixture(venue: str, *extra: str) -> Iterator[VenueSim]:
+    sim = VenueSim(venue, "--seed", "11", *extra)
     try:
         yield sim
     finally:

@@ -3,15 +3,18 @@ checksum of the real 2022 recording, a corrupted recording, and a live capture a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from recorder.config import VenueConfig
 from recorder.names import normalize_pair
+from recorder.sim.server import SimOptions, Simulator
 from recorder.venues.okx import OkxConnector, OkxFeed, capture_pairs, checksum, inst_type, pair_for, symbol_for
 from tests.checksum_venue_support import (
     RECORDINGS,
@@ -108,6 +111,28 @@ def test_seq_chain_keepalive_reset_and_gap() -> None:
     feed.on_frame(frame("snapshot", "BTC-USDT", [["98", "1"]], [["102", "1"]], 0, -1, 20), 7.0)
     assert feed.book("BTC-USDT") is not None and feed.wants_snapshot() == set()
     assert feed.stats.resyncs == 3 and feed.stats.per_pair["BTC-USDT"]["resyncs"] == 2  # every sync counts
+
+
+def test_zero_checksum_is_neither_verified_nor_failed_and_the_chain_alone_proves_the_book() -> None:
+    """Today's feed (venue-protocols.md §5): ``checksum: 0`` on every frame. Books are served on the
+    seqId chain alone; no checksum is counted either way; an update with neither a chain link nor a
+    checksum cannot be proven and drops the book like a gap."""
+    feed = OkxFeed(["BTC-USDT"])
+    feed.on_frame(frame("snapshot", "BTC-USDT", [["100", "1"]], [["101", "1"]], 0, -1, 50), 1.0)
+    assert feed.book("BTC-USDT") is not None  # proven by its place in the chain, not a checksum
+    feed.on_frame(frame("update", "BTC-USDT", [["100", "2"]], [], 0, 50, 60), 2.0)
+    book = feed.book("BTC-USDT")
+    assert book is not None and book.update_id == 60 and book.top_text(1)[0] == [("100", "2")]
+    assert feed.stats.checksums_ok == 0 and feed.stats.checksums_failed == 0 and feed.stats.gaps == 0
+    # The same frames without a link: nothing proves the update, so the book is not served.
+    feed.on_frame(frame("update", "BTC-USDT", [["100", "3"]], [], 0, None, 70), 3.0)
+    assert feed.book("BTC-USDT") is None and feed.stats.gaps == 1 and feed.wants_snapshot() == {"BTC-USDT"}
+    # A snapshot without a seqId, then an update whose prevSeqId has nothing to link to.
+    feed.on_frame(frame("snapshot", "BTC-USDT", [["100", "1"]], [["101", "1"]], 0), 4.0)
+    assert feed.book("BTC-USDT") is not None
+    feed.on_frame(frame("update", "BTC-USDT", [["100", "4"]], [], 0, 80, 90), 5.0)
+    assert feed.book("BTC-USDT") is None and feed.stats.gaps == 2
+    assert feed.stats.checksums_ok == 0 and feed.stats.checksums_failed == 0
 
 
 def test_checksum_mismatch_drops_only_that_book() -> None:
@@ -242,7 +267,58 @@ def test_corrupted_level_detected_at_that_message_only_that_book_resyncs() -> No
 
 @pytest.fixture
 def okx_sim() -> Iterator[VenueSim]:
+    """The documented CRC32 (older feeds): the checksum path's tests."""
+    yield from sim_fixture("okx", "--okx-checksum", "crc")
+
+
+@pytest.fixture
+def okx_sim_today() -> Iterator[VenueSim]:
+    """The default simulator: ``checksum: 0`` on every book frame, as OKX sends today."""
     yield from sim_fixture("okx")
+
+
+@pytest.mark.parametrize("mode", ["zero", "crc"])
+def test_simulator_sends_todays_zero_checksum_by_default_and_the_crc_on_request(mode: str) -> None:
+    """Every book frame of the default simulator carries ``checksum: 0``; with ``okx_checksum="crc"``
+    every one carries the signed CRC32 of the book rebuilt here from the frames (not the Feed)."""
+
+    def crc(book: dict[str, dict[str, str]]) -> int:
+        bids = sorted(book["bids"].items(), key=lambda lv: -float(lv[0]))[:25]
+        asks = sorted(book["asks"].items(), key=lambda lv: float(lv[0]))[:25]
+        parts = [x for i in range(25) for side in (bids, asks) if i < len(side) for x in side[i]]
+        return _signed(zlib.crc32(":".join(parts).encode()))
+
+    async def main() -> list[tuple[int, int]]:
+        sim = Simulator(SimOptions(venue="okx", seed=5, symbols=["BTC-USDT"], okx_checksum=mode))
+        await sim.start()
+        seen: list[tuple[int, int]] = []  # (sent checksum, rebuilt book's CRC)
+        book: dict[str, dict[str, str]] = {"bids": {}, "asks": {}}
+        try:
+            async with aiohttp.ClientSession() as http, http.ws_connect(sim.urls["ws_url"]) as ws:
+                await ws.send_json({"op": "subscribe", "args": [{"channel": "books", "instId": "BTC-USDT"}]})
+                while len(seen) < 20:
+                    msg = json.loads((await ws.receive(timeout=10)).data)
+                    if "action" not in msg:
+                        continue
+                    data = msg["data"][0]
+                    if msg["action"] == "snapshot":
+                        book = {"bids": {}, "asks": {}}
+                    for side in ("bids", "asks"):
+                        for px, sz, *_ in data[side]:
+                            if sz == "0":
+                                book[side].pop(px, None)
+                            else:
+                                book[side][px] = sz
+                    seen.append((data["checksum"], crc(book)))
+        finally:
+            await sim.stop()
+        return seen
+
+    seen = asyncio.run(main())
+    if mode == "zero":
+        assert all(sent == 0 for sent, _ in seen), seen
+    else:
+        assert all(sent == rebuilt != 0 for sent, rebuilt in seen), seen
 
 
 def test_live_capture_matches_simulator_and_recovers_from_faults(okx_sim: VenueSim, tmp_path: Path) -> None:
@@ -284,11 +360,56 @@ def test_live_capture_matches_simulator_and_recovers_from_faults(okx_sim: VenueS
     assert stats["updates_corrupted"] == 1 and stats["updates_withheld"] == 1
     stored = read_jsonl(data)
     assert len(stored) == v["samples"] and {s["pair"] for s in stored} == set(pairs)
+    _assert_stored_books_equal_the_simulator(okx_sim, stored)
+
+
+def _assert_stored_books_equal_the_simulator(sim: VenueSim, stored: list[dict]) -> None:
     for s in stored:
-        code, ref = okx_sim.get(f"/sim/book?symbol={symbol_for(s['pair'])}&update_id={s['update_id']}&limit=20")
+        code, ref = sim.get(f"/sim/book?symbol={symbol_for(s['pair'])}&update_id={s['update_id']}&limit=20")
         assert code == 200 and "error" not in ref, (s["pair"], s["update_id"], ref)
         assert [(float(p), float(q)) for p, q in ref["bids"]] == [(lv["price"], lv["qty"]) for lv in s["bids"]]
         assert [(float(p), float(q)) for p, q in ref["asks"]] == [(lv["price"], lv["qty"]) for lv in s["asks"]]
+
+
+def test_live_capture_on_todays_zero_checksums_is_proven_by_the_seqid_chain(
+    okx_sim_today: VenueSim, tmp_path: Path
+) -> None:
+    """Against the default simulator (``checksum: 0`` everywhere, as OKX today): a lost update on
+    the perpetual is caught by ``prevSeqId`` and only that pair resyncs; no checksum is counted,
+    verified or failed; every stored book equals the simulator's at the stored seqId."""
+    sim = okx_sim_today
+    data = tmp_path / "data"
+    pairs = ["BTC-USDT", "ETH-USDT-PERP"]
+    cfg = venue_config(tmp_path / "o.toml", "okx", sim.urls, pairs, data)
+    proc = popen_cli("start-capture", "--config", str(cfg), "--interval", "0.25", "--session-id", "okx0")
+
+    def pair_status(pair: str) -> dict:
+        st = status(data, "okx0")
+        return st["venues"]["okx"]["pairs"][pair] if st and st.get("venues") else {}
+
+    try:
+        wait_for(lambda: all(pair_status(p).get("samples", 0) >= 6 for p in pairs), 90, "samples")
+        sim.fault(kind="gap", symbol="ETH-USDT-SWAP")
+        wait_for(lambda: pair_status("ETH-USDT-PERP").get("resyncs", 0) >= 2, 60, "gap and resubscribe")
+        before = {p: pair_status(p)["samples"] for p in pairs}
+        wait_for(lambda: all(pair_status(p)["samples"] >= before[p] + 4 for p in pairs), 60, "samples after resync")
+        res = run_cli("stop-capture", "--session-id", "okx0", "--data-dir", str(data))
+        assert res.returncode == 0, res.stderr
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    final = status(data, "okx0")
+    assert final is not None and final["flushed"] is True
+    v = final["venues"]["okx"]
+    assert v["checksums_ok"] == 0 and v["checksums_failed"] == 0, v
+    assert v["gaps"] == 1 and v["pairs"]["ETH-USDT-PERP"]["gaps"] == 1 and v["pairs"]["BTC-USDT"]["gaps"] == 0
+    assert v["pairs"]["ETH-USDT-PERP"]["resyncs"] >= 2 and v["pairs"]["BTC-USDT"]["resyncs"] == 1
+    assert v["malformed"] == 0 and sim.get("/sim/stats")[1]["updates_withheld"] == 1
+    stored = read_jsonl(data)
+    assert len(stored) == v["samples"] and {s["pair"] for s in stored} == set(pairs)
+    assert all(s["verified"] for s in stored)
+    _assert_stored_books_equal_the_simulator(sim, stored)
 
 
 def test_check_pairs_against_simulator(okx_sim: VenueSim) -> None:

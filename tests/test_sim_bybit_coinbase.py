@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -125,3 +126,38 @@ async def test_coinbase_drops_a_connection_that_never_subscribes(coinbase: Venue
         async with http.get(f"{coinbase.urls['rest_url']}/api/v3/brokerage/market/products") as resp:
             products = (await resp.json())["products"]
     assert {p["product_id"] for p in products} == {"BTC-USD", "ETH-USD"}
+
+
+async def test_bybit_cuts_only_silent_connections_after_the_idle_timeout() -> None:
+    """The venue cuts a connection with no ping and no data for 10 min (venue-protocols.md §6), not
+    one that streams deltas without pings. With the timeout at 1 s: a subscribed socket that never
+    pings lives on for 4 s, a socket that only pings lives on, a silent one is cut."""
+    sim = VenueSim("bybit", "--seed", "22", "--symbols", "linear:BTCUSDT", "--idle-timeout", "1")
+    url = f"{sim.urls['ws_url']}/v5/public/linear"
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(url, autoping=False, heartbeat=None) as streaming,
+            http.ws_connect(url, autoping=False, heartbeat=None) as pinging,
+            http.ws_connect(url, autoping=False, heartbeat=None) as silent,
+        ):
+            await streaming.send_str(json.dumps({"req_id": "s", "op": "subscribe", "args": ["orderbook.50.BTCUSDT"]}))
+            assert (await _recv(streaming))["success"] is True
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            deltas = pongs = 0
+            while loop.time() - start < 4.0:
+                await pinging.send_str(json.dumps({"req_id": "p", "op": "ping"}))
+                pongs += (await _recv(pinging))["ret_msg"] == "pong"
+                t_round = loop.time()
+                while loop.time() - t_round < 0.3:  # drain the stream meanwhile, never pinging it
+                    deltas += (await _recv(streaming)).get("type") == "delta"
+            assert deltas > 20 and pongs >= 10
+            msg = await silent.receive(timeout=5)  # cut long ago: only the close is left
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+            assert not streaming.closed and not pinging.closed
+            assert (await _recv(streaming))["topic"] == "orderbook.50.BTCUSDT"
+        code, stats = sim.get("/sim/stats")
+        assert code == 200 and stats["closed_idle"] == 1, stats
+    finally:
+        sim.stop()

@@ -75,6 +75,19 @@ def test_cli_rejects_bad_fault_spec() -> None:
     assert "unknown fault kind 'explode'" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--idle-timeout", "0"], "--idle-timeout must be > 0"),
+        (["--symbol-status", "FOOUSDT"], "invalid --symbol-status item 'FOOUSDT'"),
+        (["--okx-checksum", "md5"], "Invalid value for '--okx-checksum'"),
+    ],
+)
+def test_cli_rejects_bad_simulator_options(args: list[str], message: str) -> None:
+    res = run_cli("simulate", *args, timeout=60)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
 def test_gap_malformed_corrupt_close_over_http() -> None:
     async def main() -> None:
         async with client() as (sim, http, base):

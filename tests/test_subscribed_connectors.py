@@ -69,7 +69,8 @@ async def test_pings_through_silence_then_reconnect_and_resubscribe(venue: str) 
             await _until(lambda: c.get("reconnects") >= 1, 30, "reconnect")
             await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books after reconnect")
             assert c.get("checksum_failures") == 0 and c.get("gaps") == 0 and c.get("malformed") == 0
-            assert c.get("checksums_ok") > 0  # (the counters are live under these names)
+            # (the counters are live under these names; OKX sends checksum 0 today: none is counted)
+            assert c.get("checksums_ok") > 0 if venue == "kraken" else c.get("checksums_ok") == 0
             assert (await _get(http, f"{base}/sim/stats"))["connections_total"] == 2
             # The sampler found a book unusable (e.g. crossed): that symbol alone is resubscribed.
             connector.request_resync(pairs[0], "test")
@@ -209,7 +210,8 @@ def test_kraken_and_okx_in_one_capture_one_process_each(tmp_path: Path) -> None:
     assert by_venue == {("kraken", "BTC-USD"), ("kraken", "ETH-USD"), ("okx", "BTC-USDT"), ("okx", "ETH-USDT-PERP")}
     for venue in ("kraken", "okx"):
         v = final["venues"][venue]
-        assert v["checksums_ok"] > 0 and v["checksums_failed"] == 0 and v["gaps"] == 0
+        # The simulated OKX sends checksum 0, as OKX does today: its books rest on the seqId chain.
+        assert (v["checksums_ok"] > 0) is (venue == "kraken") and v["checksums_failed"] == 0 and v["gaps"] == 0
         assert v["samples"] == sum(1 for s in stored if s["exchange"] == venue)
 
 

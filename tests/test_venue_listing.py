@@ -127,3 +127,46 @@ def test_okx_pairs_all_captures_every_listed_instrument(tmp_path: Path) -> None:
         stored[s["pair"]] = stored.get(s["pair"], 0) + 1
     assert set(stored) == every, every - set(stored)
     assert min(stored.values()) >= 3, stored
+
+
+def test_binance_futures_lists_trading_perpetuals_only(tmp_path: Path) -> None:
+    """USD-M ``exchangeInfo`` rows carry ``contractType`` and the contract status (``status``): the
+    simulator serves a delivery contract and a perpetual that is settling besides two trading
+    perpetuals; ``--pairs all`` takes only the trading perpetuals, and a capture records exactly them."""
+    import json
+    import urllib.request
+
+    module = venue_module("binance-futures")
+    sim = Sim("--venue", "binance-futures", "--seed", "3", "--symbols", "BTCUSDT,ETHUSDT,BTCUSDT_260925,FOOUSDT",
+              "--symbol-status", "FOOUSDT=SETTLING")  # fmt: skip
+    rest = sim.urls["rest_url"]
+    try:
+        with urllib.request.urlopen(f"{rest}/fapi/v1/exchangeInfo", timeout=10) as resp:
+            rows = {r["symbol"]: r for r in json.load(resp)["symbols"]}
+        # The real shape (venue-protocols.md §2; Binance's USD-M exchangeInfo): no spot-only fields.
+        assert {s: (r["contractType"], r["status"]) for s, r in rows.items()} == {
+            "BTCUSDT": ("PERPETUAL", "TRADING"), "ETHUSDT": ("PERPETUAL", "TRADING"),
+            "BTCUSDT_260925": ("CURRENT_QUARTER", "TRADING"), "FOOUSDT": ("PERPETUAL", "SETTLING"),
+        }  # fmt: skip
+        assert rows["BTCUSDT_260925"]["pair"] == "BTCUSDT" and rows["BTCUSDT_260925"]["deliveryDate"] == 1790323200000
+        assert not any("isSpotTradingAllowed" in r or "permissionSets" in r for r in rows.values())
+        every = {"BTC-USDT-PERP", "ETH-USDT-PERP"}
+        pairs = module.list_pairs(rest)
+        assert set(pairs) == every and len(pairs) == len(every)
+        assert module.check_pairs(rest, pairs) == []
+        assert set(module.list_pairs(rest, types=["perpetual"], quotes=["usdt"])) == every
+        assert module.list_pairs(rest, types=["spot"]) == [] and module.list_pairs(rest, quotes=["BTC"]) == []
+        data = tmp_path / "data"
+        cfg = tmp_path / "f.toml"
+        cfg.write_text(
+            f'data_dir = "{data}"\n\n[venues.binance-futures]\npairs = ["all"]\n'
+            f'ws_url = "{sim.urls["ws_url"]}"\nrest_url = "{rest}"\n'
+        )
+        args = ["--config", str(cfg), "--interval", "500ms", "--duration", "4s", "--session-id", "fall"]
+        res = run_cli("start-capture", *args, "--format", "jsonl")
+        assert res.returncode == 0, res.stderr[-3000:]
+        final = status(data, "fall")
+        assert final is not None and set(final["venues"]["binance-futures"]["pairs"]) == every
+        assert {s["pair"] for s in read_jsonl(data)} == every
+    finally:
+        sim.stop()

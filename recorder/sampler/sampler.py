@@ -2,7 +2,9 @@
 
 A book that is not synced (or is crossed) at a tick yields no snapshot: the tick is counted as
 missed for that pair, with its cause. Ticks before a pair's first sync in a session are warm-up,
-not misses; ticks lost while the venue process was down are counted by its next incarnation.
+not misses, but they are counted too, per pair (``warmup:<pair>``), with the tick of that first
+sync (``first_sync_ms:<pair>``): a pair that never syncs must not hide behind "0 missed". Ticks lost
+while the venue process was down are counted by its next incarnation.
 
 A book that shows fewer levels than the depth because deeper ones are unknown
 (``L2Book.depth_complete``) is stored with ``depth_complete`` false and counted as ``depth_short``;
@@ -43,14 +45,11 @@ SAMPLER_FIELDS = [
 
 def sampler_pair_fields(pair: str) -> list[str]:
     # checksum_failures:<pair> lives here so connectors of checksum venues can count into shared
-    # memory, where the miss log sees it move (see misslog.py).
-    return [
-        f"samples:{pair}",
-        f"missed:{pair}",
-        f"ever_synced:{pair}",
-        f"checksum_failures:{pair}",
-        f"depth_short:{pair}",
-    ]
+    # memory, where the miss log sees it move (see misslog.py). drops:<pair>: snapshots of the
+    # pair the full ring refused.
+    fields = [f"samples:{pair}", f"missed:{pair}", f"ever_synced:{pair}", f"checksum_failures:{pair}", f"drops:{pair}"]
+    # Warm-up: ticks before the pair's first sync, and that first synced tick (epoch ms; 0 = not yet).
+    return fields + [f"warmup:{pair}", f"first_sync_ms:{pair}", f"depth_short:{pair}"]
 
 
 class Ring(Protocol):
@@ -83,7 +82,13 @@ class Sampler:
             for f in ("ticks", "samples", "last_tick_ms", "warmup_ticks", "ring_drops", "depth_short")
         }
         self._pair_slots = [
-            (pair, counters.slot(f"samples:{pair}"), counters.slot(f"ever_synced:{pair}")) for pair in self.pairs
+            (
+                pair,
+                counters.slot(f"samples:{pair}"),
+                counters.slot(f"ever_synced:{pair}"),
+                counters.slot(f"warmup:{pair}"),
+            )
+            for pair in self.pairs
         ]
         self._short_slot = {pair: counters.slot(f"depth_short:{pair}") for pair in self.pairs}
         # A connector that can deepen a book (Binance: a fresh REST snapshot) is told when one
@@ -136,13 +141,14 @@ class Sampler:
         payloads: list[bytes] = []
         sampled: list[tuple[str, int]] = []
         short: list[tuple[int, str]] = []  # (index in sampled, pair) of books short of depth
-        for pair, samples_slot, ever_slot in self._pair_slots:
+        for pair, samples_slot, ever_slot, warmup_slot in self._pair_slots:
             book = book_of(pair)
             if book is None:
                 if values[ever_slot]:
                     self._miss(pair, tick_ms, "missed_not_synced")
                 else:
                     values[slot["warmup_ticks"]] += 1.0
+                    values[warmup_slot] += 1.0
                 continue
             # depth >= 1 (config), so the best levels are element 0 of each side's columns.
             bid_px, bid_qty, ask_px, ask_qty = book.top_columns(depth)
@@ -151,7 +157,10 @@ class Sampler:
                 self._miss(pair, tick_ms, "missed_crossed")
                 self.connector.request_resync(pair, "crossed book")
                 continue
-            values[ever_slot] = 1.0
+            if not values[ever_slot]:
+                values[ever_slot] = 1.0
+                # The first tick this pair's book was synced at (in this run): its warm-up ends here.
+                self.counters.set(f"first_sync_ms:{pair}", tick_ms)
             complete = True
             if len(bid_px) < depth or len(ask_px) < depth:  # rare: the book's method only then
                 complete = book.depth_complete(depth, len(bid_px), len(ask_px))
@@ -196,6 +205,7 @@ class Sampler:
             values[slot["ring_drops"]] += len(sampled) - pushed
             for pair, _ in sampled[pushed:]:
                 self.misslog.miss(pair, tick_ms, 1, "drop")
+                self.counters.incr(f"drops:{pair}")
 
     def _count_short(self, short: list[tuple[int, str]], pushed: int) -> None:
         values, request = self._values, self._request_depth
@@ -224,5 +234,8 @@ class Sampler:
             return
         for pair in self.pairs:
             if only_synced_before and not self.counters.get(f"ever_synced:{pair}"):
+                # Lost before the pair's first sync: warm-up, still counted (never silently gone).
+                self.counters.incr("warmup_ticks", n)
+                self.counters.incr(f"warmup:{pair}", n)
                 continue
             self._miss(pair, first_ms, cause, n)

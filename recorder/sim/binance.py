@@ -153,7 +153,7 @@ class BinanceVenue(EngineVenue):
         self.fast_ticks = fast_ticks
         retention = opts.history_s
         self.feeds: dict[str, SymbolFeed] = {
-            s: SymbolFeed(make_spec(s), f"{seed}:{s}", self.tick_s, (fast_ticks, slow_ticks), retention)
+            s: SymbolFeed(self.make_spec(s), f"{seed}:{s}", self.tick_s, (fast_ticks, slow_ticks), retention)
             for s in dict.fromkeys(symbols)
         }
         # The generated tail: one diff per tail_update_ms and few events, so thousands stay cheap.
@@ -161,7 +161,7 @@ class BinanceVenue(EngineVenue):
         tail_slow = max(1, round(SLOW_INTERVAL_MS / 1000.0 / tail_tick_s))
         for sym in tail_symbols(opts.instruments):
             if sym not in self.feeds:
-                spec = dataclasses.replace(make_spec(sym), events_per_s=TAIL_EVENTS_PER_S)
+                spec = dataclasses.replace(self.make_spec(sym), events_per_s=TAIL_EVENTS_PER_S)
                 self.feeds[sym] = SymbolFeed(spec, f"{seed}:{sym}", tail_tick_s, (1, tail_slow), min(retention, 120.0))
                 self.feeds[sym].gen.burst_p = 0.01 * tail_tick_s  # a burst every ~100 s, not ~10 s
         self._subs: dict[str, set[_Conn]] = {}
@@ -182,6 +182,21 @@ class BinanceVenue(EngineVenue):
             ),
             0,
         )  # fmt: skip
+
+    def make_spec(self, symbol: str) -> InstrumentSpec:
+        return make_spec(symbol)
+
+    def listing_status(self, symbol: str) -> str:
+        """A symbol's exchangeInfo status: ``TRADING`` unless ``SimOptions.symbol_status`` says otherwise."""
+        return (self.opts.symbol_status or {}).get(symbol, "TRADING")
+
+    def symbol_row(self, spec: InstrumentSpec) -> dict[str, Any]:
+        """One ``exchangeInfo`` ``symbols`` row (spot shape)."""
+        return {**_symbol_info(spec), "status": self.listing_status(spec.symbol)}
+
+    def exchange_info_extra(self) -> dict[str, Any]:
+        """Top-level ``exchangeInfo`` fields only one market has."""
+        return {}
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -576,7 +591,8 @@ class BinanceVenue(EngineVenue):
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
             ],
             "exchangeFilters": [],
-            "symbols": [_symbol_info(self.feeds[s].spec) for s in dict.fromkeys(wanted)],
+            "symbols": [self.symbol_row(self.feeds[s].spec) for s in dict.fromkeys(wanted)],
+            **self.exchange_info_extra(),
         }  # fmt: skip
         return self._with_weight(web.Response(body=msgspec.json.encode(info), content_type="application/json"), used)
 

@@ -37,7 +37,6 @@ TICK_MS = 10
 DEPTH_INTERVAL_MS = {200: 100, 50: 20, 1: 10, 1000: 200}  # first = the primary cadence
 DEPTH1_RESEND_S = 3.0
 MAX_SPOT_ARGS = 10
-IDLE_CUT_S = 600.0  # no ping and no subscription traffic for 10 min: the venue cuts the socket
 CATEGORIES = ("spot", "linear")
 DEFAULT_SYMBOLS = {
     "spot": ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
@@ -112,6 +111,12 @@ class _Topic:
 
 class _Conn(WsConn):
     client: _Client | None = None
+    last_active = 0.0  # loop time of the last ping from the client or frame to it
+
+    def send(self, text: str) -> bool:
+        """Every frame the venue sends (data, replies, pongs) shows the connection is not silent."""
+        self.last_active = asyncio.get_running_loop().time()
+        return super().send(text)
 
     def carries(self, key: str) -> bool:
         """``key`` is ``category:SYMBOL``: is this client subscribed to that market?"""
@@ -127,7 +132,7 @@ class _Client:
         self.category = category
         self.conn_id = uuid.uuid4().hex[:20]
         self.topics: set[str] = set()
-        self.last_ping = conn.opened
+        conn.last_active = conn.opened
 
 
 class BybitVenue(EngineVenue):
@@ -160,6 +165,11 @@ class BybitVenue(EngineVenue):
         self.topics: dict[tuple[str, str], _Topic] = {}  # (category, topic name) -> topic
         self._clients: set[_Client] = set()
         self._refuse: dict[str, int] = {}  # category:SYMBOL -> subscribe requests to refuse
+        if opts.idle_timeout_s <= 0:
+            raise ValueError(f"idle_timeout_s must be > 0, got {opts.idle_timeout_s}")
+        # A connection with no ping/pong and no data this long (10 min) is cut (venue-protocols.md
+        # §6): only a silent one, so a socket that streams deltas lives on without pings.
+        self.idle_timeout_s = opts.idle_timeout_s
         self.faults = FaultInjector(
             self.name, opts.faults, symbols=self._fault_keys, venue_kinds={"refuse_subscribe": self._refuse_next}
         )
@@ -251,7 +261,7 @@ class BybitVenue(EngineVenue):
 
     def _idle_check(self, now: float) -> None:
         for client in list(self._clients):
-            if now - client.last_ping > IDLE_CUT_S:
+            if now - client.conn.last_active > self.idle_timeout_s:
                 self.counters["closed_idle"] += 1
                 client.conn.close(WSCloseCode.OK, b"idle", flush=False)
 
@@ -274,6 +284,7 @@ class BybitVenue(EngineVenue):
                 if client.conn.closing:
                     continue
                 if msg.type is WSMsgType.PING:
+                    client.conn.last_active = loop.time()
                     await client.conn.on_ping(msg.data)
                 elif msg.type is WSMsgType.TEXT:
                     for reply in self._handle(client, msg.data):
@@ -300,7 +311,7 @@ class BybitVenue(EngineVenue):
             return [self._reply(client, "", "", False, "error:invalid request")]
         op, req_id = req.get("op"), str(req.get("req_id") or "")
         if op == "ping":
-            client.last_ping = asyncio.get_running_loop().time()
+            client.conn.last_active = asyncio.get_running_loop().time()
             # Public channels answer like this; {"op":"pong","args":[ms]} is the private channels' form.
             return [self._reply(client, "ping", req_id, True, "pong")]
         args = req.get("args")

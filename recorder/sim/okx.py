@@ -1,6 +1,12 @@
 """OKX v5 public simulator: ``books`` / ``books-l2-tbt`` / ``books50-l2-tbt`` (snapshot + updates
-with ``prevSeqId``/``seqId`` and the signed CRC32 checksum), ``books5`` (top-5 pushes), the text
-``ping``/``pong`` keepalive, and REST ``/api/v5/public/instruments``.
+with ``prevSeqId``/``seqId``), ``books5`` (top-5 pushes), the text ``ping``/``pong`` keepalive, and
+REST ``/api/v5/public/instruments``.
+
+Checksum (venue-protocols.md §5): OKX now sends ``checksum: 0`` on every book frame, so that is the
+default (``okx_checksum="zero"``): a client must prove books by the ``seqId`` chain alone, and a
+``corrupt`` fault sends a bid above the best ask (a crossed book is all a client can prove, as on
+Bybit). ``okx_checksum="crc"`` sends the documented signed CRC32 of the top 25 levels instead (the
+feed of older captures; ``corrupt`` then sends one wrong level with the true book's checksum).
 
 Per venue-protocols.md §5: levels are ``[price, size, "0", orders]`` strings (OKX prints no
 trailing zeros: ``"3366"``, ``"0.2"``), size ``"0"`` deletes; ``seqId`` is the generator's update
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 INCREMENTAL = ("books", "books-l2-tbt", "books50-l2-tbt")
 CHANNELS = (*INCREMENTAL, "books5")
 CHECKSUM_LEVELS = 25
+CHECKSUM_MODES = ("zero", "crc")  # today's feed, the documented CRC32 (older captures)
 DEFAULT_SYMBOLS = (
     "BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT", "DOGE-USDT", "LTC-USDT", "ETH-BTC",
     "BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP",
@@ -57,6 +64,9 @@ class OkxVenue(SubscribedSimVenue):
             base, quote = parts[0], parts[1] if len(parts) > 1 else "USDT"
             specs.append(spec_for(s, base, quote, contracts=s.endswith("-SWAP")))
         super().__init__(opts, specs)
+        if opts.okx_checksum not in CHECKSUM_MODES:
+            raise ValueError(f"unknown OKX checksum mode {opts.okx_checksum!r}: use one of {', '.join(CHECKSUM_MODES)}")
+        self.send_crc = opts.okx_checksum == "crc"
         self.dec = {s.symbol: (decimals_of(s.tick), decimals_of(s.lot)) for s in specs}
         self._subs: dict[tuple[str, str], set[SimConn]] = {}  # (channel, instId) -> clients
         self._last_pub = {s: f.last_id for s, f in self.feeds.items()}
@@ -72,6 +82,8 @@ class OkxVenue(SubscribedSimVenue):
         return [[_text(p, pd), _text(q, qd), "0", str(1 + (q // lot) % 7 if q else 0)] for p, q in levels]
 
     def _checksum(self, feed: SymbolFeed) -> int:
+        if not self.send_crc:
+            return 0  # what OKX sends today
         bids, asks = feed.book.top(CHECKSUM_LEVELS)
         pd, qd = self.dec[feed.spec.symbol]
         parts: list[str] = []
@@ -107,7 +119,9 @@ class OkxVenue(SubscribedSimVenue):
             if crc is None:
                 crc = self._checksum(feed)
             bids, asks = diff.bids, diff.asks
-            if fault == "corrupt":
+            if fault == "corrupt" and not self.send_crc:
+                bids = [_crossing_bid(feed), *bids]
+            elif fault == "corrupt":
                 best = feed.book.best_bid()
                 if best is not None:
                     wrong = feed.book.bids[best] + feed.spec.lot
@@ -223,6 +237,14 @@ class OkxVenue(SubscribedSimVenue):
                  "tickSz": _text(spec.tick, 8), "lotSz": _text(spec.lot, 8), "state": "live"}
             )  # fmt: skip
         return web.json_response({"code": "0", "msg": "", "data": data})
+
+
+def _crossing_bid(feed: SymbolFeed) -> Level:
+    """A bid at twice the best ask: no later update touches that price, so without a checksum the
+    client's book stays crossed until it resubscribes."""
+    spec = feed.spec
+    px = 2 * (feed.book.best_ask() or spec.price)
+    return (px - px % spec.tick, spec.lot)
 
 
 def replay_routes(app: web.Application, symbols: list[str]) -> None:

@@ -54,6 +54,10 @@ class SimOptions:
     tail_update_ms: int = 1000  # diff cadence of the generated tail: cheap enough for thousands
     replay: str | None = None  # serve this recorded capture instead of a generated market
     speed: float = 1.0  # replay pace: 1 = as recorded, 10 = ten times faster
+    okx_checksum: str = "zero"  # OKX: "zero" as the venue sends today, "crc" the documented CRC32
+    idle_timeout_s: float = 600.0  # Bybit: a connection with no ping and no data this long is cut
+    # Binance (spot, USD-M): listing status of some symbols in exchangeInfo (others: TRADING)
+    symbol_status: dict[str, str] | None = None
 
 
 class Venue(Protocol):
@@ -186,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weight-window-s", type=float, default=d.weight_window_s)
     p.add_argument("--instruments", type=int, default=d.instruments)
     p.add_argument("--tail-update-ms", type=int, default=d.tail_update_ms)
+    p.add_argument("--okx-checksum", choices=("zero", "crc"), default=d.okx_checksum)
+    p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
     a = p.parse_args(argv)
     opts = SimOptions(
         venue=a.venue, host=a.host, port=a.port,
@@ -195,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         weight_limit_per_min=a.weight_limit_per_min, max_incoming_per_s=a.max_incoming_per_s,
         history_s=a.history_s, ban_after_ignored_429s=a.ban_after_ignored_429s,
         weight_window_s=a.weight_window_s, instruments=a.instruments, tail_update_ms=a.tail_update_ms,
+        okx_checksum=a.okx_checksum, idle_timeout_s=a.idle_timeout_s,
     )  # fmt: skip
 
     def ready(urls: dict[str, str]) -> None:

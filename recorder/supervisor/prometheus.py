@@ -37,6 +37,7 @@ _VENUE: dict[str, tuple[str, str, str]] = {
     "missed_ticks": ("missed_ticks_total", "counter", "pair ticks without a snapshot"),
     "warmup_ticks": ("warmup_ticks_total", "counter", "ticks before a pair first synced"),
     "depth_short": ("depth_short_total", "counter", "snapshots stored short of the depth (deeper levels unknown)"),
+    "pairs_never_synced": ("pairs_never_synced", "gauge", "pairs not synced once since the capture started"),
     "ring_drops": ("ring_drops_total", "counter", "snapshots dropped: ring full"),
     "ring_used_bytes": ("ring_used_bytes", "gauge", "bytes held in the venue ring"),
     "rest_queue": ("rest_queue", "gauge", "REST requests waiting for weight budget"),
@@ -49,6 +50,9 @@ _PAIR: dict[str, tuple[str, str, str]] = {
     "resyncs": ("pair_resyncs_total", "counter", "resyncs of the pair's book"),
     "gaps": ("pair_gaps_total", "counter", "gaps on the pair's feed"),
     "depth_short": ("pair_depth_short_total", "counter", "the pair's snapshots stored short of the depth"),
+    "warmup_ticks": ("pair_warmup_ticks_total", "counter", "ticks before the pair first synced (not stored)"),
+    "time_to_first_sync_s": ("pair_time_to_first_sync_seconds", "gauge", "venue process start to first sync"),
+    "ring_drops": ("pair_ring_drops_total", "counter", "snapshots of the pair dropped: ring full"),
 }
 
 
@@ -111,6 +115,14 @@ def exposition(status: dict[str, Any]) -> str:
             lp = _labels(venue=venue, pair=pair)
             for key, (suffix, kind, help_) in _PAIR.items():
                 m.add(f"recorder_{suffix}", kind, help_, lp, p.get(key))
+            if "first_sync_ms" in p:  # 0 until the pair first syncs (never, for a broken one)
+                m.add(
+                    "recorder_pair_ever_synced",
+                    "gauge",
+                    "1 once the pair has synced",
+                    lp,
+                    p["first_sync_ms"] is not None,
+                )
     for key, val in status.get("writer", {}).items():
         if key in ("pid", "started_ms", "heartbeat_ms", "last_commit_ts_ms"):
             continue

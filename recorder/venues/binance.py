@@ -174,21 +174,36 @@ def snapshot_pair(url: str) -> str | None:
 
 def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
     """The pairs whose depth diffs a recorded socket (connected to ``url``) carries, for replay."""
-    return pairs_in_frames(frames, pair_for)
+    return pairs_in_frames(frames, pair_for, url)
 
 
-def pairs_in_frames(frames: Iterable[bytes], to_pair: Callable[[str], str]) -> list[str]:
+# COIN-M futures (``dstream`` / ``dapi``, symbols like ``BTCUSD_PERP`` or ``BTCUSD_240628``) have
+# their own book semantics (contracts, not coins) and no venue id here.
+COIN_M_HOSTS = ("dstream.binance.com", "dapi.binance.com")
+
+
+def pairs_in_frames(frames: Iterable[bytes], to_pair: Callable[[str], str], url: str | None = None) -> list[str]:
+    """Raises ValueError (one line for the user) for a COIN-M capture, which no venue id replays."""
     seen: dict[str, None] = {}
+    coin_m = {host for host in COIN_M_HOSTS if url and host in url}
     for payload in frames:
         try:
             frame = parse_frame(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
         if isinstance(frame, tuple) and frame[1].e == "depthUpdate" and frame[1].s:
+            if "_" in frame[1].s:
+                coin_m.add(frame[1].s)
+                continue
             try:
                 seen[to_pair(frame[1].s)] = None
             except ValueError:
                 continue
+    if coin_m:
+        raise ValueError(
+            f"the capture is Binance COIN-M futures ({', '.join(sorted(coin_m)[:3])}): COIN-M (dstream / dapi) "
+            "is not supported; binance replays spot, binance-futures USD-M perpetuals (fstream / fapi)"
+        )
     return list(seen)
 
 

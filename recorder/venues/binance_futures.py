@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+import msgspec
+
 from recorder.config import VenueConfig
 from recorder.venues import binance
 from recorder.venues.binance import BinanceConnector, BinanceFeed, DepthEvent, unlisted_pairs
@@ -54,7 +56,7 @@ def snapshot_pair(url: str) -> str | None:
 
 
 def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
-    return binance.pairs_in_frames(frames, pair_for)
+    return binance.pairs_in_frames(frames, pair_for, url)
 
 
 def snapshot_weight(limit: int) -> int:
@@ -97,6 +99,58 @@ def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 1
     missing = unlisted_pairs(rest_url or REST_URL, "/fapi/v1/exchangeInfo", perps, symbol_for, timeout_s)
     listed_ok = set(perps) - set(missing)
     return [p for p in pairs if p not in listed_ok]
+
+
+# ``contractType`` values that are perpetuals (cryptofeed also takes TradFi perpetuals as such);
+# CURRENT_QUARTER / NEXT_QUARTER delivery contracts are not pairs of this venue id.
+PERPETUAL_TYPES = ("PERPETUAL", "TRADIFI_PERPETUAL")
+LIST_TYPE = "perpetual"  # the one ``types`` name ``--pairs all`` knows here
+
+
+class FuturesSymbolInfo(msgspec.Struct):
+    """One USD-M ``exchangeInfo`` row: the contract status is in ``status`` (COIN-M rows call it
+    ``contractStatus``; read too, so a row carrying both must pass both)."""
+
+    symbol: str
+    contractType: str = ""
+    status: str = ""
+    contractStatus: str | None = None
+    baseAsset: str = ""
+    quoteAsset: str = ""
+
+
+class FuturesExchangeInfo(msgspec.Struct):
+    symbols: list[FuturesSymbolInfo] = []
+
+
+def tradable_perpetual(s: FuturesSymbolInfo) -> bool:
+    """A perpetual that is TRADING and whose name round-trips ``BTC-USDT-PERP`` <-> ``BTCUSDT``: a row
+    without ``contractType`` is not taken for one (it cannot be told from a delivery contract)."""
+    if s.contractType not in PERPETUAL_TYPES or s.status != "TRADING":
+        return False
+    if s.contractStatus is not None and s.contractStatus != "TRADING":
+        return False
+    return bool(s.baseAsset and s.quoteAsset) and s.baseAsset + s.quoteAsset == s.symbol
+
+
+def list_pairs(
+    rest_url: str | None, quotes: Iterable[str] = (), types: Iterable[str] = (), timeout_s: float = 10.0
+) -> list[str]:
+    """Every trading perpetual (``--pairs all``) of ``/fapi/v1/exchangeInfo`` as ``BASE-QUOTE-PERP``,
+    filtered by quote asset and type (``perpetual``: the only kind this venue id records)."""
+    from recorder.venues.listing import fetch_json, select_pairs
+
+    base = (rest_url or REST_URL).rstrip("/")
+    try:
+        info = msgspec.convert(fetch_json(f"{base}/fapi/v1/exchangeInfo", timeout_s), FuturesExchangeInfo)
+    except msgspec.ValidationError as exc:
+        raise OSError(f"exchangeInfo is not in the expected shape: {exc}") from None
+    candidates = [
+        (f"{s.baseAsset}-{s.quoteAsset}{PERP_SUFFIX}", s.quoteAsset, LIST_TYPE)
+        for s in info.symbols
+        if tradable_perpetual(s)
+    ]
+    return select_pairs(VENUE, candidates, quotes, types)
 
 
 Feed = BinanceFuturesFeed

@@ -6,8 +6,10 @@ keepalive repeats the id; after maintenance ids may go down — only identity is
 from before 2022-06 have no ``seqId`` at all: then the checksum alone proves the book. The
 checksum is CRC32, read as a *signed* int32, of up to 25 interleaved levels
 ``bid1px:bid1sz:ask1px:ask1sz:...`` using the strings exactly as received. OKX now sends
-``checksum: 0`` everywhere, which means "absent". A gap or mismatch drops that instrument's book
-and resubscribes it alone. ``books5`` pushes replace the book (no chain, no checksum).
+``checksum: 0`` everywhere, which means "absent": such a frame is neither a verified nor a failed
+checksum, and live books are proven by the ``seqId`` chain alone; an update that carries neither a
+chain link nor a checksum cannot be proven and counts as a gap. A gap or mismatch drops that
+instrument's book and resubscribes it alone. ``books5`` pushes replace the book (no chain, no checksum).
 
 Level = ``[price, size, "0", orders]``; size ``"0"`` deletes. ``update_id`` is ``seqId``.
 """
@@ -195,8 +197,14 @@ class OkxFeed(SnapshotFeed):
         if not snapshot:
             if not st.synced:
                 return  # after a failure: wait for the resubscribe's snapshot
-            if item.prevSeqId is not None and st.last_seq is not None and item.prevSeqId != st.last_seq:
+            chained = item.prevSeqId is not None and st.last_seq is not None
+            if chained and item.prevSeqId != st.last_seq:
                 self._gap(st, f"prevSeqId={item.prevSeqId} after seqId={st.last_seq}")
+                return
+            if not chained and not item.checksum:
+                # Neither a chain link nor a checksum (0 = not sent): nothing could prove the
+                # book after this update, so it is a broken chain, never an unverified sample.
+                self._gap(st, f"update without prevSeqId/seqId link or checksum (prevSeqId={item.prevSeqId})")
                 return
         try:
             ts_ms = int(item.ts) if item.ts else None

@@ -364,6 +364,7 @@ def _summary(
             "missed_by_cause": dict(sorted(causes.items())),
             "first_stored_tick_ms": coverage.first.get(pair),
             "last_stored_tick_ms": coverage.last.get(pair),
+            "depth_short": int(sc.get(f"depth_short:{pair}")),
         }
     return {
         "venue": opts.venue,
@@ -390,6 +391,7 @@ def _summary(
         "first_tick_ms": ticks[0] if ticks else None,
         "last_tick_ms": ticks[-1] if ticks else None,
         "snapshots_written": int(writer.counters.get("snapshots_written")),
+        "depth_short": int(sc.get("depth_short")),
         # Trades (Binance @trade, or @aggTrade where a capture has only those) and quotes (every
         # change of a verified book's best bid/ask), through the live Feed and writer.
         "trades_written": int(writer.counters.get("trades_written")),

@@ -432,7 +432,7 @@ class Writer:
                 next_segment=segno + 1,
                 snapshots=seg.stored.get(BOOKS_SPEC.name, 0),
                 stored=dict(seg.stored),
-                rows=sum(p.rows for p in seg.parts.values()),
+                rows=sum(p.rows for p in seg.parts.values() if p.dataset is BOOKS_SPEC),  # book levels
                 bytes=sum(p.size_bytes for p in prepared),
                 created_ms=_now_ms(),
             )

@@ -134,28 +134,29 @@ class TradeParser:
                 stats.pair(pair, "trade_gaps", missing)
                 stats.counters.incr("trade_gaps", missing)
                 stats.counters.incr(f"trade_gaps:{pair}", missing)
+        if ev.X == "MARKET":
+            stats.pair(pair, "trades")
+            on_trade = self.on_trade
+            if on_trade is not None:
+                on_trade(
+                    Trade(
+                        self.venue,
+                        pair,
+                        str(tid),
+                        ev.p,
+                        ev.q,
+                        "sell" if ev.m else "buy",
+                        ev.T * 1000 if ev.T else None,
+                        int(recv_ms * 1000),
+                    )
+                )
+        else:
+            stats.kind("trade_offbook")
+        # Taken once stored: a process killed in between counts that trade as lost, never hides one.
         if key is None:
             ids.take(pair, tid)
         else:
             ids.last[key] = tid
-        if ev.X != "MARKET":
-            stats.kind("trade_offbook")
-            return True
-        stats.pair(pair, "trades")
-        on_trade = self.on_trade
-        if on_trade is not None:
-            on_trade(
-                Trade(
-                    self.venue,
-                    pair,
-                    str(tid),
-                    ev.p,
-                    ev.q,
-                    "sell" if ev.m else "buy",
-                    ev.T * 1000 if ev.T else None,
-                    int(recv_ms * 1000),
-                )
-            )
         return True
 
 

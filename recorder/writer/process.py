@@ -455,10 +455,12 @@ class Writer:
         self._maybe_crash("after_journal")
         self.journal = journal
         log.info(
-            "event=segment_sealed segment=%d reason=%s snapshots=%d files=%d bytes=%d",
+            "event=segment_sealed segment=%d reason=%s snapshots=%d trades=%d quotes=%d files=%d bytes=%d",
             segno,
             self.sealed,
-            seg.snapshots,
+            seg.stored.get("books", 0),
+            seg.stored.get("trades", 0),
+            seg.stored.get("quotes", 0),
             len(prepared),
             pending.bytes,
         )

@@ -174,6 +174,21 @@ def test_binance_spot_trades_gaps_silence_and_quotes_live(tmp_path: Path) -> Non
             table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(pa.int64()))
         assert sorted(table.to_pylist(), key=lambda r: (r["pair"], r["sequence_number"])) == rows
         _check_quotes(sim, data)
+        # The data-quality report: trades, trade gaps and quotes per pair.
+        res = run_cli("report", "--data-dir", str(data), "--session-id", SESSION, "--json")
+        assert res.returncode == 0, res.stderr
+        (session,) = json.loads(res.stdout)["sessions"]
+        quotes = _stored_jsonl(data, "quotes")
+        got = {r["pair"]: r for r in session["records"]}
+        assert set(got) == set(pairs)
+        for pair in pairs:
+            r = got[pair]
+            assert r["trades"] == sum(1 for x in rows if x["pair"] == pair)
+            assert r["quotes"] == sum(1 for x in quotes if x["pair"] == pair) > 0
+            assert r["trade_gaps"] == v["pairs"][pair]["trade_gaps"]
+            assert r["trade_seq_missing"] == r["quote_seq_missing"] == r["trade_id_duplicates"] == 0
+        text = run_cli("report", "--data-dir", str(data), "--session-id", SESSION).stdout
+        assert "trades and quotes:" in text
     finally:
         sim.stop()
 

@@ -264,3 +264,15 @@ def test_undecodable_or_unsafe_trade_records_are_skipped_and_counted(harness) ->
     assert h.c("trades_written") == 1
     assert [r["trade_id"] for r in parquet_rows(h.data_dir / "trades" / "parquet")] == ["5000001"]
     assert not list(h.data_dir.rglob("*evil*"))
+
+
+def test_a_trades_file_holds_fifty_times_rotate_snapshots(harness) -> None:  # noqa: F811
+    h = harness(rotate_snapshots=10)
+    proc = h.start()
+    trades = [make_trade("BTC-USDT", i) for i in range(1200)]
+    for t in trades:
+        assert h.rings["binance"].push(trade_record(t))
+    h.stop(proc)
+    files = sorted((h.data_dir / "trades" / "parquet").rglob("*.parquet"))
+    assert sorted(pq.read_metadata(f).num_rows for f in files) == [200, 500, 500]
+    assert parquet_rows(h.data_dir / "trades" / "parquet") == expected_trade_rows(trades)

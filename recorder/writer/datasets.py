@@ -88,6 +88,10 @@ class DatasetSpec:
     batch: Callable[[Sequence[Any], list[int], str], pa.RecordBatch]  # records, numbers, session
     jsonl: Callable[[Any, int, str], bytes]  # record, number, session -> one line
     table: Callable[[Sequence[pa.RecordBatch]], pa.Table]  # one file's content
+    # A file of this dataset holds up to ``rotate_snapshots`` x this many records: a trade is one
+    # small row where a snapshot is ``depth`` level rows, and a busy venue prints hundreds of
+    # trades a second; with the books' count, every segment would be cut after a second.
+    rotate_factor: int = 1
 
     @property
     def name(self) -> str:
@@ -231,6 +235,7 @@ TRADES_SPEC = DatasetSpec(
     batch=_trades_batch,
     jsonl=lambda r, seq, sid: json_encoder.encode(trade_row(r, seq, sid)) + b"\n",
     table=_sorted_table(TRADES_SCHEMA),
+    rotate_factor=50,
 )
 QUOTES_SPEC = DatasetSpec(
     layout=QUOTES,
@@ -242,6 +247,7 @@ QUOTES_SPEC = DatasetSpec(
     batch=_quotes_batch,
     jsonl=lambda r, seq, sid: json_encoder.encode(quote_row(r, seq, sid)) + b"\n",
     table=_sorted_table(QUOTES_SCHEMA),
+    rotate_factor=50,
 )
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (BOOKS_SPEC, TRADES_SPEC, QUOTES_SPEC)}
 

@@ -162,7 +162,7 @@ class _Segment:
     stored: dict[str, int] = field(default_factory=dict)  # dataset name -> records stored
     records: int = 0  # ring records consumed, including skipped ones
     est_bytes: int = 0  # ring payload bytes: ~ uncompressed size, an upper bound for Parquet
-    max_part_count: int = 0
+    full: bool = False  # a partition holds as many records as its file may
 
 
 class _StopRequested:
@@ -266,9 +266,9 @@ class Writer:
     def poll(self) -> int:
         """Read available records from every ring into the open segment; returns records read.
 
-        A record whose file already holds ``rotate_snapshots`` is left in the ring (read
-        position stays before it) and the segment is due for rotation. Rings are visited
-        round-robin so a backlog on one ring can't starve the others.
+        A record whose file is full (``rotate_snapshots`` x its dataset's ``rotate_factor``) is
+        left in the ring (read position stays before it) and the segment is due for rotation.
+        Rings are visited round-robin so a backlog on one ring can't starve the others.
         """
         total = 0
         venues = list(self.rings)
@@ -305,7 +305,8 @@ class Writer:
         date = utc_date(ts_ms)
         pkey = (dataset.name, rec.exchange, date)
         part = seg.parts.get(pkey)
-        if part is not None and part.count >= self.spec.rotate_snapshots:
+        limit = self.spec.rotate_snapshots * dataset.rotate_factor
+        if part is not None and part.count >= limit:
             return False
         self._note_record(seg)
         if part is None:
@@ -327,7 +328,7 @@ class Writer:
         seg.snapshots += 1
         seg.stored[dataset.name] = seg.stored.get(dataset.name, 0) + 1
         seg.est_bytes += len(payload)
-        seg.max_part_count = max(seg.max_part_count, part.count)
+        seg.full = seg.full or part.count >= limit
         if self.newest_ts_ms is None or ts_ms > self.newest_ts_ms:
             self.newest_ts_ms = ts_ms
         return True
@@ -351,7 +352,7 @@ class Writer:
         seg, spec = self.segment, self.spec
         if seg.records == 0:
             return None
-        if seg.max_part_count >= spec.rotate_snapshots:
+        if seg.full:
             return "snapshots"
         if seg.started_mono is not None and now_mono - seg.started_mono >= spec.rotate_seconds:
             return "time"

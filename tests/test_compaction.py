@@ -143,32 +143,40 @@ def test_compaction_bad_input_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_parquet_file_stops_compaction_with_one_line_every_time(tmp_path: Path) -> None:
-    """Random bytes named like a data file: each run says which file, exits 2 and changes nothing.
-    Never SIGABRT: the runs once aborted now and then at exit ("terminate called without an
-    active exception"; an Arrow worker thread released Python memory of a source file while the
-    interpreter shut down), so the command runs many times over, two data dirs side by side."""
-    dirs = [tmp_path / "a", tmp_path / "b"]
-    for data in dirs:
+    """Random bytes, a file cut short, an empty file named like a data file: each run says which
+    file, exits 2 and changes nothing. Never SIGABRT: runs once aborted now and then at exit
+    ("terminate called without an active exception": an Arrow worker thread released Python
+    memory of a source file while the interpreter shut down), so the command runs many times."""
+    damage = {
+        "random": lambda good: random.Random(7).randbytes(3000),
+        "truncated": lambda good: good[: len(good) // 2],
+        "empty": lambda good: b"",
+    }
+    bad_files = {}
+    for kind, make in damage.items():
+        data = tmp_path / kind
         make_small_files(data, files_per_day=4, snaps_per_file=10, formats=("parquet",), fresh=0)
-        part = _files(data)[0].parent
+        first = _files(data)[0]
         # named after the latest first tick: read last, right after a good file, just before the exit
-        bad = part / f"s0-{T0 + 3_600_000}-000099.parquet"
-        bad.write_bytes(random.Random(7).randbytes(3000))
+        bad = first.parent / f"s0-{T0 + 3_600_000}-000099.parquet"
+        bad.write_bytes(make(first.read_bytes()))
         old = time.time() - 7200
         os.utime(bad, (old, old))
-    before = {p: p.read_bytes() for d in dirs for p in (d / "parquet").rglob("*") if p.is_file()}
+        bad_files[data] = bad
+    before = {p: p.read_bytes() for d in bad_files for p in (d / "parquet").rglob("*") if p.is_file()}
 
-    def runs(data: Path) -> list[subprocess.CompletedProcess[str]]:
-        return [_compact(data) for _ in range(16)]
+    def runs(data: Path) -> list[tuple[Path, subprocess.CompletedProcess[str]]]:
+        return [(data, _compact(data)) for _ in range(12)]  # one data dir: one run at a time
 
-    with ThreadPoolExecutor(len(dirs)) as pool:
-        results = [r for rs in pool.map(runs, dirs) for r in rs]
-    assert [r.returncode for r in results] == [2] * len(results), [r.stderr for r in results if r.returncode != 2]
-    for r in results:
+    with ThreadPoolExecutor(2) as pool:
+        results = [r for rs in pool.map(runs, bad_files) for r in rs]
+    codes = [r.returncode for _, r in results]
+    assert codes == [2] * len(results), [r.stderr for _, r in results if r.returncode != 2]
+    for data, r in results:
         (line,) = r.stderr.splitlines()
-        assert line.startswith("Error: compaction failed: ") and f"cannot read {bad.name}: " in line, line
-    assert {p: p.read_bytes() for d in dirs for p in (d / "parquet").rglob("*") if p.is_file()} == before
-    assert not [p for d in dirs for p in (d / ".compaction").glob("stage-*")]
+        assert line.startswith("Error: compaction failed: ") and f"cannot read {bad_files[data].name}: " in line, line
+    assert {p: p.read_bytes() for d in bad_files for p in (d / "parquet").rglob("*") if p.is_file()} == before
+    assert not [p for d in bad_files for p in (d / ".compaction").glob("stage-*")]
 
 
 def test_writer_compacts_closed_files_while_capturing(sim: Sim, tmp_path: Path) -> None:

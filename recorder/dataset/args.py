@@ -19,7 +19,10 @@ _REGION_RE = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
 
 
 def _exchange(name: str) -> str:
-    return check_venue_id(name.strip().lower())
+    try:
+        return check_venue_id(name.strip().lower())
+    except NameError_:
+        raise NameError_(f"invalid exchange {name!r}: a venue id like binance or binance-futures") from None
 
 
 def _checked(kind: str, check: Callable[[str], str], value: object) -> frozenset[str] | None:

@@ -61,6 +61,8 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "port.toml").write_text('metrics_port = 70000\n[venues.binance]\npairs = ["BTC-USDT"]\n')
     (tmp_path / "empty-dir.toml").write_text('data_dir = ""\n[venues.binance]\npairs = ["BTC-USDT"]\n')
     (tmp_path / "faults.json").write_text('[{"kind": "drop", "at_s": NaN}]')
+    (data / ".sessions" / "partial").mkdir()
+    (data / ".sessions" / "partial" / "status.json").write_text('{"session_id": "partial", "state": "stopped"}')
     (tmp_path / "afile").write_text("not a directory")
     (tmp_path / "adir").mkdir()
     before = tree(tmp_path)
@@ -118,6 +120,7 @@ CASES: list[tuple[list[str], str]] = [
     (["capture-status", "--session-id", SESSION, "--data-dir", ""], "empty data directory"),
     (["capture-status", "--session-id", SESSION, "--data-dir", "afile"], f"no session '{SESSION}'"),
     (["capture-status", "--session-id", "../x"], "invalid session id '../x'"),
+    (["capture-status", "--session-id", "partial"], "status of session 'partial' is incomplete"),
     (["sessions", "--data-dir", ""], "empty data directory"),
     (["sessions", "--data-dir", "afile"], "no data directory"),
     # simulate
@@ -278,3 +281,21 @@ def test_status_without_samples_says_na(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "latency p50/p99/max n/a" in res.stdout and "grid jitter p50/p99/max n/a" in res.stdout
     assert "None" not in res.stdout
+
+
+def test_help_lists_venues_and_log_levels(tmp_path: Path) -> None:
+    text = " ".join(run_in(tmp_path, "start-capture", "--help").stdout.split())
+    for venue in ("binance", "binance-futures", "coinbase", "kraken", "okx", "bybit"):
+        assert f"{venue}," in text or f"{venue}." in text, venue
+    assert "[debug|info|warning|error|critical]" in text.lower()
+
+
+def test_a_one_second_capture_flushes_cleanly(sim: Sim, tmp_path: Path) -> None:
+    """The shortest capture allowed stops a writer that may still be importing: it must get its
+    SIGTERM only once it can drain (it used to die of it: exit 4, flushed false, no word)."""
+    data = tmp_path / "data"
+    cfg = write_config(tmp_path / "c.toml", sim.urls, ["BTC-USDT"], data)
+    res = run_in(tmp_path, "start-capture", "--config", str(cfg), "--session-id", "short", "--duration", "1s")
+    assert res.returncode == 0, res.stderr[-2000:]
+    status = json.loads((data / ".sessions" / "short" / "status.json").read_text())
+    assert status["state"] == "stopped" and status["flushed"] is True

@@ -276,6 +276,8 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
         raise ConfigError(f"invalid depth {cfg.depth}: must be between 1 and 1000")
     if cfg.metrics_port is not None and not 0 <= cfg.metrics_port <= MAX_PORT:
         raise ConfigError(f"invalid metrics port {cfg.metrics_port}: must be between 0 and {MAX_PORT}")
+    if not cfg.metrics_host.strip():
+        raise ConfigError("invalid metrics_host '': give an address such as 127.0.0.1")
     if not cfg.data_dir.strip() or "\0" in cfg.data_dir:
         raise ConfigError(f"invalid data dir {cfg.data_dir!r}: give a directory path")
     if cfg.hang_timeout_s <= 0:
@@ -374,7 +376,22 @@ def _validate_s3(s3: S3Config | None) -> None:
         raise ConfigError("invalid [storage.s3] timeouts: must be positive")
 
 
+def _check_urls(name: str, vc: VenueConfig) -> None:
+    for field, schemes in (("ws_url", ("ws", "wss")), ("rest_url", ("http", "https"))):
+        value = getattr(vc, field)
+        if value is None:
+            continue
+        try:
+            url = urlsplit(value)
+            url.port  # noqa: B018 - raises ValueError for a port outside 0-65535
+        except ValueError:
+            url = None
+        if url is None or url.scheme not in schemes or not url.hostname:
+            raise ConfigError(f"invalid [venues.{name}] {field} {value!r}: expected {schemes[0]}(s)://host[:port]")
+
+
 def _check_limits(name: str, vc: VenueConfig) -> None:
+    _check_urls(name, vc)
     for field in ("max_connection_age_s", "stall_timeout_s", "snapshot_limit", "lag_alert_s", "rest_timeout_s"):
         if getattr(vc, field) <= 0:
             raise ConfigError(f"invalid [venues.{name}] {field} = {getattr(vc, field)}: must be positive")

@@ -62,6 +62,8 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "inf.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\n[writer]\nrotate_seconds = inf\n')
     (tmp_path / "port.toml").write_text('metrics_port = 70000\n[venues.binance]\npairs = ["BTC-USDT"]\n')
     (tmp_path / "empty-dir.toml").write_text('data_dir = ""\n[venues.binance]\npairs = ["BTC-USDT"]\n')
+    (tmp_path / "url.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\nrest_url = "localhost:8080"\n')
+    (tmp_path / "port-url.toml").write_text('[venues.okx]\npairs = ["BTC-USDT"]\nws_url = "ws://127.0.0.1:99999"\n')
     (tmp_path / "faults.json").write_text('[{"kind": "drop", "at_s": NaN}]')
     (data / ".sessions" / "partial").mkdir()
     (data / ".sessions" / "partial" / "status.json").write_text('{"session_id": "partial", "state": "stopped"}')
@@ -110,6 +112,8 @@ CASES: list[tuple[list[str], str]] = [
     (["start-capture", "--config", "inf.toml"], "invalid writer.rotate_seconds: must be a finite number"),
     (["start-capture", "--config", "port.toml"], "invalid metrics port 70000"),
     (["start-capture", "--config", "empty-dir.toml"], "invalid data dir ''"),
+    (["start-capture", "--config", "url.toml"], "invalid [venues.binance] rest_url 'localhost:8080'"),
+    (["start-capture", "--config", "port-url.toml"], "invalid [venues.okx] ws_url 'ws://127.0.0.1:99999'"),
     (["systemd-unit", "--config", "notutf8.toml"], "is not UTF-8 text"),
     (["systemd-unit", "--config", "adir"], "is a directory"),
     (["compact", "--config", "notutf8.toml"], "is not UTF-8 text"),

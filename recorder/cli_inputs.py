@@ -148,7 +148,11 @@ def run(group: click.Group) -> None:
         if exc.errno == errno.EPIPE:  # `capture-status | head`: the reader left, nothing to say
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(EXIT_FAILED)
-        _internal_error(exc)
+        if os.environ.get("RECORDER_TRACEBACK"):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"Error: {exc.strerror or exc}{where}", err=True)  # the system's word, e.g. a full disk
+        sys.exit(EXIT_FAILED)
     except Exception as exc:  # noqa: BLE001 - the last line of defence; RECORDER_TRACEBACK=1 shows it
         _internal_error(exc)
     sys.exit(rv if isinstance(rv, int) else 0)

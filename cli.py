@@ -410,10 +410,10 @@ def simulate(
 
     try:
         run_simulator(opts, on_ready=ready)
-    except OSError as exc:  # a port in use, a host that is not ours
+    except (OSError, UnicodeError) as exc:  # a port in use, a host that is not ours (or no host name)
         if serving:
-            raise UserError(f"simulator stopped: {exc.strerror or exc}") from None
-        raise UserError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+            raise UserError(f"simulator stopped: {getattr(exc, 'strerror', None) or exc}") from None
+        raise UserError(f"cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 @main.command("systemd-unit")

@@ -130,6 +130,11 @@ def parse_symbols(raw: str) -> list[str]:
     return symbols
 
 
+def one_line(message: str) -> str:
+    """A message that echoes what the user typed stays one line (``--data-dir $'a\\nb'``)."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def run(group: click.Group) -> None:
     """Run the command line: errors are one line, and exit codes are the README's."""
     try:
@@ -139,7 +144,7 @@ def run(group: click.Group) -> None:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f" (see '{exc.ctx.command_path} --help')"
-        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        click.echo(f"Error: {one_line(exc.format_message())}{hint}", err=True)
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
@@ -150,8 +155,9 @@ def run(group: click.Group) -> None:
             sys.exit(EXIT_FAILED)
         if os.environ.get("RECORDER_TRACEBACK"):
             raise
+        # The system's word (e.g. a full disk), and which file.
         where = f" ({exc.filename})" if exc.filename else ""
-        click.echo(f"Error: {exc.strerror or exc}{where}", err=True)  # the system's word, e.g. a full disk
+        click.echo(f"Error: {one_line(str(exc.strerror or exc) + where)}", err=True)
         sys.exit(EXIT_FAILED)
     except Exception as exc:  # noqa: BLE001 - the last line of defence; RECORDER_TRACEBACK=1 shows it
         _internal_error(exc)
@@ -161,7 +167,7 @@ def run(group: click.Group) -> None:
 def _internal_error(exc: BaseException) -> None:
     if os.environ.get("RECORDER_TRACEBACK"):
         raise exc
-    text = " ".join(str(exc).split())[:300]
+    text = one_line(str(exc))[:300]
     click.echo(
         f"Error: unexpected {type(exc).__name__}: {text} (a bug: please report it; RECORDER_TRACEBACK=1 shows where)",
         err=True,

@@ -127,6 +127,7 @@ CASES: list[tuple[list[str], str]] = [
     (["capture-status", "--session-id", SESSION, "--data-dir", "afile"], f"no session '{SESSION}'"),
     (["capture-status", "--session-id", "../x"], "invalid session id '../x'"),
     (["capture-status", "--session-id", "partial"], "status of session 'partial' is incomplete"),
+    (["capture-status", "--session-id", SESSION, "--data-dir", "a\nb"], "under"),
     (["sessions", "--data-dir", ""], "empty data directory"),
     (["sessions", "--data-dir", "afile"], "no data directory"),
     # simulate
@@ -140,6 +141,7 @@ CASES: list[tuple[list[str], str]] = [
     (["simulate", "--weight-window", "0"], "'--weight-window': 0 must be above 0"),
     (["simulate", "--ping-interval", "inf"], "'--ping-interval': 'inf' is not a finite number"),
     (["simulate", "--host", ""], "empty host"),
+    (["simulate", "--host", "../x"], "cannot serve on ../x:0"),
     (["simulate", "--venue", "nope"], "does not serve venue 'nope'"),
     (["simulate", "--faults", "faults.json"], "times must be finite"),
     (["simulate", "--faults", "notutf8.toml"], "not UTF-8 text"),

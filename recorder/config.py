@@ -124,6 +124,7 @@ MAX_INTERVAL_S = 3600.0
 MIN_DURATION_S = 1.0
 MAX_DURATION_S = 366 * 86400.0
 MAX_PORT = 65535
+MAX_RING_MB = 16384
 
 
 def parse_duration(value: str | float | int, default_unit: str = "m", what: str = "duration") -> float:
@@ -242,18 +243,24 @@ def _check_tables(raw: dict[str, Any]) -> None:
         raise ConfigError("invalid configuration: [storage.s3] must be a table")
 
 
-def _non_finite(struct: msgspec.Struct, where: str = "") -> str | None:
-    """The first float setting that is NaN or infinite (TOML has both), as ``section.key``."""
+# No setting needs more (seconds, counts, MiB); bigger values overflow timers, msgpack and shm sizes.
+MAX_SETTING = 1e12
+
+
+def _bad_number(struct: msgspec.Struct, where: str = "") -> str | None:
+    """The first number setting that is NaN, infinite (TOML has both) or beyond ``MAX_SETTING``,
+    as ``section.key``."""
     for field in struct.__struct_fields__:
         value = getattr(struct, field)
         name = f"{where}{field}"
-        if isinstance(value, float) and not math.isfinite(value):
-            return name
-        if isinstance(value, msgspec.Struct) and (bad := _non_finite(value, f"{name}.")):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value) or abs(value) > MAX_SETTING:
+                return name
+        if isinstance(value, msgspec.Struct) and (bad := _bad_number(value, f"{name}.")):
             return bad
         if isinstance(value, dict):
             for key, item in value.items():
-                if isinstance(item, msgspec.Struct) and (bad := _non_finite(item, f"{name}.{key}.")):
+                if isinstance(item, msgspec.Struct) and (bad := _bad_number(item, f"{name}.{key}.")):
                     return bad
     return None
 
@@ -261,8 +268,9 @@ def _non_finite(struct: msgspec.Struct, where: str = "") -> str | None:
 def validate(cfg: CaptureConfig) -> CaptureConfig:
     from recorder.venues import VENUES  # registry lives with the connectors
 
-    if (bad := _non_finite(cfg)) is not None:
-        raise ConfigError(f"invalid {bad}: must be a finite number")
+    for name, value in (("interval", cfg.interval_s), ("duration", cfg.duration_s)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"invalid {name} {value}: must be a finite number")
     if not MIN_INTERVAL_S <= cfg.interval_s <= MAX_INTERVAL_S:
         raise ConfigError(f"invalid interval {cfg.interval_s:g}s: must be at least 10ms and at most 1h")
     if (cfg.interval_s * 1000) % 1 > 1e-9:
@@ -272,12 +280,14 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
             f"invalid duration {cfg.duration_s:g}s: must be at least 1s and one interval, at most 366d"
             " (leave it out to capture until stopped)"
         )
+    if (bad := _bad_number(cfg)) is not None:
+        raise ConfigError(f"invalid {bad}: must be a finite number, at most {MAX_SETTING:g}")
     if not 1 <= cfg.depth <= 1000:
         raise ConfigError(f"invalid depth {cfg.depth}: must be between 1 and 1000")
     if cfg.metrics_port is not None and not 0 <= cfg.metrics_port <= MAX_PORT:
         raise ConfigError(f"invalid metrics port {cfg.metrics_port}: must be between 0 and {MAX_PORT}")
-    if not cfg.metrics_host.strip():
-        raise ConfigError("invalid metrics_host '': give an address such as 127.0.0.1")
+    if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]{1,253}", cfg.metrics_host):
+        raise ConfigError(f"invalid metrics_host {cfg.metrics_host!r}: give an address such as 127.0.0.1")
     if not cfg.data_dir.strip() or "\0" in cfg.data_dir:
         raise ConfigError(f"invalid data dir {cfg.data_dir!r}: give a directory path")
     if cfg.hang_timeout_s <= 0:
@@ -305,6 +315,8 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
     w = cfg.writer
     if w.rotate_snapshots < 1 or w.rotate_seconds <= 0 or w.rotate_mb <= 0 or w.ring_mb < 1:
         raise ConfigError("invalid [writer] settings: rotation limits and ring_mb must be positive")
+    if w.ring_mb > MAX_RING_MB:
+        raise ConfigError(f"invalid [writer] ring_mb = {w.ring_mb:g}: at most {MAX_RING_MB} (shared memory per venue)")
     if w.compact_older_than_s < 0 or w.compact_target_mb <= 0 or w.compact_every_s <= 0:
         raise ConfigError("invalid [writer] compaction settings: must be positive")
     if w.compact and cfg.storage != "local":

@@ -60,6 +60,8 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "venues.toml").write_text("venues = 5\n")
     (tmp_path / "nan.toml").write_text('interval_s = nan\n[venues.binance]\npairs = ["BTC-USDT"]\n')
     (tmp_path / "inf.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\n[writer]\nrotate_seconds = inf\n')
+    (tmp_path / "huge.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\nsnapshot_limit = 1' + "0" * 20 + "\n")
+    (tmp_path / "ring.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\n[writer]\nring_mb = 1e9\n')
     (tmp_path / "port.toml").write_text('metrics_port = 70000\n[venues.binance]\npairs = ["BTC-USDT"]\n')
     (tmp_path / "empty-dir.toml").write_text('data_dir = ""\n[venues.binance]\npairs = ["BTC-USDT"]\n')
     (tmp_path / "url.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\nrest_url = "localhost:8080"\n')
@@ -108,9 +110,11 @@ CASES: list[tuple[list[str], str]] = [
     (["start-capture", "--config", "bad.toml"], "is not valid TOML"),
     (["start-capture", "--config", "types.toml"], "Expected `int`, got `str` - at `$.depth`"),
     (["start-capture", "--config", "venues.toml"], "venues must be [venues.NAME] tables"),
-    (["start-capture", "--config", "nan.toml"], "invalid interval_s: must be a finite number"),
+    (["start-capture", "--config", "nan.toml"], "invalid interval nan: must be a finite number"),
     (["start-capture", "--config", "inf.toml"], "invalid writer.rotate_seconds: must be a finite number"),
     (["start-capture", "--config", "port.toml"], "invalid metrics port 70000"),
+    (["start-capture", "--config", "huge.toml"], "invalid venues.binance.snapshot_limit: must be a finite"),
+    (["start-capture", "--config", "ring.toml"], "invalid [writer] ring_mb = 1e+09: at most 16384"),
     (["start-capture", "--config", "empty-dir.toml"], "invalid data dir ''"),
     (["start-capture", "--config", "url.toml"], "invalid [venues.binance] rest_url 'localhost:8080'"),
     (["start-capture", "--config", "port-url.toml"], "invalid [venues.okx] ws_url 'ws://127.0.0.1:99999'"),

@@ -8,6 +8,7 @@ attaches to each trade the book snapshot in force when it was received.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from recorder.dataset.decode import one_line
 from recorder.dataset.source import DataFile, DatasetError, list_files
 from recorder.layout import FORMATS, DatasetLayout
 from recorder.writer.datasets import SPECS, decode_jsonl_rows
@@ -69,7 +71,28 @@ def expression(sel: Selection) -> pc.Expression | None:
 
 
 def read_records(fs: pafs.FileSystem, base: str, fmt: str, layout: DatasetLayout, sel: Selection) -> pa.Table:
-    """The selected rows of one dataset, sorted by local time, exchange, pair, session, sequence."""
+    """The selected rows of one dataset, sorted by local time, exchange, pair, session, sequence.
+
+    A compaction that swaps a partition between our listing and our read makes a listed file
+    vanish: list again (a few times), as the books' reader does."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _read_listed(fs, base, fmt, layout, sel)
+        except _Vanished:
+            time.sleep(0.05 * (attempt + 1))
+    return _read_listed(fs, base, fmt, layout, sel, last=True)
+
+
+_ATTEMPTS = 5
+
+
+class _Vanished(Exception):
+    pass
+
+
+def _read_listed(
+    fs: pafs.FileSystem, base: str, fmt: str, layout: DatasetLayout, sel: Selection, last: bool = False
+) -> pa.Table:
     from recorder.dataset.reader import _name_first_ts
 
     spec = SPECS[layout.name]
@@ -80,16 +103,27 @@ def read_records(fs: pafs.FileSystem, base: str, fmt: str, layout: DatasetLayout
     if not files:
         return spec.schema.empty_table()
     expr = expression(sel)
-    if fmt == "parquet":
-        table = pads.dataset([f.path for f in files], schema=spec.schema, format="parquet", filesystem=fs).to_table(
-            filter=expr
-        )
-    else:
-        tables = [_jsonl_table(fs, f, layout) for f in files]
-        table = pa.concat_tables(tables)
-        if expr is not None:
-            table = table.filter(expr)
+    try:
+        if fmt == "parquet":
+            dataset = pads.dataset([f.path for f in files], schema=spec.schema, format="parquet", filesystem=fs)
+            table = dataset.to_table(filter=expr)
+        else:
+            table = pa.concat_tables([_jsonl_table(fs, f, layout) for f in files])
+            if expr is not None:
+                table = table.filter(expr)
+    except (pa.ArrowException, OSError) as exc:
+        if not last and _any_gone(fs, files):
+            raise _Vanished from None
+        # One line naming the dataset: a damaged file is not silently left out.
+        raise DatasetError(f"cannot read the {layout.name} under {base}: {one_line(exc)}") from None
     return table.sort_by(SORT_KEYS) if table.num_rows else table
+
+
+def _any_gone(fs: pafs.FileSystem, files: list[DataFile]) -> bool:
+    try:
+        return any(i.type == pafs.FileType.NotFound for i in fs.get_file_info([f.path for f in files]))
+    except OSError:
+        return False
 
 
 def _jsonl_table(fs: pafs.FileSystem, f: DataFile, layout: DatasetLayout) -> pa.Table:

@@ -153,8 +153,9 @@ def test_subscribe_and_resubscribe_frames() -> None:
 
     proto = CoinbaseSocket(VenueConfig(), [])
     subs = [json.loads(f) for f in proto.subscribe_messages(["BTC-USD"])]
-    assert {s["channel"] for s in subs} == {"level2", "heartbeats"}
+    assert [s["channel"] for s in subs] == ["heartbeats", "level2", "market_trades"]  # one channel a message
     assert all(s["type"] == "subscribe" and s["product_ids"] == ["BTC-USD"] for s in subs)
+    # Only the book is renewed: the trade subscription stays (and its 100-trade replay is not asked again).
     resub = [json.loads(f) for f in proto.resubscribe_messages(["BTC-USD"])]
     assert [(f["type"], f["channel"]) for f in resub] == [("unsubscribe", "level2"), ("subscribe", "level2")]
     conn = CoinbaseConnector(VenueConfig(), ["BTC-USD", "ETH-USD", "SOL-USD"])

@@ -16,6 +16,27 @@ from collections.abc import Iterable
 from recorder.book import L2Book, TextL2Book
 from recorder.book.textbook import Fragment
 from recorder.venues.base import Counters, FeedStats, LogThrottle
+from recorder.venues.trades.tape import TradeCallback, TradeEmitter, TradeTape
+
+
+class TradeOutput:
+    """The trade side of a Feed: ``on_trade`` (the Feed protocol's attribute; None: trades are not
+    parsed) and ``trades``, the emitter that dedupes and counts them (its tape is replaced by the
+    connector's, which outlives one connection)."""
+
+    trade_ids_contiguous = True  # False: the venue's trade ids cannot show a lost trade (Bybit)
+    trades: TradeEmitter
+
+    def _init_trades(self, stats: FeedStats) -> None:
+        self.trades = TradeEmitter(stats, TradeTape(self.trade_ids_contiguous))
+
+    @property
+    def on_trade(self) -> TradeCallback | None:
+        return self.trades.on_trade
+
+    @on_trade.setter
+    def on_trade(self, callback: TradeCallback | None) -> None:
+        self.trades.on_trade = callback
 
 
 class BookState:
@@ -36,7 +57,7 @@ class BookState:
         self.book.receive_time_ms = None
 
 
-class FloatSnapshotFeed:
+class FloatSnapshotFeed(TradeOutput):
     """Base of the Bybit and Coinbase Feeds (sans-I/O, see ``recorder.venues.base.Feed``): one
     ``BookState`` per pair, keyed by pair and by the venue's own name for it (symbol, product).
 
@@ -47,6 +68,7 @@ class FloatSnapshotFeed:
 
     def __init__(self, open_: bool, log: logging.Logger, counters: Counters | None = None) -> None:
         self.stats = FeedStats(counters)
+        self._init_trades(self.stats)
         self.log = log
         self._throttle = LogThrottle(log)
         self._open = open_
@@ -125,7 +147,7 @@ class PairBook:
         self.last_seq: int | None = None
 
 
-class SnapshotFeed:
+class SnapshotFeed(TradeOutput):
     """Base of a sans-I/O Feed (see ``recorder.venues.base.Feed``)."""
 
     venue = ""
@@ -138,6 +160,7 @@ class SnapshotFeed:
         self._want: set[str] = set()
         # A live connector passes its counters: every event reaches the supervisor as it happens.
         self.stats = FeedStats(counters)
+        self._init_trades(self.stats)
         self.log = log
         self._throttle = LogThrottle(log)
 

@@ -25,6 +25,7 @@ from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Backoff, Counters, Feed, LogThrottle, venue_config_default
+from recorder.venues.trades.tape import TradeCallback, TradeTape
 from recorder.venues.ws_listener import TextListener
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -36,6 +37,13 @@ RESUBSCRIBE_CALM_S = 60.0
 RESUBSCRIBE_MAX_DELAY_S = 60.0
 # How long a planned reconnect waits for the new connection's books before switching anyway.
 HANDOVER_TIMEOUT_S = 60.0
+DEFAULT_CHANNELS = ("book", "trades")
+
+
+def wants_trades(cfg: VenueConfig) -> bool:
+    """Does the venue's config ask for its trade channel (``channels``, default books and trades)?"""
+    channels = getattr(cfg, "channels", None)
+    return "trades" in (DEFAULT_CHANNELS if channels is None else channels)
 
 
 class _Session:
@@ -44,6 +52,12 @@ class _Session:
     def __init__(self, connector: SubscribedConnector) -> None:
         self.connector = connector
         self.feed: Feed = connector.new_feed()
+        trades = getattr(self.feed, "trades", None)
+        if trades is not None:  # every connection's Feed shares the connector's trade tape
+            if connector.trade_tape is None:
+                connector.trade_tape = trades.tape
+            trades.tape = connector.trade_tape
+            trades.on_trade = connector.on_trade
         self.transport: WSTransport | None = None
         self.closed = asyncio.Event()
         self.opened_at = self.last_frame_s = self.last_ping_s = time.monotonic()
@@ -186,6 +200,22 @@ class SubscribedConnector:
         self.is_open = False
         # The connections of one SocketGroup: "connected" means all of them are.
         self.group: list[SubscribedConnector] = [self]
+        # Trades: what was emitted (outlives a connection: no repeats, no hidden gaps) and where to.
+        self.trade_tape: TradeTape | None = None
+        self._on_trade: TradeCallback | None = None
+
+    @property
+    def on_trade(self) -> TradeCallback | None:
+        """Called with every trade of every connection, once (the venue process sets it)."""
+        return self._on_trade
+
+    @on_trade.setter
+    def on_trade(self, callback: TradeCallback | None) -> None:
+        self._on_trade = callback
+        for s in (self._active, self._successor):
+            trades = getattr(s.feed, "trades", None) if s is not None else None
+            if trades is not None:
+                trades.on_trade = callback
 
     # -- venue hooks ---------------------------------------------------------------------------
 
@@ -360,6 +390,15 @@ class SocketGroup:
         self._socket_of = {pair: sock for sock in sockets for pair in sock.pairs}
         for sock in sockets:
             sock.group = sockets
+
+    @property
+    def on_trade(self) -> TradeCallback | None:
+        return self.sockets[0].on_trade if self.sockets else None
+
+    @on_trade.setter
+    def on_trade(self, callback: TradeCallback | None) -> None:
+        for sock in self.sockets:
+            sock.on_trade = callback
 
     def book(self, pair: str) -> L2Book | None:
         sock = self._socket_of.get(pair)

@@ -60,6 +60,8 @@ class SymbolTrades:
     def take(self, event_ms: int, faults: FaultInjector, subscribed: bool) -> list[list[SimTrade]]:
         """The fills since the last call, as trades grouped per fill, minus those withheld by a
         fault (faults wait for a subscriber, like the book faults)."""
+        if faults.data_paused(self.key):
+            return []  # a quiet stall of the market: its fills wait, and go out after it
         fills: list[Fill] = self.feed.gen.fills or []
         self.feed.gen.fills = []
         out: list[list[SimTrade]] = []

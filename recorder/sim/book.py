@@ -239,9 +239,10 @@ class BookGenerator:
         if self.fills is not None and lots > 0:
             self.fills.append(Fill(not resting_bid, k * self.spec.tick, lots * self.spec.lot))
 
-    def _sweep(self, resting_bid: bool, ks: list[int]) -> list[tuple[bool, int, int]]:
-        """Levels ``ks`` taken out whole by one taker: their fills, and the deletes to emit."""
-        for k in ks:
+    def _sweep(self, resting_bid: bool, ks: list[int], traded: int | None = None) -> list[tuple[bool, int, int]]:
+        """Levels ``ks`` (best first) removed in one event, the first ``traded`` (all: None) taken
+        whole by one taker, the others pulled by their makers: the fills, and the deletes to emit."""
+        for k in ks[:traded]:
             self._fill(resting_bid, k, self._qty_lots(resting_bid, k))
         return [(resting_bid, k, 0) for k in ks]
 
@@ -309,14 +310,15 @@ class BookGenerator:
         bid_t, ask_t = self._targets()
         best_ask, best_bid = self._best(False), self._best(True)
         if best_ask is not None and best_ask <= bid_t:
-            self._emit(self._sweep(False, self._ks_until(False, bid_t)))
+            # The fair price moved through the asks: a taker lifts the best one, makers pull the rest.
+            self._emit(self._sweep(False, self._ks_until(False, bid_t), traded=1))
             best_bid = self._best(True)
             if best_bid is None or best_bid < bid_t:
                 self._insert(True, bid_t)
             if self._best(False) != ask_t:  # market makers re-quote behind the sweep
                 self._insert(False, ask_t)
         elif best_bid is not None and best_bid >= ask_t:
-            self._emit(self._sweep(True, self._ks_until(True, ask_t)))
+            self._emit(self._sweep(True, self._ks_until(True, ask_t), traded=1))
             best_ask = self._best(False)
             if best_ask is None or best_ask > ask_t:
                 self._insert(False, ask_t)

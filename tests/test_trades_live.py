@@ -126,4 +126,3 @@ async def test_live_trades_every_one_once_and_faults_counted(venue: str) -> None
             assert gaps == lost, (pair, gaps, lost)
         else:
             assert gaps == 0
-        assert counters.get(f"trades:{pair}") == len(mine)

@@ -298,3 +298,36 @@ def test_okx_recording_every_trade_once_and_a_dropped_frame_is_a_counted_gap() -
     assert [_row(t) for t in got] == expected[:k] + expected[k + 1 :]
     want = _gaps(messages[:k] + messages[k + 1 :])
     assert want["BTC-USDT"] >= 1 and feed.stats.per_pair["BTC-USDT"]["trade_gaps"] == want["BTC-USDT"]
+
+
+def test_a_restarted_venue_process_stores_no_replayed_trade_twice_and_counts_what_it_missed() -> None:
+    """The highest id per pair lives in the shared counters (``trade_last_id:<pair>``): a new
+    process's tape starts from it, so Coinbase's replay of the last 100 trades is not stored again,
+    and ids lost while the process was down are a counted gap."""
+    from recorder.venues.base import Counters
+    from recorder.venues.trades.tape import TradeTape
+
+    def frame(seq: int, kind: str, ids: Iterable[int]) -> bytes:
+        trades = [{"product_id": "BTC-USD", "trade_id": str(i), "price": "1", "size": "1", "side": "SELL",
+                   "time": "2026-08-09T21:05:48Z"} for i in sorted(ids, reverse=True)]  # fmt: skip
+        return json.dumps({"channel": "market_trades", "sequence_num": seq,
+                           "events": [{"type": kind, "trades": trades}]}).encode()  # fmt: skip
+
+    shared = Counters(None)  # stands for the shared memory that outlives the process
+
+    def process() -> tuple[CoinbaseFeed, list[Trade]]:
+        feed = CoinbaseFeed(["BTC-USD"], counters=shared)
+        feed.trades.tape = TradeTape(True, shared, ["BTC-USD"])
+        return feed, _collect(feed)
+
+    first, got = process()
+    first.on_frame(frame(0, "snapshot", range(1, 101)), 1.0)
+    first.on_frame(frame(1, "update", [101]), 1.0)
+    assert len(got) == 101 and shared.get("trade_last_id:BTC-USD") == 101
+    second, again = process()  # killed and restarted; 102..109 happened meanwhile, 110.. replayed
+    second.on_frame(frame(0, "snapshot", range(10, 110)), 2.0)
+    assert [t.trade_id for t in again] == [str(i) for i in range(102, 110)]
+    assert shared.get("trade_gaps:BTC-USD") == 0
+    third, more = process()
+    third.on_frame(frame(0, "snapshot", range(200, 300)), 3.0)  # more than 100 missed: 110..199 lost
+    assert len(more) == 100 and shared.get("trade_gaps:BTC-USD") == 90

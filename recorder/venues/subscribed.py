@@ -55,7 +55,7 @@ class _Session:
         trades = getattr(self.feed, "trades", None)
         if trades is not None:  # every connection's Feed shares the connector's trade tape
             if connector.trade_tape is None:
-                connector.trade_tape = trades.tape
+                connector.trade_tape = TradeTape(trades.tape.contiguous, connector.counters, connector.pairs)
             trades.tape = connector.trade_tape
             trades.on_trade = connector.on_trade
         self.transport: WSTransport | None = None

@@ -10,7 +10,10 @@ it is emitted after all and un-counted. Venues without contiguous ids are dedupe
 over a bounded window of recent ids per pair.
 
 One ``TradeTape`` lives as long as its connector, shared by the Feed of every connection it opens,
-so a reconnect neither repeats nor hides trades. Replay makes one per recorded socket.
+so a reconnect neither repeats nor hides trades. Live, the highest id per pair is also kept in the
+shared counters (``trade_last_id:<pair>``), which outlive the venue process: after a kill -9 and
+restart, a replayed snapshot is not stored twice and the trades lost meanwhile are counted. Replay
+makes one per recorded socket.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from __future__ import annotations
 import calendar
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from recorder.model import Trade
-from recorder.venues.base import FeedStats
+from recorder.venues.base import Counters, FeedStats
 
 # Ids counted missing and still hoped for, per pair; a longer gap is counted but not remembered.
 MAX_MISSING = 4096
@@ -35,11 +38,17 @@ TradeCallback = Callable[[Trade], None]
 class TradeTape:
     """Dedupe and gap accounting of one venue's trades, per pair (see module docstring)."""
 
-    def __init__(self, contiguous: bool) -> None:
+    def __init__(self, contiguous: bool, counters: Counters | None = None, pairs: Iterable[str] = ()) -> None:
         self.contiguous = contiguous
         self._last: dict[str, int] = {}  # contiguous: pair -> highest id emitted
         self._missing: dict[str, set[int]] = {}
         self._recent: dict[str, tuple[set[str], deque[str]]] = {}
+        self._counters = counters if contiguous else None
+        if self._counters is not None:
+            for pair in pairs:  # left by an earlier run of this venue process (0: none)
+                last = int(self._counters.get(f"trade_last_id:{pair}"))
+                if last > 0:
+                    self._last[pair] = last
 
     def admit_range(self, stats: FeedStats, pair: str, first: int, last: int) -> bool:
         """A trade covering ids ``first..last`` (OKX aggregates fills; others have first == last):
@@ -47,6 +56,8 @@ class TradeTape:
         prev = self._last.get(pair)
         if prev is None or last > prev:
             self._last[pair] = last
+            if self._counters is not None:
+                self._counters.set(f"trade_last_id:{pair}", last)
             if prev is not None and first > prev + 1:
                 self._gap(stats, pair, prev + 1, first - 1)
             return True
@@ -112,7 +123,7 @@ class TradeEmitter:
             ok = self.tape.admit_id(stats, pair, trade.trade_id)
         if not ok:
             return
-        _count(stats, pair, "trades", 1)
+        stats.pair(pair, "trades")  # (the shared trades:<pair> counts what reaches the ring)
         if self.on_trade is not None:
             self.on_trade(trade)
 

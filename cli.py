@@ -149,9 +149,13 @@ def capture_status(session_id: str, data_dir: str, as_json: bool) -> None:
     """Show a session's state and metrics (works from another terminal)."""
     session = _session(data_dir, session_id)
     status = session.read_status()
-    if status is None:
-        raise UserError(f"session {session_id!r} has no status yet")
     running = session.is_running()
+    if status is None and running:
+        status = {"session_id": session_id, "state": "starting"}  # checks and simulators come first
+        click.echo(json.dumps(status, indent=2, sort_keys=True) if as_json else f"session {session_id}: starting")
+        return
+    if status is None:
+        raise UserError(f"session {session_id!r} never started capturing: its start failed or was killed")
     if not running and status.get("state") in ("running", "stopping", "starting"):
         status["state"] = "dead"  # the supervisor vanished without a final status
     if as_json:
@@ -169,7 +173,8 @@ def _render_status(s: dict[str, Any]) -> str:
         lat = v["capture_latency_ms"]
         lines.append(
             f"  {venue}: {'connected' if v['connected'] else 'DISCONNECTED'}  msgs/s {v['messages_per_s']}"
-            f"  samples {v['samples']}  missed {v['missed_ticks']}  resyncs {v['resyncs']}  gaps {v['gaps']}"
+            f"  samples {v['samples']}  missed {v['missed_ticks']}  depth short {v.get('depth_short', 0)}"
+            f"  resyncs {v['resyncs']}  gaps {v['gaps']}"
             f"  reconnects {v['reconnects']}  drops {v['ring_drops']}  restarts {v['restarts']}"
             f"  latency p50/p99/max {lat['p50']}/{lat['p99']}/{lat['max']} ms"
         )
@@ -182,7 +187,8 @@ def _render_status(s: dict[str, Any]) -> str:
         for pair, p in v["pairs"].items():
             lines.append(
                 f"    {pair:<14} {'synced' if p['synced'] else 'NOT SYNCED':<10} samples {p['samples']:<8}"
-                f" missed {p['missed_ticks']:<6} resyncs {p['resyncs']}" + _first_sync_text(p)
+                f" missed {p['missed_ticks']:<6} resyncs {p['resyncs']}"
+                f"  depth short {p.get('depth_short', 0)}" + _first_sync_text(p)
             )
     w = s.get("writer", {})
     if w:
@@ -555,11 +561,21 @@ def replay_cmd(
             pairs=[normalize_pair(p) for p in pairs.split(",") if p.strip()] if pairs else None,
         )
         summary = replay(opts)
+        _save_replay_summary(data_dir, session_id, summary)
     except (ConfigError, NameError_, ReplayError, CaptureFormatError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"replay failed: {exc}") from None
     click.echo(json.dumps(summary, indent=2))
+
+
+def _save_replay_summary(data_dir: str, session_id: str, summary: dict[str, Any]) -> None:
+    """Beside the session's journal, for `report` (its per-pair counts, as status.json's)."""
+    path = Path(data_dir) / ".sessions" / session_id / "replay.json"
+    try:
+        path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"Warning: cannot write {path}: {exc.strerror or exc} (report will lack its counts)", err=True)
 
 
 @main.command("report")
@@ -572,6 +588,7 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
     """Data-quality report per exchange and pair: coverage, gaps and causes, latency, storage."""
     from recorder.dataset import DatasetError
     from recorder.report import build_report
+    from recorder.report.quality import NoData
     from recorder.report.render import render_html, render_text
 
     if session_id:
@@ -581,6 +598,9 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
             raise UserError(str(exc)) from None
     try:
         rep = build_report(data_dir, session_id, fmt)
+    except NoData as exc:
+        _unreadable_lines(exc.unreadable)
+        raise UserError(str(exc)) from None
     except (DatasetError, OSError) as exc:
         raise UserError(str(exc)) from None
     if out_path:
@@ -594,6 +614,18 @@ def report(data_dir: str, session_id: str | None, out_path: str | None, as_json:
         click.echo(render_text(rep))
         if out_path:
             click.echo(f"HTML report: {Path(out_path).resolve()}")
+    if rep.unreadable:
+        _unreadable_lines(rep.unreadable)
+        sys.exit(REPORT_UNREADABLE_EXIT)
+
+
+# `report` printed everything it could read, but some files could not be read (named on stderr).
+REPORT_UNREADABLE_EXIT = 3
+
+
+def _unreadable_lines(unreadable: list[Any]) -> None:
+    for u in unreadable:
+        click.echo(f"Error: unreadable file {u.path}: {u.error}", err=True)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def test_recorder_decode_and_apply(benchmark, recording: Recording) -> None:
     benchmark.pedantic(run, setup=setup, rounds=_rounds(len(recording.book_frames)), iterations=1)
     feeds, calls = recording.timed_calls()
     run((feeds, calls))
-    stats = [f.stats for f in feeds.by_conn.values()]
+    stats = [live.feed.stats for live in feeds.sockets]
     assert sum(s.malformed for s in stats) == 0 and sum(s.gaps for s in stats) == 0  # the path under test is clean
     _report(benchmark, recording, len(recording.book_frames))
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from recorder.replay.engine import _Capture, _discover_pairs, _Feeds  # replay's wiring, reused as-is
+from recorder.replay.engine import _Feeds, _scan  # replay's wiring, reused as-is
 from recorder.replay.readers import Kind, Record
+from recorder.replay.timeline import Timeline
 from recorder.venues import VENUES, venue_module
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "tests" / "data" / "recordings"
@@ -36,28 +37,30 @@ class Recording:
     pairs_by_conn: dict[str, list[str]]
     start: int  # index of the first timed record
     book_frames: list[bytes] = field(default_factory=list)  # the timed book frames
+    timeline: Timeline | None = None
+    sockets: list[int | None] = field(default_factory=list)  # each record's recorded socket
 
     @property
     def module(self) -> Any:
         return venue_module(self.case.venue)
 
-    def feeds(self, records: Iterable[Record]) -> _Feeds:
-        feeds = _Feeds(self.module, lambda conn: self.pairs_by_conn.get(conn, []))
-        for conn in self.pairs_by_conn:
-            feeds.feed(conn)
-        for r in records:
-            feeds.on_record(r)
+    def feeds(self, upto: int) -> _Feeds:
+        """Fresh Feeds, one per recorded socket, fed the first ``upto`` records."""
+        assert self.timeline is not None
+        feeds = _Feeds(self.module, self.timeline.sockets, lambda s: list(s.pairs))
+        for r, sock in zip(self.records[:upto], self.sockets, strict=False):
+            feeds.on_record(r, sock)
         return feeds
 
     def timed_calls(self) -> tuple[_Feeds, list[Call]]:
         """Fresh Feeds past the warm-up, and the timed records as bound calls (no routing cost)."""
-        feeds = self.feeds(self.records[: self.start])
+        feeds = self.feeds(self.start)
         calls: list[Call] = []
-        for r in self.records[self.start :]:
-            if r.kind is Kind.WS and self.case.is_book_frame(r.payload):
-                calls.append((feeds.feed(r.conn).on_frame, r.payload, r.recv_ms))
+        for r, sock in zip(self.records[self.start :], self.sockets[self.start :], strict=True):
+            if r.kind is Kind.WS and self.case.is_book_frame(r.payload) and sock is not None:
+                calls.append((feeds.sockets[sock].feed.on_frame, r.payload, r.recv_ms))
             elif r.kind is Kind.HTTP:
-                calls.append((lambda rec, _t, feeds=feeds: feeds.on_record(rec), r, r.recv_ms))
+                calls.append((lambda rec, _t, feeds=feeds, sock=sock: feeds.on_record(rec, sock), r, r.recv_ms))
         return feeds, calls
 
 
@@ -70,11 +73,14 @@ class VenueCase:
     cryptofeed: Callable[[Recording], CryptofeedRun] | None = None
 
     def load(self) -> Recording:
-        capture = _Capture([RECORDINGS / f for f in self.files])
-        records = list(capture)
-        module = venue_module(self.venue)
-        pairs_by_conn = _discover_pairs(module, capture, None)
-        rec = Recording(self, records, pairs_by_conn, 0)
+        timeline = Timeline([RECORDINGS / f for f in self.files])
+        _scan(venue_module(self.venue), timeline, None)
+        items = list(timeline)
+        records = [r for r, _ in items]
+        pairs_by_conn: dict[str, list[str]] = {}
+        for sock in timeline.sockets:
+            pairs_by_conn.setdefault(sock.conn, []).extend(sock.pairs)
+        rec = Recording(self, records, pairs_by_conn, 0, timeline=timeline, sockets=[s for _, s in items])
         rec.start = _first_all_synced(rec)
         rec.book_frames = [
             r.payload for r in records[rec.start :] if r.kind is Kind.WS and self.is_book_frame(r.payload)
@@ -84,12 +90,13 @@ class VenueCase:
 
 def _first_all_synced(rec: Recording) -> int:
     """Index after which every pair that ever syncs in the capture has synced once."""
-    feeds = rec.feeds([])
+    feeds = rec.feeds(0)
     pairs = {p for ps in rec.pairs_by_conn.values() for p in ps}
     seen: set[str] = set()
     first_seen: list[int] = []
-    for i, r in enumerate(rec.records):
-        feeds.on_record(r)
+    for i, (r, sock) in enumerate(zip(rec.records, rec.sockets, strict=True)):
+        feeds.on_record(r, sock)
+        feeds.tick_ms = int(r.recv_ms)
         for p in pairs - seen:
             if feeds.book(p) is not None:
                 seen.add(p)

@@ -4,6 +4,7 @@ uncaught exceptions, console errors, failed resource loads, plus facts the page'
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -40,6 +41,13 @@ PROBE = """JSON.stringify({
     return {w: r.width, h: r.height, paths: s.querySelectorAll('path').length};
   }),
   images: Array.from(document.images).map(i => ({src: i.src, ok: i.complete && i.naturalWidth > 0})),
+  page: {width: window.innerWidth, clientWidth: document.documentElement.clientWidth,
+         scrollWidth: document.documentElement.scrollWidth},
+  tables: Array.from(document.querySelectorAll('table')).map(t => {
+    const r = t.getBoundingClientRect(), box = t.parentElement;
+    return {right: r.right, width: r.width, scrolls: box.scrollWidth > box.clientWidth,
+            header: t.rows[0] ? t.rows[0].innerText : ''};
+  }),
   text: document.body ? document.body.innerText : ''
 })"""
 
@@ -54,7 +62,8 @@ class PageResult:
     dom: dict[str, Any] = field(default_factory=dict)
 
 
-def load_page(url: str, timeout_s: float = 60.0) -> PageResult:
+def load_page(url: str, timeout_s: float = 60.0, width: int = 1400, screenshot: str | None = None) -> PageResult:
+    """``width``: the viewport's CSS pixels; ``screenshot``: also save the whole page as PNG there."""
     exe = chromium_path()
     if not exe:
         # CI installs Debian's chromium and sets RECORDER_REQUIRE_CHROMIUM=1, so there a missing
@@ -75,7 +84,7 @@ def load_page(url: str, timeout_s: float = 60.0) -> PageResult:
         )
         try:
             port = _devtools_port(proc, timeout_s)
-            return asyncio.run(asyncio.wait_for(_drive(port, url), timeout_s))
+            return asyncio.run(asyncio.wait_for(_drive(port, url, width, screenshot), timeout_s))
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -95,7 +104,7 @@ def _devtools_port(proc: subprocess.Popen[str], timeout_s: float) -> int:
     raise AssertionError("chromium DevTools did not come up")
 
 
-async def _drive(port: int, url: str) -> PageResult:
+async def _drive(port: int, url: str, width: int, screenshot: str | None) -> PageResult:
     result = PageResult()
     async with aiohttp.ClientSession() as http:
         targets: list[dict[str, Any]] = []
@@ -142,10 +151,15 @@ async def _drive(port: int, url: str) -> PageResult:
             listener = asyncio.create_task(listen())
             for domain in ("Page", "Runtime", "Log"):
                 await call(f"{domain}.enable")
+            await call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False)
             await call("Page.navigate", url=url)
             await loaded.wait()
             await asyncio.sleep(0.3)  # late console messages and image decode errors
             probe = await call("Runtime.evaluate", expression=PROBE, returnByValue=True)
             result.dom = json.loads(probe["result"]["value"])
+            if screenshot:
+                shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+                with open(screenshot, "wb") as fh:
+                    fh.write(base64.b64decode(shot["data"]))
             listener.cancel()
     return result

@@ -87,6 +87,7 @@ def test_disk_full_buffers_in_memory_counts_overflow_and_resumes(sim: Sim, tmp_p
         # Everything the venue pushed into the ring is stored; only the counted overflow is not.
         assert len(stored) == venue["samples"] == writer["snapshots_written"]
         assert venue["ring_drops"] > 0
+        assert sum(p["ring_drops"] for p in venue["pairs"].values()) == venue["ring_drops"]  # per pair too
         for pair in ("BTC-USDT", "ETH-USDT"):
             seqs = sorted(s["sequence_number"] for s in stored if s["pair"] == pair)
             assert seqs == list(range(len(seqs)))

@@ -113,12 +113,14 @@ def expected_samples(records: list[Record], futures: bool, interval_ms: int = 10
     return out
 
 
-def _replay(tmp_path: Path, venue: str, *inputs: Path, extra: tuple[str, ...] = ()) -> tuple[dict, Path]:
+def _replay(
+    tmp_path: Path, venue: str, *inputs: Path, extra: tuple[str, ...] = (), timeout: float = 120
+) -> tuple[dict, Path]:
     data = tmp_path / "data"
     args = ["replay", "--venue", venue, "--data-dir", str(data), "--format", "both", *extra]
     for path in inputs:
         args += ["--input", str(path)]
-    res = run_cli(*args)
+    res = run_cli(*args, timeout=timeout)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout), data
 

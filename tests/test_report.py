@@ -68,7 +68,7 @@ def test_report_table_and_html_render_in_chromium(faulty_capture: FaultyCapture,
     assert len(gap_lines) == len(PAIRS) * len(cap.faults)
     n_gaps = sum(len(p["gaps"]) for p in _report_json(cap.data)["sessions"][0]["pairs"])
 
-    page = load_page(out.as_uri())
+    page = load_page(out.as_uri(), width=1400)
     assert page.errors == []
     dom = page.dom
     assert dom["title"].startswith("Data quality report")
@@ -76,6 +76,9 @@ def test_report_table_and_html_render_in_chromium(faulty_capture: FaultyCapture,
     assert len(dom["svgs"]) == 3
     assert all(s["w"] > 200 and s["h"] > 80 and s["paths"] > 5 for s in dom["svgs"])
     assert all(img["ok"] for img in dom["images"])
+    # At 1400 px nothing is wider than the page and no table needs its scroll bar.
+    width = dom["page"]["clientWidth"]
+    assert dom["page"]["scrollWidth"] <= width and all(t["right"] <= width and not t["scrolls"] for t in dom["tables"])
     assert f"Gaps ({n_gaps})" in dom["text"] and "gap: restart" in dom["text"] and "gap: disconnect" in dom["text"]
 
 

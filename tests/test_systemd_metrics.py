@@ -3,12 +3,15 @@ logs, Prometheus metrics scraped over HTTP, and the live terminal view (through 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import select
 import socket
+import struct
 import subprocess
+import termios
 import time
 import urllib.request
 from pathlib import Path
@@ -114,6 +117,7 @@ def test_live_view_on_a_terminal(sim: Sim, tmp_path: Path) -> None:
     data = tmp_path / "data"
     cfg = write_config(tmp_path / "c.toml", sim.urls, ["BTC-USDT"], data)
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # an 80x24 terminal
     args = ["start-capture", "--config", str(cfg), "--interval", "0.5", "--duration", "6s", "--session-id", "tty"]
     proc = subprocess.Popen([*CLI, *args], cwd=ROOT, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
     os.close(slave)
@@ -137,9 +141,15 @@ def test_live_view_on_a_terminal(sim: Sim, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
-    text = out.decode(errors="replace")
-    assert "\x1b[H\x1b[J" in text and "venue/pair" in text and "BTC-USDT" in text
-    assert "event=child_started" not in text.split("\x1b[H\x1b[J")[0]  # logs went to the file, not the screen
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode(errors="replace"))
+    frames = plain.split("session tty  ")
+    assert len(frames) > 2 and "BTC-USDT" in plain
+    assert "event=child_started" not in frames[0]  # logs went to the file, not the screen
+    view = "session tty  ".join(frames[1:])  # (the "capturing ... into <long path>" line comes before)
+    assert all(len(line) <= 80 for line in re.split(r"[\r\n]", view)), "no line wider than the terminal"
+    # The last frame, drawn after the capture ended: stopped, not "PROCESS DOWN DISCONNECTED".
+    assert frames[-1].startswith("stopped (duration reached), flushed")
+    assert "DOWN" not in frames[-1] and "DISCONNECTED" not in frames[-1] and "writer  stopped" in frames[-1]
     log = (data / ".sessions" / "tty" / "recorder.log").read_text()
     assert "event=venue_started" in log and "event=stopped" in log
     wait_for(lambda: (status(data, "tty") or {}).get("state") == "stopped", 10, "final status")

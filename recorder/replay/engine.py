@@ -1,7 +1,9 @@
 """Replay a recorded raw capture through the live code path and store what a capture would have.
 
-Records are fed, in recorded order, to the venue's sans-I/O ``Feed`` (one per recorded socket,
-exactly the class the live connector drives: parse, sync, sequence and checksum rules). Books are
+Records of every input and every socket are fed by local receive time (``timeline.py``: the
+merge, the rotation rule, the time rules) to the venue's sans-I/O ``Feed`` (one per recorded
+socket, exactly the class the live connector drives: parse, sync, sequence and checksum rules),
+and a pair's book is taken from the newest socket that is live and synced (``_Feeds``). Books are
 sampled by the live ``Sampler`` on the grid of the *recorded local clock* (a tick is sampled
 before the first record received at or after it), pushed over a ``ShmRing`` and stored by the
 live ``Writer`` in-process, so the files are the ones a live capture writes.
@@ -11,15 +13,15 @@ sampled: nothing between a fault and the next resync is stored.
 
 What a venue module provides for replay: ``Feed(pairs, counters=None)``;
 ``capture_pairs(frames, url=None)`` (the pairs a recorded socket carries, used when ``--pairs``
-is not given); ``snapshot_pair(url)`` for venues that join REST snapshots.
+is not given; a ValueError is a one-line "cannot replay this" for the user); ``snapshot_pair(url)``
+for venues that join REST snapshots.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -28,7 +30,8 @@ from typing import Any
 from recorder.book import L2Book
 from recorder.config import WriterConfig
 from recorder.metrics import SharedCounters
-from recorder.replay.readers import CaptureReader, Kind, Record
+from recorder.replay.readers import Kind, Record
+from recorder.replay.timeline import Segment, Socket, Timeline
 from recorder.ring.shm_ring import ShmRing
 from recorder.sampler.grid import next_tick_ms
 from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
@@ -41,6 +44,9 @@ log = logging.getLogger("recorder.replay")
 
 RING_BYTES = 16 * 1024 * 1024
 _DISCOVERY_CHUNK = 10_000  # frames per capture_pairs call in the discovery pass (bounds memory)
+# A socket silent this long would have been dropped as stalled by the live connector
+# (``stall_timeout_s`` default): its books are not served again before its next record.
+STALL_MS = 30_000.0
 
 
 class ReplayError(ValueError):
@@ -60,101 +66,134 @@ class ReplayOptions:
     writer: WriterConfig = field(default_factory=WriterConfig)
 
 
+class _Socket:
+    """A recorded socket's Feed and what the replay has seen of it so far."""
+
+    __slots__ = ("id", "feed", "first_ms", "final_ms", "last_seen_ms", "closed")
+
+    def __init__(self, sock: Socket, feed: Feed) -> None:
+        self.id, self.feed = sock.id, feed
+        self.first_ms, self.final_ms = sock.first_ms, sock.last_ms  # its first and last record
+        self.last_seen_ms: float | None = None  # its latest record replayed so far
+        self.closed = False
+
+
 class _Feeds:
-    """The venue's Feeds, one per recorded socket, seen by the Sampler as one connector."""
+    """The venue's Feeds, one per recorded socket, seen by the Sampler as one connector.
 
-    def __init__(self, module: ModuleType, pairs_for: Callable[[str], list[str]]) -> None:
+    A pair's book is served by the newest socket carrying it that is live at the tick and synced.
+    Live: started (a record replayed), not closed (a close record), not silent for longer than
+    the live stall timeout, and not past its last record when a newer socket of the capture
+    carries the pair (its data stopped: it is known dead). Otherwise the tick is missed with the
+    cause of the newest started socket.
+    """
+
+    def __init__(self, module: ModuleType, sockets: list[Socket], pairs_of: Callable[[Socket], list[str]]) -> None:
         self.module = module
-        self.pairs_for = pairs_for
-        self.by_conn: dict[str, Feed] = {}
         self._snapshot_pair: Callable[[str], str | None] | None = getattr(module, "snapshot_pair", None)
+        self.sockets = [_Socket(s, module.Feed(pairs_of(s))) for s in sockets]
+        self.by_pair: dict[str, list[_Socket]] = {}
+        for s in sorted(sockets, key=lambda s: s.first_ms, reverse=True):  # newest first
+            for pair in pairs_of(s):
+                self.by_pair.setdefault(pair, []).append(self.sockets[s.id])
+        self.tick_ms = 0  # the tick being sampled
+        self.serving: dict[str, _Socket] = {}
+        self.served_now: list[str] = []  # pairs given a book at this tick
+        self.stored_once: set[str] = set()  # pairs stored at least once (misses count from then)
+        self.missed: dict[str, dict[str, int]] = {}  # pair -> cause -> ticks
 
-    def feed(self, conn: str) -> Feed:
-        feed = self.by_conn.get(conn)
-        if feed is None:
-            feed = self.by_conn[conn] = self.module.Feed(self.pairs_for(conn))
-        return feed
-
-    def on_record(self, r: Record) -> None:
-        if r.kind is Kind.WS:
-            self.feed(r.conn).on_frame(r.payload, r.recv_ms)
-        elif r.kind is Kind.HTTP and r.url and self._snapshot_pair is not None:
+    def on_record(self, r: Record, sock: int | None) -> None:
+        if sock is not None:
+            live = self.sockets[sock]
+            live.last_seen_ms = r.recv_ms
+            if r.kind is Kind.WS:
+                live.feed.on_frame(r.payload, r.recv_ms)
+                return
+            if r.kind is Kind.CLOSE:
+                live.closed = True
+                return
+        if r.kind is Kind.HTTP and r.url and self._snapshot_pair is not None:
             pair = self._snapshot_pair(r.url)
             if pair is None:
                 return  # not a depth snapshot (instrument lists and the like)
-            # Every socket following the pair gets it; a Feed ignores it for a book already synced.
-            for conn, feed in self.by_conn.items():
-                if pair in self.pairs_for(conn):
-                    feed.on_rest_snapshot(pair, r.payload, r.recv_ms)
+            # Every open socket following the pair gets it; a Feed ignores it for a book already
+            # synced, and keeps it for a socket whose first frame comes later.
+            for live in self.by_pair.get(pair, ()):
+                if not live.closed:
+                    live.feed.on_rest_snapshot(pair, r.payload, r.recv_ms)
 
     # the Connector face the Sampler uses ----------------------------------------------------
 
     def book(self, pair: str) -> L2Book | None:
-        for feed in self.by_conn.values():
-            book = feed.book(pair)
-            if book is not None:
-                return book
+        t = self.tick_ms
+        cause = None
+        for n, live in enumerate(self.by_pair.get(pair, ())):
+            seen = live.last_seen_ms
+            if seen is None:
+                continue  # not started yet
+            if live.closed:
+                cause = cause or "socket_closed"
+            elif n and t > live.final_ms:
+                cause = cause or "socket_ended"  # its data stopped; a newer socket carries the pair
+            elif t - seen > STALL_MS:
+                cause = cause or "socket_silent"
+            else:
+                book = live.feed.book(pair)
+                if book is not None:
+                    self.serving[pair] = live
+                    self.served_now.append(pair)
+                    return book
+                cause = cause or "not_synced"
+        if pair in self.stored_once:
+            per = self.missed.setdefault(pair, {})
+            cause = cause or "not_synced"
+            per[cause] = per.get(cause, 0) + 1
         return None
 
     def request_resync(self, pair: str, reason: str) -> None:
         log.warning("event=resync_requested venue=%s pair=%s reason=%s", self.module.VENUE, pair, reason)
-        for feed in self.by_conn.values():
-            resync = getattr(feed, "request_resync", None)
-            if resync is not None:
-                resync(pair)
+        live = self.serving.get(pair)
+        resync = getattr(live.feed, "request_resync", None) if live is not None else None
+        if resync is not None:
+            resync(pair)
 
 
-class _Capture:
-    """The input files as one timeline, read as a stream (captures can be far larger than memory).
-
-    Files are merged by local receive time; within a file the recorded order is kept.
-    """
-
-    def __init__(self, inputs: list[Path]) -> None:
-        self.inputs = inputs
-        self.by_kind: dict[str, int] = {}
-        self.bad_lines = 0
-
-    def __iter__(self) -> Iterator[Record]:
-        readers = [CaptureReader(p) for p in self.inputs]
-        by_kind: dict[str, int] = {}
-        for r in heapq.merge(*readers, key=lambda r: r.recv_ms):
-            by_kind[r.kind.value] = by_kind.get(r.kind.value, 0) + 1
-            yield r
-        self.by_kind = by_kind
-        self.bad_lines = sum(reader.bad_lines for reader in readers)
-
-
-def _discover_pairs(module: ModuleType, capture: _Capture, wanted: list[str] | None) -> dict[str, list[str]]:
-    """conn -> the pairs its Feed follows (a first pass over the capture)."""
+def _scan(module: ModuleType, timeline: Timeline, wanted: list[str] | None) -> list[str]:
+    """The first pass: sockets, their pairs; the pairs to sample (one-line errors for captures
+    that cannot give any book)."""
     finder = getattr(module, "capture_pairs", None)
-    found: dict[str, dict[str, None]] = {}
-    chunks: dict[str, list[bytes]] = {}
-    urls: dict[str, str] = {}
 
-    def flush(conn: str) -> None:
-        if finder is not None:
-            for pair in finder(chunks.pop(conn, []), url=urls.get(conn)):
-                found[conn][pair] = None
+    def on_frames(seg: Segment, frames: list[bytes]) -> None:
+        if finder is None:
+            return
+        try:
+            seg.pairs.update((p, None) for p in finder(frames, url=seg.url))
+        except ValueError as exc:  # e.g. a market this venue id does not replay
+            raise ReplayError(str(exc)) from None
 
-    for r in capture:
-        if r.kind is Kind.CONNECT and r.url:
-            urls.setdefault(r.conn, r.url)
-        elif r.kind is Kind.WS:
-            found.setdefault(r.conn, {})
-            chunk = chunks.setdefault(r.conn, [])
-            chunk.append(r.payload)
-            if len(chunk) >= _DISCOVERY_CHUNK:
-                flush(r.conn)
-    for conn in list(chunks):
-        flush(conn)
-    if not found:
-        raise ReplayError(f"no WebSocket frames in {', '.join(str(p) for p in capture.inputs)}")
+    timeline.scan(on_frames, _DISCOVERY_CHUNK)
+    names = ", ".join(str(p) for p in timeline.inputs)
+    if not timeline.sockets:
+        raise ReplayError(f"no WebSocket frames in {names}")
     if finder is None:
         if wanted is None:
             raise ReplayError(f"venue {module.VENUE!r} cannot list a capture's pairs: give --pairs")
-        return {conn: list(wanted) for conn in found}
-    return {conn: [p for p in pairs if wanted is None or p in wanted] for conn, pairs in found.items()}
+        for sock in timeline.sockets:
+            sock.pairs.update((p, None) for p in wanted)
+    pairs = list(dict.fromkeys(p for s in timeline.sockets for p in s.pairs if wanted is None or p in wanted))
+    if wanted:
+        missing = [p for p in wanted if p not in pairs]
+        if missing:
+            raise ReplayError(f"pairs not in the capture: {', '.join(missing)}")
+    if not pairs:
+        raise ReplayError(f"the capture has no {module.VENUE} order-book frames")
+    snapshot_pair = getattr(module, "snapshot_pair", None)
+    if snapshot_pair is not None and not any(snapshot_pair(u) in pairs for u in timeline.http_urls):
+        raise ReplayError(
+            f"the capture has no REST depth snapshot for {', '.join(pairs[:5])}{' ...' if len(pairs) > 5 else ''}: "
+            f"{module.VENUE} books start from one (give the NAME.http.* files recorded with NAME.ws.* as --input too)"
+        )
+    return pairs
 
 
 def replay(opts: ReplayOptions) -> dict[str, Any]:
@@ -170,18 +209,13 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
             raise ReplayError(f"input {path} is not a readable file")
     if journal_path(opts.data_dir, opts.session_id).exists():
         raise ReplayError(f"session {opts.session_id!r} already has data in {opts.data_dir}: use another --session-id")
-    capture = _Capture(opts.inputs)
-    pairs_by_conn = _discover_pairs(module, capture, opts.pairs)
-    pairs = list(dict.fromkeys(p for ps in pairs_by_conn.values() for p in ps))
-    if opts.pairs:
-        missing = [p for p in opts.pairs if p not in pairs]
-        if missing:
-            raise ReplayError(f"pairs not in the capture: {', '.join(missing)}")
-    if not pairs:
-        raise ReplayError(f"the capture has no {opts.venue} order-book frames")
-    feeds = _Feeds(module, lambda conn: pairs_by_conn.get(conn, []))
-    for conn in pairs_by_conn:
-        feeds.feed(conn)  # up front: a recorded snapshot may precede its socket's first frame
+    timeline = Timeline(opts.inputs)
+    pairs = _scan(module, timeline, opts.pairs)
+    wanted = set(pairs)
+    try:
+        feeds = _Feeds(module, timeline.sockets, lambda s: [p for p in s.pairs if p in wanted])
+    except ValueError as exc:  # a socket whose pairs no one Feed can follow
+        raise ReplayError(f"cannot replay the capture: {exc}") from None
 
     sampler_fields = list(SAMPLER_FIELDS) + [f for p in pairs for f in sampler_pair_fields(p)]
     sampler_counters = SharedCounters.create(sampler_fields)
@@ -203,10 +237,13 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
         writer = Writer(spec, {opts.venue: ring}, writer_counters)
         writer.recover()
         sampler = Sampler(opts.venue, pairs, opts.depth, opts.interval_ms, feeds, ring, sampler_counters)
-        ticks = _run(capture, feeds, sampler, writer, opts.interval_ms)
+        coverage = _Coverage(pairs, sampler_counters)
+        ticks = _run(timeline, feeds, sampler, writer, opts.interval_ms, coverage)
         if writer.drain("replay") != 0:
             raise ReplayError("could not store every snapshot (see the log)")
-        summary = _summary(opts, capture, feeds, pairs, sampler_counters, writer, ticks)
+        summary = _summary(opts, timeline, feeds, pairs, sampler_counters, writer, ticks, coverage)
+        if summary["snapshots_written"] == 0:
+            raise ReplayError(f"nothing stored: {_why_nothing(summary)}")
         summary["elapsed_s"] = round(time.monotonic() - started, 3)
         return summary
     finally:
@@ -215,19 +252,50 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
         writer_counters.close()
 
 
-def _run(records: Iterable[Record], feeds: _Feeds, sampler: Sampler, writer: Writer, interval_ms: int) -> list[int]:
+class _Coverage:
+    """Per pair: the first and last tick stored (read from the sampler's per-pair counters)."""
+
+    def __init__(self, pairs: list[str], sc: SharedCounters) -> None:
+        self.values = sc.values
+        self.slot = {p: sc.slot(f"samples:{p}") for p in pairs}
+        self.count = {p: 0.0 for p in pairs}
+        self.first: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+
+    def after_tick(self, tick: int, feeds: _Feeds) -> None:
+        values, count = self.values, self.count
+        for pair in feeds.served_now:
+            n = values[self.slot[pair]]
+            if n > count[pair]:
+                count[pair] = n
+                self.first.setdefault(pair, tick)
+                self.last[pair] = tick
+                feeds.stored_once.add(pair)
+        feeds.served_now.clear()
+
+
+def _run(
+    timeline: Iterable[tuple[Record, int | None]],
+    feeds: _Feeds,
+    sampler: Sampler,
+    writer: Writer,
+    interval_ms: int,
+    coverage: _Coverage,
+) -> list[int]:
     """Feed every record; sample each grid tick before the first record at or after it."""
     first_tick: int | None = None
     tick = 0
-    for r in records:
+    for r, sock in timeline:
         if first_tick is None:
             first_tick = tick = next_tick_ms(r.recv_ms, interval_ms)
         while r.recv_ms >= tick:
+            feeds.tick_ms = tick
             sampler.sample(tick, float(tick))
+            coverage.after_tick(tick, feeds)
             while writer.step():  # keep the ring drained: replay runs far faster than real time
                 pass
             tick += interval_ms
-        feeds.on_record(r)
+        feeds.on_record(r, sock)
     if first_tick is None:
         return []
     return [first_tick, tick - interval_ms] if tick > first_tick else []
@@ -235,8 +303,8 @@ def _run(records: Iterable[Record], feeds: _Feeds, sampler: Sampler, writer: Wri
 
 def _merged_stats(feeds: _Feeds) -> FeedStats:
     total = FeedStats()
-    for feed in feeds.by_conn.values():
-        s = feed.stats
+    for live in feeds.sockets:
+        s = live.feed.stats
         total.frames += s.frames
         total.malformed += s.malformed
         total.checksums_ok += s.checksums_ok
@@ -253,18 +321,27 @@ def _merged_stats(feeds: _Feeds) -> FeedStats:
 
 def _summary(
     opts: ReplayOptions,
-    capture: _Capture,
+    timeline: Timeline,
     feeds: _Feeds,
     pairs: list[str],
     sc: SharedCounters,
     writer: Writer,
     ticks: list[int],
+    coverage: _Coverage,
 ) -> dict[str, Any]:
     stats = _merged_stats(feeds)
     written = {pair: n for (ex, pair), n in writer.committed_seq.items() if ex == opts.venue}
-    per_pair: dict[str, dict[str, int]] = {}
+    per_pair: dict[str, dict[str, Any]] = {}
+    missed_total: dict[str, int] = {}
     for pair in pairs:
         per = stats.per_pair.get(pair, {})
+        missed = int(sc.get(f"missed:{pair}"))
+        causes = dict(feeds.missed.get(pair, {}))
+        crossed = missed - sum(causes.values())  # the sampler's own misses (a crossed book)
+        if crossed > 0:
+            causes["crossed"] = crossed
+        for cause, n in causes.items():
+            missed_total[cause] = missed_total.get(cause, 0) + n
         per_pair[pair] = {
             "updates": per.get("updates", 0),
             "checksums_verified": per.get("checksums_ok", 0),
@@ -272,7 +349,11 @@ def _summary(
             "gaps": per.get("gaps", 0),
             "resyncs": per.get("resyncs", 0),
             "snapshots_written": written.get(pair, 0),
-            "missed_ticks": int(sc.get(f"missed:{pair}")),
+            "missed_ticks": sum(causes.values()),
+            "missed_by_cause": dict(sorted(causes.items())),
+            "first_stored_tick_ms": coverage.first.get(pair),
+            "last_stored_tick_ms": coverage.last.get(pair),
+            "depth_short": int(sc.get(f"depth_short:{pair}")),
         }
     return {
         "venue": opts.venue,
@@ -280,9 +361,14 @@ def _summary(
         "inputs": [str(p) for p in opts.inputs],
         "data_dir": str(Path(opts.data_dir)),
         "interval_ms": opts.interval_ms,
-        "records": sum(capture.by_kind.values()),
-        "records_by_kind": capture.by_kind,
-        "bad_lines": capture.bad_lines,
+        "records": sum(timeline.by_kind.values()),
+        "records_by_kind": timeline.by_kind,
+        "bad_lines": timeline.bad_lines,
+        "truncated_inputs": timeline.truncated,
+        "timestamps_backwards": timeline.time_counts.get("timestamps_backwards", 0),
+        "timestamps_ahead": timeline.time_counts.get("timestamps_ahead", 0),
+        "timestamps_undatable": timeline.time_counts.get("timestamps_undatable", 0),
+        "sockets": [s.describe(opts.inputs) for s in timeline.sockets],
         "frames_read": stats.frames,
         "frames_by_kind": dict(sorted(stats.kinds.items())),
         "malformed": stats.malformed,
@@ -294,6 +380,19 @@ def _summary(
         "first_tick_ms": ticks[0] if ticks else None,
         "last_tick_ms": ticks[-1] if ticks else None,
         "snapshots_written": int(writer.counters.get("snapshots_written")),
+        "depth_short": int(sc.get("depth_short")),
         "files_written": int(writer.counters.get("files_written")),
+        "missed_ticks": sum(missed_total.values()),
+        "missed_by_cause": dict(sorted(missed_total.items())),
         "pairs": per_pair,
     }
+
+
+def _why_nothing(summary: dict[str, Any]) -> str:
+    """One line on why a replay stored no book."""
+    if summary["gaps"] or summary["checksums_failed"]:
+        return (
+            f"no book of {', '.join(summary['pairs'])} stayed synced "
+            f"({summary['gaps']} sequence gaps, {summary['checksums_failed']} failed checksums)"
+        )
+    return f"no book of {', '.join(summary['pairs'])} was ever synced by the capture's frames"

@@ -15,11 +15,11 @@ Every reader yields :class:`Record` in file order with the *local* receive time 
 from __future__ import annotations
 
 import enum
-import gzip
 import heapq
 import io
 import json
 import re
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -44,6 +44,7 @@ class Kind(enum.Enum):
     SENT = "sent"  # a frame the client sent (subscriptions)
     HTTP = "http"  # an HTTP response body; ``url`` says what was asked
     CONNECT = "connect"  # a socket was opened to ``url``
+    CLOSE = "close"  # the socket was closed (JSON lines ``close`` / ``disconnect`` records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,9 @@ class CaptureReader:
         self.path = Path(path)
         self.strict = strict
         self.bad_lines = 0
+        # The file ends inside a compressed stream (a capture cut by a crash or a full disk):
+        # everything before the cut is read, the partial last line is counted in bad_lines.
+        self.truncated = False
         self.format = detect_format(self.path)
 
     def __iter__(self) -> Iterator[Record]:
@@ -89,9 +93,14 @@ class CaptureReader:
     def _lines(self) -> Iterator[tuple[int, bytes]]:
         with open_decompressed(self.path) as fh:
             for lineno, raw in enumerate(fh, 1):
+                if not raw.endswith(b"\n") and getattr(fh, "cut", False):
+                    # The partial line a cut left: counted, never parsed.
+                    self._bad(lineno, "the compressed stream ends mid-line (the file was cut)")
+                    break
                 line = raw.rstrip(b"\r\n")
                 if line.strip():
                     yield lineno, line
+            self.truncated = bool(getattr(fh, "cut", False))
 
     # --- text capture ----------------------------------------------------------------------
 
@@ -134,7 +143,14 @@ class CaptureReader:
     # --- JSON lines ------------------------------------------------------------------------
 
     def _jsonl(self) -> Iterator[Record]:
-        kinds = {"recv": Kind.WS, "send": Kind.SENT, "http": Kind.HTTP, "connect": Kind.CONNECT}
+        kinds = {
+            "recv": Kind.WS,
+            "send": Kind.SENT,
+            "http": Kind.HTTP,
+            "connect": Kind.CONNECT,
+            "close": Kind.CLOSE,
+            "disconnect": Kind.CLOSE,
+        }
         for lineno, line in self._lines():
             try:
                 obj = json.loads(line)
@@ -197,16 +213,82 @@ def _symbol_of(frame: bytes) -> str | None:
     return m.group(1).decode() if m else None
 
 
+class _Decompressed(io.RawIOBase):
+    """A gzip or zstd file as a stream that survives a cut: ``cut`` turns true where the file
+    ends inside a compressed member (``gzip.open`` raised there, and the replay lost the whole
+    file). Concatenated members (``cat a.gz b.gz``) are read one after the other."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, path: Path, zstd: bool) -> None:
+        self._raw = open(path, "rb")
+        self._zstd = zstd
+        self._errors: tuple[type[Exception], ...] = (zstandard.ZstdError,) if zstd else (zlib.error,)
+        self._z = self._member()
+        self._pending = b""  # compressed bytes read but not yet decompressed
+        self._in_member = False
+        self._produced = False
+        self._out = b""
+        self.cut = False
+
+    def _member(self):  # type: ignore[no-untyped-def]
+        if self._zstd:
+            return zstandard.ZstdDecompressor().decompressobj()
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        while not self._out:
+            if not self._pending:
+                self._pending = self._raw.read(self.CHUNK)
+                if not self._pending:
+                    self.cut = self.cut or self._in_member
+                    if self.cut and not self._produced:
+                        raise OSError("the compressed stream ends before any data")
+                    return 0
+            try:
+                if self._zstd:
+                    self._out, self._pending = self._z.decompress(self._pending), b""
+                else:
+                    self._out = self._z.decompress(self._pending, self.CHUNK)
+                    self._pending = self._z.unconsumed_tail
+            except self._errors as exc:
+                if not self._produced:
+                    raise OSError(f"not a {'zstd' if self._zstd else 'gzip'} stream: {exc}") from None
+                self.cut = True  # what follows the cut is not a compressed stream: stop there
+                self._pending = b""
+                return 0
+            self._produced = self._produced or bool(self._out)
+            self._in_member = True
+            if self._z.eof:  # a member ended; another may follow (NUL padding is not one)
+                rest = self._z.unused_data + self._pending
+                self._pending = rest if rest.strip(b"\0") else b""
+                self._z = self._member()
+                self._in_member = False
+        n = min(len(buf), len(self._out))
+        buf[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _CutAwareReader(io.BufferedReader):
+    @property
+    def cut(self) -> bool:
+        return bool(getattr(self.raw, "cut", False))
+
+
 def open_decompressed(path: Path) -> IO[bytes]:
     """The file as a binary line stream, gunzipped or zstd-decompressed by its magic bytes."""
     with open(path, "rb") as fh:
         magic = fh.read(4)
-    if magic.startswith(GZIP_MAGIC):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if magic == ZSTD_MAGIC:
-        raw = open(path, "rb")  # closed with the wrapper
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-        return io.BufferedReader(reader)  # type: ignore[arg-type]
+    if magic.startswith(GZIP_MAGIC) or magic == ZSTD_MAGIC:
+        return _CutAwareReader(_Decompressed(path, zstd=magic == ZSTD_MAGIC))
     return open(path, "rb")
 
 

@@ -36,6 +36,7 @@ _VENUE: dict[str, tuple[str, str, str]] = {
     "samples": ("snapshots_total", "counter", "snapshots sampled into the ring"),
     "missed_ticks": ("missed_ticks_total", "counter", "pair ticks without a snapshot"),
     "warmup_ticks": ("warmup_ticks_total", "counter", "ticks before a pair first synced"),
+    "depth_short": ("depth_short_total", "counter", "snapshots stored short of the depth (deeper levels unknown)"),
     "pairs_never_synced": ("pairs_never_synced", "gauge", "pairs not synced once since the capture started"),
     "ring_drops": ("ring_drops_total", "counter", "snapshots dropped: ring full"),
     "ring_used_bytes": ("ring_used_bytes", "gauge", "bytes held in the venue ring"),
@@ -48,8 +49,10 @@ _PAIR: dict[str, tuple[str, str, str]] = {
     "missed_ticks": ("pair_missed_ticks_total", "counter", "ticks missed for the pair"),
     "resyncs": ("pair_resyncs_total", "counter", "resyncs of the pair's book"),
     "gaps": ("pair_gaps_total", "counter", "gaps on the pair's feed"),
+    "depth_short": ("pair_depth_short_total", "counter", "the pair's snapshots stored short of the depth"),
     "warmup_ticks": ("pair_warmup_ticks_total", "counter", "ticks before the pair first synced (not stored)"),
     "time_to_first_sync_s": ("pair_time_to_first_sync_seconds", "gauge", "venue process start to first sync"),
+    "ring_drops": ("pair_ring_drops_total", "counter", "snapshots of the pair dropped: ring full"),
 }
 
 

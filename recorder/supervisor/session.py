@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +30,72 @@ class SessionDir:
     def status_path(self) -> Path:
         return self.path / "status.json"
 
+    @property
+    def children_lock(self) -> Path:
+        """Held (shared) by every child of a run: see recorder/supervisor/lifeline.py."""
+        return self.path / "children.lock"
+
     def acquire(self) -> None:
         """Hold an exclusive lock for the life of this process (released by the OS on any death)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise SessionBusy(f"session {self.session_id!r} is already running") from None
+            # A failed start removes its lock file (release(failed_start=True)): a lock taken on
+            # the removed file guards nothing, so take the one now at the path instead.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path / "lock"))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise SessionBusy(f"session {self.session_id!r} is already running") from None
         self._lock_fd = fd
         (self.path / "supervisor.pid").write_text(str(os.getpid()))
 
-    def release(self) -> None:
+    def release(self, failed_start: bool = False) -> None:
+        """Unlock. After a start that failed, also remove what it created: a session that never
+        captured leaves no directory behind, one that did keeps its last run's status."""
+        if failed_start and self._lock_fd is not None:
+            self._remove_failed_start()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def is_running(self) -> bool:
-        lock = self.path / "lock"
-        if not lock.exists():
+    def _remove_failed_start(self) -> None:
+        (self.path / "supervisor.pid").unlink(missing_ok=True)
+        if self.status_path.exists() or not self._children_gone():
+            return  # (a dead run's children still hold children.lock: removing it would hide them)
+        for name in ("children.lock", "lock"):
+            (self.path / name).unlink(missing_ok=True)
+        for path in (self.path, self.path.parent):  # the session's dir, then .sessions if empty
+            try:
+                path.rmdir()
+            except OSError:
+                break  # not empty (another session, a log): keep it
+
+    def _children_gone(self) -> bool:
+        try:
+            fd = os.open(self.children_lock, os.O_RDWR)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             return False
-        fd = os.open(lock, os.O_RDWR)
+        finally:
+            os.close(fd)
+        return True
+
+    def is_running(self) -> bool:
+        try:
+            fd = os.open(self.path / "lock", os.O_RDWR)
+        except FileNotFoundError:  # never made, or removed by a start that failed
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -64,6 +109,16 @@ class SessionDir:
             return int((self.path / "supervisor.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+
+    def record_run(self, event: str, **fields: Any) -> None:
+        """One line per capture start / stop in ``runs.jsonl``: the report tells a pause between
+        two runs from missing data by it. Best effort: a full disk must not stop a capture."""
+        line = json.dumps({"event": event, "ms": int(time.time() * 1000), **fields})
+        try:
+            with open(self.path / "runs.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError:
+            pass
 
     def write_status(self, status: dict[str, Any]) -> None:
         tmp = self.path / ".status.json.tmp"

@@ -26,6 +26,13 @@ from recorder.metrics import SharedCounters, histogram_quantiles
 from recorder.ring.shm_ring import ShmRing
 from recorder.sampler.misslog import misslog_name
 from recorder.sinks.uploader import UPLOADER_COUNTER_FIELDS, UploaderSpec, run_uploader, s3_status
+from recorder.supervisor.lifeline import (
+    child_main,
+    reclaim_segments,
+    segment_name,
+    session_shm_key,
+    wait_for_children,
+)
 from recorder.supervisor.prometheus import MetricsServer, exposition
 from recorder.supervisor.sdnotify import SdNotify
 from recorder.supervisor.session import SessionDir
@@ -40,6 +47,9 @@ _ctx = mp.get_context("spawn")
 # A child that dies this often this fast is not going to get better by itself.
 CRASH_LOOP_RESTARTS = 10
 CRASH_LOOP_WINDOW_S = 120.0
+# How long a new start waits for the processes of a dead run of its session to finish stopping
+# (an orphaned writer drains for at most twice its stop timeout).
+PREVIOUS_RUN_WAIT_S = 60.0
 
 
 class CaptureError(RuntimeError):
@@ -47,8 +57,9 @@ class CaptureError(RuntimeError):
 
 
 class Child:
-    def __init__(self, name: str, target: Any, args: tuple[Any, ...]) -> None:
+    def __init__(self, name: str, target: Any, args: tuple[Any, ...], children_lock: str | None = None) -> None:
         self.name, self.target, self.args = name, target, args
+        self.children_lock = children_lock
         self.process: BaseProcess | None = None
         self.restarts = 0
         self.exits: list[float] = []
@@ -59,7 +70,9 @@ class Child:
         self.hangs = 0
 
     def start(self) -> None:
-        self.process = _ctx.Process(target=self.target, args=self.args, name=self.name, daemon=False)
+        # child_main: the child dies with the supervisor, however the supervisor dies.
+        args = (self.children_lock, self.target, self.args)
+        self.process = _ctx.Process(target=child_main, args=args, name=self.name, daemon=False)
         self.process.start()
         self.started_at = time.time()
         self.first_started_at = self.first_started_at or self.started_at
@@ -109,6 +122,10 @@ def _run_simulator(opts: Any, conn: Connection) -> None:
     from recorder.sim.server import run_simulator
 
     setup_logging("simulator")
+    # Out of the terminal's process group: Ctrl-C must not take the exchange away before the
+    # venue processes have stopped (run_simulator stops on SIGINT). The supervisor terminates it
+    # last, and it dies with the supervisor anyway (lifeline.child_main).
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     run_simulator(opts, on_ready=conn.send)
 
@@ -118,6 +135,7 @@ class Supervisor:
         self.cfg = cfg
         self.session_id = cfg.resolved_session_id()
         self.session = SessionDir(cfg.data_dir, self.session_id)
+        self._shm_key = session_shm_key(cfg.data_dir, self.session_id)
         self.log_level = log_level
         self._stop_reason: str | None = None
         self._sims: list[BaseProcess] = []
@@ -145,24 +163,38 @@ class Supervisor:
         _check_writable(Path(self.cfg.data_dir))
         self.session.acquire()
         try:
+            self._reclaim_previous_run()
             if self.cfg.simulate:
                 self._start_simulator()
             self._check_pairs()
             self._check_s3()
+            self._create_shared_memory()
             self._start_metrics()
         except BaseException:
+            self._release_shared_memory()
             self._stop_simulator()
-            self.session.release()
+            self.session.release(failed_start=True)
             raise
+
+    def _reclaim_previous_run(self) -> None:
+        """A run that died without stopping (kill -9, OOM) may leave children still draining and
+        shared memory behind: wait for the former, unlink the latter."""
+        if not wait_for_children(self.session.children_lock, PREVIOUS_RUN_WAIT_S):
+            raise CaptureError(
+                f"processes of a previous run of session {self.session_id!r} are still running"
+                f" after {PREVIOUS_RUN_WAIT_S:.0f} s (they hold {self.session.children_lock})"
+            )
+        reclaim_segments(self._shm_key)
 
     def run(self) -> int:
         """Run until the duration ends or a stop is requested; returns the exit code."""
         cfg = self.cfg
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)  # the terminal went away (ssh dropped): stop cleanly
         exit_code = 0
         try:
-            self._create_shared_memory()
+            self.session.record_run("start", interval_s=cfg.interval_s)
             self._spawn_children()
             self.notify.ready(f"capturing {self.session_id}")
             # The duration is capture time: it starts now, not before the simulators and pair
@@ -189,6 +221,7 @@ class Supervisor:
                     last_status = now
                     self._publish_status(self.status("running"))
             log.info("event=stopping reason=%r", self._stop_reason)
+            self.session.record_run("stop", reason=self._stop_reason)
             self.notify.stopping(f"stopping: {self._stop_reason}; flushing")
             self._publish_status(self.status("stopping"))
             flushed = self._shutdown()
@@ -308,7 +341,8 @@ class Supervisor:
         s3 = self.cfg.s3
         if self.cfg.storage != "s3" or s3 is None:
             return
-        self._uploader_counters = SharedCounters.create(UPLOADER_COUNTER_FIELDS)
+        name = segment_name(self._shm_key, "u")
+        self._uploader_counters = SharedCounters.create(UPLOADER_COUNTER_FIELDS, name=name)
         spec = UploaderSpec(
             session_id=self.session_id,
             data_dir=self.cfg.data_dir,
@@ -316,7 +350,7 @@ class Supervisor:
             counters_name=self._uploader_counters.name,
             log_level=self.log_level,
         )
-        self._uploader = Child("uploader", run_uploader, (spec,))
+        self._uploader = Child("uploader", run_uploader, (spec,), str(self.session.children_lock))
         self._uploader.start()
 
     def _stop_uploader(self) -> None:
@@ -348,7 +382,8 @@ class Supervisor:
         for venue, vc in self.cfg.venues.items():
             parent, child = _ctx.Pipe(duplex=False)
             opts = SimOptions(venue=venue, host="127.0.0.1", port=0)
-            proc = _ctx.Process(target=_run_simulator, args=(opts, child), name=f"simulator-{venue}")
+            args = (None, _run_simulator, (opts, child))
+            proc = _ctx.Process(target=child_main, args=args, name=f"simulator-{venue}")
             proc.start()
             self._sims.append(proc)
             if not parent.poll(30):
@@ -415,11 +450,20 @@ class Supervisor:
             raise CaptureError(f"--pairs all lists {n} {venue} instruments ({exc}): {_narrowing(pairs)}") from None
 
     def _create_shared_memory(self) -> None:
+        """Named per session (lifeline.py), so a start after a kill -9 finds what that run left."""
         ring_bytes = int(self.cfg.writer.ring_mb * 1024 * 1024)
-        for venue, vc in self.cfg.venues.items():
-            self._rings[venue] = ShmRing.create(ring_bytes)
-            self._counters[venue] = SharedCounters.create(venue_counter_fields(vc.pairs))
-        self._writer_counters = SharedCounters.create(WRITER_COUNTER_FIELDS)
+        key = self._shm_key
+        try:
+            for i, (venue, vc) in enumerate(self.cfg.venues.items()):
+                self._rings[venue] = ShmRing.create(ring_bytes, name=segment_name(key, f"r{i}"))
+                fields = venue_counter_fields(vc.pairs)
+                self._counters[venue] = SharedCounters.create(fields, name=segment_name(key, f"c{i}"))
+            self._writer_counters = SharedCounters.create(WRITER_COUNTER_FIELDS, name=segment_name(key, "w"))
+        except OSError as exc:
+            need = len(self.cfg.venues) * ring_bytes / 2**20
+            raise CaptureError(
+                f"cannot allocate shared memory ({need:.0f} MiB of rings): {exc.strerror or exc}"
+            ) from None
 
     def _release_shared_memory(self) -> None:
         for ring in self._rings.values():
@@ -430,6 +474,9 @@ class Supervisor:
             self._writer_counters.close()
         if self._uploader_counters is not None:
             self._uploader_counters.close()
+        self._rings.clear()
+        self._counters.clear()
+        self._writer_counters = self._uploader_counters = None
 
     def _spawn_children(self) -> None:
         cfg = self.cfg
@@ -449,7 +496,7 @@ class Supervisor:
             compact_target_mb=w.compact_target_mb,
             compact_every_s=w.compact_every_s,
         )
-        self._writer = Child("writer", run_writer, (wspec,))
+        self._writer = Child("writer", run_writer, (wspec,), str(self.session.children_lock))
         self._writer.start()
         for venue, vc in cfg.venues.items():
             spec = VenueSpec(
@@ -464,7 +511,8 @@ class Supervisor:
                 log_level=self.log_level,
                 misslog_path=str(self.session.path / misslog_name(venue)),
             )
-            child = Child(f"venue-{venue}", run_venue_process, (msgspec.msgpack.encode(spec),))
+            spec_bytes = msgspec.msgpack.encode(spec)
+            child = Child(f"venue-{venue}", run_venue_process, (spec_bytes,), str(self.session.children_lock))
             child.start()
             self._venues[venue] = child
         self._start_uploader()
@@ -482,6 +530,7 @@ class Supervisor:
                 "reconnects",
                 "gaps",
                 "missed_ticks",
+                "depth_short",
                 "ring_drops",
                 "samples",
                 "warmup_ticks",
@@ -538,6 +587,7 @@ class Supervisor:
                     cause: int(v[f"missed_{cause}"]) for cause in ("not_synced", "restart", "late", "crossed")
                 },
                 "warmup_ticks": int(v["warmup_ticks"]),
+                "depth_short": int(v["depth_short"]),
                 "pairs_never_synced": sum(1 for pair in vc.pairs if not v[f"first_sync_ms:{pair}"]),
                 "ring_drops": int(v["ring_drops"]),
                 "ring_used_bytes": ring.used_bytes,
@@ -551,7 +601,9 @@ class Supervisor:
                         "resyncs": int(v[f"resyncs:{pair}"]),
                         "gaps": int(v[f"gaps:{pair}"]),
                         "checksums_failed": int(v[f"checksum_failures:{pair}"]),
+                        "depth_short": int(v[f"depth_short:{pair}"]),
                         **_warmup_status(v, pair, child.first_started_at if child else 0.0),
+                        "ring_drops": int(v[f"drops:{pair}"]),
                     }
                     for pair in vc.pairs
                 },

@@ -357,8 +357,17 @@ class CoinbaseSocket(SubscribedConnector):
         return [_request("unsubscribe", pairs, CHANNEL)]
 
     def resubscribe_messages(self, pairs: list[str]) -> list[str]:
-        # heartbeats stay subscribed: only the book channel is renewed
-        return [_request("unsubscribe", pairs, CHANNEL), _request("subscribe", pairs, CHANNEL)]
+        # heartbeats stay subscribed. The trades are renewed with the book: a sequence gap may have
+        # been a lost market_trades message, and the renewal's replay of the last 100 trades brings
+        # it back (the rest is deduped).
+        msgs = [_request("unsubscribe", pairs, CHANNEL), _request("subscribe", pairs, CHANNEL)]
+        if wants_trades(self.cfg):
+            products = [symbol_for(p) for p in pairs]
+            msgs += [
+                cb_trades.subscribe_request("unsubscribe", products),
+                cb_trades.subscribe_request("subscribe", products),
+            ]
+        return msgs
 
     def ping_message(self) -> str | None:
         return None  # the heartbeats channel keeps the connection busy

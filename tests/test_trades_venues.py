@@ -331,3 +331,15 @@ def test_a_restarted_venue_process_stores_no_replayed_trade_twice_and_counts_wha
     third, more = process()
     third.on_frame(frame(0, "snapshot", range(200, 300)), 3.0)  # more than 100 missed: 110..199 lost
     assert len(more) == 100 and shared.get("trade_gaps:BTC-USD") == 90
+
+
+def test_a_venue_that_renumbers_its_trades_is_followed_not_dropped() -> None:
+    feed = OkxFeed()
+    got = _collect(feed)
+    feed.on_frame(OKX_NOW, 1.0)  # id 1062992715
+    feed.on_frame(OKX_NOW.replace(b"1062992715", b"1062992714"), 1.0)  # a repeat of an older one: dropped
+    feed.on_frame(OKX_NOW.replace(b"1062992715", b"17"), 2.0)  # far below: the venue started over
+    feed.on_frame(OKX_NOW.replace(b"1062992715", b"18"), 3.0)
+    assert [t.trade_id for t in got] == ["1062992715", "17", "18"]
+    per = feed.stats.per_pair["BTC-USDT"]
+    assert per["trade_id_resets"] == 1 and per.get("trade_gaps", 0) == 0 and per["trade_duplicates"] == 1

@@ -31,6 +31,9 @@ from recorder.venues.base import Counters, FeedStats
 MAX_MISSING = 4096
 # Recent ids kept per pair where ids are not contiguous (a subscribe replays at most 100).
 RECENT_IDS = 4096
+# An id this far below the highest one is no replay (those reach back 100 trades) but a venue that
+# renumbered its trades: the tape starts over from it rather than drop every trade from then on.
+RESET_DISTANCE = 1_000_000
 
 TradeCallback = Callable[[Trade], None]
 
@@ -54,6 +57,10 @@ class TradeTape:
         """A trade covering ids ``first..last`` (OKX aggregates fills; others have first == last):
         True to emit it. Counts the ids skipped before it as trade gaps."""
         prev = self._last.get(pair)
+        if prev is not None and last < prev - RESET_DISTANCE:
+            stats.pair(pair, "trade_id_resets")
+            self._missing.pop(pair, None)
+            prev = None
         if prev is None or last > prev:
             self._last[pair] = last
             if self._counters is not None:

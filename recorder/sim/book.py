@@ -134,15 +134,6 @@ class Book:
         return book
 
 
-@dataclass(frozen=True, slots=True)
-class Fill:
-    """One taker order's fill against one resting level (what a venue prints as a trade)."""
-
-    taker_buy: bool
-    price: int
-    qty: int
-
-
 @dataclass(slots=True)
 class WindowDiff:
     """Net level changes of the update ids first_id..last_id (qty 0 = delete), best-first per side."""
@@ -209,8 +200,10 @@ class BookGenerator:
         self.sigma = spec.vol_bps * 1e-4 * self.mid * math.sqrt(tick_s / self.jump_p)  # ticks per jump
         self.rate = spec.events_per_s * tick_s  # events per tick
         self.burst_p = 0.1 * tick_s  # one burst every ~10 s
-        # Where a venue that serves trades collects the fills (recorder/sim/trades.py); None: nobody.
-        self.fills: list[Fill] | None = None
+        # Called for every fill of a trade event, before the event's book change: (the resting
+        # side is the bid, price units, quantity units). A simulator that serves trades sets it,
+        # so its trades are exactly what left the book (a trade prints at the touch and consumes it).
+        self.on_fill: Callable[[bool, int, int], None] | None = None
         self._seed_book()
 
     # -- plumbing -----------------------------------------------------------------------------------
@@ -233,18 +226,15 @@ class BookGenerator:
             for w in self._windows:
                 w.record(uid, is_bid, px, qty)
 
-    def _fill(self, resting_bid: bool, k: int, lots: int) -> None:
-        """A taker took ``lots`` from the resting level at ``k`` (recorded before the event that
-        consumes it is emitted: the trade prints at the touch of the book it came from)."""
-        if self.fills is not None and lots > 0:
-            self.fills.append(Fill(not resting_bid, k * self.spec.tick, lots * self.spec.lot))
-
-    def _sweep(self, resting_bid: bool, ks: list[int], traded: int | None = None) -> list[tuple[bool, int, int]]:
-        """Levels ``ks`` (best first) removed in one event, the first ``traded`` (all: None) taken
-        whole by one taker, the others pulled by their makers: the fills, and the deletes to emit."""
-        for k in ks[:traded]:
-            self._fill(resting_bid, k, self._qty_lots(resting_bid, k))
-        return [(resting_bid, k, 0) for k in ks]
+    def _fills(self, is_bid: bool, fills: list[tuple[int, int]]) -> None:
+        """Report a trade's fills (price in ticks, lots taken), best level first."""
+        on_fill = self.on_fill
+        if on_fill is None:
+            return
+        tick, lot = self.spec.tick, self.spec.lot
+        for k, lots in fills:
+            if lots > 0:
+                on_fill(is_bid, k * tick, lots * lot)
 
     def _lots(self) -> int:
         return max(1, int(self.spec.typical_lots * self.rng.lognormvariate(0.0, 1.0)))
@@ -310,15 +300,19 @@ class BookGenerator:
         bid_t, ask_t = self._targets()
         best_ask, best_bid = self._best(False), self._best(True)
         if best_ask is not None and best_ask <= bid_t:
-            # The fair price moved through the asks: a taker lifts the best one, makers pull the rest.
-            self._emit(self._sweep(False, self._ks_until(False, bid_t), traded=1))
+            ks = self._ks_until(False, bid_t)
+            # A taker lifts the best ask; the makers behind it pull their quotes (not trades).
+            self._fills(False, [(k, self._qty_lots(False, k)) for k in ks[:1]])
+            self._emit([(False, k, 0) for k in ks])
             best_bid = self._best(True)
             if best_bid is None or best_bid < bid_t:
                 self._insert(True, bid_t)
             if self._best(False) != ask_t:  # market makers re-quote behind the sweep
                 self._insert(False, ask_t)
         elif best_bid is not None and best_bid >= ask_t:
-            self._emit(self._sweep(True, self._ks_until(True, ask_t), traded=1))
+            ks = self._ks_until(True, ask_t)
+            self._fills(True, [(k, self._qty_lots(True, k)) for k in ks[:1]])
+            self._emit([(True, k, 0) for k in ks])
             best_ask = self._best(False)
             if best_ask is None or best_ask > ask_t:
                 self._insert(False, ask_t)
@@ -389,11 +383,13 @@ class BookGenerator:
                 left = int(lots * r.random())
                 if left == 0 and depth == 1:
                     left = 1
-                self._fill(is_bid, k, lots - left)
+                self._fills(is_bid, [(k, lots - left)])
                 self._emit([(is_bid, k, left)])
             else:
                 n = r.randint(1, 3)
-                self._emit(self._sweep(is_bid, [self._k(is_bid, i) for i in range(n)]))
+                ks = [self._k(is_bid, i) for i in range(n)]
+                self._fills(is_bid, [(k, self._qty_lots(is_bid, k)) for k in ks])
+                self._emit([(is_bid, k, 0) for k in ks])
         else:  # cancel/replace: one event moves an order to another price
             idx = self._geo_index(10.0, depth)
             k_old = self._k(is_bid, idx)

@@ -20,9 +20,11 @@ Kinds (``FAULT_KINDS``):
 * ``rest_delay`` delay REST book snapshots by ``delay_s`` for ``duration_s``
 * ``slow``       throttle every client to ``rate`` messages/s for ``duration_s`` (backpressure)
 * ``restart``    restart the whole simulator: close all sockets, stop listening for ``duration_s``
-* ``trade_gap``  withhold ``count`` trades of ``symbol`` (every symbol if None): trade ids skip
-* ``trade_silence`` the trade stream of ``symbol`` (every symbol if None) stays subscribed and
-                 acknowledged but sends nothing for ``duration_s`` (its trades are lost)
+* ``trade_gap``  withhold the next ``count`` trades of ``symbol`` (every symbol if None): their ids
+                 are used, never sent (venues whose trade ids are contiguous show a gap)
+* ``trade_silence`` the trade stream of ``symbol`` (every symbol if None) sends nothing for
+                 ``duration_s`` while subscriptions are still acknowledged and books keep moving
+                 (the symptom of a stream on the wrong route)
 
 With a ``symbol``, the connection faults (drop, stall, close, malformed, slow) hit only the
 connections carrying it. Symbols are the venue's own (``BTCUSDT``, ``BTC/USD``, ``BTC-USD``,
@@ -204,8 +206,7 @@ class FaultInjector:
         self._all_taken: dict[tuple[str, str], int] = {}
         self._hold: dict[str, float] = {}  # key -> delay of its next WebSocket snapshot (s)
         self._quiet: dict[str, float] = {}  # key -> end of a quiet stall of that symbol alone
-        self.trade_quiet_until = 0.0  # trade_silence of every symbol
-        self._trade_quiet: dict[str, float] = {}  # key -> end of its trade stream's silence
+        self._trade_silence: dict[str, float] = {}  # key ("*": every symbol) -> end of its silence
         # Set by the server: stop listening, wait, listen again on the same port.
         self.restart_handler: Callable[[float], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -283,12 +284,10 @@ class FaultInjector:
             for c in targets:
                 c.malformed_pending = True
         elif k == "trade_silence":
-            if keys is None:
-                self.trade_quiet_until = now + f.duration_s
-            for key in keys or ():
-                self._trade_quiet[key] = now + f.duration_s
+            for key in keys or ("*",):
+                self._trade_silence[key] = now + f.duration_s
         elif k in ("gap", "corrupt", "trade_gap"):
-            n = f.count if k != "corrupt" else 1
+            n = f.count if k in ("gap", "trade_gap") else 1
             if keys is None:
                 self._all_total[k] += n
             for key in keys or ():
@@ -393,13 +392,13 @@ class FaultInjector:
         return self._take("corrupt", key)
 
     def take_trade_gap(self, key: str) -> bool:
-        """True: withhold this trade of ``key`` (its id is used up, never sent)."""
+        """True: withhold this trade of ``key`` from every client (its id is used anyway)."""
         return self._take("trade_gap", key)
 
     def trades_silent(self, key: str) -> bool:
         """True while the trade stream of ``key`` is silenced (``trade_silence``)."""
         now = time.monotonic()
-        return now < self.trade_quiet_until or now < self._trade_quiet.get(key, 0.0)
+        return now < self._trade_silence.get(key, 0.0) or now < self._trade_silence.get("*", 0.0)
 
     def take_hold(self, key: str) -> float:
         """Seconds to delay the next WebSocket snapshot of ``key`` (after a ``gap`` with ``hold_s``)."""

@@ -23,13 +23,22 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from recorder.sim.book import Fill, SymbolFeed
+from recorder.sim.book import SymbolFeed
 
 if TYPE_CHECKING:
     from recorder.sim.faults import FaultInjector
 
 RECORD_LIMIT = 200_000  # trades remembered per symbol for /sim/trades
 HISTORY = 100  # recent trades kept for venues that replay them on subscribe (Coinbase: 100)
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One taker order's fill against one resting level (``BookGenerator.on_fill``)."""
+
+    taker_buy: bool
+    price: int
+    qty: int
 
 
 @dataclass(slots=True)
@@ -55,15 +64,18 @@ class SymbolTrades:
         self._fills = 0
         self.recent: deque[SimTrade] = deque(maxlen=HISTORY)
         self.record: deque[SimTrade] = deque(maxlen=RECORD_LIMIT)
-        feed.gen.fills = []
+        self.fills: list[Fill] = []
+        feed.gen.on_fill = self._on_fill
+
+    def _on_fill(self, resting_bid: bool, price: int, qty: int) -> None:
+        self.fills.append(Fill(not resting_bid, price, qty))
 
     def take(self, event_ms: int, faults: FaultInjector, subscribed: bool) -> list[list[SimTrade]]:
         """The fills since the last call, as trades grouped per fill, minus those withheld by a
         fault (faults wait for a subscriber, like the book faults)."""
         if faults.data_paused(self.key):
             return []  # a quiet stall of the market: its fills wait, and go out after it
-        fills: list[Fill] = self.feed.gen.fills or []
-        self.feed.gen.fills = []
+        fills, self.fills = self.fills, []
         out: list[list[SimTrade]] = []
         silent = subscribed and faults.trades_silent(self.key)
         for f in fills:

@@ -1,6 +1,7 @@
 """``cli.py replay`` of the real Coinbase, Bybit and OKX recordings stores their trades: every
 trade once, with the taker's side and the venue's times, as a parse written here (plain json, the
-digest's rules) finds them in the recording, beside the books, through the live Feed and writer."""
+digest's rules) finds them in the recording, beside the books and quotes, through the live Feed and
+writer."""
 
 from __future__ import annotations
 
@@ -107,3 +108,4 @@ def test_replay_stores_every_recorded_trade_once(tmp_path: Path, venue: str) -> 
                 assert r[key] == w[key], (key, r, w)
             assert abs(r["local_time"] - w["local_time"]) <= 2  # µs, the recorded receive time
     assert summary["trade_gaps"] == 0  # contiguous in these captures (Bybit: never countable)
+    assert summary["quotes_written"] > 0  # the top-of-book changes of the books replayed

@@ -225,6 +225,8 @@ class BybitFeed(FloatSnapshotFeed):
         book.exchange_time_ms = msg.ts
         book.receive_time_ms = recv_ms
         stats.pair(st.pair, "updates")
+        if self._quotes is not None:
+            self._quote(st.pair, book, recv_ms)
 
     def _trade_frame(self, payload: bytes, recv_ms: float) -> None:
         try:

@@ -283,6 +283,7 @@ class CoinbaseFeed(FloatSnapshotFeed):
             return
         if self._apply(st, ev, seq, recv_ms):
             stats.pair(st.pair, "updates")
+            self._quote(st.pair, st.book, recv_ms)
 
     def _apply(self, st: BookState, ev: L2Event, seq: int, recv_ms: float) -> bool:
         bids: list[tuple[float, float]] = []

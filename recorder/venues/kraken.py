@@ -243,6 +243,7 @@ class KrakenFeed(SnapshotFeed):
             self._snapshot_applied(st, verified=item.checksum is None)
         if item.checksum is not None:
             self._verify(st, item.checksum)
+        self._quote_served(st, recv_ms)
 
     def _trade_pair(self, symbol: str) -> str | None:
         pair = pair_for(symbol)
@@ -322,6 +323,7 @@ class KrakenFeed(SnapshotFeed):
             self._snapshot_applied(st, verified=False)
         if expected is not None:
             self._verify(st, expected)
+        self._quote_served(st, recv_ms)
 
     # shared -----------------------------------------------------------------------------------
 

@@ -246,6 +246,7 @@ class OkxFeed(SnapshotFeed):
         if item.checksum:  # 0 or missing: the venue no longer sends one
             bids, asks = book.top_levels(CHECKSUM_LEVELS)
             self._checksum(st, item.checksum, checksum_of_levels(bids, asks))
+        self._quote_served(st, recv_ms)
 
 
 Feed = OkxFeed

@@ -11,21 +11,26 @@ arrives; every other pair carries on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from recorder.book import L2Book, TextL2Book
 from recorder.book.textbook import Fragment
+from recorder.model import Quote
 from recorder.venues.base import Counters, FeedStats, LogThrottle
+from recorder.venues.binance_trades import QuoteTracker
 from recorder.venues.trades.tape import TradeCallback, TradeEmitter, TradeTape
 
 
 class TradeOutput:
-    """The trade side of a Feed: ``on_trade`` (the Feed protocol's attribute; None: trades are not
-    parsed) and ``trades``, the emitter that dedupes and counts them (its tape is replaced by the
-    connector's, which outlives one connection)."""
+    """The trade and quote side of a Feed: ``on_trade`` (None: trades are not parsed) and
+    ``trades``, the emitter that dedupes and counts them (its tape is replaced by the connector's,
+    which outlives one connection); ``on_quote`` (None: no quote is made), called with every change
+    of the best bid or ask of a served (synced, verified) book, never across a lost sync."""
 
+    venue = ""
     trade_ids_contiguous = True  # False: the venue's trade ids cannot show a lost trade (Bybit)
     trades: TradeEmitter
+    _quotes: QuoteTracker | None = None
 
     def _init_trades(self, stats: FeedStats) -> None:
         self.trades = TradeEmitter(stats, TradeTape(self.trade_ids_contiguous))
@@ -37,6 +42,25 @@ class TradeOutput:
     @on_trade.setter
     def on_trade(self, callback: TradeCallback | None) -> None:
         self.trades.on_trade = callback
+
+    @property
+    def on_quote(self) -> Callable[[Quote], None] | None:
+        return self._quotes.on_quote if self._quotes is not None else None
+
+    @on_quote.setter
+    def on_quote(self, callback: Callable[[Quote], None] | None) -> None:
+        self._quotes = QuoteTracker(self.venue, callback) if callback is not None else None
+
+    def _quote(self, pair: str, book: L2Book, recv_ms: float | None) -> None:
+        """After a change to a served book: a quote if its top changed."""
+        quotes = self._quotes
+        if quotes is not None:
+            quotes.book_changed(pair, book, recv_ms or 0.0)
+
+    def _unquote(self, pair: str) -> None:
+        """The pair's book is lost: the next quote is the first after its resync."""
+        if self._quotes is not None:
+            self._quotes.forget(pair)
 
 
 class BookState:
@@ -98,6 +122,7 @@ class FloatSnapshotFeed(TradeOutput):
         """The socket is gone: every book is unknown until the new socket's snapshots."""
         for st in self._by_pair.values():
             st.drop()
+            self._unquote(st.pair)
         self._want.clear()
 
     def invalidate(self, pair: str, reason: str = "") -> None:
@@ -118,9 +143,11 @@ class FloatSnapshotFeed(TradeOutput):
             self.stats.resync(st.pair)
         st.synced = st.ever_synced = True
         self._want.discard(st.pair)
+        self._quote(st.pair, st.book, st.book.receive_time_ms)
 
     def _lose(self, st: BookState) -> None:
         st.drop()
+        self._unquote(st.pair)
         self._want.add(st.pair)
 
     def _corrupt(self, st: BookState) -> None:
@@ -247,4 +274,10 @@ class SnapshotFeed(TradeOutput):
         st.faulted = True
         st.last_seq = None
         st.book.clear()
+        self._unquote(st.pair)
         self._want.add(st.pair)
+
+    def _quote_served(self, st: PairBook, recv_ms: float) -> None:
+        """After a frame changed ``st``'s book: a quote if the book is served and its top changed."""
+        if st.synced and st.verified and self._quotes is not None:
+            self._quote(st.pair, st.book, recv_ms)

@@ -46,6 +46,7 @@ def main() -> None:
 @click.option("--simulate", is_flag=True, default=None, help="Capture from the embedded local exchange simulator.")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port).")
+@click.option("--shard", help="Record shard I of the pairs split N ways, e.g. 0/4 (one recorder per shard).")
 def start_capture(
     config_path: str | None,
     venue: str | None,
@@ -62,6 +63,7 @@ def start_capture(
     simulate: bool | None,
     log_level: str,
     metrics_port: int | None,
+    shard: str | None,
 ) -> None:
     """Capture order books until the duration ends, stop-capture, SIGTERM or Ctrl-C."""
     from recorder.logs import setup_logging
@@ -83,6 +85,7 @@ def start_capture(
             "session_id": session_id,
             "simulate": simulate,
             "metrics_port": metrics_port,
+            "shard": shard,
         }
         cfg = build_config(load_toml(config_path) if config_path else None, overrides)
     except ConfigError as exc:
@@ -388,14 +391,21 @@ def simulate(
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="TOML config.")
 @click.option("--watchdog-sec", default=60, show_default=True, type=int, help="systemd kills a silent recorder.")
 @click.option("--user", help="Run as this user (User=).")
-def systemd_unit(config_path: str, watchdog_sec: int, user: str | None) -> None:
+@click.option("--shards", type=int, help="A template unit recorder@.service: instance I records shard I of N.")
+def systemd_unit(config_path: str, watchdog_sec: int, user: str | None, shards: int | None) -> None:
     """Print a systemd service unit running start-capture with this config (long runs)."""
+    from recorder.shard import MAX_SHARDS
+
     try:
         cfg = build_config(load_toml(config_path), {})
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     if watchdog_sec < 5:
         raise UserError("--watchdog-sec must be at least 5")
+    if shards is not None and not 1 <= shards <= MAX_SHARDS:
+        raise UserError(f"--shards must be 1 to {MAX_SHARDS}, got {shards}")
+    if shards is not None and cfg.shard is not None:
+        raise UserError(f"the config already sets shard = {cfg.shard!r}: drop it to use --shards")
     paths = [os.path.abspath(sys.executable), str(Path(__file__).resolve()), str(Path(config_path).resolve())]
     workdir = str(Path.cwd().resolve())
     for p in [*paths, workdir]:
@@ -403,9 +413,14 @@ def systemd_unit(config_path: str, watchdog_sec: int, user: str | None) -> None:
             raise UserError(f"path {p!r} has characters a unit file cannot hold safely")
     quoted = [f'"{p}"' if " " in p else p for p in paths]
     session = cfg.resolved_session_id()
+    # Instance %i is the shard index: `systemctl start recorder@0 ... recorder@{N-1}` on one host,
+    # or recorder@I on host I, all from this one file.
+    shard_arg = f" --shard %i/{shards}" if shards is not None else ""
+    description = f"{session}, shard %i of {shards}" if shards is not None else session
     lines = [
+        *([f"# recorder@.service: systemctl enable --now recorder@{{0..{shards - 1}}}"] if shards else []),
         "[Unit]",
-        f"Description=Order-book recorder, session {session}",
+        f"Description=Order-book recorder, session {description}",
         "Wants=network-online.target",
         "After=network-online.target",
         # The supervisor restarts its own children; this only catches the supervisor itself looping.
@@ -415,7 +430,7 @@ def systemd_unit(config_path: str, watchdog_sec: int, user: str | None) -> None:
         "[Service]",
         "Type=notify",
         "NotifyAccess=main",
-        f"ExecStart={quoted[0]} {quoted[1]} start-capture --config {quoted[2]}",
+        f"ExecStart={quoted[0]} {quoted[1]} start-capture --config {quoted[2]}{shard_arg}",
         f"WorkingDirectory={workdir}",
         *([f"User={user}"] if user else []),
         "Environment=PYTHONUNBUFFERED=1",

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from recorder.names import NameError_, check_session_id, check_venue_id, normalize_pair
+from recorder.shard import Shard, ShardError, parse_shard
 
 Format = Literal["jsonl", "parquet", "both"]
 Storage = Literal["local", "s3"]
@@ -104,8 +105,14 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     venues: dict[str, VenueConfig] = {}
     writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
     s3: S3Config | None = None  # from [storage.s3]
+    # "I/N": record only shard I of every venue's pairs split N ways (recorder/shard.py).
+    shard: str | None = None
 
-    def resolved_session_id(self) -> str:
+    def shard_spec(self) -> Shard | None:
+        return parse_shard(self.shard) if self.shard is not None else None
+
+    def base_session_id(self) -> str:
+        """The session id shared by every shard: the given one, else the venues and their pairs."""
         if self.session_id:
             return self.session_id
         parts: list[str] = []
@@ -113,6 +120,10 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             parts.append(venue)
             parts.extend(vc.pairs)
         return "_".join(parts)
+
+    def resolved_session_id(self) -> str:
+        spec = self.shard_spec()
+        return self.base_session_id() + (spec.suffix if spec is not None else "")
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -221,6 +232,10 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
         raise ConfigError(f"invalid depth {cfg.depth}: must be between 1 and 1000")
     if not cfg.venues:
         raise ConfigError("no venue given: use --venue or a [venues.NAME] section")
+    try:
+        cfg.shard_spec()
+    except ShardError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         for name, vc in cfg.venues.items():
             check_venue_id(name)

@@ -134,6 +134,9 @@ class Supervisor:
     def __init__(self, cfg: CaptureConfig, log_level: str = "INFO") -> None:
         self.cfg = cfg
         self.session_id = cfg.resolved_session_id()
+        # Frozen before a shard narrows the pairs: every shard shares the base of its id.
+        cfg.session_id = cfg.base_session_id()
+        self.shard = cfg.shard_spec()
         self.session = SessionDir(cfg.data_dir, self.session_id)
         self._shm_key = session_shm_key(cfg.data_dir, self.session_id)
         self.log_level = log_level
@@ -403,15 +406,31 @@ class Supervisor:
         for venue, vc in self.cfg.venues.items():
             if vc.pairs == [ALL_PAIRS]:
                 self._resolve_all_pairs(venue, vc)
-                self._check_connection_limits(venue, vc)
-                continue
+            else:
+                try:
+                    unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
+                except OSError as exc:
+                    raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
+                if unknown:
+                    raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
+            self._take_shard(venue, vc)
             self._check_connection_limits(venue, vc)
-            try:
-                unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
-            except OSError as exc:
-                raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
-            if unknown:
-                raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
+
+    def _take_shard(self, venue: str, vc: VenueConfig) -> None:
+        """With ``--shard I/N``: keep only this shard's part of the venue's (whole) pair list."""
+        if self.shard is None:
+            return
+        mine = self.shard.select(venue, vc.pairs)
+        if not mine:
+            raise CaptureError(f"shard {self.shard} gets none of the {len(vc.pairs)} {venue} pairs: use fewer shards")
+        log.info("event=shard_pairs venue=%s shard=%s pairs=%d of=%d", venue, self.shard, len(mine), len(vc.pairs))
+        vc.pairs = mine
+        check = getattr(venue_module(venue), "check_config", None)
+        try:
+            if check is not None:
+                check(vc)
+        except ValueError as exc:
+            raise CaptureError(f"shard {self.shard} of {venue}: {exc}") from None
 
     def _check_connection_limits(self, venue: str, vc: VenueConfig) -> None:
         """Pairs that would need more connections than the venue allows per IP: fail now, not in a
@@ -443,7 +462,7 @@ class Supervisor:
         vc.pairs = pairs
         check = getattr(module, "check_config", None)
         try:
-            if check is not None:
+            if check is not None and self.shard is None:  # a shard checks its own part
                 check(vc)  # e.g. OKX / Kraken: at most N pairs on their one connection
         except ValueError as exc:
             n = len(pairs)
@@ -619,6 +638,7 @@ class Supervisor:
             writer["restarts"] = self._writer.restarts if self._writer else 0
         return {
             "session_id": self.session_id,
+            "shard": str(self.shard) if self.shard is not None else None,
             "state": state,
             "supervisor_pid": os.getpid(),
             "started_at_ms": int(self._started * 1000),

@@ -243,6 +243,26 @@ def _render_s3(s3: dict[str, Any]) -> str:
     return line
 
 
+@main.command("fleet-status")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix).")
+@click.option("--stale-after", default="30s", show_default=True, help="A status older than this shows its shard down.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def fleet_status_cmd(data_dir: str, stale_after: str, as_json: bool) -> None:
+    """Every session (shard) writing to this data dir or S3 prefix; exit 1 if one is down."""
+    from recorder.dataset import DatasetError
+    from recorder.fleet import as_json as rows_json
+    from recorder.fleet import fleet_status, render
+
+    try:
+        stale_s = parse_duration(_number_or_text(stale_after), default_unit="s")
+        rows = fleet_status(data_dir, stale_s)
+    except (ConfigError, DatasetError) as exc:
+        raise UserError(str(exc)) from None
+    click.echo(json.dumps(rows_json(rows), indent=2) if as_json else render(rows, data_dir))
+    if any(r.state in ("down", "dead") for r in rows):
+        sys.exit(1)
+
+
 @main.command("stop-capture")
 @click.option("--session-id", required=True)
 @click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)

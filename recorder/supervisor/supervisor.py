@@ -156,6 +156,7 @@ class Supervisor:
         self._status_failing = False
         self.notify = SdNotify()
         self.metrics: MetricsServer | None = None
+        self._status_object: Any = None  # StatusPublisher with --storage s3 (fleet-status reads it)
         # Called with every status (about once a second): the CLI's live view or log summary.
         self.on_status: Callable[[dict[str, Any]], None] | None = None
 
@@ -171,6 +172,7 @@ class Supervisor:
                 self._start_simulator()
             self._check_pairs()
             self._check_s3()
+            self._start_status_object()
             self._create_shared_memory()
             self._start_metrics()
         except BaseException:
@@ -239,6 +241,8 @@ class Supervisor:
             )
             return exit_code
         finally:
+            if self._status_object is not None:
+                self._status_object.close(self._last_status or None)
             if self.metrics is not None:
                 self.metrics.stop()
             self.notify.close()
@@ -280,6 +284,8 @@ class Supervisor:
         """status.json, plus one loud line when storage starts or stops failing. A full disk
         must not kill the supervisor: the status file is then simply not refreshed."""
         self._last_status = status
+        if self._status_object is not None:
+            self._status_object.update(status)
         if self.on_status is not None:
             try:
                 self.on_status(status)
@@ -339,6 +345,21 @@ class Supervisor:
             if not s3.start_anyway:
                 raise CaptureError(str(exc)) from None
             log.warning("event=s3_check_failed start_anyway=true detail=files spool locally error=%s", exc)
+
+    def _start_status_object(self) -> None:
+        """``PREFIX/_status/<session>.json``, kept fresh for ``fleet-status`` on any machine."""
+        s3 = self.cfg.s3
+        if self.cfg.storage != "s3" or s3 is None:
+            return
+        from recorder.sinks.s3 import S3Error
+        from recorder.supervisor.status_object import StatusPublisher
+
+        try:
+            self._status_object = StatusPublisher(s3, self.session_id)
+        except S3Error as exc:  # (start_anyway: the capture runs; its shard shows down)
+            log.error("event=status_object_off error=%s", exc)
+            return
+        self._status_object.start()
 
     def _start_uploader(self) -> None:
         s3 = self.cfg.s3

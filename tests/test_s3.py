@@ -145,6 +145,11 @@ def test_capture_uploads_one_dataset_with_partitions(sim: Sim, s3: MotoS3, tmp_p
     assert st["deleted_files"] == st["uploads"] and local_data_files(data) == []
 
     keys = s3.keys(bucket)
+    # Beside the data, the session's status object for fleet-status (its last word: stopped).
+    assert "orderbook_data/_status/s3e2e.json" in keys
+    last = json.loads(s3.client().get_object(Bucket=bucket, Key="orderbook_data/_status/s3e2e.json")["Body"].read())
+    assert last["state"] == "stopped" and last["flushed"] is True
+    keys = [k for k in keys if not k.startswith("orderbook_data/_status/")]
     assert all(k.startswith(("orderbook_data/parquet/exchange=binance/date=", "orderbook_data/jsonl/")) for k in keys)
     assert not [k for k in keys if "/.recorder-probe/" in k]  # the start-up probe cleaned up
     dataset = s3.dataset(bucket, "orderbook_data")

@@ -56,6 +56,12 @@ _PAIR: dict[str, tuple[str, str, str]] = {
 }
 
 
+_WRITER_GAUGES = (
+    "alive", "pending_snapshots", "writer_lag_ms", "ring_held_bytes", "ring_unread_bytes", "storage_failing",
+    "stopping", "stream_connected",
+)  # fmt: skip
+
+
 def _labels(**kv: str) -> str:
     inner = ",".join(f'{k}="{v}"' for k, v in kv.items())
     return "{" + inner + "}" if inner else ""
@@ -146,8 +152,7 @@ def exposition(status: dict[str, Any]) -> str:
     for key, val in status.get("writer", {}).items():
         if key in ("pid", "started_ms", "heartbeat_ms", "last_commit_ts_ms"):
             continue
-        kind = "gauge" if key in ("alive", "pending_snapshots", "writer_lag_ms", "ring_held_bytes",
-                                  "ring_unread_bytes", "storage_failing", "stopping") else "counter"  # fmt: skip
+        kind = "gauge" if key in _WRITER_GAUGES else "counter"
         name = f"recorder_writer_{key}" + ("_total" if kind == "counter" and not key.endswith("_total") else "")
         m.add(name, kind, f"writer {key.replace('_', ' ')}", "", val)
     if status.get("shard"):

@@ -535,6 +535,7 @@ class Supervisor:
             compact_older_than_s=w.compact_older_than_s if w.compact else None,
             compact_target_mb=w.compact_target_mb,
             compact_every_s=w.compact_every_s,
+            stream_redis=cfg.stream.redis if cfg.stream is not None else None,
         )
         self._writer = Child("writer", run_writer, (wspec,), str(self.session.children_lock))
         self._writer.start()

@@ -16,8 +16,8 @@ from tests.month_data import write_month
 from tests.s3_support import isolate_aws_env
 from tests.test_s3 import MotoS3
 
-dd = pytest.importorskip("dask.dataframe", reason="pip install 'recorder[fleet]'")
-distributed = pytest.importorskip("distributed", reason="pip install 'recorder[fleet]'")
+dd = pytest.importorskip("dask.dataframe", reason="pip install -e '.[fleet]'")
+distributed = pytest.importorskip("distributed", reason="pip install -e '.[fleet]'")
 
 DAY_MS = 86_400_000
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z

@@ -19,7 +19,7 @@ import pytest
 from recorder.dataset import open_dataset
 from tests.conftest import Sim, run_cli, running_cli, status, wait_for, write_config
 
-redis = pytest.importorskip("redis", reason="pip install 'recorder[fleet]'")
+redis = pytest.importorskip("redis", reason="pip install -e '.[fleet]'")
 if shutil.which("redis-server") is None:
     pytest.skip("redis-server not installed (apt-get install redis-server; CI installs it)", allow_module_level=True)
 

@@ -67,7 +67,7 @@ def to_dask(ds: Dataset, sel: Selection, columns: Sequence[str] | None, depth: i
     try:
         import dask.dataframe as dd
     except ImportError:
-        raise DatasetError("to_dask needs Dask: pip install 'recorder[fleet]' (or 'dask[dataframe]')") from None
+        raise DatasetError("to_dask needs Dask: pip install -e '.[fleet]' (or 'dask[dataframe]')") from None
     if depth is not None and columns is not None:
         raise DatasetError("to_dask takes columns (long form) or depth (wide form), not both")
     read = _ReadFile(ds, sel, columns, depth)

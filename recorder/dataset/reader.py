@@ -187,7 +187,7 @@ class Dataset:
         return pl.from_arrow(t)
 
     def to_dask(self, *, columns: Sequence[str] | None = None, depth: int | None = None, **select: Any) -> Any:
-        """Dask DataFrame (``pip install 'recorder[fleet]'``): the same selection and pruning, one
+        """Dask DataFrame (``pip install -e '.[fleet]'``): the same selection and pruning, one
         partition per file, each sorted as ``table()`` (long) or wide with ``depth``; read lazily
         by whatever scheduler runs it (threads, processes, a ``dask.distributed`` cluster)."""
         from recorder.dataset.distributed import to_dask

@@ -71,10 +71,10 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
-def _config(path: Path, sim: Sim, data: Path, url: str, maxlen: int = 100_000) -> Path:
+def _config(path: Path, sim: Sim, data: Path, url: str, maxlen: int = 100_000, datasets: str = '["books"]') -> Path:
     write_config(path, sim.urls, PAIRS, data, depth=5, format="both", writer={"rotate_seconds": 2.0})
     with open(path, "a") as fh:
-        fh.write(f'\n[stream.redis]\nurl = "{url}"\nmaxlen = {maxlen}\n')
+        fh.write(f'\n[stream.redis]\nurl = "{url}"\nmaxlen = {maxlen}\ndatasets = {datasets}\n')
     return path
 
 
@@ -104,7 +104,7 @@ def _streamed(server: RedisServer, group: str) -> dict[str, list[tuple[int, int,
 
 def test_a_consumer_sees_every_stored_snapshot_in_order(redis_server: RedisServer, sim: Sim, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    cfg = _config(tmp_path / "r.toml", sim, data, redis_server.url)
+    cfg = _config(tmp_path / "r.toml", sim, data, redis_server.url, datasets='["books", "trades"]')
     res = run_cli("start-capture", "--config", str(cfg), "--duration", "6s", "--session-id", "live")
     assert res.returncode == 0, res.stderr[-2000:]
     stored = _stored(data)
@@ -118,7 +118,16 @@ def test_a_consumer_sees_every_stored_snapshot_in_order(redis_server: RedisServe
     final = status(data, "live")
     assert final is not None
     w = final["writer"]
-    assert w["stream_published"] == w["snapshots_written"] > 0 and w["stream_drops"] == 0
+    assert w["stream_published"] == w["snapshots_written"] + w["trades_written"] and w["stream_drops"] == 0
+    assert w["snapshots_written"] > 0 and w["trades_written"] > 0
+    # Trades too: one stream per pair, each entry a stored trade's JSONL fields, in order.
+    client = redis_server.client()
+    trades = [json.loads(x) for p in (data / "trades" / "jsonl").rglob("*.jsonl") for x in p.read_text().splitlines()]
+    for pair in PAIRS:
+        entries = client.xrange(f"recorder:trades:binance:{pair}")
+        streamed_trades = [{k.decode(): json.loads(v) for k, v in f.items()} for _, f in entries]
+        stored_trades = sorted((t for t in trades if t["pair"] == pair), key=lambda t: t["sequence_number"])
+        assert streamed_trades == stored_trades and stored_trades, pair
     # A second group reads everything again; the first group has nothing left.
     assert _streamed(redis_server, "g2") == stored
     assert _streamed(redis_server, "g1") == {}

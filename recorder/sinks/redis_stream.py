@@ -1,13 +1,15 @@
-"""``[stream.redis]``: every stored snapshot also added to a Redis stream per exchange and pair.
+"""``[stream.redis]``: every stored snapshot (and trade or quote, with ``datasets``) also added to
+a Redis stream per dataset, exchange and pair.
 
-The writer offers each snapshot it takes from the rings (the ones it stores) to a bounded queue;
+The writer offers each record it takes from the rings (the ones it stores) to a bounded queue;
 a thread of the writer process sends them to Redis in pipelined ``XADD ... MAXLEN maxlen``
 batches. Capture and files never wait on Redis: when the queue is full (Redis slow) or Redis is
 down, records are dropped and counted (``stream_drops``), and the thread reconnects by itself
 (every second) so publishing resumes when Redis is back.
 
 An entry's fields are the JSONL file's fields, each value JSON-encoded (``bids`` / ``asks`` as
-``[[price, qty], ...]``); ``recorder.live`` turns them back into the reader's objects.
+``[{"price": p, "qty": q}, ...]``); ``recorder.live`` turns book entries back into the reader's
+objects.
 """
 
 from __future__ import annotations
@@ -23,16 +25,15 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from recorder.config import RedisStreamConfig
-from recorder.model import SampledBook, Snapshot
+from recorder.model import Snapshot
 
 log = logging.getLogger("recorder.writer")
 
 STREAM_COUNTER_FIELDS = ["stream_published", "stream_drops", "stream_connected"]
-DATASETS = ("books",)
+DATASETS = ("books", "trades", "quotes")  # the writer's datasets (recorder/writer/datasets.py)
 _KEY_PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _BATCH = 512
 _RECONNECT_S = 1.0
-_SNAPSHOT_FIELDS = Snapshot.__struct_fields__
 
 
 def check_stream_config(cfg: RedisStreamConfig) -> None:
@@ -68,9 +69,10 @@ def stream_key(prefix: str, dataset: str, exchange: str, pair: str) -> str:
     return f"{prefix}:{dataset}:{exchange}:{pair}"
 
 
-def entry_fields(snap: Snapshot) -> dict[str, bytes]:
+def entry_fields(jsonl_line: bytes) -> dict[str, bytes]:
+    """A file's JSONL line as stream fields: each top-level value JSON-encoded."""
     enc = msgspec.json.encode
-    return {name: enc(getattr(snap, name)) for name in _SNAPSHOT_FIELDS}
+    return {name: enc(value) for name, value in msgspec.json.decode(jsonl_line).items()}
 
 
 def snapshot_from_fields(fields: dict[Any, Any]) -> Snapshot:
@@ -86,7 +88,9 @@ class StreamPublisher:
         self.session_id = session_id
         self.counters = counters
         self.safe_url = redact_url(cfg.url)
-        self._queue: queue.Queue[tuple[SampledBook, int] | None] = queue.Queue(maxsize=cfg.queue)
+        self.datasets = frozenset(cfg.datasets)
+        # (dataset spec, record, sequence number): the spec renders the record as its JSONL line.
+        self._queue: queue.Queue[tuple[Any, Any, int] | None] = queue.Queue(maxsize=cfg.queue)
         self._client: Any = None
         self._next_connect = 0.0
         self._down_logged = False
@@ -96,9 +100,12 @@ class StreamPublisher:
         log.info("event=stream_start url=%s maxlen=%d", self.safe_url, self.cfg.maxlen)
         self._thread.start()
 
-    def offer(self, rec: SampledBook, seq: int) -> None:
+    def offer(self, dataset: Any, rec: Any, seq: int) -> None:
+        """``dataset``: the writer's DatasetSpec of ``rec`` (its ``name`` and ``jsonl``)."""
+        if dataset.name not in self.datasets:
+            return
         try:
-            self._queue.put_nowait((rec, seq))
+            self._queue.put_nowait((dataset, rec, seq))
         except queue.Full:
             self.counters.incr("stream_drops")
 
@@ -132,8 +139,8 @@ class StreamPublisher:
             if done:
                 return
 
-    def _take(self) -> tuple[list[tuple[SampledBook, int]], bool]:
-        batch: list[tuple[SampledBook, int]] = []
+    def _take(self) -> tuple[list[tuple[Any, Any, int]], bool]:
+        batch: list[tuple[Any, Any, int]] = []
         try:
             item = self._queue.get(timeout=0.2)
         except queue.Empty:
@@ -148,16 +155,16 @@ class StreamPublisher:
                 return batch, False
         return batch, True
 
-    def _send(self, batch: list[tuple[SampledBook, int]]) -> None:
+    def _send(self, batch: list[tuple[Any, Any, int]]) -> None:
         client = self._connect()
         if client is None:
             self.counters.incr("stream_drops", len(batch))
             return
         try:
             pipe = client.pipeline(transaction=False)
-            for rec, seq in batch:
-                key = stream_key(self.cfg.key_prefix, "books", rec.exchange, rec.pair)
-                fields = entry_fields(rec.to_snapshot(seq, self.session_id))
+            for dataset, rec, seq in batch:
+                key = stream_key(self.cfg.key_prefix, dataset.name, rec.exchange, rec.pair)
+                fields = entry_fields(dataset.jsonl(rec, seq, self.session_id))
                 pipe.xadd(key, fields, maxlen=self.cfg.maxlen, approximate=False)
             pipe.execute()
         except Exception as exc:  # noqa: BLE001 - any Redis or socket failure: drop, count, reconnect

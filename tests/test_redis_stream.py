@@ -192,7 +192,7 @@ def test_bad_stream_config_is_one_line(tmp_path: Path) -> None:
         ('url = "http://x"', "invalid [stream.redis] url"),
         (f'url = "ftp://:{PASSWORD}@h"', "invalid [stream.redis] url"),
         ("maxlen = 0", "maxlen"),
-        ('datasets = ["quotes"]', "datasets"),
+        ('datasets = ["candles"]', "datasets"),
     ):
         cfg = tmp_path / "c.toml"
         cfg.write_text(f'[venues.binance]\npairs = ["BTC-USDT"]\n\n[stream.redis]\n{section}\n')

@@ -167,3 +167,12 @@ def test_two_shards_into_one_data_dir_read_as_one_dataset(tmp_path: Path) -> Non
         assert len(names) == len(set(names))
     finally:
         sim.stop()
+
+
+def test_a_shard_without_pairs_does_not_start(sim: Sim, tmp_path: Path) -> None:
+    assert _reference_shard("binance", "BTC-USDT", 2) == 0
+    cfg = write_config(tmp_path / "e.toml", sim.urls, ["BTC-USDT"], tmp_path / "data")
+    res = run_cli("start-capture", "--config", str(cfg), "--shard", "1/2", "--duration", "5s")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == "Error: shard 1/2 gets none of the 1 binance pairs: use fewer shards\n"
+    assert not (tmp_path / "data" / ".sessions").exists()  # a failed start leaves no session behind

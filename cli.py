@@ -472,8 +472,6 @@ def simulate(
         faults = parse_faults(faults_spec) if faults_spec else None
     except FaultError as exc:
         raise UserError(str(exc)) from None
-    if idle_timeout <= 0:
-        raise UserError(f"--idle-timeout must be > 0 seconds, got {idle_timeout}")
     statuses: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in (symbol_status or "").split(","))):
         sym, _, state = item.partition("=")

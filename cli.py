@@ -67,6 +67,7 @@ def main() -> None:
 @click.option("--simulate", is_flag=True, default=None, help="Capture from the embedded local exchange simulator.")
 @click.option("--log-level", type=LOG_LEVEL, default="INFO", show_default=True)
 @click.option("--metrics-port", type=PORT, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port).")
+@click.option("--shard", help="Record shard I of the pairs split N ways, e.g. 0/4 (one recorder per shard).")
 def start_capture(
     config_path: str | None,
     venue: str | None,
@@ -83,6 +84,7 @@ def start_capture(
     simulate: bool | None,
     log_level: str,
     metrics_port: int | None,
+    shard: str | None,
 ) -> None:
     """Capture order books until the duration ends, stop-capture, SIGTERM or Ctrl-C."""
     try:
@@ -100,6 +102,7 @@ def start_capture(
             "session_id": session_id,
             "simulate": simulate,
             "metrics_port": metrics_port,
+            "shard": shard,
         }
         cfg = build_config(load_toml(config_path) if config_path else None, overrides)
     except ConfigError as exc:
@@ -309,6 +312,37 @@ def _render_s3(s3: dict[str, Any]) -> str:
     return line
 
 
+@main.command("fleet-status")
+@click.option(
+    "--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix)."
+)
+@click.option(
+    "--stale-after",
+    type=Duration("s", "stale-after"),
+    default="30s",
+    show_default=True,
+    help="A status older than this shows its shard down.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def fleet_status_cmd(data_dir: str, stale_after: float, as_json: bool) -> None:
+    """Every session (shard) writing to this data dir or S3 prefix; exit 3 if one is down."""
+    from recorder.dataset import DatasetError
+    from recorder.fleet import as_json as rows_json
+    from recorder.fleet import fleet_status, render
+
+    try:
+        rows = fleet_status(data_dir, stale_after)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(json.dumps(rows_json(rows), indent=2) if as_json else render(rows, data_dir))
+    if any(r.state in ("down", "dead") for r in rows):
+        sys.exit(FLEET_DOWN_EXIT)
+
+
+# `fleet-status` printed every shard, but one or more are down or dead.
+FLEET_DOWN_EXIT = 3
+
+
 @main.command("stop-capture")
 @click.option("--session-id", required=True, type=SessionId())
 @click.option("--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True)
@@ -498,17 +532,24 @@ def simulate(
     help="systemd kills a recorder silent this long (5-86400).",
 )
 @click.option("--user", help="Run as this user (User=).")
-def systemd_unit(config_path: str, watchdog_sec: int, user: str | None) -> None:
+@click.option("--shards", type=int, help="A template unit recorder@.service: instance I records shard I of N.")
+def systemd_unit(config_path: str, watchdog_sec: int, user: str | None, shards: int | None) -> None:
     """Print a systemd service unit running start-capture with this config (long runs)."""
+    from recorder.shard import MAX_SHARDS
+
     try:
         cfg = build_config(load_toml(config_path), {})
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    if shards is not None and not 1 <= shards <= MAX_SHARDS:
+        raise UserError(f"--shards must be 1 to {MAX_SHARDS}, got {shards}")
+    if shards is not None and cfg.shard is not None:
+        raise UserError(f"the config already sets shard = {cfg.shard!r}: drop it to use --shards")
     from recorder.supervisor.unit import UnitError, unit_text
 
     paths = [os.path.abspath(sys.executable), str(Path(__file__).resolve()), str(Path(config_path).resolve())]
     try:
-        text = unit_text(cfg.resolved_session_id(), *paths, str(Path.cwd().resolve()), watchdog_sec, user)
+        text = unit_text(cfg.resolved_session_id(), *paths, str(Path.cwd().resolve()), watchdog_sec, user, shards)
     except UnitError as exc:
         raise UserError(str(exc)) from None
     click.echo(text)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from recorder.names import NameError_, check_session_id, check_venue_id, normalize_pair
+from recorder.shard import Shard, ShardError, parse_shard
 
 Format = Literal["jsonl", "parquet", "both"]
 Storage = Literal["local", "s3"]
@@ -93,6 +94,24 @@ class S3Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     drain_timeout_s: float = 60.0  # on stop, keep uploading the spool this long
 
 
+class RedisStreamConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[stream.redis]`` (``recorder/sinks/redis_stream.py``). A password may be in the URL: it is
+    never logged (the URL is shown redacted)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    maxlen: int = 100_000  # entries kept per stream (exact trim)
+    datasets: list[str] = msgspec.field(default_factory=lambda: ["books"])
+    key_prefix: str = "recorder"  # streams are <key_prefix>:books:<exchange>:<pair>
+    queue: int = 100_000  # snapshots waiting for Redis; beyond that they are dropped
+    timeout_s: float = 1.0  # socket timeout: a slower Redis counts as down for that batch
+
+
+class StreamConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[stream.*]``: live copies of what is stored (``recorder/sinks/redis_stream.py``)."""
+
+    redis: RedisStreamConfig | None = None
+
+
 class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     session_id: str | None = None
     interval_s: float = 1.0
@@ -111,8 +130,15 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     venues: dict[str, VenueConfig] = {}
     writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
     s3: S3Config | None = None  # from [storage.s3]
+    stream: StreamConfig | None = None
+    # "I/N": record only shard I of every venue's pairs split N ways (recorder/shard.py).
+    shard: str | None = None
 
-    def resolved_session_id(self) -> str:
+    def shard_spec(self) -> Shard | None:
+        return parse_shard(self.shard) if self.shard is not None else None
+
+    def base_session_id(self) -> str:
+        """The session id shared by every shard: the given one, else the venues and their pairs."""
         if self.session_id:
             return self.session_id
         parts: list[str] = []
@@ -120,6 +146,10 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             parts.append(venue)
             parts.extend(vc.pairs)
         return "_".join(parts)
+
+    def resolved_session_id(self) -> str:
+        spec = self.shard_spec()
+        return self.base_session_id() + (spec.suffix if spec is not None else "")
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -303,6 +333,10 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
     if not cfg.venues:
         raise ConfigError("no venue given: use --venue or a [venues.NAME] section")
     try:
+        cfg.shard_spec()
+    except ShardError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
         for name, vc in cfg.venues.items():
             check_venue_id(name)
             if name not in VENUES:
@@ -333,6 +367,13 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
         raise ConfigError("[writer] compact works with local storage only")
     if cfg.storage == "s3":
         _validate_s3(cfg.s3)
+    if cfg.stream is not None and cfg.stream.redis is not None:
+        from recorder.sinks.redis_stream import check_stream_config
+
+        try:
+            check_stream_config(cfg.stream.redis)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return cfg
 
 

@@ -147,6 +147,11 @@ def test_capture_uploads_one_dataset_with_partitions(sim: Sim, s3: MotoS3, tmp_p
     assert st["deleted_files"] == st["uploads"] and local_data_files(data) == []
 
     keys = s3.keys(bucket)
+    # Beside the data, the session's status object for fleet-status (its last word: stopped).
+    assert "orderbook_data/_status/s3e2e.json" in keys
+    last = json.loads(s3.client().get_object(Bucket=bucket, Key="orderbook_data/_status/s3e2e.json")["Body"].read())
+    assert last["state"] == "stopped" and last["flushed"] is True
+    keys = [k for k in keys if not k.startswith("orderbook_data/_status/")]
     books = ("orderbook_data/parquet/exchange=binance/date=", "orderbook_data/jsonl/")
     trades = ("orderbook_data/trades/parquet/exchange=binance/date=", "orderbook_data/trades/jsonl/")
     assert all(k.startswith(books + trades) for k in keys)

@@ -191,6 +191,15 @@ class Dataset:
         t = self.wide(depth=depth, **select) if depth is not None else self.table(**select)
         return pl.from_arrow(t)
 
+    def to_dask(self, *, columns: Sequence[str] | None = None, depth: int | None = None, **select: Any) -> Any:
+        """Dask DataFrame (``pip install -e '.[fleet]'``): the same selection and pruning, one
+        partition per file, each sorted as ``table()`` (long) or wide with ``depth``; read lazily
+        by whatever scheduler runs it (threads, processes, a ``dask.distributed`` cluster)."""
+        from recorder.dataset.distributed import to_dask
+
+        names = args.columns(columns, SCHEMA.names)
+        return to_dask(self, self._select(select), names, args.depth(depth) if depth is not None else None)
+
     def wide(self, *, depth: int = 5, **select: Any) -> pa.Table:
         """One row per snapshot with ``bid_px_0, bid_qty_0, ask_px_0, ask_qty_0, ...`` up to
         ``depth`` levels (1 to ``MAX_DEPTH``, the deepest book a capture stores), plus ``mid``,

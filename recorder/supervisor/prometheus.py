@@ -66,9 +66,35 @@ _PAIR: dict[str, tuple[str, str, str]] = {
 }
 
 
+_WRITER_GAUGES = (
+    "alive", "pending_snapshots", "writer_lag_ms", "ring_held_bytes", "ring_unread_bytes", "storage_failing",
+    "stopping", "stream_connected",
+)  # fmt: skip
+
+
 def _labels(**kv: str) -> str:
     inner = ",".join(f'{k}="{v}"' for k, v in kv.items())
     return "{" + inner + "}" if inner else ""
+
+
+def _with_fleet_labels(text: str, session: str, shard: str) -> str:
+    """A shard's every sample also carries ``session`` and ``shard``: one Prometheus scraping a
+    fleet tells the shards apart (and sums over them) by these labels."""
+    extra = f'session="{session}",shard="{shard}"'
+    out: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            out.append(line)
+            continue
+        name, _, value = line.rpartition(" ")
+        if name.endswith("}"):
+            labels = name[name.index("{") + 1 : -1].split(",")
+            kept = ",".join(part for part in labels if not part.startswith("session="))
+            name = name[: name.index("{")] + "{" + (kept + "," if kept else "") + extra + "}"
+        else:
+            name = name + "{" + extra + "}"
+        out.append(f"{name} {value}")
+    return "\n".join(out) + "\n"
 
 
 def _num(v: Any) -> str | None:
@@ -136,10 +162,11 @@ def exposition(status: dict[str, Any]) -> str:
     for key, val in status.get("writer", {}).items():
         if key in ("pid", "started_ms", "heartbeat_ms", "last_commit_ts_ms"):
             continue
-        kind = "gauge" if key in ("alive", "pending_snapshots", "writer_lag_ms", "ring_held_bytes",
-                                  "ring_unread_bytes", "storage_failing", "stopping") else "counter"  # fmt: skip
+        kind = "gauge" if key in _WRITER_GAUGES else "counter"
         name = f"recorder_writer_{key}" + ("_total" if kind == "counter" and not key.endswith("_total") else "")
         m.add(name, kind, f"writer {key.replace('_', ' ')}", "", val)
+    if status.get("shard"):
+        return _with_fleet_labels(m.render(), sess, status["shard"])
     return m.render()
 
 

@@ -134,6 +134,9 @@ class Supervisor:
     def __init__(self, cfg: CaptureConfig, log_level: str = "INFO") -> None:
         self.cfg = cfg
         self.session_id = cfg.resolved_session_id()
+        # Frozen before a shard narrows the pairs: every shard shares the base of its id.
+        cfg.session_id = cfg.base_session_id()
+        self.shard = cfg.shard_spec()
         self.session = SessionDir(cfg.data_dir, self.session_id)
         self._shm_key = session_shm_key(cfg.data_dir, self.session_id)
         self.log_level = log_level
@@ -153,6 +156,7 @@ class Supervisor:
         self._status_failing = False
         self.notify = SdNotify()
         self.metrics: MetricsServer | None = None
+        self._status_object: Any = None  # StatusPublisher with --storage s3 (fleet-status reads it)
         # Called with every status (about once a second): the CLI's live view or log summary.
         self.on_status: Callable[[dict[str, Any]], None] | None = None
 
@@ -169,6 +173,7 @@ class Supervisor:
                 self._start_simulator()
             self._check_pairs()
             self._check_s3()
+            self._start_status_object()
             self._create_shared_memory()
             self._start_metrics()
         except BaseException:
@@ -237,6 +242,8 @@ class Supervisor:
             )
             return exit_code
         finally:
+            if self._status_object is not None:
+                self._status_object.close(self._last_status or None)
             if self.metrics is not None:
                 self.metrics.stop()
             self.notify.close()
@@ -278,6 +285,8 @@ class Supervisor:
         """status.json, plus one loud line when storage starts or stops failing. A full disk
         must not kill the supervisor: the status file is then simply not refreshed."""
         self._last_status = status
+        if self._status_object is not None:
+            self._status_object.update(status)
         if self.on_status is not None:
             try:
                 self.on_status(status)
@@ -339,6 +348,21 @@ class Supervisor:
                 raise CaptureError(str(exc)) from None
             log.warning("event=s3_check_failed start_anyway=true detail=files spool locally error=%s", exc)
 
+    def _start_status_object(self) -> None:
+        """``PREFIX/_status/<session>.json``, kept fresh for ``fleet-status`` on any machine."""
+        s3 = self.cfg.s3
+        if self.cfg.storage != "s3" or s3 is None:
+            return
+        from recorder.sinks.s3 import S3Error
+        from recorder.supervisor.status_object import StatusPublisher
+
+        try:
+            self._status_object = StatusPublisher(s3, self.session_id)
+        except S3Error as exc:  # (start_anyway: the capture runs; its shard shows down)
+            log.error("event=status_object_off error=%s", exc)
+            return
+        self._status_object.start()
+
     def _start_uploader(self) -> None:
         s3 = self.cfg.s3
         if self.cfg.storage != "s3" or s3 is None:
@@ -399,15 +423,31 @@ class Supervisor:
         for venue, vc in self.cfg.venues.items():
             if vc.pairs == [ALL_PAIRS]:
                 self._resolve_all_pairs(venue, vc)
-                self._check_connection_limits(venue, vc)
-                continue
+            else:
+                try:
+                    unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
+                except OSError as exc:
+                    raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
+                if unknown:
+                    raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
+            self._take_shard(venue, vc)
             self._check_connection_limits(venue, vc)
-            try:
-                unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
-            except OSError as exc:
-                raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
-            if unknown:
-                raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
+
+    def _take_shard(self, venue: str, vc: VenueConfig) -> None:
+        """With ``--shard I/N``: keep only this shard's part of the venue's (whole) pair list."""
+        if self.shard is None:
+            return
+        mine = self.shard.select(venue, vc.pairs)
+        if not mine:
+            raise CaptureError(f"shard {self.shard} gets none of the {len(vc.pairs)} {venue} pairs: use fewer shards")
+        log.info("event=shard_pairs venue=%s shard=%s pairs=%d of=%d", venue, self.shard, len(mine), len(vc.pairs))
+        vc.pairs = mine
+        check = getattr(venue_module(venue), "check_config", None)
+        try:
+            if check is not None:
+                check(vc)
+        except ValueError as exc:
+            raise CaptureError(f"shard {self.shard} of {venue}: {exc}") from None
 
     def _check_connection_limits(self, venue: str, vc: VenueConfig) -> None:
         """Pairs that would need more connections than the venue allows per IP: fail now, not in a
@@ -441,7 +481,7 @@ class Supervisor:
         vc.pairs = pairs
         check = getattr(module, "check_config", None)
         try:
-            if check is not None:
+            if check is not None and self.shard is None:  # a shard checks its own part
                 check(vc)  # e.g. OKX / Kraken: at most N pairs on their one connection
         except ValueError as exc:
             n = len(pairs)
@@ -493,6 +533,7 @@ class Supervisor:
             compact_older_than_s=w.compact_older_than_s if w.compact else None,
             compact_target_mb=w.compact_target_mb,
             compact_every_s=w.compact_every_s,
+            stream_redis=cfg.stream.redis if cfg.stream is not None else None,
         )
         self._writer = Child("writer", run_writer, (wspec,), str(self.session.children_lock))
         self._writer.start()
@@ -622,6 +663,7 @@ class Supervisor:
             writer["restarts"] = self._writer.restarts if self._writer else 0
         return {
             "session_id": self.session_id,
+            "shard": str(self.shard) if self.shard is not None else None,
             "state": state,
             "supervisor_pid": os.getpid(),
             "started_at_ms": int(self._started * 1000),

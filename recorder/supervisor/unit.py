@@ -15,17 +15,30 @@ class UnitError(ValueError):
 
 
 def unit_text(
-    session_id: str, python: str, cli: str, config: str, workdir: str, watchdog_sec: int, user: str | None
+    session_id: str,
+    python: str,
+    cli: str,
+    config: str,
+    workdir: str,
+    watchdog_sec: int,
+    user: str | None,
+    shards: int | None = None,
 ) -> str:
+    """A plain unit, or with ``shards`` a template unit (``recorder@.service``) whose instance
+    ``%i`` is the shard index: one host runs recorder@0 .. recorder@N-1, or N hosts one each,
+    all from this one file."""
     if user is not None and not _USER_RE.fullmatch(user):
         raise UnitError(f"invalid user {user!r}: a user name (letters, digits, '_', '-') or a numeric uid")
     for p in (python, cli, config, workdir):
         if any(c in p for c in _UNSAFE):
             raise UnitError(f"path {p!r} has characters a unit file cannot hold safely")
     python, cli, config = (f'"{p}"' if " " in p else p for p in (python, cli, config))
+    shard_arg = f" --shard %i/{shards}" if shards is not None else ""
+    description = f"{session_id}, shard %i of {shards}" if shards is not None else session_id
     lines = [
+        *([f"# recorder@.service: systemctl enable --now recorder@{{0..{shards - 1}}}"] if shards else []),
         "[Unit]",
-        f"Description=Order-book recorder, session {session_id}",
+        f"Description=Order-book recorder, session {description}",
         "Wants=network-online.target",
         "After=network-online.target",
         # The supervisor restarts its own children; this only catches the supervisor itself looping.
@@ -35,7 +48,7 @@ def unit_text(
         "[Service]",
         "Type=notify",
         "NotifyAccess=main",
-        f"ExecStart={python} {cli} start-capture --config {config}",
+        f"ExecStart={python} {cli} start-capture --config {config}{shard_arg}",
         f"WorkingDirectory={workdir}",
         *([f"User={user}"] if user else []),
         "Environment=PYTHONUNBUFFERED=1",

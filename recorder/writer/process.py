@@ -27,6 +27,7 @@ from recorder.metrics import SharedCounters
 from recorder.parent import parent_alive, spawning_parent_pid
 from recorder.ring.shm_ring import ShmRing
 from recorder.sinks.local import PreparedFile, clean_temp_files, prepare_jsonl, prepare_parquet, publish
+from recorder.sinks.redis_stream import STREAM_COUNTER_FIELDS, RedisStreamConfig, StreamPublisher
 from recorder.writer.batches import data_file_path, utc_date
 from recorder.writer.datasets import BOOKS_SPEC, SPECS, DatasetSpec, spec_by_first_byte
 from recorder.writer.journal import (
@@ -73,6 +74,7 @@ WRITER_COUNTER_FIELDS: list[str] = [
     "compactions",  # background compaction runs that merged something
     "files_compacted",
     "compaction_errors",
+    *STREAM_COUNTER_FIELDS,  # [stream.redis]: published, dropped, connected
 ]
 
 # Fault injection for the crash tests: "<point>:<n>" SIGKILLs the writer the n-th time it
@@ -103,6 +105,7 @@ class WriterSpec(msgspec.Struct, kw_only=True):
     compact_older_than_s: float | None = None
     compact_target_mb: float = 128.0
     compact_every_s: float = 300.0
+    stream_redis: RedisStreamConfig | None = None  # [stream.redis]
 
 
 def spec_from_config(
@@ -123,6 +126,7 @@ def spec_from_config(
         compact_older_than_s=w.compact_older_than_s if w.compact else None,
         compact_target_mb=w.compact_target_mb,
         compact_every_s=w.compact_every_s,
+        stream_redis=cfg.stream.redis if cfg.stream is not None else None,
     )
 
 
@@ -207,6 +211,8 @@ class Writer:
         self._publish_lock = PublishLock(self.data_dir)
         self._compactor: threading.Thread | None = None
         self._next_compact = time.monotonic() + spec.compact_every_s
+        # [stream.redis]: every snapshot taken in is also offered to Redis (never waited on).
+        self.stream = StreamPublisher(spec.stream_redis, spec.session_id, counters) if spec.stream_redis else None
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -316,6 +322,8 @@ class Writer:
         if seq is None:
             seq = self.committed_seq.get(key, 0)
         seg.seq[key] = seq + 1
+        if self.stream is not None:
+            self.stream.offer(dataset, rec, seq)
         if "parquet" in self.spec.formats:
             part.records.append(rec)
             part.seqs.append(seq)
@@ -728,7 +736,13 @@ def run_writer(spec: WriterSpec) -> None:
         writer = Writer(spec, rings, counters)
         writer.recover()
         writer.heartbeat()
-        status = writer.run(stop, parent_pid)
+        if writer.stream is not None:
+            writer.stream.start()
+        try:
+            status = writer.run(stop, parent_pid)
+        finally:
+            if writer.stream is not None:
+                writer.stream.close()
     finally:
         for ring in rings.values():
             ring.close()

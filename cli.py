@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command line: start-capture, capture-status, stop-capture, simulate, report."""
+"""Command line: start-capture, capture-status, stop-capture, simulate, replay, report, export."""
 
 from __future__ import annotations
 
@@ -574,6 +574,102 @@ def _save_replay_summary(data_dir: str, session_id: str, summary: dict[str, Any]
         path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     except OSError as exc:
         click.echo(f"Warning: cannot write {path}: {exc.strerror or exc} (report will lack its counts)", err=True)
+
+
+@main.command("export")
+@click.option(
+    "--to", "to", required=True, type=click.Choice(["hftbacktest", "nautilus", "tardis"]), help="Target format."
+)
+@click.option("--out", "out_dir", required=True, help="Output directory (nautilus: the catalog's root).")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix).")
+@click.option("--exchanges", help="Comma-separated exchanges (default: all).")
+@click.option("--pairs", help="Comma-separated pairs (default: all).")
+@click.option("--start", help="From this UTC time, inclusive (ISO 8601, e.g. 2026-11-24T10:00:00Z).")
+@click.option("--end", help="Until this UTC time, exclusive.")
+@click.option("--session-id", "sessions", help="Only these sessions (comma-separated).")
+@click.option("--depth", default=25, show_default=True, type=int, help="tardis: levels of book_snapshot_{N}.")
+@click.option("--overwrite", is_flag=True, help="Replace files an earlier export wrote.")
+def export_cmd(
+    to: str,
+    out_dir: str,
+    data_dir: str,
+    exchanges: str | None,
+    pairs: str | None,
+    start: str | None,
+    end: str | None,
+    sessions: str | None,
+    depth: int,
+    overwrite: bool,
+) -> None:
+    """Export stored snapshots (and trades, quotes) for backtesters: hftbacktest .npz, a nautilus_trader
+    catalog, tardis CSV. Event-level exports (every book change) need the lossless archive and are
+    not made from snapshots."""
+    from recorder.dataset import DatasetError
+    from recorder.export import ExportError, export
+
+    def names(text: str | None) -> list[str] | None:
+        return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+    for s in names(sessions) or []:
+        try:
+            check_session_id(s)
+        except NameError_ as exc:
+            raise UserError(str(exc)) from None
+    bar = _progress_bar(f"exporting to {to}")
+    try:
+        with bar:
+            result = export(
+                data_dir,
+                to=to,
+                out=out_dir,
+                exchanges=names(exchanges),
+                pairs=names(pairs),
+                start=start,
+                end=end,
+                sessions=names(sessions),
+                depth=depth,
+                overwrite=overwrite,
+                progress=bar.update,
+            )
+    except (ExportError, DatasetError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"export failed: {exc.strerror or exc}") from None
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    click.echo(f"exported {result.units} pair-day(s) to {to} in {result.out.resolve()}: {counts}")
+
+
+class _progress_bar:
+    """A rich progress bar on a terminal (stderr); nothing otherwise."""
+
+    def __init__(self, title: str) -> None:
+        self.title, self._bar, self._task = title, None, None
+
+    def __enter__(self) -> _progress_bar:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.title, total=None)
+        return self
+
+    def update(self, done: int, total: int, unit: Any) -> None:
+        if self._bar is not None:
+            desc = f"{self.title}: {unit.exchange} {unit.pair} {unit.day}"
+            self._bar.update(self._task, completed=done, total=total, description=desc)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 @main.command("report")

@@ -3,16 +3,16 @@ pair and day, ``<exchange>_<PAIR>_<YYYY-MM-DD>.npz``, plus ``instruments.json`` 
 inferred from the data, for ``BacktestAsset.tick_size`` / ``lot_size``).
 
 Each stored snapshot becomes what hftbacktest's own snapshot handling produces (its tardis
-converter, ``hftbacktest.data.utils.tardis``): per side a ``DEPTH_CLEAR_EVENT`` then one
-``DEPTH_SNAPSHOT_EVENT`` per level. hftbacktest clears a side from the clear event's price up to
-the best level, so the price is the deeper of this snapshot's last level and the previous one's:
-no level of an earlier snapshot survives a later one, and the backtester's book at any time is
-exactly the last stored snapshot. Trades (when the dataset has them) are ``TRADE_EVENT`` s with
-the taker's side. Timestamps are ns: ``exch_ts`` the venue's time, ``local_ts`` the recorder's
-(the grid tick for snapshots, the receive time for trades). Then, as hftbacktest's converters do,
-``correct_local_timestamp`` (a negative feed latency shifts the file's local times) and
-``correct_event_order`` (events split so both clocks are in order), checked by
-``validate_event_order``.
+converter, ``hftbacktest.data.utils.tardis``): a ``DEPTH_CLEAR_EVENT`` per side, then one
+``DEPTH_SNAPSHOT_EVENT`` per level (both clears first: see :func:`book_events`). hftbacktest
+clears a side from the clear event's price up to the best level, so the price is the deeper of
+this snapshot's last level and the previous one's: no level of an earlier snapshot survives a
+later one, and the backtester's book at any time is exactly the last stored snapshot. Trades
+(when the dataset has them) are ``TRADE_EVENT`` s with the taker's side. Timestamps are ns:
+``exch_ts`` the venue's time, ``local_ts`` the recorder's (the grid tick for snapshots, the
+receive time for trades). Then, as hftbacktest's converters do, ``correct_local_timestamp`` (a
+negative feed latency shifts the file's local times) and ``correct_event_order`` (events split
+so both clocks are in order), checked by ``validate_event_order``.
 
 Every book change as a ``DEPTH_EVENT`` needs the lossless archive: not from sampled snapshots.
 """
@@ -54,7 +54,11 @@ class PairState:
 
 
 def book_events(chunk: BookChunk, state: PairState) -> np.ndarray:
-    """A chunk of snapshots -> per snapshot: bid clear, bid levels, ask clear, ask levels."""
+    """A chunk of snapshots -> per snapshot: bid clear, ask clear, bid levels, ask levels.
+
+    Both clears come first: hftbacktest's depth moves its best-ask pointer past asks a new bid
+    crosses (and back), and a clear walks from that pointer, so levels inserted while stale ones
+    of the other side remain would hide those from the clear."""
     hbt, *_ = _hbt()
     n, depth = len(chunk), chunk.depth
     nb = np.sum(~np.isnan(chunk.bid_px), axis=1)
@@ -78,17 +82,17 @@ def book_events(chunk: BookChunk, state: PairState) -> np.ndarray:
     grid = ev.reshape(n, per_snap)
     # A side with nothing to clear has no clear event; levels beyond a side's depth are dropped.
     keep = np.ones((n, per_snap), bool)
-    for off, flag, clear, px, qty, count in (
-        (0, hbt.BUY_EVENT, clear_bid, chunk.bid_px, chunk.bid_qty, nb),
-        (1 + depth, hbt.SELL_EVENT, clear_ask, chunk.ask_px, chunk.ask_qty, na),
+    for clear_at, first, flag, clear, px, qty, count in (
+        (0, 2, hbt.BUY_EVENT, clear_bid, chunk.bid_px, chunk.bid_qty, nb),
+        (1, 2 + depth, hbt.SELL_EVENT, clear_ask, chunk.ask_px, chunk.ask_qty, na),
     ):
-        levels = slice(off + 1, off + 1 + depth)
-        grid["ev"][:, off] = hbt.DEPTH_CLEAR_EVENT | flag
-        grid["px"][:, off] = clear
+        levels = slice(first, first + depth)
+        grid["ev"][:, clear_at] = hbt.DEPTH_CLEAR_EVENT | flag
+        grid["px"][:, clear_at] = clear
         grid["ev"][:, levels] = hbt.DEPTH_SNAPSHOT_EVENT | flag
         grid["px"][:, levels] = px
         grid["qty"][:, levels] = qty
-        keep[:, off] = ~np.isnan(clear)
+        keep[:, clear_at] = ~np.isnan(clear)
         keep[:, levels] = np.arange(depth)[None, :] < count[:, None]
     return ev[keep.reshape(-1)]
 

@@ -1,7 +1,7 @@
 """nautilus_trader: a ``ParquetDataCatalog`` written with nautilus' own catalog API.
 
 - instruments: ``CurrencyPair`` (spot), ``CryptoPerpetual`` (``-PERP`` pairs), ``CryptoFuture``
-  (dated pairs), id ``<PAIR>.<EXCHANGE>`` (``BTC-USDT.BINANCE``, ``BTC-USDT-PERP.BINANCE-FUTURES``),
+  (dated pairs), id ``<PAIR>.<EXCHANGE>`` (``BTC-USDT.BINANCE``, ``BTC-USDT-PERP.BINANCE_FUTURES``),
   the venue's symbol as ``raw_symbol``, price and size precision inferred from the data (the
   most decimals any stored price / size of the selection has);
 - each stored snapshot as an ``OrderBookDepth10`` (its best 10 levels per side; ``ts_event`` the
@@ -46,7 +46,8 @@ def _nt() -> Any:
 
 
 def instrument_id(exchange: str, pair: str) -> str:
-    return f"{safe_name(pair, 'pair')}.{safe_name(exchange, 'exchange').upper()}"
+    # nautilus derives account ids "<VENUE>-001" from the venue: no '-' in it.
+    return f"{safe_name(pair, 'pair')}.{safe_name(exchange, 'exchange').upper().replace('-', '_')}"
 
 
 def _currency(code: str) -> Any:

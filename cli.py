@@ -173,7 +173,8 @@ def _render_status(s: dict[str, Any]) -> str:
         lat = v["capture_latency_ms"]
         lines.append(
             f"  {venue}: {'connected' if v['connected'] else 'DISCONNECTED'}  msgs/s {v['messages_per_s']}"
-            f"  samples {v['samples']}  missed {v['missed_ticks']}  resyncs {v['resyncs']}  gaps {v['gaps']}"
+            f"  samples {v['samples']}  missed {v['missed_ticks']}  depth short {v.get('depth_short', 0)}"
+            f"  resyncs {v['resyncs']}  gaps {v['gaps']}"
             f"  reconnects {v['reconnects']}  drops {v['ring_drops']}  restarts {v['restarts']}"
             f"  latency p50/p99/max {lat['p50']}/{lat['p99']}/{lat['max']} ms"
         )
@@ -186,7 +187,8 @@ def _render_status(s: dict[str, Any]) -> str:
         for pair, p in v["pairs"].items():
             lines.append(
                 f"    {pair:<14} {'synced' if p['synced'] else 'NOT SYNCED':<10} samples {p['samples']:<8}"
-                f" missed {p['missed_ticks']:<6} resyncs {p['resyncs']}" + _first_sync_text(p)
+                f" missed {p['missed_ticks']:<6} resyncs {p['resyncs']}"
+                f"  depth short {p.get('depth_short', 0)}" + _first_sync_text(p)
             )
     w = s.get("writer", {})
     if w:

@@ -33,7 +33,9 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connection_age_s: float = 23.5 * 3600
     # Reconnect when nothing (data or ping) arrived for this long.
     stall_timeout_s: float = 30.0
-    snapshot_limit: int = 1000
+    # Levels asked of a REST book snapshot (Binance) or the subscription depth (Kraken); None: the
+    # venue's default (Binance: the deepest its weight table allows for the universe's first sync).
+    snapshot_limit: int | None = None
     # A feed whose delivery delay grows this far above its usual level is reported as lagging.
     lag_alert_s: float = 5.0
     # A REST snapshot request that takes longer than this is abandoned and retried.

@@ -34,6 +34,10 @@ class Snapshot(msgspec.Struct, kw_only=True):
     # True when the book was proven continuous (sequence) and, where the venue has one,
     # checksum-verified at the time of sampling.
     verified: bool = True
+    # True when both sides are shown to the requested depth, or the venue's book is thinner;
+    # False when a side stops short because deeper levels are unknown to the recorder (a REST
+    # snapshot's range outrun, a depth-limited feed). None: stored before the field existed.
+    depth_complete: bool | None = None
     session_id: str = ""
 
 
@@ -56,6 +60,7 @@ class SampledBook(msgspec.Struct, array_like=True):
     exchange_time_ms: int | None
     update_id: int | None
     verified: bool
+    depth_complete: bool | None  # the sampler always knows; None only for a Snapshot that did not
 
     def check(self) -> None:
         """ValueError for a record that is no book (its columns differ in length)."""
@@ -73,6 +78,7 @@ class SampledBook(msgspec.Struct, array_like=True):
             exchange_time_ms=self.exchange_time_ms,
             update_id=self.update_id,
             verified=self.verified,
+            depth_complete=self.depth_complete,
             sequence_number=sequence_number,
             session_id=session_id,
         )
@@ -98,6 +104,7 @@ def ring_record(snap: Snapshot) -> bytes:
             snap.exchange_time_ms,
             snap.update_id,
             snap.verified,
+            snap.depth_complete,
         )
     )
 

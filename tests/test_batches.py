@@ -26,6 +26,7 @@ def _random_snapshots(n: int) -> list[Snapshot]:
                 exchange_time_ms=rng.choice([None, 1_700_000_000_000]),
                 update_id=rng.choice([None, 7, 2**40]),
                 verified=rng.random() < 0.5,
+                depth_complete=rng.random() < 0.5,
                 session_id="s1",
             )
         )
@@ -44,6 +45,7 @@ def _expected_rows(snaps: list[Snapshot]) -> list[dict[str, object]]:
             "exchange_time_ms": s.exchange_time_ms,
             "update_id": s.update_id,
             "verified": s.verified,
+            "depth_complete": s.depth_complete,
             "session_id": s.session_id,
         }
         levels = [("bid", k, lv) for k, lv in enumerate(s.bids)] + [("ask", k, lv) for k, lv in enumerate(s.asks)]

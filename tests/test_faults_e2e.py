@@ -36,7 +36,9 @@ class Capture:
             sim.urls,
             PAIRS,
             self.data,
-            venue_extra={"stall_timeout_s": 3.0, "lag_alert_s": 1.0, "rest_timeout_s": 2.0},
+            # snapshot_limit 1000 (weight 50, not the default 5000's 250): every fault here resyncs
+            # every book, repeatedly, and the REST budget would pace the retries by the minute.
+            venue_extra={"stall_timeout_s": 3.0, "lag_alert_s": 1.0, "rest_timeout_s": 2.0, "snapshot_limit": 1000},
             writer={"rotate_seconds": 2.0},
         )
         self.proc: subprocess.Popen[str] = popen_cli(

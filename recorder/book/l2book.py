@@ -34,7 +34,7 @@ def load_side(side: dict[float, float], keys: list[float], levels: Iterable[Sequ
 
 class L2Book:
     __slots__ = (
-        "_bids", "_asks", "_bid_keys", "_ask_keys", "_bid_floor", "_ask_floor",
+        "_bids", "_asks", "_bid_keys", "_ask_keys", "_bid_floor", "_ask_floor", "feed_depth",
         "update_id", "exchange_time_ms", "receive_time_ms",
     )  # fmt: skip
 
@@ -47,6 +47,9 @@ class L2Book:
         # Beyond it a level may exist that no message ever told us about.
         self._bid_floor: float | None = None
         self._ask_floor: float | None = None
+        # Levels per side a depth-limited feed keeps (Kraken, OKX, Bybit: the subscribed depth);
+        # None: the feed covers the whole book (or a REST snapshot's floor bounds it instead).
+        self.feed_depth: int | None = None
         self.update_id: int | None = None
         self.exchange_time_ms: int | None = None
         self.receive_time_ms: float | None = None
@@ -70,6 +73,18 @@ class L2Book:
         touches them (and the ones it doesn't touch stay unknown)."""
         self._bid_floor = self._bid_keys[0] if bids_truncated and self._bid_keys else None
         self._ask_floor = self._ask_keys[0] if asks_truncated and self._ask_keys else None
+
+    def depth_complete(self, depth: int, bids_shown: int, asks_shown: int) -> bool:
+        """Whether a sample showing ``bids_shown`` / ``asks_shown`` levels (``top_columns(depth)``)
+        is complete to ``depth``: a side that shows fewer is short only when deeper levels are
+        unknown (a snapshot floor cuts it, or a depth-limited feed is full); a genuinely thin book
+        is complete. The sampler calls this only for a side that shows fewer than ``depth``."""
+        fd = self.feed_depth
+        if bids_shown < depth and (self._bid_floor is not None or (fd is not None and len(self._bid_keys) >= fd)):
+            return False
+        return not (
+            asks_shown < depth and (self._ask_floor is not None or (fd is not None and len(self._ask_keys) >= fd))
+        )
 
     def apply(self, bids: WireLevels, asks: WireLevels) -> None:
         """Absolute quantities per level; quantity 0 deletes (deleting an unknown level is normal).

@@ -67,6 +67,11 @@ class ParquetCodec:
 
 def merge_tables(tables: list[pa.Table]) -> pa.Table:
     table = pa.concat_tables(tables, promote_options="default")
+    # A column newer files have and older ones lack (filled with nulls for them) keeps its place
+    # in the newest layout, whichever file of the group comes first.
+    widest = max((t.schema.names for t in tables), key=len, default=[])
+    if set(widest) == set(table.schema.names):
+        table = table.select(widest)
     keys = [(k, "ascending") for k in SORT_KEYS if k in table.schema.names]
     # Arrow's sort is stable: the levels of one snapshot keep their order.
     return table.sort_by(keys)

@@ -26,6 +26,7 @@ SNAPSHOT_COLUMNS = (
     "exchange_time_ms",
     "update_id",
     "verified",
+    "depth_complete",
 )
 SORT_KEYS = [
     ("timestamp_ms", "ascending"),
@@ -53,6 +54,8 @@ class BookSnapshot:
     exchange_time_ms: int | None
     update_id: int | None
     verified: bool
+    # None for snapshots stored before the field existed.
+    depth_complete: bool | None
     session_id: str
 
     @property
@@ -218,5 +221,6 @@ def iter_snapshots(table: pa.Table) -> Iterator[BookSnapshot]:
             exchange_time_ms=cols["exchange_time_ms"][i],
             update_id=cols["update_id"][i],
             verified=cols["verified"][i],
+            depth_complete=cols["depth_complete"][i] if "depth_complete" in cols else None,
             session_id=cols["session_id"][i],
         )

@@ -353,6 +353,7 @@ def _summary(
             "missed_by_cause": dict(sorted(causes.items())),
             "first_stored_tick_ms": coverage.first.get(pair),
             "last_stored_tick_ms": coverage.last.get(pair),
+            "depth_short": int(sc.get(f"depth_short:{pair}")),
         }
     return {
         "venue": opts.venue,
@@ -379,6 +380,7 @@ def _summary(
         "first_tick_ms": ticks[0] if ticks else None,
         "last_tick_ms": ticks[-1] if ticks else None,
         "snapshots_written": int(writer.counters.get("snapshots_written")),
+        "depth_short": int(sc.get("depth_short")),
         "files_written": int(writer.counters.get("files_written")),
         "missed_ticks": sum(missed_total.values()),
         "missed_by_cause": dict(sorted(missed_total.items())),

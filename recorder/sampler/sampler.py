@@ -5,6 +5,10 @@ missed for that pair, with its cause. Ticks before a pair's first sync in a sess
 not misses, but they are counted too, per pair (``warmup:<pair>``), with the tick of that first
 sync (``first_sync_ms:<pair>``): a pair that never syncs must not hide behind "0 missed". Ticks lost
 while the venue process was down are counted by its next incarnation.
+
+A book that shows fewer levels than the depth because deeper ones are unknown
+(``L2Book.depth_complete``) is stored with ``depth_complete`` false and counted as ``depth_short``;
+a connector that can deepen it (``request_depth``) is asked to.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ SAMPLER_FIELDS = [
     "missed_late",
     "missed_crossed",
     "warmup_ticks",
+    "depth_short",  # samples stored with depth_complete false (deeper levels unknown)
     "ring_drops",
     "last_tick_ms",
     *latency_fields("lat"),
@@ -44,7 +49,7 @@ def sampler_pair_fields(pair: str) -> list[str]:
     # pair the full ring refused.
     fields = [f"samples:{pair}", f"missed:{pair}", f"ever_synced:{pair}", f"checksum_failures:{pair}", f"drops:{pair}"]
     # Warm-up: ticks before the pair's first sync, and that first synced tick (epoch ms; 0 = not yet).
-    return fields + [f"warmup:{pair}", f"first_sync_ms:{pair}"]
+    return fields + [f"warmup:{pair}", f"first_sync_ms:{pair}", f"depth_short:{pair}"]
 
 
 class Ring(Protocol):
@@ -72,7 +77,10 @@ class Sampler:
         self.misslog = MissLog(exchange, interval_ms, counters, misslog_path)
         # Per-tick work runs for every pair: counter slots are looked up once, here.
         self._values = counters.values
-        self._slot = {f: counters.slot(f) for f in ("ticks", "samples", "last_tick_ms", "warmup_ticks", "ring_drops")}
+        self._slot = {
+            f: counters.slot(f)
+            for f in ("ticks", "samples", "last_tick_ms", "warmup_ticks", "ring_drops", "depth_short")
+        }
         self._pair_slots = [
             (
                 pair,
@@ -82,6 +90,10 @@ class Sampler:
             )
             for pair in self.pairs
         ]
+        self._short_slot = {pair: counters.slot(f"depth_short:{pair}") for pair in self.pairs}
+        # A connector that can deepen a book (Binance: a fresh REST snapshot) is told when one
+        # shows fewer levels than sampled because deeper ones are unknown; it paces the requests.
+        self._request_depth = getattr(connector, "request_depth", None)
         self._push_many = getattr(ring, "push_many", None) or self._push_each
         self._lat = LatencyHistogram(counters, "lat")
         self._jit = LatencyHistogram(counters, "jit")
@@ -128,6 +140,7 @@ class Sampler:
         exchange = self.exchange
         payloads: list[bytes] = []
         sampled: list[tuple[str, int]] = []
+        short: list[tuple[int, str]] = []  # (index in sampled, pair) of books short of depth
         for pair, samples_slot, ever_slot, warmup_slot in self._pair_slots:
             book = book_of(pair)
             if book is None:
@@ -148,6 +161,11 @@ class Sampler:
                 values[ever_slot] = 1.0
                 # The first tick this pair's book was synced at (in this run): its warm-up ends here.
                 self.counters.set(f"first_sync_ms:{pair}", tick_ms)
+            complete = True
+            if len(bid_px) < depth or len(ask_px) < depth:  # rare: the book's method only then
+                complete = book.depth_complete(depth, len(bid_px), len(ask_px))
+                if not complete:
+                    short.append((len(sampled), pair))
             latency = None
             received, exchange_ms = book.receive_time_ms, book.exchange_time_ms
             if received is not None and exchange_ms is not None:
@@ -168,6 +186,7 @@ class Sampler:
                         exchange_ms,
                         book.update_id,
                         True,
+                        complete,
                     )
                 )
             )
@@ -180,11 +199,22 @@ class Sampler:
         for pair, samples_slot in sampled[:pushed]:
             values[samples_slot] += 1.0
             hit(pair)
+        if short:
+            self._count_short(short, pushed)
         if pushed < len(sampled):
             values[slot["ring_drops"]] += len(sampled) - pushed
             for pair, _ in sampled[pushed:]:
                 self.misslog.miss(pair, tick_ms, 1, "drop")
                 self.counters.incr(f"drops:{pair}")
+
+    def _count_short(self, short: list[tuple[int, str]], pushed: int) -> None:
+        values, request = self._values, self._request_depth
+        for i, pair in short:
+            if i < pushed:  # stored (a dropped record is counted as a drop, not as short)
+                values[self._slot["depth_short"]] += 1.0
+                values[self._short_slot[pair]] += 1.0
+            if request is not None:
+                request(pair)
 
     def _push_each(self, payloads: list[bytes]) -> int:
         for i, payload in enumerate(payloads):

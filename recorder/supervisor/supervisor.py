@@ -530,6 +530,7 @@ class Supervisor:
                 "reconnects",
                 "gaps",
                 "missed_ticks",
+                "depth_short",
                 "ring_drops",
                 "samples",
                 "warmup_ticks",
@@ -586,6 +587,7 @@ class Supervisor:
                     cause: int(v[f"missed_{cause}"]) for cause in ("not_synced", "restart", "late", "crossed")
                 },
                 "warmup_ticks": int(v["warmup_ticks"]),
+                "depth_short": int(v["depth_short"]),
                 "pairs_never_synced": sum(1 for pair in vc.pairs if not v[f"first_sync_ms:{pair}"]),
                 "ring_drops": int(v["ring_drops"]),
                 "ring_used_bytes": ring.used_bytes,
@@ -599,6 +601,7 @@ class Supervisor:
                         "resyncs": int(v[f"resyncs:{pair}"]),
                         "gaps": int(v[f"gaps:{pair}"]),
                         "checksums_failed": int(v[f"checksum_failures:{pair}"]),
+                        "depth_short": int(v[f"depth_short:{pair}"]),
                         **_warmup_status(v, pair, child.first_started_at if child else 0.0),
                         "ring_drops": int(v[f"drops:{pair}"]),
                     }

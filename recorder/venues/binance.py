@@ -59,6 +59,11 @@ URL_STREAMS_CHARS = 2000
 QUEUED_BUFFERED_DIFFS = 100
 # Once its request is on the wire the snapshot may come back late (slow venue): keep more.
 MAX_BUFFERED_DIFFS = 10_000
+# A live book whose known depth fell below the sampling depth gets a deeper snapshot (the sampler
+# asks): at most one pending per book, the next no sooner than this after the last came back, and
+# all of them together within this share of the REST budget (the rest stays free for resyncs).
+REFETCH_SPACING_S = 10.0
+REFETCH_BUDGET_SHARE = 0.5
 
 log = logging.getLogger("recorder.venues.binance")
 
@@ -248,12 +253,76 @@ class BookSync:
         self.snapshot_limit: int | None = None
         self.gap_after: int | None = None  # the book id a diff broke the chain after (for the log)
         self.keep = QUEUED_BUFFERED_DIFFS  # raised while a snapshot request is in flight
+        # A deeper snapshot fetched while the book stays live and sampled (``begin_refetch``): the
+        # diffs applied since its request went out, replayed over it (None: no refetch running).
+        self.since_refetch: list[tuple[DepthEvent, float]] | None = None
+        self._refetch_from = 0  # the book id when the request went out
+        self._refetched: DepthSnapshot | None = None  # newer than the book: waits for its diffs
 
     def reset(self) -> None:
         self.synced = False
         self.buffer.clear()
         self.book.clear()
         self._straddle_next = False
+        self.end_refetch()
+
+    # -- deepening a live book (its known depth fell below the sampling depth) ------------------
+
+    def begin_refetch(self) -> None:
+        """The request of a fresh snapshot for this live book went on the wire."""
+        if self.synced and self.book.update_id is not None:
+            self.since_refetch = []
+            self._refetch_from = self.book.update_id
+            self._refetched = None
+
+    def end_refetch(self) -> None:
+        self.since_refetch = self._refetched = None
+
+    def on_refetch(self, snap: DepthSnapshot) -> Outcome:
+        """A fresh snapshot of a live book: SYNCED (the book is rebuilt on it, as deep as it goes),
+        BUFFERED (newer than the book: rebuilt once the diffs reach it), or STALE/IGNORED."""
+        if not self.synced or self.since_refetch is None:
+            self.end_refetch()
+            return Outcome.IGNORED
+        if snap.lastUpdateId < self._refetch_from:
+            self.end_refetch()  # older than the book was when we asked: the diffs between are gone
+            return Outcome.STALE
+        book_id = self.book.update_id
+        assert book_id is not None
+        if snap.lastUpdateId > book_id:
+            self._refetched = snap
+            return Outcome.BUFFERED
+        return Outcome.SYNCED if self._rebase(snap) else Outcome.STALE
+
+    def _log_applied(self, ev: DepthEvent, recv_ms: float) -> None:
+        log_ = self.since_refetch
+        assert log_ is not None
+        log_.append((ev, recv_ms))
+        if len(log_) > MAX_BUFFERED_DIFFS:
+            self.end_refetch()  # the snapshot is too late to catch up with: the connector asks again
+        elif self._refetched is not None and ev.u >= self._refetched.lastUpdateId:
+            self._rebase(self._refetched)
+
+    def _rebase(self, snap: DepthSnapshot) -> bool:
+        """Rebuild the book on ``snap`` plus the diffs applied since it was asked for (the live
+        book is replaced only once the rebuilt one has reached the same update id)."""
+        last = snap.lastUpdateId
+        kept = [ev for ev, _ in self.since_refetch or () if ev.u > last]
+        self.end_refetch()
+        if kept and self._prev_id(kept[0]) > last:
+            return False  # the snapshot does not join the chain (never seen; Binance would be wrong)
+        book = type(self.book)()
+        book.load(snap.bids, snap.asks, last)
+        limit = self.snapshot_limit
+        book.bound_to_snapshot(limit is None or len(snap.bids) >= limit, limit is None or len(snap.asks) >= limit)
+        for ev in kept:  # contiguous: they were applied to the live book under the chain rule
+            book.apply(ev.b, ev.a)
+        book.update_id = kept[-1].u if kept else last
+        if book.update_id != self.book.update_id:
+            return False
+        book.exchange_time_ms, book.receive_time_ms = self.book.exchange_time_ms, self.book.receive_time_ms
+        self.book = book
+        return True
 
     def on_diff(self, ev: DepthEvent, recv_ms: float) -> Outcome:
         if not self.synced:
@@ -288,6 +357,8 @@ class BookSync:
         book.exchange_time_ms = ev.E
         book.receive_time_ms = recv_ms
         self._straddle_next = False
+        if self.since_refetch is not None:
+            self._log_applied(ev, recv_ms)
         return Outcome.APPLIED
 
     def on_snapshot(self, snap: DepthSnapshot) -> Outcome:
@@ -470,7 +541,35 @@ class BinanceFeed:
             sync.keep = MAX_BUFFERED_DIFFS if in_flight else QUEUED_BUFFERED_DIFFS
 
     def buffered_diffs(self) -> int:
-        return sum(len(s.buffer) for s in self.syncs.values())
+        return sum(len(s.buffer) + len(s.since_refetch or ()) for s in self.syncs.values())
+
+    def begin_refetch(self, pair: str) -> None:
+        """A deeper snapshot of the live book of ``pair`` was asked for (its request is on the wire)."""
+        sync = self.syncs.get(pair)
+        if sync is not None:
+            sync.begin_refetch()
+
+    def on_refetch(self, pair: str, snap: DepthSnapshot) -> Outcome:
+        """The deeper snapshot came back (see ``BookSync.on_refetch``)."""
+        sync = self.syncs.get(pair)
+        if sync is None:
+            return Outcome.IGNORED
+        self.stats.kind("rest_snapshot")
+        outcome = sync.on_refetch(snap)
+        if outcome is Outcome.SYNCED:
+            self.stats.pair(pair, "refetches")
+            self.log.info("event=book_deepened venue=%s pair=%s update_id=%s", self.venue, pair, sync.book.update_id)
+        return outcome
+
+    def refetching(self, pair: str) -> bool:
+        """A deeper snapshot of ``pair`` is asked for or waits for the book to catch up with it."""
+        sync = self.syncs.get(pair)
+        return sync is not None and sync.since_refetch is not None
+
+    def end_refetch(self, pair: str) -> None:
+        sync = self.syncs.get(pair)
+        if sync is not None:
+            sync.end_refetch()
 
     def reset(self) -> None:
         """The socket is gone: every book is unknown."""
@@ -505,7 +604,7 @@ class _Connection:
     def __init__(self, connector: BinanceConnector, pairs: list[str]) -> None:
         self.connector = connector
         self.feed: BinanceFeed = connector.feed_class(
-            pairs, connector.counters, snapshot_limit=connector.cfg.snapshot_limit
+            pairs, connector.counters, snapshot_limit=connector.snapshot_limit
         )
         self.transport: WSTransport | None = None
         self.closed = asyncio.Event()
@@ -513,6 +612,7 @@ class _Connection:
         self.last_frame_s = time.monotonic()
         self.close_code: object = None
         self._fetching: set[str] = set()
+        self._deepened_at: dict[str, float] = {}  # pair -> when its last deeper snapshot came back
         self._tasks: set[asyncio.Task[None]] = set()
         self._request_id = 0
         self.max_age_s = connector.cfg.max_connection_age_s
@@ -584,6 +684,36 @@ class _Connection:
 
     def malformed(self, what: str, size: int) -> None:
         self.feed.malformed(what, size)
+
+    def request_depth(self, pair: str) -> bool:
+        """Fetch a deeper snapshot for the live book of ``pair`` unless one is under way, the last
+        came back less than ``REFETCH_SPACING_S`` ago, or its resync is running; True if asked."""
+        c, feed = self.connector, self.feed
+        if pair in self._fetching or self.closed.is_set() or not feed.synced(pair) or feed.refetching(pair):
+            return False
+        if pair in c.deepening or time.monotonic() - self._deepened_at.get(pair, -1e9) < REFETCH_SPACING_S:
+            return False
+        if not c.refetch_affordable():
+            return False
+        c.deepening.add(pair)
+        task = asyncio.get_running_loop().create_task(self._deepen(pair))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _deepen(self, pair: str) -> None:
+        c, feed = self.connector, self.feed
+        outcome = Outcome.IGNORED
+        try:
+            # Behind every resync (the limiter's background tier): the book is sampled meanwhile.
+            snap = await c.fetch_snapshot(pair, on_sent=lambda: feed.begin_refetch(pair), background=True)
+            if snap is not None:
+                outcome = feed.on_refetch(pair, snap)
+        finally:
+            if outcome is not Outcome.BUFFERED:
+                feed.end_refetch(pair)
+            c.deepening.discard(pair)
+            self._deepened_at[pair] = time.monotonic()
 
     def _ensure_fetch(self, pair: str) -> None:
         if pair in self._fetching or self.closed.is_set():
@@ -690,6 +820,8 @@ class BinanceConnector:
         self._throttle = LogThrottle(log)
         self._closing = False
         self._http: aiohttp.ClientSession | None = None
+        self.snapshot_limit = cfg.snapshot_limit or self.limits.default_snapshot_limit(len(self.pairs))
+        self.deepening: set[str] = set()  # pairs whose deeper snapshot is asked for
 
     @classmethod
     def declared_limits(cls, weight_per_min: int | None = None) -> VenueLimits:
@@ -711,6 +843,24 @@ class BinanceConnector:
                 if book is not None:
                     return book
         return None
+
+    def request_depth(self, pair: str) -> None:
+        """The sampler stored the book of ``pair`` short of the depth (levels past its snapshot's
+        range are unknown): fetch a deeper snapshot, paced per book and within the REST budget."""
+        slot = self._slot_of.get(pair)
+        if slot is None:
+            return
+        for conn in slot.connections():
+            if conn is not None and not conn.closed.is_set() and conn.feed.book(pair) is not None:
+                conn.request_depth(pair)
+                return
+
+    def refetch_affordable(self) -> bool:
+        """Deeper snapshots take at most ``REFETCH_BUDGET_SHARE`` of the REST budget (counting the
+        ones already waiting), so resyncs always find room."""
+        weight = self.snapshot_weight(self.snapshot_limit)
+        share = self.limiter.budget * REFETCH_BUDGET_SHARE
+        return self.limiter.used() + weight * (len(self.deepening) + 1) <= share
 
     def request_resync(self, pair: str, reason: str) -> None:
         log.warning("event=resync_requested venue=%s pair=%s reason=%s", self.venue, pair, reason)
@@ -835,7 +985,7 @@ class BinanceConnector:
     def _sync_budget_s(self, pairs: int) -> float:
         """How long syncing ``pairs`` books may take within the REST budget (plus slack)."""
         lim = self.limits
-        weight = pairs * self.snapshot_weight(self.cfg.snapshot_limit)
+        weight = pairs * self.snapshot_weight(self.snapshot_limit)
         per_s = max(1.0, lim.rest_weight_limit * lim.rest_safety / lim.rest_window_s)
         return 120.0 + 2.0 * weight / per_s
 
@@ -929,12 +1079,15 @@ class BinanceConnector:
             return None
         return body
 
-    async def fetch_snapshot(self, pair: str, on_sent: Callable[[], None] | None = None) -> DepthSnapshot | None:
-        limit = self.cfg.snapshot_limit
+    async def fetch_snapshot(
+        self, pair: str, on_sent: Callable[[], None] | None = None, background: bool | None = None
+    ) -> DepthSnapshot | None:
+        limit = self.snapshot_limit
         params = {"symbol": self.feed_class.symbol_for(pair), "limit": str(limit)}
         # A pair another connection still samples (a planned reconnect warming up) can wait
         # behind pairs that are missing ticks right now.
-        background = self.book(pair) is not None
+        if background is None:
+            background = self.book(pair) is not None
         body = await self._rest_get(self.depth_path, params, self.snapshot_weight(limit), pair, background, on_sent)
         if body is None:
             return None
@@ -1022,6 +1175,14 @@ def list_pairs(
         except NameError_:
             log.warning("event=pair_skipped venue=%s symbol=%s reason=unusable name", VENUE, s.symbol)
     return out
+
+
+def check_config(cfg: VenueConfig, limits: VenueLimits = LIMITS) -> None:
+    """Settings the venue would refuse (config validation calls it before anything starts)."""
+    if cfg.snapshot_limit is not None:
+        error = limits.snapshot_limit_error(cfg.snapshot_limit)
+        if error is not None:
+            raise ValueError(error)
 
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:

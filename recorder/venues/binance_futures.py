@@ -14,8 +14,10 @@ from collections.abc import Iterable
 
 import msgspec
 
+from recorder.config import VenueConfig
 from recorder.venues import binance
 from recorder.venues.binance import BinanceConnector, BinanceFeed, DepthEvent, unlisted_pairs
+from recorder.venues.limits import BINANCE_FUTURES
 
 VENUE = "binance-futures"
 # Depth streams live on the /public route since the 2026 URL split (see venue-protocols.md).
@@ -84,6 +86,10 @@ class BinanceFuturesConnector(BinanceConnector):
     rest_weight_per_min = REST_WEIGHT_PER_MIN
     max_streams = MAX_STREAMS_PER_CONNECTION
     snapshot_weight = staticmethod(snapshot_weight)
+
+
+def check_config(cfg: VenueConfig) -> None:
+    binance.check_config(cfg, BINANCE_FUTURES)
 
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:

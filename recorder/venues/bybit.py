@@ -191,6 +191,8 @@ class BybitFeed(FloatSnapshotFeed):
         if kind == "snapshot":
             if st.synced:
                 stats.pair(st.pair, "snapshot_resets")
+            # orderbook.<depth>: levels past the topic's depth are unknown to the recorder.
+            st.book.feed_depth = int(parts[1]) if parts[1].isdigit() else None
             self._load(st, data, msg.ts, recv_ms)
             return
         if not st.synced:

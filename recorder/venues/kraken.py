@@ -328,6 +328,7 @@ class KrakenFeed(SnapshotFeed):
             self.stats.pair(st.pair, "updates")
         book.apply(bids, asks)
         book.truncate(st.depth)
+        book.feed_depth = st.depth  # deeper levels are unknown: a full side may be cut short
         if ts_us is not None:
             book.update_id = ts_us
             book.exchange_time_ms = ts_us // 1000
@@ -355,7 +356,7 @@ class KrakenConnector(SubscribedConnector):
             raise ValueError(f"at most {MAX_SYMBOLS_PER_CONNECTION} pairs per Kraken connection")
         super().__init__(cfg, pairs, shared)
         # ``snapshot_limit`` is the number of levels asked of the venue (Kraken: subscription depth).
-        self.depth = subscription_depth(cfg.snapshot_limit)
+        self.depth = subscription_depth(cfg.snapshot_limit or 1000)
         self._req_ids = itertools.count(1)
 
     def new_feed(self) -> KrakenFeed:
@@ -401,7 +402,7 @@ def check_config(cfg: VenueConfig) -> None:
         raise ValueError(f"Kraken has one book channel ('book'), not {cfg.channel!r}")
     if len(cfg.pairs) > MAX_SYMBOLS_PER_CONNECTION:
         raise ValueError(f"at most {MAX_SYMBOLS_PER_CONNECTION} pairs per Kraken connection")
-    if cfg.snapshot_limit < 1:
+    if cfg.snapshot_limit is not None and cfg.snapshot_limit < 1:
         raise ValueError(f"snapshot_limit must be positive, not {cfg.snapshot_limit}")
 
 

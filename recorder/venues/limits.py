@@ -32,6 +32,30 @@ class VenueLimits:
     max_connection_age_s: float | None
     # Part of the REST budget we allow ourselves: others (another tool, a human) share the IP.
     rest_safety: float = 0.8
+    # REST snapshot depths the venue accepts (empty: any from 1 to the last weight bound).
+    snapshot_limits: tuple[int, ...] = ()
+
+    def snapshot_limit_error(self, limit: int) -> str | None:
+        """Why the venue would refuse a snapshot ``limit`` (None: it accepts it)."""
+        if self.snapshot_limits:
+            if limit in self.snapshot_limits:
+                return None
+            return f"snapshot_limit {limit} is not one the venue accepts: {', '.join(map(str, self.snapshot_limits))}"
+        top = self.snapshot_weights[-1][0]
+        return None if 1 <= limit <= top else f"snapshot_limit {limit} is out of the venue's range: 1 to {top}"
+
+    def default_snapshot_limit(self, pairs: int) -> int:
+        """The deepest snapshot whose first sync of ``pairs`` books fits in two windows of budget.
+
+        A deep snapshot covers a range the price takes long to outrun (fewer refetches, fewer
+        samples short of the depth); a universe takes the depth its budget allows, so that its
+        first sync still takes minutes, not an hour."""
+        budget = 2 * self.rest_weight_limit * self.rest_safety
+        bounds = self.snapshot_limits or tuple(b for b, _ in self.snapshot_weights)
+        for limit in sorted(bounds, reverse=True):
+            if max(1, pairs) * self.snapshot_weight(limit) <= budget:
+                return limit
+        return min(bounds)
 
     def snapshot_weight(self, depth: int) -> int:
         if not self.snapshot_weights:
@@ -67,6 +91,7 @@ BINANCE_FUTURES = VenueLimits(
     connections_per_ip=300,
     connection_attempts_per_5min=300,
     max_connection_age_s=24 * 3600.0,
+    snapshot_limits=(5, 10, 20, 50, 100, 500, 1000),  # GET /fapi/v1/depth refuses any other
 )
 
 # Advanced Trade (docs.cdp.coinbase.com .../websocket-rate-limits, .../rest-api-rate-limits).

@@ -38,6 +38,8 @@ DEFAULT_CHANNEL = "books"
 INCREMENTAL_CHANNELS = ("books", "books-l2-tbt", "books50-l2-tbt")
 REPLACE_CHANNELS = ("books5", "bbo-tbt")
 CHANNELS = INCREMENTAL_CHANNELS + REPLACE_CHANNELS
+# Levels per side each channel carries: deeper ones are unknown to the recorder.
+CHANNEL_DEPTH = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50, "books5": 5, "bbo-tbt": 1}
 CHECKSUM_LEVELS = 25
 # OKX asks for fewer than 30 deep-book channels per connection (limits.py).
 MAX_BOOKS_PER_CONNECTION = LIMITS.streams_per_connection
@@ -175,6 +177,8 @@ class OkxFeed(SnapshotFeed):
             self.stats.kind("other")  # tickers, trades, ...: not ours
             return
         st = self._state(pair_for(arg.instId), 0)
+        if st is not None:
+            st.book.feed_depth = CHANNEL_DEPTH[channel]
         if channel in REPLACE_CHANNELS:
             self.stats.kind("snapshot")
             for item in _book_data.decode(env.data):

@@ -39,6 +39,8 @@ SCHEMA = pa.schema(
         pa.field("exchange_time_ms", pa.int64()),
         pa.field("update_id", pa.int64()),
         pa.field("verified", pa.bool_(), nullable=False),
+        # Null in files written before the field existed (readers fill it so for them).
+        pa.field("depth_complete", pa.bool_()),
         pa.field("session_id", pa.string(), nullable=False),
     ]
 )
@@ -70,6 +72,7 @@ def long_form_batch(
     exchange_time_ms: list[int | None],
     update_id: list[int | None],
     verified: list[bool],
+    depth_complete: list[bool | None],
     session_id: list[str],
 ) -> pa.RecordBatch:
     """Long-form record batch, rows in input order: each book's bids (best first), then asks.
@@ -117,6 +120,7 @@ def long_form_batch(
         per_book(exchange_time_ms, pa.int64()),
         per_book(update_id, pa.int64()),
         per_book(verified, pa.bool_()),
+        per_book(depth_complete, pa.bool_()),
         per_book(session_id, pa.string()),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
@@ -143,6 +147,7 @@ def snapshots_to_batch(snaps: Sequence[Snapshot]) -> pa.RecordBatch:
         [s.exchange_time_ms for s in snaps],
         [s.update_id for s in snaps],
         [s.verified for s in snaps],
+        [s.depth_complete for s in snaps],
         [s.session_id for s in snaps],
     )
 
@@ -159,6 +164,7 @@ def sampled_to_batch(books: Sequence[SampledBook], sequence_numbers: list[int], 
         [b.exchange_time_ms for b in books],
         [b.update_id for b in books],
         [b.verified for b in books],
+        [b.depth_complete for b in books],
         [session_id] * len(books),
     )
 

@@ -346,9 +346,9 @@ def test_bad_arguments_are_one_line_errors(replayed: Path, tmp_path: Path) -> No
     res = run_cli("export", "--to", "tardis", "--data-dir", str(tmp_path / "missing"), "--out", str(out))
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("Error: no data directory")
     # An export never overwrites an earlier one unless told to.
-    _export(replayed, "hftbacktest", out, "--exchanges", "binance")
+    _export(replayed, "tardis", out, "--exchanges", "binance")
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    res = run_cli("export", "--to", "hftbacktest", "--data-dir", str(replayed), "--out", str(out))
+    res = run_cli("export", "--to", "tardis", "--data-dir", str(replayed), "--out", str(out))
     assert res.returncode == 2 and "exists: choose another --out or pass --overwrite" in res.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     (tmp_path / "file").write_text("x")

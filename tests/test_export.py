@@ -354,3 +354,79 @@ def test_bad_arguments_are_one_line_errors(replayed: Path, tmp_path: Path) -> No
     (tmp_path / "file").write_text("x")
     res = run_cli("export", "--to", "tardis", "--data-dir", str(replayed), "--out", str(tmp_path / "file"))
     assert res.returncode == 2 and "is not a directory" in res.stderr
+
+
+# -- trades, through the dataset's trades() reader ------------------------------------------------
+
+
+def test_trades_are_exported_when_the_dataset_has_them(
+    replayed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exporters read trades through ``Dataset.trades(**selection)`` (the trades dataset's
+    reader: one row per trade, µs ``exchange_time`` / ``local_time``); stand one in here."""
+    import pyarrow as pa
+
+    from recorder.dataset.reader import Dataset
+    from recorder.export import export
+
+    snaps = _ours(replayed)[("binance", "NKN-USDT")]
+    t0 = snaps[3].timestamp_ms * 1000 + 250  # µs
+    us = pa.timestamp("us", tz="UTC")
+    stored = pa.table(
+        {
+            "exchange": ["binance"] * 3,
+            "pair": ["NKN-USDT"] * 3,
+            "trade_id": ["101", "102", "103"],
+            "price": [0.4312, 0.4311, 0.4313],
+            "quantity": [12.0, 3.5, 40.0],
+            "side": ["buy", "sell", "buy"],
+            "exchange_time": pa.array([t0 - 900, t0 + 1_000, None], us),
+            "local_time": pa.array([t0, t0 + 2_000, t0 + 300_000], us),
+            "session_id": ["s"] * 3,
+            "sequence_number": [0, 1, 2],
+        }
+    )
+
+    def trades(self: Dataset, **select: object) -> pa.Table:
+        sel = self.selection(**select)
+        local_ms = [v // 1000 for v in stored["local_time"].cast(pa.int64()).to_pylist()]
+        keep = [
+            (sel.pairs is None or p in sel.pairs)
+            and (sel.start_ms is None or t >= sel.start_ms)
+            and (sel.end_ms is None or t < sel.end_ms)
+            for p, t in zip(stored["pair"].to_pylist(), local_ms, strict=True)
+        ]
+        return stored.filter(pa.array(keep))
+
+    monkeypatch.setattr(Dataset, "trades", trades, raising=False)
+    res = export(replayed, to="tardis", out=tmp_path / "tardis", exchanges="binance", pairs="NKN-USDT", depth=5)
+    assert res.counts["trades"] == 3
+    with gzip.open(tmp_path / "tardis" / "binance_trades_2021-10-12_NKNUSDT.csv.gz", "rt", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
+    assert rows[1:] == [
+        ["binance", "NKNUSDT", str(t0 - 900), str(t0), "101", "buy", "0.4312", "12"],
+        ["binance", "NKNUSDT", str(t0 + 1_000), str(t0 + 2_000), "102", "sell", "0.4311", "3.5"],
+        ["binance", "NKNUSDT", str(t0 + 300_000), str(t0 + 300_000), "103", "buy", "0.4313", "40"],  # no venue time
+    ]
+    hbt = pytest.importorskip("hftbacktest")
+    res = export(replayed, to="hftbacktest", out=tmp_path / "hbt", exchanges="binance", pairs="NKN-USDT")
+    assert res.counts["trades"] == 3
+    events = np.load(tmp_path / "hbt" / "binance_NKN-USDT_2021-10-12.npz")["data"]
+    tr = events[((events["ev"] & 0xFF) == hbt.TRADE_EVENT) & ((events["ev"] & hbt.LOCAL_EVENT) != 0)]
+    assert tr["local_ts"].tolist() == [t0 * 1000, (t0 + 2_000) * 1000, (t0 + 300_000) * 1000]
+    assert tr["px"].tolist() == [0.4312, 0.4311, 0.4313] and tr["qty"].tolist() == [12.0, 3.5, 40.0]
+    sides = [(e & hbt.BUY_EVENT) != 0 for e in tr["ev"].tolist()]
+    assert sides == [True, False, True]
+    pytest.importorskip("nautilus_trader")
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    res = export(replayed, to="nautilus", out=tmp_path / "catalog", exchanges="binance", pairs="NKN-USDT")
+    ticks = ParquetDataCatalog(str(tmp_path / "catalog")).trade_ticks(instrument_ids=["NKN-USDT.BINANCE"])
+    got = [(t.ts_init, t.ts_event, str(t.trade_id), t.price.as_double(), t.size.as_double()) for t in ticks]
+    assert got == [
+        (t0 * 1000, (t0 - 900) * 1000, "101", 0.4312, 12.0),
+        ((t0 + 2_000) * 1000, (t0 + 1_000) * 1000, "102", 0.4311, 3.5),
+        ((t0 + 300_000) * 1000, (t0 + 300_000) * 1000, "103", 0.4313, 40.0),
+    ]
+    assert [t.aggressor_side.name for t in ticks] == ["BUYER", "SELLER", "BUYER"]

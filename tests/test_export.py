@@ -169,6 +169,16 @@ def test_hftbacktest_negative_latency_is_corrected_as_its_tools_do(tmp_path: Pat
     local = events[(events["ev"] & hbt.LOCAL_EVENT) != 0]
     assert sorted(set(local["local_ts"].tolist())) == [(t0 + 1000 * i + 30) * 1_000_000 for i in range(3)]
     assert (local["local_ts"] >= local["exch_ts"]).all()
+    # What hftbacktest's correct_event_order makes of these events (flags stripped) is the file.
+    from hftbacktest.data import correct_event_order
+
+    bare = np.zeros(len(events), hbt.types.event_dtype)  # aligned, as hftbacktest builds them
+    bare[:] = events
+    bare["ev"] &= ~np.uint64(hbt.EXCH_EVENT | hbt.LOCAL_EVENT)
+    redone = correct_event_order(
+        bare, np.argsort(bare["exch_ts"], kind="mergesort"), np.argsort(bare["local_ts"], kind="mergesort")
+    )
+    assert np.array_equal(redone, events)
     doc = json.loads((tmp_path / "out" / "instruments.json").read_text())
     assert doc["local_ts_shift_ns"] == {"binance_BTC-USDT_2025-12-02.npz": 30_000_000}
 
@@ -430,3 +440,65 @@ def test_trades_are_exported_when_the_dataset_has_them(
         ((t0 + 300_000) * 1000, (t0 + 300_000) * 1000, "103", 0.4313, 40.0),
     ]
     assert [t.aggressor_side.name for t in ticks] == ["BUYER", "SELLER", "BUYER"]
+
+
+# -- days, formats ---------------------------------------------------------------------------------
+
+
+def _hbt_book(bt, tick: float, flag: int) -> list[tuple[int, float]]:  # type: ignore[no-untyped-def]
+    depth = bt.depth(0)
+    raw = depth.snapshot()
+    book = raw.copy()
+    depth.snapshot_free(raw)
+    got = book[(book["ev"] & flag) != 0]
+    return sorted(zip(np.round(got["px"] / tick).astype(np.int64).tolist(), got["qty"].tolist(), strict=True))
+
+
+def test_days_follow_each_other_and_jsonl_exports_as_parquet(tmp_path: Path) -> None:
+    """Two days in two files, loaded one after the other: the book stays exactly ours across
+    midnight (the clear state carries over), also after the price jumps far (every 100 steps).
+    The same data read from JSONL exports byte for byte as from Parquet."""
+    import shutil
+
+    from recorder.dataset import to_ms
+    from tests.month_data import write_month
+
+    data = tmp_path / "data"
+    write_month(data, to_ms("2025-12-01"), days=2, step_ms=600_000)
+    snaps = list(open_dataset(data).snapshots(pairs="BTC-USDT"))
+    _export(data, "tardis", tmp_path / "from-parquet")
+    shutil.rmtree(data / "parquet")
+    _export(data, "tardis", tmp_path / "from-jsonl")
+    names = sorted(p.name for p in (tmp_path / "from-parquet").iterdir())
+    assert len(names) == 2 * 2 * 2  # pairs x days x (book_snapshot_25, quotes)
+    assert names == sorted(p.name for p in (tmp_path / "from-jsonl").iterdir())
+    for name in names:
+        a = gzip.decompress((tmp_path / "from-parquet" / name).read_bytes())
+        assert a == gzip.decompress((tmp_path / "from-jsonl" / name).read_bytes()), name
+    hbt = pytest.importorskip("hftbacktest")
+    _export(data, "hftbacktest", tmp_path / "hbt", "--pairs", "BTC-USDT")
+    files = sorted(str(p) for p in (tmp_path / "hbt").glob("*.npz"))
+    assert [Path(f).name for f in files] == ["binance_BTC-USDT_2025-12-01.npz", "binance_BTC-USDT_2025-12-02.npz"]
+    asset = (
+        hbt.BacktestAsset()
+        .data(files)
+        .linear_asset(1.0)
+        .constant_order_latency(0, 0)
+        .risk_adverse_queue_model()
+        .no_partial_fill_exchange()
+        .trading_value_fee_model(0.0, 0.0)
+        .tick_size(0.01)
+        .lot_size(0.01)
+        .last_trades_capacity(0)
+    )
+    bt = hbt.HashMapMarketDepthBacktest([asset])
+    bt.elapse(0)
+    midnight = next(i for i, s in enumerate(snaps) if s.timestamp.startswith("2025-12-02"))
+    jump = next(i for i in range(1, len(snaps)) if snaps[i].best_bid < snaps[i - 1].best_bid - 50)
+    for k in sorted({jump - 1, jump, midnight - 1, midnight, midnight + 1, len(snaps) - 2}):
+        target = (snaps[k].timestamp_ms + snaps[k + 1].timestamp_ms) * 500_000
+        bt.elapse(target - bt.current_timestamp)
+        for flag, side in ((hbt.BUY_EVENT, snaps[k].bids), (hbt.SELL_EVENT, snaps[k].asks)):
+            want = sorted(zip(np.round(side[:, 0] / 0.01).astype(np.int64).tolist(), side[:, 1].tolist(), strict=True))
+            assert _hbt_book(bt, 0.01, flag) == want, k
+    bt.close()

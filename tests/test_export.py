@@ -502,3 +502,54 @@ def test_days_follow_each_other_and_jsonl_exports_as_parquet(tmp_path: Path) -> 
             want = sorted(zip(np.round(side[:, 0] / 0.01).astype(np.int64).tolist(), side[:, 1].tolist(), strict=True))
             assert _hbt_book(bt, 0.01, flag) == want, k
     bt.close()
+
+
+def test_quotes_dataset_replaces_tops_of_snapshots(
+    replayed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a quotes dataset (``Dataset.quotes(**selection)``), tardis ``quotes`` and nautilus
+    ``QuoteTick`` come from it, not from the snapshots' tops; a side missing is an empty cell
+    (tardis) or no tick (nautilus needs both sides)."""
+    import pyarrow as pa
+
+    from recorder.dataset.reader import Dataset
+    from recorder.export import export
+
+    t0 = _ours(replayed)[("binance", "NKN-USDT")][2].timestamp_ms * 1000 + 7
+    us = pa.timestamp("us", tz="UTC")
+    stored = pa.table(
+        {
+            "exchange": ["binance"] * 2,
+            "pair": ["NKN-USDT"] * 2,
+            "bid_price": [0.431, None],
+            "bid_qty": [5.0, None],
+            "ask_price": [0.4315, 0.4316],
+            "ask_qty": [7.5, 1.0],
+            "exchange_time": pa.array([t0 - 40, t0 + 60], us),
+            "local_time": pa.array([t0, t0 + 90], us),
+            "update_id": [1, 2],
+            "session_id": ["s"] * 2,
+            "sequence_number": [0, 1],
+        }
+    )
+
+    def quotes(self: Dataset, **select: object) -> pa.Table:
+        sel = self.selection(**select)
+        return stored if sel.pairs is None or "NKN-USDT" in sel.pairs else stored.slice(0, 0)
+
+    monkeypatch.setattr(Dataset, "quotes", quotes, raising=False)
+    export(replayed, to="tardis", out=tmp_path / "tardis", exchanges="binance", pairs="NKN-USDT", depth=5)
+    with gzip.open(tmp_path / "tardis" / "binance_quotes_2021-10-12_NKNUSDT.csv.gz", "rt", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[1:] == [
+        ["binance", "NKNUSDT", str(t0 - 40), str(t0), "7.5", "0.4315", "0.431", "5"],
+        ["binance", "NKNUSDT", str(t0 + 60), str(t0 + 90), "1", "0.4316", "", ""],
+    ]
+    pytest.importorskip("nautilus_trader")
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    export(replayed, to="nautilus", out=tmp_path / "catalog", exchanges="binance", pairs="NKN-USDT")
+    ticks = ParquetDataCatalog(str(tmp_path / "catalog")).quote_ticks(instrument_ids=["NKN-USDT.BINANCE"])
+    assert [(q.ts_init, q.ts_event, q.bid_price.as_double(), q.ask_size.as_double()) for q in ticks] == [
+        (t0 * 1000, (t0 - 40) * 1000, 0.431, 7.5)
+    ]

@@ -152,7 +152,7 @@ class Source:
         return table if table.num_rows else None
 
     def prices_and_sizes(self, unit: Unit) -> tuple[np.ndarray, np.ndarray]:
-        """Every distinct price and size of a pair-day (books and trades): for precisions."""
+        """Every distinct price and size of a pair-day (books, trades, quotes): for precisions."""
         prices: list[np.ndarray] = []
         sizes: list[np.ndarray] = []
         for chunk in self.books(unit):
@@ -162,6 +162,10 @@ class Source:
         if trades is not None:
             prices.append(np.unique(trades["price"].to_numpy()))
             sizes.append(np.unique(trades["quantity"].to_numpy()))
+        quotes = self.quotes(unit)
+        if quotes is not None:
+            for col, into in (("bid_price", prices), ("ask_price", prices), ("bid_qty", sizes), ("ask_qty", sizes)):
+                into.append(np.unique(quotes[col].to_numpy(zero_copy_only=False).astype(np.float64)))
         cat = [np.zeros(0)]
         return np.unique(np.concatenate(prices or cat)), np.unique(np.concatenate(sizes or cat))
 

@@ -662,12 +662,14 @@ class _progress_bar:
             )
             self._bar.start()
             self._task = self._bar.add_task(self.title, total=None)
+            self._bar.refresh()  # shown at once, however short the export
         return self
 
     def update(self, done: int, total: int, unit: Any) -> None:
         if self._bar is not None:
             desc = f"{self.title}: {unit.exchange} {unit.pair} {unit.day}"
             self._bar.update(self._task, completed=done, total=total, description=desc)
+            self._bar.refresh()
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -553,3 +553,31 @@ def test_quotes_dataset_replaces_tops_of_snapshots(
     assert [(q.ts_init, q.ts_event, q.bid_price.as_double(), q.ask_size.as_double()) for q in ticks] == [
         (t0 * 1000, (t0 - 40) * 1000, 0.431, 7.5)
     ]
+
+
+def test_progress_bar_on_a_terminal_only(replayed: Path, tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+
+    from tests.conftest import CLI
+
+    args = ["export", "--to", "tardis", "--data-dir", str(replayed), "--out"]
+    res = run_cli(*args, str(tmp_path / "piped"))
+    assert res.returncode == 0 and res.stderr == ""  # no bar in a pipe or a log
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*CLI, *args, str(tmp_path / "tty")], stdout=subprocess.PIPE, stderr=slave, cwd=ROOT)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    assert proc.returncode == 0 and out.startswith(b"exported "), (out, shown[-500:])
+    assert b"exporting to tardis" in shown and b"/" in shown, shown[-500:]

@@ -17,6 +17,7 @@ import pytest
 
 from recorder.dataset import open_dataset
 from tests.conftest import ROOT, run_cli, wait_for
+from tests.test_dataset import s3_server  # noqa: F401 - the moto S3 server fixture
 
 REC = ROOT / "tests" / "data" / "recordings" / "binance"
 
@@ -581,3 +582,29 @@ def test_progress_bar_on_a_terminal_only(replayed: Path, tmp_path: Path) -> None
     os.close(master)
     assert proc.returncode == 0 and out.startswith(b"exported "), (out, shown[-500:])
     assert b"exporting to tardis" in shown and b"/" in shown, shown[-500:]
+
+
+def test_exports_from_s3_as_from_the_local_dir(
+    replayed: Path, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="books")
+    for path in replayed.rglob("*"):
+        rel = path.relative_to(replayed).as_posix()
+        if path.is_file() and rel.startswith(("parquet/", "jsonl/")):
+            s3.upload_file(str(path), "books", f"capture/{rel}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    _export(replayed, "tardis", tmp_path / "local", "--pairs", "NKN-USDT,SUSHI-USDT-PERP")
+    res = run_cli(
+        "export", "--to", "tardis", "--data-dir", "s3://books/capture", "--out", str(tmp_path / "s3"),
+        "--pairs", "NKN-USDT,SUSHI-USDT-PERP",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert len(names) == 4 and names == sorted(p.name for p in (tmp_path / "s3").iterdir())
+    for name in names:
+        assert gzip.decompress((tmp_path / "s3" / name).read_bytes()) == gzip.decompress(
+            (tmp_path / "local" / name).read_bytes()
+        )

@@ -585,17 +585,19 @@ def test_progress_bar_on_a_terminal_only(replayed: Path, tmp_path: Path) -> None
 
 
 def test_exports_from_s3_as_from_the_local_dir(
-    replayed: Path, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    replayed: Path, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3_url: str = request.getfixturevalue("s3_server")  # moto's S3 server (tests/test_dataset.py)
+
+    s3 = boto3.client("s3", endpoint_url=s3_url)
     s3.create_bucket(Bucket="books")
     for path in replayed.rglob("*"):
         rel = path.relative_to(replayed).as_posix()
         if path.is_file() and rel.startswith(("parquet/", "jsonl/")):
             s3.upload_file(str(path), "books", f"capture/{rel}")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_url)
     _export(replayed, "tardis", tmp_path / "local", "--pairs", "NKN-USDT,SUSHI-USDT-PERP")
     res = run_cli(
         "export", "--to", "tardis", "--data-dir", "s3://books/capture", "--out", str(tmp_path / "s3"),

@@ -147,17 +147,15 @@ def _session(data_dir: str, session_id: str) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def capture_status(session_id: str, data_dir: str, as_json: bool) -> None:
     """Show a session's state and metrics (works from another terminal)."""
-    session = _session(data_dir, session_id)
-    status = session.read_status()
-    running = session.is_running()
-    if status is None and running:
-        status = {"session_id": session_id, "state": "starting"}  # checks and simulators come first
-        click.echo(json.dumps(status, indent=2, sort_keys=True) if as_json else f"session {session_id}: starting")
-        return
+    from recorder.api import read_status
+
+    _session(data_dir, session_id)
+    status = read_status(data_dir, session_id)  # what recorder.api's Capture.status() returns
     if status is None:
         raise UserError(f"session {session_id!r} never started capturing: its start failed or was killed")
-    if not running and status.get("state") in ("running", "stopping", "starting"):
-        status["state"] = "dead"  # the supervisor vanished without a final status
+    if status.get("state") == "starting" and "uptime_s" not in status:  # checks and simulators come first
+        click.echo(json.dumps(status, indent=2, sort_keys=True) if as_json else f"session {session_id}: starting")
+        return
     if as_json:
         click.echo(json.dumps(status, indent=2, sort_keys=True))
         return

@@ -635,6 +635,9 @@ def export_cmd(
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"export failed: {exc.strerror or exc}") from None
+    except Exception as exc:  # a backtester's own check refusing our data: one line, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"export failed: {type(exc).__name__}: {first}") from None
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     click.echo(f"exported {result.units} pair-day(s) to {to} in {result.out.resolve()}: {counts}")
 

@@ -282,3 +282,93 @@ def test_days_follow_each_other_and_jsonl_exports_as_parquet(tmp_path: Path) -> 
             want = sorted(zip(np.round(side[:, 0] / 0.01).astype(np.int64).tolist(), side[:, 1].tolist(), strict=True))
             assert _hbt_book(bt, 0.01, flag) == want, k
     bt.close()
+
+
+def test_thin_and_empty_books(tmp_path: Path) -> None:
+    """Sides of different depth, one side empty, a book with no levels at all: every format
+    carries them as stored (nautilus pads a side with its null orders, tardis leaves cells empty,
+    hftbacktest's book holds exactly the levels stored)."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recorder.model import Level, Snapshot
+    from recorder.writer.batches import snapshots_to_batch
+
+    t0 = 1_764_633_600_000
+    sides = [
+        ([Level(100.0, 1.0), Level(99.0, 2.0)], [Level(101.0, 0.5)]),
+        ([], [Level(102.0, 1.0), Level(103.0, 1.5), Level(104.0, 2.0)]),
+        ([], []),
+        ([Level(100.5, 3.0)], [Level(100.75, 0.25)]),
+    ]
+    snaps = [
+        Snapshot(
+            exchange="okx",
+            pair="BTC-USDT-PERP",
+            timestamp_ms=t0 + 1000 * i,
+            bids=b,
+            asks=a,
+            capture_latency_ms=1.0,
+            sequence_number=i,
+            exchange_time_ms=t0 + 1000 * i - 5,
+            session_id="s",
+        )
+        for i, (b, a) in enumerate(sides)
+    ]
+    part = tmp_path / "data" / "parquet" / "exchange=okx" / "date=2025-12-02"
+    part.mkdir(parents=True)
+    pq.write_table(pa.Table.from_batches([snapshots_to_batch(snaps)]), part / f"s-{t0}-0.parquet")
+    data = tmp_path / "data"
+    export_cli(data, "tardis", tmp_path / "tardis", "--depth", "3")
+    with gzip.open(tmp_path / "tardis" / "okex-swap_book_snapshot_3_2025-12-02_BTC-USDT-SWAP.csv.gz", "rt") as fh:
+        rows = list(csv.reader(fh))[1:]
+    assert [r[4:] for r in rows] == [
+        ["101", "0.5", "100", "1", "", "", "99", "2", "", "", "", ""],
+        ["102", "1", "", "", "103", "1.5", "", "", "104", "2", "", ""],
+        [""] * 12,
+        ["100.75", "0.25", "100.5", "3", *[""] * 8],
+    ]
+    pytest.importorskip("nautilus_trader")
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    export_cli(data, "nautilus", tmp_path / "catalog")
+    catalog = ParquetDataCatalog(str(tmp_path / "catalog"))
+    (inst,) = catalog.instruments()
+    assert (str(inst.id), type(inst).__name__, inst.price_precision, inst.size_precision) == (
+        "BTC-USDT-PERP.OKX",
+        "CryptoPerpetual",
+        2,
+        2,
+    )
+    depths = catalog.order_book_depth10(instrument_ids=["BTC-USDT-PERP.OKX"])
+    got = [
+        (
+            [(o.price.as_double(), o.size.as_double()) for o in d.bids if o.size.as_double() > 0],
+            [(o.price.as_double(), o.size.as_double()) for o in d.asks if o.size.as_double() > 0],
+        )
+        for d in depths
+    ]
+    assert got == [([(lv.price, lv.qty) for lv in b], [(lv.price, lv.qty) for lv in a]) for b, a in sides]
+    hbt = pytest.importorskip("hftbacktest")
+    export_cli(data, "hftbacktest", tmp_path / "hbt")
+    asset = (
+        hbt.BacktestAsset()
+        .data([str(tmp_path / "hbt" / "okx_BTC-USDT-PERP_2025-12-02.npz")])
+        .linear_asset(1.0)
+        .constant_order_latency(0, 0)
+        .risk_adverse_queue_model()
+        .no_partial_fill_exchange()
+        .trading_value_fee_model(0.0, 0.0)
+        .tick_size(0.01)
+        .lot_size(0.01)
+        .last_trades_capacity(0)
+    )
+    bt = hbt.HashMapMarketDepthBacktest([asset])
+    bt.elapse(0)
+    for i, (b, a) in enumerate(sides):
+        bt.elapse((t0 + 1000 * i + 500) * 1_000_000 - bt.current_timestamp)
+        for flag, levels in ((hbt.BUY_EVENT, b), (hbt.SELL_EVENT, a)):
+            assert _hbt_book(bt, 0.01, flag) == sorted((round(lv.price / 0.01), lv.qty) for lv in levels), i
+    bt.close()

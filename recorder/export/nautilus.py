@@ -110,13 +110,18 @@ class _Objects:
         seq = chunk.sequence.tolist()
         out = []
         pp, sp = self.pp, self.sp
+        null = Order(enums.OrderSide.NO_ORDER_SIDE, Price(0, pp), Qty(0, sp), 0)  # nautilus' own padding
         for i in range(n):
             bids = [Order(buy, Price(p, pp), Qty(q, sp), 0) for p, q in zip(bpx[i], bq[i], strict=True) if p == p]
             asks = [Order(sell, Price(p, pp), Qty(q, sp), 0) for p, q in zip(apx[i], aq[i], strict=True) if p == p]
+            # Both sides the same length (nautilus refuses others): the thinner one padded with nulls.
+            width = max(len(bids), len(asks))
+            bid_counts = [1] * len(bids) + [0] * (width - len(bids))
+            ask_counts = [1] * len(asks) + [0] * (width - len(asks))
+            bids += [null] * (width - len(bids))
+            asks += [null] * (width - len(asks))
             out.append(
-                data.OrderBookDepth10(
-                    self.iid, bids, asks, [1] * len(bids), [1] * len(asks), self.flags, seq[i], ev[i], init[i]
-                )
+                data.OrderBookDepth10(self.iid, bids, asks, bid_counts, ask_counts, self.flags, seq[i], ev[i], init[i])
             )
         return out
 

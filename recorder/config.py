@@ -308,7 +308,9 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
             else:
                 vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
             _check_limits(name, vc)
-            _check_venue_config(name, vc)
+            _check_venue_config(name, vc)  # the venue's own snapshot_limit range first: its message names it
+            if vc.snapshot_limit is not None and vc.snapshot_limit <= 0:  # None: the venue's default
+                raise ConfigError(f"invalid [venues.{name}] snapshot_limit = {vc.snapshot_limit}: must be positive")
         if cfg.session_id is not None:
             check_session_id(cfg.session_id)  # an empty id is refused, not taken as "the default"
         check_session_id(cfg.resolved_session_id())
@@ -406,7 +408,7 @@ def _check_urls(name: str, vc: VenueConfig) -> None:
 
 def _check_limits(name: str, vc: VenueConfig) -> None:
     _check_urls(name, vc)
-    for field in ("max_connection_age_s", "stall_timeout_s", "snapshot_limit", "lag_alert_s", "rest_timeout_s"):
+    for field in ("max_connection_age_s", "stall_timeout_s", "lag_alert_s", "rest_timeout_s"):
         if getattr(vc, field) <= 0:
             raise ConfigError(f"invalid [venues.{name}] {field} = {getattr(vc, field)}: must be positive")
     for field in ("max_streams_per_connection", "rest_weight_limit", "rest_window_s"):

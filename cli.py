@@ -707,8 +707,9 @@ def export_cmd(
     overwrite: bool,
 ) -> None:
     """Export stored snapshots (and trades, quotes) for backtesters: hftbacktest .npz, a nautilus_trader
-    catalog, tardis CSV. Event-level exports (every book change) need the lossless archive and are
-    not made from snapshots."""
+    catalog, tardis CSV, one file per pair and day. Event-level exports (every book change: hftbacktest
+    depth events, tardis incremental_book_L2, nautilus OrderBookDelta) need the lossless archive and
+    are not made from snapshots."""
     from recorder.dataset import DatasetError
     from recorder.export import ExportError, export
 

@@ -247,6 +247,22 @@ def test_days_follow_each_other_and_jsonl_exports_as_parquet(tmp_path: Path) -> 
     write_month(data, to_ms("2025-12-01"), days=2, step_ms=600_000)
     snaps = list(open_dataset(data).snapshots(pairs="BTC-USDT"))
     export_cli(data, "tardis", tmp_path / "from-parquet")
+    # A time range cuts the days' files to it (start inclusive, end exclusive).
+    export_cli(
+        data,
+        "tardis",
+        tmp_path / "window",
+        "--pairs",
+        "BTC-USDT",
+        "--start",
+        "2025-12-01T23:00:00Z",
+        "--end",
+        "2025-12-02T01:00Z",
+    )
+    for day, first in (("2025-12-01", "2025-12-01T23:00"), ("2025-12-02", "2025-12-02T00:00")):
+        with gzip.open(tmp_path / "window" / f"binance_book_snapshot_25_{day}_BTCUSDT.csv.gz", "rt") as fh:
+            local = [int(line.split(",")[3]) for line in fh.read().splitlines()[1:]]
+        assert local == [to_ms(first) * 1000 + i * 600_000_000 for i in range(6)]
     shutil.rmtree(data / "parquet")
     export_cli(data, "tardis", tmp_path / "from-jsonl")
     names = sorted(p.name for p in (tmp_path / "from-parquet").iterdir())

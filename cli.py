@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -308,22 +307,13 @@ def _render_s3(s3: dict[str, Any]) -> str:
 )
 def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     """Stop a running session gracefully and wait until its files are flushed."""
-    session = _session(data_dir, session_id)
-    pid = session.pid()
-    if not session.is_running() or pid is None:
-        raise UserError(f"session {session_id!r} is not running")
+    from recorder.api import CaptureError, stop_session
+
+    _session(data_dir, session_id)
     try:
-        os.kill(pid, signal.SIGTERM)
-    except OSError as exc:
-        raise UserError(f"cannot signal session {session_id!r} (pid {pid}): {exc.strerror or exc}") from None
-    deadline = time.monotonic() + timeout
-    while session.is_running():
-        if time.monotonic() > deadline:
-            raise UserError(f"session {session_id!r} did not stop within {timeout:.0f}s")
-        time.sleep(0.1)
-    status = session.read_status() or {}
-    if status.get("state") != "stopped" or not status.get("flushed"):
-        raise UserError(f"session {session_id!r} stopped but did not report a clean flush")
+        status = stop_session(data_dir, session_id, timeout)  # as recorder.api programs stop one
+    except CaptureError as exc:
+        raise UserError(str(exc)) from None
     w = status.get("writer", {})
     click.echo(f"session {session_id} stopped: {w.get('snapshots_written', 0)} snapshots written, flushed")
 

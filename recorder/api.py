@@ -30,7 +30,7 @@ import msgspec
 
 from recorder.config import CaptureConfig, ConfigError, build_config, load_toml, parse_duration
 
-__all__ = ["AsyncCapture", "Capture", "CaptureError", "ConfigError", "read_status"]
+__all__ = ["AsyncCapture", "Capture", "CaptureError", "ConfigError", "read_status", "stop_session"]
 
 
 class CaptureError(RuntimeError):
@@ -49,6 +49,31 @@ def read_status(data_dir: str | os.PathLike[str], session_id: str) -> dict[str, 
         return {"session_id": session_id, "state": "starting"} if running else None
     if not running and status.get("state") in ("running", "stopping", "starting"):
         status["state"] = "dead"
+    return status
+
+
+def stop_session(data_dir: str | os.PathLike[str], session_id: str, timeout: float = 180.0) -> dict[str, Any]:
+    """Stop a running session, however it was started (``start-capture``, a :class:`Capture` of
+    any program), as ``stop-capture`` does: SIGTERM to its supervisor, wait until it exited and
+    reported every file flushed; its final status. CaptureError (one line) otherwise."""
+    from recorder.supervisor.session import SessionDir
+
+    session = SessionDir(data_dir, session_id)
+    pid = session.pid()
+    if not session.is_running() or pid is None:
+        raise CaptureError(f"session {session_id!r} is not running")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError as exc:
+        raise CaptureError(f"cannot signal session {session_id!r} (pid {pid}): {exc.strerror or exc}") from None
+    deadline = time.monotonic() + timeout
+    while session.is_running():
+        if time.monotonic() > deadline:
+            raise CaptureError(f"session {session_id!r} did not stop within {timeout:.0f}s")
+        time.sleep(0.1)
+    status = session.read_status() or {}
+    if status.get("state") != "stopped" or not status.get("flushed"):
+        raise CaptureError(f"session {session_id!r} stopped but did not report a clean flush")
     return status
 
 

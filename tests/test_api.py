@@ -77,3 +77,24 @@ def test_bad_settings_are_one_line_errors_and_start_nothing(tmp_path: Path) -> N
         cap.start()
     assert str(err.value) == "unknown pair(s) on binance: NOPE-USDT"
     assert not cap.running and read_status(data, "api3") is None
+
+
+def test_stop_session_stops_a_capture_started_elsewhere(tmp_path: Path) -> None:
+    """``stop_session`` (what ``stop-capture`` runs) stops a session another program started."""
+    from recorder.api import stop_session
+
+    data = tmp_path / "data"
+    cap = Capture(
+        venue="binance", pairs=["BTC-USDT"], interval="250ms", data_dir=data, session_id="api4", simulate=True
+    )
+    cap.start()
+    try:
+        wait_for(lambda: _samples(cap).get("BTC-USDT", 0) >= 3, 120, "samples")
+        final = stop_session(data, "api4", timeout=120)
+        assert final["state"] == "stopped" and final["flushed"] is True
+        assert final["writer"]["snapshots_written"] == final["venues"]["binance"]["samples"] >= 3
+        assert cap.wait(30)["flushed"] is True and not cap.running
+        with pytest.raises(CaptureError, match="is not running"):
+            stop_session(data, "api4")
+    finally:
+        cap._kill()

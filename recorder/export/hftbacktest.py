@@ -153,6 +153,7 @@ def unit_events(source: Source, unit: Unit, state: PairState) -> tuple[np.ndarra
     if not parts:
         return np.zeros(0, hbt.event_dtype), 0, 0, 0
     data = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    del parts, trades  # a pair-day of events is the one large thing held from here on
     if not np.all(np.diff(data["local_ts"]) >= 0):  # trades among the snapshots
         # Stable: for equal times a snapshot's clears stay before its levels.
         data = data[np.argsort(data["local_ts"], kind="mergesort")]

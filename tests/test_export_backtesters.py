@@ -388,3 +388,35 @@ def test_thin_and_empty_books(tmp_path: Path) -> None:
         for flag, levels in ((hbt.BUY_EVENT, b), (hbt.SELL_EVENT, a)):
             assert _hbt_book(bt, 0.01, flag) == sorted((round(lv.price / 0.01), lv.qty) for lv in levels), i
     bt.close()
+
+
+def test_nautilus_catalog_grows_by_export_and_never_doubles(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Exports into one catalog: disjoint time ranges add up; an overlap is refused (one line)
+    unless --overwrite, which replaces that range instead of doubling it."""
+    pytest.importorskip("nautilus_trader")
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    from tests.conftest import run_cli
+
+    data: Path = request.getfixturevalue("replayed")
+    snaps = ours(data)[("binance", "NKN-USDT")]
+    middle = snaps[len(snaps) // 2].timestamp
+    out = tmp_path / "catalog"
+    pick = ("--pairs", "NKN-USDT")
+    export_cli(data, "nautilus", out, *pick, "--end", middle)
+    res = run_cli("export", "--to", "nautilus", "--data-dir", str(data), "--out", str(out), *pick)
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "Error: the catalog already holds OrderBookDepth10 of NKN-USDT.BINANCE on 2021-10-12:"
+        " choose another --out or pass --overwrite"
+    )
+    export_cli(data, "nautilus", out, *pick, "--start", middle)
+
+    def stored() -> list[int]:
+        catalog = ParquetDataCatalog(str(out))
+        assert len(catalog.instruments()) == 1
+        return [d.ts_init for d in catalog.order_book_depth10(instrument_ids=["NKN-USDT.BINANCE"])]
+
+    assert stored() == [s.timestamp_ms * 1_000_000 for s in snaps]
+    export_cli(data, "nautilus", out, *pick, "--overwrite")
+    assert stored() == [s.timestamp_ms * 1_000_000 for s in snaps]

@@ -88,7 +88,7 @@ def export(
             from recorder.export import nautilus
 
             ordered = sorted(units, key=lambda u: (u.exchange, u.pair, u.day))
-            files, counts = nautilus.export_units(source, ordered, out_dir, advance_for(ordered))
+            files, counts = nautilus.export_units(source, ordered, out_dir, advance_for(ordered), overwrite)
         else:
             from recorder.export import tardis
 
@@ -123,7 +123,7 @@ def _out_dir(out: str | os.PathLike[str], to: str, units: list[Unit], depth: int
 
         planned = [f for u in units for f in planned_files(u, depth)]
     else:
-        return path  # nautilus' catalog refuses data overlapping what it holds (a clear error)
+        return path  # nautilus: the catalog is asked what it holds (recorder.export.nautilus)
     clash = next((f for f in planned if (path / f).exists()), None)
     if clash is not None:
         raise ExportError(f"{path / clash} exists: choose another --out or pass --overwrite")

@@ -191,7 +191,7 @@ def _ns(col: pa.ChunkedArray, fallback: list[int] | None = None) -> list[int]:
 
 
 def export_units(
-    source: Source, units: list[Unit], out: Path, advance: Callable[[], None]
+    source: Source, units: list[Unit], out: Path, advance: Callable[[], None], overwrite: bool = False
 ) -> tuple[list[str], dict[str, int]]:
     *_, ParquetDataCatalog = _nt()
     catalog = ParquetDataCatalog(str(out))
@@ -208,14 +208,62 @@ def export_units(
             pp, sp = max(pp, decimals(prices)), max(sp, decimals(sizes))
         inst = instrument(exchange, pair)
         iid = instrument_id(exchange, pair)
-        _write(catalog, [make_instrument(inst, pp, sp, days[0].start_ms * 1_000_000)])
-        totals["instruments"] += 1
+        pp, sp, fresh = _instrument_precisions(catalog, iid, pp, sp, overwrite)
+        if fresh:
+            _write(catalog, [make_instrument(inst, pp, sp, days[0].start_ms * 1_000_000)])
+            totals["instruments"] += 1
+        _clear_overlaps(catalog, iid, days, source, overwrite)
         written.append(iid)
         make = _Objects(iid, pp, sp)
         for u in days:
             _export_day(source, u, catalog, make, totals)
             advance()
     return written, totals
+
+
+def _instrument_precisions(catalog: Any, iid: str, pp: int, sp: int, overwrite: bool) -> tuple[int, int, bool]:
+    """An instrument the catalog already holds (an earlier export into it) is kept when its
+    precisions can write this data; (price, size precision, whether to write the instrument)."""
+    try:
+        existing = catalog.instruments(instrument_ids=[iid])
+    except Exception:  # noqa: BLE001 - an empty or foreign catalog: write ours
+        existing = []
+    if not existing:
+        return pp, sp, True
+    old = existing[0]
+    if old.price_precision >= pp and old.size_precision >= sp:
+        return old.price_precision, old.size_precision, False
+    if not overwrite:
+        raise ExportError(
+            f"{iid} in the catalog has price/size precision {old.price_precision}/{old.size_precision}, the data"
+            f" needs {pp}/{sp}: choose another --out or pass --overwrite"
+        )
+    catalog.delete_data_range(type(old), iid)
+    return pp, sp, True
+
+
+def _clear_overlaps(catalog: Any, iid: str, days: list[Unit], source: Source, overwrite: bool) -> None:
+    """Data of these days already in the catalog: an error, or deleted first with ``overwrite``
+    (the catalog would otherwise hold both, or refuse to read overlapping files)."""
+    data, *_ = _nt()
+    for cls in (data.OrderBookDepth10, data.QuoteTick, data.TradeTick):
+        try:
+            intervals = catalog.get_intervals(cls, iid)
+        except Exception:  # noqa: BLE001 - nothing of that type yet
+            intervals = []
+        for unit in days:
+            window = source.window(unit)
+            if window is None:
+                continue
+            lo, hi = window[0] * 1_000_000, window[1] * 1_000_000
+            if not any(a < hi and b >= lo for a, b in intervals):
+                continue
+            if not overwrite:
+                raise ExportError(
+                    f"the catalog already holds {cls.__name__} of {iid} on {unit.day}:"
+                    " choose another --out or pass --overwrite"
+                )
+            catalog.delete_data_range(cls, iid, lo, hi - 1)
 
 
 def _export_day(source: Source, unit: Unit, catalog: Any, make: _Objects, totals: dict[str, int]) -> None:

@@ -121,13 +121,14 @@ class Source:
             "end": end,
         }
 
-    def _window(self, unit: Unit) -> tuple[int, int] | None:
+    def window(self, unit: Unit) -> tuple[int, int] | None:
+        """The unit's day cut to the selection's time range: [start, end) ms; None if empty."""
         lo = max(unit.start_ms, self.sel.start_ms or unit.start_ms)
         hi = min(unit.start_ms + MS_PER_DAY, self.sel.end_ms or unit.start_ms + MS_PER_DAY)
         return (lo, hi) if hi > lo else None
 
     def books(self, unit: Unit) -> Iterator[BookChunk]:
-        window = self._window(unit)
+        window = self.window(unit)
         if window is None:
             return
         step = HOUR_MS if self.ds.format == "parquet" else MS_PER_DAY
@@ -145,7 +146,7 @@ class Source:
 
     def _records(self, kind: str, unit: Unit) -> pa.Table | None:
         read = getattr(self.ds, kind, None)  # trades()/quotes() arrive with the trades dataset
-        window = self._window(unit)
+        window = self.window(unit)
         if read is None or window is None:
             return None
         table = read(**self._select(unit, *window))

@@ -99,6 +99,16 @@ def test_bad_arguments_are_one_line_errors(request: pytest.FixtureRequest, tmp_p
     res = run_cli("export", "--to", "tardis", "--data-dir", str(rec), "--out", str(out))
     assert res.returncode == 2 and "exists: choose another --out or pass --overwrite" in res.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    # Names from the data become file names: a partition that would climb out of --out is refused.
+    import shutil
+
+    evil = tmp_path / "evil" / "parquet" / "exchange=binance" / "date=..%2F..%2Fescaped"
+    evil.mkdir(parents=True)
+    for f in (rec / "parquet" / "exchange=binance").rglob("*.parquet"):
+        shutil.copy(f, evil / f.name)
+    res = run_cli("export", "--to", "tardis", "--data-dir", str(tmp_path / "evil"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and res.stderr.startswith("Error: invalid date partition '../../escaped'")
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.rglob("*escaped*.csv.gz"))
     (tmp_path / "file").write_text("x")
     res = run_cli("export", "--to", "tardis", "--data-dir", str(rec), "--out", str(tmp_path / "file"))
     assert res.returncode == 2 and "is not a directory" in res.stderr

@@ -10,6 +10,7 @@ exporter ever holds more than one pair-day, so a month of data exports in a pair
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +23,10 @@ import pyarrow.dataset as pads
 from recorder.dataset import Dataset, DatasetError, Selection
 from recorder.dataset.frames import snapshot_table, sort_long
 from recorder.dataset.timeutil import MS_PER_DAY, to_ms
+from recorder.export.symbols import ExportError
 
 HOUR_MS = 3_600_000
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class Source:
         found: set[Unit] = set()
         for f in self.ds.files(**self._select()):
             day = f.partition.get("date")
+            if day is not None and not _DAY_RE.fullmatch(day):  # it names output files: no '../'
+                raise ExportError(f"invalid date partition {day!r} in {f.path}: expected date=YYYY-MM-DD")
             for ex, pair in _file_pairs(self.ds, f.path):
                 if day is None:
                     continue

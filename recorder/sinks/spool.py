@@ -19,12 +19,14 @@ from pathlib import Path
 
 import msgspec
 
+from recorder.layout import format_dirs
 from recorder.sinks.local import atomic_write_bytes
 
 log = logging.getLogger("recorder.uploader")
 
 LEDGER_NAME = "s3-uploads.jsonl"
-FORMAT_DIRS = ("parquet", "jsonl")
+# Every dataset's format directories (books ``parquet``, trades ``trades/parquet``, ...).
+FORMAT_DIRS = tuple(rel for _, _, rel in format_dirs())
 # Directory listings are cached by mtime; a full listing every so often covers filesystems
 # whose mtime is too coarse to see two changes within one tick.
 FULL_RESCAN_S = 30.0
@@ -132,8 +134,8 @@ class Spool:
         if full:
             self._last_full = now
         out: list[SpoolFile] = []
-        for fmt in FORMAT_DIRS:
-            self._walk(self.data_dir / fmt, fmt, full, out)
+        for rel in FORMAT_DIRS:
+            self._walk(self.data_dir / rel, rel, full, out)
         out.sort(key=_order)
         return out
 

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from recorder.dataset import open_dataset
-from tests.export_data import export_cli, ours, replayed, simulated  # noqa: F401 - fixtures by name
+from tests.export_data import (  # noqa: F401 - replayed, simulated: fixtures by name
+    expected_quotes,
+    export_cli,
+    ours,
+    records,
+    replayed,
+    simulated,
+)
 
 
 @pytest.mark.parametrize("which", ["replayed", "simulated"])
@@ -28,7 +35,8 @@ def test_hftbacktest_book_equals_ours(which: str, request: pytest.FixtureRequest
     export_cli(data, "hftbacktest", out)
     books = ours(data)
     instruments = json.loads((out / "instruments.json").read_text())
-    checked = 0
+    trades = records(data, "trades")
+    checked = checked_trades = 0
     for (exchange, pair), snaps in books.items():
         day = snaps[0].timestamp[:10]
         path = out / f"{exchange}_{pair}_{day}.npz"
@@ -44,6 +52,26 @@ def test_hftbacktest_book_equals_ours(which: str, request: pytest.FixtureRequest
         shift = int(local.min() - ticks[0])
         assert shift >= 0
         assert np.array_equal(np.unique(local), ticks + shift)
+        # The day's trades, in order, taker side as hftbacktest's BUY/SELL flag, times in ns.
+        tr = events[((events["ev"] & 0xFF) == hbt.TRADE_EVENT) & ((events["ev"] & hbt.LOCAL_EVENT) != 0)]
+        stored = trades.get((exchange, pair))
+        want = []
+        if stored is not None:
+            for us, px, qty, side in zip(
+                stored["local_time"].cast("int64").to_pylist(),
+                stored["price"].to_pylist(),
+                stored["quantity"].to_pylist(),
+                stored["side"].to_pylist(),
+                strict=True,
+            ):
+                if us // 86_400_000_000 == ticks[0] // 86_400_000_000_000:  # this file's day
+                    want.append((us * 1000 + shift, px, qty, hbt.BUY_EVENT if side == "buy" else hbt.SELL_EVENT))
+        got = [
+            (int(e["local_ts"]), float(e["px"]), float(e["qty"]), int(e["ev"]) & (hbt.BUY_EVENT | hbt.SELL_EVENT))
+            for e in tr
+        ]
+        assert got == want, (exchange, pair)
+        checked_trades += len(got)
         inst = instruments[f"{exchange}:{pair}"]
         tick = inst["tick_size"]
         asset = (
@@ -85,6 +113,7 @@ def test_hftbacktest_book_equals_ours(which: str, request: pytest.FixtureRequest
             checked += 1
         bt.close()
     assert checked >= 8
+    assert checked_trades == sum(t.num_rows for t in trades.values()) > 0
 
 
 def test_hftbacktest_negative_latency_is_corrected_as_its_tools_do(tmp_path: Path) -> None:
@@ -159,11 +188,18 @@ def test_nautilus_engine_consumes_the_catalog(which: str, request: pytest.Fixtur
             self.ids = ids
             self.tops: dict[str, list] = {}
             self.quotes: dict[str, int] = {}
+            self.trades: dict[str, list] = {}
 
         def on_start(self) -> None:
             for iid in self.ids:
                 self.subscribe_order_book_depth(iid, BookType.L2_MBP)
                 self.subscribe_quote_ticks(iid)
+                self.subscribe_trade_ticks(iid)
+
+        def on_trade_tick(self, tick) -> None:  # type: ignore[no-untyped-def]
+            self.trades.setdefault(str(tick.instrument_id), []).append(
+                (tick.ts_init, str(tick.trade_id), round(tick.price.as_double(), 9), tick.size.as_double())
+            )
 
         def on_order_book_depth(self, depth) -> None:  # type: ignore[no-untyped-def]
             book = self.cache.order_book(depth.instrument_id)  # nautilus' own book, fed by the depths
@@ -192,8 +228,12 @@ def test_nautilus_engine_consumes_the_catalog(which: str, request: pytest.Fixtur
     for inst in instruments:
         engine.add_instrument(inst)
     ids = [i.id for i in instruments]
-    engine.add_data(catalog.order_book_depth10(instrument_ids=[str(i) for i in ids]))
-    engine.add_data(catalog.quote_ticks(instrument_ids=[str(i) for i in ids]))
+    trades = records(data, "trades")
+    for iid in map(str, ids):  # per instrument: the engine looks at each list's first item
+        for query in (catalog.order_book_depth10, catalog.quote_ticks, catalog.trade_ticks):
+            found = query(instrument_ids=[iid])
+            if found:
+                engine.add_data(found)
     watcher = Watcher(ids)
     engine.add_actor(watcher)
     engine.run()
@@ -211,17 +251,25 @@ def test_nautilus_engine_consumes_the_catalog(which: str, request: pytest.Fixtur
             for s in snaps  # our top of book, in our order
         ]
         assert tops == want, iid
-        changes = sum(
-            1
-            for prev, s in zip([None, *snaps], snaps, strict=False)
-            if len(s.bids)
-            and len(s.asks)
-            and (
-                prev is None
-                or not (np.array_equal(prev.bids[:1], s.bids[:1]) and np.array_equal(prev.asks[:1], s.asks[:1]))
-            )
+        # The quotes written (the dataset's, or our tops' changes, per day) with both sides.
+        want_quotes = sum(None not in q[2:] for q in expected_quotes(data, exchange, pair))
+        assert watcher.quotes.get(iid, 0) == want_quotes, iid
+        t = trades.get((exchange, pair))
+        want_trades = (
+            []
+            if t is None
+            else [
+                (us * 1000, tid, round(px, 9), qty)
+                for us, tid, px, qty in zip(
+                    t["local_time"].cast("int64").to_pylist(),
+                    t["trade_id"].to_pylist(),
+                    t["price"].to_pylist(),
+                    t["quantity"].to_pylist(),
+                    strict=True,
+                )
+            ]
         )
-        assert watcher.quotes.get(iid, 0) == changes, iid
+        assert watcher.trades.get(iid, []) == want_trades, iid
     engine.dispose()
 
 

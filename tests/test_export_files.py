@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.export_data import export_cli, ours, replayed  # noqa: F401 - fixtures by name
+from tests.export_data import (  # noqa: F401 - replayed: a fixture by name
+    expected_quotes,
+    export_cli,
+    ours,
+    records,
+    replayed,
+)
 from tests.test_dataset import s3_server  # noqa: F401 - the moto S3 server fixture
 
 
@@ -46,33 +52,51 @@ def test_tardis_csv_reads_back_as_stored(request: pytest.FixtureRequest, tmp_pat
                         assert (float(px), float(amount)) == (levels[i, 0], levels[i, 1])
                     else:
                         assert px == amount == ""
-        qname = f"{symbols[exchange]}_quotes_{snaps[0].timestamp[:10]}_{symbol}.csv.gz"
-        with gzip.open(out / qname, "rt", newline="") as fh:
-            quotes = list(csv.DictReader(fh))
-        assert list(quotes[0]) == [
-            "exchange",
-            "symbol",
-            "timestamp",
-            "local_timestamp",
+        quotes = _rows(out, f"{symbols[exchange]}_quotes_*_{symbol}.csv.gz")
+        assert quotes[0] == ["exchange", "symbol", "timestamp", "local_timestamp"] + [
             "ask_amount",
             "ask_price",
             "bid_price",
             "bid_amount",
         ]
-        tops, last = [], None
-        for s in snaps:
-            top = (s.best_ask, s.asks[0, 1] if len(s.asks) else None, s.best_bid, s.bids[0, 1] if len(s.bids) else None)
-            if top != last:
-                tops.append((s.timestamp_ms * 1000, top))
-            last = top
         got = [
-            (
-                int(q["local_timestamp"]),
-                tuple(float(q[c]) if q[c] else None for c in ("ask_price", "ask_amount", "bid_price", "bid_amount")),
-            )
-            for q in quotes
+            (int(q[3]), int(q[2]), *(float(q[k]) if q[k] else None for k in (5, 4, 6, 7)))
+            for q in quotes[1:]
+            if q != quotes[0]  # each day's file has its header
         ]
-        assert got == tops
+        want = [(lo, lo if ex is None else ex, *rest) for lo, ex, *rest in expected_quotes(rec, exchange, pair)]
+        assert got == want, pair
+        stored = records(rec, "trades").get((exchange, pair))
+        trades = _rows(out, f"{symbols[exchange]}_trades_*_{symbol}.csv.gz")
+        if stored is None:
+            assert trades == []
+            continue
+        assert trades[0] == ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
+        local = stored["local_time"].cast("int64").to_pylist()
+        venue = stored["exchange_time"].cast("int64").to_pylist()
+        want_trades = [
+            [symbols[exchange], symbol, str(v if v is not None else lo), str(lo), tid, side, px, qty]
+            for lo, v, tid, side, px, qty in zip(
+                local,
+                venue,
+                stored["trade_id"].to_pylist(),
+                stored["side"].to_pylist(),
+                stored["price"].to_pylist(),
+                stored["quantity"].to_pylist(),
+                strict=True,
+            )
+        ]
+        got_trades = [t[:6] + [float(t[6]), float(t[7])] for t in trades[1:] if t != trades[0]]
+        assert got_trades == want_trades, pair
+
+
+def _rows(out: Path, pattern: str) -> list[list[str]]:
+    """Every row of the files matching ``pattern``, day after day (each file's header kept)."""
+    rows: list[list[str]] = []
+    for path in sorted(out.glob(pattern)):
+        with gzip.open(path, "rt", newline="") as fh:
+            rows += list(csv.reader(fh))
+    return rows
 
 
 def test_bad_arguments_are_one_line_errors(request: pytest.FixtureRequest, tmp_path: Path) -> None:
@@ -281,7 +305,7 @@ def test_exports_from_s3_as_from_the_local_dir(
     s3.create_bucket(Bucket="books")
     for path in rec.rglob("*"):
         rel = path.relative_to(rec).as_posix()
-        if path.is_file() and rel.startswith(("parquet/", "jsonl/")):
+        if path.is_file() and rel.startswith(("parquet/", "jsonl/", "trades/", "quotes/")):
             s3.upload_file(str(path), "books", f"capture/{rel}")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_url)
     export_cli(rec, "tardis", tmp_path / "local", "--pairs", "NKN-USDT,SUSHI-USDT-PERP")
@@ -291,7 +315,7 @@ def test_exports_from_s3_as_from_the_local_dir(
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     names = sorted(p.name for p in (tmp_path / "local").iterdir())
-    assert len(names) == 4 and names == sorted(p.name for p in (tmp_path / "s3").iterdir())
+    assert len(names) >= 4 and names == sorted(p.name for p in (tmp_path / "s3").iterdir())
     for name in names:
         assert gzip.decompress((tmp_path / "s3" / name).read_bytes()) == gzip.decompress(
             (tmp_path / "local" / name).read_bytes()

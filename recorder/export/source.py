@@ -19,11 +19,15 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
-from recorder.dataset import Dataset, DatasetError, Selection
+from recorder.dataset import DataFile, Dataset, DatasetError, Selection
 from recorder.dataset.frames import snapshot_table, sort_long
+from recorder.dataset.records import dataset_base
+from recorder.dataset.source import list_files
 from recorder.dataset.timeutil import MS_PER_DAY, to_ms
 from recorder.export.symbols import ExportError
+from recorder.layout import QUOTES, TRADES
 
 HOUR_MS = 3_600_000
 _DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -96,21 +100,32 @@ class Source:
         self.ds, self.sel = ds, sel
 
     def units(self) -> list[Unit]:
-        """Every (exchange, pair, day) with stored books in the selection, sorted."""
+        """Every (exchange, pair, day) with stored books, trades or quotes in the selection, sorted."""
         found: set[Unit] = set()
-        for f in self.ds.files(**self._select()):
+        for fmt, f in self._data_files():
             day = f.partition.get("date")
-            if day is not None and not _DAY_RE.fullmatch(day):  # it names output files: no '../'
+            if day is None:
+                continue
+            if not _DAY_RE.fullmatch(day):  # it names output files: no '../'
                 raise ExportError(f"invalid date partition {day!r} in {f.path}: expected date=YYYY-MM-DD")
-            for ex, pair in _file_pairs(self.ds, f.path):
-                if day is None:
-                    continue
+            for ex, pair in _file_pairs(self.ds.filesystem, fmt, f.path):
                 if self.sel.exchanges is not None and ex not in self.sel.exchanges:
                     continue
                 if self.sel.pairs is not None and pair not in self.sel.pairs:
                     continue
                 found.add(Unit(ex, pair, day))
         return sorted(found, key=lambda u: (u.exchange, u.pair, u.day))
+
+    def _data_files(self) -> Iterator[tuple[str, DataFile]]:
+        """(format, file) of the books, then of the trades and quotes datasets (their own trees)."""
+        for f in self.ds.files(**self._select()):
+            yield self.ds.format, f
+        for layout in (TRADES, QUOTES):
+            found = dataset_base(self.ds.filesystem, self.ds.root, layout, "auto")
+            if found is not None:
+                base, fmt = found
+                for f in list_files(self.ds.filesystem, base, fmt, self.sel.prune()):
+                    yield fmt, f
 
     def _select(self, unit: Unit | None = None, lo: int | None = None, hi: int | None = None) -> dict[str, Any]:
         start, end = self.sel.start_ms, self.sel.end_ms
@@ -184,18 +199,18 @@ class _Keys(msgspec.Struct):
 _keys_decoder = msgspec.json.Decoder(_Keys)
 
 
-def _file_pairs(ds: Dataset, path: str) -> set[tuple[str, str]]:
+def _file_pairs(fs: pafs.FileSystem, fmt: str, path: str) -> set[tuple[str, str]]:
     """(exchange, pair) of every row of one data file, reading only those two columns."""
-    if ds.format == "parquet":
+    if fmt == "parquet":
         try:
-            t = pads.dataset(path, format="parquet", filesystem=ds.filesystem).to_table(columns=["exchange", "pair"])
+            t = pads.dataset(path, format="parquet", filesystem=fs).to_table(columns=["exchange", "pair"])
         except (OSError, pa.ArrowInvalid) as exc:
             raise DatasetError(f"cannot read {path}: {exc}") from None
         t = t.group_by(["exchange", "pair"]).aggregate([])
         return set(zip(t["exchange"].to_pylist(), t["pair"].to_pylist(), strict=True))
     out: set[tuple[str, str]] = set()
     try:
-        with ds.filesystem.open_input_stream(path) as fh:
+        with fs.open_input_stream(path) as fh:
             data = fh.read()
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from None

@@ -62,9 +62,13 @@ class _GzCsv:
         self.rows += table.num_rows
 
     def close(self) -> None:
+        """Into place; a file that got no row is not written (a day with trades but no books)."""
         self._writer.close()
         self._gz.close()
-        os.replace(self.tmp, self.path)
+        if self.rows:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         try:

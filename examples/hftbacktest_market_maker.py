@@ -118,7 +118,11 @@ def main() -> int:
     res = export(data, to="hftbacktest", out=out / "hftbacktest", overwrite=True)
     inst = json.loads((res.out / "instruments.json").read_text())["binance:BTC-USDT"]
     npz = res.out / res.files[0]
-    print(f"exported {res.counts['snapshots']} snapshots as {res.counts['events']} events: {npz}", flush=True)
+    counts = res.counts
+    print(
+        f"exported {counts['snapshots']} snapshots, {counts['trades']} trades: {counts['events']} events in {npz}",
+        flush=True,
+    )
     result = backtest(npz, inst["tick_size"], 0.001, int(args.step * 1e9), args.max_position)
     png = out / "market_maker.png"
     plot(result, png)

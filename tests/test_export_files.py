@@ -320,3 +320,24 @@ def test_exports_from_s3_as_from_the_local_dir(
         assert gzip.decompress((tmp_path / "s3" / name).read_bytes()) == gzip.decompress(
             (tmp_path / "local" / name).read_bytes()
         )
+
+
+def test_trades_and_quotes_without_books(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A capture of trades and quotes alone (no book channel) exports them, and no empty book files."""
+    import shutil
+
+    rec: Path = request.getfixturevalue("replayed")
+    data = tmp_path / "data"
+    for tree in ("trades", "quotes"):
+        shutil.copytree(rec / tree, data / tree)
+    export_cli(rec, "tardis", tmp_path / "full", "--exchanges", "binance")
+    export_cli(data, "tardis", tmp_path / "alone", "--exchanges", "binance")
+    full = {p.name for p in (tmp_path / "full").iterdir() if "_book_snapshot_" not in p.name}
+    alone = {p.name for p in (tmp_path / "alone").iterdir()}
+    trades = {n for n in alone if "_trades_" in n}
+    assert trades and trades == {n for n in full if "_trades_" in n}
+    for name in trades:
+        assert gzip.decompress((tmp_path / "alone" / name).read_bytes()) == gzip.decompress(
+            (tmp_path / "full" / name).read_bytes()
+        )
+    assert all("_book_snapshot_" not in n for n in alone)

@@ -180,6 +180,7 @@ class _Objects:
                 local[i],
             )
             for i in range(table.num_rows)
+            if qty[i] > 0  # nautilus refuses an empty trade (a venue's zero-size print)
         ]
 
 

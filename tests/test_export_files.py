@@ -154,16 +154,16 @@ def test_trades_are_exported_when_the_dataset_has_them(
     us = pa.timestamp("us", tz="UTC")
     stored = pa.table(
         {
-            "exchange": ["binance"] * 3,
-            "pair": ["NKN-USDT"] * 3,
-            "trade_id": ["101", "102", "103"],
-            "price": [0.4312, 0.4311, 0.4313],
-            "quantity": [12.0, 3.5, 40.0],
-            "side": ["buy", "sell", "buy"],
-            "exchange_time": pa.array([t0 - 900, t0 + 1_000, None], us),
-            "local_time": pa.array([t0, t0 + 2_000, t0 + 300_000], us),
-            "session_id": ["s"] * 3,
-            "sequence_number": [0, 1, 2],
+            "exchange": ["binance"] * 4,
+            "pair": ["NKN-USDT"] * 4,
+            "trade_id": ["101", "102", "103", "104"],
+            "price": [0.4312, 0.4311, 0.4313, 0.4313],
+            "quantity": [12.0, 3.5, 40.0, 0.0],  # a zero-size print: nautilus refuses it
+            "side": ["buy", "sell", "buy", "sell"],
+            "exchange_time": pa.array([t0 - 900, t0 + 1_000, None, t0 + 400_000], us),
+            "local_time": pa.array([t0, t0 + 2_000, t0 + 300_000, t0 + 400_000], us),
+            "session_id": ["s"] * 4,
+            "sequence_number": [0, 1, 2, 3],
         }
     )
 
@@ -180,7 +180,7 @@ def test_trades_are_exported_when_the_dataset_has_them(
 
     monkeypatch.setattr(Dataset, "trades", trades, raising=False)
     res = export(rec, to="tardis", out=tmp_path / "tardis", exchanges="binance", pairs="NKN-USDT", depth=5)
-    assert res.counts["trades"] == 3
+    assert res.counts["trades"] == 4
     with gzip.open(tmp_path / "tardis" / "binance_trades_2021-10-12_NKNUSDT.csv.gz", "rt", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
@@ -188,16 +188,17 @@ def test_trades_are_exported_when_the_dataset_has_them(
         ["binance", "NKNUSDT", str(t0 - 900), str(t0), "101", "buy", "0.4312", "12"],
         ["binance", "NKNUSDT", str(t0 + 1_000), str(t0 + 2_000), "102", "sell", "0.4311", "3.5"],
         ["binance", "NKNUSDT", str(t0 + 300_000), str(t0 + 300_000), "103", "buy", "0.4313", "40"],  # no venue time
+        ["binance", "NKNUSDT", str(t0 + 400_000), str(t0 + 400_000), "104", "sell", "0.4313", "0"],
     ]
     hbt = pytest.importorskip("hftbacktest")
     res = export(rec, to="hftbacktest", out=tmp_path / "hbt", exchanges="binance", pairs="NKN-USDT")
-    assert res.counts["trades"] == 3
+    assert res.counts["trades"] == 4
     events = np.load(tmp_path / "hbt" / "binance_NKN-USDT_2021-10-12.npz")["data"]
     tr = events[((events["ev"] & 0xFF) == hbt.TRADE_EVENT) & ((events["ev"] & hbt.LOCAL_EVENT) != 0)]
-    assert tr["local_ts"].tolist() == [t0 * 1000, (t0 + 2_000) * 1000, (t0 + 300_000) * 1000]
-    assert tr["px"].tolist() == [0.4312, 0.4311, 0.4313] and tr["qty"].tolist() == [12.0, 3.5, 40.0]
+    assert tr["local_ts"].tolist() == [t * 1000 for t in (t0, t0 + 2_000, t0 + 300_000, t0 + 400_000)]
+    assert tr["px"].tolist() == [0.4312, 0.4311, 0.4313, 0.4313] and tr["qty"].tolist() == [12.0, 3.5, 40.0, 0.0]
     sides = [(e & hbt.BUY_EVENT) != 0 for e in tr["ev"].tolist()]
-    assert sides == [True, False, True]
+    assert sides == [True, False, True, False]
     pytest.importorskip("nautilus_trader")
     from nautilus_trader.persistence.catalog import ParquetDataCatalog
 

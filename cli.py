@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Command line: start-capture, capture-status, stop-capture, sessions, simulate, replay, report, compact."""
+"""Command line: start-capture, capture-status, stop-capture, sessions, simulate, replay, report, compact,
+export."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -170,17 +170,15 @@ def _session(data_dir: str, session_id: str) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def capture_status(session_id: str, data_dir: str, as_json: bool) -> None:
     """Show a session's state and metrics (works from another terminal)."""
-    session = _session(data_dir, session_id)
-    status = session.read_status()
-    running = session.is_running()
-    if status is None and running:
-        status = {"session_id": session_id, "state": "starting"}  # checks and simulators come first
-        click.echo(json.dumps(status, indent=2, sort_keys=True) if as_json else f"session {session_id}: starting")
-        return
+    from recorder.api import read_status
+
+    _session(data_dir, session_id)
+    status = read_status(data_dir, session_id)  # what recorder.api's Capture.status() returns
     if status is None:
         raise UserError(f"session {session_id!r} never started capturing: its start failed or was killed")
-    if not running and status.get("state") in ("running", "stopping", "starting"):
-        status["state"] = "dead"  # the supervisor vanished without a final status
+    if status.get("state") == "starting" and "uptime_s" not in status:  # checks and simulators come first
+        click.echo(json.dumps(status, indent=2, sort_keys=True) if as_json else f"session {session_id}: starting")
+        return
     if as_json:
         click.echo(json.dumps(status, indent=2, sort_keys=True))
         return
@@ -355,22 +353,13 @@ FLEET_DOWN_EXIT = 3
 )
 def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     """Stop a running session gracefully and wait until its files are flushed."""
-    session = _session(data_dir, session_id)
-    pid = session.pid()
-    if not session.is_running() or pid is None:
-        raise UserError(f"session {session_id!r} is not running")
+    from recorder.api import CaptureError, stop_session
+
+    _session(data_dir, session_id)
     try:
-        os.kill(pid, signal.SIGTERM)
-    except OSError as exc:
-        raise UserError(f"cannot signal session {session_id!r} (pid {pid}): {exc.strerror or exc}") from None
-    deadline = time.monotonic() + timeout
-    while session.is_running():
-        if time.monotonic() > deadline:
-            raise UserError(f"session {session_id!r} did not stop within {timeout:.0f}s")
-        time.sleep(0.1)
-    status = session.read_status() or {}
-    if status.get("state") != "stopped" or not status.get("flushed"):
-        raise UserError(f"session {session_id!r} stopped but did not report a clean flush")
+        status = stop_session(data_dir, session_id, timeout)  # as recorder.api programs stop one
+    except CaptureError as exc:
+        raise UserError(str(exc)) from None
     w = status.get("writer", {})
     click.echo(f"session {session_id} stopped: {w.get('snapshots_written', 0)} snapshots written, flushed")
 
@@ -727,6 +716,112 @@ def _save_replay_summary(data_dir: str, session_id: str, summary: dict[str, Any]
         path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     except OSError as exc:
         click.echo(f"Warning: cannot write {path}: {exc.strerror or exc} (report will lack its counts)", err=True)
+
+
+@main.command("export")
+@click.option(
+    "--to", "to", required=True, type=click.Choice(["hftbacktest", "nautilus", "tardis"]), help="Target format."
+)
+@click.option(
+    "--out", "out_dir", required=True, type=Text("output directory"), help="Output directory (nautilus: the catalog)."
+)
+@click.option(
+    "--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix)."
+)
+@click.option("--exchanges", help="Comma-separated exchanges (default: all).")
+@click.option("--pairs", help="Comma-separated pairs (default: all).")
+@click.option("--start", help="From this UTC time, inclusive (ISO 8601, e.g. 2026-11-24T10:00:00Z).")
+@click.option("--end", help="Until this UTC time, exclusive.")
+@click.option("--session-id", "sessions", help="Only these sessions (comma-separated).")
+@click.option("--depth", default=25, show_default=True, type=int, help="tardis: levels of book_snapshot_{N}.")
+@click.option("--overwrite", is_flag=True, help="Replace files an earlier export wrote.")
+def export_cmd(
+    to: str,
+    out_dir: str,
+    data_dir: str,
+    exchanges: str | None,
+    pairs: str | None,
+    start: str | None,
+    end: str | None,
+    sessions: str | None,
+    depth: int,
+    overwrite: bool,
+) -> None:
+    """Export stored snapshots (and trades, quotes) for backtesters: hftbacktest .npz, a nautilus_trader
+    catalog, tardis CSV, one file per pair and day. Event-level exports (every book change: hftbacktest
+    depth events, tardis incremental_book_L2, nautilus OrderBookDelta) need the lossless archive and
+    are not made from snapshots."""
+    from recorder.dataset import DatasetError
+    from recorder.export import ExportError, export
+
+    def names(text: str | None) -> list[str] | None:
+        return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+    for s in names(sessions) or []:
+        try:
+            check_session_id(s)
+        except NameError_ as exc:
+            raise UserError(str(exc)) from None
+    bar = _progress_bar(f"exporting to {to}")
+    try:
+        with bar:
+            result = export(
+                data_dir,
+                to=to,
+                out=out_dir,
+                exchanges=names(exchanges),
+                pairs=names(pairs),
+                start=start,
+                end=end,
+                sessions=names(sessions),
+                depth=depth,
+                overwrite=overwrite,
+                progress=bar.update,
+            )
+    except (ExportError, DatasetError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"export failed: {exc.strerror or exc}") from None
+    except Exception as exc:  # a backtester's own check refusing our data: one line, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"export failed: {type(exc).__name__}: {first}") from None
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    click.echo(f"exported {result.units} pair-day(s) to {to} in {result.out.resolve()}: {counts}")
+
+
+class _progress_bar:
+    """A rich progress bar on a terminal (stderr); nothing otherwise."""
+
+    def __init__(self, title: str) -> None:
+        self.title, self._bar, self._task = title, None, None
+
+    def __enter__(self) -> _progress_bar:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.title, total=None)
+            self._bar.refresh()  # shown at once, however short the export
+        return self
+
+    def update(self, done: int, total: int, unit: Any) -> None:
+        if self._bar is not None:
+            desc = f"{self.title}: {unit.exchange} {unit.pair} {unit.day}"
+            self._bar.update(self._task, completed=done, total=total, description=desc)
+            self._bar.refresh()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 @main.command("report")

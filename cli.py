@@ -515,8 +515,8 @@ def compact_cmd(
     help="Raw capture file (repeatable). A NAME.ws.N.R text capture brings its NAME.http.* snapshots.",
 )
 @click.option("--pairs", help="Comma-separated pairs to keep (default: every pair in the capture).")
-@click.option("--interval", default="1s", show_default=True, help="Sampling interval: 1, 1s, 500ms.")
-@click.option("--depth", default=20, show_default=True, type=int, help="Levels per side.")
+@click.option("--interval", help="Sampling interval: 1, 1s, 500ms (default: 1s; an archive's: as recorded, exactly).")
+@click.option("--depth", type=int, help="Levels per side (default: 20; an archive's: as recorded).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "both"]), default="both", show_default=True)
 @click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
 @click.option("--session-id", help="Session id (default: replay_<venue>_<input name>).")
@@ -525,8 +525,8 @@ def replay_cmd(
     venue: str,
     inputs: tuple[str, ...],
     pairs: str | None,
-    interval: str,
-    depth: int,
+    interval: str | None,
+    depth: int | None,
     fmt: str,
     data_dir: str,
     session_id: str | None,
@@ -542,8 +542,8 @@ def replay_cmd(
 
     setup_logging("replay", log_level.upper())
     try:
-        interval_s = parse_duration(_number_or_text(interval), default_unit="s")
-        if not 1 <= depth <= 1000:
+        interval_s = parse_duration(_number_or_text(interval), default_unit="s") if interval is not None else 0.0
+        if depth is not None and not 1 <= depth <= 1000:
             raise UserError(f"invalid depth {depth}: use 1..1000")
         files = list(dict.fromkeys(f for path in inputs for f in capture_files(path)))
         if session_id is None:
@@ -553,8 +553,8 @@ def replay_cmd(
         opts = ReplayOptions(
             venue=venue,
             inputs=files,
-            interval_ms=max(1, round(interval_s * 1000)),
-            depth=depth,
+            interval_ms=max(1, round(interval_s * 1000)) if interval is not None else 0,
+            depth=depth or 0,
             formats=["jsonl", "parquet"] if fmt == "both" else [fmt],
             data_dir=data_dir,
             session_id=session_id,

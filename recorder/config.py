@@ -65,6 +65,16 @@ class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     compact_every_s: float = 300.0
 
 
+class ArchiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[archive]``: every frame each venue process received, for exact replays (README: Archive)."""
+
+    enabled: bool = True
+    rotate_minutes: float = 60.0  # a file is finished after this long ...
+    rotate_mb: float = 256.0  # ... or this many compressed MiB, whichever comes first
+    flush_s: float = 1.0  # written this often: what a SIGKILL can lose
+    level: int = 3  # zstd level (1 fastest .. 19 smallest)
+
+
 class S3Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``[storage.s3]``: where finished files go. Credentials never live here: boto3 takes them
     from the standard AWS chain (environment, shared profile, instance role)."""
@@ -104,6 +114,7 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     venues: dict[str, VenueConfig] = {}
     writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
     s3: S3Config | None = None  # from [storage.s3]
+    archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
 
     def resolved_session_id(self) -> str:
         if self.session_id:
@@ -247,7 +258,18 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
         raise ConfigError("[writer] compact works with local storage only")
     if cfg.storage == "s3":
         _validate_s3(cfg.s3)
+    _validate_archive(cfg.archive)
     return cfg
+
+
+def _validate_archive(a: ArchiveConfig) -> None:
+    for name in ("rotate_minutes", "rotate_mb"):
+        if getattr(a, name) <= 0:
+            raise ConfigError(f"invalid [archive] {name} = {getattr(a, name)}: must be positive")
+    if not 0.05 <= a.flush_s <= 60:
+        raise ConfigError(f"invalid [archive] flush_s = {a.flush_s}: use 0.05 to 60 seconds")
+    if not 1 <= a.level <= 19:
+        raise ConfigError(f"invalid [archive] level = {a.level}: zstd levels are 1 to 19")
 
 
 def _check_venue_config(name: str, vc: VenueConfig) -> None:

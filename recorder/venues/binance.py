@@ -26,6 +26,8 @@ import aiohttp
 import msgspec
 from picows import WSMsgType, WSTransport, ws_connect
 
+from recorder.archive.tap import archived_feed, tap_of
+from recorder.archive.tap import current as current_archive
 from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
@@ -397,6 +399,9 @@ class BinanceFeed:
     venue = VENUE
     log = log
     prev_id: Callable[[DepthEvent], int] = staticmethod(spot_prev_id)
+    # A REST snapshot body -> what ``on_snapshot`` / ``on_refetch`` take (an archive replay decodes
+    # the recorded body with it).
+    decode_snapshot = staticmethod(_snapshot.decode)
     symbol_for = staticmethod(symbol_for)
     stream_for = staticmethod(stream_for)
 
@@ -603,9 +608,10 @@ class _Connection:
 
     def __init__(self, connector: BinanceConnector, pairs: list[str]) -> None:
         self.connector = connector
-        self.feed: BinanceFeed = connector.feed_class(
-            pairs, connector.counters, snapshot_limit=connector.snapshot_limit
+        self.feed: BinanceFeed = archived_feed(
+            connector.feed_class, pairs, counters=connector.counters, snapshot_limit=connector.snapshot_limit
         )
+        self.tap = tap_of(self.feed)  # the connection's archive (None: not archived)
         self.transport: WSTransport | None = None
         self.closed = asyncio.Event()
         self.opened_at = time.monotonic()
@@ -634,7 +640,7 @@ class _Connection:
         url = f"{c.ws_url}/stream?streams={'/'.join(in_url)}" if in_url else f"{c.ws_url}/stream"
         stall = c.cfg.stall_timeout_s
         self.transport, _ = await ws_connect(
-            lambda: TextListener(self),
+            lambda: TextListener(self, self.tap, url),
             url,
             enable_auto_ping=True,
             # A dead TCP path shows up as unanswered pings long before the OS notices.
@@ -653,7 +659,10 @@ class _Connection:
             await asyncio.sleep(pause)
             self._request_id += 1
             msg = {"method": "SUBSCRIBE", "params": streams[i : i + per_msg], "id": self._request_id}
-            self.transport.send(WSMsgType.TEXT, msgspec.json.encode(msg))
+            data = msgspec.json.encode(msg)
+            if self.tap is not None:
+                self.tap.send(data)
+            self.transport.send(WSMsgType.TEXT, data)
 
     def all_synced(self) -> bool:
         return self.feed.all_synced()
@@ -1056,6 +1065,9 @@ class BinanceConnector:
             async with self._http.get(f"{self.rest_url}{path}", params=params) as resp:
                 status, headers = resp.status, resp.headers
                 body = await resp.read()
+            archive = current_archive()
+            if archive is not None:
+                archive.http(str(resp.url), status, body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.counters.incr("rest_errors")
             msg = "event=rest_failed venue=%s path=%s key=%s error=%r"
@@ -1098,6 +1110,9 @@ class BinanceConnector:
             self._throttle.warning("rest", "event=snapshot_failed venue=%s pair=%s error=%r", self.venue, pair, exc)
             return None
         self.counters.incr("snapshots_fetched")
+        archive = current_archive()
+        if archive is not None:
+            archive.bind(snap)  # a Feed call with it is archived as a reference to the body
         return snap
 
 

@@ -77,6 +77,7 @@ class ArchiveFeeds:
         self.frames = 0
         self.feed_errors = 0
         self.skipped_calls = 0
+        self.pid: object = None
 
     def on_record(self, obj: dict[str, Any]) -> None:
         t = obj["t"]
@@ -108,6 +109,11 @@ class ArchiveFeeds:
             self._call(obj)
         elif t == "tick":
             self.src.update(obj.get("src") or {})
+        elif t == "header" and obj.get("pid") != self.pid:
+            # A new process of the venue (the last one died): its predecessor's sockets are gone.
+            self.pid = obj.get("pid")
+            self.closed.update(self.feeds)
+            self.src.clear()
 
     def _call(self, obj: dict[str, Any]) -> None:
         feed = self.feeds.get(obj.get("conn", ""))
@@ -201,9 +207,10 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
             stats.append(st)
             for obj in iter_records(path, st):
                 ns = obj.get("ns")
-                if not isinstance(ns, int):
-                    continue
                 t = obj["t"]
+                if not isinstance(ns, int) or t == "header":
+                    feeds.on_record(obj)
+                    continue
                 if follow:
                     if t == "tick" and isinstance(obj.get("tick"), int):
                         feeds.on_record(obj)

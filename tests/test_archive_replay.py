@@ -147,3 +147,19 @@ def test_archive_resampled_at_another_interval_and_depth(capture: Path, tmp_path
     expected = _bybit_reference(list(archive_lines(archive_files(capture, "bybit"))), 300, 3)
     assert len(got) >= 20 and all(ts % 300 == 0 for _, ts in got)
     assert got == expected
+
+
+def test_report_shows_archive_coverage_per_venue(capture: Path) -> None:
+    res = run_cli("report", "--data-dir", str(capture), "--session-id", SESSION, "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    coverage = json.loads(res.stdout)["sessions"][0]["archive"]
+    assert set(coverage) == set(VENUE_PAIRS)
+    for venue, v in coverage.items():
+        files = archive_files(capture, venue)
+        lines = list(archive_lines(files))
+        span_h = (max(o["ns"] for o in lines if "ns" in o) - min(o["ns"] for o in lines if "ns" in o)) / 3.6e12
+        assert v["files"] == len(files) and v["bytes"] == sum(p.stat().st_size for p in files), venue
+        assert v["frames"] == sum(1 for o in lines if o["t"] == "recv") > 0, venue
+        assert 0 < v["hours"] <= span_h + 1e-4, venue
+    text = run_cli("report", "--data-dir", str(capture), "--session-id", SESSION).stdout
+    assert "archive: binance " in text and " frames" in text

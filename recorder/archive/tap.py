@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +48,8 @@ class Archive:
         self.last_ns = 0
         self.last_http = 0
         self._bound: OrderedDict[int, int] = OrderedDict()  # id(decoded body) -> http seq
-        self.feeds: dict[str, Any] = {}  # conn -> its Feed (open connections' Feeds)
+        # conn -> its Feed, while the Feed lives (a failed connection attempt's goes with it).
+        self.feeds: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         self.held: list[tuple] | None = None  # records made while a tick is being sampled
 
     def now(self) -> int:
@@ -205,7 +207,7 @@ class SampledConnector:
             feed = feeds.get(last) if last else None
             if feed is not None and feed.book(pair) is book:
                 return book
-            conn = next((c for c, f in reversed(feeds.items()) if f.book(pair) is book), "?")
+            conn = next((c for c, f in reversed(list(feeds.items())) if f.book(pair) is book), "?")
         if conn != last:
             self._src[pair] = self._changed[pair] = conn
         return book

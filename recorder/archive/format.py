@@ -114,7 +114,10 @@ def encode_records(batch: list[tuple]) -> bytes:
             obj["tick"] = r[3]
             if r[4]:
                 obj["src"] = r[4]
-        out += encode(obj) + b"\n"
+        try:
+            out += encode(obj) + b"\n"
+        except (TypeError, ValueError):  # never lose the batch for one record no JSON can hold
+            out += encode({"t": "unarchivable", "conn": conn, "ns": ns, "kind": str(kind)}) + b"\n"
     return bytes(out)
 
 

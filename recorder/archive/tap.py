@@ -137,20 +137,24 @@ class ConnTap:
 
 
 class ArchivedFeed:
-    """A Feed whose state-changing calls are recorded (see ``RECORDED``); everything else is the
-    Feed's own attribute (the hot ``on_frame`` and ``book`` are bound straight through)."""
+    """A Feed whose state-changing calls are recorded (see ``RECORDED``); every other attribute is
+    the Feed's own, read and set (the hot ``on_frame`` and ``book`` are bound straight through)."""
 
     def __init__(self, feed: Any, tap: ConnTap) -> None:
-        self._feed = feed
-        self.archive_tap = tap
-        self.on_frame = feed.on_frame
-        self.book = feed.book
-        self.wants_snapshot = feed.wants_snapshot
-        self.stats = feed.stats
+        own = object.__setattr__
+        own(self, "_feed", feed)
+        own(self, "archive_tap", tap)
+        own(self, "on_frame", feed.on_frame)
+        own(self, "book", feed.book)
+        own(self, "wants_snapshot", feed.wants_snapshot)
+        own(self, "stats", feed.stats)
         for name in RECORDED:
             method = getattr(feed, name, None)
             if method is not None:
-                setattr(self, name, self._recorded(name, method))
+                own(self, name, self._recorded(name, method))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._feed, name, value)  # e.g. a callback the connector wires into the Feed
 
     def _recorded(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         tap = self.archive_tap
@@ -173,11 +177,24 @@ def archived_feed(cls: type, *args: Any, counters: Any = None, **kw: Any) -> Any
     if a is None:
         return feed
     tap = ConnTap(a, a.new_conn())
-    spec = {"cls": f"{cls.__module__}:{cls.__qualname__}", "args": list(args), "kw": kw}
+    spec = {"cls": f"{cls.__module__}:{cls.__qualname__}", "args": [_plain(v) for v in args]}
+    spec["kw"] = {k: _plain(v) for k, v in kw.items()}
     a.add(("feed", tap.conn, a.now(), spec))
     proxy = ArchivedFeed(feed, tap)
     a.feeds[tap.conn] = feed
     return proxy
+
+
+def _plain(value: Any) -> Any:
+    """A Feed argument as JSON; an object (shared state such as a trade-id registry) is recorded
+    as null, and a replay builds the Feed without it."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return None
 
 
 def tap_of(feed: object) -> ConnTap | None:

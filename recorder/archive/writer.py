@@ -143,7 +143,7 @@ class ArchiveWriter:
             with self._lock:
                 try:
                     self._flush()
-                except OSError as exc:  # a full disk: the records are lost, the capture goes on
+                except Exception as exc:  # e.g. a full disk: the records are lost, the capture goes on
                     if self.error is None:
                         log.error("event=archive_write_failed venue=%s error=%s", self.venue, exc)
                     self.error = str(exc)

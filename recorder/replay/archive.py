@@ -228,7 +228,9 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
                 feeds.on_record(obj)
         if writer.drain("replay") != 0:
             raise ArchiveReplayError("could not store every snapshot (see the log)")
-        written = {pair: n for (ex, pair), n in writer.committed_seq.items() if ex == opts.venue}
+        # (keys are (exchange, pair), or (dataset, exchange, pair) where the writer stores several)
+        books = [(k[-2:], n) for k, n in writer.committed_seq.items() if len(k) == 2 or k[0] == "books"]
+        written = {pair: n for (ex, pair), n in books if ex == opts.venue}
         summary = {
             "venue": opts.venue,
             "session_id": opts.session_id,

@@ -41,7 +41,7 @@ _INLINE_SNAPSHOT = b'{"lastUpdateId"'
 _INLINE_LOOKAHEAD = 64
 # JSON-lines records that are no frame: a file's header; an archive's Feed builds, Feed calls and
 # sampler ticks (recorder/archive/format.py; its own replay reads them).
-_NOT_FRAMES = ("header", "feed", "call", "tick")
+_NOT_FRAMES = ("header", "feed", "call", "tick", "unarchivable")
 
 
 class Kind(enum.Enum):

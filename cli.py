@@ -511,8 +511,9 @@ def compact_cmd(
     "inputs",
     required=True,
     multiple=True,
-    type=click.Path(dir_okay=False),
-    help="Raw capture file (repeatable). A NAME.ws.N.R text capture brings its NAME.http.* snapshots.",
+    type=click.Path(),
+    help="Raw capture file (repeatable). A NAME.ws.N.R text capture brings its NAME.http.* snapshots; "
+    "a directory, its archive files (*.jsonl.zst).",
 )
 @click.option("--pairs", help="Comma-separated pairs to keep (default: every pair in the capture).")
 @click.option("--interval", help="Sampling interval: 1, 1s, 500ms (default: 1s; an archive's: as recorded, exactly).")
@@ -546,6 +547,9 @@ def replay_cmd(
         if depth is not None and not 1 <= depth <= 1000:
             raise UserError(f"invalid depth {depth}: use 1..1000")
         files = list(dict.fromkeys(f for path in inputs for f in capture_files(path)))
+        empty = [p for p in inputs if Path(p).is_dir() and not capture_files(p)]
+        if empty:
+            raise UserError(f"no archive files (*.jsonl.zst) in directory {empty[0]}")
         if session_id is None:
             stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(inputs[0]).name)
             session_id = f"replay_{venue}_{stem}"[:128]

@@ -121,3 +121,6 @@ def test_replay_of_an_archive_with_its_first_file_missing_or_mixed(tmp_path: Pat
     assert res.returncode == 2 and "is not an archive file" in res.stderr, res.stderr
     res = run_cli("replay", "--venue", "okx", "--input", str(archive), "--data-dir", str(tmp_path / "out"))
     assert res.returncode == 2 and "the archive is of venue 'bybit', not 'okx'" in res.stderr, res.stderr
+    (tmp_path / "empty").mkdir()
+    res = run_cli("replay", "--venue", "okx", "--input", str(tmp_path / "empty"), "--data-dir", str(tmp_path / "o"))
+    assert res.returncode == 2 and "Error: no archive files (*.jsonl.zst) in directory" in res.stderr, res.stderr

@@ -55,11 +55,11 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-def replay(data: Path, venue: str, out: Path, *extra: str) -> dict[str, Any]:
+def replay(data: Path, venue: str, out: Path, *extra: str, whole_dir: bool = False) -> dict[str, Any]:
     files = [str(p) for p in archive_files(data, venue)]
     assert files, venue
     args = ["replay", "--venue", venue, "--data-dir", str(out), "--session-id", SESSION, *extra]
-    for f in files:
+    for f in [str(data / "archive" / f"exchange={venue}")] if whole_dir else files:
         args += ["--input", f]
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -134,7 +134,7 @@ def _bybit_reference(lines: list[dict[str, Any]], interval: int, depth: int) -> 
 
 def test_archive_resampled_at_another_interval_and_depth(capture: Path, tmp_path: Path) -> None:
     out = tmp_path / "bybit-300"
-    summary = replay(capture, "bybit", out, "--interval", "300ms", "--depth", "3")
+    summary = replay(capture, "bybit", out, "--interval", "300ms", "--depth", "3", whole_dir=True)
     assert summary["mode"] == "resampled" and summary["interval_ms"] == 300 and summary["depth"] == 3
     rows = read_jsonl(out)
     got = {

@@ -50,7 +50,8 @@ def archive_headers(inputs: list[Path]) -> list[tuple[Path, dict[str, Any]]] | N
         raise ArchiveReplayError(f"{other} is not an archive file: replay archive files apart from other captures")
     sessions = {h.get("session") for _, h in archives}
     if len(sessions) > 1:
-        raise ArchiveReplayError(f"the archive files belong to several sessions ({', '.join(map(str, sessions))})")
+        names = ", ".join(sorted(map(str, sessions)))
+        raise ArchiveReplayError(f"the archive files belong to several sessions ({names}): give one session's files")
     return sorted(archives, key=lambda ph: (int(ph[1].get("file_seq", 0)), int(ph[1].get("ns", 0))))
 
 

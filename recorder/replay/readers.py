@@ -328,8 +328,11 @@ def conn_id_for(path: Path) -> str:
 
 def capture_files(path: str | Path) -> list[Path]:
     """The files that make up one capture: a cryptofeed ``NAME.ws.N.R`` file comes with its
-    ``NAME.http.*`` siblings (the REST snapshots); anything else stands alone."""
+    ``NAME.http.*`` siblings (the REST snapshots); a directory gives its ``*.jsonl.zst`` files (an
+    archive); anything else stands alone."""
     p = Path(path)
+    if p.is_dir():  # a directory of a recorder's archive (README "Archive"): its finished files
+        return sorted(f for f in p.rglob("*.jsonl.zst") if not f.name.startswith("."))
     m = re.match(r"^(.+)\.ws\.\d+\.\d+$", p.name)
     if not m:
         return [p]

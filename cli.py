@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command line: start-capture, capture-status, stop-capture, simulate, report."""
+"""Command line: start-capture, capture-status, stop-capture, sessions, simulate, replay, report, compact."""
 
 from __future__ import annotations
 
@@ -13,16 +13,27 @@ from typing import Any
 
 import click
 
-from recorder.config import ConfigError, build_config, load_toml, parse_duration
+from recorder.cli_inputs import (
+    EXIT_CRASH_LOOP,
+    EXIT_NOT_FLUSHED,
+    LOG_LEVELS,
+    PORT,
+    Duration,
+    FiniteFloat,
+    SessionId,
+    Text,
+    UserError,
+    parse_symbols,
+    run,
+)
+from recorder.config import MAX_INTERVAL_S, MIN_INTERVAL_S, ConfigError, build_config, load_toml
 from recorder.names import NameError_, check_session_id
+from recorder.venues import VENUES
 
 DEFAULT_DATA_DIR = "data"
-
-
-class UserError(click.ClickException):
-    """One line on stderr, exit code 2, no traceback."""
-
-    exit_code = 2
+DATA_DIR = Text("data directory")
+LOG_LEVEL = click.Choice(LOG_LEVELS, case_sensitive=False)
+CONFIG_FILE = click.Path(dir_okay=False)
 
 
 @click.group()
@@ -31,27 +42,37 @@ def main() -> None:
 
 
 @main.command("start-capture")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file under configs/.")
-@click.option("--venue", help="Venue id, e.g. binance.")
-@click.option("--pairs", help="Comma-separated pairs, e.g. BTC-USDT,ETH-USDT.")
-@click.option("--interval", help="Sampling interval in seconds (1.0) or with a unit (500ms).")
-@click.option("--duration", help="How long to capture: minutes (10) or 30s, 10m, 2h. Default: until stopped.")
-@click.option("--depth", type=int, help="Levels per side (default 20).")
+@click.option("--config", "config_path", type=CONFIG_FILE, help="TOML file under configs/.")
+@click.option("--venue", help=f"Venue id: {', '.join(VENUES)}.")
+@click.option("--pairs", help="Comma-separated pairs, e.g. BTC-USDT,ETH-USDT; or all.")
+@click.option(
+    "--interval", type=Duration("s", "interval"), help="Sampling interval in seconds (1.0) or with a unit (500ms)."
+)
+@click.option(
+    "--duration",
+    type=Duration("m", "duration"),
+    help="How long to capture: minutes (10) or 30s, 10m, 2h; 1s to 366d. Default: until stopped.",
+)
+@click.option("--depth", type=int, help="Levels per side, 1-1000 (default 20).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "both"]), help="Output format.")
 @click.option("--storage", type=click.Choice(["local", "s3"]), help="Storage backend (s3: see [storage.s3]).")
-@click.option("--s3-bucket", help="S3 bucket for --storage s3 (overrides [storage.s3] bucket).")
+@click.option(
+    "--s3-bucket", type=Text("bucket name"), help="S3 bucket for --storage s3 (overrides [storage.s3] bucket)."
+)
 @click.option("--s3-prefix", help="Key prefix in the bucket (default orderbook_data).")
-@click.option("--data-dir", help="Output directory (default data).")
-@click.option("--session-id", help="Session id (default: venue and pairs, e.g. binance_BTC-USDT_ETH-USDT).")
+@click.option("--data-dir", type=DATA_DIR, help="Output directory (default data).")
+@click.option(
+    "--session-id", type=SessionId(), help="Session id (default: venue and pairs, e.g. binance_BTC-USDT_ETH-USDT)."
+)
 @click.option("--simulate", is_flag=True, default=None, help="Capture from the embedded local exchange simulator.")
-@click.option("--log-level", default="INFO", show_default=True)
-@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port).")
+@click.option("--log-level", type=LOG_LEVEL, default="INFO", show_default=True)
+@click.option("--metrics-port", type=PORT, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port).")
 def start_capture(
     config_path: str | None,
     venue: str | None,
     pairs: str | None,
-    interval: str | None,
-    duration: str | None,
+    interval: float | None,
+    duration: float | None,
     depth: int | None,
     fmt: str | None,
     storage: str | None,
@@ -64,16 +85,12 @@ def start_capture(
     metrics_port: int | None,
 ) -> None:
     """Capture order books until the duration ends, stop-capture, SIGTERM or Ctrl-C."""
-    from recorder.logs import setup_logging
-    from recorder.supervisor.session import SessionBusy
-    from recorder.supervisor.supervisor import CaptureError, Supervisor
-
     try:
         overrides: dict[str, Any] = {
             "venue": venue,
             "pairs": [p for p in pairs.split(",") if p.strip()] if pairs is not None else None,
-            "interval_s": parse_duration(_number_or_text(interval), default_unit="s") if interval else None,
-            "duration_s": parse_duration(_number_or_text(duration), default_unit="m") if duration else None,
+            "interval_s": interval,
+            "duration_s": duration,
             "depth": depth,
             "format": fmt,
             "storage": storage,
@@ -87,30 +104,43 @@ def start_capture(
         cfg = build_config(load_toml(config_path) if config_path else None, overrides)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    from recorder.logs import setup_logging
+    from recorder.supervisor.session import SessionBusy, SessionMismatch
+    from recorder.supervisor.supervisor import CaptureError, Supervisor
+
     setup_logging("supervisor", log_level)
     supervisor = Supervisor(cfg, log_level=log_level)
     try:
         supervisor.prepare()
-    except (CaptureError, SessionBusy) as exc:
+    except (CaptureError, SessionBusy, SessionMismatch) as exc:
         raise UserError(str(exc)) from None
     click.echo(f"capturing session {supervisor.session_id} into {Path(cfg.data_dir).resolve()}", err=True)
-    _attach_status_view(supervisor)
-    sys.exit(supervisor.run())
+    stderr_fd = _attach_status_view(supervisor)
+    code = supervisor.run()
+    why = {
+        EXIT_CRASH_LOOP: "a child process kept crashing",
+        EXIT_NOT_FLUSHED: "the writer did not confirm that every sampled snapshot was stored",
+    }
+    if code in why:  # on the terminal, also when the event log went to recorder.log
+        os.write(stderr_fd, f"Error: session {supervisor.session_id} stopped: {why[code]} (see the log)\n".encode())
+    sys.exit(code)
 
 
-def _attach_status_view(supervisor: Any) -> None:
+def _attach_status_view(supervisor: Any) -> int:
     """A terminal gets a live table (the event log goes to the session's recorder.log, whose
-    tail the table shows); anything else gets plain log lines, a status summary a minute."""
+    tail the table shows); anything else gets plain log lines, a status summary a minute.
+    Returns a descriptor of the user's stderr, for the last word."""
     from recorder.supervisor.view import LiveView, log_summary
 
     if sys.stdout.isatty() and sys.stderr.isatty():
         log_path = supervisor.session.path / "recorder.log"
         click.echo(f"live status below; event log: {log_path}", err=True)
+        terminal = os.dup(2)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 2)  # children inherit it: their log lines must not scroll the table away
         os.close(fd)
         supervisor.on_status = LiveView(sys.stdout, str(log_path)).update
-        return
+        return terminal
     last = [0.0]
 
     def summary(status: dict[str, Any]) -> None:
@@ -119,31 +149,21 @@ def _attach_status_view(supervisor: Any) -> None:
             log_summary(status)
 
     supervisor.on_status = summary
-
-
-def _number_or_text(value: str) -> str | float:
-    try:
-        return float(value)
-    except ValueError:
-        return value
+    return 2
 
 
 def _session(data_dir: str, session_id: str) -> Any:
     from recorder.supervisor.session import SessionDir
 
-    try:
-        check_session_id(session_id)
-    except NameError_ as exc:
-        raise UserError(str(exc)) from None
     session = SessionDir(data_dir, session_id)
-    if not session.path.exists():
+    if not session.path.is_dir():
         raise UserError(f"no session {session_id!r} under {Path(data_dir).resolve()}")
     return session
 
 
 @main.command("capture-status")
-@click.option("--session-id", required=True)
-@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--session-id", required=True, type=SessionId())
+@click.option("--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def capture_status(session_id: str, data_dir: str, as_json: bool) -> None:
     """Show a session's state and metrics (works from another terminal)."""
@@ -161,7 +181,29 @@ def capture_status(session_id: str, data_dir: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(status, indent=2, sort_keys=True))
         return
-    click.echo(_render_status(status))
+    try:
+        click.echo(_render_status(status))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # hand-edited or from another version
+        raise UserError(f"status of session {session_id!r} is incomplete ({exc!r}): use --json") from None
+
+
+@main.command("sessions")
+@click.option("--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def sessions_cmd(data_dir: str, as_json: bool) -> None:
+    """List the sessions in a data directory: state, venues, pairs, interval, times, stored files."""
+    from recorder.supervisor.listing import ListingError, list_sessions, render_sessions
+
+    try:
+        found = list_sessions(data_dir)
+    except ListingError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(found, indent=2, sort_keys=True))
+    elif not found:
+        click.echo(f"no sessions under {Path(data_dir).resolve()}")
+    else:
+        click.echo(render_sessions(found))
 
 
 def _render_status(s: dict[str, Any]) -> str:
@@ -170,13 +212,13 @@ def _render_status(s: dict[str, Any]) -> str:
         f"  depth {s['depth']}  format {s['format']}",
     ]
     for venue, v in s.get("venues", {}).items():
-        lat = v["capture_latency_ms"]
         lines.append(
             f"  {venue}: {'connected' if v['connected'] else 'DISCONNECTED'}  msgs/s {v['messages_per_s']}"
             f"  samples {v['samples']}  missed {v['missed_ticks']}  depth short {v.get('depth_short', 0)}"
             f"  resyncs {v['resyncs']}  gaps {v['gaps']}"
             f"  reconnects {v['reconnects']}  drops {v['ring_drops']}  restarts {v['restarts']}"
-            f"  latency p50/p99/max {lat['p50']}/{lat['p99']}/{lat['max']} ms"
+            f"  latency p50/p99/max {_ms3(v.get('capture_latency_ms'))}"
+            f"  grid jitter p50/p99/max {_ms3(v.get('grid_jitter_ms'))}"
         )
         if "connections" in v:
             lines.append(
@@ -228,6 +270,21 @@ def _first_sync_text(p: dict[str, Any]) -> str:
     return f"  warm-up {p['warmup_ticks']} (first sync {p['time_to_first_sync_s']} s after start)"
 
 
+def _ms3(q: dict[str, Any] | None) -> str:
+    """``{"p50": 2.7756, "p99": 4.977, "max": 4.977}`` -> ``2.78/4.98/4.98 ms``; unknown -> ``n/a``."""
+    values = [(q or {}).get(k) for k in ("p50", "p99", "max")]
+    if all(v is None for v in values):
+        return "n/a"
+    return "/".join(_ms(v) for v in values) + " ms"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    return f"{value:.{digits}f}"
+
+
 def _render_s3(s3: dict[str, Any]) -> str:
     dest = f"s3://{s3['bucket']}/{s3['prefix']}".rstrip("/")
     line = (
@@ -241,16 +298,25 @@ def _render_s3(s3: dict[str, Any]) -> str:
 
 
 @main.command("stop-capture")
-@click.option("--session-id", required=True)
-@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
-@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the flush.")
+@click.option("--session-id", required=True, type=SessionId())
+@click.option("--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True)
+@click.option(
+    "--timeout",
+    type=FiniteFloat(0, 86400, min_open=True),
+    default=180.0,
+    show_default=True,
+    help="Seconds to wait for the flush (up to 86400).",
+)
 def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     """Stop a running session gracefully and wait until its files are flushed."""
     session = _session(data_dir, session_id)
     pid = session.pid()
     if not session.is_running() or pid is None:
         raise UserError(f"session {session_id!r} is not running")
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError as exc:
+        raise UserError(f"cannot signal session {session_id!r} (pid {pid}): {exc.strerror or exc}") from None
     deadline = time.monotonic() + timeout
     while session.is_running():
         if time.monotonic() > deadline:
@@ -264,17 +330,17 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
 
 
 @main.command("simulate")
-@click.option("--venue", default="binance", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=0, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--venue", default="binance", show_default=True, help=f"Venue id: {', '.join(VENUES)}.")
+@click.option("--host", type=Text("host"), default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, type=PORT, help="0 picks a free port.")
 @click.option("--symbols", help="Comma-separated venue symbols (default: a built-in universe).")
 @click.option("--seed", type=int, help="Seed for a reproducible market.")
-@click.option("--ping-interval", default=20.0, show_default=True, type=float)
+@click.option("--ping-interval", default=20.0, show_default=True, type=FiniteFloat(0, 86400, min_open=True))
 @click.option(
     "--max-connection-age",
     default=86400.0,
     show_default=True,
-    type=float,
+    type=FiniteFloat(0, 30 * 86400, min_open=True),
     help="Seconds before the server closes a connection (the venue's 24 h limit).",
 )
 @click.option(
@@ -282,16 +348,36 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     "faults_spec",
     help="Fault schedule: a .json/.toml file or e.g. 'drop@5,stall@10+4,gap@15:BTCUSDT,close@20#4000'.",
 )
-@click.option("--instruments", default=0, show_default=True, type=int, help="Extra generated instruments (tail).")
-@click.option("--weight-limit", default=6000, show_default=True, type=int, help="REST weight budget per window.")
-@click.option("--weight-window", default=60.0, show_default=True, type=float, help="REST weight window in seconds.")
+@click.option(
+    "--instruments",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 10000),
+    help="Extra generated instruments (tail), up to 10000.",
+)
+@click.option(
+    "--weight-limit", default=6000, show_default=True, type=click.IntRange(1), help="REST weight budget per window."
+)
+@click.option(
+    "--weight-window",
+    default=60.0,
+    show_default=True,
+    type=FiniteFloat(0, 86400, min_open=True),
+    help="REST weight window in seconds.",
+)
 @click.option(
     "--replay",
     "replay_file",
     type=click.Path(dir_okay=False),
     help="Serve this recorded raw capture (and its REST snapshots) instead of a generated market.",
 )
-@click.option("--speed", default=1.0, show_default=True, type=float, help="Replay pace: 1 as recorded, 10 faster.")
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    type=FiniteFloat(0, 1e6, min_open=True),
+    help="Replay pace: 1 as recorded, 10 faster.",
+)
 @click.option(
     "--okx-checksum",
     default="zero",
@@ -303,7 +389,7 @@ def stop_capture(session_id: str, data_dir: str, timeout: float) -> None:
     "--idle-timeout",
     default=600.0,
     show_default=True,
-    type=float,
+    type=FiniteFloat(0, 86400, min_open=True),
     help="Bybit: seconds without a ping and without data before a connection is cut.",
 )
 @click.option(
@@ -353,7 +439,7 @@ def simulate(
         venue=venue,
         host=host,
         port=port,
-        symbols=[s.strip().upper() for s in symbols.split(",")] if symbols else None,
+        symbols=parse_symbols(symbols) if symbols is not None else None,
         seed=seed,
         ping_interval_s=ping_interval,
         max_connection_age_s=max_connection_age,
@@ -377,16 +463,30 @@ def simulate(
         except (ReplayError, CaptureFormatError, OSError) as exc:
             raise UserError(str(exc)) from None
 
+    serving = []
+
     def ready(urls: dict[str, str]) -> None:
+        serving.append(urls)
         click.echo(json.dumps(urls), nl=True)
         sys.stdout.flush()
 
-    run_simulator(opts, on_ready=ready)
+    try:
+        run_simulator(opts, on_ready=ready)
+    except (OSError, UnicodeError) as exc:  # a port in use, a host that is not ours (or no host name)
+        if serving:
+            raise UserError(f"simulator stopped: {getattr(exc, 'strerror', None) or exc}") from None
+        raise UserError(f"cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 @main.command("systemd-unit")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="TOML config.")
-@click.option("--watchdog-sec", default=60, show_default=True, type=int, help="systemd kills a silent recorder.")
+@click.option("--config", "config_path", required=True, type=CONFIG_FILE, help="TOML config.")
+@click.option(
+    "--watchdog-sec",
+    default=60,
+    show_default=True,
+    type=click.IntRange(5, 86400),
+    help="systemd kills a recorder silent this long (5-86400).",
+)
 @click.option("--user", help="Run as this user (User=).")
 def systemd_unit(config_path: str, watchdog_sec: int, user: str | None) -> None:
     """Print a systemd service unit running start-capture with this config (long runs)."""
@@ -394,55 +494,30 @@ def systemd_unit(config_path: str, watchdog_sec: int, user: str | None) -> None:
         cfg = build_config(load_toml(config_path), {})
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    if watchdog_sec < 5:
-        raise UserError("--watchdog-sec must be at least 5")
+    from recorder.supervisor.unit import UnitError, unit_text
+
     paths = [os.path.abspath(sys.executable), str(Path(__file__).resolve()), str(Path(config_path).resolve())]
-    workdir = str(Path.cwd().resolve())
-    for p in [*paths, workdir]:
-        if any(c in p for c in "\n\"'%$"):
-            raise UserError(f"path {p!r} has characters a unit file cannot hold safely")
-    quoted = [f'"{p}"' if " " in p else p for p in paths]
-    session = cfg.resolved_session_id()
-    lines = [
-        "[Unit]",
-        f"Description=Order-book recorder, session {session}",
-        "Wants=network-online.target",
-        "After=network-online.target",
-        # The supervisor restarts its own children; this only catches the supervisor itself looping.
-        "StartLimitIntervalSec=600",
-        "StartLimitBurst=5",
-        "",
-        "[Service]",
-        "Type=notify",
-        "NotifyAccess=main",
-        f"ExecStart={quoted[0]} {quoted[1]} start-capture --config {quoted[2]}",
-        f"WorkingDirectory={workdir}",
-        *([f"User={user}"] if user else []),
-        "Environment=PYTHONUNBUFFERED=1",
-        "Restart=on-failure",
-        "RestartSec=5",
-        f"WatchdogSec={watchdog_sec}",
-        # SIGTERM to the supervisor only: it stops the venue processes, then lets the writer flush.
-        "KillMode=mixed",
-        "TimeoutStopSec=300",
-        "LimitNOFILE=65536",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-    ]
-    click.echo("\n".join(lines))
+    try:
+        text = unit_text(cfg.resolved_session_id(), *paths, str(Path.cwd().resolve()), watchdog_sec, user)
+    except UnitError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(text)
 
 
 @main.command("demo")
-@click.option("--minutes", default=10.0, show_default=True, type=float, help="How long to capture.")
-@click.option("--out", "out_dir", help="Where data, logs and report.json go (default: data/demo-<time>).")
+@click.option(
+    "--minutes", default=10.0, show_default=True, type=FiniteFloat(1, 1440), help="How long to capture (1-1440)."
+)
+@click.option(
+    "--out", "out_dir", type=Text("directory"), help="Where data, logs and report.json go (default: data/demo-<time>)."
+)
 def demo(minutes: float, out_dir: str | None) -> None:
     """Capture every simulated venue under a fault every ~30 s, verify everything, print a report."""
     from recorder.demo import DemoError, run_demo
 
-    if minutes < 1:
-        raise UserError("--minutes must be at least 1")
     out = Path(out_dir or f"{DEFAULT_DATA_DIR}/demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}").resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output directory {out} is a file")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"output directory {out} is not empty")
     try:
@@ -453,16 +528,37 @@ def demo(minutes: float, out_dir: str | None) -> None:
 
 
 @main.command("compact")
-@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix).")
-@click.option("--older-than", default="1h", show_default=True, help="Only files older than this (30m, 1h, 2d).")
-@click.option("--target-mb", default=128.0, show_default=True, type=float, help="Size of a merged file.")
-@click.option("--row-group-rows", default=128 * 1024, show_default=True, type=int, help="Rows per Parquet row group.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Compact this config's [storage.s3].")
-@click.option("--s3-bucket", help="Compact this S3 bucket (endpoint etc. from --config or the AWS chain).")
+@click.option("--data-dir", type=DATA_DIR, help="Data dir (or s3://bucket/prefix). Default: data.")
+@click.option(
+    "--older-than",
+    "older_than_s",
+    type=Duration("m", "duration", allow_zero=True),
+    default="1h",
+    show_default=True,
+    help="Only files older than this (30m, 1h, 2d; 0: all).",
+)
+@click.option(
+    "--target-mb",
+    default=128.0,
+    show_default=True,
+    type=FiniteFloat(0, 1024 * 1024, min_open=True),
+    help="Size of a merged file.",
+)
+@click.option(
+    "--row-group-rows",
+    default=128 * 1024,
+    show_default=True,
+    type=click.IntRange(1, 2**31 - 1),
+    help="Rows per Parquet row group.",
+)
+@click.option("--config", "config_path", type=CONFIG_FILE, help="Compact this config's [storage.s3].")
+@click.option(
+    "--s3-bucket", type=Text("bucket name"), help="Compact this S3 bucket (endpoint etc.: --config or the AWS chain)."
+)
 @click.option("--s3-prefix", help="Key prefix in the bucket (default orderbook_data).")
 def compact_cmd(
-    data_dir: str,
-    older_than: str,
+    data_dir: str | None,
+    older_than_s: float,
     target_mb: float,
     row_group_rows: int,
     config_path: str | None,
@@ -474,23 +570,19 @@ def compact_cmd(
     from recorder.config import S3Config, s3_destination
     from recorder.logs import setup_logging
 
-    location: str | S3Config = data_dir
-    if config_path or s3_bucket or s3_prefix:
+    location: str | S3Config = data_dir or DEFAULT_DATA_DIR
+    if config_path is not None or s3_bucket is not None or s3_prefix is not None:
+        if data_dir is not None:
+            raise UserError("give either --data-dir or an S3 destination (--config, --s3-bucket), not both")
         try:
             dest = s3_destination(load_toml(config_path) if config_path else None, s3_bucket, s3_prefix)
         except ConfigError as exc:
             raise UserError(str(exc)) from None
+        if dest is None and config_path is None:
+            raise UserError("--s3-prefix needs --s3-bucket (or --config with [storage.s3])")
         if dest is None:
             raise UserError("--config names local storage: use --data-dir, or give [storage.s3] / --s3-bucket")
         location = dest
-
-    try:
-        zero = older_than.strip().rstrip("smhd") in ("0", "0.0")  # "everything, now" is allowed here
-        older_than_s = 0.0 if zero else parse_duration(_number_or_text(older_than), default_unit="m")
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
-    if target_mb <= 0 or row_group_rows < 1:
-        raise UserError("--target-mb and --row-group-rows must be positive")
     setup_logging("compact")
     try:
         res = compact(location, older_than_s=older_than_s, target_mb=target_mb, row_group_rows=row_group_rows)
@@ -505,7 +597,7 @@ def compact_cmd(
 
 
 @main.command("replay")
-@click.option("--venue", required=True, help="Venue id whose feed the capture holds, e.g. binance.")
+@click.option("--venue", required=True, help=f"Venue id whose feed the capture holds: {', '.join(VENUES)}.")
 @click.option(
     "--input",
     "inputs",
@@ -516,17 +608,22 @@ def compact_cmd(
     "a directory, its archive files (*.jsonl.zst).",
 )
 @click.option("--pairs", help="Comma-separated pairs to keep (default: every pair in the capture).")
-@click.option("--interval", help="Sampling interval: 1, 1s, 500ms (default: 1s; an archive's: as recorded, exactly).")
-@click.option("--depth", type=int, help="Levels per side (default: 20; an archive's: as recorded).")
+@click.option(
+    "--interval",
+    "interval_s",
+    type=Duration("s", "interval"),
+    help="Sampling interval: 1, 1s, 500ms (default: 1s; an archive's: as recorded, exactly).",
+)
+@click.option("--depth", type=int, help="Levels per side (1-1000; default: 20; an archive's: as recorded).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "both"]), default="both", show_default=True)
-@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True)
-@click.option("--session-id", help="Session id (default: replay_<venue>_<input name>).")
-@click.option("--log-level", default="WARNING", show_default=True)
+@click.option("--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--session-id", type=SessionId(), help="Session id (default: replay_<venue>_<input name>).")
+@click.option("--log-level", type=LOG_LEVEL, default="WARNING", show_default=True)
 def replay_cmd(
     venue: str,
     inputs: tuple[str, ...],
     pairs: str | None,
-    interval: str | None,
+    interval_s: float | None,
     depth: int | None,
     fmt: str,
     data_dir: str,
@@ -541,9 +638,10 @@ def replay_cmd(
     from recorder.replay.engine import ReplayError, ReplayOptions, replay
     from recorder.replay.readers import CaptureFormatError, capture_files
 
-    setup_logging("replay", log_level.upper())
+    setup_logging("replay", log_level)
     try:
-        interval_s = parse_duration(_number_or_text(interval), default_unit="s") if interval is not None else 0.0
+        if interval_s is not None and not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
+            raise UserError(f"invalid interval {interval_s:g}s: must be at least 10ms and at most 1h")
         if depth is not None and not 1 <= depth <= 1000:
             raise UserError(f"invalid depth {depth}: use 1..1000")
         files = list(dict.fromkeys(f for path in inputs for f in capture_files(path)))
@@ -557,7 +655,7 @@ def replay_cmd(
         opts = ReplayOptions(
             venue=venue,
             inputs=files,
-            interval_ms=max(1, round(interval_s * 1000)) if interval is not None else 0,
+            interval_ms=max(1, round(interval_s * 1000)) if interval_s is not None else 0,
             depth=depth or 0,
             formats=["jsonl", "parquet"] if fmt == "both" else [fmt],
             data_dir=data_dir,
@@ -583,23 +681,27 @@ def _save_replay_summary(data_dir: str, session_id: str, summary: dict[str, Any]
 
 
 @main.command("report")
-@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix).")
-@click.option("--session-id", help="Only this session (default: every session in the data).")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Also write an HTML page with plots here.")
+@click.option(
+    "--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True, help="Data dir (or s3://bucket/prefix)."
+)
+@click.option("--session-id", type=SessionId(), help="Only this session (default: every session in the data).")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write an HTML page with plots here.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output instead of the table.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "parquet", "jsonl"]), default="auto", show_default=True)
 def report(data_dir: str, session_id: str | None, out_path: str | None, as_json: bool, fmt: str) -> None:
     """Data-quality report per exchange and pair: coverage, gaps and causes, latency, storage."""
+    if out_path is not None and not out_path.strip():
+        raise UserError("--out is empty: give a file name, e.g. report.html")
     from recorder.dataset import DatasetError
     from recorder.report import build_report
     from recorder.report.quality import NoData
     from recorder.report.render import render_html, render_text
 
-    if session_id:
-        try:
-            check_session_id(session_id)
-        except NameError_ as exc:
-            raise UserError(str(exc)) from None
     try:
         rep = build_report(data_dir, session_id, fmt)
     except NoData as exc:
@@ -633,4 +735,4 @@ def _unreadable_lines(unreadable: list[Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -129,18 +130,33 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
+# Bounds of what a capture accepts (CLI and config files alike). A capture meant to run for good
+# has no duration; a bigger number is a typo (and 1e300 s would never end).
+MIN_INTERVAL_S = 0.01
+MAX_INTERVAL_S = 3600.0
+MIN_DURATION_S = 1.0
+MAX_DURATION_S = 366 * 86400.0
+MAX_PORT = 65535
+MAX_RING_MB = 16384
 
-def parse_duration(value: str | float | int, default_unit: str = "m") -> float:
-    """Seconds from ``10`` (default unit), ``30s``, ``10m``, ``2h``, ``500ms``."""
+
+def parse_duration(value: str | float | int, default_unit: str = "m", what: str = "duration") -> float:
+    """Seconds from ``10`` (default unit), ``30s``, ``10m``, ``2h``, ``500ms``; ``what`` names the
+    setting in the error (``interval``, ``duration``)."""
+    example = "1, 1.5s, 500ms" if default_unit == "s" else "10, 30s, 10m, 2h"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"invalid {what} {value!r}: use e.g. {example}")
     if isinstance(value, int | float):
         seconds = float(value) * _UNIT_S[default_unit]
     else:
         m = _DURATION_RE.match(value)
         if not m:
-            raise ConfigError(f"invalid duration {value!r}: use e.g. 10, 30s, 10m, 2h")
+            raise ConfigError(f"invalid {what} {value!r}: use e.g. {example}")
         seconds = float(m.group(1)) * _UNIT_S[m.group(2) or default_unit]
+    if not math.isfinite(seconds):
+        raise ConfigError(f"invalid {what} {value!r}: must be a finite number")
     if seconds <= 0:
-        raise ConfigError(f"invalid duration {value!r}: must be positive")
+        raise ConfigError(f"invalid {what} {value!r}: must be positive")
     return seconds
 
 
@@ -150,15 +166,21 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
 
 
 def _normalize_raw(raw: dict[str, Any]) -> dict[str, Any]:
     """Accept human spellings (``interval = "500ms"``, ``duration = "2h"``) in files."""
     out = dict(raw)
     if "interval" in out:
-        out["interval_s"] = parse_duration(out.pop("interval"), default_unit="s")
+        out["interval_s"] = parse_duration(out.pop("interval"), default_unit="s", what="interval")
     if "duration" in out:
         out["duration_s"] = parse_duration(out.pop("duration"), default_unit="m")
     storage = out.get("storage")
@@ -195,13 +217,17 @@ def _reject_credentials(section: Any) -> None:
 def build_config(file_raw: dict[str, Any] | None, overrides: dict[str, Any]) -> CaptureConfig:
     """Merge a config file with CLI overrides (CLI wins) and validate everything."""
     raw = _normalize_raw(file_raw or {})
+    _check_tables(raw)
     venue = overrides.pop("venue", None)
     pairs = overrides.pop("pairs", None)
     s3_overrides = {k[3:]: overrides.pop(k) for k in ("s3_bucket", "s3_prefix") if overrides.get(k) is not None}
     overrides = {k: v for k, v in overrides.items() if not k.startswith("s3_")}
-    if s3_overrides:
-        raw["s3"] = {**(raw.get("s3") or {}), **s3_overrides}
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if s3_overrides:
+        if raw.get("storage", "local") != "s3":
+            flags = " / ".join(f"--s3-{k}" for k in s3_overrides)
+            raise ConfigError(f"{flags} needs --storage s3 (or a [storage.s3] section in the config)")
+        raw["s3"] = {**(raw.get("s3") or {}), **s3_overrides}
     if venue is not None:
         venues = raw.get("venues") or {}
         section = dict(venues.get(venue) or {})
@@ -221,15 +247,64 @@ def build_config(file_raw: dict[str, Any] | None, overrides: dict[str, Any]) -> 
     return validate(cfg)
 
 
+def _check_tables(raw: dict[str, Any]) -> None:
+    """The sections the merge below reaches into must be tables (``venues = 5`` is a one-line error)."""
+    venues = raw.get("venues")
+    if venues is not None and (not isinstance(venues, dict) or not all(isinstance(v, dict) for v in venues.values())):
+        raise ConfigError("invalid configuration: venues must be [venues.NAME] tables")
+    if raw.get("s3") is not None and not isinstance(raw["s3"], dict):
+        raise ConfigError("invalid configuration: [storage.s3] must be a table")
+
+
+# No setting needs more (seconds, counts, MiB); bigger values overflow timers, msgpack and shm sizes.
+MAX_SETTING = 1e12
+
+
+def _bad_number(struct: msgspec.Struct, where: str = "") -> str | None:
+    """The first number setting that is NaN, infinite (TOML has both) or beyond ``MAX_SETTING``,
+    as ``section.key``."""
+    for field in struct.__struct_fields__:
+        value = getattr(struct, field)
+        name = f"{where}{field}"
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value) or abs(value) > MAX_SETTING:
+                return name
+        if isinstance(value, msgspec.Struct) and (bad := _bad_number(value, f"{name}.")):
+            return bad
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, msgspec.Struct) and (bad := _bad_number(item, f"{name}.{key}.")):
+                    return bad
+    return None
+
+
 def validate(cfg: CaptureConfig) -> CaptureConfig:
     from recorder.venues import VENUES  # registry lives with the connectors
 
-    if cfg.interval_s < 0.01:
-        raise ConfigError(f"invalid interval {cfg.interval_s}s: must be at least 10ms")
+    for name, value in (("interval", cfg.interval_s), ("duration", cfg.duration_s)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"invalid {name} {value}: must be a finite number")
+    if not MIN_INTERVAL_S <= cfg.interval_s <= MAX_INTERVAL_S:
+        raise ConfigError(f"invalid interval {cfg.interval_s:g}s: must be at least 10ms and at most 1h")
     if (cfg.interval_s * 1000) % 1 > 1e-9:
         raise ConfigError(f"invalid interval {cfg.interval_s}s: must be a whole number of milliseconds")
+    if cfg.duration_s is not None and not max(MIN_DURATION_S, cfg.interval_s) <= cfg.duration_s <= MAX_DURATION_S:
+        raise ConfigError(
+            f"invalid duration {cfg.duration_s:g}s: must be at least 1s and one interval, at most 366d"
+            " (leave it out to capture until stopped)"
+        )
+    if (bad := _bad_number(cfg)) is not None:
+        raise ConfigError(f"invalid {bad}: must be a finite number, at most {MAX_SETTING:g}")
     if not 1 <= cfg.depth <= 1000:
         raise ConfigError(f"invalid depth {cfg.depth}: must be between 1 and 1000")
+    if cfg.metrics_port is not None and not 0 <= cfg.metrics_port <= MAX_PORT:
+        raise ConfigError(f"invalid metrics port {cfg.metrics_port}: must be between 0 and {MAX_PORT}")
+    if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]{1,253}", cfg.metrics_host):
+        raise ConfigError(f"invalid metrics_host {cfg.metrics_host!r}: give an address such as 127.0.0.1")
+    if not cfg.data_dir.strip() or "\0" in cfg.data_dir:
+        raise ConfigError(f"invalid data dir {cfg.data_dir!r}: give a directory path")
+    if cfg.hang_timeout_s <= 0:
+        raise ConfigError(f"invalid hang_timeout_s {cfg.hang_timeout_s}: must be positive")
     if not cfg.venues:
         raise ConfigError("no venue given: use --venue or a [venues.NAME] section")
     try:
@@ -245,12 +320,16 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
                 vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
             _check_limits(name, vc)
             _check_venue_config(name, vc)
+        if cfg.session_id is not None:
+            check_session_id(cfg.session_id)  # an empty id is refused, not taken as "the default"
         check_session_id(cfg.resolved_session_id())
     except NameError_ as exc:
         raise ConfigError(str(exc)) from None
     w = cfg.writer
     if w.rotate_snapshots < 1 or w.rotate_seconds <= 0 or w.rotate_mb <= 0 or w.ring_mb < 1:
         raise ConfigError("invalid [writer] settings: rotation limits and ring_mb must be positive")
+    if w.ring_mb > MAX_RING_MB:
+        raise ConfigError(f"invalid [writer] ring_mb = {w.ring_mb:g}: at most {MAX_RING_MB} (shared memory per venue)")
     if w.compact_older_than_s < 0 or w.compact_target_mb <= 0 or w.compact_every_s <= 0:
         raise ConfigError("invalid [writer] compaction settings: must be positive")
     if w.compact and cfg.storage != "local":
@@ -293,6 +372,7 @@ def s3_destination(file_raw: dict[str, Any] | None, bucket: str | None, prefix: 
     """The S3 destination a config file (``[storage.s3]``) and ``--s3-bucket`` / ``--s3-prefix``
     name, validated; None when they name local storage."""
     raw = _normalize_raw(file_raw or {})
+    _check_tables(raw)
     section = dict(raw.get("s3") or {})
     section.update({k: v for k, v in (("bucket", bucket), ("prefix", prefix)) if v is not None})
     if raw.get("storage", "local") != "s3" and bucket is None:
@@ -332,7 +412,25 @@ def _validate_s3(s3: S3Config | None) -> None:
         raise ConfigError("invalid [storage.s3] timeouts: must be positive")
 
 
+def _check_urls(name: str, vc: VenueConfig) -> None:
+    for field, schemes in (("ws_url", ("ws", "wss")), ("rest_url", ("http", "https"))):
+        value = getattr(vc, field)
+        if value is None:
+            continue
+        try:
+            url = urlsplit(value)
+            url.port  # noqa: B018 - raises ValueError for a port outside 0-65535
+        except ValueError:
+            url = None
+        if url is None or url.scheme not in schemes or not url.hostname:
+            raise ConfigError(f"invalid [venues.{name}] {field} {value!r}: expected {schemes[0]}(s)://host[:port]")
+
+
 def _check_limits(name: str, vc: VenueConfig) -> None:
+    _check_urls(name, vc)
+    for field in ("max_connection_age_s", "stall_timeout_s", "snapshot_limit", "lag_alert_s", "rest_timeout_s"):
+        if getattr(vc, field) <= 0:
+            raise ConfigError(f"invalid [venues.{name}] {field} = {getattr(vc, field)}: must be positive")
     for field in ("max_streams_per_connection", "rest_weight_limit", "rest_window_s"):
         value = getattr(vc, field)
         if value is not None and value <= 0:

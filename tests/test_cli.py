@@ -24,7 +24,7 @@ def _assert_one_line_error(res, needle: str) -> None:
         (["--venue", "nosuchvenue", "--pairs", "BTC-USDT"], "unknown venue"),
         (["--venue", "binance", "--pairs", "BTC/USDT/X"], "invalid pair"),
         (["--venue", "binance", "--pairs", "BTC-USDT", "--interval", "5ms"], "at least 10ms"),
-        (["--venue", "binance", "--pairs", "BTC-USDT", "--interval", "soon"], "invalid duration"),
+        (["--venue", "binance", "--pairs", "BTC-USDT", "--interval", "soon"], "invalid interval"),
         (["--venue", "binance", "--pairs", "BTC-USDT", "--duration", "-3"], "invalid duration"),
         (["--venue", "binance", "--pairs", "BTC-USDT", "--session-id", "../etc"], "invalid session id"),
         (["--venue", "binance", "--pairs", "BTC-USDT", "--depth", "0"], "invalid depth"),

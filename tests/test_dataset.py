@@ -330,6 +330,29 @@ def test_s3_dataset_reads_like_local(
         assert {g["cause"] for g in r["gaps"]} == {"unknown"}
 
 
+def test_s3_unreadable_object_is_named_or_skipped(tmp_path: Path, s3_server: str) -> None:
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    write_month(data, MONTH_START, 1)
+    good = sorted((data / "parquet").rglob("*.parquet"))
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="torn")
+    for path in good:
+        s3.upload_file(str(path), "torn", f"cap/{path.relative_to(data).as_posix()}")
+    bad_key = f"cap/{good[0].parent.relative_to(data).as_posix()}/synthetic-{MONTH_START + 1}-000099.parquet"
+    s3.put_object(Bucket="torn", Key=bad_key, Body=good[0].read_bytes()[:-100])  # a copy cut short
+    with pytest.raises(DatasetError, match=f"^cannot read s3://torn/{bad_key}: "):
+        open_dataset("s3://torn/cap", endpoint_url=s3_server).table()
+    ds = open_dataset("s3://torn/cap", endpoint_url=s3_server, on_error="skip")
+    order = [("timestamp_ms", "ascending"), ("pair", "ascending"), ("side", "descending"), ("level", "ascending")]
+    reference = pa.concat_tables([pq.read_table(p) for p in good]).sort_by(order)  # plain pyarrow
+    assert ds.table().sort_by(order).equals(reference)
+    assert list(ds.skipped) == [f"s3://torn/{bad_key}"]
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
@@ -356,7 +379,7 @@ def test_bad_locations_and_selections_fail_with_one_line(tmp_path: Path, month: 
     bad = tmp_path / "bad" / "jsonl" / "exchange=binance" / "date=2026-11-01"
     bad.mkdir(parents=True)
     (bad / "x-1-000000.jsonl").write_text('{"exchange": "binance", "pair": \n')
-    with pytest.raises(DatasetError, match="malformed JSONL file .*x-1-000000.jsonl"):
+    with pytest.raises(DatasetError, match="cannot read .*x-1-000000.jsonl: malformed JSONL line 1"):
         open_dataset(tmp_path / "bad").table()
 
 

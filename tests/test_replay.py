@@ -233,7 +233,7 @@ def test_replay_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
         (("--venue", "binance", "--input", str(garbage)), "no WebSocket frames"),
         (("--venue", "binance", "--input", str(SPOT), "--pairs", "BTC-USDT"), "pairs not in the capture"),
         (("--venue", "binance", "--input", str(SPOT), "--session-id", "../x"), "invalid session id"),
-        (("--venue", "binance", "--input", str(SPOT), "--interval", "0"), "invalid duration"),
+        (("--venue", "binance", "--input", str(SPOT), "--interval", "0"), "invalid interval"),
         (("--venue", "binance", "--input", str(SPOT), "--depth", "0"), "invalid depth"),
         (("--venue", "binance", "--input", str(COINBASE)), "no binance order-book frames"),
     ]

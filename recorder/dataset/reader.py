@@ -10,13 +10,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from recorder.dataset import frames
+from recorder.dataset import args, frames
+from recorder.dataset.decode import Unreadable, one_line, read_jsonl, read_parquet
 from recorder.dataset.frames import BookSnapshot
 from recorder.dataset.source import (
     DataFile,
@@ -27,12 +26,11 @@ from recorder.dataset.source import (
     list_files,
     resolve,
 )
-from recorder.dataset.timeutil import MS_PER_DAY, TimeLike, span_ms, to_ms, utc_date
+from recorder.dataset.timeutil import MAX_MS, MIN_MS, MS_PER_DAY, TimeLike, span_ms, to_ms, utc_date
 from recorder.model import Snapshot
-from recorder.names import NameError_, normalize_pair
 from recorder.writer.batches import SCHEMA, snapshots_to_batch
 
-_jsonl_decoder = msgspec.json.Decoder(list[Snapshot])
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # A compaction on an object store can replace a partition's files between our listing and our
 # read, once per partition it commits; list again, patiently (a loaded machine makes each
 # attempt slow and the compaction's steps land in between), but not forever.
@@ -88,16 +86,6 @@ class Selection:
         return Selection(self.exchanges, self.pairs, self.sessions, start_ms, end_ms)
 
 
-def _names(value: str | Iterable[str] | None, pair: bool = False) -> frozenset[str] | None:
-    if value is None:
-        return None
-    items = [value] if isinstance(value, str) else list(value)
-    try:
-        return frozenset(normalize_pair(v) if pair else v for v in items)
-    except NameError_ as exc:
-        raise DatasetError(str(exc)) from None
-
-
 def open_dataset(
     location: str | os.PathLike[str],
     *,
@@ -105,15 +93,22 @@ def open_dataset(
     filesystem: pafs.FileSystem | None = None,
     endpoint_url: str | None = None,
     region: str | None = None,
+    on_error: str = "raise",
 ) -> Dataset:
     """Open what the recorder wrote: a local data dir (or its ``parquet/`` / ``jsonl/`` dir) or
-    ``s3://bucket/prefix``. ``format="auto"`` reads Parquet when present, else JSONL."""
+    ``s3://bucket/prefix``. ``format="auto"`` reads Parquet when present, else JSONL.
+
+    A stored file that cannot be read raises :class:`DatasetError` naming it; with
+    ``on_error="skip"`` it is left out, logged once and listed in ``Dataset.skipped``."""
+    if not isinstance(format, str) or format not in ("auto", "parquet", "jsonl"):
+        raise DatasetError(f"invalid format {format!r}: use auto, parquet or jsonl")
+    Unreadable(on_error, str)  # checks on_error before anything is opened
     fs, root = resolve(location, filesystem, endpoint_url, region)
     roots = format_roots(fs, root, format)
     if not roots:
         raise DatasetError(f"no recorder data under {os.fspath(location)!r} (expected parquet/ or jsonl/)")
     fmt = "parquet" if "parquet" in roots else "jsonl"
-    return Dataset(fs, roots[fmt], fmt, os.fspath(location), root)
+    return Dataset(fs, roots[fmt], fmt, os.fspath(location), root, on_error=on_error)
 
 
 class Dataset:
@@ -123,9 +118,25 @@ class Dataset:
     (exclusive) as epoch ms, ISO-8601 text or datetimes (naive = UTC).
     """
 
-    def __init__(self, fs: pafs.FileSystem, base: str, fmt: str, location: str, root: str | None = None) -> None:
+    def __init__(
+        self, fs: pafs.FileSystem, base: str, fmt: str, location: str, root: str | None = None, on_error: str = "raise"
+    ) -> None:
         self.filesystem, self.base, self.format, self.location = fs, base, fmt, location
         self.root = root or base  # what was opened; ``base`` is the chosen format's directory
+        self._unreadable = Unreadable(on_error, self._display)
+
+    @property
+    def on_error(self) -> str:
+        return self._unreadable.on_error
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Files left out so far with ``on_error="skip"`` (whole, or some lines of a JSONL
+        file) -> why, one line each."""
+        return dict(self._unreadable.skipped)
+
+    def _display(self, path: str) -> str:
+        return f"s3://{path}" if self.filesystem.type_name == "s3" else path
 
     def __repr__(self) -> str:
         return f"Dataset({self.location!r}, format={self.format!r})"
@@ -141,9 +152,9 @@ class Dataset:
         sessions: str | Iterable[str] | None = None,
     ) -> Selection:
         sel = Selection(
-            exchanges=_names(exchanges),
-            pairs=_names(pairs, pair=True),
-            sessions=_names(sessions),
+            exchanges=args.exchanges(exchanges),
+            pairs=args.pairs(pairs),
+            sessions=args.sessions(sessions),
             start_ms=to_ms(start) if start is not None else None,
             end_ms=to_ms(end) if end is not None else None,
         )
@@ -153,43 +164,48 @@ class Dataset:
 
     def files(self, **select: Any) -> list[DataFile]:
         """The data files a selection reads, after partition pruning."""
-        return list_files(self.filesystem, self.base, self.format, self.selection(**select).prune())
+        return list_files(self.filesystem, self.base, self.format, self._select(select).prune())
 
     # -- tables ------------------------------------------------------------------------------
 
     def table(self, *, columns: Sequence[str] | None = None, **select: Any) -> pa.Table:
         """Long form as stored (one row per level, schema of ``recorder.writer.batches.SCHEMA``),
         sorted by timestamp, exchange, pair, session, sequence, side (bids first), level."""
-        return self._read(self.selection(**select), columns=columns)
+        names = args.columns(columns, SCHEMA.names)
+        return self._read(self._select(select), columns=names)
 
     def to_pandas(self, *, depth: int | None = None, **select: Any) -> Any:
         """pandas DataFrame (``pip install pandas``): long form, or wide with ``depth``."""
-        t = self.wide(depth=depth, **select) if depth else self.table(**select)
+        t = self.wide(depth=depth, **select) if depth is not None else self.table(**select)
         return t.to_pandas()
 
     def to_polars(self, *, depth: int | None = None, **select: Any) -> Any:
         """polars DataFrame (``pip install polars``): long form, or wide with ``depth``."""
         import polars as pl
 
-        t = self.wide(depth=depth, **select) if depth else self.table(**select)
+        t = self.wide(depth=depth, **select) if depth is not None else self.table(**select)
         return pl.from_arrow(t)
 
     def wide(self, *, depth: int = 5, **select: Any) -> pa.Table:
         """One row per snapshot with ``bid_px_0, bid_qty_0, ask_px_0, ask_qty_0, ...`` up to
-        ``depth`` levels, plus ``mid``, ``spread`` and ``microprice``."""
-        if depth < 1:
-            raise DatasetError(f"invalid depth {depth}: must be at least 1")
-        return frames.wide(self._read(self.selection(**select), max_level=depth), depth)
+        ``depth`` levels (1 to ``MAX_DEPTH``, the deepest book a capture stores), plus ``mid``,
+        ``spread`` and ``microprice``."""
+        depth = args.depth(depth)
+        return frames.wide(self._read(self._select(select), max_level=depth), depth)
 
     # -- snapshots ---------------------------------------------------------------------------
 
     def snapshots(self, *, chunk: str | int = "1h", only_valid: bool = False, **select: Any) -> Iterator[BookSnapshot]:
         """Book objects in time order, merged across pairs and venues (ties: exchange, pair,
         session). Reads one ``chunk`` of time at a time, so memory stays bounded."""
-        sel = self.selection(**select)
-        step = span_ms(chunk)
+        sel = self._select(select)
+        step = span_ms(chunk, "chunk")
         if step <= 0:
-            raise DatasetError("chunk must be positive")
+            raise DatasetError(f"invalid chunk {chunk!r}: must be positive")
+        args.flag("only_valid", only_valid)
+        return self._snapshots(sel, step, only_valid)  # the checks above run before iteration
+
+    def _snapshots(self, sel: Selection, step: int, only_valid: bool) -> Iterator[BookSnapshot]:
         cache = _JsonlCache() if self.format == "jsonl" else None
         for lo, hi in self._windows(sel, step):
             if cache is not None:
@@ -203,32 +219,45 @@ class Dataset:
     ) -> BookSnapshot | None:
         """The last valid snapshot (verified, both sides, not crossed) at or before ``t``,
         searched back at most ``lookback``; None if there is none."""
-        t_ms, limit = to_ms(t), span_ms(lookback)
-        hi = t_ms + 1
+        t_ms, limit = to_ms(t), span_ms(lookback, "lookback")
+        if limit < 0:
+            raise DatasetError(f"invalid lookback {lookback!r}: must not be negative")
+        base = self.selection(
+            exchanges=args.one_name("exchange", exchange, args.exchanges),
+            pairs=args.one_name("pair", pair, args.pairs),
+            sessions=None if session is None else args.one_name("session id", session, args.sessions),
+        )
+        floor = max(t_ms - limit, MIN_MS)
+        hi = min(t_ms + 1, MAX_MS)
         reach = 60_000
         while True:
-            lo = max(t_ms - reach, t_ms - limit)
-            sel = self.selection(exchanges=exchange, pairs=pair, sessions=session).window(lo, hi)
+            lo = max(t_ms - reach, floor)
+            sel = base.window(lo, hi)
             found = None
             for snap in frames.iter_snapshots(self._read(sel, sort=False)):
                 if snap.is_valid:
                     found = snap  # time order: the last valid one wins
             if found is not None:
                 return found
-            if lo <= t_ms - limit:
+            if lo <= floor:
                 return None
-            # 1 min, 1 h, 1 day, then a day more each round: near data is found cheaply.
+            # 1 min, 1 h, 1 day, then twice as far each round: near data is found cheaply, and a
+            # lookback of years takes a few dozen rounds, not one a day.
             hi = lo
-            reach = 3_600_000 if reach < 3_600_000 else MS_PER_DAY if reach < MS_PER_DAY else reach + MS_PER_DAY
+            reach = 3_600_000 if reach < 3_600_000 else MS_PER_DAY if reach < MS_PER_DAY else reach * 2
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _select(self, select: dict[str, Any]) -> Selection:
+        return self.selection(**args.select_keys(select))
 
     def _windows(self, sel: Selection, step: int) -> Iterator[tuple[int, int]]:
         """Time windows covering the selection; unbounded ends are taken from the partitions."""
         lo, hi = sel.start_ms, sel.end_ms
         if lo is None or hi is None:
             files = list_files(self.filesystem, self.base, self.format, sel.prune())
-            dates = sorted({f.partition["date"] for f in files if "date" in f.partition})
+            # a directory named date=<not a date> (put there by hand) is not a time bound
+            dates = sorted({d for f in files if _DATE_RE.match(d := f.partition.get("date", ""))})
             if not dates:
                 if files:  # not date-partitioned: one window
                     yield (lo if lo is not None else 0, hi if hi is not None else 2**62)
@@ -263,9 +292,6 @@ class Dataset:
         if sort or columns is not None:
             table = frames.sort_long(table)
         if columns is not None:
-            unknown = [c for c in columns if c not in SCHEMA.names]
-            if unknown:
-                raise DatasetError(f"unknown column(s) {', '.join(unknown)}; known: {', '.join(SCHEMA.names)}")
             table = table.select(list(columns))
         return table
 
@@ -275,14 +301,17 @@ class Dataset:
             if self.format == "parquet":
                 return self._read_parquet(files, sel, max_level)
             return self._read_jsonl(files, sel, max_level, cache)
-        except OSError as exc:
+        except OSError as exc:  # not one file's fault (those are handled in decode.py)
             # S3 reports an object deleted after its HEAD as a plain OSError ("AWS Error
             # RESOURCE_NOT_FOUND during GetObject"), not FileNotFoundError: ask the store
             # whether a listed file is gone rather than trusting the error's type or text.
             gone = self._gone(files)
             if gone is not None or isinstance(exc, FileNotFoundError):
                 raise ListingChanged(f"{gone or 'a listed file'} went away while read ({exc})") from None
-            raise
+            raise DatasetError(f"cannot read {self.location}: {one_line(exc)}") from None
+
+    def _is_gone(self, path: str) -> bool:
+        return self._gone([DataFile(path, self.format, 0, {})]) is not None
 
     def _gone(self, files: list[DataFile]) -> str | None:
         """The first listed file that no longer exists, if any."""
@@ -296,20 +325,17 @@ class Dataset:
         if sel.end_ms is not None:
             # The writer names a file after its first (earliest) tick: later files can't match.
             files = [f for f in files if (_name_first_ts(f.path) or 0) < sel.end_ms]
-        if not files:
-            return SCHEMA.empty_table()
-        dataset = pads.dataset([f.path for f in files], schema=SCHEMA, format="parquet", filesystem=self.filesystem)
         expr = sel.expression()
         if max_level is not None:
             lv = pc.field("level").is_null() | (pc.field("level") < max_level)
             expr = lv if expr is None else expr & lv
-        return dataset.to_table(filter=expr)
+        return read_parquet(self.filesystem, files, expr, self._unreadable, self._is_gone)
 
     def _read_jsonl(
         self, files: list[DataFile], sel: Selection, max_level: int | None, cache: _JsonlCache | None = None
     ) -> pa.Table:
         tables = []
-        for f in files:
+        for f in self._unreadable.readable(files):
             hint = _name_first_ts(f.path)
             if sel.end_ms is not None and hint is not None and hint >= sel.end_ms:
                 continue  # the writer names a file after its first (earliest) tick
@@ -334,17 +360,8 @@ class Dataset:
         return table
 
     def _decode_jsonl(self, f: DataFile, sel: Selection, max_level: int | None) -> pa.Table:
-        with self.filesystem.open_input_stream(f.path) as fh:
-            data = fh.read()
-        lines = [line for line in data.split(b"\n") if line.strip()]
-        if not lines:
-            return SCHEMA.empty_table()
-        try:
-            decoded = _jsonl_decoder.decode(b"[" + b",".join(lines) + b"]")
-        except msgspec.DecodeError as exc:
-            raise DatasetError(f"malformed JSONL file {f.path}: {exc}") from None
-        snaps = []
-        for s in decoded:
+        snaps: list[Snapshot] = []
+        for s in read_jsonl(self.filesystem, f, self._unreadable, self._is_gone):
             if sel.accepts(s):
                 if max_level is not None:
                     s.bids, s.asks = s.bids[:max_level], s.asks[:max_level]

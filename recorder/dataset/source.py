@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -65,29 +66,49 @@ def resolve(
     S3 credentials come only from the standard AWS chain (environment, profile, instance role);
     ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) points at any S3-compatible server.
     """
-    text = os.fspath(location)
+    from recorder.dataset import args  # it imports DatasetError from here
+
+    text = args.location(location)
     if filesystem is not None:
+        if not isinstance(filesystem, pafs.FileSystem):
+            raise DatasetError(f"invalid filesystem {filesystem!r}: give a pyarrow.fs.FileSystem")
         return filesystem, text.rstrip("/") or "/"
     if text.startswith("s3://"):
         parsed = urllib.parse.urlparse(text)
         if not parsed.netloc:
             raise DatasetError(f"invalid S3 URL {text!r}: expected s3://bucket/prefix")
         kwargs: dict[str, object] = {}
-        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = _setting(endpoint_url, "endpoint_url", ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"), args.endpoint)
         if endpoint:
             ep = urllib.parse.urlparse(endpoint)
-            kwargs["endpoint_override"] = ep.netloc or ep.path
-            kwargs["scheme"] = ep.scheme or "https"
-        if region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"):
-            kwargs["region"] = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        fs = pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+            kwargs["endpoint_override"] = ep.netloc
+            kwargs["scheme"] = ep.scheme
+        region = _setting(region, "region", ("AWS_REGION", "AWS_DEFAULT_REGION"), args.region)
+        if region:
+            kwargs["region"] = region
+        try:
+            fs = pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cannot open {text}: {' '.join(str(exc).split())}") from None
         return fs, f"{parsed.netloc}{parsed.path}".rstrip("/")
+    if endpoint_url is not None or region is not None:
+        raise DatasetError("endpoint_url and region apply to s3:// locations only")
     if "://" in text:
         raise DatasetError(f"unsupported location {text!r}: use a local directory or s3://bucket/prefix")
     path = os.path.abspath(text)
     if not os.path.isdir(path):
         raise DatasetError(f"no data directory {text!r}")
     return pafs.LocalFileSystem(), path
+
+
+def _setting(value: object, name: str, env: tuple[str, ...], check: Callable[[object, str], str]) -> str | None:
+    """An S3 setting given by the caller, else from the first of ``env`` that is set; checked."""
+    if value is not None:
+        return check(value, name)
+    for var in env:
+        if os.environ.get(var):
+            return check(os.environ[var], f"{var} (environment)")
+    return None
 
 
 def _children(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 import tomllib
@@ -97,8 +98,9 @@ class Fault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 def check_fault(f: Fault) -> Fault:
     if f.kind not in FAULT_KINDS and f.kind not in VENUE_KINDS:
         raise FaultError(f"unknown fault kind {f.kind!r}: use one of {', '.join((*FAULT_KINDS, *VENUE_KINDS))}")
-    if f.at_s < 0 or f.duration_s < 0 or f.delay_s < 0 or f.hold_s < 0 or f.count < 1 or f.rate <= 0:
-        raise FaultError(f"invalid {f.kind} fault: times must be >= 0, count >= 1, rate > 0")
+    numbers = (f.at_s, f.duration_s, f.delay_s, f.hold_s, f.rate)
+    if not all(math.isfinite(x) for x in numbers) or min(numbers[:4]) < 0 or f.count < 1 or f.rate <= 0:
+        raise FaultError(f"invalid {f.kind} fault: times must be finite and >= 0, count >= 1, rate > 0")
     if (
         f.kind == "close"
         and f.code is not None
@@ -123,9 +125,11 @@ def parse_faults(value: str) -> list[Fault]:
     path = Path(value)
     if value.endswith((".json", ".toml")) or path.is_file():
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise FaultError(f"cannot read fault file {value}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise FaultError(f"fault file {value} is not UTF-8 text") from None
         try:
             raw: Any = tomllib.loads(text).get("fault", []) if value.endswith(".toml") else json.loads(text)
         except (ValueError, tomllib.TOMLDecodeError) as exc:

@@ -59,7 +59,10 @@ class S3Store:
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.prefix = cfg.prefix.strip("/")
-        self.endpoint = cfg.endpoint_url or "AWS"
+        # Named in every error: the endpoint actually used (AWS_ENDPOINT_URL, a profile's endpoint_url
+        # and AWS's own all reach boto3 without endpoint_url), so an error never blames AWS for another server.
+        self.endpoint = cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        self.endpoint = _without_userinfo(self.endpoint or "the default S3 endpoint")
         connect = min(cfg.connect_timeout_s, 5.0) if quick else cfg.connect_timeout_s
         read = min(cfg.read_timeout_s, 15.0) if quick else cfg.read_timeout_s
         try:
@@ -76,6 +79,7 @@ class S3Store:
                     max_pool_connections=max(10, cfg.upload_concurrency + 2),
                 ),
             )
+            self.endpoint = _without_userinfo(cfg.endpoint_url or str(self.client.meta.endpoint_url))
         except bex.BotoCoreError as exc:  # e.g. ProfileNotFound, a malformed endpoint
             raise S3Error(f"cannot set up S3 client: {exc}", kind="error") from None
         except ValueError as exc:
@@ -157,14 +161,14 @@ class S3Store:
             elif code in _DENIED:
                 out = S3Error(f"access denied to {where} ({action}: {code})", kind="denied")
             elif code in _BAD_CREDENTIALS:
-                out = S3Error(f"S3 rejected the AWS credentials for {where} ({code})", kind="credentials")
+                out = S3Error(f"{where} rejected the credentials ({code})", kind="credentials")
             elif code in _WRONG_REGION:
                 out = S3Error(f"{where} is in another region: set region in [storage.s3] ({code})", kind="region")
             else:
                 out = S3Error(f"S3 error {code} {action} in {where}: {detail}", kind="error")
         elif isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError | bex.CredentialRetrievalError):
             out = S3Error(
-                f"no usable AWS credentials for {where}: set them in the environment, a profile or an instance role",
+                f"no usable credentials for {where}: set them in the environment, a profile or an instance role",
                 kind="credentials",
             )
         elif isinstance(
@@ -184,6 +188,12 @@ class S3Store:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return " ".join(text.split())[:500]
+
+
+def _without_userinfo(url: str) -> str:
+    """An endpoint as shown in errors: ``user:password@`` (from the environment) never printed."""
+    head, sep, rest = url.partition("://")
+    return f"{head}{sep}{rest.split('/', 1)[0].rpartition('@')[2]}" if sep else url
 
 
 def _credential_strings(session: boto3.session.Session) -> list[str]:

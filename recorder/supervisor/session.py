@@ -16,6 +16,10 @@ class SessionBusy(RuntimeError):
     pass
 
 
+class SessionMismatch(ValueError):
+    """A session continued with settings its stored data was not recorded with."""
+
+
 def sessions_root(data_dir: str | Path) -> Path:
     return Path(data_dir) / ".sessions"
 
@@ -127,6 +131,22 @@ class SessionDir:
 
     def read_status(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.status_path.read_text())  # type: ignore[no-any-return]
-        except (FileNotFoundError, json.JSONDecodeError):
+            status = json.loads(self.status_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
+        return status if isinstance(status, dict) else None
+
+    def check_continues(self, **settings: Any) -> None:
+        """A restarted session must keep the settings of its previous run (``status.json``): one
+        session is one grid, and the report reads every stored snapshot with the last interval."""
+        previous = self.read_status() or {}
+        for key, value in settings.items():
+            old = previous.get(key)
+            if old is not None and old != value:
+                name = key.removesuffix("_s")
+                unit = "s" if key.endswith("_s") else ""
+                was, now = (f"{v:g}{unit}" if isinstance(v, int | float) else repr(v) for v in (old, value))
+                raise SessionMismatch(
+                    f"session {self.session_id!r} was recorded with {name} {was}, not {now}:"
+                    f" use that {name}, or another --session-id"
+                )

@@ -161,6 +161,7 @@ class Supervisor:
     def prepare(self) -> None:
         """Everything that can fail with a clear message, before any child starts."""
         _check_writable(Path(self.cfg.data_dir))
+        self.session.check_continues(interval_s=self.cfg.interval_s, depth=self.cfg.depth)
         self.session.acquire()
         try:
             self._reclaim_previous_run()
@@ -314,6 +315,7 @@ class Supervisor:
         if not self._writer.alive:
             # A writer that died just before the stop still owes us the ring's tail.
             self._writer.start()
+        _wait_started(self._writer, self._writer_counters)  # a short capture may stop it while it imports
         code = self._writer.stop(timeout_s=120)
         self._stop_uploader()
         return code == 0
@@ -359,13 +361,7 @@ class Supervisor:
             return
         if not self._uploader.alive:
             self._uploader.start()
-            # SIGTERM before its handler is installed would kill it without a drain.
-            deadline = time.monotonic() + 30
-            counters = self._uploader_counters
-            while counters is not None and counters.get("pid") != self._uploader.pid and self._uploader.alive:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+        _wait_started(self._uploader, self._uploader_counters)
         s3 = self.cfg.s3
         self._uploader.stop(timeout_s=s3.drain_timeout_s + 2 * (s3.connect_timeout_s + s3.read_timeout_s) + 10)
 
@@ -653,6 +649,17 @@ def _warmup_status(v: dict[str, float], pair: str, started_s: float) -> dict[str
     first_ms = int(v[f"first_sync_ms:{pair}"]) or None
     since_start = round(first_ms / 1000.0 - started_s, 3) if first_ms is not None and started_s else None
     return {"warmup_ticks": int(v[f"warmup:{pair}"]), "first_sync_ms": first_ms, "time_to_first_sync_s": since_start}
+
+
+def _wait_started(child: Child, counters: SharedCounters | None, timeout_s: float = 30.0) -> None:
+    """Until the child has written its pid to its counters, i.e. installed its SIGTERM handler:
+    a SIGTERM before that would kill it without a drain (a capture of a second stops a writer
+    still importing pyarrow)."""
+    deadline = time.monotonic() + timeout_s
+    while counters is not None and counters.get("pid") != child.pid and child.alive:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
 
 def _notify_line(status: dict[str, Any]) -> str:

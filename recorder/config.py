@@ -429,8 +429,9 @@ def _check_urls(name: str, vc: VenueConfig) -> None:
 def _check_limits(name: str, vc: VenueConfig) -> None:
     _check_urls(name, vc)
     for field in ("max_connection_age_s", "stall_timeout_s", "snapshot_limit", "lag_alert_s", "rest_timeout_s"):
-        if getattr(vc, field) <= 0:
-            raise ConfigError(f"invalid [venues.{name}] {field} = {getattr(vc, field)}: must be positive")
+        value = getattr(vc, field)
+        if value is not None and value <= 0:  # (snapshot_limit None: the venue's default)
+            raise ConfigError(f"invalid [venues.{name}] {field} = {value}: must be positive")
     for field in ("max_streams_per_connection", "rest_weight_limit", "rest_window_s"):
         value = getattr(vc, field)
         if value is not None and value <= 0:

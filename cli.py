@@ -206,6 +206,13 @@ def sessions_cmd(data_dir: str, as_json: bool) -> None:
         click.echo(render_sessions(found))
 
 
+def _trades_text(p: dict[str, Any]) -> str:
+    if "trades" not in p:
+        return ""
+    silent = "  TRADES SILENT" if p["trade_silent"] else ""
+    return f"  trades {p['trades']}  trade gaps {p['trade_gaps']}  quotes {p['quotes']}{silent}"
+
+
 def _render_status(s: dict[str, Any]) -> str:
     lines = [
         f"session {s['session_id']}: {s['state']}  uptime {s['uptime_s']}s  interval {s['interval_s']}s"
@@ -225,12 +232,17 @@ def _render_status(s: dict[str, Any]) -> str:
                 f"    connections {v['connections']}  REST weight used {v['rest_weight_used']}"
                 f"  queued {v['rest_queue']}  http 429 {v['http_429']}  418 {v['http_418']}"
             )
+        if "trades" in v:
+            lines.append(
+                f"    trades {v['trades']}  trade gaps {v['trade_gaps']}  silent streams {v['trade_silent']}"
+                f"  quotes {v['quotes']}  drops {v['trade_drops'] + v['quote_drops']}"
+            )
         lines += _never_synced_lines(venue, v, s["state"])
         for pair, p in v["pairs"].items():
             lines.append(
                 f"    {pair:<14} {'synced' if p['synced'] else 'NOT SYNCED':<10} samples {p['samples']:<8}"
                 f" missed {p['missed_ticks']:<6} resyncs {p['resyncs']}"
-                f"  depth short {p.get('depth_short', 0)}" + _first_sync_text(p)
+                f"  depth short {p.get('depth_short', 0)}" + _first_sync_text(p) + _trades_text(p)
             )
     w = s.get("writer", {})
     if w:
@@ -426,8 +438,6 @@ def simulate(
         faults = parse_faults(faults_spec) if faults_spec else None
     except FaultError as exc:
         raise UserError(str(exc)) from None
-    if idle_timeout <= 0:
-        raise UserError(f"--idle-timeout must be > 0 seconds, got {idle_timeout}")
     statuses: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in (symbol_status or "").split(","))):
         sym, _, state = item.partition("=")

@@ -35,6 +35,8 @@ SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", size("40", "3")))
 # allocators' pools fill during it (see docs/benchmarks.md, "RSS").
 WARMUP = float(os.environ.get("BENCH_E2E_WARMUP", size("20", "1")))
 PAIRS = [int(p) for p in os.environ.get("BENCH_E2E_PAIRS", size("10,100", "2")).split(",")]
+# What the venue captures (``channels``), e.g. "book" or "book,trades,quotes"; unset: the default.
+CHANNELS = [c for c in os.environ.get("BENCH_E2E_CHANNELS", "").split(",") if c]
 
 
 def _symbols(n: int) -> list[str]:
@@ -143,6 +145,7 @@ def _run(n: int, tmp: Path) -> dict[str, object]:
         f'session_id = "e2e-{n}"\ninterval = "100ms"\ndepth = 20\nformat = "parquet"\ndata_dir = "{tmp / "data"}"\n'
         f'[venues.binance]\npairs = {json.dumps(_pairs(n))}\nws_url = "{urls["ws_url"]}"\n'
         f'rest_url = "{urls["rest_url"]}"\nsnapshot_limit = 100\n'
+        + (f"channels = {json.dumps(CHANNELS)}\n" if CHANNELS else "")
     )
     cap = subprocess.Popen([*CLI, "start-capture", "--config", str(cfg), "--log-level", "WARNING"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -186,6 +189,11 @@ def _run(n: int, tmp: Path) -> dict[str, object]:
         "ring_drops": v1["ring_drops"] - v0["ring_drops"],
         "missed_ticks": v1["missed_ticks"] - v0["missed_ticks"],
         "gaps": v1["gaps"] - v0["gaps"],
+        "channels": v1.get("channels"),
+        "trades_per_s": round((v1.get("trades", 0) - v0.get("trades", 0)) / status_s, 1),
+        "quotes_per_s": round((v1.get("quotes", 0) - v0.get("quotes", 0)) / status_s, 1),
+        "trade_gaps": v1.get("trade_gaps", 0) - v0.get("trade_gaps", 0),
+        "trade_drops": v1.get("trade_drops", 0) - v0.get("trade_drops", 0),
         # Why ticks were missed, and whether the feed was lost meanwhile (a simulator that cannot
         # keep up closes slow consumers: every book then resyncs from REST).
         "missed_by_cause": {k: n - v0["missed_by_cause"][k] for k, n in v1["missed_by_cause"].items()},

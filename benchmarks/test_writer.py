@@ -105,3 +105,80 @@ def test_arrow_types_are_stable() -> None:
     """The benchmark measures the real schema, not a simplified one."""
     batch = snapshots_to_batch(_snapshots()[:2])
     assert batch.schema.field("price").type == pa.float64()
+
+
+# -- trades: rows/s through the writer's trades dataset (decode, Arrow batch, table, file) ------
+
+TRADES = size(200_000, 2_000)
+
+
+def _trade_records() -> list[bytes]:
+    from recorder.model import Trade, trade_record
+
+    rng = random.Random(2)
+    out = []
+    for i in range(TRADES):
+        t_us = 1_700_000_000_000_000 + i * 1_000
+        out.append(trade_record(Trade("binance", f"P{i % 10}-USDT", str(3_000_000_000 + i),
+                                      round(30_000 + rng.uniform(-50, 50), 2), round(rng.uniform(0.0001, 2), 5),
+                                      "buy" if rng.random() < 0.5 else "sell", t_us - 700, t_us)))  # fmt: skip
+    return out
+
+
+def _trade_rows_info(benchmark, path: Path) -> None:
+    mean = mean_s(benchmark)
+    benchmark.extra_info.update(bytes_per_trade=round(path.stat().st_size / TRADES, 2))
+    if mean is not None:
+        benchmark.extra_info.update(trade_rows_per_s=round(TRADES / mean))
+
+
+@pytest.mark.benchmark(group="writer trades")
+def test_trades_parquet_from_ring_records(benchmark, tmp_path: Path) -> None:
+    from recorder.writer.datasets import TRADES_SPEC as spec
+
+    records = _trade_records()
+    seqs = [i // 10 for i in range(TRADES)]
+    out = tmp_path / "t.parquet"
+
+    def run() -> None:
+        recs = [spec.decode(r) for r in records]
+        batches = [spec.batch(recs[i : i + 1024], seqs[i : i + 1024], "bench") for i in range(0, len(recs), 1024)]
+        prepared = prepare_parquet(spec.table(batches), out)
+        Path(prepared.tmp_path).replace(out)
+
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    assert pq.read_metadata(out).num_rows == TRADES
+    _trade_rows_info(benchmark, out)
+
+
+@pytest.mark.benchmark(group="writer trades")
+def test_trades_parquet_pyarrow_floor(benchmark, tmp_path: Path) -> None:
+    from recorder.writer.datasets import TRADES_SPEC as spec
+
+    recs = [spec.decode(r) for r in _trade_records()]
+    table = spec.table([spec.batch(recs, [i // 10 for i in range(TRADES)], "bench")])
+    out = tmp_path / "u.parquet"
+
+    def run() -> None:
+        pq.write_table(table, out, compression="zstd", use_dictionary=True)
+
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    _trade_rows_info(benchmark, out)
+    benchmark.extra_info["baseline"] = True
+
+
+@pytest.mark.benchmark(group="writer trades")
+def test_trades_jsonl_from_ring_records(benchmark, tmp_path: Path) -> None:
+    from recorder.writer.datasets import TRADES_SPEC as spec
+
+    records = _trade_records()
+    out = tmp_path / "t.jsonl"
+
+    def run() -> None:
+        lines = [spec.jsonl(spec.decode(r), i // 10, "bench") for i, r in enumerate(records)]
+        prepared = prepare_jsonl(b"".join(lines), out)
+        Path(prepared.tmp_path).replace(out)
+
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    assert out.read_bytes().count(b"\n") == TRADES
+    _trade_rows_info(benchmark, out)

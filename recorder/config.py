@@ -51,6 +51,12 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Filters for ``pairs = ["all"]`` (every instrument the venue lists): quote assets, types.
     quote: list[str] = []
     types: list[str] = []
+    # What is captured: "book" (sampled books), "trades" (every public trade), "quotes" (every
+    # change of the best bid/ask of the verified book). Venues without a trade feed ignore "trades".
+    channels: list[str] = msgspec.field(default_factory=lambda: ["book", "trades"])
+    # A subscribed trade stream that stays silent this long while the pair's book moves is
+    # reported (the symptom of a wrong route, e.g. Binance USD-M after the 2026 URL split).
+    trade_silence_s: float = 300.0
 
 
 class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -319,6 +325,7 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
             else:
                 vc.pairs = list(dict.fromkeys(normalize_pair(p) for p in vc.pairs))
             _check_limits(name, vc)
+            _check_channels(name, vc)
             _check_venue_config(name, vc)
         if cfg.session_id is not None:
             check_session_id(cfg.session_id)  # an empty id is refused, not taken as "the default"
@@ -349,6 +356,20 @@ def _validate_archive(a: ArchiveConfig) -> None:
         raise ConfigError(f"invalid [archive] flush_s = {a.flush_s}: use 0.05 to 60 seconds")
     if not 1 <= a.level <= 19:
         raise ConfigError(f"invalid [archive] level = {a.level}: zstd levels are 1 to 19")
+
+
+CHANNELS = ("book", "trades", "quotes")
+
+
+def _check_channels(name: str, vc: VenueConfig) -> None:
+    bad = [c for c in vc.channels if c not in CHANNELS]
+    if bad or not vc.channels:
+        raise ConfigError(
+            f"invalid [venues.{name}] channels = {vc.channels!r}: use one or more of {', '.join(CHANNELS)}"
+        )
+    vc.channels = list(dict.fromkeys(vc.channels))
+    if vc.trade_silence_s <= 0:
+        raise ConfigError(f"invalid [venues.{name}] trade_silence_s = {vc.trade_silence_s}: must be positive")
 
 
 def _check_venue_config(name: str, vc: VenueConfig) -> None:
@@ -428,11 +449,11 @@ def _check_urls(name: str, vc: VenueConfig) -> None:
 
 def _check_limits(name: str, vc: VenueConfig) -> None:
     _check_urls(name, vc)
-    for field in ("max_connection_age_s", "stall_timeout_s", "snapshot_limit", "lag_alert_s", "rest_timeout_s"):
-        value = getattr(vc, field)
-        if value is not None and value <= 0:  # (snapshot_limit None: the venue's default)
-            raise ConfigError(f"invalid [venues.{name}] {field} = {value}: must be positive")
-    for field in ("max_streams_per_connection", "rest_weight_limit", "rest_window_s"):
+    for field in ("max_connection_age_s", "stall_timeout_s", "lag_alert_s", "rest_timeout_s"):
+        if getattr(vc, field) <= 0:
+            raise ConfigError(f"invalid [venues.{name}] {field} = {getattr(vc, field)}: must be positive")
+    # snapshot_limit None: the venue's default (merge fix: two branches met here, see the report)
+    for field in ("snapshot_limit", "max_streams_per_connection", "rest_weight_limit", "rest_window_s"):
         value = getattr(vc, field)
         if value is not None and value <= 0:
             raise ConfigError(f"invalid [venues.{name}] {field} = {value}: must be positive")

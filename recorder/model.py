@@ -145,3 +145,56 @@ class Quote(msgspec.Struct, array_like=True, frozen=True):
     exchange_time_us: int | None
     local_time_us: int
     update_id: int | None
+
+
+class TradeRow(msgspec.Struct, kw_only=True):
+    """A stored trade as a JSONL line (and a Parquet row): times in UTC epoch microseconds."""
+
+    exchange: str
+    pair: str
+    trade_id: str
+    price: float
+    quantity: float
+    side: str
+    exchange_time: int | None
+    local_time: int
+    session_id: str = ""
+    sequence_number: int = 0
+
+
+class QuoteRow(msgspec.Struct, kw_only=True):
+    """A stored quote (best bid/ask change) as a JSONL line (and a Parquet row), times in µs."""
+
+    exchange: str
+    pair: str
+    bid_price: float | None
+    bid_qty: float | None
+    ask_price: float | None
+    ask_qty: float | None
+    exchange_time: int | None
+    local_time: int
+    update_id: int | None
+    session_id: str = ""
+    sequence_number: int = 0
+
+
+# Ring record kinds: one ring per venue carries books, trades and quotes. A book record is the
+# msgpack array of a SampledBook as ever (its first byte a msgpack array header, 0x90-0x9f or
+# 0xdc); a trade or quote record is one kind byte followed by the msgpack array of the record.
+# Neither kind byte can start a msgpack array, so the writer tells them apart by the first byte.
+KIND_TRADE = ord("T")
+KIND_QUOTE = ord("Q")
+_TRADE_PREFIX = bytes([KIND_TRADE])
+_QUOTE_PREFIX = bytes([KIND_QUOTE])
+trade_decoder = msgspec.msgpack.Decoder(Trade)
+quote_decoder = msgspec.msgpack.Decoder(Quote)
+
+
+def trade_record(trade: Trade) -> bytes:
+    """The ring record of a trade."""
+    return _TRADE_PREFIX + ring_encoder.encode(trade)
+
+
+def quote_record(quote: Quote) -> bytes:
+    """The ring record of a quote."""
+    return _QUOTE_PREFIX + ring_encoder.encode(quote)

@@ -108,7 +108,9 @@ def s3_config(
 
 
 def local_data_files(data: Path) -> list[Path]:
-    return [p for fmt in ("parquet", "jsonl", "archive") for p in (data / fmt).rglob("*") if p.is_file()]
+    """Every dataset's files (books, trades, quotes: recorder/layout.py) and the archive's."""
+    dirs = ("parquet", "jsonl", "trades/parquet", "trades/jsonl", "quotes/parquet", "quotes/jsonl", "archive")
+    return [p for d in dirs for p in (data / d).rglob("*") if p.is_file()]
 
 
 def archived(data: Path, session: str) -> int:
@@ -152,15 +154,26 @@ def test_capture_uploads_one_dataset_with_partitions(sim: Sim, s3: MotoS3, tmp_p
     assert st["deleted_files"] == st["uploads"] and local_data_files(data) == []
 
     keys = s3.keys(bucket)
-    prefixes = ("orderbook_data/parquet/exchange=binance/date=", "orderbook_data/jsonl/", "orderbook_data/archive/")
-    assert all(k.startswith(prefixes) for k in keys)
+    books = ("orderbook_data/parquet/exchange=binance/date=", "orderbook_data/jsonl/")
+    trades = ("orderbook_data/trades/parquet/exchange=binance/date=", "orderbook_data/trades/jsonl/")
+    archive = ("orderbook_data/archive/exchange=binance/date=",)
+    assert all(k.startswith(books + trades + archive) for k in keys)
+    # Trades are uploaded like the books, in their own tree (the default channels: book, trades).
+    trade_keys = [k for k in keys if k.startswith(trades[0])]
+    assert trade_keys
+    remote_trades = ds.dataset(
+        f"{bucket}/orderbook_data/trades/parquet", filesystem=s3.dataset(bucket, "orderbook_data").filesystem
+    ).to_table()
+    assert remote_trades.num_rows == final["venues"]["binance"]["trades"] == final["writer"]["trades_written"]
     assert not [k for k in keys if "/.recorder-probe/" in k]  # the start-up probe cleaned up
     dataset = s3.dataset(bucket, "orderbook_data")
     table = dataset.to_table()
     assert set(table.column("exchange").to_pylist()) == {"binance"}
     assert_complete_and_unique(table, samples)
     jsonl_lines = sum(
-        len(s3.client().get_object(Bucket=bucket, Key=k)["Body"].read().splitlines()) for k in keys if "/jsonl/" in k
+        len(s3.client().get_object(Bucket=bucket, Key=k)["Body"].read().splitlines())
+        for k in keys
+        if k.startswith("orderbook_data/jsonl/")
     )
     assert jsonl_lines == samples
 
@@ -266,7 +279,7 @@ def test_s3_outage_mid_run_loses_nothing(sim: Sim, s3: MotoS3, tmp_path: Path) -
     final = status(data, "outage")
     assert final is not None and final["flushed"] is True
     assert final["s3"]["spool_files"] == 0 and local_data_files(data) == []
-    keys = s3.keys(bucket, "orderbook_data/parquet/")
+    keys = s3.keys(bucket, "orderbook_data/parquet/") + s3.keys(bucket, "orderbook_data/trades/parquet/")
     assert len(keys) == len(set(keys)) == final["writer"]["files_written"]
     assert final["s3"]["uploads"] == final["writer"]["files_written"] + archived(data, "outage")
     assert_complete_and_unique(s3.dataset(bucket, "orderbook_data").to_table(), final["venues"]["binance"]["samples"])

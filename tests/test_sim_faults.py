@@ -78,7 +78,7 @@ def test_cli_rejects_bad_fault_spec() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--idle-timeout", "0"], "--idle-timeout must be > 0"),
+        (["--idle-timeout", "0"], "'--idle-timeout': 0 must be above 0"),
         (["--symbol-status", "FOOUSDT"], "invalid --symbol-status item 'FOOUSDT'"),
         (["--okx-checksum", "md5"], "Invalid value for '--okx-checksum'"),
     ],

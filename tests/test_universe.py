@@ -63,7 +63,7 @@ def test_whole_universe_syncs_without_a_429(tmp_path: Path) -> None:
             tmp_path / "t.toml", sim.urls, ["all"], data, venue_extra={"max_streams_per_connection": 3}
         )
         res = run_cli("start-capture", "--config", str(too_many), "--duration", "5s")
-        assert res.returncode == 2 and "need 338 connections" in res.stderr, res.stderr
+        assert res.returncode == 2 and "need 1012 connections" in res.stderr, res.stderr
         # Logs to a file: a thousand books log a thousand sync lines, more than a pipe holds.
         log = (tmp_path / "capture.log").open("w")
         args = ["start-capture", "--config", str(cfg), "--interval", "2", "--session-id", "universe"]
@@ -78,7 +78,8 @@ def test_whole_universe_syncs_without_a_429(tmp_path: Path) -> None:
 
         venue = wait_for(all_synced, 170, "every book synced")
         assert len(venue["pairs"]) == INSTRUMENTS + 12
-        assert venue["connections"] == 4  # 1,012 streams at most 300 per connection
+        # 1,012 pairs x 2 streams (depth and trades: the default channels), at most 300 per connection
+        assert venue["connections"] == 7
         assert venue["http_429"] == venue["http_418"] == 0
         assert venue["gaps"] == venue["reconnects"] == 0
         sim_stats = _sim_stats(sim)

@@ -1,8 +1,9 @@
 """The two stored formats as compaction sees them: read one small file, merge a group, write it.
 
 The planner and the commit (``compactor.py``, ``store.py``, ``s3store.py``) never look inside a
-file; everything format-specific is here. Both formats sort by ``SORT_KEYS`` (pair, time,
-session, sequence) and keep every row / line exactly once.
+file; everything format-specific is here. Both formats sort by the dataset's sort keys (pair,
+time, session, sequence: ``recorder.layout``) and keep every row / line exactly once. A codec
+serves one dataset (books, trades or quotes) in one format.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SORT_KEYS = ("pair", "timestamp_ms", "session_id", "sequence_number")
+from recorder.layout import BOOKS, DATASETS, FORMATS, DatasetLayout, partition_layout
+
+SORT_KEYS = BOOKS.sort_keys
 
 
 class FormatError(ValueError):
@@ -42,6 +45,9 @@ class Codec(Protocol):
 class ParquetCodec:
     ext = "parquet"
 
+    def __init__(self, layout: DatasetLayout = BOOKS) -> None:
+        self.layout = layout
+
     def merge(self, sources: list[tuple[str, bytes]], row_group_rows: int) -> Merged:
         tables = []
         for name, data in sources:
@@ -49,8 +55,9 @@ class ParquetCodec:
                 tables.append(read_parquet_bytes(data))
             except (pa.ArrowException, OSError) as exc:
                 raise FormatError(f"cannot read {name}: {exc}") from None
-        table = merge_tables(tables)
-        sorting = [pq.SortingColumn(table.schema.names.index(k)) for k in SORT_KEYS if k in table.schema.names]
+        keys = self.layout.sort_keys
+        table = merge_tables(tables, keys)
+        sorting = [pq.SortingColumn(table.schema.names.index(k)) for k in keys if k in table.schema.names]
 
         def write(fh: BinaryIO) -> None:
             pq.write_table(
@@ -62,7 +69,8 @@ class ParquetCodec:
                 sorting_columns=sorting or None,
             )
 
-        return Merged(rows=table.num_rows, first_ts=int(pc.min(table.column("timestamp_ms")).as_py()), write=write)
+        first = pc.min(table.column(self.layout.time_column).cast(pa.int64())).as_py()
+        return Merged(rows=table.num_rows, first_ts=int(first) // self.layout.time_units_per_ms, write=write)
 
 
 def read_parquet_bytes(data: bytes) -> pa.Table:
@@ -83,28 +91,25 @@ def read_parquet_bytes(data: bytes) -> pa.Table:
         return pf.read()
 
 
-def merge_tables(tables: list[pa.Table]) -> pa.Table:
+def merge_tables(tables: list[pa.Table], sort_keys: tuple[str, ...] = SORT_KEYS) -> pa.Table:
     table = pa.concat_tables(tables, promote_options="default")
     # A column newer files have and older ones lack (filled with nulls for them) keeps its place
     # in the newest layout, whichever file of the group comes first.
     widest = max((t.schema.names for t in tables), key=len, default=[])
     if set(widest) == set(table.schema.names):
         table = table.select(widest)
-    keys = [(k, "ascending") for k in SORT_KEYS if k in table.schema.names]
+    keys = [(k, "ascending") for k in sort_keys if k in table.schema.names]
     # Arrow's sort is stable: the levels of one snapshot keep their order.
     return table.sort_by(keys)
 
 
-class _LineKey(msgspec.Struct):
-    """The fields of a JSONL snapshot line the sort needs (the rest is copied byte for byte)."""
-
-    pair: str
-    timestamp_ms: int
-    session_id: str = ""
-    sequence_number: int = 0
-
-
-_line_key = msgspec.json.Decoder(_LineKey)
+def _line_key_decoder(layout: DatasetLayout) -> msgspec.json.Decoder:
+    """Decodes the fields of a JSONL line the sort needs (the rest is copied byte for byte)."""
+    key = msgspec.defstruct(
+        f"_LineKey_{layout.name}",
+        [("pair", str), (layout.time_column, int), ("session_id", str, ""), ("sequence_number", int, 0)],
+    )
+    return msgspec.json.Decoder(key)
 
 
 class JsonlCodec:
@@ -113,31 +118,43 @@ class JsonlCodec:
 
     ext = "jsonl"
 
+    def __init__(self, layout: DatasetLayout = BOOKS) -> None:
+        self.layout = layout
+        self._decoder = _line_key_decoder(layout)
+        self._time = layout.time_column
+
     def merge(self, sources: list[tuple[str, bytes]], row_group_rows: int) -> Merged:
         keyed: list[tuple[tuple[str, int, str, int], bytes]] = []
+        decode, time_column = self._decoder.decode, self._time
         for name, data in sources:
             for line in data.split(b"\n"):
                 if not line.strip():
                     continue
                 try:
-                    k = _line_key.decode(line)
+                    k = decode(line)
                 except msgspec.DecodeError as exc:
                     raise FormatError(f"malformed JSONL line in {name}: {exc}") from None
-                keyed.append(((k.pair, k.timestamp_ms, k.session_id, k.sequence_number), line))
+                keyed.append(((k.pair, getattr(k, time_column), k.session_id, k.sequence_number), line))
         keyed.sort(key=lambda kv: kv[0])  # stable: equal keys keep their file order
         if not keyed:
             raise FormatError("no JSONL lines in the group")
         body = b"\n".join(line for _, line in keyed) + b"\n"
-        return Merged(rows=len(keyed), first_ts=min(k[1] for k, _ in keyed), write=lambda fh: fh.write(body))
+        first = min(k[1] for k, _ in keyed) // self.layout.time_units_per_ms
+        return Merged(rows=len(keyed), first_ts=first, write=lambda fh: fh.write(body))
 
 
 CODECS: dict[str, Codec] = {"parquet": ParquetCodec(), "jsonl": JsonlCodec()}
+# (dataset, format) -> codec, every dataset of ``recorder.layout``.
+_DATASET_CODECS: dict[tuple[str, str], Codec] = {
+    (d.name, fmt): ParquetCodec(d) if fmt == "parquet" else JsonlCodec(d) for d in DATASETS.values() for fmt in FORMATS
+}
 
 
 def codec_for(partition: str) -> Codec:
-    """``parquet/exchange=.../date=...`` -> the Parquet codec (the first path part is the format)."""
-    fmt = partition.replace("\\", "/").split("/", 1)[0]
+    """``parquet/exchange=.../date=...`` -> the books' Parquet codec; ``trades/jsonl/...`` -> the
+    trades' JSONL codec (the partition's leading directories name dataset and format)."""
     try:
-        return CODECS[fmt]
-    except KeyError:
-        raise FormatError(f"unknown format directory {fmt!r} in partition {partition}") from None
+        layout, fmt = partition_layout(partition)
+    except ValueError:
+        raise FormatError(f"unknown format directory in partition {partition}") from None
+    return _DATASET_CODECS[(layout.name, fmt)]

@@ -28,9 +28,10 @@ import msgspec
 import psutil
 
 from recorder.compaction import manifest as mf
-from recorder.compaction.formats import CODECS, codec_for
+from recorder.compaction.formats import codec_for
 from recorder.compaction.store import FileInfo, Plan, StoreError, WriteFn
 from recorder.config import ConfigError, S3Config, check_s3_location
+from recorder.layout import format_dirs
 from recorder.sinks.s3 import S3Error, S3Store
 
 log = logging.getLogger("recorder.compaction")
@@ -98,7 +99,7 @@ class S3PartitionStore:
 
     def partitions(self) -> list[str]:
         out = []
-        for fmt in CODECS:
+        for _, _, fmt in format_dirs():  # fmt: the format's directory, e.g. parquet, trades/jsonl
             for exchange in self._prefixes(f"{self.base}{fmt}/"):
                 if not exchange.startswith("exchange="):
                     continue

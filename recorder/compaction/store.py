@@ -34,7 +34,8 @@ from typing import BinaryIO, Protocol
 
 import msgspec
 
-from recorder.compaction.formats import CODECS, codec_for
+from recorder.compaction.formats import codec_for
+from recorder.layout import format_dirs
 from recorder.sinks.local import atomic_write_bytes, ensure_dir, fsync_dir
 
 WORK_DIR = ".compaction"
@@ -162,8 +163,8 @@ class LocalStore:
 
     def partitions(self) -> list[str]:
         out = []
-        for fmt in CODECS:
-            base = self.root / fmt
+        for _, _, rel in format_dirs():
+            base = self.root / rel
             out += [p.relative_to(self.root).as_posix() for p in base.glob("exchange=*/date=*") if p.is_dir()]
         return sorted(out)
 

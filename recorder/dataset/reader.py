@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from recorder.dataset import args, frames
+from recorder.dataset import args, frames, records
 from recorder.dataset.decode import Unreadable, one_line, read_jsonl, read_parquet
 from recorder.dataset.frames import BookSnapshot
 from recorder.dataset.source import (
@@ -27,6 +27,7 @@ from recorder.dataset.source import (
     resolve,
 )
 from recorder.dataset.timeutil import MAX_MS, MIN_MS, MS_PER_DAY, TimeLike, span_ms, to_ms, utc_date
+from recorder.layout import QUOTES, TRADES, DatasetLayout
 from recorder.model import Snapshot
 from recorder.writer.batches import SCHEMA, snapshots_to_batch
 
@@ -106,6 +107,10 @@ def open_dataset(
     fs, root = resolve(location, filesystem, endpoint_url, region)
     roots = format_roots(fs, root, format)
     if not roots:
+        if any(records.dataset_base(fs, root, d, format) for d in (TRADES, QUOTES)):
+            # Trades or quotes only (a capture without books): the books read as empty.
+            fmt = "jsonl" if format == "jsonl" else "parquet"
+            return Dataset(fs, f"{root.rstrip('/')}/{fmt}", fmt, os.fspath(location), root)
         raise DatasetError(f"no recorder data under {os.fspath(location)!r} (expected parquet/ or jsonl/)")
     fmt = "parquet" if "parquet" in roots else "jsonl"
     return Dataset(fs, roots[fmt], fmt, os.fspath(location), root, on_error=on_error)
@@ -245,6 +250,49 @@ class Dataset:
             # lookback of years takes a few dozen rounds, not one a day.
             hi = lo
             reach = 3_600_000 if reach < 3_600_000 else MS_PER_DAY if reach < MS_PER_DAY else reach * 2
+
+    # -- trades and quotes -------------------------------------------------------------------
+
+    def trades(self, *, format: str = "auto", **select: Any) -> pa.Table:
+        """The stored trades (``exchange, pair, trade_id, price, quantity, side, exchange_time,
+        local_time, session_id, sequence_number``), selected like the books with the time range
+        on ``local_time``; sorted by local time, exchange, pair, session, sequence."""
+        return self._records(TRADES, format, self._select(select))
+
+    def quotes(self, *, format: str = "auto", **select: Any) -> pa.Table:
+        """The stored best bid/ask changes (``quotes``), selected and sorted like :meth:`trades`."""
+        return self._records(QUOTES, format, self._select(select))
+
+    def trades_with_book(self, *, depth: int = 1, lookback: str | int = "1h", **select: Any) -> pa.Table:
+        """:meth:`trades` as-of joined to the book snapshot in force at each trade: the last stored
+        snapshot of its exchange and pair at or before the trade's ``local_time`` (searched back at
+        most ``lookback``), as ``book_timestamp_ms``, ``book_sequence_number``, ...,
+        ``bid_px_0`` .. ``ask_qty_<depth-1>``, ``mid``, ``spread``, ``microprice``."""
+        if depth < 1:
+            raise DatasetError(f"invalid depth {depth}: must be at least 1")
+        sel = self._select(select)
+        trades = self._records(TRADES, "auto", sel)
+        if not trades.num_rows:
+            return records.asof_join(trades, frames.wide(SCHEMA.empty_table(), depth))
+        first = pc.min(trades["local_time"]).cast(pa.int64()).as_py() // 1000
+        last = pc.max(trades["local_time"]).cast(pa.int64()).as_py() // 1000
+        book_sel = Selection(
+            frozenset(trades["exchange"].unique().to_pylist()),
+            frozenset(trades["pair"].unique().to_pylist()),
+            None,
+            first - span_ms(lookback),
+            last + 1,
+        )
+        books = frames.wide(self._read(book_sel, max_level=depth), depth)
+        return records.asof_join(trades, books, max_age_ms=span_ms(lookback))
+
+    def _records(self, layout: DatasetLayout, fmt: str, sel: Selection) -> pa.Table:
+        from recorder.writer.datasets import SPECS
+
+        found = records.dataset_base(self.filesystem, self.root, layout, fmt)
+        if found is None:
+            return SPECS[layout.name].schema.empty_table()
+        return records.read_records(self.filesystem, found[0], found[1], layout, sel)
 
     # -- internals ---------------------------------------------------------------------------
 

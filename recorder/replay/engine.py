@@ -33,6 +33,7 @@ from recorder.metrics import SharedCounters
 from recorder.replay.readers import Kind, Record
 from recorder.replay.timeline import Segment, Socket, Timeline
 from recorder.ring.shm_ring import ShmRing
+from recorder.sampler.emitter import EMITTER_FIELDS, RecordEmitter, emitter_pair_fields
 from recorder.sampler.grid import next_tick_ms
 from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
 from recorder.venues import VENUES, venue_module
@@ -228,6 +229,7 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
         raise ReplayError(f"cannot replay the capture: {exc}") from None
 
     sampler_fields = list(SAMPLER_FIELDS) + [f for p in pairs for f in sampler_pair_fields(p)]
+    sampler_fields += EMITTER_FIELDS + [f for p in pairs for f in emitter_pair_fields(p)]
     sampler_counters = SharedCounters.create(sampler_fields)
     writer_counters = SharedCounters.create(WRITER_COUNTER_FIELDS)
     ring = ShmRing.create(RING_BYTES)
@@ -247,6 +249,12 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
         writer = Writer(spec, {opts.venue: ring}, writer_counters)
         writer.recover()
         sampler = Sampler(opts.venue, pairs, opts.depth, opts.interval_ms, feeds, ring, sampler_counters)
+        emitter = RecordEmitter(opts.venue, pairs, ring, sampler_counters)
+        for live in feeds.sockets:  # Feeds that know trades / quotes emit them (the live wiring)
+            if hasattr(live.feed, "on_trade"):
+                live.feed.on_trade = emitter.trade
+            if hasattr(live.feed, "on_quote"):
+                live.feed.on_quote = emitter.quote
         coverage = _Coverage(pairs, sampler_counters)
         ticks = _run(timeline, feeds, sampler, writer, opts.interval_ms, coverage)
         if writer.drain("replay") != 0:
@@ -340,7 +348,8 @@ def _summary(
     coverage: _Coverage,
 ) -> dict[str, Any]:
     stats = _merged_stats(feeds)
-    written = {pair: n for (ex, pair), n in writer.committed_seq.items() if ex == opts.venue}
+    written = {pair: n for (ds, ex, pair), n in writer.committed_seq.items() if ds == "books" and ex == opts.venue}
+    trades = {pair: n for (ds, ex, pair), n in writer.committed_seq.items() if ds == "trades" and ex == opts.venue}
     per_pair: dict[str, dict[str, Any]] = {}
     missed_total: dict[str, int] = {}
     for pair in pairs:
@@ -359,6 +368,8 @@ def _summary(
             "gaps": per.get("gaps", 0),
             "resyncs": per.get("resyncs", 0),
             "snapshots_written": written.get(pair, 0),
+            "trades_written": trades.get(pair, 0),
+            "trade_gaps": per.get("trade_gaps", 0),
             "missed_ticks": sum(causes.values()),
             "missed_by_cause": dict(sorted(causes.items())),
             "first_stored_tick_ms": coverage.first.get(pair),
@@ -391,6 +402,11 @@ def _summary(
         "last_tick_ms": ticks[-1] if ticks else None,
         "snapshots_written": int(writer.counters.get("snapshots_written")),
         "depth_short": int(sc.get("depth_short")),
+        # Trades (Binance @trade, or @aggTrade where a capture has only those) and quotes (every
+        # change of a verified book's best bid/ask), through the live Feed and writer.
+        "trades_written": int(writer.counters.get("trades_written")),
+        "quotes_written": int(writer.counters.get("quotes_written")),
+        "trade_gaps": sum(p.get("trade_gaps", 0) for p in stats.per_pair.values()),
         "files_written": int(writer.counters.get("files_written")),
         "missed_ticks": sum(missed_total.values()),
         "missed_by_cause": dict(sorted(missed_total.items())),

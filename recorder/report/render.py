@@ -8,6 +8,7 @@ from typing import Any
 from recorder.dataset.timeutil import iso
 from recorder.report.archive import archive_line
 from recorder.report.quality import PairQuality, Report, SessionQuality
+from recorder.report.records import RECORDS_HEADER, records_rows
 
 
 def _num(v: Any) -> str:
@@ -201,6 +202,8 @@ def render_text(report: Report) -> str:
         if spans:
             out += ["", f"depth short ({len(spans)} spans):", _table(DEPTH_HEADER, spans[:MAX_GAP_ROWS])]
             out += [more] if (more := _gap_more(len(spans), "spans")) else []
+        if s.records:
+            out += ["", "trades and quotes:", _table(RECORDS_HEADER, records_rows(s.records))]
     return "\n".join(out)
 
 
@@ -293,6 +296,8 @@ def render_html(report: Report) -> str:
             if gaps
             else "<p>No gaps: every tick between first and last is stored while the session ran.</p>",
             f"<p>{html.escape(_gap_more(len(gaps)))}</p>" if len(gaps) > MAX_GAP_ROWS else "",
+            "<h3>Trades and quotes</h3>" if s.records else "",
+            _html_table(RECORDS_HEADER, records_rows(s.records)) if s.records else "",
             f"<h3>Depth short ({len(spans)} spans)</h3>" if spans else "",
             _html_table(DEPTH_HEADER, spans[:MAX_GAP_ROWS]) if spans else "",
             f"<p>{html.escape(_gap_more(len(spans), 'spans'))}</p>" if len(spans) > MAX_GAP_ROWS else "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from recorder.sim.binance_trades import TradeTape
 from recorder.sim.book import Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
 from recorder.sim.faults import FaultInjector
 from recorder.sim.wsconn import EngineVenue, WsConn
@@ -166,6 +168,10 @@ class BinanceVenue(EngineVenue):
                 self.feeds[sym].gen.burst_p = 0.01 * tail_tick_s  # a burst every ~100 s, not ~10 s
         self._subs: dict[str, set[_Conn]] = {}
         self._conns: set[_Conn] = set()
+        # ``<symbol>@trade``: every fill of the generated books (recorder/sim/binance_trades.py).
+        self.tape = TradeTape(seed)
+        for feed in self.feeds.values():
+            feed.gen.on_fill = functools.partial(self._on_fill, feed)
         self._budgets: dict[str, _IpBudget] = {}
         self.faults = FaultInjector(
             self.name, opts.faults, symbols=lambda s: [s.upper()] if s.upper() in self.feeds else []
@@ -182,6 +188,8 @@ class BinanceVenue(EngineVenue):
             ),
             0,
         )  # fmt: skip
+        self.counters.update(self.tape.counters)
+        self.tape.counters = self.counters  # one dict: /sim/stats shows the trade counters too
 
     def make_spec(self, symbol: str) -> InstrumentSpec:
         return make_spec(symbol)
@@ -212,6 +220,7 @@ class BinanceVenue(EngineVenue):
         app.router.add_get(f"{rest}/time", self._rest_time)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
+        app.router.add_get("/sim/trades", self._sim_trades)
         self.faults.setup(app)
 
     def open_conns(self) -> set[_Conn]:
@@ -257,12 +266,42 @@ class BinanceVenue(EngineVenue):
             next_t = self._t0 + (tick // self.fast_ticks + 1) * self.fast_ticks * self.tick_s
             await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
 
+    def _on_fill(self, feed: SymbolFeed, bid_filled: bool, px: int, qty: int) -> None:
+        """A fill of the book generator: the next trade of the symbol (sent at the window's end)."""
+        sym = feed.spec.symbol
+        t_ms = int(self._wall0_ms + feed.tick * feed.tick_s * 1000.0)
+        self.tape.fill(sym, bid_filled, px, qty, t_ms, bool(self._subs.get(f"{sym.lower()}@trade")))
+
+    def _publish_trades(self, sym: str, event_ms: int) -> None:
+        name = f"{sym.lower()}@trade"
+        for trade in self.tape.take_pending(sym):
+            if self.faults.take_trade_gap(sym):
+                self.tape.withheld(sym, trade[0])
+                continue
+            if self.faults.trades_silent(sym):
+                self.tape.silenced(sym, trade[0])
+                continue
+            conns = self._subs.get(name)
+            if not conns:
+                continue
+            self._fanout(name, msgspec.json.encode(self._trade_event(sym, event_ms, trade)).decode(), conns)
+            self.tape.sent(sym, trade)
+
+    def _trade_event(self, sym: str, event_ms: int, trade: tuple[int, int, int, bool, int]) -> dict[str, Any]:
+        tid, px, qty, buyer_maker, t_ms = trade
+        return {
+            "e": "trade", "E": event_ms, "s": sym, "t": tid, "p": fmt_units(px), "q": fmt_units(qty),
+            "T": t_ms, "m": buyer_maker, "M": True,
+        }  # fmt: skip
+
     def _on_boundary(self, feed: SymbolFeed, cadence: int, diff: WindowDiff | None, tick: int) -> None:
         """End of a publication window: send the diff (and partial-depth snapshots) to subscribers."""
         sym = feed.spec.symbol
         low = sym.lower()
         event_ms = int(self._wall0_ms + tick * feed.tick_s * 1000.0)  # the feed's own tick (tail feeds are slower)
         fast = cadence == 0
+        if fast:
+            self._publish_trades(sym, event_ms)
         if diff is not None and fast and self._subs.get(f"{low}@depth@100ms") and self.faults.take_gap(sym):
             self.counters["diffs_withheld"] += 1
             diff = None  # fault: the update ids of this window never reach any client
@@ -606,6 +645,23 @@ class BinanceVenue(EngineVenue):
         return self._with_weight(err or web.Response(body=body, content_type="application/json"), used)
 
     # -- verification (not Binance) -----------------------------------------------------------------
+
+    async def _sim_trades(self, request: web.Request) -> web.Response:
+        """What the simulator did with each trade of ``symbol``: sent (id, price, qty, m, T),
+        withheld (trade_gap fault) or silenced (trade_silence fault)."""
+        sym = request.query.get("symbol", "").upper()
+        if sym not in self.feeds:
+            return web.json_response({"error": "unknown symbol"}, status=400)
+        s = self.tape.symbols.get(sym)
+        sent = [[t, fmt_units(px), fmt_units(q), m, ts] for t, px, q, m, ts in (s.sent if s else ())]
+        return web.json_response(
+            {
+                "symbol": sym,
+                "sent": sent,
+                "withheld": list(s.withheld) if s else [],
+                "silenced": list(s.silenced) if s else [],
+            }
+        )
 
     async def _sim_book(self, request: web.Request) -> web.Response:
         q = request.query

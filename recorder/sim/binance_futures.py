@@ -65,6 +65,14 @@ class BinanceFuturesVenue(BinanceVenue):
             "b": _levels(diff.bids), "a": _levels(diff.asks),
         }  # fmt: skip
 
+    def _trade_event(self, sym: str, event_ms: int, trade: tuple[int, int, int, bool, int]) -> dict[str, Any]:
+        # The undocumented USD-M ``@trade`` (trades-protocols.md section 3): no ``M``, ``X`` the origin.
+        tid, px, qty, buyer_maker, t_ms = trade
+        return {
+            "e": "trade", "E": event_ms, "T": t_ms, "s": sym, "t": tid, "p": fmt_units(px), "q": fmt_units(qty),
+            "X": "MARKET", "m": buyer_maker,
+        }  # fmt: skip
+
     @staticmethod
     def _depth_weight(limit: int | None) -> int:
         if limit is None or limit <= 50:

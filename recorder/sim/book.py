@@ -200,6 +200,10 @@ class BookGenerator:
         self.sigma = spec.vol_bps * 1e-4 * self.mid * math.sqrt(tick_s / self.jump_p)  # ticks per jump
         self.rate = spec.events_per_s * tick_s  # events per tick
         self.burst_p = 0.1 * tick_s  # one burst every ~10 s
+        # Called for every fill of a trade event, before the event's book change: (the resting
+        # side is the bid, price units, quantity units). A simulator that serves trades sets it,
+        # so its trades are exactly what left the book (a trade prints at the touch and consumes it).
+        self.on_fill: Callable[[bool, int, int], None] | None = None
         self._seed_book()
 
     # -- plumbing -----------------------------------------------------------------------------------
@@ -221,6 +225,16 @@ class BookGenerator:
             book.set_level(is_bid, px, qty)
             for w in self._windows:
                 w.record(uid, is_bid, px, qty)
+
+    def _fills(self, is_bid: bool, fills: list[tuple[int, int]]) -> None:
+        """Report a trade's fills (price in ticks, lots taken), best level first."""
+        on_fill = self.on_fill
+        if on_fill is None:
+            return
+        tick, lot = self.spec.tick, self.spec.lot
+        for k, lots in fills:
+            if lots > 0:
+                on_fill(is_bid, k * tick, lots * lot)
 
     def _lots(self) -> int:
         return max(1, int(self.spec.typical_lots * self.rng.lognormvariate(0.0, 1.0)))
@@ -286,14 +300,18 @@ class BookGenerator:
         bid_t, ask_t = self._targets()
         best_ask, best_bid = self._best(False), self._best(True)
         if best_ask is not None and best_ask <= bid_t:
-            self._emit([(False, k, 0) for k in self._ks_until(False, bid_t)])
+            ks = self._ks_until(False, bid_t)
+            self._fills(False, [(k, self._qty_lots(False, k)) for k in ks])
+            self._emit([(False, k, 0) for k in ks])
             best_bid = self._best(True)
             if best_bid is None or best_bid < bid_t:
                 self._insert(True, bid_t)
             if self._best(False) != ask_t:  # market makers re-quote behind the sweep
                 self._insert(False, ask_t)
         elif best_bid is not None and best_bid >= ask_t:
-            self._emit([(True, k, 0) for k in self._ks_until(True, ask_t)])
+            ks = self._ks_until(True, ask_t)
+            self._fills(True, [(k, self._qty_lots(True, k)) for k in ks])
+            self._emit([(True, k, 0) for k in ks])
             best_ask = self._best(False)
             if best_ask is None or best_ask > ask_t:
                 self._insert(False, ask_t)
@@ -364,10 +382,13 @@ class BookGenerator:
                 left = int(lots * r.random())
                 if left == 0 and depth == 1:
                     left = 1
+                self._fills(is_bid, [(k, lots - left)])
                 self._emit([(is_bid, k, left)])
             else:
                 n = r.randint(1, 3)
-                self._emit([(is_bid, self._k(is_bid, i), 0) for i in range(n)])
+                ks = [self._k(is_bid, i) for i in range(n)]
+                self._fills(is_bid, [(k, self._qty_lots(is_bid, k)) for k in ks])
+                self._emit([(is_bid, k, 0) for k in ks])
         else:  # cancel/replace: one event moves an order to another price
             idx = self._geo_index(10.0, depth)
             k_old = self._k(is_bid, idx)

@@ -20,6 +20,11 @@ Kinds (``FAULT_KINDS``):
 * ``rest_delay`` delay REST book snapshots by ``delay_s`` for ``duration_s``
 * ``slow``       throttle every client to ``rate`` messages/s for ``duration_s`` (backpressure)
 * ``restart``    restart the whole simulator: close all sockets, stop listening for ``duration_s``
+* ``trade_gap``  withhold the next ``count`` trades of ``symbol`` (every symbol if None): their ids
+                 are used, never sent (venues whose trade ids are contiguous show a gap)
+* ``trade_silence`` the trade stream of ``symbol`` (every symbol if None) sends nothing for
+                 ``duration_s`` while subscriptions are still acknowledged and books keep moving
+                 (the symptom of a stream on the wrong route)
 
 With a ``symbol``, the connection faults (drop, stall, close, malformed, slow) hit only the
 connections carrying it. Symbols are the venue's own (``BTCUSDT``, ``BTC/USD``, ``BTC-USD``,
@@ -67,6 +72,8 @@ FAULT_KINDS = (
     "rest_delay",
     "slow",
     "restart",
+    "trade_gap",
+    "trade_silence",
 )
 # Kinds only some venues know: kind -> what it does (the venue registers a handler).
 VENUE_KINDS = {
@@ -199,10 +206,11 @@ class FaultInjector:
         self.rest_delay_s = 0.0
         # "every symbol" faults: a total per kind and how many each symbol has taken so far.
         self._pending: dict[tuple[str, str], int] = {}  # (kind, key) -> still to apply
-        self._all_total: dict[str, int] = {"gap": 0, "corrupt": 0}
+        self._all_total: dict[str, int] = {"gap": 0, "corrupt": 0, "trade_gap": 0}
         self._all_taken: dict[tuple[str, str], int] = {}
         self._hold: dict[str, float] = {}  # key -> delay of its next WebSocket snapshot (s)
         self._quiet: dict[str, float] = {}  # key -> end of a quiet stall of that symbol alone
+        self._trade_silence: dict[str, float] = {}  # key ("*": every symbol) -> end of its silence
         # Set by the server: stop listening, wait, listen again on the same port.
         self.restart_handler: Callable[[float], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -279,8 +287,11 @@ class FaultInjector:
         elif k == "malformed":
             for c in targets:
                 c.malformed_pending = True
-        elif k in ("gap", "corrupt"):
-            n = f.count if k == "gap" else 1
+        elif k == "trade_silence":
+            for key in keys or ("*",):
+                self._trade_silence[key] = now + f.duration_s
+        elif k in ("gap", "corrupt", "trade_gap"):
+            n = f.count if k in ("gap", "trade_gap") else 1
             if keys is None:
                 self._all_total[k] += n
             for key in keys or ():
@@ -306,7 +317,7 @@ class FaultInjector:
                 task = asyncio.get_running_loop().create_task(self.restart_handler(f.duration_s))
                 self._bg.add(task)
                 task.add_done_callback(self._bg.discard)
-        timed = ("stall", "slow", "rest_refuse", "rest_delay", "restart")
+        timed = ("stall", "slow", "rest_refuse", "rest_delay", "restart", "trade_silence")
         record = {
             "kind": k,
             "venue": self.venue,
@@ -383,6 +394,15 @@ class FaultInjector:
     def take_corrupt(self, key: str) -> bool:
         """True: corrupt one level of this diff of ``key``."""
         return self._take("corrupt", key)
+
+    def take_trade_gap(self, key: str) -> bool:
+        """True: withhold this trade of ``key`` from every client (its id is used anyway)."""
+        return self._take("trade_gap", key)
+
+    def trades_silent(self, key: str) -> bool:
+        """True while the trade stream of ``key`` is silenced (``trade_silence``)."""
+        now = time.monotonic()
+        return now < self._trade_silence.get(key, 0.0) or now < self._trade_silence.get("*", 0.0)
 
     def take_hold(self, key: str) -> float:
         """Seconds to delay the next WebSocket snapshot of ``key`` (after a ``gap`` with ``hold_s``)."""

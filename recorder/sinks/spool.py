@@ -19,13 +19,15 @@ from pathlib import Path
 
 import msgspec
 
+from recorder.layout import format_dirs
 from recorder.sinks.local import atomic_write_bytes
 
 log = logging.getLogger("recorder.uploader")
 
 LEDGER_NAME = "s3-uploads.jsonl"
-# The writer's files, and the venue processes' archives (finished ones: parts are hidden names).
-FORMAT_DIRS = ("parquet", "jsonl", "archive")
+# Every dataset's format directories (books ``parquet``, trades ``trades/parquet``, ...), and the
+# venue processes' archives (finished files only: a file being written has a hidden name).
+FORMAT_DIRS = (*(rel for _, _, rel in format_dirs()), "archive")
 # Directory listings are cached by mtime; a full listing every so often covers filesystems
 # whose mtime is too coarse to see two changes within one tick.
 FULL_RESCAN_S = 30.0
@@ -134,8 +136,8 @@ class Spool:
         if full:
             self._last_full = now
         out: list[SpoolFile] = []
-        for fmt in FORMAT_DIRS:
-            self._walk(self.data_dir / fmt, fmt, full, out)
+        for rel in FORMAT_DIRS:
+            self._walk(self.data_dir / rel, rel, full, out)
         out.sort(key=_order)
         return out
 

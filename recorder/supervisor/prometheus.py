@@ -42,6 +42,12 @@ _VENUE: dict[str, tuple[str, str, str]] = {
     "ring_used_bytes": ("ring_used_bytes", "gauge", "bytes held in the venue ring"),
     "rest_queue": ("rest_queue", "gauge", "REST requests waiting for weight budget"),
     "buffered_diffs": ("buffered_diffs", "gauge", "diffs held by books waiting for a snapshot"),
+    "trades": ("trades_total", "counter", "trades stored (pushed to the ring)"),
+    "trade_gaps": ("trade_gaps_total", "counter", "trades lost: missing venue trade ids"),
+    "trade_drops": ("trade_drops_total", "counter", "trades dropped: ring full"),
+    "trade_silent": ("trade_silent_pairs", "gauge", "pairs whose trade stream is silent while the book moves"),
+    "trade_silences": ("trade_silences_total", "counter", "episodes of a silent trade stream"),
+    "quotes": ("quotes_total", "counter", "best bid/ask changes stored"),
 }
 _PAIR: dict[str, tuple[str, str, str]] = {
     "synced": ("pair_synced", "gauge", "1 while the pair's book is synced"),
@@ -53,6 +59,10 @@ _PAIR: dict[str, tuple[str, str, str]] = {
     "warmup_ticks": ("pair_warmup_ticks_total", "counter", "ticks before the pair first synced (not stored)"),
     "time_to_first_sync_s": ("pair_time_to_first_sync_seconds", "gauge", "venue process start to first sync"),
     "ring_drops": ("pair_ring_drops_total", "counter", "snapshots of the pair dropped: ring full"),
+    "trades": ("pair_trades_total", "counter", "trades stored for the pair"),
+    "trade_gaps": ("pair_trade_gaps_total", "counter", "trades lost for the pair (missing ids)"),
+    "trade_silent": ("pair_trade_silent", "gauge", "1 while the pair's trade stream is silent and its book moves"),
+    "quotes": ("pair_quotes_total", "counter", "best bid/ask changes stored for the pair"),
 }
 
 

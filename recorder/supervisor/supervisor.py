@@ -417,7 +417,9 @@ class Supervisor:
             return
         limits = declared()
         per_conn = vc.max_streams_per_connection or limits.streams_per_connection
-        needed = -(-len(vc.pairs) // per_conn)
+        # A pair may take several streams (Binance: depth and, with "trades", its trade stream).
+        per_pair = getattr(venue_module(venue).CONNECTOR, "streams_per_pair", lambda cfg: 1)(vc)
+        needed = -(-len(vc.pairs) // max(1, per_conn // per_pair))
         if limits.connections_per_ip is not None and needed > limits.connections_per_ip:
             raise CaptureError(
                 f"{len(vc.pairs)} {venue} pairs need {needed} connections at {per_conn} streams each;"
@@ -534,6 +536,9 @@ class Supervisor:
                 "warmup_ticks",
                 "malformed",
                 "stalls",
+                "trades",
+                "trade_gaps",
+                "quotes",
             )
         }
         for venue, vc in self.cfg.venues.items():
@@ -591,6 +596,7 @@ class Supervisor:
                 "ring_used_bytes": ring.used_bytes,
                 "capture_latency_ms": {"p50": lat[0.5], "p99": lat[0.99], "max": v["lat_max"] or None},
                 "grid_jitter_ms": {"p50": jit[0.5], "p99": jit[0.99], "max": v["jit_max"] or None},
+                **_records_status(v, vc.channels),
                 "pairs": {
                     pair: {
                         "synced": bool(v[f"synced:{pair}"]),
@@ -602,6 +608,7 @@ class Supervisor:
                         "depth_short": int(v[f"depth_short:{pair}"]),
                         **_warmup_status(v, pair, child.first_started_at if child else 0.0),
                         "ring_drops": int(v[f"drops:{pair}"]),
+                        **_pair_records_status(v, pair),
                     }
                     for pair in vc.pairs
                 },
@@ -641,6 +648,21 @@ class Supervisor:
                 s3.update(alive=self._uploader.alive, restarts=self._uploader.restarts)
             out["s3"] = s3
         return out
+
+
+def _records_status(v: dict[str, float], channels: list[str]) -> dict[str, Any]:
+    """A venue's trades and quotes (recorder/sampler/emitter.py): stored, lost, silent streams."""
+    keys = ("trades", "trade_gaps", "trade_drops", "trade_silent", "trade_silences", "quotes", "quote_drops")
+    return {"channels": list(channels), **{k: int(v[k]) for k in keys}}
+
+
+def _pair_records_status(v: dict[str, float], pair: str) -> dict[str, Any]:
+    return {
+        "trades": int(v[f"trades:{pair}"]),
+        "trade_gaps": int(v[f"trade_gaps:{pair}"]),
+        "trade_silent": bool(v[f"trade_silent:{pair}"]),
+        "quotes": int(v[f"quotes:{pair}"]),
+    }
 
 
 def _warmup_status(v: dict[str, float], pair: str, started_s: float) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from recorder.logs import setup_logging
 from recorder.metrics import SharedCounters
 from recorder.parent import parent_alive, spawning_parent_pid
 from recorder.ring.shm_ring import ShmRing
+from recorder.sampler.emitter import EMITTER_FIELDS, RecordEmitter, emitter_pair_fields
 from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
 from recorder.venues import connector_class
 from recorder.venues.base import CONNECTOR_FIELDS, LagMonitor, pair_fields
@@ -46,9 +47,9 @@ class VenueSpec(msgspec.Struct, kw_only=True):
 
 
 def venue_counter_fields(pairs: list[str]) -> list[str]:
-    fields = [*CONNECTOR_FIELDS, *SAMPLER_FIELDS, *PROCESS_FIELDS]
+    fields = [*CONNECTOR_FIELDS, *SAMPLER_FIELDS, *EMITTER_FIELDS, *PROCESS_FIELDS]
     for pair in pairs:
-        fields += pair_fields(pair) + sampler_pair_fields(pair)
+        fields += pair_fields(pair) + sampler_pair_fields(pair) + emitter_pair_fields(pair)
     return fields
 
 
@@ -86,12 +87,34 @@ async def _main(spec: VenueSpec) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    log.info("event=venue_started venue=%s pairs=%s interval_ms=%d", spec.venue, ",".join(spec.pairs), spec.interval_ms)
+    channels = spec.venue_config.channels
+    log.info(
+        "event=venue_started venue=%s pairs=%s interval_ms=%d channels=%s",
+        spec.venue,
+        ",".join(spec.pairs),
+        spec.interval_ms,
+        ",".join(channels),
+    )
     tasks = [
         loop.create_task(connector.run(), name="connector"),
-        loop.create_task(sampler.run(stop), name="sampler"),
         loop.create_task(_heartbeat(spec, connector, counters, stop), name="heartbeat"),
     ]
+    if "book" in channels:
+        tasks.append(loop.create_task(sampler.run(stop), name="sampler"))
+    # Trades and quotes share the ring with the books (one producer: this event loop).
+    emitter = RecordEmitter(spec.venue, spec.pairs, ring, counters)
+    if "trades" in channels:
+        if hasattr(connector, "on_trade"):
+            connector.on_trade = emitter.trade
+            silence = emitter.watch_silence(connector, spec.venue_config.trade_silence_s, stop)
+            tasks.append(loop.create_task(silence, name="trade-silence"))
+        else:
+            log.warning("event=trades_unsupported venue=%s detail=this venue's connector has no trade feed", spec.venue)
+    if "quotes" in channels:
+        if hasattr(connector, "on_quote"):
+            connector.on_quote = emitter.quote
+        else:
+            log.warning("event=quotes_unsupported venue=%s detail=this venue's connector has no quote feed", spec.venue)
     await stop.wait()
     # The sampler sees `stop` and returns; whatever it pushed is already in the ring.
     await connector.close()

@@ -31,6 +31,7 @@ from recorder.archive.tap import current as current_archive
 from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
+from recorder.model import Quote, Trade
 from recorder.venues.base import (
     Backoff,
     Counters,
@@ -40,6 +41,7 @@ from recorder.venues.base import (
     WeightLimiter,
     venue_config_default,
 )
+from recorder.venues.binance_trades import QuoteTracker, TradeIds, TradeParser, agg_trade_stream, trade_stream
 from recorder.venues.limits import BINANCE as LIMITS
 from recorder.venues.limits import LIMITS as VENUE_LIMITS
 from recorder.venues.limits import VenueLimits, interval_seconds
@@ -406,7 +408,11 @@ class BinanceFeed:
     stream_for = staticmethod(stream_for)
 
     def __init__(
-        self, pairs: Iterable[str], counters: Counters | None = None, snapshot_limit: int | None = None
+        self,
+        pairs: Iterable[str],
+        counters: Counters | None = None,
+        snapshot_limit: int | None = None,
+        trade_ids: TradeIds | None = None,
     ) -> None:
         self.syncs = {pair: BookSync(pair, self.prev_id) for pair in pairs}
         for sync in self.syncs.values():
@@ -420,6 +426,30 @@ class BinanceFeed:
         # (live fetches a snapshot only once a diff is buffered).
         self._pending: dict[str, DepthSnapshot] = {}
         self._throttle = LogThrottle(self.log)
+        # Trades (``<symbol>@trade``) and quotes: parsed only once ``on_trade`` / ``on_quote`` is set.
+        trade_streams = {trade_stream(self.symbol_for(p)): p for p in self.syncs}
+        agg_streams = {agg_trade_stream(self.symbol_for(p)): p for p in self.syncs}
+        self._trades = TradeParser(self.venue, trade_streams, self.stats, trade_ids, agg_streams)
+        self._quotes: QuoteTracker | None = None
+
+    @property
+    def on_trade(self) -> Callable[[Trade], None] | None:
+        return self._trades.on_trade
+
+    @on_trade.setter
+    def on_trade(self, fn: Callable[[Trade], None] | None) -> None:
+        self._trades.on_trade = fn
+
+    @property
+    def on_quote(self) -> Callable[[Quote], None] | None:
+        return self._quotes.on_quote if self._quotes is not None else None
+
+    @on_quote.setter
+    def on_quote(self, fn: Callable[[Quote], None] | None) -> None:
+        self._quotes = QuoteTracker(self.venue, fn) if fn is not None else None
+
+    def trade_streams(self) -> list[str]:
+        return list(self._trades.by_stream)
 
     # the Feed protocol ---------------------------------------------------------------------
 
@@ -437,7 +467,17 @@ class BinanceFeed:
                 outcome = sync.on_diff(ev, recv_ms)
                 if outcome is not Outcome.APPLIED:
                     self._not_applied(sync, ev, outcome)
+                elif self._quotes is not None:
+                    self._quotes.book_changed(sync.pair, sync.book, recv_ms)
                 return
+            if (
+                ev.e in ("trade", "aggTrade")
+                and self._trades.on_trade is not None
+                and self._trades.on_frame(payload, recv_ms)
+            ):
+                return
+        if msg is None and self._trades.on_trade is not None and self._trades.on_frame(payload, recv_ms):
+            return  # a trade whose fields do not fit the depth struct (@aggTrade's "a", old "b"/"a" ids)
         self.stats.frame(len(payload))
         self._on_other_frame(payload, recv_ms)
 
@@ -446,12 +486,16 @@ class BinanceFeed:
         outcome = sync.on_diff(ev, recv_ms)
         if outcome is not Outcome.APPLIED:
             self._not_applied(sync, ev, outcome)
+        elif self._quotes is not None:
+            self._quotes.book_changed(sync.pair, sync.book, recv_ms)
 
     def _not_applied(self, sync: BookSync, ev: DepthEvent, outcome: Outcome) -> None:
         """A diff that was buffered, ignored or broke the chain: count a gap, join a waiting
         snapshot, or ask for one."""
         if outcome is Outcome.GAP:
             self._gap(sync.pair, f"U={ev.U} u={ev.u} pu={ev.pu} after book id {sync.gap_after}")
+            if self._quotes is not None:
+                self._quotes.forget(sync.pair)  # never a quote change measured across a gap
         if sync.synced:
             return
         pending = self._pending.pop(sync.pair, None)
@@ -522,6 +566,9 @@ class BinanceFeed:
         if outcome is Outcome.SYNCED:
             self._wanted.discard(pair)
             self.stats.resync(pair)
+            if self._quotes is not None:
+                self._quotes.forget(pair)
+                self._quotes.book_changed(pair, sync.book, sync.book.receive_time_ms or time.time() * 1000.0)
             self.log.info("event=book_synced venue=%s pair=%s update_id=%s", self.venue, pair, sync.book.update_id)
         elif outcome is Outcome.GAP:
             self._gap(pair, "buffered diffs do not join the snapshot")
@@ -580,6 +627,8 @@ class BinanceFeed:
         """The socket is gone: every book is unknown."""
         for sync in self.syncs.values():
             sync.reset()
+            if self._quotes is not None:
+                self._quotes.forget(sync.pair)
         self._wanted.clear()
         self._pending.clear()
 
@@ -588,6 +637,8 @@ class BinanceFeed:
         if sync is not None:
             sync.reset()
             self._pending.pop(pair, None)
+            if self._quotes is not None:
+                self._quotes.forget(pair)
 
     def malformed(self, what: str, size: int) -> None:
         self.stats.malformed_frame()
@@ -609,9 +660,15 @@ class _Connection:
     def __init__(self, connector: BinanceConnector, pairs: list[str]) -> None:
         self.connector = connector
         self.feed: BinanceFeed = archived_feed(
-            connector.feed_class, pairs, counters=connector.counters, snapshot_limit=connector.snapshot_limit
+            connector.feed_class,
+            pairs,
+            counters=connector.counters,
+            snapshot_limit=connector.snapshot_limit,
+            trade_ids=connector.trade_ids,
         )
         self.tap = tap_of(self.feed)  # the connection's archive (None: not archived)
+        self.feed.on_trade = connector.on_trade
+        self.feed.on_quote = connector.on_quote
         self.transport: WSTransport | None = None
         self.closed = asyncio.Event()
         self.opened_at = time.monotonic()
@@ -632,6 +689,8 @@ class _Connection:
         # A handful of streams ride in the URL; the rest are SUBSCRIBEd in paced batches (a URL
         # with 1024 streams is ~25 kB, more than many HTTP front ends accept).
         streams = [self.feed.stream_for(p) for p in self.feed.syncs]
+        if self.feed.on_trade is not None:
+            streams += self.feed.trade_streams()  # /public on USD-M, beside the depth streams
         in_url: list[str] = []
         length = 0
         while streams and length + len(streams[0]) < URL_STREAMS_CHARS:
@@ -808,7 +867,8 @@ class BinanceConnector:
         self.cfg = cfg
         self.pairs = list(pairs)
         self.limits = effective_limits(cfg, self.declared_limits(weight_per_min))
-        groups = spread_pairs(self.pairs, self.limits.streams_per_connection)
+        per_pair = self.streams_per_pair(cfg)
+        groups = spread_pairs(self.pairs, max(1, self.limits.streams_per_connection // per_pair))
         if len(groups) > self.limits.connections_per_ip:
             raise ValueError(
                 f"{len(self.pairs)} pairs need {len(groups)} Binance connections, "
@@ -831,6 +891,18 @@ class BinanceConnector:
         self._http: aiohttp.ClientSession | None = None
         self.snapshot_limit = cfg.snapshot_limit or self.limits.default_snapshot_limit(len(self.pairs))
         self.deepening: set[str] = set()  # pairs whose deeper snapshot is asked for
+
+        # Set by the venue process before run(): every Feed this connector makes gets them.
+        self.on_trade: Callable[[Trade], None] | None = None
+        self.on_quote: Callable[[Quote], None] | None = None
+        # Shared by a slot's old and new socket (no trade twice) and kept in shared memory (a
+        # restarted venue process counts the trades lost while it was down).
+        self.trade_ids = TradeIds(self.counters, self.pairs)
+
+    @staticmethod
+    def streams_per_pair(cfg: VenueConfig) -> int:
+        """Streams a pair takes on a connection: depth, and its trade stream with "trades"."""
+        return 2 if "trades" in cfg.channels else 1
 
     @classmethod
     def declared_limits(cls, weight_per_min: int | None = None) -> VenueLimits:

@@ -198,9 +198,10 @@ def file_stem(session_id: str, first_ts_ms: int, segment: int) -> str:
     return f"{session_id}-{first_ts_ms}-{segment:06d}"
 
 
-def partition_dir(data_dir: str | os.PathLike[str], fmt: str, exchange: str, date: str) -> Path:
-    """``<data_dir>/<fmt>/exchange=<exchange>/date=<date>`` (hive layout)."""
-    return Path(data_dir) / fmt / f"exchange={exchange}" / f"date={date}"
+def partition_dir(data_dir: str | os.PathLike[str], fmt: str, exchange: str, date: str, root: str = "") -> Path:
+    """``<data_dir>/[<root>/]<fmt>/exchange=<exchange>/date=<date>`` (hive layout; ``root`` is a
+    dataset's directory, "" for the books: see ``recorder.layout``)."""
+    return Path(data_dir) / root / fmt / f"exchange={exchange}" / f"date={date}"
 
 
 def data_file_path(
@@ -211,7 +212,8 @@ def data_file_path(
     session_id: str,
     first_ts_ms: int,
     segment: int,
+    root: str = "",
 ) -> Path:
-    """Final path of one segment's file for one (format, exchange, date) partition."""
+    """Final path of one segment's file for one (dataset, format, exchange, date) partition."""
     name = f"{file_stem(session_id, first_ts_ms, segment)}.{fmt}"
-    return partition_dir(data_dir, fmt, exchange, date) / name
+    return partition_dir(data_dir, fmt, exchange, date, root) / name

@@ -24,6 +24,7 @@ from pathlib import Path
 import msgspec
 import pyarrow.parquet as pq
 
+from recorder.layout import BOOKS, format_dirs
 from recorder.sinks.local import atomic_write_bytes
 
 log = logging.getLogger("recorder.writer")
@@ -50,9 +51,11 @@ class PendingCommit(msgspec.Struct, kw_only=True):
     segment: int
     files: list[JournalFile]
     rings: dict[str, RingPosition]  # venue id -> position
-    next_seq: SeqState
+    next_seq: SeqState  # the books'
     next_segment: int
-    snapshots: int = 0
+    dataset_seq: dict[str, SeqState] = {}  # every other dataset's (trades, quotes): name -> state
+    snapshots: int = 0  # books stored by the segment
+    stored: dict[str, int] = {}  # records stored by the segment, per dataset
     rows: int = 0
     bytes: int = 0
     created_ms: int = 0
@@ -62,7 +65,8 @@ class Journal(msgspec.Struct, kw_only=True):
     version: int = JOURNAL_VERSION
     session_id: str
     next_segment: int = 0
-    next_seq: SeqState = {}
+    next_seq: SeqState = {}  # the books' (this file's format from before trades and quotes)
+    dataset_seq: dict[str, SeqState] = {}  # every other dataset's: name -> state
     pending: PendingCommit | None = None
     updated_ms: int = 0
 
@@ -111,48 +115,13 @@ def _session_file_re(session_id: str, ext: str) -> re.Pattern[str]:
 
 
 def rebuild_journal(data_dir: str | os.PathLike[str], session_id: str) -> Journal:
-    """Recover ``next_seq``/``next_segment`` from the session's published files."""
+    """Recover ``next_seq``/``next_segment`` from the session's published files, every dataset."""
     journal = Journal(session_id=session_id)
     found = 0
-    for fmt in ("parquet", "jsonl"):
-        pattern = _session_file_re(session_id, fmt)
-        for path in sorted(Path(data_dir, fmt).glob("exchange=*/date=*/*")):
-            m = pattern.match(path.name)
-            if not m:
-                continue
-            found += 1
-            journal.next_segment = max(journal.next_segment, int(m.group(2)) + 1)
-            try:
-                for (exchange, pair), top in _max_sequences(path, fmt).items():
-                    pairs = journal.next_seq.setdefault(exchange, {})
-                    pairs[pair] = max(pairs.get(pair, 0), top + 1)
-            except Exception as exc:  # a damaged file must not stop the recorder
-                log.error("event=journal_rebuild_skip path=%s error=%r", path, exc)
-    # Compaction merges sessions' files into ``compacted-*`` files: their rows count too.
-    for path in sorted(Path(data_dir, "parquet").glob("exchange=*/date=*/compacted-*.parquet")):
-        try:
-            table = pq.read_table(
-                path, columns=["exchange", "pair", "sequence_number"], filters=[("session_id", "==", session_id)]
-            )
-        except Exception as exc:
-            log.error("event=journal_rebuild_skip path=%s error=%r", path, exc)
-            continue
-        if table.num_rows:
-            found += 1
-            agg = table.group_by(["exchange", "pair"]).aggregate([("sequence_number", "max")])
-            for row in agg.to_pylist():
-                pairs = journal.next_seq.setdefault(row["exchange"], {})
-                pairs[row["pair"]] = max(pairs.get(row["pair"], 0), row["sequence_number_max"] + 1)
-    for path in sorted(Path(data_dir, "jsonl").glob("exchange=*/date=*/compacted-*.jsonl")):
-        try:
-            tops = _max_sequences(path, "jsonl", session_id)
-        except Exception as exc:
-            log.error("event=journal_rebuild_skip path=%s error=%r", path, exc)
-            continue
-        found += bool(tops)
-        for (exchange, pair), top in tops.items():
-            pairs = journal.next_seq.setdefault(exchange, {})
-            pairs[pair] = max(pairs.get(pair, 0), top + 1)
+    for layout, fmt, rel in format_dirs():
+        state = journal.next_seq if layout is BOOKS else journal.dataset_seq.setdefault(layout.name, {})
+        found += _rebuild_dataset(journal, state, Path(data_dir, rel), fmt, session_id)
+    journal.dataset_seq = {name: state for name, state in journal.dataset_seq.items() if state}
     if found:
         log.warning(
             "event=journal_rebuilt session=%s files=%d next_segment=%d",
@@ -161,6 +130,38 @@ def rebuild_journal(data_dir: str | os.PathLike[str], session_id: str) -> Journa
             journal.next_segment,
         )
     return journal
+
+
+def _rebuild_dataset(journal: Journal, state: SeqState, base: Path, fmt: str, session_id: str) -> int:
+    """Fold one dataset's files of one format into ``state``; returns the files that counted."""
+    found = 0
+
+    def fold(tops: dict[tuple[str, str], int]) -> None:
+        for (exchange, pair), top in tops.items():
+            pairs = state.setdefault(exchange, {})
+            pairs[pair] = max(pairs.get(pair, 0), top + 1)
+
+    pattern = _session_file_re(session_id, fmt)
+    for path in sorted(base.glob("exchange=*/date=*/*")):
+        m = pattern.match(path.name)
+        if not m:
+            continue
+        found += 1
+        journal.next_segment = max(journal.next_segment, int(m.group(2)) + 1)
+        try:
+            fold(_max_sequences(path, fmt))
+        except Exception as exc:  # a damaged file must not stop the recorder
+            log.error("event=journal_rebuild_skip path=%s error=%r", path, exc)
+    # Compaction merges sessions' files into ``compacted-*`` files: their rows count too.
+    for path in sorted(base.glob(f"exchange=*/date=*/compacted-*.{fmt}")):
+        try:
+            tops = _max_sequences(path, fmt, session_id)
+        except Exception as exc:
+            log.error("event=journal_rebuild_skip path=%s error=%r", path, exc)
+            continue
+        found += bool(tops)
+        fold(tops)
+    return found
 
 
 class _SeqOnly(msgspec.Struct):
@@ -175,7 +176,8 @@ def _max_sequences(path: Path, fmt: str, session_id: str | None = None) -> dict[
     (a compacted file holds several sessions)."""
     out: dict[tuple[str, str], int] = {}
     if fmt == "parquet":
-        table = pq.read_table(path, columns=["exchange", "pair", "sequence_number"])
+        filters = [("session_id", "==", session_id)] if session_id is not None else None
+        table = pq.read_table(path, columns=["exchange", "pair", "sequence_number"], filters=filters)
         agg = table.group_by(["exchange", "pair"]).aggregate([("sequence_number", "max")])
         for row in agg.to_pylist():
             out[(row["exchange"], row["pair"])] = row["sequence_number_max"]

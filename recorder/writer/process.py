@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -25,17 +24,11 @@ import pyarrow as pa
 
 from recorder.compaction.store import PublishLock
 from recorder.metrics import SharedCounters
-from recorder.model import SampledBook, ring_decoder
 from recorder.parent import parent_alive, spawning_parent_pid
 from recorder.ring.shm_ring import ShmRing
 from recorder.sinks.local import PreparedFile, clean_temp_files, prepare_jsonl, prepare_parquet, publish
-from recorder.writer.batches import (
-    batches_to_table,
-    data_file_path,
-    sampled_to_batch,
-    snapshot_jsonl,
-    utc_date,
-)
+from recorder.writer.batches import data_file_path, utc_date
+from recorder.writer.datasets import BOOKS_SPEC, SPECS, DatasetSpec, spec_by_first_byte
 from recorder.writer.journal import (
     Journal,
     JournalFile,
@@ -55,6 +48,8 @@ FORMATS = ("jsonl", "parquet")
 
 WRITER_COUNTER_FIELDS: list[str] = [
     "snapshots_written",  # snapshots in published segments
+    "trades_written",  # trades in published segments
+    "quotes_written",  # quotes in published segments
     "rows_written",  # Parquet rows (levels) in published segments
     "files_written",
     "bytes_written",
@@ -87,8 +82,6 @@ CRASH_ENV = "RECORDER_WRITER_CRASH_AT"
 # Ring records kept as Python objects per partition before converting to an Arrow batch
 # (bounds memory: Arrow columns are several times denser than msgspec structs).
 _BATCH_SNAPSHOTS = 1024
-_MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 class WriterSpec(msgspec.Struct, kw_only=True):
@@ -135,35 +128,41 @@ def spec_from_config(
 
 @dataclass
 class _Partition:
-    """One (exchange, UTC date) part of the open segment -> one file per format."""
+    """One (dataset, exchange, UTC date) part of the open segment -> one file per format."""
 
+    dataset: DatasetSpec
     exchange: str
     date: str
     first_ts_ms: int
     # Ring records and their sequence numbers, not yet in an Arrow batch.
-    books: list[SampledBook] = field(default_factory=list)
+    records: list[object] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     batches: list[pa.RecordBatch] = field(default_factory=list)
     jsonl: bytearray = field(default_factory=bytearray)
     count: int = 0
     rows: int = 0
 
-    def flush_books(self, session_id: str) -> None:
-        if self.books:
-            self.batches.append(sampled_to_batch(self.books, self.seqs, session_id))
-            self.books, self.seqs = [], []
+    def flush_records(self, session_id: str) -> None:
+        if self.records:
+            self.batches.append(self.dataset.batch(self.records, self.seqs, session_id))
+            self.records, self.seqs = [], []
+
+
+# (dataset name, exchange, pair): sequence numbers run per dataset, session and pair.
+SeqKey = tuple[str, str, str]
 
 
 @dataclass
 class _Segment:
-    parts: dict[tuple[str, str], _Partition] = field(default_factory=dict)
-    # (exchange, pair) -> next sequence number, for pairs seen in this segment
-    seq: dict[tuple[str, str], int] = field(default_factory=dict)
+    parts: dict[tuple[str, str, str], _Partition] = field(default_factory=dict)
+    # (dataset, exchange, pair) -> next sequence number, for pairs seen in this segment
+    seq: dict[SeqKey, int] = field(default_factory=dict)
     started_mono: float | None = None
-    snapshots: int = 0
+    snapshots: int = 0  # records stored, all datasets
+    stored: dict[str, int] = field(default_factory=dict)  # dataset name -> records stored
     records: int = 0  # ring records consumed, including skipped ones
     est_bytes: int = 0  # ring payload bytes: ~ uncompressed size, an upper bound for Parquet
-    max_part_count: int = 0
+    full: bool = False  # a partition holds as many records as its file may
 
 
 class _StopRequested:
@@ -190,7 +189,7 @@ class Writer:
         self.rings = rings
         self.counters = counters
         self.read_pos: dict[str, int] = {}
-        self.committed_seq: dict[tuple[str, str], int] = {}
+        self.committed_seq: dict[SeqKey, int] = {}
         self.next_segment = 0
         self.journal = Journal(session_id=spec.session_id)
         self.segment = _Segment()
@@ -203,6 +202,7 @@ class Writer:
         self._clean_pending = False
         self._rr = 0
         self._crash_point, self._crash_count = _parse_crash_env()
+        self._dataset_of = spec_by_first_byte()
         # Held shared around every commit: a compaction never swaps a partition mid-publish.
         self._publish_lock = PublishLock(self.data_dir)
         self._compactor: threading.Thread | None = None
@@ -214,7 +214,7 @@ class Writer:
         """Load the journal and set read positions; a pending commit left by a killed writer is
         finished first (by :meth:`step`, retried until it succeeds) before anything is read."""
         self.journal = load_journal(self.data_dir, self.spec.session_id)
-        self._adopt_state(self.journal.next_seq, self.journal.next_segment)
+        self._adopt_state(self.journal.next_seq, self.journal.dataset_seq, self.journal.next_segment)
         for venue, ring in self.rings.items():
             self.read_pos[venue] = ring.commit_pos
         if self.journal.pending is not None:
@@ -244,24 +244,31 @@ class Writer:
             self.counters.incr("temp_files_cleaned", len(removed))
             log.info("event=temp_cleaned files=%d", len(removed))
 
-    def _adopt_state(self, next_seq: SeqState, next_segment: int) -> None:
-        self.committed_seq = {(ex, pair): n for ex, pairs in next_seq.items() for pair, n in pairs.items()}
+    def _adopt_state(self, next_seq: SeqState, dataset_seq: dict[str, SeqState], next_segment: int) -> None:
+        # The journal keeps the books' numbers in ``next_seq`` (its format before trades) and
+        # every other dataset's in ``dataset_seq``.
+        self.committed_seq = {}
+        for name, state in {**dataset_seq, BOOKS_SPEC.name: next_seq}.items():
+            for ex, pairs in state.items():
+                for pair, n in pairs.items():
+                    self.committed_seq[(name, ex, pair)] = n
         self.next_segment = next_segment
 
-    def _seq_state(self, seq: dict[tuple[str, str], int]) -> SeqState:
-        out: SeqState = {}
-        for (ex, pair), n in sorted(seq.items()):
-            out.setdefault(ex, {})[pair] = n
-        return out
+    def _seq_state(self, seq: dict[SeqKey, int]) -> tuple[SeqState, dict[str, SeqState]]:
+        """(books' state, other datasets' states) as the journal stores them."""
+        by_dataset: dict[str, SeqState] = {}
+        for (name, ex, pair), n in sorted(seq.items()):
+            by_dataset.setdefault(name, {}).setdefault(ex, {})[pair] = n
+        return by_dataset.pop(BOOKS_SPEC.name, {}), by_dataset
 
     # -- reading ---------------------------------------------------------------------------
 
     def poll(self) -> int:
         """Read available records from every ring into the open segment; returns records read.
 
-        A record whose file already holds ``rotate_snapshots`` is left in the ring (read
-        position stays before it) and the segment is due for rotation. Rings are visited
-        round-robin so a backlog on one ring can't starve the others.
+        A record whose file is full (``rotate_snapshots`` x its dataset's ``rotate_factor``) is
+        left in the ring (read position stays before it) and the segment is due for rotation.
+        Rings are visited round-robin so a backlog on one ring can't starve the others.
         """
         total = 0
         venues = list(self.rings)
@@ -287,43 +294,43 @@ class Writer:
     def _add(self, payload: bytes) -> bool:
         """Add one ring record to the open segment; False if its file is full (not consumed)."""
         seg = self.segment
+        dataset = self._dataset_of[payload[0]] if payload else BOOKS_SPEC
         try:
-            rec = ring_decoder.decode(payload)
-            rec.check()
-            if not _SAFE_NAME.match(rec.exchange) or ".." in rec.exchange:
-                raise ValueError(f"unusable exchange {rec.exchange[:40]!r}")
-            if not 0 <= rec.timestamp_ms < _MAX_TS_MS:
-                raise ValueError(f"timestamp_ms {rec.timestamp_ms} out of range")
+            rec = dataset.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             self._note_record(seg)
             self._decode_error(exc)
             return True
-        date = utc_date(rec.timestamp_ms)
-        part = seg.parts.get((rec.exchange, date))
-        if part is not None and part.count >= self.spec.rotate_snapshots:
+        ts_ms = dataset.time_ms(rec)
+        date = utc_date(ts_ms)
+        pkey = (dataset.name, rec.exchange, date)
+        part = seg.parts.get(pkey)
+        limit = self.spec.rotate_snapshots * dataset.rotate_factor
+        if part is not None and part.count >= limit:
             return False
         self._note_record(seg)
         if part is None:
-            part = seg.parts[(rec.exchange, date)] = _Partition(rec.exchange, date, rec.timestamp_ms)
-        key = (rec.exchange, rec.pair)
+            part = seg.parts[pkey] = _Partition(dataset, rec.exchange, date, ts_ms)
+        key = (dataset.name, rec.exchange, rec.pair)
         seq = seg.seq.get(key)
         if seq is None:
             seq = self.committed_seq.get(key, 0)
         seg.seq[key] = seq + 1
         if "parquet" in self.spec.formats:
-            part.books.append(rec)
+            part.records.append(rec)
             part.seqs.append(seq)
-            if len(part.books) >= _BATCH_SNAPSHOTS:
-                part.flush_books(self.spec.session_id)
+            if len(part.records) >= _BATCH_SNAPSHOTS:
+                part.flush_records(self.spec.session_id)
         if "jsonl" in self.spec.formats:
-            part.jsonl += snapshot_jsonl(rec.to_snapshot(seq, self.spec.session_id))
+            part.jsonl += dataset.jsonl(rec, seq, self.spec.session_id)
         part.count += 1
-        part.rows += max(1, len(rec.bid_px) + len(rec.ask_px))
+        part.rows += dataset.rows(rec)
         seg.snapshots += 1
+        seg.stored[dataset.name] = seg.stored.get(dataset.name, 0) + 1
         seg.est_bytes += len(payload)
-        seg.max_part_count = max(seg.max_part_count, part.count)
-        if self.newest_ts_ms is None or rec.timestamp_ms > self.newest_ts_ms:
-            self.newest_ts_ms = rec.timestamp_ms
+        seg.full = seg.full or part.count >= limit
+        if self.newest_ts_ms is None or ts_ms > self.newest_ts_ms:
+            self.newest_ts_ms = ts_ms
         return True
 
     @staticmethod
@@ -345,7 +352,7 @@ class Writer:
         seg, spec = self.segment, self.spec
         if seg.records == 0:
             return None
-        if seg.max_part_count >= spec.rotate_snapshots:
+        if seg.full:
             return "snapshots"
         if seg.started_mono is not None and now_mono - seg.started_mono >= spec.rotate_seconds:
             return "time"
@@ -355,7 +362,7 @@ class Writer:
             # Never let the ring fill up because we hold uncommitted records.
             if ring.uncommitted_bytes(self.read_pos[venue]) * 2 >= ring.capacity:
                 return "ring"
-        if len({d for _, d in seg.parts}) > 1:
+        if len({d for _, _, d in seg.parts}) > 1:
             return "date"
         return None
 
@@ -373,6 +380,7 @@ class Writer:
                     self.spec.session_id,
                     part.first_ts_ms,
                     segno,
+                    part.dataset.layout.root,
                 )
                 out.append((part, fmt, path))
         return out
@@ -404,14 +412,15 @@ class Writer:
         try:
             for part, fmt, path in self._final_paths(segno):
                 if fmt == "parquet":
-                    part.flush_books(self.spec.session_id)
-                    prepared.append(prepare_parquet(batches_to_table(part.batches), path))
+                    part.flush_records(self.spec.session_id)
+                    prepared.append(prepare_parquet(part.dataset.table(part.batches), path))
                 else:
                     prepared.append(prepare_jsonl(part.jsonl, path))
             self._maybe_crash("after_prepare")
             step = "journal"
             next_seq = dict(self.committed_seq)
             next_seq.update(seg.seq)
+            books_seq, dataset_seq = self._seq_state(next_seq)
             pending = PendingCommit(
                 segment=segno,
                 files=[JournalFile(tmp=self._rel(p.tmp_path), final=self._rel(p.final_path)) for p in prepared],
@@ -419,10 +428,12 @@ class Writer:
                     venue: RingPosition(name=ring.name, instance=ring.instance_id, pos=self.read_pos[venue])
                     for venue, ring in self.rings.items()
                 },
-                next_seq=self._seq_state(next_seq),
+                next_seq=books_seq,
+                dataset_seq=dataset_seq,
                 next_segment=segno + 1,
-                snapshots=seg.snapshots,
-                rows=sum(p.rows for p in seg.parts.values()),
+                snapshots=seg.stored.get(BOOKS_SPEC.name, 0),
+                stored=dict(seg.stored),
+                rows=sum(p.rows for p in seg.parts.values() if p.dataset is BOOKS_SPEC),  # book levels
                 bytes=sum(p.size_bytes for p in prepared),
                 created_ms=_now_ms(),
             )
@@ -430,6 +441,7 @@ class Writer:
                 session_id=self.spec.session_id,
                 next_segment=self.next_segment,
                 next_seq=self.journal.next_seq,
+                dataset_seq=self.journal.dataset_seq,
                 pending=pending,
             )
             save_journal(self.data_dir, journal)
@@ -444,10 +456,12 @@ class Writer:
         self._maybe_crash("after_journal")
         self.journal = journal
         log.info(
-            "event=segment_sealed segment=%d reason=%s snapshots=%d files=%d bytes=%d",
+            "event=segment_sealed segment=%d reason=%s snapshots=%d trades=%d quotes=%d files=%d bytes=%d",
             segno,
             self.sealed,
-            seg.snapshots,
+            seg.stored.get("books", 0),
+            seg.stored.get("trades", 0),
+            seg.stored.get("quotes", 0),
             len(prepared),
             pending.bytes,
         )
@@ -482,9 +496,12 @@ class Writer:
             # After a restart read_pos is the old commit_pos: skip what this segment holds.
             self.read_pos[venue] = max(self.read_pos.get(venue, 0), rp.pos)
         self._maybe_crash("after_ring_commit")
-        self._adopt_state(pending.next_seq, pending.next_segment)
+        self._adopt_state(pending.next_seq, pending.dataset_seq, pending.next_segment)
         self.journal = Journal(
-            session_id=self.spec.session_id, next_segment=pending.next_segment, next_seq=pending.next_seq
+            session_id=self.spec.session_id,
+            next_segment=pending.next_segment,
+            next_seq=pending.next_seq,
+            dataset_seq=pending.dataset_seq,
         )
         try:
             save_journal(self.data_dir, self.journal)
@@ -494,6 +511,9 @@ class Writer:
             log.warning("event=journal_clear_failed error=%s", exc)
         c = self.counters
         c.incr("snapshots_written", pending.snapshots)
+        for name, n in pending.stored.items():
+            if name != BOOKS_SPEC.name and name in SPECS:
+                c.incr(SPECS[name].counter, n)
         c.incr("rows_written", pending.rows)
         c.incr("files_written", len(pending.files))
         c.incr("bytes_written", pending.bytes)

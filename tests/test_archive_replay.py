@@ -1,5 +1,6 @@
 """The archive of a live capture of all six venues (simulators) replays into the very rows the
-capture stored, and re-samples at another interval and depth like a rebuild written here."""
+capture stored (books, and trades and quotes where captured), and re-samples at another interval
+and depth like a rebuild written here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as ds
 import pytest
 import zstandard
 
@@ -46,6 +48,8 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = [f'data_dir = "{data}"', f'session_id = "{SESSION}"', "simulate = true", 'interval = "500ms"', "depth = 10"]
     for venue, pairs in VENUE_PAIRS.items():
         lines += ["", f'[venues."{venue}"]', "pairs = [" + ", ".join(f'"{p}"' for p in pairs) + "]"]
+        if venue == "binance":
+            lines.append('channels = ["book", "trades", "quotes"]')
     lines += ["", "[archive]", "flush_s = 0.2"]
     cfg = root / "six.toml"
     cfg.write_text("\n".join(lines) + "\n")
@@ -77,6 +81,7 @@ def test_each_venue_archive_replays_into_the_live_rows(capture: Path, tmp_path: 
     live_jsonl = defaultdict(list)
     for s in read_jsonl(capture):
         live_jsonl[s["exchange"]].append(s)
+    trades_seen: dict[str, int] = defaultdict(int)
     for venue in VENUE_PAIRS:
         out = tmp_path / venue
         summary = replay(capture, venue, out)
@@ -88,6 +93,19 @@ def test_each_venue_archive_replays_into_the_live_rows(capture: Path, tmp_path: 
             assert a == b, (venue, a, b)  # every column: ticks, levels, flags, ids, sequence numbers
         by = lambda s: (s["pair"], s["sequence_number"])  # noqa: E731
         assert sorted(read_jsonl(out), key=by) == sorted(live_jsonl[venue], key=by), venue
+        for dataset in ("trades", "quotes"):  # what the venue's Feeds emit besides books, if stored
+            live_rows = stored_rows(capture, dataset, venue)
+            assert stored_rows(out, dataset, venue) == live_rows, (venue, dataset)
+            trades_seen[dataset] += len(live_rows)
+    assert trades_seen["trades"] > 0 and trades_seen["quotes"] > 0  # (Binance's, at least)
+
+
+def stored_rows(data: Path, dataset: str, venue: str) -> list[dict[str, Any]]:
+    root = data / dataset / "parquet"
+    if not root.exists():
+        return []
+    rows = ds.dataset(root, format="parquet", partitioning="hive").to_table().to_pylist()
+    return sorted((r for r in rows if r["exchange"] == venue), key=lambda r: (r["pair"], r["sequence_number"]))
 
 
 def _bybit_reference(lines: list[dict[str, Any]], interval: int, depth: int) -> dict[tuple[str, int], tuple]:

@@ -159,10 +159,22 @@ class ArchivedFeed:
     def _recorded(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         tap = self.archive_tap
 
+        feed = self._feed
+        clocked = hasattr(feed, "now_ms")
+
         def call(*args: Any) -> Any:
             a = tap.archive
-            a.add(("call", tap.conn, a.now(), name, [a.arg(v) for v in args]))
-            return method(*args)
+            ns = a.now()
+            a.add(("call", tap.conn, ns, name, [a.arg(v) for v in args]))
+            if not clocked:
+                return method(*args)
+            # What the call dates by the clock (a quote at a snapshot's join) gets the recorded
+            # time, which a replay gives it again.
+            feed.now_ms = lambda: ns / 1e6
+            try:
+                return method(*args)
+            finally:
+                del feed.now_ms
 
         return call
 

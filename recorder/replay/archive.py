@@ -8,6 +8,7 @@ times, and:
 
 * at the recorded interval (the default), samples at each recorded tick the book of the recorded
   connection: the live rows, every one equal (ticks, levels, flags, update ids, sequence numbers);
+  the trades and quotes the Feeds emit (for the channels the capture stored) are the live ones too;
 * at another ``--interval``, samples the same Feeds on that grid (a tick before the first record
   received at or after it, as ``engine.py`` does), each pair from the connection the live
   sampler last used, or the newest open one whose book is synced; ``--depth`` may differ in both.
@@ -26,8 +27,10 @@ from recorder.archive.tap import RECORDED
 from recorder.book import L2Book
 from recorder.metrics import SharedCounters
 from recorder.ring.shm_ring import ShmRing
+from recorder.sampler.emitter import EMITTER_FIELDS, RecordEmitter, emitter_pair_fields
 from recorder.sampler.grid import next_tick_ms
 from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
+from recorder.venues.binance_trades import TradeIds
 from recorder.writer.process import WRITER_COUNTER_FIELDS, Writer, WriterSpec
 
 RING_BYTES = 16 * 1024 * 1024
@@ -67,10 +70,14 @@ def _feed_class(spec: str) -> type:
 
 
 class ArchiveFeeds:
-    """The recorded connections' Feeds, seen by the Sampler as the venue's connector."""
+    """The recorded connections' Feeds, seen by the Sampler as the venue's connector. A Feed that
+    emits trades or quotes is wired to ``emitter`` for the channels the capture stored, as live."""
 
-    def __init__(self, follow: bool) -> None:
+    def __init__(self, follow: bool, emitter: RecordEmitter | None = None, channels: list[str] | None = None) -> None:
         self.follow = follow  # True: the recorded ticks' sources; False: re-sampling
+        self.emitter = emitter
+        self.channels = channels or ["book"]
+        self.trade_ids = TradeIds()  # shared by the venue's Feeds, as the live connector's
         self.feeds: dict[str, Any] = {}
         self.closed: set[str] = set()
         self.src: dict[str, str | None] = {}
@@ -96,10 +103,18 @@ class ArchiveFeeds:
                 self.feed_errors += 1
         elif t == "feed":
             cls = _feed_class(str(obj.get("cls")))
+            kw = dict(obj.get("kw", {}))
+            if "trade_ids" in kw:
+                kw["trade_ids"] = self.trade_ids
             try:
-                self.feeds[obj["conn"]] = cls(*obj.get("args", []), counters=None, **obj.get("kw", {}))
+                feed = self.feeds[obj["conn"]] = cls(*obj.get("args", []), counters=None, **kw)
             except (TypeError, ValueError) as exc:
                 raise ArchiveReplayError(f"cannot build the Feed {obj.get('cls')}: {exc}") from None
+            if self.emitter is not None:
+                if "trades" in self.channels and hasattr(feed, "on_trade"):
+                    feed.on_trade = self.emitter.trade
+                if "quotes" in self.channels and hasattr(feed, "on_quote"):
+                    feed.on_quote = self.emitter.quote
         elif t == "close":
             self.closed.add(obj.get("conn", ""))
         elif t == "http":
@@ -132,7 +147,15 @@ class ArchiveFeeds:
                     return
                 a = decode(body)
             args.append(a)
-        getattr(feed, str(name))(*args)
+        if not hasattr(feed, "now_ms"):
+            getattr(feed, str(name))(*args)
+            return
+        at_ms = obj["ns"] / 1e6
+        feed.now_ms = lambda: at_ms  # the Feed reads the clock as the live one did in this call
+        try:
+            getattr(feed, str(name))(*args)
+        finally:
+            del feed.now_ms
 
     # the connector face the Sampler uses ------------------------------------------------------
 
@@ -173,9 +196,10 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
     interval = opts.interval_ms or recorded_interval
     depth = opts.depth or int(head.get("depth", 20))
     follow = interval == recorded_interval
-    feeds = ArchiveFeeds(follow)
 
-    sampler_counters = SharedCounters.create(list(SAMPLER_FIELDS) + [f for p in pairs for f in sampler_pair_fields(p)])
+    fields = list(SAMPLER_FIELDS) + [f for p in pairs for f in sampler_pair_fields(p)]
+    fields += EMITTER_FIELDS + [f for p in pairs for f in emitter_pair_fields(p)]
+    sampler_counters = SharedCounters.create(fields)
     writer_counters = SharedCounters.create(WRITER_COUNTER_FIELDS)
     ring = ShmRing.create(RING_BYTES)
     stats: list[LineStats] = []
@@ -194,10 +218,14 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
         )
         writer = Writer(spec, {opts.venue: ring}, writer_counters)
         writer.recover()
+        emitter = RecordEmitter(opts.venue, pairs, ring, sampler_counters)
+        channels = [str(c) for c in head.get("channels", ["book"])]
+        feeds = ArchiveFeeds(follow, emitter, channels)
         sampler = Sampler(opts.venue, pairs, depth, interval, feeds, ring, sampler_counters)  # type: ignore[arg-type]
 
         def sample(tick: int, now_ms: float) -> None:
-            sampler.sample(tick, now_ms)
+            if "book" in channels or not follow:
+                sampler.sample(tick, now_ms)
             while writer.step():  # keep the ring drained
                 pass
 
@@ -227,6 +255,9 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
                         ticks += 1
                         tick += interval
                 feeds.on_record(obj)
+                if t == "recv" and feeds.frames % 1024 == 0:
+                    while writer.step():  # trades and quotes fill the ring between ticks too
+                        pass
         if writer.drain("replay") != 0:
             raise ArchiveReplayError("could not store every snapshot (see the log)")
         # (keys are (exchange, pair), or (dataset, exchange, pair) where the writer stores several)
@@ -249,6 +280,8 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
             "skipped_calls": feeds.skipped_calls,
             "ticks": ticks,
             "snapshots_written": int(writer_counters.get("snapshots_written")),
+            "trades_written": int(writer_counters.get("trades_written")),
+            "quotes_written": int(writer_counters.get("quotes_written")),
             "files_written": int(writer_counters.get("files_written")),
             "missed_ticks": int(sampler_counters.get("missed_ticks")),
             "pairs": {
@@ -256,7 +289,7 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
                 for p in pairs
             },
         }
-        if summary["snapshots_written"] == 0:
+        if summary["snapshots_written"] + summary["trades_written"] + summary["quotes_written"] == 0:
             raise ArchiveReplayError(f"nothing stored: no book of {', '.join(pairs)} was synced at a tick")
         summary["elapsed_s"] = round(time.monotonic() - started, 3)
         return summary

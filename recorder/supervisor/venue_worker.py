@@ -147,6 +147,7 @@ def _start_archive(spec: VenueSpec) -> ArchiveWriter | None:
         "pairs": spec.pairs,
         "depth": spec.depth,
         "interval_ms": spec.interval_ms,
+        "channels": list(spec.venue_config.channels),  # which of its Feeds' records were stored
     }
     writer = ArchiveWriter(spec.data_dir, spec.venue, spec.session_id, settings, header)
     writer.start()

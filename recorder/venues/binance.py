@@ -404,6 +404,9 @@ class BinanceFeed:
     # A REST snapshot body -> what ``on_snapshot`` / ``on_refetch`` take (an archive replay decodes
     # the recorded body with it).
     decode_snapshot = staticmethod(_snapshot.decode)
+    # The local clock (epoch ms) for what a frame does not date (a quote at a REST snapshot's join);
+    # an archive replay sets the recorded time.
+    now_ms: Callable[[], float] = staticmethod(lambda: time.time() * 1000.0)
     symbol_for = staticmethod(symbol_for)
     stream_for = staticmethod(stream_for)
 
@@ -568,7 +571,7 @@ class BinanceFeed:
             self.stats.resync(pair)
             if self._quotes is not None:
                 self._quotes.forget(pair)
-                self._quotes.book_changed(pair, sync.book, sync.book.receive_time_ms or time.time() * 1000.0)
+                self._quotes.book_changed(pair, sync.book, sync.book.receive_time_ms or self.now_ms())
             self.log.info("event=book_synced venue=%s pair=%s update_id=%s", self.venue, pair, sync.book.update_id)
         elif outcome is Outcome.GAP:
             self._gap(pair, "buffered diffs do not join the snapshot")

@@ -452,7 +452,7 @@ def _check_limits(name: str, vc: VenueConfig) -> None:
     for field in ("max_connection_age_s", "stall_timeout_s", "lag_alert_s", "rest_timeout_s"):
         if getattr(vc, field) <= 0:
             raise ConfigError(f"invalid [venues.{name}] {field} = {getattr(vc, field)}: must be positive")
-    # snapshot_limit None: the venue's default (merge fix: two branches met here, see the report)
+    # None: the venue's default (snapshot_limit; the others read the venue's limits table)
     for field in ("snapshot_limit", "max_streams_per_connection", "rest_weight_limit", "rest_window_s"):
         value = getattr(vc, field)
         if value is not None and value <= 0:

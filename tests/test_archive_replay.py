@@ -48,8 +48,7 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = [f'data_dir = "{data}"', f'session_id = "{SESSION}"', "simulate = true", 'interval = "500ms"', "depth = 10"]
     for venue, pairs in VENUE_PAIRS.items():
         lines += ["", f'[venues."{venue}"]', "pairs = [" + ", ".join(f'"{p}"' for p in pairs) + "]"]
-        if venue == "binance":
-            lines.append('channels = ["book", "trades", "quotes"]')
+        lines.append('channels = ["book", "trades", "quotes"]')
     lines += ["", "[archive]", "flush_s = 0.2"]
     cfg = root / "six.toml"
     cfg.write_text("\n".join(lines) + "\n")
@@ -97,7 +96,7 @@ def test_each_venue_archive_replays_into_the_live_rows(capture: Path, tmp_path: 
             live_rows = stored_rows(capture, dataset, venue)
             assert stored_rows(out, dataset, venue) == live_rows, (venue, dataset)
             trades_seen[dataset] += len(live_rows)
-    assert trades_seen["trades"] > 0 and trades_seen["quotes"] > 0  # (Binance's, at least)
+            assert live_rows, (venue, dataset)  # every venue's simulator trades, every book quotes
 
 
 def stored_rows(data: Path, dataset: str, venue: str) -> list[dict[str, Any]]:

@@ -73,9 +73,10 @@ def test_subscribe_frames_respect_the_args_limit() -> None:
     proto = BybitSocket(VenueConfig(), "spot", [], Counters(None))
     pairs = [f"C{i}-USDT" for i in range(23)]
     frames = [json.loads(f) for f in proto.subscribe_messages(pairs)]
-    assert [len(f["args"]) for f in frames] == [MAX_ARGS_PER_REQUEST, MAX_ARGS_PER_REQUEST, 3]
+    # 23 books and 23 trade streams (the default channels): 46 topics, 10 a request on spot.
+    assert [len(f["args"]) for f in frames] == [MAX_ARGS_PER_REQUEST] * 4 + [6]
     assert all(f["op"] == "subscribe" for f in frames)
-    assert frames[0]["args"][0] == "orderbook.200.C0USDT"
+    assert frames[0]["args"][0] == "orderbook.200.C0USDT" and frames[-1]["args"][-1] == "publicTrade.C22USDT"
     resub = [json.loads(f) for f in proto.resubscribe_messages(["BTC-USDT"])]
     assert [(f["op"], f["args"]) for f in resub] == [
         ("unsubscribe", ["orderbook.200.BTCUSDT"]),

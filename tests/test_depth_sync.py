@@ -207,7 +207,6 @@ def test_a_depth_limited_feed_is_short_only_when_a_side_fills_its_depth(venue: s
 def test_a_snapshot_limit_the_venue_refuses_is_one_line(tmp_path: Path) -> None:
     for venue, pair, limit, allowed in (
         ("binance", "BTC-USDT", 7000, "1 to 5000"),
-        ("binance", "BTC-USDT", 0, "1 to 5000"),
         ("binance-futures", "BTC-USDT-PERP", 200, "5, 10, 20, 50, 100, 500, 1000"),
     ):
         cfg = tmp_path / f"{venue}.toml"
@@ -221,3 +220,9 @@ def test_a_snapshot_limit_the_venue_refuses_is_one_line(tmp_path: Path) -> None:
             + ("not one the venue accepts: " if "," in allowed else "out of the venue's range: ")
             + allowed
         ]
+    # Not positive at all: the config's own check, before any venue's range.
+    cfg.write_text(f'data_dir = "{tmp_path / "d"}"\n[venues.binance]\npairs = ["BTC-USDT"]\nsnapshot_limit = 0\n')
+    res = run_cli("start-capture", "--config", str(cfg))
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "Error: invalid [venues.binance] snapshot_limit = 0: must be positive"
+    ], res.stderr

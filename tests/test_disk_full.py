@@ -30,13 +30,13 @@ def _mount_tmpfs(path: Path, size: str) -> None:
 
 
 def _fill(path: Path) -> None:
-    with open(path, "wb") as fh:
-        try:
+    try:
+        with open(path, "wb") as fh:
             while True:
                 fh.write(b"\0" * 65536)
                 fh.flush()
-        except OSError:
-            pass
+    except OSError:  # full, possibly already by the capture's own files
+        pass
 
 
 def test_disk_full_buffers_in_memory_counts_overflow_and_resumes(sim: Sim, tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_pairs_spread_over_connections_with_staggered_reconnects() -> None:
     assert len(groups) == 3 and sorted(p for g in groups for p in g) == sorted(pairs)
     assert max(map(len, groups)) - min(map(len, groups)) <= 1
     assert spread_pairs(pairs, 1024) == [pairs]
-    cfg = VenueConfig(pairs=pairs, max_streams_per_connection=3, max_connection_age_s=1000)
+    cfg = VenueConfig(pairs=pairs, channels=["book"], max_streams_per_connection=3, max_connection_age_s=1000)
     c = BinanceConnector(cfg, pairs)
     ages = [s.first_age_s for s in c.slots]
     assert len(ages) == 3 and len(set(ages)) == 3 and max(ages) == 1000 and min(ages) >= 500

@@ -185,7 +185,7 @@ def test_malformed_frames_events_and_pong() -> None:
     feed.on_frame(b"pong", 3.0)
     feed.on_frame(b'{"event":"error","code":"60018","msg":"doesn\'t exist"}', 3.0)
     feed.on_frame(b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"px":"1"}]}', 3.0)
-    assert feed.stats.kinds["pong"] == 1 and feed.stats.kinds["error"] == 1 and feed.stats.kinds["other"] == 1
+    assert feed.stats.kinds["pong"] == 1 and feed.stats.kinds["error"] == 1 and feed.stats.kinds["trades"] == 1
     assert not feed.notice_reconnect
     feed.on_frame(b'{"event":"notice","code":"64008","msg":"service upgrade"}', 4.0)
     assert feed.notice_reconnect
@@ -199,7 +199,11 @@ def test_pair_mapping_and_requests() -> None:
     sub = json.loads(c.subscribe_messages(["BTC-USDT", "ETH-USDT-PERP"])[0])
     assert sub["op"] == "subscribe" and sub["args"] == [
         {"channel": "books-l2-tbt", "instId": "BTC-USDT"}, {"channel": "books-l2-tbt", "instId": "ETH-USDT-SWAP"},
+        {"channel": "trades", "instId": "BTC-USDT"}, {"channel": "trades", "instId": "ETH-USDT-SWAP"},
     ]  # fmt: skip
+    # Only the book is renewed on a resubscribe: the trade subscription stays.
+    assert [json.loads(f)["args"] for f in c.resubscribe_messages(["BTC-USDT"])] == [
+        [{"channel": "books-l2-tbt", "instId": "BTC-USDT"}]] * 2  # fmt: skip
     assert json.loads(c.unsubscribe_messages(["BTC-USDT"])[0])["op"] == "unsubscribe"
     assert c.ping_message() == "ping"
     with pytest.raises(ValueError, match="unknown OKX book channel"):

@@ -75,7 +75,7 @@ def test_live_capture_of_a_binance_recording_through_the_simulator(
 def test_simulate_replay_bad_file_is_a_one_line_error(tmp_path: Path) -> None:
     for args, message in [
         (("--replay", str(tmp_path / "missing.ws.1.0")), "not a readable file"),
-        (("--replay", str(SPOT), "--speed", "0"), "invalid speed"),
+        (("--replay", str(SPOT), "--speed", "0"), "'--speed': 0 must be above 0"),
     ]:
         res = run_cli("simulate", "--venue", "binance", *args)
         assert res.returncode == 2 and message in res.stderr, res.stderr

@@ -81,3 +81,9 @@ def test_replay_stores_every_recorded_trade_once(tmp_path: Path, venue: str, ste
     # Aggregate ids are contiguous in these captures: no trade gap.
     assert summary["trade_gaps"] == 0
     assert summary["quotes_written"] > 0 and summary["snapshots_written"] > 0
+    # Every quote carries the recorded clock (the first one of a book too, made when its REST
+    # snapshot joined), never the wall clock of the replay.
+    recorded = [w["local_time"] for w in _expected(ws, suffix)]
+    for path in (data / "quotes" / "parquet").rglob("*.parquet"):
+        local = pq.read_table(path)["local_time"].cast(pa.int64()).to_pylist()
+        assert all(min(recorded) - 60_000_000 <= t <= max(recorded) + 60_000_000 for t in local), path

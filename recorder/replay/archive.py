@@ -78,6 +78,7 @@ class ArchiveFeeds:
         self.emitter = emitter
         self.channels = channels or ["book"]
         self.trade_ids = TradeIds()  # shared by the venue's Feeds, as the live connector's
+        self.tape: Any = None  # the same for the venues whose Feeds keep a trade tape
         self.feeds: dict[str, Any] = {}
         self.closed: set[str] = set()
         self.src: dict[str, str | None] = {}
@@ -110,6 +111,11 @@ class ArchiveFeeds:
                 feed = self.feeds[obj["conn"]] = cls(*obj.get("args", []), counters=None, **kw)
             except (TypeError, ValueError) as exc:
                 raise ArchiveReplayError(f"cannot build the Feed {obj.get('cls')}: {exc}") from None
+            trades = getattr(feed, "trades", None)
+            if trades is not None and hasattr(trades, "tape"):  # one trade tape per venue, as live
+                if self.tape is None:
+                    self.tape = type(trades.tape)(trades.tape.contiguous)
+                trades.tape = self.tape
             if self.emitter is not None:
                 if "trades" in self.channels and hasattr(feed, "on_trade"):
                     feed.on_trade = self.emitter.trade

@@ -1,4 +1,4 @@
-"""Readers for raw exchange captures (see ../shared/recordings/README.md), one record API.
+"""Readers for raw exchange captures (see tests/data/recordings/README.md), one record API.
 
 Three formats, detected from the file's content (compression from its magic bytes):
 

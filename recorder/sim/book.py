@@ -301,7 +301,8 @@ class BookGenerator:
         best_ask, best_bid = self._best(False), self._best(True)
         if best_ask is not None and best_ask <= bid_t:
             ks = self._ks_until(False, bid_t)
-            self._fills(False, [(k, self._qty_lots(False, k)) for k in ks])
+            # A taker lifts the best ask; the makers behind it pull their quotes (not trades).
+            self._fills(False, [(k, self._qty_lots(False, k)) for k in ks[:1]])
             self._emit([(False, k, 0) for k in ks])
             best_bid = self._best(True)
             if best_bid is None or best_bid < bid_t:
@@ -310,7 +311,7 @@ class BookGenerator:
                 self._insert(False, ask_t)
         elif best_bid is not None and best_bid >= ask_t:
             ks = self._ks_until(True, ask_t)
-            self._fills(True, [(k, self._qty_lots(True, k)) for k in ks])
+            self._fills(True, [(k, self._qty_lots(True, k)) for k in ks[:1]])
             self._emit([(True, k, 0) for k in ks])
             best_ask = self._best(False)
             if best_ask is None or best_ask > ask_t:

@@ -26,6 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.binance import make_spec
 from recorder.sim.book import Book, BookHistory, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.bybit_trades import BybitTrades
 from recorder.sim.faults import Fault, FaultInjector
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
@@ -173,6 +174,7 @@ class BybitVenue(EngineVenue):
         self.faults = FaultInjector(
             self.name, opts.faults, symbols=self._fault_keys, venue_kinds={"refuse_subscribe": self._refuse_next}
         )
+        self.trades = BybitTrades(self.feeds, self.faults, seed)
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections_total", "messages_sent", "deltas_published", "snapshots_sent", "deltas_withheld",
              "deltas_corrupted", "closed_idle", "closed_slow_consumer", "rest_requests"),
@@ -186,6 +188,7 @@ class BybitVenue(EngineVenue):
         app.router.add_get("/v5/market/instruments-info", self._rest_instruments)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
+        self.trades.route(app)
         self.faults.setup(app)
 
     def open_conns(self) -> list[WsConn]:
@@ -219,6 +222,8 @@ class BybitVenue(EngineVenue):
             await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
 
     def _on_boundary(self, category: str, feed: SymbolFeed, cadence: int, tick: int) -> None:
+        if cadence == 0:  # the trades of the primary window (publicTrade, bybit_trades.py)
+            self.trades.publish(category, feed, self.event_ms(tick), self._slow)
         depth = self.depth_of_cadence[cadence]
         topic = self.topics.get((category, f"orderbook.{depth}.{feed.spec.symbol}"))
         if topic is None or (depth != 1 and self.faults.data_paused(topic.fault_key)):
@@ -252,6 +257,9 @@ class BybitVenue(EngineVenue):
         best_ask = topic.book.best_ask() or spec.price
         px = 2 * best_ask
         return (px - px % spec.tick, spec.lot)
+
+    def _slow(self, conn: WsConn) -> None:
+        self.counters["closed_slow_consumer"] += 1
 
     def _fanout(self, topic: _Topic, payload: str) -> None:
         for conn in list(topic.subs):
@@ -295,6 +303,7 @@ class BybitVenue(EngineVenue):
                 topic = self.topics.get((category, name))
                 if topic is not None:
                     topic.subs.discard(client.conn)
+                self.trades.unsubscribe(category, name, client.conn)
             await client.conn.finish(writer)
         return ws
 
@@ -330,8 +339,10 @@ class BybitVenue(EngineVenue):
                 topic = self.topics.get((client.category, name))
                 if topic is not None:
                     topic.subs.discard(client.conn)
+                self.trades.unsubscribe(client.category, name, client.conn)
             return [self._reply(client, op, req_id, True, "")]
         topics: list[_Topic] = []
+        trade_topics: list[str] = []
         for name in args:
             if name in client.topics:
                 return [self._reply(client, op, req_id, False, f"error:already subscribed,topic:{name}")]
@@ -339,11 +350,17 @@ class BybitVenue(EngineVenue):
             if self._refuse.get(refuse_key, 0) > 0:
                 self._refuse[refuse_key] -= 1
                 return [self._reply(client, op, req_id, False, f"error:service busy,topic:{name}")]
+            if self.trades.known(client.category, name):
+                trade_topics.append(name)
+                continue
             topic = self._topic(client.category, name)
             if topic is None:
                 return [self._reply(client, op, req_id, False, f"error:handler not found,topic:{name}")]
             topics.append(topic)
         out = [self._reply(client, op, req_id, True, "subscribe" if client.category == "spot" else "")]
+        for name in trade_topics:  # no snapshot: every trade from now on
+            client.topics.add(name)
+            self.trades.subscribe(client.category, name, client.conn)
         for topic in topics:
             client.topics.add(topic.name)
             hold = self.faults.take_hold(topic.fault_key)

@@ -25,6 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
 from recorder.sim.faults import FaultInjector
+from recorder.sim.trades import SimTrade, SymbolTrades, flatten, record_route
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ TICK_MS = 10
 SUBSCRIBE_DEADLINE_S = 5.0  # the venue drops a connection that subscribes to nothing by then
 HEARTBEAT_S = 1.0
 MAX_INCOMING_PER_S = 8
-CHANNELS = ("level2", "heartbeats")
+CHANNELS = ("level2", "heartbeats", "market_trades")
+TRADE_REPLAY = 100  # trades replayed by a market_trades subscription (trades-protocols.md §4)
 
 # product -> (price, tick, lot, typical resting size, events/s)
 DEFAULT_PRODUCTS: dict[str, tuple[str, str, str, str, float]] = {
@@ -63,6 +65,13 @@ def _rfc3339(epoch_ms: float, ns: bool = False) -> str:
     ms = int(round(epoch_ms))
     text = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{text}.{ms % 1000:03d}{'000000' if ns else '000'}Z"
+
+
+def _trades(product: str, trades: list[SimTrade]) -> list[dict[str, str]]:
+    """Newest first, and ``side`` is the *maker's*, as Coinbase prints them."""
+    return [{"product_id": product, "trade_id": str(t.trade_id), "price": _num(t.price), "size": _num(t.qty),
+             "time": _rfc3339(t.time_ms), "side": "SELL" if t.taker_buy else "BUY"}
+            for t in reversed(trades)]  # fmt: skip
 
 
 def _updates(bids: list[Level], asks: list[Level], event_time: str) -> list[dict[str, str]]:
@@ -97,8 +106,10 @@ class _Client:
 class _Product:
     """One product's generator plus an index from published event time to generator update id."""
 
-    def __init__(self, feed: SymbolFeed) -> None:
+    def __init__(self, feed: SymbolFeed, seed: str) -> None:
         self.feed = feed
+        self.trades = SymbolTrades(feed, feed.spec.symbol, seed)
+        self.trade_subs: set[_Client] = set()
         self.event_ms: list[int] = []
         self.ids: list[int] = []
         self.last_event_ms = 0
@@ -126,7 +137,9 @@ class CoinbaseVenue(EngineVenue):
         self.fast_ticks = max(1, round(opts.update_interval_ms / TICK_MS))
         self.tick_s = TICK_MS / 1000.0
         self.products: dict[str, _Product] = {
-            p: _Product(SymbolFeed(make_spec(p), f"{seed}:{p}", self.tick_s, (self.fast_ticks,), opts.history_s))
+            p: _Product(
+                SymbolFeed(make_spec(p), f"{seed}:{p}", self.tick_s, (self.fast_ticks,), opts.history_s), f"{seed}:{p}"
+            )
             for p in dict.fromkeys(products)
         }
         self._clients: set[_Client] = set()
@@ -148,6 +161,7 @@ class CoinbaseVenue(EngineVenue):
         app.router.add_get("/api/v3/brokerage/market/products", self._rest_products)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
+        record_route(app, lambda s: getattr(self.products.get(s.upper()), "trades", None), _trade_row)
         self.faults.setup(app)
 
     def open_conns(self) -> list[WsConn]:
@@ -188,10 +202,17 @@ class CoinbaseVenue(EngineVenue):
             await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
 
     def _on_boundary(self, feed: SymbolFeed, cadence: int, diff: WindowDiff | None, tick: int) -> None:
-        if diff is None:
-            return
         product = self.products[feed.spec.symbol]
         event_ms = self.event_ms(tick)
+        if diff is not None:
+            self._publish_book(product, feed, diff, event_ms)
+        groups = product.trades.take(event_ms, self.faults, bool(product.trade_subs))
+        if groups:
+            trades = _trades(feed.spec.symbol, flatten(groups))
+            for client in list(product.trade_subs):
+                self._send(client, "market_trades", [{"type": "update", "trades": trades}])
+
+    def _publish_book(self, product: _Product, feed: SymbolFeed, diff: WindowDiff, event_ms: int) -> None:
         product.publish(event_ms, diff.last_id, self.opts.history_s)
         self.counters["updates_published"] += 1
         if not product.subs:
@@ -256,6 +277,7 @@ class CoinbaseVenue(EngineVenue):
             self._clients.discard(client)
             for product in self.products.values():
                 product.subs.discard(client)
+                product.trade_subs.discard(client)
             await client.conn.finish(writer)
         return ws
 
@@ -293,11 +315,19 @@ class CoinbaseVenue(EngineVenue):
                 subs.discard(p)
                 if channel == "level2":
                     self.products[p].subs.discard(client)
+                elif channel == "market_trades":
+                    self.products[p].trade_subs.discard(client)
             self._send(client, "subscriptions", [{"subscriptions": self._sub_list(client)}])
             return
         fresh = [p for p in dict.fromkeys(products) if p not in subs]
         subs.update(products)
         self._send(client, "subscriptions", [{"subscriptions": self._sub_list(client)}])
+        if channel == "market_trades":
+            for p in fresh:  # the last 100 trades first (a snapshot event), then every new one
+                trades = _trades(p, self.products[p].trades.replayed(TRADE_REPLAY))
+                self._send(client, "market_trades", [{"type": "snapshot", "trades": trades}])
+                self.products[p].trade_subs.add(client)
+            return
         if channel != "level2":
             return
         for p in fresh:
@@ -364,6 +394,11 @@ class CoinbaseVenue(EngineVenue):
             "bids": [[_num(p), _num(q)] for p, q in bids],
             "asks": [[_num(p), _num(q)] for p, q in asks],
         })  # fmt: skip
+
+
+def _trade_row(tape: SymbolTrades, t: SimTrade) -> dict[str, Any]:
+    return {"id": str(t.trade_id), "price": _num(t.price), "qty": _num(t.qty), "side": "buy" if t.taker_buy else "sell",
+            "time_us": t.time_ms * 1000}  # fmt: skip
 
 
 def _crossing_bid(feed: SymbolFeed) -> Level:

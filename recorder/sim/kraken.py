@@ -21,6 +21,7 @@ from aiohttp import web
 
 from recorder.sim.book import DECIMALS, Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
 from recorder.sim.subscribed import SimConn, SubscribedSimVenue, decimals_of, json_text, spec_for
+from recorder.sim.trades import SimTrade, SymbolTrades, flatten, record_route
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 DEPTHS = (10, 25, 100, 500, 1000)
 QTY_DECIMALS = 8
 HEARTBEAT_S = 1.0
+TRADE_SNAPSHOT = 50  # trades a ``snapshot: true`` trade subscription replays (trades-protocols.md §5)
 DEFAULT_SYMBOLS = (
     "BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD", "LTC/USD", "DOT/USD",
     "ETH/BTC", "BTC/EUR", "ETH/EUR", "BTC/USDT",
@@ -70,6 +72,8 @@ class KrakenVenue(SubscribedSimVenue):
         # Published timestamps (µs) -> generator update id, for /sim/book.
         self._ts_ids: dict[str, dict[int, int]] = {s: {} for s in self.feeds}
         self._last_heartbeat = 0.0
+        self.trades = {s: SymbolTrades(f, s, f"{opts.seed}:{s}") for s, f in self.feeds.items()}
+        self._trade_subs: dict[str, set[SimConn]] = {}
 
     # -- formatting ------------------------------------------------------------------------------
 
@@ -149,6 +153,28 @@ class KrakenVenue(SubscribedSimVenue):
                 bids = [(p, q) for p, q in bids if p != best] + [(best, new[0][best] + feed.spec.lot)]
                 bids.sort(reverse=True)
             self.fanout(conns, self._message("update", feed, bids, asks, self._checksum(feed, new), ts_us))
+
+    def publish_trades(self, feed: SymbolFeed, event_ms: int) -> None:
+        sym = feed.spec.symbol
+        conns = self._trade_subs.get(sym)
+        groups = self.trades[sym].take(event_ms, self.faults, bool(conns))
+        if groups and conns:
+            self.fanout(conns, self._trade_message("update", sym, flatten(groups)))
+
+    def _trade_message(self, kind: str, sym: str, trades: list[SimTrade]) -> str:
+        dec = self.price_dec[sym]
+        items = ",".join(
+            f'{{"symbol":"{sym}","side":"{"buy" if t.taker_buy else "sell"}","price":{fmt_units(t.price, dec)},'
+            f'"qty":{fmt_units(t.qty, QTY_DECIMALS)},"ord_type":"{"market" if t.fill % 3 else "limit"}",'
+            f'"trade_id":{t.trade_id},"timestamp":"{_iso_us(t.time_ms * 1000)}"}}'
+            for t in trades
+        )  # numbers, as Kraken prints them (qty with its 8 decimals)
+        return f'{{"channel":"trade","type":"{kind}","data":[{items}]}}'
+
+    def _trade_row(self, tape: SymbolTrades, t: SimTrade) -> dict[str, Any]:
+        return {"id": str(t.trade_id), "price": fmt_units(t.price, self.price_dec[tape.key]),
+                "qty": fmt_units(t.qty, QTY_DECIMALS), "side": "buy" if t.taker_buy else "sell",
+                "time_us": t.time_ms * 1000}  # fmt: skip
 
     def send_snapshot(self, conn: SimConn, feed: SymbolFeed, key: Any, event_ms: int) -> None:
         depth = conn.subs[key]
@@ -238,6 +264,9 @@ class KrakenVenue(SubscribedSimVenue):
         if channel == "heartbeat":
             self._reply(conn, method, req_id, result={"channel": "heartbeat"})
             return
+        if channel == "trade":
+            self._trade_request(conn, method, req_id, params)
+            return
         if channel != "book":
             self._reply(conn, method, req_id, error=f"Channel not supported: {channel}")
             return
@@ -270,6 +299,30 @@ class KrakenVenue(SubscribedSimVenue):
                 self._drop_sub(conn, sym, d)
                 self._reply(conn, method, req_id, result=result)
 
+    def _trade_request(self, conn: SimConn, method: str, req_id: Any, params: dict[str, Any]) -> None:
+        symbols = params.get("symbol")
+        if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
+            self._reply(conn, method, req_id, error="Missing or invalid symbol list")
+            return
+        snapshot = bool(params.get("snapshot", False))
+        for sym in symbols:
+            if sym not in self.feeds:
+                self.counters["subscribe_errors"] += 1
+                self._reply(conn, method, req_id, error=f"Currency pair not supported {sym}")
+                continue
+            subs = self._trade_subs.setdefault(sym, set())
+            if method == "unsubscribe":
+                subs.discard(conn)
+                self._reply(conn, method, req_id, result={"channel": "trade", "symbol": sym})
+                continue
+            if conn in subs:
+                self._reply(conn, method, req_id, error="Already subscribed")
+                continue
+            self._reply(conn, method, req_id, result={"channel": "trade", "snapshot": snapshot, "symbol": sym})
+            if snapshot:
+                conn.send(self._trade_message("snapshot", sym, self.trades[sym].replayed(TRADE_SNAPSHOT)))
+            subs.add(conn)
+
     def _drop_sub(self, conn: SimConn, sym: str, depth: int) -> None:
         subs = self._subs.get((sym, depth))
         if subs is not None:
@@ -281,11 +334,14 @@ class KrakenVenue(SubscribedSimVenue):
     def forget(self, conn: SimConn) -> None:
         for sym, depth in list(conn.subs.items()):
             self._drop_sub(conn, sym, depth)
+        for subs in self._trade_subs.values():
+            subs.discard(conn)
 
     # -- REST ------------------------------------------------------------------------------------
 
     def extra_routes(self, app: web.Application) -> None:
         app.router.add_get("/0/public/AssetPairs", self._asset_pairs)
+        record_route(app, lambda s: self.trades.get(s.replace("-", "/").upper()), self._trade_row)
 
     async def _asset_pairs(self, request: web.Request) -> web.Response:
         result = {}

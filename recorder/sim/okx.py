@@ -25,12 +25,14 @@ from aiohttp import web
 from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
 from recorder.sim.faults import Fault
 from recorder.sim.subscribed import SimConn, SubscribedSimVenue, decimals_of, json_text, spec_for
+from recorder.sim.trades import SimTrade, SymbolTrades, record_route
 
 if TYPE_CHECKING:
     from recorder.sim.server import SimOptions
 
 INCREMENTAL = ("books", "books-l2-tbt", "books50-l2-tbt")
 CHANNELS = (*INCREMENTAL, "books5")
+TRADES = "trades"  # aggregated: one push per taker fill, ``count`` matches, the last id
 CHECKSUM_LEVELS = 25
 CHECKSUM_MODES = ("zero", "crc")  # today's feed, the documented CRC32 (older captures)
 DEFAULT_SYMBOLS = (
@@ -70,6 +72,7 @@ class OkxVenue(SubscribedSimVenue):
         self.dec = {s.symbol: (decimals_of(s.tick), decimals_of(s.lot)) for s in specs}
         self._subs: dict[tuple[str, str], set[SimConn]] = {}  # (channel, instId) -> clients
         self._last_pub = {s: f.last_id for s, f in self.feeds.items()}
+        self.trades = {s: SymbolTrades(f, s, f"{opts.seed}:{s}") for s, f in self.feeds.items()}
 
     def level_text(self, feed: SymbolFeed, units: int, is_price: bool) -> str:
         pd, qd = self.dec[feed.spec.symbol]
@@ -130,6 +133,23 @@ class OkxVenue(SubscribedSimVenue):
                     "checksum": crc, "prevSeqId": prev, "seqId": diff.last_id}  # fmt: skip
             self.fanout(conns, json_text({"arg": arg, "action": "update", "data": [data]}))
 
+    def publish_trades(self, feed: SymbolFeed, event_ms: int) -> None:
+        sym = feed.spec.symbol
+        conns = self._subs.get((TRADES, sym))
+        pd, qd = self.dec[sym]
+        for group in self.trades[sym].take(event_ms, self.faults, bool(conns)):
+            last = group[-1]
+            data = {"instId": sym, "tradeId": str(last.trade_id), "px": _text(last.price, pd),
+                    "sz": _text(sum(t.qty for t in group), qd), "side": "buy" if last.taker_buy else "sell",
+                    "ts": str(last.time_ms), "count": str(len(group)), "source": "0",
+                    "seqId": feed.last_id}  # fmt: skip
+            self.fanout(conns or (), json_text({"arg": {"channel": TRADES, "instId": sym}, "data": [data]}))
+
+    def _trade_row(self, tape: SymbolTrades, t: SimTrade) -> dict[str, Any]:
+        pd, qd = self.dec[tape.key]
+        return {"id": str(t.trade_id), "price": _text(t.price, pd), "qty": _text(t.qty, qd),
+                "side": "buy" if t.taker_buy else "sell", "time_us": t.time_ms * 1000}  # fmt: skip
+
     def send_snapshot(self, conn: SimConn, feed: SymbolFeed, key: Any, event_ms: int) -> None:
         channel, sym = key
         arg = {"channel": channel, "instId": sym}
@@ -184,7 +204,7 @@ class OkxVenue(SubscribedSimVenue):
         for arg in args:
             channel = arg.get("channel") if isinstance(arg, dict) else None
             sym = arg.get("instId") if isinstance(arg, dict) else None
-            if channel not in CHANNELS or sym not in self.feeds:
+            if channel not in (*CHANNELS, TRADES) or sym not in self.feeds:
                 self.counters["subscribe_errors"] += 1
                 self._error(
                     conn, base, "60018",
@@ -196,7 +216,10 @@ class OkxVenue(SubscribedSimVenue):
             if op == "subscribe":
                 conn.subs[key] = True
                 conn.send(json_text({**base, "event": "subscribe", "arg": arg, "connId": f"{conn.id:08x}"}))
-                self.owe_snapshot(conn, sym, key)
+                if channel == TRADES:  # no snapshot: every trade from now on
+                    self._subs.setdefault(key, set()).add(conn)
+                else:
+                    self.owe_snapshot(conn, sym, key)
             else:
                 conn.subs.pop(key, None)
                 self._drop_sub(conn, key)
@@ -220,6 +243,7 @@ class OkxVenue(SubscribedSimVenue):
 
     def extra_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v5/public/instruments", self._instruments)
+        record_route(app, lambda s: self.trades.get(s), self._trade_row)
 
     async def _instruments(self, request: web.Request) -> web.Response:
         kind = request.query.get("instType", "")

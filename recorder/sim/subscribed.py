@@ -112,6 +112,9 @@ class SubscribedSimVenue(EngineVenue):
     def extra_routes(self, app: web.Application) -> None:
         """REST endpoints of the venue (instruments)."""
 
+    def publish_trades(self, feed: SymbolFeed, event_ms: int) -> None:
+        """End of a window: send the trades of its fills (``recorder/sim/trades.py``)."""
+
     def update_id_of(self, feed: SymbolFeed, value: int) -> int | None:
         """The generator update id for a venue id as stored by the recorder (default: the same)."""
         return value
@@ -189,6 +192,7 @@ class SubscribedSimVenue(EngineVenue):
                     self.counters["updates_corrupted"] += 1
             self.counters["updates_published"] += 1
         self.publish(feed, diff, event_ms, fault)
+        self.publish_trades(feed, event_ms)
         owed = self._owed.pop(sym, None)
         for conn, key in owed or ():
             if not conn.closing and key in conn.subs:

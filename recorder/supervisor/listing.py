@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recorder.layout import format_dirs
 from recorder.names import SESSION_RE
 from recorder.supervisor.session import SessionDir, sessions_root
 
@@ -102,11 +103,11 @@ def size_text(n: int) -> str:
 
 
 def _stored_files(data: Path) -> dict[str, tuple[int, int]]:
-    """Session -> (files, bytes) of the finished files under parquet/ and jsonl/ (temporary
-    dot-files skipped). Files already uploaded to S3 and deleted here are not counted."""
+    """Session -> (files, bytes) of the finished files of every dataset (books, trades, quotes;
+    temporary dot-files skipped). Files already uploaded to S3 and deleted here are not counted."""
     out: dict[str, tuple[int, int]] = {}
-    for fmt in ("parquet", "jsonl"):
-        for dirpath, dirnames, filenames in os.walk(data / fmt):
+    for _dataset, _fmt, directory in format_dirs():
+        for dirpath, dirnames, filenames in os.walk(data / directory):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 m = _WRITER_FILE_RE.match(name)

@@ -469,7 +469,7 @@ class BinanceFeed:
                 self.stats.update_frame(len(payload), "depthUpdate", sync.pair)
                 outcome = sync.on_diff(ev, recv_ms)
                 if outcome is not Outcome.APPLIED:
-                    self._not_applied(sync, ev, outcome)
+                    self._not_applied(sync, ev, outcome, recv_ms)
                 elif self._quotes is not None:
                     self._quotes.book_changed(sync.pair, sync.book, recv_ms)
                 return
@@ -488,11 +488,11 @@ class BinanceFeed:
         self.stats.update("depthUpdate", sync.pair)
         outcome = sync.on_diff(ev, recv_ms)
         if outcome is not Outcome.APPLIED:
-            self._not_applied(sync, ev, outcome)
+            self._not_applied(sync, ev, outcome, recv_ms)
         elif self._quotes is not None:
             self._quotes.book_changed(sync.pair, sync.book, recv_ms)
 
-    def _not_applied(self, sync: BookSync, ev: DepthEvent, outcome: Outcome) -> None:
+    def _not_applied(self, sync: BookSync, ev: DepthEvent, outcome: Outcome, recv_ms: float) -> None:
         """A diff that was buffered, ignored or broke the chain: count a gap, join a waiting
         snapshot, or ask for one."""
         if outcome is Outcome.GAP:
@@ -503,7 +503,7 @@ class BinanceFeed:
             return
         pending = self._pending.pop(sync.pair, None)
         if pending is not None:
-            self._join(sync.pair, pending)
+            self._join(sync.pair, pending, recv_ms)
         if not sync.synced:
             self._wanted.add(sync.pair)
 
@@ -541,7 +541,7 @@ class BinanceFeed:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.malformed(f"undecodable snapshot for {pair}: {exc}", len(body))
             return
-        self.on_snapshot(pair, snap)
+        self.on_snapshot(pair, snap, recv_ms)
 
     def book(self, pair: str) -> L2Book | None:
         sync = self.syncs.get(pair)
@@ -553,12 +553,13 @@ class BinanceFeed:
 
     # what the connector needs besides -----------------------------------------------------
 
-    def on_snapshot(self, pair: str, snap: DepthSnapshot) -> Outcome:
-        """Join a decoded REST snapshot; SYNCED, GAP or STALE (fetch another)."""
+    def on_snapshot(self, pair: str, snap: DepthSnapshot, recv_ms: float | None = None) -> Outcome:
+        """Join a decoded REST snapshot received at ``recv_ms`` (None: now, live); SYNCED, GAP or
+        STALE (fetch another)."""
         self.stats.kind("rest_snapshot")
-        return self._join(pair, snap)
+        return self._join(pair, snap, recv_ms)
 
-    def _join(self, pair: str, snap: DepthSnapshot) -> Outcome:
+    def _join(self, pair: str, snap: DepthSnapshot, recv_ms: float | None = None) -> Outcome:
         sync = self.syncs.get(pair)
         if sync is None or sync.synced:
             return Outcome.IGNORED
@@ -571,7 +572,9 @@ class BinanceFeed:
             self.stats.resync(pair)
             if self._quotes is not None:
                 self._quotes.forget(pair)
-                self._quotes.book_changed(pair, sync.book, sync.book.receive_time_ms or self.now_ms())
+                # Stamped with the recorded clock in a replay (an archive's: the call's), never the replay's.
+                at = sync.book.receive_time_ms or recv_ms or self.now_ms()
+                self._quotes.book_changed(pair, sync.book, at)
             self.log.info("event=book_synced venue=%s pair=%s update_id=%s", self.venue, pair, sync.book.update_id)
         elif outcome is Outcome.GAP:
             self._gap(pair, "buffered diffs do not join the snapshot")

@@ -24,7 +24,8 @@ from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters, FloatLevel, venue_config_default
 from recorder.venues.limits import BYBIT as LIMITS
 from recorder.venues.snapshot_feed import BookState, FloatSnapshotFeed
-from recorder.venues.subscribed import SocketGroup, SubscribedConnector
+from recorder.venues.subscribed import SocketGroup, SubscribedConnector, wants_trades
+from recorder.venues.trades import bybit as by_trades
 
 VENUE = "bybit"
 WS_URL = "wss://stream.bybit.com"  # + /v5/public/<category>
@@ -143,6 +144,7 @@ class BybitFeed(FloatSnapshotFeed):
     """
 
     venue = VENUE
+    trade_ids_contiguous = False  # linear ids are UUIDs, spot ids skip
 
     def __init__(
         self,
@@ -166,10 +168,13 @@ class BybitFeed(FloatSnapshotFeed):
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         stats = self.stats
         stats.frame(len(payload))
+        if payload.startswith(by_trades.FRAME_PREFIX):
+            self._trade_frame(payload, recv_ms)
+            return
         try:
             msg: BookMessage | None = _book_message.decode(payload)  # one typed pass, floats in C
         except _DECODE_ERRORS:
-            msg = self._other_frame(payload)
+            msg = self._other_frame(payload, recv_ms)
         if msg is None:
             return
         topic, data, kind = msg.topic, msg.data, msg.type
@@ -221,8 +226,30 @@ class BybitFeed(FloatSnapshotFeed):
         book.exchange_time_ms = msg.ts
         book.receive_time_ms = recv_ms
         stats.pair(st.pair, "updates")
+        if self._quotes is not None:
+            self._quote(st.pair, book, recv_ms)
 
-    def _other_frame(self, payload: bytes) -> BookMessage | None:
+    def _trade_frame(self, payload: bytes, recv_ms: float) -> None:
+        try:
+            msg = by_trades.decode_message(payload)
+        except _DECODE_ERRORS as exc:
+            self._malformed(exc)
+            return
+        self._trades(msg.data, recv_ms)
+
+    def _trades(self, trades: list[by_trades.WireTrade], recv_ms: float) -> None:
+        self.stats.kind("trade")
+        out = self.trades
+        if out.on_trade is not None and by_trades.on_trades(trades, recv_ms, out, self._trade_pair, VENUE):
+            self._malformed(ValueError("publicTrade: a trade that does not parse"))
+
+    def _trade_pair(self, symbol: str) -> str | None:
+        st = self._by_key.get(symbol)
+        if st is not None:
+            return st.pair
+        return pair_for(self.category, symbol) if self._open else None
+
+    def _other_frame(self, payload: bytes, recv_ms: float = 0.0) -> BookMessage | None:
         """A frame the one-pass decode refused: an op reply, another topic, or a malformed frame
         (None once handled); an orderbook frame that decodes on this path is returned."""
         stats = self.stats
@@ -235,7 +262,10 @@ class BybitFeed(FloatSnapshotFeed):
                     log.warning("event=venue_error venue=bybit op=%s msg=%s", msg.op, msg.ret_msg)
                 return None
             if not topic.startswith("orderbook."):
-                stats.kind("other")
+                if topic.startswith(by_trades.TOPIC_PREFIX):
+                    self._trades(by_trades.decode_trades(msg.data), recv_ms)
+                else:
+                    stats.kind("other")
                 return None
             _, depth, symbol = topic.split(".", 2)
             if self._depth_text is not None and depth != self._depth_text:
@@ -331,10 +361,14 @@ class BybitSocket(SubscribedConnector):
         self._req += 1
         return f"{what}-{self._req}"
 
-    def _op(self, op: str, pairs: Iterable[str]) -> list[str]:
+    def _op(self, op: str, pairs: Iterable[str], trades: bool = False) -> list[str]:
         frames: list[str] = []
         chunk: list[str] = []
-        for topic in (topic_for(symbol_for(p)[1], self.depth) for p in pairs):
+        symbols = [symbol_for(p)[1] for p in pairs]
+        topics = [topic_for(s, self.depth) for s in symbols]
+        if trades:
+            topics += [by_trades.topic_for(s) for s in symbols]
+        for topic in topics:
             if chunk and (
                 len(chunk) >= MAX_ARGS_PER_REQUEST or sum(len(t) + 3 for t in chunk) + len(topic) >= MAX_ARGS_CHARS
             ):
@@ -346,10 +380,14 @@ class BybitSocket(SubscribedConnector):
         return frames
 
     def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
-        return self._op("subscribe", pairs)
+        return self._op("subscribe", pairs, trades=wants_trades(self.cfg))
 
     def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
         return self._op("unsubscribe", pairs)
+
+    def resubscribe_messages(self, pairs: list[str]) -> list[str]:
+        # Only the book is renewed: the trade subscription stays.
+        return self._op("unsubscribe", pairs) + self._op("subscribe", pairs)
 
     def ping_message(self) -> str:
         return msgspec.json.encode({"req_id": self._req_id("ping"), "op": "ping"}).decode()

@@ -27,7 +27,8 @@ from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters, WireFloat
 from recorder.venues.limits import COINBASE as LIMITS
 from recorder.venues.snapshot_feed import BookState, FloatSnapshotFeed
-from recorder.venues.subscribed import SocketGroup, SubscribedConnector
+from recorder.venues.subscribed import SocketGroup, SubscribedConnector, wants_trades
+from recorder.venues.trades import coinbase as cb_trades
 
 VENUE = "coinbase"
 WS_URL = "wss://advanced-trade-ws.coinbase.com"
@@ -166,7 +167,31 @@ class CoinbaseFeed(FloatSnapshotFeed):
                     for ev in msg.events:
                         self._on_event(ev, seq, recv_ms)
                 return
+        elif b'"market_trades"' in payload[:48] and self.trades.on_trade is not None:
+            self._trade_frame(payload, recv_ms)
+            return
         self._other_frame(payload, recv_ms)
+
+    def _trade_frame(self, payload: bytes, recv_ms: float) -> None:
+        """A ``market_trades`` message: its ``sequence_num`` is the book's counter too."""
+        try:
+            msg = cb_trades.decode_message(payload)
+        except _DECODE_ERRORS:
+            msg = None
+        if msg is None or msg.channel != cb_trades.CHANNEL:
+            self._other_frame(payload, recv_ms)  # counted there (and its sequence kept, if it has one)
+            return
+        if not self._in_sequence(msg.sequence_num):
+            return
+        self.stats.kind(cb_trades.CHANNEL)
+        if cb_trades.on_trades(msg.events, recv_ms, self.trades, self._trade_pair, VENUE):
+            self._malformed(ValueError("market_trades: a trade that does not parse"))
+
+    def _trade_pair(self, product: str) -> str | None:
+        st = self._by_key.get(product)
+        if st is not None:
+            return st.pair
+        return pair_for(product) if self._open else None
 
     def _other_frame(self, payload: bytes, recv_ms: float) -> None:
         """Other channels, errors, malformed frames, and book frames the one-pass decode refused."""
@@ -259,6 +284,7 @@ class CoinbaseFeed(FloatSnapshotFeed):
             return
         if self._apply(st, ev, seq, recv_ms):
             stats.pair(st.pair, "updates")
+            self._quote(st.pair, st.book, recv_ms)
 
     def _apply(self, st: BookState, ev: L2Event, seq: int, recv_ms: float) -> bool:
         bids: list[tuple[float, float]] = []
@@ -324,14 +350,26 @@ class CoinbaseSocket(SubscribedConnector):
 
     def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
         pairs = list(pairs)
-        return [_request("subscribe", pairs, "heartbeats"), _request("subscribe", pairs, CHANNEL)]
+        msgs = [_request("subscribe", pairs, "heartbeats"), _request("subscribe", pairs, CHANNEL)]
+        if wants_trades(self.cfg):  # (its first message replays the last 100 trades: deduped)
+            msgs.append(cb_trades.subscribe_request("subscribe", map(symbol_for, pairs)))
+        return msgs
 
     def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
         return [_request("unsubscribe", pairs, CHANNEL)]
 
     def resubscribe_messages(self, pairs: list[str]) -> list[str]:
-        # heartbeats stay subscribed: only the book channel is renewed
-        return [_request("unsubscribe", pairs, CHANNEL), _request("subscribe", pairs, CHANNEL)]
+        # heartbeats stay subscribed. The trades are renewed with the book: a sequence gap may have
+        # been a lost market_trades message, and the renewal's replay of the last 100 trades brings
+        # it back (the rest is deduped).
+        msgs = [_request("unsubscribe", pairs, CHANNEL), _request("subscribe", pairs, CHANNEL)]
+        if wants_trades(self.cfg):
+            products = [symbol_for(p) for p in pairs]
+            msgs += [
+                cb_trades.subscribe_request("unsubscribe", products),
+                cb_trades.subscribe_request("subscribe", products),
+            ]
+        return msgs
 
     def ping_message(self) -> str | None:
         return None  # the heartbeats channel keeps the connection busy
@@ -348,6 +386,8 @@ class CoinbaseConnector(SocketGroup):
         n = PRODUCTS_PER_CONNECTION
         chunks = [self.pairs[i : i + n] for i in range(0, len(self.pairs), n)]
         super().__init__([CoinbaseSocket(cfg, chunk, counters=counters) for chunk in chunks], counters)
+        # Stagger by each socket's subscribe frames (3 with trades), keeping the burst at 5/6 of 8/s.
+        self.connect_stagger_s = CONNECT_STAGGER_S * (3 if wants_trades(cfg) else 2) / 2
 
 
 def check_pairs(rest_url: str | None, pairs: Iterable[str], timeout_s: float = 10.0) -> list[str]:

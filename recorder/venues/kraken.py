@@ -27,7 +27,8 @@ from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
 from recorder.venues.limits import KRAKEN as LIMITS
 from recorder.venues.snapshot_feed import PairBook, SnapshotFeed
-from recorder.venues.subscribed import SubscribedConnector
+from recorder.venues.subscribed import SubscribedConnector, wants_trades
+from recorder.venues.trades import kraken as kr_trades
 
 VENUE = "kraken"
 WS_URL = "wss://ws.kraken.com/v2"
@@ -200,6 +201,12 @@ class KrakenFeed(SnapshotFeed):
             self.stats.kind(kind)
             for item in _v2_books.decode(env.data):
                 self._on_v2_book(kind, item, recv_ms)
+        elif env.channel == kr_trades.CHANNEL:
+            self.stats.kind(kr_trades.CHANNEL)
+            if self.trades.on_trade is not None:
+                trades = kr_trades.decode_trades(env.data)
+                if kr_trades.on_trades(trades, recv_ms, self.trades, self._trade_pair, VENUE):
+                    raise ValueError("trade: a trade that does not parse")
         elif env.channel is not None:
             self.stats.kind(env.channel)  # heartbeat, status, instrument, ...
         elif env.method is not None:
@@ -237,6 +244,11 @@ class KrakenFeed(SnapshotFeed):
             self._snapshot_applied(st, verified=item.checksum is None)
         if item.checksum is not None:
             self._verify(st, item.checksum)
+        self._quote_served(st, recv_ms)
+
+    def _trade_pair(self, symbol: str) -> str | None:
+        pair = pair_for(symbol)
+        return pair if self._only is None or pair in self._only else None
 
     # v1 ---------------------------------------------------------------------------------------
 
@@ -312,6 +324,7 @@ class KrakenFeed(SnapshotFeed):
             self._snapshot_applied(st, verified=False)
         if expected is not None:
             self._verify(st, expected)
+        self._quote_served(st, recv_ms)
 
     # shared -----------------------------------------------------------------------------------
 
@@ -370,10 +383,18 @@ class KrakenConnector(SubscribedConnector):
         return msgspec.json.encode({"method": method, "params": params, "req_id": next(self._req_ids)}).decode()
 
     def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
-        return [self._book_request("subscribe", pairs)]
+        pairs = list(pairs)
+        msgs = [self._book_request("subscribe", pairs)]
+        if wants_trades(self.cfg):
+            msgs.append(kr_trades.subscribe_request("subscribe", map(symbol_for, pairs), next(self._req_ids)))
+        return msgs
 
     def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
         return [self._book_request("unsubscribe", pairs)]
+
+    def resubscribe_messages(self, pairs: list[str]) -> list[str]:
+        # Only the book is renewed: the trade subscription stays (no replay, no churn).
+        return [self._book_request("unsubscribe", pairs), self._book_request("subscribe", pairs)]
 
     def ping_message(self) -> str:
         return msgspec.json.encode({"method": "ping", "req_id": next(self._req_ids)}).decode()

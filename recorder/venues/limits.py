@@ -1,6 +1,6 @@
 """Each venue's published limits, as data: the connector and the REST limiter read them here.
 
-Numbers come from the venues' docs (see ../shared/venue-protocols.md); ``None`` marks a limit the
+Numbers come from the venues' published API docs; ``None`` marks a limit the
 venue does not publish. Venues that start every book from a WebSocket snapshot (Coinbase, Kraken,
 OKX, Bybit) take no REST snapshot, so their ``snapshot_weights`` are empty. A venue that publishes
 its live limits (Binance's exchangeInfo ``rateLimits``) overrides the REST budget at start-up;

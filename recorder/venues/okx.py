@@ -29,7 +29,8 @@ from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
 from recorder.venues.limits import OKX as LIMITS
 from recorder.venues.snapshot_feed import PairBook, SnapshotFeed
-from recorder.venues.subscribed import SubscribedConnector
+from recorder.venues.subscribed import SubscribedConnector, wants_trades
+from recorder.venues.trades import okx as okx_trades
 
 VENUE = "okx"
 WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
@@ -175,7 +176,10 @@ class OkxFeed(SnapshotFeed):
             raise ValueError("frame without arg or event")
         channel = arg.channel
         if channel not in CHANNELS or (self.channel is not None and channel != self.channel):
-            self.stats.kind("other")  # tickers, trades, ...: not ours
+            if channel == okx_trades.CHANNEL:
+                self._on_trades(env.data, recv_ms)
+                return
+            self.stats.kind("other")  # tickers, ...: not ours
             return
         st = self._state(pair_for(arg.instId), 0)
         if st is not None:
@@ -193,6 +197,16 @@ class OkxFeed(SnapshotFeed):
         for item in _book_data.decode(env.data):
             if st is not None:
                 self._on_book(st, action == "snapshot", item, recv_ms)
+
+    def _on_trades(self, data: msgspec.Raw, recv_ms: float) -> None:
+        self.stats.kind(okx_trades.CHANNEL)
+        if self.trades.on_trade is not None:
+            if okx_trades.on_trades(okx_trades.decode_trades(data), recv_ms, self.trades, self._trade_pair, VENUE):
+                raise ValueError("trades: a trade that does not parse")
+
+    def _trade_pair(self, inst_id: str) -> str | None:
+        pair = pair_for(inst_id)
+        return pair if self._only is None or pair in self._only else None
 
     def _on_book(self, st: PairBook, snapshot: bool, item: BookData, recv_ms: float) -> None:
         if not snapshot:
@@ -233,6 +247,7 @@ class OkxFeed(SnapshotFeed):
         if item.checksum:  # 0 or missing: the venue no longer sends one
             bids, asks = book.top_levels(CHECKSUM_LEVELS)
             self._checksum(st, item.checksum, checksum_of_levels(bids, asks))
+        self._quote_served(st, recv_ms)
 
 
 Feed = OkxFeed
@@ -258,15 +273,21 @@ class OkxConnector(SubscribedConnector):
     def new_feed(self) -> OkxFeed:
         return archived_feed(OkxFeed, self.pairs, counters=self.counters, channel=self.channel)
 
-    def _request(self, op: str, pairs: Iterable[str]) -> str:
+    def _request(self, op: str, pairs: Iterable[str], trades: bool = False) -> str:
         args = [{"channel": self.channel, "instId": symbol_for(p)} for p in pairs]
+        if trades:
+            args += [okx_trades.subscribe_arg(symbol_for(p)) for p in pairs]
         return msgspec.json.encode({"id": str(next(self._ids)), "op": op, "args": args}).decode()
 
     def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
-        return [self._request("subscribe", pairs)]
+        return [self._request("subscribe", pairs, trades=wants_trades(self.cfg))]
 
     def unsubscribe_messages(self, pairs: Iterable[str]) -> list[str]:
         return [self._request("unsubscribe", pairs)]
+
+    def resubscribe_messages(self, pairs: list[str]) -> list[str]:
+        # Only the book is renewed: the trade subscription stays.
+        return [self._request("unsubscribe", pairs), self._request("subscribe", pairs)]
 
     def ping_message(self) -> str:
         return "ping"

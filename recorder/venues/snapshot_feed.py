@@ -11,11 +11,56 @@ arrives; every other pair carries on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from recorder.book import L2Book, TextL2Book
 from recorder.book.textbook import Fragment
+from recorder.model import Quote
 from recorder.venues.base import Counters, FeedStats, LogThrottle
+from recorder.venues.binance_trades import QuoteTracker
+from recorder.venues.trades.tape import TradeCallback, TradeEmitter, TradeTape
+
+
+class TradeOutput:
+    """The trade and quote side of a Feed: ``on_trade`` (None: trades are not parsed) and
+    ``trades``, the emitter that dedupes and counts them (its tape is replaced by the connector's,
+    which outlives one connection); ``on_quote`` (None: no quote is made), called with every change
+    of the best bid or ask of a served (synced, verified) book, never across a lost sync."""
+
+    venue = ""
+    trade_ids_contiguous = True  # False: the venue's trade ids cannot show a lost trade (Bybit)
+    trades: TradeEmitter
+    _quotes: QuoteTracker | None = None
+
+    def _init_trades(self, stats: FeedStats) -> None:
+        self.trades = TradeEmitter(stats, TradeTape(self.trade_ids_contiguous))
+
+    @property
+    def on_trade(self) -> TradeCallback | None:
+        return self.trades.on_trade
+
+    @on_trade.setter
+    def on_trade(self, callback: TradeCallback | None) -> None:
+        self.trades.on_trade = callback
+
+    @property
+    def on_quote(self) -> Callable[[Quote], None] | None:
+        return self._quotes.on_quote if self._quotes is not None else None
+
+    @on_quote.setter
+    def on_quote(self, callback: Callable[[Quote], None] | None) -> None:
+        self._quotes = QuoteTracker(self.venue, callback) if callback is not None else None
+
+    def _quote(self, pair: str, book: L2Book, recv_ms: float | None) -> None:
+        """After a change to a served book: a quote if its top changed."""
+        quotes = self._quotes
+        if quotes is not None:
+            quotes.book_changed(pair, book, recv_ms or 0.0)
+
+    def _unquote(self, pair: str) -> None:
+        """The pair's book is lost: the next quote is the first after its resync."""
+        if self._quotes is not None:
+            self._quotes.forget(pair)
 
 
 class BookState:
@@ -36,7 +81,7 @@ class BookState:
         self.book.receive_time_ms = None
 
 
-class FloatSnapshotFeed:
+class FloatSnapshotFeed(TradeOutput):
     """Base of the Bybit and Coinbase Feeds (sans-I/O, see ``recorder.venues.base.Feed``): one
     ``BookState`` per pair, keyed by pair and by the venue's own name for it (symbol, product).
 
@@ -47,6 +92,7 @@ class FloatSnapshotFeed:
 
     def __init__(self, open_: bool, log: logging.Logger, counters: Counters | None = None) -> None:
         self.stats = FeedStats(counters)
+        self._init_trades(self.stats)
         self.log = log
         self._throttle = LogThrottle(log)
         self._open = open_
@@ -76,6 +122,7 @@ class FloatSnapshotFeed:
         """The socket is gone: every book is unknown until the new socket's snapshots."""
         for st in self._by_pair.values():
             st.drop()
+            self._unquote(st.pair)
         self._want.clear()
 
     def invalidate(self, pair: str, reason: str = "") -> None:
@@ -96,9 +143,11 @@ class FloatSnapshotFeed:
             self.stats.resync(st.pair)
         st.synced = st.ever_synced = True
         self._want.discard(st.pair)
+        self._quote(st.pair, st.book, st.book.receive_time_ms)
 
     def _lose(self, st: BookState) -> None:
         st.drop()
+        self._unquote(st.pair)
         self._want.add(st.pair)
 
     def _corrupt(self, st: BookState) -> None:
@@ -125,7 +174,7 @@ class PairBook:
         self.last_seq: int | None = None
 
 
-class SnapshotFeed:
+class SnapshotFeed(TradeOutput):
     """Base of a sans-I/O Feed (see ``recorder.venues.base.Feed``)."""
 
     venue = ""
@@ -138,6 +187,7 @@ class SnapshotFeed:
         self._want: set[str] = set()
         # A live connector passes its counters: every event reaches the supervisor as it happens.
         self.stats = FeedStats(counters)
+        self._init_trades(self.stats)
         self.log = log
         self._throttle = LogThrottle(log)
 
@@ -224,4 +274,10 @@ class SnapshotFeed:
         st.faulted = True
         st.last_seq = None
         st.book.clear()
+        self._unquote(st.pair)
         self._want.add(st.pair)
+
+    def _quote_served(self, st: PairBook, recv_ms: float) -> None:
+        """After a frame changed ``st``'s book: a quote if the book is served and its top changed."""
+        if st.synced and st.verified and self._quotes is not None:
+            self._quote(st.pair, st.book, recv_ms)

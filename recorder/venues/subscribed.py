@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from picows import WSMsgType, WSTransport, ws_connect
 
@@ -25,7 +25,9 @@ from recorder.archive.tap import tap_of
 from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
+from recorder.model import Quote
 from recorder.venues.base import Backoff, Counters, Feed, LogThrottle, venue_config_default
+from recorder.venues.trades.tape import TradeCallback, TradeTape
 from recorder.venues.ws_listener import TextListener
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -37,6 +39,13 @@ RESUBSCRIBE_CALM_S = 60.0
 RESUBSCRIBE_MAX_DELAY_S = 60.0
 # How long a planned reconnect waits for the new connection's books before switching anyway.
 HANDOVER_TIMEOUT_S = 60.0
+DEFAULT_CHANNELS = ("book", "trades")
+
+
+def wants_trades(cfg: VenueConfig) -> bool:
+    """Does the venue's config ask for its trade channel (``channels``, default books and trades)?"""
+    channels = getattr(cfg, "channels", None)
+    return "trades" in (DEFAULT_CHANNELS if channels is None else channels)
 
 
 class _Session:
@@ -46,6 +55,14 @@ class _Session:
         self.connector = connector
         self.feed: Feed = connector.new_feed()
         self.tap = tap_of(self.feed)  # the connection's archive (None: not archived)
+        trades = getattr(self.feed, "trades", None)
+        if trades is not None:  # every connection's Feed shares the connector's trade tape
+            if connector.trade_tape is None:
+                connector.trade_tape = TradeTape(trades.tape.contiguous, connector.counters, connector.pairs)
+            trades.tape = connector.trade_tape
+            trades.on_trade = connector.on_trade
+        if hasattr(self.feed, "on_quote"):
+            self.feed.on_quote = connector.on_quote
         self.transport: WSTransport | None = None
         self.closed = asyncio.Event()
         self.opened_at = self.last_frame_s = self.last_ping_s = time.monotonic()
@@ -191,6 +208,35 @@ class SubscribedConnector:
         self.is_open = False
         # The connections of one SocketGroup: "connected" means all of them are.
         self.group: list[SubscribedConnector] = [self]
+        # Trades: what was emitted (outlives a connection: no repeats, no hidden gaps) and where to.
+        self.trade_tape: TradeTape | None = None
+        self._on_trade: TradeCallback | None = None
+        self._on_quote: Callable[[Quote], None] | None = None
+
+    @property
+    def on_trade(self) -> TradeCallback | None:
+        """Called with every trade of every connection, once (the venue process sets it)."""
+        return self._on_trade
+
+    @on_trade.setter
+    def on_trade(self, callback: TradeCallback | None) -> None:
+        self._on_trade = callback
+        for s in (self._active, self._successor):
+            trades = getattr(s.feed, "trades", None) if s is not None else None
+            if trades is not None:
+                trades.on_trade = callback
+
+    @property
+    def on_quote(self) -> Callable[[Quote], None] | None:
+        """Called with every change of a served book's best bid or ask (the venue process sets it).
+        During a planned hand-over only the connection being sampled makes quotes."""
+        return self._on_quote
+
+    @on_quote.setter
+    def on_quote(self, callback: Callable[[Quote], None] | None) -> None:
+        self._on_quote = callback
+        if self._active is not None and hasattr(self._active.feed, "on_quote"):
+            self._active.feed.on_quote = callback
 
     # -- venue hooks ---------------------------------------------------------------------------
 
@@ -333,6 +379,8 @@ class SubscribedConnector:
             old.close()
             return None
         self._successor = new
+        if hasattr(new.feed, "on_quote"):
+            new.feed.on_quote = None  # the old connection's books make the quotes until the switch
         deadline = time.monotonic() + HANDOVER_TIMEOUT_S
         while not new.all_synced() and not new.closed.is_set() and time.monotonic() < deadline:
             now = time.monotonic()
@@ -341,6 +389,8 @@ class SubscribedConnector:
                     self._tend(s, now)
             await asyncio.sleep(0.05)
         self._active, self._successor = new, None
+        if hasattr(new.feed, "on_quote"):
+            new.feed.on_quote = self._on_quote
         old.close()
         self.counters.incr("planned_reconnects")
         return new
@@ -365,6 +415,24 @@ class SocketGroup:
         self._socket_of = {pair: sock for sock in sockets for pair in sock.pairs}
         for sock in sockets:
             sock.group = sockets
+
+    @property
+    def on_trade(self) -> TradeCallback | None:
+        return self.sockets[0].on_trade if self.sockets else None
+
+    @on_trade.setter
+    def on_trade(self, callback: TradeCallback | None) -> None:
+        for sock in self.sockets:
+            sock.on_trade = callback
+
+    @property
+    def on_quote(self) -> Callable[[Quote], None] | None:
+        return self.sockets[0].on_quote if self.sockets else None
+
+    @on_quote.setter
+    def on_quote(self, callback: Callable[[Quote], None] | None) -> None:
+        for sock in self.sockets:
+            sock.on_quote = callback
 
     def book(self, pair: str) -> L2Book | None:
         sock = self._socket_of.get(pair)

@@ -157,9 +157,7 @@ class ArchivedFeed:
         setattr(self._feed, name, value)  # e.g. a callback the connector wires into the Feed
 
     def _recorded(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        tap = self.archive_tap
-
-        feed = self._feed
+        tap, feed = self.archive_tap, self._feed
         clocked = hasattr(feed, "now_ms")
 
         def call(*args: Any) -> Any:
@@ -199,7 +197,7 @@ def archived_feed(cls: type, *args: Any, counters: Any = None, **kw: Any) -> Any
 
 def _plain(value: Any) -> Any:
     """A Feed argument as JSON; an object (shared state such as a trade-id registry) is recorded
-    as null, and a replay builds the Feed without it."""
+    as null, and the replay gives the Feed its own (``replay/archive.py``)."""
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, list | tuple):
@@ -214,8 +212,9 @@ def tap_of(feed: object) -> ConnTap | None:
 
 
 class SampledConnector:
-    """The venue's connector as the sampler sees it, with ``archive_tick`` hooks: the sampler's
-    reads of one tick become a ``tick`` record naming each book's connection."""
+    """The venue's connector as the sampler sees it, with ``archive_tick_begin`` / ``_end`` hooks:
+    the sampler's reads of one tick become a ``tick`` record naming each book's connection, and
+    what the sampling changed (``call`` records) follows it."""
 
     def __init__(self, connector: Any, archive: Archive) -> None:
         self._connector, self._archive = connector, archive

@@ -100,8 +100,11 @@ class ArchiveWriter:
         if self._thread is not None:
             self._thread.join(timeout=30)
         with self._lock:
-            self._flush()
-            self._finish()
+            try:
+                self._flush()
+                self._finish()
+            except Exception as exc:  # e.g. a full disk: the part stays, the next start publishes it
+                log.error("event=archive_close_failed venue=%s error=%s", self.venue, exc)
 
     def _next_seq(self) -> int:
         """Past every file of the session a previous process of this venue wrote: file order is

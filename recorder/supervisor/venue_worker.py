@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -17,6 +18,7 @@ from recorder.archive.writer import ArchiveSettings, ArchiveWriter
 from recorder.config import ArchiveConfig, VenueConfig
 from recorder.logs import setup_logging
 from recorder.metrics import SharedCounters
+from recorder.model import Trade
 from recorder.parent import parent_alive, spawning_parent_pid
 from recorder.ring.shm_ring import ShmRing
 from recorder.sampler.emitter import EMITTER_FIELDS, RecordEmitter, emitter_pair_fields
@@ -95,9 +97,12 @@ async def _main(spec: VenueSpec) -> None:
         spec.interval_ms,
         ",".join(channels),
     )
+    # Venue-neutral: every book carries the receive and exchange time of its last update, and
+    # every trade its own (see _trades_watched_for_lag).
+    lag = LagMonitor(spec.venue, counters, spec.venue_config.lag_alert_s, log)
     tasks = [
         loop.create_task(connector.run(), name="connector"),
-        loop.create_task(_heartbeat(spec, connector, counters, stop), name="heartbeat"),
+        loop.create_task(_heartbeat(spec, connector, counters, lag, stop), name="heartbeat"),
     ]
     if "book" in channels:
         tasks.append(loop.create_task(sampler.run(stop), name="sampler"))
@@ -105,7 +110,7 @@ async def _main(spec: VenueSpec) -> None:
     emitter = RecordEmitter(spec.venue, spec.pairs, ring, counters)
     if "trades" in channels:
         if hasattr(connector, "on_trade"):
-            connector.on_trade = emitter.trade
+            connector.on_trade = _trades_watched_for_lag(emitter.trade, lag)
             silence = emitter.watch_silence(connector, spec.venue_config.trade_silence_s, stop)
             tasks.append(loop.create_task(silence, name="trade-silence"))
         else:
@@ -155,10 +160,23 @@ def _start_archive(spec: VenueSpec) -> ArchiveWriter | None:
     return writer
 
 
-async def _heartbeat(spec: VenueSpec, connector: object, counters: SharedCounters, stop: asyncio.Event) -> None:
+def _trades_watched_for_lag(on_trade: Callable[[Trade], None], lag: LagMonitor) -> Callable[[Trade], None]:
+    """``on_trade`` that also shows each trade's delivery delay to the lag monitor. The heartbeat
+    sees a book's delay only as of its last update: on a link throttled to a few messages a second
+    that mostly carry trades, the books seldom move and a slow link would go unnoticed."""
+
+    def watched(trade: Trade) -> None:
+        if trade.exchange_time_us:
+            lag.observe(trade.local_time_us / 1000.0, trade.exchange_time_us // 1000)
+        on_trade(trade)
+
+    return watched
+
+
+async def _heartbeat(
+    spec: VenueSpec, connector: object, counters: SharedCounters, lag: LagMonitor, stop: asyncio.Event
+) -> None:
     parent = spawning_parent_pid()
-    # Venue-neutral: every book carries the receive and exchange time of its last update.
-    lag = LagMonitor(spec.venue, counters, spec.venue_config.lag_alert_s, log)
     while not stop.is_set():
         counters.set("heartbeat_ms", time.time() * 1000.0)
         for pair in spec.pairs:

@@ -643,19 +643,18 @@ def compact_cmd(
     "inputs",
     required=True,
     multiple=True,
-    type=click.Path(dir_okay=False),
-    help="Raw capture file (repeatable). A NAME.ws.N.R text capture brings its NAME.http.* snapshots.",
+    type=click.Path(),
+    help="Raw capture file (repeatable). A NAME.ws.N.R text capture brings its NAME.http.* snapshots; "
+    "a directory, its archive files (*.jsonl.zst).",
 )
 @click.option("--pairs", help="Comma-separated pairs to keep (default: every pair in the capture).")
 @click.option(
     "--interval",
     "interval_s",
     type=Duration("s", "interval"),
-    default="1s",
-    show_default=True,
-    help="Sampling interval: 1, 1s, 500ms.",
+    help="Sampling interval: 1, 1s, 500ms (default: 1s; an archive's: as recorded, exactly).",
 )
-@click.option("--depth", default=20, show_default=True, type=int, help="Levels per side (1-1000).")
+@click.option("--depth", type=int, help="Levels per side (1-1000; default: 20; an archive's: as recorded).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "both"]), default="both", show_default=True)
 @click.option("--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True)
 @click.option("--session-id", type=SessionId(), help="Session id (default: replay_<venue>_<input name>).")
@@ -664,8 +663,8 @@ def replay_cmd(
     venue: str,
     inputs: tuple[str, ...],
     pairs: str | None,
-    interval_s: float,
-    depth: int,
+    interval_s: float | None,
+    depth: int | None,
     fmt: str,
     data_dir: str,
     session_id: str | None,
@@ -681,11 +680,14 @@ def replay_cmd(
 
     setup_logging("replay", log_level)
     try:
-        if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
+        if interval_s is not None and not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
             raise UserError(f"invalid interval {interval_s:g}s: must be at least 10ms and at most 1h")
-        if not 1 <= depth <= 1000:
+        if depth is not None and not 1 <= depth <= 1000:
             raise UserError(f"invalid depth {depth}: use 1..1000")
         files = list(dict.fromkeys(f for path in inputs for f in capture_files(path)))
+        empty = [p for p in inputs if Path(p).is_dir() and not capture_files(p)]
+        if empty:
+            raise UserError(f"no archive files (*.jsonl.zst) in directory {empty[0]}")
         if session_id is None:
             stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(inputs[0]).name)
             session_id = f"replay_{venue}_{stem}"[:128]
@@ -693,8 +695,8 @@ def replay_cmd(
         opts = ReplayOptions(
             venue=venue,
             inputs=files,
-            interval_ms=max(1, round(interval_s * 1000)),
-            depth=depth,
+            interval_ms=max(1, round(interval_s * 1000)) if interval_s is not None else 0,
+            depth=depth or 0,
             formats=["jsonl", "parquet"] if fmt == "both" else [fmt],
             data_dir=data_dir,
             session_id=session_id,

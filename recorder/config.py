@@ -73,6 +73,16 @@ class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     compact_every_s: float = 300.0
 
 
+class ArchiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[archive]``: every frame each venue process received, for exact replays (README: Archive)."""
+
+    enabled: bool = True
+    rotate_minutes: float = 60.0  # a file is finished after this long ...
+    rotate_mb: float = 256.0  # ... or this many compressed MiB, whichever comes first
+    flush_s: float = 1.0  # written this often: what a SIGKILL can lose
+    level: int = 3  # zstd level (1 fastest .. 19 smallest)
+
+
 class S3Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``[storage.s3]``: where finished files go. Credentials never live here: boto3 takes them
     from the standard AWS chain (environment, shared profile, instance role)."""
@@ -133,6 +143,7 @@ class CaptureConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stream: StreamConfig | None = None
     # "I/N": record only shard I of every venue's pairs split N ways (recorder/shard.py).
     shard: str | None = None
+    archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
 
     def shard_spec(self) -> Shard | None:
         return parse_shard(self.shard) if self.shard is not None else None
@@ -374,7 +385,18 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
             check_stream_config(cfg.stream.redis)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    _validate_archive(cfg.archive)
     return cfg
+
+
+def _validate_archive(a: ArchiveConfig) -> None:
+    for name in ("rotate_minutes", "rotate_mb"):
+        if getattr(a, name) <= 0:
+            raise ConfigError(f"invalid [archive] {name} = {getattr(a, name)}: must be positive")
+    if not 0.05 <= a.flush_s <= 60:
+        raise ConfigError(f"invalid [archive] flush_s = {a.flush_s}: use 0.05 to 60 seconds")
+    if not 1 <= a.level <= 19:
+        raise ConfigError(f"invalid [archive] level = {a.level}: zstd levels are 1 to 19")
 
 
 CHANNELS = ("book", "trades", "quotes")

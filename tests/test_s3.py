@@ -108,9 +108,15 @@ def s3_config(
 
 
 def local_data_files(data: Path) -> list[Path]:
-    """Every dataset's files (books, trades, quotes: recorder/layout.py)."""
-    dirs = ("parquet", "jsonl", "trades/parquet", "trades/jsonl", "quotes/parquet", "quotes/jsonl")
+    """Every dataset's files (books, trades, quotes: recorder/layout.py) and the archive's."""
+    dirs = ("parquet", "jsonl", "trades/parquet", "trades/jsonl", "quotes/parquet", "quotes/jsonl", "archive")
     return [p for d in dirs for p in (data / d).rglob("*") if p.is_file()]
+
+
+def archived(data: Path, session: str) -> int:
+    """Archive files the venue processes published (each is uploaded like the writer's files)."""
+    index = data / ".sessions" / session / "archive-index.jsonl"
+    return len(index.read_text().splitlines()) if index.exists() else 0
 
 
 def assert_complete_and_unique(table: pa.Table, samples: int) -> None:
@@ -143,7 +149,8 @@ def test_capture_uploads_one_dataset_with_partitions(sim: Sim, s3: MotoS3, tmp_p
     samples = final["venues"]["binance"]["samples"]
     assert samples > 0
     assert st["spool_files"] == 0 and st["upload_failures"] == 0 and st["last_error"] is None
-    assert st["uploads"] == final["writer"]["files_written"] >= 4  # 1 s rotation, both formats
+    assert st["uploads"] == final["writer"]["files_written"] + archived(data, "s3e2e")
+    assert final["writer"]["files_written"] >= 4  # 1 s rotation, both formats
     assert st["deleted_files"] == st["uploads"] and local_data_files(data) == []
 
     keys = s3.keys(bucket)
@@ -154,7 +161,8 @@ def test_capture_uploads_one_dataset_with_partitions(sim: Sim, s3: MotoS3, tmp_p
     keys = [k for k in keys if not k.startswith("orderbook_data/_status/")]
     books = ("orderbook_data/parquet/exchange=binance/date=", "orderbook_data/jsonl/")
     trades = ("orderbook_data/trades/parquet/exchange=binance/date=", "orderbook_data/trades/jsonl/")
-    assert all(k.startswith(books + trades) for k in keys)
+    archive = ("orderbook_data/archive/exchange=binance/date=",)
+    assert all(k.startswith(books + trades + archive) for k in keys)
     # Trades are uploaded like the books, in their own tree (the default channels: book, trades).
     trade_keys = [k for k in keys if k.startswith(trades[0])]
     assert trade_keys
@@ -277,7 +285,8 @@ def test_s3_outage_mid_run_loses_nothing(sim: Sim, s3: MotoS3, tmp_path: Path) -
     assert final is not None and final["flushed"] is True
     assert final["s3"]["spool_files"] == 0 and local_data_files(data) == []
     keys = s3.keys(bucket, "orderbook_data/parquet/") + s3.keys(bucket, "orderbook_data/trades/parquet/")
-    assert len(keys) == len(set(keys)) == final["s3"]["uploads"] == final["writer"]["files_written"]
+    assert len(keys) == len(set(keys)) == final["writer"]["files_written"]
+    assert final["s3"]["uploads"] == final["writer"]["files_written"] + archived(data, "outage")
     assert_complete_and_unique(s3.dataset(bucket, "orderbook_data").to_table(), final["venues"]["binance"]["samples"])
     assert_no_secret(stderr, json.dumps(final))
 
@@ -296,7 +305,9 @@ def test_restart_resumes_a_non_empty_spool(sim: Sim, tmp_path: Path) -> None:
     assert one is not None and one["flushed"] is True
     assert one["s3"]["uploads"] == 0 and one["s3"]["upload_failures"] >= 1
     spooled = one["s3"]["spool_files"]
-    assert spooled == len(local_data_files(data)) == one["writer"]["files_written"] >= 2
+    archived_one = archived(data, "resume")
+    assert spooled == len(local_data_files(data)) == one["writer"]["files_written"] + archived_one
+    assert one["writer"]["files_written"] >= 2
 
     server.start()
     try:
@@ -308,7 +319,8 @@ def test_restart_resumes_a_non_empty_spool(sim: Sim, tmp_path: Path) -> None:
         two = status(data, "resume")
         assert two is not None and two["flushed"] is True
         assert two["s3"]["spool_files"] == 0 and local_data_files(data) == []
-        assert two["s3"]["uploads"] == spooled + two["writer"]["files_written"]
+        archived_two = archived(data, "resume") - archived_one
+        assert two["s3"]["uploads"] == spooled + two["writer"]["files_written"] + archived_two
         # Both runs' snapshots, one dataset, sequence numbers continuing across the restart.
         samples = one["venues"]["binance"]["samples"] + two["venues"]["binance"]["samples"]
         assert_complete_and_unique(server.dataset(bucket, "orderbook_data").to_table(), samples)
@@ -423,7 +435,8 @@ def test_ctrl_c_to_the_process_group_still_uploads_the_last_files(sim: Sim, s3: 
     final = status(data, "ctrlc")
     assert final is not None and final["flushed"] is True
     assert final["s3"]["spool_files"] == 0 and local_data_files(data) == []
-    assert final["s3"]["uploads"] == final["writer"]["files_written"] >= 1
+    assert final["s3"]["uploads"] == final["writer"]["files_written"] + archived(data, "ctrlc")
+    assert final["writer"]["files_written"] >= 1
     assert_complete_and_unique(s3.dataset(bucket, "orderbook_data").to_table(), final["venues"]["binance"]["samples"])
 
 

@@ -58,8 +58,8 @@ class ReplayError(ValueError):
 class ReplayOptions:
     venue: str
     inputs: list[Path]
-    interval_ms: int = 1000
-    depth: int = 20
+    interval_ms: int = 1000  # 0: as recorded (an archive's; else 1000)
+    depth: int = 20  # 0: as recorded (an archive's; else 20)
     formats: list[str] = field(default_factory=lambda: ["jsonl", "parquet"])
     data_dir: str = "data"
     session_id: str = "replay"
@@ -210,6 +210,16 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
             raise ReplayError(f"input {path} is not a readable file")
     if journal_path(opts.data_dir, opts.session_id).exists():
         raise ReplayError(f"session {opts.session_id!r} already has data in {opts.data_dir}: use another --session-id")
+    from recorder.replay.archive import ArchiveReplayError, archive_headers, replay_archive
+
+    try:  # a session's archive (recorder/archive): replayed exactly, by replay/archive.py
+        archive = archive_headers(opts.inputs)
+        if archive is not None:
+            return replay_archive(opts, archive)
+    except ArchiveReplayError as exc:
+        raise ReplayError(str(exc)) from None
+    opts.interval_ms = opts.interval_ms or 1000  # 0: "as recorded", which only an archive knows
+    opts.depth = opts.depth or 20
     timeline = Timeline(opts.inputs)
     pairs = _scan(module, timeline, opts.pairs)
     wanted = set(pairs)

@@ -5,7 +5,8 @@ Three formats, detected from the file's content (compression from its magic byte
 - text capture (cryptofeed ``*.ws.N.0`` / ``*.http.N.0``): ``<unix s>: <frame>`` per received
   frame, ``<url> <- <unix s>: <frame>`` per sent frame, ``<url> <-> <unix s>`` per connect,
   ``<url> -> <unix s>: <body>`` per HTTP response, optional ``configuration: {...}`` lines;
-- JSON lines, zstd-compressed (``*.jsonl.zst``): ``{"t", "conn", "ts", "data"}`` objects;
+- JSON lines, zstd-compressed (``*.jsonl.zst``): ``{"t", "conn", "ts", "data"}`` objects (a
+  recorder archive's have ``ns``, epoch nanoseconds, for ``ts``: recorder/archive/format.py);
 - ``<unix ns> <frame>`` text, plain or gzip, where a Binance REST depth snapshot appears inline as a
   bare ``{"lastUpdateId": ...}`` line just before the diffs that follow it.
 
@@ -14,6 +15,7 @@ Every reader yields :class:`Record` in file order with the *local* receive time 
 
 from __future__ import annotations
 
+import base64
 import enum
 import heapq
 import io
@@ -37,6 +39,9 @@ _SYMBOL = re.compile(rb'"s"\s*:\s*"([A-Za-z0-9_\-]+)"')
 _INLINE_SNAPSHOT = b'{"lastUpdateId"'
 # How far past an inline snapshot we look for the frame that names its symbol.
 _INLINE_LOOKAHEAD = 64
+# JSON-lines records that are no frame: a file's header; an archive's Feed builds, Feed calls and
+# sampler ticks (recorder/archive/format.py; its own replay reads them).
+_NOT_FRAMES = ("header", "feed", "call", "tick", "unarchivable")
 
 
 class Kind(enum.Enum):
@@ -155,14 +160,16 @@ class CaptureReader:
             try:
                 obj = json.loads(line)
                 kind = kinds.get(obj["t"]) if obj["t"] != "header" else None
-                if obj["t"] == "header":
+                if obj["t"] in _NOT_FRAMES:
                     continue
                 if kind is None:
                     raise KeyError(f"unknown record type {obj['t']!r}")
                 data = obj.get("data", "")
+                if "b64" in obj:  # an archive's frame that is not UTF-8
+                    data = base64.b64decode(obj["b64"]).decode(errors="replace")
                 url = obj.get("url") or obj.get("addr")
                 yield Record(
-                    float(obj["ts"]) * 1000.0,
+                    obj["ns"] / 1e6 if "ns" in obj else float(obj["ts"]) * 1000.0,
                     str(obj["conn"]),
                     kind,
                     data.encode() if isinstance(data, str) else json.dumps(data).encode(),
@@ -321,8 +328,11 @@ def conn_id_for(path: Path) -> str:
 
 def capture_files(path: str | Path) -> list[Path]:
     """The files that make up one capture: a cryptofeed ``NAME.ws.N.R`` file comes with its
-    ``NAME.http.*`` siblings (the REST snapshots); anything else stands alone."""
+    ``NAME.http.*`` siblings (the REST snapshots); a directory gives its ``*.jsonl.zst`` files (an
+    archive); anything else stands alone."""
     p = Path(path)
+    if p.is_dir():  # a directory of a recorder's archive (README "Archive"): its finished files
+        return sorted(f for f in p.rglob("*.jsonl.zst") if not f.name.startswith("."))
     m = re.match(r"^(.+)\.ws\.\d+\.\d+$", p.name)
     if not m:
         return [p]

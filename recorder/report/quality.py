@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from recorder.dataset import DatasetError, open_dataset
 from recorder.dataset.timeutil import iso
+from recorder.report.archive import archive_coverage
 from recorder.report.files import Unreadable, read_stored
 from recorder.report.records import RecordsQuality, records_quality
 from recorder.report.runs import Run, read_runs, split_hole
@@ -145,6 +146,8 @@ class SessionQuality:
     runs: list[Run] | None = None  # None: nothing recorded the runs (taken as one)
     # Pairs status.json lists with no stored snapshot (never synced, or every file unreadable).
     unstored_pairs: list[dict[str, Any]] = field(default_factory=list)
+    # venue -> the session's archive coverage (report/archive.py): files, hours, bytes, frames.
+    archive: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Trades and quotes per pair (``records.py``): empty when the session stored none.
     records: list[RecordsQuality] = field(default_factory=list)
 
@@ -222,6 +225,7 @@ def build_report(data_dir: str, session_id: str | None = None, fmt: str = "auto"
             series[(exchange, pair)] = ser
         quality = SessionQuality(sid, interval_ms, source, _status_summary(status), pairs, series, session_runs)
         quality.unstored_pairs = _unstored_pairs(status, set(keys))
+        quality.archive = archive_coverage(data_dir, sid)
         quality.records = records_quality(ds, sid, status)
         sessions.append(quality)
     return Report(data_dir, ds.format, int(time.time() * 1000), sessions, stored.unreadable)

@@ -6,6 +6,7 @@ import html
 from typing import Any
 
 from recorder.dataset.timeutil import iso
+from recorder.report.archive import archive_line
 from recorder.report.quality import PairQuality, Report, SessionQuality
 from recorder.report.records import RECORDS_HEADER, records_rows
 
@@ -188,7 +189,7 @@ def render_text(report: Report) -> str:
     out += _unreadable_text(report)
     for s in report.sessions:
         out += ["", _session_line(s)]
-        out += [line for line in (_runs_line(s), _unstored_line(s)) if line]
+        out += [line for line in (_runs_line(s), _unstored_line(s), archive_line(s.archive)) if line]
         out += [_table(PAIR_HEADER, [_pair_row(p) for p in s.pairs])]
         out += ["", _table(LATENCY_HEADER, [_latency_row(p) for p in s.pairs])]
         gaps = _gap_rows(s)
@@ -285,7 +286,7 @@ def render_html(report: Report) -> str:
         parts += [
             f'<section class="session" id="session-{html.escape(s.session_id)}">',
             f"<h2>{html.escape(_session_line(s))}</h2>",
-            _html_lines(_runs_line(s), _unstored_line(s)),
+            _html_lines(_runs_line(s), _unstored_line(s), archive_line(s.archive)),
             "<h3>Coverage and integrity</h3>",
             _html_table(PAIR_HEADER, [_pair_row(p) for p in s.pairs], _bad_cells(s)),
             "<h3>Latency and storage</h3>",

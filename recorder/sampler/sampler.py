@@ -94,6 +94,7 @@ class Sampler:
         # A connector that can deepen a book (Binance: a fresh REST snapshot) is told when one
         # shows fewer levels than sampled because deeper ones are unknown; it paces the requests.
         self._request_depth = getattr(connector, "request_depth", None)
+        self._archive_tick = getattr(connector, "archive_tick_end", None)
         self._push_many = getattr(ring, "push_many", None) or self._push_each
         self._lat = LatencyHistogram(counters, "lat")
         self._jit = LatencyHistogram(counters, "jit")
@@ -127,6 +128,18 @@ class Sampler:
             tick = next_tick_ms(max(tick, time.time() * 1000.0), interval)
 
     def sample(self, tick_ms: int, now_ms: float) -> None:
+        tap = self._archive_tick
+        if tap is None:
+            self._sample(tick_ms, now_ms)
+            return
+        # An archived connector records the tick (and what the sampling changed) around it.
+        self.connector.archive_tick_begin(tick_ms)  # type: ignore[attr-defined]
+        try:
+            self._sample(tick_ms, now_ms)
+        finally:
+            tap(tick_ms)
+
+    def _sample(self, tick_ms: int, now_ms: float) -> None:
         """Sample every book at ``tick_ms`` and push the whole tick to the ring at once.
 
         Nothing awaits in here, so every book is read in the same state of the event loop: the

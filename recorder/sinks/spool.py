@@ -25,8 +25,9 @@ from recorder.sinks.local import atomic_write_bytes
 log = logging.getLogger("recorder.uploader")
 
 LEDGER_NAME = "s3-uploads.jsonl"
-# Every dataset's format directories (books ``parquet``, trades ``trades/parquet``, ...).
-FORMAT_DIRS = tuple(rel for _, _, rel in format_dirs())
+# Every dataset's format directories (books ``parquet``, trades ``trades/parquet``, ...), and the
+# venue processes' archives (finished files only: a file being written has a hidden name).
+FORMAT_DIRS = (*(rel for _, _, rel in format_dirs()), "archive")
 # Directory listings are cached by mtime; a full listing every so often covers filesystems
 # whose mtime is too coarse to see two changes within one tick.
 FULL_RESCAN_S = 30.0
@@ -77,7 +78,8 @@ def _order(f: SpoolFile) -> tuple[int, str]:
 def session_file_re(session_id: str) -> re.Pattern[str]:
     # The writer's final names: "<session>-<first tick ms>-<segment>.<fmt>", anchored so
     # session "a" never claims the files of session "a-b".
-    return re.compile(rf"^{re.escape(session_id)}-(\d+)-(\d+)\.(parquet|jsonl)$")
+    # An archive file is "<session>-<first ms>-<seq>.jsonl.zst".
+    return re.compile(rf"^{re.escape(session_id)}-(\d+)-(\d+)\.(parquet|jsonl|jsonl\.zst)$")
 
 
 class Spool:

@@ -549,6 +549,8 @@ class Supervisor:
                 counters_name=self._counters[venue].name,
                 log_level=self.log_level,
                 misslog_path=str(self.session.path / misslog_name(venue)),
+                data_dir=cfg.data_dir if cfg.archive.enabled else "",
+                archive=cfg.archive,
             )
             spec_bytes = msgspec.msgpack.encode(spec)
             child = Child(f"venue-{venue}", run_venue_process, (spec_bytes,), str(self.session.children_lock))

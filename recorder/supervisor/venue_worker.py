@@ -11,7 +11,11 @@ from collections.abc import Callable
 
 import msgspec
 
-from recorder.config import VenueConfig
+from recorder.archive.format import FORMAT_VERSION
+from recorder.archive.tap import Archive, SampledConnector, install
+from recorder.archive.tap import current as current_archive
+from recorder.archive.writer import ArchiveSettings, ArchiveWriter
+from recorder.config import ArchiveConfig, VenueConfig
 from recorder.logs import setup_logging
 from recorder.metrics import SharedCounters
 from recorder.model import Trade
@@ -39,6 +43,9 @@ class VenueSpec(msgspec.Struct, kw_only=True):
     log_level: str = "INFO"
     # Where the sampler appends its runs of missed ticks ("" = nowhere); see sampler/misslog.py.
     misslog_path: str = ""
+    # The archive of every frame (README: Archive) goes under data_dir ("" = no archive).
+    data_dir: str = ""
+    archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
 
 
 def venue_counter_fields(pairs: list[str]) -> list[str]:
@@ -67,13 +74,14 @@ async def _main(spec: VenueSpec) -> None:
     ring = ShmRing.attach(spec.ring_name)
     counters.set("pid", os.getpid())
     counters.set("started_ms", time.time() * 1000.0)
+    archive = _start_archive(spec)
     connector = connector_class(spec.venue)(spec.venue_config, spec.pairs, counters)
     sampler = Sampler(
         spec.venue,
         spec.pairs,
         spec.depth,
         spec.interval_ms,
-        connector,
+        SampledConnector(connector, current_archive()) if archive is not None else connector,
         ring,
         counters,
         misslog_path=spec.misslog_path,
@@ -118,11 +126,38 @@ async def _main(spec: VenueSpec) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if archive is not None:
+        install(None)
+        archive.close()
     log.info("event=venue_stopped venue=%s samples=%d", spec.venue, counters.get("samples"))
     # Detach explicitly: left to interpreter shutdown, SharedMemory.__del__ meets our live
     # views and prints "BufferError: cannot close exported pointers exist".
     ring.close()
     counters.close()
+
+
+def _start_archive(spec: VenueSpec) -> ArchiveWriter | None:
+    """The venue's archive writer, installed for the connectors to find (None: archive off)."""
+    if not spec.data_dir or not spec.archive.enabled:
+        return None
+    a = spec.archive
+    settings = ArchiveSettings(
+        rotate_s=a.rotate_minutes * 60.0, rotate_bytes=int(a.rotate_mb * 1024 * 1024), flush_s=a.flush_s, level=a.level
+    )
+    header = {
+        "format": FORMAT_VERSION,
+        "venue": spec.venue,
+        "session": spec.session_id,
+        "pid": os.getpid(),
+        "pairs": spec.pairs,
+        "depth": spec.depth,
+        "interval_ms": spec.interval_ms,
+        "channels": list(spec.venue_config.channels),  # which of its Feeds' records were stored
+    }
+    writer = ArchiveWriter(spec.data_dir, spec.venue, spec.session_id, settings, header)
+    writer.start()
+    install(Archive(writer.records))
+    return writer
 
 
 def _trades_watched_for_lag(on_trade: Callable[[Trade], None], lag: LagMonitor) -> Callable[[Trade], None]:

@@ -26,6 +26,8 @@ import aiohttp
 import msgspec
 from picows import WSMsgType, WSTransport, ws_connect
 
+from recorder.archive.tap import archived_feed, tap_of
+from recorder.archive.tap import current as current_archive
 from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
@@ -399,6 +401,12 @@ class BinanceFeed:
     venue = VENUE
     log = log
     prev_id: Callable[[DepthEvent], int] = staticmethod(spot_prev_id)
+    # A REST snapshot body -> what ``on_snapshot`` / ``on_refetch`` take (an archive replay decodes
+    # the recorded body with it).
+    decode_snapshot = staticmethod(_snapshot.decode)
+    # The local clock (epoch ms) for what a frame does not date (a quote at a REST snapshot's join);
+    # an archive replay sets the recorded time.
+    now_ms: Callable[[], float] = staticmethod(lambda: time.time() * 1000.0)
     symbol_for = staticmethod(symbol_for)
     stream_for = staticmethod(stream_for)
 
@@ -564,8 +572,8 @@ class BinanceFeed:
             self.stats.resync(pair)
             if self._quotes is not None:
                 self._quotes.forget(pair)
-                # Stamped with the recorded clock in a replay, never the wall clock of the replay.
-                at = sync.book.receive_time_ms or recv_ms or time.time() * 1000.0
+                # Stamped with the recorded clock in a replay (an archive's: the call's), never the replay's.
+                at = sync.book.receive_time_ms or recv_ms or self.now_ms()
                 self._quotes.book_changed(pair, sync.book, at)
             self.log.info("event=book_synced venue=%s pair=%s update_id=%s", self.venue, pair, sync.book.update_id)
         elif outcome is Outcome.GAP:
@@ -657,9 +665,14 @@ class _Connection:
 
     def __init__(self, connector: BinanceConnector, pairs: list[str]) -> None:
         self.connector = connector
-        self.feed: BinanceFeed = connector.feed_class(
-            pairs, connector.counters, snapshot_limit=connector.snapshot_limit, trade_ids=connector.trade_ids
+        self.feed: BinanceFeed = archived_feed(
+            connector.feed_class,
+            pairs,
+            counters=connector.counters,
+            snapshot_limit=connector.snapshot_limit,
+            trade_ids=connector.trade_ids,
         )
+        self.tap = tap_of(self.feed)  # the connection's archive (None: not archived)
         self.feed.on_trade = connector.on_trade
         self.feed.on_quote = connector.on_quote
         self.transport: WSTransport | None = None
@@ -692,7 +705,7 @@ class _Connection:
         url = f"{c.ws_url}/stream?streams={'/'.join(in_url)}" if in_url else f"{c.ws_url}/stream"
         stall = c.cfg.stall_timeout_s
         self.transport, _ = await ws_connect(
-            lambda: TextListener(self),
+            lambda: TextListener(self, self.tap, url),
             url,
             enable_auto_ping=True,
             # A dead TCP path shows up as unanswered pings long before the OS notices.
@@ -711,7 +724,10 @@ class _Connection:
             await asyncio.sleep(pause)
             self._request_id += 1
             msg = {"method": "SUBSCRIBE", "params": streams[i : i + per_msg], "id": self._request_id}
-            self.transport.send(WSMsgType.TEXT, msgspec.json.encode(msg))
+            data = msgspec.json.encode(msg)
+            if self.tap is not None:
+                self.tap.send(data)
+            self.transport.send(WSMsgType.TEXT, data)
 
     def all_synced(self) -> bool:
         return self.feed.all_synced()
@@ -1127,6 +1143,9 @@ class BinanceConnector:
             async with self._http.get(f"{self.rest_url}{path}", params=params) as resp:
                 status, headers = resp.status, resp.headers
                 body = await resp.read()
+            archive = current_archive()
+            if archive is not None:
+                archive.http(str(resp.url), status, body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.counters.incr("rest_errors")
             msg = "event=rest_failed venue=%s path=%s key=%s error=%r"
@@ -1169,6 +1188,9 @@ class BinanceConnector:
             self._throttle.warning("rest", "event=snapshot_failed venue=%s pair=%s error=%r", self.venue, pair, exc)
             return None
         self.counters.incr("snapshots_fetched")
+        archive = current_archive()
+        if archive is not None:
+            archive.bind(snap)  # a Feed call with it is archived as a reference to the body
         return snap
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from recorder.archive.tap import archived_feed
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters, FloatLevel, venue_config_default
@@ -354,7 +355,7 @@ class BybitSocket(SubscribedConnector):
         self._req = 0
 
     def new_feed(self) -> BybitFeed:
-        return BybitFeed(self.category, self.pairs, self.depth, counters=self.counters)
+        return archived_feed(BybitFeed, self.category, self.pairs, self.depth, counters=self.counters)
 
     def _req_id(self, what: str) -> str:
         self._req += 1

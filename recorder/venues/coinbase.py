@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import msgspec
 
+from recorder.archive.tap import archived_feed
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters, WireFloat
@@ -345,7 +346,7 @@ class CoinbaseSocket(SubscribedConnector):
     log = log
 
     def new_feed(self) -> CoinbaseFeed:
-        return CoinbaseFeed(self.pairs, counters=self.counters)
+        return archived_feed(CoinbaseFeed, self.pairs, counters=self.counters)
 
     def subscribe_messages(self, pairs: Iterable[str]) -> list[str]:
         pairs = list(pairs)

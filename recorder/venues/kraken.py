@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from recorder.archive.tap import archived_feed
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
@@ -373,7 +374,7 @@ class KrakenConnector(SubscribedConnector):
         self._req_ids = itertools.count(1)
 
     def new_feed(self) -> KrakenFeed:
-        return KrakenFeed(self.pairs, self.counters, depth=self.depth)
+        return archived_feed(KrakenFeed, self.pairs, counters=self.counters, depth=self.depth)
 
     def _book_request(self, method: str, pairs: Iterable[str]) -> str:
         params: dict[str, object] = {"channel": "book", "symbol": [symbol_for(p) for p in pairs], "depth": self.depth}

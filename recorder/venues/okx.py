@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from recorder.archive.tap import archived_feed
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
@@ -270,7 +271,7 @@ class OkxConnector(SubscribedConnector):
         self._ids = itertools.count(1)
 
     def new_feed(self) -> OkxFeed:
-        return OkxFeed(self.pairs, self.counters, channel=self.channel)
+        return archived_feed(OkxFeed, self.pairs, counters=self.counters, channel=self.channel)
 
     def _request(self, op: str, pairs: Iterable[str], trades: bool = False) -> str:
         args = [{"channel": self.channel, "instId": symbol_for(p)} for p in pairs]

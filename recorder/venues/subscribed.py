@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 from picows import WSMsgType, WSTransport, ws_connect
 
+from recorder.archive.tap import tap_of
 from recorder.book import L2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
@@ -53,6 +54,7 @@ class _Session:
     def __init__(self, connector: SubscribedConnector) -> None:
         self.connector = connector
         self.feed: Feed = connector.new_feed()
+        self.tap = tap_of(self.feed)  # the connection's archive (None: not archived)
         trades = getattr(self.feed, "trades", None)
         if trades is not None:  # every connection's Feed shares the connector's trade tape
             if connector.trade_tape is None:
@@ -77,7 +79,7 @@ class _Session:
         c = self.connector
         stall = c.cfg.stall_timeout_s
         self.transport, _ = await ws_connect(
-            lambda: TextListener(self),
+            lambda: TextListener(self, self.tap, c.ws_url),
             c.ws_url,
             enable_auto_ping=True,  # (picows answers the venue's WebSocket pings itself: auto pong)
             # WebSocket-level pings catch a dead TCP path; the venue's own ping keeps it subscribed.
@@ -101,7 +103,10 @@ class _Session:
         while self.outbox and now - self.last_send_s >= interval:
             text = self.outbox.pop(0)
             if self.transport is not None and not self.transport.is_disconnected:
-                self.transport.send(WSMsgType.TEXT, text.encode())
+                data = text.encode()
+                if self.tap is not None:
+                    self.tap.send(data)
+                self.transport.send(WSMsgType.TEXT, data)
             self.last_send_s = now = time.monotonic()
 
     def all_synced(self) -> bool:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
+
+if TYPE_CHECKING:
+    from recorder.archive.tap import ConnTap
 
 
 class FrameSink(Protocol):
@@ -23,11 +26,20 @@ class FrameSink(Protocol):
 
 class TextListener(WSListener):
     """Reassembles fragmented text messages (no venue fragments today, but one must not be
-    misparsed), answers the venue's close, and reports binary frames as malformed."""
+    misparsed), answers the venue's close, and reports binary frames as malformed.
 
-    def __init__(self, sink: FrameSink) -> None:
+    With the connection's archive ``tap``, every text frame is archived before the sink sees it,
+    with the receive time the sink is given (so a replay gives the Feed the same time)."""
+
+    def __init__(self, sink: FrameSink, tap: ConnTap | None = None, url: str = "") -> None:
         self._sink = sink
         self._parts: list[bytes] = []
+        self._tap = tap
+        self._url = url
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        if self._tap is not None:
+            self._tap.connect(self._url)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         sink = self._sink
@@ -40,7 +52,8 @@ class TextListener(WSListener):
             if self._parts:
                 payload = b"".join(self._parts) + payload
                 self._parts.clear()
-            sink.on_text(payload, time.time() * 1000.0)
+            tap = self._tap
+            sink.on_text(payload, (tap.recv(payload) if tap is not None else time.time_ns()) / 1e6)
             return
         if mt is WSMsgType.CLOSE:  # not a sign of life: it may answer picows' keepalive giving up
             sink.close_code = frame.get_close_code()
@@ -52,4 +65,6 @@ class TextListener(WSListener):
             sink.malformed("binary frame", frame.payload_size)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._tap is not None:
+            self._tap.close()
         self._sink.on_disconnected()

@@ -153,7 +153,7 @@ CASES: list[tuple[list[str], str]] = [
     # replay, report, compact, demo, systemd-unit
     (["replay", "--venue", "binance", "--input", "afile", "--interval", "nan"], "invalid interval nan"),
     (["replay", "--venue", "binance", "--input", "afile", "--interval", "0"], "invalid interval 0"),
-    (["replay", "--venue", "binance", "--input", "adir"], "'--input': File 'adir' is a directory"),
+    (["replay", "--venue", "binance", "--input", "adir"], "no archive files (*.jsonl.zst) in directory adir"),
     (["replay", "--venue", "binance", "--input", "afile", "--data-dir", ""], "empty data directory"),
     (["replay", "--venue", "binance", "--input", "afile", "--session-id", ""], "invalid session id ''"),
     (["replay", "--venue", "binance", "--input", "afile", "--log-level", "LOUD"], "'--log-level': 'LOUD'"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,8 +54,9 @@ class Selection:
             last_date=utc_date(self.end_ms - 1) if self.end_ms is not None else None,
         )
 
-    def expression(self) -> pc.Expression | None:
-        """Row filter; Parquet pushes it down to row-group statistics."""
+    def expression(self, time_field: str = "timestamp_ms", bound: Callable[[int], Any] = int) -> pc.Expression | None:
+        """Row filter; Parquet pushes it down to row-group statistics. ``time_field`` is the
+        dataset's time column and ``bound`` turns an epoch-ms limit into a value of its type."""
         parts: list[pc.Expression] = []
         if self.exchanges is not None:
             parts.append(pc.field("exchange").isin(sorted(self.exchanges)))
@@ -64,9 +65,9 @@ class Selection:
         if self.sessions is not None:
             parts.append(pc.field("session_id").isin(sorted(self.sessions)))
         if self.start_ms is not None:
-            parts.append(pc.field("timestamp_ms") >= self.start_ms)
+            parts.append(pc.field(time_field) >= bound(self.start_ms))
         if self.end_ms is not None:
-            parts.append(pc.field("timestamp_ms") < self.end_ms)
+            parts.append(pc.field(time_field) < bound(self.end_ms))
         if not parts:
             return None
         expr = parts[0]

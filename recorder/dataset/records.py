@@ -50,24 +50,8 @@ def dataset_base(fs: pafs.FileSystem, root: str, layout: DatasetLayout, fmt: str
     return None
 
 
-def expression(sel: Selection) -> pc.Expression | None:
-    parts: list[pc.Expression] = []
-    if sel.exchanges is not None:
-        parts.append(pc.field("exchange").isin(sorted(sel.exchanges)))
-    if sel.pairs is not None:
-        parts.append(pc.field("pair").isin(sorted(sel.pairs)))
-    if sel.sessions is not None:
-        parts.append(pc.field("session_id").isin(sorted(sel.sessions)))
-    if sel.start_ms is not None:
-        parts.append(pc.field("local_time") >= pa.scalar(sel.start_ms * 1000, _US))
-    if sel.end_ms is not None:
-        parts.append(pc.field("local_time") < pa.scalar(sel.end_ms * 1000, _US))
-    if not parts:
-        return None
-    expr = parts[0]
-    for p in parts[1:]:
-        expr = expr & p
-    return expr
+def _local_time_bound(ms: int) -> pa.Scalar:
+    return pa.scalar(ms * 1000, _US)
 
 
 def read_records(fs: pafs.FileSystem, base: str, fmt: str, layout: DatasetLayout, sel: Selection) -> pa.Table:
@@ -102,7 +86,7 @@ def _read_listed(
         files = [f for f in files if (_name_first_ts(f.path) or 0) < sel.end_ms]
     if not files:
         return spec.schema.empty_table()
-    expr = expression(sel)
+    expr = sel.expression("local_time", _local_time_bound)
     try:
         if fmt == "parquet":
             dataset = pads.dataset([f.path for f in files], schema=spec.schema, format="parquet", filesystem=fs)

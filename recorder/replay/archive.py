@@ -25,15 +25,12 @@ from typing import Any
 from recorder.archive.format import LineStats, iter_records, payload_of, read_header
 from recorder.archive.tap import RECORDED
 from recorder.book import L2Book
-from recorder.metrics import SharedCounters
-from recorder.ring.shm_ring import ShmRing
-from recorder.sampler.emitter import EMITTER_FIELDS, RecordEmitter, emitter_pair_fields
+from recorder.replay.pipeline import replay_pipeline
+from recorder.sampler.emitter import RecordEmitter
 from recorder.sampler.grid import next_tick_ms
-from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
+from recorder.sampler.sampler import Sampler
 from recorder.venues.binance_trades import TradeIds
-from recorder.writer.process import WRITER_COUNTER_FIELDS, Writer, WriterSpec
 
-RING_BYTES = 16 * 1024 * 1024
 _HTTP_KEPT = 256  # REST bodies kept for the Feed calls that refer to them (they follow closely)
 
 
@@ -203,27 +200,14 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
     depth = opts.depth or int(head.get("depth", 20))
     follow = interval == recorded_interval
 
-    fields = list(SAMPLER_FIELDS) + [f for p in pairs for f in sampler_pair_fields(p)]
-    fields += EMITTER_FIELDS + [f for p in pairs for f in emitter_pair_fields(p)]
-    sampler_counters = SharedCounters.create(fields)
-    writer_counters = SharedCounters.create(WRITER_COUNTER_FIELDS)
-    ring = ShmRing.create(RING_BYTES)
     stats: list[LineStats] = []
-    try:
-        w = opts.writer
-        spec = WriterSpec(
-            session_id=opts.session_id,
-            data_dir=opts.data_dir,
-            formats=opts.formats,
-            rotate_snapshots=w.rotate_snapshots,
-            rotate_seconds=w.rotate_seconds,
-            rotate_bytes=int(w.rotate_mb * 1024 * 1024),
-            rings={opts.venue: ring.name},
-            counters_name=writer_counters.name,
-            poll_interval_s=0.001,
+    with replay_pipeline(opts.venue, pairs, opts.session_id, opts.data_dir, opts.formats, opts.writer) as pipe:
+        sampler_counters, writer_counters, ring, writer = (
+            pipe.sampler_counters,
+            pipe.writer_counters,
+            pipe.ring,
+            pipe.writer,
         )
-        writer = Writer(spec, {opts.venue: ring}, writer_counters)
-        writer.recover()
         emitter = RecordEmitter(opts.venue, pairs, ring, sampler_counters)
         channels = [str(c) for c in head.get("channels", ["book"])]
         feeds = ArchiveFeeds(follow, emitter, channels)
@@ -299,7 +283,3 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
             raise ArchiveReplayError(f"nothing stored: no book of {', '.join(pairs)} was synced at a tick")
         summary["elapsed_s"] = round(time.monotonic() - started, 3)
         return summary
-    finally:
-        ring.close()
-        sampler_counters.close()
-        writer_counters.close()

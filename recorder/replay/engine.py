@@ -30,20 +30,19 @@ from typing import Any
 from recorder.book import L2Book
 from recorder.config import WriterConfig
 from recorder.metrics import SharedCounters
+from recorder.replay.pipeline import replay_pipeline
 from recorder.replay.readers import Kind, Record
 from recorder.replay.timeline import Segment, Socket, Timeline
-from recorder.ring.shm_ring import ShmRing
-from recorder.sampler.emitter import EMITTER_FIELDS, RecordEmitter, emitter_pair_fields
+from recorder.sampler.emitter import RecordEmitter
 from recorder.sampler.grid import next_tick_ms
-from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
+from recorder.sampler.sampler import Sampler
 from recorder.venues import VENUES, venue_module
 from recorder.venues.base import Feed, FeedStats
 from recorder.writer.journal import journal_path
-from recorder.writer.process import WRITER_COUNTER_FIELDS, Writer, WriterSpec
+from recorder.writer.process import Writer
 
 log = logging.getLogger("recorder.replay")
 
-RING_BYTES = 16 * 1024 * 1024
 _DISCOVERY_CHUNK = 10_000  # frames per capture_pairs call in the discovery pass (bounds memory)
 # A socket silent this long would have been dropped as stalled by the live connector
 # (``stall_timeout_s`` default): its books are not served again before its next record.
@@ -228,26 +227,8 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
     except ValueError as exc:  # a socket whose pairs no one Feed can follow
         raise ReplayError(f"cannot replay the capture: {exc}") from None
 
-    sampler_fields = list(SAMPLER_FIELDS) + [f for p in pairs for f in sampler_pair_fields(p)]
-    sampler_fields += EMITTER_FIELDS + [f for p in pairs for f in emitter_pair_fields(p)]
-    sampler_counters = SharedCounters.create(sampler_fields)
-    writer_counters = SharedCounters.create(WRITER_COUNTER_FIELDS)
-    ring = ShmRing.create(RING_BYTES)
-    try:
-        w = opts.writer
-        spec = WriterSpec(
-            session_id=opts.session_id,
-            data_dir=opts.data_dir,
-            formats=opts.formats,
-            rotate_snapshots=w.rotate_snapshots,
-            rotate_seconds=w.rotate_seconds,
-            rotate_bytes=int(w.rotate_mb * 1024 * 1024),
-            rings={opts.venue: ring.name},
-            counters_name=writer_counters.name,
-            poll_interval_s=0.001,
-        )
-        writer = Writer(spec, {opts.venue: ring}, writer_counters)
-        writer.recover()
+    with replay_pipeline(opts.venue, pairs, opts.session_id, opts.data_dir, opts.formats, opts.writer) as pipe:
+        sampler_counters, ring, writer = pipe.sampler_counters, pipe.ring, pipe.writer
         sampler = Sampler(opts.venue, pairs, opts.depth, opts.interval_ms, feeds, ring, sampler_counters)
         emitter = RecordEmitter(opts.venue, pairs, ring, sampler_counters)
         for live in feeds.sockets:  # Feeds that know trades / quotes emit them (the live wiring)
@@ -264,10 +245,6 @@ def replay(opts: ReplayOptions) -> dict[str, Any]:
             raise ReplayError(f"nothing stored: {_why_nothing(summary)}")
         summary["elapsed_s"] = round(time.monotonic() - started, 3)
         return summary
-    finally:
-        ring.close()
-        sampler_counters.close()
-        writer_counters.close()
 
 
 class _Coverage:

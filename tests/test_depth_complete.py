@@ -37,6 +37,7 @@ from tests.conftest import (
     wait_for,
     write_config,
 )
+from tests.test_replay import Reference
 
 RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings" / "binance"
 QUOTES = ("USDT", "EUR", "ETH", "BTC")
@@ -62,58 +63,21 @@ def _cut_snapshots(src: Path, dst: Path, levels: int) -> None:
     dst.write_text("\n".join(out) + "\n")
 
 
-class FlooredReference:
-    """Per symbol: the book as plain dicts, and per side the snapshot's floor (its deepest level,
-    since the snapshot was cut). Sync: drop diffs with u <= lastUpdateId, the first kept one must
-    straddle it, then spot ``U == last + 1`` / futures ``pu == last``."""
+class FlooredReference(Reference):
+    """test_replay's plain-dict rebuild (the documented sync rule) plus, per symbol and side, the
+    snapshot's floor: its deepest level, since the snapshot was cut."""
 
     def __init__(self, futures: bool) -> None:
-        self.futures = futures
-        self.books: dict[str, tuple[dict[float, float], dict[float, float]]] = {}
+        super().__init__(futures)
         self.floors: dict[str, tuple[float | None, float | None]] = {}
-        self.last: dict[str, int] = {}
-        self.first: dict[str, bool] = {}
-        self.buffer: dict[str, list[dict]] = defaultdict(list)
-        self.pending: dict[str, dict] = {}
 
     def snapshot(self, symbol: str, body: dict) -> None:
-        if symbol in self.books:
-            return
-        if not self.buffer[symbol]:
-            self.pending[symbol] = body
-            return
-        bids = {float(p): float(q) for p, q in body["bids"]}
-        asks = {float(p): float(q) for p, q in body["asks"]}
-        self.books[symbol] = (bids, asks)
-        self.floors[symbol] = (min(bids) if bids else None, max(asks) if asks else None)
-        self.last[symbol] = body["lastUpdateId"]
-        self.first[symbol] = True
-        for d in self.buffer.pop(symbol):
-            self.diff(d)
-
-    def diff(self, d: dict) -> None:
-        s = d["s"]
-        if s not in self.books:
-            self.buffer[s].append(d)
-            if s in self.pending:
-                self.snapshot(s, self.pending.pop(s))
-            return
-        last = self.last[s]
-        if d["u"] <= last:
-            return
-        if self.first[s]:
-            ok = d["pu"] <= last if self.futures else d["U"] <= last + 1
-            self.first[s] = False
-        else:
-            ok = d["pu"] == last if self.futures else d["U"] == last + 1
-        assert ok, f"gap in the recording at {s}"
-        for side, levels in zip(self.books[s], (d["b"], d["a"]), strict=True):
-            for p, q in levels:
-                if float(q) == 0:
-                    side.pop(float(p), None)
-                else:
-                    side[float(p)] = float(q)
-        self.last[s] = d["u"]
+        joined = symbol in self.books
+        super().snapshot(symbol, body)
+        if not joined and symbol in self.books:  # this snapshot started the book
+            bids = [float(p) for p, _ in body["bids"]]
+            asks = [float(p) for p, _ in body["asks"]]
+            self.floors[symbol] = (min(bids) if bids else None, max(asks) if asks else None)
 
     def sample(self, s: str, depth: int) -> dict[str, Any]:
         """What may be stored: the known levels no deeper than the floor, and whether both sides

@@ -10,14 +10,16 @@
 - quote changes as ``QuoteTick``: the quotes dataset when there is one, else one per change of
   the snapshots' top of book.
 
-Written per pair and day (one catalog file per data type, instrument and day). ``OrderBookDelta``
-streams (every book change) need the lossless archive: not from sampled snapshots.
+Written per pair and day as it is read (a window of the day at a time), in catalog files of at
+most ``FILE_ROWS`` objects per data type: memory stays bounded however long or busy the day.
+``OrderBookDelta`` streams (every book change) need the lossless archive: not from sampled snapshots.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,9 @@ from recorder.export.symbols import ExportError, Instrument, instrument, safe_na
 from recorder.export.tardis import tops_changed
 
 DEPTH = 10
+# Objects per catalog file, and so the most held at once per data type: ~20 MB of nautilus
+# objects each (a depth with its 20 orders ~2 kB, a tick ~0.2 kB).
+FILE_ROWS = {"depth10": 10_000, "quotes": 100_000, "trades": 100_000}
 
 
 def _nt() -> Any:
@@ -192,7 +197,12 @@ def _ns(col: pa.ChunkedArray, fallback: list[int] | None = None) -> list[int]:
 
 
 def export_units(
-    source: Source, units: list[Unit], out: Path, advance: Callable[[], None], overwrite: bool = False
+    source: Source,
+    units: list[Unit],
+    out: Path,
+    advance: Callable[[], None],
+    overwrite: bool = False,
+    file_rows: Mapping[str, int] | None = None,
 ) -> tuple[list[str], dict[str, int]]:
     *_, ParquetDataCatalog = _nt()
     catalog = ParquetDataCatalog(str(out))
@@ -217,7 +227,7 @@ def export_units(
         written.append(iid)
         make = _Objects(iid, pp, sp)
         for u in days:
-            _export_day(source, u, catalog, make, totals)
+            _export_day(source, u, catalog, make, totals, file_rows or FILE_ROWS)
             advance()
     return written, totals
 
@@ -267,28 +277,83 @@ def _clear_overlaps(catalog: Any, iid: str, days: list[Unit], source: Source, ov
             catalog.delete_data_range(cls, iid, lo, hi - 1)
 
 
-def _export_day(source: Source, unit: Unit, catalog: Any, make: _Objects, totals: dict[str, int]) -> None:
-    quotes = source.quotes(unit)
-    depths: list[Any] = []
-    derived: list[Any] = []
+def _export_day(
+    source: Source, unit: Unit, catalog: Any, make: _Objects, totals: dict[str, int], file_rows: Mapping[str, int]
+) -> None:
+    """One pair-day, a window (an hour from Parquet) at a time, converted in slices and written
+    as it goes: memory holds a file's worth (``file_rows``) of nautilus objects per data type,
+    however long or busy the day."""
+    windows = source.windows(unit)
+    # The quotes dataset's quotes when it has any that day, else the tops' changes (per day, as ever).
+    stored_quotes = any(source.quotes(unit, w) is not None for w in windows)
+    files = {key: _Files(catalog, file_rows[key]) for key in ("depth10", "quotes", "trades")}
     last = None
-    for chunk in source.books(unit):
-        depths += make.depths(chunk)
-        if quotes is None:
-            rows, last = tops_changed(chunk, last)
-            derived += make.quotes_from_books(chunk, rows)
-    quote_ticks = make.quotes(quotes) if quotes is not None else derived
-    trades = source.trades(unit)
-    trade_ticks = make.trades(trades) if trades is not None else []
-    for objs, key in ((depths, "depth10"), (quote_ticks, "quotes"), (trade_ticks, "trades")):
-        if objs:
-            objs.sort(key=lambda o: o.ts_init)  # the catalog wants time order
-            _write(catalog, objs)
-            totals[key] += len(objs)
+    for window in windows:
+        for chunk in source.books(unit, window):
+            step = file_rows["depth10"]
+            for lo in range(0, len(chunk), step):
+                part = _rows(chunk, lo, lo + step)
+                files["depth10"].add(make.depths(part))
+                if not stored_quotes:
+                    changed, last = tops_changed(part, last)
+                    files["quotes"].add(make.quotes_from_books(part, changed))
+        for key, table, convert in (
+            ("quotes", source.quotes(unit, window) if stored_quotes else None, make.quotes),
+            ("trades", source.trades(unit, window), make.trades),
+        ):
+            step = file_rows[key]
+            for lo in range(0, table.num_rows if table is not None else 0, step):
+                files[key].add(convert(table.slice(lo, step)))
+    for key, written in files.items():
+        written.close()
+        totals[key] += written.count
+
+
+def _rows(chunk: BookChunk, lo: int, hi: int) -> BookChunk:
+    return BookChunk(*(getattr(chunk, f.name)[lo:hi] for f in dataclasses.fields(chunk)))
+
+
+class _Files:
+    """One data type of one instrument into the catalog, in files of at most ``rows`` objects.
+
+    The catalog names a file by its first and last ``ts_init`` and refuses files whose closed
+    intervals overlap, so a file ends only where ``ts_init`` moves on: objects sharing a time
+    stay in one file (the rare run longer than a file makes a longer one)."""
+
+    def __init__(self, catalog: Any, rows: int) -> None:
+        self.catalog, self.rows = catalog, rows
+        self.pending: list[Any] = []
+        self.count = 0
+
+    def add(self, objs: list[Any]) -> None:
+        if objs and self.pending and objs[0].ts_init < self.pending[-1].ts_init:
+            raise ExportError("nautilus export: data out of time order")  # never: windows follow each other
+        self.pending += objs
+        while len(self.pending) > self.rows:  # past a full file: where its time ends is known
+            ts = [o.ts_init for o in self.pending]
+            cut = self.rows
+            while cut and ts[cut - 1] == ts[cut]:
+                cut -= 1
+            if not cut:
+                cut = self.rows
+                while cut < len(ts) and ts[cut - 1] == ts[cut]:
+                    cut += 1
+                if cut == len(ts):
+                    return  # the run may go on: wait for more
+            self._flush(cut)
+
+    def close(self) -> None:
+        if self.pending:
+            self._flush(len(self.pending))
+
+    def _flush(self, n: int) -> None:
+        head, self.pending = self.pending[:n], self.pending[n:]
+        _write(self.catalog, head)
+        self.count += n
 
 
 def _write(catalog: Any, objs: list[Any]) -> None:
     try:
         catalog.write_data(objs)
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, AssertionError) as exc:  # Assertion: overlapping files
         raise ExportError(f"nautilus catalog write failed: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,200 @@
+"""Event-level data from the lossless archive (``recorder.export.events``) and the exports made from
+it: a live capture of five venues on the simulators with the archive on; every book change and
+trade the archive replay yields, rebuilt here with plain dicts, gives the snapshots the capture
+stored at each tick (the tick's time read from the archive with zstd and json here), and its
+trades are the stored trades."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zstandard
+
+from recorder.dataset import open_dataset
+
+SESSION = "ev"
+VENUES = {
+    "binance": ["BTC-USDT", "ETH-USDT"],
+    "kraken": ["BTC-USD"],
+    "okx": ["BTC-USDT"],
+    "bybit": ["BTC-USDT"],
+    "coinbase": ["BTC-USD"],
+}
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from recorder.api import Capture
+    from tests.conftest import wait_for
+
+    data = tmp_path_factory.mktemp("events") / "data"
+    cfg = {
+        "archive": {"flush_s": 0.2},
+        "venues": {v: {"pairs": p, "channels": ["book", "trades"]} for v, p in VENUES.items()},
+    }
+    with Capture(cfg, interval="200ms", depth=10, data_dir=data, session_id=SESSION, simulate=True) as cap:
+
+        def enough() -> bool:
+            venues = cap.status().get("venues") or {}
+            counts = [p["samples"] for v in venues.values() for p in v["pairs"].values()]
+            return len(counts) == sum(map(len, VENUES.values())) and min(counts) >= 15
+
+        wait_for(enough, 120, "15 samples of every pair")
+    return data
+
+
+def tick_times(data: Path, venue: str) -> dict[int, int]:
+    """Grid tick (ms) -> the local ns of the archive's ``tick`` record, read with zstd + json."""
+    out: dict[int, int] = {}
+    for path in sorted((data / "archive" / f"exchange={venue}").rglob("*.jsonl.zst")):
+        with open(path, "rb") as fh:
+            text = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read().decode()
+        for line in text.splitlines():
+            obj = json.loads(line)
+            if obj["t"] == "tick":
+                out.setdefault(obj["tick"], obj["ns"])
+    return out
+
+
+def stored_books(data: Path) -> dict[tuple[str, str], list]:
+    books: dict[tuple[str, str], list] = defaultdict(list)
+    for s in open_dataset(data).snapshots():
+        books[(s.exchange, s.pair)].append(s)
+    return books
+
+
+class Rebuilt:
+    """A book rebuilt from level events by their documented meaning: a clear empties both sides,
+    a level's quantity is absolute, 0 deletes it."""
+
+    def __init__(self) -> None:
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+
+    def level(self, bid: bool, price: float, qty: float) -> None:
+        side = self.bids if bid else self.asks
+        if qty:
+            side[price] = qty
+        else:
+            side.pop(price, None)
+
+    def top(self, nb: int, na: int) -> tuple[list, list]:
+        return sorted(self.bids.items(), reverse=True)[:nb], sorted(self.asks.items())[:na]
+
+
+def check_against_stored(
+    snaps: list, ticks: dict[int, int], times: np.ndarray, apply: Any, what: str, time_scale: int = 1
+) -> int:
+    """Walk the stored snapshots: before each, ``apply(i)`` every event up to its tick record's
+    time (``times`` in ns / ``time_scale``); the rebuilt book's best levels must be the stored ones."""
+    book = Rebuilt()
+    i = checked = 0
+    for s in snaps:
+        limit = ticks[s.timestamp_ms] // time_scale
+        while i < len(times) and times[i] <= limit:
+            apply(book, i)
+            i += 1
+        bids, asks = book.top(len(s.bids), len(s.asks))
+        assert bids == [tuple(x) for x in s.bids.tolist()], (what, s.timestamp_ms)
+        assert asks == [tuple(x) for x in s.asks.tolist()], (what, s.timestamp_ms)
+        checked += 1
+    return checked
+
+
+def test_archive_events_rebuild_the_stored_books_and_trades(capture: Path) -> None:
+    from recorder.export.events import ASK, BID, CLEAR, SNAPSHOT, TRADE, UPDATE, ArchiveEvents, archive_sessions
+
+    sessions = archive_sessions(capture)
+    assert sorted(s.exchange for s in sessions) == sorted(VENUES)
+    books = stored_books(capture)
+    trades = open_dataset(capture).trades()
+    checked = 0
+    for sess in sessions:
+        assert sess.session == SESSION and sess.pairs == VENUES[sess.exchange]
+        per_pair: dict[str, list[np.ndarray]] = defaultdict(list)
+        source = ArchiveEvents(sess, batch_size=500)  # small batches: several per pair
+        for batch in source:
+            assert batch.exchange == sess.exchange and len(batch.events) < 500 + 1000  # (+ one record's)
+            per_pair[batch.pair].append(batch.events)
+        assert all(len(parts) > 1 for parts in per_pair.values())
+        assert source.stats.feed_errors == 0 and source.stats.skipped_calls == 0
+        ticks = tick_times(capture, sess.exchange)
+        for pair in sess.pairs:
+            ev = np.concatenate(per_pair[pair])
+            assert np.all(np.diff(ev["local_ns"]) >= 0), (sess.exchange, pair)  # receive order
+            kinds = ev["kind"][ev["kind"] != TRADE]
+            assert kinds[0] == CLEAR and kinds[1] == SNAPSHOT  # the first sync
+            assert set(np.unique(ev["side"][ev["kind"] != CLEAR]).tolist()) <= {BID, ASK}
+            assert np.count_nonzero(ev["kind"] == UPDATE) > 10 * np.count_nonzero(ev["kind"] == CLEAR)
+
+            def apply(book: Rebuilt, i: int, ev: np.ndarray = ev) -> None:
+                kind = ev["kind"][i]
+                if kind == CLEAR:
+                    book.clear()
+                elif kind != TRADE:
+                    book.level(ev["side"][i] == BID, float(ev["price"][i]), float(ev["qty"][i]))
+
+            checked += check_against_stored(books[(sess.exchange, pair)], ticks, ev["local_ns"], apply, pair)
+            # The trades are the stored ones (the same Feeds emitted both), times to the µs.
+            tr = ev[ev["kind"] == TRADE]
+            mask = [
+                e == sess.exchange and p == pair
+                for e, p in zip(*(trades[c].to_pylist() for c in ("exchange", "pair")), strict=True)
+            ]
+            want = trades.filter(mask)
+            assert len(tr) == want.num_rows > 0, (sess.exchange, pair)
+            got = list(
+                zip(
+                    tr["price"].tolist(),
+                    tr["qty"].tolist(),
+                    tr["side"].tolist(),
+                    strict=True,
+                )
+            )
+            exp = list(
+                zip(
+                    want["price"].to_pylist(),
+                    want["quantity"].to_pylist(),
+                    [1 if s == "buy" else -1 for s in want["side"].to_pylist()],
+                    strict=True,
+                )
+            )
+            assert got == exp, (sess.exchange, pair)
+            # (stored in µs from the float ms the Feed was given: within a µs of the record's ns)
+            stored_us = np.array(want["local_time"].cast("int64").to_pylist())
+            assert np.abs(tr["local_ns"] / 1000 - stored_us).max() <= 1.0
+    assert checked >= 6 * 15
+
+
+def test_a_window_opens_with_a_snapshot_of_each_book(capture: Path) -> None:
+    """Events from a start in the middle of the session: each pair's first events are a clear and
+    the whole book at the start time, and rebuilding from there alone gives the stored books."""
+    from recorder.export.events import BID, CLEAR, SNAPSHOT, TRADE, ArchiveEvents, archive_sessions
+
+    sess = next(s for s in archive_sessions(capture, exchanges=["kraken"]))
+    books = stored_books(capture)[("kraken", "BTC-USD")]
+    ticks = tick_times(capture, "kraken")
+    mid = ticks[books[len(books) // 2].timestamp_ms] - 1
+    end = ticks[books[-3].timestamp_ms] + 1
+    ev = np.concatenate([b.events for b in ArchiveEvents(sess, start_ns=mid, end_ns=end)])
+    assert ev["local_ns"].min() == mid and ev["local_ns"].max() < end
+    first = ev[ev["local_ns"] == mid]
+    assert first["kind"][0] == CLEAR and set(first["kind"][1:].tolist()) == {SNAPSHOT}
+    later = [s for s in books if mid < ticks[s.timestamp_ms] < end]
+
+    def apply(book: Rebuilt, i: int) -> None:
+        if ev["kind"][i] == CLEAR:
+            book.clear()
+        elif ev["kind"][i] != TRADE:
+            book.level(ev["side"][i] == BID, float(ev["price"][i]), float(ev["qty"][i]))
+
+    assert check_against_stored(later, ticks, ev["local_ns"], apply, "window") == len(later) >= 4

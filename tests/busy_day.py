@@ -31,9 +31,11 @@ def write_busy_day(
     (Parquet). Returns (snapshots, trades)."""
     end = start_ms + minutes * 60_000
     seq = trade_seq = segment = 0
-    for t0 in range(start_ms, end, HOUR_MS):
+    t0 = start_ms
+    while t0 < end:  # a file per clock hour, as the writer rotates (never across midnight)
+        t1 = min(end, (t0 // HOUR_MS + 1) * HOUR_MS)
         snaps, trades = [], []
-        for ts in range(t0, min(end, t0 + HOUR_MS), step_ms):
+        for ts in range(t0, t1, step_ms):
             mid = 60000.0 + (ts // step_ms) % 100 + (ts // step_ms) % 7 * 0.01
             snaps.append(snapshot(pair, ts, seq, mid, depth=depth, session_id="busy"))
             seq += 1
@@ -52,4 +54,5 @@ def write_busy_day(
             batch = TRADES_SPEC.batch(trades, list(range(trade_seq - len(trades), trade_seq)), "busy")
             pq.write_table(TRADES_SPEC.table([batch]), path, compression="zstd")
         segment += 1
+        t0 = t1
     return seq, trade_seq

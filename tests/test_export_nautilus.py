@@ -1,18 +1,22 @@
-"""nautilus export in files of bounded size: the catalog nautilus reads back holds every stored
-snapshot, quote change and trade, each exactly once, in files whose intervals nautilus accepts.
-
-The reference is the stored Parquet read with pyarrow (no recorder reader, no exporter code)."""
+"""nautilus export: in files of bounded size, the catalog nautilus reads back holds every stored
+snapshot, quote change and trade, each exactly once, in files whose intervals nautilus accepts
+(the reference: the stored Parquet read with pyarrow); with the lossless archive, a nautilus
+BacktestEngine fed the catalog's ``OrderBookDelta`` s holds, at every grid tick, the book the
+live capture stored (the reference: the stored snapshots, at the tick's time in the archive)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from recorder.dataset import to_ms
+from recorder.dataset import open_dataset, to_ms
 from tests.busy_day import write_busy_day
+from tests.export_data import export_cli
+from tests.test_export_events import tick_times
 
 nautilus_trader = pytest.importorskip("nautilus_trader")
 
@@ -61,7 +65,7 @@ def _files(out: Path, kind: str) -> list[tuple[int, int, int]]:
 
 
 def test_chunked_catalog_reads_back_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """90 minutes over midnight (two days), 12 levels, 3 trades per frame, exported in files of a
+    """40 minutes over midnight (two days), 12 levels, 3 trades per frame, exported in files of a
     few hundred objects: many files per day and type, none overlapping (a file never splits the
     trades of one receive time), and nautilus reads back every stored snapshot (its best 10
     levels), quote change and trade, once, also after a re-export with --overwrite."""
@@ -70,11 +74,11 @@ def test_chunked_catalog_reads_back_complete(tmp_path: Path, monkeypatch: pytest
     from recorder.export import ExportError, export, nautilus
 
     data, out = tmp_path / "data", tmp_path / "catalog"
-    write_busy_day(data, to_ms("2026-11-20T23:00:00Z"), 90, depth=12, trades_per_step=3)
-    rows = {"depth10": 500, "quotes": 700, "trades": 1000}
+    write_busy_day(data, to_ms("2026-11-20T23:40:00Z"), 40, depth=12, trades_per_step=3)
+    rows = {"depth10": 200, "quotes": 300, "trades": 400}
     monkeypatch.setattr(nautilus, "FILE_ROWS", rows)
     books, trades = _stored_books(data), _stored_trades(data)
-    assert (len(books), len(trades)) == (5400, 16200)
+    assert (len(books), len(trades)) == (2400, 7200)
 
     def read_back() -> None:
         catalog = ParquetDataCatalog(str(out))
@@ -121,9 +125,9 @@ def test_chunked_catalog_reads_back_complete(tmp_path: Path, monkeypatch: pytest
             assert all(a[1] < b[0] for a, b in zip(files, files[1:], strict=False)), kind  # disjoint
 
     res = export(data, to="nautilus", out=out)
-    assert res.counts == {"instruments": 1, "depth10": 5400, "quotes": 5400, "trades": 16200}
+    assert res.counts == {"instruments": 1, "depth10": 2400, "quotes": 2400, "trades": 7200}
     read_back()
-    # A trade file ends before a frame's trades, never inside them (3 per frame, 1000 per file).
+    # A trade file ends before a frame's trades, never inside them (3 per frame, 400 per file).
     per_frame = defaultdict(int)
     for t in trades:
         per_frame[t[0]] += 1
@@ -131,5 +135,155 @@ def test_chunked_catalog_reads_back_complete(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(ExportError, match="already holds OrderBookDepth10"):
         export(data, to="nautilus", out=out)
     res = export(data, to="nautilus", out=out, overwrite=True)
-    assert res.counts["depth10"] == 5400
+    assert res.counts["depth10"] == 2400
     read_back()
+
+
+ARCHIVED = {"binance": ["BTC-USDT", "ETH-USDT"], "kraken": ["BTC-USD"]}
+
+
+@pytest.fixture(scope="module")
+def archived(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short simulator capture with the archive on: Binance (diffs on a REST snapshot) and
+    Kraken (a depth-limited book kept by checksum: levels fall off its end)."""
+    from recorder.api import Capture
+    from tests.conftest import wait_for
+
+    data = tmp_path_factory.mktemp("archived") / "data"
+    cfg = {
+        "archive": {"flush_s": 0.2},
+        "venues": {v: {"pairs": p, "channels": ["book", "trades"]} for v, p in ARCHIVED.items()},
+    }
+    with Capture(cfg, interval="200ms", depth=10, data_dir=data, session_id="nt", simulate=True) as cap:
+
+        def enough() -> bool:
+            venues = cap.status().get("venues") or {}
+            counts = [p["samples"] for v in venues.values() for p in v["pairs"].values()]
+            return len(counts) == 3 and min(counts) >= 12
+
+        wait_for(enough, 120, "12 samples of every pair")
+    return data
+
+
+def test_engine_book_from_archive_deltas_is_the_stored_book(archived: Path, tmp_path: Path) -> None:
+    """Deltas as nautilus' adapters emit them (CLEAR + ADDs flagged F_SNAPSHOT at a snapshot load,
+    UPDATE / DELETE per level change, F_LAST closing each archived frame), as many as the archive
+    replay yields; a BacktestEngine fed them (and nothing else) holds at each stored snapshot's tick
+    the stored levels, best first, both sides."""
+    from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+    from nautilus_trader.common.actor import Actor
+    from nautilus_trader.config import LoggingConfig
+    from nautilus_trader.model.currencies import USDT
+    from nautilus_trader.model.enums import AccountType, BookAction, BookType, OmsType, RecordFlag
+    from nautilus_trader.model.identifiers import InstrumentId, Venue
+    from nautilus_trader.model.objects import Money
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    from recorder.export.events import TRADE, ArchiveEvents, archive_sessions
+
+    out = tmp_path / "catalog"
+    export_cli(archived, "nautilus", out)
+    # What the archive replay yields per pair (the count the catalog must hold).
+    want_counts = {}
+    for sess in archive_sessions(archived):
+        for batch in ArchiveEvents(sess):
+            key = f"{batch.pair}.{batch.exchange.upper()}"
+            want_counts[key] = want_counts.get(key, 0) + int(np.count_nonzero(batch.events["kind"] != TRADE))
+    stored: dict[str, list] = {}
+    ticks: dict[str, dict[int, int]] = {v: tick_times(archived, v) for v in ARCHIVED}
+    for snap in open_dataset(archived).snapshots():
+        stored.setdefault(f"{snap.pair}.{snap.exchange.upper()}", []).append(snap)
+    assert set(stored) == set(want_counts) == {f"{p}.{v.upper()}" for v, ps in ARCHIVED.items() for p in ps}
+
+    catalog = ParquetDataCatalog(str(out))
+    instruments = catalog.instruments()
+    deltas = {str(i.id): catalog.order_book_deltas(instrument_ids=[str(i.id)]) for i in instruments}
+    f_snapshot, f_last = int(RecordFlag.F_SNAPSHOT), int(RecordFlag.F_LAST)
+    for iid, got in deltas.items():
+        assert len(got) == want_counts[iid] > 100, iid
+        frames: dict[int, list] = {}
+        for d in got:
+            frames.setdefault(d.ts_init, []).append(d)
+        for frame in frames.values():
+            assert [bool(d.flags & f_last) for d in frame] == [False] * (len(frame) - 1) + [True], iid
+            for d in frame:
+                snapshot = d.action in (BookAction.CLEAR, BookAction.ADD)
+                assert bool(d.flags & f_snapshot) == snapshot, (iid, d)
+                if d.action == BookAction.DELETE:
+                    assert d.order.size.as_double() == 0, (iid, d)
+        assert got[0].action == BookAction.CLEAR and got[1].action == BookAction.ADD  # the first sync
+
+    class Watcher(Actor):
+        """At each stored snapshot's tick (its record's time in the archive) notes nautilus' book."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.books: dict[str, list] = {}
+            self.deltas: dict[str, int] = {}
+
+        def on_start(self) -> None:
+            for inst in instruments:
+                iid = str(inst.id)
+                self.subscribe_order_book_deltas(inst.id, BookType.L2_MBP)
+                venue = iid.rsplit(".", 1)[1].lower()
+                for k, snap in enumerate(stored[iid]):
+                    at = ticks[venue][snap.timestamp_ms]
+                    if at >= deltas[iid][0].ts_init:
+                        self.clock.set_time_alert_ns(f"{iid}-{k}", at, lambda _e, iid=iid, k=k: self.note(iid, k))
+
+        def note(self, iid: str, k: int) -> None:
+            book = self.cache.order_book(InstrumentId.from_str(iid))
+            levels = [
+                [(round(lv.price.as_double(), 9), lv.size()) for lv in side] for side in (book.bids(), book.asks())
+            ]
+            self.books.setdefault(iid, []).append((k, levels))
+
+        def on_order_book_deltas(self, batch) -> None:  # type: ignore[no-untyped-def]
+            key = str(batch.instrument_id)
+            self.deltas[key] = self.deltas.get(key, 0) + len(batch.deltas)
+
+    engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(bypass_logging=True)))
+    for venue in {i.id.venue for i in instruments}:
+        engine.add_venue(
+            venue=Venue(str(venue)),
+            oms_type=OmsType.NETTING,
+            account_type=AccountType.MARGIN,
+            starting_balances=[Money(1_000_000, USDT)],
+            book_type=BookType.L2_MBP,
+        )
+    for inst in instruments:
+        engine.add_instrument(inst)
+    for got in deltas.values():
+        engine.add_data(got)
+    watcher = Watcher()
+    engine.add_actor(watcher)
+    engine.run()
+    try:
+        for iid, snaps in stored.items():
+            assert watcher.deltas[iid] == want_counts[iid], iid
+            seen = watcher.books[iid]
+            assert len(seen) >= 10, iid
+            for k, (bids, asks) in seen:
+                snap = snaps[k]
+                want_bids = [(round(p, 9), q) for p, q in snap.bids.tolist()]
+                want_asks = [(round(p, 9), q) for p, q in snap.asks.tolist()]
+                assert bids[: len(want_bids)] == want_bids, (iid, snap.timestamp_ms)
+                assert asks[: len(want_asks)] == want_asks, (iid, snap.timestamp_ms)
+    finally:
+        engine.dispose()
+    # Exported again: refused, or with overwrite replaced (never doubled).
+    from recorder.export import ExportError, export
+
+    with pytest.raises(ExportError, match="already holds"):
+        export(archived, to="nautilus", out=out)
+    export(archived, to="nautilus", out=out, overwrite=True)
+    again = ParquetDataCatalog(str(out))
+    assert {iid: len(again.order_book_deltas(instrument_ids=[iid])) for iid in deltas} == want_counts
+    # From a start inside the session: the deltas open with the whole book at that time.
+    snaps = stored["BTC-USDT.BINANCE"]
+    start = snaps[len(snaps) // 2].timestamp
+    export(archived, to="nautilus", out=tmp_path / "later", start=start, exchanges="binance")
+    later = ParquetDataCatalog(str(tmp_path / "later")).order_book_deltas(instrument_ids=["BTC-USDT.BINANCE"])
+    first = [d for d in later if d.ts_init == later[0].ts_init]
+    assert later[0].ts_init == to_ms(start) * 1_000_000 and first[0].action == BookAction.CLEAR
+    assert {d.action for d in first[1:]} == {BookAction.ADD} and len(first) > 10

@@ -18,182 +18,25 @@ most ``FILE_ROWS`` objects per data type: memory stays bounded however long or b
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.fs as pafs
 
+from recorder.export.nautilus_objects import Objects, instrument_id, make_instrument, nt
 from recorder.export.source import BookChunk, Source, Unit, decimals
-from recorder.export.symbols import ExportError, Instrument, instrument, safe_name
+from recorder.export.symbols import ExportError, instrument
 from recorder.export.tardis import tops_changed
 
-DEPTH = 10
-# Objects per catalog file, and so the most held at once per data type: ~20 MB of nautilus
-# objects each (a depth with its 20 orders ~2 kB, a tick ~0.2 kB).
-FILE_ROWS = {"depth10": 10_000, "quotes": 100_000, "trades": 100_000}
-
-
-def _nt() -> Any:
-    try:
-        import nautilus_trader.model.data as data
-        import nautilus_trader.model.enums as enums
-        import nautilus_trader.model.identifiers as ids
-        import nautilus_trader.model.instruments as instruments
-        import nautilus_trader.model.objects as objects
-        from nautilus_trader.model.currencies import Currency
-        from nautilus_trader.persistence.catalog import ParquetDataCatalog
-    except ImportError:
-        raise ExportError("--to nautilus needs the nautilus_trader package: pip install 'recorder[export]'") from None
-    return data, enums, ids, instruments, objects, Currency, ParquetDataCatalog
-
-
-def instrument_id(exchange: str, pair: str) -> str:
-    # nautilus derives account ids "<VENUE>-001" from the venue: no '-' in it.
-    return f"{safe_name(pair, 'pair')}.{safe_name(exchange, 'exchange').upper().replace('-', '_')}"
-
-
-def _currency(code: str) -> Any:
-    _, enums, _, _, _, Currency, _ = _nt()
-    try:
-        cur = Currency.from_str(code)
-        if cur is not None:
-            return cur
-    except (ValueError, KeyError):
-        pass
-    return Currency(code, 8, 0, code, enums.CurrencyType.CRYPTO)
-
-
-def make_instrument(inst: Instrument, price_prec: int, size_prec: int, ts_ns: int) -> Any:
-    _, _, ids, instruments, objects, _, _ = _nt()
-    iid = ids.InstrumentId.from_str(instrument_id(inst.exchange, inst.pair))
-    price_inc = objects.Price(10.0**-price_prec, price_prec)
-    size_inc = objects.Quantity(10.0**-size_prec, size_prec)
-    base, quote = _currency(inst.base), _currency(inst.quote)
-    common = {
-        "price_precision": price_prec,
-        "size_precision": size_prec,
-        "price_increment": price_inc,
-        "size_increment": size_inc,
-        "ts_event": ts_ns,
-        "ts_init": ts_ns,
-    }
-    raw = ids.Symbol(inst.symbol)
-    if inst.kind == "spot":
-        return instruments.CurrencyPair(iid, raw, base, quote, **common)
-    settle = base if inst.inverse else quote
-    if inst.kind == "perpetual":
-        return instruments.CryptoPerpetual(iid, raw, base, quote, settle, inst.inverse, **common)
-    expiry = dt.datetime.strptime(inst.expiry or "", "%y%m%d").replace(hour=8, tzinfo=dt.UTC)
-    return instruments.CryptoFuture(
-        iid, raw, base, quote, settle, inst.inverse, ts_ns, int(expiry.timestamp()) * 10**9, **common
-    )
-
-
-class _Objects:
-    """Makes nautilus objects for one instrument at its precisions."""
-
-    def __init__(self, iid: str, price_prec: int, size_prec: int) -> None:
-        data, enums, ids, _, objects, _, _ = _nt()
-        self.data, self.enums, self.objects = data, enums, objects
-        self.iid = ids.InstrumentId.from_str(iid)
-        self.TradeId = ids.TradeId
-        self.pp, self.sp = price_prec, size_prec
-        self.flags = int(enums.RecordFlag.F_SNAPSHOT) | int(enums.RecordFlag.F_LAST)
-
-    def depths(self, chunk: BookChunk) -> list[Any]:
-        data, objects, enums = self.data, self.objects, self.enums
-        Price, Qty, Order = objects.Price, objects.Quantity, data.BookOrder
-        buy, sell = enums.OrderSide.BUY, enums.OrderSide.SELL
-        n, d = len(chunk), min(DEPTH, chunk.depth)
-        bpx, bq = chunk.bid_px[:, :d].tolist(), chunk.bid_qty[:, :d].tolist()
-        apx, aq = chunk.ask_px[:, :d].tolist(), chunk.ask_qty[:, :d].tolist()
-        ev = (chunk.exch_ms * 1_000_000).tolist()
-        init = (chunk.ts_ms * 1_000_000).tolist()
-        seq = chunk.sequence.tolist()
-        out = []
-        pp, sp = self.pp, self.sp
-        null = Order(enums.OrderSide.NO_ORDER_SIDE, Price(0, pp), Qty(0, sp), 0)  # nautilus' own padding
-        for i in range(n):
-            bids = [Order(buy, Price(p, pp), Qty(q, sp), 0) for p, q in zip(bpx[i], bq[i], strict=True) if p == p]
-            asks = [Order(sell, Price(p, pp), Qty(q, sp), 0) for p, q in zip(apx[i], aq[i], strict=True) if p == p]
-            # Both sides the same length (nautilus refuses others): the thinner one padded with nulls.
-            width = max(len(bids), len(asks))
-            bid_counts = [1] * len(bids) + [0] * (width - len(bids))
-            ask_counts = [1] * len(asks) + [0] * (width - len(asks))
-            bids += [null] * (width - len(bids))
-            asks += [null] * (width - len(asks))
-            out.append(
-                data.OrderBookDepth10(self.iid, bids, asks, bid_counts, ask_counts, self.flags, seq[i], ev[i], init[i])
-            )
-        return out
-
-    def quotes_from_books(self, chunk: BookChunk, rows: np.ndarray) -> list[Any]:
-        Price, Qty = self.objects.Price, self.objects.Quantity
-        out = []
-        for i in rows.tolist():
-            top = (chunk.bid_px[i, 0], chunk.ask_px[i, 0], chunk.bid_qty[i, 0], chunk.ask_qty[i, 0])
-            if any(v != v for v in top):
-                continue  # a QuoteTick needs both sides
-            out.append(
-                self.data.QuoteTick(
-                    self.iid,
-                    Price(top[0], self.pp),
-                    Price(top[1], self.pp),
-                    Qty(top[2], self.sp),
-                    Qty(top[3], self.sp),
-                    int(chunk.exch_ms[i]) * 1_000_000,
-                    int(chunk.ts_ms[i]) * 1_000_000,
-                )
-            )
-        return out
-
-    def quotes(self, table: pa.Table) -> list[Any]:
-        Price, Qty = self.objects.Price, self.objects.Quantity
-        cols = {c: table[c].to_pylist() for c in ("bid_price", "ask_price", "bid_qty", "ask_qty")}
-        local = _ns(table["local_time"])
-        exch = _ns(table["exchange_time"], local)
-        out = []
-        for i in range(table.num_rows):
-            bp, ap, bq, aq = cols["bid_price"][i], cols["ask_price"][i], cols["bid_qty"][i], cols["ask_qty"][i]
-            if None in (bp, ap, bq, aq):
-                continue
-            q = self.data.QuoteTick(
-                self.iid, Price(bp, self.pp), Price(ap, self.pp), Qty(bq, self.sp), Qty(aq, self.sp), exch[i], local[i]
-            )
-            out.append(q)
-        return out
-
-    def trades(self, table: pa.Table) -> list[Any]:
-        Price, Qty = self.objects.Price, self.objects.Quantity
-        sides = {"buy": self.enums.AggressorSide.BUYER, "sell": self.enums.AggressorSide.SELLER}
-        none = self.enums.AggressorSide.NO_AGGRESSOR
-        px, qty = table["price"].to_pylist(), table["quantity"].to_pylist()
-        side, tid = table["side"].to_pylist(), table["trade_id"].to_pylist()
-        local = _ns(table["local_time"])
-        exch = _ns(table["exchange_time"], local)
-        return [
-            self.data.TradeTick(
-                self.iid,
-                Price(px[i], self.pp),
-                Qty(qty[i], self.sp),
-                sides.get(side[i], none),
-                self.TradeId(str(tid[i])[:36] or "0"),
-                exch[i],
-                local[i],
-            )
-            for i in range(table.num_rows)
-            if qty[i] > 0  # nautilus refuses an empty trade (a venue's zero-size print)
-        ]
-
-
-def _ns(col: pa.ChunkedArray, fallback: list[int] | None = None) -> list[int]:
-    us = col.cast(pa.int64()).to_pylist()
-    if fallback is None:
-        return [u * 1000 for u in us]
-    return [u * 1000 if u is not None else f for u, f in zip(us, fallback, strict=True)]
+# Objects per catalog file, and so the most held at once per data type and pair: ~20 MB of
+# nautilus objects each (a depth with its 20 orders ~2 kB, a tick or a delta ~0.2 kB).
+FILE_ROWS = {"depth10": 10_000, "quotes": 100_000, "trades": 100_000, "deltas": 100_000}
+# Deltas waiting for their files, all pairs together: beyond it the biggest pair's are written
+# (a shorter file), so a session of many pairs stays bounded too.
+DELTAS_HELD = 400_000
+_EVENT_BATCH = 10_000  # the archive replay's batches per pair (recorder.export.events)
 
 
 def export_units(
@@ -204,16 +47,20 @@ def export_units(
     overwrite: bool = False,
     file_rows: Mapping[str, int] | None = None,
 ) -> tuple[list[str], dict[str, int]]:
-    *_, ParquetDataCatalog = _nt()
+    *_, ParquetDataCatalog = nt()
+    rows = file_rows or FILE_ROWS
     catalog = ParquetDataCatalog(str(out))
     totals = {"instruments": 0, "depth10": 0, "quotes": 0, "trades": 0}
     by_pair: dict[tuple[str, str], list[Unit]] = {}
     for u in units:
         by_pair.setdefault((u.exchange, u.pair), []).append(u)
+    archive = _Archive(source, by_pair)
+    archived = archive.decimals() if archive.pairs else {}  # a first replay: precisions
     written: list[str] = []
+    makers: dict[tuple[str, str], Objects] = {}
     for (exchange, pair), days in by_pair.items():
         # Precisions first (one pass over the pair's data): every Price is made at them.
-        pp = sp = 0
+        pp, sp = archived.get((exchange, pair), (0, 0))
         for u in days:
             prices, sizes = source.prices_and_sizes(u)
             pp, sp = max(pp, decimals(prices)), max(sp, decimals(sizes))
@@ -223,13 +70,79 @@ def export_units(
         if fresh:
             _write(catalog, [make_instrument(inst, pp, sp, days[0].start_ms * 1_000_000)])
             totals["instruments"] += 1
-        _clear_overlaps(catalog, iid, days, source, overwrite)
+        _clear_overlaps(catalog, iid, days, source, overwrite, deltas=(exchange, pair) in archive.pairs)
         written.append(iid)
-        make = _Objects(iid, pp, sp)
+        make = makers[(exchange, pair)] = Objects(iid, pp, sp)
         for u in days:
-            _export_day(source, u, catalog, make, totals, file_rows or FILE_ROWS)
+            _export_day(source, u, catalog, make, totals, rows)
             advance()
+    if archive.pairs:
+        totals["deltas"] = archive.write_deltas(catalog, makers, rows["deltas"])
     return written, totals
+
+
+class _Archive:
+    """The selection's archived sessions (a local data dir's ``archive/``; an S3 dataset has
+    none here) and the exported pairs they recorded, replayed with ``recorder.export.events``."""
+
+    def __init__(self, source: Source, by_pair: Mapping[tuple[str, str], list[Unit]]) -> None:
+        from recorder.export.events import archive_sessions
+
+        sel, ds = source.sel, source.ds
+        local = isinstance(ds.filesystem, pafs.LocalFileSystem)
+        self.sessions = archive_sessions(ds.root, sel.exchanges, sel.sessions) if local else []
+        self.pairs = {(s.exchange, p) for s in self.sessions for p in s.pairs} & set(by_pair)
+        # Each pair's deltas within its exported days (cut to the selection), ns.
+        self.windows = {
+            key: [(w[0] * 1_000_000, w[1] * 1_000_000) for u in by_pair[key] if (w := source.window(u))]
+            for key in self.pairs
+        }
+        # From the selection's start (the replay opens with a snapshot of each book there).
+        self.start_ns = sel.start_ms * 1_000_000 if sel.start_ms is not None else None
+        self.end_ns = sel.end_ms * 1_000_000 if sel.end_ms is not None else None
+
+    def events(self) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
+        """(exchange, pair), book events in receive order, within the pair's exported days."""
+        from recorder.export.events import TRADE, ArchiveEvents
+
+        for session in self.sessions:
+            pairs = [p for p in session.pairs if (session.exchange, p) in self.pairs]
+            if not pairs:
+                continue
+            replay = ArchiveEvents(session, pairs, self.start_ns, self.end_ns, batch_size=_EVENT_BATCH)
+            for batch in replay:
+                key, ev = (batch.exchange, batch.pair), batch.events
+                local = ev["local_ns"]
+                keep = ev["kind"] != TRADE  # trades: TradeTicks from the trades dataset
+                inside = np.zeros(len(ev), bool)
+                for lo, hi in self.windows[key]:
+                    inside |= (local >= lo) & (local < hi)
+                ev = ev[keep & inside]
+                if len(ev):
+                    yield key, ev
+
+    def decimals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per pair the decimals its archived prices and sizes need (a book far deeper than
+        the stored one may show more)."""
+        found: dict[tuple[str, str], tuple[int, int]] = {}
+        for key, ev in self.events():
+            pp, sp = found.get(key, (0, 0))
+            found[key] = (max(pp, decimals(np.unique(ev["price"]))), max(sp, decimals(np.unique(ev["qty"]))))
+        return found
+
+    def write_deltas(self, catalog: Any, makers: Mapping[tuple[str, str], Objects], rows: int) -> int:
+        files = {key: _Files(catalog, rows, f"the deltas of {makers[key].iid}") for key in self.pairs}
+        held = 0
+        for key, ev in self.events():
+            before = len(files[key].pending)
+            files[key].add(makers[key].deltas(ev))
+            held += len(files[key].pending) - before
+            if held > DELTAS_HELD:
+                biggest = max(files.values(), key=lambda f: len(f.pending))
+                held -= biggest.flush_ready()
+        for f in files.values():
+            f.close()
+        return sum(f.count for f in files.values())
 
 
 def _instrument_precisions(catalog: Any, iid: str, pp: int, sp: int, overwrite: bool) -> tuple[int, int, bool]:
@@ -253,11 +166,13 @@ def _instrument_precisions(catalog: Any, iid: str, pp: int, sp: int, overwrite: 
     return pp, sp, True
 
 
-def _clear_overlaps(catalog: Any, iid: str, days: list[Unit], source: Source, overwrite: bool) -> None:
+def _clear_overlaps(
+    catalog: Any, iid: str, days: list[Unit], source: Source, overwrite: bool, deltas: bool = False
+) -> None:
     """Data of these days already in the catalog: an error, or deleted first with ``overwrite``
     (the catalog would otherwise hold both, or refuse to read overlapping files)."""
-    data, *_ = _nt()
-    for cls in (data.OrderBookDepth10, data.QuoteTick, data.TradeTick):
+    data, *_ = nt()
+    for cls in (data.OrderBookDepth10, data.QuoteTick, data.TradeTick, *([data.OrderBookDelta] if deltas else [])):
         try:
             intervals = catalog.get_intervals(cls, iid)
         except Exception:  # noqa: BLE001 - nothing of that type yet
@@ -278,7 +193,7 @@ def _clear_overlaps(catalog: Any, iid: str, days: list[Unit], source: Source, ov
 
 
 def _export_day(
-    source: Source, unit: Unit, catalog: Any, make: _Objects, totals: dict[str, int], file_rows: Mapping[str, int]
+    source: Source, unit: Unit, catalog: Any, make: Objects, totals: dict[str, int], file_rows: Mapping[str, int]
 ) -> None:
     """One pair-day, a window (an hour from Parquet) at a time, converted in slices and written
     as it goes: memory holds a file's worth (``file_rows``) of nautilus objects per data type,
@@ -286,7 +201,9 @@ def _export_day(
     windows = source.windows(unit)
     # The quotes dataset's quotes when it has any that day, else the tops' changes (per day, as ever).
     stored_quotes = any(source.quotes(unit, w) is not None for w in windows)
-    files = {key: _Files(catalog, file_rows[key]) for key in ("depth10", "quotes", "trades")}
+    files = {
+        key: _Files(catalog, file_rows[key], f"the {key} of {make.iid}") for key in ("depth10", "quotes", "trades")
+    }
     last = None
     for window in windows:
         for chunk in source.books(unit, window):
@@ -320,14 +237,15 @@ class _Files:
     intervals overlap, so a file ends only where ``ts_init`` moves on: objects sharing a time
     stay in one file (the rare run longer than a file makes a longer one)."""
 
-    def __init__(self, catalog: Any, rows: int) -> None:
-        self.catalog, self.rows = catalog, rows
+    def __init__(self, catalog: Any, rows: int, what: str) -> None:
+        self.catalog, self.rows, self.what = catalog, rows, what
         self.pending: list[Any] = []
         self.count = 0
 
     def add(self, objs: list[Any]) -> None:
         if objs and self.pending and objs[0].ts_init < self.pending[-1].ts_init:
-            raise ExportError("nautilus export: data out of time order")  # never: windows follow each other
+            # Windows and sessions follow each other; two sessions of a pair at once do not.
+            raise ExportError(f"{self.what} goes back in time: two sessions at once? pick one with --session-id")
         self.pending += objs
         while len(self.pending) > self.rows:  # past a full file: where its time ends is known
             ts = [o.ts_init for o in self.pending]
@@ -341,6 +259,18 @@ class _Files:
                 if cut == len(ts):
                     return  # the run may go on: wait for more
             self._flush(cut)
+
+    def flush_ready(self) -> int:
+        """Write what is held but the objects of the last time (more may follow): how many."""
+        if not self.pending:
+            return 0
+        last = self.pending[-1].ts_init
+        cut = len(self.pending)
+        while cut and self.pending[cut - 1].ts_init == last:
+            cut -= 1
+        if cut:
+            self._flush(cut)
+        return cut
 
     def close(self) -> None:
         if self.pending:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +28,61 @@ VENUES = {
 }
 
 
+# (venue, fault) injected once every pair has samples; each is waited out (the books resync).
+FAULTS = [
+    ("binance", {"kind": "gap", "symbol": "BTCUSDT"}),  # update ids skip: the book is reset, a REST snapshot resyncs it
+    ("kraken", {"kind": "corrupt"}),  # a checksum mismatch: the book is dropped, resubscribed
+    ("bybit", {"kind": "corrupt"}),  # a crossed book: the sampler asks for a resync
+    ("binance", {"kind": "drop"}),  # the sockets die: new connections, new books
+]
+
+
+MIN_CLEARS = {"binance:BTC-USDT": 3, "binance:ETH-USDT": 2, "kraken:BTC-USD": 2, "bybit:BTC-USDT": 2}
+
+
 @pytest.fixture(scope="module")
-def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A capture of five venues on their simulators (real processes) with the archive on, and
+    faults injected on the way: gaps, a checksum failure, a crossed book, a reconnect."""
     from recorder.api import Capture
-    from tests.conftest import wait_for
+    from tests.conftest import VenueSim, wait_for
 
     data = tmp_path_factory.mktemp("events") / "data"
-    cfg = {
-        "archive": {"flush_s": 0.2},
-        "venues": {v: {"pairs": p, "channels": ["book", "trades"]} for v, p in VENUES.items()},
-    }
-    with Capture(cfg, interval="200ms", depth=10, data_dir=data, session_id=SESSION, simulate=True) as cap:
+    sims = {v: VenueSim(v, "--seed", "7") for v in VENUES}
+    try:
+        venues = {
+            v: {
+                "pairs": p,
+                "channels": ["book", "trades"],
+                "ws_url": sims[v].urls["ws_url"],
+                "rest_url": sims[v].urls["rest_url"],
+            }
+            for v, p in VENUES.items()
+        }
+        cfg = {"archive": {"flush_s": 0.2}, "venues": venues}
+        with Capture(cfg, interval="200ms", depth=10, data_dir=data, session_id=SESSION) as cap:
 
-        def enough() -> bool:
-            venues = cap.status().get("venues") or {}
-            counts = [p["samples"] for v in venues.values() for p in v["pairs"].values()]
-            return len(counts) == sum(map(len, VENUES.values())) and min(counts) >= 15
+            def samples() -> dict[str, int]:
+                st = cap.status().get("venues") or {}
+                return {f"{v}:{p}": c["samples"] for v, vs in st.items() for p, c in vs["pairs"].items()}
 
-        wait_for(enough, 120, "15 samples of every pair")
-    return data
+            def every_pair(n: int) -> bool:
+                now = samples()
+                return len(now) == sum(map(len, VENUES.values())) and min(now.values()) >= n
+
+            wait_for(lambda: every_pair(8), 120, "8 samples of every pair")
+            for venue, fault in FAULTS:
+                sims[venue].fault(**fault)
+                before = samples()
+                wait_for(
+                    lambda b=before: all(n >= b[k] + 5 for k, n in samples().items()),
+                    120,
+                    f"{venue} {fault} waited out",
+                )
+        yield data
+    finally:
+        for s in sims.values():
+            s.stop()
 
 
 def tick_times(data: Path, venue: str) -> dict[int, int]:
@@ -135,6 +172,8 @@ def test_archive_events_rebuild_the_stored_books_and_trades(capture: Path) -> No
             assert kinds[0] == CLEAR and kinds[1] == SNAPSHOT  # the first sync
             assert set(np.unique(ev["side"][ev["kind"] != CLEAR]).tolist()) <= {BID, ASK}
             assert np.count_nonzero(ev["kind"] == UPDATE) > 10 * np.count_nonzero(ev["kind"] == CLEAR)
+            # Each fault restarted the book: a clear and the next snapshot (the first sync is one).
+            assert np.count_nonzero(ev["kind"] == CLEAR) >= MIN_CLEARS.get(f"{sess.exchange}:{pair}", 1)
 
             def apply(book: Rebuilt, i: int, ev: np.ndarray = ev) -> None:
                 kind = ev["kind"][i]

@@ -28,8 +28,9 @@ API
   pairs interleaved. Memory is bounded: a pair's batch is yielded once it holds ``batch_size``
   events (it may exceed that by the events of one archived record, e.g. a snapshot). Every window opens
   with a snapshot of each synced book (at ``start_ns``, and at every UTC midnight within the
-  window: a day's events stand alone, as tardis' files do); events at or after ``end_ns`` are
-  not replayed. ``.stats`` counts what the replay saw.
+  window: a day's events stand alone, as tardis' files do; that snapshot is stamped with the
+  opening time on both clocks), and every pair's events before a midnight are yielded before any
+  after it; events at or after ``end_ns`` are not replayed. ``.stats`` counts what the replay saw.
 
 How the changes are found: the archive is run through the Feeds the live connectors used (built,
 called and timed as the archive replay does: ``recorder.replay.archive.ArchiveFeeds``), so gaps,
@@ -53,6 +54,7 @@ import numpy as np
 from recorder.archive.format import LineStats, iter_records, read_header, venue_archive_dir
 from recorder.book import L2Book
 from recorder.model import Trade
+from recorder.names import PAIR_RE, SESSION_RE
 from recorder.replay.archive import ArchiveFeeds, ArchiveReplayError, archive_headers
 
 CLEAR, SNAPSHOT, UPDATE, TRADE = 0, 1, 2, 3
@@ -101,12 +103,15 @@ def archive_sessions(
             if header is None or header.get("venue") != venue:
                 continue
             session = str(header.get("session"))
+            bad = [p for p in header.get("pairs", []) if not isinstance(p, str) or not PAIR_RE.fullmatch(p)]
+            if not SESSION_RE.fullmatch(session) or bad:  # they name files and paths
+                raise ArchiveReplayError(f"{path}: invalid session id or pair in its header")
             if sessions is None or session in sessions:
                 by_session.setdefault(session, []).append(path)
         for session, paths in by_session.items():
             files = archive_headers(paths) or []
             pairs = list(dict.fromkeys(p for _, h in files for p in h.get("pairs", [])))
-            first_ms = min(_first_ms(p) for p, _ in files)
+            first_ms = min(first_ms_of(p) for p, _ in files)
             found.append(ArchiveSession(venue, session, files, pairs, first_ms))
     return sorted(found, key=lambda s: (s.exchange, s.first_ms, s.session))
 
@@ -115,7 +120,7 @@ def _next_midnight(ns: int) -> int:
     return ns // NS_PER_DAY * NS_PER_DAY + NS_PER_DAY
 
 
-def _first_ms(path: Path) -> int:
+def first_ms_of(path: Path) -> int:
     """``<session>-<first record ms>-<seq>.jsonl.zst`` -> the ms."""
     parts = path.name.removesuffix(".jsonl.zst").rsplit("-", 2)
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
@@ -270,7 +275,7 @@ class ArchiveEvents:
         next_open = self.start_ns  # the next window opening (None: the next midnight once known)
         try:
             for path, _ in self.session.files:
-                if self.end_ns is not None and _first_ms(path) * 1_000_000 >= self.end_ns:
+                if self.end_ns is not None and first_ms_of(path) * 1_000_000 >= self.end_ns:
                     break
                 st = LineStats()
                 ended = False
@@ -372,10 +377,11 @@ class ArchiveEvents:
             self._full.add(pair)
 
     def _snapshot(self, pair: str, book: L2Book, local: int) -> None:
+        """The whole book as a snapshot load, at ``local`` for both clocks: it is no venue message
+        (a window opens, the followed book changed), so it has no venue time of its own."""
         if self.start_ns is not None and local < self.start_ns:
             return
-        exch_ms = book.exchange_time_ms
-        exch = local if exch_ms is None else int(exch_ms * 1_000_000)
+        exch = local
         out = self._out[pair]
         out.append((CLEAR, 0, 0.0, 0.0, exch, local))
         bids, asks = book_levels(book)
@@ -385,10 +391,12 @@ class ArchiveEvents:
             self._full.add(pair)
 
     def _open_window(self, at_ns: int) -> None:
-        """A window opens (the start, a UTC midnight): every followed book as a snapshot."""
+        """A window opens (the start, a UTC midnight): every followed book as a snapshot, and every
+        pair's events so far yielded (a day's events are all out once the next day's start)."""
         for pair, book in self._tap.followed.items():
             self._flush(pair, book)
             self._snapshot(pair, book, at_ns)
+        self._full.update(p for p, out in self._out.items() if out)
 
     # -- the emitter face ArchiveFeeds wires the Feeds' trades to ------------------------------
 

@@ -55,10 +55,10 @@ def _f(value: object) -> float:
     return round(value.as_double(), 9)  # type: ignore[attr-defined]
 
 
-def _files(out: Path, kind: str) -> list[tuple[int, int, int]]:
+def _files(out: Path, kind: str, iid: str = IID) -> list[tuple[int, int, int]]:
     """(first ts_init, last ts_init, rows) of each catalog file of ``kind``, read with pyarrow."""
     found = []
-    for path in sorted((out / "data" / kind / IID).glob("*.parquet")):
+    for path in sorted((out / "data" / kind / iid).glob("*.parquet")):
         ts = pads.dataset(path, format="parquet").to_table(columns=["ts_init"])["ts_init"].to_pylist()
         found.append((ts[0], ts[-1], len(ts)))
     return sorted(found)
@@ -165,11 +165,13 @@ def archived(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-def test_engine_book_from_archive_deltas_is_the_stored_book(archived: Path, tmp_path: Path) -> None:
+def test_engine_book_from_archive_deltas_is_the_stored_book(
+    archived: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Deltas as nautilus' adapters emit them (CLEAR + ADDs flagged F_SNAPSHOT at a snapshot load,
     UPDATE / DELETE per level change, F_LAST closing each archived frame), as many as the archive
-    replay yields; a BacktestEngine fed them (and nothing else) holds at each stored snapshot's tick
-    the stored levels, best first, both sides."""
+    replay yields, in files of a few hundred (a frame never split); a BacktestEngine fed them (and
+    nothing else) holds at each stored snapshot's tick the stored levels, best first, both sides."""
     from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
     from nautilus_trader.common.actor import Actor
     from nautilus_trader.config import LoggingConfig
@@ -182,7 +184,12 @@ def test_engine_book_from_archive_deltas_is_the_stored_book(archived: Path, tmp_
     from recorder.export.events import TRADE, ArchiveEvents, archive_sessions
 
     out = tmp_path / "catalog"
-    export_cli(archived, "nautilus", out)
+    from recorder.export import ExportError, export, nautilus
+
+    rows = {**nautilus.FILE_ROWS, "deltas": 150}
+    monkeypatch.setattr(nautilus, "FILE_ROWS", rows)
+    export(archived, to="nautilus", out=out)
+    monkeypatch.undo()
     # What the archive replay yields per pair (the count the catalog must hold).
     want_counts = {}
     for sess in archive_sessions(archived):
@@ -200,7 +207,11 @@ def test_engine_book_from_archive_deltas_is_the_stored_book(archived: Path, tmp_
     deltas = {str(i.id): catalog.order_book_deltas(instrument_ids=[str(i.id)]) for i in instruments}
     f_snapshot, f_last = int(RecordFlag.F_SNAPSHOT), int(RecordFlag.F_LAST)
     for iid, got in deltas.items():
-        assert len(got) == want_counts[iid] > 100, iid
+        assert len(got) == want_counts[iid] > 400, iid
+        files = _files(out, "order_book_delta", iid)
+        # (a frame longer than a file, e.g. a deep snapshot, is a file of its own)
+        assert len(files) > 2 and all(n <= rows["deltas"] or lo == hi for lo, hi, n in files), iid
+        assert all(a[1] < b[0] for a, b in zip(files, files[1:], strict=False)), iid  # disjoint
         frames: dict[int, list] = {}
         for d in got:
             frames.setdefault(d.ts_init, []).append(d)
@@ -272,11 +283,9 @@ def test_engine_book_from_archive_deltas_is_the_stored_book(archived: Path, tmp_
     finally:
         engine.dispose()
     # Exported again: refused, or with overwrite replaced (never doubled).
-    from recorder.export import ExportError, export
-
     with pytest.raises(ExportError, match="already holds"):
         export(archived, to="nautilus", out=out)
-    export(archived, to="nautilus", out=out, overwrite=True)
+    export_cli(archived, "nautilus", out, "--overwrite")
     again = ParquetDataCatalog(str(out))
     assert {iid: len(again.order_book_deltas(instrument_ids=[iid])) for iid in deltas} == want_counts
     # From a start inside the session: the deltas open with the whole book at that time.

@@ -10,139 +10,134 @@
 - quote changes as ``QuoteTick``: the quotes dataset when there is one, else one per change of
   the snapshots' top of book.
 
+- where a session archived the pair (``recorder.export.event_units``), every book change as
+  ``OrderBookDelta`` s (``nautilus_objects.Objects.deltas``), a pair-day at a time.
+
 Written per pair and day as it is read (a window of the day at a time), in catalog files of at
 most ``FILE_ROWS`` objects per data type: memory stays bounded however long or busy the day.
-``OrderBookDelta`` streams (every book change) need the lossless archive: not from sampled snapshots.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow.fs as pafs
 
 from recorder.export.nautilus_objects import Objects, instrument_id, make_instrument, nt
-from recorder.export.source import BookChunk, Source, Unit, decimals
+from recorder.export.source import BookChunk, Source, Unit, decimals, unit_window
 from recorder.export.symbols import ExportError, instrument
 from recorder.export.tardis import tops_changed
 
-# Objects per catalog file, and so the most held at once per data type and pair: ~20 MB of
-# nautilus objects each (a depth with its 20 orders ~2 kB, a tick or a delta ~0.2 kB).
+if TYPE_CHECKING:
+    from recorder.export.event_units import ArchiveUnits
+
+# Objects per catalog file, and so the most held at once per data type: ~20 MB of nautilus
+# objects each (a depth with its 20 orders ~2 kB, a tick or a delta ~0.2 kB).
 FILE_ROWS = {"depth10": 10_000, "quotes": 100_000, "trades": 100_000, "deltas": 100_000}
-# Deltas waiting for their files, all pairs together: beyond it the biggest pair's are written
-# (a shorter file), so a session of many pairs stays bounded too.
-DELTAS_HELD = 400_000
-_EVENT_BATCH = 10_000  # the archive replay's batches per pair (recorder.export.events)
+
+Pair = tuple[str, str]  # (exchange, pair)
 
 
 def export_units(
-    source: Source,
+    stored: Source | None,
     units: list[Unit],
+    archive: ArchiveUnits | None,
+    event_units: list[Unit],
     out: Path,
-    advance: Callable[[], None],
+    spool: Path,
+    step: Callable[[Unit], None],
     overwrite: bool = False,
     file_rows: Mapping[str, int] | None = None,
 ) -> tuple[list[str], dict[str, int]]:
+    """The stored ``units`` (snapshots, trades, quotes) and, from the ``archive``, the book
+    changes of its ``event_units`` as ``OrderBookDelta`` s, into the catalog at ``out``."""
     *_, ParquetDataCatalog = nt()
     rows = file_rows or FILE_ROWS
     catalog = ParquetDataCatalog(str(out))
     totals = {"instruments": 0, "depth10": 0, "quotes": 0, "trades": 0}
-    by_pair: dict[tuple[str, str], list[Unit]] = {}
-    for u in units:
-        by_pair.setdefault((u.exchange, u.pair), []).append(u)
-    archive = _Archive(source, by_pair)
-    archived = archive.decimals() if archive.pairs else {}  # a first replay: precisions
+    days = _by_pair(units)
+    event_days = _by_pair(event_units)
+    # A first replay of the archive for the precisions its prices and sizes need: a book far
+    # deeper than the stored one may show more decimals (the deltas are written in a second).
+    archived = _archive_decimals(archive, spool) if archive is not None else {}
     written: list[str] = []
-    makers: dict[tuple[str, str], Objects] = {}
-    for (exchange, pair), days in by_pair.items():
+    makers: dict[Pair, Objects] = {}
+    for exchange, pair in sorted(set(days) | set(event_days)):
+        key = (exchange, pair)
         # Precisions first (one pass over the pair's data): every Price is made at them.
-        pp, sp = archived.get((exchange, pair), (0, 0))
-        for u in days:
-            prices, sizes = source.prices_and_sizes(u)
+        pp, sp = archived.get(key, (0, 0))
+        for u in days.get(key, []):
+            prices, sizes = stored.prices_and_sizes(u)  # type: ignore[union-attr]
             pp, sp = max(pp, decimals(prices)), max(sp, decimals(sizes))
-        inst = instrument(exchange, pair)
         iid = instrument_id(exchange, pair)
         pp, sp, fresh = _instrument_precisions(catalog, iid, pp, sp, overwrite)
         if fresh:
-            _write(catalog, [make_instrument(inst, pp, sp, days[0].start_ms * 1_000_000)])
+            first = min(u.start_ms for u in days.get(key, []) + event_days.get(key, []))
+            _write(catalog, [make_instrument(instrument(exchange, pair), pp, sp, first * 1_000_000)])
             totals["instruments"] += 1
-        _clear_overlaps(catalog, iid, days, source, overwrite, deltas=(exchange, pair) in archive.pairs)
+        data, *_ = nt()
+        if stored is not None:
+            for cls in (data.OrderBookDepth10, data.QuoteTick, data.TradeTick):
+                _clear_overlaps(catalog, cls, iid, days.get(key, []), stored.sel.start_ms, stored.sel.end_ms, overwrite)
+        if archive is not None:
+            _clear_overlaps(
+                catalog, data.OrderBookDelta, iid, event_days.get(key, []), archive.start_ms, archive.end_ms, overwrite
+            )
         written.append(iid)
-        make = makers[(exchange, pair)] = Objects(iid, pp, sp)
-        for u in days:
-            _export_day(source, u, catalog, make, totals, rows)
-            advance()
-    if archive.pairs:
-        totals["deltas"] = archive.write_deltas(catalog, makers, rows["deltas"])
+        make = makers[key] = Objects(iid, pp, sp)
+        for u in days.get(key, []):
+            _export_day(stored, u, catalog, make, totals, rows)  # type: ignore[arg-type]
+            step(u)
+    if archive is not None:
+        totals["deltas"] = 0
+        for unit in archive.spooled(spool):
+            key = (unit.unit.exchange, unit.unit.pair)
+            files = _Files(catalog, rows["deltas"], f"the deltas of {makers[key].iid}")
+            for frames in _whole_frames(unit.chunks(rows["deltas"])):
+                files.add(makers[key].deltas(frames))
+            files.close()
+            unit.release()
+            totals["deltas"] += files.count
+            step(unit.unit)
     return written, totals
 
 
-class _Archive:
-    """The selection's archived sessions (a local data dir's ``archive/``; an S3 dataset has
-    none here) and the exported pairs they recorded, replayed with ``recorder.export.events``."""
+def _by_pair(units: list[Unit]) -> dict[Pair, list[Unit]]:
+    out: dict[Pair, list[Unit]] = {}
+    for u in sorted(units, key=lambda u: (u.exchange, u.pair, u.day)):
+        out.setdefault((u.exchange, u.pair), []).append(u)
+    return out
 
-    def __init__(self, source: Source, by_pair: Mapping[tuple[str, str], list[Unit]]) -> None:
-        from recorder.export.events import archive_sessions
 
-        sel, ds = source.sel, source.ds
-        local = isinstance(ds.filesystem, pafs.LocalFileSystem)
-        self.sessions = archive_sessions(ds.root, sel.exchanges, sel.sessions) if local else []
-        self.pairs = {(s.exchange, p) for s in self.sessions for p in s.pairs} & set(by_pair)
-        # Each pair's deltas within its exported days (cut to the selection), ns.
-        self.windows = {
-            key: [(w[0] * 1_000_000, w[1] * 1_000_000) for u in by_pair[key] if (w := source.window(u))]
-            for key in self.pairs
-        }
-        # From the selection's start (the replay opens with a snapshot of each book there).
-        self.start_ns = sel.start_ms * 1_000_000 if sel.start_ms is not None else None
-        self.end_ns = sel.end_ms * 1_000_000 if sel.end_ms is not None else None
-
-    def events(self) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
-        """(exchange, pair), book events in receive order, within the pair's exported days."""
-        from recorder.export.events import TRADE, ArchiveEvents
-
-        for session in self.sessions:
-            pairs = [p for p in session.pairs if (session.exchange, p) in self.pairs]
-            if not pairs:
-                continue
-            replay = ArchiveEvents(session, pairs, self.start_ns, self.end_ns, batch_size=_EVENT_BATCH)
-            for batch in replay:
-                key, ev = (batch.exchange, batch.pair), batch.events
-                local = ev["local_ns"]
-                keep = ev["kind"] != TRADE  # trades: TradeTicks from the trades dataset
-                inside = np.zeros(len(ev), bool)
-                for lo, hi in self.windows[key]:
-                    inside |= (local >= lo) & (local < hi)
-                ev = ev[keep & inside]
-                if len(ev):
-                    yield key, ev
-
-    def decimals(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """Per pair the decimals its archived prices and sizes need (a book far deeper than
-        the stored one may show more)."""
-        found: dict[tuple[str, str], tuple[int, int]] = {}
-        for key, ev in self.events():
+def _archive_decimals(archive: ArchiveUnits, spool: Path) -> dict[Pair, tuple[int, int]]:
+    """Per pair the decimals its archived prices and sizes need."""
+    found: dict[Pair, tuple[int, int]] = {}
+    for unit in archive.spooled(spool):
+        key = (unit.unit.exchange, unit.unit.pair)
+        for ev in unit.chunks():
             pp, sp = found.get(key, (0, 0))
             found[key] = (max(pp, decimals(np.unique(ev["price"]))), max(sp, decimals(np.unique(ev["qty"]))))
-        return found
+        unit.release()
+    return found
 
-    def write_deltas(self, catalog: Any, makers: Mapping[tuple[str, str], Objects], rows: int) -> int:
-        files = {key: _Files(catalog, rows, f"the deltas of {makers[key].iid}") for key in self.pairs}
-        held = 0
-        for key, ev in self.events():
-            before = len(files[key].pending)
-            files[key].add(makers[key].deltas(ev))
-            held += len(files[key].pending) - before
-            if held > DELTAS_HELD:
-                biggest = max(files.values(), key=lambda f: len(f.pending))
-                held -= biggest.flush_ready()
-        for f in files.values():
-            f.close()
-        return sum(f.count for f in files.values())
+
+def _whole_frames(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """The chunks re-cut so none splits a frame (the events of one receive time): the deltas of
+    a frame are converted together, its last one flagged ``F_LAST``."""
+    held = None
+    for chunk in chunks:
+        if held is not None:
+            chunk = np.concatenate([held, chunk])
+        local = chunk["local_ns"]
+        cut = int(np.searchsorted(local, local[-1], side="left")) if len(chunk) else 0
+        if cut:
+            yield chunk[:cut]
+        held = chunk[cut:]
+    if held is not None and len(held):
+        yield held
 
 
 def _instrument_precisions(catalog: Any, iid: str, pp: int, sp: int, overwrite: bool) -> tuple[int, int, bool]:
@@ -167,29 +162,27 @@ def _instrument_precisions(catalog: Any, iid: str, pp: int, sp: int, overwrite: 
 
 
 def _clear_overlaps(
-    catalog: Any, iid: str, days: list[Unit], source: Source, overwrite: bool, deltas: bool = False
+    catalog: Any, cls: type, iid: str, days: list[Unit], start_ms: int | None, end_ms: int | None, overwrite: bool
 ) -> None:
-    """Data of these days already in the catalog: an error, or deleted first with ``overwrite``
-    (the catalog would otherwise hold both, or refuse to read overlapping files)."""
-    data, *_ = nt()
-    for cls in (data.OrderBookDepth10, data.QuoteTick, data.TradeTick, *([data.OrderBookDelta] if deltas else [])):
-        try:
-            intervals = catalog.get_intervals(cls, iid)
-        except Exception:  # noqa: BLE001 - nothing of that type yet
-            intervals = []
-        for unit in days:
-            window = source.window(unit)
-            if window is None:
-                continue
-            lo, hi = window[0] * 1_000_000, window[1] * 1_000_000
-            if not any(a < hi and b >= lo for a, b in intervals):
-                continue
-            if not overwrite:
-                raise ExportError(
-                    f"the catalog already holds {cls.__name__} of {iid} on {unit.day}:"
-                    " choose another --out or pass --overwrite"
-                )
-            catalog.delete_data_range(cls, iid, lo, hi - 1)
+    """Data of these days (cut to the selection) already in the catalog: an error, or deleted
+    first with ``overwrite`` (the catalog would otherwise hold both, or refuse overlapping files)."""
+    try:
+        intervals = catalog.get_intervals(cls, iid)
+    except Exception:  # noqa: BLE001 - nothing of that type yet
+        intervals = []
+    for unit in days:
+        window = unit_window(unit, start_ms, end_ms)
+        if window is None:
+            continue
+        lo, hi = window[0] * 1_000_000, window[1] * 1_000_000
+        if not any(a < hi and b >= lo for a, b in intervals):
+            continue
+        if not overwrite:
+            raise ExportError(
+                f"the catalog already holds {cls.__name__} of {iid} on {unit.day}:"
+                " choose another --out or pass --overwrite"
+            )
+        catalog.delete_data_range(cls, iid, lo, hi - 1)
 
 
 def _export_day(
@@ -259,18 +252,6 @@ class _Files:
                 if cut == len(ts):
                     return  # the run may go on: wait for more
             self._flush(cut)
-
-    def flush_ready(self) -> int:
-        """Write what is held but the objects of the last time (more may follow): how many."""
-        if not self.pending:
-            return 0
-        last = self.pending[-1].ts_init
-        cut = len(self.pending)
-        while cut and self.pending[cut - 1].ts_init == last:
-            cut -= 1
-        if cut:
-            self._flush(cut)
-        return cut
 
     def close(self) -> None:
         if self.pending:

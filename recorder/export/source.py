@@ -143,9 +143,7 @@ class Source:
 
     def window(self, unit: Unit) -> tuple[int, int] | None:
         """The unit's day cut to the selection's time range: [start, end) ms; None if empty."""
-        lo = max(unit.start_ms, self.sel.start_ms or unit.start_ms)
-        hi = min(unit.start_ms + MS_PER_DAY, self.sel.end_ms or unit.start_ms + MS_PER_DAY)
-        return (lo, hi) if hi > lo else None
+        return unit_window(unit, self.sel.start_ms, self.sel.end_ms)
 
     def windows(self, unit: Unit) -> list[tuple[int, int]]:
         """The unit's window in the pieces it is read in: hours from Parquet (whose filters push
@@ -241,6 +239,13 @@ def decimals(values: np.ndarray, most: int = 12) -> int:
         if np.all(np.abs(scaled - np.round(scaled)) <= 1e-9 * np.maximum(1.0, scaled)):
             return d
     return most
+
+
+def unit_window(unit: Unit, start_ms: int | None, end_ms: int | None) -> tuple[int, int] | None:
+    """The unit's day cut to a time range: [start, end) ms; None if empty."""
+    lo = max(unit.start_ms, start_ms or unit.start_ms)
+    hi = min(unit.start_ms + MS_PER_DAY, end_ms or unit.start_ms + MS_PER_DAY)
+    return (lo, hi) if hi > lo else None
 
 
 def day_of(ms: int) -> str:

@@ -296,3 +296,7 @@ def test_engine_book_from_archive_deltas_is_the_stored_book(
     first = [d for d in later if d.ts_init == later[0].ts_init]
     assert later[0].ts_init == to_ms(start) * 1_000_000 and first[0].action == BookAction.CLEAR
     assert {d.action for d in first[1:]} == {BookAction.ADD} and len(first) > 10
+    # From the snapshots alone: no deltas, the rest as ever.
+    res = export(archived, to="nautilus", out=tmp_path / "snapshots", source="snapshots", exchanges="kraken")
+    assert "deltas" not in res.counts and res.counts["depth10"] == len(stored["BTC-USD.KRAKEN"])
+    assert not (tmp_path / "snapshots" / "data" / "order_book_delta").exists()

@@ -16,9 +16,10 @@ stored. Chosen by measuring every candidate per column on the real recordings re
   steps: zstd does best on the raw runs).
 * strings: dictionary (a handful of values per file), but ``trade_id`` (unique per row): PLAIN.
 * zstd level 5 for the writer's files (pyarrow's default is 1): 13 % smaller than level 1 and
-  with the encodings above no slower to write than the old defaults; compaction, which runs in
-  the background and writes each row once for good, uses 9 (another 4 % for ~1.3x the write
-  time; 12 and up cost far more time for little).
+  with the encodings above no slower to write than the old defaults (CPU time). Compaction,
+  which runs in the background and writes what is kept for good, uses 7: another 4-8 % smaller
+  on the real recordings for ~1.2x the write time (9 gains under 1 % more for ~1.3-1.8x; 12
+  and up cost far more time for little).
 * min/max statistics only where a reader can skip with them (names, times, sequence numbers):
   statistics of prices or levels never prune a row group and cost footer bytes in every file.
 * no ``ARROW:schema`` copy in the footer: the Parquet schema alone gives back the same Arrow
@@ -34,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 WRITER_ZSTD_LEVEL = 5
-COMPACTION_ZSTD_LEVEL = 9
+COMPACTION_ZSTD_LEVEL = 7
 
 # Column name -> Parquet encoding, where the name decides (the type decides the rest).
 _DELTA = "DELTA_BINARY_PACKED"

@@ -28,6 +28,7 @@ stored. Chosen by measuring every candidate per column on the real recordings re
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
@@ -92,7 +93,7 @@ def parquet_options(schema: pa.Schema, zstd_level: int = WRITER_ZSTD_LEVEL) -> d
 
 def write_parquet(
     table: pa.Table,
-    where: str | BinaryIO,
+    where: str | os.PathLike[str] | BinaryIO,
     row_group_size: int,
     sorting_columns: Sequence[pq.SortingColumn] | None = None,
     zstd_level: int = WRITER_ZSTD_LEVEL,

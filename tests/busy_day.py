@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from recorder.layout import TRADES
 from recorder.model import Trade
+from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS
+from recorder.sinks.parquet_format import write_parquet
 from recorder.writer.batches import data_file_path, utc_date
 from recorder.writer.datasets import TRADES_SPEC
 from tests.month_data import HOUR_MS, snapshot, write_segment
@@ -52,7 +52,7 @@ def write_busy_day(
             path = data_file_path(data, "parquet", "binance", utc_date(t0), "busy", t0, segment, root=TRADES.root)
             path.parent.mkdir(parents=True, exist_ok=True)
             batch = TRADES_SPEC.batch(trades, list(range(trade_seq - len(trades), trade_seq)), "busy")
-            pq.write_table(TRADES_SPEC.table([batch]), path, compression="zstd")
+            write_parquet(TRADES_SPEC.table([batch]), str(path), DEFAULT_ROW_GROUP_ROWS)
         segment += 1
         t0 = t1
     return seq, trade_seq

@@ -463,3 +463,46 @@ def test_hftbacktest_from_the_archive_holds_every_level(
             checked += 1
         bt.close()
     assert checked >= (30 if which == "capture" else 12)
+
+
+def test_tardis_rows_say_what_the_format_cannot(tmp_path: Path) -> None:
+    """Two snapshot loads with no update between (their rows would join one snapshot run) and a
+    lost book (a clear alone): read back by tardis' rules, the rows give the books the events
+    gave at every message, except that a lost book reads as its last state until the next
+    snapshot (tardis has no row for "no book"). Read in chunks of 3 events: a snapshot load
+    across chunks stays whole."""
+    from recorder.export.event_units import SpooledUnit
+    from recorder.export.events import ASK, BID, CLEAR, EVENT_DTYPE, SNAPSHOT, UPDATE
+    from recorder.export.source import Unit
+    from recorder.export.tardis import _write_incremental
+
+    t0 = 1_796_000_000_000_000_000
+    msgs = [  # (µs offset, events of one message)
+        (1, [(CLEAR, 0, 0, 0), (SNAPSHOT, BID, 100.0, 1.0), (SNAPSHOT, BID, 99.0, 2.0), (SNAPSHOT, ASK, 101.0, 1.0)]),
+        (2, [(CLEAR, 0, 0, 0), (SNAPSHOT, BID, 100.0, 3.0), (SNAPSHOT, ASK, 102.0, 1.0)]),  # right after the first
+        (3, [(UPDATE, BID, 98.0, 1.0), (UPDATE, ASK, 102.0, 0.0), (UPDATE, ASK, 103.0, 4.0)]),
+        (4, [(CLEAR, 0, 0, 0)]),  # the book is lost (a gap)
+        (5, [(CLEAR, 0, 0, 0), (SNAPSHOT, BID, 97.0, 1.0), (SNAPSHOT, ASK, 99.0, 2.0)]),
+        (6, [(CLEAR, 0, 0, 0), (SNAPSHOT, BID, 97.0, 1.0), (SNAPSHOT, ASK, 99.0, 5.0)]),
+    ]
+    rows = [(k, s, p, q, t0 + us * 1000, t0 + us * 1000) for us, evs in msgs for k, s, p, q in evs]
+    path = tmp_path / "unit.events"
+    np.array(rows, EVENT_DTYPE).tofile(path)
+    su = SpooledUnit(Unit("bybit", "BTC-USDT", "2026-11-30"), path, len(rows))
+    original_chunks = su.chunks
+    su.chunks = lambda size=3: original_chunks(size)  # type: ignore[method-assign]
+    out = tmp_path / "l2.csv.gz"
+    assert _write_incremental(su, out) > 0
+    _, states = tardis_book(out)
+    want = Rebuilt()
+    expected: dict[int, tuple[dict, dict]] = {}
+    for us, evs in msgs:
+        if len(evs) == 1:  # the lost book: not a row
+            continue
+        for k, s, p, q in evs:
+            if k == CLEAR:
+                want.clear()
+            else:
+                want.level(s == BID, p, q)
+        expected[t0 // 1000 + us] = (dict(want.bids), dict(want.asks))
+    assert {local: (b, a) for local, b, a in states} == expected

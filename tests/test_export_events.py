@@ -506,3 +506,24 @@ def test_tardis_rows_say_what_the_format_cannot(tmp_path: Path) -> None:
                 want.level(s == BID, p, q)
         expected[t0 // 1000 + us] = (dict(want.bids), dict(want.asks))
     assert {local: (b, a) for local, b, a in states} == expected
+
+
+def test_from_archive_without_one_is_one_line(tmp_path: Path) -> None:
+    """``--from archive`` where no session kept an archive: one ``Error:`` line, nothing written;
+    ``--from snapshots`` exports the same data."""
+    from recorder.dataset import to_ms
+    from tests.conftest import run_cli
+    from tests.month_data import snapshot, write_segment
+
+    data = tmp_path / "data"
+    start = to_ms("2026-11-20")
+    write_segment(data, [snapshot("BTC-USDT", start + i * 1000, i, 60000.0) for i in range(5)], 0, formats=("parquet",))
+    out = tmp_path / "out"
+    res = run_cli("export", "--to", "tardis", "--data-dir", str(data), "--out", str(out), "--from", "archive")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "Error: no archive matches the selection (kept when [archive] is enabled): use --from snapshots"
+    ]
+    assert not list(out.glob("*.csv.gz"))
+    export_cli(data, "hftbacktest", out, "--from", "snapshots")
+    assert [p.name for p in out.glob("*.npz")] == ["binance_BTC-USDT_2026-11-20.npz"]

@@ -11,6 +11,7 @@
    equals the pieces' orders one after the other. A piece is about a chunk (more only while the
    venue's times stay out of order across the chunk's end); a piece whose exchange times are
    already in order gets both flags, as the function would give it, without its copies.
+   Every piece is checked as ``validate_event_order`` checks a file.
 4. The result goes into the zip member ``data.npy`` (its header first: the row count is known by
    then), then the temp files are removed and the ``.npz`` renamed into place.
 
@@ -52,6 +53,7 @@ def write_npz(path: Path, chunks: Iterable[np.ndarray], hbt: Any, chunk: int = C
         shift = -spool.latency if spool.latency < 0 else 0
         rows = 0
         both = hbt.EXCH_EVENT | hbt.LOCAL_EVENT
+        order = _OrderCheck(hbt)
         with open(ordered, "wb") as out:
             for piece in _pieces(spool, hbt.event_dtype, shift):
                 exch = piece["exch_ts"]
@@ -60,6 +62,7 @@ def write_npz(path: Path, chunks: Iterable[np.ndarray], hbt: Any, chunk: int = C
                     fixed = piece
                 else:
                     fixed = correct_event_order(piece, np.argsort(exch, kind="mergesort"), np.arange(len(piece)))
+                order.check(fixed)
                 out.write(fixed.tobytes())
                 rows += len(fixed)
         _zip_npy(tmp, ordered, rows, hbt.event_dtype)
@@ -68,6 +71,23 @@ def write_npz(path: Path, chunks: Iterable[np.ndarray], hbt: Any, chunk: int = C
     finally:
         for p in (raw, ordered, tmp):
             p.unlink(missing_ok=True)
+
+
+class _OrderCheck:
+    """hftbacktest's ``validate_event_order`` over the whole file, piece by piece: exchange-side
+    events in exchange-time order, local-side ones in local-time order."""
+
+    def __init__(self, hbt: Any) -> None:
+        self.flags = ((hbt.EXCH_EVENT, "exch_ts"), (hbt.LOCAL_EVENT, "local_ts"))
+        self.last = [-sys.maxsize, -sys.maxsize]
+
+    def check(self, piece: np.ndarray) -> None:
+        for i, (flag, column) in enumerate(self.flags):
+            ts = piece[column][(piece["ev"] & flag) == flag]
+            if len(ts):
+                if ts[0] < self.last[i] or np.any(ts[1:] < ts[:-1]):
+                    raise ExportError(f"internal error: {column} out of order after correction")  # (never seen)
+                self.last[i] = int(ts[-1])
 
 
 class _Spool:

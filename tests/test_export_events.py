@@ -527,3 +527,42 @@ def test_from_archive_without_one_is_one_line(tmp_path: Path) -> None:
     assert not list(out.glob("*.csv.gz"))
     export_cli(data, "hftbacktest", out, "--from", "snapshots")
     assert [p.name for p in out.glob("*.npz")] == ["binance_BTC-USDT_2026-11-20.npz"]
+
+
+def test_a_hole_in_the_archive_clears_the_books(capture: Path, tmp_path: Path) -> None:
+    """A ``lost`` record (frames the live process could not archive): the replay cannot prove the
+    books after it, so each followed book is cleared there and, with no snapshot after it in this
+    archive, stays empty; before it every stored book is rebuilt as without the hole."""
+    from recorder.export.events import CLEAR, TRADE, ArchiveEvents, archive_sessions
+
+    src = sorted((capture / "archive" / "exchange=okx").rglob("*.jsonl.zst"))
+    assert len(src) == 1
+    with open(src[0], "rb") as fh:
+        lines = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read().decode().splitlines()
+    recv = [i for i, line in enumerate(lines) if json.loads(line)["t"] == "recv"]
+    at = recv[len(recv) // 2]
+    hole_ns = json.loads(lines[at])["ns"]
+    lost = {"t": "lost", "conn": "", "ns": hole_ns, "why": "buffer_full", "records": 3, "frames": 3, "from_ns": hole_ns}
+    dest = tmp_path / "data" / src[0].relative_to(capture)
+    dest.parent.mkdir(parents=True)
+    text = "\n".join([*lines[:at], json.dumps(lost), *lines[at:]]) + "\n"
+    dest.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+    sess = archive_sessions(tmp_path / "data")[0]
+    source = ArchiveEvents(sess)
+    ev = np.concatenate([b.events for b in source])
+    assert source.stats.holes == 1
+    book = ev[ev["kind"] != TRADE]
+    after = book[book["local_ns"] >= hole_ns]
+    assert len(after) == 1 and after["kind"][0] == CLEAR and after["local_ns"][0] == hole_ns
+    snaps = [
+        s for s in stored_books(capture)[("okx", "BTC-USDT")] if tick_times(capture, "okx")[s.timestamp_ms] < hole_ns
+    ]
+    before = ev[ev["local_ns"] < hole_ns]
+
+    def apply(b: Rebuilt, i: int) -> None:
+        if before["kind"][i] == CLEAR:
+            b.clear()
+        elif before["kind"][i] != TRADE:
+            b.level(before["side"][i] == 1, float(before["price"][i]), float(before["qty"][i]))
+
+    assert check_against_stored(snaps, tick_times(capture, "okx"), before["local_ns"], apply, "hole") == len(snaps) >= 5

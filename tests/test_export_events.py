@@ -6,6 +6,8 @@ trades are the stored trades."""
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 from collections import defaultdict
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ import pytest
 import zstandard
 
 from recorder.dataset import open_dataset
+from tests.conftest import ROOT
+from tests.export_data import export_cli
 
 SESSION = "ev"
 VENUES = {
@@ -237,3 +241,328 @@ def test_a_window_opens_with_a_snapshot_of_each_book(capture: Path) -> None:
             book.level(ev["side"][i] == BID, float(ev["price"][i]), float(ev["qty"][i]))
 
     assert check_against_stored(later, ticks, ev["local_ns"], apply, "window") == len(later) >= 4
+
+
+# -- the exports made from the archive ----------------------------------------------------------
+
+SPOT = ROOT / "tests" / "data" / "recordings" / "binance" / "BINANCE.ws.1.0"
+SPOT_PAIRS = ["NKN-USDT", "BLZ-ETH", "LRC-BTC", "RUNE-EUR"]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Binance spot recording served by the simulator (``--replay``) and captured live with
+    the archive on (the default)."""
+    from tests.conftest import Sim, capture_whole_replay, write_config
+
+    tmp = tmp_path_factory.mktemp("recorded")
+    sim = Sim("--replay", str(SPOT), "--speed", "4")
+    try:
+        data = tmp / "data"
+        cfg = write_config(tmp / "c.toml", sim.urls, SPOT_PAIRS, data)
+        capture_whole_replay(sim, cfg, data, SESSION, "0.5")  # ~31 s recorded, played at 4x
+    finally:
+        sim.stop()
+    return data
+
+
+_EXPORTS: dict[tuple[str, str], Path] = {}
+
+
+def exported(data: Path, to: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``python cli.py export --to <to>`` of ``data`` (once per module: the tests share it)."""
+    key = (str(data), to)
+    if key not in _EXPORTS:
+        out = tmp_path_factory.mktemp(to)
+        export_cli(data, to, out, "--overwrite")
+        _EXPORTS[key] = out
+    return _EXPORTS[key]
+
+
+def archive_records(data: Path, venue: str) -> list[tuple[str, int, int | None]]:
+    """(type, ns, tick) of every record of the venue's archive in order, read with zstd + json."""
+    out = []
+    for path in sorted((data / "archive" / f"exchange={venue}").rglob("*.jsonl.zst")):
+        with open(path, "rb") as fh:
+            text = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read().decode()
+        for line in text.splitlines():
+            obj = json.loads(line)
+            if "ns" in obj and obj["t"] != "header":
+                out.append((obj["t"], obj["ns"], obj.get("tick")))
+    return out
+
+
+def quiet_points(data: Path, venue: str) -> dict[int, tuple[int, int]]:
+    """Grid tick -> (its tick record's ns, a time between it and the venue's next record) for the
+    ticks with at least 4 µs before that next record: there every clock reads one state."""
+    recs = archive_records(data, venue)
+    out: dict[int, tuple[int, int]] = {}
+    for (t, ns, tick), nxt in zip(recs, recs[1:], strict=False):
+        if t == "tick" and tick not in out and nxt[1] - ns >= 4000:
+            out[tick] = (ns, (ns + nxt[1]) // 2)
+    return out
+
+
+def tardis_book(path: Path) -> tuple[list[str], list[tuple[int, dict[float, float], dict[float, float]]]]:
+    """A tardis ``incremental_book_L2`` file read as tardis documents it: rows of one message share
+    ``local_timestamp``; a run of ``is_snapshot`` rows after other rows resets the book; amount 0
+    removes the level. (header, [(local µs, bids, asks) after each message])."""
+    with gzip.open(path, "rt") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    bids: dict[float, float] = {}
+    asks: dict[float, float] = {}
+    states: list[tuple[int, dict[float, float], dict[float, float]]] = []
+    prev_snapshot = False
+    for i, (_, _, _, local, is_snapshot, side, price, amount) in enumerate(body):
+        snap = is_snapshot == "true"
+        if snap and not prev_snapshot:
+            bids.clear()
+            asks.clear()
+        prev_snapshot = snap
+        book = bids if side == "bid" else asks
+        if float(amount) == 0:
+            book.pop(float(price), None)
+        else:
+            book[float(price)] = float(amount)
+        if i + 1 == len(body) or body[i + 1][3] != local:
+            states.append((int(local), dict(bids), dict(asks)))
+    return header, states
+
+
+def state_at(states: list, us: int) -> tuple[dict, dict]:
+    """The book after every message received at or before ``us``."""
+    found: tuple[dict, dict] = ({}, {})
+    for local, b, a in states:
+        if local > us:
+            break
+        found = (b, a)
+    return found
+
+
+@pytest.mark.parametrize("which", ["capture", "recorded"])
+def test_tardis_incremental_rebuilds_the_stored_books(
+    which: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """incremental_book_L2 from the archive, read back with the column layout and rules tardis
+    documents, gives every stored snapshot at its tick (its best levels, as deep as stored)."""
+    from recorder.export.symbols import instrument
+
+    data = request.getfixturevalue(which)
+    out = exported(data, "tardis", tmp_path_factory)
+    checked = 0
+    for (exchange, pair), snaps in stored_books(data).items():
+        inst = instrument(exchange, pair)
+        day = snaps[0].timestamp[:10]
+        path = out / f"{inst.tardis_exchange}_incremental_book_L2_{day}_{inst.symbol.replace('/', '-')}.csv.gz"
+        header, states = tardis_book(path)
+        assert header == [
+            "exchange",
+            "symbol",
+            "timestamp",
+            "local_timestamp",
+            "is_snapshot",
+            "side",
+            "price",
+            "amount",
+        ]
+        assert (out / path.name.replace("incremental_book_L2", "book_snapshot_25")).exists()  # beside the others
+        assert states[0][0] > 1_500_000_000_000_000  # µs since the epoch
+        points = quiet_points(data, exchange)
+        for s in snaps:
+            if s.timestamp_ms not in points:
+                continue
+            bids, asks = state_at(states, points[s.timestamp_ms][0] // 1000)
+            assert sorted(bids.items(), reverse=True)[: len(s.bids)] == [tuple(x) for x in s.bids.tolist()], (
+                pair,
+                s.timestamp_ms,
+            )
+            assert sorted(asks.items())[: len(s.asks)] == [tuple(x) for x in s.asks.tolist()], (pair, s.timestamp_ms)
+            checked += 1
+    assert checked >= (40 if which == "capture" else 20)
+
+
+@pytest.mark.parametrize("which", ["capture", "recorded"])
+def test_hftbacktest_from_the_archive_holds_every_level(
+    which: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """hftbacktest's own backtest on the archive's depth events: at chosen times its whole book
+    (every level, both sides) is the one the tardis rows rebuild, and its best bid and ask are the
+    stored snapshot's; its trades are the stored ones; the file passes its event-order check."""
+    hbt = pytest.importorskip("hftbacktest")
+    from hftbacktest.data import validate_event_order
+
+    from recorder.export.symbols import instrument
+
+    data = request.getfixturevalue(which)
+    hbt_out, tardis_out = exported(data, "hftbacktest", tmp_path_factory), exported(data, "tardis", tmp_path_factory)
+    instruments = json.loads((hbt_out / "instruments.json").read_text())
+    shifts = instruments.get("local_ts_shift_ns", {})
+    trades = open_dataset(data).trades() if which == "capture" else None
+    checked = 0
+    for (exchange, pair), snaps in stored_books(data).items():
+        day = snaps[0].timestamp[:10]
+        name = f"{exchange}_{pair}_{day}.npz"
+        events = np.load(hbt_out / name)["data"]
+        assert events.dtype == hbt.types.event_dtype
+        validate_event_order(events)
+        kinds = events["ev"] & 0xFF
+        assert (
+            np.count_nonzero(kinds == hbt.DEPTH_EVENT) > 0 and np.count_nonzero(kinds == hbt.DEPTH_SNAPSHOT_EVENT) > 0
+        )
+        # A snapshot load clears the whole book: a clear without a side, as hftbacktest reads it.
+        clears = events[kinds == hbt.DEPTH_CLEAR_EVENT]
+        assert len(clears) and not np.any(clears["ev"] & (hbt.BUY_EVENT | hbt.SELL_EVENT))
+        if trades is not None:
+            local_trades = events[(kinds == hbt.TRADE_EVENT) & ((events["ev"] & hbt.LOCAL_EVENT) != 0)]
+            mask = [
+                e == exchange and p == pair
+                for e, p in zip(trades["exchange"].to_pylist(), trades["pair"].to_pylist(), strict=True)
+            ]
+            want = trades.filter(mask)
+            assert local_trades["px"].tolist() == want["price"].to_pylist()
+            assert local_trades["qty"].tolist() == want["quantity"].to_pylist()
+        inst = instrument(exchange, pair)
+        _, states = tardis_book(
+            tardis_out / f"{inst.tardis_exchange}_incremental_book_L2_{day}_{inst.symbol.replace('/', '-')}.csv.gz"
+        )
+        tick = instruments[f"{exchange}:{pair}"]["tick_size"]
+        asset = (
+            hbt.BacktestAsset()
+            .data([str(hbt_out / name)])
+            .linear_asset(1.0)
+            .constant_order_latency(0, 0)
+            .risk_adverse_queue_model()
+            .no_partial_fill_exchange()
+            .trading_value_fee_model(0.0, 0.0)
+            .tick_size(tick)
+            .lot_size(instruments[f"{exchange}:{pair}"]["lot_size"])
+            .last_trades_capacity(0)
+        )
+        bt = hbt.HashMapMarketDepthBacktest([asset])
+        bt.elapse(0)
+        points = quiet_points(data, exchange)
+        picks = [s for s in snaps if s.timestamp_ms in points]
+        picks = picks[1 :: max(1, len(picks) // 6)]
+        for s in picks:
+            _, at = points[s.timestamp_ms]
+            bt.elapse(at + shifts.get(name, 0) - bt.current_timestamp)
+            depth = bt.depth(0)
+            raw = depth.snapshot()
+            book = raw.copy()
+            depth.snapshot_free(raw)
+            bids, asks = state_at(states, at // 1000)
+            for flag, want_side in ((hbt.BUY_EVENT, bids), (hbt.SELL_EVENT, asks)):
+                got = book[(book["ev"] & flag) != 0]
+                got_levels = sorted(
+                    zip(np.round(got["px"] / tick).astype(np.int64).tolist(), got["qty"].tolist(), strict=True)
+                )
+                want_levels = sorted((round(p / tick), q) for p, q in want_side.items())
+                assert got_levels == want_levels, (exchange, pair, s.timestamp_ms)
+            assert depth.best_bid == pytest.approx(s.best_bid) and depth.best_ask == pytest.approx(s.best_ask)
+            checked += 1
+        bt.close()
+    assert checked >= (30 if which == "capture" else 12)
+
+
+def test_tardis_rows_say_what_the_format_cannot(tmp_path: Path) -> None:
+    """Two snapshot loads with no update between (their rows would join one snapshot run) and a
+    lost book (a clear alone): read back by tardis' rules, the rows give the books the events
+    gave at every message, except that a lost book reads as its last state until the next
+    snapshot (tardis has no row for "no book"). Read in chunks of 3 events: a snapshot load
+    across chunks stays whole."""
+    from recorder.export.event_units import SpooledUnit
+    from recorder.export.events import ASK, BID, CLEAR, EVENT_DTYPE, SNAPSHOT, UPDATE
+    from recorder.export.source import Unit
+    from recorder.export.tardis import _write_incremental
+
+    t0 = 1_796_000_000_000_000_000
+    msgs = [  # (µs offset, events of one message)
+        (1, [(CLEAR, 0, 0, 0), (SNAPSHOT, BID, 100.0, 1.0), (SNAPSHOT, BID, 99.0, 2.0), (SNAPSHOT, ASK, 101.0, 1.0)]),
+        (2, [(CLEAR, 0, 0, 0), (SNAPSHOT, BID, 100.0, 3.0), (SNAPSHOT, ASK, 102.0, 1.0)]),  # right after the first
+        (3, [(UPDATE, BID, 98.0, 1.0), (UPDATE, ASK, 102.0, 0.0), (UPDATE, ASK, 103.0, 4.0)]),
+        (4, [(CLEAR, 0, 0, 0)]),  # the book is lost (a gap)
+        (5, [(CLEAR, 0, 0, 0), (SNAPSHOT, BID, 97.0, 1.0), (SNAPSHOT, ASK, 99.0, 2.0)]),
+        (6, [(CLEAR, 0, 0, 0), (SNAPSHOT, BID, 97.0, 1.0), (SNAPSHOT, ASK, 99.0, 5.0)]),
+    ]
+    rows = [(k, s, p, q, t0 + us * 1000, t0 + us * 1000) for us, evs in msgs for k, s, p, q in evs]
+    path = tmp_path / "unit.events"
+    np.array(rows, EVENT_DTYPE).tofile(path)
+    su = SpooledUnit(Unit("bybit", "BTC-USDT", "2026-11-30"), path, len(rows))
+    original_chunks = su.chunks
+    su.chunks = lambda size=3: original_chunks(size)  # type: ignore[method-assign]
+    out = tmp_path / "l2.csv.gz"
+    assert _write_incremental(su, out) > 0
+    _, states = tardis_book(out)
+    want = Rebuilt()
+    expected: dict[int, tuple[dict, dict]] = {}
+    for us, evs in msgs:
+        if len(evs) == 1:  # the lost book: not a row
+            continue
+        for k, s, p, q in evs:
+            if k == CLEAR:
+                want.clear()
+            else:
+                want.level(s == BID, p, q)
+        expected[t0 // 1000 + us] = (dict(want.bids), dict(want.asks))
+    assert {local: (b, a) for local, b, a in states} == expected
+
+
+def test_from_archive_without_one_is_one_line(tmp_path: Path) -> None:
+    """``--from archive`` where no session kept an archive: one ``Error:`` line, nothing written;
+    ``--from snapshots`` exports the same data."""
+    from recorder.dataset import to_ms
+    from tests.conftest import run_cli
+    from tests.month_data import snapshot, write_segment
+
+    data = tmp_path / "data"
+    start = to_ms("2026-11-20")
+    write_segment(data, [snapshot("BTC-USDT", start + i * 1000, i, 60000.0) for i in range(5)], 0, formats=("parquet",))
+    out = tmp_path / "out"
+    res = run_cli("export", "--to", "tardis", "--data-dir", str(data), "--out", str(out), "--from", "archive")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "Error: no archive matches the selection (kept when [archive] is enabled): use --from snapshots"
+    ]
+    assert not list(out.glob("*.csv.gz"))
+    export_cli(data, "hftbacktest", out, "--from", "snapshots")
+    assert [p.name for p in out.glob("*.npz")] == ["binance_BTC-USDT_2026-11-20.npz"]
+
+
+def test_a_hole_in_the_archive_clears_the_books(capture: Path, tmp_path: Path) -> None:
+    """A ``lost`` record (frames the live process could not archive): the replay cannot prove the
+    books after it, so each followed book is cleared there and, with no snapshot after it in this
+    archive, stays empty; before it every stored book is rebuilt as without the hole."""
+    from recorder.export.events import CLEAR, TRADE, ArchiveEvents, archive_sessions
+
+    src = sorted((capture / "archive" / "exchange=okx").rglob("*.jsonl.zst"))
+    assert len(src) == 1
+    with open(src[0], "rb") as fh:
+        lines = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read().decode().splitlines()
+    recv = [i for i, line in enumerate(lines) if json.loads(line)["t"] == "recv"]
+    at = recv[len(recv) // 2]
+    hole_ns = json.loads(lines[at])["ns"]
+    lost = {"t": "lost", "conn": "", "ns": hole_ns, "why": "buffer_full", "records": 3, "frames": 3, "from_ns": hole_ns}
+    dest = tmp_path / "data" / src[0].relative_to(capture)
+    dest.parent.mkdir(parents=True)
+    text = "\n".join([*lines[:at], json.dumps(lost), *lines[at:]]) + "\n"
+    dest.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+    sess = archive_sessions(tmp_path / "data")[0]
+    source = ArchiveEvents(sess)
+    ev = np.concatenate([b.events for b in source])
+    assert source.stats.holes == 1
+    book = ev[ev["kind"] != TRADE]
+    after = book[book["local_ns"] >= hole_ns]
+    assert len(after) == 1 and after["kind"][0] == CLEAR and after["local_ns"][0] == hole_ns
+    snaps = [
+        s for s in stored_books(capture)[("okx", "BTC-USDT")] if tick_times(capture, "okx")[s.timestamp_ms] < hole_ns
+    ]
+    before = ev[ev["local_ns"] < hole_ns]
+
+    def apply(b: Rebuilt, i: int) -> None:
+        if before["kind"][i] == CLEAR:
+            b.clear()
+        elif before["kind"][i] != TRADE:
+            b.level(before["side"][i] == 1, float(before["price"][i]), float(before["qty"][i]))
+
+    assert check_against_stored(snaps, tick_times(capture, "okx"), before["local_ns"], apply, "hole") == len(snaps) >= 5

@@ -239,6 +239,7 @@ class EventStats:
     skipped_calls: int = 0
     bad_lines: int = 0
     truncated_inputs: list[str] = field(default_factory=list)
+    holes: int = 0  # the archive's ``lost`` records (frames left out live): every book restarts after one
     events: dict[str, int] = field(default_factory=dict)  # pair -> events yielded
 
 
@@ -303,6 +304,7 @@ class ArchiveEvents:
             self.stats.frames = self._feeds.frames
             self.stats.feed_errors = self._feeds.feed_errors
             self.stats.skipped_calls = self._feeds.skipped_calls
+            self.stats.holes = len(getattr(self._feeds, "holes", ()))
             for pair in self.pairs:
                 if self._out[pair]:
                     yield self._batch(pair)
@@ -320,7 +322,7 @@ class ArchiveEvents:
         feeds.on_record(obj)
         if t in ("recv", "call"):
             check = (tap.touched & wanted) | self._unresolved
-        elif t == "close" or (t == "header" and feeds.pid != pid_before):
+        elif t in ("close", "lost") or (t == "header" and feeds.pid != pid_before):
             check = wanted
         elif t == "tick":
             check = {p for p in wanted if feeds.src.get(p) != (src_before or {}).get(p)} | self._unresolved

@@ -12,9 +12,12 @@ later one, and the backtester's book at any time is exactly the last stored snap
 ``exch_ts`` the venue's time, ``local_ts`` the recorder's (the grid tick for snapshots, the
 receive time for trades). Then, as hftbacktest's converters do, ``correct_local_timestamp`` (a
 negative feed latency shifts the file's local times) and ``correct_event_order`` (events split
-so both clocks are in order), checked by ``validate_event_order``.
+so both clocks are in order; ``recorder.export.npz``).
 
-Every book change as a ``DEPTH_EVENT`` needs the lossless archive: not from sampled snapshots.
+From the lossless archive (``archive_chunks``, events of ``recorder.export.events``): every book
+change as a ``DEPTH_EVENT``, each snapshot load as a ``DEPTH_CLEAR_EVENT`` without a side flag
+(hftbacktest then clears both sides whole) and its levels as ``DEPTH_SNAPSHOT_EVENT`` s, trades as
+``TRADE_EVENT`` s. Either way the file is written by ``recorder.export.npz`` in bounded memory.
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ from recorder.export.symbols import ExportError, safe_name
 def _hbt():  # type: ignore[no-untyped-def]
     try:
         import hftbacktest as hbt
-        from hftbacktest.data import correct_event_order, correct_local_timestamp, validate_event_order
+        import hftbacktest.data  # noqa: F401 - the corrections recorder.export.npz runs
     except ImportError:
         raise ExportError("--to hftbacktest needs the hftbacktest package: pip install 'recorder[export]'") from None
-    return hbt, correct_local_timestamp, correct_event_order, validate_event_order
+    return hbt
 
 
 def file_name(unit: Unit) -> str:
@@ -62,7 +65,7 @@ def book_events(chunk: BookChunk, state: PairState) -> np.ndarray:
     Both clears come first: hftbacktest's depth moves its best-ask pointer past asks a new bid
     crosses (and back), and a clear walks from that pointer, so levels inserted while stale ones
     of the other side remain would hide those from the clear."""
-    hbt, *_ = _hbt()
+    hbt = _hbt()
     n, depth = len(chunk), chunk.depth
     nb = np.sum(~np.isnan(chunk.bid_px), axis=1)
     na = np.sum(~np.isnan(chunk.ask_px), axis=1)
@@ -120,7 +123,7 @@ def _carry(values: np.ndarray) -> np.ndarray:
 def trade_events(trades: object) -> np.ndarray:
     import pyarrow as pa
 
-    hbt, *_ = _hbt()
+    hbt = _hbt()
     assert isinstance(trades, pa.Table)
     n = trades.num_rows
     ev = np.zeros(n, hbt.event_dtype)
@@ -141,7 +144,7 @@ def unit_chunks(source: Source, unit: Unit, state: PairState, counts: dict[str, 
     chunk (an hour) at a time with the trades received within it; ``counts`` gets the snapshots
     and trades."""
     trades = source.trades(unit)
-    tr = np.zeros(0, _hbt()[0].event_dtype)
+    tr = np.zeros(0, _hbt().event_dtype)
     if trades is not None:
         tr = trade_events(trades)
         tr = tr[np.argsort(tr["local_ts"], kind="mergesort")]
@@ -169,7 +172,7 @@ def unit_chunks(source: Source, unit: Unit, state: PairState, counts: dict[str, 
 def archive_chunks(spooled: SpooledUnit, state: PairState, counts: dict[str, int]) -> Iterator[np.ndarray]:
     """A unit's archive events as hftbacktest events: a clear (both sides) and the snapshot's
     levels at each snapshot load, every level change, every trade; receive order."""
-    hbt, *_ = _hbt()
+    hbt = _hbt()
     for ev in spooled.chunks():
         out = np.zeros(len(ev), hbt.event_dtype)
         kind, side = ev["kind"], ev["side"]
@@ -222,7 +225,7 @@ class Writer:
         return self.states.setdefault((unit.exchange, unit.pair), PairState())
 
     def write(self, unit: Unit, chunks: Iterable[np.ndarray]) -> None:
-        hbt, *_ = _hbt()
+        hbt = _hbt()
         path = self.out / file_name(unit)
         with _quiet_stdout():  # numba may print while compiling
             rows, shift = write_npz(path, chunks, hbt)

@@ -12,8 +12,9 @@ Columns and units as tardis documents them (timestamps in µs since the epoch, U
 - ``quotes``: ``exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount``,
   from the quotes dataset, else one row per change of the stored snapshots' top of book.
 
-``incremental_book_L2`` needs every book change: it comes with the lossless archive, not from
-sampled snapshots.
+- ``incremental_book_L2`` (from the lossless archive, ``export_incremental``):
+  ``exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount``, every book change
+  (side ``bid``/``ask``, amount 0 deletes), each snapshot load as a run of ``is_snapshot`` rows.
 """
 
 from __future__ import annotations

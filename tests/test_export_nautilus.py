@@ -7,6 +7,7 @@ live capture stored (the reference: the stored snapshots, at the tick's time in 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -140,29 +141,51 @@ def test_chunked_catalog_reads_back_complete(tmp_path: Path, monkeypatch: pytest
 
 
 ARCHIVED = {"binance": ["BTC-USDT", "ETH-USDT"], "kraken": ["BTC-USD"]}
+# Injected once every pair has samples, each waited out: the books restart mid-stream.
+FAULTS = [
+    ("binance", {"kind": "gap", "symbol": "BTCUSDT"}),  # update ids skip: reset, a REST snapshot resyncs
+    ("kraken", {"kind": "corrupt"}),  # a checksum mismatch: the book is dropped, resubscribed
+    ("binance", {"kind": "drop"}),  # the sockets die: new connections, new books
+]
+RESTARTS = {"BTC-USDT.BINANCE": 3, "ETH-USDT.BINANCE": 2, "BTC-USD.KRAKEN": 2}  # the first sync and the faults'
 
 
 @pytest.fixture(scope="module")
-def archived(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A short simulator capture with the archive on: Binance (diffs on a REST snapshot) and
-    Kraken (a depth-limited book kept by checksum: levels fall off its end)."""
+def archived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A short capture on the simulators (real processes) with the archive on: Binance (diffs on a
+    REST snapshot) and Kraken (a depth-limited book kept by checksum: levels fall off its end),
+    with a gap, a checksum failure and a reconnect injected on the way."""
     from recorder.api import Capture
-    from tests.conftest import wait_for
+    from tests.conftest import VenueSim, wait_for
 
     data = tmp_path_factory.mktemp("archived") / "data"
-    cfg = {
-        "archive": {"flush_s": 0.2},
-        "venues": {v: {"pairs": p, "channels": ["book", "trades"]} for v, p in ARCHIVED.items()},
-    }
-    with Capture(cfg, interval="200ms", depth=10, data_dir=data, session_id="nt", simulate=True) as cap:
+    sims = {v: VenueSim(v, "--seed", "11") for v in ARCHIVED}
+    try:
+        venues = {
+            v: {
+                "pairs": p,
+                "channels": ["book", "trades"],
+                "ws_url": sims[v].urls["ws_url"],
+                "rest_url": sims[v].urls["rest_url"],
+            }
+            for v, p in ARCHIVED.items()
+        }
+        cfg = {"archive": {"flush_s": 0.2}, "venues": venues}
+        with Capture(cfg, interval="200ms", depth=10, data_dir=data, session_id="nt") as cap:
 
-        def enough() -> bool:
-            venues = cap.status().get("venues") or {}
-            counts = [p["samples"] for v in venues.values() for p in v["pairs"].values()]
-            return len(counts) == 3 and min(counts) >= 12
+            def samples() -> dict[str, int]:
+                st = cap.status().get("venues") or {}
+                return {f"{v}:{p}": c["samples"] for v, vs in st.items() for p, c in vs["pairs"].items()}
 
-        wait_for(enough, 120, "12 samples of every pair")
-    return data
+            wait_for(lambda: len(samples()) == 3 and min(samples().values()) >= 8, 120, "8 samples of every pair")
+            for venue, fault in FAULTS:
+                sims[venue].fault(**fault)
+                before = samples()
+                wait_for(lambda b=before: all(n >= b[k] + 4 for k, n in samples().items()), 120, f"{fault} waited out")
+        yield data
+    finally:
+        for sim in sims.values():
+            sim.stop()
 
 
 def test_engine_book_from_archive_deltas_is_the_stored_book(
@@ -223,6 +246,7 @@ def test_engine_book_from_archive_deltas_is_the_stored_book(
                 if d.action == BookAction.DELETE:
                     assert d.order.size.as_double() == 0, (iid, d)
         assert got[0].action == BookAction.CLEAR and got[1].action == BookAction.ADD  # the first sync
+        assert sum(d.action == BookAction.CLEAR for d in got) >= RESTARTS[iid], iid
 
     class Watcher(Actor):
         """At each stored snapshot's tick (its record's time in the archive) notes nautilus' book."""

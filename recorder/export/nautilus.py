@@ -8,8 +8,7 @@
   venue's time of the last update in the book, ``ts_init`` the grid tick);
 - trades as ``TradeTick`` (when the dataset has trades);
 - quote changes as ``QuoteTick``: the quotes dataset when there is one, else one per change of
-  the snapshots' top of book.
-
+  the snapshots' top of book;
 - where a session archived the pair (``recorder.export.event_units``), every book change as
   ``OrderBookDelta`` s (``nautilus_objects.Objects.deltas``), a pair-day at a time.
 
@@ -70,7 +69,8 @@ def export_units(
         # Precisions first (one pass over the pair's data): every Price is made at them.
         pp, sp = archived.get(key, (0, 0))
         for u in days.get(key, []):
-            prices, sizes = stored.prices_and_sizes(u)  # type: ignore[union-attr]
+            assert stored is not None  # stored units come from it
+            prices, sizes = stored.prices_and_sizes(u)
             pp, sp = max(pp, decimals(prices)), max(sp, decimals(sizes))
         iid = instrument_id(exchange, pair)
         pp, sp, fresh = _instrument_precisions(catalog, iid, pp, sp, overwrite)
@@ -89,7 +89,8 @@ def export_units(
         written.append(iid)
         make = makers[key] = Objects(iid, pp, sp)
         for u in days.get(key, []):
-            _export_day(stored, u, catalog, make, totals, rows)  # type: ignore[arg-type]
+            assert stored is not None
+            _export_day(stored, u, catalog, make, totals, rows)
             step(u)
     if archive is not None:
         totals["deltas"] = 0

@@ -141,7 +141,8 @@ class OkxFeed(SnapshotFeed):
     """Parses OKX order-book pushes into verified books (see module docstring)."""
 
     venue = VENUE
-    # No per-level fragment: the checksum joins the top 25 stored (price, size) tuples as they are.
+    # No per-level fragment: the checksum joins the top 25 stored (price, size) tuples as they
+    # are (OKX's top 25 change on nearly every update, so a kept top would not pay either).
 
     def __init__(
         self, pairs: Iterable[str] | None = None, counters: Counters | None = None, channel: str | None = None
@@ -150,6 +151,7 @@ class OkxFeed(SnapshotFeed):
         # None: accept every book channel (replays); live, only the subscribed one.
         self.channel = channel
         self.notice_reconnect = False
+        self._by_inst: dict[str, PairBook | None] = {}  # instId -> its book (None: not ours)
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         self.stats.frame(len(payload))
@@ -181,7 +183,9 @@ class OkxFeed(SnapshotFeed):
                 return
             self.stats.kind("other")  # tickers, ...: not ours
             return
-        st = self._state(pair_for(arg.instId), 0)
+        st = self._by_inst.get(arg.instId, False)
+        if st is False:
+            st = self._by_inst[arg.instId] = self._state(pair_for(arg.instId), 0)
         if st is not None:
             st.book.feed_depth = CHANNEL_DEPTH[channel]
         if channel in REPLACE_CHANNELS:

@@ -164,9 +164,9 @@ class FloatSnapshotFeed(TradeOutput):
 class PairBook:
     __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq")
 
-    def __init__(self, pair: str, depth: int, fragment: Fragment | None = None) -> None:
+    def __init__(self, pair: str, depth: int, fragment: Fragment | None = None, checksum_levels: int = 0) -> None:
         self.pair = pair
-        self.book = TextL2Book(fragment)
+        self.book = TextL2Book(fragment, checksum_levels)
         self.synced = False  # a snapshot was applied and nothing went wrong since
         self.verified = False  # the latest checksum (where the venue sends one) matched
         self.faulted = False  # lost after a failure (logged when the next snapshot restores it)
@@ -179,6 +179,7 @@ class SnapshotFeed(TradeOutput):
 
     venue = ""
     fragment: Fragment | None = None  # the venue's per-level checksum text (see TextL2Book)
+    checksum_levels = 0  # levels per side whose joined fragments the books keep (with ``fragment``)
 
     def __init__(self, pairs: Iterable[str] | None, log: logging.Logger, counters: Counters | None = None) -> None:
         # None: accept every symbol seen (replays of captures whose pairs are not known up front).
@@ -228,7 +229,7 @@ class SnapshotFeed(TradeOutput):
         if st is None:
             if self._only is not None and pair not in self._only:
                 return None
-            st = self._books[pair] = PairBook(pair, depth, self.fragment)
+            st = self._books[pair] = PairBook(pair, depth, self.fragment, self.checksum_levels)
         return st
 
     def _snapshot_applied(self, st: PairBook, verified: bool) -> None:

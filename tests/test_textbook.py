@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from recorder.book import L2Book, TextL2Book
 
 
@@ -34,18 +36,20 @@ def test_truncate_keeps_the_best_levels_and_their_text() -> None:
     assert len(book) == 0 and book.top_text(5) == ([], []) and book.update_id is None
 
 
-def test_kept_checksum_fragments_follow_every_change() -> None:
+@pytest.mark.parametrize("joined", [None, ":"], ids=["kraken-fragments", "okx-joined"])
+def test_kept_checksum_fragments_follow_every_change(joined: str | None) -> None:
     """The per-side top the book keeps for checksums equals a fresh rebuild after every message:
-    changes above and below the top, deletes that let deeper levels rise, truncation, snapshots."""
+    changes above and below the top, deletes that let deeper levels rise, truncation, snapshots;
+    and so does its text, whether kept beside the fragments or as one joined string."""
     rng = random.Random(19)
 
     def frag(p: str, q: str) -> str:
-        return p.replace(".", "") + "/" + q
+        return p.replace(".", "") + "/" + q if joined is None else p + joined + q
 
     def text(price: int) -> str:  # the same price in two wire texts: the latest one counts
         return f"{price / 10:.1f}" if rng.random() < 0.5 else f"{price / 10:.2f}"
 
-    book = TextL2Book(frag, top_n=5)
+    book = TextL2Book(frag if joined is None else None, top_n=5, joined=joined)
     ref: tuple[dict[float, tuple[str, str]], dict[float, tuple[str, str]]] = ({}, {})  # bids, asks
 
     def levels(lo: int, hi: int, n: int, zeros: float) -> list[tuple[str, str]]:
@@ -75,3 +79,7 @@ def test_kept_checksum_fragments_follow_every_change() -> None:
             for side, is_bid in ((ref[0], True), (ref[1], False))
         ]
         assert book.checksum_fragments() == (want[0], want[1]), step
+        assert book.top_text(8) == (
+            [ref[0][price] for price in sorted(ref[0], reverse=True)[:8]],
+            [ref[1][price] for price in sorted(ref[1])[:8]],
+        ), step

@@ -32,18 +32,14 @@ class TextL2Book(L2Book):
     also its fragment (OKX: ``"45283.5:0.1"``): one string per level and no separate fragment,
     for a venue whose deeper levels rise into the top on most updates."""
 
-    __slots__ = (
-        "_bid_text", "_ask_text", "_bid_frag", "_ask_frag", "_fragment", "_top_n", "_joined", "_bid_top", "_ask_top",
-    )  # fmt: skip
+    __slots__ = ("_bid_text", "_ask_text", "_fragment", "_top_n", "_joined", "_bid_top", "_ask_top")
 
     def __init__(self, fragment: Fragment | None = None, top_n: int = 0, joined: str | None = None) -> None:
         super().__init__()
-        # Same keys as _bids (price) / _asks (negated price): (price text, qty text) ...
-        self._bid_text: dict[float, TextLevel | str] = {}
-        self._ask_text: dict[float, TextLevel | str] = {}
-        # ... and the level's fragment, where it was made (``joined``: the same dicts).
-        self._bid_frag: dict[float, str] = self._bid_text if joined is not None else {}  # type: ignore[assignment]
-        self._ask_frag: dict[float, str] = self._ask_text if joined is not None else {}  # type: ignore[assignment]
+        # Same keys as _bids (price) / _asks (negated price): (price text, qty text[, fragment]),
+        # or with ``joined`` the one string.
+        self._bid_text: dict[float, tuple[str, ...] | str] = {}
+        self._ask_text: dict[float, tuple[str, ...] | str] = {}
         self._fragment = fragment
         self._top_n = top_n if fragment is not None or joined is not None else 0
         self._joined = joined
@@ -55,17 +51,15 @@ class TextL2Book(L2Book):
         super().clear()
         self._bid_text.clear()
         self._ask_text.clear()
-        self._bid_frag.clear()
-        self._ask_frag.clear()
         self._bid_top = self._ask_top = None
 
     def apply(self, bids: WireLevels, asks: WireLevels, depth: int | None = None) -> None:
         """Absolute quantities per level, in wire order; qty 0 deletes. Levels may carry extra
         fields (Kraken's time and ``"r"``, OKX's order count): only the first two are read.
         ``depth``: then keep the best ``depth`` levels per side (see ``truncate``)."""
-        if bids and self._apply_side(bids, self._bids, self._bid_keys, self._bid_text, self._bid_frag, 1.0):  # type: ignore[arg-type]
+        if bids and self._apply_side(bids, self._bids, self._bid_keys, self._bid_text, 1.0):  # type: ignore[arg-type]
             self._bid_top = None
-        if asks and self._apply_side(asks, self._asks, self._ask_keys, self._ask_text, self._ask_frag, -1.0):  # type: ignore[arg-type]
+        if asks and self._apply_side(asks, self._asks, self._ask_keys, self._ask_text, -1.0):  # type: ignore[arg-type]
             self._ask_top = None
         if depth is not None and (len(self._bid_keys) > depth or len(self._ask_keys) > depth):
             self.truncate(depth)
@@ -75,8 +69,7 @@ class TextL2Book(L2Book):
         levels: Iterable[Sequence[str]],
         side: dict[float, float],
         keys: list[float],
-        text: dict[float, TextLevel | str],
-        frags: dict[float, str],
+        text: dict[float, tuple[str, ...] | str],
         sign: float,
     ) -> bool:
         """Apply one side's levels; whether any change reached its best ``top_n`` levels."""
@@ -103,16 +96,13 @@ class TextL2Book(L2Book):
                     text[key] = p + joined + q
                     if key >= floor:
                         top = True
+                elif key >= floor:
+                    top = True
+                    text[key] = (p, q, frag(p, q))  # type: ignore[misc]
                 else:
-                    text[key] = (p, q)
-                    if key >= floor:
-                        top = True
-                        frags[key] = frag(p, q)  # type: ignore[misc]
-                    else:
-                        frags.pop(key, None)  # made again if it rises into the top
+                    text[key] = (p, q)  # its fragment is made if it rises into the top
             elif side.pop(key, None) is not None:
                 del text[key]
-                frags.pop(key, None)  # (``joined``: gone with the text)
                 if not empty:
                     del keys[bisect_left(keys, key)]
                 if key >= floor:
@@ -126,57 +116,55 @@ class TextL2Book(L2Book):
         out of a depth-limited subscription)."""
         if depth < self._top_n:
             self._bid_top = self._ask_top = None
-        for side, keys, text, frags in (
-            (self._bids, self._bid_keys, self._bid_text, self._bid_frag),
-            (self._asks, self._ask_keys, self._ask_text, self._ask_frag),
+        for side, keys, text in (
+            (self._bids, self._bid_keys, self._bid_text),
+            (self._asks, self._ask_keys, self._ask_text),
         ):
             extra = len(keys) - depth
             if extra > 0:
                 for key in keys[:extra]:  # the worst levels sit at the start
                     del side[key]
                     del text[key]
-                    frags.pop(key, None)
                 del keys[:extra]
 
     def top_text(self, depth: int) -> tuple[list[TextLevel], list[TextLevel]]:
         """Best-first wire strings ``(price, qty)`` of the top ``depth`` levels per side."""
         stop = -depth - 1  # a C map over the keys: no Python loop per level
-        bids = list(map(self._bid_text.__getitem__, self._bid_keys[-1:stop:-1]))
-        asks = list(map(self._ask_text.__getitem__, self._ask_keys[-1:stop:-1]))
+        bids = map(self._bid_text.__getitem__, self._bid_keys[-1:stop:-1])
+        asks = map(self._ask_text.__getitem__, self._ask_keys[-1:stop:-1])
         if self._joined is not None:
             sep = self._joined
             return [tuple(t.split(sep, 1)) for t in bids], [tuple(t.split(sep, 1)) for t in asks]  # type: ignore[misc,union-attr]
-        return bids, asks  # type: ignore[return-value]
+        return [(t[0], t[1]) for t in bids], [(t[0], t[1]) for t in asks]
 
     def top_fragments(self, depth: int) -> tuple[list[str], list[str]]:
-        """Best-first checksum fragments of the top ``depth`` levels (needs ``fragment``)."""
-        return self._top(self._bid_keys, self._bid_text, self._bid_frag, depth), self._top(
-            self._ask_keys, self._ask_text, self._ask_frag, depth
-        )
+        """Best-first checksum fragments of the top ``depth`` levels (needs ``fragment`` or ``joined``)."""
+        return self._top(self._bid_keys, self._bid_text, depth), self._top(self._ask_keys, self._ask_text, depth)
 
     def checksum_fragments(self) -> tuple[list[str], list[str]]:
         """``top_fragments(top_n)``, kept per side until a change reaches that side's best
         ``top_n`` levels (do not modify the lists)."""
         bids, asks = self._bid_top, self._ask_top
         if bids is None:
-            bids = self._bid_top = self._top(self._bid_keys, self._bid_text, self._bid_frag, self._top_n)
+            bids = self._bid_top = self._top(self._bid_keys, self._bid_text, self._top_n)
         if asks is None:
-            asks = self._ask_top = self._top(self._ask_keys, self._ask_text, self._ask_frag, self._top_n)
+            asks = self._ask_top = self._top(self._ask_keys, self._ask_text, self._top_n)
         return bids, asks
 
-    def _top(
-        self, keys: list[float], text: dict[float, TextLevel | str], frags: dict[float, str], depth: int
-    ) -> list[str]:
+    def _top(self, keys: list[float], text: dict[float, tuple[str, ...] | str], depth: int) -> list[str]:
         top = keys[-1 : -depth - 1 : -1]
+        if self._joined is not None:
+            return list(map(text.__getitem__, top))  # type: ignore[arg-type]
         try:
-            return list(map(frags.__getitem__, top))
-        except KeyError:  # a level that rose into the top without its fragment yet
+            return [text[k][2] for k in top]
+        except IndexError:  # a level that rose into the top without its fragment yet
             frag = self._fragment
             assert frag is not None, "fragments need a fragment function"
             for k in top:
-                if k not in frags:
-                    frags[k] = frag(*text[k])  # type: ignore[arg-type]
-            return list(map(frags.__getitem__, top))
+                t = text[k]
+                if len(t) == 2:
+                    text[k] = (t[0], t[1], frag(t[0], t[1]))
+            return [text[k][2] for k in top]
 
     def depth(self) -> tuple[int, int]:
         return len(self._bids), len(self._asks)

@@ -330,9 +330,49 @@ class KrakenFeed(SnapshotFeed):
             self.stats.kind("snapshot" if snapshot else "update")
             return
         st.depth = depth
-        if not snapshot:
-            self._v1_update(st, bids, asks, c, recv_ms)
+        if snapshot:
+            self._v1_snapshot(st, bids, asks, c, recv_ms)
             return
+        # The hot path from here: most of Kraken's traffic is one-level updates.
+        stats = self.stats
+        if not st.synced:
+            stats.kind("update")
+            return  # after a failure: wait for the resubscribe's snapshot
+        stats.update("update", st.pair)
+        book = st.book
+        try:
+            if len(bids) + len(asks) == 1:
+                lv = (bids or asks)[0]
+                if len(lv) > 2:  # _v1_time_us, with Kraken's own form "1618678133.365913" inline
+                    t = lv[2]
+                    ts_us = int(t[:-7]) * 1_000_000 + int(t[-6:]) if t[-7:-6] == "." else _v1_time_us(t)
+                else:
+                    ts_us = None
+            else:
+                ts_us = _v1_time(bids, asks)
+            expected = int(c) if c is not None else None
+            book.apply(bids, asks, depth)
+        except (ValueError, IndexError) as exc:
+            self._bad_levels(st, exc)
+            return
+        book.feed_depth = depth  # deeper levels are unknown: a full side may be cut short
+        if ts_us is not None:
+            book.update_id = ts_us
+            book.exchange_time_ms = ts_us // 1000
+        book.receive_time_ms = recv_ms
+        if expected is not None:
+            crc = _crc(book)
+            if expected == crc:
+                stats.checksum(st.pair, True)
+                st.verified = True
+            else:
+                self._checksum(st, expected, crc)
+        if self._quotes is not None:
+            self._quote_served(st, recv_ms)
+
+    def _v1_snapshot(
+        self, st: PairBook, bids: list[list[str]], asks: list[list[str]], c: str | None, recv_ms: float
+    ) -> None:
         self.stats.kind("snapshot")
         try:
             expected = int(c) if c is not None else None
@@ -348,42 +388,6 @@ class KrakenFeed(SnapshotFeed):
         if expected is not None:
             self._verify(st, expected)
         self._quote_served(st, recv_ms)
-
-    def _v1_update(
-        self, st: PairBook, bids: list[list[str]], asks: list[list[str]], c: str | None, recv_ms: float
-    ) -> None:
-        """The hot path: most of Kraken's traffic is one-level updates."""
-        stats = self.stats
-        if not st.synced:
-            stats.kind("update")
-            return  # after a failure: wait for the resubscribe's snapshot
-        stats.update("update", st.pair)
-        book = st.book
-        try:
-            if len(bids) + len(asks) == 1:
-                lv = (bids or asks)[0]
-                ts_us = _v1_time_us(lv[2]) if len(lv) > 2 else None
-            else:
-                ts_us = _v1_time(bids, asks)
-            expected = int(c) if c is not None else None
-            book.apply(bids, asks, st.depth)
-        except (ValueError, IndexError) as exc:
-            self._bad_levels(st, exc)
-            return
-        book.feed_depth = st.depth  # deeper levels are unknown: a full side may be cut short
-        if ts_us is not None:
-            book.update_id = ts_us
-            book.exchange_time_ms = ts_us // 1000
-        book.receive_time_ms = recv_ms
-        if expected is not None:
-            crc = _crc(book)
-            if expected == crc:
-                stats.checksum(st.pair, True)
-                st.verified = True
-            else:
-                self._checksum(st, expected, crc)
-        if self._quotes is not None:
-            self._quote_served(st, recv_ms)
 
     # shared -----------------------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class TextL2Book(L2Book):
                         insort(keys, key)
                 side[key] = qty
                 if joined is not None:
-                    text[key] = p + joined + q
+                    text[key] = f"{p}{joined}{q}"  # one string built, not two
                     if key >= floor:
                         top = True
                 elif key >= floor:

@@ -5,9 +5,9 @@ so a float round-trip cannot reproduce their checksums. This subclass keeps the 
 ``L2Book`` (what the sampler reads, unchanged and as fast) and a side table of wire strings keyed
 like its sides (bids by price, asks by negated price), used only for checksums and depth truncation.
 
-With a ``fragment`` (each level's checksum text) it also keeps, per side, the fragments of its
-best ``top_n`` levels, rebuilt only when a change reached them: a one-level Kraken update
-rebuilds one side at most, and one below the top ``top_n`` (OKX: often one side) rebuilds none.
+With a ``fragment`` (each level's checksum text; or ``joined``, see the class) it also keeps, per
+side, the fragments of its best ``top_n`` levels, rebuilt only when a change reached them: a
+one-level Kraken update rebuilds one side at most, and one below the top ``top_n`` none.
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ class TextL2Book(L2Book):
             return [text[k][2] for k in top]
         except IndexError:  # a level that rose into the top without its fragment yet
             frag = self._fragment
-            assert frag is not None, "fragments need a fragment function"
+            if frag is None:
+                raise TypeError("this book was made without a fragment function") from None
             for k in top:
                 t = text[k]
                 if len(t) == 2:

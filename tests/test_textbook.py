@@ -78,7 +78,8 @@ def test_kept_checksum_fragments_follow_every_change(joined: str | None) -> None
             [frag(*side[price]) for price in sorted(side, reverse=is_bid)[:5]]
             for side, is_bid in ((ref[0], True), (ref[1], False))
         ]
-        assert book.checksum_fragments() == (want[0], want[1]), step
+        bids, asks = book.checksum_fragments()
+        assert (list(bids), list(asks)) == (want[0], want[1]), step
         assert book.top_text(8) == (
             [ref[0][price] for price in sorted(ref[0], reverse=True)[:8]],
             [ref[1][price] for price in sorted(ref[1])[:8]],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 
 from recorder.book.l2book import L2Book, WireLevels
 
@@ -44,8 +45,8 @@ class TextL2Book(L2Book):
         self._top_n = top_n if fragment is not None or joined is not None else 0
         self._joined = joined
         # The fragments of each side's best ``top_n`` levels, best first; None: stale.
-        self._bid_top: list[str] | None = None
-        self._ask_top: list[str] | None = None
+        self._bid_top: Sequence[str] | None = None
+        self._ask_top: Sequence[str] | None = None
 
     def clear(self) -> None:
         super().clear()
@@ -137,13 +138,13 @@ class TextL2Book(L2Book):
             return [tuple(t.split(sep, 1)) for t in bids], [tuple(t.split(sep, 1)) for t in asks]  # type: ignore[misc,union-attr]
         return [(t[0], t[1]) for t in bids], [(t[0], t[1]) for t in asks]
 
-    def top_fragments(self, depth: int) -> tuple[list[str], list[str]]:
+    def top_fragments(self, depth: int) -> tuple[Sequence[str], Sequence[str]]:
         """Best-first checksum fragments of the top ``depth`` levels (needs ``fragment`` or ``joined``)."""
         return self._top(self._bid_keys, self._bid_text, depth), self._top(self._ask_keys, self._ask_text, depth)
 
-    def checksum_fragments(self) -> tuple[list[str], list[str]]:
+    def checksum_fragments(self) -> tuple[Sequence[str], Sequence[str]]:
         """``top_fragments(top_n)``, kept per side until a change reaches that side's best
-        ``top_n`` levels (do not modify the lists)."""
+        ``top_n`` levels (lists or tuples: do not modify them)."""
         bids, asks = self._bid_top, self._ask_top
         if bids is None:
             bids = self._bid_top = self._top(self._bid_keys, self._bid_text, self._top_n)
@@ -151,10 +152,11 @@ class TextL2Book(L2Book):
             asks = self._ask_top = self._top(self._ask_keys, self._ask_text, self._top_n)
         return bids, asks
 
-    def _top(self, keys: list[float], text: dict[float, tuple[str, ...] | str], depth: int) -> list[str]:
+    def _top(self, keys: list[float], text: dict[float, tuple[str, ...] | str], depth: int) -> Sequence[str]:
         top = keys[-1 : -depth - 1 : -1]
         if self._joined is not None:
-            return list(map(text.__getitem__, top))  # type: ignore[arg-type]
+            # One C call for all the lookups (a float key's hash is computed per lookup).
+            return itemgetter(*top)(text) if len(top) > 1 else [text[k] for k in top]  # type: ignore[return-value]
         try:
             return [text[k][2] for k in top]
         except IndexError:  # a level that rose into the top without its fragment yet

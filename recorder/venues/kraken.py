@@ -173,7 +173,7 @@ def _v1_time(bids: list[list[str]], asks: list[list[str]]) -> int | None:
 def _crc(book: TextL2Book) -> int:
     """``checksum()`` of a book, from the fragments it keeps for its top 10 levels."""
     bids, asks = book.checksum_fragments()
-    return zlib.crc32("".join(asks + bids).encode())
+    return zlib.crc32("".join([*asks, *bids]).encode())
 
 
 # --- sans-I/O frame handling -------------------------------------------------------------------

@@ -33,7 +33,7 @@ from recorder.export.source import Unit, day_of
 from recorder.export.symbols import ExportError
 from recorder.replay.archive import ArchiveReplayError
 
-CHUNK_EVENTS = 1 << 20  # events read back per chunk (~34 MB)
+CHUNK_EVENTS = 1 << 18  # events read back per chunk (~9 MB)
 
 
 @dataclass
@@ -47,12 +47,12 @@ class SpooledUnit:
 
     def chunks(self, size: int = CHUNK_EVENTS) -> Iterator[np.ndarray]:
         """The events in receive order, ``size`` at a time (read from the file, not all at once)."""
-        if not self.count:
-            return
-        data = np.memmap(self.path, dtype=EVENT_DTYPE, mode="r", shape=(self.count,))
-        for i in range(0, self.count, size):
-            yield np.array(data[i : i + size])
-        del data
+        with open(self.path, "rb") as fh:  # plain reads: a memory map's pages would count as ours
+            while True:
+                chunk = np.fromfile(fh, dtype=EVENT_DTYPE, count=size)
+                if not len(chunk):
+                    return
+                yield chunk
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -171,22 +171,23 @@ class _Tap:
                 tap.op(book, pair, "c")
             base.clear(book)
 
-        def load(book: L2Book, bids: Any, asks: Any, update_id: int | None) -> None:
+        def load(book: L2Book, bids: Any, asks: Any, *rest: Any) -> None:
             bids, asks = _as_list(bids), _as_list(asks)
             if not tap.muted:
                 tap.op(book, pair, "c")
                 tap.op(book, pair, "s", bids, asks)
             tap.muted += 1
             try:
-                base.load(book, bids, asks, update_id)
+                base.load(book, bids, asks, *rest)
             finally:
                 tap.muted -= 1
 
-        def apply(book: L2Book, bids: Any, asks: Any) -> None:
+        def apply(book: L2Book, bids: Any, asks: Any, *rest: Any) -> None:
+            # (a book may truncate inside apply: its ``truncate`` call is noted after the levels)
             bids, asks = _as_list(bids), _as_list(asks)
             if not tap.muted:
                 tap.op(book, pair, "u", bids, asks)
-            base.apply(book, bids, asks)
+            base.apply(book, bids, asks, *rest)
 
         def truncate(book: L2Book, depth: int) -> None:
             if not tap.muted:

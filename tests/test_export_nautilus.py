@@ -209,7 +209,7 @@ def test_engine_book_from_archive_deltas_is_the_stored_book(
     out = tmp_path / "catalog"
     from recorder.export import ExportError, export, nautilus
 
-    rows = {**nautilus.FILE_ROWS, "deltas": 150}
+    rows = {**nautilus.FILE_ROWS, "deltas": 60}
     monkeypatch.setattr(nautilus, "FILE_ROWS", rows)
     export(archived, to="nautilus", out=out)
     monkeypatch.undo()
@@ -230,7 +230,7 @@ def test_engine_book_from_archive_deltas_is_the_stored_book(
     deltas = {str(i.id): catalog.order_book_deltas(instrument_ids=[str(i.id)]) for i in instruments}
     f_snapshot, f_last = int(RecordFlag.F_SNAPSHOT), int(RecordFlag.F_LAST)
     for iid, got in deltas.items():
-        assert len(got) == want_counts[iid] > 400, iid
+        assert len(got) == want_counts[iid] > 200, iid
         files = _files(out, "order_book_delta", iid)
         # (a frame longer than a file, e.g. a deep snapshot, is a file of its own)
         assert len(files) > 2 and all(n <= rows["deltas"] or lo == hi for lo, hi, n in files), iid

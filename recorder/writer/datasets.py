@@ -2,8 +2,9 @@
 
 The writer's rotation, journal, atomic publish, S3 upload and compaction are written once; what
 differs between books, trades and quotes is only here: how a ring record is decoded and checked,
-its time (which names the file and dates its partition), how many Parquet rows it makes, how a
-batch of them becomes Arrow and a JSONL line, and the table a file holds.
+its time (which names the file and dates its partition), how many Parquet rows it makes, which
+record field fills which column, and its JSONL line. Every dataset's file is built by one
+function, :func:`build_table`, in bulk: one C-level pass per column, no Python per value.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 
 from recorder.layout import BOOKS, QUOTES, TRADES, DatasetLayout
@@ -29,9 +33,11 @@ from recorder.model import (
     json_encoder,
     quote_decoder,
     ring_decoder,
+    ring_encoder,
     trade_decoder,
 )
-from recorder.writer.batches import SCHEMA, batches_to_table, sampled_to_batch, snapshot_jsonl
+from recorder.writer.batches import BOOK_FIELDS, SCHEMA, long_form_batch, snapshot_jsonl
+from recorder.writer.columns import FloatArrays, record_columns, record_order, repeated
 
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -70,9 +76,15 @@ QUOTES_SCHEMA = pa.schema(
 )
 
 
+_usable_exchanges: set[str] = set()  # names already checked: a record costs one set lookup
+
+
 def _check_common(exchange: str, time_ms: int) -> None:
-    if not _SAFE_NAME.match(exchange) or ".." in exchange:
-        raise ValueError(f"unusable exchange {exchange[:40]!r}")
+    if exchange not in _usable_exchanges:
+        if not _SAFE_NAME.match(exchange) or ".." in exchange:
+            raise ValueError(f"unusable exchange {exchange[:40]!r}")
+        if len(_usable_exchanges) < 1024:  # bounded, whatever a producer sends
+            _usable_exchanges.add(exchange)
     if not 0 <= time_ms < _MAX_TS_MS:
         raise ValueError(f"time {time_ms} ms out of range")
 
@@ -85,9 +97,12 @@ class DatasetSpec:
     decode: Callable[[bytes], Any]  # ring record -> checked record (msgspec/Value errors)
     time_ms: Callable[[Any], int]
     rows: Callable[[Any], int]  # Parquet rows it becomes
-    batch: Callable[[Sequence[Any], list[int], str], pa.RecordBatch]  # records, numbers, session
     jsonl: Callable[[Any, int, str], bytes]  # record, number, session -> one line
-    table: Callable[[Sequence[pa.RecordBatch]], pa.Table]  # one file's content
+    # Column name -> record attribute, for every column but sequence_number and session_id.
+    fields: tuple[tuple[str, str], ...]
+    # Books: one row per level. Given the records, their per-record columns and the order to
+    # store them in, the file's rows (the per-record columns repeated per level).
+    expand: Callable[[Sequence[Any], dict[str, pa.Array], np.ndarray], pa.RecordBatch] | None = None
     # A file of this dataset holds up to ``rotate_snapshots`` x this many records: a trade is one
     # small row where a snapshot is ``depth`` level rows, and a busy venue prints hundreds of
     # trades a second; with the books' count, every segment would be cut after a second.
@@ -98,18 +113,126 @@ class DatasetSpec:
         return self.layout.name
 
 
+def build_table(spec: DatasetSpec, records: Sequence[Any], seqs: Sequence[int], session_id: str) -> pa.Table:
+    """One file's table of ``records`` numbered ``seqs``, ordered by pair then sequence number.
+
+    The columns are built from the records in arrival order (memory order: reading them sorted
+    costs twice as much in cache misses), then reordered by one Arrow ``take``, computed per
+    record (a book's levels keep their order): no sort of the level rows.
+    """
+    columns = record_columns(records, [(attr, spec.schema.field(name).type) for name, attr in spec.fields])
+    columns = dict(zip([name for name, _ in spec.fields], columns, strict=True))
+    columns["sequence_number"] = pa.array(seqs, pa.int64())
+    columns["session_id"] = repeated(session_id, len(records))
+    order = record_order(columns["pair"], columns["sequence_number"])
+    if spec.expand is not None:
+        return pa.Table.from_batches([spec.expand(records, columns, order)], schema=spec.schema)
+    return pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=spec.schema).take(order)
+
+
+_PAIR = attrgetter("pair")
+
+
 # -- books -------------------------------------------------------------------------------------
 
 
-def _decode_book(payload: bytes) -> SampledBook:
-    rec = ring_decoder.decode(payload)
-    rec.check()
+class RingBook(msgspec.Struct, array_like=True):
+    """A book's ring record (a ``SampledBook``) as the writer decodes it: the four level columns
+    stay msgpack bytes (``msgspec.Raw``, no Python float each) until a file's Arrow columns are
+    read out of them in bulk (``recorder.writer.columns``)."""
+
+    exchange: str
+    pair: str
+    timestamp_ms: int
+    bid_px: msgspec.Raw
+    bid_qty: msgspec.Raw
+    ask_px: msgspec.Raw
+    ask_qty: msgspec.Raw
+    capture_latency_ms: float | None
+    exchange_time_ms: int | None
+    update_id: int | None
+    verified: bool
+    depth_complete: bool | None
+
+    def sampled(self) -> SampledBook:
+        """The record with its levels as float lists (JSONL, the Redis stream)."""
+        return SampledBook(
+            self.exchange,
+            self.pair,
+            self.timestamp_ms,
+            _float_list.decode(self.bid_px),
+            _float_list.decode(self.bid_qty),
+            _float_list.decode(self.ask_px),
+            _float_list.decode(self.ask_qty),
+            self.capture_latency_ms,
+            self.exchange_time_ms,
+            self.update_id,
+            self.verified,
+            self.depth_complete,
+        )
+
+
+_ring_book_decoder = msgspec.msgpack.Decoder(RingBook)
+_float_list = msgspec.msgpack.Decoder(list[float])
+_LEVEL_RAWS = attrgetter("bid_px", "bid_qty", "ask_px", "ask_qty")
+
+
+def _decode_book(payload: bytes) -> RingBook:
+    rec = _ring_book_decoder.decode(payload)
     _check_common(rec.exchange, rec.timestamp_ms)
     return rec
 
 
-def _book_jsonl(rec: SampledBook, seq: int, session_id: str) -> bytes:
-    return snapshot_jsonl(rec.to_snapshot(seq, session_id))
+def _book_the_slow_way(payload: bytes) -> RingBook:
+    """A book record whose level columns are not all float64 arrays (ints, or worse): decoded
+    and checked as a SampledBook, its columns re-encoded as float64 arrays (msgspec/Value
+    errors for a record that is no book)."""
+    rec = ring_decoder.decode(payload)
+    rec.check()
+    _check_common(rec.exchange, rec.timestamp_ms)
+    columns = (rec.bid_px, rec.bid_qty, rec.ask_px, rec.ask_qty)
+    bid_px, bid_qty, ask_px, ask_qty = (msgspec.Raw(ring_encoder.encode(c)) for c in columns)
+    return RingBook(
+        rec.exchange,
+        rec.pair,
+        rec.timestamp_ms,
+        bid_px,
+        bid_qty,
+        ask_px,
+        ask_qty,
+        rec.capture_latency_ms,
+        rec.exchange_time_ms,
+        rec.update_id,
+        rec.verified,
+        rec.depth_complete,
+    )
+
+
+def _book_levels_ok(books: Sequence[RingBook]) -> np.ndarray:
+    """Per book, whether its level columns are float64 arrays, prices as long as quantities."""
+    arrays = FloatArrays(list(chain.from_iterable(map(_LEVEL_RAWS, books))), read_values=False)
+    ok = arrays.ok.reshape(-1, 4).all(axis=1)
+    counts = arrays.counts.reshape(-1, 4)
+    return ok & (counts[:, 0] == counts[:, 1]) & (counts[:, 2] == counts[:, 3])
+
+
+def _book_rows(books: Sequence[RingBook], per_book: dict[str, pa.Array], order: np.ndarray) -> pa.RecordBatch:
+    books = [books[i] for i in order.tolist()]
+    price = FloatArrays(list(chain.from_iterable(map(_SIDE_PRICES, books))))
+    quantity = FloatArrays(list(chain.from_iterable(map(_SIDE_QTYS, books))))
+    if not (price.ok.all() and quantity.ok.all()):
+        # decode_records never lets such a book through: this is a caller's bug, not data.
+        raise ValueError("book levels that are not float64 arrays: decode them with decode_records")
+    counts = price.counts.reshape(-1, 2)
+    return long_form_batch(per_book, counts[:, 0], counts[:, 1], price.values, quantity.values, order)
+
+
+_SIDE_PRICES = attrgetter("bid_px", "ask_px")
+_SIDE_QTYS = attrgetter("bid_qty", "ask_qty")
+
+
+def _book_jsonl(rec: RingBook, seq: int, session_id: str) -> bytes:
+    return snapshot_jsonl(rec.sampled().to_snapshot(seq, session_id))
 
 
 # -- trades and quotes -------------------------------------------------------------------------
@@ -131,47 +254,6 @@ def _decode_quote(payload: bytes) -> Quote:
     if not rec.pair:
         raise ValueError("quote without pair")
     return rec
-
-
-def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
-    return pa.array(values, typ)
-
-
-def _trades_batch(recs: Sequence[Trade], seqs: list[int], session_id: str) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [
-            _column([r.exchange for r in recs], pa.string()),
-            _column([r.pair for r in recs], pa.string()),
-            _column([r.trade_id for r in recs], pa.string()),
-            _column([r.price for r in recs], pa.float64()),
-            _column([r.quantity for r in recs], pa.float64()),
-            _column([r.side for r in recs], pa.string()),
-            _column([r.exchange_time_us for r in recs], pa.int64()).cast(_US),
-            _column([r.local_time_us for r in recs], pa.int64()).cast(_US),
-            pa.array([session_id] * len(recs), pa.string()),
-            pa.array(seqs, pa.int64()),
-        ],
-        schema=TRADES_SCHEMA,
-    )
-
-
-def _quotes_batch(recs: Sequence[Quote], seqs: list[int], session_id: str) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [
-            _column([r.exchange for r in recs], pa.string()),
-            _column([r.pair for r in recs], pa.string()),
-            _column([r.bid_price for r in recs], pa.float64()),
-            _column([r.bid_qty for r in recs], pa.float64()),
-            _column([r.ask_price for r in recs], pa.float64()),
-            _column([r.ask_qty for r in recs], pa.float64()),
-            _column([r.exchange_time_us for r in recs], pa.int64()).cast(_US),
-            _column([r.local_time_us for r in recs], pa.int64()).cast(_US),
-            _column([r.update_id for r in recs], pa.int64()),
-            pa.array([session_id] * len(recs), pa.string()),
-            pa.array(seqs, pa.int64()),
-        ],
-        schema=QUOTES_SCHEMA,
-    )
 
 
 def trade_row(t: Trade, seq: int, session_id: str) -> TradeRow:
@@ -205,14 +287,12 @@ def quote_row(q: Quote, seq: int, session_id: str) -> QuoteRow:
     )
 
 
-def _sorted_table(schema: pa.Schema) -> Callable[[Sequence[pa.RecordBatch]], pa.Table]:
-    def table(batches: Sequence[pa.RecordBatch]) -> pa.Table:
-        # Clustered by pair (row-group statistics on pair prune well), then in arrival order.
-        t = pa.Table.from_batches(list(batches), schema=schema)
-        return t.sort_by([("pair", "ascending"), ("sequence_number", "ascending")])
+def _columns_named_as_fields(schema: pa.Schema, renamed: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Every column but the writer's two, each from the record field of its name (or renamed)."""
+    return tuple((n, renamed.get(n, n)) for n in schema.names if n not in ("sequence_number", "session_id"))
 
-    return table
 
+_TIMES_US = {"exchange_time": "exchange_time_us", "local_time": "local_time_us"}
 
 BOOKS_SPEC = DatasetSpec(
     layout=BOOKS,
@@ -220,10 +300,11 @@ BOOKS_SPEC = DatasetSpec(
     counter="snapshots_written",
     decode=_decode_book,
     time_ms=lambda r: r.timestamp_ms,
-    rows=lambda r: max(1, len(r.bid_px) + len(r.ask_px)),
-    batch=sampled_to_batch,
+    # The level columns are float64 arrays here (decode_records): 9 bytes a value.
+    rows=lambda r: max(1, len(r.bid_px) // 9 + len(r.ask_px) // 9),
     jsonl=_book_jsonl,
-    table=batches_to_table,
+    fields=BOOK_FIELDS,
+    expand=_book_rows,
 )
 TRADES_SPEC = DatasetSpec(
     layout=TRADES,
@@ -232,9 +313,8 @@ TRADES_SPEC = DatasetSpec(
     decode=_decode_trade,
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
-    batch=_trades_batch,
     jsonl=lambda r, seq, sid: json_encoder.encode(trade_row(r, seq, sid)) + b"\n",
-    table=_sorted_table(TRADES_SCHEMA),
+    fields=_columns_named_as_fields(TRADES_SCHEMA, _TIMES_US),
     rotate_factor=50,
 )
 QUOTES_SPEC = DatasetSpec(
@@ -244,12 +324,46 @@ QUOTES_SPEC = DatasetSpec(
     decode=_decode_quote,
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
-    batch=_quotes_batch,
     jsonl=lambda r, seq, sid: json_encoder.encode(quote_row(r, seq, sid)) + b"\n",
-    table=_sorted_table(QUOTES_SCHEMA),
+    fields=_columns_named_as_fields(QUOTES_SCHEMA, _TIMES_US),
     rotate_factor=50,
 )
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (BOOKS_SPEC, TRADES_SPEC, QUOTES_SPEC)}
+
+# What stops a ring record from being stored: it is skipped and counted, never retried.
+RECORD_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
+
+
+def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[Any]]:
+    """Each ring record's dataset, and its decoded record or the error (one of
+    ``RECORD_ERRORS``) that makes it unusable: what the writer takes in, in order.
+
+    Books are checked in bulk: their level columns must be float64 arrays of matching lengths
+    (what the sampler sends); one that is not is decoded the slow way, as before. Two flat lists,
+    not a tuple per record: 200 k tuples would make the garbage collector cost more than decoding.
+    """
+    by_first_byte = spec_by_first_byte()
+    specs = [by_first_byte[p[0]] if p else BOOKS_SPEC for p in payloads]
+    records: list[Any] = []
+    books: list[int] = []
+    for spec, payload in zip(specs, payloads, strict=True):
+        try:
+            rec = spec.decode(payload)
+        except RECORD_ERRORS as exc:
+            rec = exc
+        else:
+            if spec is BOOKS_SPEC:
+                books.append(len(records))
+        records.append(rec)
+    if books:
+        ok = _book_levels_ok([records[i] for i in books])
+        for i in np.flatnonzero(~ok).tolist():
+            j = books[i]
+            try:
+                records[j] = _book_the_slow_way(payloads[j])
+            except RECORD_ERRORS as exc:
+                records[j] = exc
+    return specs, records
 
 
 @lru_cache(maxsize=1)

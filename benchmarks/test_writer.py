@@ -52,8 +52,8 @@ def _rows_info(benchmark, path: Path) -> None:
 
 def _write_from_ring_records(records: list[bytes], seqs: list[int], out: Path) -> None:
     """What the writer does with one file's ring records (its journal and rename aside)."""
-    specs, decoded = decode_records(records)
-    table = build_table(specs[0], decoded, seqs, "bench")
+    specs, _, stored = decode_records(records)
+    table = build_table(specs[0], stored, seqs, "bench")
     prepared = prepare_parquet(table, out)
     Path(prepared.tmp_path).replace(out)
 
@@ -88,7 +88,7 @@ def test_jsonl_from_ring_records(benchmark, tmp_path: Path) -> None:
     out = tmp_path / "c.jsonl"
 
     def run() -> None:
-        specs, decoded = decode_records(records)
+        specs, decoded, _ = decode_records(records)
         lines = [spec.jsonl(rec, seq, "bench") for spec, rec, seq in zip(specs, decoded, seqs, strict=True)]
         prepared = prepare_jsonl(b"".join(lines), out)
         Path(prepared.tmp_path).replace(out)
@@ -159,7 +159,7 @@ def test_trades_parquet_from_ring_records(benchmark, tmp_path: Path, dataset: st
 @pytest.mark.parametrize("dataset", ["trades", "quotes"])
 def test_trades_parquet_pyarrow_floor(benchmark, tmp_path: Path, dataset: str) -> None:
     table = build_table(
-        SPECS[dataset], decode_records(RECORDS[dataset]())[1], [i // 10 for i in range(TRADES)], "bench"
+        SPECS[dataset], decode_records(RECORDS[dataset]())[2], [i // 10 for i in range(TRADES)], "bench"
     )
     out = tmp_path / "u.parquet"
     benchmark.pedantic(write_parquet_table, args=(table, out), rounds=5, iterations=1)
@@ -173,7 +173,7 @@ def test_trades_jsonl_from_ring_records(benchmark, tmp_path: Path, dataset: str)
     out = tmp_path / "t.jsonl"
 
     def run() -> None:
-        specs, decoded = decode_records(records)
+        specs, decoded, _ = decode_records(records)
         lines = [spec.jsonl(rec, i // 10, "bench") for i, (spec, rec) in enumerate(zip(specs, decoded, strict=True))]
         prepared = prepare_jsonl(b"".join(lines), out)
         Path(prepared.tmp_path).replace(out)

@@ -77,9 +77,9 @@ def test_both_batch_builders_write_the_rows_one_by_one_would() -> None:
     expected = _expected_rows(snaps)
     assert any(r["side"] is None for r in expected)
     assert snapshots_to_batch(snaps).to_pylist() == expected
-    specs, books = decode_records([ring_record(s) for s in snaps])
+    specs, _, stored = decode_records([ring_record(s) for s in snaps])
     assert set(specs) == {BOOKS_SPEC}
-    table = build_table(BOOKS_SPEC, books, [s.sequence_number for s in snaps], "s1")
+    table = build_table(BOOKS_SPEC, stored, [s.sequence_number for s in snaps], "s1")
     assert table.to_pylist() == _by_pair_then_sequence(expected)
 
 
@@ -137,12 +137,12 @@ def _odd_books() -> list[bytes]:
 
 def test_a_books_file_holds_what_an_independent_decode_of_its_ring_records_reads(tmp_path: Path) -> None:
     payloads = [ring_record(s) for s in _random_snapshots(300)] + _odd_books()
-    specs, records = decode_records(payloads)
+    specs, records, stored = decode_records(payloads)
     assert isinstance(records[-1], RECORD_ERRORS) and not any(isinstance(r, RECORD_ERRORS) for r in records[:-1])
     kept = payloads[:-1]
     seqs = list(range(len(kept)))
     out = tmp_path / "books.parquet"
-    Path(prepare_parquet(build_table(BOOKS_SPEC, records[:-1], seqs, "s1"), out).tmp_path).replace(out)
+    Path(prepare_parquet(build_table(BOOKS_SPEC, stored[:-1], seqs, "s1"), out).tmp_path).replace(out)
     expected = [row for p, seq in zip(kept, seqs, strict=True) for row in _book_rows_from_msgpack(p, seq)]
     assert _same(pq.read_table(out).to_pylist(), _by_pair_then_sequence(expected))
     # JSONL is unchanged: each line as the SampledBook of the record (decoded with float lists,
@@ -181,11 +181,11 @@ _FLAT_FIELDS = {
 @pytest.mark.parametrize("dataset", ["trades", "quotes"])
 def test_a_trades_or_quotes_file_holds_what_an_independent_decode_reads(tmp_path: Path, dataset: str) -> None:
     payloads = _flat_records(dataset)
-    specs, records = decode_records(payloads)
+    specs, _, stored = decode_records(payloads)
     assert set(specs) == {SPECS[dataset]}
     seqs = [i // 3 for i in range(len(payloads))]
     out = tmp_path / f"{dataset}.parquet"
-    Path(prepare_parquet(build_table(SPECS[dataset], records, seqs, "s1"), out).tmp_path).replace(out)
+    Path(prepare_parquet(build_table(SPECS[dataset], stored, seqs, "s1"), out).tmp_path).replace(out)
     expected = []
     for p, seq in zip(payloads, seqs, strict=True):
         row = dict(zip(_FLAT_FIELDS[dataset], msgspec.msgpack.decode(p[1:]), strict=True))

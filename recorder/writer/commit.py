@@ -125,7 +125,7 @@ class Committing:
         try:
             for part, fmt, path in self._final_paths(segno):
                 if fmt == "parquet":
-                    table = build_table(part.dataset, part.records, part.seqs, self.spec.session_id)
+                    table = build_table(part.dataset, part.payloads, part.seqs, self.spec.session_id)
                     prepared.append(prepare_parquet(table, path))
                 else:
                     prepared.append(prepare_jsonl(part.jsonl, path))

@@ -37,7 +37,7 @@ from recorder.model import (
     trade_decoder,
 )
 from recorder.writer.batches import BOOK_FIELDS, SCHEMA, long_form_batch, snapshot_jsonl
-from recorder.writer.columns import FloatArrays, record_columns, record_order, repeated
+from recorder.writer.columns import RecordColumns, float64_arrays_ok, record_order, repeated
 
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -98,11 +98,15 @@ class DatasetSpec:
     time_ms: Callable[[Any], int]
     rows: Callable[[Any], int]  # Parquet rows it becomes
     jsonl: Callable[[Any, int, str], bytes]  # record, number, session -> one line
+    # The ring record's struct (its fields in wire order) and the bytes before its msgpack array.
+    wire: type[msgspec.Struct]
+    prefix: int
     # Column name -> record attribute, for every column but sequence_number and session_id.
     fields: tuple[tuple[str, str], ...]
-    # Books: one row per level. Given the records, their per-record columns and the order to
-    # store them in, the file's rows (the per-record columns repeated per level).
-    expand: Callable[[Sequence[Any], dict[str, pa.Array], np.ndarray], pa.RecordBatch] | None = None
+    # Books: one row per level. Given the records' reader, their level arrays (field name ->
+    # first value positions, lengths), per-record columns and the order to store them in, the
+    # file's rows (the per-record columns repeated per level).
+    expand: Callable[[RecordColumns, dict[str, Levels], dict[str, pa.Array], np.ndarray], pa.RecordBatch] | None = None
     # A file of this dataset holds up to ``rotate_snapshots`` x this many records: a trade is one
     # small row where a snapshot is ``depth`` level rows, and a busy venue prints hundreds of
     # trades a second; with the books' count, every segment would be cut after a second.
@@ -113,24 +117,32 @@ class DatasetSpec:
         return self.layout.name
 
 
-def build_table(spec: DatasetSpec, records: Sequence[Any], seqs: Sequence[int], session_id: str) -> pa.Table:
-    """One file's table of ``records`` numbered ``seqs``, ordered by pair then sequence number.
+Levels = tuple[np.ndarray, np.ndarray]  # per record: position of the first value, count
 
-    The columns are built from the records in arrival order (memory order: reading them sorted
-    costs twice as much in cache misses), then reordered by one Arrow ``take``, computed per
-    record (a book's levels keep their order): no sort of the level rows.
+
+def build_table(spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int], session_id: str) -> pa.Table:
+    """One file's table of ring records (``payloads``, as :func:`decode_records` passed them)
+    numbered ``seqs``, ordered by pair then sequence number.
+
+    Every column is read from the joined records in bulk (``RecordColumns``), in arrival order,
+    then put in order by one Arrow ``take`` computed per record (a book's levels keep theirs).
     """
-    columns = record_columns(records, [(attr, spec.schema.field(name).type) for name, attr in spec.fields])
-    columns = dict(zip([name for name, _ in spec.fields], columns, strict=True))
+    reader = RecordColumns(payloads, spec.prefix)
+    column_of = {attr: name for name, attr in spec.fields}
+    columns: dict[str, pa.Array] = {}
+    levels: dict[str, Levels] = {}
+    for f in msgspec.structs.fields(spec.wire):
+        name = column_of.get(f.name)
+        if name is not None:
+            columns[name] = reader.column(spec.schema.field(name).type)
+        else:
+            levels[f.name] = reader.float_arrays()
     columns["sequence_number"] = pa.array(seqs, pa.int64())
-    columns["session_id"] = repeated(session_id, len(records))
+    columns["session_id"] = repeated(session_id, len(payloads))
     order = record_order(columns["pair"], columns["sequence_number"])
     if spec.expand is not None:
-        return pa.Table.from_batches([spec.expand(records, columns, order)], schema=spec.schema)
+        return pa.Table.from_batches([spec.expand(reader, levels, columns, order)], schema=spec.schema)
     return pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=spec.schema).take(order)
-
-
-_PAIR = attrgetter("pair")
 
 
 # -- books -------------------------------------------------------------------------------------
@@ -183,52 +195,38 @@ def _decode_book(payload: bytes) -> RingBook:
     return rec
 
 
-def _book_the_slow_way(payload: bytes) -> RingBook:
+def _book_the_slow_way(payload: bytes) -> bytes:
     """A book record whose level columns are not all float64 arrays (ints, or worse): decoded
-    and checked as a SampledBook, its columns re-encoded as float64 arrays (msgspec/Value
-    errors for a record that is no book)."""
+    and checked as a SampledBook, and re-encoded, its levels as float64 arrays now
+    (msgspec/Value errors for a record that is no book)."""
     rec = ring_decoder.decode(payload)
     rec.check()
-    _check_common(rec.exchange, rec.timestamp_ms)
-    columns = (rec.bid_px, rec.bid_qty, rec.ask_px, rec.ask_qty)
-    bid_px, bid_qty, ask_px, ask_qty = (msgspec.Raw(ring_encoder.encode(c)) for c in columns)
-    return RingBook(
-        rec.exchange,
-        rec.pair,
-        rec.timestamp_ms,
-        bid_px,
-        bid_qty,
-        ask_px,
-        ask_qty,
-        rec.capture_latency_ms,
-        rec.exchange_time_ms,
-        rec.update_id,
-        rec.verified,
-        rec.depth_complete,
-    )
+    return ring_encoder.encode(rec)  # msgspec writes every float of a list[float] as a float64
 
 
 def _book_levels_ok(books: Sequence[RingBook]) -> np.ndarray:
     """Per book, whether its level columns are float64 arrays, prices as long as quantities."""
-    arrays = FloatArrays(list(chain.from_iterable(map(_LEVEL_RAWS, books))), read_values=False)
-    ok = arrays.ok.reshape(-1, 4).all(axis=1)
-    counts = arrays.counts.reshape(-1, 4)
-    return ok & (counts[:, 0] == counts[:, 1]) & (counts[:, 2] == counts[:, 3])
+    ok, counts = float64_arrays_ok(list(chain.from_iterable(map(_LEVEL_RAWS, books))))
+    counts = counts.reshape(-1, 4)
+    return ok.reshape(-1, 4).all(axis=1) & (counts[:, 0] == counts[:, 1]) & (counts[:, 2] == counts[:, 3])
 
 
-def _book_rows(books: Sequence[RingBook], per_book: dict[str, pa.Array], order: np.ndarray) -> pa.RecordBatch:
-    books = [books[i] for i in order.tolist()]
-    price = FloatArrays(list(chain.from_iterable(map(_SIDE_PRICES, books))))
-    quantity = FloatArrays(list(chain.from_iterable(map(_SIDE_QTYS, books))))
-    if not (price.ok.all() and quantity.ok.all()):
-        # decode_records never lets such a book through: this is a caller's bug, not data.
-        raise ValueError("book levels that are not float64 arrays: decode them with decode_records")
-    counts = price.counts.reshape(-1, 2)
-    return long_form_batch(per_book, counts[:, 0], counts[:, 1], price.values, quantity.values, order)
+def _book_rows(
+    reader: RecordColumns, levels: dict[str, Levels], per_book: dict[str, pa.Array], order: np.ndarray
+) -> pa.RecordBatch:
+    """The long form of the books, in ``order``: each book's bid levels then its ask levels."""
 
+    def side_by_side(bid: str, ask: str) -> tuple[np.ndarray, np.ndarray]:
+        (bid_first, bids), (ask_first, asks) = levels[bid], levels[ask]
+        first = np.stack([bid_first[order], ask_first[order]], axis=1).ravel()
+        count = np.stack([bids[order], asks[order]], axis=1).ravel()
+        return reader.floats(first, count), count
 
-_SIDE_PRICES = attrgetter("bid_px", "ask_px")
-_SIDE_QTYS = attrgetter("bid_qty", "ask_qty")
+    price, count = side_by_side("bid_px", "ask_px")
+    quantity, qty_count = side_by_side("bid_qty", "ask_qty")
+    if not np.array_equal(count, qty_count):  # decode_records lets no such book through
+        raise ValueError("a book's prices and quantities differ in number")
+    return long_form_batch(per_book, count[0::2], count[1::2], price, quantity, order)
 
 
 def _book_jsonl(rec: RingBook, seq: int, session_id: str) -> bytes:
@@ -303,6 +301,8 @@ BOOKS_SPEC = DatasetSpec(
     # The level columns are float64 arrays here (decode_records): 9 bytes a value.
     rows=lambda r: max(1, len(r.bid_px) // 9 + len(r.ask_px) // 9),
     jsonl=_book_jsonl,
+    wire=SampledBook,
+    prefix=0,
     fields=BOOK_FIELDS,
     expand=_book_rows,
 )
@@ -314,6 +314,8 @@ TRADES_SPEC = DatasetSpec(
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
     jsonl=lambda r, seq, sid: json_encoder.encode(trade_row(r, seq, sid)) + b"\n",
+    wire=Trade,
+    prefix=1,  # the kind byte
     fields=_columns_named_as_fields(TRADES_SCHEMA, _TIMES_US),
     rotate_factor=50,
 )
@@ -325,6 +327,8 @@ QUOTES_SPEC = DatasetSpec(
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
     jsonl=lambda r, seq, sid: json_encoder.encode(quote_row(r, seq, sid)) + b"\n",
+    wire=Quote,
+    prefix=1,
     fields=_columns_named_as_fields(QUOTES_SCHEMA, _TIMES_US),
     rotate_factor=50,
 )
@@ -334,13 +338,15 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in (BOOKS_SPEC, TRADES_SPEC, QU
 RECORD_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
 
 
-def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[Any]]:
-    """Each ring record's dataset, and its decoded record or the error (one of
-    ``RECORD_ERRORS``) that makes it unusable: what the writer takes in, in order.
+def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[Any], list[bytes]]:
+    """Each ring record's dataset; its decoded record, or the error (one of ``RECORD_ERRORS``)
+    that makes it unusable; and the bytes :func:`build_table` reads it from: what the writer
+    takes in, in order.
 
     Books are checked in bulk: their level columns must be float64 arrays of matching lengths
-    (what the sampler sends); one that is not is decoded the slow way, as before. Two flat lists,
-    not a tuple per record: 200 k tuples would make the garbage collector cost more than decoding.
+    (what the sampler sends); one that is not is decoded the slow way and re-encoded so. Flat
+    lists, not a tuple per record: 200 k tuples would make the garbage collector cost more than
+    decoding.
     """
     by_first_byte = spec_by_first_byte()
     specs = [by_first_byte[p[0]] if p else BOOKS_SPEC for p in payloads]
@@ -355,15 +361,17 @@ def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[A
             if spec is BOOKS_SPEC:
                 books.append(len(records))
         records.append(rec)
+    stored = list(payloads)
     if books:
         ok = _book_levels_ok([records[i] for i in books])
         for i in np.flatnonzero(~ok).tolist():
             j = books[i]
             try:
-                records[j] = _book_the_slow_way(payloads[j])
+                stored[j] = _book_the_slow_way(payloads[j])
+                records[j] = _decode_book(stored[j])
             except RECORD_ERRORS as exc:
                 records[j] = exc
-    return specs, records
+    return specs, records, stored
 
 
 @lru_cache(maxsize=1)

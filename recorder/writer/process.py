@@ -136,12 +136,12 @@ class Writer(Committing):
             ends: list[int] = []
             limit = min(self.spec.rotate_snapshots, self.spec.max_read_records)
             payloads, nxt = ring.read(self.read_pos[venue], limit, ends)
-            specs, records = decode_records(payloads)
-            for dataset, rec, payload, end in zip(specs, records, payloads, ends, strict=True):
+            specs, records, stored = decode_records(payloads)
+            for dataset, rec, payload, end in zip(specs, records, stored, ends, strict=True):
                 if isinstance(rec, RECORD_ERRORS):
                     self._note_record(self.segment)
                     self._decode_error(rec)
-                elif not self._add(dataset, rec, len(payload)):
+                elif not self._add(dataset, rec, payload):
                     self.counters.incr("records_read", total)
                     return total  # read_pos stays before the refused record
                 self.read_pos[venue] = end
@@ -151,9 +151,9 @@ class Writer(Committing):
             self.counters.incr("records_read", total)
         return total
 
-    def _add(self, dataset: DatasetSpec, rec: Any, size: int) -> bool:
-        """Add one decoded ring record (``size`` bytes in the ring) to the open segment; False if
-        its file is full (not consumed)."""
+    def _add(self, dataset: DatasetSpec, rec: Any, payload: bytes) -> bool:
+        """Add one ring record (decoded: ``rec``) to the open segment; False if its file is full
+        (not consumed)."""
         seg = self.segment
         ts_ms = dataset.time_ms(rec)
         date = utc_date(ts_ms)
@@ -173,7 +173,7 @@ class Writer(Committing):
         if self.stream is not None:
             self.stream.offer(dataset, rec, seq)
         if self._parquet:
-            part.records.append(rec)
+            part.payloads.append(payload)
             part.seqs.append(seq)
         if self._jsonl:
             part.jsonl += dataset.jsonl(rec, seq, self.spec.session_id)
@@ -181,7 +181,7 @@ class Writer(Committing):
         part.rows += dataset.rows(rec)
         seg.snapshots += 1
         seg.stored[dataset.name] = seg.stored.get(dataset.name, 0) + 1
-        seg.est_bytes += size
+        seg.est_bytes += len(payload)
         seg.full = seg.full or part.count >= limit
         if self.newest_ts_ms is None or ts_ms > self.newest_ts_ms:
             self.newest_ts_ms = ts_ms

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from recorder.writer.datasets import DatasetSpec
 
@@ -12,15 +11,16 @@ from recorder.writer.datasets import DatasetSpec
 class Partition:
     """One (dataset, exchange, UTC date) part of the open segment -> one file per format.
 
-    Its ring records are kept as they were decoded (a book's levels still msgpack bytes: denser
-    than its Arrow rows) until the file is written, when its table is built in one go.
+    Its ring records are kept as they came from the ring (msgpack bytes: denser than their
+    Arrow rows, and far denser than decoded structs) until the file is written, when its table
+    is read out of them in one go (``datasets.build_table``).
     """
 
     dataset: DatasetSpec
     exchange: str
     date: str
     first_ts_ms: int
-    records: list[Any] = field(default_factory=list)  # Parquet: ring records and their numbers
+    payloads: list[bytes] = field(default_factory=list)  # Parquet: ring records and their numbers
     seqs: list[int] = field(default_factory=list)
     jsonl: bytearray = field(default_factory=bytearray)
     count: int = 0

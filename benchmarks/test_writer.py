@@ -138,8 +138,7 @@ def _quote_records() -> list[bytes]:
 RECORDS = {"trades": _trade_records, "quotes": _quote_records}
 
 
-def _trade_rows_info(benchmark, path: Path, dataset: str) -> None:
-    benchmark.group = f"writer {dataset}"
+def _trade_rows_info(benchmark, path: Path) -> None:
     mean = mean_s(benchmark)
     benchmark.extra_info.update(bytes_per_row=round(path.stat().st_size / TRADES, 2))
     if mean is not None:
@@ -148,27 +147,30 @@ def _trade_rows_info(benchmark, path: Path, dataset: str) -> None:
 
 @pytest.mark.parametrize("dataset", ["trades", "quotes"])
 def test_trades_parquet_from_ring_records(benchmark, tmp_path: Path, dataset: str) -> None:
+    benchmark.group = f"writer {dataset}"
     records = RECORDS[dataset]()
     seqs = [i // 10 for i in range(TRADES)]
     out = tmp_path / "t.parquet"
     benchmark.pedantic(_write_from_ring_records, args=(records, seqs, out), rounds=5, iterations=1)
     assert pq.read_metadata(out).num_rows == TRADES
-    _trade_rows_info(benchmark, out, dataset)
+    _trade_rows_info(benchmark, out)
 
 
 @pytest.mark.parametrize("dataset", ["trades", "quotes"])
 def test_trades_parquet_pyarrow_floor(benchmark, tmp_path: Path, dataset: str) -> None:
+    benchmark.group = f"writer {dataset}"
     table = build_table(
         SPECS[dataset], decode_records(RECORDS[dataset]())[2], [i // 10 for i in range(TRADES)], "bench"
     )
     out = tmp_path / "u.parquet"
     benchmark.pedantic(write_parquet_table, args=(table, out), rounds=5, iterations=1)
-    _trade_rows_info(benchmark, out, dataset)
+    _trade_rows_info(benchmark, out)
     benchmark.extra_info["baseline"] = True
 
 
 @pytest.mark.parametrize("dataset", ["trades", "quotes"])
 def test_trades_jsonl_from_ring_records(benchmark, tmp_path: Path, dataset: str) -> None:
+    benchmark.group = f"writer {dataset}"
     records = RECORDS[dataset]()
     out = tmp_path / "t.jsonl"
 
@@ -180,4 +182,4 @@ def test_trades_jsonl_from_ring_records(benchmark, tmp_path: Path, dataset: str)
 
     benchmark.pedantic(run, rounds=5, iterations=1)
     assert out.read_bytes().count(b"\n") == TRADES
-    _trade_rows_info(benchmark, out, dataset)
+    _trade_rows_info(benchmark, out)

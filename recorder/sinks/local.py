@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 import msgspec
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from recorder.sinks.parquet_format import write_parquet
 
 # Rows per Parquet row group: big enough for good compression and few footers, small enough
 # that min/max statistics on pair/timestamp still let readers skip row groups.
@@ -105,29 +106,16 @@ def _prepare(final_path: str | os.PathLike[str], write: Writer, rows: int, kind:
     return PreparedFile(tmp_path=str(tmp), final_path=str(final), size_bytes=size, rows=rows)
 
 
-def write_parquet_table(
-    table: pa.Table,
-    where: BinaryIO | str | os.PathLike[str],
-    *,
-    row_group_size: int = DEFAULT_ROW_GROUP_ROWS,
-    compression: str = "zstd",
-) -> None:
-    """The one place a data file's table becomes Parquet bytes, with the stored files' options
-    (zstd, dictionary pages): the writer, and the benchmarks' pyarrow floor, call this."""
-    pq.write_table(table, where, compression=compression, row_group_size=row_group_size, use_dictionary=True)
-
-
 def prepare_parquet(
     table: pa.Table,
     final_path: str | os.PathLike[str],
     *,
     row_group_size: int = DEFAULT_ROW_GROUP_ROWS,
-    compression: str = "zstd",
 ) -> PreparedFile:
-    """Write ``table`` to the temp file of ``final_path`` (:func:`write_parquet_table`), fsynced."""
+    """Write ``table`` to the temp file of ``final_path`` (``parquet_format``'s encodings), fsynced."""
 
     def write(fh: BinaryIO) -> None:
-        write_parquet_table(table, fh, row_group_size=row_group_size, compression=compression)
+        write_parquet(table, fh, row_group_size)
 
     return _prepare(final_path, write, table.num_rows, "parquet")
 

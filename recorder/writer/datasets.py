@@ -165,7 +165,7 @@ class RingBook(msgspec.Struct, array_like=True):
     update_id: int | None
     verified: bool
     depth_complete: bool | None
-    # Not on the wire (msgspec leaves the default): the record's bytes, set by decode_records,
+    # Not on the wire (msgspec leaves the default): the record's bytes, set when it is decoded,
     # so JSONL decodes them once more with float lists in one call rather than four.
     ring_bytes: bytes = b""
 
@@ -181,6 +181,7 @@ _LEVEL_RAWS = attrgetter("bid_px", "bid_qty", "ask_px", "ask_qty")
 def _decode_book(payload: bytes) -> RingBook:
     rec = _ring_book_decoder.decode(payload)
     _check_common(rec.exchange, rec.timestamp_ms)
+    rec.ring_bytes = payload
     return rec
 
 
@@ -352,8 +353,6 @@ def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[A
                 books.append(len(records))
         records.append(rec)
     stored = list(payloads)
-    for i in books:
-        records[i].ring_bytes = stored[i]
     if books:
         ok = _book_levels_ok([records[i] for i in books])
         for i in np.flatnonzero(~ok).tolist():
@@ -361,7 +360,6 @@ def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[A
             try:
                 stored[j] = _book_the_slow_way(payloads[j])
                 records[j] = _decode_book(stored[j])
-                records[j].ring_bytes = stored[j]
             except RECORD_ERRORS as exc:
                 records[j] = exc
     return specs, records, stored

@@ -205,3 +205,18 @@ _US = dt.timedelta(microseconds=1)
 def test_a_ring_record_turns_back_into_its_snapshot() -> None:
     for s in _random_snapshots(50):
         assert ring_decoder.decode(ring_record(s)).to_snapshot(s.sequence_number, s.session_id) == s
+
+
+def test_a_book_deeper_than_a_msgpack_array16_is_stored_whole() -> None:
+    """70 000 levels a side: the level arrays take msgpack's 5-byte array header."""
+    px = [1000.0 + k for k in range(70_000)]
+    qty = [0.5 + k % 7 for k in range(70_000)]
+    book = Snapshot(exchange="binance", pair="P", timestamp_ms=1_700_000_000_000,
+                    bids=list(map(Level, px, qty)), asks=[], capture_latency_ms=None)  # fmt: skip
+    payload = ring_record(book)
+    assert msgspec.msgpack.decode(payload)[3] == px  # the reference: msgpack's own decode
+    _, records, stored = decode_records([payload])
+    assert BOOKS_SPEC.rows(records[0]) == 70_000
+    table = build_table(BOOKS_SPEC, stored, [0], "s1")
+    assert table["price"].to_pylist() == px and table["quantity"].to_pylist() == qty
+    assert table["level"].to_pylist()[:32_768] == list(range(32_768))  # int16 in the schema

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 _NIL, _FALSE, _TRUE = 0xC0, 0xC2, 0xC3
 _FLOAT32, _FLOAT64 = 0xCA, 0xCB
 _STR8, _STR16, _STR32 = 0xD9, 0xDA, 0xDB
-_FIXARRAY, _ARRAY16 = 0x90, 0xDC
+_FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
 
 # Tag -> (byte width of the value after the tag, numpy big-endian type) of msgpack numbers.
 _NUMBERS: dict[int, tuple[int, str]] = {
@@ -117,7 +117,6 @@ class RecordColumns:
                     raise ValueError("ring record integer beyond int64")
                 values[at] = read
                 size[at] = 1 + width
-                known[at] = True
         self.pos = self.pos + size
         if pa.types.is_timestamp(typ):
             return pa.array(values, pa.int64(), mask=null if null.any() else None).cast(typ)
@@ -151,11 +150,12 @@ class RecordColumns:
         tags = self._tags()
         count = np.where((tags & 0xF0) == _FIXARRAY, tags & 0x0F, 0)
         head = np.ones(self.n, np.int64)
-        at = np.flatnonzero(tags == _ARRAY16)
-        if len(at):
-            count[at] = _gather(self.buf, self.pos[at] + 1, 2, ">u2")
-            head[at] = 3
-        if not (((tags & 0xF0) == _FIXARRAY) | (tags == _ARRAY16)).all():
+        for tag, width, dtype in ((_ARRAY16, 2, ">u2"), (_ARRAY32, 4, ">u4")):
+            at = np.flatnonzero(tags == tag)
+            if len(at):
+                count[at] = _gather(self.buf, self.pos[at] + 1, width, dtype)
+                head[at] = 1 + width
+        if not (((tags & 0xF0) == _FIXARRAY) | (tags == _ARRAY16) | (tags == _ARRAY32)).all():
             raise ValueError("ring record field is not an array")
         first = self.pos + head
         self.pos = first + 9 * count
@@ -176,7 +176,7 @@ def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     n = len(raws)
     lens = np.fromiter(map(len, raws), np.int64, n)
     buf = np.frombuffer(b"".join(raws), np.uint8)
-    count = lens // 9  # an array of float64: a 1- or 3-byte header, then 9 bytes a value
+    count = lens // 9  # an array of float64: a 1-, 3- or 5-byte header, then 9 bytes a value
     head = lens - 9 * count
     starts = np.cumsum(lens) - lens
     last = max(len(buf) - 1, 0)
@@ -185,8 +185,10 @@ def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         return buf[np.minimum(starts + offset, last)].astype(np.int64)
 
     first = byte(0)
-    ok = ((head == 1) & (count < 16) & (first == _FIXARRAY + count)) | (
-        (head == 3) & (first == _ARRAY16) & ((byte(1) << 8) + byte(2) == count)
+    ok = (
+        ((head == 1) & (count < 16) & (first == _FIXARRAY + count))
+        | ((head == 3) & (first == _ARRAY16) & ((byte(1) << 8) + byte(2) == count))
+        | ((head == 5) & (first == _ARRAY32) & ((byte(1) << 24) + (byte(2) << 16) + (byte(3) << 8) + byte(4) == count))
     )
     count = np.where(ok, count, 0)
     tags = _runs(starts + head, count, 9)

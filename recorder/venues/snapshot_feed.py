@@ -164,9 +164,9 @@ class FloatSnapshotFeed(TradeOutput):
 class PairBook:
     __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq")
 
-    def __init__(self, pair: str, depth: int, fragment: Fragment | None = None) -> None:
+    def __init__(self, pair: str, depth: int, book: TextL2Book) -> None:
         self.pair = pair
-        self.book = TextL2Book(fragment)
+        self.book = book
         self.synced = False  # a snapshot was applied and nothing went wrong since
         self.verified = False  # the latest checksum (where the venue sends one) matched
         self.faulted = False  # lost after a failure (logged when the next snapshot restores it)
@@ -179,6 +179,8 @@ class SnapshotFeed(TradeOutput):
 
     venue = ""
     fragment: Fragment | None = None  # the venue's per-level checksum text (see TextL2Book)
+    checksum_levels = 0  # levels per side whose fragments the books keep (see TextL2Book)
+    joined: str | None = None  # the level text as one string, price + joined + qty (TextL2Book)
 
     def __init__(self, pairs: Iterable[str] | None, log: logging.Logger, counters: Counters | None = None) -> None:
         # None: accept every symbol seen (replays of captures whose pairs are not known up front).
@@ -228,8 +230,11 @@ class SnapshotFeed(TradeOutput):
         if st is None:
             if self._only is not None and pair not in self._only:
                 return None
-            st = self._books[pair] = PairBook(pair, depth, self.fragment)
+            st = self._books[pair] = PairBook(pair, depth, self.new_book())
         return st
+
+    def new_book(self) -> TextL2Book:
+        return TextL2Book(self.fragment, self.checksum_levels, self.joined)
 
     def _snapshot_applied(self, st: PairBook, verified: bool) -> None:
         if not st.synced:

@@ -38,6 +38,7 @@ from recorder.venues.base import (
     FeedStats,
     FloatLevel,
     LogThrottle,
+    UpdateCount,
     WeightLimiter,
     venue_config_default,
 )
@@ -231,6 +232,9 @@ class Outcome(enum.Enum):
     STALE = "stale"
 
 
+_APPLIED, _IGNORED = Outcome.APPLIED, Outcome.IGNORED  # per-frame results, without a class lookup
+
+
 def spot_prev_id(ev: DepthEvent) -> int:
     """The book id an event continues from: spot ids are contiguous, so ``U - 1``."""
     return ev.U - 1
@@ -329,41 +333,38 @@ class BookSync:
         return True
 
     def on_diff(self, ev: DepthEvent, recv_ms: float) -> Outcome:
-        if not self.synced:
-            outcome = Outcome.BUFFERED
-            if self.buffer:
-                prev = self.buffer[-1][0]
-                # A hole inside the buffer makes every older diff useless: start over from here.
-                # It is still a gap in the feed (reported), even though no book was live.
-                if self._prev_id(ev) != prev.u:
-                    outcome = Outcome.GAP
-                    self.buffer.clear()
-            self.buffer.append((ev, recv_ms))
-            if len(self.buffer) > self.keep:
-                del self.buffer[: len(self.buffer) - self.keep]
-            return outcome
-        book_id = self.book.update_id
-        assert book_id is not None
-        if ev.u <= book_id:
-            return Outcome.IGNORED
-        if self._straddle_next:
-            ok = self._prev_id(ev) <= book_id
-        else:
-            ok = self._prev_id(ev) == book_id
-        if not ok:
+        if self.synced:  # the hot path first: a live book and the next diff of its chain
+            book = self.book
+            book_id = book.update_id
+            assert book_id is not None
+            if ev.u <= book_id:
+                return _IGNORED
+            prev = self._prev_id(ev)
+            if prev == book_id or (self._straddle_next and prev < book_id):
+                book.apply(ev.b, ev.a)
+                book.update_id = ev.u
+                book.exchange_time_ms = ev.E
+                book.receive_time_ms = recv_ms
+                self._straddle_next = False
+                if self.since_refetch is not None:
+                    self._log_applied(ev, recv_ms)
+                return _APPLIED
             self.reset()
             self.gap_after = book_id
             self.buffer.append((ev, recv_ms))
             return Outcome.GAP
-        book = self.book
-        book.apply(ev.b, ev.a)
-        book.update_id = ev.u
-        book.exchange_time_ms = ev.E
-        book.receive_time_ms = recv_ms
-        self._straddle_next = False
-        if self.since_refetch is not None:
-            self._log_applied(ev, recv_ms)
-        return Outcome.APPLIED
+        outcome = Outcome.BUFFERED
+        if self.buffer:
+            prev_ev = self.buffer[-1][0]
+            # A hole inside the buffer makes every older diff useless: start over from here.
+            # It is still a gap in the feed (reported), even though no book was live.
+            if self._prev_id(ev) != prev_ev.u:
+                outcome = Outcome.GAP
+                self.buffer.clear()
+        self.buffer.append((ev, recv_ms))
+        if len(self.buffer) > self.keep:
+            del self.buffer[: len(self.buffer) - self.keep]
+        return outcome
 
     def on_snapshot(self, snap: DepthSnapshot) -> Outcome:
         """Join a REST snapshot to the buffered diffs."""
@@ -418,11 +419,13 @@ class BinanceFeed:
         trade_ids: TradeIds | None = None,
     ) -> None:
         self.syncs = {pair: BookSync(pair, self.prev_id) for pair in pairs}
-        for sync in self.syncs.values():
-            sync.snapshot_limit = snapshot_limit
-        self._by_stream = {self.stream_for(p): s for p, s in self.syncs.items()}
-        self._by_symbol = {self.symbol_for(p): s for p, s in self.syncs.items()}
         self.stats = FeedStats(counters)
+        # The hot path's per-frame bookkeeping: a sync's stats slot beside it, by stream name.
+        self._by_stream: dict[str, tuple[BookSync, UpdateCount]] = {}
+        for pair, sync in self.syncs.items():
+            sync.snapshot_limit = snapshot_limit
+            self._by_stream[self.stream_for(pair)] = (sync, self.stats.update_count("depthUpdate", pair))
+        self._by_symbol = {self.symbol_for(p): s for p, s in self.syncs.items()}
         self.shutdown_announced = False
         self._wanted: set[str] = set()
         # Replay only: a recorded snapshot that arrived before any diff of its pair waits here
@@ -463,12 +466,13 @@ class BinanceFeed:
         except _DECODE_ERRORS:
             msg = None
         if msg is not None:
-            sync = self._by_stream.get(msg.stream)
             ev = msg.data
-            if sync is not None and ev.e == "depthUpdate":
-                self.stats.update_frame(len(payload), "depthUpdate", sync.pair)
+            hot = self._by_stream.get(msg.stream)
+            if hot is not None and ev.e == "depthUpdate":
+                sync, count = hot
+                self.stats.update_frame_of(len(payload), count)
                 outcome = sync.on_diff(ev, recv_ms)
-                if outcome is not Outcome.APPLIED:
+                if outcome is not _APPLIED:
                     self._not_applied(sync, ev, outcome, recv_ms)
                 elif self._quotes is not None:
                     self._quotes.book_changed(sync.pair, sync.book, recv_ms)
@@ -529,7 +533,8 @@ class BinanceFeed:
             self.shutdown_announced = True
             self.log.info("event=server_shutdown venue=%s", self.venue)
             return
-        sync = self._by_stream.get(key) or self._by_symbol.get(ev.s)
+        hot = self._by_stream.get(key)
+        sync = hot[0] if hot is not None else self._by_symbol.get(ev.s)
         if ev.e != "depthUpdate" or sync is None:
             stats.kind("other_event")
             return

@@ -17,7 +17,6 @@ import calendar
 import logging
 import time
 from collections.abc import Iterable
-from functools import lru_cache
 
 import msgspec
 
@@ -113,19 +112,29 @@ def pair_for(product_id: str) -> str:
     return product_id
 
 
-@lru_cache(maxsize=4096)
-def _epoch_s(prefix: str) -> int:
-    return calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
+_MILLIS = {f"{i:03d}": i for i in range(1000)}  # "042" -> 42: one dict probe instead of isdigit() and int()
+_SECONDS: dict[str, int] = {}  # "2026-08-09T21:05:48" -> epoch seconds, for the seconds seen lately
 
 
 def parse_time_ms(text: str) -> int | None:
-    """RFC 3339 UTC (``2026-08-09T21:05:48.210883Z``, up to ns digits) -> epoch ms; None if unparsable."""
-    try:
-        seconds = _epoch_s(text[:19])
-    except ValueError:
-        return None
-    if text[19:20] == "." and (ms := text[20:23]).isdigit():
-        return seconds * 1000 + int(ms)  # the usual shape, three or more digits: no string surgery
+    """RFC 3339 UTC (``2026-08-09T21:05:48.210883Z``, up to ns digits) -> epoch ms; None if unparsable.
+
+    Once per book update: the seconds come from a small memo (a book's updates share them) and
+    the usual three-or-more fraction digits from a dict, so the common case is two dict probes."""
+    prefix = text[:19]
+    seconds = _SECONDS.get(prefix)
+    if seconds is None:
+        try:
+            seconds = calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            return None
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        _SECONDS[prefix] = seconds
+    if text[19:20] == ".":
+        millis = _MILLIS.get(text[20:23])
+        if millis is not None:
+            return seconds * 1000 + millis
     frac = text[19:].rstrip("Z")
     millis = 0
     if frac.startswith("."):

@@ -328,6 +328,10 @@ def test_trades_and_quotes_taken_in_bulk_skip_and_key_as_an_independent_decode(o
             assert (took.exchange[i], took.pair[i], took.time_ms[i]) == expected
             assert took.specs[i].decode(took.stored[i]) is not None  # what JSONL and the stream decode
     assert sum(isinstance(r, RECORD_ERRORS) for r in took.records) >= len(_bad_flat_records()) - 1
+    # With every struct (JSONL, the stream on): decoded one by one, the same records kept and keyed.
+    each = take_records(payloads, structs=True)
+    assert [isinstance(r, RECORD_ERRORS) for r in each.records] == [isinstance(r, RECORD_ERRORS) for r in took.records]
+    assert (each.exchange, each.pair, each.time_ms) == (took.exchange, took.pair, took.time_ms)
     # Invalid UTF-8 alone in a read: skipped as msgspec would, the good record of it kept.
     only_utf8 = take_records([good[0], _fields_of_another_type()[0]])
     assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)

@@ -79,7 +79,8 @@ class RecordColumns:
         lens = np.fromiter(map(len, payloads), np.int64, len(payloads))
         self.n = len(payloads)
         self.buf = np.frombuffer(b"".join(payloads), np.uint8)
-        self.pos = np.cumsum(lens) - lens + prefix
+        self.ends = np.cumsum(lens)  # where each record ends in the buffer
+        self.pos = self.ends - lens + prefix
         tags = self._tags()
         if ((tags & 0xF0) != _FIXARRAY).any():
             raise ValueError("ring record is not a msgpack array of at most 15 fields")
@@ -107,7 +108,7 @@ class RecordColumns:
             fixint = (tags < 0x80) | (tags >= 0xE0)
             values[fixint] = np.where(tags[fixint] >= 0xE0, tags[fixint] - 0x100, tags[fixint])
             known = fixint | null
-            for tag in np.unique(tags[~known]).tolist():
+            for tag in np.flatnonzero(np.bincount(tags[~known], minlength=256)).tolist():  # no sort
                 if tag not in _NUMBERS or (tag in (_FLOAT32, _FLOAT64) and not floating):
                     raise ValueError(f"ring record field is not a number (msgpack tag {tag:#x})")
                 width, dtype = _NUMBERS[tag]

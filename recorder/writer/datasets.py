@@ -352,14 +352,15 @@ class Intake:
     time_ms: list[int]
 
 
-def take_records(payloads: Sequence[bytes]) -> Intake:
-    """Decode and check a ring read (see :class:`Intake`).
+def take_records(payloads: Sequence[bytes], structs: bool = False) -> Intake:
+    """Decode and check a ring read (see :class:`Intake`); ``structs``: every usable record
+    decoded (JSONL or the Redis stream will want each one's struct).
 
     Books are decoded one by one (their level columns stay raw) and checked in bulk: their
     level columns must be float64 arrays of matching lengths (what the sampler sends); one that
     is not is decoded the slow way and re-encoded so. Trades and quotes are read and checked
-    all at once, field by field (``RecordColumns``); where that read meets a record it cannot
-    take, that dataset's records of the read are decoded one by one as before. Flat lists, not
+    all at once, field by field (``RecordColumns``), unless ``structs``; where that read meets
+    a record it cannot take, that dataset's records of the read are decoded one by one as before. Flat lists, not
     a tuple per record: 200 k tuples would make the garbage collector cost more than decoding.
     """
     by_first_byte = spec_by_first_byte()
@@ -373,7 +374,7 @@ def take_records(payloads: Sequence[bytes]) -> Intake:
     for spec in (TRADES_SPEC, QUOTES_SPEC):
         at = np.flatnonzero(kinds == id(spec))
         if len(at):
-            bad = _take_flat_in_bulk(spec, [payloads[i] for i in at.tolist()], at, keys)
+            bad = None if structs else _take_flat_in_bulk(spec, [payloads[i] for i in at.tolist()], at, keys)
             for i in at[bad].tolist() if bad is not None else at.tolist():
                 records[i] = _decode_one(spec, payloads[i])
                 one_by_one.append(i)
@@ -429,8 +430,7 @@ def _take_flat_in_bulk(spec: DatasetSpec, payloads: list[bytes], at: np.ndarray,
                 column.validate(full=True)  # UTF-8, as msgspec checks it
     except (ValueError, IndexError, pa.ArrowInvalid):
         return None
-    lens = np.fromiter(map(len, payloads), np.int64, len(payloads))
-    good = (header == 0x90 + len(msgspec.structs.fields(spec.wire))) & (reader.pos == np.cumsum(lens))
+    good = (header == 0x90 + len(msgspec.structs.fields(spec.wire))) & (reader.pos == reader.ends)
     for name, column in columns.items():
         if not spec.schema.field(name).nullable and column.null_count:
             good &= ~column.is_null().to_numpy(zero_copy_only=False)
@@ -459,14 +459,10 @@ def _dictionary(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[Any], list[bytes]]:
-    """Each ring record's dataset; its decoded record (a trade or quote too), or the error that
-    makes it unusable; and the bytes :func:`build_table` reads it from (:func:`take_records`)."""
-    intake = take_records(payloads)
-    records = [
-        spec.decode(raw) if rec is None else rec
-        for spec, rec, raw in zip(intake.specs, intake.records, intake.stored, strict=True)
-    ]
-    return intake.specs, records, intake.stored
+    """Each ring record's dataset; its decoded record, or the error that makes it unusable; and
+    the bytes :func:`build_table` reads it from (:func:`take_records` with every struct)."""
+    intake = take_records(payloads, structs=True)
+    return intake.specs, intake.records, intake.stored
 
 
 @lru_cache(maxsize=1)

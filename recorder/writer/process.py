@@ -136,7 +136,7 @@ class Writer(Committing):
             ends: list[int] = []
             limit = min(self.spec.rotate_snapshots, self.spec.max_read_records)
             payloads, nxt = ring.read(self.read_pos[venue], limit, ends)
-            took = take_records(payloads)
+            took = take_records(payloads, structs=self._jsonl or self.stream is not None)
             for dataset, rec, payload, end, exchange, pair, ts_ms in zip(
                 took.specs, took.records, took.stored, ends, took.exchange, took.pair, took.time_ms, strict=True
             ):
@@ -154,9 +154,9 @@ class Writer(Committing):
         return total
 
     def _add(self, dataset: DatasetSpec, rec: Any, payload: bytes, exchange: str, pair: str, ts_ms: int) -> bool:
-        """Add one ring record (decoded: ``rec``, or None for a trade or quote checked in bulk,
-        see ``take_records``) of ``exchange``, ``pair`` and time ``ts_ms`` to the open segment;
-        False if its file is full (not consumed)."""
+        """Add one ring record (decoded: ``rec``; None for a trade or quote checked in bulk when
+        neither JSONL nor the stream wants its struct, see ``take_records``) of ``exchange``,
+        ``pair`` and time ``ts_ms`` to the open segment; False if its file is full (not consumed)."""
         seg = self.segment
         date = utc_date(ts_ms)
         pkey = (dataset.name, exchange, date)
@@ -172,8 +172,6 @@ class Writer(Committing):
         if seq is None:
             seq = self.committed_seq.get(key, 0)
         seg.seq[key] = seq + 1
-        if rec is None and (self.stream is not None or self._jsonl):
-            rec = dataset.decode(payload)  # checked in bulk already: it decodes
         if self.stream is not None:
             self.stream.offer(dataset, rec, seq)
         if self._parquet:

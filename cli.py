@@ -743,7 +743,7 @@ def _save_replay_summary(data_dir: str, session_id: str, summary: dict[str, Any]
     default="auto",
     show_default=True,
     type=click.Choice(["auto", "archive", "snapshots"]),
-    help="Book events from the archive (every change) or stored snapshots; auto: archive where it has the pair.",
+    help="Book events from the archive (every change) or stored snapshots; auto: archive where it has the day.",
 )
 def export_cmd(
     to: str,

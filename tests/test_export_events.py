@@ -566,3 +566,31 @@ def test_a_hole_in_the_archive_clears_the_books(capture: Path, tmp_path: Path) -
             b.level(before["side"][i] == 1, float(before["price"][i]), float(before["qty"][i]))
 
     assert check_against_stored(snaps, tick_times(capture, "okx"), before["local_ns"], apply, "hole") == len(snaps) >= 5
+
+
+def test_auto_takes_each_pair_day_from_where_it_is(capture: Path, tmp_path: Path) -> None:
+    """``--from auto``: a day the archive holds comes from it (every change: a clear without a side
+    at each snapshot load), an earlier day of the same pair that only stored snapshots comes from
+    those (a clear per side at each snapshot), one file each."""
+    import shutil
+
+    from recorder.dataset import to_ms
+    from tests.month_data import snapshot, write_segment
+
+    hbt = pytest.importorskip("hftbacktest")
+    data = tmp_path / "data"
+    shutil.copytree(capture, data)
+    start = to_ms("2026-11-20")
+    write_segment(data, [snapshot("BTC-USDT", start + i * 1000, i, 60000.0) for i in range(5)], 0, formats=("parquet",))
+    out = tmp_path / "hbt"
+    export_cli(data, "hftbacktest", out, "--pairs", "BTC-USDT", "--exchanges", "binance")
+    today = stored_books(capture)[("binance", "BTC-USDT")][0].timestamp[:10]
+    assert sorted(p.name for p in out.glob("*.npz")) == sorted(
+        [f"binance_BTC-USDT_{today}.npz", "binance_BTC-USDT_2026-11-20.npz"]
+    )
+    for day, archived in ((today, True), ("2026-11-20", False)):
+        ev = np.load(out / f"binance_BTC-USDT_{day}.npz")["data"]
+        clears = ev[(ev["ev"] & 0xFF) == hbt.DEPTH_CLEAR_EVENT]
+        sided = (clears["ev"] & (hbt.BUY_EVENT | hbt.SELL_EVENT)) != 0
+        assert len(clears) and (not sided.any() if archived else sided.all()), day
+        assert ((ev["ev"] & 0xFF) == hbt.DEPTH_EVENT).any() == archived, day

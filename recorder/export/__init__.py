@@ -8,8 +8,9 @@ Book data comes from one of two sources (``source=``): ``snapshots``, the stored
 trades and quotes where the dataset has them), read one pair-day at a time (books in chunks of an
 hour); or ``archive``, the lossless archive, replayed into every book change and trade
 (``recorder.export.events``, spooled per pair-day on disk by ``recorder.export.event_units``):
-hftbacktest depth events, tardis ``incremental_book_L2``. ``auto`` (the default) takes a pair's
-events from the archive when a session of the selection archived it, else its snapshots. Memory
+hftbacktest depth events, tardis ``incremental_book_L2``. ``auto`` (the default) takes a
+pair-day's events from the archive when a session of the selection archived it, else its
+snapshots. Memory
 stays bounded however long the selection.
 """
 
@@ -82,10 +83,10 @@ def export(
     stored = Source(ds, sel) if ds is not None else None
     stored_units = stored.units() if stored is not None else []
     archive = _archive(local, sel, source, to)
-    covered = archive.covered() if archive is not None else set()
-    if to == "hftbacktest":  # a pair's book events from one source: the archive where it has the pair
-        stored_units = [u for u in stored_units if (u.exchange, u.pair) not in covered]
     event_units = archive.planned() if archive is not None else []
+    if to == "hftbacktest":  # a pair-day's book events from one source: the archive where it has them
+        archived = set(event_units)
+        stored_units = [u for u in stored_units if u not in archived]
     if not stored_units and not event_units:
         raise ExportError("nothing to export: no stored books match the selection")
     out_dir = _out_dir(out, to, stored_units, event_units, depth, overwrite)

@@ -21,6 +21,7 @@ import zstandard
 from recorder.dataset import open_dataset
 from tests.conftest import ROOT
 from tests.export_data import export_cli
+from tests.test_dataset import s3_server  # noqa: F401 - moto's S3 server, a fixture by name
 
 SESSION = "ev"
 VENUES = {
@@ -594,3 +595,36 @@ def test_auto_takes_each_pair_day_from_where_it_is(capture: Path, tmp_path: Path
         sided = (clears["ev"] & (hbt.BUY_EVENT | hbt.SELL_EVENT)) != 0
         assert len(clears) and (not sided.any() if archived else sided.all()), day
         assert ((ev["ev"] & 0xFF) == hbt.DEPTH_EVENT).any() == archived, day
+
+
+def test_archive_on_s3_exports_as_the_local_one(
+    capture: Path, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data dir uploaded to S3 (moto's server), archive included: the event exports read its
+    archive (downloaded for the run, then removed) and equal the local dir's."""
+    import boto3
+
+    from tests.conftest import run_cli
+
+    s3_url: str = request.getfixturevalue("s3_server")  # moto's S3 server (tests/test_dataset.py)
+    s3 = boto3.client("s3", endpoint_url=s3_url)
+    s3.create_bucket(Bucket="books")
+    for path in capture.rglob("*"):
+        rel = path.relative_to(capture).as_posix()
+        if path.is_file() and rel.startswith(("parquet/", "trades/", "archive/")):
+            s3.upload_file(str(path), "books", f"capture/{rel}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_url)
+    pick = ("--exchanges", "kraken,okx")
+    export_cli(capture, "tardis", tmp_path / "local", *pick)
+    res = run_cli(
+        "export", "--to", "tardis", "--data-dir", "s3://books/capture", "--out", str(tmp_path / "s3"),
+        "--from", "archive", *pick,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert sum("incremental_book_L2" in n for n in names) == 2
+    assert names == sorted(p.name for p in (tmp_path / "s3").iterdir())  # (the download is gone)
+    for name in names:
+        assert gzip.decompress((tmp_path / "s3" / name).read_bytes()) == gzip.decompress(
+            (tmp_path / "local" / name).read_bytes()
+        )

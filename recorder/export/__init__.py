@@ -82,6 +82,28 @@ def export(
     sel = _selection(ds, exchanges, pairs, start, end, sessions)
     stored = Source(ds, sel) if ds is not None else None
     stored_units = stored.units() if stored is not None else []
+    fetched = None
+    if local is None and ds is not None and source != "snapshots" and to != "nautilus":
+        fetched = local = _fetch_archive(ds, sel, out)  # the archive on S3: its sessions downloaded
+    try:
+        return _export(to, out, depth, overwrite, progress, source, local, sel, stored, stored_units)
+    finally:
+        if fetched is not None:
+            shutil.rmtree(fetched, ignore_errors=True)
+
+
+def _export(
+    to: str,
+    out: str | os.PathLike[str],
+    depth: int,
+    overwrite: bool,
+    progress: Callable[[int, int, Unit], None] | None,
+    source: str,
+    local: Path | None,
+    sel: Any,
+    stored: Source | None,
+    stored_units: list[Unit],
+) -> ExportResult:
     archive = _archive(local, sel, source, to)
     event_units = archive.planned() if archive is not None else []
     if to == "hftbacktest":  # a pair-day's book events from one source: the archive where it has them
@@ -137,6 +159,22 @@ def export(
     return ExportResult(to, out_dir, units, files, counts)
 
 
+def _fetch_archive(ds: Any, sel: Any, out: str | os.PathLike[str]) -> Path | None:
+    """The S3 data dir's archive for the selection, downloaded under ``out`` (None: it has none)."""
+    import tempfile
+
+    from recorder.export.event_units import fetch_archive
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix=".archive-", dir=out))
+    names = lambda v: None if v is None else sorted(v)  # noqa: E731
+    n = fetch_archive(ds.filesystem, ds.root, dest, names(sel.exchanges), names(sel.sessions), sel.start_ms, sel.end_ms)
+    if not n:
+        shutil.rmtree(dest, ignore_errors=True)
+        return None
+    return dest
+
+
 def _local_dir(data: str | os.PathLike[str]) -> Path | None:
     text = os.fspath(data)
     return None if text.startswith("s3://") else Path(text)
@@ -156,7 +194,7 @@ def _archive(local: Path | None, sel: Any, source: str, to: str) -> Any:
         return None
     if local is None:
         if source == "archive":
-            raise ExportError("--from archive reads the archive from a local data dir: download <prefix>/archive first")
+            raise ExportError("no archive matches the selection (kept when [archive] is enabled): use --from snapshots")
         return None
     from recorder.export.event_units import ArchiveUnits
 

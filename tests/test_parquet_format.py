@@ -15,7 +15,7 @@ from recorder.compaction.formats import ParquetCodec
 from recorder.model import Level, Quote, Snapshot, Trade, quote_record, trade_record
 from recorder.sinks.local import prepare_parquet, publish
 from recorder.writer.batches import SCHEMA, batches_to_table, snapshots_to_batch
-from recorder.writer.datasets import QUOTES_SCHEMA, QUOTES_SPEC, TRADES_SCHEMA, TRADES_SPEC
+from recorder.writer.datasets import QUOTES_SCHEMA, QUOTES_SPEC, TRADES_SCHEMA, TRADES_SPEC, build_table
 
 T0 = 1_786_310_819_600
 
@@ -48,7 +48,7 @@ def _books() -> pa.Table:
 
 def _trades() -> pa.Table:
     recs = [
-        TRADES_SPEC.decode(
+        (
             trade_record(
                 Trade(
                     "bybit",
@@ -64,12 +64,12 @@ def _trades() -> pa.Table:
         )  # fmt: skip
         for i in range(50)
     ]
-    return TRADES_SPEC.table([TRADES_SPEC.batch(recs, list(range(50)), "s")])
+    return build_table(TRADES_SPEC, recs, list(range(50)), "s")
 
 
 def _quotes() -> pa.Table:
     recs = [
-        QUOTES_SPEC.decode(
+        (
             quote_record(
                 Quote(
                     "bybit",
@@ -86,7 +86,7 @@ def _quotes() -> pa.Table:
         )  # fmt: skip
         for i in range(50)
     ]
-    return QUOTES_SPEC.table([QUOTES_SPEC.batch(recs, list(range(50)), "s")])
+    return build_table(QUOTES_SPEC, recs, list(range(50)), "s")
 
 
 def _write(table: pa.Table, path: Path) -> Path:

@@ -13,9 +13,14 @@ def test_keeps_wire_text_and_matches_the_float_book() -> None:
     text, plain = TextL2Book(lambda p, q: f"{p}|{q}"), L2Book()
     bids = [("100.10", "1.000"), ("99.5", "2"), ("98", "0.10000000")]
     asks = [("101.0", "3"), ("102.50", "0.5")]
-    for book in (text, plain):
-        book.apply(bids, asks)
-        book.apply([("99.5", "0.000")], [("101.00", "4.0")])  # delete; same price in other text
+
+    def floats(levels: list[tuple[str, str]]) -> list[tuple[float, float]]:
+        return [(float(p), float(q)) for p, q in levels]  # the plain book takes decoded floats
+
+    text.apply(bids, asks)
+    text.apply([("99.5", "0.000")], [("101.00", "4.0")])  # delete; same price in other text
+    plain.apply(floats(bids), floats(asks))
+    plain.apply(floats([("99.5", "0.000")]), floats([("101.00", "4.0")]))
     assert text.top(10) == plain.top(10)
     # The latest text for a price wins (101.0 was re-sent as 101.00).
     assert text.top_text(10) == ([("100.10", "1.000"), ("98", "0.10000000")], [("101.00", "4.0"), ("102.50", "0.5")])

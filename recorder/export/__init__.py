@@ -8,10 +8,10 @@ Book data comes from one of two sources (``source=``): ``snapshots``, the stored
 trades and quotes where the dataset has them), read one pair-day at a time (books in chunks of an
 hour); or ``archive``, the lossless archive, replayed into every book change and trade
 (``recorder.export.events``, spooled per pair-day on disk by ``recorder.export.event_units``):
-hftbacktest depth events, tardis ``incremental_book_L2``. ``auto`` (the default) takes a
-pair-day's events from the archive when a session of the selection archived it, else its
-snapshots. Memory
-stays bounded however long the selection.
+hftbacktest depth events, tardis ``incremental_book_L2``, nautilus ``OrderBookDelta`` (beside the
+catalog's snapshots, trades and quotes). ``auto`` (the default) takes a pair-day's events from the
+archive when a session of the selection archived it (on S3: its files downloaded for the run),
+else its snapshots. Memory stays bounded however long the selection.
 """
 
 from __future__ import annotations
@@ -70,20 +70,18 @@ def export(
         raise ExportError(f"unknown source {source!r}: use {', '.join(SOURCES)}")
     if to == "tardis" and not 1 <= depth <= 1000:
         raise ExportError(f"invalid depth {depth}: use 1..1000")
-    if to == "nautilus" and source == "archive":
-        raise ExportError("nautilus exports are made from the stored snapshots: use --from snapshots")
     local = _local_dir(data)
     try:
         ds = open_dataset(data, endpoint_url=endpoint_url)
     except DatasetError:
-        if source == "snapshots" or to == "nautilus" or local is None or not (local / "archive").is_dir():
+        if source == "snapshots" or local is None or not (local / "archive").is_dir():
             raise
         ds = None  # an archive and no stored data (a capture that stored no books): the archive alone
     sel = _selection(ds, exchanges, pairs, start, end, sessions)
     stored = Source(ds, sel) if ds is not None else None
     stored_units = stored.units() if stored is not None else []
     fetched = None
-    if local is None and ds is not None and source != "snapshots" and to != "nautilus":
+    if local is None and ds is not None and source != "snapshots":
         fetched = local = _fetch_archive(ds, sel, out)  # the archive on S3: its sessions downloaded
     try:
         return _export(to, out, depth, overwrite, progress, source, local, sel, stored, stored_units)
@@ -135,9 +133,9 @@ def _export(
         elif to == "nautilus":
             from recorder.export import nautilus
 
-            ordered = sorted(stored_units, key=lambda u: (u.exchange, u.pair, u.day))
-            it = iter(ordered)
-            files, counts = nautilus.export_units(stored, ordered, out_dir, lambda: step(next(it)), overwrite)  # type: ignore[arg-type]
+            files, counts = nautilus.export_units(
+                stored, stored_units, archive, event_units, out_dir, spool, step, overwrite
+            )
         else:
             from recorder.export import tardis
 
@@ -190,7 +188,7 @@ def _selection(ds: Any, exchanges: Any, pairs: Any, start: Any, end: Any, sessio
 
 def _archive(local: Path | None, sel: Any, source: str, to: str) -> Any:
     """The archived sessions of the selection that give this export its book events, or None."""
-    if source == "snapshots" or to == "nautilus":
+    if source == "snapshots":
         return None
     if local is None:
         if source == "archive":

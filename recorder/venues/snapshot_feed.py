@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from recorder.book import L2Book, TextL2Book
 from recorder.book.textbook import Fragment
 from recorder.model import Quote
-from recorder.venues.base import Counters, FeedStats, LogThrottle
+from recorder.venues.base import Counters, FeedStats, LogThrottle, UpdateCount
 from recorder.venues.binance_trades import QuoteTracker
 from recorder.venues.trades.tape import TradeCallback, TradeEmitter, TradeTape
 
@@ -66,10 +66,11 @@ class TradeOutput:
 class BookState:
     """One pair of a Feed that keeps a float book synced from WS snapshots (Bybit, Coinbase)."""
 
-    __slots__ = ("pair", "book", "synced", "ever_synced")
+    __slots__ = ("pair", "book", "synced", "ever_synced", "updates")
 
-    def __init__(self, pair: str) -> None:
+    def __init__(self, pair: str, updates: UpdateCount) -> None:
         self.pair = pair
+        self.updates = updates  # its applied updates (the Feed's hot path counts them here)
         self.book = L2Book()
         self.synced = False
         self.ever_synced = False
@@ -89,6 +90,7 @@ class FloatSnapshotFeed(TradeOutput):
     """
 
     venue = ""
+    update_kind = "update"  # the frame kind of an update that continues a book
 
     def __init__(self, open_: bool, log: logging.Logger, counters: Counters | None = None) -> None:
         self.stats = FeedStats(counters)
@@ -101,7 +103,7 @@ class FloatSnapshotFeed(TradeOutput):
         self._want: set[str] = set()
 
     def _add(self, key: str, pair: str) -> BookState:
-        st = BookState(pair)
+        st = BookState(pair, self.stats.update_count(self.update_kind, pair))
         self._by_key[key] = self._by_pair[pair] = st
         return st
 

@@ -314,14 +314,25 @@ def _bad_number(struct: msgspec.Struct, where: str = "") -> str | None:
     return None
 
 
+def check_interval(seconds: float) -> None:
+    """A sampling interval within bounds (a capture's, a replay's)."""
+    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
+        raise ConfigError(f"invalid interval {seconds:g}s: must be at least 10ms and at most 1h")
+
+
+def check_depth(depth: int) -> None:
+    """Levels per side within bounds (a capture's, a replay's)."""
+    if not 1 <= depth <= 1000:
+        raise ConfigError(f"invalid depth {depth}: must be between 1 and 1000")
+
+
 def validate(cfg: CaptureConfig) -> CaptureConfig:
     from recorder.venues import VENUES  # registry lives with the connectors
 
     for name, value in (("interval", cfg.interval_s), ("duration", cfg.duration_s)):
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"invalid {name} {value}: must be a finite number")
-    if not MIN_INTERVAL_S <= cfg.interval_s <= MAX_INTERVAL_S:
-        raise ConfigError(f"invalid interval {cfg.interval_s:g}s: must be at least 10ms and at most 1h")
+    check_interval(cfg.interval_s)
     if (cfg.interval_s * 1000) % 1 > 1e-9:
         raise ConfigError(f"invalid interval {cfg.interval_s}s: must be a whole number of milliseconds")
     if cfg.duration_s is not None and not max(MIN_DURATION_S, cfg.interval_s) <= cfg.duration_s <= MAX_DURATION_S:
@@ -331,8 +342,7 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
         )
     if (bad := _bad_number(cfg)) is not None:
         raise ConfigError(f"invalid {bad}: must be a finite number, at most {MAX_SETTING:g}")
-    if not 1 <= cfg.depth <= 1000:
-        raise ConfigError(f"invalid depth {cfg.depth}: must be between 1 and 1000")
+    check_depth(cfg.depth)
     if cfg.metrics_port is not None and not 0 <= cfg.metrics_port <= MAX_PORT:
         raise ConfigError(f"invalid metrics port {cfg.metrics_port}: must be between 0 and {MAX_PORT}")
     if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]{1,253}", cfg.metrics_host):

@@ -29,7 +29,7 @@ from recorder.sim.faults import FaultInjector
 from recorder.sim.wsconn import EngineVenue, WsConn
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 TICK_MS = 10  # generator resolution: events are spread over time at this granularity
 SLOW_INTERVAL_MS = 1000  # cadence of `<symbol>@depth` (and partial depth without @100ms)

@@ -25,7 +25,7 @@ from recorder.sim.binance import BinanceVenue, _levels, _quote_of, make_spec
 from recorder.sim.book import InstrumentSpec, Level, WindowDiff, fmt_units
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 PERPETUAL_DELIVERY_MS = 4133404800000  # what USD-M prints as a perpetual's deliveryDate (2100-12-25)

@@ -31,7 +31,7 @@ from recorder.sim.faults import Fault, FaultInjector
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 TICK_MS = 10
 # depth -> push interval (ms), per the docs (spot 200 moved to 100 ms on 2026-03-19)

@@ -29,7 +29,7 @@ from recorder.sim.trades import SimTrade, SymbolTrades, flatten, record_route
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 TICK_MS = 10
 SUBSCRIBE_DEADLINE_S = 5.0  # the venue drops a connection that subscribes to nothing by then

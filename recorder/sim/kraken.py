@@ -24,7 +24,7 @@ from recorder.sim.subscribed import SimConn, SubscribedSimVenue, decimals_of, js
 from recorder.sim.trades import SimTrade, SymbolTrades, flatten, record_route
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 DEPTHS = (10, 25, 100, 500, 1000)
 QTY_DECIMALS = 8

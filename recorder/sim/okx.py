@@ -28,7 +28,7 @@ from recorder.sim.subscribed import SimConn, SubscribedSimVenue, decimals_of, js
 from recorder.sim.trades import SimTrade, SymbolTrades, record_route
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 INCREMENTAL = ("books", "books-l2-tbt", "books50-l2-tbt")
 CHANNELS = (*INCREMENTAL, "books5")

@@ -29,7 +29,7 @@ from recorder.sim.faults import Fault, FaultInjector
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 TICK_MS = 10
 

@@ -174,7 +174,7 @@ def simulate(**given: Any) -> None:
     from recorder.logs import setup_logging
     from recorder.sim.server import run_simulator
 
-    opts = sim_options(**given)
+    opts = sim_options(given)
     setup_logging("simulator")
     if opts.replay is not None:
         from recorder.replay.readers import CaptureFormatError
@@ -336,17 +336,7 @@ def compact_cmd(
 @click.option("--data-dir", type=DATA_DIR, default=DEFAULT_DATA_DIR, show_default=True)
 @click.option("--session-id", type=SessionId(), help="Session id (default: replay_<venue>_<input name>).")
 @click.option("--log-level", type=LOG_LEVEL, default="WARNING", show_default=True)
-def replay_cmd(
-    venue: str,
-    inputs: tuple[str, ...],
-    pairs: str | None,
-    interval_s: float | None,
-    depth: int | None,
-    fmt: str,
-    data_dir: str,
-    session_id: str | None,
-    log_level: str,
-) -> None:
+def replay_cmd(log_level: str, **given: Any) -> None:
     """Feed a recorded raw capture through the live code path; write the files a capture would; print a summary."""
     from recorder.logs import setup_logging
     from recorder.replay.engine import ReplayError, replay
@@ -354,9 +344,9 @@ def replay_cmd(
 
     setup_logging("replay", log_level)
     try:
-        opts = replay_options(venue, inputs, pairs, interval_s, depth, fmt, data_dir, session_id)
+        opts = replay_options(**given)
         summary = replay(opts)
-        _save_replay_summary(data_dir, opts.session_id, summary)
+        _save_replay_summary(opts.data_dir, opts.session_id, summary)
     except (ConfigError, NameError_, ReplayError, CaptureFormatError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:

@@ -16,58 +16,53 @@ F = TypeVar("F", bound=Callable[..., Any])
 _DEFAULTS = SimOptions()
 
 
-def _shown(flag: str, default: Any, type_: Any = None, help_: str | None = None, dest: str | None = None) -> Any:
-    """An option whose default ``--help`` shows."""
-    names = (flag, dest) if dest else (flag,)
-    return click.option(*names, default=default, show_default=True, type=type_, help=help_)
+def _shown(flag: str, field: str, type_: Any = None, help_: str | None = None) -> Any:
+    """An option filling ``SimOptions.<field>``, its default the simulator's own (``--help`` shows it)."""
+    return click.option(flag, field, default=getattr(_DEFAULTS, field), show_default=True, type=type_, help=help_)
 
 
 def _seconds(most: float) -> FiniteFloat:
     return FiniteFloat(0, most, min_open=True)
 
 
+# Each option's destination is the SimOptions field it fills.
 _OPTIONS = [
-    _shown("--venue", _DEFAULTS.venue, help_=f"Venue id: {', '.join(VENUES)}."),
-    _shown("--host", _DEFAULTS.host, Text("host")),
-    _shown("--port", _DEFAULTS.port, PORT, "0 picks a free port."),
+    _shown("--venue", "venue", help_=f"Venue id: {', '.join(VENUES)}."),
+    _shown("--host", "host", Text("host")),
+    _shown("--port", "port", PORT, "0 picks a free port."),
     click.option("--symbols", help="Comma-separated venue symbols (default: a built-in universe)."),
     click.option("--seed", type=int, help="Seed for a reproducible market."),
-    _shown("--ping-interval", _DEFAULTS.ping_interval_s, _seconds(86400)),
+    _shown("--ping-interval", "ping_interval_s", _seconds(86400)),
     _shown(
         "--max-connection-age",
-        _DEFAULTS.max_connection_age_s,
+        "max_connection_age_s",
         _seconds(30 * 86400),
         "Seconds before the server closes a connection (the venue's 24 h limit).",
     ),
     click.option(
         "--faults",
-        "faults_spec",
         help="Fault schedule: a .json/.toml file or e.g. 'drop@5,stall@10+4,gap@15:BTCUSDT,close@20#4000'.",
     ),
     _shown(
-        "--instruments",
-        _DEFAULTS.instruments,
-        click.IntRange(0, 10000),
-        "Extra generated instruments (tail), up to 10000.",
+        "--instruments", "instruments", click.IntRange(0, 10000), "Extra generated instruments (tail), up to 10000."
     ),
-    _shown("--weight-limit", _DEFAULTS.weight_limit_per_min, click.IntRange(1), "REST weight budget per window."),
-    _shown("--weight-window", _DEFAULTS.weight_window_s, _seconds(86400), "REST weight window in seconds."),
+    _shown("--weight-limit", "weight_limit_per_min", click.IntRange(1), "REST weight budget per window."),
+    _shown("--weight-window", "weight_window_s", _seconds(86400), "REST weight window in seconds."),
     click.option(
         "--replay",
-        "replay_file",
         type=click.Path(dir_okay=False),
         help="Serve this recorded raw capture (and its REST snapshots) instead of a generated market.",
     ),
-    _shown("--speed", _DEFAULTS.speed, FiniteFloat(0, 1e6, min_open=True), "Replay pace: 1 as recorded, 10 faster."),
+    _shown("--speed", "speed", FiniteFloat(0, 1e6, min_open=True), "Replay pace: 1 as recorded, 10 faster."),
     _shown(
         "--okx-checksum",
-        _DEFAULTS.okx_checksum,
+        "okx_checksum",
         click.Choice(["zero", "crc"]),
         "OKX book checksum: 0 as OKX sends today, or the documented CRC32 (older captures).",
     ),
     _shown(
         "--idle-timeout",
-        _DEFAULTS.idle_timeout_s,
+        "idle_timeout_s",
         _seconds(86400),
         "Bybit: seconds without a ping and without data before a connection is cut.",
     ),
@@ -96,50 +91,17 @@ def parse_symbol_status(raw: str | None) -> dict[str, str] | None:
     return statuses or None
 
 
-def sim_options(
-    *,
-    venue: str,
-    host: str,
-    port: int,
-    symbols: str | None,
-    seed: int | None,
-    ping_interval: float,
-    max_connection_age: float,
-    faults_spec: str | None,
-    instruments: int,
-    weight_limit: int,
-    weight_window: float,
-    replay_file: str | None,
-    speed: float,
-    okx_checksum: str,
-    idle_timeout: float,
-    symbol_status: str | None,
-) -> SimOptions:
-    """The options ``simulate`` was given, checked: a bad one is a :class:`UserError`."""
+def sim_options(given: dict[str, Any]) -> SimOptions:
+    """The options ``simulate`` was given (by SimOptions field), checked: a bad one is a
+    :class:`UserError`. ``--faults``, ``--symbols`` and ``--symbol-status`` arrive as text."""
     from recorder.sim.faults import FaultError, parse_faults
 
-    if venue not in VENUES:
-        raise UserError(f"the simulator does not serve venue {venue!r} yet (known: {', '.join(VENUES)})")
+    if given["venue"] not in VENUES:
+        raise UserError(f"the simulator does not serve venue {given['venue']!r} yet (known: {', '.join(VENUES)})")
     try:
-        faults = parse_faults(faults_spec) if faults_spec else None
+        faults = parse_faults(given["faults"]) if given["faults"] else None
     except FaultError as exc:
         raise UserError(str(exc)) from None
-    statuses = parse_symbol_status(symbol_status)
-    return SimOptions(
-        venue=venue,
-        host=host,
-        port=port,
-        symbols=parse_symbols(symbols) if symbols is not None else None,
-        seed=seed,
-        ping_interval_s=ping_interval,
-        max_connection_age_s=max_connection_age,
-        faults=faults,
-        instruments=instruments,
-        weight_limit_per_min=weight_limit,
-        weight_window_s=weight_window,
-        replay=replay_file,
-        speed=speed,
-        okx_checksum=okx_checksum,
-        idle_timeout_s=idle_timeout,
-        symbol_status=statuses,
-    )
+    statuses = parse_symbol_status(given["symbol_status"])
+    symbols = parse_symbols(given["symbols"]) if given["symbols"] is not None else None
+    return SimOptions(**{**given, "faults": faults, "symbol_status": statuses, "symbols": symbols})

@@ -20,7 +20,7 @@ def render_status(s: dict[str, Any]) -> str:
     ]
     for venue, v in s.get("venues", {}).items():
         lines.append(
-            f"  {venue}: {'connected' if v['connected'] else 'DISCONNECTED'}  msgs/s {v['messages_per_s']}"
+            f"  {venue}: {_connection(s['state'], v)}  msgs/s {v['messages_per_s']}"
             f"  samples {v['samples']}  missed {v['missed_ticks']}  depth short {v.get('depth_short', 0)}"
             f"  resyncs {v['resyncs']}  gaps {v['gaps']}"
             f"  reconnects {v['reconnects']}  drops {v['ring_drops']}  restarts {v['restarts']}"
@@ -57,6 +57,14 @@ def render_status(s: dict[str, Any]) -> str:
     if "flushed" in s:
         lines.append(f"  flushed: {s['flushed']}  ({s.get('stop_reason')})")
     return "\n".join(lines)
+
+
+def _connection(state: str, v: dict[str, Any]) -> str:
+    """A venue's connection; once the capture is over, that (its sockets are closed by design,
+    as the live view says too)."""
+    if state in ("stopping", "stopped"):
+        return state
+    return "connected" if v["connected"] else "DISCONNECTED"
 
 
 def _never_synced_lines(venue: str, v: dict[str, Any], state: str) -> list[str]:

@@ -26,6 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from recorder.sim.binance_trades import TradeTape
 from recorder.sim.book import Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
 from recorder.sim.faults import FaultInjector
+from recorder.sim.trades import trades_route
 from recorder.sim.wsconn import EngineVenue, WsConn
 
 if TYPE_CHECKING:
@@ -220,7 +221,7 @@ class BinanceVenue(EngineVenue):
         app.router.add_get(f"{rest}/time", self._rest_time)
         app.router.add_get("/sim/book", self._sim_book)
         app.router.add_get("/sim/stats", self._sim_stats)
-        app.router.add_get("/sim/trades", self._sim_trades)
+        trades_route(app, self._trade_rows)
         self.faults.setup(app)
 
     def open_conns(self) -> set[_Conn]:
@@ -276,13 +277,14 @@ class BinanceVenue(EngineVenue):
         name = f"{sym.lower()}@trade"
         for trade in self.tape.take_pending(sym):
             if self.faults.take_trade_gap(sym):
-                self.tape.withheld(sym, trade[0])
+                self.tape.withheld(sym, trade)
                 continue
             if self.faults.trades_silent(sym):
-                self.tape.silenced(sym, trade[0])
+                self.tape.silenced(sym, trade)
                 continue
             conns = self._subs.get(name)
             if not conns:
+                self.tape.unheard(sym, trade)
                 continue
             self._fanout(name, msgspec.json.encode(self._trade_event(sym, event_ms, trade)).decode(), conns)
             self.tape.sent(sym, trade)
@@ -646,22 +648,18 @@ class BinanceVenue(EngineVenue):
 
     # -- verification (not Binance) -----------------------------------------------------------------
 
-    async def _sim_trades(self, request: web.Request) -> web.Response:
-        """What the simulator did with each trade of ``symbol``: sent (id, price, qty, m, T),
-        withheld (trade_gap fault) or silenced (trade_silence fault)."""
-        sym = request.query.get("symbol", "").upper()
+    def _trade_rows(self, symbol: str) -> list[dict[str, Any]] | None:
+        """``/sim/trades``' rows (``recorder/sim/trades.py``): each trade made while a client
+        listened, one fill each (Binance prints every fill as one trade)."""
+        sym = symbol.upper()
         if sym not in self.feeds:
-            return web.json_response({"error": "unknown symbol"}, status=400)
+            return None
         s = self.tape.symbols.get(sym)
-        sent = [[t, fmt_units(px), fmt_units(q), m, ts] for t, px, q, m, ts in (s.sent if s else ())]
-        return web.json_response(
-            {
-                "symbol": sym,
-                "sent": sent,
-                "withheld": list(s.withheld) if s else [],
-                "silenced": list(s.silenced) if s else [],
-            }
-        )
+        return [
+            {"id": str(tid), "price": fmt_units(px), "qty": fmt_units(q), "side": "sell" if m else "buy",
+             "time_us": t_ms * 1000, "fill": tid, "sent": sent, "withheld": why}
+            for (tid, px, q, m, t_ms), sent, why in (s.record if s else ())
+        ]  # fmt: skip
 
     async def _sim_book(self, request: web.Request) -> web.Response:
         q = request.query

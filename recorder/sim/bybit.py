@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from recorder.sim.binance import make_spec
+from recorder.sim.binance_symbols import make_spec
 from recorder.sim.book import Book, BookHistory, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
 from recorder.sim.bybit_trades import BybitTrades
 from recorder.sim.faults import Fault, FaultInjector

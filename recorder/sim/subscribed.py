@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from recorder.sim.binance import make_spec
+from recorder.sim.binance_symbols import make_spec
 from recorder.sim.book import SCALE, InstrumentSpec, SymbolFeed, WindowDiff
 from recorder.sim.faults import Fault, FaultInjector
 from recorder.sim.wsconn import EngineVenue, WsConn, accept

@@ -23,8 +23,9 @@ from recorder.sim.binance_symbols import DEFAULT_SYMBOLS, make_spec, symbol_info
 from recorder.sim.binance_trades import TradeTape
 from recorder.sim.binance_wire import levels, now_ms
 from recorder.sim.binance_ws import BinanceConn, BinanceWs
-from recorder.sim.book import Book, InstrumentSpec, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.book import Book, InstrumentSpec, WindowDiff, fmt_units
 from recorder.sim.faults import FaultInjector
+from recorder.sim.feed import SymbolFeed
 from recorder.sim.trades import trades_route
 from recorder.sim.wsconn import EngineVenue
 

@@ -16,8 +16,9 @@ import msgspec
 from aiohttp import web
 
 from recorder.sim.binance_wire import illegal_symbol, json_error, levels, mandatory, now_ms
-from recorder.sim.book import InstrumentSpec, Level, SymbolFeed
+from recorder.sim.book import InstrumentSpec, Level
 from recorder.sim.faults import FaultInjector
+from recorder.sim.feed import SymbolFeed
 
 if TYPE_CHECKING:
     from recorder.sim.options import SimOptions

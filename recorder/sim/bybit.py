@@ -25,9 +25,10 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.binance_symbols import make_spec
-from recorder.sim.book import Book, BookHistory, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.book import Book, InstrumentSpec, Level, WindowDiff, fmt_units
 from recorder.sim.bybit_trades import BybitTrades
 from recorder.sim.faults import Fault, FaultInjector
+from recorder.sim.feed import BookHistory, SymbolFeed
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
+from recorder.sim.book import InstrumentSpec, Level, WindowDiff, fmt_units, to_units
 from recorder.sim.faults import FaultInjector
+from recorder.sim.feed import SymbolFeed
 from recorder.sim.trades import SimTrade, SymbolTrades, flatten, record_route
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 

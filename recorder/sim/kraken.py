@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from recorder.sim.book import DECIMALS, Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.book import DECIMALS, Book, InstrumentSpec, Level, WindowDiff, fmt_units
+from recorder.sim.feed import SymbolFeed
 from recorder.sim.subscribed import SimConn, SubscribedSimVenue, decimals_of, json_text, spec_for
 from recorder.sim.trades import SimTrade, SymbolTrades, flatten, record_route
 

@@ -24,8 +24,9 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from recorder.sim.binance_symbols import make_spec
-from recorder.sim.book import SCALE, InstrumentSpec, SymbolFeed, WindowDiff
+from recorder.sim.book import SCALE, InstrumentSpec, WindowDiff
 from recorder.sim.faults import Fault, FaultInjector
+from recorder.sim.feed import SymbolFeed
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from recorder.sim.book import SymbolFeed
+from recorder.sim.feed import SymbolFeed
 
 if TYPE_CHECKING:
     from recorder.sim.faults import FaultInjector

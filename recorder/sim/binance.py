@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import random
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -25,7 +26,7 @@ from recorder.sim.binance_wire import levels, now_ms
 from recorder.sim.binance_ws import BinanceConn, BinanceWs
 from recorder.sim.book import Book, InstrumentSpec, WindowDiff, fmt_units
 from recorder.sim.faults import FaultInjector
-from recorder.sim.feed import SymbolFeed
+from recorder.sim.feed import BookHistory, SymbolFeed
 from recorder.sim.trades import trades_route
 from recorder.sim.wsconn import EngineVenue
 
@@ -135,19 +136,18 @@ class BinanceVenue(BinanceWs, BinanceRest, EngineVenue):
     def open_conns(self) -> set[BinanceConn]:
         return self._conns
 
-    def stats(self) -> dict[str, Any]:
+    def histories(self) -> Iterable[BookHistory]:
+        return (f.history for f in self.feeds.values())
+
+    def own_stats(self) -> dict[str, Any]:
         return {
-            "venue": self.name,
-            **self.counters,
-            "connections_open": len(self._conns),
-            "self_check_failures": sum(f.history.self_check_failures for f in self.feeds.values()),
             "symbols": {
                 s: {
                     "last_update_id": f.last_id * self.id_scale,
                     "last_published_u": f.history.latest_id() * self.id_scale,
                 }
                 for s, f in self.feeds.items()
-            },
+            }
         }
 
     # -- market engine ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -195,14 +196,11 @@ class BybitVenue(EngineVenue):
     def open_conns(self) -> list[WsConn]:
         return [client.conn for client in self._clients]
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "venue": self.name,
-            **self.counters,
-            "connections_open": len(self._clients),
-            "self_check_failures": sum(t.history.self_check_failures for t in self.topics.values()),
-            "topics": {f"{c}:{n}": {"u": t.u, "subscribers": len(t.subs)} for (c, n), t in self.topics.items()},
-        }
+    def histories(self) -> Iterable[BookHistory]:
+        return (t.history for t in self.topics.values())
+
+    def own_stats(self) -> dict[str, Any]:
+        return {"topics": {f"{c}:{n}": {"u": t.u, "subscribers": len(t.subs)} for (c, n), t in self.topics.items()}}
 
     # -- market engine ------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import json
 import random
 import time
 from bisect import bisect_left
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from recorder.sim.book import InstrumentSpec, Level, WindowDiff, fmt_units, to_units
 from recorder.sim.faults import FaultInjector
-from recorder.sim.feed import SymbolFeed
+from recorder.sim.feed import BookHistory, SymbolFeed
 from recorder.sim.trades import SimTrade, SymbolTrades, flatten, record_route
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
@@ -168,16 +169,15 @@ class CoinbaseVenue(EngineVenue):
     def open_conns(self) -> list[WsConn]:
         return [client.conn for client in self._clients]
 
-    def stats(self) -> dict[str, Any]:
+    def histories(self) -> Iterable[BookHistory]:
+        return (p.feed.history for p in self.products.values())
+
+    def own_stats(self) -> dict[str, Any]:
         return {
-            "venue": self.name,
-            **self.counters,
-            "connections_open": len(self._clients),
-            "self_check_failures": sum(p.feed.history.self_check_failures for p in self.products.values()),
             "products": {
                 name: {"last_update_id": p.feed.last_id, "last_event_ms": p.last_event_ms, "subscribers": len(p.subs)}
                 for name, p in self.products.items()
-            },
+            }
         }
 
     # -- market engine ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 from recorder.sim.binance_symbols import make_spec
 from recorder.sim.book import SCALE, InstrumentSpec, WindowDiff
 from recorder.sim.faults import Fault, FaultInjector
-from recorder.sim.feed import SymbolFeed
+from recorder.sim.feed import BookHistory, SymbolFeed
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
@@ -152,16 +152,15 @@ class SubscribedSimVenue(EngineVenue):
     def open_conns(self) -> set[SimConn]:
         return self.conns
 
-    def stats(self) -> dict[str, Any]:
+    def histories(self) -> Iterable[BookHistory]:
+        return (f.history for f in self.feeds.values())
+
+    def own_stats(self) -> dict[str, Any]:
         return {
-            "venue": self.name,
-            **self.counters,
-            "connections_open": len(self.conns),
-            "self_check_failures": sum(f.history.self_check_failures for f in self.feeds.values()),
             "symbols": {
                 s: {"last_update_id": f.last_id, "last_published_id": f.history.latest_id()}
                 for s, f in self.feeds.items()
-            },
+            }
         }
 
     # -- engine ----------------------------------------------------------------------------------

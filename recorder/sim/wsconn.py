@@ -10,11 +10,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
 from recorder.sim.faults import ConnFaults, FaultInjector
+
+if TYPE_CHECKING:
+    from recorder.sim.feed import BookHistory
 
 MAX_QUEUED = 50_000  # outgoing messages buffered before the client is dropped as too slow
 
@@ -158,8 +161,23 @@ class EngineVenue:
         """Every client connection (closed by ``stop``)."""
         raise NotImplementedError
 
-    def stats(self) -> dict[str, Any]:
+    def histories(self) -> Iterable[BookHistory]:
+        """Every book history the venue keeps (``/sim/stats`` counts their self-check failures)."""
         raise NotImplementedError
+
+    def own_stats(self) -> dict[str, Any]:
+        """What ``/sim/stats`` shows of this venue beyond the common part: its symbols, topics..."""
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        """``/sim/stats``: the venue, its counters, open connections, history self-check failures."""
+        return {
+            "venue": self.name,
+            **self.counters,
+            "connections_open": len(list(self.open_conns())),
+            "self_check_failures": sum(h.self_check_failures for h in self.histories()),
+            **self.own_stats(),
+        }
 
     async def start(self) -> None:
         self._t0 = asyncio.get_running_loop().time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -253,3 +254,21 @@ def faulty_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from tests.faulty_capture import run_faulty_capture
 
     yield from run_faulty_capture(tmp_path_factory)
+
+
+def free_port() -> int:
+    """A loopback port free now (for ``--metrics-port``, a server to start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """A capture's Prometheus exposition (``--metrics-port``): series (with labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = resp.read().decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines() if line and line[0] != "#")
+    }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder.dataset import open_dataset
-from tests.conftest import Sim, VenueSim, run_cli, running_cli, status, stop_cli, wait_for, write_config
+from tests.conftest import Sim, VenueSim, free_port, run_cli, running_cli, status, stop_cli, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(180)
 SESSION = "trades-live"
@@ -31,12 +30,6 @@ SESSION = "trades-live"
 def _pair_status(data: Path, venue: str, pair: str) -> dict[str, Any]:
     st = status(data, SESSION) or {}
     return ((st.get("venues") or {}).get(venue) or {}).get("pairs", {}).get(pair) or {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> str:
@@ -130,7 +123,7 @@ def test_binance_spot_trades_gaps_silence_and_quotes_live(tmp_path: Path) -> Non
     pairs = ["BTC-USDT", "ETH-USDT"]
     try:
         data, cfg = _capture(sim, tmp_path, "binance", pairs, ["book", "trades", "quotes"])
-        port = _free_port()
+        port = free_port()
         args = ["--config", str(cfg), "--interval", "0.5", "--session-id", SESSION, "--metrics-port", str(port)]
         with running_cli("start-capture", *args) as proc:
             wait_for(lambda: all(_pair_status(data, "binance", p).get("trades", 0) >= 10 for p in pairs), 60, "trades")

@@ -159,21 +159,15 @@ class BinanceVenue(BinanceWs, BinanceRest, EngineVenue):
     def _advance(self, feed: SymbolFeed, tick: int) -> None:
         feed.catch_up(tick, asyncio.get_running_loop().time(), self._on_boundary)
 
-    async def _run_engine(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if await self.paused():
-                continue
-            tick = self._tick_now()
-            for feed in self.feeds.values():
-                if feed.tick_s == self.tick_s:
-                    self._advance(feed, tick)
-                else:
-                    ftick = self._tick_now(feed)
-                    if ftick > feed.tick:
-                        self._advance(feed, ftick)
-            next_t = self._t0 + (tick // self.fast_ticks + 1) * self.fast_ticks * self.tick_s
-            await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
+    def step(self, tick: int, now: float) -> int:
+        for feed in self.feeds.values():
+            if feed.tick_s == self.tick_s:
+                self._advance(feed, tick)
+            else:
+                ftick = self._tick_now(feed)
+                if ftick > feed.tick:
+                    self._advance(feed, ftick)
+        return (tick // self.fast_ticks + 1) * self.fast_ticks
 
     def _on_fill(self, feed: SymbolFeed, bid_filled: bool, px: int, qty: int) -> None:
         """A fill of the book generator: the next trade of the symbol (sent at the window's end)."""

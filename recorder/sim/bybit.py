@@ -204,21 +204,14 @@ class BybitVenue(EngineVenue):
 
     # -- market engine ------------------------------------------------------------------------------
 
-    async def _run_engine(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if await self.paused():
-                continue
-            now = loop.time()
-            tick = int((now - self._t0) / self.tick_s)
-            for (cat, _), feed in self.feeds.items():
-                feed.catch_up(tick, now, lambda f, ci, d, t, cat=cat: self._on_boundary(cat, f, ci, t))
-            self._idle_check(now)
-            # Wake as often as the fastest subscribed depth pushes (the primary 100 ms otherwise).
-            step = min([self.primary_ticks] + [self.cadences[self.depth_of_cadence.index(t.depth)]
-                                                for t in self.topics.values() if t.subs])  # fmt: skip
-            next_t = self._t0 + (tick // step + 1) * step * self.tick_s
-            await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
+    def step(self, tick: int, now: float) -> int:
+        for (cat, _), feed in self.feeds.items():
+            feed.catch_up(tick, now, lambda f, ci, d, t, cat=cat: self._on_boundary(cat, f, ci, t))
+        self._idle_check(now)
+        # Wake as often as the fastest subscribed depth pushes (the primary 100 ms otherwise).
+        step = min([self.primary_ticks] + [self.cadences[self.depth_of_cadence.index(t.depth)]
+                                            for t in self.topics.values() if t.subs])  # fmt: skip
+        return (tick // step + 1) * step
 
     def _on_boundary(self, category: str, feed: SymbolFeed, cadence: int, tick: int) -> None:
         if cadence == 0:  # the trades of the primary window (publicTrade, bybit_trades.py)

@@ -145,6 +145,7 @@ class CoinbaseVenue(EngineVenue):
             for p in dict.fromkeys(products)
         }
         self._clients: set[_Client] = set()
+        self._next_beat: float | None = None  # engine clock of the next heartbeats
         self._tasks: set[asyncio.Task[None]] = set()
         self.faults = FaultInjector(
             self.name, opts.faults, symbols=lambda s: [s.upper()] if s.upper() in self.products else []
@@ -182,25 +183,19 @@ class CoinbaseVenue(EngineVenue):
 
     # -- market engine ------------------------------------------------------------------------------
 
-    async def _run_engine(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_beat = loop.time() + HEARTBEAT_S
-        while True:
-            if await self.paused():
-                continue
-            now = loop.time()
-            # Advance only to whole publication windows, so the generator's book is always exactly the
-            # last published state (a new subscriber's snapshot then matches an event time).
-            tick = int((now - self._t0) / self.tick_s)
-            tick -= tick % self.fast_ticks
-            for product in self.products.values():
-                # resume on a window boundary, like every other tick here
-                product.feed.catch_up(tick, now, self._on_boundary, resume_ticks=self.fast_ticks * 10)
-            if now >= next_beat:
-                next_beat = now + HEARTBEAT_S
-                self._heartbeats()
-            next_t = self._t0 + (tick + self.fast_ticks) * self.tick_s
-            await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
+    def step(self, tick: int, now: float) -> int:
+        # Advance only to whole publication windows, so the generator's book is always exactly the
+        # last published state (a new subscriber's snapshot then matches an event time).
+        tick -= tick % self.fast_ticks
+        for product in self.products.values():
+            # resume on a window boundary, like every other tick here
+            product.feed.catch_up(tick, now, self._on_boundary, resume_ticks=self.fast_ticks * 10)
+        if self._next_beat is None:
+            self._next_beat = now + HEARTBEAT_S
+        elif now >= self._next_beat:
+            self._next_beat = now + HEARTBEAT_S
+            self._heartbeats()
+        return tick + self.fast_ticks
 
     def _on_boundary(self, feed: SymbolFeed, cadence: int, diff: WindowDiff | None, tick: int) -> None:
         product = self.products[feed.spec.symbol]

@@ -165,18 +165,11 @@ class SubscribedSimVenue(EngineVenue):
 
     # -- engine ----------------------------------------------------------------------------------
 
-    async def _run_engine(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if await self.paused():
-                continue
-            now = loop.time()
-            tick = int((now - self._t0) / self.tick_s)
-            for feed in self.feeds.values():
-                feed.catch_up(tick, now, self._on_boundary)
-            self.idle(now)
-            next_t = self._t0 + (tick // self.fast_ticks + 1) * self.fast_ticks * self.tick_s
-            await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
+    def step(self, tick: int, now: float) -> int:
+        for feed in self.feeds.values():
+            feed.catch_up(tick, now, self._on_boundary)
+        self.idle(now)
+        return (tick // self.fast_ticks + 1) * self.fast_ticks
 
     def _on_boundary(self, feed: SymbolFeed, cadence: int, diff: WindowDiff | None, tick: int) -> None:
         sym = feed.spec.symbol

@@ -155,6 +155,18 @@ class EngineVenue:
     _wall0_ms = 0.0
 
     async def _run_engine(self) -> None:
+        """The market: at every wake-up (none during a quiet stall) ``step`` moves the feeds to the
+        current tick and names the tick to wake at next."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if await self.paused():
+                continue
+            now = loop.time()
+            wake_tick = self.step(int((now - self._t0) / self.tick_s), now)
+            await asyncio.sleep(max(0.0, self._t0 + wake_tick * self.tick_s - loop.time()) + 0.0005)
+
+    def step(self, tick: int, now: float) -> int:
+        """Advance the market to ``tick`` (engine clock ``now``); returns the tick to wake at next."""
         raise NotImplementedError
 
     def open_conns(self) -> Iterable[WsConn]:

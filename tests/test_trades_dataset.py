@@ -244,9 +244,9 @@ def test_trades_as_of_joined_to_the_book_in_force(harness) -> None:  # noqa: F81
     # A trade before any book has nothing in force.
     h2_trades = [make_trade("BTC-USDT", -5)]
     from recorder.dataset.records import asof_join
-    from recorder.writer.datasets import TRADES_SPEC
+    from recorder.writer.datasets import TRADES_SPEC, build_table
 
-    early = TRADES_SPEC.table([TRADES_SPEC.batch(h2_trades, [0], SESSION)])
+    early = build_table(TRADES_SPEC, [trade_record(t) for t in h2_trades], [0], SESSION)
     books = open_dataset(h.data_dir).wide(depth=1)
     assert asof_join(early, books).to_pylist()[0]["book_timestamp_ms"] is None
 

@@ -2,8 +2,9 @@
 
 The writer's rotation, journal, atomic publish, S3 upload and compaction are written once; what
 differs between books, trades and quotes is only here: how a ring record is decoded and checked,
-its time (which names the file and dates its partition), how many Parquet rows it makes, how a
-batch of them becomes Arrow and a JSONL line, and the table a file holds.
+its time (which names the file and dates its partition), how many Parquet rows it makes, which
+record field fills which column, and its JSONL line. Every dataset's file is built by one
+function, :func:`build_table`, in bulk: one C-level pass per column, no Python per value.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 
 from recorder.layout import BOOKS, QUOTES, TRADES, DatasetLayout
@@ -29,9 +33,11 @@ from recorder.model import (
     json_encoder,
     quote_decoder,
     ring_decoder,
+    ring_encoder,
     trade_decoder,
 )
-from recorder.writer.batches import SCHEMA, batches_to_table, sampled_to_batch, snapshot_jsonl
+from recorder.writer.batches import BOOK_FIELDS, SCHEMA, long_form_batch, snapshot_jsonl
+from recorder.writer.columns import RecordColumns, float64_arrays_ok, record_order, repeated
 
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -70,9 +76,15 @@ QUOTES_SCHEMA = pa.schema(
 )
 
 
+_usable_exchanges: set[str] = set()  # names already checked: a record costs one set lookup
+
+
 def _check_common(exchange: str, time_ms: int) -> None:
-    if not _SAFE_NAME.match(exchange) or ".." in exchange:
-        raise ValueError(f"unusable exchange {exchange[:40]!r}")
+    if exchange not in _usable_exchanges:
+        if not _SAFE_NAME.match(exchange) or ".." in exchange:
+            raise ValueError(f"unusable exchange {exchange[:40]!r}")
+        if len(_usable_exchanges) < 1024:  # bounded, whatever a producer sends
+            _usable_exchanges.add(exchange)
     if not 0 <= time_ms < _MAX_TS_MS:
         raise ValueError(f"time {time_ms} ms out of range")
 
@@ -85,9 +97,16 @@ class DatasetSpec:
     decode: Callable[[bytes], Any]  # ring record -> checked record (msgspec/Value errors)
     time_ms: Callable[[Any], int]
     rows: Callable[[Any], int]  # Parquet rows it becomes
-    batch: Callable[[Sequence[Any], list[int], str], pa.RecordBatch]  # records, numbers, session
     jsonl: Callable[[Any, int, str], bytes]  # record, number, session -> one line
-    table: Callable[[Sequence[pa.RecordBatch]], pa.Table]  # one file's content
+    # The ring record's struct (its fields in wire order) and the bytes before its msgpack array.
+    wire: type[msgspec.Struct]
+    prefix: int
+    # Column name -> record attribute, for every column but sequence_number and session_id.
+    fields: tuple[tuple[str, str], ...]
+    # Books: one row per level. Given the records' reader, their level arrays (field name ->
+    # first value positions, lengths), per-record columns and the order to store them in, the
+    # file's rows (the per-record columns repeated per level).
+    expand: Callable[[RecordColumns, dict[str, Levels], dict[str, pa.Array], np.ndarray], pa.RecordBatch] | None = None
     # A file of this dataset holds up to ``rotate_snapshots`` x this many records: a trade is one
     # small row where a snapshot is ``depth`` level rows, and a busy venue prints hundreds of
     # trades a second; with the books' count, every segment would be cut after a second.
@@ -98,25 +117,118 @@ class DatasetSpec:
         return self.layout.name
 
 
+Levels = tuple[np.ndarray, np.ndarray]  # per record: position of the first value, count
+
+
+def build_table(spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int], session_id: str) -> pa.Table:
+    """One file's table of ring records (``payloads``, as :func:`decode_records` passed them)
+    numbered ``seqs``, ordered by pair then sequence number.
+
+    Every column is read from the joined records in bulk (``RecordColumns``), in arrival order,
+    then put in order by one Arrow ``take`` computed per record (a book's levels keep theirs).
+    """
+    reader = RecordColumns(payloads, spec.prefix)
+    column_of = {attr: name for name, attr in spec.fields}
+    columns: dict[str, pa.Array] = {}
+    levels: dict[str, Levels] = {}
+    for f in msgspec.structs.fields(spec.wire):
+        name = column_of.get(f.name)
+        if name is not None:
+            columns[name] = reader.column(spec.schema.field(name).type)
+        else:
+            levels[f.name] = reader.float_arrays()
+    columns["sequence_number"] = pa.array(seqs, pa.int64())
+    columns["session_id"] = repeated(session_id, len(payloads))
+    order = record_order(columns["pair"], columns["sequence_number"])
+    if spec.expand is not None:
+        return pa.Table.from_batches([spec.expand(reader, levels, columns, order)], schema=spec.schema)
+    return pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=spec.schema).take(order)
+
+
 # -- books -------------------------------------------------------------------------------------
 
 
-def _decode_book(payload: bytes) -> SampledBook:
-    rec = ring_decoder.decode(payload)
-    rec.check()
+class RingBook(msgspec.Struct, array_like=True):
+    """A book's ring record (a ``SampledBook``) as the writer decodes it: the four level columns
+    stay msgpack bytes (``msgspec.Raw``, no Python float each) until a file's Arrow columns are
+    read out of them in bulk (``recorder.writer.columns``)."""
+
+    exchange: str
+    pair: str
+    timestamp_ms: int
+    bid_px: msgspec.Raw
+    bid_qty: msgspec.Raw
+    ask_px: msgspec.Raw
+    ask_qty: msgspec.Raw
+    capture_latency_ms: float | None
+    exchange_time_ms: int | None
+    update_id: int | None
+    verified: bool
+    depth_complete: bool | None
+    # Not on the wire (msgspec leaves the default): the record's bytes, set when it is decoded,
+    # so JSONL decodes them once more with float lists in one call rather than four.
+    ring_bytes: bytes = b""
+
+    def sampled(self) -> SampledBook:
+        """The record with its levels as float lists (JSONL, the Redis stream)."""
+        return ring_decoder.decode(self.ring_bytes)
+
+
+_ring_book_decoder = msgspec.msgpack.Decoder(RingBook)
+_LEVEL_RAWS = attrgetter("bid_px", "bid_qty", "ask_px", "ask_qty")
+
+
+def _decode_book(payload: bytes) -> RingBook:
+    rec = _ring_book_decoder.decode(payload)
     _check_common(rec.exchange, rec.timestamp_ms)
+    rec.ring_bytes = payload
     return rec
 
 
-def _book_jsonl(rec: SampledBook, seq: int, session_id: str) -> bytes:
-    return snapshot_jsonl(rec.to_snapshot(seq, session_id))
+def _book_the_slow_way(payload: bytes) -> bytes:
+    """A book record whose level columns are not all float64 arrays (ints, or worse): decoded
+    and checked as a SampledBook, and re-encoded, its levels as float64 arrays now
+    (msgspec/Value errors for a record that is no book)."""
+    rec = ring_decoder.decode(payload)
+    rec.check()
+    return ring_encoder.encode(rec)  # msgspec writes every float of a list[float] as a float64
+
+
+def _book_levels_ok(books: Sequence[RingBook]) -> np.ndarray:
+    """Per book, whether its level columns are float64 arrays, prices as long as quantities."""
+    ok, counts = float64_arrays_ok(list(chain.from_iterable(map(_LEVEL_RAWS, books))))
+    counts = counts.reshape(-1, 4)
+    return ok.reshape(-1, 4).all(axis=1) & (counts[:, 0] == counts[:, 1]) & (counts[:, 2] == counts[:, 3])
+
+
+def _book_rows(
+    reader: RecordColumns, levels: dict[str, Levels], per_book: dict[str, pa.Array], order: np.ndarray
+) -> pa.RecordBatch:
+    """The long form of the books, in ``order``: each book's bid levels then its ask levels."""
+
+    def side_by_side(bid: str, ask: str) -> tuple[np.ndarray, np.ndarray]:
+        (bid_first, bids), (ask_first, asks) = levels[bid], levels[ask]
+        first = np.stack([bid_first[order], ask_first[order]], axis=1).ravel()
+        count = np.stack([bids[order], asks[order]], axis=1).ravel()
+        return reader.floats(first, count), count
+
+    price, count = side_by_side("bid_px", "ask_px")
+    quantity, qty_count = side_by_side("bid_qty", "ask_qty")
+    if not np.array_equal(count, qty_count):  # decode_records lets no such book through
+        raise ValueError("a book's prices and quantities differ in number")
+    return long_form_batch(per_book, count[0::2], count[1::2], price, quantity, order)
+
+
+def _book_jsonl(rec: RingBook, seq: int, session_id: str) -> bytes:
+    return snapshot_jsonl(rec.sampled().to_snapshot(seq, session_id))
 
 
 # -- trades and quotes -------------------------------------------------------------------------
 
 
+# ``payload[1:]`` (the record after its kind byte): a copy of ~70 bytes costs less than a memoryview.
 def _decode_trade(payload: bytes) -> Trade:
-    rec = trade_decoder.decode(memoryview(payload)[1:])
+    rec = trade_decoder.decode(payload[1:])
     _check_common(rec.exchange, rec.local_time_us // 1000)
     if rec.side not in _SIDES:
         raise ValueError(f"trade side {rec.side[:10]!r} is neither buy nor sell")
@@ -126,52 +238,11 @@ def _decode_trade(payload: bytes) -> Trade:
 
 
 def _decode_quote(payload: bytes) -> Quote:
-    rec = quote_decoder.decode(memoryview(payload)[1:])
+    rec = quote_decoder.decode(payload[1:])
     _check_common(rec.exchange, rec.local_time_us // 1000)
     if not rec.pair:
         raise ValueError("quote without pair")
     return rec
-
-
-def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
-    return pa.array(values, typ)
-
-
-def _trades_batch(recs: Sequence[Trade], seqs: list[int], session_id: str) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [
-            _column([r.exchange for r in recs], pa.string()),
-            _column([r.pair for r in recs], pa.string()),
-            _column([r.trade_id for r in recs], pa.string()),
-            _column([r.price for r in recs], pa.float64()),
-            _column([r.quantity for r in recs], pa.float64()),
-            _column([r.side for r in recs], pa.string()),
-            _column([r.exchange_time_us for r in recs], pa.int64()).cast(_US),
-            _column([r.local_time_us for r in recs], pa.int64()).cast(_US),
-            pa.array([session_id] * len(recs), pa.string()),
-            pa.array(seqs, pa.int64()),
-        ],
-        schema=TRADES_SCHEMA,
-    )
-
-
-def _quotes_batch(recs: Sequence[Quote], seqs: list[int], session_id: str) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [
-            _column([r.exchange for r in recs], pa.string()),
-            _column([r.pair for r in recs], pa.string()),
-            _column([r.bid_price for r in recs], pa.float64()),
-            _column([r.bid_qty for r in recs], pa.float64()),
-            _column([r.ask_price for r in recs], pa.float64()),
-            _column([r.ask_qty for r in recs], pa.float64()),
-            _column([r.exchange_time_us for r in recs], pa.int64()).cast(_US),
-            _column([r.local_time_us for r in recs], pa.int64()).cast(_US),
-            _column([r.update_id for r in recs], pa.int64()),
-            pa.array([session_id] * len(recs), pa.string()),
-            pa.array(seqs, pa.int64()),
-        ],
-        schema=QUOTES_SCHEMA,
-    )
 
 
 def trade_row(t: Trade, seq: int, session_id: str) -> TradeRow:
@@ -205,14 +276,12 @@ def quote_row(q: Quote, seq: int, session_id: str) -> QuoteRow:
     )
 
 
-def _sorted_table(schema: pa.Schema) -> Callable[[Sequence[pa.RecordBatch]], pa.Table]:
-    def table(batches: Sequence[pa.RecordBatch]) -> pa.Table:
-        # Clustered by pair (row-group statistics on pair prune well), then in arrival order.
-        t = pa.Table.from_batches(list(batches), schema=schema)
-        return t.sort_by([("pair", "ascending"), ("sequence_number", "ascending")])
+def _columns_named_as_fields(schema: pa.Schema, renamed: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Every column but the writer's two, each from the record field of its name (or renamed)."""
+    return tuple((n, renamed.get(n, n)) for n in schema.names if n not in ("sequence_number", "session_id"))
 
-    return table
 
+_TIMES_US = {"exchange_time": "exchange_time_us", "local_time": "local_time_us"}
 
 BOOKS_SPEC = DatasetSpec(
     layout=BOOKS,
@@ -220,10 +289,13 @@ BOOKS_SPEC = DatasetSpec(
     counter="snapshots_written",
     decode=_decode_book,
     time_ms=lambda r: r.timestamp_ms,
-    rows=lambda r: max(1, len(r.bid_px) + len(r.ask_px)),
-    batch=sampled_to_batch,
+    # The level columns are float64 arrays here (decode_records): 9 bytes a value.
+    rows=lambda r: max(1, len(r.bid_px) // 9 + len(r.ask_px) // 9),
     jsonl=_book_jsonl,
-    table=batches_to_table,
+    wire=SampledBook,
+    prefix=0,
+    fields=BOOK_FIELDS,
+    expand=_book_rows,
 )
 TRADES_SPEC = DatasetSpec(
     layout=TRADES,
@@ -232,9 +304,10 @@ TRADES_SPEC = DatasetSpec(
     decode=_decode_trade,
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
-    batch=_trades_batch,
     jsonl=lambda r, seq, sid: json_encoder.encode(trade_row(r, seq, sid)) + b"\n",
-    table=_sorted_table(TRADES_SCHEMA),
+    wire=Trade,
+    prefix=1,  # the kind byte
+    fields=_columns_named_as_fields(TRADES_SCHEMA, _TIMES_US),
     rotate_factor=50,
 )
 QUOTES_SPEC = DatasetSpec(
@@ -244,12 +317,52 @@ QUOTES_SPEC = DatasetSpec(
     decode=_decode_quote,
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
-    batch=_quotes_batch,
     jsonl=lambda r, seq, sid: json_encoder.encode(quote_row(r, seq, sid)) + b"\n",
-    table=_sorted_table(QUOTES_SCHEMA),
+    wire=Quote,
+    prefix=1,
+    fields=_columns_named_as_fields(QUOTES_SCHEMA, _TIMES_US),
     rotate_factor=50,
 )
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (BOOKS_SPEC, TRADES_SPEC, QUOTES_SPEC)}
+
+# What stops a ring record from being stored: it is skipped and counted, never retried.
+RECORD_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
+
+
+def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[Any], list[bytes]]:
+    """Each ring record's dataset; its decoded record, or the error (one of ``RECORD_ERRORS``)
+    that makes it unusable; and the bytes :func:`build_table` reads it from: what the writer
+    takes in, in order.
+
+    Books are checked in bulk: their level columns must be float64 arrays of matching lengths
+    (what the sampler sends); one that is not is decoded the slow way and re-encoded so. Flat
+    lists, not a tuple per record: 200 k tuples would make the garbage collector cost more than
+    decoding.
+    """
+    by_first_byte = spec_by_first_byte()
+    specs = [by_first_byte[p[0]] if p else BOOKS_SPEC for p in payloads]
+    records: list[Any] = []
+    books: list[int] = []
+    for spec, payload in zip(specs, payloads, strict=True):
+        try:
+            rec = spec.decode(payload)
+        except RECORD_ERRORS as exc:
+            rec = exc
+        else:
+            if spec is BOOKS_SPEC:
+                books.append(len(records))
+        records.append(rec)
+    stored = list(payloads)
+    if books:
+        ok = _book_levels_ok([records[i] for i in books])
+        for i in np.flatnonzero(~ok).tolist():
+            j = books[i]
+            try:
+                stored[j] = _book_the_slow_way(payloads[j])
+                records[j] = _decode_book(stored[j])
+            except RECORD_ERRORS as exc:
+                records[j] = exc
+    return specs, records, stored
 
 
 @lru_cache(maxsize=1)

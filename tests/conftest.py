@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -191,6 +192,15 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def until(cond: Callable[[], Any], timeout: float, what: str) -> None:
+    """``wait_for`` inside an event loop: the loop keeps running (a connector, a simulator) meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 def read_parquet_rows(data_dir: Path) -> list[dict[str, Any]]:

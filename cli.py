@@ -380,6 +380,14 @@ def _save_replay_summary(data_dir: str, session_id: str, summary: dict[str, Any]
 @click.option("--session-id", "sessions", help="Only these sessions (comma-separated).")
 @click.option("--depth", default=25, show_default=True, type=int, help="tardis: levels of book_snapshot_{N}.")
 @click.option("--overwrite", is_flag=True, help="Replace files an earlier export wrote.")
+@click.option(
+    "--from",
+    "source",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "archive", "snapshots"]),
+    help="Book events from the archive (every change) or stored snapshots; auto: archive where it has the pair.",
+)
 def export_cmd(
     to: str,
     out_dir: str,
@@ -391,11 +399,12 @@ def export_cmd(
     sessions: str | None,
     depth: int,
     overwrite: bool,
+    source: str,
 ) -> None:
-    """Export stored snapshots (and trades, quotes) for backtesters: hftbacktest .npz, a nautilus_trader
-    catalog, tardis CSV, one file per pair and day. Event-level exports (every book change: hftbacktest
-    depth events, tardis incremental_book_L2, nautilus OrderBookDelta) need the lossless archive and
-    are not made from snapshots."""
+    """Export for backtesters: hftbacktest .npz, a nautilus_trader catalog, tardis CSV, one file per
+    pair and day. From the lossless archive where it has the pair (every book change and trade:
+    hftbacktest depth events, tardis incremental_book_L2), else from the stored snapshots (and
+    trades, quotes)."""
     from recorder.cli_progress import ProgressBar
     from recorder.dataset import DatasetError
     from recorder.export import ExportError, export
@@ -423,6 +432,7 @@ def export_cmd(
                 depth=depth,
                 overwrite=overwrite,
                 progress=bar.update,
+                source=source,
             )
     except (ExportError, DatasetError) as exc:
         raise UserError(str(exc)) from None

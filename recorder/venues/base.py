@@ -149,27 +149,10 @@ class FeedStats:
             per = self._per_pair[pair] = {}
         per["updates"] = per.get("updates", 0) + 1
 
-    def update_frame(self, nbytes: int, kind: str, pair: str) -> None:
-        """``frame(nbytes)`` and ``update(kind, pair)`` in one call: the hot path of a Feed, for a
-        frame that is one update of a known pair."""
-        self.frames += 1
-        hot = self._frame_slots
-        if hot is not None:
-            values, messages, size = hot
-            values[messages] += 1.0
-            values[size] += nbytes
-        else:
-            self.counters.incr("messages")
-            self.counters.incr("bytes", nbytes)
-        kinds = self._kinds
-        kinds[kind] = kinds.get(kind, 0) + 1
-        per = self._per_pair.get(pair)
-        if per is None:
-            per = self._per_pair[pair] = {}
-        per["updates"] = per.get("updates", 0) + 1
-
     def update_frame_of(self, nbytes: int, count: UpdateCount) -> None:
-        """``update_frame`` for a pair's ``update_count``: the cheapest per-frame bookkeeping."""
+        """``frame(nbytes)`` plus one update of the pair whose ``update_count`` is ``count``: the
+        cheapest per-frame bookkeeping. ``frame``'s body is inlined, not called: this runs once per
+        frame on every book, where a Python call is ~3 % of a Binance frame's cost."""
         self.frames += 1
         hot = self._frame_slots
         if hot is not None:
@@ -251,8 +234,9 @@ class Feed(Protocol):
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         """One WebSocket text frame. Malformed frames are counted in ``stats``, never raised."""
 
-    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
-        """A REST depth snapshot (venues that sync from REST); others may ignore it."""
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float, limit: int | None = None) -> None:
+        """A REST depth snapshot (venues that sync from REST), asked for with ``limit`` levels
+        (None: unknown); others may ignore it."""
 
     def book(self, pair: str) -> L2Book | None:
         """The pair's book if it is synced and verified right now, else None."""

@@ -77,10 +77,21 @@ class RecordColumns:
     def __init__(self, payloads: Sequence[bytes], prefix: int) -> None:
         """``prefix``: bytes before each record's msgpack array (a trade's kind byte)."""
         lens = np.fromiter(map(len, payloads), np.int64, len(payloads))
-        self.n = len(payloads)
-        self.buf = np.frombuffer(b"".join(payloads), np.uint8)
-        self.ends = np.cumsum(lens)  # where each record ends in the buffer
-        self.pos = self.ends - lens + prefix
+        ends = np.cumsum(lens)
+        self._begin(np.frombuffer(b"".join(payloads), np.uint8), ends - lens, ends, prefix)
+
+    @classmethod
+    def some_of(cls, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> RecordColumns:
+        """The records ``buf[starts[i] : ends[i]]`` of a buffer already joined (a ring read's)."""
+        self = cls.__new__(cls)
+        self._begin(buf, starts, ends, prefix)
+        return self
+
+    def _begin(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> None:
+        self.n = len(starts)
+        self.buf = buf
+        self.ends = ends  # where each record ends in the buffer
+        self.pos = starts + prefix
         tags = self._tags()
         if ((tags & 0xF0) != _FIXARRAY).any():
             raise ValueError("ring record is not a msgpack array of at most 15 fields")

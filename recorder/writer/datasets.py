@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -183,6 +183,7 @@ class RingBook(msgspec.Struct, array_like=True):
 
 _ring_book_decoder = msgspec.msgpack.Decoder(RingBook)
 _LEVEL_RAWS = attrgetter("bid_px", "bid_qty", "ask_px", "ask_qty")
+_FIRST_BYTE = itemgetter(0)
 
 
 def _decode_book(payload: bytes) -> RingBook:
@@ -360,25 +361,38 @@ def take_records(payloads: Sequence[bytes], structs: bool = False) -> Intake:
     level columns must be float64 arrays of matching lengths (what the sampler sends); one that
     is not is decoded the slow way and re-encoded so. Trades and quotes are read and checked
     all at once, field by field (``RecordColumns``), unless ``structs``; where that read meets
-    a record it cannot take, that dataset's records of the read are decoded one by one as before. Flat lists, not
-    a tuple per record: 200 k tuples would make the garbage collector cost more than decoding.
+    a record it cannot take, that dataset's records of the read are decoded one by one as
+    before. Flat lists, not a tuple per record: 200 k tuples would make the garbage collector
+    cost more than decoding.
     """
-    by_first_byte = spec_by_first_byte()
-    specs = [by_first_byte[p[0]] if p else BOOKS_SPEC for p in payloads]
     n = len(payloads)
+    try:
+        first = np.fromiter(map(_FIRST_BYTE, payloads), np.int64, n)
+    except IndexError:  # an empty record: it goes to the books (and fails there)
+        first = np.fromiter((p[0] if p else 0 for p in payloads), np.int64, n)
+    specs: list[DatasetSpec] = _specs_by_first_byte()[first].tolist()
     records: list[Any] = [None] * n
     keys = _Keys(np.empty(n, object), np.empty(n, object), np.zeros(n, np.int64))
     stored = list(payloads)
-    kinds = np.fromiter(map(id, specs), np.int64, n)
     one_by_one: list[int] = []  # records decoded as structs: their keys are read from those
-    for spec in (TRADES_SPEC, QUOTES_SPEC):
-        at = np.flatnonzero(kinds == id(spec))
+    flat = (first == KIND_TRADE) | (first == KIND_QUOTE)
+    flat_at = np.flatnonzero(flat)
+    if len(flat_at) and not structs:  # the read's trades and quotes joined into one buffer
+        joined = payloads if len(flat_at) == n else [payloads[i] for i in flat_at.tolist()]
+        lens = np.fromiter(map(len, joined), np.int64, len(joined))
+        ends = np.cumsum(lens)
+        buf = np.frombuffer(b"".join(joined), np.uint8)
+    for spec, kind in ((TRADES_SPEC, KIND_TRADE), (QUOTES_SPEC, KIND_QUOTE)):
+        of_kind = first[flat_at] == kind
+        at = flat_at[of_kind]
         if len(at):
-            bad = None if structs else _take_flat_in_bulk(spec, [payloads[i] for i in at.tolist()], at, keys)
+            bad = None
+            if not structs:
+                bad = _take_flat_in_bulk(spec, buf, (ends - lens)[of_kind], ends[of_kind], at, keys)
             for i in at[bad].tolist() if bad is not None else at.tolist():
                 records[i] = _decode_one(spec, payloads[i])
                 one_by_one.append(i)
-    books = np.flatnonzero(kinds == id(BOOKS_SPEC)).tolist()
+    books = np.flatnonzero(~flat).tolist()
     for i in books:
         records[i] = _decode_one(BOOKS_SPEC, payloads[i])
     books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
@@ -415,15 +429,18 @@ def _decode_one(spec: DatasetSpec, payload: bytes) -> Any:
         return exc
 
 
-def _take_flat_in_bulk(spec: DatasetSpec, payloads: list[bytes], at: np.ndarray, keys: _Keys) -> np.ndarray | None:
-    """Check a read's trades (or quotes), records ``at`` of it, all at once as ``spec.decode``
+def _take_flat_in_bulk(
+    spec: DatasetSpec, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, at: np.ndarray, keys: _Keys
+) -> np.ndarray | None:
+    """Check a read's trades (or quotes), records ``at`` of it (``buf[starts[i] : ends[i]]``
+    of the read's joined records), all at once as ``spec.decode``
     checks one: the msgpack array of exactly the struct's fields, each of its type (null only
     where the struct allows it, valid UTF-8), nothing after it, and the dataset's own checks.
     Fills ``keys`` of the good ones; returns where the bad ones are in ``at`` (to decode one by
     one: their error, worded as ever), or None when the bulk read cannot go on (a field of
     another type): then all of them."""
     try:
-        reader = RecordColumns(payloads, spec.prefix)
+        reader = RecordColumns.some_of(buf, starts, ends, spec.prefix)
         header = reader.buf[reader.pos - 1]
         columns = {name: reader.column(spec.schema.field(name).type) for name, _ in spec.fields}
         for column in columns.values():
@@ -467,12 +484,14 @@ def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[A
 
 
 @lru_cache(maxsize=1)
-def spec_by_first_byte() -> tuple[DatasetSpec, ...]:
-    """A ring record's dataset, indexed by its first byte (books: any msgpack array header)."""
-    table = [BOOKS_SPEC] * 256
+def _specs_by_first_byte() -> np.ndarray:
+    """A ring record's dataset, indexed by its first byte (books: any msgpack array header); an
+    object array, so a whole read's datasets come out of one take."""
+    table = np.empty(256, object)
+    table[:] = [BOOKS_SPEC] * 256
     table[KIND_TRADE] = TRADES_SPEC
     table[KIND_QUOTE] = QUOTES_SPEC
-    return tuple(table)
+    return table
 
 
 def decode_jsonl_rows(spec: DatasetSpec, data: bytes) -> list[Any]:

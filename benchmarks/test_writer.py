@@ -21,7 +21,7 @@ from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_rec
 from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_jsonl, prepare_parquet
 from recorder.sinks.parquet_format import write_parquet
 from recorder.writer.batches import batches_to_table, snapshot_jsonl, snapshots_to_batch
-from recorder.writer.datasets import SPECS, build_table, decode_records
+from recorder.writer.datasets import SPECS, build_table, decode_records, take_records
 
 SNAPSHOTS = size(5_000, 300)
 DEPTH = 20
@@ -52,9 +52,9 @@ def _rows_info(benchmark, path: Path) -> None:
 
 
 def _write_from_ring_records(records: list[bytes], seqs: list[int], out: Path) -> None:
-    """What the writer does with one file's ring records (its journal and rename aside)."""
-    specs, _, stored = decode_records(records)
-    table = build_table(specs[0], stored, seqs, "bench")
+    """What the writer does with one file's ring records (its journal, numbering and rename aside)."""
+    took = take_records(records)
+    table = build_table(took.specs[0], took.stored, seqs, "bench")
     prepared = prepare_parquet(table, out)
     Path(prepared.tmp_path).replace(out)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_decoder, ring_record, trade_record
 from recorder.sinks.local import prepare_parquet
 from recorder.writer.batches import snapshot_jsonl, snapshots_to_batch
-from recorder.writer.datasets import BOOKS_SPEC, RECORD_ERRORS, SPECS, build_table, decode_records
+from recorder.writer.datasets import BOOKS_SPEC, RECORD_ERRORS, SPECS, build_table, decode_records, take_records
 
 
 def _random_snapshots(n: int) -> list[Snapshot]:
@@ -220,3 +221,117 @@ def test_a_book_deeper_than_a_msgpack_array16_is_stored_whole() -> None:
     table = build_table(BOOKS_SPEC, stored, [0], "s1")
     assert table["price"].to_pylist() == px and table["quantity"].to_pylist() == qty
     assert table["level"].to_pylist()[:32_768] == list(range(32_768))  # int16 in the schema
+
+
+# -- trades and quotes taken in bulk: the same records skipped, the same keys, as one by one -----
+
+_T0_US = 1_700_000_000_000_000
+_EXCHANGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
+def _trade_fields(**change: Any) -> list[Any]:
+    fields = {"exchange": "binance", "pair": "BTC-USDT", "trade_id": "7", "price": 1.5, "quantity": 2,
+              "side": "buy", "exchange_time": None, "local_time": _T0_US}  # fmt: skip
+    return list({**fields, **change}.values())
+
+
+def _quote_fields(**change: Any) -> list[Any]:
+    fields = {"exchange": "okx", "pair": "ETH-USDT", "bid_price": None, "bid_qty": None, "ask_price": 3.0,
+              "ask_qty": 1.0, "exchange_time": _T0_US - 5, "local_time": _T0_US, "update_id": -(2**63)}  # fmt: skip
+    return list({**fields, **change}.values())
+
+
+def _independent_keys(payload: bytes) -> tuple[str, str, int] | None:
+    """A trade or quote record's exchange, pair and time (ms) if the writer may store it, from
+    msgpack's schema-free decode and the rules written out here; None if it may not."""
+    try:
+        fields = msgspec.msgpack.decode(payload[1:])
+    except msgspec.DecodeError:
+        return None
+    trade = payload[:1] == b"T"
+    if not isinstance(fields, list) or len(fields) < (8 if trade else 9):
+        return None
+    exchange, pair, *rest = fields[: 8 if trade else 9]  # what follows is ignored, as ever
+    number = (int, float)
+    if trade:
+        trade_id, price, qty, side, ex_time, local = rest
+        if not isinstance(trade_id, str) or not trade_id or side not in ("buy", "sell"):
+            return None
+        if not all(isinstance(v, number) and not isinstance(v, bool) for v in (price, qty)):
+            return None
+    else:
+        *sides, ex_time, local, update_id = rest
+        if not all(v is None or (isinstance(v, number) and not isinstance(v, bool)) for v in sides):
+            return None
+        if not (update_id is None or type(update_id) is int):
+            return None
+    if not (ex_time is None or type(ex_time) is int) or type(local) is not int:
+        return None
+    if not isinstance(exchange, str) or not _EXCHANGE_NAME.fullmatch(exchange) or ".." in exchange:
+        return None
+    if not isinstance(pair, str) or not pair or not 0 <= local // 1000 < 253_402_300_800_000:
+        return None
+    return exchange, pair, local // 1000
+
+
+def _bad_flat_records() -> list[bytes]:
+    """Trades and quotes the writer must skip, each for another reason (and one it may store)."""
+    enc = msgspec.msgpack.encode
+    out = [b"T" + enc(_trade_fields(**change)) for change in (
+        {"side": "hold"}, {"pair": ""}, {"trade_id": ""}, {"exchange": "../x"}, {"exchange": "a b"},
+        {"local_time": -5_000}, {"local_time": 253_402_300_800_000_000}, {"price": None})]  # fmt: skip
+    out += [b"Q" + enc(_quote_fields(**change)) for change in ({"pair": ""}, {"local_time": None})]
+    out.append(b"T" + enc([*_trade_fields(), 1]))  # a field too many: stored, the field ignored
+    out.append(b"T" + enc(_trade_fields()) + b"\xc0")  # something after it
+    return out
+
+
+def _fields_of_another_type() -> list[bytes]:
+    """Records the bulk read cannot go through (it then decodes that dataset's one by one)."""
+    enc = msgspec.msgpack.encode
+    bad_utf8 = b"T" + enc(_trade_fields(pair="ZZ")).replace(b"\xa2ZZ", b"\xa2\xff\xfe")
+    return [
+        bad_utf8,
+        b"T" + enc(_trade_fields(price="1.5")),
+        b"T" + enc(_trade_fields(price=True)),
+        b"T" + enc(_trade_fields(side=None)),
+        b"Q" + enc(_quote_fields(update_id=2**64 - 1)),
+        b"Q" + enc(_quote_fields()[:-1]),  # a field short: the read runs into the next record
+        b"T" + enc(_trade_fields())[:-2],  # cut short (the last of the read: its field ends past the buffer)
+    ]
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["bulk", "one-by-one"])
+def test_trades_and_quotes_taken_in_bulk_skip_and_key_as_an_independent_decode(odd: bool) -> None:
+    rng = random.Random(4)
+    good = [
+        trade_record(Trade(rng.choice(["binance", "bybit"]), rng.choice(["A-B", "ÄÖ-EUR"]), str(i), 1.0 + i, 2.0,
+                           rng.choice(["buy", "sell"]), None, _T0_US + 997 * i))
+        for i in range(40)
+    ]  # fmt: skip
+    good += [quote_record(Quote("okx", f"P{i % 3}", None, None, 1.0, 2.0, None, _T0_US + i, i)) for i in range(40)]
+    books = [ring_record(s) for s in _random_snapshots(5)]
+    payloads = good + books + _bad_flat_records() + (_fields_of_another_type() if odd else [])
+    rng.shuffle(payloads)
+    took = take_records(payloads)
+    if not odd:  # the bulk path ran: a good trade and quote of the read stay undecoded
+        assert took.records.count(None) == len(good)
+    for i, p in enumerate(payloads):
+        if p in books:
+            assert not isinstance(took.records[i], RECORD_ERRORS)
+            continue
+        expected = _independent_keys(p)
+        if expected is None:
+            assert isinstance(took.records[i], RECORD_ERRORS), p
+        else:
+            assert not isinstance(took.records[i], RECORD_ERRORS), p
+            assert (took.exchange[i], took.pair[i], took.time_ms[i]) == expected
+            assert took.specs[i].decode(took.stored[i]) is not None  # what JSONL and the stream decode
+    assert sum(isinstance(r, RECORD_ERRORS) for r in took.records) >= len(_bad_flat_records()) - 1
+    # With every struct (JSONL, the stream on): decoded one by one, the same records kept and keyed.
+    each = take_records(payloads, structs=True)
+    assert [isinstance(r, RECORD_ERRORS) for r in each.records] == [isinstance(r, RECORD_ERRORS) for r in took.records]
+    assert (each.exchange, each.pair, each.time_ms) == (took.exchange, took.pair, took.time_ms)
+    # Invalid UTF-8 alone in a read: skipped as msgspec would, the good record of it kept.
+    only_utf8 = take_records([good[0], _fields_of_another_type()[0]])
+    assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)

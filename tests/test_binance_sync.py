@@ -265,7 +265,7 @@ def test_levels_past_a_truncated_snapshot_are_never_sampled() -> None:
     bids, asks = sync.book.top(10)
     assert [lv.price for lv in bids] == [98.0, 97.0]
     assert [lv.price for lv in asks] == [101.0, 102.0, 105.0]  # a complete side shows new levels
-    sync.snapshot_limit = None  # unknown limit (replay): assume truncated
+    sync.snapshot_limit = None  # unknown limit (a replayed request without limit=): assume truncated
     sync.reset()
     sync.on_diff(event(U=11, u=11), 0.0)
     sync.on_snapshot(snap)

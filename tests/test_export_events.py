@@ -21,6 +21,7 @@ import zstandard
 from recorder.dataset import open_dataset
 from tests.conftest import ROOT
 from tests.export_data import export_cli
+from tests.test_dataset import s3_server  # noqa: F401 - moto's S3 server, a fixture by name
 
 SESSION = "ev"
 VENUES = {
@@ -566,3 +567,64 @@ def test_a_hole_in_the_archive_clears_the_books(capture: Path, tmp_path: Path) -
             b.level(before["side"][i] == 1, float(before["price"][i]), float(before["qty"][i]))
 
     assert check_against_stored(snaps, tick_times(capture, "okx"), before["local_ns"], apply, "hole") == len(snaps) >= 5
+
+
+def test_auto_takes_each_pair_day_from_where_it_is(capture: Path, tmp_path: Path) -> None:
+    """``--from auto``: a day the archive holds comes from it (every change: a clear without a side
+    at each snapshot load), an earlier day of the same pair that only stored snapshots comes from
+    those (a clear per side at each snapshot), one file each."""
+    import shutil
+
+    from recorder.dataset import to_ms
+    from tests.month_data import snapshot, write_segment
+
+    hbt = pytest.importorskip("hftbacktest")
+    data = tmp_path / "data"
+    shutil.copytree(capture, data)
+    start = to_ms("2026-11-20")
+    write_segment(data, [snapshot("BTC-USDT", start + i * 1000, i, 60000.0) for i in range(5)], 0, formats=("parquet",))
+    out = tmp_path / "hbt"
+    export_cli(data, "hftbacktest", out, "--pairs", "BTC-USDT", "--exchanges", "binance")
+    today = stored_books(capture)[("binance", "BTC-USDT")][0].timestamp[:10]
+    assert sorted(p.name for p in out.glob("*.npz")) == sorted(
+        [f"binance_BTC-USDT_{today}.npz", "binance_BTC-USDT_2026-11-20.npz"]
+    )
+    for day, archived in ((today, True), ("2026-11-20", False)):
+        ev = np.load(out / f"binance_BTC-USDT_{day}.npz")["data"]
+        clears = ev[(ev["ev"] & 0xFF) == hbt.DEPTH_CLEAR_EVENT]
+        sided = (clears["ev"] & (hbt.BUY_EVENT | hbt.SELL_EVENT)) != 0
+        assert len(clears) and (not sided.any() if archived else sided.all()), day
+        assert ((ev["ev"] & 0xFF) == hbt.DEPTH_EVENT).any() == archived, day
+
+
+def test_archive_on_s3_exports_as_the_local_one(
+    capture: Path, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data dir uploaded to S3 (moto's server), archive included: the event exports read its
+    archive (downloaded for the run, then removed) and equal the local dir's."""
+    import boto3
+
+    from tests.conftest import run_cli
+
+    s3_url: str = request.getfixturevalue("s3_server")  # moto's S3 server (tests/test_dataset.py)
+    s3 = boto3.client("s3", endpoint_url=s3_url)
+    s3.create_bucket(Bucket="books")
+    for path in capture.rglob("*"):
+        rel = path.relative_to(capture).as_posix()
+        if path.is_file() and rel.startswith(("parquet/", "trades/", "archive/")):
+            s3.upload_file(str(path), "books", f"capture/{rel}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_url)
+    pick = ("--exchanges", "kraken,okx")
+    export_cli(capture, "tardis", tmp_path / "local", *pick)
+    res = run_cli(
+        "export", "--to", "tardis", "--data-dir", "s3://books/capture", "--out", str(tmp_path / "s3"),
+        "--from", "archive", *pick,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert sum("incremental_book_L2" in n for n in names) == 2
+    assert names == sorted(p.name for p in (tmp_path / "s3").iterdir())  # (the download is gone)
+    for name in names:
+        assert gzip.decompress((tmp_path / "s3" / name).read_bytes()) == gzip.decompress(
+            (tmp_path / "local" / name).read_bytes()
+        )

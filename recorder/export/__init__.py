@@ -9,9 +9,9 @@ trades and quotes where the dataset has them), read one pair-day at a time (book
 hour); or ``archive``, the lossless archive, replayed into every book change and trade
 (``recorder.export.events``, spooled per pair-day on disk by ``recorder.export.event_units``):
 hftbacktest depth events, tardis ``incremental_book_L2``, nautilus ``OrderBookDelta`` (beside the
-catalog's snapshots, trades and quotes). ``auto`` (the default) takes a pair's events from the
-archive when a session of the selection archived it, else its snapshots. Memory stays bounded
-however long the selection.
+catalog's snapshots, trades and quotes). ``auto`` (the default) takes a pair-day's events from the
+archive when a session of the selection archived it (on S3: its files downloaded for the run),
+else its snapshots. Memory stays bounded however long the selection.
 """
 
 from __future__ import annotations
@@ -80,11 +80,33 @@ def export(
     sel = _selection(ds, exchanges, pairs, start, end, sessions)
     stored = Source(ds, sel) if ds is not None else None
     stored_units = stored.units() if stored is not None else []
+    fetched = None
+    if local is None and ds is not None and source != "snapshots":
+        fetched = local = _fetch_archive(ds, sel, out)  # the archive on S3: its sessions downloaded
+    try:
+        return _export(to, out, depth, overwrite, progress, source, local, sel, stored, stored_units)
+    finally:
+        if fetched is not None:
+            shutil.rmtree(fetched, ignore_errors=True)
+
+
+def _export(
+    to: str,
+    out: str | os.PathLike[str],
+    depth: int,
+    overwrite: bool,
+    progress: Callable[[int, int, Unit], None] | None,
+    source: str,
+    local: Path | None,
+    sel: Any,
+    stored: Source | None,
+    stored_units: list[Unit],
+) -> ExportResult:
     archive = _archive(local, sel, source, to)
-    covered = archive.covered() if archive is not None else set()
-    if to == "hftbacktest":  # a pair's book events from one source: the archive where it has the pair
-        stored_units = [u for u in stored_units if (u.exchange, u.pair) not in covered]
     event_units = archive.planned() if archive is not None else []
+    if to == "hftbacktest":  # a pair-day's book events from one source: the archive where it has them
+        archived = set(event_units)
+        stored_units = [u for u in stored_units if u not in archived]
     if not stored_units and not event_units:
         raise ExportError("nothing to export: no stored books match the selection")
     out_dir = _out_dir(out, to, stored_units, event_units, depth, overwrite)
@@ -135,6 +157,22 @@ def export(
     return ExportResult(to, out_dir, units, files, counts)
 
 
+def _fetch_archive(ds: Any, sel: Any, out: str | os.PathLike[str]) -> Path | None:
+    """The S3 data dir's archive for the selection, downloaded under ``out`` (None: it has none)."""
+    import tempfile
+
+    from recorder.export.event_units import fetch_archive
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix=".archive-", dir=out))
+    names = lambda v: None if v is None else sorted(v)  # noqa: E731
+    n = fetch_archive(ds.filesystem, ds.root, dest, names(sel.exchanges), names(sel.sessions), sel.start_ms, sel.end_ms)
+    if not n:
+        shutil.rmtree(dest, ignore_errors=True)
+        return None
+    return dest
+
+
 def _local_dir(data: str | os.PathLike[str]) -> Path | None:
     text = os.fspath(data)
     return None if text.startswith("s3://") else Path(text)
@@ -154,7 +192,7 @@ def _archive(local: Path | None, sel: Any, source: str, to: str) -> Any:
         return None
     if local is None:
         if source == "archive":
-            raise ExportError("--from archive reads the archive from a local data dir: download <prefix>/archive first")
+            raise ExportError("no archive matches the selection (kept when [archive] is enabled): use --from snapshots")
         return None
     from recorder.export.event_units import ArchiveUnits
 

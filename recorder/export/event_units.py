@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,8 @@ class SpooledUnit:
 
 
 class ArchiveUnits:
-    """The archived sessions of a selection (local data dirs: the archive is read from disk)."""
+    """The archived sessions of a selection in a local data dir (one on S3: ``fetch_archive``
+    first)."""
 
     def __init__(
         self,
@@ -192,3 +194,55 @@ class _OpenUnit:
     def close(self) -> SpooledUnit:
         self._fh.close()
         return SpooledUnit(self.unit, self.path, self.count, self.sessions)
+
+
+def fetch_archive(
+    fs: Any,
+    root: str,
+    dest: Path,
+    exchanges: Sequence[str] | None = None,
+    sessions: Sequence[str] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> int:
+    """Download ``<root>/archive`` (a data dir on S3, pyarrow filesystem ``fs``) into ``dest``: the
+    files of every session whose files reach into [start, end), from its first file (a replay
+    starts there) up to ``end``. Returns the files fetched (0: no archive there)."""
+    import pyarrow.fs as pafs
+
+    base = f"{root.rstrip('/')}/archive"
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise ExportError(f"cannot list the archive under {base}: {exc}") from None
+    by_session: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for info in infos:
+        rel = info.path[len(base) + 1 :]
+        parts = rel.split("/")
+        if info.type != pafs.FileType.File or len(parts) != 3 or not parts[2].endswith(".jsonl.zst"):
+            continue
+        venue, name = parts[0].partition("=")[2], parts[2]
+        session = name.removesuffix(".jsonl.zst").rsplit("-", 2)[0]
+        if (exchanges is not None and venue not in exchanges) or (sessions is not None and session not in sessions):
+            continue
+        by_session.setdefault((venue, session), []).append((first_ms_of(Path(name)), rel))
+    fetched = 0
+    for files in by_session.values():
+        files.sort()
+        if end_ms is not None:
+            files = [f for f in files if f[0] < end_ms]
+        # A session that ended before ``start`` has no file from the start's day on.
+        if not files or (start_ms is not None and files[-1][0] < start_ms - MS_PER_DAY):
+            continue
+        for _, rel in files:
+            target = dest / "archive" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # (compression=None: pyarrow would unpack a .zst by its name)
+                with fs.open_input_stream(f"{base}/{rel}", compression=None) as src, open(target, "wb") as out:
+                    while block := src.read(1 << 20):
+                        out.write(block)
+            except OSError as exc:
+                raise ExportError(f"cannot download {base}/{rel}: {exc}") from None
+            fetched += 1
+    return fetched

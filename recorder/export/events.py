@@ -26,7 +26,8 @@ API
   replays the session's archive and yields :class:`EventBatch` es (``exchange``, ``pair``,
   ``events``): each pair's events in receive order across its batches, batches of different
   pairs interleaved. Memory is bounded: a pair's batch is yielded once it holds ``batch_size``
-  events (it may exceed that by the events of one archived record, e.g. a snapshot). Every window opens
+  events (it may exceed that by the events of one archived record, e.g. a snapshot), and every
+  pair's once all hold ``4 * batch_size`` together. Every window opens
   with a snapshot of each synced book (at ``start_ns``, and at every UTC midnight within the
   window: a day's events stand alone, as tardis' files do; that snapshot is stamped with the
   opening time on both clocks), and every pair's events before a midnight are yielded before any
@@ -263,7 +264,8 @@ class ArchiveEvents:
         self.day_snapshots = day_snapshots
         self.stats = EventStats()
         self._out: dict[str, list[tuple]] = {p: [] for p in self.pairs}
-        self._full: set[str] = set()  # pairs with batch_size events waiting
+        self._full: set[str] = set()  # pairs whose batch is to be yielded
+        self._buffered = 0  # events in all pairs' batches
 
     def __iter__(self) -> Iterator[EventBatch]:
         head = self.session.files[0][1]
@@ -364,6 +366,7 @@ class ArchiveEvents:
         if self.start_ns is not None and local < self.start_ns:
             return
         out = self._out[pair]
+        before = len(out)
         for code, bids, asks, exch_ms in ops[last_clear:]:
             exch = local if exch_ms is None else int(exch_ms * 1_000_000)
             if code == "c":
@@ -376,8 +379,7 @@ class ArchiveEvents:
                     if kind == SNAPSHOT and not qty:
                         continue
                     out.append((kind, side, float(lv[0]), qty, exch, local))
-        if len(out) >= self.batch_size:
-            self._full.add(pair)
+        self._grew(pair, len(out) - before)
 
     def _snapshot(self, pair: str, book: L2Book, local: int) -> None:
         """The whole book as a snapshot load, at ``local`` for both clocks: it is no venue message
@@ -390,8 +392,7 @@ class ArchiveEvents:
         bids, asks = book_levels(book)
         out += [(SNAPSHOT, BID, p, q, exch, local) for p, q in bids]
         out += [(SNAPSHOT, ASK, p, q, exch, local) for p, q in asks]
-        if len(out) >= self.batch_size:
-            self._full.add(pair)
+        self._grew(pair, 1 + len(bids) + len(asks))
 
     def _open_window(self, at_ns: int) -> None:
         """A window opens (the start, a UTC midnight): every followed book as a snapshot, and every
@@ -409,13 +410,21 @@ class ArchiveEvents:
             return
         exch = self._ns if trade.exchange_time_us is None else trade.exchange_time_us * 1000
         out.append((TRADE, _TRADE_SIDE.get(trade.side, 0), trade.price, trade.quantity, exch, self._ns))
-        if len(out) >= self.batch_size:
-            self._full.add(trade.pair)
+        self._grew(trade.pair, 1)
 
     def quote(self, quote: object) -> None:
         """Quotes are not events: the book changes they come from are."""
 
     # -- batches -------------------------------------------------------------------------------
+
+    def _grew(self, pair: str, n: int) -> None:
+        """``n`` events were added to ``pair``'s batch: yield it when full, and every pair's when
+        all pairs' batches together hold ``4 * batch_size`` (many pairs, each below the size)."""
+        self._buffered += n
+        if len(self._out[pair]) >= self.batch_size:
+            self._full.add(pair)
+        elif self._buffered >= 4 * self.batch_size:
+            self._full.update(p for p, out in self._out.items() if out)
 
     def _full_batches(self) -> Iterator[EventBatch]:
         if self._full:
@@ -427,6 +436,7 @@ class ArchiveEvents:
         out = self._out[pair]
         events = np.array(out, dtype=EVENT_DTYPE)
         out.clear()
+        self._buffered -= len(events)
         self.stats.events[pair] = self.stats.events.get(pair, 0) + len(events)
         return EventBatch(self.session.exchange, pair, events)
 

@@ -234,8 +234,9 @@ class Feed(Protocol):
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         """One WebSocket text frame. Malformed frames are counted in ``stats``, never raised."""
 
-    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
-        """A REST depth snapshot (venues that sync from REST); others may ignore it."""
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float, limit: int | None = None) -> None:
+        """A REST depth snapshot (venues that sync from REST), asked for with ``limit`` levels
+        (None: unknown); others may ignore it."""
 
     def book(self, pair: str) -> L2Book | None:
         """The pair's book if it is synced and verified right now, else None."""

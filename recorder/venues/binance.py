@@ -68,6 +68,7 @@ from recorder.venues.binance_wire import (
     pair_for,
     pairs_in_frames,
     parse_frame,
+    snapshot_limit_of,
     snapshot_pair,
     snapshot_weight,
     stream_for,
@@ -83,8 +84,8 @@ __all__ = [  # the module's public names, wherever they live
     "REST_WEIGHT_PER_MIN", "URL_STREAMS_CHARS", "VENUE", "WS_URL", "BinanceConnector", "BinanceFeed",
     "BookSync", "DepthEvent", "DepthSnapshot", "Envelope", "ExchangeInfo", "Feed", "Outcome", "StreamDepth",
     "SymbolInfo", "capture_pairs", "check_config", "check_pairs", "effective_limits", "fetch_exchange_info",
-    "instrument_types", "list_pairs", "pair_for", "pairs_in_frames", "parse_frame", "snapshot_pair",
-    "snapshot_weight", "spot_prev_id", "spread_pairs", "stream_for", "symbol_for", "unlisted_pairs",
+    "instrument_types", "list_pairs", "pair_for", "pairs_in_frames", "parse_frame", "snapshot_limit_of",
+    "snapshot_pair", "snapshot_weight", "spot_prev_id", "spread_pairs", "stream_for", "symbol_for", "unlisted_pairs",
 ]  # fmt: skip
 
 REST_WEIGHT_PER_MIN = 6000

@@ -189,12 +189,19 @@ class BinanceFeed:
             return
         self._on_diff(sync, ev, recv_ms)
 
-    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float, limit: int | None = None) -> None:
+        """A recorded REST snapshot (replay), asked for with ``limit`` levels (None: unknown, so
+        each side counts as cut at its deepest level)."""
         try:
             snap = _snapshot.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.malformed(f"undecodable snapshot for {pair}: {exc}", len(body))
             return
+        sync = self.syncs.get(pair)
+        if sync is not None and not sync.synced:
+            # The book is built on this snapshot, now or once its first diff comes (``_pending``,
+            # replaced by any later snapshot): the limit is this request's.
+            sync.snapshot_limit = limit
         self.on_snapshot(pair, snap, recv_ms)
 
     def book(self, pair: str) -> L2Book | None:
@@ -223,6 +230,7 @@ class BinanceFeed:
         outcome = sync.on_snapshot(snap)
         if outcome is Outcome.SYNCED:
             self._wanted.discard(pair)
+            self._pending.pop(pair, None)  # an older snapshot waiting for its first diff is moot
             self.stats.resync(pair)
             if self._quotes is not None:
                 self._quotes.forget(pair)

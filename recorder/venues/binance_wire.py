@@ -14,6 +14,7 @@ from recorder.venues.base import (
     FloatLevel,
 )
 from recorder.venues.limits import BINANCE as LIMITS
+from recorder.venues.limits import VenueLimits
 
 VENUE = "binance"
 WS_URL = "wss://stream.binance.com:9443"
@@ -124,6 +125,20 @@ def snapshot_pair(url: str) -> str | None:
         return pair_for(symbols[0]) if symbols else None
     except ValueError:
         return None
+
+
+def snapshot_limit_of(url: str, limits: VenueLimits = LIMITS) -> int | None:
+    """The depth a recorded REST depth snapshot was asked for, from its URL's ``limit=`` (replay):
+    a side holding fewer levels is the venue's whole side, one that filled it was cut. None (every
+    side counts as cut) when the URL has no ``limit=`` or one the venue would not serve as asked
+    (capped or refused: ``limits.snapshot_limit_error``)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(url).query).get("limit")
+    if not values or not values[0].isdigit() or len(values[0]) > 9:
+        return None
+    limit = int(values[0])
+    return limit if limits.snapshot_limit_error(limit) is None else None
 
 
 def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:

@@ -117,7 +117,7 @@ class FloatSnapshotFeed(TradeOutput):
         """Pairs to resubscribe (the returned set is live: do not modify it)."""
         return self._want
 
-    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float, limit: int | None = None) -> None:
         """These venues sync from the WebSocket snapshot alone; a REST book has no id to join."""
 
     def reset(self) -> None:
@@ -211,7 +211,7 @@ class SnapshotFeed(TradeOutput):
         self.stats.malformed_frame()
         self._throttle.warning("frame", "event=malformed_frame venue=%s error=%r", self.venue, str(exc)[:200])
 
-    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float, limit: int | None = None) -> None:
         """These venues sync from the WebSocket snapshot only; a REST book has no id to join."""
 
     def pairs(self) -> list[str]:

@@ -77,9 +77,21 @@ class RecordColumns:
     def __init__(self, payloads: Sequence[bytes], prefix: int) -> None:
         """``prefix``: bytes before each record's msgpack array (a trade's kind byte)."""
         lens = np.fromiter(map(len, payloads), np.int64, len(payloads))
-        self.n = len(payloads)
-        self.buf = np.frombuffer(b"".join(payloads), np.uint8)
-        self.pos = np.cumsum(lens) - lens + prefix
+        ends = np.cumsum(lens)
+        self._begin(np.frombuffer(b"".join(payloads), np.uint8), ends - lens, ends, prefix)
+
+    @classmethod
+    def some_of(cls, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> RecordColumns:
+        """The records ``buf[starts[i] : ends[i]]`` of a buffer already joined (a ring read's)."""
+        self = cls.__new__(cls)
+        self._begin(buf, starts, ends, prefix)
+        return self
+
+    def _begin(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> None:
+        self.n = len(starts)
+        self.buf = buf
+        self.ends = ends  # where each record ends in the buffer
+        self.pos = starts + prefix
         tags = self._tags()
         if ((tags & 0xF0) != _FIXARRAY).any():
             raise ValueError("ring record is not a msgpack array of at most 15 fields")
@@ -107,7 +119,7 @@ class RecordColumns:
             fixint = (tags < 0x80) | (tags >= 0xE0)
             values[fixint] = np.where(tags[fixint] >= 0xE0, tags[fixint] - 0x100, tags[fixint])
             known = fixint | null
-            for tag in np.unique(tags[~known]).tolist():
+            for tag in np.flatnonzero(np.bincount(tags[~known], minlength=256)).tolist():  # no sort
                 if tag not in _NUMBERS or (tag in (_FLOAT32, _FLOAT64) and not floating):
                     raise ValueError(f"ring record field is not a number (msgpack tag {tag:#x})")
                 width, dtype = _NUMBERS[tag]
@@ -201,8 +213,11 @@ def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 def record_order(pair: pa.Array, seq: pa.Array) -> np.ndarray:
     """Indices of the records ordered by pair, then sequence number (stable): a file's rows are
     clustered by pair so Parquet row-group statistics on ``pair`` prune well."""
-    keys = pa.table({"pair": pair, "seq": seq})
-    return pc.sort_indices(keys, sort_keys=[("pair", "ascending"), ("seq", "ascending")]).to_numpy()
+    # Pairs are few: each record's pair as the rank of its name among them, then one integer
+    # lexsort (stable, like Arrow's) instead of a sort comparing strings.
+    encoded = pair.dictionary_encode()
+    rank = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="first").to_numpy()
+    return np.lexsort((seq.to_numpy(zero_copy_only=False), rank[encoded.indices.to_numpy(zero_copy_only=False)]))
 
 
 def field_array(records: Sequence[Any], attr: str, typ: pa.DataType) -> pa.Array:

@@ -25,7 +25,7 @@ from recorder.ring.shm_ring import ShmRing
 from recorder.sinks.redis_stream import StreamPublisher
 from recorder.writer.batches import utc_date
 from recorder.writer.commit import Committing, wall_ms
-from recorder.writer.datasets import RECORD_ERRORS, DatasetSpec, decode_records
+from recorder.writer.datasets import RECORD_ERRORS, DatasetSpec, take_records
 from recorder.writer.journal import Journal, load_journal
 from recorder.writer.segment import Partition, Segment, SeqKey
 from recorder.writer.spec import (
@@ -137,12 +137,14 @@ class Writer(Committing):
             ends: list[int] = []
             limit = min(self.spec.rotate_snapshots or self.spec.max_read_records, self.spec.max_read_records)
             payloads, nxt = ring.read(self.read_pos[venue], limit, ends)
-            specs, records, stored = decode_records(payloads)
-            for dataset, rec, payload, end in zip(specs, records, stored, ends, strict=True):
+            took = take_records(payloads, structs=self._jsonl or self.stream is not None)
+            for dataset, rec, payload, end, exchange, pair, ts_ms in zip(
+                took.specs, took.records, took.stored, ends, took.exchange, took.pair, took.time_ms, strict=True
+            ):
                 if isinstance(rec, RECORD_ERRORS):
                     self._note_record(self.segment)
                     self._decode_error(rec)
-                elif not self._add(dataset, rec, payload):
+                elif not self._add(dataset, rec, payload, exchange, pair, ts_ms):
                     self.counters.incr("records_read", total)
                     return total  # read_pos stays before the refused record
                 self.read_pos[venue] = end
@@ -152,13 +154,14 @@ class Writer(Committing):
             self.counters.incr("records_read", total)
         return total
 
-    def _add(self, dataset: DatasetSpec, rec: Any, payload: bytes) -> bool:
-        """Add one ring record (decoded: ``rec``) to the open segment; False if its file is full
-        or the segment holds ``rotate_bytes`` (not consumed)."""
+    def _add(self, dataset: DatasetSpec, rec: Any, payload: bytes, exchange: str, pair: str, ts_ms: int) -> bool:
+        """Add one ring record (decoded: ``rec``; None for a trade or quote checked in bulk when
+        neither JSONL nor the stream wants its struct, see ``take_records``) of ``exchange``,
+        ``pair`` and time ``ts_ms`` to the open segment; False if its file is full or the segment
+        holds ``rotate_bytes`` (not consumed)."""
         seg = self.segment
-        ts_ms = dataset.time_ms(rec)
         date = utc_date(ts_ms)
-        pkey = (dataset.name, rec.exchange, date)
+        pkey = (dataset.name, exchange, date)
         part = seg.parts.get(pkey)
         count = self.spec.rotate_snapshots
         limit = count * dataset.rotate_factor if count is not None else None
@@ -168,8 +171,8 @@ class Writer(Committing):
             return False  # the writer's memory bound: not even the rest of a poll's records
         self._note_record(seg)
         if part is None:
-            part = seg.parts[pkey] = Partition(dataset, rec.exchange, date, ts_ms)
-        key = (dataset.name, rec.exchange, rec.pair)
+            part = seg.parts[pkey] = Partition(dataset, exchange, date, ts_ms)
+        key = (dataset.name, exchange, pair)
         seq = seg.seq.get(key)
         if seq is None:
             seq = self.committed_seq.get(key, 0)

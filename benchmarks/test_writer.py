@@ -1,7 +1,7 @@
 """Writer: level-rows/s into zstd Parquet and into JSONL, and bytes per snapshot-level on disk.
 
 Every path starts where the writer does: from ring records (the bytes the sampler pushed), and
-runs the writer's own code (``decode_records``, ``build_table``, ``prepare_parquet``), so the
+runs the writer's own code (``decode_records``, ``build_pieces``, ``prepare_parquet_pieces``), so the
 figures include decoding them. Baseline: the same rows written by pyarrow from an already-built
 table with the stored files' options (``parquet_format.write_parquet``: the floor of the Parquet path),
 so the ratio shows the cost of our ring record -> Arrow conversion.
@@ -18,10 +18,11 @@ import pytest
 
 from benchmarks.quick import mean_s, size
 from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_record, trade_record
-from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_jsonl, prepare_parquet
+from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_jsonl, prepare_parquet_pieces
 from recorder.sinks.parquet_format import write_parquet
 from recorder.writer.batches import batches_to_table, snapshot_jsonl, snapshots_to_batch
-from recorder.writer.datasets import SPECS, build_table, decode_records, take_records
+from recorder.writer.commit import PIECE_ROWS
+from recorder.writer.datasets import SPECS, build_pieces, build_table, decode_records, take_records
 
 SNAPSHOTS = size(5_000, 300)
 DEPTH = 20
@@ -54,8 +55,8 @@ def _rows_info(benchmark, path: Path) -> None:
 def _write_from_ring_records(records: list[bytes], seqs: list[int], out: Path) -> None:
     """What the writer does with one file's ring records (its journal, numbering and rename aside)."""
     took = take_records(records)
-    table = build_table(took.specs[0], took.stored, seqs, "bench")
-    prepared = prepare_parquet(table, out)
+    spec = took.specs[0]
+    prepared = prepare_parquet_pieces(spec.schema, build_pieces(spec, took.stored, seqs, "bench", PIECE_ROWS), out)
     Path(prepared.tmp_path).replace(out)
 
 

@@ -17,9 +17,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_decoder, ring_record, trade_record
-from recorder.sinks.local import prepare_parquet
+from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_parquet_pieces
 from recorder.writer.batches import snapshot_jsonl, snapshots_to_batch
-from recorder.writer.datasets import BOOKS_SPEC, RECORD_ERRORS, SPECS, build_table, decode_records, take_records
+from recorder.writer.datasets import (
+    BOOKS_SPEC,
+    RECORD_ERRORS,
+    SPECS,
+    DatasetSpec,
+    build_pieces,
+    build_table,
+    decode_records,
+    take_records,
+)
 
 
 def _random_snapshots(n: int) -> list[Snapshot]:
@@ -136,14 +145,33 @@ def _odd_books() -> list[bytes]:
     return out
 
 
-def test_a_books_file_holds_what_an_independent_decode_of_its_ring_records_reads(tmp_path: Path) -> None:
+def _write_as_the_writer(spec: DatasetSpec, stored: list[bytes], seqs: list[int], out: Path, group_rows: int) -> None:
+    """The file the writer writes of these records (built and written a row group at a time),
+    its row groups checked: ``group_rows`` rows each, the last one at most that."""
+    pieces = build_pieces(spec, stored, seqs, "s1", group_rows)
+    prepared = prepare_parquet_pieces(spec.schema, pieces, out.with_suffix(".final"), row_group_size=group_rows)
+    Path(prepared.tmp_path).replace(out)
+    meta = pq.read_metadata(out)
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes[:-1] == [group_rows] * (len(sizes) - 1) and 0 < sizes[-1] <= group_rows
+    assert sum(sizes) == prepared.rows
+
+
+# Rows per row group: a prime, so row groups end inside books and pieces; and the writer's own.
+GROUP_ROWS = [97, DEFAULT_ROW_GROUP_ROWS]
+
+
+@pytest.mark.parametrize("group_rows", GROUP_ROWS)
+def test_a_books_file_holds_what_an_independent_decode_of_its_ring_records_reads(
+    tmp_path: Path, group_rows: int
+) -> None:
     payloads = [ring_record(s) for s in _random_snapshots(300)] + _odd_books()
     specs, records, stored = decode_records(payloads)
     assert isinstance(records[-1], RECORD_ERRORS) and not any(isinstance(r, RECORD_ERRORS) for r in records[:-1])
     kept = payloads[:-1]
     seqs = list(range(len(kept)))
     out = tmp_path / "books.parquet"
-    Path(prepare_parquet(build_table(BOOKS_SPEC, stored[:-1], seqs, "s1"), out).tmp_path).replace(out)
+    _write_as_the_writer(BOOKS_SPEC, stored[:-1], seqs, out, group_rows)
     expected = [row for p, seq in zip(kept, seqs, strict=True) for row in _book_rows_from_msgpack(p, seq)]
     assert _same(pq.read_table(out).to_pylist(), _by_pair_then_sequence(expected))
     # JSONL is unchanged: each line as the SampledBook of the record (decoded with float lists,
@@ -179,14 +207,17 @@ _FLAT_FIELDS = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("group_rows", GROUP_ROWS)
 @pytest.mark.parametrize("dataset", ["trades", "quotes"])
-def test_a_trades_or_quotes_file_holds_what_an_independent_decode_reads(tmp_path: Path, dataset: str) -> None:
+def test_a_trades_or_quotes_file_holds_what_an_independent_decode_reads(
+    tmp_path: Path, dataset: str, group_rows: int
+) -> None:
     payloads = _flat_records(dataset)
     specs, _, stored = decode_records(payloads)
     assert set(specs) == {SPECS[dataset]}
     seqs = [i // 3 for i in range(len(payloads))]
     out = tmp_path / f"{dataset}.parquet"
-    Path(prepare_parquet(build_table(SPECS[dataset], stored, seqs, "s1"), out).tmp_path).replace(out)
+    _write_as_the_writer(SPECS[dataset], stored, seqs, out, group_rows)
     expected = []
     for p, seq in zip(payloads, seqs, strict=True):
         row = dict(zip(_FLAT_FIELDS[dataset], msgspec.msgpack.decode(p[1:]), strict=True))

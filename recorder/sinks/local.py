@@ -11,14 +11,14 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 import msgspec
 import pyarrow as pa
 
-from recorder.sinks.parquet_format import write_parquet
+from recorder.sinks.parquet_format import write_parquet, write_parquet_pieces
 
 # Rows per Parquet row group: big enough for good compression and few footers, small enough
 # that min/max statistics on pair/timestamp still let readers skip row groups.
@@ -96,13 +96,16 @@ def _prepare(final_path: str | os.PathLike[str], write: Writer, rows: int, kind:
         raise _error(exc, f"cannot create directory for {kind} file", final.parent) from exc
     try:
         size = _write_synced(tmp, write)
-    except OSError as exc:
-        # Don't leave a partial temp file eating the space that just ran out.
+    except BaseException as exc:
+        # Don't leave a partial temp file eating the space that just ran out (or half a file
+        # whose rows could not be built: a Parquet file is written as its rows are built).
         try:
             tmp.unlink()
         except OSError:
             pass
-        raise _error(exc, f"cannot write {kind} file", tmp) from exc
+        if isinstance(exc, OSError):
+            raise _error(exc, f"cannot write {kind} file", tmp) from exc
+        raise
     return PreparedFile(tmp_path=str(tmp), final_path=str(final), size_bytes=size, rows=rows)
 
 
@@ -118,6 +121,25 @@ def prepare_parquet(
         write_parquet(table, fh, row_group_size)
 
     return _prepare(final_path, write, table.num_rows, "parquet")
+
+
+def prepare_parquet_pieces(
+    schema: pa.Schema,
+    pieces: Iterable[pa.Table],
+    final_path: str | os.PathLike[str],
+    *,
+    row_group_size: int = DEFAULT_ROW_GROUP_ROWS,
+) -> PreparedFile:
+    """:func:`prepare_parquet` of the tables ``pieces`` one after the other, each built only when
+    the file is ready for it (``parquet_format.write_parquet_pieces``)."""
+    rows = 0
+
+    def write(fh: BinaryIO) -> None:
+        nonlocal rows
+        rows = write_parquet_pieces(schema, pieces, fh, row_group_size)
+
+    prepared = _prepare(final_path, write, 0, "parquet")
+    return msgspec.structs.replace(prepared, rows=rows)
 
 
 def prepare_jsonl(data: bytes | bytearray | memoryview, final_path: str | os.PathLike[str]) -> PreparedFile:

@@ -29,7 +29,7 @@ stored. Chosen by measuring every candidate per column on the real recordings re
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -106,3 +106,32 @@ def write_parquet(
         sorting_columns=sorting_columns or None,
         **parquet_options(table.schema, zstd_level),
     )
+
+
+def write_parquet_pieces(
+    schema: pa.Schema,
+    pieces: Iterable[pa.Table],
+    where: str | os.PathLike[str] | BinaryIO,
+    row_group_size: int,
+    zstd_level: int = WRITER_ZSTD_LEVEL,
+) -> int:
+    """Write the tables ``pieces`` one after the other as one file, as :func:`write_parquet`
+    writes their concatenation (same options, row groups of ``row_group_size`` rows, each one
+    chunk), holding no more than about two row groups' rows at once; returns the rows written.
+
+    The writer builds a file's rows a piece at a time: the whole table of a file would take
+    several times the bytes its ring records hold."""
+    held: list[pa.Table] = []
+    held_rows = rows = 0
+    with pq.ParquetWriter(where, schema, **parquet_options(schema, zstd_level)) as writer:
+        for piece in pieces:
+            held.append(piece)
+            held_rows += piece.num_rows
+            rows += piece.num_rows
+            while held_rows >= row_group_size:
+                joined = pa.concat_tables(held)
+                writer.write_table(joined.slice(0, row_group_size).combine_chunks(), row_group_size)
+                held, held_rows = [joined.slice(row_group_size)], held_rows - row_group_size
+        if held_rows or not rows:
+            writer.write_table(pa.concat_tables(held or [schema.empty_table()]).combine_chunks(), row_group_size)
+    return rows

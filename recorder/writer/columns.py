@@ -220,6 +220,15 @@ def record_order(pair: pa.Array, seq: pa.Array) -> np.ndarray:
     return np.lexsort((seq.to_numpy(zero_copy_only=False), rank[encoded.indices.to_numpy(zero_copy_only=False)]))
 
 
+def pieces_of(order: np.ndarray, rows: np.ndarray, per_piece: int) -> list[np.ndarray]:
+    """``order`` cut into consecutive pieces of about ``per_piece`` rows, ``rows[i]`` being the
+    rows of record ``order[i]``: a piece ends with the record that reaches a multiple of it."""
+    ends = np.cumsum(rows)
+    total = int(ends[-1]) if len(ends) else 0
+    cuts = np.searchsorted(ends, np.arange(per_piece, total, per_piece), side="left") + 1
+    return [piece for piece in np.split(order, np.unique(cuts)) if len(piece)]
+
+
 def field_array(records: Sequence[Any], attr: str, typ: pa.DataType) -> pa.Array:
     """One column of the records' attribute ``attr`` (tools: Snapshot structs)."""
     return pa.array(list(map(attrgetter(attr), records)), typ)

@@ -10,7 +10,7 @@ function, :func:`build_table`, in bulk: one C-level pass per column, no Python p
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -38,12 +38,13 @@ from recorder.model import (
     trade_decoder,
 )
 from recorder.writer.batches import BOOK_FIELDS, SCHEMA, long_form_batch, snapshot_jsonl
-from recorder.writer.columns import RecordColumns, float64_arrays_ok, record_order, repeated
+from recorder.writer.columns import RecordColumns, float64_arrays_ok, pieces_of, record_order, repeated
 
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SIDES = ("buy", "sell")
 _US = pa.timestamp("us", tz="UTC")
+_WHOLE = 2**62  # rows per piece: all of them
 
 TRADES_SCHEMA = pa.schema(
     [
@@ -129,10 +130,21 @@ Levels = tuple[np.ndarray, np.ndarray]  # per record: position of the first valu
 
 def build_table(spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int], session_id: str) -> pa.Table:
     """One file's table of ring records (``payloads``, as :func:`decode_records` passed them)
-    numbered ``seqs``, ordered by pair then sequence number.
+    numbered ``seqs``, ordered by pair then sequence number: :func:`build_pieces` joined."""
+    pieces = list(build_pieces(spec, payloads, seqs, session_id, _WHOLE))
+    return pa.concat_tables(pieces).combine_chunks() if pieces else spec.schema.empty_table()
 
-    Every column is read from the joined records in bulk (``RecordColumns``), in arrival order,
-    then put in order by one Arrow ``take`` computed per record (a book's levels keep theirs).
+
+def build_pieces(
+    spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int], session_id: str, rows_per_piece: int
+) -> Iterator[pa.Table]:
+    """:func:`build_table`'s rows a piece of the ordered records at a time, each of about
+    ``rows_per_piece`` rows (whole records: a book's levels stay together), so a file's whole
+    table, several times the bytes of its ring records, never is in memory at once.
+
+    Every column of a record is read from the joined records in bulk (``RecordColumns``), in
+    arrival order, and the order is computed once over the file; each piece is then put in order
+    by one Arrow ``take`` (the books' levels, the bulk of the rows, read only then).
     """
     reader = RecordColumns(payloads, spec.prefix)
     column_of = {attr: name for name, attr in spec.fields}
@@ -147,9 +159,14 @@ def build_table(spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int
     columns["sequence_number"] = pa.array(seqs, pa.int64())
     columns["session_id"] = repeated(session_id, len(payloads))
     order = record_order(columns["pair"], columns["sequence_number"])
-    if spec.expand is not None:
-        return pa.Table.from_batches([spec.expand(reader, levels, columns, order)], schema=spec.schema)
-    return pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=spec.schema).take(order)
+    if spec.expand is None:
+        table = pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=spec.schema)
+        for piece in pieces_of(order, np.ones(len(order), np.int64), rows_per_piece):
+            yield table.take(piece)
+        return
+    sizes = levels["bid_px"][1] + levels["ask_px"][1]
+    for piece in pieces_of(order, np.maximum(sizes[order], 1), rows_per_piece):  # no level: one row
+        yield pa.Table.from_batches([spec.expand(reader, levels, columns, piece)], schema=spec.schema)
 
 
 # -- books -------------------------------------------------------------------------------------

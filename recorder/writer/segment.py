@@ -13,7 +13,7 @@ class Partition:
 
     Its ring records are kept as they came from the ring (msgpack bytes: denser than their
     Arrow rows, and far denser than decoded structs) until the file is written, when its table
-    is read out of them in one go (``datasets.build_table``).
+    is read out of them a row group at a time (``datasets.build_pieces``).
     """
 
     dataset: DatasetSpec

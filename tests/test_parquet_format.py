@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from recorder.compaction.formats import ParquetCodec
 from recorder.model import Level, Quote, Snapshot, Trade, quote_record, trade_record
 from recorder.sinks.local import prepare_parquet, publish
+from recorder.sinks.parquet_format import parquet_options, write_parquet_pieces
 from recorder.writer.batches import SCHEMA, batches_to_table, snapshots_to_batch
 from recorder.writer.datasets import QUOTES_SCHEMA, QUOTES_SPEC, TRADES_SCHEMA, TRADES_SPEC, build_table
 
@@ -160,3 +161,19 @@ def test_compaction_writes_the_same_encodings(tmp_path: Path) -> None:
     assert pq.read_metadata(out).num_row_groups > 1
     assert _encodings(out) == _encodings(a)
     assert pq.read_table(out).equals(table)
+
+
+def test_a_file_written_in_pieces_is_the_file_of_its_whole_table() -> None:
+    """The writer builds a file's rows a piece at a time and joins them into row groups as it
+    writes (``write_parquet_pieces``): the file must be byte for byte the one pyarrow writes of
+    the whole table, pieces ending inside row groups, on their edges and past them."""
+    for table in (_books(), _trades(), _quotes()):
+        for piece_rows, group_rows in ((31, 97), (97, 97), (500, 97), (7, 10_000)):
+            whole, pieced = pa.BufferOutputStream(), pa.BufferOutputStream()
+            pq.write_table(table, whole, row_group_size=group_rows, **parquet_options(table.schema))
+            pieces = (table.slice(at, piece_rows) for at in range(0, table.num_rows, piece_rows))
+            assert write_parquet_pieces(table.schema, pieces, pieced, group_rows) == table.num_rows
+            assert pieced.getvalue().to_pybytes() == whole.getvalue().to_pybytes()
+            assert pq.read_metadata(pa.BufferReader(pieced.getvalue())).num_row_groups == -(
+                -table.num_rows // group_rows
+            )

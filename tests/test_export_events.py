@@ -50,20 +50,12 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A capture of five venues on their simulators (real processes) with the archive on, and
     faults injected on the way: gaps, a checksum failure, a crossed book, a reconnect."""
     from recorder.api import Capture
-    from tests.conftest import VenueSim, wait_for
+    from tests.conftest import VenueSim, sim_venues, wait_for
 
     data = tmp_path_factory.mktemp("events") / "data"
     sims = {v: VenueSim(v, "--seed", "7") for v in VENUES}
     try:
-        venues = {
-            v: {
-                "pairs": p,
-                "channels": ["book", "trades"],
-                "ws_url": sims[v].urls["ws_url"],
-                "rest_url": sims[v].urls["rest_url"],
-            }
-            for v, p in VENUES.items()
-        }
+        venues = sim_venues(sims, VENUES, ["book", "trades"])
         cfg = {"archive": {"flush_s": 0.2}, "venues": venues}
         with Capture(cfg, interval="200ms", depth=10, data_dir=data, session_id=SESSION) as cap:
 

@@ -131,3 +131,23 @@ def nautilus_engine(instruments: list[Any]) -> Any:
     for inst in instruments:
         engine.add_instrument(inst)
     return engine
+
+
+def hftbacktest_of(path: Path, tick_size: float, lot_size: float) -> Any:
+    """hftbacktest's own ``HashMapMarketDepthBacktest`` over the exported ``.npz`` at ``path``
+    (no latency, no fees: the book is what the tests read)."""
+    import hftbacktest as hbt
+
+    asset = (
+        hbt.BacktestAsset()
+        .data([str(path)])
+        .linear_asset(1.0)
+        .constant_order_latency(0, 0)
+        .risk_adverse_queue_model()
+        .no_partial_fill_exchange()
+        .trading_value_fee_model(0.0, 0.0)
+        .tick_size(tick_size)
+        .lot_size(lot_size)
+        .last_trades_capacity(0)
+    )
+    return hbt.HashMapMarketDepthBacktest([asset])

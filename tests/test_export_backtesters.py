@@ -18,6 +18,7 @@ from recorder.dataset import open_dataset
 from tests.export_data import (  # noqa: F401 - replayed, simulated: fixtures by name
     expected_quotes,
     export_cli,
+    hftbacktest_of,
     nautilus_engine,
     ours,
     records,
@@ -75,19 +76,7 @@ def test_hftbacktest_book_equals_ours(which: str, request: pytest.FixtureRequest
         checked_trades += len(got)
         inst = instruments[f"{exchange}:{pair}"]
         tick = inst["tick_size"]
-        asset = (
-            hbt.BacktestAsset()
-            .data([str(path)])
-            .linear_asset(1.0)
-            .constant_order_latency(0, 0)
-            .risk_adverse_queue_model()
-            .no_partial_fill_exchange()
-            .trading_value_fee_model(0.0, 0.0)
-            .tick_size(tick)
-            .lot_size(inst["lot_size"])
-            .last_trades_capacity(0)
-        )
-        bt = hbt.HashMapMarketDepthBacktest([asset])
+        bt = hftbacktest_of(path, tick, inst["lot_size"])
         bt.elapse(0)
         picks = sorted({1, len(snaps) // 3, len(snaps) // 2, len(snaps) - 2} & set(range(len(snaps) - 1)))
         for k in picks:

@@ -20,7 +20,7 @@ import zstandard
 
 from recorder.dataset import open_dataset
 from tests.conftest import ROOT
-from tests.export_data import export_cli
+from tests.export_data import export_cli, hftbacktest_of
 from tests.test_dataset import s3_server  # noqa: F401 - moto's S3 server, a fixture by name
 
 SESSION = "ev"
@@ -420,19 +420,7 @@ def test_hftbacktest_from_the_archive_holds_every_level(
             tardis_out / f"{inst.tardis_exchange}_incremental_book_L2_{day}_{inst.symbol.replace('/', '-')}.csv.gz"
         )
         tick = instruments[f"{exchange}:{pair}"]["tick_size"]
-        asset = (
-            hbt.BacktestAsset()
-            .data([str(hbt_out / name)])
-            .linear_asset(1.0)
-            .constant_order_latency(0, 0)
-            .risk_adverse_queue_model()
-            .no_partial_fill_exchange()
-            .trading_value_fee_model(0.0, 0.0)
-            .tick_size(tick)
-            .lot_size(instruments[f"{exchange}:{pair}"]["lot_size"])
-            .last_trades_capacity(0)
-        )
-        bt = hbt.HashMapMarketDepthBacktest([asset])
+        bt = hftbacktest_of(hbt_out / name, tick, instruments[f"{exchange}:{pair}"]["lot_size"])
         bt.elapse(0)
         points = quiet_points(data, exchange)
         picks = [s for s in snaps if s.timestamp_ms in points]

@@ -22,7 +22,8 @@ from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_jsonl, prepare_
 from recorder.sinks.parquet_format import write_parquet
 from recorder.writer.batches import batches_to_table, snapshot_jsonl, snapshots_to_batch
 from recorder.writer.commit import PIECE_ROWS
-from recorder.writer.datasets import SPECS, build_pieces, build_table, decode_records, take_records
+from recorder.writer.datasets import SPECS, build_pieces, build_table
+from recorder.writer.intake import decode_records, take_records
 
 SNAPSHOTS = size(5_000, 300)
 DEPTH = 20

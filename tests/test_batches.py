@@ -26,9 +26,8 @@ from recorder.writer.datasets import (
     DatasetSpec,
     build_pieces,
     build_table,
-    decode_records,
-    take_records,
 )
+from recorder.writer.intake import decode_records, take_records
 
 
 def _random_snapshots(n: int) -> list[Snapshot]:

@@ -25,7 +25,8 @@ from recorder.ring.shm_ring import ShmRing
 from recorder.sinks.redis_stream import StreamPublisher
 from recorder.writer.batches import utc_date
 from recorder.writer.commit import Committing, wall_ms
-from recorder.writer.datasets import RECORD_ERRORS, DatasetSpec, take_records
+from recorder.writer.datasets import RECORD_ERRORS, DatasetSpec
+from recorder.writer.intake import take_records
 from recorder.writer.journal import Journal, load_journal
 from recorder.writer.segment import Partition, Segment, SeqKey
 from recorder.writer.spec import (

@@ -81,6 +81,7 @@ class ArchiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rotate_mb: float = 256.0  # ... or this many compressed MiB, whichever comes first
     flush_s: float = 1.0  # written this often: what a SIGKILL can lose
     level: int = 3  # zstd level (1 fastest .. 19 smallest)
+    max_buffer_mb: float = 256.0  # records waiting to be written; past it they are left out, counted
 
 
 class S3Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -390,7 +391,7 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
 
 
 def _validate_archive(a: ArchiveConfig) -> None:
-    for name in ("rotate_minutes", "rotate_mb"):
+    for name in ("rotate_minutes", "rotate_mb", "max_buffer_mb"):
         if getattr(a, name) <= 0:
             raise ConfigError(f"invalid [archive] {name} = {getattr(a, name)}: must be positive")
     if not 0.05 <= a.flush_s <= 60:

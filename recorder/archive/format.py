@@ -18,6 +18,10 @@ order in which the venue process's event loop saw them.
 * ``tick``: the sampler sampled every book at grid tick ``tick`` (epoch ms); ``src``: for each pair
   whose source changed since the previous tick, the ``conn`` whose book it stored (null: none).
   The ``call`` records the sampling caused (e.g. a crossed book's resync) follow it.
+* ``lost``: records are missing here (the venue process's archive buffer was full, ``why``:
+  ``buffer_full``, or a write failed, ``write_failed``): ``records``, ``frames`` and ``bytes`` left
+  out, ``from_ns`` the time of the first of them (``ns``: of the last). Every Feed's state is
+  unknown after it; a replay resets them (README: Archive).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class ArchiveIndexEntry(msgspec.Struct, kw_only=True):
     records: int
     bytes: int
     raw_bytes: int = 0  # the JSON lines before compression (0: not known)
+    lost_frames: int = 0  # frames the file's ``lost`` records say are missing
 
 
 def venue_archive_dir(data_dir: str | Path, venue: str) -> Path:
@@ -110,6 +115,8 @@ def encode_records(batch: list[tuple]) -> bytes:
             obj.update(url=r[3], status=r[4], seq=r[6], **_data(r[5]))
         elif kind == "call":
             obj.update(m=r[3], a=r[4])
+        elif kind == "lost":
+            obj.update(r[3])
         elif kind == "tick":
             obj["tick"] = r[3]
             if r[4]:
@@ -162,6 +169,7 @@ class LineStats(msgspec.Struct):
     last_ns: int = 0
     frames: int = 0
     records: int = 0
+    lost_frames: int = 0
     bad_lines: int = 0
     truncated: bool = False
 
@@ -190,8 +198,11 @@ def iter_records(path: Path, stats: LineStats | None = None) -> Any:
                     stats.first_ns = ns
                 stats.last_ns = max(stats.last_ns, ns)
             stats.records += 1
-            if obj["t"] == "recv":
+            t = obj["t"]
+            if t == "recv":
                 stats.frames += 1
+            elif t == "lost" and isinstance(obj.get("frames"), int):
+                stats.lost_frames += obj["frames"]
             yield obj
         stats.truncated = bool(getattr(fh, "cut", False))
 

@@ -23,6 +23,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from recorder.archive.queue import RECORD_OVERHEAD, RecordQueue, record_size
+
 # Feed methods that change its state besides ``on_frame``; the proxy records them.
 RECORDED = (
     "invalidate",
@@ -38,10 +40,10 @@ _MAX_BOUND = 1024  # decoded REST bodies waiting to be handed to a Feed
 
 
 class Archive:
-    """The process's record queue (``ArchiveWriter.records``) plus the ids that tie records together."""
+    """The process's record queue (``ArchiveWriter.queue``) plus the ids that tie records together."""
 
-    def __init__(self, queue: Any) -> None:
-        self.queue = queue  # a deque; the writer's thread takes from its other end
+    def __init__(self, queue: RecordQueue) -> None:
+        self.queue = queue  # bounded; the writer's thread takes from its other end
         self.prefix = str(os.getpid())
         self._conns = 0
         self._http = 0
@@ -63,7 +65,7 @@ class Archive:
         if self.held is not None:
             self.held.append(record)
         else:
-            self.queue.append(record)
+            self.queue.put(record, record_size(record))
 
     def new_conn(self) -> str:
         self._conns += 1
@@ -121,7 +123,7 @@ class ConnTap:
         if a.held is not None:
             a.held.append(("recv", self.conn, ns, payload))
         else:
-            a.queue.append(("recv", self.conn, ns, payload))
+            a.queue.put(("recv", self.conn, ns, payload), len(payload) + RECORD_OVERHEAD)
         return ns
 
     def send(self, payload: bytes) -> None:
@@ -247,5 +249,7 @@ class SampledConnector:
         a = self._archive
         held, a.held = a.held or [], None
         changed, self._changed = self._changed, {}
-        a.queue.append(("tick", "", a.now(), tick_ms, changed))
-        a.queue.extend(held)
+        put = a.queue.put
+        put(("tick", "", a.now(), tick_ms, changed), RECORD_OVERHEAD)
+        for record in held:
+            put(record, record_size(record))

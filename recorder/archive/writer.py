@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from recorder.archive.format import (
     scan_archive_file,
     venue_archive_dir,
 )
+from recorder.archive.queue import Loss, RecordQueue, record_size
 from recorder.sinks.local import ensure_dir, fsync_dir
 
 log = logging.getLogger("recorder.archive")
@@ -47,6 +47,7 @@ class ArchiveSettings:
     rotate_bytes: int = 256 * 1024 * 1024
     flush_s: float = 1.0
     level: int = 3
+    max_buffer_bytes: int = 256 * 1024 * 1024  # records waiting for the thread; past it they are dropped, counted
 
 
 class _OpenFile:
@@ -64,6 +65,7 @@ class _OpenFile:
         self.raw_bytes = 0
         self.frames = 0
         self.records = 0
+        self.lost_frames = 0  # frames the file's ``lost`` records stand for
 
 
 class ArchiveWriter:
@@ -76,8 +78,11 @@ class ArchiveWriter:
         self.data_dir = Path(data_dir)
         self.venue, self.session_id, self.settings = venue, session_id, settings
         self.header = header
-        # Appended by the event loop, taken by the thread (deque: both ends are thread-safe).
-        self.records: deque[tuple] = deque()
+        # Appended by the event loop, taken by the thread, bounded (queue.py).
+        self.queue = RecordQueue(settings.max_buffer_bytes, venue)
+        self.records = self.queue.records
+        self._write_loss: Loss | None = None  # records taken but not written (a failed write)
+        self.write_lost_frames = 0
         self._file: _OpenFile | None = None
         self._seq = 0
         self._stop = threading.Event()
@@ -136,7 +141,7 @@ class ArchiveWriter:
             except OSError as exc:
                 log.warning("event=archive_recover_failed path=%s error=%s", part, exc)
                 continue
-            self._index(final, stats.first_ns, stats.last_ns, stats.frames, stats.records, 0)
+            self._index(final, stats.first_ns, stats.last_ns, stats.frames, stats.records, 0, stats.lost_frames)
             log.info("event=archive_recovered path=%s frames=%d", final, stats.frames)
 
     # -- the thread --------------------------------------------------------------------------
@@ -152,26 +157,75 @@ class ArchiveWriter:
                     self.error = str(exc)
 
     def _flush(self) -> None:
-        records = self.records
-        batch = [records.popleft() for _ in range(len(records))]
-        f = self._file
-        if f is not None and self._should_rotate(f, batch):
-            self._finish()
-            f = None
-        if not batch:
-            return
-        if f is None:
-            f = self._open(batch[0][2])
-        data = encode_records(batch)
-        out = f.z.compress(data) + f.z.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-        f.fh.write(out)
-        f.fh.flush()
+        batch = self.queue.take()
+        if self._write_loss is not None:  # what the last failed write took says so first
+            batch.insert(0, self._write_loss.record())
+            self._write_loss = None
+        try:
+            f = self._file
+            if f is not None and self._should_rotate(f, batch):
+                self._finish()
+                f = None
+            if not batch:
+                return
+            if f is None:
+                f = self._open(batch[0][2])
+            data = encode_records(batch)
+            out = f.z.compress(data) + f.z.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            f.fh.write(out)
+            f.fh.flush()
+        except Exception:
+            self._lost_in_write(batch)
+            raise
         f.bytes += len(out)
         f.raw_bytes += len(data)
         f.records += len(batch)
-        f.frames += sum(1 for r in batch if r[0] == "recv")
+        for r in batch:
+            if r[0] == "recv":
+                f.frames += 1
+            elif r[0] == "lost":
+                f.lost_frames += r[3]["frames"]
         f.last_ns = max(f.last_ns, batch[-1][2])
         self.error = None
+
+    def _lost_in_write(self, batch: list[tuple]) -> None:
+        """A write failed (e.g. a full disk): ``batch`` is gone. It becomes a ``lost`` record at the
+        head of the next write, and the file is closed where it was last whole: its zstd stream
+        may end in a partial block, and the next records go to a new file."""
+        loss = Loss("write_failed", batch[0][2] if batch else time.time_ns())
+        for r in batch:
+            if r[0] == "lost":  # an earlier loss this one now includes
+                info = r[3]
+                loss.records += info["records"]
+                loss.frames += info["frames"]
+                loss.bytes += info["bytes"]
+                loss.first_ns = min(loss.first_ns, info["from_ns"])
+                loss.last_ns = max(loss.last_ns, r[2])
+            else:
+                loss.add(r, record_size(r))
+                if r[0] == "recv":
+                    self.write_lost_frames += 1
+        if batch:
+            self._write_loss = loss
+        f, self._file = self._file, None
+        if f is None:
+            return
+        try:
+            f.fh.close()  # (its buffered tail may fail to write again: the file ends where it was whole)
+        except OSError:
+            pass
+        try:
+            os.replace(f.part, f.final)
+            fsync_dir(f.final.parent)
+            self.published.append(f.final)
+            self._index(f.final, f.first_ns, f.last_ns, f.frames, f.records, f.raw_bytes, f.lost_frames)
+        except OSError as exc:  # the part stays; the next process of the venue publishes it
+            log.warning("event=archive_publish_failed path=%s error=%s", f.part, exc)
+
+    @property
+    def lost_frames(self) -> int:
+        """Frames left out of the archive so far: a full buffer's and failed writes'."""
+        return self.queue.lost_frames + self.write_lost_frames
 
     def _should_rotate(self, f: _OpenFile, batch: list[tuple]) -> bool:
         s = self.settings
@@ -206,9 +260,11 @@ class ArchiveWriter:
         os.replace(f.part, f.final)
         fsync_dir(f.final.parent)
         self.published.append(f.final)
-        self._index(f.final, f.first_ns, f.last_ns, f.frames, f.records, f.raw_bytes)
+        self._index(f.final, f.first_ns, f.last_ns, f.frames, f.records, f.raw_bytes, f.lost_frames)
 
-    def _index(self, final: Path, first_ns: int, last_ns: int, frames: int, records: int, raw: int) -> None:
+    def _index(
+        self, final: Path, first_ns: int, last_ns: int, frames: int, records: int, raw: int, lost_frames: int = 0
+    ) -> None:
         entry = ArchiveIndexEntry(
             path=final.relative_to(self.data_dir).as_posix(),
             venue=self.venue,
@@ -218,6 +274,7 @@ class ArchiveWriter:
             records=records,
             bytes=final.stat().st_size,
             raw_bytes=raw,
+            lost_frames=lost_frames,
         )
         path = index_path(self.data_dir, self.session_id)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from recorder.sampler.grid import next_tick_ms
 from recorder.sampler.sampler import Sampler
 from recorder.venues.binance_trades import TradeIds
 
+_HOLES_LISTED = 50  # the summary lists the first ones and counts them all
 _HTTP_KEPT = 256  # REST bodies kept for the Feed calls that refer to them (they follow closely)
 
 
@@ -83,6 +84,7 @@ class ArchiveFeeds:
         self.frames = 0
         self.feed_errors = 0
         self.skipped_calls = 0
+        self.holes: list[dict[str, Any]] = []  # the archive's ``lost`` records
         self.pid: object = None
 
     def on_record(self, obj: dict[str, Any]) -> None:
@@ -128,11 +130,31 @@ class ArchiveFeeds:
             self._call(obj)
         elif t == "tick":
             self.src.update(obj.get("src") or {})
+        elif t == "lost":
+            self._lost(obj)
         elif t == "header" and obj.get("pid") != self.pid:
             # A new process of the venue (the last one died): its predecessor's sockets are gone.
             self.pid = obj.get("pid")
             self.closed.update(self.feeds)
             self.src.clear()
+
+    def _lost(self, obj: dict[str, Any]) -> None:
+        """Records are missing here: what the Feeds would have seen is unknown, so every book
+        waits for its next snapshot (a replay never serves a book the live one had but the
+        archive cannot prove)."""
+        hole = {k: obj.get(k) for k in ("why", "records", "frames", "from_ns")}
+        hole["to_ns"] = obj.get("ns")
+        self.holes.append(hole)
+        for conn, feed in self.feeds.items():
+            if conn not in self.closed:
+                try:
+                    if hasattr(feed, "reset"):
+                        feed.reset()
+                    else:  # (the checksum venues' Feeds: each book on its own)
+                        for pair in feed.pairs():
+                            feed.invalidate(pair)
+                except Exception:
+                    self.feed_errors += 1
 
     def _call(self, obj: dict[str, Any]) -> None:
         feed = self.feeds.get(obj.get("conn", ""))
@@ -268,6 +290,9 @@ def replay_archive(opts: Any, files: list[tuple[Path, dict[str, Any]]]) -> dict[
             "truncated_inputs": [str(p) for (p, _), s in zip(files, stats, strict=True) if s.truncated],
             "feed_errors": feeds.feed_errors,
             "skipped_calls": feeds.skipped_calls,
+            "archive_holes": feeds.holes[:_HOLES_LISTED],
+            "archive_hole_count": len(feeds.holes),
+            "archive_lost_frames": sum(int(h.get("frames") or 0) for h in feeds.holes),
             "ticks": ticks,
             "snapshots_written": int(writer_counters.get("snapshots_written")),
             "trades_written": int(writer_counters.get("trades_written")),

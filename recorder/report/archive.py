@@ -30,12 +30,15 @@ def archive_coverage(data_dir: str, session_id: str) -> dict[str, dict[str, Any]
         if e.path in seen:
             continue
         seen.add(e.path)
-        v = out.setdefault(e.venue, {"files": 0, "hours": 0.0, "bytes": 0, "frames": 0, "raw_bytes": 0})
+        v = out.setdefault(
+            e.venue, {"files": 0, "hours": 0.0, "bytes": 0, "frames": 0, "raw_bytes": 0, "lost_frames": 0}
+        )
         v["files"] += 1
         v["hours"] += max(0, e.last_ns - e.first_ns) / 3.6e12
         v["bytes"] += e.bytes
         v["frames"] += e.frames
         v["raw_bytes"] += e.raw_bytes
+        v["lost_frames"] += e.lost_frames
     for v in out.values():
         v["hours"] = round(v["hours"], 4)
         v["bytes_per_frame"] = round(v["bytes"] / v["frames"], 1) if v["frames"] else None
@@ -47,6 +50,7 @@ def archive_line(coverage: dict[str, dict[str, Any]]) -> str:
         return ""
     parts = [
         f"{venue} {_span(v['hours'])}, {v['files']} files, {_size(v['bytes'])}, {v['frames']:,} frames"
+        + (f" ({v['lost_frames']:,} left out)" if v.get("lost_frames") else "")
         for venue, v in coverage.items()
     ]
     return "archive: " + "; ".join(parts)

@@ -40,6 +40,8 @@ _VENUE: dict[str, tuple[str, str, str]] = {
     "pairs_never_synced": ("pairs_never_synced", "gauge", "pairs not synced once since the capture started"),
     "ring_drops": ("ring_drops_total", "counter", "snapshots dropped: ring full"),
     "ring_used_bytes": ("ring_used_bytes", "gauge", "bytes held in the venue ring"),
+    "archive_lost_frames": ("archive_lost_frames_total", "counter", "frames left out of the archive"),
+    "archive_buffer_bytes": ("archive_buffer_bytes", "gauge", "archive records waiting to be written"),
     "rest_queue": ("rest_queue", "gauge", "REST requests waiting for weight budget"),
     "buffered_diffs": ("buffered_diffs", "gauge", "diffs held by books waiting for a snapshot"),
     "trades": ("trades_total", "counter", "trades stored (pushed to the ring)"),

@@ -635,6 +635,8 @@ class Supervisor:
                 "pairs_never_synced": sum(1 for pair in vc.pairs if not v[f"first_sync_ms:{pair}"]),
                 "ring_drops": int(v["ring_drops"]),
                 "ring_used_bytes": ring.used_bytes,
+                "archive_lost_frames": int(v["archive_lost_frames"]),
+                "archive_buffer_bytes": int(v["archive_buffer_bytes"]),
                 "capture_latency_ms": {"p50": lat[0.5], "p99": lat[0.99], "max": v["lat_max"] or None},
                 "grid_jitter_ms": {"p50": jit[0.5], "p99": jit[0.99], "max": v["jit_max"] or None},
                 **_records_status(v, vc.channels),

@@ -28,7 +28,7 @@ from recorder.venues.base import CONNECTOR_FIELDS, LagMonitor, pair_fields
 
 log = logging.getLogger("recorder.venue")
 
-PROCESS_FIELDS = ["heartbeat_ms", "started_ms", "pid"]
+PROCESS_FIELDS = ["heartbeat_ms", "started_ms", "pid", "archive_lost_frames", "archive_buffer_bytes"]
 
 
 class VenueSpec(msgspec.Struct, kw_only=True):
@@ -102,7 +102,7 @@ async def _main(spec: VenueSpec) -> None:
     lag = LagMonitor(spec.venue, counters, spec.venue_config.lag_alert_s, log)
     tasks = [
         loop.create_task(connector.run(), name="connector"),
-        loop.create_task(_heartbeat(spec, connector, counters, lag, stop), name="heartbeat"),
+        loop.create_task(_heartbeat(spec, connector, counters, lag, stop, archive), name="heartbeat"),
     ]
     if "book" in channels:
         tasks.append(loop.create_task(sampler.run(stop), name="sampler"))
@@ -142,7 +142,11 @@ def _start_archive(spec: VenueSpec) -> ArchiveWriter | None:
         return None
     a = spec.archive
     settings = ArchiveSettings(
-        rotate_s=a.rotate_minutes * 60.0, rotate_bytes=int(a.rotate_mb * 1024 * 1024), flush_s=a.flush_s, level=a.level
+        rotate_s=a.rotate_minutes * 60.0,
+        rotate_bytes=int(a.rotate_mb * 1024 * 1024),
+        flush_s=a.flush_s,
+        level=a.level,
+        max_buffer_bytes=int(a.max_buffer_mb * 1024 * 1024),
     )
     header = {
         "format": FORMAT_VERSION,
@@ -156,7 +160,7 @@ def _start_archive(spec: VenueSpec) -> ArchiveWriter | None:
     }
     writer = ArchiveWriter(spec.data_dir, spec.venue, spec.session_id, settings, header)
     writer.start()
-    install(Archive(writer.records))
+    install(Archive(writer.queue))
     return writer
 
 
@@ -174,11 +178,19 @@ def _trades_watched_for_lag(on_trade: Callable[[Trade], None], lag: LagMonitor) 
 
 
 async def _heartbeat(
-    spec: VenueSpec, connector: object, counters: SharedCounters, lag: LagMonitor, stop: asyncio.Event
+    spec: VenueSpec,
+    connector: object,
+    counters: SharedCounters,
+    lag: LagMonitor,
+    stop: asyncio.Event,
+    archive: ArchiveWriter | None,
 ) -> None:
     parent = spawning_parent_pid()
     while not stop.is_set():
         counters.set("heartbeat_ms", time.time() * 1000.0)
+        if archive is not None:
+            counters.set("archive_lost_frames", archive.lost_frames)
+            counters.set("archive_buffer_bytes", archive.queue.buffered_bytes)
         for pair in spec.pairs:
             book = connector.book(pair)  # type: ignore[attr-defined]
             counters.set(f"synced:{pair}", 1.0 if book is not None else 0.0)

@@ -95,7 +95,7 @@ def test_l2book_apply(benchmark, okx_frames) -> None:
     def run() -> int:
         book = L2Book()
         for bids, asks in levels:
-            book.apply([(b[0], b[1]) for b in bids], [(a[0], a[1]) for a in asks])
+            book.apply([(float(b[0]), float(b[1])) for b in bids], [(float(a[0]), float(a[1])) for a in asks])
         return len(book)
 
     benchmark(run)

@@ -19,8 +19,10 @@ import pytest
 
 from benchmarks.quick import mean_s, size
 from recorder.compaction import compact
+from recorder.compaction.compactor import DEFAULT_ROW_GROUP_ROWS
 from recorder.model import Level, Snapshot
 from recorder.sinks.local import prepare_parquet, publish
+from recorder.sinks.parquet_format import COMPACTION_ZSTD_LEVEL, write_parquet
 from recorder.writer.batches import batches_to_table, data_file_path, snapshots_to_batch
 
 FILES = size(120, 12)
@@ -78,7 +80,7 @@ def test_merge_pyarrow_floor(benchmark, small_files: Path, tmp_path: Path) -> No
 
     def run() -> None:
         table = pa.concat_tables([pq.read_table(p) for p in files])
-        pq.write_table(table, out, compression="zstd")
+        write_parquet(table, out, DEFAULT_ROW_GROUP_ROWS, zstd_level=COMPACTION_ZSTD_LEVEL)  # compaction's options
 
     benchmark.pedantic(run, rounds=3, iterations=1)
     benchmark.extra_info["baseline"] = True

@@ -33,8 +33,8 @@ class _Books:
         for i in range(n):
             book = L2Book()
             mid = 100.0 + i
-            bids = [(f"{mid - 0.01 * (k + 1):.2f}", f"{rng.uniform(0.1, 5):.4f}") for k in range(200)]
-            asks = [(f"{mid + 0.01 * (k + 1):.2f}", f"{rng.uniform(0.1, 5):.4f}") for k in range(200)]
+            bids = [(float(f"{mid - 0.01 * (k + 1):.2f}"), float(f"{rng.uniform(0.1, 5):.4f}")) for k in range(200)]
+            asks = [(float(f"{mid + 0.01 * (k + 1):.2f}"), float(f"{rng.uniform(0.1, 5):.4f}")) for k in range(200)]
             book.load(bids, asks, 1)
             book.exchange_time_ms, book.receive_time_ms = 1, 2.0
             self.books[f"P{i}-USDT"] = book

@@ -1,9 +1,10 @@
 """Writer: level-rows/s into zstd Parquet and into JSONL, and bytes per snapshot-level on disk.
 
-Both paths start where the writer does: from ring records (the bytes the sampler pushed), so
-the figures include decoding them. Baseline: the same rows written by pyarrow from an
-already-built table (the floor of the Parquet path), so the ratio shows the cost of our
-ring record -> Arrow conversion.
+Every path starts where the writer does: from ring records (the bytes the sampler pushed), and
+runs the writer's own code (``decode_records``, ``build_table``, ``prepare_parquet``), so the
+figures include decoding them. Baseline: the same rows written by pyarrow from an already-built
+table with the stored files' options (``parquet_format.write_parquet``: the floor of the Parquet path),
+so the ratio shows the cost of our ring record -> Arrow conversion.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.quick import mean_s, size
-from recorder.model import Level, Snapshot, ring_decoder, ring_record
-from recorder.sinks.local import prepare_jsonl, prepare_parquet
-from recorder.writer.batches import batches_to_table, sampled_to_batch, snapshot_jsonl, snapshots_to_batch
+from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_record, trade_record
+from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_jsonl, prepare_parquet
+from recorder.sinks.parquet_format import write_parquet
+from recorder.writer.batches import batches_to_table, snapshot_jsonl, snapshots_to_batch
+from recorder.writer.datasets import SPECS, build_table, decode_records, take_records
 
 SNAPSHOTS = size(5_000, 300)
 DEPTH = 20
@@ -48,6 +51,14 @@ def _rows_info(benchmark, path: Path) -> None:
         benchmark.extra_info.update(level_rows_per_s=round(ROWS / mean))
 
 
+def _write_from_ring_records(records: list[bytes], seqs: list[int], out: Path) -> None:
+    """What the writer does with one file's ring records (its journal, numbering and rename aside)."""
+    took = take_records(records)
+    table = build_table(took.specs[0], took.stored, seqs, "bench")
+    prepared = prepare_parquet(table, out)
+    Path(prepared.tmp_path).replace(out)
+
+
 @pytest.mark.benchmark(group="writer")
 def test_parquet_from_ring_records(benchmark, tmp_path: Path) -> None:
     # No snapshot structs stay alive while timing: the writer holds none, and 200k Level
@@ -55,17 +66,7 @@ def test_parquet_from_ring_records(benchmark, tmp_path: Path) -> None:
     records = [ring_record(s) for s in _snapshots()]
     seqs = [s.sequence_number for s in _snapshots()]
     out = tmp_path / "a.parquet"
-
-    def run() -> None:
-        books = [ring_decoder.decode(r) for r in records]
-        batches = [
-            sampled_to_batch(books[i : i + 1024], seqs[i : i + 1024], "bench") for i in range(0, len(books), 1024)
-        ]
-        table = batches_to_table(batches)
-        prepared = prepare_parquet(table, out)
-        Path(prepared.tmp_path).replace(out)
-
-    benchmark.pedantic(run, rounds=5, iterations=1)
+    benchmark.pedantic(_write_from_ring_records, args=(records, seqs, out), rounds=5, iterations=1)
     assert pq.read_table(out).equals(batches_to_table([snapshots_to_batch(_snapshots())]))
     _rows_info(benchmark, out)
 
@@ -77,7 +78,7 @@ def test_parquet_pyarrow_floor(benchmark, tmp_path: Path) -> None:
     out = tmp_path / "b.parquet"
 
     def run() -> None:
-        pq.write_table(table, out, compression="zstd", use_dictionary=True)
+        write_parquet(table, out, DEFAULT_ROW_GROUP_ROWS)  # the writer's options, minus the fsync
 
     benchmark.pedantic(run, rounds=5, iterations=1)
     assert pq.read_metadata(out).num_rows == ROWS
@@ -88,11 +89,12 @@ def test_parquet_pyarrow_floor(benchmark, tmp_path: Path) -> None:
 @pytest.mark.benchmark(group="writer")
 def test_jsonl_from_ring_records(benchmark, tmp_path: Path) -> None:
     records = [ring_record(s) for s in _snapshots()]
-    numbers = [(s.sequence_number, s.session_id) for s in _snapshots()]
+    seqs = [s.sequence_number for s in _snapshots()]
     out = tmp_path / "c.jsonl"
 
     def run() -> None:
-        lines = [snapshot_jsonl(ring_decoder.decode(r).to_snapshot(*n)) for r, n in zip(records, numbers, strict=True)]
+        specs, decoded, _ = decode_records(records)
+        lines = [spec.jsonl(rec, seq, "bench") for spec, rec, seq in zip(specs, decoded, seqs, strict=True)]
         prepared = prepare_jsonl(b"".join(lines), out)
         Path(prepared.tmp_path).replace(out)
 
@@ -107,14 +109,12 @@ def test_arrow_types_are_stable() -> None:
     assert batch.schema.field("price").type == pa.float64()
 
 
-# -- trades: rows/s through the writer's trades dataset (decode, Arrow batch, table, file) ------
+# -- trades and quotes: rows/s through the writer's own path (decode, Arrow table, file) ----------
 
 TRADES = size(200_000, 2_000)
 
 
 def _trade_records() -> list[bytes]:
-    from recorder.model import Trade, trade_record
-
     rng = random.Random(2)
     out = []
     for i in range(TRADES):
@@ -125,57 +125,67 @@ def _trade_records() -> list[bytes]:
     return out
 
 
+def _quote_records() -> list[bytes]:
+    rng = random.Random(3)
+    out = []
+    for i in range(TRADES):
+        t_us = 1_700_000_000_000_000 + i * 1_000
+        mid = 30_000 + rng.uniform(-50, 50)
+        bid = None if i % 97 == 0 else round(mid - 0.01, 2)  # an emptied side now and then
+        bid_qty = None if bid is None else round(rng.uniform(0.001, 3), 5)
+        ask, ask_qty = round(mid + 0.01, 2), round(rng.uniform(0.001, 3), 5)
+        out.append(
+            quote_record(Quote("binance", f"P{i % 10}-USDT", bid, bid_qty, ask, ask_qty, t_us - 700, t_us, 10 * i))
+        )
+    return out
+
+
+RECORDS = {"trades": _trade_records, "quotes": _quote_records}
+
+
 def _trade_rows_info(benchmark, path: Path) -> None:
     mean = mean_s(benchmark)
-    benchmark.extra_info.update(bytes_per_trade=round(path.stat().st_size / TRADES, 2))
+    benchmark.extra_info.update(bytes_per_row=round(path.stat().st_size / TRADES, 2))
     if mean is not None:
-        benchmark.extra_info.update(trade_rows_per_s=round(TRADES / mean))
+        benchmark.extra_info.update(rows_per_s=round(TRADES / mean))
 
 
-@pytest.mark.benchmark(group="writer trades")
-def test_trades_parquet_from_ring_records(benchmark, tmp_path: Path) -> None:
-    from recorder.writer.datasets import TRADES_SPEC as spec
-
-    records = _trade_records()
+@pytest.mark.parametrize("dataset", ["trades", "quotes"])
+def test_trades_parquet_from_ring_records(benchmark, tmp_path: Path, dataset: str) -> None:
+    benchmark.group = f"writer {dataset}"
+    records = RECORDS[dataset]()
     seqs = [i // 10 for i in range(TRADES)]
     out = tmp_path / "t.parquet"
-
-    def run() -> None:
-        recs = [spec.decode(r) for r in records]
-        batches = [spec.batch(recs[i : i + 1024], seqs[i : i + 1024], "bench") for i in range(0, len(recs), 1024)]
-        prepared = prepare_parquet(spec.table(batches), out)
-        Path(prepared.tmp_path).replace(out)
-
-    benchmark.pedantic(run, rounds=5, iterations=1)
+    benchmark.pedantic(_write_from_ring_records, args=(records, seqs, out), rounds=5, iterations=1)
     assert pq.read_metadata(out).num_rows == TRADES
     _trade_rows_info(benchmark, out)
 
 
-@pytest.mark.benchmark(group="writer trades")
-def test_trades_parquet_pyarrow_floor(benchmark, tmp_path: Path) -> None:
-    from recorder.writer.datasets import TRADES_SPEC as spec
-
-    recs = [spec.decode(r) for r in _trade_records()]
-    table = spec.table([spec.batch(recs, [i // 10 for i in range(TRADES)], "bench")])
+@pytest.mark.parametrize("dataset", ["trades", "quotes"])
+def test_trades_parquet_pyarrow_floor(benchmark, tmp_path: Path, dataset: str) -> None:
+    benchmark.group = f"writer {dataset}"
+    table = build_table(
+        SPECS[dataset], decode_records(RECORDS[dataset]())[2], [i // 10 for i in range(TRADES)], "bench"
+    )
     out = tmp_path / "u.parquet"
 
     def run() -> None:
-        pq.write_table(table, out, compression="zstd", use_dictionary=True)
+        write_parquet(table, out, DEFAULT_ROW_GROUP_ROWS)  # the writer's options, minus the fsync
 
     benchmark.pedantic(run, rounds=5, iterations=1)
     _trade_rows_info(benchmark, out)
     benchmark.extra_info["baseline"] = True
 
 
-@pytest.mark.benchmark(group="writer trades")
-def test_trades_jsonl_from_ring_records(benchmark, tmp_path: Path) -> None:
-    from recorder.writer.datasets import TRADES_SPEC as spec
-
-    records = _trade_records()
+@pytest.mark.parametrize("dataset", ["trades", "quotes"])
+def test_trades_jsonl_from_ring_records(benchmark, tmp_path: Path, dataset: str) -> None:
+    benchmark.group = f"writer {dataset}"
+    records = RECORDS[dataset]()
     out = tmp_path / "t.jsonl"
 
     def run() -> None:
-        lines = [spec.jsonl(spec.decode(r), i // 10, "bench") for i, r in enumerate(records)]
+        specs, decoded, _ = decode_records(records)
+        lines = [spec.jsonl(rec, i // 10, "bench") for i, (spec, rec) in enumerate(zip(specs, decoded, strict=True))]
         prepared = prepare_jsonl(b"".join(lines), out)
         Path(prepared.tmp_path).replace(out)
 

@@ -265,9 +265,9 @@ def run_cryptofeed(feed: Any, frames: list[tuple[str, Any]], loop: asyncio.Abstr
 
 
 def _binance_decoder(module: Any) -> Callable[[bytes], object]:
-    from recorder.venues import binance
+    from recorder.venues import binance_wire
 
-    return binance._stream_depth.decode
+    return binance_wire._stream_depth.decode
 
 
 def _bybit_decoder(module: Any) -> Callable[[bytes], object]:

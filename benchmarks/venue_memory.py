@@ -23,7 +23,8 @@ import msgspec
 
 from recorder.metrics import SharedCounters
 from recorder.sampler.sampler import SAMPLER_FIELDS, Sampler, sampler_pair_fields
-from recorder.sim.binance import _levels, make_spec
+from recorder.sim.binance_symbols import make_spec
+from recorder.sim.binance_wire import levels as _levels
 from recorder.sim.book import BookGenerator
 from recorder.venues.base import CONNECTOR_FIELDS, pair_fields
 from recorder.venues.binance import BinanceFeed, stream_for, symbol_for

@@ -118,11 +118,9 @@ def main() -> int:
     res = export(data, to="hftbacktest", out=out / "hftbacktest", overwrite=True)
     inst = json.loads((res.out / "instruments.json").read_text())["binance:BTC-USDT"]
     npz = res.out / res.files[0]
-    counts = res.counts
-    print(
-        f"exported {counts['snapshots']} snapshots, {counts['trades']} trades: {counts['events']} events in {npz}",
-        flush=True,
-    )
+    # From the capture's archive (every book change and trade): counts depth_events, trades, events.
+    counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
+    print(f"exported {counts} in {npz}", flush=True)
     result = backtest(npz, inst["tick_size"], 0.001, int(args.step * 1e9), args.max_position)
     png = out / "market_maker.png"
     plot(result, png)

@@ -13,11 +13,21 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from recorder.config import MAX_PORT, ConfigError, parse_duration
+from recorder.config import (
+    MAX_PORT,
+    ConfigError,
+    S3Config,
+    check_depth,
+    check_interval,
+    load_toml,
+    parse_duration,
+    s3_destination,
+)
 from recorder.names import NameError_, check_session_id
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -28,6 +38,14 @@ EXIT_INPUT = 2  # bad input, or nothing could be done (one line says why)
 EXIT_CRASH_LOOP = 3  # a capture stopped because a child kept crashing
 EXIT_NOT_FLUSHED = 4  # a capture stopped but its writer did not confirm that everything was stored
 EXIT_INTERRUPTED = 130  # Ctrl-C before a capture was running
+EXIT_FLEET_DOWN = 3  # `fleet-status` printed every shard, but one or more are down or dead
+EXIT_REPORT_UNREADABLE = 3  # `report` printed all it could read; some files could not be read (on stderr)
+
+# start-capture's last word on the terminal, for the exit codes that say a capture went wrong.
+WHY_STOPPED = {
+    EXIT_CRASH_LOOP: "a child process kept crashing",
+    EXIT_NOT_FLUSHED: "the writer did not confirm that every sampled snapshot was stored",
+}
 
 
 class UserError(click.ClickException):
@@ -58,6 +76,8 @@ class FiniteFloat(click.ParamType):
 
 
 PORT = click.IntRange(0, MAX_PORT)
+LOG_LEVEL = click.Choice(LOG_LEVELS, case_sensitive=False)
+CONFIG_FILE = click.Path(dir_okay=False)
 
 
 class Text(click.ParamType):
@@ -74,6 +94,10 @@ class Text(click.ParamType):
         if not value.strip():
             self.fail(f"empty {self.what}.", param, ctx)
         return value
+
+
+DEFAULT_DATA_DIR = "data"
+DATA_DIR = Text("data directory")
 
 
 class SessionId(click.ParamType):
@@ -128,6 +152,76 @@ def parse_symbols(raw: str) -> list[str]:
         if not _SYMBOL_RE.fullmatch(symbol):
             raise UserError(f"invalid symbol {symbol!r}: use the venue's spelling, e.g. BTCUSDT, BTC/USD, BTC-USDT")
     return symbols
+
+
+def compact_location(
+    data_dir: str | None, config_path: str | None, s3_bucket: str | None, s3_prefix: str | None
+) -> str | S3Config:
+    """What ``compact`` works on: ``--data-dir`` (default ``data``), or the S3 destination that
+    ``--config``'s ``[storage.s3]`` and ``--s3-bucket``/``--s3-prefix`` name (never both)."""
+    if config_path is None and s3_bucket is None and s3_prefix is None:
+        return data_dir or DEFAULT_DATA_DIR
+    if data_dir is not None:
+        raise UserError("give either --data-dir or an S3 destination (--config, --s3-bucket), not both")
+    try:
+        dest = s3_destination(load_toml(config_path) if config_path else None, s3_bucket, s3_prefix)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if dest is None and config_path is None:
+        raise UserError("--s3-prefix needs --s3-bucket (or --config with [storage.s3])")
+    if dest is None:
+        raise UserError("--config names local storage: use --data-dir, or give [storage.s3] / --s3-bucket")
+    return dest
+
+
+def existing_session(data_dir: str, session_id: str) -> Any:
+    """The session directory of a session that exists (``capture-status``, ``stop-capture``)."""
+    from recorder.supervisor.session import SessionDir
+
+    session = SessionDir(data_dir, session_id)
+    if not session.path.is_dir():
+        raise UserError(f"no session {session_id!r} under {Path(data_dir).resolve()}")
+    return session
+
+
+def replay_options(
+    venue: str,
+    inputs: tuple[str, ...],
+    pairs: str | None,
+    interval_s: float | None,
+    depth: int | None,
+    fmt: str,
+    data_dir: str,
+    session_id: str | None,
+) -> Any:
+    """``replay``'s options, checked: the interval and depth a capture takes, every ``--input``
+    file once (a text capture brings its REST snapshots, a directory its archive files: an empty
+    one is an error), the session id (default ``replay_<venue>_<input name>``, made valid)."""
+    from recorder.names import normalize_pair
+    from recorder.replay.engine import ReplayOptions
+    from recorder.replay.readers import capture_files
+
+    if interval_s is not None:
+        check_interval(interval_s)
+    if depth is not None:
+        check_depth(depth)
+    files = list(dict.fromkeys(f for path in inputs for f in capture_files(path)))
+    empty = [p for p in inputs if Path(p).is_dir() and not capture_files(p)]
+    if empty:
+        raise UserError(f"no archive files (*.jsonl.zst) in directory {empty[0]}")
+    if session_id is None:
+        stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(inputs[0]).name)
+        session_id = f"replay_{venue}_{stem}"[:128]
+    return ReplayOptions(
+        venue=venue,
+        inputs=files,
+        interval_ms=max(1, round(interval_s * 1000)) if interval_s is not None else 0,
+        depth=depth or 0,
+        formats=["jsonl", "parquet"] if fmt == "both" else [fmt],
+        data_dir=data_dir,
+        session_id=check_session_id(session_id),
+        pairs=[normalize_pair(p) for p in pairs.split(",") if p.strip()] if pairs else None,
+    )
 
 
 def one_line(message: str) -> str:

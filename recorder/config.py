@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from recorder.config_s3 import S3Config, reject_credentials, validate_s3
 from recorder.names import NameError_, check_session_id, check_venue_id, normalize_pair
 from recorder.shard import Shard, ShardError, parse_shard
 
@@ -82,27 +83,6 @@ class ArchiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     flush_s: float = 1.0  # written this often: what a SIGKILL can lose
     level: int = 3  # zstd level (1 fastest .. 19 smallest)
     max_buffer_mb: float = 256.0  # records waiting to be written; past it they are left out, counted
-
-
-class S3Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``[storage.s3]``: where finished files go. Credentials never live here: boto3 takes them
-    from the standard AWS chain (environment, shared profile, instance role)."""
-
-    bucket: str = ""
-    # Keys mirror the local layout: <prefix>/parquet/exchange=../date=../<file>.parquet
-    prefix: str = "orderbook_data"
-    region: str | None = None
-    endpoint_url: str | None = None  # any S3-compatible server; None: AWS (or AWS_ENDPOINT_URL)
-    profile: str | None = None  # a profile *name* from ~/.aws/config, not a secret
-    addressing_style: Literal["auto", "path", "virtual"] = "auto"
-    part_size_mb: float = 16.0  # multipart threshold and part size
-    upload_concurrency: int = 4  # parallel parts of one multipart upload
-    delete_after_upload: bool = True  # drop the local copy once S3 confirmed size and ETag
-    start_anyway: bool = False  # start (and spool locally) even if the bucket check fails
-    verify: Literal["etag", "size"] = "etag"  # "size" for servers whose ETag is not an MD5
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
-    drain_timeout_s: float = 60.0  # on stop, keep uploading the spool this long
 
 
 class RedisStreamConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -231,24 +211,11 @@ def _normalize_raw(raw: dict[str, Any]) -> dict[str, Any]:
         if s3 is not None:
             out["s3"] = s3
         out["storage"] = backend if backend is not None else ("s3" if s3 is not None else "local")
-    _reject_credentials(out.get("s3"))
+    try:
+        reject_credentials(out.get("s3"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return out
-
-
-_CREDENTIAL_WORDS = ("secret", "access_key", "session_token", "credential", "password", "token")
-
-
-def _reject_credentials(section: Any) -> None:
-    """Credentials in a config file would end up in repos and backups: refuse them by name
-    (never echoing the value)."""
-    if not isinstance(section, dict):
-        return
-    for key in section:
-        if any(word in str(key).lower() for word in _CREDENTIAL_WORDS):
-            raise ConfigError(
-                f"[storage.s3] must not hold credentials ({key!r}): use the AWS credential chain "
-                "(environment, profile, instance role)"
-            )
 
 
 def build_config(file_raw: dict[str, Any] | None, overrides: dict[str, Any]) -> CaptureConfig:
@@ -315,14 +282,25 @@ def _bad_number(struct: msgspec.Struct, where: str = "") -> str | None:
     return None
 
 
+def check_interval(seconds: float) -> None:
+    """A sampling interval within bounds (a capture's, a replay's)."""
+    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
+        raise ConfigError(f"invalid interval {seconds:g}s: must be at least 10ms and at most 1h")
+
+
+def check_depth(depth: int) -> None:
+    """Levels per side within bounds (a capture's, a replay's)."""
+    if not 1 <= depth <= 1000:
+        raise ConfigError(f"invalid depth {depth}: must be between 1 and 1000")
+
+
 def validate(cfg: CaptureConfig) -> CaptureConfig:
     from recorder.venues import VENUES  # registry lives with the connectors
 
     for name, value in (("interval", cfg.interval_s), ("duration", cfg.duration_s)):
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"invalid {name} {value}: must be a finite number")
-    if not MIN_INTERVAL_S <= cfg.interval_s <= MAX_INTERVAL_S:
-        raise ConfigError(f"invalid interval {cfg.interval_s:g}s: must be at least 10ms and at most 1h")
+    check_interval(cfg.interval_s)
     if (cfg.interval_s * 1000) % 1 > 1e-9:
         raise ConfigError(f"invalid interval {cfg.interval_s}s: must be a whole number of milliseconds")
     if cfg.duration_s is not None and not max(MIN_DURATION_S, cfg.interval_s) <= cfg.duration_s <= MAX_DURATION_S:
@@ -332,8 +310,7 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
         )
     if (bad := _bad_number(cfg)) is not None:
         raise ConfigError(f"invalid {bad}: must be a finite number, at most {MAX_SETTING:g}")
-    if not 1 <= cfg.depth <= 1000:
-        raise ConfigError(f"invalid depth {cfg.depth}: must be between 1 and 1000")
+    check_depth(cfg.depth)
     if cfg.metrics_port is not None and not 0 <= cfg.metrics_port <= MAX_PORT:
         raise ConfigError(f"invalid metrics port {cfg.metrics_port}: must be between 0 and {MAX_PORT}")
     if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]{1,253}", cfg.metrics_host):
@@ -378,7 +355,7 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
         # The uploader ships (and may delete) the small files: merging them too would double rows.
         raise ConfigError("[writer] compact works with local storage only")
     if cfg.storage == "s3":
-        _validate_s3(cfg.s3)
+        check_s3_location(cfg.s3)
     if cfg.stream is not None and cfg.stream.redis is not None:
         from recorder.sinks.redis_stream import check_stream_config
 
@@ -427,10 +404,6 @@ def _check_venue_config(name: str, vc: VenueConfig) -> None:
             raise ConfigError(f"venue {name!r}: {exc}") from None
 
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-_PREFIX_PART_RE = re.compile(r"^[A-Za-z0-9_.=\-]+$")
-
-
 def s3_destination(file_raw: dict[str, Any] | None, bucket: str | None, prefix: str | None) -> S3Config | None:
     """The S3 destination a config file (``[storage.s3]``) and ``--s3-bucket`` / ``--s3-prefix``
     name, validated; None when they name local storage."""
@@ -444,35 +417,16 @@ def s3_destination(file_raw: dict[str, Any] | None, bucket: str | None, prefix: 
         s3 = msgspec.convert(section, S3Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid [storage.s3]: {exc}") from None
-    _validate_s3(s3)
+    check_s3_location(s3)
     return s3
 
 
-def check_s3_location(s3: S3Config) -> None:
-    """Validate an S3 destination given outside a capture config (e.g. ``compact``)."""
-    _validate_s3(s3)
-
-
-def _validate_s3(s3: S3Config | None) -> None:
-    if s3 is None or not s3.bucket:
-        raise ConfigError("--storage s3 needs a bucket: set bucket in [storage.s3] or pass --s3-bucket")
-    if not _BUCKET_RE.match(s3.bucket) or ".." in s3.bucket:
-        raise ConfigError(f"invalid S3 bucket name {s3.bucket!r}: 3-63 lowercase letters, digits, '.', '-'")
-    s3.prefix = s3.prefix.strip("/")
-    if s3.prefix and any(p in ("", ".", "..") or not _PREFIX_PART_RE.match(p) for p in s3.prefix.split("/")):
-        raise ConfigError(f"invalid S3 prefix {s3.prefix!r}: use letters, digits, '_', '-', '.', '=' and '/'")
-    if s3.endpoint_url is not None:
-        url = urlsplit(s3.endpoint_url)
-        if "@" in url.netloc:  # checked first: the message below echoes the URL
-            raise ConfigError("S3 endpoint_url must not contain credentials: use the AWS credential chain")
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(f"invalid S3 endpoint_url {s3.endpoint_url!r}: expected http(s)://host[:port]")
-    if not 5 <= s3.part_size_mb <= 5120:
-        raise ConfigError(f"invalid S3 part_size_mb {s3.part_size_mb}: S3 allows 5 to 5120 MiB")
-    if not 1 <= s3.upload_concurrency <= 64:
-        raise ConfigError(f"invalid S3 upload_concurrency {s3.upload_concurrency}: 1 to 64")
-    if min(s3.connect_timeout_s, s3.read_timeout_s, s3.drain_timeout_s) <= 0:
-        raise ConfigError("invalid [storage.s3] timeouts: must be positive")
+def check_s3_location(s3: S3Config | None) -> None:
+    """Validate an S3 destination (a capture's, or one given outside a capture config: ``compact``)."""
+    try:
+        validate_s3(s3)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_urls(name: str, vc: VenueConfig) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -192,6 +194,15 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def until(cond: Callable[[], Any], timeout: float, what: str) -> None:
+    """``wait_for`` inside an event loop: the loop keeps running (a connector, a simulator) meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 def read_parquet_rows(data_dir: Path) -> list[dict[str, Any]]:
     dataset = ds.dataset(data_dir / "parquet", format="parquet", partitioning="hive")
     return dataset.to_table().to_pylist()
@@ -253,3 +264,21 @@ def faulty_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from tests.faulty_capture import run_faulty_capture
 
     yield from run_faulty_capture(tmp_path_factory)
+
+
+def free_port() -> int:
+    """A loopback port free now (for ``--metrics-port``, a server to start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """A capture's Prometheus exposition (``--metrics-port``): series (with labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = resp.read().decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines() if line and line[0] != "#")
+    }

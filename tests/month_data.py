@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from recorder.model import Level, Snapshot
+from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS
+from recorder.sinks.parquet_format import write_parquet
 from recorder.writer.batches import batches_to_table, data_file_path, snapshot_jsonl, snapshots_to_batch, utc_date
 
 HOUR_MS = 3_600_000
@@ -47,7 +47,7 @@ def write_segment(
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "parquet":
-            pq.write_table(batches_to_table([snapshots_to_batch(snaps)]), path, compression="zstd")
+            write_parquet(batches_to_table([snapshots_to_batch(snaps)]), str(path), DEFAULT_ROW_GROUP_ROWS)
         else:
             path.write_bytes(b"".join(snapshot_jsonl(s) for s in snaps))
 

@@ -180,3 +180,15 @@ def test_report_shows_archive_coverage_per_venue(capture: Path) -> None:
         assert 0 < v["hours"] <= span_h + 1e-4, venue
     text = run_cli("report", "--data-dir", str(capture), "--session-id", SESSION).stdout
     assert "archive: binance " in text and " frames" in text
+
+
+def test_binance_feeds_are_rebuilt_with_the_live_snapshot_limit(capture: Path) -> None:
+    """``depth_complete`` rests on the depth each REST snapshot was asked for: the archive's ``feed``
+    records carry the live ``snapshot_limit`` (the default for this many pairs, README: spot 5000,
+    USD-M 1000), which the replay builds each Feed with; the recorded requests asked for it."""
+    for venue, limit in (("binance", 5000), ("binance-futures", 1000)):
+        lines = list(archive_lines(archive_files(capture, venue)))
+        feeds = [o for o in lines if o["t"] == "feed"]
+        assert feeds and all(o["kw"]["snapshot_limit"] == limit for o in feeds), (venue, feeds[:1])
+        urls = [o["url"] for o in lines if o["t"] == "http" and "depth?" in o["url"]]
+        assert urls and all(f"limit={limit}" in u.split("?")[1].split("&") for u in urls), (venue, urls[:3])

@@ -8,6 +8,7 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from recorder.replay.readers import Kind, capture_files, read_capture
@@ -29,11 +30,12 @@ PAIRS = ["SUSHI-USDT-PERP", "AKRO-USDT-PERP", "KEEP-USDT-PERP", "CTK-USDT-PERP"]
 
 
 def diff(U: int, u: int, pu: int, bids: list[tuple[str, str]] | None = None) -> DepthEvent:
-    return DepthEvent(e="depthUpdate", E=1, s="BTCUSDT", U=U, u=u, pu=pu, b=bids or [], a=[])
+    fields = {"e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": U, "u": u, "pu": pu, "b": bids or [], "a": []}
+    return msgspec.convert(fields, DepthEvent, strict=False)  # as the wire decoder builds it
 
 
 def snap(last: int) -> DepthSnapshot:
-    return DepthSnapshot(lastUpdateId=last, bids=[("100.0", "1.0")], asks=[("101.0", "1.0")])
+    return DepthSnapshot(lastUpdateId=last, bids=[(100.0, 1.0)], asks=[(101.0, 1.0)])
 
 
 def sync() -> BookSync:

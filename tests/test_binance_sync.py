@@ -13,14 +13,23 @@ from recorder.venues.binance import BookSync, DepthEvent, DepthSnapshot, Envelop
 DATA = Path(__file__).resolve().parent / "data" / "recordings" / "binance"
 
 
+def event(**fields: object) -> DepthEvent:
+    """A depth event as the wire decoder builds it (level text decoded to floats)."""
+    return msgspec.convert({"e": "depthUpdate", **fields}, DepthEvent, strict=False)
+
+
+def snapshot(**fields: object) -> DepthSnapshot:
+    return msgspec.convert(fields, DepthSnapshot, strict=False)
+
+
 def diff(
     U: int, u: int, bids: list[tuple[str, str]] | None = None, asks: list[tuple[str, str]] | None = None, E: int = 1
 ) -> DepthEvent:
-    return DepthEvent(e="depthUpdate", E=E, s="BTCUSDT", U=U, u=u, b=bids or [], a=asks or [])
+    return event(E=E, s="BTCUSDT", U=U, u=u, b=bids or [], a=asks or [])
 
 
 def snap(last: int) -> DepthSnapshot:
-    return DepthSnapshot(
+    return snapshot(
         lastUpdateId=last, bids=[("100.0", "1.0"), ("99.0", "2.0")], asks=[("101.0", "1.0"), ("102.0", "3.0")]
     )
 
@@ -170,7 +179,7 @@ def test_real_recording_joins_without_gap() -> None:
         # Deliver each REST snapshot at the local time it was received, as the connector would.
         for symbol, (sts, body) in list(pending.items()):
             if sts <= ts and symbol in syncs:
-                assert syncs[symbol].on_snapshot(DepthSnapshot(**body)) is Outcome.SYNCED
+                assert syncs[symbol].on_snapshot(snapshot(**body)) is Outcome.SYNCED
                 del pending[symbol]
         parsed = parse_frame(raw.encode())
         if parsed is None or isinstance(parsed, Envelope):
@@ -244,23 +253,23 @@ def test_levels_past_a_truncated_snapshot_are_never_sampled() -> None:
     away, the book shows fewer levels rather than ones no message described completely."""
     sync = BookSync("BTC-USDT")
     sync.snapshot_limit = 3
-    sync.on_diff(DepthEvent(e="depthUpdate", U=11, u=11, b=[("97", "1")]), 0.0)
-    snap = DepthSnapshot(
+    sync.on_diff(event(U=11, u=11, b=[("97", "1")]), 0.0)
+    snap = snapshot(
         lastUpdateId=10,
         bids=[("99", "1"), ("98", "1"), ("97", "1")],  # full: the venue cut it at the limit
         asks=[("101", "1"), ("102", "1")],  # short of the limit: the whole side
     )
     assert sync.on_snapshot(snap) is Outcome.SYNCED
     # 95 is known exactly, but 96 may exist unseen: the bid side stops at the snapshot's 97.
-    sync.on_diff(DepthEvent(e="depthUpdate", U=12, u=12, b=[("99", "0"), ("95", "2")], a=[("105", "1")]), 0.0)
+    sync.on_diff(event(U=12, u=12, b=[("99", "0"), ("95", "2")], a=[("105", "1")]), 0.0)
     bids, asks = sync.book.top(10)
     assert [lv.price for lv in bids] == [98.0, 97.0]
     assert [lv.price for lv in asks] == [101.0, 102.0, 105.0]  # a complete side shows new levels
-    sync.snapshot_limit = None  # unknown limit (replay): assume truncated
+    sync.snapshot_limit = None  # unknown limit (a replayed request without limit=): assume truncated
     sync.reset()
-    sync.on_diff(DepthEvent(e="depthUpdate", U=11, u=11), 0.0)
+    sync.on_diff(event(U=11, u=11), 0.0)
     sync.on_snapshot(snap)
-    sync.on_diff(DepthEvent(e="depthUpdate", U=12, u=12, a=[("105", "1")]), 0.0)
+    sync.on_diff(event(U=12, u=12, a=[("105", "1")]), 0.0)
     assert [lv.price for lv in sync.book.top(10)[1]] == [101.0, 102.0]
 
 

@@ -19,7 +19,7 @@ from recorder.venues.bybit import (
     pair_for,
     symbol_for,
 )
-from tests.conftest import every_pair_sampled, read_jsonl, running_cli, status, stop_cli, wait_for
+from tests.conftest import every_pair_sampled, read_jsonl, running_cli, status, stop_cli, until, wait_for
 from tests.venue_live import (
     RECORDINGS,
     VenueSim,
@@ -371,17 +371,6 @@ def test_live_capture_matches_simulator_and_a_gap_resyncs_only_that_pair(tmp_pat
         sim.stop()
 
 
-async def _until(cond: Any, timeout: float, what: str) -> None:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socket() -> None:
     import asyncio
 
@@ -406,19 +395,19 @@ async def test_connector_survives_disconnect_and_stall_and_keeps_the_other_socke
         return True
 
     try:
-        await _until(lambda: connector.book("BTC-USDT") and connector.book("BTC-USDT-PERP"), 30, "both books")
+        await until(lambda: connector.book("BTC-USDT") and connector.book("BTC-USDT-PERP"), 30, "both books")
         code, stats = await asyncio.to_thread(sim.get, "/sim/stats")
         assert stats["topics"]["spot:orderbook.200.BTCUSDT"]["subscribers"] == 1
         assert connector.counters.get("connected") == 1  # both sockets
         dropped = await asyncio.to_thread(sim.fault, kind="drop", symbol="spot:BTCUSDT")
         assert dropped["connections"] == 1  # the spot socket alone
-        await _until(lambda: watch_perp() and connector.counters.get("reconnects") >= 1, 30, "reconnect")
-        await _until(lambda: watch_perp() and connector.book("BTC-USDT") is not None, 30, "spot resynced")
+        await until(lambda: watch_perp() and connector.counters.get("reconnects") >= 1, 30, "reconnect")
+        await until(lambda: watch_perp() and connector.book("BTC-USDT") is not None, 30, "spot resynced")
         assert not lost_perp, "the linear socket must not notice the spot socket's disconnect"
         # Deltas stop on the linear market while pings are still answered (quiet stall).
         await asyncio.to_thread(sim.fault, kind="stall", quiet=True, symbol="linear:BTCUSDT", duration_s=3.0)
-        await _until(lambda: connector.counters.get("stalls") >= 1, 30, "stall detected")
-        await _until(lambda: connector.book("BTC-USDT-PERP") is not None, 30, "linear resynced after the stall")
+        await until(lambda: connector.counters.get("stalls") >= 1, 30, "stall detected")
+        await until(lambda: connector.book("BTC-USDT-PERP") is not None, 30, "linear resynced after the stall")
         assert connector.counters.get("reconnects") == 2
         for pair in ("BTC-USDT", "BTC-USDT-PERP"):
             book = connector.book(pair)

@@ -229,9 +229,10 @@ def test_s3_errors_name_the_endpoint_in_use(sim: Sim, tmp_path: Path, monkeypatc
 
 
 def test_status_sessions_and_a_restart_with_other_settings(sim: Sim, tmp_path: Path) -> None:
-    """A real capture: ``capture-status`` shows latency and grid jitter rounded from status.json,
-    ``sessions`` lists it with the files on disk, and restarting it at another interval or depth
-    is refused without touching what it stored."""
+    """A real capture: ``capture-status`` shows latency and grid jitter rounded from status.json
+    and its venue stopped (not disconnected) once it ended, ``sessions`` lists it with the files
+    on disk, and restarting it at another interval or depth is refused without touching what it
+    stored."""
     data = tmp_path / "data"
     cfg = tmp_path / "c.toml"
     cfg.write_text(
@@ -251,6 +252,8 @@ def test_status_sessions_and_a_restart_with_other_settings(sim: Sim, tmp_path: P
             assert stored is not None and abs(float(shown) - stored) <= 0.005 + abs(stored) * 0.01, (shown, stored)
             assert len(shown.partition(".")[2]) <= 2, shown
     assert "None" not in text
+    # The capture ended by itself: its venue is "stopped" (as the live view says), not DISCONNECTED.
+    assert re.search(r"^  binance: stopped  msgs/s ", text, re.M) and "DISCONNECTED" not in text, text
 
     files = [p for p in data.rglob("s-*") if p.suffix in (".parquet", ".jsonl")]
     listing = run_in(tmp_path, "sessions", "--data-dir", str(data), "--json")

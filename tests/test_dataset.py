@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 
 from recorder.dataset import DatasetError, open_dataset, to_ms
 from recorder.writer.batches import SCHEMA
-from tests.conftest import read_jsonl, run_cli
+from tests.conftest import free_port, read_jsonl, run_cli
 from tests.faulty_capture import INTERVAL_MS, PAIRS, FaultyCapture
 from tests.month_data import HOUR_MS, write_month
 
@@ -252,12 +251,6 @@ def test_asof_returns_the_last_valid_snapshot_at_or_before(faulty_capture: Fault
 # -- S3 --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """moto's standalone S3 server on loopback; the client talks real HTTP to it."""
@@ -266,7 +259,7 @@ def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -25,6 +25,8 @@ import pytest
 from recorder.dataset import open_dataset
 from recorder.model import Level, Snapshot
 from recorder.supervisor.prometheus import exposition
+from recorder.venues import venue_module
+from recorder.venues.binance_feed import BinanceFeed
 from recorder.writer.batches import SCHEMA, data_file_path, snapshot_jsonl, snapshots_to_batch
 from tests.conftest import (
     Sim,
@@ -48,40 +50,63 @@ def _pair(symbol: str, futures: bool) -> str:
     return f"{symbol[: -len(quote)]}-{quote}" + ("-PERP" if futures else "")
 
 
-def _cut_snapshots(src: Path, dst: Path, levels: int) -> None:
-    """The recorded REST snapshots with each side cut to its best ``levels`` (as a shallow
-    ``limit`` would have returned them); everything else byte for byte."""
+def _cut_snapshots(src: Path, dst: Path, bids: int, asks: int, limit: int | None) -> None:
+    """The recorded REST snapshots with each side cut to its best ``bids`` / ``asks`` levels and
+    the request URL's ``limit=`` set to ``limit`` (None: dropped, a request whose limit the replay
+    cannot know); everything else byte for byte. A side cut to ``limit`` levels is what a request
+    of that limit returns from a deeper book; a side cut to fewer is what it returns from a book
+    that thin."""
     out = []
     for line in src.read_text().splitlines():
         if " -> " not in line:
             out.append(line)
             continue
         head, body = line.split(": ", 1)
+        url, arrow, t = head.partition(" -> ")
+        base, query = url.split("?", 1)
+        params = [kv for kv in query.split("&") if not kv.startswith("limit=")]
+        params += [f"limit={limit}"] if limit is not None else []
         snap = json.loads(body)
-        snap["bids"], snap["asks"] = snap["bids"][:levels], snap["asks"][:levels]
-        out.append(f"{head}: {json.dumps(snap, separators=(',', ':'))}")
+        snap["bids"], snap["asks"] = snap["bids"][:bids], snap["asks"][:asks]
+        out.append(f"{base}?{'&'.join(params)}{arrow}{t}: {json.dumps(snap, separators=(',', ':'))}")
     dst.write_text("\n".join(out) + "\n")
 
 
 class FlooredReference(Reference):
     """test_replay's plain-dict rebuild (the documented sync rule) plus, per symbol and side, the
-    snapshot's floor: its deepest level, since the snapshot was cut."""
+    snapshot's floor: its deepest level when the side may have been cut there (it holds the
+    request's ``limit`` levels, or the limit is unknown); None for a side thinner than the limit,
+    which is the venue's whole side."""
 
     def __init__(self, futures: bool) -> None:
         super().__init__(futures)
         self.floors: dict[str, tuple[float | None, float | None]] = {}
+        self.limits: dict[str, int | None] = {}  # the limit of the snapshot a book waits for
+
+    def request(self, symbol: str, body: dict, limit: int | None) -> None:
+        """A recorded snapshot, asked for with ``limit`` levels per side (None: unknown)."""
+        if symbol not in self.books:  # a book already built ignores it
+            self.limits[symbol] = limit
+        self.snapshot(symbol, body)
 
     def snapshot(self, symbol: str, body: dict) -> None:
         joined = symbol in self.books
         super().snapshot(symbol, body)
-        if not joined and symbol in self.books:  # this snapshot started the book
-            bids = [float(p) for p, _ in body["bids"]]
-            asks = [float(p) for p, _ in body["asks"]]
-            self.floors[symbol] = (min(bids) if bids else None, max(asks) if asks else None)
+        if not joined and symbol in self.books:  # this snapshot (the newest recorded) started the book
+            limit = self.limits.get(symbol)
+
+            def floor(prices: list[float], deepest: Any) -> float | None:
+                cut = limit is None or len(prices) >= limit
+                return deepest(prices) if prices and cut else None
+
+            self.floors[symbol] = (
+                floor([float(p) for p, _ in body["bids"]], min),
+                floor([float(p) for p, _ in body["asks"]], max),
+            )
 
     def sample(self, s: str, depth: int) -> dict[str, Any]:
         """What may be stored: the known levels no deeper than the floor, and whether both sides
-        reach ``depth`` (every side here has a floor: the snapshots were cut)."""
+        reach ``depth`` or hold the venue's whole side (no floor)."""
         bids, asks = self.books[s]
         bid_floor, ask_floor = self.floors[s]
         shown_bids = sorted(((p, q) for p, q in bids.items() if bid_floor is None or p >= bid_floor), reverse=True)
@@ -91,7 +116,8 @@ class FlooredReference(Reference):
             "bids": shown_bids,
             "asks": shown_asks,
             "update_id": self.last[s],
-            "depth_complete": len(shown_bids) == depth and len(shown_asks) == depth,
+            "depth_complete": (len(shown_bids) == depth or bid_floor is None)
+            and (len(shown_asks) == depth or ask_floor is None),
             "floors": (bid_floor, ask_floor),
         }
 
@@ -108,7 +134,9 @@ def _expected(ws: Path, http: Path, futures: bool, interval_ms: int, depth: int)
         if " -> " in line:
             head, body = line.split(": ", 1)
             url, t = head.split(" -> ")
-            records.append((float(t) * 1000, "http", (url.split("symbol=")[1].split("&")[0], json.loads(body))))
+            query = dict(kv.split("=", 1) for kv in url.split("?", 1)[1].split("&"))
+            limit = int(query["limit"]) if "limit" in query else None
+            records.append((float(t) * 1000, "http", (query["symbol"], json.loads(body), limit)))
     records.sort(key=lambda r: r[0])
     ref = FlooredReference(futures)
     out: dict[tuple[str, int], dict] = {}
@@ -119,26 +147,22 @@ def _expected(ws: Path, http: Path, futures: bool, interval_ms: int, depth: int)
                 out[(_pair(s, futures), tick)] = ref.sample(s, depth)
             tick += interval_ms
         if kind == "http":
-            ref.snapshot(*payload)
+            ref.request(*payload)
         elif payload.get("data", {}).get("e") == "depthUpdate":
             ref.diff(payload["data"])
     return out
 
 
-@pytest.mark.parametrize(("levels", "depth"), [(5, 10), (12, 10)])
-@pytest.mark.parametrize(
-    ("venue", "name", "futures"),
-    [("binance", "BINANCE", False), ("binance-futures", "BINANCE_FUTURES", True)],
-)
-def test_replay_deeper_than_the_snapshot_stores_only_proven_levels(
-    tmp_path: Path, venue: str, name: str, futures: bool, levels: int, depth: int
-) -> None:
-    """Snapshots cut to 5 levels, sampled at 10: short; cut to 12: complete until the price moves
-    past the cut (the issue's real captures: 1 in 5 short, 1 in 7 with no bids, all verified)."""
+def _replay_against_reference(
+    tmp_path: Path, venue: str, name: str, futures: bool, cut: tuple[int, int, int | None], depth: int
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Replay the real recording with its snapshots cut (``_cut_snapshots``), at 100 ms, check
+    every stored book (JSONL and Parquet) against the reference and the summary's short counts;
+    the (stored book, reference sample) pairs."""
     interval_ms = 100
     ws, http = tmp_path / f"{name}.ws.1.0", tmp_path / f"{name}.http.0.0"
     ws.write_bytes((RECORDINGS / f"{name}.ws.1.0").read_bytes())
-    _cut_snapshots(RECORDINGS / f"{name}.http.0.0", http, levels)
+    _cut_snapshots(RECORDINGS / f"{name}.http.0.0", http, *cut)
     data = tmp_path / "data"
     res = run_cli(
         "replay", "--venue", venue, "--input", str(ws), "--data-dir", str(data), "--format", "both",
@@ -156,6 +180,7 @@ def test_replay_deeper_than_the_snapshot_stores_only_proven_levels(
     stored = read_jsonl(data)
     assert len(stored) == len(parquet) == len(expected)
     short: dict[str, int] = defaultdict(int)
+    checked = []
     for s in stored:
         want = expected[(s["pair"], s["timestamp_ms"])]
         bids = [(lv["price"], lv["qty"]) for lv in s["bids"]]
@@ -168,14 +193,92 @@ def test_replay_deeper_than_the_snapshot_stores_only_proven_levels(
         assert (p["bids"], p["asks"]) == (bids, asks)
         # No side claims a level past what the cut snapshot proved.
         bid_floor, ask_floor = want["floors"]
-        assert all(px >= bid_floor for px, _ in bids) and all(px <= ask_floor for px, _ in asks)
+        assert all(px >= bid_floor for px, _ in bids) if bid_floor is not None else True
+        assert all(px <= ask_floor for px, _ in asks) if ask_floor is not None else True
         short[s["pair"]] += not want["depth_complete"]
-    # The summary counts the short ones; with the deeper cut both outcomes occur.
-    assert sum(short.values()) > 0
-    if levels > depth:
-        assert sum(short.values()) < len(stored)
+        checked.append((s, want))
     assert summary["depth_short"] == sum(short.values())
     assert {p: v["depth_short"] for p, v in summary["pairs"].items()} == {p: short[p] for p in summary["pairs"]}
+    return checked
+
+
+VENUES = [("binance", "BINANCE", False), ("binance-futures", "BINANCE_FUTURES", True)]
+
+
+@pytest.mark.parametrize(("levels", "depth"), [(5, 10), (12, 10)])
+@pytest.mark.parametrize(("venue", "name", "futures"), VENUES)
+def test_replay_deeper_than_the_snapshot_stores_only_proven_levels(
+    tmp_path: Path, venue: str, name: str, futures: bool, levels: int, depth: int
+) -> None:
+    """Snapshots asked for and cut at 5 levels, sampled at 10: short; at 12: complete until the
+    price moves past the cut (the issue's real captures: 1 in 5 short, 1 in 7 with no bids, all
+    verified). (12 is no USD-M limit: the replay cannot trust it, and counts both sides as cut.)"""
+    checked = _replay_against_reference(tmp_path, venue, name, futures, (levels, levels, levels), depth)
+    short = sum(not s["depth_complete"] for s, _ in checked)
+    # Every side holds its request's limit: each has a floor, and with the deeper cut both outcomes occur.
+    assert all(None not in want["floors"] for _, want in checked)
+    assert short > 0
+    if levels > depth:
+        assert short < len(checked)
+
+
+@pytest.mark.parametrize(
+    ("bids", "asks", "limit"),
+    [(10, 6, 10), (6, 10, 10), (10, 6, None)],
+    ids=["thin-asks", "thin-bids", "limit-unknown"],
+)
+@pytest.mark.parametrize(("venue", "name", "futures"), VENUES)
+def test_replay_reads_each_snapshot_requests_limit(
+    tmp_path: Path, venue: str, name: str, futures: bool, bids: int, asks: int, limit: int | None
+) -> None:
+    """The replay reads the ``limit=`` of each recorded snapshot request: a side that came back
+    with fewer levels is the venue's whole side (complete however few levels it shows, and diffs
+    may add levels past its deepest one); a side that filled the limit was cut. A request without
+    ``limit=`` keeps the conservative rule: both sides cut."""
+    depth = 10
+    checked = _replay_against_reference(tmp_path, venue, name, futures, (bids, asks, limit), depth)
+    thin = 0 if bids < asks else 1  # the side the snapshot held fewer levels of
+    if limit is None:
+        assert all(None not in want["floors"] for _, want in checked)
+        assert not any(s["depth_complete"] and min(len(s["bids"]), len(s["asks"])) < depth for s, _ in checked)
+        return
+    assert all(want["floors"][thin] is None and want["floors"][1 - thin] is not None for _, want in checked)
+    side = ("bids", "asks")[thin]
+    # Complete books whose thin side shows fewer than the depth: today's rule would call them short.
+    assert any(s["depth_complete"] and len(s[side]) < depth for s, _ in checked)
+    # The full side still runs short where the price moved past its cut.
+    assert any(not s["depth_complete"] for s, _ in checked)
+
+
+def test_a_request_limit_counts_only_as_the_venue_serves_it() -> None:
+    """``limit=`` is trusted only where the venue returns that many levels of a deeper book: spot
+    caps a larger one at 5000, USD-M refuses values off its list; no (or a garbled) limit is unknown."""
+    spot, usdm = venue_module("binance"), venue_module("binance-futures")
+    url = "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit="
+    assert [spot.snapshot_limit_of(url + v) for v in ("1000", "7", "5000")] == [1000, 7, 5000]
+    assert [spot.snapshot_limit_of(url + v) for v in ("5001", "0", "-5", "1e3", "", "9" * 30)] == [None] * 6
+    assert spot.snapshot_limit_of("https://api.binance.com/api/v3/depth?symbol=BTCUSDT") is None
+    assert spot.snapshot_limit_of("inline:depth?symbol=BTCUSDT") is None  # an inline snapshot of a ns capture
+    url = "https://fapi.binance.com/fapi/v1/depth?limit={}&symbol=BTCUSDT"
+    assert [usdm.snapshot_limit_of(url.format(v)) for v in (5, 1000, 7, 5000)] == [5, 1000, None, None]
+
+
+def test_a_recorded_snapshot_waiting_for_its_first_diff_keeps_its_limit() -> None:
+    """Recorded before any diff of its pair, the snapshot waits; joined, its request's limit says
+    which side was cut: bids filled the limit (a level below the deepest stays hidden), asks did
+    not (a new level past the deepest shows, and the thin side is complete)."""
+    feed = BinanceFeed(["BTC-USDT"])
+    body = b'{"lastUpdateId":100,"bids":[["99","1"],["98","1"]],"asks":[["101","1"]]}'
+    feed.on_rest_snapshot("BTC-USDT", body, 1.0, limit=2)
+    assert feed.book("BTC-USDT") is None
+    data = {"e": "depthUpdate", "E": 5, "s": "BTCUSDT", "U": 100, "u": 101, "b": [["97", "1"]], "a": [["103", "1"]]}
+    feed.on_frame(json.dumps({"stream": "btcusdt@depth@100ms", "data": data}).encode(), 2.0)
+    book = feed.book("BTC-USDT")
+    assert book is not None and book.update_id == 101
+    bids, asks = book.top(10)
+    assert [lv.price for lv in bids] == [99.0, 98.0] and [lv.price for lv in asks] == [101.0, 103.0]
+    assert not book.depth_complete(10, 2, 10)  # the bids may go deeper than anything seen
+    assert book.depth_complete(10, 10, 2)  # the asks are the venue's whole side
 
 
 # -- files from before the field, and after it, in one tree ------------------------------------

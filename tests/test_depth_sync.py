@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from recorder.venues.binance import BookSync, DepthEvent, DepthSnapshot, Outcome
@@ -47,13 +48,13 @@ class _Venue:
                     side.pop(p, None)
                 out.append((str(p), str(q)))
             self.id += 1
-        return DepthEvent(e="depthUpdate", U=first, u=self.id, b=b, a=a)
+        return msgspec.convert({"e": "depthUpdate", "U": first, "u": self.id, "b": b, "a": a}, DepthEvent, strict=False)
 
     def snapshot(self, limit: int) -> DepthSnapshot:
         return DepthSnapshot(
             lastUpdateId=self.id,
-            bids=[(str(p), str(q)) for p, q in sorted(self.bids.items(), reverse=True)[:limit]],
-            asks=[(str(p), str(q)) for p, q in sorted(self.asks.items())[:limit]],
+            bids=sorted(self.bids.items(), reverse=True)[:limit],
+            asks=sorted(self.asks.items())[:limit],
         )
 
     def top(self, depth: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:

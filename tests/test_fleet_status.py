@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,16 +15,10 @@ from typing import Any
 import pytest
 
 from recorder.dataset import open_dataset
-from tests.conftest import Sim, every_pair_sampled, run_cli, running_cli, stop_cli, wait_for, write_config
+from tests.conftest import Sim, every_pair_sampled, free_port, run_cli, running_cli, stop_cli, wait_for, write_config
 from tests.s3_support import isolate_aws_env
 from tests.test_s3 import MotoS3
 from tests.test_shard import _listed_pairs, _reference_shard
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fleet(location: str, stale: str = "30s") -> tuple[int, list[dict[str, Any]], str]:
@@ -42,7 +35,7 @@ def _by_shard(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_fleet_status_local_shows_every_shard_and_a_silent_one_down(tmp_path: Path) -> None:
     sim = Sim("--seed", "4", "--instruments", "20")
     data = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     try:
         universe = _listed_pairs(sim.urls["rest_url"])
         cfg = write_config(tmp_path / "f.toml", sim.urls, ["all"], data, session_id="fl", depth=5, format="parquet")

@@ -17,8 +17,8 @@ def _reference_top(ref: dict[float, float], depth: int, bids: bool) -> list[tupl
 def test_random_updates_match_a_reference_book() -> None:
     rng = random.Random(7)
     book, ref_b, ref_a = L2Book(), {}, {}
-    snap_b = [(f"{100 - 0.5 * i:.1f}", "1.0") for i in range(50)]
-    snap_a = [(f"{101 + 0.5 * i:.1f}", "2.0") for i in range(50)]
+    snap_b = [(100 - 0.5 * i, 1.0) for i in range(50)]
+    snap_a = [(101 + 0.5 * i, 2.0) for i in range(50)]
     book.load(snap_b, snap_a, 1)
     ref_b.update({float(p): float(q) for p, q in snap_b})
     ref_a.update({float(p): float(q) for p, q in snap_a})
@@ -28,9 +28,7 @@ def test_random_updates_match_a_reference_book() -> None:
             is_bid = rng.random() < 0.5
             price = round((100 - rng.randint(0, 80) * 0.5) if is_bid else (101 + rng.randint(0, 80) * 0.5), 1)
             qty = 0.0 if rng.random() < 0.3 else round(rng.uniform(0.1, 9), 3)
-            # Text and float levels both work (venues that keep text vs decode floats in C).
-            level = (f"{price:.1f}", f"{qty:.3f}") if step % 2 else (price, qty)
-            (bids if is_bid else asks).append(level)
+            (bids if is_bid else asks).append((price, qty))  # floats, as the venues decode them in C
             ref = ref_b if is_bid else ref_a
             if qty:
                 ref[price] = qty
@@ -51,12 +49,12 @@ def test_random_updates_match_a_reference_book() -> None:
 
 def test_load_sorts_once_and_applies_zero_and_duplicate_levels_in_order() -> None:
     book = L2Book()
-    book.load([("10", "1"), ("12", "1"), ("11", "1"), ("12", "0"), ("10", "3")], [("13", "1"), ("13", "2")], 5)
+    book.load([(10.0, 1.0), (12.0, 1.0), (11.0, 1.0), (12.0, 0.0), (10.0, 3.0)], [(13.0, 1.0), (13.0, 2.0)], 5)
     assert book.update_id == 5
     assert book.top_columns(10) == ([11.0, 10.0], [1.0, 3.0], [13.0], [2.0])
-    book.apply([("99", "0")], [("50", "0")])  # deleting an unknown level is normal
+    book.apply([(99.0, 0.0)], [(50.0, 0.0)])  # deleting an unknown level is normal
     assert len(book) == 3 and not book.is_crossed()
-    book.apply([("13", "1")], [])
+    book.apply([(13.0, 1.0)], [])
     assert book.is_crossed()
     book.clear()
     assert book.top(5) == ([], []) and book.best_bid() is None and book.best_ask() is None
@@ -64,10 +62,10 @@ def test_load_sorts_once_and_applies_zero_and_duplicate_levels_in_order() -> Non
 
 def test_truncate_keeps_the_best_levels() -> None:
     book = L2Book()
-    book.load([(str(p), "1") for p in range(1, 11)], [(str(p), "1") for p in range(11, 21)], 1)
+    book.load([(float(p), 1.0) for p in range(1, 11)], [(float(p), 1.0) for p in range(11, 21)], 1)
     book.truncate(3)
     assert book.top_columns(10) == ([10.0, 9.0, 8.0], [1.0] * 3, [11.0, 12.0, 13.0], [1.0] * 3)
-    book.apply([("7", "2")], [("10.5", "1")])  # the book keeps working after a truncation
+    book.apply([(7.0, 2.0)], [(10.5, 1.0)])  # the book keeps working after a truncation
     assert book.top_columns(1) == ([10.0], [1.0], [10.5], [1.0])
 
 

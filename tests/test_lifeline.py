@@ -99,14 +99,19 @@ def _capture_then_kill_9(data: Path, session: str, mark: str, also_tracker: bool
             for child in children:
                 if "resource_tracker" in " ".join(child.cmdline()):
                     child.kill()
-        proc.kill()
-        proc.wait(10)
-        wait_for(lambda: not _marked(mark), 30, "every process of the capture gone")
+        _kill_9_and_wait_for_all_gone(proc, mark)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     return ports
+
+
+def _kill_9_and_wait_for_all_gone(proc: subprocess.Popen[bytes], mark: str) -> None:
+    """SIGKILL the supervisor; every process of the capture (found by ``mark``) must follow it."""
+    proc.kill()
+    proc.wait(10)
+    wait_for(lambda: not _marked(mark), 30, "every process of the capture gone")
 
 
 def _restart_and_check(data: Path, session: str) -> None:
@@ -197,9 +202,7 @@ def test_children_stop_when_the_supervisor_is_killed_during_its_checks(tmp_path:
     proc = _start(data, "early", mark)
     try:
         wait_for(lambda: _listening_ports(psutil.Process(proc.pid).children(recursive=True)), 60, "simulator up")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        wait_for(lambda: not _marked(mark), 30, "every process of the capture gone")
+        _kill_9_and_wait_for_all_gone(proc, mark)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import aiohttp
@@ -21,6 +20,7 @@ from recorder.model import Quote
 from recorder.sim.server import SimOptions, Simulator
 from recorder.venues import connector_class
 from recorder.venues.bybit import feed_for_url, pair_for
+from tests.conftest import until
 from tests.test_bybit import RefBook
 from tests.venue_live import RECORDINGS, read_jsonl_zst
 
@@ -73,15 +73,6 @@ CASES = {
 }
 
 
-async def _until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("venue", sorted(CASES))
 async def test_live_quotes_are_the_simulators_top_of_book(venue: str) -> None:
     pairs, symbols = CASES[venue]
@@ -94,7 +85,7 @@ async def test_live_quotes_are_the_simulators_top_of_book(venue: str) -> None:
     connector.on_quote = got.append
     task = asyncio.create_task(connector.run())
     try:
-        await _until(lambda: all(sum(q.pair == p for q in got) >= 20 for p in pairs), 30, "quotes of every pair")
+        await until(lambda: all(sum(q.pair == p for q in got) >= 20 for p in pairs), 30, "quotes of every pair")
         await connector.close()
         await asyncio.wait_for(task, 10)
         async with aiohttp.ClientSession() as http:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from recorder.dataset import open_dataset
-from tests.conftest import Sim, run_cli, running_cli, status, wait_for, write_config
+from tests.conftest import Sim, free_port, run_cli, running_cli, status, wait_for, write_config
 
 redis = pytest.importorskip("redis", reason="pip install -e '.[fleet]'")
 if shutil.which("redis-server") is None and not os.environ.get("RECORDER_REQUIRE_REDIS"):
@@ -33,9 +32,7 @@ PASSWORD = "stream-test-pw-5c1e"
 
 class RedisServer:
     def __init__(self, tmp: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.tmp = tmp
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -33,7 +33,7 @@ from recorder.config import S3Config
 from recorder.metrics import SharedCounters
 from recorder.sinks.s3 import S3Store
 from recorder.sinks.uploader import UPLOADER_COUNTER_FIELDS, Uploader, UploaderSpec
-from tests.conftest import CLI, ROOT, Sim, popen_cli, run_cli, status, wait_for, write_config
+from tests.conftest import CLI, ROOT, Sim, free_port, popen_cli, run_cli, status, wait_for, write_config
 from tests.s3_support import isolate_aws_env
 
 PAIRS = ["BTC-USDT", "ETH-USDT"]
@@ -47,9 +47,7 @@ class MotoS3:
     """moto's S3 server on a loopback port that can be stopped and started again."""
 
     def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.server: ThreadedMotoServer | None = None
 
     @property
@@ -343,9 +341,7 @@ def test_bad_bucket_and_bad_endpoint_fail_with_one_line(sim: Sim, s3: MotoS3, tm
     cfg = s3_config(tmp_path / "nobucket.toml", sim, data, s3.url, "no-such-bucket-here")
     line = _one_line_error(run_cli("start-capture", "--config", str(cfg), "--duration", "5s"), "does not exist")
     assert "no-such-bucket-here" in line
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cfg = s3_config(tmp_path / "noendpoint.toml", sim, data, dead, s3.create_bucket(), connect_timeout_s=1)
     started = time.monotonic()
     _one_line_error(run_cli("start-capture", "--config", str(cfg), "--duration", "5s"), "cannot reach S3 endpoint")
@@ -375,9 +371,7 @@ def test_bad_s3_config(extra: dict[str, Any], args: list[str], needle: str, tmp_
 
 def test_access_denied_fails_with_one_line(sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """moto's server as a subprocess with IAM enforced: a user without any policy is refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}  # bucket, user, key; then auth applies
     server = subprocess.Popen(

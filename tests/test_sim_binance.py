@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from recorder.sim.book import InstrumentSpec, SymbolFeed, fmt_units, to_units
+from recorder.sim.book import InstrumentSpec, fmt_units, to_units
+from recorder.sim.feed import SymbolFeed
 from recorder.sim.server import SimOptions, Simulator
 
 T = TypeVar("T")

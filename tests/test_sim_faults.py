@@ -48,6 +48,15 @@ async def diffs(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[Any]:
     return out
 
 
+async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Read until nothing came for 0.2 s (what was sent before a fault took effect)."""
+    while True:
+        try:
+            await ws.receive(timeout=0.2)
+        except TimeoutError:
+            return
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -129,22 +138,14 @@ def test_drop_stall_slow() -> None:
                 await diffs(ws, 2)
                 await inject(http, base, kind="slow", duration_s=2.0, rate=2.0)
                 await asyncio.sleep(0.2)  # let what was already sent arrive
-                while True:
-                    try:
-                        await ws.receive(timeout=0.2)
-                    except TimeoutError:
-                        break
+                await drain(ws)
                 t0 = time.monotonic()
                 await diffs(ws, 3)  # text frames only: server pings don't count
                 assert time.monotonic() - t0 >= 0.9  # paced at ~2 msgs/s instead of ~20
                 await asyncio.sleep(2.0)
                 await inject(http, base, kind="stall", duration_s=2.0)
                 await asyncio.sleep(0.2)
-                while True:
-                    try:
-                        await ws.receive(timeout=0.2)
-                    except TimeoutError:
-                        break
+                await drain(ws)
                 t0 = time.monotonic()
                 msg = await ws.receive(timeout=10)  # nothing (no data, no ping) until the stall ends
                 assert time.monotonic() - t0 >= 1.2, msg

@@ -15,21 +15,12 @@ import pytest
 from recorder.config import VenueConfig
 from recorder.sim.server import SimOptions, Simulator
 from recorder.venues import connector_class
-from tests.conftest import every_pair_sampled, read_jsonl, run_cli, running_cli, status, stop_cli, wait_for
+from tests.conftest import every_pair_sampled, read_jsonl, run_cli, running_cli, status, stop_cli, until, wait_for
 
 CASES = {
     "kraken": (["BTC-USD", "ETH-USD"], lambda pair: pair.replace("-", "/")),
     "okx": (["BTC-USDT", "SOL-USDT-PERP"], lambda pair: pair.replace("-PERP", "-SWAP")),
 }
-
-
-async def _until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def _get(http: aiohttp.ClientSession, url: str) -> Any:
@@ -56,7 +47,7 @@ async def test_pings_through_silence_then_reconnect_and_resubscribe(venue: str) 
     c = connector.counters
     try:
         async with aiohttp.ClientSession() as http:
-            await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
+            await until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
             # The venue goes silent for longer than the stall timeout but answers pings: the
             # connector pings (after 1.3 s of silence at a 4 s stall timeout) and keeps the connection.
             await _fault(http, sim, kind="stall", quiet=True, duration_s=5.5)
@@ -66,8 +57,8 @@ async def test_pings_through_silence_then_reconnect_and_resubscribe(venue: str) 
             assert c.get("stalls") == 0 and c.get("reconnects") == 0
             # The connection drops: reconnect with backoff, subscribe again, fresh snapshots.
             await _fault(http, sim, kind="close", code=1001)
-            await _until(lambda: c.get("reconnects") >= 1, 30, "reconnect")
-            await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books after reconnect")
+            await until(lambda: c.get("reconnects") >= 1, 30, "reconnect")
+            await until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books after reconnect")
             assert c.get("checksum_failures") == 0 and c.get("gaps") == 0 and c.get("malformed") == 0
             # (the counters are live under these names; OKX sends checksum 0 today: none is counted)
             assert c.get("checksums_ok") > 0 if venue == "kraken" else c.get("checksums_ok") == 0
@@ -75,7 +66,7 @@ async def test_pings_through_silence_then_reconnect_and_resubscribe(venue: str) 
             # The sampler found a book unusable (e.g. crossed): that symbol alone is resubscribed.
             connector.request_resync(pairs[0], "test")
             assert connector.book(pairs[0]) is None and connector.book(pairs[1]) is not None
-            await _until(lambda: connector.book(pairs[0]) is not None, 30, "book after request_resync")
+            await until(lambda: connector.book(pairs[0]) is not None, 30, "book after request_resync")
             assert c.get("resubscribes") == 1 and c.get(f"resyncs:{pairs[0]}") == 3
             for pair in pairs:
                 book = connector.book(pair)
@@ -99,7 +90,7 @@ async def test_okx_books5_pushes_equal_the_simulator_top5() -> None:
     connector = connector_class("okx")(cfg, pairs, None)
     task = asyncio.create_task(connector.run())
     try:
-        await _until(lambda: connector.book("ETH-USDT") is not None, 30, "books5 push")
+        await until(lambda: connector.book("ETH-USDT") is not None, 30, "books5 push")
         async with aiohttp.ClientSession() as http:
             for _ in range(5):
                 book = connector.book("ETH-USDT")
@@ -129,7 +120,7 @@ async def test_planned_reconnect_hands_over_without_a_gap(venue: str) -> None:
     connector = connector_class(venue)(cfg, pairs, None)
     task = asyncio.create_task(connector.run())
     try:
-        await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
+        await until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
         unserved = 0
         deadline = time.monotonic() + 60
         while connector.counters.get("planned_reconnects") < 2 and time.monotonic() < deadline:
@@ -226,7 +217,7 @@ async def test_okx_maintenance_notice_triggers_a_planned_reconnect() -> None:
     task = asyncio.create_task(connector.run())
     c = connector.counters
     try:
-        await _until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
+        await until(lambda: all(connector.book(p) is not None for p in pairs), 30, "books synced")
         async with aiohttp.ClientSession() as http:
             assert (await _fault(http, sim, kind="notice"))["kind"] == "notice"
         unserved = 0
@@ -257,11 +248,11 @@ async def test_a_hung_venue_is_detected_as_a_stall_and_reconnected() -> None:
     task = asyncio.create_task(connector.run())
     c = connector.counters
     try:
-        await _until(lambda: connector.book("BTC-USD") is not None, 30, "book synced")
+        await until(lambda: connector.book("BTC-USD") is not None, 30, "book synced")
         async with aiohttp.ClientSession() as http:
             await _fault(http, sim, kind="stall", duration_s=4.0)
-        await _until(lambda: c.get("stalls") >= 1, 30, "stall detected")
-        await _until(lambda: connector.book("BTC-USD") is not None and c.get("connected") == 1, 30, "book back")
+        await until(lambda: c.get("stalls") >= 1, 30, "stall detected")
+        await until(lambda: connector.book("BTC-USD") is not None and c.get("connected") == 1, 30, "book back")
         assert c.get("reconnects") >= 1 and c.get("checksum_failures") == 0
     finally:
         await connector.close()
@@ -284,7 +275,7 @@ async def test_a_subscribe_that_brings_no_snapshot_is_sent_again() -> None:
     connector.resubscribe_timeout_s = 2.0
     task = asyncio.create_task(connector.run())
     try:
-        await _until(lambda: connector.book("BTC-USDT") is not None, 30, "book after the second subscribe")
+        await until(lambda: connector.book("BTC-USDT") is not None, 30, "book after the second subscribe")
         assert connector.counters.get("resubscribes") >= 1 and connector.counters.get("reconnects") == 0
     finally:
         await connector.close()

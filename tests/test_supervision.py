@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.supervisor import supervisor as sup
+from recorder.supervisor import child as sup_child
 from tests.conftest import Sim, popen_cli, read_jsonl, status, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,8 +22,8 @@ def _die() -> None:
 
 
 def test_crash_loop_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sup, "CRASH_LOOP_RESTARTS", 3)
-    child = sup.Child("always-dies", _die, ())
+    monkeypatch.setattr(sup_child, "CRASH_LOOP_RESTARTS", 3)
+    child = sup_child.Child("always-dies", _die, ())
     child.start()
     deadline = time.monotonic() + 60
     while child.poll():

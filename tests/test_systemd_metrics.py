@@ -13,12 +13,11 @@ import struct
 import subprocess
 import termios
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI, ROOT, Sim, run_cli, status, wait_for, write_config
+from tests.conftest import CLI, ROOT, Sim, free_port, run_cli, scrape_metrics, status, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (debug|info|warning|error|critical) proc=\S+ pid=\d+ ")
@@ -40,24 +39,6 @@ def test_systemd_unit_is_complete_and_absolute(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "config file not found" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = resp.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def test_sd_notify_metrics_and_structured_logs(sim: Sim, tmp_path: Path) -> None:
     data = tmp_path / "data"
     cfg = write_config(tmp_path / "c.toml", sim.urls, ["BTC-USDT", "ETH-USDT"], data)
@@ -65,7 +46,7 @@ def test_sd_notify_metrics_and_structured_logs(sim: Sim, tmp_path: Path) -> None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(0.2)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"}
     args = ["start-capture", "--config", str(cfg), "--interval", "0.5", "--duration", "12s", "--session-id", "sd"]
     proc = subprocess.Popen(
@@ -82,7 +63,7 @@ def test_sd_notify_metrics_and_structured_logs(sim: Sim, tmp_path: Path) -> None
                 pass
             if not scraped and any("READY=1" in m for m in messages):
                 try:
-                    m = _scrape(port)
+                    m = scrape_metrics(port)
                 except OSError:
                     continue
                 st = status(data, "sd")

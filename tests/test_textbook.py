@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from recorder.book import L2Book, TextL2Book
 
 
@@ -9,9 +13,14 @@ def test_keeps_wire_text_and_matches_the_float_book() -> None:
     text, plain = TextL2Book(lambda p, q: f"{p}|{q}"), L2Book()
     bids = [("100.10", "1.000"), ("99.5", "2"), ("98", "0.10000000")]
     asks = [("101.0", "3"), ("102.50", "0.5")]
-    for book in (text, plain):
-        book.apply(bids, asks)
-        book.apply([("99.5", "0.000")], [("101.00", "4.0")])  # delete; same price in other text
+
+    def floats(levels: list[tuple[str, str]]) -> list[tuple[float, float]]:
+        return [(float(p), float(q)) for p, q in levels]  # the plain book takes decoded floats
+
+    text.apply(bids, asks)
+    text.apply([("99.5", "0.000")], [("101.00", "4.0")])  # delete; same price in other text
+    plain.apply(floats(bids), floats(asks))
+    plain.apply(floats([("99.5", "0.000")]), floats([("101.00", "4.0")]))
     assert text.top(10) == plain.top(10)
     # The latest text for a price wins (101.0 was re-sent as 101.00).
     assert text.top_text(10) == ([("100.10", "1.000"), ("98", "0.10000000")], [("101.00", "4.0"), ("102.50", "0.5")])
@@ -30,3 +39,53 @@ def test_truncate_keeps_the_best_levels_and_their_text() -> None:
     assert [lv.price for lv in book.top(10)[0]] == [100.0, 99.0, 98.0]
     book.clear()
     assert len(book) == 0 and book.top_text(5) == ([], []) and book.update_id is None
+
+
+@pytest.mark.parametrize("joined", [None, ":"], ids=["kraken-fragments", "okx-joined"])
+def test_kept_checksum_fragments_follow_every_change(joined: str | None) -> None:
+    """The per-side top the book keeps for checksums equals a fresh rebuild after every message:
+    changes above and below the top, deletes that let deeper levels rise, truncation, snapshots;
+    and so does its text, whether kept beside the fragments or as one joined string."""
+    rng = random.Random(19)
+
+    def frag(p: str, q: str) -> str:
+        return p.replace(".", "") + "/" + q if joined is None else p + joined + q
+
+    def text(price: int) -> str:  # the same price in two wire texts: the latest one counts
+        return f"{price / 10:.1f}" if rng.random() < 0.5 else f"{price / 10:.2f}"
+
+    book = TextL2Book(frag if joined is None else None, top_n=5, joined=joined)
+    ref: tuple[dict[float, tuple[str, str]], dict[float, tuple[str, str]]] = ({}, {})  # bids, asks
+
+    def levels(lo: int, hi: int, n: int, zeros: float) -> list[tuple[str, str]]:
+        return [
+            (text(rng.randrange(lo, hi)), "0" if rng.random() < zeros else str(rng.randrange(1, 9))) for _ in range(n)
+        ]
+
+    for step in range(2000):
+        if step % 400 == 0:  # a snapshot
+            bids, asks = levels(900, 1000, 30, 0.0), levels(1001, 1100, 30, 0.0)
+            book.clear()
+            for side in ref:
+                side.clear()
+        else:
+            bids, asks = levels(960, 1000, rng.randrange(3), 0.4), levels(1001, 1040, rng.randrange(3), 0.4)
+        book.apply(bids, asks, 12)
+        for side, new, is_bid in ((ref[0], bids, True), (ref[1], asks, False)):
+            for p, q in new:
+                if float(q):
+                    side[float(p)] = (p, q)
+                else:
+                    side.pop(float(p), None)
+            for price in sorted(side, reverse=is_bid)[12:]:  # truncation to the best 12
+                del side[price]
+        want = [
+            [frag(*side[price]) for price in sorted(side, reverse=is_bid)[:5]]
+            for side, is_bid in ((ref[0], True), (ref[1], False))
+        ]
+        bids, asks = book.checksum_fragments()
+        assert (list(bids), list(asks)) == (want[0], want[1]), step
+        assert book.top_text(8) == (
+            [ref[0][price] for price in sorted(ref[0], reverse=True)[:8]],
+            [ref[1][price] for price in sorted(ref[1])[:8]],
+        ), step

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder.dataset import open_dataset
-from tests.conftest import Sim, VenueSim, run_cli, running_cli, status, stop_cli, wait_for, write_config
+from tests.conftest import Sim, VenueSim, free_port, run_cli, running_cli, status, stop_cli, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(180)
 SESSION = "trades-live"
@@ -31,12 +30,6 @@ SESSION = "trades-live"
 def _pair_status(data: Path, venue: str, pair: str) -> dict[str, Any]:
     st = status(data, SESSION) or {}
     return ((st.get("venues") or {}).get(venue) or {}).get("pairs", {}).get(pair) or {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> str:
@@ -83,7 +76,7 @@ def _check_against_sim(
     assert mine, f"no {pair} trade stored"
     assert [r["sequence_number"] for r in mine] == list(range(len(mine)))
     assert all(r["exchange"] == venue and r["session_id"] == SESSION for r in mine)
-    sent = {t[0]: t for t in sim_trades["sent"]}
+    sent = {int(t["id"]): t for t in sim_trades["trades"] if t["sent"]}
     ids = [int(r["trade_id"]) for r in mine]
     assert len(set(ids)) == len(ids), "a trade stored twice"
     assert ids == sorted(ids)
@@ -92,17 +85,21 @@ def _check_against_sim(
     # was closing its socket, may be missing; none is missing before the last stored one), but
     # for those sent while its venue process was dead.
     stored = set(ids)
-    unstored = [t for t in sim_trades["sent"] if ids[0] <= t[0] <= ids[-1] and t[0] not in stored]
+    unstored = [t for i, t in sent.items() if ids[0] <= i <= ids[-1] and i not in stored]
     for t in unstored:
-        assert lost_ms is not None and lost_ms[0] <= t[4] <= lost_ms[1], f"trade {t} sent, never stored"
+        assert lost_ms is not None and lost_ms[0] <= t["time_us"] // 1000 <= lost_ms[1], f"trade {t} sent, never stored"
     for r in mine:
-        tid, px, qty, buyer_maker, t_ms = sent[int(r["trade_id"])]
-        assert r["side"] == ("sell" if buyer_maker else "buy")  # m: the buyer made, the taker sold
-        assert r["price"] == float(px) and r["quantity"] == float(qty)
-        assert r["exchange_time"] == t_ms * 1000
-    lost = set(sim_trades["withheld"]) | set(sim_trades["silenced"])
-    assert not lost & set(ids)
+        t = sent[int(r["trade_id"])]
+        assert r["side"] == t["side"]
+        assert r["price"] == float(t["price"]) and r["quantity"] == float(t["qty"])
+        assert r["exchange_time"] == t["time_us"]
+    assert not _lost(sim_trades) & set(ids)
     return [i for i in range(ids[0], ids[-1] + 1) if i not in stored]
+
+
+def _lost(sim_trades: dict[str, Any], why: tuple[str, ...] = ("gap", "silence")) -> set[int]:
+    """The ids the simulator withheld (``trade_gap``) or silenced (``trade_silence``)."""
+    return {int(t["id"]) for t in sim_trades["trades"] if t["withheld"] in why}
 
 
 def _capture(sim: VenueSim, tmp: Path, venue: str, pairs: list[str], channels: list[str]) -> tuple[Path, Path]:
@@ -126,7 +123,7 @@ def test_binance_spot_trades_gaps_silence_and_quotes_live(tmp_path: Path) -> Non
     pairs = ["BTC-USDT", "ETH-USDT"]
     try:
         data, cfg = _capture(sim, tmp_path, "binance", pairs, ["book", "trades", "quotes"])
-        port = _free_port()
+        port = free_port()
         args = ["--config", str(cfg), "--interval", "0.5", "--session-id", SESSION, "--metrics-port", str(port)]
         with running_cli("start-capture", *args) as proc:
             wait_for(lambda: all(_pair_status(data, "binance", p).get("trades", 0) >= 10 for p in pairs), 60, "trades")
@@ -161,12 +158,12 @@ def test_binance_spot_trades_gaps_silence_and_quotes_live(tmp_path: Path) -> Non
             # Every id not stored is counted as a gap, none more: withheld, silenced, and those
             # lost with the killed venue process.
             assert v["pairs"][pair]["trade_gaps"] == len(missing)
-            assert set(sim_trades["withheld"]) | set(sim_trades["silenced"]) <= set(missing)
+            assert _lost(sim_trades) <= set(missing)
             # Counted once pushed to the ring (a kill between push and count: one uncounted).
             counted, stored = v["pairs"][pair]["trades"], sum(1 for r in rows if r["pair"] == pair)
             assert counted <= stored <= counted + 1
         _, btc = sim.get("/sim/trades?symbol=BTCUSDT")
-        assert len(btc["withheld"]) == 3
+        assert len(_lost(btc, ("gap",))) == 3
         # Both formats hold the same rows; the dataset reader returns exactly what plain pyarrow reads.
         assert _stored_jsonl(data, "trades") == rows
         table = open_dataset(data).trades()

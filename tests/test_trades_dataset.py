@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 
 from recorder.compaction import compact
 from recorder.dataset import open_dataset
@@ -244,15 +245,17 @@ def test_trades_as_of_joined_to_the_book_in_force(harness) -> None:  # noqa: F81
     # A trade before any book has nothing in force.
     h2_trades = [make_trade("BTC-USDT", -5)]
     from recorder.dataset.records import asof_join
-    from recorder.writer.datasets import TRADES_SPEC
+    from recorder.writer.datasets import TRADES_SPEC, build_table
 
-    early = TRADES_SPEC.table([TRADES_SPEC.batch(h2_trades, [0], SESSION)])
+    early = build_table(TRADES_SPEC, [trade_record(t) for t in h2_trades], [0], SESSION)
     books = open_dataset(h.data_dir).wide(depth=1)
     assert asof_join(early, books).to_pylist()[0]["book_timestamp_ms"] is None
 
 
-def test_undecodable_or_unsafe_trade_records_are_skipped_and_counted(harness) -> None:  # noqa: F811
-    h = harness()
+# Parquet only: the writer takes trades in bulk (no struct per record); with JSONL, one by one.
+@pytest.mark.parametrize("formats", [["jsonl", "parquet"], ["parquet"]])
+def test_undecodable_or_unsafe_trade_records_are_skipped_and_counted(harness, formats) -> None:  # noqa: F811
+    h = harness(formats=formats)
     proc = h.start()
     good = make_trade("BTC-USDT", 1)
     bad_exchange = Trade("../evil", "BTC-USDT", "1", 1.0, 1.0, "buy", None, T0 * 1000)

@@ -7,7 +7,6 @@ trades that never arrive, and where ids are contiguous the missing ids are the t
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import aiohttp
@@ -17,6 +16,7 @@ from recorder.config import VenueConfig
 from recorder.model import Trade
 from recorder.sim.server import SimOptions, Simulator
 from recorder.venues import connector_class
+from tests.conftest import until
 
 # venue -> (pairs, simulator symbol of each pair, does the venue's id show a lost trade, OKX-style aggregation)
 CASES: dict[str, tuple[list[str], list[str], bool, bool]] = {
@@ -25,15 +25,6 @@ CASES: dict[str, tuple[list[str], list[str], bool, bool]] = {
     "okx": (["BTC-USDT", "SOL-USDT-PERP"], ["BTC-USDT", "SOL-USDT-SWAP"], True, True),
     "bybit": (["BTC-USDT", "ETH-USDT-PERP"], ["spot:BTCUSDT", "linear:ETHUSDT"], False, False),
 }
-
-
-async def _until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def _fault(http: aiohttp.ClientSession, sim: Simulator, **fault: Any) -> None:
@@ -79,15 +70,15 @@ async def test_live_trades_every_one_once_and_faults_counted(venue: str) -> None
 
     try:
         async with aiohttp.ClientSession() as http:
-            await _until(lambda: all(count(p) >= 5 for p in pairs), 30, "trades of every pair")
+            await until(lambda: all(count(p) >= 5 for p in pairs), 30, "trades of every pair")
             faulted, symbol = pairs[0], symbols[0]
             await _fault(http, sim, kind="trade_gap", symbol=symbol, count=2)
             before = count(faulted)
-            await _until(lambda: count(faulted) >= before + 10, 30, "trades after the gap")
+            await until(lambda: count(faulted) >= before + 10, 30, "trades after the gap")
             await _fault(http, sim, kind="trade_silence", symbol=symbol, duration_s=1.0)
             await asyncio.sleep(1.2)
             before = count(faulted)
-            await _until(lambda: count(faulted) >= before + 5, 30, "trades after the silence")
+            await until(lambda: count(faulted) >= before + 5, 30, "trades after the silence")
             await connector.close()
             await asyncio.wait_for(task, 10)
             records = {pair: await _record(http, sim, sym) for pair, sym in zip(pairs, symbols, strict=True)}
@@ -149,11 +140,11 @@ async def test_live_trades_through_a_dropped_connection(venue: str) -> None:
 
     try:
         async with aiohttp.ClientSession() as http:
-            await _until(lambda: count() >= 10, 30, "trades")
+            await until(lambda: count() >= 10, 30, "trades")
             await _fault(http, sim, kind="drop", symbol=symbol)
-            await _until(lambda: connector.counters.get("reconnects") >= 1, 30, "the reconnect")
+            await until(lambda: connector.counters.get("reconnects") >= 1, 30, "the reconnect")
             before = count()
-            await _until(lambda: count() >= before + 20, 30, "trades after the reconnect")
+            await until(lambda: count() >= before + 20, 30, "trades after the reconnect")
             await connector.close()
             await asyncio.wait_for(task, 10)
             rows = await _record(http, sim, symbol)
@@ -202,12 +193,12 @@ async def test_live_book_resubscribe_loses_and_repeats_no_trade(venue: str) -> N
 
     try:
         async with aiohttp.ClientSession() as http:
-            await _until(lambda: count() >= 10 and connector.book(pair) is not None, 30, "trades and the book")
+            await until(lambda: count() >= 10 and connector.book(pair) is not None, 30, "trades and the book")
             await _fault(http, sim, kind="gap", symbol=symbol)
-            await _until(lambda: connector.counters.get(lost) >= 1, 30, "the book gap")
-            await _until(lambda: connector.book(pair) is not None, 30, "the book resynced")
+            await until(lambda: connector.counters.get(lost) >= 1, 30, "the book gap")
+            await until(lambda: connector.book(pair) is not None, 30, "the book resynced")
             before = count()
-            await _until(lambda: count() >= before + 10, 30, "trades after the resync")
+            await until(lambda: count() >= before + 10, 30, "trades after the resync")
             await connector.close()
             await asyncio.wait_for(task, 10)
             rows = await _record(http, sim, symbol)

@@ -6,34 +6,28 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Sim, read_jsonl, run_cli, running_cli, status, stop_cli, wait_for, write_config
+from tests.conftest import (
+    Sim,
+    free_port,
+    read_jsonl,
+    run_cli,
+    running_cli,
+    scrape_metrics,
+    status,
+    stop_cli,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(150)
 
 INTERVAL_MS = 200
 SYNCED, BROKEN = "BTC-USDT", "ETH-USDT"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        name: float(value)
-        for name, _, value in (line.rpartition(" ") for line in text.splitlines() if line and line[0] != "#")
-    }
 
 
 def _pairs(data: Path) -> dict[str, Any]:
@@ -47,14 +41,14 @@ def test_a_pair_that_never_syncs_is_counted_everywhere(sim: Sim, tmp_path: Path)
     sim.fault(kind="gap", symbol="ETHUSDT", count=10**7)
     data = tmp_path / "data"
     cfg = write_config(tmp_path / "c.toml", sim.urls, [SYNCED, BROKEN], data)
-    port = _free_port()
+    port = free_port()
     args = ["--config", str(cfg), "--interval", f"{INTERVAL_MS / 1000}", "--format", "jsonl", "--session-id", "warm"]
     with running_cli("start-capture", *args, "--metrics-port", str(port)) as proc:
         wait_for(lambda: _pairs(data).get(SYNCED, {}).get("samples", 0) >= 5, 90, "samples of the synced pair")
         live = run_cli("capture-status", "--session-id", "warm", "--data-dir", str(data))
         assert live.returncode == 0, live.stderr
         assert "1 of 2 pairs still warming up, not synced yet, nothing stored for them" in live.stdout
-        scraped = _scrape(port)
+        scraped = scrape_metrics(port)
         lb, ls = f'{{venue="binance",pair="{BROKEN}"}}', f'{{venue="binance",pair="{SYNCED}"}}'
         assert scraped['recorder_venue_pairs_never_synced{venue="binance"}'] == 1
         assert scraped[f"recorder_pair_ever_synced{lb}"] == 0 and scraped[f"recorder_pair_ever_synced{ls}"] == 1

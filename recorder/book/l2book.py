@@ -11,24 +11,32 @@ than a ``SortedDict``, whose ``__setitem__``/``pop`` run in Python.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from operator import neg
 
 from recorder.model import Level
 
-# Wire levels as (price, qty), text or already-decoded floats; extra fields after the first
-# two are ignored by subclasses that read them (Kraken's time, OKX's order count).
+# Wire levels as (price, qty). ``L2Book`` takes floats (the venues decode them in C, see
+# ``recorder.venues.base.FloatLevel``); ``TextL2Book`` takes the wire text, and ignores extra fields
+# after the first two (Kraken's time, OKX's order count).
 WireLevels = Iterable[tuple[str, str]] | Iterable[list[str]] | Iterable[tuple[float, float]]
+FloatLevels = Iterable[tuple[float, float]]
 
 
-def load_side(side: dict[float, float], keys: list[float], levels: Iterable[Sequence], sign: float) -> None:
+def load_side(side: dict[float, float], keys: list[float], levels: FloatLevels, sign: float) -> None:
     """Fill an empty side from a snapshot: a dict, sorted once (not insorted level by level)."""
-    for p, q in levels:
-        qty = float(q)
-        if qty:
-            side[sign * float(p)] = qty
-        else:
-            side.pop(sign * float(p), None)
+    if sign > 0:
+        for p, q in levels:
+            if q:
+                side[p] = q
+            else:
+                side.pop(p, None)
+    else:
+        for p, q in levels:
+            if q:
+                side[-p] = q
+            else:
+                side.pop(-p, None)
     keys[:] = sorted(side)
 
 
@@ -62,7 +70,7 @@ class L2Book:
         self._bid_floor = self._ask_floor = None
         self.update_id = None
 
-    def load(self, bids: WireLevels, asks: WireLevels, update_id: int | None) -> None:
+    def load(self, bids: FloatLevels, asks: FloatLevels, update_id: int | None) -> None:
         self.clear()
         self.apply(bids, asks)
         self.update_id = update_id
@@ -86,20 +94,19 @@ class L2Book:
             asks_shown < depth and (self._ask_floor is not None or (fd is not None and len(self._ask_keys) >= fd))
         )
 
-    def apply(self, bids: WireLevels, asks: WireLevels) -> None:
+    def apply(self, bids: FloatLevels, asks: FloatLevels) -> None:
         """Absolute quantities per level; quantity 0 deletes (deleting an unknown level is normal).
 
-        Levels are (price, qty) as text or float. The two loops are the hottest code of the
-        recorder: written out per side, without a helper call per level or per side.
+        Levels are (price, qty) floats, already validated (finite, not negative) by the venue's
+        decoder. The two loops are the hottest code of the recorder: written out per side, without
+        a helper call per level or per side.
         """
         if bids:
             side, keys = self._bids, self._bid_keys
             if not side:
-                load_side(side, keys, bids, 1.0)  # type: ignore[arg-type]
+                load_side(side, keys, bids, 1.0)
             else:
-                for p, q in bids:
-                    k = float(p)
-                    qty = float(q)
+                for k, qty in bids:
                     if qty:
                         if k not in side:
                             insort(keys, k)
@@ -109,11 +116,10 @@ class L2Book:
         if asks:
             side, keys = self._asks, self._ask_keys
             if not side:
-                load_side(side, keys, asks, -1.0)  # type: ignore[arg-type]
+                load_side(side, keys, asks, -1.0)
             else:
-                for p, q in asks:
-                    k = -float(p)
-                    qty = float(q)
+                for p, qty in asks:
+                    k = -p
                     if qty:
                         if k not in side:
                             insort(keys, k)

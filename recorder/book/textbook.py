@@ -4,54 +4,84 @@ Kraken and OKX checksum the levels *as the venue printed them* (``0.10000000`` i
 so a float round-trip cannot reproduce their checksums. This subclass keeps the float book of
 ``L2Book`` (what the sampler reads, unchanged and as fast) and a side table of wire strings keyed
 like its sides (bids by price, asks by negated price), used only for checksums and depth truncation.
+
+With a ``fragment`` (each level's checksum text; or ``joined``, see the class) it also keeps, per
+side, the fragments of its best ``top_n`` levels, rebuilt only when a change reached them: a
+one-level Kraken update rebuilds one side at most, and one below the top ``top_n`` none.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 
 from recorder.book.l2book import L2Book, WireLevels
 
 TextLevel = tuple[str, str]  # (price text, qty text) exactly as received
 # A venue's checksum text of one level, e.g. Kraken "452835" + "10000000", OKX "45283.5:0.1".
 Fragment = Callable[[str, str], str]
+_INF = float("inf")
 
 
 class TextL2Book(L2Book):
-    """``fragment`` (optional) precomputes each level's checksum text when the level changes, so a
-    checksum over the top N levels joins N ready strings instead of re-formatting them all."""
+    """``fragment`` (optional) gives each level's checksum text, kept beside its wire text. It
+    is made when a level changes within the best ``top_n`` of its side, else only when the level
+    rises into them: a snapshot's deep levels mostly never do (Kraken).
 
-    __slots__ = ("_bid_text", "_ask_text", "_fragment")
+    ``joined`` instead keeps each level's text as one string, price + ``joined`` + qty, which is
+    also its fragment (OKX: ``"45283.5:0.1"``): one string per level and no separate fragment,
+    for a venue whose deeper levels rise into the top on most updates."""
 
-    def __init__(self, fragment: Fragment | None = None) -> None:
+    __slots__ = ("_bid_text", "_ask_text", "_fragment", "_top_n", "_joined", "_bid_top", "_ask_top")
+
+    def __init__(self, fragment: Fragment | None = None, top_n: int = 0, joined: str | None = None) -> None:
         super().__init__()
-        # Same keys as _bids (price) / _asks (negated price): (price text, qty text[, fragment]).
-        self._bid_text: dict[float, tuple[str, ...]] = {}
-        self._ask_text: dict[float, tuple[str, ...]] = {}
+        # Same keys as _bids (price) / _asks (negated price): (price text, qty text[, fragment]),
+        # or with ``joined`` the one string.
+        self._bid_text: dict[float, tuple[str, ...] | str] = {}
+        self._ask_text: dict[float, tuple[str, ...] | str] = {}
         self._fragment = fragment
+        self._top_n = top_n if fragment is not None or joined is not None else 0
+        self._joined = joined
+        # The fragments of each side's best ``top_n`` levels, best first; None: stale.
+        self._bid_top: Sequence[str] | None = None
+        self._ask_top: Sequence[str] | None = None
 
     def clear(self) -> None:
         super().clear()
         self._bid_text.clear()
         self._ask_text.clear()
+        self._bid_top = self._ask_top = None
 
-    def apply(self, bids: WireLevels, asks: WireLevels) -> None:
+    def apply(self, bids: WireLevels, asks: WireLevels, depth: int | None = None) -> None:
         """Absolute quantities per level, in wire order; qty 0 deletes. Levels may carry extra
-        fields (Kraken's time and ``"r"``, OKX's order count): only the first two are read."""
-        self._apply_side(bids, self._bids, self._bid_keys, self._bid_text, 1.0)  # type: ignore[arg-type]
-        self._apply_side(asks, self._asks, self._ask_keys, self._ask_text, -1.0)  # type: ignore[arg-type]
+        fields (Kraken's time and ``"r"``, OKX's order count): only the first two are read.
+        ``depth``: then keep the best ``depth`` levels per side (see ``truncate``)."""
+        if bids and self._apply_side(bids, self._bids, self._bid_keys, self._bid_text, 1.0):  # type: ignore[arg-type]
+            self._bid_top = None
+        if asks and self._apply_side(asks, self._asks, self._ask_keys, self._ask_text, -1.0):  # type: ignore[arg-type]
+            self._ask_top = None
+        if depth is not None and (len(self._bid_keys) > depth or len(self._ask_keys) > depth):
+            self.truncate(depth)
 
     def _apply_side(
         self,
         levels: Iterable[Sequence[str]],
         side: dict[float, float],
         keys: list[float],
-        text: dict[float, tuple[str, ...]],
+        text: dict[float, tuple[str, ...] | str],
         sign: float,
-    ) -> None:
-        frag = self._fragment
+    ) -> bool:
+        """Apply one side's levels; whether any change reached its best ``top_n`` levels."""
+        n = self._top_n
         empty = not side  # a snapshot: fill the dicts, sort the keys once
+        # A change at a key below the ``top_n``-th best before this message cannot alter the
+        # best ``top_n`` (inserts above it and deletes within it are changes above it). An empty
+        # side changes entirely.
+        floor = _INF if not n or empty else keys[-n] if len(keys) >= n else -_INF
+        frag, joined = self._fragment, self._joined
+        top = empty
         for level in levels:
             p, q = level[0], level[1]
             key = sign * float(p)
@@ -63,17 +93,30 @@ class TextL2Book(L2Book):
                     if not empty:
                         insort(keys, key)
                 side[key] = qty
-                text[key] = (p, q) if frag is None else (p, q, frag(p, q))
+                if joined is not None:
+                    text[key] = f"{p}{joined}{q}"  # one string built, not two
+                    if key >= floor:
+                        top = True
+                elif key >= floor:
+                    top = True
+                    text[key] = (p, q, frag(p, q))  # type: ignore[misc]
+                else:
+                    text[key] = (p, q)  # its fragment is made if it rises into the top
             elif side.pop(key, None) is not None:
                 del text[key]
                 if not empty:
                     del keys[bisect_left(keys, key)]
+                if key >= floor:
+                    top = True
         if empty:
             keys[:] = sorted(side)
+        return top
 
     def truncate(self, depth: int) -> None:
         """Keep the best ``depth`` levels per side (venues send no delete for levels that fall
         out of a depth-limited subscription)."""
+        if depth < self._top_n:
+            self._bid_top = self._ask_top = None
         for side, keys, text in (
             (self._bids, self._bid_keys, self._bid_text),
             (self._asks, self._ask_keys, self._ask_text),
@@ -86,27 +129,45 @@ class TextL2Book(L2Book):
                 del keys[:extra]
 
     def top_text(self, depth: int) -> tuple[list[TextLevel], list[TextLevel]]:
-        """Best-first wire strings of the top ``depth`` levels per side."""
-        bt, at, stop = self._bid_text, self._ask_text, -depth - 1
-        bids = [(bt[k][0], bt[k][1]) for k in self._bid_keys[-1:stop:-1]]
-        asks = [(at[k][0], at[k][1]) for k in self._ask_keys[-1:stop:-1]]
+        """Best-first wire strings ``(price, qty)`` of the top ``depth`` levels per side."""
+        stop = -depth - 1  # a C map over the keys: no Python loop per level
+        bids = map(self._bid_text.__getitem__, self._bid_keys[-1:stop:-1])
+        asks = map(self._ask_text.__getitem__, self._ask_keys[-1:stop:-1])
+        if self._joined is not None:
+            sep = self._joined
+            return [tuple(t.split(sep, 1)) for t in bids], [tuple(t.split(sep, 1)) for t in asks]  # type: ignore[misc,union-attr]
+        return [(t[0], t[1]) for t in bids], [(t[0], t[1]) for t in asks]
+
+    def top_fragments(self, depth: int) -> tuple[Sequence[str], Sequence[str]]:
+        """Best-first checksum fragments of the top ``depth`` levels (needs ``fragment`` or ``joined``)."""
+        return self._top(self._bid_keys, self._bid_text, depth), self._top(self._ask_keys, self._ask_text, depth)
+
+    def checksum_fragments(self) -> tuple[Sequence[str], Sequence[str]]:
+        """``top_fragments(top_n)``, kept per side until a change reaches that side's best
+        ``top_n`` levels (lists or tuples: do not modify them)."""
+        bids, asks = self._bid_top, self._ask_top
+        if bids is None:
+            bids = self._bid_top = self._top(self._bid_keys, self._bid_text, self._top_n)
+        if asks is None:
+            asks = self._ask_top = self._top(self._ask_keys, self._ask_text, self._top_n)
         return bids, asks
 
-    def top_levels(self, depth: int) -> tuple[list[TextLevel], list[TextLevel]]:
-        """``top_text`` without copying: the stored ``(price, qty)`` tuples (needs no ``fragment``)."""
-        bt, at, stop = self._bid_text, self._ask_text, -depth - 1
-        return [bt[k] for k in self._bid_keys[-1:stop:-1]], [at[k] for k in self._ask_keys[-1:stop:-1]]  # type: ignore[misc]
-
-    def top_fragments(self, depth: int) -> tuple[list[str], list[str]]:
-        """Best-first checksum fragments of the top ``depth`` levels (needs ``fragment``)."""
-        bt, at, stop = self._bid_text, self._ask_text, -depth - 1
-        return [bt[k][2] for k in self._bid_keys[-1:stop:-1]], [at[k][2] for k in self._ask_keys[-1:stop:-1]]
-
-    def joined_fragments(self, depth: int) -> str:
-        """The top ``depth`` fragments of the asks, then of the bids, best first, as one string
-        (Kraken's checksum text; needs ``fragment``)."""
-        bt, at, stop = self._bid_text, self._ask_text, -depth - 1
-        return "".join([at[k][2] for k in self._ask_keys[-1:stop:-1]] + [bt[k][2] for k in self._bid_keys[-1:stop:-1]])
+    def _top(self, keys: list[float], text: dict[float, tuple[str, ...] | str], depth: int) -> Sequence[str]:
+        top = keys[-1 : -depth - 1 : -1]
+        if self._joined is not None:
+            # One C call for all the lookups (a float key's hash is computed per lookup).
+            return itemgetter(*top)(text) if len(top) > 1 else [text[k] for k in top]  # type: ignore[return-value]
+        try:
+            return [text[k][2] for k in top]
+        except IndexError:  # a level that rose into the top without its fragment yet
+            frag = self._fragment
+            if frag is None:
+                raise TypeError("this book was made without a fragment function") from None
+            for k in top:
+                t = text[k]
+                if len(t) == 2:
+                    text[k] = (t[0], t[1], frag(t[0], t[1]))
+            return [text[k][2] for k in top]
 
     def depth(self) -> tuple[int, int]:
         return len(self._bids), len(self._asks)

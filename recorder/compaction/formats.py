@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recorder.layout import BOOKS, DATASETS, FORMATS, DatasetLayout, partition_layout
+from recorder.sinks.parquet_format import COMPACTION_ZSTD_LEVEL, write_parquet
 
 SORT_KEYS = BOOKS.sort_keys
 
@@ -60,14 +61,7 @@ class ParquetCodec:
         sorting = [pq.SortingColumn(table.schema.names.index(k)) for k in keys if k in table.schema.names]
 
         def write(fh: BinaryIO) -> None:
-            pq.write_table(
-                table,
-                fh,
-                compression="zstd",
-                row_group_size=row_group_rows,
-                use_dictionary=True,
-                sorting_columns=sorting or None,
-            )
+            write_parquet(table, fh, row_group_rows, sorting, COMPACTION_ZSTD_LEVEL)
 
         first = pc.min(table.column(self.layout.time_column).cast(pa.int64())).as_py()
         return Merged(rows=table.num_rows, first_ts=int(first) // self.layout.time_units_per_ms, write=write)

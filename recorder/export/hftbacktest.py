@@ -12,20 +12,26 @@ later one, and the backtester's book at any time is exactly the last stored snap
 ``exch_ts`` the venue's time, ``local_ts`` the recorder's (the grid tick for snapshots, the
 receive time for trades). Then, as hftbacktest's converters do, ``correct_local_timestamp`` (a
 negative feed latency shifts the file's local times) and ``correct_event_order`` (events split
-so both clocks are in order), checked by ``validate_event_order``.
+so both clocks are in order; ``recorder.export.npz``).
 
-Every book change as a ``DEPTH_EVENT`` needs the lossless archive: not from sampled snapshots.
+From the lossless archive (``archive_chunks``, events of ``recorder.export.events``): every book
+change as a ``DEPTH_EVENT``, each snapshot load as a ``DEPTH_CLEAR_EVENT`` without a side flag
+(hftbacktest then clears both sides whole) and its levels as ``DEPTH_SNAPSHOT_EVENT`` s, trades as
+``TRADE_EVENT`` s. Either way the file is written by ``recorder.export.npz`` in bounded memory.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from recorder.export.event_units import SpooledUnit
+from recorder.export.events import CLEAR, SNAPSHOT, TRADE, UPDATE
+from recorder.export.npz import write_npz
 from recorder.export.source import BookChunk, Source, Unit, decimals
 from recorder.export.symbols import ExportError, safe_name
 
@@ -33,10 +39,10 @@ from recorder.export.symbols import ExportError, safe_name
 def _hbt():  # type: ignore[no-untyped-def]
     try:
         import hftbacktest as hbt
-        from hftbacktest.data import correct_event_order, correct_local_timestamp, validate_event_order
+        import hftbacktest.data  # noqa: F401 - the corrections recorder.export.npz runs
     except ImportError:
         raise ExportError("--to hftbacktest needs the hftbacktest package: pip install 'recorder[export]'") from None
-    return hbt, correct_local_timestamp, correct_event_order, validate_event_order
+    return hbt
 
 
 def file_name(unit: Unit) -> str:
@@ -59,7 +65,7 @@ def book_events(chunk: BookChunk, state: PairState) -> np.ndarray:
     Both clears come first: hftbacktest's depth moves its best-ask pointer past asks a new bid
     crosses (and back), and a clear walks from that pointer, so levels inserted while stale ones
     of the other side remain would hide those from the clear."""
-    hbt, *_ = _hbt()
+    hbt = _hbt()
     n, depth = len(chunk), chunk.depth
     nb = np.sum(~np.isnan(chunk.bid_px), axis=1)
     na = np.sum(~np.isnan(chunk.ask_px), axis=1)
@@ -117,7 +123,7 @@ def _carry(values: np.ndarray) -> np.ndarray:
 def trade_events(trades: object) -> np.ndarray:
     import pyarrow as pa
 
-    hbt, *_ = _hbt()
+    hbt = _hbt()
     assert isinstance(trades, pa.Table)
     n = trades.num_rows
     ev = np.zeros(n, hbt.event_dtype)
@@ -133,46 +139,58 @@ def trade_events(trades: object) -> np.ndarray:
     return ev
 
 
-def unit_events(source: Source, unit: Unit, state: PairState) -> tuple[np.ndarray, int, int, int]:
-    """The pair-day's corrected events; (events, snapshots, trades, local shift in ns)."""
-    hbt, correct_local_timestamp, correct_event_order, validate_event_order = _hbt()
-    parts: list[np.ndarray] = []
-    snapshots = 0
-    for chunk in source.books(unit):
-        parts.append(book_events(chunk, state))
-        snapshots += len(chunk)
-        state.price_decimals = max(state.price_decimals, decimals(np.concatenate([chunk.bid_px, chunk.ask_px], 1)))
-        state.size_decimals = max(state.size_decimals, decimals(np.concatenate([chunk.bid_qty, chunk.ask_qty], 1)))
+def unit_chunks(source: Source, unit: Unit, state: PairState, counts: dict[str, int]) -> Iterator[np.ndarray]:
+    """The pair-day's events from its stored snapshots and trades, in local-time order, a book
+    chunk (an hour) at a time with the trades received within it; ``counts`` gets the snapshots
+    and trades."""
     trades = source.trades(unit)
-    n_trades = 0
+    tr = np.zeros(0, _hbt().event_dtype)
     if trades is not None:
-        parts.append(trade_events(trades))
-        n_trades = trades.num_rows
+        tr = trade_events(trades)
+        tr = tr[np.argsort(tr["local_ts"], kind="mergesort")]
+        counts["trades"] += trades.num_rows
         state.price_decimals = max(state.price_decimals, decimals(trades["price"].to_numpy()))
         state.size_decimals = max(state.size_decimals, decimals(trades["quantity"].to_numpy()))
-    if not parts:
-        return np.zeros(0, hbt.event_dtype), 0, 0, 0
-    data = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    del parts, trades  # a pair-day of events is the one large thing held from here on
-    if not np.all(np.diff(data["local_ts"]) >= 0):  # trades among the snapshots
-        # Stable: for equal times a snapshot's clears stay before its levels.
-        data = data[np.argsort(data["local_ts"], kind="mergesort")]
-    shift = 0
-    latency = int((data["local_ts"] - data["exch_ts"]).min()) if len(data) else 0
-    if latency < 0:
-        with _quiet_stdout():  # it prints the shift; we report it ourselves
-            data = correct_local_timestamp(data, 0)
-        shift = -latency
-    if len(data) and np.all(np.diff(data["exch_ts"]) >= 0):
-        # Both clocks already agree on the order (snapshots without trades, as a rule): exactly
-        # what correct_event_order returns then, without its two sorts and double-size copy.
-        data["ev"] |= hbt.EXCH_EVENT | hbt.LOCAL_EVENT
-    else:
-        data = correct_event_order(
-            data, np.argsort(data["exch_ts"], kind="mergesort"), np.argsort(data["local_ts"], kind="mergesort")
+        del trades
+    taken = 0
+    for chunk in source.books(unit):
+        counts["snapshots"] += len(chunk)
+        state.price_decimals = max(state.price_decimals, decimals(np.concatenate([chunk.bid_px, chunk.ask_px], 1)))
+        state.size_decimals = max(state.size_decimals, decimals(np.concatenate([chunk.bid_qty, chunk.ask_qty], 1)))
+        ev = book_events(chunk, state)
+        if len(ev):
+            upto = int(np.searchsorted(tr["local_ts"], ev["local_ts"][-1], side="right"))
+            if upto > taken:
+                # Stable: for equal times a snapshot's clears and levels stay first, in their order.
+                ev = np.concatenate([ev, tr[taken:upto]])
+                ev = ev[np.argsort(ev["local_ts"], kind="mergesort")]
+                taken = upto
+        yield ev
+    yield tr[taken:]
+
+
+def archive_chunks(spooled: SpooledUnit, state: PairState, counts: dict[str, int]) -> Iterator[np.ndarray]:
+    """A unit's archive events as hftbacktest events: a clear (both sides) and the snapshot's
+    levels at each snapshot load, every level change, every trade; receive order."""
+    hbt = _hbt()
+    for ev in spooled.chunks():
+        out = np.zeros(len(ev), hbt.event_dtype)
+        kind, side = ev["kind"], ev["side"]
+        flag = np.where(side > 0, hbt.BUY_EVENT, np.where(side < 0, hbt.SELL_EVENT, 0))
+        code = np.select(
+            [kind == CLEAR, kind == SNAPSHOT, kind == UPDATE],
+            [hbt.DEPTH_CLEAR_EVENT, hbt.DEPTH_SNAPSHOT_EVENT, hbt.DEPTH_EVENT],
+            hbt.TRADE_EVENT,
         )
-    validate_event_order(data)
-    return data, snapshots, n_trades, shift
+        out["ev"] = code | np.where(kind == CLEAR, 0, flag)
+        out["exch_ts"], out["local_ts"] = ev["exch_ns"], ev["local_ns"]
+        out["px"], out["qty"] = ev["price"], ev["qty"]
+        levels = ev[kind != CLEAR]
+        state.price_decimals = max(state.price_decimals, decimals(np.unique(levels["price"])))
+        state.size_decimals = max(state.size_decimals, decimals(np.unique(levels["qty"])))
+        counts["depth_events"] += int(np.count_nonzero(kind != TRADE))
+        counts["trades"] += int(np.count_nonzero(kind == TRADE))
+        yield out
 
 
 class _quiet_stdout:
@@ -192,32 +210,56 @@ class _quiet_stdout:
         os.close(self._saved)
 
 
+class Writer:
+    """Writes units' ``.npz`` files (pairs in order, days in order: a pair's state carries over)
+    and, at the end, ``instruments.json``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.states: dict[tuple[str, str], PairState] = {}
+        self.written: list[str] = []
+        self.counts = {"snapshots": 0, "depth_events": 0, "trades": 0, "events": 0}
+        self.shifts: dict[str, int] = {}
+
+    def state(self, unit: Unit) -> PairState:
+        return self.states.setdefault((unit.exchange, unit.pair), PairState())
+
+    def write(self, unit: Unit, chunks: Iterable[np.ndarray]) -> None:
+        hbt = _hbt()
+        path = self.out / file_name(unit)
+        with _quiet_stdout():  # numba may print while compiling
+            rows, shift = write_npz(path, chunks, hbt)
+        if not rows:
+            return
+        self.written.append(path.name)
+        self.counts["events"] += rows
+        if shift:
+            self.shifts[path.name] = shift
+
+    def finish(self) -> tuple[list[str], dict[str, int]]:
+        _write_instruments(self.out, self.states, self.shifts)
+        return self.written, {k: v for k, v in self.counts.items() if v or k == "events"}
+
+
 def export_units(
     source: Source, units: list[Unit], out: Path, advance: Callable[[], None]
 ) -> tuple[list[str], dict[str, int]]:
-    """Write every unit's ``.npz`` (pairs in order, days in order: the clear state carries over)."""
-    states: dict[tuple[str, str], PairState] = {}
-    written: list[str] = []
-    totals = {"snapshots": 0, "trades": 0, "events": 0}
-    shifts: dict[str, int] = {}
+    """Write every unit's ``.npz`` from the stored snapshots and trades."""
+    writer = Writer(out)
     for unit in units:
-        state = states.setdefault((unit.exchange, unit.pair), PairState())
-        data, snaps, trades, shift = unit_events(source, unit, state)
+        writer.write(unit, unit_chunks(source, unit, writer.state(unit), writer.counts))
         advance()
-        if not len(data):
-            continue
-        path = out / file_name(unit)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez_compressed(tmp, data=data)
-        os.replace(tmp, path)
-        written.append(path.name)
-        totals["snapshots"] += snaps
-        totals["trades"] += trades
-        totals["events"] += len(data)
-        if shift:
-            shifts[path.name] = shift
-    _write_instruments(out, states, shifts)
-    return written, totals
+    return writer.finish()
+
+
+def export_archive_units(spooled: Iterable[SpooledUnit], writer: Writer, advance: Callable[[Unit], None]) -> None:
+    """Write each archived unit's ``.npz`` as its events come off the archive replay."""
+    for su in spooled:
+        try:
+            writer.write(su.unit, archive_chunks(su, writer.state(su.unit), writer.counts))
+        finally:
+            su.release()
+        advance(su.unit)
 
 
 def _write_instruments(out: Path, states: dict[tuple[str, str], PairState], shifts: dict[str, int]) -> None:

@@ -143,30 +143,34 @@ class Source:
 
     def window(self, unit: Unit) -> tuple[int, int] | None:
         """The unit's day cut to the selection's time range: [start, end) ms; None if empty."""
-        lo = max(unit.start_ms, self.sel.start_ms or unit.start_ms)
-        hi = min(unit.start_ms + MS_PER_DAY, self.sel.end_ms or unit.start_ms + MS_PER_DAY)
-        return (lo, hi) if hi > lo else None
+        return unit_window(unit, self.sel.start_ms, self.sel.end_ms)
 
-    def books(self, unit: Unit) -> Iterator[BookChunk]:
+    def windows(self, unit: Unit) -> list[tuple[int, int]]:
+        """The unit's window in the pieces it is read in: hours from Parquet (whose filters push
+        down to row groups), the whole day from JSONL (where every read decodes the files again)."""
         window = self.window(unit)
         if window is None:
-            return
+            return []
         step = HOUR_MS if self.ds.format == "parquet" else MS_PER_DAY
-        for lo in range(window[0], window[1], step):
-            table = self.ds.table(**self._select(unit, lo, min(window[1], lo + step)))
+        return [(lo, min(window[1], lo + step)) for lo in range(window[0], window[1], step)]
+
+    def books(self, unit: Unit, window: tuple[int, int] | None = None) -> Iterator[BookChunk]:
+        """The unit's books (or those of one of its :meth:`windows`), a chunk per window."""
+        for lo, hi in [window] if window is not None else self.windows(unit):
+            table = self.ds.table(**self._select(unit, lo, hi))
             if table.num_rows:
                 yield book_chunk(table)
 
-    def trades(self, unit: Unit) -> pa.Table | None:
-        """The pair-day's trades, or None where the dataset has no trades (reader or data)."""
-        return self._records("trades", unit)
+    def trades(self, unit: Unit, window: tuple[int, int] | None = None) -> pa.Table | None:
+        """The pair-day's trades (or a window's), or None where the dataset has no trades (reader or data)."""
+        return self._records("trades", unit, window)
 
-    def quotes(self, unit: Unit) -> pa.Table | None:
-        return self._records("quotes", unit)
+    def quotes(self, unit: Unit, window: tuple[int, int] | None = None) -> pa.Table | None:
+        return self._records("quotes", unit, window)
 
-    def _records(self, kind: str, unit: Unit) -> pa.Table | None:
+    def _records(self, kind: str, unit: Unit, window: tuple[int, int] | None = None) -> pa.Table | None:
         read = getattr(self.ds, kind, None)  # trades()/quotes() arrive with the trades dataset
-        window = self.window(unit)
+        window = window or self.window(unit)
         if read is None or window is None:
             return None
         table = read(**self._select(unit, *window))
@@ -179,14 +183,15 @@ class Source:
         for chunk in self.books(unit):
             prices += [np.unique(chunk.bid_px), np.unique(chunk.ask_px)]
             sizes += [np.unique(chunk.bid_qty), np.unique(chunk.ask_qty)]
-        trades = self.trades(unit)
-        if trades is not None:
-            prices.append(np.unique(trades["price"].to_numpy()))
-            sizes.append(np.unique(trades["quantity"].to_numpy()))
-        quotes = self.quotes(unit)
-        if quotes is not None:
-            for col, into in (("bid_price", prices), ("ask_price", prices), ("bid_qty", sizes), ("ask_qty", sizes)):
-                into.append(np.unique(quotes[col].to_numpy(zero_copy_only=False).astype(np.float64)))
+        for window in self.windows(unit):  # a window at a time: a busy day's trades need not fit
+            trades = self.trades(unit, window)
+            if trades is not None:
+                prices.append(np.unique(trades["price"].to_numpy()))
+                sizes.append(np.unique(trades["quantity"].to_numpy()))
+            quotes = self.quotes(unit, window)
+            if quotes is not None:
+                for col, into in (("bid_price", prices), ("ask_price", prices), ("bid_qty", sizes), ("ask_qty", sizes)):
+                    into.append(np.unique(quotes[col].to_numpy(zero_copy_only=False).astype(np.float64)))
         cat = [np.zeros(0)]
         return np.unique(np.concatenate(prices or cat)), np.unique(np.concatenate(sizes or cat))
 
@@ -234,6 +239,13 @@ def decimals(values: np.ndarray, most: int = 12) -> int:
         if np.all(np.abs(scaled - np.round(scaled)) <= 1e-9 * np.maximum(1.0, scaled)):
             return d
     return most
+
+
+def unit_window(unit: Unit, start_ms: int | None, end_ms: int | None) -> tuple[int, int] | None:
+    """The unit's day cut to a time range: [start, end) ms; None if empty."""
+    lo = max(unit.start_ms, start_ms or unit.start_ms)
+    hi = min(unit.start_ms + MS_PER_DAY, end_ms or unit.start_ms + MS_PER_DAY)
+    return (lo, hi) if hi > lo else None
 
 
 def day_of(ms: int) -> str:

@@ -12,20 +12,25 @@ Columns and units as tardis documents them (timestamps in µs since the epoch, U
 - ``quotes``: ``exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount``,
   from the quotes dataset, else one row per change of the stored snapshots' top of book.
 
-``incremental_book_L2`` needs every book change: it comes with the lossless archive, not from
-sampled snapshots.
+- ``incremental_book_L2`` (from the lossless archive, ``export_incremental``):
+  ``exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount``, every book change
+  (side ``bid``/``ask``, amount 0 deletes), each snapshot load as a run of ``is_snapshot`` rows.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from recorder.export.event_units import SpooledUnit
+from recorder.export.events import BID, CLEAR, SNAPSHOT, TRADE, UPDATE
 from recorder.export.source import BookChunk, Source, Unit
 from recorder.export.symbols import file_symbol, instrument, safe_name
 
@@ -211,3 +216,129 @@ def planned_files(unit: Unit, depth: int) -> list[str]:
     inst = instrument(unit.exchange, unit.pair)
     types = (f"book_snapshot_{depth}", "quotes", "trades")
     return [file_name(inst.tardis_exchange, t, unit.day, inst.symbol) for t in types]
+
+
+# -- incremental_book_L2, from the archive -----------------------------------------------------
+
+L2_COLUMNS = [*_HEAD, "is_snapshot", "side", "price", "amount"]
+_L2_SCHEMA = pa.schema([(c, pa.bool_() if c == "is_snapshot" else _type(c)) for c in L2_COLUMNS])
+
+
+def incremental_file(unit: Unit) -> str:
+    inst = instrument(unit.exchange, unit.pair)
+    return file_name(inst.tardis_exchange, "incremental_book_L2", unit.day, inst.symbol)
+
+
+def export_incremental(
+    spooled: Iterable[SpooledUnit], out: Path, advance: Callable[[Unit], None]
+) -> Iterator[tuple[str, int]]:
+    """Write each archived unit's ``incremental_book_L2`` as its events come off the archive
+    replay; yields (file name, rows) per file written."""
+    for su in spooled:
+        try:
+            rows = _write_incremental(su, out / incremental_file(su.unit))
+        finally:
+            su.release()
+        advance(su.unit)
+        if rows:
+            yield incremental_file(su.unit), rows
+
+
+class _L2Rows:
+    """Book events -> tardis rows, by tardis' documented reading: a run of ``is_snapshot`` rows
+    after other rows resets the book, amount 0 deletes a level.
+
+    A snapshot load is its levels as ``is_snapshot`` rows. Two things the format cannot say are
+    said otherwise: a snapshot right after another one with no update between (its rows would
+    join the first run) is written as the updates that turn the first into it; a lost book (a
+    clear with no snapshot, after a gap) writes nothing — the next snapshot resets the book."""
+
+    def __init__(self) -> None:
+        self.last_run: np.ndarray | None = None  # the last rows written, while they are a snapshot run
+
+    def rows(self, ev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(events to write as rows, their ``is_snapshot``) for a chunk that never ends inside a
+        snapshot load (``split_chunks``)."""
+        parts: list[np.ndarray] = []
+        flags: list[np.ndarray] = []
+        clears = np.flatnonzero(ev["kind"] == CLEAR)
+        bounds = [0, *clears.tolist(), len(ev)]
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            seg = ev[lo:hi]
+            if not len(seg):
+                continue
+            if seg["kind"][0] == CLEAR:
+                n_snap = (
+                    int(np.argmax(seg["kind"][1:] != SNAPSHOT)) if np.any(seg["kind"][1:] != SNAPSHOT) else len(seg) - 1
+                )
+                snap, seg = seg[1 : 1 + n_snap], seg[1 + n_snap :]
+                if len(snap):
+                    if self.last_run is None:
+                        parts.append(snap)
+                        flags.append(np.ones(len(snap), bool))
+                        self.last_run = snap
+                    else:
+                        diff = _turn_into(self.last_run, snap)
+                        if len(diff):
+                            parts.append(diff)
+                            flags.append(np.zeros(len(diff), bool))
+                            self.last_run = None
+            if len(seg):
+                parts.append(seg)
+                flags.append(np.zeros(len(seg), bool))
+                self.last_run = None
+        if not parts:
+            return ev[:0], np.zeros(0, bool)
+        return np.concatenate(parts), np.concatenate(flags)
+
+
+def _turn_into(run: np.ndarray, snap: np.ndarray) -> np.ndarray:
+    """The level updates that turn the book ``run`` (snapshot levels) into ``snap``, stamped with
+    ``snap``'s times: deletes of the levels it lacks, then its levels that differ."""
+    old = {(int(s), float(p)): float(q) for s, p, q in zip(run["side"], run["price"], run["qty"], strict=True)}
+    new = {(int(s), float(p)): float(q) for s, p, q in zip(snap["side"], snap["price"], snap["qty"], strict=True)}
+    exch, local = int(snap["exch_ns"][0]), int(snap["local_ns"][0])
+    out = [(UPDATE, s, p, 0.0, exch, local) for (s, p) in old if (s, p) not in new]
+    out += [(UPDATE, s, p, q, exch, local) for (s, p), q in new.items() if old.get((s, p)) != q]
+    return np.array(out, dtype=snap.dtype)
+
+
+def split_chunks(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Book events (trades left out) in chunks that never end inside a snapshot load: a chunk whose
+    last clear has only snapshot levels after it keeps them for the next one."""
+    carry = None
+    for ev in chunks:
+        ev = ev[ev["kind"] != TRADE]
+        if carry is not None:
+            ev = np.concatenate([carry, ev])
+            carry = None
+        clears = np.flatnonzero(ev["kind"] == CLEAR)
+        if len(clears) and np.all(ev["kind"][clears[-1] + 1 :] == SNAPSHOT):
+            carry, ev = ev[clears[-1] :], ev[: clears[-1]]
+        yield ev
+    if carry is not None:
+        yield carry
+
+
+def _write_incremental(su: SpooledUnit, path: Path) -> int:
+    inst = instrument(su.unit.exchange, su.unit.pair)
+    f = _GzCsv(path, _L2_SCHEMA)
+    state = _L2Rows()
+    try:
+        for ev in split_chunks(su.chunks()):
+            rows, snapshot = state.rows(ev)
+            if not len(rows):
+                continue
+            cols = _head(
+                inst.tardis_exchange, inst.symbol, len(rows), rows["exch_ns"] // 1000, rows["local_ns"] // 1000
+            )
+            cols["is_snapshot"] = pa.array(snapshot, pa.bool_())
+            cols["side"] = pc.if_else(pa.array(rows["side"] == BID), "bid", "ask")
+            cols["price"] = pa.array(rows["price"], pa.float64())
+            cols["amount"] = pa.array(rows["qty"], pa.float64())
+            f.write(pa.table(cols, schema=_L2_SCHEMA))
+    except BaseException:
+        f.abort()
+        raise
+    f.close()
+    return f.rows

@@ -14,7 +14,8 @@ sampled: nothing between a fault and the next resync is stored.
 What a venue module provides for replay: ``Feed(pairs, counters=None)``;
 ``capture_pairs(frames, url=None)`` (the pairs a recorded socket carries, used when ``--pairs``
 is not given; a ValueError is a one-line "cannot replay this" for the user); ``snapshot_pair(url)``
-for venues that join REST snapshots.
+for venues that join REST snapshots, and ``snapshot_limit_of(url)``, the depth a recorded snapshot
+request asked for (a side holding fewer levels is complete; without it every side counts as cut).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class _Feeds:
     def __init__(self, module: ModuleType, sockets: list[Socket], pairs_of: Callable[[Socket], list[str]]) -> None:
         self.module = module
         self._snapshot_pair: Callable[[str], str | None] | None = getattr(module, "snapshot_pair", None)
+        self._snapshot_limit: Callable[[str], int | None] = getattr(module, "snapshot_limit_of", lambda url: None)
         self.sockets = [_Socket(s, module.Feed(pairs_of(s))) for s in sockets]
         self.by_pair: dict[str, list[_Socket]] = {}
         for s in sorted(sockets, key=lambda s: s.first_ms, reverse=True):  # newest first
@@ -118,9 +120,10 @@ class _Feeds:
                 return  # not a depth snapshot (instrument lists and the like)
             # Every open socket following the pair gets it; a Feed ignores it for a book already
             # synced, and keeps it for a socket whose first frame comes later.
+            limit = self._snapshot_limit(r.url)
             for live in self.by_pair.get(pair, ()):
                 if not live.closed:
-                    live.feed.on_rest_snapshot(pair, r.payload, r.recv_ms)
+                    live.feed.on_rest_snapshot(pair, r.payload, r.recv_ms, limit)
 
     # the Connector face the Sampler uses ----------------------------------------------------
 

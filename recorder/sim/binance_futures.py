@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from recorder.sim.binance import BinanceVenue, _levels, _quote_of, make_spec
+from recorder.sim.binance import BinanceVenue
+from recorder.sim.binance_symbols import make_spec, quote_of
+from recorder.sim.binance_wire import levels
 from recorder.sim.book import InstrumentSpec, Level, WindowDiff, fmt_units
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 PERPETUAL_DELIVERY_MS = 4133404800000  # what USD-M prints as a perpetual's deliveryDate (2100-12-25)
@@ -62,7 +64,7 @@ class BinanceFuturesVenue(BinanceVenue):
         return {
             "e": "depthUpdate", "E": event_ms, "T": event_ms - 2, "s": sym,
             "U": diff.first_id * k - k // 2, "u": diff.last_id * k, "pu": (diff.first_id - 1) * k,
-            "b": _levels(diff.bids), "a": _levels(diff.asks),
+            "b": levels(diff.bids), "a": levels(diff.asks),
         }  # fmt: skip
 
     def _trade_event(self, sym: str, event_ms: int, trade: tuple[int, int, int, bool, int]) -> dict[str, Any]:
@@ -130,7 +132,7 @@ def replay_routes(app: web.Application, symbols: list[str]) -> None:
     async def exchange_info(request: web.Request) -> web.Response:
         rows = []
         for s in symbols:
-            base, quote = _quote_of(s.partition("_")[0])
+            base, quote = quote_of(s.partition("_")[0])
             due = delivery_ms(s)
             rows.append({"symbol": s, "pair": base + quote, "contractType": "CURRENT_QUARTER" if due else "PERPETUAL",
                          "deliveryDate": due or PERPETUAL_DELIVERY_MS, "status": "TRADING", "baseAsset": base,

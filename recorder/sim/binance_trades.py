@@ -7,9 +7,10 @@ buyer was the maker (``m`` true, the taker sold). Trades wait for the end of the
 window that holds their book change, so a client sees a trade with (not before) the diff that
 removed its liquidity.
 
-The tape also keeps what it did with each trade: sent, withheld (``trade_gap`` fault: the id is
-used, never sent) or silenced (``trade_silence`` fault), served at ``GET /sim/trades?symbol=``,
-the reference a test compares a capture with.
+The tape also keeps what it did with each trade made while a client listened: sent, withheld
+(``trade_gap`` fault: the id is used, never sent) or silenced (``trade_silence`` fault), served at
+``GET /sim/trades?symbol=`` in the shape every simulator serves (``recorder/sim/trades.py``), the
+reference a test compares a capture with.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-# Per symbol and outcome, the most recent trades kept for /sim/trades.
-KEPT = 100_000
+from recorder.sim.trades import RECORD_LIMIT
+
+Trade = tuple[int, int, int, bool, int]  # id, price, qty, m (the buyer made), T (ms)
 
 
 @dataclass
 class _Symbol:
     next_id: int
-    pending: list[tuple[int, int, int, bool, int]] = field(default_factory=list)  # id, px, qty, m, T
-    sent: deque[tuple[int, int, int, bool, int]] = field(default_factory=lambda: deque(maxlen=KEPT))
-    withheld: deque[int] = field(default_factory=lambda: deque(maxlen=KEPT))
-    silenced: deque[int] = field(default_factory=lambda: deque(maxlen=KEPT))
+    pending: list[Trade] = field(default_factory=list)
+    # What became of each: the trade, whether it was sent, why not ("gap", "silence"; "": nobody listened).
+    record: deque[tuple[Trade, bool, str]] = field(default_factory=lambda: deque(maxlen=RECORD_LIMIT))
 
 
 class TradeTape:
@@ -53,21 +54,25 @@ class TradeTape:
         if wanted:
             s.pending.append((tid, px, qty, bid_filled, t_ms))
 
-    def take_pending(self, symbol: str) -> list[tuple[int, int, int, bool, int]]:
+    def take_pending(self, symbol: str) -> list[Trade]:
         s = self.symbols.get(symbol)
         if s is None or not s.pending:
             return []
         out, s.pending = s.pending, []
         return out
 
-    def sent(self, symbol: str, trade: tuple[int, int, int, bool, int]) -> None:
-        self._sym(symbol).sent.append(trade)
+    def sent(self, symbol: str, trade: Trade) -> None:
+        self._sym(symbol).record.append((trade, True, ""))
         self.counters["trades_published"] += 1
 
-    def withheld(self, symbol: str, trade_id: int) -> None:
-        self._sym(symbol).withheld.append(trade_id)
+    def unheard(self, symbol: str, trade: Trade) -> None:
+        """Its subscribers left before the window's end."""
+        self._sym(symbol).record.append((trade, False, ""))
+
+    def withheld(self, symbol: str, trade: Trade) -> None:
+        self._sym(symbol).record.append((trade, False, "gap"))
         self.counters["trades_withheld"] += 1
 
-    def silenced(self, symbol: str, trade_id: int) -> None:
-        self._sym(symbol).silenced.append(trade_id)
+    def silenced(self, symbol: str, trade: Trade) -> None:
+        self._sym(symbol).record.append((trade, False, "silence"))
         self.counters["trades_silenced"] += 1

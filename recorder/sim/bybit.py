@@ -19,19 +19,21 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from recorder.sim.binance import make_spec
-from recorder.sim.book import Book, BookHistory, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.binance_symbols import make_spec
+from recorder.sim.book import Book, InstrumentSpec, Level, WindowDiff, fmt_units
 from recorder.sim.bybit_trades import BybitTrades
 from recorder.sim.faults import Fault, FaultInjector
+from recorder.sim.feed import BookHistory, SymbolFeed
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 TICK_MS = 10
 # depth -> push interval (ms), per the docs (spot 200 moved to 100 ms on 2026-03-19)
@@ -194,32 +196,22 @@ class BybitVenue(EngineVenue):
     def open_conns(self) -> list[WsConn]:
         return [client.conn for client in self._clients]
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "venue": self.name,
-            **self.counters,
-            "connections_open": len(self._clients),
-            "self_check_failures": sum(t.history.self_check_failures for t in self.topics.values()),
-            "topics": {f"{c}:{n}": {"u": t.u, "subscribers": len(t.subs)} for (c, n), t in self.topics.items()},
-        }
+    def histories(self) -> Iterable[BookHistory]:
+        return (t.history for t in self.topics.values())
+
+    def own_stats(self) -> dict[str, Any]:
+        return {"topics": {f"{c}:{n}": {"u": t.u, "subscribers": len(t.subs)} for (c, n), t in self.topics.items()}}
 
     # -- market engine ------------------------------------------------------------------------------
 
-    async def _run_engine(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if await self.paused():
-                continue
-            now = loop.time()
-            tick = int((now - self._t0) / self.tick_s)
-            for (cat, _), feed in self.feeds.items():
-                feed.catch_up(tick, now, lambda f, ci, d, t, cat=cat: self._on_boundary(cat, f, ci, t))
-            self._idle_check(now)
-            # Wake as often as the fastest subscribed depth pushes (the primary 100 ms otherwise).
-            step = min([self.primary_ticks] + [self.cadences[self.depth_of_cadence.index(t.depth)]
-                                                for t in self.topics.values() if t.subs])  # fmt: skip
-            next_t = self._t0 + (tick // step + 1) * step * self.tick_s
-            await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
+    def step(self, tick: int, now: float) -> int:
+        for (cat, _), feed in self.feeds.items():
+            feed.catch_up(tick, now, lambda f, ci, d, t, cat=cat: self._on_boundary(cat, f, ci, t))
+        self._idle_check(now)
+        # Wake as often as the fastest subscribed depth pushes (the primary 100 ms otherwise).
+        step = min([self.primary_ticks] + [self.cadences[self.depth_of_cadence.index(t.depth)]
+                                            for t in self.topics.values() if t.subs])  # fmt: skip
+        return (tick // step + 1) * step
 
     def _on_boundary(self, category: str, feed: SymbolFeed, cadence: int, tick: int) -> None:
         if cadence == 0:  # the trades of the primary window (publicTrade, bybit_trades.py)

@@ -15,8 +15,9 @@ from typing import Any
 import msgspec
 from aiohttp import WSCloseCode, web
 
-from recorder.sim.book import SymbolFeed, fmt_units
+from recorder.sim.book import fmt_units
 from recorder.sim.faults import FaultInjector
+from recorder.sim.feed import SymbolFeed
 from recorder.sim.subscribed import decimals_of
 from recorder.sim.trades import SimTrade, SymbolTrades, record_route
 from recorder.sim.wsconn import WsConn

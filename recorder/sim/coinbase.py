@@ -17,19 +17,21 @@ import json
 import random
 import time
 from bisect import bisect_left
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units, to_units
+from recorder.sim.book import InstrumentSpec, Level, WindowDiff, fmt_units, to_units
 from recorder.sim.faults import FaultInjector
+from recorder.sim.feed import BookHistory, SymbolFeed
 from recorder.sim.trades import SimTrade, SymbolTrades, flatten, record_route
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 TICK_MS = 10
 SUBSCRIBE_DEADLINE_S = 5.0  # the venue drops a connection that subscribes to nothing by then
@@ -143,6 +145,7 @@ class CoinbaseVenue(EngineVenue):
             for p in dict.fromkeys(products)
         }
         self._clients: set[_Client] = set()
+        self._next_beat: float | None = None  # engine clock of the next heartbeats
         self._tasks: set[asyncio.Task[None]] = set()
         self.faults = FaultInjector(
             self.name, opts.faults, symbols=lambda s: [s.upper()] if s.upper() in self.products else []
@@ -167,39 +170,32 @@ class CoinbaseVenue(EngineVenue):
     def open_conns(self) -> list[WsConn]:
         return [client.conn for client in self._clients]
 
-    def stats(self) -> dict[str, Any]:
+    def histories(self) -> Iterable[BookHistory]:
+        return (p.feed.history for p in self.products.values())
+
+    def own_stats(self) -> dict[str, Any]:
         return {
-            "venue": self.name,
-            **self.counters,
-            "connections_open": len(self._clients),
-            "self_check_failures": sum(p.feed.history.self_check_failures for p in self.products.values()),
             "products": {
                 name: {"last_update_id": p.feed.last_id, "last_event_ms": p.last_event_ms, "subscribers": len(p.subs)}
                 for name, p in self.products.items()
-            },
+            }
         }
 
     # -- market engine ------------------------------------------------------------------------------
 
-    async def _run_engine(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_beat = loop.time() + HEARTBEAT_S
-        while True:
-            if await self.paused():
-                continue
-            now = loop.time()
-            # Advance only to whole publication windows, so the generator's book is always exactly the
-            # last published state (a new subscriber's snapshot then matches an event time).
-            tick = int((now - self._t0) / self.tick_s)
-            tick -= tick % self.fast_ticks
-            for product in self.products.values():
-                # resume on a window boundary, like every other tick here
-                product.feed.catch_up(tick, now, self._on_boundary, resume_ticks=self.fast_ticks * 10)
-            if now >= next_beat:
-                next_beat = now + HEARTBEAT_S
-                self._heartbeats()
-            next_t = self._t0 + (tick + self.fast_ticks) * self.tick_s
-            await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
+    def step(self, tick: int, now: float) -> int:
+        # Advance only to whole publication windows, so the generator's book is always exactly the
+        # last published state (a new subscriber's snapshot then matches an event time).
+        tick -= tick % self.fast_ticks
+        for product in self.products.values():
+            # resume on a window boundary, like every other tick here
+            product.feed.catch_up(tick, now, self._on_boundary, resume_ticks=self.fast_ticks * 10)
+        if self._next_beat is None:
+            self._next_beat = now + HEARTBEAT_S
+        elif now >= self._next_beat:
+            self._next_beat = now + HEARTBEAT_S
+            self._heartbeats()
+        return tick + self.fast_ticks
 
     def _on_boundary(self, feed: SymbolFeed, cadence: int, diff: WindowDiff | None, tick: int) -> None:
         product = self.products[feed.spec.symbol]

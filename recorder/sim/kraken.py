@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from recorder.sim.book import DECIMALS, Book, InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.book import DECIMALS, Book, InstrumentSpec, Level, WindowDiff, fmt_units
+from recorder.sim.feed import SymbolFeed
 from recorder.sim.subscribed import SimConn, SubscribedSimVenue, decimals_of, json_text, spec_for
 from recorder.sim.trades import SimTrade, SymbolTrades, flatten, record_route
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 DEPTHS = (10, 25, 100, 500, 1000)
 QTY_DECIMALS = 8

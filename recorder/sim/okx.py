@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from recorder.sim.book import InstrumentSpec, Level, SymbolFeed, WindowDiff, fmt_units
+from recorder.sim.book import InstrumentSpec, Level, WindowDiff, fmt_units
 from recorder.sim.faults import Fault
+from recorder.sim.feed import SymbolFeed
 from recorder.sim.subscribed import SimConn, SubscribedSimVenue, decimals_of, json_text, spec_for
 from recorder.sim.trades import SimTrade, SymbolTrades, record_route
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 INCREMENTAL = ("books", "books-l2-tbt", "books50-l2-tbt")
 CHANNELS = (*INCREMENTAL, "books5")

@@ -28,7 +28,7 @@ from recorder.replay.readers import Kind, Record, capture_files, read_capture
 from recorder.venues import venue_module
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 MAX_SNAPSHOT_WAIT_S = 60.0
 
@@ -233,7 +233,7 @@ class ReplayVenue:
 
 
 def _sim_module_name(venue: str) -> str:
-    from recorder.sim.server import VENUES
+    from recorder.sim.options import VENUES
 
     if venue not in VENUES:
         raise ReplayError(f"the simulator does not serve venue {venue!r} yet (known: {', '.join(VENUES)})")

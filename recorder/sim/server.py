@@ -1,63 +1,26 @@
 """Local exchange simulator: one aiohttp server (WebSocket + REST on one port) per venue.
 
-Venue modules live beside this file and expose ``create_venue(opts) -> Venue``; ``VENUES`` maps a venue
-name to its module so more exchanges can be added without touching the server code.
-
-    python -m recorder.sim.server --venue binance --port 8765 --seed 1
+Venue modules live beside this file and expose ``create_venue(opts) -> Venue``; ``VENUES``
+(``recorder/sim/options.py``) maps a venue name to its module so more exchanges can be added without
+touching the server code. The command line is ``python cli.py simulate`` (its options fill
+:class:`SimOptions`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib
-import json
 import signal
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from recorder.sim.faults import Fault, FaultInjector
+from recorder.sim.faults import FaultInjector
+from recorder.sim.options import VENUES, SimOptions
 
-VENUES: dict[str, str] = {
-    "binance": "recorder.sim.binance",
-    "binance-futures": "recorder.sim.binance_futures",
-    "kraken": "recorder.sim.kraken",
-    "okx": "recorder.sim.okx",
-    "bybit": "recorder.sim.bybit",
-    "coinbase": "recorder.sim.coinbase",
-}
-
-
-@dataclass
-class SimOptions:
-    venue: str = "binance"
-    host: str = "127.0.0.1"
-    port: int = 0  # 0 = ephemeral
-    symbols: list[str] | None = None  # None = the venue's default universe
-    seed: int | None = None  # None = random
-    update_interval_ms: int = 100  # diff cadence of the fast stream (`@depth@100ms`)
-    ping_interval_s: float = 20.0
-    pong_timeout_s: float = 60.0
-    max_connection_age_s: float = 86400.0
-    weight_limit_per_min: int = 6000
-    max_incoming_per_s: int = 5  # 0 = unlimited
-    history_s: float = 900.0  # how long /sim/book can look back
-    ban_after_ignored_429s: int = 5  # requests sent while told to back off before a 418 ban; 0 = never
-    faults: list[Fault] | None = None  # fault schedule (see recorder/sim/faults.py)
-    weight_window_s: float = 60.0  # REQUEST_WEIGHT window (Binance: 1 minute); shorter makes tests fast
-    instruments: int = 0  # extra generated instruments (the "tail"), e.g. 1000 for a whole-universe test
-    tail_update_ms: int = 1000  # diff cadence of the generated tail: cheap enough for thousands
-    replay: str | None = None  # serve this recorded capture instead of a generated market
-    speed: float = 1.0  # replay pace: 1 = as recorded, 10 = ten times faster
-    okx_checksum: str = "zero"  # OKX: "zero" as the venue sends today, "crc" the documented CRC32
-    idle_timeout_s: float = 600.0  # Bybit: a connection with no ping and no data this long is cut
-    # Binance (spot, USD-M): listing status of some symbols in exchangeInfo (others: TRADING)
-    symbol_status: dict[str, str] | None = None
+__all__ = ["VENUES", "SimOptions", "Simulator", "load_venue", "run_simulator"]
 
 
 class Venue(Protocol):
@@ -169,46 +132,3 @@ def run_simulator(opts: SimOptions, on_ready: Callable[[dict[str, str]], None] |
         asyncio.run(main())
     else:
         uvloop.run(main())
-
-
-def main(argv: list[str] | None = None) -> None:
-    d = SimOptions()
-    p = argparse.ArgumentParser(description="Local exchange simulator (prints its URLs as JSON when ready)")
-    p.add_argument("--venue", default=d.venue, choices=sorted(VENUES))
-    p.add_argument("--host", default=d.host)
-    p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--symbols", default=None, help="comma-separated, e.g. BTCUSDT,ETHUSDT,FOOUSDT")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--update-interval-ms", type=int, default=d.update_interval_ms)
-    p.add_argument("--ping-interval-s", type=float, default=d.ping_interval_s)
-    p.add_argument("--pong-timeout-s", type=float, default=d.pong_timeout_s)
-    p.add_argument("--max-connection-age-s", type=float, default=d.max_connection_age_s)
-    p.add_argument("--weight-limit-per-min", type=int, default=d.weight_limit_per_min)
-    p.add_argument("--max-incoming-per-s", type=int, default=d.max_incoming_per_s)
-    p.add_argument("--history-s", type=float, default=d.history_s)
-    p.add_argument("--ban-after-ignored-429s", type=int, default=d.ban_after_ignored_429s)
-    p.add_argument("--weight-window-s", type=float, default=d.weight_window_s)
-    p.add_argument("--instruments", type=int, default=d.instruments)
-    p.add_argument("--tail-update-ms", type=int, default=d.tail_update_ms)
-    p.add_argument("--okx-checksum", choices=("zero", "crc"), default=d.okx_checksum)
-    p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
-    a = p.parse_args(argv)
-    opts = SimOptions(
-        venue=a.venue, host=a.host, port=a.port,
-        symbols=[s.strip() for s in a.symbols.split(",") if s.strip()] if a.symbols else None,
-        seed=a.seed, update_interval_ms=a.update_interval_ms, ping_interval_s=a.ping_interval_s,
-        pong_timeout_s=a.pong_timeout_s, max_connection_age_s=a.max_connection_age_s,
-        weight_limit_per_min=a.weight_limit_per_min, max_incoming_per_s=a.max_incoming_per_s,
-        history_s=a.history_s, ban_after_ignored_429s=a.ban_after_ignored_429s,
-        weight_window_s=a.weight_window_s, instruments=a.instruments, tail_update_ms=a.tail_update_ms,
-        okx_checksum=a.okx_checksum, idle_timeout_s=a.idle_timeout_s,
-    )  # fmt: skip
-
-    def ready(urls: dict[str, str]) -> None:
-        print(json.dumps(urls), flush=True)
-
-    run_simulator(opts, ready)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -17,19 +17,20 @@ import asyncio
 import dataclasses
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import WSMsgType, web
 
-from recorder.sim.binance import make_spec
-from recorder.sim.book import SCALE, InstrumentSpec, SymbolFeed, WindowDiff
+from recorder.sim.binance_symbols import make_spec
+from recorder.sim.book import SCALE, InstrumentSpec, WindowDiff
 from recorder.sim.faults import Fault, FaultInjector
+from recorder.sim.feed import BookHistory, SymbolFeed
 from recorder.sim.wsconn import EngineVenue, WsConn, accept
 
 if TYPE_CHECKING:
-    from recorder.sim.server import SimOptions
+    from recorder.sim.options import SimOptions
 
 TICK_MS = 10
 
@@ -151,32 +152,24 @@ class SubscribedSimVenue(EngineVenue):
     def open_conns(self) -> set[SimConn]:
         return self.conns
 
-    def stats(self) -> dict[str, Any]:
+    def histories(self) -> Iterable[BookHistory]:
+        return (f.history for f in self.feeds.values())
+
+    def own_stats(self) -> dict[str, Any]:
         return {
-            "venue": self.name,
-            **self.counters,
-            "connections_open": len(self.conns),
-            "self_check_failures": sum(f.history.self_check_failures for f in self.feeds.values()),
             "symbols": {
                 s: {"last_update_id": f.last_id, "last_published_id": f.history.latest_id()}
                 for s, f in self.feeds.items()
-            },
+            }
         }
 
     # -- engine ----------------------------------------------------------------------------------
 
-    async def _run_engine(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if await self.paused():
-                continue
-            now = loop.time()
-            tick = int((now - self._t0) / self.tick_s)
-            for feed in self.feeds.values():
-                feed.catch_up(tick, now, self._on_boundary)
-            self.idle(now)
-            next_t = self._t0 + (tick // self.fast_ticks + 1) * self.fast_ticks * self.tick_s
-            await asyncio.sleep(max(0.0, next_t - loop.time()) + 0.0005)
+    def step(self, tick: int, now: float) -> int:
+        for feed in self.feeds.values():
+            feed.catch_up(tick, now, self._on_boundary)
+        self.idle(now)
+        return (tick // self.fast_ticks + 1) * self.fast_ticks
 
     def _on_boundary(self, feed: SymbolFeed, cadence: int, diff: WindowDiff | None, tick: int) -> None:
         sym = feed.spec.symbol

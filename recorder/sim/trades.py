@@ -9,9 +9,23 @@ the real venues'. A venue that aggregates (OKX ``trades``) prints one message pe
 
 Faults (``recorder/sim/faults.py``): ``trade_gap`` withholds whole fills' trades from every client
 (their ids are used up: a client sees the ids skip), ``trade_silence`` withholds every trade of the
-symbol for a while although the subscription stands. ``GET /sim/trades?symbol=`` lists every trade
-the venue made, as the venue printed it, and whether it was sent: the truth a test compares a
-capture with.
+symbol for a while although the subscription stands.
+
+``GET /sim/trades?symbol=`` (every simulator, one shape; ``trades_route``) is the truth a test
+compares a capture with: ``{"symbol": S, "trades": [row, ...]}``, oldest first, a row per trade
+the venue made (Binance: made while a client listened to the symbol's trades)::
+
+    {"id": "12345",        # the venue's trade id, as text
+     "price": "64000.10",  # the venue's decimal text
+     "qty": "0.0150",
+     "side": "buy",        # the taker's side
+     "time_us": 1764...,   # the trade time, µs
+     "fill": 17,           # trades of one fill share it (OKX prints a fill as one trade)
+     "sent": true,         # sent to the subscribers
+     "withheld": ""}       # why it was not: "gap" (trade_gap), "silence" (trade_silence), "" (sent,
+                           # or no subscriber then)
+
+An unknown symbol is HTTP 400 ``{"error": "unknown symbol"}``.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from recorder.sim.book import SymbolFeed
+from recorder.sim.feed import SymbolFeed
 
 if TYPE_CHECKING:
     from recorder.sim.faults import FaultInjector
@@ -116,15 +130,29 @@ def flatten(groups: list[list[SimTrade]]) -> list[SimTrade]:
     return [t for g in groups for t in g]
 
 
-def record_route(app: web.Application, lookup: Any, row: Any) -> None:
-    """``GET /sim/trades?symbol=``: every trade of the symbol (``lookup(symbol)`` -> SymbolTrades or
-    None), each as ``row(tape, trade)`` prints it plus ``sent`` and ``withheld``."""
+def trades_route(app: web.Application, rows: Any) -> None:
+    """``GET /sim/trades?symbol=``: ``rows(symbol)`` -> the rows (module docstring), or None for a
+    symbol the venue does not know."""
 
     async def handler(request: web.Request) -> web.Response:
-        tape = lookup(request.query.get("symbol", ""))
-        if tape is None:
+        symbol = request.query.get("symbol", "")
+        found = rows(symbol)
+        if found is None:
             return web.json_response({"error": "unknown symbol"}, status=400)
-        rows = [{**row(tape, t), "fill": t.fill, "sent": t.sent, "withheld": t.withheld} for t in list(tape.record)]
-        return web.json_response({"trades": rows})
+        return web.json_response({"symbol": symbol, "trades": found})
 
     app.router.add_get("/sim/trades", handler)
+
+
+def record_route(app: web.Application, lookup: Any, row: Any) -> None:
+    """``/sim/trades`` of a venue whose tapes are :class:`SymbolTrades` (``lookup(symbol)`` -> one,
+    or None): each trade as ``row(tape, trade)`` prints it (id, price, qty, side, time_us), plus
+    ``fill``, ``sent`` and ``withheld``."""
+
+    def rows(symbol: str) -> list[dict[str, Any]] | None:
+        tape = lookup(symbol)
+        if tape is None:
+            return None
+        return [{**row(tape, t), "fill": t.fill, "sent": t.sent, "withheld": t.withheld} for t in list(tape.record)]
+
+    trades_route(app, rows)

@@ -10,11 +10,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
 from recorder.sim.faults import ConnFaults, FaultInjector
+
+if TYPE_CHECKING:
+    from recorder.sim.feed import BookHistory
 
 MAX_QUEUED = 50_000  # outgoing messages buffered before the client is dropped as too slow
 
@@ -152,14 +155,41 @@ class EngineVenue:
     _wall0_ms = 0.0
 
     async def _run_engine(self) -> None:
+        """The market: at every wake-up (none during a quiet stall) ``step`` moves the feeds to the
+        current tick and names the tick to wake at next."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if await self.paused():
+                continue
+            now = loop.time()
+            wake_tick = self.step(int((now - self._t0) / self.tick_s), now)
+            await asyncio.sleep(max(0.0, self._t0 + wake_tick * self.tick_s - loop.time()) + 0.0005)
+
+    def step(self, tick: int, now: float) -> int:
+        """Advance the market to ``tick`` (engine clock ``now``); returns the tick to wake at next."""
         raise NotImplementedError
 
     def open_conns(self) -> Iterable[WsConn]:
         """Every client connection (closed by ``stop``)."""
         raise NotImplementedError
 
-    def stats(self) -> dict[str, Any]:
+    def histories(self) -> Iterable[BookHistory]:
+        """Every book history the venue keeps (``/sim/stats`` counts their self-check failures)."""
         raise NotImplementedError
+
+    def own_stats(self) -> dict[str, Any]:
+        """What ``/sim/stats`` shows of this venue beyond the common part: its symbols, topics..."""
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        """``/sim/stats``: the venue, its counters, open connections, history self-check failures."""
+        return {
+            "venue": self.name,
+            **self.counters,
+            "connections_open": len(list(self.open_conns())),
+            "self_check_failures": sum(h.self_check_failures for h in self.histories()),
+            **self.own_stats(),
+        }
 
     async def start(self) -> None:
         self._t0 = asyncio.get_running_loop().time()

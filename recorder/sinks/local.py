@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 import msgspec
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from recorder.sinks.parquet_format import write_parquet
 
 # Rows per Parquet row group: big enough for good compression and few footers, small enough
 # that min/max statistics on pair/timestamp still let readers skip row groups.
@@ -110,12 +111,11 @@ def prepare_parquet(
     final_path: str | os.PathLike[str],
     *,
     row_group_size: int = DEFAULT_ROW_GROUP_ROWS,
-    compression: str = "zstd",
 ) -> PreparedFile:
-    """Write ``table`` to the temp file of ``final_path`` (zstd, dictionary pages), fsynced."""
+    """Write ``table`` to the temp file of ``final_path`` (``parquet_format``'s encodings), fsynced."""
 
     def write(fh: BinaryIO) -> None:
-        pq.write_table(table, fh, compression=compression, row_group_size=row_group_size, use_dictionary=True)
+        write_parquet(table, fh, row_group_size)
 
     return _prepare(final_path, write, table.num_rows, "parquet")
 

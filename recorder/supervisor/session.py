@@ -83,30 +83,10 @@ class SessionDir:
                 break  # not empty (another session, a log): keep it
 
     def _children_gone(self) -> bool:
-        try:
-            fd = os.open(self.children_lock, os.O_RDWR)
-        except FileNotFoundError:
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)
-        return True
+        return not _held(self.children_lock)
 
     def is_running(self) -> bool:
-        try:
-            fd = os.open(self.path / "lock", os.O_RDWR)
-        except FileNotFoundError:  # never made, or removed by a start that failed
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return _held(self.path / "lock")
 
     def pid(self) -> int | None:
         try:
@@ -150,3 +130,19 @@ class SessionDir:
                     f"session {self.session_id!r} was recorded with {name} {was}, not {now}:"
                     f" use that {name}, or another --session-id"
                 )
+
+
+def _held(lock: str | Path) -> bool:
+    """Does a live process hold ``lock`` (an flock, released when its holder dies)? A lock file
+    that is missing (never made, or removed by a start that failed) is held by nobody."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -8,126 +8,38 @@ counters) belong to the supervisor, so a child's death loses neither queued snap
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from recorder.config import ALL_PAIRS, CaptureConfig, VenueConfig
-from recorder.metrics import SharedCounters, histogram_quantiles
+from recorder.config import CaptureConfig
+from recorder.metrics import SharedCounters
 from recorder.ring.shm_ring import ShmRing
 from recorder.sampler.misslog import misslog_name
 from recorder.sinks.uploader import UPLOADER_COUNTER_FIELDS, UploaderSpec, run_uploader, s3_status
-from recorder.supervisor.lifeline import (
-    child_main,
-    reclaim_segments,
-    segment_name,
-    session_shm_key,
-    wait_for_children,
-)
+from recorder.supervisor.checks import CaptureError, check_pairs, check_writable
+from recorder.supervisor.child import Child, wait_started
+from recorder.supervisor.embedded_sim import EmbeddedSimulators
+from recorder.supervisor.lifeline import reclaim_segments, segment_name, session_shm_key, wait_for_children
 from recorder.supervisor.prometheus import MetricsServer, exposition
 from recorder.supervisor.sdnotify import SdNotify
 from recorder.supervisor.session import SessionDir
+from recorder.supervisor.venue_status import TOTALS, notify_line, venue_status, writer_status
 from recorder.supervisor.venue_worker import VenueSpec, run_venue_process, venue_counter_fields
-from recorder.venues import venue_module
 from recorder.writer.process import WRITER_COUNTER_FIELDS, WriterSpec, run_writer
+
+__all__ = ["CaptureError", "Supervisor"]  # CaptureError: importable from here as before
 
 log = logging.getLogger("recorder.supervisor")
 
-_ctx = mp.get_context("spawn")
-
-# A child that dies this often this fast is not going to get better by itself.
-CRASH_LOOP_RESTARTS = 10
-CRASH_LOOP_WINDOW_S = 120.0
 # How long a new start waits for the processes of a dead run of its session to finish stopping
 # (an orphaned writer drains for at most twice its stop timeout).
 PREVIOUS_RUN_WAIT_S = 60.0
-
-
-class CaptureError(RuntimeError):
-    """A problem that stops a capture from starting; shown to the user as one line."""
-
-
-class Child:
-    def __init__(self, name: str, target: Any, args: tuple[Any, ...], children_lock: str | None = None) -> None:
-        self.name, self.target, self.args = name, target, args
-        self.children_lock = children_lock
-        self.process: BaseProcess | None = None
-        self.restarts = 0
-        self.exits: list[float] = []
-        self.next_start = 0.0
-        self.last_exitcode: int | None = None
-        self.started_at = 0.0  # wall clock
-        self.first_started_at = 0.0  # wall clock of the first start in this run (time to first sync)
-        self.hangs = 0
-
-    def start(self) -> None:
-        # child_main: the child dies with the supervisor, however the supervisor dies.
-        args = (self.children_lock, self.target, self.args)
-        self.process = _ctx.Process(target=child_main, args=args, name=self.name, daemon=False)
-        self.process.start()
-        self.started_at = time.time()
-        self.first_started_at = self.first_started_at or self.started_at
-        log.info("event=child_started child=%s pid=%s", self.name, self.process.pid)
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def poll(self) -> bool:
-        """Restart a dead child after a backoff. False when it is crash-looping."""
-        now = time.monotonic()
-        if self.process is not None and not self.process.is_alive():
-            self.last_exitcode = self.process.exitcode
-            self.process = None
-            self.exits = [t for t in self.exits if now - t < CRASH_LOOP_WINDOW_S] + [now]
-            delay = min(30.0, 0.25 * 2 ** max(0, len(self.exits) - 1))
-            self.next_start = now + delay
-            log.error("event=child_died child=%s exitcode=%s restart_in_s=%.2f", self.name, self.last_exitcode, delay)
-            if len(self.exits) >= CRASH_LOOP_RESTARTS:
-                return False
-        if self.process is None and now >= self.next_start:
-            self.restarts += 1
-            self.start()
-        return True
-
-    def stop(self, timeout_s: float) -> int | None:
-        if self.process is None:
-            return self.last_exitcode
-        if self.process.is_alive():
-            os.kill(self.process.pid, signal.SIGTERM)  # type: ignore[arg-type]
-        self.process.join(timeout_s)
-        if self.process.is_alive():
-            log.error("event=child_kill child=%s reason=stop_timeout", self.name)
-            self.process.kill()
-            self.process.join(5)
-        self.last_exitcode = self.process.exitcode
-        return self.last_exitcode
-
-
-def _run_simulator(opts: Any, conn: Connection) -> None:
-    from recorder.logs import setup_logging
-    from recorder.sim.server import run_simulator
-
-    setup_logging("simulator")
-    # Out of the terminal's process group: Ctrl-C must not take the exchange away before the
-    # venue processes have stopped (run_simulator stops on SIGINT). The supervisor terminates it
-    # last, and it dies with the supervisor anyway (lifeline.child_main).
-    os.setpgrp()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    run_simulator(opts, on_ready=conn.send)
 
 
 class Supervisor:
@@ -141,7 +53,7 @@ class Supervisor:
         self._shm_key = session_shm_key(cfg.data_dir, self.session_id)
         self.log_level = log_level
         self._stop_reason: str | None = None
-        self._sims: list[BaseProcess] = []
+        self._sims = EmbeddedSimulators()
         self._rings: dict[str, ShmRing] = {}
         self._counters: dict[str, SharedCounters] = {}
         self._writer_counters: SharedCounters | None = None
@@ -164,13 +76,13 @@ class Supervisor:
 
     def prepare(self) -> None:
         """Everything that can fail with a clear message, before any child starts."""
-        _check_writable(Path(self.cfg.data_dir))
+        check_writable(Path(self.cfg.data_dir))
         self.session.check_continues(interval_s=self.cfg.interval_s, depth=self.cfg.depth)
         self.session.acquire()
         try:
             self._reclaim_previous_run()
             if self.cfg.simulate:
-                self._start_simulator()
+                self._sims.start(self.cfg)
             self._check_pairs()
             self._check_s3()
             self._start_status_object()
@@ -178,7 +90,7 @@ class Supervisor:
             self._start_metrics()
         except BaseException:
             self._release_shared_memory()
-            self._stop_simulator()
+            self._sims.stop()
             self.session.release(failed_start=True)
             raise
 
@@ -217,9 +129,7 @@ class Supervisor:
                         self._stop_reason = f"crash loop in {child.name}"
                         exit_code = 3
                 self._kill_hung_children()
-                for sim in self._sims:
-                    if not sim.is_alive():
-                        log.error("event=simulator_died simulator=%s exitcode=%s", sim.name, sim.exitcode)
+                self._sims.check_alive()
                 if deadline is not None and time.time() >= deadline:
                     self._stop_reason = "duration reached"
                 now = time.monotonic()
@@ -248,7 +158,7 @@ class Supervisor:
                 self.metrics.stop()
             self.notify.close()
             self._release_shared_memory()
-            self._stop_simulator()
+            self._sims.stop()
             self.session.release()
 
     def _kill_hung_children(self) -> None:
@@ -292,7 +202,7 @@ class Supervisor:
                 self.on_status(status)
             except Exception as exc:  # a display problem must never stop a capture
                 log.warning("event=status_view_failed error=%r", exc)
-        self.notify.status(_notify_line(status))
+        self.notify.status(notify_line(status))
         failing = bool(status.get("writer", {}).get("storage_failing"))
         if failing != self._storage_failing:
             self._storage_failing = failing
@@ -324,7 +234,7 @@ class Supervisor:
         if not self._writer.alive:
             # A writer that died just before the stop still owes us the ring's tail.
             self._writer.start()
-        _wait_started(self._writer, self._writer_counters)  # a short capture may stop it while it imports
+        wait_started(self._writer, self._writer_counters)  # a short capture may stop it while it imports
         code = self._writer.stop(timeout_s=120)
         self._stop_uploader()
         return code == 0
@@ -385,107 +295,14 @@ class Supervisor:
             return
         if not self._uploader.alive:
             self._uploader.start()
-        _wait_started(self._uploader, self._uploader_counters)
+        wait_started(self._uploader, self._uploader_counters)
         s3 = self.cfg.s3
         self._uploader.stop(timeout_s=s3.drain_timeout_s + 2 * (s3.connect_timeout_s + s3.read_timeout_s) + 10)
 
     # setup -------------------------------------------------------------------------------
 
-    def _start_simulator(self) -> None:
-        """One embedded simulator process per venue, each on its own loopback port."""
-        from recorder.sim.server import VENUES as SIM_VENUES
-        from recorder.sim.server import SimOptions
-
-        for venue in self.cfg.venues:
-            if venue not in SIM_VENUES:
-                raise CaptureError(f"--simulate does not serve venue {venue!r} yet (known: {', '.join(SIM_VENUES)})")
-        for venue, vc in self.cfg.venues.items():
-            parent, child = _ctx.Pipe(duplex=False)
-            opts = SimOptions(venue=venue, host="127.0.0.1", port=0)
-            args = (None, _run_simulator, (opts, child))
-            proc = _ctx.Process(target=child_main, args=args, name=f"simulator-{venue}")
-            proc.start()
-            self._sims.append(proc)
-            if not parent.poll(30):
-                raise CaptureError(f"embedded {venue} simulator did not start within 30 s")
-            urls = parent.recv()
-            log.info("event=simulator_ready venue=%s ws_url=%s rest_url=%s", venue, urls["ws_url"], urls["rest_url"])
-            vc.ws_url, vc.rest_url = urls["ws_url"], urls["rest_url"]
-
-    def _stop_simulator(self) -> None:
-        for proc in self._sims:
-            proc.terminate()
-        for proc in self._sims:
-            proc.join(10)
-        self._sims.clear()
-
     def _check_pairs(self) -> None:
-        for venue, vc in self.cfg.venues.items():
-            if vc.pairs == [ALL_PAIRS]:
-                self._resolve_all_pairs(venue, vc)
-            else:
-                try:
-                    unknown = venue_module(venue).check_pairs(vc.rest_url, vc.pairs)
-                except OSError as exc:
-                    raise CaptureError(f"cannot reach {venue} REST API to check pairs: {exc}") from None
-                if unknown:
-                    raise CaptureError(f"unknown pair(s) on {venue}: {', '.join(unknown)}")
-            self._take_shard(venue, vc)
-            self._check_connection_limits(venue, vc)
-
-    def _take_shard(self, venue: str, vc: VenueConfig) -> None:
-        """With ``--shard I/N``: keep only this shard's part of the venue's (whole) pair list."""
-        if self.shard is None:
-            return
-        mine = self.shard.select(venue, vc.pairs)
-        if not mine:
-            raise CaptureError(f"shard {self.shard} gets none of the {len(vc.pairs)} {venue} pairs: use fewer shards")
-        log.info("event=shard_pairs venue=%s shard=%s pairs=%d of=%d", venue, self.shard, len(mine), len(vc.pairs))
-        vc.pairs = mine
-        check = getattr(venue_module(venue), "check_config", None)
-        try:
-            if check is not None:
-                check(vc)
-        except ValueError as exc:
-            raise CaptureError(f"shard {self.shard} of {venue}: {exc}") from None
-
-    def _check_connection_limits(self, venue: str, vc: VenueConfig) -> None:
-        """Pairs that would need more connections than the venue allows per IP: fail now, not in a
-        crash-looping venue process."""
-        declared = getattr(venue_module(venue).CONNECTOR, "declared_limits", None)
-        if declared is None:
-            return
-        limits = declared()
-        per_conn = vc.max_streams_per_connection or limits.streams_per_connection
-        # A pair may take several streams (Binance: depth and, with "trades", its trade stream).
-        per_pair = getattr(venue_module(venue).CONNECTOR, "streams_per_pair", lambda cfg: 1)(vc)
-        needed = -(-len(vc.pairs) // max(1, per_conn // per_pair))
-        if limits.connections_per_ip is not None and needed > limits.connections_per_ip:
-            raise CaptureError(
-                f"{len(vc.pairs)} {venue} pairs need {needed} connections at {per_conn} streams each;"
-                f" the venue allows {limits.connections_per_ip} per IP"
-            )
-
-    def _resolve_all_pairs(self, venue: str, vc: VenueConfig) -> None:
-        """``--pairs all``: every listed instrument passing the config's quote / type filters."""
-        module = venue_module(venue)
-        if not hasattr(module, "list_pairs"):
-            raise CaptureError(f"--pairs all is not supported for {venue} yet")
-        try:
-            pairs = module.list_pairs(vc.rest_url, vc.quote, vc.types)
-        except OSError as exc:
-            raise CaptureError(f"cannot reach {venue} REST API to list its instruments: {exc}") from None
-        if not pairs:
-            raise CaptureError(f"no {venue} instrument matches quote={vc.quote or 'any'} types={vc.types or 'any'}")
-        log.info("event=pairs_resolved venue=%s pairs=%d", venue, len(pairs))
-        vc.pairs = pairs
-        check = getattr(module, "check_config", None)
-        try:
-            if check is not None and self.shard is None:  # a shard checks its own part
-                check(vc)  # e.g. OKX / Kraken: at most N pairs on their one connection
-        except ValueError as exc:
-            n = len(pairs)
-            raise CaptureError(f"--pairs all lists {n} {venue} instruments ({exc}): {_narrowing(pairs)}") from None
+        check_pairs(self.cfg, self.shard)
 
     def _create_shared_memory(self) -> None:
         """Named per session (lifeline.py), so a start after a kill -9 finds what that run left."""
@@ -563,25 +380,7 @@ class Supervisor:
     def status(self, state: str) -> dict[str, Any]:
         now = time.time()
         venues: dict[str, Any] = {}
-        totals = {
-            k: 0.0
-            for k in (
-                "messages",
-                "resyncs",
-                "reconnects",
-                "gaps",
-                "missed_ticks",
-                "depth_short",
-                "ring_drops",
-                "samples",
-                "warmup_ticks",
-                "malformed",
-                "stalls",
-                "trades",
-                "trade_gaps",
-                "quotes",
-            )
-        }
+        totals = dict.fromkeys(TOTALS, 0.0)
         for venue, vc in self.cfg.venues.items():
             counters = self._counters.get(venue)
             if counters is None:
@@ -592,79 +391,12 @@ class Supervisor:
             if prev is not None and now > prev[0]:
                 rate = (v["messages"] - prev[1]) / (now - prev[0])
             self._prev_rates[venue] = (now, v["messages"])
-            lat = histogram_quantiles(v, (0.5, 0.99), "lat")
-            jit = histogram_quantiles(v, (0.5, 0.99), "jit")
             child = self._venues.get(venue)
             ring = self._rings[venue]
-            venues[venue] = {
-                "pid": child.pid if child else None,
-                "alive": bool(child and child.alive),
-                "restarts": child.restarts if child else 0,
-                "hangs": child.hangs if child else 0,
-                "connected": bool(v["connected"]),
-                "messages": int(v["messages"]),
-                "messages_per_s": round(rate, 1),
-                "bytes": int(v["bytes"]),
-                "malformed": int(v["malformed"]),
-                "resyncs": int(v["resyncs"]),
-                "gaps": int(v["gaps"]),
-                "checksums_ok": int(v["checksums_ok"]),
-                "checksums_failed": int(v["checksum_failures"]),
-                "resubscribes": int(v["resubscribes"]),
-                "reconnects": int(v["reconnects"]),
-                "planned_reconnects": int(v["planned_reconnects"]),
-                "stalls": int(v["stalls"]),
-                "snapshots_fetched": int(v["snapshots_fetched"]),
-                "http_429": int(v["http_429"]),
-                "rest_errors": int(v["rest_errors"]),
-                "lag_alerts": int(v["lag_alerts"]),
-                "lagging": bool(v["lagging"]),
-                "http_418": int(v["http_418"]),
-                "connections": int(v["connections"]),
-                "rest_weight_used": int(v["rest_weight_used"]),
-                "rest_queue": int(v["rest_queue"]),
-                "buffered_diffs": int(v["buffered_diffs"]),
-                "ticks": int(v["ticks"]),
-                "samples": int(v["samples"]),
-                "missed_ticks": int(v["missed_ticks"]),
-                "missed_by_cause": {
-                    cause: int(v[f"missed_{cause}"]) for cause in ("not_synced", "restart", "late", "crossed")
-                },
-                "warmup_ticks": int(v["warmup_ticks"]),
-                "depth_short": int(v["depth_short"]),
-                "pairs_never_synced": sum(1 for pair in vc.pairs if not v[f"first_sync_ms:{pair}"]),
-                "ring_drops": int(v["ring_drops"]),
-                "ring_used_bytes": ring.used_bytes,
-                "archive_lost_frames": int(v["archive_lost_frames"]),
-                "archive_buffer_bytes": int(v["archive_buffer_bytes"]),
-                "capture_latency_ms": {"p50": lat[0.5], "p99": lat[0.99], "max": v["lat_max"] or None},
-                "grid_jitter_ms": {"p50": jit[0.5], "p99": jit[0.99], "max": v["jit_max"] or None},
-                **_records_status(v, vc.channels),
-                "pairs": {
-                    pair: {
-                        "synced": bool(v[f"synced:{pair}"]),
-                        "samples": int(v[f"samples:{pair}"]),
-                        "missed_ticks": int(v[f"missed:{pair}"]),
-                        "resyncs": int(v[f"resyncs:{pair}"]),
-                        "gaps": int(v[f"gaps:{pair}"]),
-                        "checksums_failed": int(v[f"checksum_failures:{pair}"]),
-                        "depth_short": int(v[f"depth_short:{pair}"]),
-                        **_warmup_status(v, pair, child.first_started_at if child else 0.0),
-                        "ring_drops": int(v[f"drops:{pair}"]),
-                        **_pair_records_status(v, pair),
-                    }
-                    for pair in vc.pairs
-                },
-            }
+            venues[venue] = venue_status(v, vc, child, ring.used_bytes, rate)
             for key in totals:
                 totals[key] += v[key]
-        writer: dict[str, Any] = {}
-        if self._writer_counters is not None:
-            w = self._writer_counters.as_dict()
-            writer = {k: (int(x) if float(x).is_integer() else round(x, 3)) for k, x in w.items()}
-            writer["pid"] = self._writer.pid if self._writer else None
-            writer["alive"] = bool(self._writer and self._writer.alive)
-            writer["restarts"] = self._writer.restarts if self._writer else 0
+        writer = writer_status(self._writer_counters, self._writer)
         return {
             "session_id": self.session_id,
             "shard": str(self.shard) if self.shard is not None else None,
@@ -692,69 +424,3 @@ class Supervisor:
                 s3.update(alive=self._uploader.alive, restarts=self._uploader.restarts)
             out["s3"] = s3
         return out
-
-
-def _records_status(v: dict[str, float], channels: list[str]) -> dict[str, Any]:
-    """A venue's trades and quotes (recorder/sampler/emitter.py): stored, lost, silent streams."""
-    keys = ("trades", "trade_gaps", "trade_drops", "trade_silent", "trade_silences", "quotes", "quote_drops")
-    return {"channels": list(channels), **{k: int(v[k]) for k in keys}}
-
-
-def _pair_records_status(v: dict[str, float], pair: str) -> dict[str, Any]:
-    return {
-        "trades": int(v[f"trades:{pair}"]),
-        "trade_gaps": int(v[f"trade_gaps:{pair}"]),
-        "trade_silent": bool(v[f"trade_silent:{pair}"]),
-        "quotes": int(v[f"quotes:{pair}"]),
-    }
-
-
-def _warmup_status(v: dict[str, float], pair: str, started_s: float) -> dict[str, Any]:
-    """A pair's warm-up: ticks before its first sync, and when that was (null: never synced in this
-    run), also as seconds from the venue process's first start."""
-    first_ms = int(v[f"first_sync_ms:{pair}"]) or None
-    since_start = round(first_ms / 1000.0 - started_s, 3) if first_ms is not None and started_s else None
-    return {"warmup_ticks": int(v[f"warmup:{pair}"]), "first_sync_ms": first_ms, "time_to_first_sync_s": since_start}
-
-
-def _wait_started(child: Child, counters: SharedCounters | None, timeout_s: float = 30.0) -> None:
-    """Until the child has written its pid to its counters, i.e. installed its SIGTERM handler:
-    a SIGTERM before that would kill it without a drain (a capture of a second stops a writer
-    still importing pyarrow)."""
-    deadline = time.monotonic() + timeout_s
-    while counters is not None and counters.get("pid") != child.pid and child.alive:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-
-
-def _notify_line(status: dict[str, Any]) -> str:
-    """systemctl status' one line: what runs and whether it is healthy."""
-    parts = [status["state"]]
-    for venue, v in status.get("venues", {}).items():
-        pairs = v.get("pairs", {})
-        synced = sum(1 for p in pairs.values() if p["synced"])
-        parts.append(f"{venue} {synced}/{len(pairs)} synced, {v['samples']} snapshots, {v['missed_ticks']} missed")
-    w = status.get("writer", {})
-    if w:
-        parts.append(
-            f"{w.get('snapshots_written', 0)} written" + (", STORAGE FAILING" if w.get("storage_failing") else "")
-        )
-    return "; ".join(parts)
-
-
-def _check_writable(data_dir: Path) -> None:
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise CaptureError(f"data dir {data_dir} is not writable: {exc.strerror or exc}") from None
-
-
-def _narrowing(pairs: list[str]) -> str:
-    """Filter guidance for a universe too big for the venue: how many pairs each quote would keep."""
-    by_quote = Counter(p.split("-")[1] for p in pairs if "-" in p)
-    counts = ", ".join(f"{q} {n}" for q, n in by_quote.most_common(6))
-    return f"narrow it with the venue's quote / types filters (pairs by quote: {counts}) or list pairs"

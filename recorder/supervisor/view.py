@@ -10,6 +10,9 @@ from __future__ import annotations
 import atexit
 import io
 import logging
+import os
+import sys
+import time
 from collections import deque
 from typing import Any, TextIO
 
@@ -247,3 +250,27 @@ class LiveView:
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+def attach_status_view(supervisor: Any) -> int:
+    """A terminal gets a live table (the event log goes to the session's recorder.log, whose
+    tail the table shows); anything else gets plain log lines, a status summary a minute.
+    Returns a descriptor of the user's stderr, for the last word."""
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        log_path = supervisor.session.path / "recorder.log"
+        print(f"live status below; event log: {log_path}", file=sys.stderr, flush=True)
+        terminal = os.dup(2)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)  # children inherit it: their log lines must not scroll the table away
+        os.close(fd)
+        supervisor.on_status = LiveView(sys.stdout, str(log_path)).update
+        return terminal
+    last = [0.0]
+
+    def summary(status: dict[str, Any]) -> None:
+        if time.monotonic() - last[0] >= 60.0 or status.get("state") != "running":
+            last[0] = time.monotonic()
+            log_summary(status)
+
+    supervisor.on_status = summary
+    return 2

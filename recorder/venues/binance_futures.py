@@ -55,6 +55,10 @@ def snapshot_pair(url: str) -> str | None:
     return pair + PERP_SUFFIX if pair is not None else None
 
 
+def snapshot_limit_of(url: str) -> int | None:
+    return binance.snapshot_limit_of(url, BINANCE_FUTURES)
+
+
 def capture_pairs(frames: Iterable[bytes], url: str | None = None) -> list[str]:
     return binance.pairs_in_frames(frames, pair_for, url)
 

@@ -144,6 +144,7 @@ class BybitFeed(FloatSnapshotFeed):
     """
 
     venue = VENUE
+    update_kind = "delta"
     trade_ids_contiguous = False  # linear ids are UUIDs, spot ids skip
 
     def __init__(
@@ -159,6 +160,7 @@ class BybitFeed(FloatSnapshotFeed):
         self.category = category
         self.depth = depth
         self._depth_text = None if depth is None else str(depth)
+        self._topics: dict[str, tuple[BookState, str]] = {}  # checked topic -> (its book, its symbol)
         for pair in pairs or ():
             cat, symbol = symbol_for(pair)
             if cat != category:
@@ -166,68 +168,89 @@ class BybitFeed(FloatSnapshotFeed):
             self._add(symbol, pair)
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
-        stats = self.stats
-        stats.frame(len(payload))
         if payload.startswith(by_trades.FRAME_PREFIX):
+            self.stats.frame(len(payload))
             self._trade_frame(payload, recv_ms)
             return
         try:
             msg: BookMessage | None = _book_message.decode(payload)  # one typed pass, floats in C
         except _DECODE_ERRORS:
+            self.stats.frame(len(payload))
             msg = self._other_frame(payload, recv_ms)
-        if msg is None:
+            if msg is not None:
+                self._book_frame(msg, recv_ms)
             return
+        data = msg.data
+        # The hot path: the next delta of a live book, on a topic ``_book_frame`` already checked.
+        hot = self._topics.get(msg.topic)
+        st = hot[0] if hot is not None and msg.type == "delta" and data.s == hot[1] else None
+        if st is not None and st.synced and data.u == st.book.update_id + 1 and data.u != 1:  # type: ignore[operator]
+            self.stats.update_frame_of(len(payload), st.updates)
+        else:
+            self.stats.frame(len(payload))
+            st = self._book_frame(msg, recv_ms)
+            if st is None:
+                return
+            st.updates.n += 1
+        book = st.book
+        book.apply(data.b, data.a)
+        book.update_id = data.u
+        book.exchange_time_ms = msg.ts
+        book.receive_time_ms = recv_ms
+        if self._quotes is not None:
+            self._quote(st.pair, book, recv_ms)
+
+    def _book_frame(self, msg: BookMessage, recv_ms: float) -> BookState | None:
+        """A book frame by the rules, but for applying a delta that continues its book: that
+        book's state is returned for ``on_frame`` to apply (None: the frame is handled)."""
+        stats = self.stats
         topic, data, kind = msg.topic, msg.data, msg.type
         if not topic.startswith("orderbook."):
             stats.kind("other")
-            return
+            return None
         parts = topic.split(".", 2)
         if len(parts) == 3 and self._depth_text is not None and parts[1] != self._depth_text:
             stats.kind("other")  # another depth's stream: not ours
-            return
+            return None
         if len(parts) != 3 or kind not in ("snapshot", "delta") or data.s != parts[2]:
             self._malformed(ValueError(f"bad orderbook frame: type={kind!r} s={data.s!r} topic={topic!r}"))
-            return
-        stats.kind(kind)
+            return None
         st = self._by_key.get(data.s)
         if st is None:
             if not self._open:
-                return
+                stats.kind(kind)
+                return None
             st = self._add(data.s, pair_for(self.category, data.s))
+        self._topics[topic] = (st, data.s)  # checked: its next deltas take the hot path
         if kind == "snapshot":
+            stats.kind(kind)
             if st.synced:
                 stats.pair(st.pair, "snapshot_resets")
             # orderbook.<depth>: levels past the topic's depth are unknown to the recorder.
             st.book.feed_depth = int(parts[1]) if parts[1].isdigit() else None
             self._load(st, data, msg.ts, recv_ms)
-            return
+            return None
         if not st.synced:
+            stats.kind(kind)
             stats.pair(st.pair, "ignored")  # waiting for the snapshot of a (re)subscription
-            return
-        book = st.book
-        last = book.update_id
+            return None
+        last = st.book.update_id
         assert last is not None
         u = data.u
+        if u == last + 1 and u != 1:
+            return st  # counted by on_frame with the apply: kind "delta" and the pair's "updates"
+        stats.kind(kind)
         if u == 1:
             # Service restart: this message is the whole new book.
             stats.pair(st.pair, "restarts")
             self._load(st, data, msg.ts, recv_ms)
-            return
-        if u <= last:
+        elif u <= last:
             stats.pair(st.pair, "stale")
-            return
-        if u != last + 1:
+        else:
             stats.gap(st.pair)
             self._throttle.warning(f"gap:{st.pair}", "event=gap venue=bybit pair=%s u=%d after=%d", st.pair, u, last)
             self._lose(st)
-            return
-        book.apply(data.b, data.a)
-        book.update_id = u
-        book.exchange_time_ms = msg.ts
-        book.receive_time_ms = recv_ms
-        stats.pair(st.pair, "updates")
-        if self._quotes is not None:
-            self._quote(st.pair, book, recv_ms)
+        return None
 
     def _trade_frame(self, payload: bytes, recv_ms: float) -> None:
         try:

@@ -17,7 +17,6 @@ import calendar
 import logging
 import time
 from collections.abc import Iterable
-from functools import lru_cache
 
 import msgspec
 
@@ -113,17 +112,29 @@ def pair_for(product_id: str) -> str:
     return product_id
 
 
-@lru_cache(maxsize=4096)
-def _epoch_s(prefix: str) -> int:
-    return calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
+_MILLIS = {f"{i:03d}": i for i in range(1000)}  # "042" -> 42: one dict probe instead of isdigit() and int()
+_SECONDS: dict[str, int] = {}  # "2026-08-09T21:05:48" -> epoch seconds, for the seconds seen lately
 
 
 def parse_time_ms(text: str) -> int | None:
-    """RFC 3339 UTC (``2026-08-09T21:05:48.210883Z``, up to ns digits) -> epoch ms; None if unparsable."""
-    try:
-        seconds = _epoch_s(text[:19])
-    except ValueError:
-        return None
+    """RFC 3339 UTC (``2026-08-09T21:05:48.210883Z``, up to ns digits) -> epoch ms; None if unparsable.
+
+    Once per book update: the seconds come from a small memo (a book's updates share them) and
+    the usual three-or-more fraction digits from a dict, so the common case is two dict probes."""
+    prefix = text[:19]
+    seconds = _SECONDS.get(prefix)
+    if seconds is None:
+        try:
+            seconds = calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            return None
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        _SECONDS[prefix] = seconds
+    if text[19:20] == ".":
+        millis = _MILLIS.get(text[20:23])
+        if millis is not None:
+            return seconds * 1000 + millis
     frac = text[19:].rstrip("Z")
     millis = 0
     if frac.startswith("."):
@@ -156,18 +167,27 @@ class CoinbaseFeed(FloatSnapshotFeed):
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         stats = self.stats
         stats.frame(len(payload))
-        if b'"l2_data"' in payload[:48]:
+        head = payload[:48]
+        if b'"l2_data"' in head:
             try:
                 msg = _l2_data.decode(payload)  # one typed pass, floats in C
             except _DECODE_ERRORS:
                 msg = None
             if msg is not None and msg.channel == "l2_data":
                 seq = msg.sequence_num
-                if self._in_sequence(seq):
-                    for ev in msg.events:
+                if seq == self._next_seq:
+                    self._next_seq = seq + 1
+                elif not self._in_sequence(seq):
+                    return
+                by_key = self._by_key
+                for ev in msg.events:
+                    st = by_key.get(ev.product_id)
+                    if st is not None and st.synced and ev.type == "update":
+                        self._update(st, ev, seq, recv_ms)  # the hot path: an update of a live book
+                    else:
                         self._on_event(ev, seq, recv_ms)
                 return
-        elif b'"market_trades"' in payload[:48] and self.trades.on_trade is not None:
+        elif b'"market_trades"' in head and self.trades.on_trade is not None:
             self._trade_frame(payload, recv_ms)
             return
         self._other_frame(payload, recv_ms)
@@ -265,45 +285,47 @@ class CoinbaseFeed(FloatSnapshotFeed):
 
     def _on_event(self, ev: L2Event, seq: int, recv_ms: float) -> None:
         stats = self.stats
-        stats.kind(ev.type)
         st = self._state(ev.product_id)
         if st is None:
+            stats.kind(ev.type)
             return
+        if ev.type == "update" and st.synced:
+            self._update(st, ev, seq, recv_ms)
+            return
+        stats.kind(ev.type)
         if ev.type == "snapshot":
             if st.synced:
                 stats.pair(st.pair, "snapshot_resets")
             st.book.clear()
             if self._apply(st, ev, seq, recv_ms):
                 self._synced(st)
-            return
-        if ev.type != "update":
+        elif ev.type != "update":
             stats.malformed_frame()
-            return
-        if not st.synced:
+        else:
             stats.pair(st.pair, "ignored")
-            return
+
+    def _update(self, st: BookState, ev: L2Event, seq: int, recv_ms: float) -> None:
+        """An update of a live book: applied, counted (its kind and the pair's updates), quoted."""
         if self._apply(st, ev, seq, recv_ms):
-            stats.pair(st.pair, "updates")
-            self._quote(st.pair, st.book, recv_ms)
+            st.updates.n += 1
+            if self._quotes is not None:
+                self._quote(st.pair, st.book, recv_ms)
+        else:
+            self.stats.kind(ev.type)
 
     def _apply(self, st: BookState, ev: L2Event, seq: int, recv_ms: float) -> bool:
-        bids: list[tuple[float, float]] = []
-        asks: list[tuple[float, float]] = []
-        for u in ev.updates:
-            side = u.side
-            if side == "bid":
-                bids.append((u.price_level, u.new_quantity))
-            elif side == "offer" or side == "ask":
-                asks.append((u.price_level, u.new_quantity))
-            else:
-                # Nothing is applied yet, but the event's levels are lost: the book is unknown now.
-                self._corrupt(st)
-                return False
+        updates = ev.updates
+        bids = [(u.price_level, u.new_quantity) for u in updates if u.side == "bid"]
+        asks = [(u.price_level, u.new_quantity) for u in updates if u.side == "offer" or u.side == "ask"]
+        if len(bids) + len(asks) != len(updates):
+            # Nothing is applied yet, but the event's levels are lost: the book is unknown now.
+            self._corrupt(st)
+            return False
         book = st.book
         book.apply(bids, asks)
         book.update_id = seq
-        if ev.updates:
-            book.exchange_time_ms = parse_time_ms(ev.updates[-1].event_time)
+        if updates:
+            book.exchange_time_ms = parse_time_ms(updates[-1].event_time)
         book.receive_time_ms = recv_ms
         return True
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from recorder.archive.tap import archived_feed
+from recorder.book import TextL2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
@@ -124,20 +125,16 @@ def subscription_depth(wanted: int) -> int:
     return DEPTHS[-1]
 
 
-def _checksum_text(text: str) -> str:
-    return text.replace(".", "").lstrip("0")
-
-
 def fragment(price: str, qty: str) -> str:
-    """One level's part of the checksum text."""
-    return _checksum_text(price) + _checksum_text(qty)
+    """One level's part of the checksum text: price then qty, each without ``.`` and leading zeros."""
+    return price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")
 
 
 def checksum(bids: Iterable[tuple[str, str]], asks: Iterable[tuple[str, str]]) -> int:
     """Kraken's book checksum (v1 and v2): CRC32 of the top 10 asks (ascending) then the top 10
     bids (descending), each level as price then qty text with ``.`` and leading zeros removed."""
-    parts = [_checksum_text(p) + _checksum_text(q) for p, q in itertools.islice(asks, CHECKSUM_LEVELS)]
-    parts += [_checksum_text(p) + _checksum_text(q) for p, q in itertools.islice(bids, CHECKSUM_LEVELS)]
+    parts = [fragment(p, q) for p, q in itertools.islice(asks, CHECKSUM_LEVELS)]
+    parts += [fragment(p, q) for p, q in itertools.islice(bids, CHECKSUM_LEVELS)]
     return zlib.crc32("".join(parts).encode())
 
 
@@ -161,8 +158,22 @@ _ONE_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
 def _v1_time_us(text: str) -> int:
+    if text[-7:-6] == ".":  # Kraken's own form, "1618678133.365913": the same result, faster
+        return int(text[:-7]) * 1_000_000 + int(text[-6:])
     whole, _, frac = text.partition(".")
     return int(whole) * 1_000_000 + int((frac + "000000")[:6])
+
+
+def _v1_time(bids: list[list[str]], asks: list[list[str]]) -> int | None:
+    """The latest level time of a v1 message, in microseconds (None: no level has one)."""
+    times = [_v1_time_us(lv[2]) for lv in itertools.chain(bids, asks) if len(lv) > 2]
+    return max(times) if times else None
+
+
+def _crc(book: TextL2Book) -> int:
+    """``checksum()`` of a book, from the fragments it keeps for its top 10 levels."""
+    bids, asks = book.checksum_fragments()
+    return zlib.crc32("".join([*asks, *bids]).encode())
 
 
 # --- sans-I/O frame handling -------------------------------------------------------------------
@@ -176,11 +187,12 @@ class KrakenFeed(SnapshotFeed):
 
     venue = VENUE
     fragment = staticmethod(fragment)
+    checksum_levels = CHECKSUM_LEVELS
 
     def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None, depth: int = 1000) -> None:
         super().__init__(pairs, log, counters)
         self.depth = depth
-        self._pair_of: dict[str, str] = {}  # v1/v2 symbol -> pair, for the books kept
+        self._v1_books: dict[str, tuple[str, PairBook | None, int]] = {}  # see _v1_subscription
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         self.stats.frame(len(payload))
@@ -259,15 +271,15 @@ class KrakenFeed(SnapshotFeed):
             parts = None
         if parts is not None and len(parts) >= 4:
             channel_id, name, symbol = parts[0], parts[-2], parts[-1]
-            books = parts[1:-2]
-            if (
-                type(channel_id) is int
-                and type(name) is str
-                and type(symbol) is str
-                and all(type(b) is V1Book for b in books)
-            ):
-                self._on_v1_book(name, symbol, books, recv_ms)  # type: ignore[arg-type]
-                return
+            if type(channel_id) is int and type(name) is str and type(symbol) is str:
+                if len(parts) == 4:
+                    b = parts[1]
+                    if type(b) is V1Book:
+                        self._on_v1_book(name, symbol, b.bs or b.b, b.as_ or b.a, bool(b.as_ or b.bs), b.c, recv_ms)
+                        return
+                elif all(type(b) is V1Book for b in parts[1:-2]):
+                    self._on_v1_books(name, symbol, parts[1:-2], recv_ms)  # type: ignore[arg-type]
+                    return
         # Another channel (trades, spread: their payloads are arrays), or a malformed frame.
         parts_raw = _v1_array.decode(payload)
         if len(parts_raw) < 4:
@@ -278,50 +290,101 @@ class KrakenFeed(SnapshotFeed):
         if not name.startswith("book"):
             self.stats.kind("other")
             return
-        self._on_v1_book(name, symbol, [_v1_book.decode(p) for p in parts_raw[1:-2]], recv_ms)
+        self._on_v1_books(name, symbol, [_v1_book.decode(p) for p in parts_raw[1:-2]], recv_ms)
 
-    def _on_v1_book(self, name: str, symbol: str, books: list[V1Book], recv_ms: float) -> None:
-        if not name.startswith("book"):
-            self.stats.kind("other")
-            return
-        depth = int(name.partition("-")[2] or 10)
+    def _on_v1_books(self, name: str, symbol: str, books: list[V1Book], recv_ms: float) -> None:
+        """A frame of several book dicts (asks and bids apart); the checksum sits in the last."""
+        bids: list[list[str]] = []
+        asks: list[list[str]] = []
+        for b in books:
+            asks += b.as_ or b.a
+            bids += b.bs or b.b
         snapshot = any(b.as_ or b.bs for b in books)
-        self.stats.kind("snapshot" if snapshot else "update")
-        pair = self._pair_of.get(symbol)
-        st = self._state(pair_for(symbol) if pair is None else pair, depth)
+        self._on_v1_book(name, symbol, bids, asks, snapshot, books[-1].c, recv_ms)
+
+    def _v1_subscription(self, name: str, symbol: str) -> tuple[str, PairBook | None, int]:
+        """(channel name, the book kept for it or None, its depth) for a v1 symbol, cached."""
+        depth = int(name.partition("-")[2] or 10)
+        st = self._state(pair_for(symbol), depth)
+        sub = self._v1_books[symbol] = (name, st, depth)
+        return sub
+
+    def _on_v1_book(
+        self,
+        name: str,
+        symbol: str,
+        bids: list[list[str]],
+        asks: list[list[str]],
+        snapshot: bool,
+        c: str | None,
+        recv_ms: float,
+    ) -> None:
+        sub = self._v1_books.get(symbol)
+        if sub is None or sub[0] != name:
+            if not name.startswith("book"):
+                self.stats.kind("other")
+                return
+            sub = self._v1_subscription(name, symbol)
+        _, st, depth = sub
         if st is None:
+            self.stats.kind("snapshot" if snapshot else "update")
             return
-        self._pair_of[symbol] = st.pair  # only symbols of books we keep
         st.depth = depth
-        if not snapshot and not st.synced:
+        if snapshot:
+            self._v1_snapshot(st, bids, asks, c, recv_ms)
             return
-        if len(books) == 1:
-            b = books[0]
-            asks, bids = b.as_ or b.a, b.bs or b.b
-        else:
-            bids, asks = [], []
-            for b in books:
-                asks += b.as_ or b.a
-                bids += b.bs or b.b
+        # The hot path from here: most of Kraken's traffic is one-level updates.
+        stats = self.stats
+        if not st.synced:
+            stats.kind("update")
+            return  # after a failure: wait for the resubscribe's snapshot
+        stats.update("update", st.pair)
+        book = st.book
         try:
-            ts_us = None
-            for lv in itertools.chain(bids, asks):
-                if len(lv) > 2:
-                    t = _v1_time_us(lv[2])
-                    if ts_us is None or t > ts_us:
-                        ts_us = t
-            expected = int(books[-1].c) if books[-1].c is not None else None  # the checksum sits in the last dict
-            if snapshot:
-                st.book.clear()
-            # A level that is not a number raises half-way through: the book is lost then
-            # (cleared), so the levels need no separate validation pass first.
-            self._apply(st, bids, asks, ts_us, recv_ms, update=not snapshot)
+            if len(bids) + len(asks) == 1:
+                lv = (bids or asks)[0]
+                if len(lv) > 2:  # _v1_time_us, with Kraken's own form "1618678133.365913" inline
+                    t = lv[2]
+                    ts_us = int(t[:-7]) * 1_000_000 + int(t[-6:]) if t[-7:-6] == "." else _v1_time_us(t)
+                else:
+                    ts_us = None
+            else:
+                ts_us = _v1_time(bids, asks)
+            expected = int(c) if c is not None else None
+            book.apply(bids, asks, depth)
         except (ValueError, IndexError) as exc:
             self._bad_levels(st, exc)
             return
-        if snapshot:
-            # v1 snapshots carry no checksum: the book is served from the first verified update.
-            self._snapshot_applied(st, verified=False)
+        book.feed_depth = depth  # deeper levels are unknown: a full side may be cut short
+        if ts_us is not None:
+            book.update_id = ts_us
+            book.exchange_time_ms = ts_us // 1000
+        book.receive_time_ms = recv_ms
+        if expected is not None:
+            crc = _crc(book)
+            if expected == crc:
+                stats.checksum(st.pair, True)
+                st.verified = True
+            else:
+                self._checksum(st, expected, crc)
+        if self._quotes is not None:
+            self._quote_served(st, recv_ms)
+
+    def _v1_snapshot(
+        self, st: PairBook, bids: list[list[str]], asks: list[list[str]], c: str | None, recv_ms: float
+    ) -> None:
+        self.stats.kind("snapshot")
+        try:
+            expected = int(c) if c is not None else None
+            st.book.clear()
+            # A level that is not a number raises half-way through: the book is lost then
+            # (cleared), so the levels need no separate validation pass first.
+            self._apply(st, bids, asks, _v1_time(bids, asks), recv_ms, update=False)
+        except (ValueError, IndexError) as exc:
+            self._bad_levels(st, exc)
+            return
+        # v1 snapshots carry no checksum: the book is served from the first verified update.
+        self._snapshot_applied(st, verified=False)
         if expected is not None:
             self._verify(st, expected)
         self._quote_served(st, recv_ms)
@@ -340,8 +403,7 @@ class KrakenFeed(SnapshotFeed):
         book = st.book
         if update:
             self.stats.pair(st.pair, "updates")
-        book.apply(bids, asks)
-        book.truncate(st.depth)
+        book.apply(bids, asks, st.depth)
         book.feed_depth = st.depth  # deeper levels are unknown: a full side may be cut short
         if ts_us is not None:
             book.update_id = ts_us
@@ -349,8 +411,7 @@ class KrakenFeed(SnapshotFeed):
         book.receive_time_ms = recv_ms
 
     def _verify(self, st: PairBook, expected: int) -> None:
-        # Same text as checksum(), from fragments precomputed when each level changed.
-        self._checksum(st, expected, zlib.crc32(st.book.joined_fragments(CHECKSUM_LEVELS).encode()))
+        self._checksum(st, expected, _crc(st.book))
 
 
 Feed = KrakenFeed

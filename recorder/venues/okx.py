@@ -24,6 +24,7 @@ from collections.abc import Iterable
 import msgspec
 
 from recorder.archive.tap import archived_feed
+from recorder.book import TextL2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
@@ -94,24 +95,17 @@ def pair_for(symbol: str) -> str:
     return symbol
 
 
-def checksum_of_levels(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
-    """:func:`checksum` of the books' top 25 ``(price, size)`` text tuples per side, best first."""
+def _crc(book: TextL2Book) -> int:
+    """``checksum()`` of a book, from the fragments it keeps for its top 25 levels."""
+    bids, asks = book.checksum_fragments()
     if len(bids) == len(asks):
-        # Interleave bid/ask and flatten the tuples in C: no string is built per level.
-        text = ":".join(_flatten(_flatten(zip(bids, asks, strict=True))))
-    else:
-        parts: list[str] = []
-        for i in range(max(len(bids), len(asks))):
-            if i < len(bids):
-                parts += bids[i]
-            if i < len(asks):
-                parts += asks[i]
-        text = ":".join(parts)
-    crc = zlib.crc32(text.encode())
+        parts = [""] * (2 * len(bids))  # interleaved by slice assignment, in C
+        parts[0::2] = bids
+        parts[1::2] = asks
+    else:  # a side with fewer than 25 levels: the other side's deeper levels follow alone
+        parts = [f for pair in itertools.zip_longest(bids, asks) for f in pair if f is not None]
+    crc = zlib.crc32(":".join(parts).encode())
     return crc - (1 << 32) if crc >= 1 << 31 else crc
-
-
-_flatten = itertools.chain.from_iterable
 
 
 def inst_type(inst_id: str) -> str:
@@ -141,7 +135,10 @@ class OkxFeed(SnapshotFeed):
     """Parses OKX order-book pushes into verified books (see module docstring)."""
 
     venue = VENUE
-    # No per-level fragment: the checksum joins the top 25 stored (price, size) tuples as they are.
+    # Each level kept as "price:size", its checksum fragment: deletes at the top make deeper
+    # levels rise on most updates, so every level needs one.
+    joined = ":"
+    checksum_levels = CHECKSUM_LEVELS
 
     def __init__(
         self, pairs: Iterable[str] | None = None, counters: Counters | None = None, channel: str | None = None
@@ -150,6 +147,7 @@ class OkxFeed(SnapshotFeed):
         # None: accept every book channel (replays); live, only the subscribed one.
         self.channel = channel
         self.notice_reconnect = False
+        self._by_inst: dict[str, PairBook | None] = {}  # instId -> its book (None: not ours)
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         self.stats.frame(len(payload))
@@ -181,7 +179,9 @@ class OkxFeed(SnapshotFeed):
                 return
             self.stats.kind("other")  # tickers, ...: not ours
             return
-        st = self._state(pair_for(arg.instId), 0)
+        st = self._by_inst.get(arg.instId, False)
+        if st is False:
+            st = self._by_inst[arg.instId] = self._state(pair_for(arg.instId), 0)
         if st is not None:
             st.book.feed_depth = CHANNEL_DEPTH[channel]
         if channel in REPLACE_CHANNELS:
@@ -245,8 +245,7 @@ class OkxFeed(SnapshotFeed):
         if snapshot:
             self._snapshot_applied(st, verified=not item.checksum)
         if item.checksum:  # 0 or missing: the venue no longer sends one
-            bids, asks = book.top_levels(CHECKSUM_LEVELS)
-            self._checksum(st, item.checksum, checksum_of_levels(bids, asks))
+            self._checksum(st, item.checksum, _crc(book))
         self._quote_served(st, recv_ms)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from recorder.book import L2Book, TextL2Book
 from recorder.book.textbook import Fragment
 from recorder.model import Quote
-from recorder.venues.base import Counters, FeedStats, LogThrottle
+from recorder.venues.base import Counters, FeedStats, LogThrottle, UpdateCount
 from recorder.venues.binance_trades import QuoteTracker
 from recorder.venues.trades.tape import TradeCallback, TradeEmitter, TradeTape
 
@@ -66,10 +66,11 @@ class TradeOutput:
 class BookState:
     """One pair of a Feed that keeps a float book synced from WS snapshots (Bybit, Coinbase)."""
 
-    __slots__ = ("pair", "book", "synced", "ever_synced")
+    __slots__ = ("pair", "book", "synced", "ever_synced", "updates")
 
-    def __init__(self, pair: str) -> None:
+    def __init__(self, pair: str, updates: UpdateCount) -> None:
         self.pair = pair
+        self.updates = updates  # its applied updates (the Feed's hot path counts them here)
         self.book = L2Book()
         self.synced = False
         self.ever_synced = False
@@ -89,6 +90,7 @@ class FloatSnapshotFeed(TradeOutput):
     """
 
     venue = ""
+    update_kind = "update"  # the frame kind of an update that continues a book
 
     def __init__(self, open_: bool, log: logging.Logger, counters: Counters | None = None) -> None:
         self.stats = FeedStats(counters)
@@ -101,7 +103,7 @@ class FloatSnapshotFeed(TradeOutput):
         self._want: set[str] = set()
 
     def _add(self, key: str, pair: str) -> BookState:
-        st = BookState(pair)
+        st = BookState(pair, self.stats.update_count(self.update_kind, pair))
         self._by_key[key] = self._by_pair[pair] = st
         return st
 
@@ -115,7 +117,7 @@ class FloatSnapshotFeed(TradeOutput):
         """Pairs to resubscribe (the returned set is live: do not modify it)."""
         return self._want
 
-    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float, limit: int | None = None) -> None:
         """These venues sync from the WebSocket snapshot alone; a REST book has no id to join."""
 
     def reset(self) -> None:
@@ -164,9 +166,9 @@ class FloatSnapshotFeed(TradeOutput):
 class PairBook:
     __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq")
 
-    def __init__(self, pair: str, depth: int, fragment: Fragment | None = None) -> None:
+    def __init__(self, pair: str, depth: int, book: TextL2Book) -> None:
         self.pair = pair
-        self.book = TextL2Book(fragment)
+        self.book = book
         self.synced = False  # a snapshot was applied and nothing went wrong since
         self.verified = False  # the latest checksum (where the venue sends one) matched
         self.faulted = False  # lost after a failure (logged when the next snapshot restores it)
@@ -179,6 +181,8 @@ class SnapshotFeed(TradeOutput):
 
     venue = ""
     fragment: Fragment | None = None  # the venue's per-level checksum text (see TextL2Book)
+    checksum_levels = 0  # levels per side whose fragments the books keep (see TextL2Book)
+    joined: str | None = None  # the level text as one string, price + joined + qty (TextL2Book)
 
     def __init__(self, pairs: Iterable[str] | None, log: logging.Logger, counters: Counters | None = None) -> None:
         # None: accept every symbol seen (replays of captures whose pairs are not known up front).
@@ -207,7 +211,7 @@ class SnapshotFeed(TradeOutput):
         self.stats.malformed_frame()
         self._throttle.warning("frame", "event=malformed_frame venue=%s error=%r", self.venue, str(exc)[:200])
 
-    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float) -> None:
+    def on_rest_snapshot(self, pair: str, body: bytes, recv_ms: float, limit: int | None = None) -> None:
         """These venues sync from the WebSocket snapshot only; a REST book has no id to join."""
 
     def pairs(self) -> list[str]:
@@ -228,8 +232,11 @@ class SnapshotFeed(TradeOutput):
         if st is None:
             if self._only is not None and pair not in self._only:
                 return None
-            st = self._books[pair] = PairBook(pair, depth, self.fragment)
+            st = self._books[pair] = PairBook(pair, depth, self.new_book())
         return st
+
+    def new_book(self) -> TextL2Book:
+        return TextL2Book(self.fragment, self.checksum_levels, self.joined)
 
     def _snapshot_applied(self, st: PairBook, verified: bool) -> None:
         if not st.synced:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from recorder.model import SampledBook, Snapshot, json_encoder
+from recorder.model import Snapshot, json_encoder
+from recorder.writer.columns import field_array
 
 SCHEMA = pa.schema(
     [
@@ -50,9 +51,20 @@ ASK = "ask"
 _MS_PER_DAY = 86_400_000
 
 
-# A book's levels as four best-first columns: bid prices, bid qtys, ask prices, ask qtys.
-LevelColumns = tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]
 _BID_I, _ASK_I, _NONE_I = 0, 1, 2  # indices into _side_names()
+_LEVEL_COLUMNS = frozenset(("side", "level", "price", "quantity"))
+# A book's columns that are not its levels, and the Snapshot / SampledBook attribute of each
+# (sequence_number and session_id come from the writer).
+BOOK_FIELDS: tuple[tuple[str, str], ...] = (
+    ("exchange", "exchange"),
+    ("pair", "pair"),
+    ("timestamp_ms", "timestamp_ms"),
+    ("capture_latency_ms", "capture_latency_ms"),
+    ("exchange_time_ms", "exchange_time_ms"),
+    ("update_id", "update_id"),
+    ("verified", "verified"),
+    ("depth_complete", "depth_complete"),
+)
 
 
 @lru_cache(maxsize=1)
@@ -63,110 +75,65 @@ def _side_names() -> pa.Array:
 
 
 def long_form_batch(
-    books: Sequence[LevelColumns],
-    exchange: list[str],
-    pair: list[str],
-    timestamp_ms: list[int],
-    capture_latency_ms: list[float | None],
-    sequence_number: list[int],
-    exchange_time_ms: list[int | None],
-    update_id: list[int | None],
-    verified: list[bool],
-    depth_complete: list[bool | None],
-    session_id: list[str],
+    per_book: dict[str, pa.Array | pa.ChunkedArray],
+    bids: np.ndarray,
+    asks: np.ndarray,
+    price: np.ndarray,
+    quantity: np.ndarray,
+    order: np.ndarray | None = None,
 ) -> pa.RecordBatch:
-    """Long-form record batch, rows in input order: each book's bids (best first), then asks.
+    """Long-form record batch: each book's bids (best first), then asks.
 
-    The per-level columns are concatenated from the books' float columns (C-level ``extend``),
-    the per-book ones are built once and repeated per level with one vectorised ``take``.
+    ``bids`` and ``asks`` are the books' level counts, ``price`` and ``quantity`` their levels'
+    values laid out book after book, bids then asks. ``per_book`` holds every other column, one
+    value per book: book ``order[i]`` of it is book ``i`` here (None: the same order). All
+    vectorised: the per-book columns are repeated per level (and reordered) by one ``take``,
+    the level columns come straight from the arrays.
     """
-    n = len(books)
-    # Rows per book and side; a book with no level at all still takes one (null) row.
-    nb = np.fromiter((len(b[0]) for b in books), np.int64, n)
-    na = np.fromiter((len(b[2]) for b in books), np.int64, n)
-    empty = (nb == 0) & (na == 0)
-    runs = np.stack([nb, na + empty], axis=1).ravel()  # bids of book 0, asks of book 0, bids of book 1, ...
+    n = len(bids)
+    empty = (bids == 0) & (asks == 0)  # a book with no level at all still takes one (null) row
+    runs = np.stack([bids, asks + empty], axis=1).ravel()  # bids of book 0, asks of book 0, ...
     run_side = np.tile(np.array([_BID_I, _ASK_I], np.int8), n)
     run_side[1::2][empty] = _NONE_I
-    rows = nb + na + empty  # per book
+    rows = bids + asks + empty  # per book
     starts = np.cumsum(runs) - runs
     level = np.arange(int(runs.sum()), dtype=np.int64) - np.repeat(starts, runs)  # 0 = best, per run
-    take = pa.array(np.repeat(np.arange(n, dtype=np.int32), rows))
-    price: list[float | None] = []
-    qty: list[float | None] = []
-    for (bid_px, bid_qty, ask_px, ask_qty), none in zip(books, empty.tolist(), strict=True):
-        price += bid_px
-        price += ask_px
-        qty += bid_qty
-        qty += ask_qty
-        if none:
-            price.append(None)
-            qty.append(None)
-    run_of_row = np.repeat(run_side, runs)
-
-    def per_book(values: Sequence[object], typ: pa.DataType) -> pa.Array:
-        return pa.array(values, typ).take(take)
-
+    mask = None
+    if empty.any():
+        at = (np.cumsum(bids + asks) - (bids + asks))[empty]  # where each null row goes
+        price = np.insert(price, at, np.nan)
+        quantity = np.insert(quantity, at, np.nan)
+        mask = np.repeat(empty, rows)
+    take = pa.array(np.repeat(np.arange(n, dtype=np.int64) if order is None else order, rows))
+    level_columns = {
+        "side": _side_names().take(pa.array(np.repeat(run_side, runs))),
+        "level": pa.array(level.astype(np.int16), mask=mask),
+        "price": pa.array(price, pa.float64(), mask=mask),
+        "quantity": pa.array(quantity, pa.float64(), mask=mask),
+    }
     columns = [
-        per_book(exchange, pa.string()),
-        per_book(pair, pa.string()),
-        per_book(timestamp_ms, pa.int64()),
-        _side_names().take(pa.array(run_of_row)),
-        pa.array(level.astype(np.int16), mask=np.repeat(empty, rows)),
-        pa.array(price, pa.float64()),
-        pa.array(qty, pa.float64()),
-        per_book(capture_latency_ms, pa.float64()),
-        per_book(sequence_number, pa.int64()),
-        per_book(exchange_time_ms, pa.int64()),
-        per_book(update_id, pa.int64()),
-        per_book(verified, pa.bool_()),
-        per_book(depth_complete, pa.bool_()),
-        per_book(session_id, pa.string()),
+        level_columns[f.name] if f.name in _LEVEL_COLUMNS else _array(per_book[f.name].take(take)) for f in SCHEMA
     ]
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
 
 
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
 def snapshots_to_batch(snaps: Sequence[Snapshot]) -> pa.RecordBatch:
-    """Long-form record batch of Snapshot structs (readers and tools; the writer's own path is
-    :func:`sampled_to_batch`, which never builds a per-level object)."""
-    return long_form_batch(
-        [
-            (
-                [lv.price for lv in s.bids],
-                [lv.qty for lv in s.bids],
-                [lv.price for lv in s.asks],
-                [lv.qty for lv in s.asks],
-            )
-            for s in snaps
-        ],
-        [s.exchange for s in snaps],
-        [s.pair for s in snaps],
-        [s.timestamp_ms for s in snaps],
-        [s.capture_latency_ms for s in snaps],
-        [s.sequence_number for s in snaps],
-        [s.exchange_time_ms for s in snaps],
-        [s.update_id for s in snaps],
-        [s.verified for s in snaps],
-        [s.depth_complete for s in snaps],
-        [s.session_id for s in snaps],
-    )
-
-
-def sampled_to_batch(books: Sequence[SampledBook], sequence_numbers: list[int], session_id: str) -> pa.RecordBatch:
-    """Long-form record batch of ring records, numbered by the writer."""
-    return long_form_batch(
-        [(b.bid_px, b.bid_qty, b.ask_px, b.ask_qty) for b in books],
-        [b.exchange for b in books],
-        [b.pair for b in books],
-        [b.timestamp_ms for b in books],
-        [b.capture_latency_ms for b in books],
-        sequence_numbers,
-        [b.exchange_time_ms for b in books],
-        [b.update_id for b in books],
-        [b.verified for b in books],
-        [b.depth_complete for b in books],
-        [session_id] * len(books),
-    )
+    """Long-form record batch of Snapshot structs, in input order (readers and tools; the
+    writer's own path starts from ring records, see ``recorder.writer.datasets``)."""
+    per_book = {name: field_array(snaps, attr, SCHEMA.field(name).type) for name, attr in BOOK_FIELDS}
+    per_book["sequence_number"] = field_array(snaps, "sequence_number", pa.int64())
+    per_book["session_id"] = field_array(snaps, "session_id", pa.string())
+    n = len(snaps)
+    bids = np.fromiter((len(s.bids) for s in snaps), np.int64, n)
+    asks = np.fromiter((len(s.asks) for s in snaps), np.int64, n)
+    levels = [lv for s in snaps for lv in (*s.bids, *s.asks)]
+    price = np.fromiter((lv.price for lv in levels), np.float64, len(levels))
+    quantity = np.fromiter((lv.qty for lv in levels), np.float64, len(levels))
+    return long_form_batch(per_book, bids, asks, price, quantity)
 
 
 def batches_to_table(batches: Sequence[pa.RecordBatch]) -> pa.Table:

@@ -2,8 +2,9 @@
 
 The writer's rotation, journal, atomic publish, S3 upload and compaction are written once; what
 differs between books, trades and quotes is only here: how a ring record is decoded and checked,
-its time (which names the file and dates its partition), how many Parquet rows it makes, how a
-batch of them becomes Arrow and a JSONL line, and the table a file holds.
+its time (which names the file and dates its partition), how many Parquet rows it makes, which
+record field fills which column, and its JSONL line. Every dataset's file is built by one
+function, :func:`build_table`, in bulk: one C-level pass per column, no Python per value.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recorder.layout import BOOKS, QUOTES, TRADES, DatasetLayout
 from recorder.model import (
@@ -29,9 +34,11 @@ from recorder.model import (
     json_encoder,
     quote_decoder,
     ring_decoder,
+    ring_encoder,
     trade_decoder,
 )
-from recorder.writer.batches import SCHEMA, batches_to_table, sampled_to_batch, snapshot_jsonl
+from recorder.writer.batches import BOOK_FIELDS, SCHEMA, long_form_batch, snapshot_jsonl
+from recorder.writer.columns import RecordColumns, float64_arrays_ok, record_order, repeated
 
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -70,8 +77,20 @@ QUOTES_SCHEMA = pa.schema(
 )
 
 
+_usable_exchanges: set[str] = set()  # names already checked: a record costs one set lookup
+
+
+def _usable_exchange(exchange: str) -> bool:
+    if exchange not in _usable_exchanges:
+        if not _SAFE_NAME.match(exchange) or ".." in exchange:
+            return False
+        if len(_usable_exchanges) < 1024:  # bounded, whatever a producer sends
+            _usable_exchanges.add(exchange)
+    return True
+
+
 def _check_common(exchange: str, time_ms: int) -> None:
-    if not _SAFE_NAME.match(exchange) or ".." in exchange:
+    if not _usable_exchange(exchange):
         raise ValueError(f"unusable exchange {exchange[:40]!r}")
     if not 0 <= time_ms < _MAX_TS_MS:
         raise ValueError(f"time {time_ms} ms out of range")
@@ -85,9 +104,16 @@ class DatasetSpec:
     decode: Callable[[bytes], Any]  # ring record -> checked record (msgspec/Value errors)
     time_ms: Callable[[Any], int]
     rows: Callable[[Any], int]  # Parquet rows it becomes
-    batch: Callable[[Sequence[Any], list[int], str], pa.RecordBatch]  # records, numbers, session
     jsonl: Callable[[Any, int, str], bytes]  # record, number, session -> one line
-    table: Callable[[Sequence[pa.RecordBatch]], pa.Table]  # one file's content
+    # The ring record's struct (its fields in wire order) and the bytes before its msgpack array.
+    wire: type[msgspec.Struct]
+    prefix: int
+    # Column name -> record attribute, for every column but sequence_number and session_id.
+    fields: tuple[tuple[str, str], ...]
+    # Books: one row per level. Given the records' reader, their level arrays (field name ->
+    # first value positions, lengths), per-record columns and the order to store them in, the
+    # file's rows (the per-record columns repeated per level).
+    expand: Callable[[RecordColumns, dict[str, Levels], dict[str, pa.Array], np.ndarray], pa.RecordBatch] | None = None
     # A file of this dataset holds up to ``rotate_snapshots`` x this many records: a trade is one
     # small row where a snapshot is ``depth`` level rows, and a busy venue prints hundreds of
     # trades a second; with the books' count, every segment would be cut after a second.
@@ -98,25 +124,119 @@ class DatasetSpec:
         return self.layout.name
 
 
+Levels = tuple[np.ndarray, np.ndarray]  # per record: position of the first value, count
+
+
+def build_table(spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int], session_id: str) -> pa.Table:
+    """One file's table of ring records (``payloads``, as :func:`decode_records` passed them)
+    numbered ``seqs``, ordered by pair then sequence number.
+
+    Every column is read from the joined records in bulk (``RecordColumns``), in arrival order,
+    then put in order by one Arrow ``take`` computed per record (a book's levels keep theirs).
+    """
+    reader = RecordColumns(payloads, spec.prefix)
+    column_of = {attr: name for name, attr in spec.fields}
+    columns: dict[str, pa.Array] = {}
+    levels: dict[str, Levels] = {}
+    for f in msgspec.structs.fields(spec.wire):
+        name = column_of.get(f.name)
+        if name is not None:
+            columns[name] = reader.column(spec.schema.field(name).type)
+        else:
+            levels[f.name] = reader.float_arrays()
+    columns["sequence_number"] = pa.array(seqs, pa.int64())
+    columns["session_id"] = repeated(session_id, len(payloads))
+    order = record_order(columns["pair"], columns["sequence_number"])
+    if spec.expand is not None:
+        return pa.Table.from_batches([spec.expand(reader, levels, columns, order)], schema=spec.schema)
+    return pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=spec.schema).take(order)
+
+
 # -- books -------------------------------------------------------------------------------------
 
 
-def _decode_book(payload: bytes) -> SampledBook:
-    rec = ring_decoder.decode(payload)
-    rec.check()
+class RingBook(msgspec.Struct, array_like=True):
+    """A book's ring record (a ``SampledBook``) as the writer decodes it: the four level columns
+    stay msgpack bytes (``msgspec.Raw``, no Python float each) until a file's Arrow columns are
+    read out of them in bulk (``recorder.writer.columns``)."""
+
+    exchange: str
+    pair: str
+    timestamp_ms: int
+    bid_px: msgspec.Raw
+    bid_qty: msgspec.Raw
+    ask_px: msgspec.Raw
+    ask_qty: msgspec.Raw
+    capture_latency_ms: float | None
+    exchange_time_ms: int | None
+    update_id: int | None
+    verified: bool
+    depth_complete: bool | None
+    # Not on the wire (msgspec leaves the default): the record's bytes, set when it is decoded,
+    # so JSONL decodes them once more with float lists in one call rather than four.
+    ring_bytes: bytes = b""
+
+    def sampled(self) -> SampledBook:
+        """The record with its levels as float lists (JSONL, the Redis stream)."""
+        return ring_decoder.decode(self.ring_bytes)
+
+
+_ring_book_decoder = msgspec.msgpack.Decoder(RingBook)
+_LEVEL_RAWS = attrgetter("bid_px", "bid_qty", "ask_px", "ask_qty")
+_FIRST_BYTE = itemgetter(0)
+
+
+def _decode_book(payload: bytes) -> RingBook:
+    rec = _ring_book_decoder.decode(payload)
     _check_common(rec.exchange, rec.timestamp_ms)
+    rec.ring_bytes = payload
     return rec
 
 
-def _book_jsonl(rec: SampledBook, seq: int, session_id: str) -> bytes:
-    return snapshot_jsonl(rec.to_snapshot(seq, session_id))
+def _book_the_slow_way(payload: bytes) -> bytes:
+    """A book record whose level columns are not all float64 arrays (ints, or worse): decoded
+    and checked as a SampledBook, and re-encoded, its levels as float64 arrays now
+    (msgspec/Value errors for a record that is no book)."""
+    rec = ring_decoder.decode(payload)
+    rec.check()
+    return ring_encoder.encode(rec)  # msgspec writes every float of a list[float] as a float64
+
+
+def _book_levels_ok(books: Sequence[RingBook]) -> np.ndarray:
+    """Per book, whether its level columns are float64 arrays, prices as long as quantities."""
+    ok, counts = float64_arrays_ok(list(chain.from_iterable(map(_LEVEL_RAWS, books))))
+    counts = counts.reshape(-1, 4)
+    return ok.reshape(-1, 4).all(axis=1) & (counts[:, 0] == counts[:, 1]) & (counts[:, 2] == counts[:, 3])
+
+
+def _book_rows(
+    reader: RecordColumns, levels: dict[str, Levels], per_book: dict[str, pa.Array], order: np.ndarray
+) -> pa.RecordBatch:
+    """The long form of the books, in ``order``: each book's bid levels then its ask levels."""
+
+    def side_by_side(bid: str, ask: str) -> tuple[np.ndarray, np.ndarray]:
+        (bid_first, bids), (ask_first, asks) = levels[bid], levels[ask]
+        first = np.stack([bid_first[order], ask_first[order]], axis=1).ravel()
+        count = np.stack([bids[order], asks[order]], axis=1).ravel()
+        return reader.floats(first, count), count
+
+    price, count = side_by_side("bid_px", "ask_px")
+    quantity, qty_count = side_by_side("bid_qty", "ask_qty")
+    if not np.array_equal(count, qty_count):  # decode_records lets no such book through
+        raise ValueError("a book's prices and quantities differ in number")
+    return long_form_batch(per_book, count[0::2], count[1::2], price, quantity, order)
+
+
+def _book_jsonl(rec: RingBook, seq: int, session_id: str) -> bytes:
+    return snapshot_jsonl(rec.sampled().to_snapshot(seq, session_id))
 
 
 # -- trades and quotes -------------------------------------------------------------------------
 
 
+# ``payload[1:]`` (the record after its kind byte): a copy of ~70 bytes costs less than a memoryview.
 def _decode_trade(payload: bytes) -> Trade:
-    rec = trade_decoder.decode(memoryview(payload)[1:])
+    rec = trade_decoder.decode(payload[1:])
     _check_common(rec.exchange, rec.local_time_us // 1000)
     if rec.side not in _SIDES:
         raise ValueError(f"trade side {rec.side[:10]!r} is neither buy nor sell")
@@ -126,52 +246,11 @@ def _decode_trade(payload: bytes) -> Trade:
 
 
 def _decode_quote(payload: bytes) -> Quote:
-    rec = quote_decoder.decode(memoryview(payload)[1:])
+    rec = quote_decoder.decode(payload[1:])
     _check_common(rec.exchange, rec.local_time_us // 1000)
     if not rec.pair:
         raise ValueError("quote without pair")
     return rec
-
-
-def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
-    return pa.array(values, typ)
-
-
-def _trades_batch(recs: Sequence[Trade], seqs: list[int], session_id: str) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [
-            _column([r.exchange for r in recs], pa.string()),
-            _column([r.pair for r in recs], pa.string()),
-            _column([r.trade_id for r in recs], pa.string()),
-            _column([r.price for r in recs], pa.float64()),
-            _column([r.quantity for r in recs], pa.float64()),
-            _column([r.side for r in recs], pa.string()),
-            _column([r.exchange_time_us for r in recs], pa.int64()).cast(_US),
-            _column([r.local_time_us for r in recs], pa.int64()).cast(_US),
-            pa.array([session_id] * len(recs), pa.string()),
-            pa.array(seqs, pa.int64()),
-        ],
-        schema=TRADES_SCHEMA,
-    )
-
-
-def _quotes_batch(recs: Sequence[Quote], seqs: list[int], session_id: str) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [
-            _column([r.exchange for r in recs], pa.string()),
-            _column([r.pair for r in recs], pa.string()),
-            _column([r.bid_price for r in recs], pa.float64()),
-            _column([r.bid_qty for r in recs], pa.float64()),
-            _column([r.ask_price for r in recs], pa.float64()),
-            _column([r.ask_qty for r in recs], pa.float64()),
-            _column([r.exchange_time_us for r in recs], pa.int64()).cast(_US),
-            _column([r.local_time_us for r in recs], pa.int64()).cast(_US),
-            _column([r.update_id for r in recs], pa.int64()),
-            pa.array([session_id] * len(recs), pa.string()),
-            pa.array(seqs, pa.int64()),
-        ],
-        schema=QUOTES_SCHEMA,
-    )
 
 
 def trade_row(t: Trade, seq: int, session_id: str) -> TradeRow:
@@ -205,14 +284,12 @@ def quote_row(q: Quote, seq: int, session_id: str) -> QuoteRow:
     )
 
 
-def _sorted_table(schema: pa.Schema) -> Callable[[Sequence[pa.RecordBatch]], pa.Table]:
-    def table(batches: Sequence[pa.RecordBatch]) -> pa.Table:
-        # Clustered by pair (row-group statistics on pair prune well), then in arrival order.
-        t = pa.Table.from_batches(list(batches), schema=schema)
-        return t.sort_by([("pair", "ascending"), ("sequence_number", "ascending")])
+def _columns_named_as_fields(schema: pa.Schema, renamed: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Every column but the writer's two, each from the record field of its name (or renamed)."""
+    return tuple((n, renamed.get(n, n)) for n in schema.names if n not in ("sequence_number", "session_id"))
 
-    return table
 
+_TIMES_US = {"exchange_time": "exchange_time_us", "local_time": "local_time_us"}
 
 BOOKS_SPEC = DatasetSpec(
     layout=BOOKS,
@@ -220,10 +297,13 @@ BOOKS_SPEC = DatasetSpec(
     counter="snapshots_written",
     decode=_decode_book,
     time_ms=lambda r: r.timestamp_ms,
-    rows=lambda r: max(1, len(r.bid_px) + len(r.ask_px)),
-    batch=sampled_to_batch,
+    # The level columns are float64 arrays here (decode_records): 9 bytes a value.
+    rows=lambda r: max(1, len(r.bid_px) // 9 + len(r.ask_px) // 9),
     jsonl=_book_jsonl,
-    table=batches_to_table,
+    wire=SampledBook,
+    prefix=0,
+    fields=BOOK_FIELDS,
+    expand=_book_rows,
 )
 TRADES_SPEC = DatasetSpec(
     layout=TRADES,
@@ -232,9 +312,10 @@ TRADES_SPEC = DatasetSpec(
     decode=_decode_trade,
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
-    batch=_trades_batch,
     jsonl=lambda r, seq, sid: json_encoder.encode(trade_row(r, seq, sid)) + b"\n",
-    table=_sorted_table(TRADES_SCHEMA),
+    wire=Trade,
+    prefix=1,  # the kind byte
+    fields=_columns_named_as_fields(TRADES_SCHEMA, _TIMES_US),
     rotate_factor=50,
 )
 QUOTES_SPEC = DatasetSpec(
@@ -244,21 +325,173 @@ QUOTES_SPEC = DatasetSpec(
     decode=_decode_quote,
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
-    batch=_quotes_batch,
     jsonl=lambda r, seq, sid: json_encoder.encode(quote_row(r, seq, sid)) + b"\n",
-    table=_sorted_table(QUOTES_SCHEMA),
+    wire=Quote,
+    prefix=1,
+    fields=_columns_named_as_fields(QUOTES_SCHEMA, _TIMES_US),
     rotate_factor=50,
 )
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (BOOKS_SPEC, TRADES_SPEC, QUOTES_SPEC)}
 
+# What stops a ring record from being stored: it is skipped and counted, never retried.
+RECORD_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
+
+
+@dataclass
+class Intake:
+    """What the writer takes in from one ring read, per record, in order: its dataset; its
+    decoded record, ``None`` for a trade or quote checked in bulk (``dataset.decode(stored)``
+    gives its struct when one is needed: JSONL, the Redis stream), or the error (one of
+    ``RECORD_ERRORS``) that makes it unusable; the bytes :func:`build_table` reads it from; and,
+    for a usable record, the exchange, pair and time (ms) that partition and number it."""
+
+    specs: list[DatasetSpec]
+    records: list[Any]
+    stored: list[bytes]
+    exchange: list[str]
+    pair: list[str]
+    time_ms: list[int]
+
+
+def take_records(payloads: Sequence[bytes], structs: bool = False) -> Intake:
+    """Decode and check a ring read (see :class:`Intake`); ``structs``: every usable record
+    decoded (JSONL or the Redis stream will want each one's struct).
+
+    Books are decoded one by one (their level columns stay raw) and checked in bulk: their
+    level columns must be float64 arrays of matching lengths (what the sampler sends); one that
+    is not is decoded the slow way and re-encoded so. Trades and quotes are read and checked
+    all at once, field by field (``RecordColumns``), unless ``structs``; where that read meets
+    a record it cannot take, that dataset's records of the read are decoded one by one as
+    before. Flat lists, not a tuple per record: 200 k tuples would make the garbage collector
+    cost more than decoding.
+    """
+    n = len(payloads)
+    try:
+        first = np.fromiter(map(_FIRST_BYTE, payloads), np.int64, n)
+    except IndexError:  # an empty record: it goes to the books (and fails there)
+        first = np.fromiter((p[0] if p else 0 for p in payloads), np.int64, n)
+    specs: list[DatasetSpec] = _specs_by_first_byte()[first].tolist()
+    records: list[Any] = [None] * n
+    keys = _Keys(np.empty(n, object), np.empty(n, object), np.zeros(n, np.int64))
+    stored = list(payloads)
+    one_by_one: list[int] = []  # records decoded as structs: their keys are read from those
+    flat = (first == KIND_TRADE) | (first == KIND_QUOTE)
+    flat_at = np.flatnonzero(flat)
+    if len(flat_at) and not structs:  # the read's trades and quotes joined into one buffer
+        joined = payloads if len(flat_at) == n else [payloads[i] for i in flat_at.tolist()]
+        lens = np.fromiter(map(len, joined), np.int64, len(joined))
+        ends = np.cumsum(lens)
+        buf = np.frombuffer(b"".join(joined), np.uint8)
+    for spec, kind in ((TRADES_SPEC, KIND_TRADE), (QUOTES_SPEC, KIND_QUOTE)):
+        of_kind = first[flat_at] == kind
+        at = flat_at[of_kind]
+        if len(at):
+            bad = None
+            if not structs:
+                bad = _take_flat_in_bulk(spec, buf, (ends - lens)[of_kind], ends[of_kind], at, keys)
+            for i in at[bad].tolist() if bad is not None else at.tolist():
+                records[i] = _decode_one(spec, payloads[i])
+                one_by_one.append(i)
+    books = np.flatnonzero(~flat).tolist()
+    for i in books:
+        records[i] = _decode_one(BOOKS_SPEC, payloads[i])
+    books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
+    if books:
+        ok = _book_levels_ok([records[i] for i in books])
+        for i in np.flatnonzero(~ok).tolist():
+            j = books[i]
+            try:
+                stored[j] = _book_the_slow_way(payloads[j])
+                records[j] = _decode_book(stored[j])
+            except RECORD_ERRORS as exc:
+                records[j] = exc
+    exchange, pair, time_ms = keys.exchange.tolist(), keys.pair.tolist(), keys.time_ms.tolist()
+    for i in books + one_by_one:  # lists: an item set costs far less than in a numpy array
+        rec = records[i]
+        if not isinstance(rec, RECORD_ERRORS):
+            exchange[i], pair[i], time_ms[i] = rec.exchange, rec.pair, specs[i].time_ms(rec)
+    return Intake(specs, records, stored, exchange, pair, time_ms)
+
+
+@dataclass
+class _Keys:
+    """Per record of a ring read: exchange, pair, time (ms)."""
+
+    exchange: np.ndarray
+    pair: np.ndarray
+    time_ms: np.ndarray
+
+
+def _decode_one(spec: DatasetSpec, payload: bytes) -> Any:
+    try:
+        return spec.decode(payload)
+    except RECORD_ERRORS as exc:
+        return exc
+
+
+def _take_flat_in_bulk(
+    spec: DatasetSpec, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, at: np.ndarray, keys: _Keys
+) -> np.ndarray | None:
+    """Check a read's trades (or quotes), records ``at`` of it (``buf[starts[i] : ends[i]]``
+    of the read's joined records), all at once as ``spec.decode``
+    checks one: the msgpack array of exactly the struct's fields, each of its type (null only
+    where the struct allows it, valid UTF-8), nothing after it, and the dataset's own checks.
+    Fills ``keys`` of the good ones; returns where the bad ones are in ``at`` (to decode one by
+    one: their error, worded as ever), or None when the bulk read cannot go on (a field of
+    another type): then all of them."""
+    try:
+        reader = RecordColumns.some_of(buf, starts, ends, spec.prefix)
+        header = reader.buf[reader.pos - 1]
+        columns = {name: reader.column(spec.schema.field(name).type) for name, _ in spec.fields}
+        for column in columns.values():
+            if column.type == pa.string():
+                column.validate(full=True)  # UTF-8, as msgspec checks it
+    except (ValueError, IndexError, pa.ArrowInvalid):
+        return None
+    good = (header == 0x90 + len(msgspec.structs.fields(spec.wire))) & (reader.pos == reader.ends)
+    for name, column in columns.items():
+        if not spec.schema.field(name).nullable and column.null_count:
+            good &= ~column.is_null().to_numpy(zero_copy_only=False)
+    ms = columns["local_time"].cast(pa.int64()).fill_null(0).to_numpy() // 1000
+    good &= (ms >= 0) & (ms < _MAX_TS_MS)
+    exchanges, names = _dictionary(columns["exchange"])
+    good &= np.array([_usable_exchange(e) for e in names.tolist()], bool)[exchanges]
+    good &= pc.binary_length(columns["pair"]).to_numpy(zero_copy_only=False) > 0
+    if spec is TRADES_SPEC:
+        good &= pc.binary_length(columns["trade_id"]).to_numpy(zero_copy_only=False) > 0
+        good &= pc.is_in(columns["side"], value_set=pa.array(_SIDES)).to_numpy(zero_copy_only=False)
+    pairs, pair_names = _dictionary(columns["pair"])
+    rows = at[good]
+    keys.exchange[rows] = names[exchanges[good]]
+    keys.pair[rows] = pair_names[pairs[good]]
+    keys.time_ms[rows] = ms[good]
+    return ~good
+
+
+def _dictionary(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per value its index into the distinct values, and those values (Python strings)."""
+    encoded = strings.dictionary_encode()
+    names = np.empty(len(encoded.dictionary), object)
+    names[:] = encoded.dictionary.to_pylist()
+    return encoded.indices.to_numpy(zero_copy_only=False), names
+
+
+def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[Any], list[bytes]]:
+    """Each ring record's dataset; its decoded record, or the error that makes it unusable; and
+    the bytes :func:`build_table` reads it from (:func:`take_records` with every struct)."""
+    intake = take_records(payloads, structs=True)
+    return intake.specs, intake.records, intake.stored
+
 
 @lru_cache(maxsize=1)
-def spec_by_first_byte() -> tuple[DatasetSpec, ...]:
-    """A ring record's dataset, indexed by its first byte (books: any msgpack array header)."""
-    table = [BOOKS_SPEC] * 256
+def _specs_by_first_byte() -> np.ndarray:
+    """A ring record's dataset, indexed by its first byte (books: any msgpack array header); an
+    object array, so a whole read's datasets come out of one take."""
+    table = np.empty(256, object)
+    table[:] = [BOOKS_SPEC] * 256
     table[KIND_TRADE] = TRADES_SPEC
     table[KIND_QUOTE] = QUOTES_SPEC
-    return tuple(table)
+    return table
 
 
 def decode_jsonl_rows(spec: DatasetSpec, data: bytes) -> list[Any]:

@@ -1,0 +1,230 @@
+"""Ring records -> Arrow columns in bulk: no Python work per value.
+
+A ring record is the msgpack array of a flat struct (``SampledBook``, ``Trade``, ``Quote``), so a
+file's records, joined into one buffer, can be read field by field *for all records at once*
+with numpy: :class:`RecordColumns` keeps one read position per record, reads every record's tag
+byte of the next field, and from the tags the values (big-endian ints and floats, UTF-8 strings)
+and where the following field starts. Strings become Arrow string arrays from an offsets buffer
+and the gathered bytes; a book's levels, msgpack float64 arrays (byte 0xcb then 8 big-endian
+bytes each, 9 bytes a value), are read straight from their positions.
+
+The writer decodes every record with msgspec when it takes it from the ring, so what reaches
+these readers is valid msgpack of the right struct; the readers still refuse (ValueError) what
+they do not expect rather than store a wrong value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_NIL, _FALSE, _TRUE = 0xC0, 0xC2, 0xC3
+_FLOAT32, _FLOAT64 = 0xCA, 0xCB
+_STR8, _STR16, _STR32 = 0xD9, 0xDA, 0xDB
+_FIXARRAY, _ARRAY16, _ARRAY32 = 0x90, 0xDC, 0xDD
+
+# Tag -> (byte width of the value after the tag, numpy big-endian type) of msgpack numbers.
+_NUMBERS: dict[int, tuple[int, str]] = {
+    0xCA: (4, ">f4"),
+    0xCB: (8, ">f8"),
+    0xCC: (1, ">u1"),
+    0xCD: (2, ">u2"),
+    0xCE: (4, ">u4"),
+    0xCF: (8, ">u8"),
+    0xD0: (1, ">i1"),
+    0xD1: (2, ">i2"),
+    0xD2: (4, ">i4"),
+    0xD3: (8, ">i8"),
+}
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _gather(buf: np.ndarray, at: np.ndarray, width: int, dtype: str) -> np.ndarray:
+    """The big-endian values of ``width`` bytes starting at each of ``at``: one gather from a
+    view of the buffer in which item ``i`` is the ``width`` bytes starting at byte ``i``."""
+    every_offset = np.ndarray((max(len(buf) - width + 1, 0),), np.dtype(dtype), buf, 0, (1,))
+    return every_offset[at]
+
+
+def _byte_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> pa.Buffer:
+    """The bytes ``buf[start[i] : start[i] + length[i]]`` of every i, concatenated, copied by
+    Arrow: the buffer is seen as a binary array whose even elements are the slices and odd ones
+    the gaps between them (``start`` must increase), and the even ones are taken."""
+    n = len(start)
+    offsets = np.empty(2 * n + 1, np.int64)
+    offsets[0 : 2 * n : 2] = start
+    offsets[1 : 2 * n : 2] = start + length
+    offsets[2 * n] = start[-1] + length[-1] if n else 0
+    whole = pa.Array.from_buffers(pa.large_binary(), 2 * n, [None, pa.py_buffer(offsets), pa.py_buffer(buf)])
+    return whole.take(pa.array(np.arange(0, 2 * n, 2))).buffers()[2] or pa.py_buffer(b"")
+
+
+def _runs(first: np.ndarray, count: np.ndarray, step: int = 1) -> np.ndarray:
+    """``first[i], first[i] + step, ...`` (``count[i]`` of them) for every i, concatenated."""
+    ends = np.cumsum(count)
+    index = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) - np.repeat(ends - count, count)
+    return np.repeat(first, count) + step * index
+
+
+class RecordColumns:
+    """Many ring records of one struct type, read field after field as Arrow columns."""
+
+    def __init__(self, payloads: Sequence[bytes], prefix: int) -> None:
+        """``prefix``: bytes before each record's msgpack array (a trade's kind byte)."""
+        lens = np.fromiter(map(len, payloads), np.int64, len(payloads))
+        ends = np.cumsum(lens)
+        self._begin(np.frombuffer(b"".join(payloads), np.uint8), ends - lens, ends, prefix)
+
+    @classmethod
+    def some_of(cls, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> RecordColumns:
+        """The records ``buf[starts[i] : ends[i]]`` of a buffer already joined (a ring read's)."""
+        self = cls.__new__(cls)
+        self._begin(buf, starts, ends, prefix)
+        return self
+
+    def _begin(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> None:
+        self.n = len(starts)
+        self.buf = buf
+        self.ends = ends  # where each record ends in the buffer
+        self.pos = starts + prefix
+        tags = self._tags()
+        if ((tags & 0xF0) != _FIXARRAY).any():
+            raise ValueError("ring record is not a msgpack array of at most 15 fields")
+        self.pos += 1
+
+    def _tags(self) -> np.ndarray:
+        if self.n and (self.pos >= len(self.buf)).any():
+            raise ValueError("ring record ends early")
+        return self.buf[self.pos].astype(np.int64)
+
+    def column(self, typ: pa.DataType) -> pa.Array:
+        """The next field of every record as one Arrow array of ``typ``."""
+        if typ == pa.string():
+            return self._strings()
+        tags = self._tags()
+        null = tags == _NIL
+        size = np.ones(self.n, np.int64)
+        if pa.types.is_boolean(typ):
+            if not np.isin(tags, (_NIL, _FALSE, _TRUE)).all():
+                raise ValueError("ring record field is not a bool")
+            values: np.ndarray = tags == _TRUE
+        else:
+            floating = pa.types.is_floating(typ)
+            values = np.zeros(self.n, np.float64 if floating else np.int64)
+            fixint = (tags < 0x80) | (tags >= 0xE0)
+            values[fixint] = np.where(tags[fixint] >= 0xE0, tags[fixint] - 0x100, tags[fixint])
+            known = fixint | null
+            for tag in np.flatnonzero(np.bincount(tags[~known], minlength=256)).tolist():  # no sort
+                if tag not in _NUMBERS or (tag in (_FLOAT32, _FLOAT64) and not floating):
+                    raise ValueError(f"ring record field is not a number (msgpack tag {tag:#x})")
+                width, dtype = _NUMBERS[tag]
+                at = np.flatnonzero(tags == tag)
+                read = _gather(self.buf, self.pos[at] + 1, width, dtype)
+                if tag == 0xCF and not floating and (read > _INT64_MAX).any():
+                    raise ValueError("ring record integer beyond int64")
+                values[at] = read
+                size[at] = 1 + width
+        self.pos = self.pos + size
+        if pa.types.is_timestamp(typ):
+            return pa.array(values, pa.int64(), mask=null if null.any() else None).cast(typ)
+        return pa.array(values, typ, mask=null if null.any() else None)
+
+    def _strings(self) -> pa.Array:
+        tags = self._tags()
+        fix = (tags & 0xE0) == 0xA0
+        length = np.where(fix, tags & 0x1F, 0)
+        head = np.ones(self.n, np.int64)
+        for tag, width, dtype in ((_STR8, 1, ">u1"), (_STR16, 2, ">u2"), (_STR32, 4, ">u4")):
+            at = np.flatnonzero(tags == tag)
+            if len(at):
+                length[at] = _gather(self.buf, self.pos[at] + 1, width, dtype)
+                head[at] = 1 + width
+                fix[at] = True
+        if not fix.all():
+            raise ValueError("ring record field is not a string")
+        start = self.pos + head
+        self.pos = start + length
+        offsets = np.zeros(self.n + 1, np.int64)
+        np.cumsum(length, out=offsets[1:])
+        data = _byte_slices(self.buf, start, length)
+        # msgspec checked each string's UTF-8 when the writer decoded the record.
+        strings = pa.Array.from_buffers(pa.large_string(), self.n, [None, pa.py_buffer(offsets), data])
+        return strings.cast(pa.string())
+
+    def float_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next field of every record, a msgpack array of float64: the position of each
+        array's first value tag, and its length (read the values with :meth:`floats`)."""
+        tags = self._tags()
+        count = np.where((tags & 0xF0) == _FIXARRAY, tags & 0x0F, 0)
+        head = np.ones(self.n, np.int64)
+        for tag, width, dtype in ((_ARRAY16, 2, ">u2"), (_ARRAY32, 4, ">u4")):
+            at = np.flatnonzero(tags == tag)
+            if len(at):
+                count[at] = _gather(self.buf, self.pos[at] + 1, width, dtype)
+                head[at] = 1 + width
+        if not (((tags & 0xF0) == _FIXARRAY) | (tags == _ARRAY16) | (tags == _ARRAY32)).all():
+            raise ValueError("ring record field is not an array")
+        first = self.pos + head
+        self.pos = first + 9 * count
+        return first, count
+
+    def floats(self, first: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """The float64 values of the arrays starting at ``first`` with ``count`` values each,
+        concatenated in the order given (ValueError if one is not a float64)."""
+        tags = _runs(first, count, 9)
+        if len(tags) and (self.buf[tags] != _FLOAT64).any():
+            raise ValueError("ring record level is not a float64")
+        return _gather(self.buf, tags + 1, 8, ">f8").astype(np.float64)
+
+
+def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per msgpack-encoded value in ``raws``: whether it is an array of float64 (what
+    :meth:`RecordColumns.floats` reads), and its length (0 where it is not)."""
+    n = len(raws)
+    lens = np.fromiter(map(len, raws), np.int64, n)
+    buf = np.frombuffer(b"".join(raws), np.uint8)
+    count = lens // 9  # an array of float64: a 1-, 3- or 5-byte header, then 9 bytes a value
+    head = lens - 9 * count
+    starts = np.cumsum(lens) - lens
+    last = max(len(buf) - 1, 0)
+
+    def byte(offset: int) -> np.ndarray:
+        return buf[np.minimum(starts + offset, last)].astype(np.int64)
+
+    first = byte(0)
+    ok = (
+        ((head == 1) & (count < 16) & (first == _FIXARRAY + count))
+        | ((head == 3) & (first == _ARRAY16) & ((byte(1) << 8) + byte(2) == count))
+        | ((head == 5) & (first == _ARRAY32) & ((byte(1) << 24) + (byte(2) << 16) + (byte(3) << 8) + byte(4) == count))
+    )
+    count = np.where(ok, count, 0)
+    tags = _runs(starts + head, count, 9)
+    bad = buf[tags] != _FLOAT64
+    if bad.any():
+        ok[np.repeat(np.arange(n), count)[bad]] = False
+    return ok, np.where(ok, count, 0)
+
+
+def record_order(pair: pa.Array, seq: pa.Array) -> np.ndarray:
+    """Indices of the records ordered by pair, then sequence number (stable): a file's rows are
+    clustered by pair so Parquet row-group statistics on ``pair`` prune well."""
+    # Pairs are few: each record's pair as the rank of its name among them, then one integer
+    # lexsort (stable, like Arrow's) instead of a sort comparing strings.
+    encoded = pair.dictionary_encode()
+    rank = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="first").to_numpy()
+    return np.lexsort((seq.to_numpy(zero_copy_only=False), rank[encoded.indices.to_numpy(zero_copy_only=False)]))
+
+
+def field_array(records: Sequence[Any], attr: str, typ: pa.DataType) -> pa.Array:
+    """One column of the records' attribute ``attr`` (tools: Snapshot structs)."""
+    return pa.array(list(map(attrgetter(attr), records)), typ)
+
+
+def repeated(value: str, n: int) -> pa.Array:
+    """A string column holding ``value`` ``n`` times (the writer's session id)."""
+    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))

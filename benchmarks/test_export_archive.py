@@ -14,19 +14,16 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import zstandard
 
+from benchmarks.export_peak import export_peak
 from benchmarks.quick import size
 
-ROOT = Path(__file__).resolve().parent.parent
 T0_NS = 1_795_000_000_000_000_000  # 2026-11-18
 FRAMES_PER_S, CHANGES = 20, 50
 
@@ -129,25 +126,6 @@ def test_archive_events_vs_archive_replay(benchmark, archive: Path) -> None:
     benchmark.extra_info.update({"frames": frames, "events": events})
 
 
-_MEASURE = """
-import json, resource, sys, time
-from recorder.export import export
-t = time.perf_counter()
-res = export(sys.argv[1], to="hftbacktest", out=sys.argv[2], source="archive")
-print(json.dumps({"counts": res.counts, "s": time.perf_counter() - t,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
-
-
-def _export_peak(data: Path, out: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(data), str(out)], capture_output=True, text=True, env=env, timeout=900
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.benchmark(group="export-hftbacktest-archive-memory")
 def test_hftbacktest_archive_export_peak_rss(benchmark, tmp_path: Path) -> None:
     pytest.importorskip("hftbacktest")
@@ -156,10 +134,12 @@ def test_hftbacktest_archive_export_peak_rss(benchmark, tmp_path: Path) -> None:
     for name, seconds in (("short", short_s), ("long", long_s)):
         days[name] = tmp_path / name
         write_bybit_archive(days[name], seconds)
-    short = _export_peak(days["short"], tmp_path / "short-out")
+    short = export_peak(days["short"], tmp_path / "short-out", to="hftbacktest", source="archive")
     runs = iter(range(1_000))
     long = benchmark.pedantic(
-        lambda: _export_peak(days["long"], tmp_path / f"long-{next(runs)}"), rounds=1, iterations=1
+        lambda: export_peak(days["long"], tmp_path / f"long-{next(runs)}", to="hftbacktest", source="archive"),
+        rounds=1,
+        iterations=1,
     )
     assert long["counts"]["depth_events"] > 3 * short["counts"]["depth_events"]
     ratio = long["peak_mb"] / short["peak_mb"]

@@ -8,36 +8,16 @@ day, exported in the same run. A pair at 1 s, 20 levels, two trades a second (th
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.export_peak import export_peak
 from benchmarks.quick import size
 from recorder.dataset import to_ms
 from tests.busy_day import write_busy_day
 
-ROOT = Path(__file__).resolve().parent.parent
 SHORT_MIN, LONG_MIN = size((360, 1440), (15, 60))
-
-_MEASURE = """
-import json, resource, sys
-from recorder.export import export
-res = export(sys.argv[1], to="nautilus", out=sys.argv[2])
-print(json.dumps({"counts": res.counts, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
-
-
-def _export_peak(data: Path, out: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(data), str(out)], capture_output=True, text=True, env=env, timeout=900
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.benchmark(group="export-nautilus-memory")
@@ -47,10 +27,12 @@ def test_nautilus_export_peak_rss_long_vs_short_day(benchmark, tmp_path: Path) -
     for name, minutes in (("short", SHORT_MIN), ("long", LONG_MIN)):
         days[name] = tmp_path / name
         write_busy_day(days[name], to_ms("2026-11-20"), minutes)
-    short = _export_peak(days["short"], tmp_path / "short-catalog")
+    short = export_peak(days["short"], tmp_path / "short-catalog", to="nautilus")
     runs = iter(range(1_000))
     long = benchmark.pedantic(
-        lambda: _export_peak(days["long"], tmp_path / f"long-catalog-{next(runs)}"), rounds=1, iterations=1
+        lambda: export_peak(days["long"], tmp_path / f"long-catalog-{next(runs)}", to="nautilus"),
+        rounds=1,
+        iterations=1,
     )
     assert long["counts"]["depth10"] == LONG_MIN * 60 and short["counts"]["depth10"] == SHORT_MIN * 60
     ratio = long["peak_mb"] / short["peak_mb"]

@@ -157,8 +157,8 @@ class Capture:
     # lifecycle ----------------------------------------------------------------------------
 
     def start(self, timeout: float = 180.0) -> Capture:
-        """Start the supervisor and return once it captures (its checks passed, simulators up):
-        CaptureError with the supervisor's one-line reason otherwise."""
+        """Start the supervisor and return once it captures (its checks passed, simulators up, its
+        first status written): CaptureError with the supervisor's one-line reason otherwise."""
         if self._proc is not None:
             raise CaptureError(f"capture {self.session_id!r} was already started")
         self._stderr = tempfile.TemporaryFile()
@@ -185,6 +185,13 @@ class Capture:
             code = self._proc.wait(30)
             error = msg.get("error") or self._last_error_line() or f"supervisor exited with status {code}"
             raise CaptureError(error)
+        # Return with a first full status written, so ``status()["venues"]`` works at once.
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            st = read_status(self.data_dir, self.session_id)
+            if st is not None and "venues" in st:
+                break
+            time.sleep(0.05)
         return self
 
     def status(self) -> dict[str, Any]:

@@ -62,7 +62,11 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class WriterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    rotate_snapshots: int = 1000
+    # A file is finished at whichever comes first: rotate_seconds, rotate_mb of records held for
+    # the open files (the writer's memory; half a venue's ring at most), midnight UTC, or (when
+    # set) rotate_snapshots records of one venue. No count by default: a fixed count is a tick of
+    # a universe (1000 pairs: a file a second), the memory bound scales with what is recorded.
+    rotate_snapshots: int | None = None
     rotate_seconds: float = 300.0
     rotate_mb: float = 64.0
     # Shared-memory ring per venue process; overflow drops (and counts) rather than blocking.
@@ -345,7 +349,9 @@ def validate(cfg: CaptureConfig) -> CaptureConfig:
     except NameError_ as exc:
         raise ConfigError(str(exc)) from None
     w = cfg.writer
-    if w.rotate_snapshots < 1 or w.rotate_seconds <= 0 or w.rotate_mb <= 0 or w.ring_mb < 1:
+    if w.rotate_snapshots is not None and w.rotate_snapshots < 1:
+        raise ConfigError(f"invalid [writer] rotate_snapshots = {w.rotate_snapshots}: at least 1 (or unset: no count)")
+    if w.rotate_seconds <= 0 or w.rotate_mb <= 0 or w.ring_mb < 1:
         raise ConfigError("invalid [writer] settings: rotation limits and ring_mb must be positive")
     if w.ring_mb > MAX_RING_MB:
         raise ConfigError(f"invalid [writer] ring_mb = {w.ring_mb:g}: at most {MAX_RING_MB} (shared memory per venue)")

@@ -107,6 +107,15 @@ class VenueSim:
         terminate(self.proc, 10)
 
 
+def sim_venues(sims: dict[str, VenueSim], pairs: dict[str, list[str]], channels: list[str]) -> dict[str, Any]:
+    """The ``venues`` section of a capture config (``recorder.api``) whose venues are the running
+    simulators ``sims``."""
+    return {
+        v: {"pairs": p, "channels": channels, "ws_url": sims[v].urls["ws_url"], "rest_url": sims[v].urls["rest_url"]}
+        for v, p in pairs.items()
+    }
+
+
 class Sim(VenueSim):
     """The Binance simulator (a ``--venue`` in ``extra`` picks another)."""
 

@@ -107,3 +107,47 @@ def expected_quotes(data: Path, exchange: str, pair: str) -> list[tuple]:
         derived.setdefault(s.timestamp[:10], []).append((s.timestamp_ms * 1000, venue * 1000, *top))
     days = sorted(set(by_day) | set(derived))
     return [row for day in days for row in by_day.get(day, derived.get(day, []))]
+
+
+def nautilus_engine(instruments: list[Any]) -> Any:
+    """A nautilus ``BacktestEngine`` with a venue per instrument's venue (an L2 book each, a USDT
+    margin account) and the instruments added: ready for ``add_data``."""
+    from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+    from nautilus_trader.config import LoggingConfig
+    from nautilus_trader.model.currencies import USDT
+    from nautilus_trader.model.enums import AccountType, BookType, OmsType
+    from nautilus_trader.model.identifiers import Venue
+    from nautilus_trader.model.objects import Money
+
+    engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(bypass_logging=True)))
+    for venue in {i.id.venue for i in instruments}:
+        engine.add_venue(
+            venue=Venue(str(venue)),
+            oms_type=OmsType.NETTING,
+            account_type=AccountType.MARGIN,
+            starting_balances=[Money(1_000_000, USDT)],
+            book_type=BookType.L2_MBP,
+        )
+    for inst in instruments:
+        engine.add_instrument(inst)
+    return engine
+
+
+def hftbacktest_of(path: Path, tick_size: float, lot_size: float) -> Any:
+    """hftbacktest's own ``HashMapMarketDepthBacktest`` over the exported ``.npz`` at ``path``
+    (no latency, no fees: the book is what the tests read)."""
+    import hftbacktest as hbt
+
+    asset = (
+        hbt.BacktestAsset()
+        .data([str(path)])
+        .linear_asset(1.0)
+        .constant_order_latency(0, 0)
+        .risk_adverse_queue_model()
+        .no_partial_fill_exchange()
+        .trading_value_fee_model(0.0, 0.0)
+        .tick_size(tick_size)
+        .lot_size(lot_size)
+        .last_trades_capacity(0)
+    )
+    return hbt.HashMapMarketDepthBacktest([asset])

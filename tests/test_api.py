@@ -27,6 +27,8 @@ def test_start_status_stop_and_cleanup_on_exception(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="strategy blew up"):
         with cap:
             assert cap.running
+            # start() returned with a first full status: the README's first status() line works.
+            assert set(cap.status()["venues"]["binance"]["pairs"]) == set(PAIRS)
             # Watched from another process too: the CLI sees the same session.
             wait_for(lambda: all(n >= 4 for n in _samples(cap).values()) and len(_samples(cap)) == 2, 120, "samples")
             st = cap.status()

@@ -62,6 +62,7 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "inf.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\n[writer]\nrotate_seconds = inf\n')
     (tmp_path / "huge.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\nsnapshot_limit = 1' + "0" * 20 + "\n")
     (tmp_path / "ring.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\n[writer]\nring_mb = 1e9\n')
+    (tmp_path / "count.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\n[writer]\nrotate_snapshots = 0\n')
     (tmp_path / "port.toml").write_text('metrics_port = 70000\n[venues.binance]\npairs = ["BTC-USDT"]\n')
     (tmp_path / "empty-dir.toml").write_text('data_dir = ""\n[venues.binance]\npairs = ["BTC-USDT"]\n')
     (tmp_path / "url.toml").write_text('[venues.binance]\npairs = ["BTC-USDT"]\nrest_url = "localhost:8080"\n')
@@ -115,6 +116,7 @@ CASES: list[tuple[list[str], str]] = [
     (["start-capture", "--config", "port.toml"], "invalid metrics port 70000"),
     (["start-capture", "--config", "huge.toml"], "invalid venues.binance.snapshot_limit: must be a finite"),
     (["start-capture", "--config", "ring.toml"], "invalid [writer] ring_mb = 1e+09: at most 16384"),
+    (["start-capture", "--config", "count.toml"], "invalid [writer] rotate_snapshots = 0: at least 1"),
     (["start-capture", "--config", "empty-dir.toml"], "invalid data dir ''"),
     (["start-capture", "--config", "url.toml"], "invalid [venues.binance] rest_url 'localhost:8080'"),
     (["start-capture", "--config", "port-url.toml"], "invalid [venues.okx] ws_url 'ws://127.0.0.1:99999'"),

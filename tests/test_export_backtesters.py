@@ -18,6 +18,8 @@ from recorder.dataset import open_dataset
 from tests.export_data import (  # noqa: F401 - replayed, simulated: fixtures by name
     expected_quotes,
     export_cli,
+    hftbacktest_of,
+    nautilus_engine,
     ours,
     records,
     replayed,
@@ -74,19 +76,7 @@ def test_hftbacktest_book_equals_ours(which: str, request: pytest.FixtureRequest
         checked_trades += len(got)
         inst = instruments[f"{exchange}:{pair}"]
         tick = inst["tick_size"]
-        asset = (
-            hbt.BacktestAsset()
-            .data([str(path)])
-            .linear_asset(1.0)
-            .constant_order_latency(0, 0)
-            .risk_adverse_queue_model()
-            .no_partial_fill_exchange()
-            .trading_value_fee_model(0.0, 0.0)
-            .tick_size(tick)
-            .lot_size(inst["lot_size"])
-            .last_trades_capacity(0)
-        )
-        bt = hbt.HashMapMarketDepthBacktest([asset])
+        bt = hftbacktest_of(path, tick, inst["lot_size"])
         bt.elapse(0)
         picks = sorted({1, len(snaps) // 3, len(snaps) // 2, len(snaps) - 2} & set(range(len(snaps) - 1)))
         for k in picks:
@@ -168,13 +158,8 @@ def test_hftbacktest_negative_latency_is_corrected_as_its_tools_do(tmp_path: Pat
 @pytest.mark.parametrize("which", ["replayed", "simulated"])
 def test_nautilus_engine_consumes_the_catalog(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     pytest.importorskip("nautilus_trader")
-    from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
     from nautilus_trader.common.actor import Actor
-    from nautilus_trader.config import LoggingConfig
-    from nautilus_trader.model.currencies import USDT
-    from nautilus_trader.model.enums import AccountType, BookType, OmsType
-    from nautilus_trader.model.identifiers import Venue
-    from nautilus_trader.model.objects import Money
+    from nautilus_trader.model.enums import BookType
     from nautilus_trader.persistence.catalog import ParquetDataCatalog
 
     data = request.getfixturevalue(which)
@@ -216,17 +201,7 @@ def test_nautilus_engine_consumes_the_catalog(which: str, request: pytest.Fixtur
     instruments = catalog.instruments()
     assert {str(i.id) for i in instruments} == {f"{p}.{e.upper().replace('-', '_')}" for e, p in books}
     kinds = {str(i.id): type(i).__name__ for i in instruments}
-    engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(bypass_logging=True)))
-    for venue in {i.id.venue for i in instruments}:
-        engine.add_venue(
-            venue=Venue(str(venue)),
-            oms_type=OmsType.NETTING,
-            account_type=AccountType.MARGIN,
-            starting_balances=[Money(1_000_000, USDT)],
-            book_type=BookType.L2_MBP,
-        )
-    for inst in instruments:
-        engine.add_instrument(inst)
+    engine = nautilus_engine(instruments)
     ids = [i.id for i in instruments]
     trades = records(data, "trades")
     for iid in map(str, ids):  # per instrument: the engine looks at each list's first item

@@ -20,7 +20,7 @@ import zstandard
 
 from recorder.dataset import open_dataset
 from tests.conftest import ROOT
-from tests.export_data import export_cli
+from tests.export_data import export_cli, hftbacktest_of
 from tests.test_dataset import s3_server  # noqa: F401 - moto's S3 server, a fixture by name
 
 SESSION = "ev"
@@ -50,20 +50,12 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A capture of five venues on their simulators (real processes) with the archive on, and
     faults injected on the way: gaps, a checksum failure, a crossed book, a reconnect."""
     from recorder.api import Capture
-    from tests.conftest import VenueSim, wait_for
+    from tests.conftest import VenueSim, sim_venues, wait_for
 
     data = tmp_path_factory.mktemp("events") / "data"
     sims = {v: VenueSim(v, "--seed", "7") for v in VENUES}
     try:
-        venues = {
-            v: {
-                "pairs": p,
-                "channels": ["book", "trades"],
-                "ws_url": sims[v].urls["ws_url"],
-                "rest_url": sims[v].urls["rest_url"],
-            }
-            for v, p in VENUES.items()
-        }
+        venues = sim_venues(sims, VENUES, ["book", "trades"])
         cfg = {"archive": {"flush_s": 0.2}, "venues": venues}
         with Capture(cfg, interval="200ms", depth=10, data_dir=data, session_id=SESSION) as cap:
 
@@ -428,19 +420,7 @@ def test_hftbacktest_from_the_archive_holds_every_level(
             tardis_out / f"{inst.tardis_exchange}_incremental_book_L2_{day}_{inst.symbol.replace('/', '-')}.csv.gz"
         )
         tick = instruments[f"{exchange}:{pair}"]["tick_size"]
-        asset = (
-            hbt.BacktestAsset()
-            .data([str(hbt_out / name)])
-            .linear_asset(1.0)
-            .constant_order_latency(0, 0)
-            .risk_adverse_queue_model()
-            .no_partial_fill_exchange()
-            .trading_value_fee_model(0.0, 0.0)
-            .tick_size(tick)
-            .lot_size(instruments[f"{exchange}:{pair}"]["lot_size"])
-            .last_trades_capacity(0)
-        )
-        bt = hbt.HashMapMarketDepthBacktest([asset])
+        bt = hftbacktest_of(hbt_out / name, tick, instruments[f"{exchange}:{pair}"]["lot_size"])
         bt.elapse(0)
         points = quiet_points(data, exchange)
         picks = [s for s in snaps if s.timestamp_ms in points]

@@ -16,7 +16,7 @@ import pytest
 
 from recorder.dataset import open_dataset, to_ms
 from tests.busy_day import write_busy_day
-from tests.export_data import export_cli
+from tests.export_data import export_cli, nautilus_engine
 from tests.test_export_events import tick_times
 
 nautilus_trader = pytest.importorskip("nautilus_trader")
@@ -156,20 +156,12 @@ def archived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     REST snapshot) and Kraken (a depth-limited book kept by checksum: levels fall off its end),
     with a gap, a checksum failure and a reconnect injected on the way."""
     from recorder.api import Capture
-    from tests.conftest import VenueSim, wait_for
+    from tests.conftest import VenueSim, sim_venues, wait_for
 
     data = tmp_path_factory.mktemp("archived") / "data"
     sims = {v: VenueSim(v, "--seed", "11") for v in ARCHIVED}
     try:
-        venues = {
-            v: {
-                "pairs": p,
-                "channels": ["book", "trades"],
-                "ws_url": sims[v].urls["ws_url"],
-                "rest_url": sims[v].urls["rest_url"],
-            }
-            for v, p in ARCHIVED.items()
-        }
+        venues = sim_venues(sims, ARCHIVED, ["book", "trades"])
         cfg = {"archive": {"flush_s": 0.2}, "venues": venues}
         with Capture(cfg, interval="200ms", depth=10, data_dir=data, session_id="nt") as cap:
 
@@ -195,13 +187,9 @@ def test_engine_book_from_archive_deltas_is_the_stored_book(
     UPDATE / DELETE per level change, F_LAST closing each archived frame), as many as the archive
     replay yields, in files of a few hundred (a frame never split); a BacktestEngine fed them (and
     nothing else) holds at each stored snapshot's tick the stored levels, best first, both sides."""
-    from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
     from nautilus_trader.common.actor import Actor
-    from nautilus_trader.config import LoggingConfig
-    from nautilus_trader.model.currencies import USDT
-    from nautilus_trader.model.enums import AccountType, BookAction, BookType, OmsType, RecordFlag
-    from nautilus_trader.model.identifiers import InstrumentId, Venue
-    from nautilus_trader.model.objects import Money
+    from nautilus_trader.model.enums import BookAction, BookType, RecordFlag
+    from nautilus_trader.model.identifiers import InstrumentId
     from nautilus_trader.persistence.catalog import ParquetDataCatalog
 
     from recorder.export.events import TRADE, ArchiveEvents, archive_sessions
@@ -277,17 +265,7 @@ def test_engine_book_from_archive_deltas_is_the_stored_book(
             key = str(batch.instrument_id)
             self.deltas[key] = self.deltas.get(key, 0) + len(batch.deltas)
 
-    engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(bypass_logging=True)))
-    for venue in {i.id.venue for i in instruments}:
-        engine.add_venue(
-            venue=Venue(str(venue)),
-            oms_type=OmsType.NETTING,
-            account_type=AccountType.MARGIN,
-            starting_balances=[Money(1_000_000, USDT)],
-            book_type=BookType.L2_MBP,
-        )
-    for inst in instruments:
-        engine.add_instrument(inst)
+    engine = nautilus_engine(instruments)
     for got in deltas.values():
         engine.add_data(got)
     watcher = Watcher()

@@ -59,7 +59,8 @@ class Writer(Committing):
         bad = [f for f in spec.formats if f not in FORMATS]
         if bad or not spec.formats:
             raise ValueError(f"invalid writer formats {spec.formats!r}: use 'jsonl' and/or 'parquet'")
-        if spec.rotate_snapshots < 1 or spec.rotate_seconds <= 0 or spec.rotate_bytes <= 0:
+        count_ok = spec.rotate_snapshots is None or spec.rotate_snapshots >= 1
+        if not count_ok or spec.rotate_seconds <= 0 or spec.rotate_bytes <= 0:
             raise ValueError("writer rotation limits must be positive")
         self.spec = spec
         self.data_dir = Path(spec.data_dir)
@@ -122,8 +123,8 @@ class Writer(Committing):
     def poll(self) -> int:
         """Read available records from every ring into the open segment; returns records read.
 
-        A record whose file is full (``rotate_snapshots`` x its dataset's ``rotate_factor``) is
-        left in the ring (read position stays before it) and the segment is due for rotation.
+        A record whose file is full (``rotate_snapshots``, when set, x its dataset's
+        ``rotate_factor``) is left in the ring (read position stays before it) and the segment is due for rotation.
         Rings are visited round-robin so a backlog on one ring can't starve the others.
         """
         total = 0
@@ -134,7 +135,7 @@ class Writer(Committing):
         for venue in venues[self._rr :] + venues[: self._rr]:
             ring = self.rings[venue]
             ends: list[int] = []
-            limit = min(self.spec.rotate_snapshots, self.spec.max_read_records)
+            limit = min(self.spec.rotate_snapshots or self.spec.max_read_records, self.spec.max_read_records)
             payloads, nxt = ring.read(self.read_pos[venue], limit, ends)
             took = take_records(payloads, structs=self._jsonl or self.stream is not None)
             for dataset, rec, payload, end, exchange, pair, ts_ms in zip(
@@ -156,14 +157,18 @@ class Writer(Committing):
     def _add(self, dataset: DatasetSpec, rec: Any, payload: bytes, exchange: str, pair: str, ts_ms: int) -> bool:
         """Add one ring record (decoded: ``rec``; None for a trade or quote checked in bulk when
         neither JSONL nor the stream wants its struct, see ``take_records``) of ``exchange``,
-        ``pair`` and time ``ts_ms`` to the open segment; False if its file is full (not consumed)."""
+        ``pair`` and time ``ts_ms`` to the open segment; False if its file is full or the segment
+        holds ``rotate_bytes`` (not consumed)."""
         seg = self.segment
         date = utc_date(ts_ms)
         pkey = (dataset.name, exchange, date)
         part = seg.parts.get(pkey)
-        limit = self.spec.rotate_snapshots * dataset.rotate_factor
-        if part is not None and part.count >= limit:
+        count = self.spec.rotate_snapshots
+        limit = count * dataset.rotate_factor if count is not None else None
+        if part is not None and limit is not None and part.count >= limit:
             return False
+        if seg.est_bytes >= self.spec.rotate_bytes:
+            return False  # the writer's memory bound: not even the rest of a poll's records
         self._note_record(seg)
         if part is None:
             part = seg.parts[pkey] = Partition(dataset, exchange, date, ts_ms)
@@ -174,17 +179,21 @@ class Writer(Committing):
         seg.seq[key] = seq + 1
         if self.stream is not None:
             self.stream.offer(dataset, rec, seq)
+        held = 0  # bytes this record adds to what the open files hold: rotate_bytes bounds them
         if self._parquet:
             part.payloads.append(payload)
             part.seqs.append(seq)
+            held += len(payload)
         if self._jsonl:
-            part.jsonl += dataset.jsonl(rec, seq, self.spec.session_id)
+            line = dataset.jsonl(rec, seq, self.spec.session_id)
+            part.jsonl += line
+            held += len(line)
         part.count += 1
         part.rows += dataset.rows(rec)
         seg.snapshots += 1
         seg.stored[dataset.name] = seg.stored.get(dataset.name, 0) + 1
-        seg.est_bytes += len(payload)
-        seg.full = seg.full or part.count >= limit
+        seg.est_bytes += held
+        seg.full = seg.full or (limit is not None and part.count >= limit)
         if self.newest_ts_ms is None or ts_ms > self.newest_ts_ms:
             self.newest_ts_ms = ts_ms
         return True

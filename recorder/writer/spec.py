@@ -53,7 +53,7 @@ class WriterSpec(msgspec.Struct, kw_only=True):
     session_id: str
     data_dir: str
     formats: list[str]  # subset of ["jsonl", "parquet"]
-    rotate_snapshots: int
+    rotate_snapshots: int | None  # records of one (dataset, venue, date) per file; None: no count
     rotate_seconds: float
     rotate_bytes: int
     rings: dict[str, str]  # venue id -> ring shm name

@@ -140,6 +140,43 @@ def test_trades_are_parsed_only_when_asked_and_bad_ones_are_counted() -> None:
     assert cb_got == [] and cb.stats.malformed == 1 and cb.stats.gaps == 0
 
 
+def _with_trades(frame: bytes, key: str, trades: list[dict[str, Any]]) -> bytes:
+    msg = json.loads(frame)
+    holder = msg["events"][0] if key == "trades" else msg
+    holder[key] = trades
+    return json.dumps(msg).encode()
+
+
+def test_every_venue_keeps_the_good_trades_of_a_message_around_a_bad_one_and_skips_foreign_ones() -> None:
+    """One message per venue: a good trade, a malformed one, one of an instrument not followed,
+    another good one. Both good trades come out in id order, the bad one is one malformed frame."""
+    cb_trade = json.loads(CB_ONE)["events"][0]["trades"][0]
+    kr_trade = json.loads(KR_UPDATE)["data"][0]
+    okx_trade = json.loads(OKX_NOW)["data"][0]
+    by_trade = json.loads(BY_SPOT)["data"][0]
+    cases = [  # feed, frame, the trades' id field, what makes one malformed, symbol field, foreign symbol, ids
+        (CoinbaseFeed(["BTC-USD"]), CB_ONE, "events", cb_trade, "trade_id", {"side": "HOLD"}, "product_id", "ETH-USD",
+         ["11", "12", "13", "14"]),
+        (KrakenFeed(["BTC-USD"]), KR_UPDATE, "data", kr_trade, "trade_id", {"side": "hold"}, "symbol", "ETH/USD",
+         [11, 12, 13, 14]),
+        (OkxFeed(["BTC-USDT"]), OKX_NOW, "data", okx_trade, "tradeId", {"px": "-1"}, "instId", "ETH-USDT",
+         ["11", "12", "13", "14"]),
+        (BybitFeed("spot", ["BTC-USDT"], None), BY_SPOT, "data", by_trade, "i", {"S": "Hold"}, "s", "ETHUSDT",
+         ["11", "12", "13", "14"]),
+    ]  # fmt: skip
+    for feed, frame, key, trade, id_field, bad, symbol_field, foreign, ids in cases:
+        got = _collect(feed)
+        good_a, broken, other, good_b = ({**trade, id_field: i} for i in ids)
+        broken.update(bad)
+        other[symbol_field] = foreign
+        if key == "events":  # Coinbase sends newest first
+            feed.on_frame(_with_trades(frame, "trades", [good_b, other, broken, good_a]), 1.0)
+        else:
+            feed.on_frame(_with_trades(frame, key, [good_a, broken, other, good_b]), 1.0)
+        assert [t.trade_id for t in got] == [str(ids[0]), str(ids[3])], feed
+        assert feed.stats.malformed == 1, feed
+
+
 def test_coinbase_resubscribe_replay_is_deduped_and_fills_a_gap() -> None:
     """A replayed snapshot repeats nothing; a trade counted missing that it brings is stored after all."""
 

@@ -159,6 +159,24 @@ class L2Book:
     def best_ask(self) -> float | None:
         return -self._ask_keys[-1] if self._ask_keys else None
 
+    def best(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """``top_columns(1)`` as one tuple: best bid price, its qty, best ask price, its qty (None
+        for a side with no known level). A quote compares it after every update: no lists built."""
+        bk, ak = self._bid_keys, self._ask_keys
+        floor = self._bid_floor
+        if bk and (floor is None or bk[-1] >= floor):
+            bid = bk[-1]
+            bid_px, bid_qty = bid, self._bids[bid]
+        else:
+            bid_px = bid_qty = None
+        floor = self._ask_floor
+        if ak and (floor is None or ak[-1] >= floor):
+            ask = ak[-1]
+            ask_px, ask_qty = -ask, self._asks[ask]
+        else:
+            ask_px = ask_qty = None
+        return bid_px, bid_qty, ask_px, ask_qty
+
     def is_crossed(self) -> bool:
         bk, ak = self._bid_keys, self._ask_keys
         return bool(bk) and bool(ak) and bk[-1] >= -ak[-1]

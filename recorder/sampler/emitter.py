@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from time import monotonic
 from typing import Protocol
 
 from recorder.book import L2Book
@@ -44,32 +45,36 @@ class _Books(Protocol):
 class RecordEmitter:
     def __init__(self, exchange: str, pairs: list[str], ring: _Ring, counters: SharedCounters) -> None:
         self.exchange, self.pairs, self.ring, self.counters = exchange, list(pairs), ring, counters
+        # Once per trade and per quote: counter slots looked up here, the ring's push bound once.
         self._values = counters.values
-        self._slot = {f: counters.slot(f) for f in ("trades", "trade_drops", "quotes", "quote_drops")}
+        self._push = ring.push
+        self._trades, self._trade_drops, self._quotes, self._quote_drops = (
+            counters.slot(f) for f in ("trades", "trade_drops", "quotes", "quote_drops")
+        )
         self._pair_slot = {p: counters.slot(f"trades:{p}") for p in pairs}
         self._quote_slot = {p: counters.slot(f"quotes:{p}") for p in pairs}
         self.last_trade_s: dict[str, float] = {}
 
     def trade(self, trade: Trade) -> None:
-        values = self._values
-        if self.ring.push(trade_record(trade)):
-            values[self._slot["trades"]] += 1.0
-            slot = self._pair_slot.get(trade.pair)
+        values, pair = self._values, trade.pair
+        if self._push(trade_record(trade)):
+            values[self._trades] += 1.0
+            slot = self._pair_slot.get(pair)
             if slot is not None:
                 values[slot] += 1.0
         else:
-            values[self._slot["trade_drops"]] += 1.0
-        self.last_trade_s[trade.pair] = time.monotonic()
+            values[self._trade_drops] += 1.0
+        self.last_trade_s[pair] = monotonic()
 
     def quote(self, quote: Quote) -> None:
         values = self._values
-        if self.ring.push(quote_record(quote)):
-            values[self._slot["quotes"]] += 1.0
+        if self._push(quote_record(quote)):
+            values[self._quotes] += 1.0
             slot = self._quote_slot.get(quote.pair)
             if slot is not None:
                 values[slot] += 1.0
         else:
-            values[self._slot["quote_drops"]] += 1.0
+            values[self._quote_drops] += 1.0
 
     async def watch_silence(self, books: _Books, silence_s: float, stop: asyncio.Event) -> None:
         """Flag pairs whose trade stream is silent while their book moves (see the module doc)."""

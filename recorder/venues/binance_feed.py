@@ -109,6 +109,10 @@ class BinanceFeed:
     # the Feed protocol ---------------------------------------------------------------------
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        # A "<symbol>@trade" frame is decoded once, by the trade parser (not first as a diff).
+        trades = self._trades
+        if trades.on_trade is not None and payload.find(b'@trade"', 11, 64) > 0 and trades.on_frame(payload, recv_ms):
+            return
         # The hot path, one typed decode: a diff on one of our depth streams.
         try:
             msg = _stream_depth.decode(payload)

@@ -63,15 +63,23 @@ class TradeIds:
     def __init__(self, counters: Counters | None = None, pairs: Iterable[str] = ()) -> None:
         self.last: dict[str, int] = {}
         self._counters = counters
+        # pair -> (shared values, slot of trade_last_id:<pair>): one store per trade, no name lookup.
+        self._slots: dict[str, tuple[memoryview, int]] = {}
         if counters is not None:
             for pair in pairs:
                 last = int(counters.get(f"trade_last_id:{pair}"))
                 if last:
                     self.last[pair] = last
+                hot = counters.slots(f"trade_last_id:{pair}")
+                if hot is not None:
+                    self._slots[pair] = hot  # type: ignore[assignment]
 
     def take(self, pair: str, trade_id: int) -> None:
         self.last[pair] = trade_id
-        if self._counters is not None:
+        hot = self._slots.get(pair)
+        if hot is not None:
+            hot[0][hot[1]] = trade_id
+        elif self._counters is not None:
             self._counters.set(f"trade_last_id:{pair}", trade_id)
 
 
@@ -100,14 +108,18 @@ class TradeParser:
         except DECODE_ERRORS:
             return False
         ev = msg.data
-        if ev.e == "trade":
+        e = ev.e
+        if e == "trade":
             pair, tid, key = self.by_stream.get(msg.stream), ev.t, None
-            if pair is not None:
-                self._raw.add(pair)
-        elif ev.e == "aggTrade":
+            if pair is None:
+                return False
+            self._raw.add(pair)
+        elif e == "aggTrade":
             # Replay of captures that hold aggregate trades only (one row per taker order and
             # price; ``a`` is contiguous per symbol). Live capture subscribes @trade.
             pair, tid = self.by_agg_stream.get(msg.stream), ev.a
+            if pair is None:
+                return False
             key = f"{pair}@agg"
             if pair in self._raw:
                 self.stats.frame(len(payload))
@@ -115,25 +127,22 @@ class TradeParser:
                 return True
         else:
             return False
-        if pair is None:
-            return False
         stats = self.stats
         stats.frame(len(payload))
-        stats.kind(ev.e)
+        stats.kind(e)
         if tid < 0:
             stats.malformed_frame()
             return True
         ids = self.ids
         last = ids.last.get(key or pair)
-        if last is not None:
+        if last is not None and tid != last + 1:
             if tid <= last:
                 stats.kind("trade_duplicate")  # the other socket of a hand-over had it already
                 return True
-            if tid > last + 1:
-                missing = tid - last - 1
-                stats.pair(pair, "trade_gaps", missing)
-                stats.counters.incr("trade_gaps", missing)
-                stats.counters.incr(f"trade_gaps:{pair}", missing)
+            missing = tid - last - 1
+            stats.pair(pair, "trade_gaps", missing)
+            stats.counters.incr("trade_gaps", missing)
+            stats.counters.incr(f"trade_gaps:{pair}", missing)
         if ev.X == "MARKET":
             stats.pair(pair, "trades")
             on_trade = self.on_trade
@@ -172,29 +181,16 @@ class QuoteTracker:
         self.last: dict[str, tuple[float | None, float | None, float | None, float | None]] = {}
 
     def book_changed(self, pair: str, book: L2Book, recv_ms: float) -> None:
-        bid_px, bid_qty, ask_px, ask_qty = book.top_columns(1)
-        top = (
-            bid_px[0] if bid_px else None,
-            bid_qty[0] if bid_qty else None,
-            ask_px[0] if ask_px else None,
-            ask_qty[0] if ask_qty else None,
-        )
-        if self.last.get(pair) == top:
+        top = book.best()
+        last = self.last
+        if last.get(pair) == top:
             return
-        if top[0] is not None and top[2] is not None and top[0] >= top[2]:
+        bid, ask = top[0], top[2]
+        if bid is not None and ask is not None and bid >= ask:
             return  # crossed: corrupt, never data (the sampler resyncs it)
-        self.last[pair] = top
+        last[pair] = top
         exch = book.exchange_time_ms
-        self.on_quote(
-            Quote(
-                self.venue,
-                pair,
-                *top,
-                exch * 1000 if exch else None,
-                int(recv_ms * 1000),
-                book.update_id,
-            )
-        )
+        self.on_quote(Quote(self.venue, pair, *top, exch * 1000 if exch else None, int(recv_ms * 1000), book.update_id))
 
     def forget(self, pair: str) -> None:
         self.last.pop(pair, None)

@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 
 import msgspec
 
 from recorder.model import Trade
-from recorder.venues.trades.tape import TradeEmitter, decimal_text
+from recorder.venues.trades.tape import Row, TradeEmitter, decimal_text, emit_trades
 
 TOPIC_PREFIX = "publicTrade."
 # The frame's first bytes when ``topic`` leads (both markets send it first): the Feed's cheap test.
@@ -48,20 +49,13 @@ def topic_for(symbol: str) -> str:
     return f"{TOPIC_PREFIX}{symbol}"
 
 
+def _row(t: WireTrade, venue: str, pair: str, local_us: int) -> Row:
+    side = TAKER_SIDE[t.S]
+    return Trade(venue, pair, t.i, decimal_text(t.p), decimal_text(t.v), side, t.T * 1000, local_us), None, None
+
+
 def on_trades(
     trades: list[WireTrade], recv_ms: float, out: TradeEmitter, pair_of: Callable[[str], str | None], venue: str
 ) -> int:
     """Emit the trades of one ``publicTrade`` message; returns how many were malformed."""
-    local_us = int(recv_ms * 1000)
-    bad = 0
-    for t in trades:
-        pair = pair_of(t.s)
-        if pair is None:
-            continue
-        try:
-            trade = Trade(venue, pair, t.i, decimal_text(t.p), decimal_text(t.v), TAKER_SIDE[t.S], t.T * 1000, local_us)
-        except (ValueError, KeyError):
-            bad += 1
-            continue
-        out.emit(trade)
-    return bad
+    return emit_trades(trades, recv_ms, out, pair_of, venue, attrgetter("s"), _row)

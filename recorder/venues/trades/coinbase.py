@@ -14,11 +14,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 
 import msgspec
 
 from recorder.model import Trade
-from recorder.venues.trades.tape import TradeEmitter, decimal_text, rfc3339_us
+from recorder.venues.trades.tape import Row, TradeEmitter, decimal_text, emit_trades, rfc3339_us
 
 CHANNEL = "market_trades"  # subscribe and data channel name alike
 # The maker's side on the wire -> the taker's.
@@ -53,29 +54,25 @@ def subscribe_request(kind: str, products: Iterable[str]) -> str:
     return msgspec.json.encode({"type": kind, "product_ids": list(products), "channel": CHANNEL}).decode()
 
 
+def _row(t: WireTrade, venue: str, pair: str, local_us: int) -> Row:
+    tid = int(t.trade_id)
+    trade = Trade(venue, pair, t.trade_id, decimal_text(t.price), decimal_text(t.size), TAKER_SIDE[t.side],
+                  rfc3339_us(t.time), local_us)  # fmt: skip
+    return trade, tid, tid
+
+
+def _id_order(trades: list[WireTrade]) -> list[WireTrade]:
+    if len(trades) < 2:
+        return trades
+    try:
+        return sorted(trades, key=lambda t: int(t.trade_id))  # newest first on the wire
+    except ValueError:
+        return trades[::-1]
+
+
 def on_trades(
     events: list[TradeEvent], recv_ms: float, out: TradeEmitter, pair_of: Callable[[str], str | None], venue: str
 ) -> int:
     """Emit the trades of one ``market_trades`` message; returns how many were malformed."""
-    local_us = int(recv_ms * 1000)
-    bad = 0
-    for ev in events:
-        trades = ev.trades
-        if len(trades) > 1:
-            try:
-                trades = sorted(trades, key=lambda t: int(t.trade_id))  # newest first on the wire
-            except ValueError:
-                trades = trades[::-1]
-        for t in trades:
-            pair = pair_of(t.product_id)
-            if pair is None:
-                continue
-            try:
-                tid = int(t.trade_id)
-                trade = Trade(venue, pair, t.trade_id, decimal_text(t.price), decimal_text(t.size),
-                              TAKER_SIDE[t.side], rfc3339_us(t.time), local_us)  # fmt: skip
-            except (ValueError, KeyError):
-                bad += 1
-                continue
-            out.emit(trade, tid, tid)
-    return bad
+    symbol = attrgetter("product_id")
+    return sum(emit_trades(_id_order(ev.trades), recv_ms, out, pair_of, venue, symbol, _row) for ev in events)

@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import Annotated
 
 import msgspec
 
 from recorder.model import Trade
-from recorder.venues.trades.tape import TradeEmitter, rfc3339_us
+from recorder.venues.trades.tape import Row, TradeEmitter, emit_trades, rfc3339_us
 
 CHANNEL = "trade"
 SIDES = ("buy", "sell")
@@ -44,26 +45,17 @@ def subscribe_request(method: str, symbols: Iterable[str], req_id: int) -> str:
     return msgspec.json.encode({"method": method, "params": params, "req_id": req_id}).decode()
 
 
+def _row(t: WireTrade, venue: str, pair: str, local_us: int) -> Row:
+    if t.side not in SIDES:
+        raise ValueError(t.side)
+    tid = t.trade_id
+    return Trade(venue, pair, str(tid), t.price, t.qty, t.side, rfc3339_us(t.timestamp), local_us), tid, tid
+
+
 def on_trades(
     trades: list[WireTrade], recv_ms: float, out: TradeEmitter, pair_of: Callable[[str], str | None], venue: str
 ) -> int:
     """Emit the trades of one ``trade`` message (in id order); returns how many were malformed."""
-    local_us = int(recv_ms * 1000)
-    bad = 0
     if len(trades) > 1:
-        trades = sorted(trades, key=lambda t: t.trade_id)
-    for t in trades:
-        pair = pair_of(t.symbol)
-        if pair is None:
-            continue
-        if t.side not in SIDES:
-            bad += 1
-            continue
-        try:
-            ts = rfc3339_us(t.timestamp)
-        except ValueError:
-            bad += 1
-            continue
-        tid = t.trade_id
-        out.emit(Trade(venue, pair, str(tid), t.price, t.qty, t.side, ts, local_us), tid, tid)
-    return bad
+        trades = sorted(trades, key=attrgetter("trade_id"))
+    return emit_trades(trades, recv_ms, out, pair_of, venue, attrgetter("symbol"), _row)

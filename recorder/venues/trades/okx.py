@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 
 import msgspec
 
 from recorder.model import Trade
-from recorder.venues.trades.tape import TradeEmitter, decimal_text
+from recorder.venues.trades.tape import Row, TradeEmitter, decimal_text, emit_trades
 
 CHANNEL = "trades"
 SIDES = ("buy", "sell")
@@ -40,25 +41,17 @@ def subscribe_arg(inst_id: str) -> dict[str, str]:
     return {"channel": CHANNEL, "instId": inst_id}
 
 
+def _row(t: WireTrade, venue: str, pair: str, local_us: int) -> Row:
+    last = int(t.tradeId)
+    count = int(t.count)
+    if t.side not in SIDES or count < 1:
+        raise ValueError(t.side)
+    trade = Trade(venue, pair, t.tradeId, decimal_text(t.px), decimal_text(t.sz), t.side, int(t.ts) * 1000, local_us)
+    return trade, last - count + 1, last
+
+
 def on_trades(
     trades: list[WireTrade], recv_ms: float, out: TradeEmitter, pair_of: Callable[[str], str | None], venue: str
 ) -> int:
     """Emit the trades of one ``trades`` push; returns how many were malformed."""
-    local_us = int(recv_ms * 1000)
-    bad = 0
-    for t in trades:
-        pair = pair_of(t.instId)
-        if pair is None:
-            continue
-        try:
-            last = int(t.tradeId)
-            count = int(t.count)
-            if t.side not in SIDES or count < 1:
-                raise ValueError(t.side)
-            trade = Trade(venue, pair, t.tradeId, decimal_text(t.px), decimal_text(t.sz), t.side, int(t.ts) * 1000,
-                          local_us)  # fmt: skip
-        except ValueError:
-            bad += 1
-            continue
-        out.emit(trade, last - count + 1, last)
-    return bad
+    return emit_trades(trades, recv_ms, out, pair_of, venue, attrgetter("instId"), _row)

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import TypeVar
 
 from recorder.model import Trade
 from recorder.venues.base import Counters, FeedStats
@@ -36,6 +37,10 @@ RECENT_IDS = 4096
 RESET_DISTANCE = 1_000_000
 
 TradeCallback = Callable[[Trade], None]
+# One wire trade -> the Trade, and the contiguous id range it covers (None, None: the venue's ids
+# are not contiguous, dedupe on the id text); ValueError or KeyError: the trade is malformed.
+Row = tuple[Trade, int | None, int | None]
+W = TypeVar("W")
 
 
 class TradeTape:
@@ -133,6 +138,34 @@ class TradeEmitter:
         stats.pair(pair, "trades")  # (the shared trades:<pair> counts what reaches the ring)
         if self.on_trade is not None:
             self.on_trade(trade)
+
+
+def emit_trades(
+    trades: Iterable[W],
+    recv_ms: float,
+    out: TradeEmitter,
+    pair_of: Callable[[str], str | None],
+    venue: str,
+    symbol: Callable[[W], str],
+    row: Callable[[W, str, str, int], Row],
+) -> int:
+    """Emit the trades of one message in order (``symbol`` names a trade's instrument on the wire,
+    ``row`` turns it into a Trade of ``venue`` and ``pair`` received at µs); trades of instruments
+    not ours are skipped. Returns how many were malformed."""
+    local_us = int(recv_ms * 1000)
+    bad = 0
+    emit = out.emit
+    for t in trades:
+        pair = pair_of(symbol(t))
+        if pair is None:
+            continue
+        try:
+            trade, first, last = row(t, venue, pair, local_us)
+        except (ValueError, KeyError):
+            bad += 1
+            continue
+        emit(trade, first, last)
+    return bad
 
 
 @lru_cache(maxsize=4096)

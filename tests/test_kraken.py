@@ -15,12 +15,12 @@ from recorder.venues.kraken import (
     KrakenConnector,
     KrakenFeed,
     capture_pairs,
-    checksum,
     pair_for,
     subscription_depth,
     symbol_for,
     v1_symbol_for,
 )
+from recorder.venues.kraken_wire import checksum
 from tests.checksum_venue_support import (
     RECORDINGS,
     VenueSim,

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from recorder.config import VenueConfig
-from recorder.venues.base import WeightLimiter
 from recorder.venues.binance import BinanceConnector, spread_pairs
 from recorder.venues.limits import BINANCE, interval_seconds
+from recorder.venues.rest_limiter import WeightLimiter
 
 
 def test_binance_limits_are_declared() -> None:

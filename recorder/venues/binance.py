@@ -34,7 +34,6 @@ from recorder.venues.base import (
     Backoff,
     Counters,
     LogThrottle,
-    WeightLimiter,
     venue_config_default,
 )
 from recorder.venues.binance_connection import MAX_FRAME_BYTES, REFETCH_SPACING_S, URL_STREAMS_CHARS, _Connection
@@ -77,6 +76,7 @@ from recorder.venues.binance_wire import (
 from recorder.venues.limits import BINANCE as LIMITS
 from recorder.venues.limits import LIMITS as VENUE_LIMITS
 from recorder.venues.limits import VenueLimits, interval_seconds
+from recorder.venues.rest_limiter import WeightLimiter
 
 __all__ = [  # the module's public names, wherever they live
     "COIN_M_HOSTS", "CONNECTOR", "MAX_BUFFERED_DIFFS", "MAX_FRAME_BYTES", "MAX_STREAMS_PER_CONNECTION",

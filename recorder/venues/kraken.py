@@ -15,17 +15,37 @@ from __future__ import annotations
 
 import itertools
 import logging
-import zlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 import msgspec
 
 from recorder.archive.tap import archived_feed
-from recorder.book import TextL2Book
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
+from recorder.venues.kraken_wire import (
+    CHECKSUM_LEVELS,
+    V1Book,
+    V2Book,
+    _crc,
+    _envelope,
+    _raw_text,
+    _rfc3339_us,
+    _symbols,
+    _v1_array,
+    _v1_book,
+    _v1_book_frame,
+    _v1_int,
+    _v1_str,
+    _v1_time,
+    _v1_time_us,
+    _v2_books,
+    fragment,
+    pair_for,
+    subscription_depth,
+    symbol_for,
+    v1_symbol_for,
+)
 from recorder.venues.limits import KRAKEN as LIMITS
 from recorder.venues.snapshot_feed import PairBook, SnapshotFeed
 from recorder.venues.subscribed import SubscribedConnector, wants_trades
@@ -34,149 +54,9 @@ from recorder.venues.trades import kraken as kr_trades
 VENUE = "kraken"
 WS_URL = "wss://ws.kraken.com/v2"
 REST_URL = "https://api.kraken.com"
-DEPTHS = (10, 25, 100, 500, 1000)  # subscription depths Kraken accepts
-CHECKSUM_LEVELS = 10
 MAX_SYMBOLS_PER_CONNECTION = LIMITS.streams_per_connection  # one snapshot burst inside the dynamic rate limit
 
 log = logging.getLogger("recorder.venues.kraken")
-
-# v1 (and Kraken's REST) spell some assets differently; v2 uses the common names.
-_V1_ASSETS = {"BTC": "XBT", "DOGE": "XDG"}
-_FROM_V1 = {v: k for k, v in _V1_ASSETS.items()}
-
-
-# --- wire schema -------------------------------------------------------------------------------
-
-
-class V2Level(msgspec.Struct):
-    # Raw keeps the number's text exactly as sent (``0.10000000``), which the checksum needs.
-    price: msgspec.Raw
-    qty: msgspec.Raw
-
-
-class V2Book(msgspec.Struct):
-    symbol: str
-    bids: list[V2Level] = []
-    asks: list[V2Level] = []
-    checksum: int | None = None
-    timestamp: str | None = None
-
-
-class Envelope(msgspec.Struct):
-    """Any object frame: v2 channel data or method reply, or a v1 event."""
-
-    channel: str | None = None
-    type: str | None = None
-    data: msgspec.Raw = msgspec.Raw()
-    method: str | None = None
-    success: bool | None = None
-    error: str | None = None
-    event: str | None = None
-    status: str | None = None
-    pair: str | None = None
-    errorMessage: str | None = None
-
-
-class V1Book(msgspec.Struct):
-    """One dict of a v1 book array frame: a snapshot (as/bs) or an update (a/b, checksum c)."""
-
-    as_: list[list[str]] = msgspec.field(default_factory=list, name="as")
-    bs: list[list[str]] = []
-    a: list[list[str]] = []
-    b: list[list[str]] = []
-    c: str | None = None
-
-
-class _Symbol(msgspec.Struct):
-    symbol: str
-
-
-_envelope = msgspec.json.Decoder(Envelope)
-_symbols = msgspec.json.Decoder(list[_Symbol])
-_v2_books = msgspec.json.Decoder(list[V2Book])
-_v1_array = msgspec.json.Decoder(list[msgspec.Raw])
-_v1_int = msgspec.json.Decoder(int)
-_v1_str = msgspec.json.Decoder(str)
-_v1_book = msgspec.json.Decoder(V1Book)
-# A v1 book frame in one pass: [channelID, {book}, ({book},) "book-N", "PAIR"].
-_v1_book_frame = msgspec.json.Decoder(list[int | str | V1Book])
-
-
-def symbol_for(pair: str) -> str:
-    """``BTC-USD`` -> v2 ``BTC/USD``."""
-    return pair.replace("-", "/")
-
-
-def v1_symbol_for(pair: str) -> str:
-    """``BTC-USD`` -> v1 ``XBT/USD`` (also REST AssetPairs ``wsname``)."""
-    return "/".join(_V1_ASSETS.get(a, a) for a in pair.split("-"))
-
-
-def pair_for(symbol: str) -> str:
-    """v2 ``BTC/USD`` or v1 ``XBT/USD`` -> ``BTC-USD``."""
-    return "-".join(_FROM_V1.get(a, a) for a in symbol.split("/"))
-
-
-def subscription_depth(wanted: int) -> int:
-    """The smallest depth Kraken accepts that covers ``wanted`` levels."""
-    for d in DEPTHS:
-        if d >= wanted:
-            return d
-    return DEPTHS[-1]
-
-
-def fragment(price: str, qty: str) -> str:
-    """One level's part of the checksum text: price then qty, each without ``.`` and leading zeros."""
-    return price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")
-
-
-def checksum(bids: Iterable[tuple[str, str]], asks: Iterable[tuple[str, str]]) -> int:
-    """Kraken's book checksum (v1 and v2): CRC32 of the top 10 asks (ascending) then the top 10
-    bids (descending), each level as price then qty text with ``.`` and leading zeros removed."""
-    parts = [fragment(p, q) for p, q in itertools.islice(asks, CHECKSUM_LEVELS)]
-    parts += [fragment(p, q) for p, q in itertools.islice(bids, CHECKSUM_LEVELS)]
-    return zlib.crc32("".join(parts).encode())
-
-
-def _raw_text(raw: msgspec.Raw) -> str:
-    text = bytes(raw).decode()
-    if text.startswith('"'):
-        text = text.strip('"')
-    float(text)  # reject anything that is not a number before it reaches the book
-    return text
-
-
-def _rfc3339_us(ts: str) -> int:
-    dt = datetime.fromisoformat(ts)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _ONE_US
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
-
-
-def _v1_time_us(text: str) -> int:
-    if text[-7:-6] == ".":  # Kraken's own form, "1618678133.365913": the same result, faster
-        return int(text[:-7]) * 1_000_000 + int(text[-6:])
-    whole, _, frac = text.partition(".")
-    return int(whole) * 1_000_000 + int((frac + "000000")[:6])
-
-
-def _v1_time(bids: list[list[str]], asks: list[list[str]]) -> int | None:
-    """The latest level time of a v1 message, in microseconds (None: no level has one)."""
-    times = [_v1_time_us(lv[2]) for lv in itertools.chain(bids, asks) if len(lv) > 2]
-    return max(times) if times else None
-
-
-def _crc(book: TextL2Book) -> int:
-    """``checksum()`` of a book, from the fragments it keeps for its top 10 levels."""
-    bids, asks = book.checksum_fragments()
-    return zlib.crc32("".join([*asks, *bids]).encode())
-
-
-# --- sans-I/O frame handling -------------------------------------------------------------------
 
 
 class KrakenFeed(SnapshotFeed):

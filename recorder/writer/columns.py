@@ -107,6 +107,13 @@ class RecordColumns:
         if typ == pa.string():
             return self._strings()
         tags = self._tags()
+        if not pa.types.is_boolean(typ) and self.n:
+            uniform = self._uniform_number(tags, pa.types.is_floating(typ))
+            if uniform is not None:  # every value of one msgpack type (the usual case): one gather
+                values, mask = uniform
+                if pa.types.is_timestamp(typ):
+                    return pa.array(values, pa.int64(), mask=mask).cast(typ)
+                return pa.array(values, typ, mask=mask)
         null = tags == _NIL
         size = np.ones(self.n, np.int64)
         if pa.types.is_boolean(typ):
@@ -133,6 +140,37 @@ class RecordColumns:
         if pa.types.is_timestamp(typ):
             return pa.array(values, pa.int64(), mask=null if null.any() else None).cast(typ)
         return pa.array(values, typ, mask=null if null.any() else None)
+
+    def _uniform_number(self, tags: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The next field's values and null mask when every record has it as one msgpack number
+        type or nil (one gather), else None (read tag by tag)."""
+        tag = int(tags[0])
+        null: np.ndarray | None = None
+        if tag == _NIL:
+            null = tags == _NIL
+            if null.all():
+                return None
+            tag = int(tags[np.argmin(null)])
+        spec = _NUMBERS.get(tag)
+        if spec is None or (tag in (_FLOAT32, _FLOAT64) and not floating):
+            return None
+        same = tags == tag
+        if not same.all():
+            null = tags == _NIL
+            if not (same | null).all():
+                return None
+        width, dtype = spec
+        if null is not None and not null.any():
+            null = None
+        # Where a value is nil, the gather reads the buffer's first bytes: masked, never stored.
+        read = _gather(self.buf, self.pos + 1 if null is None else np.where(null, 0, self.pos + 1), width, dtype)
+        if tag == 0xCF and not floating and (read[same] > _INT64_MAX).any():
+            raise ValueError("ring record integer beyond int64")
+        self.pos = self.pos + (1 + width) if null is None else self.pos + np.where(null, 1, 1 + width)
+        values = read.astype(np.float64 if floating else np.int64)
+        if null is not None:
+            values[null] = 0
+        return values, null
 
     def _strings(self) -> pa.Array:
         tags = self._tags()

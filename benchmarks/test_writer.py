@@ -24,6 +24,7 @@ from recorder.writer.batches import batches_to_table, snapshot_jsonl, snapshots_
 from recorder.writer.commit import PIECE_ROWS
 from recorder.writer.datasets import SPECS, build_pieces, build_table
 from recorder.writer.intake import decode_records, take_records
+from recorder.writer.segment import Partition, Segment
 
 SNAPSHOTS = size(5_000, 300)
 DEPTH = 20
@@ -55,9 +56,12 @@ def _rows_info(benchmark, path: Path) -> None:
 
 def _write_from_ring_records(records: list[bytes], seqs: list[int], out: Path) -> None:
     """What the writer does with one file's ring records (its journal, numbering and rename aside)."""
-    took = take_records(records)
+    seg = Segment()
+    took = take_records(records, row_base=seg.keep_read_columns)
     spec = took.specs[0]
-    prepared = prepare_parquet_pieces(spec.schema, build_pieces(spec, took.stored, seqs, "bench", PIECE_ROWS), out)
+    part = Partition(spec, "bench", "2023-11-14", 0, payloads=took.stored, seqs=seqs, read_rows=took.row)
+    pieces = build_pieces(spec, took.stored, seqs, "bench", PIECE_ROWS, seg.columns_of(part))
+    prepared = prepare_parquet_pieces(spec.schema, pieces, out)
     Path(prepared.tmp_path).replace(out)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,6 +29,7 @@ from recorder.writer.datasets import (
     build_table,
 )
 from recorder.writer.intake import decode_records, take_records
+from recorder.writer.segment import Partition, Segment
 
 
 def _random_snapshots(n: int) -> list[Snapshot]:
@@ -144,10 +146,12 @@ def _odd_books() -> list[bytes]:
     return out
 
 
-def _write_as_the_writer(spec: DatasetSpec, stored: list[bytes], seqs: list[int], out: Path, group_rows: int) -> None:
+def _write_as_the_writer(
+    spec: DatasetSpec, stored: list[bytes], seqs: list[int], out: Path, group_rows: int, read: pa.Table | None = None
+) -> None:
     """The file the writer writes of these records (built and written a row group at a time),
     its row groups checked: ``group_rows`` rows each, the last one at most that."""
-    pieces = build_pieces(spec, stored, seqs, "s1", group_rows)
+    pieces = build_pieces(spec, stored, seqs, "s1", group_rows, read)
     prepared = prepare_parquet_pieces(spec.schema, pieces, out.with_suffix(".final"), row_group_size=group_rows)
     Path(prepared.tmp_path).replace(out)
     meta = pq.read_metadata(out)
@@ -208,15 +212,38 @@ _FLAT_FIELDS = {
 
 @pytest.mark.parametrize("group_rows", GROUP_ROWS)
 @pytest.mark.parametrize("dataset", ["trades", "quotes"])
+@pytest.mark.parametrize("from_reads", [False, True], ids=["records", "read-columns"])
 def test_a_trades_or_quotes_file_holds_what_an_independent_decode_reads(
-    tmp_path: Path, dataset: str, group_rows: int
+    tmp_path: Path, dataset: str, group_rows: int, from_reads: bool
 ) -> None:
+    """Built from the records, or (read-columns) as the writer builds it: from the columns its
+    intake read of several ring reads, the file's records picked out of them (one exchange's,
+    the others' and some bad records in between)."""
     payloads = _flat_records(dataset)
     specs, _, stored = decode_records(payloads)
     assert set(specs) == {SPECS[dataset]}
+    read = None
+    if from_reads:
+
+        def unusable(p: bytes) -> bytes:  # its exchange cannot name a folder: skipped
+            return p[:1] + msgspec.msgpack.encode(["../x", *msgspec.msgpack.decode(p[1:])[1:]])
+
+        ring_reads = [payloads[i : i + 700] + [unusable(payloads[i])] for i in range(0, len(payloads), 700)]
+        seg, part = Segment(), Partition(SPECS[dataset], "binance", "2023-11-14", 0)
+        for ring_read in ring_reads:
+            took = take_records(ring_read, row_base=seg.keep_read_columns)
+            assert took.row[-1] == -1 and isinstance(took.records[-1], RECORD_ERRORS)
+            for i in range(len(ring_read) - 1):
+                if took.exchange[i] == "binance" and i % 5 != 2:  # and records of other files between
+                    part.payloads.append(took.stored[i])
+                    part.read_rows.append(took.row[i])
+        payloads = part.payloads
+        stored = payloads
+        read = seg.columns_of(part)
+        assert read is not None and read.num_rows == len(payloads) < 3000
     seqs = [i // 3 for i in range(len(payloads))]
     out = tmp_path / f"{dataset}.parquet"
-    _write_as_the_writer(SPECS[dataset], stored, seqs, out, group_rows)
+    _write_as_the_writer(SPECS[dataset], stored, seqs, out, group_rows, read)
     expected = []
     for p, seq in zip(payloads, seqs, strict=True):
         row = dict(zip(_FLAT_FIELDS[dataset], msgspec.msgpack.decode(p[1:]), strict=True))

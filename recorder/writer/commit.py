@@ -137,7 +137,14 @@ class Committing:
         try:
             for part, fmt, path in self._final_paths(segno):
                 if fmt == "parquet":
-                    pieces = build_pieces(part.dataset, part.payloads, part.seqs, self.spec.session_id, PIECE_ROWS)
+                    pieces = build_pieces(
+                        part.dataset,
+                        part.payloads,
+                        part.seqs,
+                        self.spec.session_id,
+                        PIECE_ROWS,
+                        seg.columns_of(part),
+                    )
                     prepared.append(prepare_parquet_pieces(part.dataset.schema, pieces, path))
                 else:
                     prepared.append(prepare_jsonl(part.jsonl, path))

@@ -132,7 +132,12 @@ def build_table(spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int
 
 
 def build_pieces(
-    spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int], session_id: str, rows_per_piece: int
+    spec: DatasetSpec,
+    payloads: Sequence[bytes],
+    seqs: Sequence[int],
+    session_id: str,
+    rows_per_piece: int,
+    read: pa.Table | None = None,
 ) -> Iterator[pa.Table]:
     """:func:`build_table`'s rows a piece of the ordered records at a time, each of about
     ``rows_per_piece`` rows (whole records: a book's levels stay together), so a file's whole
@@ -140,18 +145,23 @@ def build_pieces(
 
     Every column of a record is read from the joined records in bulk (``RecordColumns``), in
     arrival order, and the order is computed once over the file; each piece is then put in order
-    by one Arrow ``take`` (the books' levels, the bulk of the rows, read only then).
+    by one Arrow ``take`` (the books' levels, the bulk of the rows, read only then). ``read``:
+    trades' or quotes' columns (``spec.fields``) the intake already read of these records, in
+    their order (``Partition.read_columns``): taken as they are.
     """
-    reader = RecordColumns(payloads, spec.prefix)
-    column_of = {attr: name for name, attr in spec.fields}
     columns: dict[str, pa.Array] = {}
     levels: dict[str, Levels] = {}
-    for f in msgspec.structs.fields(spec.wire):
-        name = column_of.get(f.name)
-        if name is not None:
-            columns[name] = reader.column(spec.schema.field(name).type)
-        else:
-            levels[f.name] = reader.float_arrays()
+    if read is not None and spec.expand is None and read.num_rows == len(payloads):
+        columns = {name: read.column(name).combine_chunks() for name, _ in spec.fields}
+    else:
+        reader = RecordColumns(payloads, spec.prefix)
+        column_of = {attr: name for name, attr in spec.fields}
+        for f in msgspec.structs.fields(spec.wire):
+            name = column_of.get(f.name)
+            if name is not None:
+                columns[name] = reader.column(spec.schema.field(name).type)
+            else:
+                levels[f.name] = reader.float_arrays()
     columns["sequence_number"] = pa.array(seqs, pa.int64())
     columns["session_id"] = repeated(session_id, len(payloads))
     order = record_order(columns["pair"], columns["sequence_number"])

@@ -7,7 +7,7 @@ read and checked all at once, field by field (see ``take_records``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
@@ -51,11 +51,22 @@ class Intake:
     exchange: list[str]
     pair: list[str]
     time_ms: list[int]
+    # Trades and quotes read in bulk: per dataset name, the read's records of it as Arrow
+    # columns (``spec.fields``, the bad ones' rows too); per record, its row there (-1: none).
+    # A file takes its rows from them rather than read its records' fields once more.
+    columns: dict[str, pa.Table]
+    row: list[int]
 
 
-def take_records(payloads: Sequence[bytes], structs: bool = False) -> Intake:
+def take_records(
+    payloads: Sequence[bytes],
+    structs: bool = False,
+    row_base: Callable[[dict[str, pa.Table]], dict[str, int]] | None = None,
+) -> Intake:
     """Decode and check a ring read (see :class:`Intake`); ``structs``: every usable record
-    decoded (JSONL or the Redis stream will want each one's struct).
+    decoded (JSONL or the Redis stream will want each one's struct); ``row_base``: given the
+    read's columns, per dataset the number of its first row (default 0: ``Intake.row``
+    counts in ``Intake.columns``).
 
     Books are decoded one by one (their level columns stay raw) and checked in bulk: their
     level columns must be float64 arrays of matching lengths (what the sampler sends); one that
@@ -75,6 +86,8 @@ def take_records(payloads: Sequence[bytes], structs: bool = False) -> Intake:
     keys = _Keys(np.empty(n, object), np.empty(n, object), np.zeros(n, np.int64))
     stored = list(payloads)
     one_by_one: list[int] = []  # records decoded as structs: their keys are read from those
+    columns: dict[str, pa.Table] = {}
+    good_at: list[tuple[str, np.ndarray, np.ndarray]] = []  # dataset, its records, the good ones
     flat = (first == KIND_TRADE) | (first == KIND_QUOTE)
     flat_at = np.flatnonzero(flat)
     if len(flat_at) and not structs:  # the read's trades and quotes joined into one buffer
@@ -88,7 +101,9 @@ def take_records(payloads: Sequence[bytes], structs: bool = False) -> Intake:
         if len(at):
             bad = None
             if not structs:
-                bad = _take_flat_in_bulk(spec, buf, (ends - lens)[of_kind], ends[of_kind], at, keys)
+                bad = _take_flat_in_bulk(spec, buf, (ends - lens)[of_kind], ends[of_kind], at, keys, columns)
+                if bad is not None:
+                    good_at.append((spec.name, at, np.flatnonzero(~bad)))
             for i in at[bad].tolist() if bad is not None else at.tolist():
                 records[i] = _decode_one(spec, payloads[i])
                 one_by_one.append(i)
@@ -106,11 +121,15 @@ def take_records(payloads: Sequence[bytes], structs: bool = False) -> Intake:
             except RECORD_ERRORS as exc:
                 records[j] = exc
     exchange, pair, time_ms = keys.exchange.tolist(), keys.pair.tolist(), keys.time_ms.tolist()
+    row = np.full(n, -1, np.int64)
+    base = row_base(columns) if row_base is not None else {}
+    for name, at, good in good_at:
+        row[at[good]] = good + base.get(name, 0)
     for i in books + one_by_one:  # lists: an item set costs far less than in a numpy array
         rec = records[i]
         if not isinstance(rec, RECORD_ERRORS):
             exchange[i], pair[i], time_ms[i] = rec.exchange, rec.pair, specs[i].time_ms(rec)
-    return Intake(specs, records, stored, exchange, pair, time_ms)
+    return Intake(specs, records, stored, exchange, pair, time_ms, columns, row.tolist())
 
 
 @dataclass
@@ -130,15 +149,21 @@ def _decode_one(spec: DatasetSpec, payload: bytes) -> Any:
 
 
 def _take_flat_in_bulk(
-    spec: DatasetSpec, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, at: np.ndarray, keys: _Keys
+    spec: DatasetSpec,
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    at: np.ndarray,
+    keys: _Keys,
+    tables: dict[str, pa.Table],
 ) -> np.ndarray | None:
     """Check a read's trades (or quotes), records ``at`` of it (``buf[starts[i] : ends[i]]``
     of the read's joined records), all at once as ``spec.decode``
     checks one: the msgpack array of exactly the struct's fields, each of its type (null only
     where the struct allows it, valid UTF-8), nothing after it, and the dataset's own checks.
-    Fills ``keys`` of the good ones; returns where the bad ones are in ``at`` (to decode one by
-    one: their error, worded as ever), or None when the bulk read cannot go on (a field of
-    another type): then all of them."""
+    Fills ``keys`` of the good ones and ``tables[spec.name]`` with the columns read; returns
+    where the bad ones are in ``at`` (to decode one by one: their error, worded as ever), or
+    None when the bulk read cannot go on (a field of another type): then all of them."""
     try:
         reader = RecordColumns.some_of(buf, starts, ends, spec.prefix)
         header = reader.buf[reader.pos - 1]
@@ -165,6 +190,7 @@ def _take_flat_in_bulk(
     keys.exchange[rows] = names[exchanges[good]]
     keys.pair[rows] = pair_names[pairs[good]]
     keys.time_ms[rows] = ms[good]
+    tables[spec.name] = pa.Table.from_pydict(columns)
     return ~good
 
 

@@ -138,14 +138,22 @@ class Writer(Committing):
             ends: list[int] = []
             limit = min(self.spec.rotate_snapshots or self.spec.max_read_records, self.spec.max_read_records)
             payloads, nxt = ring.read(self.read_pos[venue], limit, ends)
-            took = take_records(payloads, structs=self._jsonl or self.stream is not None)
-            for dataset, rec, payload, end, exchange, pair, ts_ms in zip(
-                took.specs, took.records, took.stored, ends, took.exchange, took.pair, took.time_ms, strict=True
+            took = take_records(payloads, self._jsonl or self.stream is not None, self.segment.keep_read_columns)
+            for dataset, rec, payload, end, exchange, pair, ts_ms, row in zip(
+                took.specs,
+                took.records,
+                took.stored,
+                ends,
+                took.exchange,
+                took.pair,
+                took.time_ms,
+                took.row,
+                strict=True,
             ):
                 if isinstance(rec, RECORD_ERRORS):
                     self._note_record(self.segment)
                     self._decode_error(rec)
-                elif not self._add(dataset, rec, payload, exchange, pair, ts_ms):
+                elif not self._add(dataset, rec, payload, exchange, pair, ts_ms, row):
                     self.counters.incr("records_read", total)
                     return total  # read_pos stays before the refused record
                 self.read_pos[venue] = end
@@ -155,11 +163,21 @@ class Writer(Committing):
             self.counters.incr("records_read", total)
         return total
 
-    def _add(self, dataset: DatasetSpec, rec: Any, payload: bytes, exchange: str, pair: str, ts_ms: int) -> bool:
+    def _add(
+        self,
+        dataset: DatasetSpec,
+        rec: Any,
+        payload: bytes,
+        exchange: str,
+        pair: str,
+        ts_ms: int,
+        row: int = -1,
+    ) -> bool:
         """Add one ring record (decoded: ``rec``; None for a trade or quote checked in bulk when
         neither JSONL nor the stream wants its struct, see ``take_records``) of ``exchange``,
         ``pair`` and time ``ts_ms`` to the open segment; False if its file is full or the segment
-        holds ``rotate_bytes`` (not consumed)."""
+        holds ``rotate_bytes`` (not consumed). ``row``: its row in the segment's read columns
+        (``Segment.read_columns``), -1 if none."""
         seg = self.segment
         date = utc_date(ts_ms)
         pkey = (dataset.name, exchange, date)
@@ -184,7 +202,9 @@ class Writer(Committing):
         if self._parquet:
             part.payloads.append(payload)
             part.seqs.append(seq)
-            held += len(payload)
+            part.read_rows.append(row)
+            # Its row in the read's columns: about as many bytes again (held until the file).
+            held += len(payload) if row < 0 else 2 * len(payload)
         if self._jsonl:
             line = dataset.jsonl(rec, seq, self.spec.session_id)
             part.jsonl += line

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
+
 from recorder.writer.datasets import DatasetSpec
 
 
@@ -13,7 +16,10 @@ class Partition:
 
     Its ring records are kept as they came from the ring (msgpack bytes: denser than their
     Arrow rows, and far denser than decoded structs) until the file is written, when its table
-    is read out of them a row group at a time (``datasets.build_pieces``).
+    is read out of them a row group at a time (``datasets.build_pieces``). Trades and quotes
+    the intake read in bulk keep, besides, their rows in the Arrow columns of their ring read
+    (``Intake.columns``, kept by the segment): the file takes its columns from those rather
+    than read every record again.
     """
 
     dataset: DatasetSpec
@@ -25,6 +31,9 @@ class Partition:
     jsonl: bytearray = field(default_factory=bytearray)
     count: int = 0
     rows: int = 0
+    # Per record of ``payloads``: its row in the segment's read columns of its dataset
+    # (``Segment.read_columns``), -1 if it has none (read from the record then).
+    read_rows: list[int] = field(default_factory=list)
 
 
 # (dataset name, exchange, pair): sequence numbers run per dataset, session and pair.
@@ -42,3 +51,26 @@ class Segment:
     records: int = 0  # ring records consumed, including skipped ones
     est_bytes: int = 0  # bytes held for the open files (ring records, JSONL text): rotate_bytes
     full: bool = False  # a partition holds as many records as its file may
+    # Dataset name -> the Arrow columns of its records of each ring read (``Intake.columns``),
+    # one after another: ``Partition.read_rows`` index their rows.
+    read_columns: dict[str, list[pa.Table]] = field(default_factory=dict)
+    read_column_rows: dict[str, int] = field(default_factory=dict)  # rows in them, per dataset
+
+    def keep_read_columns(self, columns: dict[str, pa.Table]) -> dict[str, int]:
+        """Keep a ring read's columns (``Intake.columns``); returns, per dataset, the index of
+        their first row among the segment's."""
+        base = {}
+        for name, table in columns.items():
+            base[name] = self.read_column_rows.get(name, 0)
+            self.read_columns.setdefault(name, []).append(table)
+            self.read_column_rows[name] = base[name] + table.num_rows
+        return base
+
+    def columns_of(self, part: Partition) -> pa.Table | None:
+        """The columns of ``part``'s records, in order, taken from the reads' columns; None if a
+        record has none."""
+        rows = np.array(part.read_rows, np.int64)
+        tables = self.read_columns.get(part.dataset.name)
+        if not tables or len(rows) != len(part.payloads) or not len(rows) or rows.min() < 0:
+            return None
+        return pa.concat_tables(tables).take(pa.array(rows)).combine_chunks()

@@ -69,8 +69,11 @@ class Segment:
     def columns_of(self, part: Partition) -> pa.Table | None:
         """The columns of ``part``'s records, in order, taken from the reads' columns; None if a
         record has none."""
-        rows = np.array(part.read_rows, np.int64)
+        rows = np.fromiter(part.read_rows, np.int64, len(part.read_rows))
         tables = self.read_columns.get(part.dataset.name)
         if not tables or len(rows) != len(part.payloads) or not len(rows) or rows.min() < 0:
             return None
-        return pa.concat_tables(tables).take(pa.array(rows)).combine_chunks()
+        table = pa.concat_tables(tables)
+        if len(rows) == table.num_rows and rows[0] == 0 and (np.diff(rows) == 1).all():
+            return table  # every row of the reads, in order (one exchange's records): no take
+        return table.take(pa.array(rows)).combine_chunks()

@@ -49,7 +49,7 @@ class Segment:
     snapshots: int = 0  # records stored, all datasets
     stored: dict[str, int] = field(default_factory=dict)  # dataset name -> records stored
     records: int = 0  # ring records consumed, including skipped ones
-    est_bytes: int = 0  # bytes held for the open files (ring records, JSONL text): rotate_bytes
+    est_bytes: int = 0  # bytes held for the open files (ring records, read columns, JSONL text): rotate_bytes
     full: bool = False  # a partition holds as many records as its file may
     # Dataset name -> the Arrow columns of its records of each ring read (``Intake.columns``),
     # one after another: ``Partition.read_rows`` index their rows.

@@ -7,22 +7,18 @@ position, consecutive quotes always a change, none across a lost book.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import aiohttp
 import pytest
 
-from recorder.config import VenueConfig
 from recorder.demo import sim_book_url
 from recorder.model import Quote
-from recorder.sim.server import SimOptions, Simulator
-from recorder.venues import connector_class
 from recorder.venues.bybit import feed_for_url, pair_for
 from tests.conftest import until
 from tests.test_bybit import RefBook
-from tests.venue_live import RECORDINGS, read_jsonl_zst
+from tests.venue_live import RECORDINGS, live_connector, read_jsonl_zst
 
 Top = tuple[float | None, float | None, float | None, float | None]
 
@@ -76,18 +72,10 @@ CASES = {
 @pytest.mark.parametrize("venue", sorted(CASES))
 async def test_live_quotes_are_the_simulators_top_of_book(venue: str) -> None:
     pairs, symbols = CASES[venue]
-    sim = Simulator(SimOptions(venue=venue, port=0, seed=21, symbols=[s.partition(":")[2] or s for s in symbols]
-                               if venue != "bybit" else symbols))  # fmt: skip
-    await sim.start()
-    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"])
-    connector = connector_class(venue)(cfg, pairs, None)
-    got: list[Quote] = []
-    connector.on_quote = got.append
-    task = asyncio.create_task(connector.run())
-    try:
+    async with live_connector(venue, pairs, symbols, 21, "on_quote") as live:
+        sim, got = live.sim, live.got
         await until(lambda: all(sum(q.pair == p for q in got) >= 20 for p in pairs), 30, "quotes of every pair")
-        await connector.close()
-        await asyncio.wait_for(task, 10)
+        await live.finish()
         async with aiohttp.ClientSession() as http:
             for pair in pairs:
                 mine = [q for q in got if q.pair == pair]
@@ -101,7 +89,3 @@ async def test_live_quotes_are_the_simulators_top_of_book(venue: str) -> None:
                             float(ref["asks"][0][1]))  # fmt: skip
                     assert _top(q) == want, (venue, pair, q)
                     assert q.exchange == venue and q.bid_price is not None and q.bid_price < (q.ask_price or 0)
-    finally:
-        await connector.close()
-        task.cancel()
-        await sim.stop()

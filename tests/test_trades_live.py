@@ -12,11 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from recorder.config import VenueConfig
-from recorder.model import Trade
-from recorder.sim.server import SimOptions, Simulator
-from recorder.venues import connector_class
+from recorder.sim.server import Simulator
 from tests.conftest import until
+from tests.venue_live import live_connector
 
 # venue -> (pairs, simulator symbol of each pair, does the venue's id show a lost trade, OKX-style aggregation)
 CASES: dict[str, tuple[list[str], list[str], bool, bool]] = {
@@ -56,36 +54,23 @@ def _expected(rows: list[dict[str, Any]], aggregated: bool) -> list[dict[str, An
 @pytest.mark.parametrize("venue", sorted(CASES))
 async def test_live_trades_every_one_once_and_faults_counted(venue: str) -> None:
     pairs, symbols, contiguous, aggregated = CASES[venue]
-    sim = Simulator(SimOptions(venue=venue, port=0, seed=11, symbols=[s.partition(":")[2] or s for s in symbols]
-                               if venue != "bybit" else symbols))  # fmt: skip
-    await sim.start()
-    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"])
-    connector = connector_class(venue)(cfg, pairs, None)
-    got: list[Trade] = []
-    connector.on_trade = got.append
-    task = asyncio.create_task(connector.run())
+    async with live_connector(venue, pairs, symbols, 11, "on_trade") as live, aiohttp.ClientSession() as http:
+        sim, connector, got = live.sim, live.connector, live.got
 
-    def count(pair: str) -> int:
-        return sum(1 for t in got if t.pair == pair)
+        def count(pair: str) -> int:
+            return sum(1 for t in got if t.pair == pair)
 
-    try:
-        async with aiohttp.ClientSession() as http:
-            await until(lambda: all(count(p) >= 5 for p in pairs), 30, "trades of every pair")
-            faulted, symbol = pairs[0], symbols[0]
-            await _fault(http, sim, kind="trade_gap", symbol=symbol, count=2)
-            before = count(faulted)
-            await until(lambda: count(faulted) >= before + 10, 30, "trades after the gap")
-            await _fault(http, sim, kind="trade_silence", symbol=symbol, duration_s=1.0)
-            await asyncio.sleep(1.2)
-            before = count(faulted)
-            await until(lambda: count(faulted) >= before + 5, 30, "trades after the silence")
-            await connector.close()
-            await asyncio.wait_for(task, 10)
-            records = {pair: await _record(http, sim, sym) for pair, sym in zip(pairs, symbols, strict=True)}
-    finally:
-        await connector.close()
-        task.cancel()
-        await sim.stop()
+        await until(lambda: all(count(p) >= 5 for p in pairs), 30, "trades of every pair")
+        faulted, symbol = pairs[0], symbols[0]
+        await _fault(http, sim, kind="trade_gap", symbol=symbol, count=2)
+        before = count(faulted)
+        await until(lambda: count(faulted) >= before + 10, 30, "trades after the gap")
+        await _fault(http, sim, kind="trade_silence", symbol=symbol, duration_s=1.0)
+        await asyncio.sleep(1.2)
+        before = count(faulted)
+        await until(lambda: count(faulted) >= before + 5, 30, "trades after the silence")
+        await live.finish()
+        records = {pair: await _record(http, sim, sym) for pair, sym in zip(pairs, symbols, strict=True)}
     counters = connector.counters
     for pair in pairs:
         mine = [t for t in got if t.pair == pair]
@@ -125,33 +110,20 @@ async def test_live_trades_through_a_dropped_connection(venue: str) -> None:
     and Kraken's replayed recent trades are deduped and fill the hole), every trade received is the
     simulator's, and where ids are contiguous the ids never received are exactly the gaps counted."""
     pairs, symbols, contiguous, aggregated = CASES[venue]
-    sim = Simulator(SimOptions(venue=venue, port=0, seed=12, symbols=[s.partition(":")[2] or s for s in symbols]
-                               if venue != "bybit" else symbols))  # fmt: skip
-    await sim.start()
-    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"])
-    connector = connector_class(venue)(cfg, pairs, None)
-    got: list[Trade] = []
-    connector.on_trade = got.append
-    task = asyncio.create_task(connector.run())
     pair, symbol = pairs[0], symbols[0]
+    async with live_connector(venue, pairs, symbols, 12, "on_trade") as live, aiohttp.ClientSession() as http:
+        sim, connector, got = live.sim, live.connector, live.got
 
-    def count() -> int:
-        return sum(1 for t in got if t.pair == pair)
+        def count() -> int:
+            return sum(1 for t in got if t.pair == pair)
 
-    try:
-        async with aiohttp.ClientSession() as http:
-            await until(lambda: count() >= 10, 30, "trades")
-            await _fault(http, sim, kind="drop", symbol=symbol)
-            await until(lambda: connector.counters.get("reconnects") >= 1, 30, "the reconnect")
-            before = count()
-            await until(lambda: count() >= before + 20, 30, "trades after the reconnect")
-            await connector.close()
-            await asyncio.wait_for(task, 10)
-            rows = await _record(http, sim, symbol)
-    finally:
-        await connector.close()
-        task.cancel()
-        await sim.stop()
+        await until(lambda: count() >= 10, 30, "trades")
+        await _fault(http, sim, kind="drop", symbol=symbol)
+        await until(lambda: connector.counters.get("reconnects") >= 1, 30, "the reconnect")
+        before = count()
+        await until(lambda: count() >= before + 20, 30, "trades after the reconnect")
+        await live.finish()
+        rows = await _record(http, sim, symbol)
     mine = [t for t in got if t.pair == pair]
     assert len({t.trade_id for t in mine}) == len(mine), "a trade arrived twice"
     by_id = {r["id"]: r for r in _expected(rows, aggregated)}
@@ -177,35 +149,22 @@ async def test_live_book_resubscribe_loses_and_repeats_no_trade(venue: str) -> N
     """A book sequence gap resubscribes the book (Coinbase renews its trades with it, whose replay
     is deduped): the trade stream goes on without a repeat and without a lost id."""
     pairs, symbols, contiguous, aggregated = CASES[venue]
-    sim = Simulator(SimOptions(venue=venue, port=0, seed=13, symbols=[s.partition(":")[2] or s for s in symbols]
-                               if venue != "bybit" else symbols))  # fmt: skip
-    await sim.start()
-    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"])
-    connector = connector_class(venue)(cfg, pairs, None)
-    got: list[Trade] = []
-    connector.on_trade = got.append
-    task = asyncio.create_task(connector.run())
     pair, symbol = pairs[0], symbols[0]
     lost = "checksum_failures" if venue == "kraken" else "gaps"  # Kraken has no sequence: its checksum fails
+    async with live_connector(venue, pairs, symbols, 13, "on_trade") as live, aiohttp.ClientSession() as http:
+        sim, connector, got = live.sim, live.connector, live.got
 
-    def count() -> int:
-        return sum(1 for t in got if t.pair == pair)
+        def count() -> int:
+            return sum(1 for t in got if t.pair == pair)
 
-    try:
-        async with aiohttp.ClientSession() as http:
-            await until(lambda: count() >= 10 and connector.book(pair) is not None, 30, "trades and the book")
-            await _fault(http, sim, kind="gap", symbol=symbol)
-            await until(lambda: connector.counters.get(lost) >= 1, 30, "the book gap")
-            await until(lambda: connector.book(pair) is not None, 30, "the book resynced")
-            before = count()
-            await until(lambda: count() >= before + 10, 30, "trades after the resync")
-            await connector.close()
-            await asyncio.wait_for(task, 10)
-            rows = await _record(http, sim, symbol)
-    finally:
-        await connector.close()
-        task.cancel()
-        await sim.stop()
+        await until(lambda: count() >= 10 and connector.book(pair) is not None, 30, "trades and the book")
+        await _fault(http, sim, kind="gap", symbol=symbol)
+        await until(lambda: connector.counters.get(lost) >= 1, 30, "the book gap")
+        await until(lambda: connector.book(pair) is not None, 30, "the book resynced")
+        before = count()
+        await until(lambda: count() >= before + 10, 30, "trades after the resync")
+        await live.finish()
+        rows = await _record(http, sim, symbol)
     assert connector.counters.get("resubscribes") >= 1 and connector.counters.get("reconnects") == 0
     mine = [t for t in got if t.pair == pair]
     assert len({t.trade_id for t in mine}) == len(mine), "a trade arrived twice"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +113,44 @@ def capture_through_a_gap(
     stored = read_jsonl(data)
     assert len(stored) == counters["samples"]
     return counters, stored
+
+
+class LiveConnector:
+    """A venue's real connector running against its simulator (``live_connector``): ``got``
+    collects what its ``on_trade`` or ``on_quote`` emits."""
+
+    def __init__(self, sim: Any, connector: Any, got: list[Any]) -> None:
+        self.sim, self.connector, self.got = sim, connector, got
+        self.task = asyncio.create_task(connector.run())
+
+    async def finish(self) -> None:
+        """Close the connector and wait for its run to end (what it emitted is all in ``got``)."""
+        await self.connector.close()
+        await asyncio.wait_for(self.task, 10)
+
+
+@asynccontextmanager
+async def live_connector(
+    venue: str, pairs: list[str], symbols: list[str], seed: int, emits: str
+) -> AsyncIterator[LiveConnector]:
+    """``venue``'s simulator (``symbols``: its names of ``pairs``; Bybit's carry their category)
+    and the venue's connector over loopback, its ``emits`` callback (``on_trade``/``on_quote``)
+    collecting; both stopped on exit, whatever happened."""
+    from recorder.config import VenueConfig
+    from recorder.sim.server import SimOptions, Simulator
+    from recorder.venues import connector_class
+
+    names = symbols if venue == "bybit" else [s.partition(":")[2] or s for s in symbols]
+    sim = Simulator(SimOptions(venue=venue, port=0, seed=seed, symbols=names))
+    await sim.start()
+    cfg = VenueConfig(pairs=pairs, ws_url=sim.urls["ws_url"], rest_url=sim.urls["rest_url"])
+    connector = connector_class(venue)(cfg, pairs, None)
+    got: list[Any] = []
+    setattr(connector, emits, got.append)
+    live = LiveConnector(sim, connector, got)
+    try:
+        yield live
+    finally:
+        await connector.close()
+        live.task.cancel()
+        await sim.stop()

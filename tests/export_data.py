@@ -133,14 +133,14 @@ def nautilus_engine(instruments: list[Any]) -> Any:
     return engine
 
 
-def hftbacktest_of(path: Path, tick_size: float, lot_size: float) -> Any:
-    """hftbacktest's own ``HashMapMarketDepthBacktest`` over the exported ``.npz`` at ``path``
-    (no latency, no fees: the book is what the tests read)."""
+def hftbacktest_of(paths: Path | list[str], tick_size: float, lot_size: float) -> Any:
+    """hftbacktest's own ``HashMapMarketDepthBacktest`` over the exported ``.npz`` at ``paths``
+    (one file, or several days in order; no latency, no fees: the book is what the tests read)."""
     import hftbacktest as hbt
 
     asset = (
         hbt.BacktestAsset()
-        .data([str(path)])
+        .data([str(paths)] if isinstance(paths, Path) else paths)
         .linear_asset(1.0)
         .constant_order_latency(0, 0)
         .risk_adverse_queue_model()

@@ -178,9 +178,9 @@ def test_replay_recording_end_to_end(tmp_path: Path, venue: str, path: Path, fut
     assert len(again.stderr.strip().splitlines()) == 1
 
 
-def test_replay_ns_gzip_format_matches_text_capture(tmp_path: Path) -> None:
-    """The third format: `<unix ns> <frame>` gzip with bare inline snapshots before their diffs."""
-    # Each snapshot moves to just before the first diff of its symbol that follows it.
+def ns_records() -> list[Record]:
+    """The Binance spot capture as `<unix ns> <frame>` records: each REST snapshot inline, just
+    before the first diff of its symbol that follows it."""
     original = [r for r in read_capture(capture_files(SPOT)) if r.kind is not Kind.CONNECT]
     waiting = {r.url.split("symbol=")[1].split("&")[0]: r for r in original if r.kind is Kind.HTTP and r.url}
     records: list[Record] = []
@@ -191,7 +191,13 @@ def test_replay_ns_gzip_format_matches_text_capture(tmp_path: Path) -> None:
                 snap = waiting.pop(data["s"])
                 records.append(Record(r.recv_ms, "x", Kind.HTTP, snap.payload, snap.url))
             records.append(r)
-    assert not waiting
+    assert not waiting  # every snapshot found its diff
+    return records
+
+
+def test_replay_ns_gzip_format_matches_text_capture(tmp_path: Path) -> None:
+    """The third format: `<unix ns> <frame>` gzip with bare inline snapshots before their diffs."""
+    records = ns_records()
     lines = [b"%d %s" % (round(r.recv_ms * 1e6), r.payload) for r in records]
     path = tmp_path / "binance-depth.txt.gz"
     path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))

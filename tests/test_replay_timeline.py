@@ -15,7 +15,7 @@ from typing import Any
 import zstandard
 
 from recorder.replay.readers import Kind, Record, capture_files, read_capture
-from tests.test_replay import SPOT, _replay, _stored, expected_samples
+from tests.test_replay import SPOT, _replay, _stored, expected_samples, ns_records
 
 BYBIT = SPOT.parent.parent / "bybit" / "BYBIT.jsonl.zst"
 Top = tuple[list[tuple[float, float]], list[tuple[float, float]]]
@@ -188,22 +188,6 @@ def test_reconnect_serves_the_new_socket_and_never_the_quiet_old_one(tmp_path: P
         assert len(summary["sockets"]) == 2 and summary["sockets"][0]["closed"] is close
 
 
-def _ns_records() -> list[Record]:
-    """The Binance spot capture as `<unix ns> <frame>` records: each REST snapshot inline, just
-    before the first diff of its symbol that follows it."""
-    original = [r for r in read_capture(capture_files(SPOT)) if r.kind is not Kind.CONNECT]
-    waiting = {r.url.split("symbol=")[1].split("&")[0]: r for r in original if r.kind is Kind.HTTP and r.url}
-    records: list[Record] = []
-    for r in original:
-        if r.kind is Kind.WS:
-            data = json.loads(r.payload)["data"]
-            if data.get("e") == "depthUpdate" and data["s"] in waiting:
-                snap = waiting.pop(data["s"])
-                records.append(Record(r.recv_ms, "x", Kind.HTTP, snap.payload, snap.url))
-            records.append(r)
-    return records
-
-
 def _ns_lines(records: list[Record]) -> list[bytes]:
     return [b"%d %s\n" % (round(r.recv_ms * 1e6), r.payload) for r in records]
 
@@ -211,7 +195,7 @@ def _ns_lines(records: list[Record]) -> list[bytes]:
 def test_rotated_files_continue_one_socket(tmp_path: Path) -> None:
     """A day's capture rotated at midnight into two files: the second continues the first's socket
     (its books move on), as `cat a b` does; it is not a new socket frozen at the first's last book."""
-    records = _ns_records()
+    records = ns_records()
     lines = _ns_lines(records)
     half = len(lines) // 2
     day1, day2 = tmp_path / "binance-2021-10-11.txt.gz", tmp_path / "binance-2021-10-12.txt.gz"

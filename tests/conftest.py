@@ -291,3 +291,18 @@ def scrape_metrics(port: int) -> dict[str, float]:
         name: float(value)
         for name, _, value in (line.rpartition(" ") for line in text.splitlines() if line and line[0] != "#")
     }
+
+
+def stored_trade_rows(data_dir: Path) -> list[dict[str, Any]]:
+    """Every stored trade of a data dir, read with plain pyarrow (times as integer µs), in
+    exchange, pair and sequence order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    for path in sorted((data_dir / "trades" / "parquet").rglob("*.parquet")):
+        t = pq.read_table(path)
+        for name in ("exchange_time", "local_time"):
+            t = t.set_column(t.schema.get_field_index(name), name, t[name].cast(pa.int64()))
+        rows += t.to_pylist()
+    return sorted(rows, key=lambda r: (r["exchange"], r["pair"], r["sequence_number"]))

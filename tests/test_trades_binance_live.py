@@ -17,11 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from recorder.dataset import open_dataset
-from tests.conftest import Sim, VenueSim, free_port, run_cli, running_cli, status, stop_cli, wait_for, write_config
+from tests.conftest import (
+    Sim,
+    VenueSim,
+    free_port,
+    run_cli,
+    running_cli,
+    status,
+    stop_cli,
+    stored_trade_rows,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(180)
 SESSION = "trades-live"
@@ -42,16 +52,6 @@ def _scrape(port: int) -> str:
 
 def _venue(data: Path) -> dict[str, Any]:
     return ((status(data, SESSION) or {}).get("venues") or {}).get("binance") or {}
-
-
-def _stored_trades(data: Path) -> list[dict[str, Any]]:
-    rows = []
-    for path in sorted((data / "trades" / "parquet").rglob("*.parquet")):
-        t = pq.read_table(path)
-        for name in ("exchange_time", "local_time"):
-            t = t.set_column(t.schema.get_field_index(name), name, t[name].cast(pa.int64()))
-        rows += t.to_pylist()
-    return sorted(rows, key=lambda r: (r["pair"], r["sequence_number"]))
 
 
 def _stored_jsonl(data: Path, dataset: str) -> list[dict[str, Any]]:
@@ -151,7 +151,7 @@ def test_binance_spot_trades_gaps_silence_and_quotes_live(tmp_path: Path) -> Non
         assert st is not None
         v = st["venues"]["binance"]
         assert v["trade_silences"] >= 1 and v["channels"] == ["book", "trades", "quotes"]
-        rows = _stored_trades(data)
+        rows = stored_trade_rows(data)
         for pair, sym in (("BTC-USDT", "BTCUSDT"), ("ETH-USDT", "ETHUSDT")):
             _, sim_trades = sim.get(f"/sim/trades?symbol={sym}")
             missing = _check_against_sim(rows, sim_trades, pair, "binance", (killed_ms - 1000, back_ms))
@@ -221,7 +221,7 @@ def test_binance_usdm_trades_on_the_public_route_live(tmp_path: Path) -> None:
         with running_cli("start-capture", *args) as proc:
             wait_for(lambda: _pair_status(data, "binance-futures", pair).get("trades", 0) >= 10, 60, "trades")
             stop_cli(proc)
-        rows = _stored_trades(data)
+        rows = stored_trade_rows(data)
         _, sim_trades = sim.get("/sim/trades?symbol=BTCUSDT")
         missing = _check_against_sim(rows, sim_trades, pair, "binance-futures")
         assert not missing

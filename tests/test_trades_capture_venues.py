@@ -19,12 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from recorder.demo import SIM_SYMBOLS, VENUE_PAIRS
-from tests.conftest import VenueSim, running_cli, status, stop_cli, wait_for
+from tests.conftest import VenueSim, running_cli, status, stop_cli, stored_trade_rows, wait_for
 
 pytest.importorskip("recorder.writer.datasets", reason="the trades dataset has not landed yet")
 pytestmark = pytest.mark.timeout(240)
@@ -43,16 +41,6 @@ def _sim_symbol(venue: str, pair: str) -> str:
 
 def _pairs(data: Path, venue: str) -> dict[str, Any]:
     return (((status(data, SESSION) or {}).get("venues") or {}).get(venue) or {}).get("pairs") or {}
-
-
-def _stored(data: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for path in sorted((data / "trades" / "parquet").rglob("*.parquet")):
-        t = pq.read_table(path)
-        for name in ("exchange_time", "local_time"):
-            t = t.set_column(t.schema.get_field_index(name), name, t[name].cast(pa.int64()))
-        rows += t.to_pylist()
-    return sorted(rows, key=lambda r: (r["exchange"], r["pair"], r["sequence_number"]))
 
 
 def test_live_capture_of_four_venues_trades_through_a_gap_and_kill_9(tmp_path: Path) -> None:
@@ -92,7 +80,7 @@ def test_live_capture_of_four_venues_trades_through_a_gap_and_kill_9(tmp_path: P
             now = {(v, p): _pairs(data, v)[p]["trades"] for v in VENUES for p in VENUE_PAIRS[v]}
             wait_for(lambda: trades_each(now), 90, "trades after the restarts")
             stop_cli(proc)
-        rows = _stored(data)
+        rows = stored_trade_rows(data)
         final = status(data, SESSION)
         assert final is not None
         for v in VENUES:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, stored_trade_rows
 
 REC = Path(__file__).parent / "data" / "recordings" / "binance"
 
@@ -58,12 +58,7 @@ def test_replay_stores_every_recorded_trade_once(tmp_path: Path, venue: str, ste
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    rows = []
-    for path in sorted((data / "trades" / "parquet").rglob("*.parquet")):
-        t = pq.read_table(path)
-        for name in ("exchange_time", "local_time"):
-            t = t.set_column(t.schema.get_field_index(name), name, t[name].cast(pa.int64()))
-        rows += t.to_pylist()
+    rows = stored_trade_rows(data)
     pairs = set(summary["pairs"])
     want = [w for w in _expected(ws, suffix) if w["pair"] in pairs]  # trades of the pairs replayed
     assert want and summary["trades_written"] == len(want) == len(rows)

@@ -9,12 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tests.checksum_venue_support import read_text_capture
-from tests.conftest import run_cli
+from tests.conftest import run_cli, stored_trade_rows
 from tests.test_trades_venues import _us
 from tests.venue_live import RECORDINGS, read_jsonl_zst
 
@@ -86,12 +84,7 @@ def test_replay_stores_every_recorded_trade_once(tmp_path: Path, venue: str) -> 
                   "--session-id", "rp", timeout=240)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout)
-    rows: list[dict[str, Any]] = []
-    for file in sorted((data / "trades" / "parquet").rglob("*.parquet")):
-        t = pq.read_table(file)
-        for name in ("exchange_time", "local_time"):
-            t = t.set_column(t.schema.get_field_index(name), name, t[name].cast(pa.int64()))
-        rows += t.to_pylist()
+    rows = stored_trade_rows(data)
     expected = parse(path)
     assert len(expected) == total
     want = [w for w in expected if w["pair"] in summary["pairs"]]  # the pairs replayed (those with books)

@@ -148,11 +148,7 @@ class ArchiveFeeds:
         for conn, feed in self.feeds.items():
             if conn not in self.closed:
                 try:
-                    if hasattr(feed, "reset"):
-                        feed.reset()
-                    else:  # (the checksum venues' Feeds: each book on its own)
-                        for pair in feed.pairs():
-                            feed.invalidate(pair)
+                    feed.reset()
                 except Exception:
                     self.feed_errors += 1
 

@@ -239,6 +239,9 @@ class Feed(Protocol):
     def wants_snapshot(self) -> set[str]:
         """Pairs that need a REST snapshot (REST venues) or a resubscribe (checksum venues)."""
 
+    def reset(self) -> None:
+        """Every book is unknown until its next snapshot (a socket gone, an archive's hole)."""
+
 
 class Counters:
     """Connector-side view of the shared counters; works without shared memory (unit tests, replay).

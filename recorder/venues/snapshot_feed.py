@@ -225,6 +225,12 @@ class SnapshotFeed(TradeOutput):
 
     request_resync = invalidate  # the name replay uses
 
+    def reset(self) -> None:
+        """Every book is unknown (an archive replay at a ``lost`` record): each is lost as by
+        ``invalidate`` and waits for its next snapshot."""
+        for st in self._books.values():
+            self._lose(st)
+
     # -- for the venue Feeds -------------------------------------------------------------------
 
     def _state(self, pair: str, depth: int) -> PairBook | None:

@@ -45,11 +45,20 @@ class Loss:
         self.first_ns = self.last_ns = first_ns
 
     def add(self, record: tuple, size: int) -> None:
-        self.records += 1
-        self.bytes += size
-        if record[0] == "recv":
-            self.frames += 1
+        """``record`` (of ``size`` bytes, see ``record_size``) is lost too; a ``lost`` record adds
+        the run it stood for (a write that failed with an earlier loss in its batch)."""
         ns = record[2]
+        if record[0] == "lost":
+            info = record[3]
+            self.records += info["records"]
+            self.frames += info["frames"]
+            self.bytes += info["bytes"]
+            self.first_ns = min(self.first_ns, info["from_ns"])
+        else:
+            self.records += 1
+            self.bytes += size
+            if record[0] == "recv":
+                self.frames += 1
         if isinstance(ns, int) and ns > self.last_ns:
             self.last_ns = ns
 

@@ -194,17 +194,9 @@ class ArchiveWriter:
         may end in a partial block, and the next records go to a new file."""
         loss = Loss("write_failed", batch[0][2] if batch else time.time_ns())
         for r in batch:
-            if r[0] == "lost":  # an earlier loss this one now includes
-                info = r[3]
-                loss.records += info["records"]
-                loss.frames += info["frames"]
-                loss.bytes += info["bytes"]
-                loss.first_ns = min(loss.first_ns, info["from_ns"])
-                loss.last_ns = max(loss.last_ns, r[2])
-            else:
-                loss.add(r, record_size(r))
-                if r[0] == "recv":
-                    self.write_lost_frames += 1
+            loss.add(r, record_size(r))
+            if r[0] == "recv":  # (a ``lost`` record's frames were counted where they were lost)
+                self.write_lost_frames += 1
         if batch:
             self._write_loss = loss
         f, self._file = self._file, None

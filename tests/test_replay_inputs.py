@@ -13,8 +13,8 @@ import zstandard
 
 from recorder.replay.readers import Kind, Record
 from tests.conftest import run_cli
-from tests.test_replay import RECORDINGS, SPOT, _replay, _stored, expected_samples
-from tests.test_replay_timeline import _ns_lines, _ns_records
+from tests.test_replay import RECORDINGS, SPOT, _replay, _stored, expected_samples, ns_records
+from tests.test_replay_timeline import _ns_lines
 
 FUTURES = RECORDINGS / "BINANCE_FUTURES.ws.1.0"
 
@@ -29,7 +29,7 @@ def _one_line_error(res: object, *needles: str) -> str:
 
 
 def test_gzip_capture_cut_mid_stream_is_read_up_to_the_cut(tmp_path: Path) -> None:
-    records = _ns_records()
+    records = ns_records()
     whole = gzip.compress(b"".join(_ns_lines(records)))
     cut = whole[: len(whole) * 3 // 5]
     path = tmp_path / "binance-cut.txt.gz"
@@ -47,7 +47,7 @@ def test_gzip_capture_cut_mid_stream_is_read_up_to_the_cut(tmp_path: Path) -> No
 
 def test_zstd_capture_cut_mid_frame_is_read_up_to_the_cut(tmp_path: Path) -> None:
     """A collector that flushes a zstd frame every 40 lines, killed while writing one."""
-    records = _ns_records()
+    records = ns_records()
     lines = _ns_lines(records)
     frames = [zstandard.ZstdCompressor().compress(b"".join(lines[i : i + 40])) for i in range(0, len(lines), 40)]
     whole = len(frames) // 2
@@ -70,7 +70,7 @@ def test_binance_capture_without_its_rest_snapshots_says_so(tmp_path: Path) -> N
 
 def test_a_capture_whose_books_never_sync_stores_nothing_and_says_so(tmp_path: Path) -> None:
     """REST snapshots present, but none joins its diffs (all taken before the recorded diffs)."""
-    records = [r for r in _ns_records() if r.kind is not Kind.HTTP]
+    records = [r for r in ns_records() if r.kind is not Kind.HTTP]
     first = records[0].recv_ms
     stale = [
         Record(first - 1, "x", Kind.HTTP, json.dumps({"lastUpdateId": 1, "bids": [], "asks": []}).encode())

@@ -10,6 +10,7 @@ so the ratio shows the cost of our ring record -> Arrow conversion.
 from __future__ import annotations
 
 import random
+from array import array
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,7 +55,7 @@ def _rows_info(benchmark, path: Path) -> None:
         benchmark.extra_info.update(level_rows_per_s=round(ROWS / mean))
 
 
-def _write_from_ring_records(records: list[bytes], seqs: list[int], out: Path) -> None:
+def _write_from_ring_records(records: list[bytes], seqs: array[int], out: Path) -> None:
     """What the writer does with one file's ring records (its journal, numbering and rename aside)."""
     seg = Segment()
     took = take_records(records, row_base=seg.keep_read_columns)
@@ -70,7 +71,7 @@ def test_parquet_from_ring_records(benchmark, tmp_path: Path) -> None:
     # No snapshot structs stay alive while timing: the writer holds none, and 200k Level
     # objects would make every garbage collection of the run slower than the writer's.
     records = [ring_record(s) for s in _snapshots()]
-    seqs = [s.sequence_number for s in _snapshots()]
+    seqs = array("q", [s.sequence_number for s in _snapshots()])  # as the writer holds them
     out = tmp_path / "a.parquet"
     benchmark.pedantic(_write_from_ring_records, args=(records, seqs, out), rounds=5, iterations=1)
     assert pq.read_table(out).equals(batches_to_table([snapshots_to_batch(_snapshots())]))
@@ -160,7 +161,7 @@ def _trade_rows_info(benchmark, path: Path) -> None:
 def test_trades_parquet_from_ring_records(benchmark, tmp_path: Path, dataset: str) -> None:
     benchmark.group = f"writer {dataset}"
     records = RECORDS[dataset]()
-    seqs = [i // 10 for i in range(TRADES)]
+    seqs = array("q", [i // 10 for i in range(TRADES)])  # as the writer holds them
     out = tmp_path / "t.parquet"
     benchmark.pedantic(_write_from_ring_records, args=(records, seqs, out), rounds=5, iterations=1)
     assert pq.read_metadata(out).num_rows == TRADES

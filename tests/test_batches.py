@@ -389,7 +389,13 @@ def test_trades_and_quotes_taken_in_bulk_skip_and_key_as_an_independent_decode(o
     # With every struct (JSONL, the stream on): decoded one by one, the same records kept and keyed.
     each = take_records(payloads, structs=True)
     assert [isinstance(r, RECORD_ERRORS) for r in each.records] == [isinstance(r, RECORD_ERRORS) for r in took.records]
-    assert (each.exchange, each.pair, each.time_ms) == (took.exchange, took.pair, took.time_ms)
+    assert (each.exchange, each.pair, each.time_ms.tolist()) == (took.exchange, took.pair, took.time_ms.tolist())
+    for intake in (took, each):  # a usable record's group: its dataset, exchange and pair
+        assert [intake.groups[g] if g >= 0 else None for g in intake.group.tolist()] == [
+            None if isinstance(r, RECORD_ERRORS) else (s, e, p)
+            for r, s, e, p in zip(intake.records, intake.specs, intake.exchange, intake.pair, strict=True)
+        ]
+        assert len(set(intake.groups)) == len(intake.groups)
     # Invalid UTF-8 alone in a read: skipped as msgspec would, the good record of it kept.
     only_utf8 = take_records([good[0], _fields_of_another_type()[0]])
     assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)

@@ -44,6 +44,22 @@ _NUMBERS: dict[int, tuple[int, str]] = {
 _INT64_MAX = np.iinfo(np.int64).max
 
 
+# Zero bytes after a read's joined records: a string's key words (``RecordColumns.keyed_strings``)
+# are read 8 bytes at a time, past the end of a short last string.
+_PADDING = bytes(32)
+
+
+# [w][length]: the bits of a string's word w (its bytes 8w to 8w + 7, little-endian) it holds.
+_WORD_MASKS = np.array(
+    [[(1 << (8 * min(max(length - 8 * w, 0), 8))) - 1 for length in range(32)] for w in range(3)], "<u8"
+)
+
+
+def joined(records: Sequence[bytes]) -> np.ndarray:
+    """The records one after the other as one byte array, followed by a few zero bytes."""
+    return np.frombuffer(b"".join([*records, _PADDING]), np.uint8)
+
+
 def _gather(buf: np.ndarray, at: np.ndarray, width: int, dtype: str) -> np.ndarray:
     """The big-endian values of ``width`` bytes starting at each of ``at``: one gather from a
     view of the buffer in which item ``i`` is the ``width`` bytes starting at byte ``i``."""
@@ -78,11 +94,12 @@ class RecordColumns:
         """``prefix``: bytes before each record's msgpack array (a trade's kind byte)."""
         lens = np.fromiter(map(len, payloads), np.int64, len(payloads))
         ends = np.cumsum(lens)
-        self._begin(np.frombuffer(b"".join(payloads), np.uint8), ends - lens, ends, prefix)
+        self._begin(joined(payloads), ends - lens, ends, prefix)
 
     @classmethod
     def some_of(cls, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> RecordColumns:
-        """The records ``buf[starts[i] : ends[i]]`` of a buffer already joined (a ring read's)."""
+        """The records ``buf[starts[i] : ends[i]]`` of a buffer already joined (a ring read's,
+        by :func:`joined`: the readers may read a few bytes past its last record)."""
         self = cls.__new__(cls)
         self._begin(buf, starts, ends, prefix)
         return self
@@ -187,12 +204,48 @@ class RecordColumns:
             raise ValueError("ring record field is not a string")
         start = self.pos + head
         self.pos = start + length
+        if self.n and int(self.pos.max()) > len(self.buf):
+            raise ValueError("ring record string runs past the records")
         offsets = np.zeros(self.n + 1, np.int64)
         np.cumsum(length, out=offsets[1:])
         data = _byte_slices(self.buf, start, length)
         # msgspec checked each string's UTF-8 when the writer decoded the record.
         strings = pa.Array.from_buffers(pa.large_string(), self.n, [None, pa.py_buffer(offsets), data])
         return strings.cast(pa.string())
+
+    def keyed_strings(self) -> tuple[pa.Array, np.ndarray, list[str | None]] | None:
+        """The next field of every record, a string of few distinct short values (an exchange,
+        a pair, a side): its Arrow array, each record's index into the distinct values, and
+        those values (None where one is not UTF-8: its records' strings are empty in the array).
+        None, nothing read, when one is not a fixstr or longer than 24 bytes (read it with
+        :meth:`column`).
+
+        Each string becomes a key of fixed width, its length then its bytes as up to three
+        8-byte words (one gather each); Arrow hashes the keys, and the one string array built
+        is the distinct values taken per record. No per-record string is checked for UTF-8:
+        the few distinct ones are decoded."""
+        tags = self._tags()
+        if not self.n or ((tags & 0xE0) != 0xA0).any():
+            return None
+        length = tags & 0x1F
+        words = (int(length.max()) + 7) // 8
+        if words > 3 or int(self.pos.max()) + 1 + 8 * words > len(self.buf):
+            return None
+        key = np.zeros((self.n, words + 1), "<u8")
+        key[:, 0] = length
+        for w in range(words):  # the bytes of word w that are in the string, by its length
+            key[:, w + 1] = _gather(self.buf, self.pos + 1 + 8 * w, 8, "<u8") & _WORD_MASKS[w][length]
+        self.pos = self.pos + 1 + length
+        keys = pa.Array.from_buffers(pa.binary(8 * (words + 1)), self.n, [None, pa.py_buffer(key)])
+        encoded = keys.dictionary_encode()
+        values: list[str | None] = []
+        for k in encoded.dictionary.to_pylist():
+            try:
+                values.append(k[8 : 8 + int.from_bytes(k[:8], "little")].decode("utf-8"))
+            except UnicodeDecodeError:
+                values.append(None)
+        strings = pa.array([v or "" for v in values], pa.string()).take(encoded.indices)
+        return strings, encoded.indices.to_numpy(), values
 
     def float_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The next field of every record, a msgpack array of float64: the position of each
@@ -251,11 +304,18 @@ def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 def record_order(pair: pa.Array, seq: pa.Array) -> np.ndarray:
     """Indices of the records ordered by pair, then sequence number (stable): a file's rows are
     clustered by pair so Parquet row-group statistics on ``pair`` prune well."""
-    # Pairs are few: each record's pair as the rank of its name among them, then one integer
-    # lexsort (stable, like Arrow's) instead of a sort comparing strings.
+    # Pairs are few: each record's pair as the rank of its name among them. A pair's records
+    # arrive numbered in order, so a stable sort by that rank alone (a radix sort of small ints)
+    # is the order, when the numbers say so; else one integer lexsort (stable, like Arrow's).
     encoded = pair.dictionary_encode()
     rank = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="first").to_numpy()
-    return np.lexsort((seq.to_numpy(zero_copy_only=False), rank[encoded.indices.to_numpy(zero_copy_only=False)]))
+    key = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    seqs = seq.to_numpy(zero_copy_only=False)
+    order = np.argsort(key.astype(np.int16) if len(rank) < 2**15 else key, kind="stable")
+    key_in_order, seq_in_order = key[order], seqs[order]
+    if ((seq_in_order[1:] >= seq_in_order[:-1]) | (key_in_order[1:] != key_in_order[:-1])).all():
+        return order
+    return np.lexsort((seqs, key))
 
 
 def pieces_of(order: np.ndarray, rows: np.ndarray, per_piece: int) -> list[np.ndarray]:
@@ -275,3 +335,27 @@ def field_array(records: Sequence[Any], attr: str, typ: pa.DataType) -> pa.Array
 def repeated(value: str, n: int) -> pa.Array:
     """A string column holding ``value`` ``n`` times (the writer's session id)."""
     return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+
+
+def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of an int array (ascending) and each value's index among them: by a
+    table when they are small non-negative ints (a read's codes, the usual case), else a sort."""
+    if len(values) and int(values.min()) >= 0 and int(values.max()) <= 4 * len(values) + 4096:
+        seen = np.bincount(values)
+        present = np.flatnonzero(seen)
+        table = np.zeros(len(seen), np.int64)
+        table[present] = np.arange(len(present))
+        return present, table[values]
+    present, inverse = np.unique(values, return_inverse=True)
+    return present, inverse.reshape(-1)
+
+
+def rank_within(codes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For codes in ``range(count)``: each item's rank among the items of its code (0, 1, ... in
+    order), the items' indices ordered by code (stable), and how many items each code has."""
+    order = np.argsort(codes, kind="stable")
+    per_code = np.bincount(codes, minlength=count)
+    firsts = np.cumsum(per_code) - per_code
+    rank = np.empty(len(codes), np.int64)
+    rank[order] = np.arange(len(codes), dtype=np.int64) - np.repeat(firsts, per_code)
+    return rank, order, per_code

@@ -162,7 +162,7 @@ def build_pieces(
                 columns[name] = reader.column(spec.schema.field(name).type)
             else:
                 levels[f.name] = reader.float_arrays()
-    columns["sequence_number"] = pa.array(seqs, pa.int64())
+    columns["sequence_number"] = pa.array(np.asarray(seqs, np.int64))
     columns["session_id"] = repeated(session_id, len(payloads))
     order = record_order(columns["pair"], columns["sequence_number"])
     if spec.expand is None:

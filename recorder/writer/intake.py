@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recorder.model import KIND_QUOTE, KIND_TRADE
-from recorder.writer.columns import RecordColumns
+from recorder.writer.columns import RecordColumns, distinct, joined
 from recorder.writer.datasets import (
     _MAX_TS_MS,
     _SIDES,
@@ -34,7 +33,10 @@ from recorder.writer.datasets import (
     _usable_exchange,
 )
 
-_FIRST_BYTE = itemgetter(0)
+# Bytes per record under which a read is joined whole (a book is some hundreds, a trade ~70).
+_SMALL_RECORDS = 200
+# (dataset, exchange, pair): what numbers a record (sequence numbers run per group).
+Group = tuple[DatasetSpec, str, str]
 
 
 @dataclass
@@ -43,19 +45,34 @@ class Intake:
     decoded record, ``None`` for a trade or quote checked in bulk (``dataset.decode(stored)``
     gives its struct when one is needed: JSONL, the Redis stream), or the error (one of
     ``RECORD_ERRORS``) that makes it unusable; the bytes :func:`build_table` reads it from; and,
-    for a usable record, the exchange, pair and time (ms) that partition and number it."""
+    for a usable record, the exchange, pair and time (ms) that partition and number it, and its
+    group (``groups[group[i]]``, -1 for an unusable record)."""
 
     specs: list[DatasetSpec]
     records: list[Any]
     stored: list[bytes]
-    exchange: list[str]
-    pair: list[str]
-    time_ms: list[int]
+    time_ms: np.ndarray  # int64
     # Trades and quotes read in bulk: per dataset name, the read's records of it as Arrow
     # columns (``spec.fields``, the bad ones' rows too); per record, its row there (-1: none).
     # A file takes its rows from them rather than read its records' fields once more.
     columns: dict[str, pa.Table]
-    row: list[int]
+    row: np.ndarray  # int64
+    group: np.ndarray  # int64
+    groups: list[Group]
+    lens: np.ndarray  # int64: bytes of each stored record
+
+    @property
+    def exchange(self) -> list[str | None]:
+        """Each record's exchange (None: unusable)."""
+        return self._of_group(1)
+
+    @property
+    def pair(self) -> list[str | None]:
+        return self._of_group(2)
+
+    def _of_group(self, field: int) -> list[str | None]:
+        values = np.array([None, *(g[field] for g in self.groups)], object)
+        return values[self.group + 1].tolist()
 
 
 def take_records(
@@ -64,50 +81,52 @@ def take_records(
     row_base: Callable[[dict[str, pa.Table]], dict[str, int]] | None = None,
 ) -> Intake:
     """Decode and check a ring read (see :class:`Intake`); ``structs``: every usable record
-    decoded (JSONL or the Redis stream will want each one's struct); ``row_base``: given the
-    read's columns, per dataset the number of its first row (default 0: ``Intake.row``
-    counts in ``Intake.columns``).
+    decoded (the Redis stream will want each one's struct); ``row_base``: given the read's
+    columns, per dataset the number of its first row (default 0: ``Intake.row`` counts in
+    ``Intake.columns``).
 
     Books are decoded one by one (their level columns stay raw) and checked in bulk: their
     level columns must be float64 arrays of matching lengths (what the sampler sends); one that
     is not is decoded the slow way and re-encoded so. Trades and quotes are read and checked
     all at once, field by field (``RecordColumns``), unless ``structs``; where that read meets
     a record it cannot take, that dataset's records of the read are decoded one by one as
-    before. Flat lists, not a tuple per record: 200 k tuples would make the garbage collector
-    cost more than decoding.
+    before. No Python object per trade or quote: 200 k of them would make the garbage
+    collector cost more than reading them.
     """
     n = len(payloads)
-    try:
-        first = np.fromiter(map(_FIRST_BYTE, payloads), np.int64, n)
-    except IndexError:  # an empty record: it goes to the books (and fails there)
+    lens = np.fromiter(map(len, payloads), np.int64, n)
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    buf = None
+    if n and int(ends[-1]) <= _SMALL_RECORDS * n:  # mostly trades and quotes: all joined at once
+        buf = joined(payloads)
+        first = np.where(lens > 0, buf[starts], 0)  # an empty record goes to the books (and fails there)
+    else:  # mostly books, which are decoded one by one: only the trades and quotes joined
         first = np.fromiter((p[0] if p else 0 for p in payloads), np.int64, n)
+        flat = np.flatnonzero((first == KIND_TRADE) | (first == KIND_QUOTE))
+        if len(flat) and not structs:
+            buf = joined([payloads[i] for i in flat.tolist()])
+            ends[flat] = np.cumsum(lens[flat])
+            starts[flat] = ends[flat] - lens[flat]
     specs: list[DatasetSpec] = _specs_by_first_byte()[first].tolist()
     records: list[Any] = [None] * n
-    keys = _Keys(np.empty(n, object), np.empty(n, object), np.zeros(n, np.int64))
+    keys = _Keys(n)
     stored = list(payloads)
     one_by_one: list[int] = []  # records decoded as structs: their keys are read from those
     columns: dict[str, pa.Table] = {}
     good_at: list[tuple[str, np.ndarray, np.ndarray]] = []  # dataset, its records, the good ones
-    flat = (first == KIND_TRADE) | (first == KIND_QUOTE)
-    flat_at = np.flatnonzero(flat)
-    if len(flat_at) and not structs:  # the read's trades and quotes joined into one buffer
-        joined = payloads if len(flat_at) == n else [payloads[i] for i in flat_at.tolist()]
-        lens = np.fromiter(map(len, joined), np.int64, len(joined))
-        ends = np.cumsum(lens)
-        buf = np.frombuffer(b"".join(joined), np.uint8)
     for spec, kind in ((TRADES_SPEC, KIND_TRADE), (QUOTES_SPEC, KIND_QUOTE)):
-        of_kind = first[flat_at] == kind
-        at = flat_at[of_kind]
+        at = np.flatnonzero(first == kind)
         if len(at):
             bad = None
-            if not structs:
-                bad = _take_flat_in_bulk(spec, buf, (ends - lens)[of_kind], ends[of_kind], at, keys, columns)
+            if buf is not None and not structs:
+                bad = _take_flat_in_bulk(spec, buf, starts[at], ends[at], at, keys, columns)
                 if bad is not None:
                     good_at.append((spec.name, at, np.flatnonzero(~bad)))
             for i in at[bad].tolist() if bad is not None else at.tolist():
                 records[i] = _decode_one(spec, payloads[i])
                 one_by_one.append(i)
-    books = np.flatnonzero(~flat).tolist()
+    books = np.flatnonzero((first != KIND_TRADE) & (first != KIND_QUOTE)).tolist()
     for i in books:
         records[i] = _decode_one(BOOKS_SPEC, payloads[i])
     books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
@@ -118,27 +137,40 @@ def take_records(
             try:
                 stored[j] = _book_the_slow_way(payloads[j])
                 records[j] = _decode_book(stored[j])
+                lens[j] = len(stored[j])
             except RECORD_ERRORS as exc:
                 records[j] = exc
-    exchange, pair, time_ms = keys.exchange.tolist(), keys.pair.tolist(), keys.time_ms.tolist()
     row = np.full(n, -1, np.int64)
     base = row_base(columns) if row_base is not None else {}
     for name, at, good in good_at:
         row[at[good]] = good + base.get(name, 0)
-    for i in books + one_by_one:  # lists: an item set costs far less than in a numpy array
-        rec = records[i]
-        if not isinstance(rec, RECORD_ERRORS):
-            exchange[i], pair[i], time_ms[i] = rec.exchange, rec.pair, specs[i].time_ms(rec)
-    return Intake(specs, records, stored, exchange, pair, time_ms, columns, row.tolist())
+    keys.add_decoded(books + one_by_one, specs, records)
+    return Intake(specs, records, stored, keys.time_ms, columns, row, keys.group, keys.groups, lens)
 
 
-@dataclass
 class _Keys:
-    """Per record of a ring read: exchange, pair, time (ms)."""
+    """Per record of a ring read: time (ms), group; and the read's groups."""
 
-    exchange: np.ndarray
-    pair: np.ndarray
-    time_ms: np.ndarray
+    def __init__(self, n: int) -> None:
+        self.time_ms = np.zeros(n, np.int64)
+        self.group = np.full(n, -1, np.int64)
+        self.groups: list[Group] = []
+        self._code: dict[tuple[str, str, str], int] = {}
+
+    def code(self, group: Group) -> int:
+        key = (group[0].name, group[1], group[2])  # a DatasetSpec's own hash is slow: its name's
+        code = self._code.get(key)
+        if code is None:
+            code = self._code[key] = len(self.groups)
+            self.groups.append(group)
+        return code
+
+    def add_decoded(self, at: list[int], specs: list[DatasetSpec], records: list[Any]) -> None:
+        """The keys of records ``at``, decoded (books, and records decoded one by one)."""
+        usable = [i for i in at if not isinstance(records[i], RECORD_ERRORS)]
+        if usable:
+            self.time_ms[usable] = [specs[i].time_ms(records[i]) for i in usable]
+            self.group[usable] = [self.code((specs[i], records[i].exchange, records[i].pair)) for i in usable]
 
 
 def _decode_one(spec: DatasetSpec, payload: bytes) -> Any:
@@ -146,6 +178,22 @@ def _decode_one(spec: DatasetSpec, payload: bytes) -> Any:
         return spec.decode(payload)
     except RECORD_ERRORS as exc:
         return exc
+
+
+def _keyed(reader: RecordColumns) -> tuple[pa.Array, np.ndarray, list[str | None]]:
+    """The next string field: its column, each record's index into its distinct values, and
+    those (None: not UTF-8); by keys (``keyed_strings``) where it can (ArrowInvalid: not UTF-8)."""
+    keyed = reader.keyed_strings()
+    if keyed is not None:
+        return keyed
+    column = reader.column(pa.string())
+    column.validate(full=True)  # UTF-8, as msgspec checks it
+    encoded = column.dictionary_encode()
+    return column, encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
+def _per_value(values: list[str | None], ok: Callable[[str], bool]) -> np.ndarray:
+    return np.array([v is not None and ok(v) for v in values], bool)
 
 
 def _take_flat_in_bulk(
@@ -164,13 +212,20 @@ def _take_flat_in_bulk(
     Fills ``keys`` of the good ones and ``tables[spec.name]`` with the columns read; returns
     where the bad ones are in ``at`` (to decode one by one: their error, worded as ever), or
     None when the bulk read cannot go on (a field of another type): then all of them."""
+    keyed: dict[str, tuple[np.ndarray, list[str | None]]] = {}
+    columns: dict[str, pa.Array] = {}
     try:
         reader = RecordColumns.some_of(buf, starts, ends, spec.prefix)
         header = reader.buf[reader.pos - 1]
-        columns = {name: reader.column(spec.schema.field(name).type) for name, _ in spec.fields}
-        for column in columns.values():
-            if column.type == pa.string():
-                column.validate(full=True)  # UTF-8, as msgspec checks it
+        for name, _ in spec.fields:
+            typ = spec.schema.field(name).type
+            if name in ("exchange", "pair", "side"):  # few distinct values
+                columns[name], indices, values = _keyed(reader)
+                keyed[name] = (indices, values)
+            else:
+                columns[name] = reader.column(typ)
+                if typ == pa.string():
+                    columns[name].validate(full=True)  # UTF-8, as msgspec checks it
     except (ValueError, IndexError, pa.ArrowInvalid):
         return None
     good = (header == 0x90 + len(msgspec.structs.fields(spec.wire))) & (reader.pos == reader.ends)
@@ -179,27 +234,30 @@ def _take_flat_in_bulk(
             good &= ~column.is_null().to_numpy(zero_copy_only=False)
     ms = columns["local_time"].cast(pa.int64()).fill_null(0).to_numpy() // 1000
     good &= (ms >= 0) & (ms < _MAX_TS_MS)
-    exchanges, names = _dictionary(columns["exchange"])
-    good &= np.array([_usable_exchange(e) for e in names.tolist()], bool)[exchanges]
-    good &= pc.binary_length(columns["pair"]).to_numpy(zero_copy_only=False) > 0
+    exchanges, exchange_names = keyed["exchange"]
+    pairs, pair_names = keyed["pair"]
+    good &= _per_value(exchange_names, _usable_exchange)[exchanges]
+    good &= _per_value(pair_names, bool)[pairs]
     if spec is TRADES_SPEC:
         good &= pc.binary_length(columns["trade_id"]).to_numpy(zero_copy_only=False) > 0
-        good &= pc.is_in(columns["side"], value_set=pa.array(_SIDES)).to_numpy(zero_copy_only=False)
-    pairs, pair_names = _dictionary(columns["pair"])
+        sides, side_names = keyed["side"]
+        good &= _per_value(side_names, _SIDES.__contains__)[sides]
     rows = at[good]
-    keys.exchange[rows] = names[exchanges[good]]
-    keys.pair[rows] = pair_names[pairs[good]]
     keys.time_ms[rows] = ms[good]
+    keys.group[rows] = _group_codes(keys, spec, exchanges[good], pairs[good], exchange_names, pair_names)
     tables[spec.name] = pa.Table.from_pydict(columns)
     return ~good
 
 
-def _dictionary(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Per value its index into the distinct values, and those values (Python strings)."""
-    encoded = strings.dictionary_encode()
-    names = np.empty(len(encoded.dictionary), object)
-    names[:] = encoded.dictionary.to_pylist()
-    return encoded.indices.to_numpy(zero_copy_only=False), names
+def _group_codes(
+    keys: _Keys, spec: DatasetSpec, exchanges: np.ndarray, pairs: np.ndarray, exchange_names: list, pair_names: list
+) -> np.ndarray:
+    """Each record's group, from its exchange's and pair's index: one lookup per distinct
+    (exchange, pair)."""
+    width = len(pair_names)
+    present, inverse = distinct(exchanges.astype(np.int64) * width + pairs)
+    groups = [(spec, exchange_names[c // width], pair_names[c % width]) for c in present.tolist()]
+    return np.array([keys.code(g) for g in groups], np.int64)[inverse]
 
 
 def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[Any], list[bytes]]:

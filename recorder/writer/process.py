@@ -14,21 +14,23 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+
+import numpy as np
 
 from recorder.compaction.store import PublishLock
 from recorder.metrics import SharedCounters
 from recorder.parent import parent_alive, spawning_parent_pid
 from recorder.ring.shm_ring import ShmRing
 from recorder.sinks.redis_stream import StreamPublisher
-from recorder.writer.batches import utc_date
+from recorder.writer.adding import add_read
 from recorder.writer.commit import Committing, wall_ms
-from recorder.writer.datasets import RECORD_ERRORS, DatasetSpec
-from recorder.writer.intake import take_records
+from recorder.writer.datasets import SPECS
+from recorder.writer.intake import Intake, take_records
 from recorder.writer.journal import Journal, load_journal
-from recorder.writer.segment import Partition, Segment, SeqKey
+from recorder.writer.segment import Segment, SeqKey
 from recorder.writer.spec import (
     CRASH_ENV,
     FORMATS,
@@ -138,92 +140,45 @@ class Writer(Committing):
             ends: list[int] = []
             limit = min(self.spec.rotate_snapshots or self.spec.max_read_records, self.spec.max_read_records)
             payloads, nxt = ring.read(self.read_pos[venue], limit, ends)
-            took = take_records(payloads, self._jsonl or self.stream is not None, self.segment.keep_read_columns)
-            for dataset, rec, payload, end, exchange, pair, ts_ms, row in zip(
-                took.specs,
-                took.records,
-                took.stored,
-                ends,
-                took.exchange,
-                took.pair,
-                took.time_ms,
-                took.row,
-                strict=True,
-            ):
-                if isinstance(rec, RECORD_ERRORS):
-                    self._note_record(self.segment)
-                    self._decode_error(rec)
-                elif not self._add(dataset, rec, payload, exchange, pair, ts_ms, row):
-                    self.counters.incr("records_read", total)
-                    return total  # read_pos stays before the refused record
-                self.read_pos[venue] = end
-                total += 1
+            took = take_records(payloads, self.stream is not None or self._jsonl, self.segment.keep_read_columns)
+            added = add_read(
+                self.segment,
+                took,
+                self.committed_seq,
+                parquet=self._parquet,
+                jsonl=self._jsonl_line(took) if self._jsonl else None,
+                rotate_bytes=self.spec.rotate_bytes,
+                file_limit=self._file_limit,
+            )
+            for i in np.flatnonzero(took.group[: added.consumed] < 0).tolist():
+                self._decode_error(took.records[i])
+            if self.stream is not None:
+                for i in np.flatnonzero(added.seqs >= 0).tolist():
+                    self.stream.offer(took.specs[i], took.records[i], int(added.seqs[i]))
+            if added.newest_ts_ms is not None and (self.newest_ts_ms is None or added.newest_ts_ms > self.newest_ts_ms):
+                self.newest_ts_ms = added.newest_ts_ms
+            total += added.consumed
+            if added.consumed < len(payloads):  # the rest stays in the ring: the segment is due
+                if added.consumed:
+                    self.read_pos[venue] = ends[added.consumed - 1]
+                self.counters.incr("records_read", total)
+                return total
             self.read_pos[venue] = nxt  # may skip a trailing wrap marker
         if total:
             self.counters.incr("records_read", total)
         return total
 
-    def _add(
-        self,
-        dataset: DatasetSpec,
-        rec: Any,
-        payload: bytes,
-        exchange: str,
-        pair: str,
-        ts_ms: int,
-        row: int = -1,
-    ) -> bool:
-        """Add one ring record (decoded: ``rec``; None for a trade or quote checked in bulk when
-        neither JSONL nor the stream wants its struct, see ``take_records``) of ``exchange``,
-        ``pair`` and time ``ts_ms`` to the open segment; False if its file is full or the segment
-        holds ``rotate_bytes`` (not consumed). ``row``: its row in the segment's read columns
-        (``Segment.read_columns``), -1 if none."""
-        seg = self.segment
-        date = utc_date(ts_ms)
-        pkey = (dataset.name, exchange, date)
-        part = seg.parts.get(pkey)
-        count = self.spec.rotate_snapshots
-        limit = count * dataset.rotate_factor if count is not None else None
-        if part is not None and limit is not None and part.count >= limit:
-            return False
-        if seg.est_bytes >= self.spec.rotate_bytes:
-            return False  # the writer's memory bound: not even the rest of a poll's records
-        self._note_record(seg)
-        if part is None:
-            part = seg.parts[pkey] = Partition(dataset, exchange, date, ts_ms)
-        key = (dataset.name, exchange, pair)
-        seq = seg.seq.get(key)
-        if seq is None:
-            seq = self.committed_seq.get(key, 0)
-        seg.seq[key] = seq + 1
-        if self.stream is not None:
-            self.stream.offer(dataset, rec, seq)
-        held = 0  # bytes this record adds to what the open files hold: rotate_bytes bounds them
-        if self._parquet:
-            part.payloads.append(payload)
-            part.seqs.append(seq)
-            part.read_rows.append(row)
-            # Its row in the read's columns: about as many bytes again (held until the file).
-            held += len(payload) if row < 0 else 2 * len(payload)
-        if self._jsonl:
-            line = dataset.jsonl(rec, seq, self.spec.session_id)
-            part.jsonl += line
-            held += len(line)
-        part.count += 1
-        part.rows += dataset.rows(rec)
-        seg.snapshots += 1
-        seg.stored[dataset.name] = seg.stored.get(dataset.name, 0) + 1
-        seg.est_bytes += held
-        seg.full = seg.full or (limit is not None and part.count >= limit)
-        if self.newest_ts_ms is None or ts_ms > self.newest_ts_ms:
-            self.newest_ts_ms = ts_ms
-        return True
+    def _jsonl_line(self, took: Intake) -> Callable[[int, int], bytes]:
+        """Record ``i`` of a read numbered ``seq`` as its JSONL line."""
+        session = self.spec.session_id
+        specs, records = took.specs, took.records
+        return lambda i, seq: specs[i].jsonl(records[i], seq, session)
 
-    @staticmethod
-    def _note_record(seg: Segment) -> None:
-        seg.records += 1
-        if seg.started_mono is None:
-            seg.started_mono = time.monotonic()
+    def _file_limit(self, dataset: str) -> int | None:
+        """Records one file of ``dataset`` may hold (``rotate_snapshots`` x its
+        ``rotate_factor``); None: no count."""
+        count = self.spec.rotate_snapshots
+        return None if count is None else count * SPECS[dataset].rotate_factor
 
     def _decode_error(self, exc: Exception) -> None:
         self.counters.incr("decode_errors")

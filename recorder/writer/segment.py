@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,13 +28,15 @@ class Partition:
     date: str
     first_ts_ms: int
     payloads: list[bytes] = field(default_factory=list)  # Parquet: ring records and their numbers
-    seqs: list[int] = field(default_factory=list)
+    # Numbers (and read rows below) as machine ints: a file's column is a view of them, not a
+    # conversion of a Python int per record.
+    seqs: array[int] | list[int] = field(default_factory=lambda: array("q"))
     jsonl: bytearray = field(default_factory=bytearray)
     count: int = 0
     rows: int = 0
     # Per record of ``payloads``: its row in the segment's read columns of its dataset
     # (``Segment.read_columns``), -1 if it has none (read from the record then).
-    read_rows: list[int] = field(default_factory=list)
+    read_rows: array[int] | list[int] = field(default_factory=lambda: array("q"))
 
 
 # (dataset name, exchange, pair): sequence numbers run per dataset, session and pair.
@@ -69,7 +72,7 @@ class Segment:
     def columns_of(self, part: Partition) -> pa.Table | None:
         """The columns of ``part``'s records, in order, taken from the reads' columns; None if a
         record has none."""
-        rows = np.fromiter(part.read_rows, np.int64, len(part.read_rows))
+        rows = np.asarray(part.read_rows, np.int64)
         tables = self.read_columns.get(part.dataset.name)
         if not tables or len(rows) != len(part.payloads) or not len(rows) or rows.min() < 0:
             return None

@@ -1,0 +1,157 @@
+"""A ring read added to the open segment all at once: numbered, partitioned and held in bulk.
+
+What :meth:`Writer._add` does record by record (a sequence number per dataset, exchange and pair;
+the partition of its dataset, exchange and UTC date; the bytes held; the file-full and memory
+bounds that leave a record in the ring), done with one pass of numpy over the read and one
+Python step per group or partition, not per record: the result is the same, record for record.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from recorder.writer.batches import utc_date
+from recorder.writer.columns import distinct, rank_within
+from recorder.writer.datasets import BOOKS_SPEC
+from recorder.writer.intake import Intake
+from recorder.writer.segment import Partition, Segment, SeqKey
+
+_MS_PER_DAY = 86_400_000
+
+
+@dataclass
+class Added:
+    """What :func:`add_read` took: the read's first ``consumed`` records (the rest stay in the
+    ring: a file is full or the segment holds ``rotate_bytes``), each stored one's sequence
+    number (``seqs[i]``, -1 for a skipped record), and the newest time stored (ms)."""
+
+    consumed: int
+    seqs: np.ndarray
+    newest_ts_ms: int | None
+
+
+def add_read(
+    seg: Segment,
+    took: Intake,
+    committed_seq: dict[SeqKey, int],
+    *,
+    parquet: bool,
+    jsonl: Callable[[int, Any], bytes] | None,
+    rotate_bytes: int,
+    file_limit: Callable[[str], int | None],
+) -> Added:
+    """Add the read's usable records to ``seg`` in order, as one ``Writer._add`` after another
+    would, up to the first it would refuse. ``jsonl(i, seq)``: record ``i``'s JSONL line (None:
+    no JSONL); ``file_limit(dataset name)``: records a file of it may hold (None: no count)."""
+    n = len(took.specs)
+    usable = np.flatnonzero(took.group >= 0)
+    group = took.group[usable]
+    keys: list[SeqKey] = [(spec.name, exchange, pair) for spec, exchange, pair in took.groups]
+    base = np.array([seg.seq.get(k, committed_seq.get(k, 0)) for k in keys], np.int64)
+    rank, _, _ = rank_within(group, len(keys))
+    seq = base[group] + rank
+    # Partitions: (dataset, exchange, UTC day); the same (dataset, exchange) for a group's records.
+    codes: dict[tuple[str, str], int] = {}
+    of_group = np.array([codes.setdefault((s, e), len(codes)) for s, e, _ in keys], np.int64)
+    day = took.time_ms[usable] // _MS_PER_DAY
+    first_day, days = (int(day.min()), int(day.max() - day.min()) + 1) if len(day) else (0, 1)
+    part_keys, of_record = distinct(of_group[group] * days + day - first_day)
+    part_rank, _, _ = rank_within(of_record, len(part_keys))
+    at_first = np.zeros(len(part_keys), np.int64)
+    firsts = np.flatnonzero(part_rank == 0)  # each partition's first record
+    at_first[of_record[firsts]] = firsts
+    parts: list[tuple[Any, str, str, int]] = []
+    for k in at_first.tolist():
+        spec, exchange, _ = took.groups[group[k]]
+        ts = int(took.time_ms[usable[k]])
+        parts.append((spec, exchange, utc_date(ts), ts))
+    # Bytes held per record, and the first record refused (file full, or the segment's bound).
+    held = np.where(took.row[usable] < 0, 1, 2) * took.lens[usable] if parquet else np.zeros(len(usable), np.int64)
+    lines: list[bytes] = []
+    if jsonl is not None:
+        lines = [jsonl(i, s) for i, s in zip(usable.tolist(), seq.tolist(), strict=True)]
+        held = held + np.fromiter(map(len, lines), np.int64, len(lines))
+    refused = seg.est_bytes + np.cumsum(held) - held >= rotate_bytes
+    count_before = np.array([_part(seg, p).count if _part(seg, p) else 0 for p in parts], np.int64)[of_record]
+    count_before += part_rank
+    limits = [file_limit(spec.name) for spec, *_ in parts]
+    if any(limit is not None for limit in limits):
+        limit = np.array([-1 if v is None else v for v in limits], np.int64)[of_record]
+        refused |= (limit >= 0) & (count_before >= limit)
+    cut = int(np.argmax(refused)) if refused.any() else len(usable)
+    consumed = int(usable[cut]) if cut < len(usable) else n
+    seqs = np.full(n, -1, np.int64)
+    seqs[usable[:cut]] = seq[:cut]
+    _note(seg, consumed)
+    if not cut:
+        return Added(consumed, seqs, None)
+    # Stored: each group's next number, each partition's records (in order).
+    done = np.bincount(group[:cut], minlength=len(keys))
+    for k, c, b in zip(keys, done.tolist(), base.tolist(), strict=True):
+        if c:
+            seg.seq[k] = b + c
+    _, order, per_part = rank_within(of_record[:cut], len(part_keys))
+    rows = np.ones(cut, np.int64)
+    specs = took.specs
+    for j, i in enumerate(usable[:cut].tolist()):
+        if specs[i] is BOOKS_SPEC:
+            rows[j] = BOOKS_SPEC.rows(took.records[i])
+    start = 0
+    for p, count in enumerate(per_part.tolist()):
+        if not count:
+            continue
+        at = order[start : start + count]
+        start += count
+        spec, exchange, date, ts = parts[p]
+        part = seg.parts.get((spec.name, exchange, date))
+        if part is None:
+            part = seg.parts[(spec.name, exchange, date)] = Partition(spec, exchange, date, ts)
+        records = usable[at]
+        if parquet:
+            part.payloads.extend(_items(took.stored, records))
+            _extend(part.seqs, seq[at])
+            _extend(part.read_rows, took.row[records])
+        if jsonl is not None:
+            part.jsonl += b"".join(_items(lines, at))
+        part.count += count
+        part.rows += int(rows[at].sum())
+        seg.stored[spec.name] = seg.stored.get(spec.name, 0) + count
+        limit = file_limit(spec.name)
+        seg.full = seg.full or (limit is not None and part.count >= limit)
+    seg.snapshots += cut
+    seg.est_bytes += int(held[:cut].sum())
+    return Added(consumed, seqs, int(took.time_ms[usable[:cut]].max()))
+
+
+def _extend(values: array[int] | list[int], more: np.ndarray) -> None:
+    if isinstance(values, array):
+        values.frombytes(more.astype(np.int64).tobytes())
+    else:
+        values.extend(more.tolist())
+
+
+def _part(seg: Segment, p: tuple[Any, str, str, int]) -> Partition | None:
+    spec, exchange, date, _ = p
+    return seg.parts.get((spec.name, exchange, date))
+
+
+def _items(values: list[Any], at: np.ndarray) -> list[Any]:
+    """``[values[i] for i in at]``, in C."""
+    if len(at) == 1:
+        return [values[int(at[0])]]
+    return list(itemgetter(*at.tolist())(values))
+
+
+def _note(seg: Segment, records: int) -> None:
+    """``records`` more consumed (stored or skipped): the segment's clock starts with its first."""
+    if records:
+        seg.records += records
+        if seg.started_mono is None:
+            seg.started_mono = time.monotonic()

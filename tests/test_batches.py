@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -29,6 +30,7 @@ from recorder.writer.datasets import (
     build_table,
 )
 from recorder.writer.intake import decode_records, take_records
+from recorder.writer.lines import lines_bytes, read_lines
 from recorder.writer.segment import Partition, Segment
 
 
@@ -399,3 +401,44 @@ def test_trades_and_quotes_taken_in_bulk_skip_and_key_as_an_independent_decode(o
     # Invalid UTF-8 alone in a read: skipped as msgspec would, the good record of it kept.
     only_utf8 = take_records([good[0], _fields_of_another_type()[0]])
     assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)
+
+
+def _odd_flat_records() -> list[bytes]:
+    """Trades and quotes whose JSON text is unusual: every float edge, nulls, escapes, unicode."""
+    enc = msgspec.msgpack.encode
+    floats = [0.0, -0.0, 1e-9, 1e22, 5e-324, 1.7976931348623157e308, math.inf, -math.inf, math.nan, 2, -(2**63)]
+    out = [b"T" + enc(_trade_fields(price=v, quantity=floats[-1 - i])) for i, v in enumerate(floats)]
+    odd_strings = [('a"b', "X"), ("back\\slash", 'Q"P'), ("tab\there", "é-€"), ("\x00\x1f\x7f", "\U0001f600"),
+                   ("Ü" * 40, "P" * 31)]  # fmt: skip
+    out += [b"T" + enc(_trade_fields(trade_id=t, pair=p)) for t, p in odd_strings]
+    update_ids = [None, 0, -1, 2**63 - 1, -(2**63), 127, -33, 65536, None, 1, 2]
+    out += [b"Q" + enc(_quote_fields(bid_price=v, bid_qty=None if i % 2 else v, update_id=u))
+            for i, (v, u) in enumerate(zip(floats, update_ids, strict=True))]  # fmt: skip
+    out.append(b"Q" + enc(_quote_fields(exchange_time=None)))
+    return out
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_jsonl_lines_of_a_read_in_bulk_are_each_records_own(subset: bool) -> None:
+    """Trades and quotes taken in bulk render their JSONL lines from the columns read of them:
+    each byte for byte the line of the record's struct (the rendering the writer always had);
+    books, bad and one-by-one records among them as before."""
+    rng = random.Random(8)
+    payloads = _flat_records("trades") + _flat_records("quotes") + _odd_flat_records() + _bad_flat_records()
+    payloads += [ring_record(s) for s in _random_snapshots(20)]
+    rng.shuffle(payloads)
+    took = take_records(payloads)
+    assert took.records.count(None) > 5000  # the bulk path ran
+    at = np.flatnonzero(took.group >= 0)
+    if subset:  # some of them, as a partition picks its records out of a read
+        at = np.sort(rng.sample(at.tolist(), len(at) // 3))
+    seqs = np.array([rng.randrange(2**40) for _ in at], np.int64)
+    lines = read_lines(took, at, seqs, "s-1")
+    expected = []
+    for i, seq in zip(at.tolist(), seqs.tolist(), strict=True):
+        spec = took.specs[i]
+        expected.append(spec.jsonl(spec.decode(took.stored[i]), seq, "s-1"))
+    assert lines.to_pylist() == expected
+    assert bytes(lines_bytes(lines)) == b"".join(expected)
+    picked = np.arange(0, len(at), 7)
+    assert bytes(lines_bytes(lines, picked)) == b"".join(expected[k] for k in picked.tolist())

@@ -13,6 +13,7 @@ from recorder.writer.adding import add_read
 from recorder.writer.batches import utc_date
 from recorder.writer.datasets import RECORD_ERRORS, SPECS
 from recorder.writer.intake import Intake, take_records
+from recorder.writer.lines import read_lines
 from recorder.writer.segment import Partition, Segment
 
 _DAY_MS = 86_400_000
@@ -43,7 +44,9 @@ def _records(rng: random.Random, n: int) -> list[bytes]:
 def _reference_add(
     seg: Segment, took: Intake, committed: dict, parquet: bool, jsonl: bool, rotate_bytes: int, limit: int | None
 ) -> int:
-    """The writer's loop before the bulk path: record after record, up to the first refused."""
+    """The writer's loop before the bulk path: record after record, up to the first refused;
+    a JSONL line as the record's struct renders it."""
+    structs = take_records(took.stored, structs=True).records
     for i, rec in enumerate(took.records):
         if isinstance(rec, RECORD_ERRORS):
             seg.records += 1
@@ -69,7 +72,7 @@ def _reference_add(
             part.read_rows.append(int(took.row[i]))
             held += len(took.stored[i]) * (1 if took.row[i] < 0 else 2)
         if jsonl:
-            line = spec.jsonl(rec, seq, "s1")
+            line = spec.jsonl(structs[i], seq, "s1")
             part.jsonl += line
             held += len(line)
         part.count += 1
@@ -109,9 +112,9 @@ def test_a_read_added_in_bulk_leaves_the_segment_as_record_by_record(
         read = payloads[at : at + rng.randrange(1, 400)]
         consumed = {}
         for how, seg in segs.items():
-            took = take_records(read, jsonl, seg.keep_read_columns)
+            took = take_records(read, False, seg.keep_read_columns if parquet else None)
             if how == "bulk":
-                line = lambda i, seq, took=took: took.specs[i].jsonl(took.records[i], seq, "s1")  # noqa: E731
+                line = lambda at, seqs, took=took: read_lines(took, at, seqs, "s1")  # noqa: E731
                 added = add_read(
                     seg,
                     took,

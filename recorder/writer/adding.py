@@ -1,6 +1,6 @@
 """A ring read added to the open segment all at once: numbered, partitioned and held in bulk.
 
-What :meth:`Writer._add` does record by record (a sequence number per dataset, exchange and pair;
+What the writer did record by record (a sequence number per dataset, exchange and pair;
 the partition of its dataset, exchange and UTC date; the bytes held; the file-full and memory
 bounds that leave a record in the ring), done with one pass of numpy over the read and one
 Python step per group or partition, not per record: the result is the same, record for record.
@@ -16,11 +16,14 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recorder.writer.batches import utc_date
 from recorder.writer.columns import distinct, rank_within
 from recorder.writer.datasets import BOOKS_SPEC
 from recorder.writer.intake import Intake
+from recorder.writer.lines import lines_bytes
 from recorder.writer.segment import Partition, Segment, SeqKey
 
 _MS_PER_DAY = 86_400_000
@@ -43,13 +46,14 @@ def add_read(
     committed_seq: dict[SeqKey, int],
     *,
     parquet: bool,
-    jsonl: Callable[[int, Any], bytes] | None,
+    jsonl: Callable[[np.ndarray, np.ndarray], pa.Array] | None,
     rotate_bytes: int,
     file_limit: Callable[[str], int | None],
 ) -> Added:
-    """Add the read's usable records to ``seg`` in order, as one ``Writer._add`` after another
-    would, up to the first it would refuse. ``jsonl(i, seq)``: record ``i``'s JSONL line (None:
-    no JSONL); ``file_limit(dataset name)``: records a file of it may hold (None: no count)."""
+    """Add the read's usable records to ``seg`` in order, as adding them one by one would, up to
+    the first that would be refused. ``jsonl(at, seqs)``: the JSONL lines of records ``at``
+    numbered ``seqs`` (``lines.read_lines``; None: no JSONL); ``file_limit(dataset name)``:
+    records a file of it may hold (None: no count)."""
     n = len(took.specs)
     usable = np.flatnonzero(took.group >= 0)
     group = took.group[usable]
@@ -74,10 +78,10 @@ def add_read(
         parts.append((spec, exchange, utc_date(ts), ts))
     # Bytes held per record, and the first record refused (file full, or the segment's bound).
     held = np.where(took.row[usable] < 0, 1, 2) * took.lens[usable] if parquet else np.zeros(len(usable), np.int64)
-    lines: list[bytes] = []
+    lines = None
     if jsonl is not None:
-        lines = [jsonl(i, s) for i, s in zip(usable.tolist(), seq.tolist(), strict=True)]
-        held = held + np.fromiter(map(len, lines), np.int64, len(lines))
+        lines = jsonl(usable, seq)
+        held = held + pc.binary_length(lines).to_numpy(zero_copy_only=False)
     refused = seg.est_bytes + np.cumsum(held) - held >= rotate_bytes
     count_before = np.array([_part(seg, p).count if _part(seg, p) else 0 for p in parts], np.int64)[of_record]
     count_before += part_rank
@@ -118,8 +122,8 @@ def add_read(
             part.payloads.extend(_items(took.stored, records))
             _extend(part.seqs, seq[at])
             _extend(part.read_rows, took.row[records])
-        if jsonl is not None:
-            part.jsonl += b"".join(_items(lines, at))
+        if lines is not None:
+            part.jsonl += lines_bytes(lines, at)
         part.count += count
         part.rows += int(rows[at].sum())
         seg.stored[spec.name] = seg.stored.get(spec.name, 0) + count

@@ -60,6 +60,8 @@ class Intake:
     group: np.ndarray  # int64
     groups: list[Group]
     lens: np.ndarray  # int64: bytes of each stored record
+    kind: np.ndarray  # each record's first byte (KIND_TRADE, KIND_QUOTE, else a book)
+    base: dict[str, int]  # per dataset, the number of its first row in ``columns`` (``row_base``)
 
     @property
     def exchange(self) -> list[str | None]:
@@ -145,7 +147,7 @@ def take_records(
     for name, at, good in good_at:
         row[at[good]] = good + base.get(name, 0)
     keys.add_decoded(books + one_by_one, specs, records)
-    return Intake(specs, records, stored, keys.time_ms, columns, row, keys.group, keys.groups, lens)
+    return Intake(specs, records, stored, keys.time_ms, columns, row, keys.group, keys.groups, lens, first, base)
 
 
 class _Keys:

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 import numpy as np
+import pyarrow as pa
 
 from recorder.compaction.store import PublishLock
 from recorder.metrics import SharedCounters
@@ -30,6 +31,7 @@ from recorder.writer.commit import Committing, wall_ms
 from recorder.writer.datasets import SPECS
 from recorder.writer.intake import Intake, take_records
 from recorder.writer.journal import Journal, load_journal
+from recorder.writer.lines import read_lines
 from recorder.writer.segment import Segment, SeqKey
 from recorder.writer.spec import (
     CRASH_ENV,
@@ -140,7 +142,11 @@ class Writer(Committing):
             ends: list[int] = []
             limit = min(self.spec.rotate_snapshots or self.spec.max_read_records, self.spec.max_read_records)
             payloads, nxt = ring.read(self.read_pos[venue], limit, ends)
-            took = take_records(payloads, self.stream is not None or self._jsonl, self.segment.keep_read_columns)
+            # The stream wants each record's struct; Parquet files take the trades' and quotes'
+            # rows from the columns read of them, kept by the segment.
+            took = take_records(
+                payloads, self.stream is not None, self.segment.keep_read_columns if self._parquet else None
+            )
             added = add_read(
                 self.segment,
                 took,
@@ -168,11 +174,9 @@ class Writer(Committing):
             self.counters.incr("records_read", total)
         return total
 
-    def _jsonl_line(self, took: Intake) -> Callable[[int, int], bytes]:
-        """Record ``i`` of a read numbered ``seq`` as its JSONL line."""
-        session = self.spec.session_id
-        specs, records = took.specs, took.records
-        return lambda i, seq: specs[i].jsonl(records[i], seq, session)
+    def _jsonl_line(self, took: Intake) -> Callable[[np.ndarray, np.ndarray], pa.Array]:
+        """The JSONL lines of records ``at`` of a read numbered ``seqs``."""
+        return lambda at, seqs: read_lines(took, at, seqs, self.spec.session_id)
 
     def _file_limit(self, dataset: str) -> int | None:
         """Records one file of ``dataset`` may hold (``rotate_snapshots`` x its

@@ -90,6 +90,29 @@ def test_wraparound_varied_sizes(ring_factory) -> None:
     assert ring.used_bytes == 0
 
 
+def test_reads_return_each_record_and_its_end_across_blocks_and_laps(ring_factory) -> None:
+    """A read copies the ring a block at a time: records smaller and larger than a block, reads
+    cut by ``max_records``, laps; each record and the position after it as pushed."""
+    ring = ring_factory(1 << 20)
+    rng = random.Random(3)
+    pushed: list[tuple[bytes, int]] = []  # record, the write position after it
+    pos = 0
+    for _ in range(300):
+        for _ in range(rng.randrange(1, 3000)):
+            rec = rng.randbytes(rng.choice([0, 5, 70, 71, 900, 40_000, 300_000]) if rng.random() < 0.01 else 60)
+            if ring.push(rec):
+                pushed.append((rec, ring.write_pos))
+        while pushed and rng.random() < 0.9:
+            ends: list[int] = []
+            recs, nxt = ring.read(pos, rng.choice([rng.randrange(1, 80), 1 << 30]), ends)
+            assert list(zip(recs, ends, strict=True)) == pushed[: len(recs)]
+            assert nxt >= ends[-1] and (nxt == ring.write_pos or len(recs) < len(pushed))
+            del pushed[: len(recs)]
+            pos = nxt
+            ring.commit(pos)
+    assert ring.write_pos > 10 * ring.capacity
+
+
 def test_exact_fit_and_wrap_marker(ring_factory) -> None:
     ring = ring_factory(64)
     assert ring.push(b"a" * 20)  # 24 bytes at [0, 24)

@@ -109,15 +109,16 @@ class RecordColumns:
         self.buf = buf
         self.ends = ends  # where each record ends in the buffer
         self.pos = starts + prefix
-        tags = self._tags()
-        if ((tags & 0xF0) != _FIXARRAY).any():
+        self.header = self._tags()  # each record's array header
+        if ((self.header & 0xF0) != _FIXARRAY).any():
             raise ValueError("ring record is not a msgpack array of at most 15 fields")
         self.pos += 1
 
     def _tags(self) -> np.ndarray:
-        if self.n and (self.pos >= len(self.buf)).any():
-            raise ValueError("ring record ends early")
-        return self.buf[self.pos].astype(np.int64)
+        try:
+            return self.buf[self.pos].astype(np.int64)
+        except IndexError:
+            raise ValueError("ring record ends early") from None
 
     def column(self, typ: pa.DataType) -> pa.Array:
         """The next field of every record as one Arrow array of ``typ``."""

@@ -218,7 +218,6 @@ def _take_flat_in_bulk(
     columns: dict[str, pa.Array] = {}
     try:
         reader = RecordColumns.some_of(buf, starts, ends, spec.prefix)
-        header = reader.buf[reader.pos - 1]
         for name, _ in spec.fields:
             typ = spec.schema.field(name).type
             if name in ("exchange", "pair", "side"):  # few distinct values
@@ -230,7 +229,7 @@ def _take_flat_in_bulk(
                     columns[name].validate(full=True)  # UTF-8, as msgspec checks it
     except (ValueError, IndexError, pa.ArrowInvalid):
         return None
-    good = (header == 0x90 + len(msgspec.structs.fields(spec.wire))) & (reader.pos == reader.ends)
+    good = (reader.header == 0x90 + len(msgspec.structs.fields(spec.wire))) & (reader.pos == reader.ends)
     for name, column in columns.items():
         if not spec.schema.field(name).nullable and column.null_count:
             good &= ~column.is_null().to_numpy(zero_copy_only=False)

@@ -234,7 +234,7 @@ def test_a_trades_or_quotes_file_holds_what_an_independent_decode_reads(
         ring_reads = [payloads[i : i + 700] + [unusable(payloads[i])] * some for i in range(0, len(payloads), 700)]
         seg, part = Segment(), Partition(SPECS[dataset], "binance", "2023-11-14", 0)
         for ring_read in ring_reads:
-            took = take_records(ring_read, row_base=seg.keep_read_columns)
+            took = take_records(ring_read, row_base=seg.keep_read_columns, bulk_min=0)
             assert not some or (took.row[-1] == -1 and isinstance(took.records[-1], RECORD_ERRORS))
             for i in range(len(ring_read) - some):
                 if not some or (took.exchange[i] == "binance" and i % 5 != 2):  # others' records between
@@ -373,7 +373,7 @@ def test_trades_and_quotes_taken_in_bulk_skip_and_key_as_an_independent_decode(o
     books = [ring_record(s) for s in _random_snapshots(5)]
     payloads = good + books + _bad_flat_records() + (_fields_of_another_type() if odd else [])
     rng.shuffle(payloads)
-    took = take_records(payloads)
+    took = take_records(payloads, bulk_min=0)
     if not odd:  # the bulk path ran: a good trade and quote of the read stay undecoded
         assert took.records.count(None) == len(good)
     for i, p in enumerate(payloads):
@@ -399,7 +399,7 @@ def test_trades_and_quotes_taken_in_bulk_skip_and_key_as_an_independent_decode(o
         ]
         assert len(set(intake.groups)) == len(intake.groups)
     # Invalid UTF-8 alone in a read: skipped as msgspec would, the good record of it kept.
-    only_utf8 = take_records([good[0], _fields_of_another_type()[0]])
+    only_utf8 = take_records([good[0], _fields_of_another_type()[0]], bulk_min=0)
     assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)
 
 
@@ -427,7 +427,7 @@ def test_jsonl_lines_of_a_read_in_bulk_are_each_records_own(subset: bool) -> Non
     payloads = _flat_records("trades") + _flat_records("quotes") + _odd_flat_records() + _bad_flat_records()
     payloads += [ring_record(s) for s in _random_snapshots(20)]
     rng.shuffle(payloads)
-    took = take_records(payloads)
+    took = take_records(payloads, bulk_min=0)
     assert took.records.count(None) > 5000  # the bulk path ran
     at = np.flatnonzero(took.group >= 0)
     if subset:  # some of them, as a partition picks its records out of a read

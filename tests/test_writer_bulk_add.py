@@ -12,7 +12,7 @@ from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_rec
 from recorder.writer.adding import add_read
 from recorder.writer.batches import utc_date
 from recorder.writer.datasets import RECORD_ERRORS, SPECS
-from recorder.writer.intake import Intake, take_records
+from recorder.writer.intake import BULK_MIN_RECORDS, Intake, take_records
 from recorder.writer.lines import read_lines
 from recorder.writer.segment import Partition, Segment
 
@@ -98,9 +98,12 @@ def _state(seg: Segment) -> dict[str, Any]:
     [(True, False, 1 << 40, None), (True, True, 1 << 40, None), (False, True, 20_000, None), (True, True, 9_000, None),
      (True, False, 1 << 40, 7), (True, True, 30_000, 2)],
 )  # fmt: skip
+@pytest.mark.parametrize("bulk_min", [0, BULK_MIN_RECORDS], ids=["columns", "decoded"])
 def test_a_read_added_in_bulk_leaves_the_segment_as_record_by_record(
-    parquet: bool, jsonl: bool, rotate_bytes: int, limit: int | None
+    parquet: bool, jsonl: bool, rotate_bytes: int, limit: int | None, bulk_min: int
 ) -> None:
+    """Trades and quotes read in bulk (their rows and lines from the read's columns), or, in a
+    read of fewer than ``BULK_MIN_RECORDS`` of them, decoded one by one (the writer's usual)."""
     rng = random.Random(5)
     payloads = _records(rng, 1500)
     committed = {("trades", "okx", "ETH-USDT"): 41, ("books", "binance", "Ä-EUR"): 7}
@@ -112,7 +115,8 @@ def test_a_read_added_in_bulk_leaves_the_segment_as_record_by_record(
         read = payloads[at : at + rng.randrange(1, 400)]
         consumed = {}
         for how, seg in segs.items():
-            took = take_records(read, False, seg.keep_read_columns if parquet else None)
+            took = take_records(read, False, seg.keep_read_columns if parquet else None, bulk_min)
+            assert bulk_min == 0 or None not in took.records  # a small read: every record decoded
             if how == "bulk":
                 line = lambda at, seqs, took=took: read_lines(took, at, seqs, "s1")  # noqa: E731
                 added = add_read(

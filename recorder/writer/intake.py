@@ -33,6 +33,11 @@ from recorder.writer.datasets import (
     _usable_exchange,
 )
 
+# Records of a dataset a read must hold to be read in bulk: the bulk read costs ~1.5 ms a dataset
+# and read whatever its size, and some µs per distinct pair; msgspec decodes a trade in ~1 µs. At
+# the writer's usual reads (a 20 ms poll: some hundred trades of up to 1000 pairs) one by one is
+# cheaper; a backlog of few pairs' records is not.
+BULK_MIN_RECORDS = 2048
 # Bytes per record under which a read is joined whole (a book is some hundreds, a trade ~70).
 _SMALL_RECORDS = 200
 # (dataset, exchange, pair): what numbers a record (sequence numbers run per group).
@@ -81,16 +86,19 @@ def take_records(
     payloads: Sequence[bytes],
     structs: bool = False,
     row_base: Callable[[dict[str, pa.Table]], dict[str, int]] | None = None,
+    bulk_min: int = BULK_MIN_RECORDS,
 ) -> Intake:
     """Decode and check a ring read (see :class:`Intake`); ``structs``: every usable record
     decoded (the Redis stream will want each one's struct); ``row_base``: given the read's
     columns, per dataset the number of its first row (default 0: ``Intake.row`` counts in
-    ``Intake.columns``).
+    ``Intake.columns``); ``bulk_min``: the records of a dataset a read holds at least for them to
+    be read in bulk.
 
     Books are decoded one by one (their level columns stay raw) and checked in bulk: their
     level columns must be float64 arrays of matching lengths (what the sampler sends); one that
     is not is decoded the slow way and re-encoded so. Trades and quotes are read and checked
-    all at once, field by field (``RecordColumns``), unless ``structs``; where that read meets
+    all at once, field by field (``RecordColumns``), unless ``structs`` or they are fewer than
+    ``bulk_min`` (then one by one, as a record whose fields the bulk read cannot take); where that read meets
     a record it cannot take, that dataset's records of the read are decoded one by one as
     before. No Python object per trade or quote: 200 k of them would make the garbage
     collector cost more than reading them.
@@ -121,7 +129,7 @@ def take_records(
         at = np.flatnonzero(first == kind)
         if len(at):
             bad = None
-            if buf is not None and not structs:
+            if buf is not None and not structs and len(at) >= bulk_min:
                 bad = _take_flat_in_bulk(spec, buf, starts[at], ends[at], at, keys, columns)
                 if bad is not None:
                     good_at.append((spec.name, at, np.flatnonzero(~bad)))

@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from recorder.writer.batches import utc_date
 from recorder.writer.columns import distinct, rank_within
 from recorder.writer.datasets import BOOKS_SPEC
 from recorder.writer.intake import Intake
-from recorder.writer.lines import lines_bytes
+from recorder.writer.lines import line_lengths, lines_bytes
 from recorder.writer.segment import Partition, Segment, SeqKey
 
 _MS_PER_DAY = 86_400_000
@@ -46,7 +45,7 @@ def add_read(
     committed_seq: dict[SeqKey, int],
     *,
     parquet: bool,
-    jsonl: Callable[[np.ndarray, np.ndarray], pa.Array] | None,
+    jsonl: Callable[[np.ndarray, np.ndarray], pa.Array | list[bytes]] | None,
     rotate_bytes: int,
     file_limit: Callable[[str], int | None],
 ) -> Added:
@@ -81,7 +80,7 @@ def add_read(
     lines = None
     if jsonl is not None:
         lines = jsonl(usable, seq)
-        held = held + pc.binary_length(lines).to_numpy(zero_copy_only=False)
+        held = held + line_lengths(lines)
     refused = seg.est_bytes + np.cumsum(held) - held >= rotate_bytes
     count_before = np.array([_part(seg, p).count if _part(seg, p) else 0 for p in parts], np.int64)[of_record]
     count_before += part_rank

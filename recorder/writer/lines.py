@@ -12,6 +12,7 @@ numbers' (a float or int each, not a struct and a line).
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -99,10 +100,11 @@ def _number_texts(column: pa.Array, without_comma: bool = False) -> pa.Array:
     return pc.binary_slice(texts, 0, -1) if without_comma else texts
 
 
-def read_lines(took: Intake, at: np.ndarray, seqs: np.ndarray, session_id: str) -> pa.Array:
-    """The JSONL lines (binary) of records ``at`` of a ring read, numbered ``seqs``: the trades
-    and quotes read in bulk from their columns (:func:`flat_lines`), every other (a book, a
-    record decoded one by one) as its dataset renders its struct; in the order of ``at``."""
+def read_lines(took: Intake, at: np.ndarray, seqs: np.ndarray, session_id: str) -> pa.Array | list[bytes]:
+    """The JSONL lines of records ``at`` of a ring read, numbered ``seqs``: the trades and
+    quotes read in bulk from their columns (:func:`flat_lines`), every other (a book, a record
+    decoded one by one) as its dataset renders its struct; in the order of ``at``. A list of
+    the lines when none was read in bulk (no Arrow copy of them), else one binary array."""
     rows, kind = took.row[at], took.kind[at]
     pieces: list[pa.Array] = []
     positions: list[np.ndarray] = []
@@ -122,6 +124,8 @@ def read_lines(took: Intake, at: np.ndarray, seqs: np.ndarray, session_id: str) 
         specs, records = took.specs, took.records
         numbered = zip(at[rest].tolist(), seqs[rest].tolist(), strict=True)
         lines = [specs[i].jsonl(records[i], s, session_id) for i, s in numbered]
+        if not pieces:
+            return lines
         pieces.append(pa.array(lines, pa.binary()))
         positions.append(rest)
     if len(pieces) == 1:
@@ -133,8 +137,18 @@ def read_lines(took: Intake, at: np.ndarray, seqs: np.ndarray, session_id: str) 
     return pa.concat_arrays(pieces).take(pa.array(where))
 
 
-def lines_bytes(lines: pa.Array, at: np.ndarray | None = None) -> memoryview:
+def line_lengths(lines: pa.Array | list[bytes]) -> np.ndarray:
+    if isinstance(lines, list):
+        return np.fromiter(map(len, lines), np.int64, len(lines))
+    return pc.binary_length(lines).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def lines_bytes(lines: pa.Array | list[bytes], at: np.ndarray | None = None) -> bytes | memoryview:
     """The lines ``at`` (None: all) one after the other, as the bytes of a JSONL file."""
+    if isinstance(lines, list):
+        if at is None:
+            return b"".join(lines)
+        return b"".join(itemgetter(*at.tolist())(lines)) if len(at) > 1 else b"".join(lines[i] for i in at.tolist())
     if at is not None and (len(at) != len(lines) or (at != np.arange(len(at))).any()):
         lines = lines.take(pa.array(at))
     if not len(lines):

@@ -174,7 +174,7 @@ class Writer(Committing):
             self.counters.incr("records_read", total)
         return total
 
-    def _jsonl_line(self, took: Intake) -> Callable[[np.ndarray, np.ndarray], pa.Array]:
+    def _jsonl_line(self, took: Intake) -> Callable[[np.ndarray, np.ndarray], pa.Array | list[bytes]]:
         """The JSONL lines of records ``at`` of a read numbered ``seqs``."""
         return lambda at, seqs: read_lines(took, at, seqs, self.spec.session_id)
 

@@ -71,15 +71,21 @@ class Connector(Protocol):
 
 
 class UpdateCount:
-    """The updates of one pair of one frame kind, counted on a Feed's hot path as one slot add
-    (``n += 1``) and folded into ``FeedStats.kinds`` and ``per_pair[pair]["updates"]`` on read."""
+    """What a Feed's hot path counts as slot adds, folded into ``FeedStats`` (and its live counters)
+    when they are read or flushed: ``frames`` frames of ``nbytes`` bytes, and ``n`` updates of
+    ``pair`` of frame kind ``kind`` (``FeedStats.kinds`` and ``per_pair[pair]["updates"]``).
 
-    __slots__ = ("kind", "pair", "n")
+    A frame that is one update of a pair counts both here: ``n += 1; frames += 1; nbytes += size``.
+    """
+
+    __slots__ = ("kind", "pair", "n", "frames", "nbytes")
 
     def __init__(self, kind: str, pair: str) -> None:
         self.kind = kind
         self.pair = pair
         self.n = 0
+        self.frames = 0
+        self.nbytes = 0
 
 
 class FeedStats:
@@ -87,12 +93,16 @@ class FeedStats:
 
     The event methods (``frame``, ``gap``, ``resync``, ...) count into both: a Feed calls them,
     and a live connector passes its :class:`Counters` so the supervisor sees the same figures.
+    Frames, their bytes and updates are counted per frame in ``UpdateCount`` slots (no float
+    arithmetic on the counters per frame) and reach the counters at ``flush``, which reading
+    ``frames``, ``kinds`` or ``per_pair`` does first; the live connector flushes its Feed's stats
+    every turn of its watch loop (a few times a second: the supervisor reads them once a second)
+    and when the socket closes.
     """
 
     def __init__(self, counters: Counters | None = None) -> None:
         self.counters = counters if counters is not None else Counters(None)
-        self._frame_slots = self.counters.slots("messages", "bytes")
-        self.frames = 0
+        self._frames = 0
         self._kinds: dict[str, int] = {}  # frame kind (snapshot, update, heartbeat, ...) -> count
         self.malformed = 0
         self.checksums_ok = 0
@@ -101,32 +111,53 @@ class FeedStats:
         self.resyncs = 0
         self._per_pair: dict[str, dict[str, int]] = {}  # pair -> {"gaps": n, "resyncs": n, ...}
         self._counts: list[UpdateCount] = []  # hot-path counts not yet folded into the two dicts
+        self.frame_count = self.update_count("", "")  # frames of no pair (``frame``)
+
+    @property
+    def frames(self) -> int:
+        self.flush()
+        return self._frames
+
+    @frames.setter
+    def frames(self, n: int) -> None:
+        self.flush()
+        self._frames = n
 
     @property
     def kinds(self) -> dict[str, int]:
-        self._fold()
+        self.flush()
         return self._kinds
 
     @property
     def per_pair(self) -> dict[str, dict[str, int]]:
-        self._fold()
+        self.flush()
         return self._per_pair
 
     def update_count(self, kind: str, pair: str) -> UpdateCount:
-        """A slot for ``update_frame_of``: ``kind`` frames that were updates of ``pair``."""
+        """A slot for a hot path: ``kind`` frames that were updates of ``pair`` (and their frames)."""
         count = UpdateCount(kind, pair)
         self._counts.append(count)
         return count
 
-    def _fold(self) -> None:
+    def flush(self) -> None:
+        """Fold the hot paths' counts into the stats and the counters."""
         kinds, per_pair = self._kinds, self._per_pair
+        frames = nbytes = 0
         for c in self._counts:
+            if c.frames:
+                frames += c.frames
+                nbytes += c.nbytes
+                c.frames = c.nbytes = 0
             n = c.n
             if n:
                 c.n = 0
                 kinds[c.kind] = kinds.get(c.kind, 0) + n
                 per = per_pair.setdefault(c.pair, {})
                 per["updates"] = per.get("updates", 0) + n
+        if frames:
+            self._frames += frames
+            self.counters.incr("messages", frames)
+            self.counters.incr("bytes", nbytes)
 
     def kind(self, name: str) -> None:
         self._kinds[name] = self._kinds.get(name, 0) + 1
@@ -144,33 +175,12 @@ class FeedStats:
             per = self._per_pair[pair] = {}
         per["updates"] = per.get("updates", 0) + 1
 
-    def update_frame_of(self, nbytes: int, count: UpdateCount) -> None:
-        """``frame(nbytes)`` plus one update of the pair whose ``update_count`` is ``count``: the
-        cheapest per-frame bookkeeping. ``frame``'s body is inlined, not called: this runs once per
-        frame on every book, where a Python call is ~3 % of a Binance frame's cost."""
-        self.frames += 1
-        hot = self._frame_slots
-        if hot is not None:
-            values, messages, size = hot
-            values[messages] += 1.0
-            values[size] += nbytes
-        else:
-            self.counters.incr("messages")
-            self.counters.incr("bytes", nbytes)
-        count.n += 1
-
     # events: stats + live counters ----------------------------------------------------------
 
     def frame(self, nbytes: int) -> None:
-        self.frames += 1
-        hot = self._frame_slots
-        if hot is not None:  # once per frame: straight into shared memory, no name lookups
-            values, messages, size = hot
-            values[messages] += 1.0
-            values[size] += nbytes
-        else:
-            self.counters.incr("messages")
-            self.counters.incr("bytes", nbytes)
+        count = self.frame_count
+        count.frames += 1
+        count.nbytes += nbytes
 
     def malformed_frame(self) -> None:
         self.malformed += 1

@@ -123,12 +123,25 @@ class BinanceFeed:
             hot = self._by_stream.get(msg.stream)
             if hot is not None and ev.e == "depthUpdate":
                 sync, count = hot
-                self.stats.update_frame_of(len(payload), count)
-                outcome = sync.on_diff(ev, recv_ms)
-                if outcome is not _APPLIED:
-                    self._not_applied(sync, ev, outcome, recv_ms)
-                elif self._quotes is not None:
-                    self._quotes.book_changed(sync.pair, sync.book, recv_ms)
+                count.n += 1  # the frame and its pair's update (``FeedStats`` folds them on read)
+                count.frames += 1
+                count.nbytes += len(payload)
+                book = sync.book
+                book_id = book.update_id
+                # ``BookSync.on_diff``'s hot path inline: the next diff of a live book's chain.
+                if sync.live and (ev.pu if sync.chain_pu else ev.U - 1) == book_id and ev.u > book_id:  # type: ignore[operator]
+                    book.apply(ev.b, ev.a)
+                    book.update_id = ev.u
+                    book.exchange_time_ms = ev.E
+                    book.receive_time_ms = recv_ms
+                else:
+                    outcome = sync.on_diff(ev, recv_ms)
+                    if outcome is not _APPLIED:
+                        self._not_applied(sync, ev, outcome, recv_ms)
+                        return
+                    book = sync.book
+                if self._quotes is not None:
+                    self._quotes.book_changed(sync.pair, book, recv_ms)
                 return
             if (
                 ev.e in ("trade", "aggTrade")

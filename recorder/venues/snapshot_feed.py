@@ -66,10 +66,11 @@ class TradeOutput:
 class BookState:
     """One pair of a Feed that keeps a float book synced from WS snapshots (Bybit, Coinbase)."""
 
-    __slots__ = ("pair", "book", "synced", "ever_synced", "updates")
+    __slots__ = ("pair", "key", "book", "synced", "ever_synced", "updates")
 
-    def __init__(self, pair: str, updates: UpdateCount) -> None:
+    def __init__(self, pair: str, updates: UpdateCount, key: str = "") -> None:
         self.pair = pair
+        self.key = key  # the venue's name of the book (symbol, product)
         self.updates = updates  # its applied updates (the Feed's hot path counts them here)
         self.book = L2Book()
         self.synced = False
@@ -103,7 +104,7 @@ class FloatSnapshotFeed(TradeOutput):
         self._want: set[str] = set()
 
     def _add(self, key: str, pair: str) -> BookState:
-        st = BookState(pair, self.stats.update_count(self.update_kind, pair))
+        st = BookState(pair, self.stats.update_count(self.update_kind, pair), key)
         self._by_key[key] = self._by_pair[pair] = st
         return st
 

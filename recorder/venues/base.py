@@ -72,19 +72,19 @@ class Connector(Protocol):
 
 class UpdateCount:
     """What a Feed's hot path counts as slot adds, folded into ``FeedStats`` (and its live counters)
-    when they are read or flushed: ``frames`` frames of ``nbytes`` bytes, and ``n`` updates of
-    ``pair`` of frame kind ``kind`` (``FeedStats.kinds`` and ``per_pair[pair]["updates"]``).
-
-    A frame that is one update of a pair counts both here: ``n += 1; frames += 1; nbytes += size``.
+    when they are read or flushed: ``n`` updates of ``pair`` of frame kind ``kind`` (no kind:
+    frames that are no update), each its own frame of ``nbytes`` together if ``framed``. A Feed
+    whose frame is one update counts it with two adds, ``n += 1; nbytes += size``; a Feed whose
+    frames carry several updates counts frames and updates in separate slots.
     """
 
-    __slots__ = ("kind", "pair", "n", "frames", "nbytes")
+    __slots__ = ("kind", "pair", "framed", "n", "nbytes")
 
-    def __init__(self, kind: str, pair: str) -> None:
+    def __init__(self, kind: str, pair: str, framed: bool) -> None:
         self.kind = kind
         self.pair = pair
+        self.framed = framed
         self.n = 0
-        self.frames = 0
         self.nbytes = 0
 
 
@@ -111,7 +111,7 @@ class FeedStats:
         self.resyncs = 0
         self._per_pair: dict[str, dict[str, int]] = {}  # pair -> {"gaps": n, "resyncs": n, ...}
         self._counts: list[UpdateCount] = []  # hot-path counts not yet folded into the two dicts
-        self.frame_count = self.update_count("", "")  # frames of no pair (``frame``)
+        self.frame_count = self.update_count("", "", framed=True)  # frames, not updates (``frame``)
 
     @property
     def frames(self) -> int:
@@ -133,9 +133,9 @@ class FeedStats:
         self.flush()
         return self._per_pair
 
-    def update_count(self, kind: str, pair: str) -> UpdateCount:
-        """A slot for a hot path: ``kind`` frames that were updates of ``pair`` (and their frames)."""
-        count = UpdateCount(kind, pair)
+    def update_count(self, kind: str, pair: str, framed: bool) -> UpdateCount:
+        """A slot for a hot path: updates of ``pair`` in ``kind`` frames, each a frame if ``framed``."""
+        count = UpdateCount(kind, pair, framed)
         self._counts.append(count)
         return count
 
@@ -144,13 +144,15 @@ class FeedStats:
         kinds, per_pair = self._kinds, self._per_pair
         frames = nbytes = 0
         for c in self._counts:
-            if c.frames:
-                frames += c.frames
-                nbytes += c.nbytes
-                c.frames = c.nbytes = 0
             n = c.n
-            if n:
-                c.n = 0
+            if not n:
+                continue
+            c.n = 0
+            if c.framed:
+                frames += n
+                nbytes += c.nbytes
+                c.nbytes = 0
+            if c.kind:
                 kinds[c.kind] = kinds.get(c.kind, 0) + n
                 per = per_pair.setdefault(c.pair, {})
                 per["updates"] = per.get("updates", 0) + n
@@ -179,7 +181,7 @@ class FeedStats:
 
     def frame(self, nbytes: int) -> None:
         count = self.frame_count
-        count.frames += 1
+        count.n += 1
         count.nbytes += nbytes
 
     def malformed_frame(self) -> None:

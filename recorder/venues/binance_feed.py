@@ -73,7 +73,7 @@ class BinanceFeed:
         self._by_stream: dict[str, tuple[BookSync, UpdateCount]] = {}
         for pair, sync in self.syncs.items():
             sync.snapshot_limit = snapshot_limit
-            self._by_stream[self.stream_for(pair)] = (sync, self.stats.update_count("depthUpdate", pair))
+            self._by_stream[self.stream_for(pair)] = (sync, self.stats.update_count("depthUpdate", pair, framed=True))
         self._by_symbol = {self.symbol_for(p): s for p, s in self.syncs.items()}
         self.shutdown_announced = False
         self._wanted: set[str] = set()
@@ -123,8 +123,7 @@ class BinanceFeed:
             hot = self._by_stream.get(msg.stream)
             if hot is not None and ev.e == "depthUpdate":
                 sync, count = hot
-                count.n += 1  # the frame and its pair's update (``FeedStats`` folds them on read)
-                count.frames += 1
+                count.n += 1  # the frame, one update of its pair (``FeedStats`` folds it on read)
                 count.nbytes += len(payload)
                 book = sync.book
                 book_id = book.update_id

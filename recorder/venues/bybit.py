@@ -146,6 +146,7 @@ class BybitFeed(FloatSnapshotFeed):
 
     venue = VENUE
     update_kind = "delta"
+    update_framed = True  # a frame carries one book's delta
     trade_ids_contiguous = False  # linear ids are UUIDs, spot ids skip
 
     def __init__(
@@ -193,16 +194,15 @@ class BybitFeed(FloatSnapshotFeed):
             and msg.type == "delta"
             and data.s == st.key
         ):
-            count = st.updates  # the frame and its pair's update (``FeedStats`` folds them on read)
+            count = st.updates  # the frame, one update of its pair (``FeedStats`` folds it on read)
             count.n += 1
-            count.frames += 1
             count.nbytes += len(payload)
         else:
             self.stats.frame(len(payload))
             st = self._book_frame(msg, recv_ms)
             if st is None:
                 return
-            st.updates.n += 1
+            self.stats.update(self.update_kind, st.pair)  # (its frame is counted above)
         book = st.book
         book.apply(data.b, data.a)
         book.update_id = u

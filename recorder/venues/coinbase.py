@@ -169,7 +169,7 @@ class CoinbaseFeed(FloatSnapshotFeed):
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
         count = self._frame_count  # (``FeedStats`` folds it on read)
-        count.frames += 1
+        count.n += 1
         count.nbytes += len(payload)
         if payload.find(b'"l2_data"', 0, 48) >= 0:
             try:

@@ -92,6 +92,7 @@ class FloatSnapshotFeed(TradeOutput):
 
     venue = ""
     update_kind = "update"  # the frame kind of an update that continues a book
+    update_framed = False  # whether each update is a frame of its own (``UpdateCount.framed``)
 
     def __init__(self, open_: bool, log: logging.Logger, counters: Counters | None = None) -> None:
         self.stats = FeedStats(counters)
@@ -104,7 +105,7 @@ class FloatSnapshotFeed(TradeOutput):
         self._want: set[str] = set()
 
     def _add(self, key: str, pair: str) -> BookState:
-        st = BookState(pair, self.stats.update_count(self.update_kind, pair), key)
+        st = BookState(pair, self.stats.update_count(self.update_kind, pair, self.update_framed), key)
         self._by_key[key] = self._by_pair[pair] = st
         return st
 

@@ -72,14 +72,16 @@ class Connector(Protocol):
 
 class UpdateCount:
     """The updates of one pair of one frame kind, counted on a Feed's hot path as one slot add
-    (``n += 1``) and folded into ``FeedStats.kinds`` and ``per_pair[pair]["updates"]`` on read."""
+    (``n += 1``) and folded into ``FeedStats.kinds`` and ``per_pair[pair]["updates"]`` on read;
+    ``checked``: the verified checksums among them, folded into ``per_pair[pair]["checksums_ok"]``."""
 
-    __slots__ = ("kind", "pair", "n")
+    __slots__ = ("kind", "pair", "n", "checked")
 
     def __init__(self, kind: str, pair: str) -> None:
         self.kind = kind
         self.pair = pair
         self.n = 0
+        self.checked = 0
 
 
 class FeedStats:
@@ -92,6 +94,7 @@ class FeedStats:
     def __init__(self, counters: Counters | None = None) -> None:
         self.counters = counters if counters is not None else Counters(None)
         self._frame_slots = self.counters.slots("messages", "bytes")
+        self._checked_slots = self.counters.slots("messages", "bytes", "checksums_ok")
         self.frames = 0
         self._kinds: dict[str, int] = {}  # frame kind (snapshot, update, heartbeat, ...) -> count
         self.malformed = 0
@@ -127,6 +130,11 @@ class FeedStats:
                 kinds[c.kind] = kinds.get(c.kind, 0) + n
                 per = per_pair.setdefault(c.pair, {})
                 per["updates"] = per.get("updates", 0) + n
+            n = c.checked
+            if n:
+                c.checked = 0
+                per = per_pair.setdefault(c.pair, {})
+                per["checksums_ok"] = per.get("checksums_ok", 0) + n
 
     def kind(self, name: str) -> None:
         self._kinds[name] = self._kinds.get(name, 0) + 1
@@ -158,6 +166,24 @@ class FeedStats:
             self.counters.incr("messages")
             self.counters.incr("bytes", nbytes)
         count.n += 1
+
+    def verified_update_frame_of(self, nbytes: int, count: UpdateCount) -> None:
+        """``update_frame_of`` plus ``checksum(pair, True)`` for that update, in one call (Kraken's
+        one-level update: a frame, an update and a verified checksum each time)."""
+        self.frames += 1
+        self.checksums_ok += 1
+        count.n += 1
+        count.checked += 1
+        hot = self._checked_slots
+        if hot is not None:
+            values, messages, size, ok = hot
+            values[messages] += 1.0
+            values[size] += nbytes
+            values[ok] += 1.0
+        else:
+            self.counters.incr("messages")
+            self.counters.incr("bytes", nbytes)
+            self.counters.incr("checksums_ok")
 
     # events: stats + live counters ----------------------------------------------------------
 

@@ -77,8 +77,19 @@ class Envelope(msgspec.Struct):
     msg: str | None = None
 
 
+class BookFrame(msgspec.Struct):
+    """A book push whole: its arg, action and data, in one pass (no envelope pass first)."""
+
+    arg: Arg
+    data: list[BookData]
+    action: str | None = None
+
+
 _envelope = msgspec.json.Decoder(Envelope)
 _book_data = msgspec.json.Decoder(list[BookData])
+_book_frame = msgspec.json.Decoder(BookFrame)
+# How every book push begins (OKX's key order); any other frame takes the envelope path.
+_BOOK_PUSH = b'{"arg":{"channel":"books'
 
 
 def symbol_for(pair: str) -> str:
@@ -150,6 +161,29 @@ class OkxFeed(SnapshotFeed):
         self._by_inst: dict[str, PairBook | None] = {}  # instId -> its book (None: not ours)
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        if payload.startswith(_BOOK_PUSH):
+            # The hot path: an incremental update of one of our books, decoded in one pass.
+            # Anything else (a snapshot, another channel, a malformed frame) falls through.
+            try:
+                frame = _book_frame.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            else:
+                st = self._by_inst.get(frame.arg.instId)
+                channel = frame.arg.channel
+                if (
+                    st is not None
+                    and frame.action == "update"
+                    and len(frame.data) == 1
+                    and channel in INCREMENTAL_CHANNELS
+                    and (self.channel is None or channel == self.channel)
+                ):
+                    stats = self.stats
+                    stats.frame(len(payload))
+                    stats.kind("update")
+                    st.book.feed_depth = CHANNEL_DEPTH[channel]
+                    self._on_book(st, False, frame.data[0], recv_ms)
+                    return
         self.stats.frame(len(payload))
         if payload == b"pong":
             self.stats.kind("pong")

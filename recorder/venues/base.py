@@ -223,7 +223,11 @@ class FeedStats:
             if per is None:
                 per = self._per_pair[pair] = {}
             per["checksums_ok"] = per.get("checksums_ok", 0) + 1
-            self.counters.incr("checksums_ok")
+            hot = self._checked_slots
+            if hot is not None:
+                hot[0][hot[3]] += 1.0  # type: ignore[index]
+            else:
+                self.counters.incr("checksums_ok")
         else:
             self.checksums_failed += 1
             self.pair(pair, "checksums_failed")

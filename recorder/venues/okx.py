@@ -77,11 +77,18 @@ class Envelope(msgspec.Struct):
     msg: str | None = None
 
 
+class BookUpdate(BookData):
+    """``BookData`` as the hot path decodes it: every level ``[price, size, "0", orders]``."""
+
+    asks: list[tuple[str, str, str, str]] = []  # type: ignore[assignment]
+    bids: list[tuple[str, str, str, str]] = []  # type: ignore[assignment]
+
+
 class BookFrame(msgspec.Struct):
     """A book push whole: its arg, action and data, in one pass (no envelope pass first)."""
 
     arg: Arg
-    data: list[BookData]
+    data: list[BookUpdate]
     action: str | None = None
 
 
@@ -278,9 +285,16 @@ class OkxFeed(SnapshotFeed):
         st.last_seq = item.seqId
         if snapshot:
             self._snapshot_applied(st, verified=not item.checksum)
-        if item.checksum:  # 0 or missing: the venue no longer sends one
-            self._checksum(st, item.checksum, _crc(book))
-        self._quote_served(st, recv_ms)
+        expected = item.checksum
+        if expected:  # 0 or missing: the venue no longer sends one
+            crc = _crc(book)
+            if crc == expected:
+                self.stats.checksum(st.pair, True)
+                st.verified = True
+            else:
+                self._checksum(st, expected, crc)
+        if self._quotes is not None:
+            self._quote_served(st, recv_ms)
 
 
 Feed = OkxFeed

@@ -67,13 +67,11 @@ class TextL2Book(L2Book):
         fields (Kraken's time and ``"r"``, OKX's order count): only the first two are read.
         ``depth``: then keep the best ``depth`` levels per side (see ``truncate``)."""
         joined = self._joined
-        if joined is not None:  # every change counts as one at the top (see the class)
+        if joined is not None:  # no top kept: see ``checksum_fragments``
             if bids:
                 _apply_joined(bids, self._bids, self._bid_keys, self._bid_text, 1.0, joined)  # type: ignore[arg-type]
-                self._bid_top = None
             if asks:
                 _apply_joined(asks, self._asks, self._ask_keys, self._ask_text, -1.0, joined)  # type: ignore[arg-type]
-                self._ask_top = None
         else:
             if bids and self._apply_side(bids, self._bids, self._bid_keys, self._bid_text, 1.0):  # type: ignore[arg-type]
                 self._bid_top = self._bid_join = None
@@ -246,7 +244,16 @@ class TextL2Book(L2Book):
     def checksum_fragments(self) -> tuple[Sequence[str], Sequence[str]]:
         """``top_fragments(top_n)``, kept per side until a change reaches that side's best
         ``top_n`` levels (the book's own lists or tuples, which ``set_level`` edits in place: read
-        them before the next change, never modify them)."""
+        them before the next change, never modify them). With ``joined`` nothing is kept: nearly
+        every message changes such a book's top (OKX), so both are gathered afresh, in C."""
+        if self._joined is not None:
+            stop = -self._top_n - 1
+            bid_keys, ask_keys = self._bid_keys[-1:stop:-1], self._ask_keys[-1:stop:-1]
+            bid_text, ask_text = self._bid_text, self._ask_text
+            return (  # itemgetter of one key returns the item, not a tuple
+                itemgetter(*bid_keys)(bid_text) if len(bid_keys) > 1 else [bid_text[k] for k in bid_keys],
+                itemgetter(*ask_keys)(ask_text) if len(ask_keys) > 1 else [ask_text[k] for k in ask_keys],
+            )  # type: ignore[return-value]
         bids, asks = self._bid_top, self._ask_top
         if bids is None:
             bids = self._bid_top = self._top(self._bid_keys, self._bid_text, self._top_n)

@@ -22,8 +22,9 @@ import msgspec
 from recorder.archive.tap import archived_feed
 from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
-from recorder.venues.base import Counters, UpdateCount
+from recorder.venues.base import Counters
 from recorder.venues.kraken_wire import (
+    V2_BOOK_UPDATE,
     KrakenBook,
     V1Book,
     V2Book,
@@ -40,6 +41,7 @@ from recorder.venues.kraken_wire import (
     _v1_time_us,
     _v1_update_frame,
     _v2_books,
+    _v2_update_frame,
     pair_for,
     subscription_depth,
     symbol_for,
@@ -58,9 +60,9 @@ MAX_SYMBOLS_PER_CONNECTION = LIMITS.streams_per_connection  # one snapshot burst
 log = logging.getLogger("recorder.venues.kraken")
 
 
-# A v1 symbol's (channel name, its book or None if not ours, the channel's depth, the slot
-# counting the book's updates), cached by symbol for the hot path.
-V1Subscription = tuple[str, PairBook | None, int, UpdateCount | None]
+# A v1 symbol's (channel name, its book or None if not ours, the channel's depth), cached by
+# symbol for the hot path.
+V1Subscription = tuple[str, PairBook | None, int]
 
 
 class KrakenFeed(SnapshotFeed):
@@ -75,14 +77,15 @@ class KrakenFeed(SnapshotFeed):
         super().__init__(pairs, log, counters)
         self.depth = depth
         self._v1_books: dict[str, V1Subscription] = {}  # see _v1_subscription
+        self._by_symbol: dict[str, PairBook | None] = {}  # v2 symbol -> its book (None: not ours)
 
     def new_book(self) -> KrakenBook:
         return KrakenBook()
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        # The hot paths: an update of one level of a synced book with its checksum (nearly all of
+        # Kraken's traffic), v1 or v2, decoded in one typed pass. Anything else falls through.
         if payload[:1] == b"[":
-            # The hot path, one function: a v1 update of one level of a synced book (nearly all of
-            # Kraken's v1 traffic), decoded in one typed pass; anything else falls through.
             try:
                 _, upd, name, symbol = _v1_update_frame.decode(payload)
             except (msgspec.DecodeError, msgspec.ValidationError):
@@ -90,33 +93,43 @@ class KrakenFeed(SnapshotFeed):
             else:
                 sub = self._v1_books.get(symbol)
                 if sub is not None and sub[0] == name and len(upd.b) + len(upd.a) == 1:
-                    _, st, depth, count = sub
+                    _, st, depth = sub
                     if st is not None and st.synced:
-                        stats = self.stats
-                        book = st.book
                         is_bid = bool(upd.b)
                         price, qty, t = upd.b[0] if is_bid else upd.a[0]
                         try:
-                            book.set_level(is_bid, price, qty, depth)  # type: ignore[attr-defined]
+                            st.book.set_level(is_bid, price, qty, depth)  # type: ignore[attr-defined]
                             # _v1_time_us of Kraken's own form "1618678133.365913", inline
                             ts_us = int(t.replace(".", "", 1)) if t[-7:-6] == "." else _v1_time_us(t)
                         except (ValueError, IndexError) as exc:
-                            stats.update_frame_of(len(payload), count)  # type: ignore[arg-type]
+                            self.stats.update_frame_of(len(payload), st.updates)
                             self._bad_levels(st, exc)
                             return
-                        book.feed_depth = depth  # deeper levels are unknown: a full side may be cut short
-                        book.update_id = ts_us
-                        book.exchange_time_ms = ts_us // 1000
-                        book.receive_time_ms = recv_ms
-                        crc = book.crc()  # type: ignore[attr-defined]
-                        if crc == upd.c:
-                            stats.verified_update_frame_of(len(payload), count)  # type: ignore[arg-type]
-                            st.verified = True
-                        else:
-                            stats.update_frame_of(len(payload), count)  # type: ignore[arg-type]
-                            self._checksum(st, upd.c, crc)
-                        if self._quotes is not None:
-                            self._quote_served(st, recv_ms)
+                        self._checked_update(st, depth, ts_us, upd.c, len(payload), recv_ms)
+                        return
+        elif payload.startswith(V2_BOOK_UPDATE):
+            try:
+                frame = _v2_update_frame.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            else:
+                item = frame.data[0] if len(frame.data) == 1 else None
+                if item is not None and len(item.bids) + len(item.asks) == 1 and frame.type == "update":
+                    st = self._by_symbol.get(item.symbol)
+                    if st is not None and st.synced and item.checksum is not None and item.timestamp:
+                        is_bid = bool(item.bids)
+                        level = item.bids[0] if is_bid else item.asks[0]
+                        try:
+                            price, qty = bytes(level.price).decode(), bytes(level.qty).decode()
+                            if price[:1] == '"' or qty[:1] == '"':  # numbers sent as strings: as _raw_text
+                                price, qty = price.strip('"'), qty.strip('"')
+                            st.book.set_level(is_bid, price, qty, st.depth)  # type: ignore[attr-defined]
+                            ts_us = _rfc3339_us(item.timestamp)
+                        except (ValueError, IndexError) as exc:
+                            self.stats.update_frame_of(len(payload), st.updates)
+                            self._bad_levels(st, exc)
+                            return
+                        self._checked_update(st, st.depth, ts_us, item.checksum, len(payload), recv_ms)
                         return
         self.stats.frame(len(payload))
         try:
@@ -158,7 +171,9 @@ class KrakenFeed(SnapshotFeed):
             raise ValueError("object frame without channel, method or event")
 
     def _on_v2_book(self, kind: str, item: V2Book, recv_ms: float) -> None:
-        st = self._state(pair_for(item.symbol), self.depth)
+        st = self._by_symbol.get(item.symbol, False)
+        if st is False:
+            st = self._by_symbol[item.symbol] = self._state(pair_for(item.symbol), self.depth)
         if st is None:
             return
         if kind == "update" and not st.synced:
@@ -180,6 +195,26 @@ class KrakenFeed(SnapshotFeed):
         if item.checksum is not None:
             self._verify(st, item.checksum)
         self._quote_served(st, recv_ms)
+
+    def _checked_update(
+        self, st: PairBook, depth: int, ts_us: int, expected: int, nbytes: int, recv_ms: float
+    ) -> None:  # fmt: skip
+        """The hot paths after the level is applied: the book's id and times, its checksum against
+        the frame's (every message), the counters in one call, the quote."""
+        book = st.book
+        book.feed_depth = depth  # deeper levels are unknown: a full side may be cut short
+        book.update_id = ts_us
+        book.exchange_time_ms = ts_us // 1000
+        book.receive_time_ms = recv_ms
+        crc = book.crc()  # type: ignore[attr-defined]
+        if crc == expected:
+            self.stats.verified_update_frame_of(nbytes, st.updates)
+            st.verified = True
+        else:
+            self.stats.update_frame_of(nbytes, st.updates)
+            self._checksum(st, expected, crc)
+        if self._quotes is not None:
+            self._quote_served(st, recv_ms)
 
     def _trade_pair(self, symbol: str) -> str | None:
         pair = pair_for(symbol)
@@ -229,8 +264,7 @@ class KrakenFeed(SnapshotFeed):
         """A v1 symbol's channel, book and depth, cached (see ``V1Subscription``)."""
         depth = int(name.partition("-")[2] or 10)
         st = self._state(pair_for(symbol), depth)
-        count = self.stats.update_count("update", st.pair) if st is not None else None
-        sub = self._v1_books[symbol] = (name, st, depth, count)
+        sub = self._v1_books[symbol] = (name, st, depth)
         return sub
 
     def _on_v1_book(
@@ -249,7 +283,7 @@ class KrakenFeed(SnapshotFeed):
                 self.stats.kind("other")
                 return
             sub = self._v1_subscription(name, symbol)
-        _, st, depth, _ = sub
+        _, st, depth = sub
         if st is None:
             self.stats.kind("snapshot" if snapshot else "update")
             return

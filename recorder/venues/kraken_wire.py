@@ -3,10 +3,11 @@ checksum of the top levels' text (``kraken.py`` has the Feed and the connector).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import zlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -72,6 +73,14 @@ class V1Update(msgspec.Struct, forbid_unknown_fields=True):
     b: list[tuple[str, str, str]] = []
 
 
+class V2Update(msgspec.Struct):
+    """A v2 ``book`` update frame whole, decoded in one pass (no envelope pass first)."""
+
+    channel: str
+    type: str
+    data: list[V2Book]
+
+
 class _Symbol(msgspec.Struct):
     symbol: str
 
@@ -79,6 +88,9 @@ class _Symbol(msgspec.Struct):
 _envelope = msgspec.json.Decoder(Envelope)
 _symbols = msgspec.json.Decoder(list[_Symbol])
 _v2_books = msgspec.json.Decoder(list[V2Book])
+_v2_update_frame = msgspec.json.Decoder(V2Update)
+# How a v2 book update begins (Kraken's key order); any other frame takes the envelope path.
+V2_BOOK_UPDATE = b'{"channel":"book","type":"update",'
 _v1_array = msgspec.json.Decoder(list[msgspec.Raw])
 _v1_int = msgspec.json.Decoder(int)
 _v1_str = msgspec.json.Decoder(str)
@@ -158,10 +170,22 @@ def _raw_text(raw: msgspec.Raw) -> str:
 
 
 def _rfc3339_us(ts: str) -> int:
+    if len(ts) == 27 and ts[26] == "Z" and ts[19] == "." and ts[16] == ":":
+        # Kraken's own form "2026-11-25T10:00:00.123456Z": its minute parsed once (a feed is in
+        # one or two minutes at a time), seconds and microseconds as integers.
+        seconds, micros = ts[17:19], ts[20:26]
+        if seconds.isdigit() and micros.isdigit():
+            return (_minute_s(ts[:16]) + int(seconds)) * 1_000_000 + int(micros)
     dt = datetime.fromisoformat(ts)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH) // _ONE_US
+
+
+@functools.lru_cache(maxsize=8)
+def _minute_s(minute: str) -> int:
+    """Epoch seconds of ``YYYY-MM-DDTHH:MM`` in UTC."""
+    return (datetime.fromisoformat(minute).replace(tzinfo=UTC) - _EPOCH) // timedelta(seconds=1)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

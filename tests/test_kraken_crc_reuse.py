@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
@@ -136,3 +137,49 @@ def test_a_level_that_is_not_a_number_loses_the_book_on_the_hot_path() -> None:
     feed.on_frame(_frame("b", "99.10", "two", ref.crc()), 3.0)
     assert feed.book(PAIR) is None and PAIR in feed.wants_snapshot() and feed.stats.malformed == 1
     assert feed.stats.per_pair[PAIR]["checksums_ok"] == 1 and feed.stats.per_pair[PAIR]["updates"] == 2
+
+
+def _v2(kind: str, bids: list[tuple[str, str]], asks: list[tuple[str, str]], crc: int | None, ts: str) -> bytes:
+    def levels(side: list[tuple[str, str]]) -> str:  # numbers printed as given; a quoted one stays a string
+        return ",".join(f'{{"price":{p},"qty":{q}}}' for p, q in side)
+
+    checksum = f',"checksum":{crc}' if crc is not None else ""
+    return (
+        f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"BTC/USD","bids":[{levels(bids)}],'
+        f'"asks":[{levels(asks)}]{checksum},"timestamp":"{ts}"}}]}}'
+    ).encode()
+
+
+def test_v2_one_level_updates_take_the_same_path(crc_calls: list[int]) -> None:
+    """The live (v2) path: the same in-place top and CRC reuse, the level's text kept exactly as
+    printed (a number sent as a string too), the RFC 3339 time to the microsecond."""
+    ref = Reference()
+    bids = [(f"{100 - i}.{i % 10}0", f"{i + 1}.00000000") for i in range(25)]
+    asks = [(f"{101 + i}.{i % 10}0", f"0.{i + 1:08d}") for i in range(25)]
+    for p, q in bids:
+        ref.set("b", p, q)
+    for p, q in asks:
+        ref.set("a", p, q)
+    feed = KrakenFeed([PAIR], depth=DEPTH)
+    feed.on_frame(_v2("snapshot", bids, asks, ref.crc(), "2026-11-25T10:00:00.000001Z"), 1.0)
+    steps = [  # (side, price, qty as printed, recomputes)
+        ("b", "85.50", "9.00000000", False),
+        ("a", "116.55", '"0.00000003"', False),
+        ("b", "100.00", "7.00000000", True),
+        ("a", "101.00", "0.00000000", True),
+    ]
+    for i, (side, price, printed, recomputes) in enumerate(steps):
+        ref.set(side, price, printed.strip('"'))
+        level = [(price, printed)]
+        ts = f"2026-11-25T10:0{i}:59.99999{i}Z"
+        before = len(crc_calls)
+        feed.on_frame(_v2("update", level if side == "b" else [], level if side == "a" else [], ref.crc(), ts), 2.0)
+        assert (len(crc_calls) > before) == recomputes, (side, price)
+        book = feed.book(PAIR)
+        assert book is not None and book.top_text(DEPTH) == (ref.ranked("b"), ref.ranked("a")), (side, price)
+        want_us = int(datetime.fromisoformat(ts).timestamp()) * 1_000_000 + int(ts[20:26])
+        assert book.update_id == want_us and book.exchange_time_ms == want_us // 1000
+    assert feed.stats.checksums_ok == 1 + len(steps) and feed.stats.checksums_failed == 0
+    ref.set("b", "99.10", "1.00000000")
+    feed.on_frame(_v2("update", [("99.10", "1.00000001")], [], ref.crc(), "2026-11-25T10:05:00.000000Z"), 3.0)
+    assert feed.stats.checksums_failed == 1 and feed.book(PAIR) is None and PAIR in feed.wants_snapshot()

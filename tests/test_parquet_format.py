@@ -141,9 +141,9 @@ def test_encodings_and_statistics_are_the_chosen_ones(tmp_path: Path) -> None:
         assert "DELTA_BINARY_PACKED" in enc[col][0], (col, enc[col])
     for col in ("price", "quantity", "level", "exchange_time_ms", "update_id"):
         assert enc[col][0] <= {"PLAIN", "RLE"}, (col, enc[col])  # RLE: the null levels
-    # Min/max where a reader skips row groups by them; none for prices or levels.
+    # Min/max where a reader skips row groups by them; none for prices, levels or ids.
     assert {c for c, (_, stats) in enc.items() if stats} == {
-        "exchange", "pair", "timestamp_ms", "sequence_number", "exchange_time_ms", "update_id", "session_id"
+        "exchange", "pair", "timestamp_ms", "exchange_time_ms", "session_id"
     }  # fmt: skip
     md = pq.read_metadata(path)
     assert md.row_group(0).column(0).compression == "ZSTD"

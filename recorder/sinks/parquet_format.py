@@ -28,6 +28,7 @@ stored. Chosen by measuring every candidate per column on the real recordings re
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
@@ -37,6 +38,15 @@ import pyarrow.parquet as pq
 
 WRITER_ZSTD_LEVEL = 5
 COMPACTION_ZSTD_LEVEL = 7
+# Columns compressed harder than the file's level (the level is at least this): the prices and
+# quantities hold most of a file's bytes, and the per-snapshot runs under DELTA_BINARY_PACKED
+# shrink 3-4x from level 7 on (see the module docstring) for a CPU cost lost in the noise.
+_MIN_ZSTD_LEVEL: dict[str, int] = {"price": 7, "quantity": 7, "timestamp_ms": 9, "sequence_number": 9}
+# One data page per column chunk: pages are never skipped (no page index), and each page is its
+# own zstd frame and header, so the default (a page per 20,000 rows) only cut the matches.
+_PAGE_BYTES = 1 << 30
+_PAGE_ROWS = 1 << 30
+_HAS_MAX_ROWS_PER_PAGE = "max_rows_per_page" in inspect.signature(pq.ParquetWriter.__init__).parameters
 
 # Column name -> Parquet encoding, where the name decides (the type decides the rest).
 _DELTA = "DELTA_BINARY_PACKED"
@@ -48,8 +58,9 @@ _BY_NAME: dict[str, str] = {
     "trade_id": "PLAIN",
 }
 _DICTIONARY_BY_NAME = {"capture_latency_ms"}
-# Columns a reader never prunes row groups by (every row group holds every value).
-_NO_STATISTICS = {"level", "side", "trade_id"}
+# Columns a reader never prunes row groups by (every row group holds every value, or no reader
+# selects by them: a sequence number or update id is looked up within a pair's time range).
+_NO_STATISTICS = {"level", "side", "trade_id", "sequence_number", "update_id"}
 
 
 def _encoding(field: pa.Field) -> str | None:
@@ -69,6 +80,13 @@ def _keeps_statistics(field: pa.Field) -> bool:
     return field.name not in _NO_STATISTICS and not pa.types.is_floating(t) and not pa.types.is_boolean(t)
 
 
+def _levels(schema: pa.Schema, zstd_level: int) -> int | dict[str, int]:
+    """zstd level per column (names are leaf paths only in a flat schema: else one level)."""
+    if any(pa.types.is_nested(f.type) for f in schema):
+        return zstd_level
+    return {f.name: max(zstd_level, _MIN_ZSTD_LEVEL.get(f.name, 0)) for f in schema}
+
+
 def parquet_options(schema: pa.Schema, zstd_level: int = WRITER_ZSTD_LEVEL) -> dict[str, Any]:
     """Keyword arguments of ``pq.write_table`` / ``pq.ParquetWriter`` for a table of ``schema``."""
     encodings: dict[str, str] = {}
@@ -81,14 +99,18 @@ def parquet_options(schema: pa.Schema, zstd_level: int = WRITER_ZSTD_LEVEL) -> d
             encodings[field.name] = enc
         elif not pa.types.is_boolean(field.type):
             dictionary.append(field.name)
-    return {
+    options: dict[str, Any] = {
         "compression": "zstd",
-        "compression_level": zstd_level,
+        "compression_level": _levels(schema, zstd_level),
         "use_dictionary": dictionary,
         "column_encoding": encodings or None,
         "write_statistics": [f.name for f in schema if _keeps_statistics(f)],
         "store_schema": False,
+        "data_page_size": _PAGE_BYTES,
     }
+    if _HAS_MAX_ROWS_PER_PAGE:  # pyarrow >= 21; older ones keep their own page per 20,000 rows
+        options["max_rows_per_page"] = _PAGE_ROWS
+    return options
 
 
 def write_parquet(

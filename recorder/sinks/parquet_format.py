@@ -29,8 +29,9 @@ stored. Chosen by measuring every candidate per column on the real recordings re
 from __future__ import annotations
 
 import inspect
+import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -38,15 +39,8 @@ import pyarrow.parquet as pq
 
 WRITER_ZSTD_LEVEL = 5
 COMPACTION_ZSTD_LEVEL = 7
-# Columns compressed harder than the file's level (the level is at least this): the prices and
-# quantities hold most of a file's bytes, and the per-snapshot runs under DELTA_BINARY_PACKED
-# shrink 3-4x from level 7 on (see the module docstring) for a CPU cost lost in the noise.
-_MIN_ZSTD_LEVEL: dict[str, int] = {"price": 7, "quantity": 7, "timestamp_ms": 9, "sequence_number": 9}
-# One data page per column chunk: pages are never skipped (no page index), and each page is its
-# own zstd frame and header, so the default (a page per 20,000 rows) only cut the matches.
-_PAGE_BYTES = 1 << 30
-_PAGE_ROWS = 1 << 30
-_HAS_MAX_ROWS_PER_PAGE = "max_rows_per_page" in inspect.signature(pq.ParquetWriter.__init__).parameters
+# Rows of a file's start that decide the encoding of the columns in ``_DELTA_OR_PLAIN``.
+SAMPLE_ROWS = 65_536
 
 # Column name -> Parquet encoding, where the name decides (the type decides the rest).
 _DELTA = "DELTA_BINARY_PACKED"
@@ -57,10 +51,23 @@ _BY_NAME: dict[str, str] = {
     "exchange_time": _DELTA,
     "trade_id": "PLAIN",
 }
+# Steps regular on some venues (Bybit: update ids +1, times in 100 ms), irregular on others
+# (Kraken's update id is a µs time): each file takes whichever is smaller on its first rows.
+_DELTA_OR_PLAIN = {"exchange_time_ms", "update_id"}
 _DICTIONARY_BY_NAME = {"capture_latency_ms"}
 # Columns a reader never prunes row groups by (every row group holds every value, or no reader
 # selects by them: a sequence number or update id is looked up within a pair's time range).
 _NO_STATISTICS = {"level", "side", "trade_id", "sequence_number", "update_id"}
+# zstd level at least this: prices and quantities hold most of a file's bytes; the DELTA runs
+# of a per-snapshot column shrink 3-4x from level 7 on, for a CPU cost lost in the noise.
+_MIN_LEVEL_BY_NAME = {"price": 7, "quantity": 7}
+_MIN_LEVEL_DELTA = 9
+# One data page per column chunk: pages are never skipped (no page index written), and each page
+# is its own zstd frame and header, so smaller pages (pyarrow: 1 MB or 20,000 rows) only cut the
+# matches zstd would find across them.
+_PAGE_BYTES = 1 << 30
+_PAGE_ROWS = 1 << 30
+_HAS_MAX_ROWS_PER_PAGE = "max_rows_per_page" in inspect.signature(pq.ParquetWriter.__init__).parameters
 
 
 def _encoding(field: pa.Field) -> str | None:
@@ -80,35 +87,68 @@ def _keeps_statistics(field: pa.Field) -> bool:
     return field.name not in _NO_STATISTICS and not pa.types.is_floating(t) and not pa.types.is_boolean(t)
 
 
-def _levels(schema: pa.Schema, zstd_level: int) -> int | dict[str, int]:
-    """zstd level per column (names are leaf paths only in a flat schema: else one level)."""
-    if any(pa.types.is_nested(f.type) for f in schema):
-        return zstd_level
-    return {f.name: max(zstd_level, _MIN_ZSTD_LEVEL.get(f.name, 0)) for f in schema}
+def _level(name: str, encoding: str | None, zstd_level: int) -> int:
+    least = _MIN_LEVEL_DELTA if encoding == _DELTA else _MIN_LEVEL_BY_NAME.get(name, 0)
+    return max(zstd_level, least)
 
 
-def parquet_options(schema: pa.Schema, zstd_level: int = WRITER_ZSTD_LEVEL) -> dict[str, Any]:
-    """Keyword arguments of ``pq.write_table`` / ``pq.ParquetWriter`` for a table of ``schema``."""
+def _chunk_bytes(column: pa.ChunkedArray | pa.Array, encoding: str, zstd_level: int) -> int:
+    """Compressed bytes of ``column`` alone, as one page of ``encoding``."""
+    out = pa.BufferOutputStream()
+    pq.write_table(
+        pa.table({"c": column}),
+        out,
+        compression="zstd",
+        compression_level=_level("c", encoding, zstd_level),
+        use_dictionary=False,
+        column_encoding={"c": encoding},
+        write_statistics=False,
+        store_schema=False,
+        data_page_size=_PAGE_BYTES,
+    )
+    return pq.read_metadata(pa.BufferReader(out.getvalue())).row_group(0).column(0).total_compressed_size
+
+
+def _delta_wins(sample: pa.Table, name: str, zstd_level: int) -> bool:
+    column = sample.column(name)
+    if column.null_count == len(column):
+        return False
+    return _chunk_bytes(column, _DELTA, zstd_level) < _chunk_bytes(column, "PLAIN", zstd_level)
+
+
+def parquet_options(
+    schema: pa.Schema, zstd_level: int = WRITER_ZSTD_LEVEL, sample: pa.Table | None = None
+) -> dict[str, Any]:
+    """Keyword arguments of ``pq.write_table`` / ``pq.ParquetWriter`` for a table of ``schema``
+    whose first rows are ``sample`` (the first ``SAMPLE_ROWS`` are used; None: PLAIN for the
+    columns that try both)."""
+    if sample is not None:
+        sample = sample.slice(0, SAMPLE_ROWS)
     encodings: dict[str, str] = {}
     dictionary: list[str] = []
     for field in schema:
         if pa.types.is_nested(field.type):
             continue  # pyarrow's defaults (the recorder writes none; a caller's table might)
         enc = _encoding(field)
+        if field.name in _DELTA_OR_PLAIN and pa.types.is_integer(field.type) and sample is not None:
+            enc = _DELTA if _delta_wins(sample, field.name, zstd_level) else enc
         if enc is not None:
             encodings[field.name] = enc
         elif not pa.types.is_boolean(field.type):
             dictionary.append(field.name)
+    flat = not any(pa.types.is_nested(f.type) for f in schema)  # else names are not leaf paths
     options: dict[str, Any] = {
         "compression": "zstd",
-        "compression_level": _levels(schema, zstd_level),
+        "compression_level": (
+            {f.name: _level(f.name, encodings.get(f.name), zstd_level) for f in schema} if flat else zstd_level
+        ),
         "use_dictionary": dictionary,
         "column_encoding": encodings or None,
         "write_statistics": [f.name for f in schema if _keeps_statistics(f)],
         "store_schema": False,
         "data_page_size": _PAGE_BYTES,
     }
-    if _HAS_MAX_ROWS_PER_PAGE:  # pyarrow >= 21; older ones keep their own page per 20,000 rows
+    if _HAS_MAX_ROWS_PER_PAGE:  # newer pyarrow; older ones page by bytes only (or 20,000 rows)
         options["max_rows_per_page"] = _PAGE_ROWS
     return options
 
@@ -126,7 +166,7 @@ def write_parquet(
         where,
         row_group_size=row_group_size,
         sorting_columns=sorting_columns or None,
-        **parquet_options(table.schema, zstd_level),
+        **parquet_options(table.schema, zstd_level, table),
     )
 
 
@@ -143,10 +183,13 @@ def write_parquet_pieces(
 
     The writer builds a file's rows a piece at a time: the whole table of a file would take
     several times the bytes its ring records hold."""
+    pieces = iter(pieces)
+    first = list(_first_rows(pieces, SAMPLE_ROWS))  # the options' sample, as write_parquet's
+    sample = pa.concat_tables(first) if first else schema.empty_table()
     held: list[pa.Table] = []
     held_rows = rows = 0
-    with pq.ParquetWriter(where, schema, **parquet_options(schema, zstd_level)) as writer:
-        for piece in pieces:
+    with pq.ParquetWriter(where, schema, **parquet_options(schema, zstd_level, sample)) as writer:
+        for piece in itertools.chain(first, pieces):
             held.append(piece)
             held_rows += piece.num_rows
             rows += piece.num_rows
@@ -157,3 +200,14 @@ def write_parquet_pieces(
         if held_rows or not rows:
             writer.write_table(pa.concat_tables(held or [schema.empty_table()]).combine_chunks(), row_group_size)
     return rows
+
+
+def _first_rows(pieces: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Pieces taken from ``pieces`` until they hold ``rows`` rows (or it ends)."""
+    taken = 0
+    while taken < rows:
+        piece = next(pieces, None)
+        if piece is None:
+            return
+        taken += piece.num_rows
+        yield piece

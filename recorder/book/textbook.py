@@ -146,7 +146,7 @@ class TextL2Book(L2Book):
         ``depth`` as in ``apply``, for the level's side (the other one did not change)."""
         frag = self._fragment
         n = self._top_n
-        if frag is None or depth < n:
+        if frag is None or not n or depth < n:  # no kept top to edit
             self.apply([(price, qty)] if is_bid else (), () if is_bid else [(price, qty)], depth)
             return
         if is_bid:

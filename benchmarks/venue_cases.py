@@ -286,19 +286,31 @@ def _coinbase_decoder(module: Any) -> Callable[[bytes], object]:
 
 def _kraken_decoder(module: Any) -> Callable[[bytes], object]:
     book_frame, envelope = module._v1_book_frame.decode, module._envelope.decode
+    update_frame = getattr(module, "_v1_update_frame", None)  # main before issue 19's checksum work: none
+    errors = (module.msgspec.DecodeError, module.msgspec.ValidationError)
 
     def decode(frame: bytes) -> object:
-        # As the Feed: a v1 book frame [channelID, {book}, ({book},) "book-N", "PAIR"] in one pass.
-        return book_frame(frame) if frame[:1] == b"[" else envelope(frame)
+        # As the Feed: a v1 book frame in one pass, the one-level update [channelID, {update},
+        # "book-N", "PAIR"] typed first where the Feed has that decoder.
+        if frame[:1] != b"[":
+            return envelope(frame)
+        if update_frame is not None:
+            try:
+                return update_frame.decode(frame)
+            except errors:
+                pass
+        return book_frame(frame)
 
     return decode
 
 
 def _okx_decoder(module: Any) -> Callable[[bytes], object]:
     envelope, data = module._envelope.decode, module._book_data.decode
+    book_frame = getattr(module, "_book_frame", None)  # main before issue 19's checksum work: none
 
     def decode(frame: bytes) -> object:
-        return data(envelope(frame).data)
+        # As the Feed: a book push in one pass where it has that decoder.
+        return book_frame.decode(frame) if book_frame is not None else data(envelope(frame).data)
 
     return decode
 

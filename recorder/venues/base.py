@@ -73,19 +73,21 @@ class Connector(Protocol):
 class UpdateCount:
     """What a Feed's hot path counts as slot adds, folded into ``FeedStats`` (and its live counters)
     when they are read or flushed: ``n`` updates of ``pair`` of frame kind ``kind`` (no kind:
-    frames that are no update), each its own frame of ``nbytes`` together if ``framed``. A Feed
+    frames that are no update), each its own frame of ``nbytes`` together if ``framed``, and
+    ``checked``: the verified checksums among them (``per_pair[pair]["checksums_ok"]``). A Feed
     whose frame is one update counts it with two adds, ``n += 1; nbytes += size``; a Feed whose
     frames carry several updates counts frames and updates in separate slots.
     """
 
-    __slots__ = ("kind", "pair", "framed", "n", "nbytes")
+    __slots__ = ("kind", "pair", "framed", "n", "nbytes", "checked")
 
-    def __init__(self, kind: str, pair: str, framed: bool) -> None:
+    def __init__(self, kind: str, pair: str, framed: bool = False) -> None:
         self.kind = kind
         self.pair = pair
         self.framed = framed
         self.n = 0
         self.nbytes = 0
+        self.checked = 0
 
 
 class FeedStats:
@@ -133,7 +135,7 @@ class FeedStats:
         self.flush()
         return self._per_pair
 
-    def update_count(self, kind: str, pair: str, framed: bool) -> UpdateCount:
+    def update_count(self, kind: str, pair: str, framed: bool = False) -> UpdateCount:
         """A slot for a hot path: updates of ``pair`` in ``kind`` frames, each a frame if ``framed``."""
         count = UpdateCount(kind, pair, framed)
         self._counts.append(count)
@@ -142,7 +144,7 @@ class FeedStats:
     def flush(self) -> None:
         """Fold the hot paths' counts into the stats and the counters."""
         kinds, per_pair = self._kinds, self._per_pair
-        frames = nbytes = 0
+        frames = nbytes = checked = 0
         for c in self._counts:
             n = c.n
             if not n:
@@ -156,10 +158,18 @@ class FeedStats:
                 kinds[c.kind] = kinds.get(c.kind, 0) + n
                 per = per_pair.setdefault(c.pair, {})
                 per["updates"] = per.get("updates", 0) + n
+            n = c.checked
+            if n:
+                c.checked = 0
+                checked += n
+                per = per_pair.setdefault(c.pair, {})
+                per["checksums_ok"] = per.get("checksums_ok", 0) + n
         if frames:
             self._frames += frames
             self.counters.incr("messages", frames)
             self.counters.incr("bytes", nbytes)
+        if checked:
+            self.counters.incr("checksums_ok", checked)
 
     def kind(self, name: str) -> None:
         self._kinds[name] = self._kinds.get(name, 0) + 1
@@ -176,6 +186,24 @@ class FeedStats:
         if per is None:
             per = self._per_pair[pair] = {}
         per["updates"] = per.get("updates", 0) + 1
+
+    def update_frame_of(self, nbytes: int, count: UpdateCount) -> None:
+        """``frame(nbytes)`` plus one update of the pair whose ``update_count`` is ``count`` (not
+        ``framed``): slot adds, folded at ``flush``."""
+        frame = self.frame_count
+        frame.n += 1
+        frame.nbytes += nbytes
+        count.n += 1
+
+    def verified_update_frame_of(self, nbytes: int, count: UpdateCount) -> None:
+        """``update_frame_of`` plus ``checksum(pair, True)`` for that update, in one call (Kraken's
+        one-level update: a frame, an update and a verified checksum each time)."""
+        frame = self.frame_count
+        frame.n += 1
+        frame.nbytes += nbytes
+        self.checksums_ok += 1
+        count.n += 1
+        count.checked += 1
 
     # events: stats + live counters ----------------------------------------------------------
 
@@ -209,7 +237,11 @@ class FeedStats:
             if per is None:
                 per = self._per_pair[pair] = {}
             per["checksums_ok"] = per.get("checksums_ok", 0) + 1
-            self.counters.incr("checksums_ok")
+            hot = self._checked_slots
+            if hot is not None:
+                hot[0][hot[3]] += 1.0  # type: ignore[index]
+            else:
+                self.counters.incr("checksums_ok")
         else:
             self.checksums_failed += 1
             self.pair(pair, "checksums_failed")

@@ -166,11 +166,12 @@ class FloatSnapshotFeed(TradeOutput):
 
 
 class PairBook:
-    __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq")
+    __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq", "updates")
 
-    def __init__(self, pair: str, depth: int, book: TextL2Book) -> None:
+    def __init__(self, pair: str, depth: int, book: TextL2Book, updates: UpdateCount) -> None:
         self.pair = pair
         self.book = book
+        self.updates = updates  # its updates, where a Feed's hot path counts them
         self.synced = False  # a snapshot was applied and nothing went wrong since
         self.verified = False  # the latest checksum (where the venue sends one) matched
         self.faulted = False  # lost after a failure (logged when the next snapshot restores it)
@@ -240,7 +241,7 @@ class SnapshotFeed(TradeOutput):
         if st is None:
             if self._only is not None and pair not in self._only:
                 return None
-            st = self._books[pair] = PairBook(pair, depth, self.new_book())
+            st = self._books[pair] = PairBook(pair, depth, self.new_book(), self.stats.update_count("update", pair))
         return st
 
     def new_book(self) -> TextL2Book:

@@ -147,23 +147,23 @@ class FeedStats:
         frames = nbytes = checked = 0
         for c in self._counts:
             n = c.n
-            if not n:
-                continue
-            c.n = 0
-            if c.framed:
-                frames += n
-                nbytes += c.nbytes
-                c.nbytes = 0
-            if c.kind:
-                kinds[c.kind] = kinds.get(c.kind, 0) + n
-                per = per_pair.setdefault(c.pair, {})
-                per["updates"] = per.get("updates", 0) + n
+            if n:
+                c.n = 0
+                if c.framed:
+                    frames += n
+                    nbytes += c.nbytes
+                    c.nbytes = 0
+                if c.kind:
+                    kinds[c.kind] = kinds.get(c.kind, 0) + n
+                    per = per_pair.setdefault(c.pair, {})
+                    per["updates"] = per.get("updates", 0) + n
             n = c.checked
             if n:
                 c.checked = 0
                 checked += n
-                per = per_pair.setdefault(c.pair, {})
-                per["checksums_ok"] = per.get("checksums_ok", 0) + n
+                if c.kind:  # (``frame_count`` carries ``checksum``'s, already in ``per_pair``)
+                    per = per_pair.setdefault(c.pair, {})
+                    per["checksums_ok"] = per.get("checksums_ok", 0) + n
         if frames:
             self._frames += frames
             self.counters.incr("messages", frames)
@@ -237,11 +237,7 @@ class FeedStats:
             if per is None:
                 per = self._per_pair[pair] = {}
             per["checksums_ok"] = per.get("checksums_ok", 0) + 1
-            hot = self._checked_slots
-            if hot is not None:
-                hot[0][hot[3]] += 1.0  # type: ignore[index]
-            else:
-                self.counters.incr("checksums_ok")
+            self.frame_count.checked += 1  # into the counters at ``flush``, with the frames
         else:
             self.checksums_failed += 1
             self.pair(pair, "checksums_failed")

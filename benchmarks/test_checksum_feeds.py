@@ -5,6 +5,7 @@ keeping the original level text (``TextL2Book``) against the plain float ``L2Boo
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
@@ -56,6 +57,56 @@ def test_kraken_feed(benchmark, kraken_frames) -> None:
 
     assert benchmark(run) == 4269
     _per_s(benchmark, len(kraken_frames))
+
+
+def _as_v2(frames: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
+    """The v1 book frames as Kraken's v2 (the live protocol): the same level texts, so the same
+    checksums; snapshots without one (v2 then serves them at once), times as RFC 3339."""
+    out = []
+    for ts, payload in frames:
+        msg = json.loads(payload)
+        if not (isinstance(msg, list) and str(msg[-2]).startswith("book")):
+            continue
+        dicts = msg[1:-2]
+        snapshot = any("as" in d or "bs" in d for d in dicts)
+        bids = [lv for d in dicts for lv in d.get("bs" if snapshot else "b", [])]
+        asks = [lv for d in dicts for lv in d.get("as" if snapshot else "a", [])]
+        seconds, micros = max(lv[2] for lv in bids + asks).split(".")
+        when = datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros}Z"
+        crc = "" if snapshot else f',"checksum":{dicts[-1]["c"]}'
+
+        def levels(side: list[list[str]]) -> str:
+            return ",".join(f'{{"price":{lv[0]},"qty":{lv[1]}}}' for lv in side)
+
+        item = f'{{"symbol":"{msg[-1]}","bids":[{levels(bids)}],"asks":[{levels(asks)}]{crc},"timestamp":"{when}"}}'
+        kind = "snapshot" if snapshot else "update"
+        out.append((ts, f'{{"channel":"book","type":"{kind}","data":[{item}]}}'.encode()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def kraken_v2_frames(kraken_frames) -> list[tuple[float, bytes]]:
+    return _as_v2(kraken_frames)
+
+
+@pytest.mark.benchmark(group="kraken v2 feed (the v1 recording as v2 frames: 4,279, 4,269 checksums)")
+def test_kraken_v2_decode_only(benchmark, kraken_v2_frames) -> None:
+    payloads = [p for _, p in kraken_v2_frames]
+    benchmark(lambda: [_any.decode(p) for p in payloads])
+    _per_s(benchmark, len(payloads))
+    benchmark.extra_info["baseline"] = True
+
+
+@pytest.mark.benchmark(group="kraken v2 feed (the v1 recording as v2 frames: 4,279, 4,269 checksums)")
+def test_kraken_v2_feed(benchmark, kraken_v2_frames) -> None:
+    def run() -> int:
+        feed = KrakenFeed(depth=1000)
+        for ts, p in kraken_v2_frames:
+            feed.on_frame(p, ts)
+        return feed.stats.checksums_ok
+
+    assert benchmark(run) == 4269
+    _per_s(benchmark, len(kraken_v2_frames))
 
 
 @pytest.mark.benchmark(group="okx feed (410 frames, 290 checksums)")

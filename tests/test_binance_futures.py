@@ -230,11 +230,14 @@ def test_live_capture_against_futures_simulator(tmp_path: Path) -> None:
         args = ["--config", str(cfg), "--interval", "0.5", "--format", "jsonl", "--session-id", "fut"]
         with running_cli("start-capture", *args) as proc:
             wait_for(lambda: every_pair_sampled(data, "fut", 4), 90, "samples of both pairs")
+            # The frames reach the shared counters while the socket is open (its watch loop flushes them).
+            wait_for(lambda: status(data, "fut")["venues"]["binance-futures"]["messages"] > 0, 30, "messages counted")
             stop_cli(proc)
         final = status(data, "fut")
         assert final is not None and final["state"] == "stopped" and final["flushed"] is True
         venue = final["venues"]["binance-futures"]
         assert venue["gaps"] == 0
+        assert venue["bytes"] > 100 * venue["messages"] > 0  # every depth frame is well over 100 bytes
         snaps = read_jsonl(data)
         assert {s["pair"] for s in snaps} == {"BTC-USDT-PERP", "ETH-USDT-PERP"}
         assert len(snaps) == venue["samples"] >= 8

@@ -234,6 +234,59 @@ def test_feed_counts_into_stats_and_live_counters() -> None:
     assert counters.get("resyncs:BTC-USDT") == 1
 
 
+def test_frames_reach_the_live_counters_at_flush() -> None:
+    """The hot path counts frames in slots; ``flush`` (the connector's watch loop, a socket's close)
+    or reading the stats puts them in the counters: every frame and byte, the live chain's too."""
+    from recorder.venues.base import Counters
+    from recorder.venues.binance import BinanceFeed
+
+    counters = Counters(None)
+    feed = BinanceFeed(["BTC-USDT"], counters)
+    frames = [_frame(101, 101)]
+    feed.on_frame(frames[0], 1.0)
+    feed.on_rest_snapshot("BTC-USDT", b'{"lastUpdateId":100,"bids":[["99.0","2.0"]],"asks":[["101.0","1.0"]]}', 2.0)
+    frames += [_frame(u, u, bid=f"{90 + u % 7}.5") for u in range(102, 140)]  # the live chain: the hot path
+    frames += [b"not json", b'{"result":null,"id":1}']
+    for f in frames[1:]:
+        feed.on_frame(f, 3.0)
+    assert feed.book("BTC-USDT") is not None and feed.book("BTC-USDT").update_id == 139
+    feed.stats.flush()
+    assert counters.get("messages") == len(frames) and counters.get("bytes") == sum(map(len, frames))
+    feed.stats.flush()  # folding again adds nothing
+    assert counters.get("messages") == len(frames) and feed.stats.frames == len(frames)
+    assert feed.stats.per_pair["BTC-USDT"]["updates"] == 39 and feed.stats.kinds["depthUpdate"] == 39
+    more = _frame(140, 140)
+    feed.on_frame(more, 4.0)
+    assert feed.stats.frames == len(frames) + 1  # reading the stats flushes
+    assert counters.get("bytes") == sum(map(len, frames)) + len(more)
+
+
+def test_feed_hot_path_leaves_a_refetch_its_diffs() -> None:
+    """While a deeper snapshot is asked for, the live book's diffs (the Feed's hot path) are logged:
+    the rebuilt book is the snapshot plus the diffs after it, and the next diffs go on as before."""
+    from recorder.venues.binance import BinanceFeed, DepthSnapshot, Outcome
+
+    feed = BinanceFeed(["BTC-USDT"])
+    feed.on_frame(_frame(101, 101), 1.0)
+    feed.on_rest_snapshot("BTC-USDT", b'{"lastUpdateId":100,"bids":[["99.0","2.0"]],"asks":[["101.0","1.0"]]}', 2.0)
+    bid = {u: f"{80 + u % 5}.0" for u in range(102, 112)}
+    for u in range(102, 106):
+        feed.on_frame(_frame(u, u, bid[u]), 3.0)
+    feed.begin_refetch("BTC-USDT")
+    for u in range(106, 110):
+        feed.on_frame(_frame(u, u, bid[u]), 4.0)
+    deep = DepthSnapshot(107, [(float(p), 3.0) for p in range(60, 100)], [(float(p), 3.0) for p in range(101, 140)])
+    assert feed.on_refetch("BTC-USDT", deep) is Outcome.SYNCED
+    ref_bids = {float(p): 3.0 for p in range(60, 100)} | {float(bid[u]): 1.0 for u in (108, 109)}
+    book = feed.book("BTC-USDT")
+    assert book is not None and book.update_id == 109
+    bids, asks = book.top(1000)
+    assert [(lv.price, lv.qty) for lv in bids] == sorted(ref_bids.items(), reverse=True)
+    assert [(lv.price, lv.qty) for lv in asks] == [(float(p), 3.0) for p in range(101, 140)]
+    feed.on_frame(_frame(110, 110, bid[110]), 5.0)  # the hot path again, on the rebuilt book
+    assert feed.book("BTC-USDT") is book and book.update_id == 110 and feed.stats.gaps == 0
+
+
 def test_feed_keeps_a_recorded_snapshot_until_its_first_diff() -> None:
     from recorder.venues.binance import BinanceFeed
 

@@ -440,6 +440,8 @@ def test_simulated_capture_of_bybit_and_coinbase_at_once(tmp_path: Path) -> None
     # Until every pair has stored a few snapshots, not for a fixed time a slow start-up could eat.
     with running_cli("start-capture", "--config", str(cfg), "--session-id", "both") as proc:
         wait_for(lambda: every_pair_sampled(data, "both", 6), 90, "snapshots of every pair of both venues")
+        # The frames reach the shared counters while the sockets are open (their watch loops flush them).
+        wait_for(lambda: all(v["messages"] > 0 for v in status(data, "both")["venues"].values()), 30, "messages")
         stop_cli(proc)
     final = status(data, "both")
     assert final is not None and final["flushed"] is True
@@ -452,6 +454,7 @@ def test_simulated_capture_of_bybit_and_coinbase_at_once(tmp_path: Path) -> None
     for venue in ("bybit", "coinbase"):
         v = final["venues"][venue]
         assert v["samples"] >= 6 and v["gaps"] == 0 and v["malformed"] == 0
+        assert v["bytes"] > 50 * v["messages"] > 0  # book frames are well over 50 bytes
     assert final["venues"]["bybit"]["pid"] != final["venues"]["coinbase"]["pid"]
 
 

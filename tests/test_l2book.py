@@ -47,6 +47,57 @@ def test_random_updates_match_a_reference_book() -> None:
     assert book.best_bid() == max(ref_b) and book.best_ask() == min(ref_a)
 
 
+class _Sided:
+    """A level naming its side (``SidedLevel``), as Coinbase's decoder builds them."""
+
+    def __init__(self, side: str, price: float, qty: float) -> None:
+        self.side, self.price, self.qty = side, price, qty
+
+
+def test_sided_levels_match_a_reference_book() -> None:
+    """``apply_sided`` (both sides in one list) against a plain reference, through sides emptied
+    and refilled (the load path) and levels of every kind: new, changed, deleted, unknown deletes."""
+    rng = random.Random(11)
+    book, refs = L2Book(), {"bid": {}, "ask": {}}
+    for step in range(3000):
+        levels = []
+        for _ in range(rng.randint(0, 8) if step % 500 else 60):
+            side = rng.choice(("bid", "offer", "ask"))
+            ref = refs["bid" if side == "bid" else "ask"]
+            price = round((100 - rng.randint(0, 40) * 0.5) if side == "bid" else (101 + rng.randint(0, 40) * 0.5), 1)
+            qty = 0.0 if rng.random() < (0.9 if step % 700 < 20 else 0.35) else round(rng.uniform(0.1, 9), 3)
+            levels.append(_Sided(side, price, qty))
+            if qty:
+                ref[price] = qty
+            else:
+                ref.pop(price, None)
+        book.apply_sided(levels, "bid", ("offer", "ask"))
+        if step % 41 == 0:
+            bid_px, bid_qty, ask_px, ask_qty = book.top_columns(1000)  # every level: the key lists too
+            assert list(zip(bid_px, bid_qty, strict=True)) == _reference_top(refs["bid"], 1000, True)
+            assert list(zip(ask_px, ask_qty, strict=True)) == _reference_top(refs["ask"], 1000, False)
+    assert len(book) == len(refs["bid"]) + len(refs["ask"])
+
+
+def test_a_level_of_an_unknown_side_raises() -> None:
+    book = L2Book()
+    book.load([(10.0, 1.0)], [(11.0, 1.0)], 1)
+    for levels in ([_Sided("sideways", 9.0, 1.0)], [_Sided("bid", 9.0, 1.0), _Sided("", 12.0, 1.0)]):
+        try:
+            book.apply_sided(levels, "bid", ("offer",))
+        except ValueError as exc:
+            assert "side" in str(exc)
+        else:
+            raise AssertionError("a level of an unknown side was taken")
+    empty = L2Book()  # the load path (an empty side) refuses it too
+    try:
+        empty.apply_sided([_Sided("bid", 9.0, 1.0), _Sided("up", 12.0, 1.0)], "bid", ("offer",))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a level of an unknown side was taken by the load path")
+
+
 def test_load_sorts_once_and_applies_zero_and_duplicate_levels_in_order() -> None:
     book = L2Book()
     book.load([(10.0, 1.0), (12.0, 1.0), (11.0, 1.0), (12.0, 0.0), (10.0, 3.0)], [(13.0, 1.0), (13.0, 2.0)], 5)

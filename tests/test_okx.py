@@ -50,7 +50,7 @@ def frame(
     msg: dict = {"arg": {"channel": channel, "instId": inst}, "data": [data]}
     if action is not None:
         msg["action"] = action
-    return json.dumps(msg).encode()
+    return json.dumps(msg, separators=(",", ":")).encode()  # compact, as OKX sends it
 
 
 def _signed(crc: int) -> int:

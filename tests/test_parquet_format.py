@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 
 from recorder.compaction.formats import ParquetCodec
 from recorder.model import Level, Quote, Snapshot, Trade, quote_record, trade_record
+from recorder.sinks import parquet_format
 from recorder.sinks.local import prepare_parquet, publish
 from recorder.sinks.parquet_format import parquet_options, write_parquet_pieces
 from recorder.writer.batches import SCHEMA, batches_to_table, snapshots_to_batch
@@ -137,17 +139,43 @@ def test_encodings_and_statistics_are_the_chosen_ones(tmp_path: Path) -> None:
     enc = _encodings(path)
     for col in ("exchange", "pair", "side", "session_id", "capture_latency_ms"):
         assert "RLE_DICTIONARY" in enc[col][0], (col, enc[col])
-    for col in ("timestamp_ms", "sequence_number"):
+    # exchange_time_ms and update_id step regularly here (+100 ms, +6 per snapshot): delta wins.
+    for col in ("timestamp_ms", "sequence_number", "exchange_time_ms", "update_id"):
         assert "DELTA_BINARY_PACKED" in enc[col][0], (col, enc[col])
-    for col in ("price", "quantity", "level", "exchange_time_ms", "update_id"):
+    for col in ("price", "quantity", "level"):
         assert enc[col][0] <= {"PLAIN", "RLE"}, (col, enc[col])  # RLE: the null levels
-    # Min/max where a reader skips row groups by them; none for prices or levels.
+    # Min/max where a reader skips row groups by them; none for prices, levels or ids.
     assert {c for c, (_, stats) in enc.items() if stats} == {
-        "exchange", "pair", "timestamp_ms", "sequence_number", "exchange_time_ms", "update_id", "session_id"
+        "exchange", "pair", "timestamp_ms", "exchange_time_ms", "session_id"
     }  # fmt: skip
     md = pq.read_metadata(path)
     assert md.row_group(0).column(0).compression == "ZSTD"
     assert b"ARROW:schema" not in (md.metadata or {})
+
+
+def test_irregular_update_ids_and_times_stay_plain(tmp_path: Path) -> None:
+    """Kraken's update id is a µs time, USD-M's jumps by thousands: where the steps are irregular,
+    delta packing is larger than the plain values, and the file keeps them plain (and exact)."""
+    books = _books()
+    pair = np.asarray(books.column("pair").to_pylist())
+    tick = books.column("timestamp_ms").to_numpy()
+    new_book = np.r_[True, (pair[1:] != pair[:-1]) | (tick[1:] != tick[:-1])]
+    book = np.cumsum(new_book) - 1  # each row's snapshot, 0, 1, 2, ...
+    rng = np.random.default_rng(7)
+    irregular = {
+        "update_id": np.cumsum(rng.integers(1, 1 << 40, book[-1] + 1))[book],
+        "exchange_time_ms": T0 + np.cumsum(rng.integers(1, 1 << 30, book[-1] + 1))[book],
+    }
+    table = books
+    for name, values in irregular.items():
+        at = table.schema.get_field_index(name)
+        table = table.set_column(at, table.schema.field(name), pa.array(values, pa.int64()))
+    path = _write(table, tmp_path / "irregular.parquet")
+    enc = _encodings(path)
+    for col in irregular:
+        assert enc[col][0] <= {"PLAIN", "RLE"}, (col, enc[col])
+    assert "DELTA_BINARY_PACKED" in enc["timestamp_ms"][0]
+    assert pq.read_table(path, partitioning=None).equals(table)
 
 
 def test_compaction_writes_the_same_encodings(tmp_path: Path) -> None:
@@ -163,14 +191,17 @@ def test_compaction_writes_the_same_encodings(tmp_path: Path) -> None:
     assert pq.read_table(out).equals(table)
 
 
-def test_a_file_written_in_pieces_is_the_file_of_its_whole_table() -> None:
+def test_a_file_written_in_pieces_is_the_file_of_its_whole_table(monkeypatch) -> None:
     """The writer builds a file's rows a piece at a time and joins them into row groups as it
     writes (``write_parquet_pieces``): the file must be byte for byte the one pyarrow writes of
-    the whole table, pieces ending inside row groups, on their edges and past them."""
+    the whole table, pieces ending inside row groups, on their edges and past them; the
+    encodings are chosen on the same first rows (a sample shorter than the books here)."""
+    monkeypatch.setattr(parquet_format, "SAMPLE_ROWS", 1_000)
     for table in (_books(), _trades(), _quotes()):
         for piece_rows, group_rows in ((31, 97), (97, 97), (500, 97), (7, 10_000)):
             whole, pieced = pa.BufferOutputStream(), pa.BufferOutputStream()
-            pq.write_table(table, whole, row_group_size=group_rows, **parquet_options(table.schema))
+            options = parquet_options(table.schema, sample=table)
+            pq.write_table(table, whole, row_group_size=group_rows, **options)
             pieces = (table.slice(at, piece_rows) for at in range(0, table.num_rows, piece_rows))
             assert write_parquet_pieces(table.schema, pieces, pieced, group_rows) == table.num_rows
             assert pieced.getvalue().to_pybytes() == whole.getvalue().to_pybytes()

@@ -89,3 +89,71 @@ def test_kept_checksum_fragments_follow_every_change(joined: str | None) -> None
             [ref[0][price] for price in sorted(ref[0], reverse=True)[:8]],
             [ref[1][price] for price in sorted(ref[1])[:8]],
         ), step
+
+
+def test_one_level_changes_edit_the_kept_fragments_in_place_as_a_rebuild_would() -> None:
+    """``set_level`` (Kraken's one-level update) against a plain-dict rebuild after every message:
+    changes above, at and below the 5th best, deletes that let a level without its fragment yet
+    rise into the top, inserts past the depth, mixed with multi-level ``apply`` and snapshots.
+    A side's joined bytes are a new object exactly when its top 5 changed."""
+    rng = random.Random(1919)
+
+    def frag(p: str, q: str) -> bytes:
+        return f"{p.replace('.', '')}/{q}".encode()
+
+    book = TextL2Book(frag, top_n=5)
+    ref: dict[bool, dict[float, tuple[str, str]]] = {True: {}, False: {}}
+
+    def ranked(is_bid: bool) -> list[tuple[str, str]]:
+        return [ref[is_bid][p] for p in sorted(ref[is_bid], reverse=is_bid)]
+
+    def ref_apply(is_bid: bool, levels: list[tuple[str, str]]) -> None:
+        for p, q in levels:
+            if float(q):
+                ref[is_bid][float(p)] = (p, q)
+            else:
+                ref[is_bid].pop(float(p), None)
+        for price in sorted(ref[is_bid], reverse=is_bid)[12:]:  # depth 12, after the message
+            del ref[is_bid][price]
+
+    def level(is_bid: bool) -> tuple[str, str]:
+        price = rng.randrange(960, 1000) if is_bid else rng.randrange(1001, 1040)
+        text = f"{price / 10:.1f}" if rng.random() < 0.5 else f"{price / 10:.2f}"
+        return text, "0" if rng.random() < 0.35 else str(rng.randrange(1, 9))
+
+    kept = book.checksum_bytes()
+    for step in range(3000):
+        if step % 500 == 0:  # a snapshot: deep levels come without their fragments
+            book.clear()
+            ref[True].clear()
+            ref[False].clear()
+            bids = [(f"{p / 10:.1f}", "1") for p in rng.sample(range(900, 1000), 20)]
+            asks = [(f"{p / 10:.1f}", "1") for p in rng.sample(range(1001, 1100), 20)]
+            book.apply(bids, asks, 12)
+            ref_apply(True, bids)
+            ref_apply(False, asks)
+        elif step % 37 == 0:  # a multi-level message between the one-level ones
+            bids, asks = [level(True) for _ in range(3)], [level(False) for _ in range(2)]
+            book.apply(bids, asks, 12)
+            ref_apply(True, bids)
+            ref_apply(False, asks)
+        else:
+            is_bid = rng.random() < 0.5
+            p, q = level(is_bid)
+            top_before = ranked(is_bid)[:5]
+            book.set_level(is_bid, p, q, 12)
+            ref_apply(is_bid, [(p, q)])
+            side = 0 if is_bid else 1
+            now = book.checksum_bytes()
+            if float(p) not in {float(price) for price, _ in top_before + ranked(is_bid)[:5]}:
+                assert now[side] is kept[side], step  # below the top 5: the same bytes
+            if ranked(is_bid)[:5] != top_before:
+                assert now[side] is not kept[side], step
+            assert now[1 - side] is kept[1 - side], step  # the other side is untouched
+        kept = book.checksum_bytes()
+        want = [[frag(*lv) for lv in ranked(is_bid)[:5]] for is_bid in (True, False)]
+        assert kept == (b"".join(want[0]), b"".join(want[1])), step
+        bids, asks = book.checksum_fragments()
+        assert (list(bids), list(asks)) == (want[0], want[1]), step
+        assert book.top_text(12) == (ranked(True), ranked(False)), step
+        assert book.top(12) == L2Book.top(book, 12) and book.depth() == (len(ref[True]), len(ref[False])), step

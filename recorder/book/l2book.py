@@ -11,8 +11,9 @@ than a ``SortedDict``, whose ``__setitem__``/``pop`` run in Python.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from operator import neg
+from typing import Protocol
 
 from recorder.model import Level
 
@@ -21,6 +22,14 @@ from recorder.model import Level
 # after the first two (Kraken's time, OKX's order count).
 WireLevels = Iterable[tuple[str, str]] | Iterable[list[str]] | Iterable[tuple[float, float]]
 FloatLevels = Iterable[tuple[float, float]]
+
+
+class SidedLevel(Protocol):
+    """A level of a venue that sends both sides in one list, each level naming its side (Coinbase)."""
+
+    side: str
+    price: float
+    qty: float
 
 
 def load_side(side: dict[float, float], keys: list[float], levels: FloatLevels, sign: float) -> None:
@@ -126,6 +135,42 @@ class L2Book:
                         side[k] = qty
                     elif side.pop(k, None) is not None:
                         del keys[bisect_left(keys, k)]
+
+    def apply_sided(self, levels: Sequence[SidedLevel], bid: str, asks: tuple[str, ...]) -> None:
+        """``apply`` for levels of both sides in one list, each with its side: ``bid`` or one of
+        ``asks``. A level of another side raises ValueError, the book part-applied: it is unknown
+        then, and the caller drops it.
+
+        One pass over the venue's own level objects, with no (price, qty) lists built per side (a
+        second copy of ``apply``'s loops, for the same reason they are written out)."""
+        b, bk, a, ak = self._bids, self._bid_keys, self._asks, self._ask_keys
+        if not b or not a:  # a snapshot into an empty side: loaded and sorted once
+            self.apply(
+                [(u.price, u.qty) for u in levels if u.side == bid],
+                [(u.price, u.qty) for u in levels if u.side in asks],
+            )
+            levels = [u for u in levels if u.side != bid and u.side not in asks]
+        for u in levels:
+            side = u.side
+            qty = u.qty
+            if side == bid:
+                k = u.price
+                if qty:
+                    if k not in b:
+                        insort(bk, k)
+                    b[k] = qty
+                elif b.pop(k, None) is not None:
+                    del bk[bisect_left(bk, k)]
+            elif side in asks:
+                k = -u.price
+                if qty:
+                    if k not in a:
+                        insort(ak, k)
+                    a[k] = qty
+                elif a.pop(k, None) is not None:
+                    del ak[bisect_left(ak, k)]
+            else:
+                raise ValueError(f"a level of side {side!r}")
 
     def _top_keys(self, depth: int) -> tuple[list[float], list[float]]:
         """Best-first keys of the top ``depth`` known levels per side."""

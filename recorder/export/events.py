@@ -38,7 +38,7 @@ called and timed as the archive replay does: ``recorder.replay.archive.ArchiveFe
 resyncs and checksum failures are handled exactly as live. Per pair one book is followed — the
 one the live sampler stored (the connection named by the archive's ticks), else the newest open
 connection's synced book — and while followed its class is swapped for a recording subclass
-that notes each ``clear`` / ``load`` / ``apply`` / ``truncate`` before doing it. Only this replay
+that notes each ``clear`` / ``load`` / ``apply`` (``apply_sided``) / ``truncate`` before doing it. Only this replay
 does that; the live hot path never sees it. Whenever the followed book changes (a reconnect, a
 rebuilt book), the new one is written whole as a snapshot.
 """
@@ -190,6 +190,18 @@ class _Tap:
                 tap.op(book, pair, "u", bids, asks)
             base.apply(book, bids, asks, *rest)
 
+        def apply_sided(book: L2Book, levels: Any, bid: str, asks: tuple[str, ...]) -> None:
+            if not tap.muted:
+                b = [(u.price, u.qty) for u in levels if u.side == bid]
+                a = [(u.price, u.qty) for u in levels if u.side in asks]
+                if len(b) + len(a) == len(levels):  # (else it raises and the Feed drops the book: a clear)
+                    tap.op(book, pair, "u", b, a)
+            tap.muted += 1  # (its own ``apply`` of a side it loads is this op)
+            try:
+                base.apply_sided(book, levels, bid, asks)
+            finally:
+                tap.muted -= 1
+
         def truncate(book: L2Book, depth: int) -> None:
             if not tap.muted:
                 gone_b, gone_a = _beyond(book, depth)
@@ -200,7 +212,15 @@ class _Tap:
         cls = type(
             f"Recording{base.__name__}",
             (base,),
-            {"__slots__": (), "clear": clear, "load": load, "apply": apply, "truncate": truncate, "_base": base},
+            {
+                "__slots__": (),
+                "clear": clear,
+                "load": load,
+                "apply": apply,
+                "apply_sided": apply_sided,
+                "truncate": truncate,
+                "_base": base,
+            },
         )
         self._classes[key] = cls
         return cls

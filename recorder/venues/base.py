@@ -71,15 +71,23 @@ class Connector(Protocol):
 
 
 class UpdateCount:
-    """The updates of one pair of one frame kind, counted on a Feed's hot path as one slot add
-    (``n += 1``) and folded into ``FeedStats.kinds`` and ``per_pair[pair]["updates"]`` on read."""
+    """What a Feed's hot path counts as slot adds, folded into ``FeedStats`` (and its live counters)
+    when they are read or flushed: ``n`` updates of ``pair`` of frame kind ``kind`` (no kind:
+    frames that are no update), each its own frame of ``nbytes`` together if ``framed``, and
+    ``checked``: the verified checksums among them (``per_pair[pair]["checksums_ok"]``). A Feed
+    whose frame is one update counts it with two adds, ``n += 1; nbytes += size``; a Feed whose
+    frames carry several updates counts frames and updates in separate slots.
+    """
 
-    __slots__ = ("kind", "pair", "n")
+    __slots__ = ("kind", "pair", "framed", "n", "nbytes", "checked")
 
-    def __init__(self, kind: str, pair: str) -> None:
+    def __init__(self, kind: str, pair: str, framed: bool = False) -> None:
         self.kind = kind
         self.pair = pair
+        self.framed = framed
         self.n = 0
+        self.nbytes = 0
+        self.checked = 0
 
 
 class FeedStats:
@@ -87,12 +95,16 @@ class FeedStats:
 
     The event methods (``frame``, ``gap``, ``resync``, ...) count into both: a Feed calls them,
     and a live connector passes its :class:`Counters` so the supervisor sees the same figures.
+    Frames, their bytes and updates are counted per frame in ``UpdateCount`` slots (no float
+    arithmetic on the counters per frame) and reach the counters at ``flush``, which reading
+    ``frames``, ``kinds`` or ``per_pair`` does first; the live connector flushes its Feed's stats
+    every turn of its watch loop (a few times a second: the supervisor reads them once a second)
+    and when the socket closes.
     """
 
     def __init__(self, counters: Counters | None = None) -> None:
         self.counters = counters if counters is not None else Counters(None)
-        self._frame_slots = self.counters.slots("messages", "bytes")
-        self.frames = 0
+        self._frames = 0
         self._kinds: dict[str, int] = {}  # frame kind (snapshot, update, heartbeat, ...) -> count
         self.malformed = 0
         self.checksums_ok = 0
@@ -101,32 +113,63 @@ class FeedStats:
         self.resyncs = 0
         self._per_pair: dict[str, dict[str, int]] = {}  # pair -> {"gaps": n, "resyncs": n, ...}
         self._counts: list[UpdateCount] = []  # hot-path counts not yet folded into the two dicts
+        self.frame_count = self.update_count("", "", framed=True)  # frames, not updates (``frame``)
+
+    @property
+    def frames(self) -> int:
+        self.flush()
+        return self._frames
+
+    @frames.setter
+    def frames(self, n: int) -> None:
+        self.flush()
+        self._frames = n
 
     @property
     def kinds(self) -> dict[str, int]:
-        self._fold()
+        self.flush()
         return self._kinds
 
     @property
     def per_pair(self) -> dict[str, dict[str, int]]:
-        self._fold()
+        self.flush()
         return self._per_pair
 
-    def update_count(self, kind: str, pair: str) -> UpdateCount:
-        """A slot for ``update_frame_of``: ``kind`` frames that were updates of ``pair``."""
-        count = UpdateCount(kind, pair)
+    def update_count(self, kind: str, pair: str, framed: bool = False) -> UpdateCount:
+        """A slot for a hot path: updates of ``pair`` in ``kind`` frames, each a frame if ``framed``."""
+        count = UpdateCount(kind, pair, framed)
         self._counts.append(count)
         return count
 
-    def _fold(self) -> None:
+    def flush(self) -> None:
+        """Fold the hot paths' counts into the stats and the counters."""
         kinds, per_pair = self._kinds, self._per_pair
+        frames = nbytes = checked = 0
         for c in self._counts:
             n = c.n
             if n:
                 c.n = 0
-                kinds[c.kind] = kinds.get(c.kind, 0) + n
-                per = per_pair.setdefault(c.pair, {})
-                per["updates"] = per.get("updates", 0) + n
+                if c.framed:
+                    frames += n
+                    nbytes += c.nbytes
+                    c.nbytes = 0
+                if c.kind:
+                    kinds[c.kind] = kinds.get(c.kind, 0) + n
+                    per = per_pair.setdefault(c.pair, {})
+                    per["updates"] = per.get("updates", 0) + n
+            n = c.checked
+            if n:
+                c.checked = 0
+                checked += n
+                if c.kind:  # (``frame_count`` carries ``checksum``'s, already in ``per_pair``)
+                    per = per_pair.setdefault(c.pair, {})
+                    per["checksums_ok"] = per.get("checksums_ok", 0) + n
+        if frames:
+            self._frames += frames
+            self.counters.incr("messages", frames)
+            self.counters.incr("bytes", nbytes)
+        if checked:
+            self.counters.incr("checksums_ok", checked)
 
     def kind(self, name: str) -> None:
         self._kinds[name] = self._kinds.get(name, 0) + 1
@@ -145,32 +188,29 @@ class FeedStats:
         per["updates"] = per.get("updates", 0) + 1
 
     def update_frame_of(self, nbytes: int, count: UpdateCount) -> None:
-        """``frame(nbytes)`` plus one update of the pair whose ``update_count`` is ``count``: the
-        cheapest per-frame bookkeeping. ``frame``'s body is inlined, not called: this runs once per
-        frame on every book, where a Python call is ~3 % of a Binance frame's cost."""
-        self.frames += 1
-        hot = self._frame_slots
-        if hot is not None:
-            values, messages, size = hot
-            values[messages] += 1.0
-            values[size] += nbytes
-        else:
-            self.counters.incr("messages")
-            self.counters.incr("bytes", nbytes)
+        """``frame(nbytes)`` plus one update of the pair whose ``update_count`` is ``count`` (not
+        ``framed``): slot adds, folded at ``flush``."""
+        frame = self.frame_count
+        frame.n += 1
+        frame.nbytes += nbytes
         count.n += 1
+
+    def verified_update_frame_of(self, nbytes: int, count: UpdateCount) -> None:
+        """``update_frame_of`` plus ``checksum(pair, True)`` for that update, in one call (Kraken's
+        one-level update: a frame, an update and a verified checksum each time)."""
+        frame = self.frame_count
+        frame.n += 1
+        frame.nbytes += nbytes
+        self.checksums_ok += 1
+        count.n += 1
+        count.checked += 1
 
     # events: stats + live counters ----------------------------------------------------------
 
     def frame(self, nbytes: int) -> None:
-        self.frames += 1
-        hot = self._frame_slots
-        if hot is not None:  # once per frame: straight into shared memory, no name lookups
-            values, messages, size = hot
-            values[messages] += 1.0
-            values[size] += nbytes
-        else:
-            self.counters.incr("messages")
-            self.counters.incr("bytes", nbytes)
+        count = self.frame_count
+        count.n += 1
+        count.nbytes += nbytes
 
     def malformed_frame(self) -> None:
         self.malformed += 1
@@ -197,7 +237,7 @@ class FeedStats:
             if per is None:
                 per = self._per_pair[pair] = {}
             per["checksums_ok"] = per.get("checksums_ok", 0) + 1
-            self.counters.incr("checksums_ok")
+            self.frame_count.checked += 1  # into the counters at ``flush``, with the frames
         else:
             self.checksums_failed += 1
             self.pair(pair, "checksums_failed")

@@ -330,6 +330,7 @@ class BinanceConnector:
                     await asyncio.wait_for(conn.closed.wait(), timeout=0.5)
                 except TimeoutError:
                     pass
+                conn.feed.stats.flush()  # the frames counted since into the shared counters
                 now = time.monotonic()
                 if conn.closed.is_set():
                     if now - conn.last_frame_s >= 0.9 * self.cfg.stall_timeout_s:

@@ -113,6 +113,7 @@ class _Connection:
             self.transport.disconnect()
 
     def on_disconnected(self) -> None:
+        self.feed.stats.flush()  # its last frames into the shared counters
         self.feed.reset()
         self.closed.set()
         for task in self._tasks:

@@ -73,7 +73,7 @@ class BinanceFeed:
         self._by_stream: dict[str, tuple[BookSync, UpdateCount]] = {}
         for pair, sync in self.syncs.items():
             sync.snapshot_limit = snapshot_limit
-            self._by_stream[self.stream_for(pair)] = (sync, self.stats.update_count("depthUpdate", pair))
+            self._by_stream[self.stream_for(pair)] = (sync, self.stats.update_count("depthUpdate", pair, framed=True))
         self._by_symbol = {self.symbol_for(p): s for p, s in self.syncs.items()}
         self.shutdown_announced = False
         self._wanted: set[str] = set()
@@ -123,12 +123,24 @@ class BinanceFeed:
             hot = self._by_stream.get(msg.stream)
             if hot is not None and ev.e == "depthUpdate":
                 sync, count = hot
-                self.stats.update_frame_of(len(payload), count)
-                outcome = sync.on_diff(ev, recv_ms)
-                if outcome is not _APPLIED:
-                    self._not_applied(sync, ev, outcome, recv_ms)
-                elif self._quotes is not None:
-                    self._quotes.book_changed(sync.pair, sync.book, recv_ms)
+                count.n += 1  # the frame, one update of its pair (``FeedStats`` folds it on read)
+                count.nbytes += len(payload)
+                book = sync.book
+                book_id = book.update_id
+                # ``BookSync.on_diff``'s hot path inline: the next diff of a live book's chain.
+                if sync.live and (ev.pu if sync.chain_pu else ev.U - 1) == book_id and ev.u > book_id:  # type: ignore[operator]
+                    book.apply(ev.b, ev.a)
+                    book.update_id = ev.u
+                    book.exchange_time_ms = ev.E
+                    book.receive_time_ms = recv_ms
+                else:
+                    outcome = sync.on_diff(ev, recv_ms)
+                    if outcome is not _APPLIED:
+                        self._not_applied(sync, ev, outcome, recv_ms)
+                        return
+                    book = sync.book
+                if self._quotes is not None:
+                    self._quotes.book_changed(sync.pair, book, recv_ms)
                 return
             if (
                 ev.e in ("trade", "aggTrade")

@@ -16,7 +16,8 @@ import msgspec
 
 from recorder.config import VenueConfig
 from recorder.venues import binance
-from recorder.venues.binance import BinanceConnector, BinanceFeed, DepthEvent, unlisted_pairs
+from recorder.venues.binance import BinanceConnector, BinanceFeed, unlisted_pairs
+from recorder.venues.binance_sync import futures_prev_id
 from recorder.venues.limits import BINANCE_FUTURES
 
 VENUE = "binance-futures"
@@ -28,11 +29,6 @@ MAX_STREAMS_PER_CONNECTION = 1024
 PERP_SUFFIX = "-PERP"
 
 log = logging.getLogger("recorder.venues.binance_futures")
-
-
-def futures_prev_id(ev: DepthEvent) -> int:
-    """The book id an event continues from: its ``pu``."""
-    return ev.pu
 
 
 def symbol_for(pair: str) -> str:

@@ -41,6 +41,11 @@ def spot_prev_id(ev: DepthEvent) -> int:
     return ev.U - 1
 
 
+def futures_prev_id(ev: DepthEvent) -> int:
+    """The book id a USD-M futures event continues from: its ``pu``."""
+    return ev.pu
+
+
 class BookSync:
     """One pair's book and its position in Binance's update-id sequence.
 
@@ -57,6 +62,11 @@ class BookSync:
         self.buffer: list[tuple[DepthEvent, float]] = []
         self._straddle_next = False
         self._prev_id = prev_id
+        # For a Feed's hot path, which tests the chain inline: the rule ``prev_id`` is (None: another
+        # rule, never taken inline) and whether the next diff may skip ``on_diff`` (``live``: synced,
+        # not waiting for the straddling diff, no refetch logging the diffs).
+        self.chain_pu: bool | None = {spot_prev_id: False, futures_prev_id: True}.get(prev_id)
+        self.live = False
         # The depth asked of the REST snapshot (None: unknown, e.g. replay): a side that comes
         # back with that many levels was truncated by the venue.
         self.snapshot_limit: int | None = None
@@ -69,7 +79,7 @@ class BookSync:
         self._refetched: DepthSnapshot | None = None  # newer than the book: waits for its diffs
 
     def reset(self) -> None:
-        self.synced = False
+        self.synced = self.live = False
         self.buffer.clear()
         self.book.clear()
         self._straddle_next = False
@@ -83,9 +93,15 @@ class BookSync:
             self.since_refetch = []
             self._refetch_from = self.book.update_id
             self._refetched = None
+            self.live = False
 
     def end_refetch(self) -> None:
         self.since_refetch = self._refetched = None
+        self._relive()
+
+    def _relive(self) -> None:
+        """``live`` after a change to what it depends on."""
+        self.live = self.synced and not self._straddle_next and self.since_refetch is None and self.chain_pu is not None
 
     def on_refetch(self, snap: DepthSnapshot) -> Outcome:
         """A fresh snapshot of a live book: SYNCED (the book is rebuilt on it, as deep as it goes),
@@ -142,11 +158,13 @@ class BookSync:
                 return _IGNORED
             prev = self._prev_id(ev)
             if prev == book_id or (self._straddle_next and prev < book_id):
-                book.apply(ev.b, ev.a)
+                book.apply(ev.b, ev.a)  # (BinanceFeed.on_frame does the same for a live sync)
                 book.update_id = ev.u
                 book.exchange_time_ms = ev.E
                 book.receive_time_ms = recv_ms
-                self._straddle_next = False
+                if self._straddle_next:
+                    self._straddle_next = False
+                    self._relive()
                 if self.since_refetch is not None:
                     self._log_applied(ev, recv_ms)
                 return _APPLIED

@@ -91,6 +91,7 @@ _message = msgspec.json.Decoder(Message)
 _book_data = msgspec.json.Decoder(BookData, strict=False)
 _text_book_data = msgspec.json.Decoder(TextBookData)
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+_TRADE_FRAME = by_trades.FRAME_PREFIX
 
 
 def symbol_for(pair: str) -> tuple[str, str]:
@@ -145,6 +146,7 @@ class BybitFeed(FloatSnapshotFeed):
 
     venue = VENUE
     update_kind = "delta"
+    update_framed = True  # a frame carries one book's delta
     trade_ids_contiguous = False  # linear ids are UUIDs, spot ids skip
 
     def __init__(
@@ -160,7 +162,7 @@ class BybitFeed(FloatSnapshotFeed):
         self.category = category
         self.depth = depth
         self._depth_text = None if depth is None else str(depth)
-        self._topics: dict[str, tuple[BookState, str]] = {}  # checked topic -> (its book, its symbol)
+        self._topics: dict[str, BookState] = {}  # checked topic -> its book
         for pair in pairs or ():
             cat, symbol = symbol_for(pair)
             if cat != category:
@@ -168,7 +170,7 @@ class BybitFeed(FloatSnapshotFeed):
             self._add(symbol, pair)
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
-        if payload.startswith(by_trades.FRAME_PREFIX):
+        if payload.startswith(_TRADE_FRAME):
             self.stats.frame(len(payload))
             self._trade_frame(payload, recv_ms)
             return
@@ -182,19 +184,28 @@ class BybitFeed(FloatSnapshotFeed):
             return
         data = msg.data
         # The hot path: the next delta of a live book, on a topic ``_book_frame`` already checked.
-        hot = self._topics.get(msg.topic)
-        st = hot[0] if hot is not None and msg.type == "delta" and data.s == hot[1] else None
-        if st is not None and st.synced and data.u == st.book.update_id + 1 and data.u != 1:  # type: ignore[operator]
-            self.stats.update_frame_of(len(payload), st.updates)
+        st = self._topics.get(msg.topic)
+        u = data.u
+        if (
+            st is not None
+            and st.synced
+            and u == st.book.update_id + 1  # type: ignore[operator]
+            and u != 1
+            and msg.type == "delta"
+            and data.s == st.key
+        ):
+            count = st.updates  # the frame, one update of its pair (``FeedStats`` folds it on read)
+            count.n += 1
+            count.nbytes += len(payload)
         else:
             self.stats.frame(len(payload))
             st = self._book_frame(msg, recv_ms)
             if st is None:
                 return
-            st.updates.n += 1
+            self.stats.update(self.update_kind, st.pair)  # (its frame is counted above)
         book = st.book
         book.apply(data.b, data.a)
-        book.update_id = data.u
+        book.update_id = u
         book.exchange_time_ms = msg.ts
         book.receive_time_ms = recv_ms
         if self._quotes is not None:
@@ -221,7 +232,7 @@ class BybitFeed(FloatSnapshotFeed):
                 stats.kind(kind)
                 return None
             st = self._add(data.s, pair_for(self.category, data.s))
-        self._topics[topic] = (st, data.s)  # checked: its next deltas take the hot path
+        self._topics[topic] = st  # checked: its next deltas take the hot path
         if kind == "snapshot":
             stats.kind(kind)
             if st.synced:

@@ -48,11 +48,12 @@ log = logging.getLogger("recorder.venues.coinbase")
 
 
 class Update(msgspec.Struct):
-    """One level; price and quantity are decoded to float in C (``strict=False``)."""
+    """One level; price and quantity are decoded to float in C (``strict=False``), under the names
+    ``L2Book.apply_sided`` reads (``SidedLevel``)."""
 
     side: str
-    price_level: WireFloat
-    new_quantity: WireFloat
+    price: WireFloat = msgspec.field(name="price_level")
+    qty: WireFloat = msgspec.field(name="new_quantity")
     event_time: str = ""
 
 
@@ -83,8 +84,8 @@ class Envelope(msgspec.Struct):
 
 class TextUpdate(msgspec.Struct):
     side: str
-    price_level: str
-    new_quantity: str
+    price: str = msgspec.field(name="price_level")
+    qty: str = msgspec.field(name="new_quantity")
     event_time: str = ""
 
 
@@ -101,6 +102,7 @@ _envelope = msgspec.json.Decoder(Envelope)
 _l2_events = msgspec.json.Decoder(list[L2Event], strict=False)
 _text_l2_events = msgspec.json.Decoder(list[TextL2Event])
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+_ASK_SIDES = ("offer", "ask")  # Coinbase names asks "offer"
 
 
 def symbol_for(pair: str) -> str:
@@ -156,6 +158,7 @@ class CoinbaseFeed(FloatSnapshotFeed):
     def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None) -> None:
         super().__init__(pairs is None, log, counters)
         self._next_seq: int | None = None
+        self._frame_count = self.stats.frame_count
         for pair in pairs or ():
             self._add(symbol_for(pair), pair)
 
@@ -165,10 +168,10 @@ class CoinbaseFeed(FloatSnapshotFeed):
         self._next_seq = None
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
-        stats = self.stats
-        stats.frame(len(payload))
-        head = payload[:48]
-        if b'"l2_data"' in head:
+        count = self._frame_count  # (``FeedStats`` folds it on read)
+        count.n += 1
+        count.nbytes += len(payload)
+        if payload.find(b'"l2_data"', 0, 48) >= 0:
             try:
                 msg = _l2_data.decode(payload)  # one typed pass, floats in C
             except _DECODE_ERRORS:
@@ -183,11 +186,26 @@ class CoinbaseFeed(FloatSnapshotFeed):
                 for ev in msg.events:
                     st = by_key.get(ev.product_id)
                     if st is not None and st.synced and ev.type == "update":
-                        self._update(st, ev, seq, recv_ms)  # the hot path: an update of a live book
+                        # The hot path, ``_update`` inline: an update of a live book.
+                        updates = ev.updates
+                        book = st.book
+                        try:
+                            book.apply_sided(updates, "bid", _ASK_SIDES)
+                        except ValueError:
+                            self._corrupt(st)  # its levels are lost: the book is unknown now
+                            self.stats.kind(ev.type)
+                            continue
+                        book.update_id = seq
+                        if updates:
+                            book.exchange_time_ms = parse_time_ms(updates[-1].event_time)
+                        book.receive_time_ms = recv_ms
+                        st.updates.n += 1
+                        if self._quotes is not None:
+                            self._quote(st.pair, book, recv_ms)
                     else:
                         self._on_event(ev, seq, recv_ms)
                 return
-        elif b'"market_trades"' in head and self.trades.on_trade is not None:
+        elif payload.find(b'"market_trades"', 0, 48) >= 0 and self.trades.on_trade is not None:
             self._trade_frame(payload, recv_ms)
             return
         self._other_frame(payload, recv_ms)
@@ -315,14 +333,13 @@ class CoinbaseFeed(FloatSnapshotFeed):
 
     def _apply(self, st: BookState, ev: L2Event, seq: int, recv_ms: float) -> bool:
         updates = ev.updates
-        bids = [(u.price_level, u.new_quantity) for u in updates if u.side == "bid"]
-        asks = [(u.price_level, u.new_quantity) for u in updates if u.side == "offer" or u.side == "ask"]
-        if len(bids) + len(asks) != len(updates):
-            # Nothing is applied yet, but the event's levels are lost: the book is unknown now.
+        book = st.book
+        try:
+            book.apply_sided(updates, "bid", _ASK_SIDES)
+        except ValueError:
+            # The event's levels are lost: the book is unknown now.
             self._corrupt(st)
             return False
-        book = st.book
-        book.apply(bids, asks)
         book.update_id = seq
         if updates:
             book.exchange_time_ms = parse_time_ms(updates[-1].event_time)

@@ -24,10 +24,10 @@ from recorder.config import VenueConfig
 from recorder.metrics import SharedCounters
 from recorder.venues.base import Counters
 from recorder.venues.kraken_wire import (
-    CHECKSUM_LEVELS,
+    V2_BOOK_UPDATE,
+    KrakenBook,
     V1Book,
     V2Book,
-    _crc,
     _envelope,
     _raw_text,
     _rfc3339_us,
@@ -39,8 +39,9 @@ from recorder.venues.kraken_wire import (
     _v1_str,
     _v1_time,
     _v1_time_us,
+    _v1_update_frame,
     _v2_books,
-    fragment,
+    _v2_update_frame,
     pair_for,
     subscription_depth,
     symbol_for,
@@ -59,6 +60,11 @@ MAX_SYMBOLS_PER_CONNECTION = LIMITS.streams_per_connection  # one snapshot burst
 log = logging.getLogger("recorder.venues.kraken")
 
 
+# A v1 symbol's (channel name, its book or None if not ours, the channel's depth), cached by
+# symbol for the hot path.
+V1Subscription = tuple[str, PairBook | None, int]
+
+
 class KrakenFeed(SnapshotFeed):
     """Parses Kraken v2 and v1 ``book`` frames into verified books (see module docstring).
 
@@ -66,15 +72,65 @@ class KrakenFeed(SnapshotFeed):
     """
 
     venue = VENUE
-    fragment = staticmethod(fragment)
-    checksum_levels = CHECKSUM_LEVELS
 
     def __init__(self, pairs: Iterable[str] | None = None, counters: Counters | None = None, depth: int = 1000) -> None:
         super().__init__(pairs, log, counters)
         self.depth = depth
-        self._v1_books: dict[str, tuple[str, PairBook | None, int]] = {}  # see _v1_subscription
+        self._v1_books: dict[str, V1Subscription] = {}  # see _v1_subscription
+        self._by_symbol: dict[str, PairBook | None] = {}  # v2 symbol -> its book (None: not ours)
+
+    def new_book(self) -> KrakenBook:
+        return KrakenBook()
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        # The hot paths: an update of one level of a synced book with its checksum (nearly all of
+        # Kraken's traffic), v1 or v2, decoded in one typed pass. Anything else falls through.
+        if payload[:1] == b"[":
+            try:
+                _, upd, name, symbol = _v1_update_frame.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            else:
+                sub = self._v1_books.get(symbol)
+                if sub is not None and sub[0] == name and len(upd.b) + len(upd.a) == 1:
+                    _, st, depth = sub
+                    if st is not None and st.synced:
+                        is_bid = bool(upd.b)
+                        price, qty, t = upd.b[0] if is_bid else upd.a[0]
+                        try:
+                            st.book.set_level(is_bid, price, qty, depth)  # type: ignore[attr-defined]
+                            # _v1_time_us of Kraken's own form "1618678133.365913", inline
+                            ts_us = int(t.replace(".", "", 1)) if t[-7:-6] == "." else _v1_time_us(t)
+                        except (ValueError, IndexError) as exc:
+                            self.stats.update_frame_of(len(payload), st.updates)
+                            self._bad_levels(st, exc)
+                            return
+                        self._checked_update(st, depth, ts_us, upd.c, len(payload), recv_ms)
+                        return
+        elif payload.startswith(V2_BOOK_UPDATE):
+            try:
+                frame = _v2_update_frame.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            else:
+                item = frame.data[0] if len(frame.data) == 1 else None
+                if item is not None and len(item.bids) + len(item.asks) == 1 and frame.type == "update":
+                    st = self._by_symbol.get(item.symbol)
+                    if st is not None and st.synced and item.checksum is not None and item.timestamp:
+                        is_bid = bool(item.bids)
+                        level = item.bids[0] if is_bid else item.asks[0]
+                        try:
+                            price, qty = bytes(level.price).decode(), bytes(level.qty).decode()
+                            if price[:1] == '"' or qty[:1] == '"':  # numbers sent as strings: as _raw_text
+                                price, qty = price.strip('"'), qty.strip('"')
+                            st.book.set_level(is_bid, price, qty, st.depth)  # type: ignore[attr-defined]
+                            ts_us = _rfc3339_us(item.timestamp)
+                        except (ValueError, IndexError) as exc:
+                            self.stats.update_frame_of(len(payload), st.updates)
+                            self._bad_levels(st, exc)
+                            return
+                        self._checked_update(st, st.depth, ts_us, item.checksum, len(payload), recv_ms)
+                        return
         self.stats.frame(len(payload))
         try:
             if payload[:1] == b"[":
@@ -115,7 +171,9 @@ class KrakenFeed(SnapshotFeed):
             raise ValueError("object frame without channel, method or event")
 
     def _on_v2_book(self, kind: str, item: V2Book, recv_ms: float) -> None:
-        st = self._state(pair_for(item.symbol), self.depth)
+        st = self._by_symbol.get(item.symbol, False)
+        if st is False:
+            st = self._by_symbol[item.symbol] = self._state(pair_for(item.symbol), self.depth)
         if st is None:
             return
         if kind == "update" and not st.synced:
@@ -137,6 +195,26 @@ class KrakenFeed(SnapshotFeed):
         if item.checksum is not None:
             self._verify(st, item.checksum)
         self._quote_served(st, recv_ms)
+
+    def _checked_update(
+        self, st: PairBook, depth: int, ts_us: int, expected: int, nbytes: int, recv_ms: float
+    ) -> None:  # fmt: skip
+        """The hot paths after the level is applied: the book's id and times, its checksum against
+        the frame's (every message), the counters in one call, the quote."""
+        book = st.book
+        book.feed_depth = depth  # deeper levels are unknown: a full side may be cut short
+        book.update_id = ts_us
+        book.exchange_time_ms = ts_us // 1000
+        book.receive_time_ms = recv_ms
+        crc = book.crc()  # type: ignore[attr-defined]
+        if crc == expected:
+            self.stats.verified_update_frame_of(nbytes, st.updates)
+            st.verified = True
+        else:
+            self.stats.update_frame_of(nbytes, st.updates)
+            self._checksum(st, expected, crc)
+        if self._quotes is not None:
+            self._quote_served(st, recv_ms)
 
     def _trade_pair(self, symbol: str) -> str | None:
         pair = pair_for(symbol)
@@ -182,8 +260,8 @@ class KrakenFeed(SnapshotFeed):
         snapshot = any(b.as_ or b.bs for b in books)
         self._on_v1_book(name, symbol, bids, asks, snapshot, books[-1].c, recv_ms)
 
-    def _v1_subscription(self, name: str, symbol: str) -> tuple[str, PairBook | None, int]:
-        """(channel name, the book kept for it or None, its depth) for a v1 symbol, cached."""
+    def _v1_subscription(self, name: str, symbol: str) -> V1Subscription:
+        """A v1 symbol's channel, book and depth, cached (see ``V1Subscription``)."""
         depth = int(name.partition("-")[2] or 10)
         st = self._state(pair_for(symbol), depth)
         sub = self._v1_books[symbol] = (name, st, depth)
@@ -213,42 +291,19 @@ class KrakenFeed(SnapshotFeed):
         if snapshot:
             self._v1_snapshot(st, bids, asks, c, recv_ms)
             return
-        # The hot path from here: most of Kraken's traffic is one-level updates.
-        stats = self.stats
+        # An update the hot path in on_frame did not take (several levels, a republished level).
+        self.stats.kind("update")
         if not st.synced:
-            stats.kind("update")
             return  # after a failure: wait for the resubscribe's snapshot
-        stats.update("update", st.pair)
-        book = st.book
         try:
-            if len(bids) + len(asks) == 1:
-                lv = (bids or asks)[0]
-                if len(lv) > 2:  # _v1_time_us, with Kraken's own form "1618678133.365913" inline
-                    t = lv[2]
-                    ts_us = int(t[:-7]) * 1_000_000 + int(t[-6:]) if t[-7:-6] == "." else _v1_time_us(t)
-                else:
-                    ts_us = None
-            else:
-                ts_us = _v1_time(bids, asks)
             expected = int(c) if c is not None else None
-            book.apply(bids, asks, depth)
+            self._apply(st, bids, asks, _v1_time(bids, asks), recv_ms, update=True)
         except (ValueError, IndexError) as exc:
             self._bad_levels(st, exc)
             return
-        book.feed_depth = depth  # deeper levels are unknown: a full side may be cut short
-        if ts_us is not None:
-            book.update_id = ts_us
-            book.exchange_time_ms = ts_us // 1000
-        book.receive_time_ms = recv_ms
         if expected is not None:
-            crc = _crc(book)
-            if expected == crc:
-                stats.checksum(st.pair, True)
-                st.verified = True
-            else:
-                self._checksum(st, expected, crc)
-        if self._quotes is not None:
-            self._quote_served(st, recv_ms)
+            self._verify(st, expected)
+        self._quote_served(st, recv_ms)
 
     def _v1_snapshot(
         self, st: PairBook, bids: list[list[str]], asks: list[list[str]], c: str | None, recv_ms: float
@@ -283,7 +338,11 @@ class KrakenFeed(SnapshotFeed):
         book = st.book
         if update:
             self.stats.pair(st.pair, "updates")
-        book.apply(bids, asks, st.depth)
+        if len(bids) + len(asks) == 1:
+            price, qty = (bids or asks)[0][:2]
+            book.set_level(bool(bids), price, qty, st.depth)  # type: ignore[attr-defined]
+        else:
+            book.apply(bids, asks, st.depth)
         book.feed_depth = st.depth  # deeper levels are unknown: a full side may be cut short
         if ts_us is not None:
             book.update_id = ts_us
@@ -291,7 +350,7 @@ class KrakenFeed(SnapshotFeed):
         book.receive_time_ms = recv_ms
 
     def _verify(self, st: PairBook, expected: int) -> None:
-        self._checksum(st, expected, _crc(st.book))
+        self._checksum(st, expected, st.book.crc())  # type: ignore[attr-defined]
 
 
 Feed = KrakenFeed

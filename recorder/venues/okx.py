@@ -77,8 +77,27 @@ class Envelope(msgspec.Struct):
     msg: str | None = None
 
 
+class BookUpdate(BookData):
+    """``BookData`` as the hot path decodes it: every level ``[price, size, "0", orders]``."""
+
+    asks: list[tuple[str, str, str, str]] = []  # type: ignore[assignment]
+    bids: list[tuple[str, str, str, str]] = []  # type: ignore[assignment]
+
+
+class BookFrame(msgspec.Struct):
+    """A book push whole: its arg, action and data, in one pass (no envelope pass first)."""
+
+    arg: Arg
+    data: list[BookUpdate]
+    action: str | None = None
+    event: str | None = None  # never in a push: such a frame takes the envelope path
+
+
 _envelope = msgspec.json.Decoder(Envelope)
 _book_data = msgspec.json.Decoder(list[BookData])
+_book_frame = msgspec.json.Decoder(BookFrame)
+# How every book push begins (OKX's key order); any other frame takes the envelope path.
+_BOOK_PUSH = b'{"arg":{"channel":"books'
 
 
 def symbol_for(pair: str) -> str:
@@ -150,12 +169,40 @@ class OkxFeed(SnapshotFeed):
         self._by_inst: dict[str, PairBook | None] = {}  # instId -> its book (None: not ours)
 
     def on_frame(self, payload: bytes, recv_ms: float) -> None:
+        push = None
+        if payload.startswith(_BOOK_PUSH):
+            # A book push, decoded in one pass. The hot path: an incremental update of one of our
+            # books; any other push goes on decoded, any other frame takes the envelope path.
+            try:
+                push = _book_frame.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            else:
+                st = self._by_inst.get(push.arg.instId)
+                channel = push.arg.channel
+                if (
+                    st is not None
+                    and push.action == "update"
+                    and len(push.data) == 1
+                    and push.event is None
+                    and channel in INCREMENTAL_CHANNELS
+                    and (self.channel is None or channel == self.channel)
+                ):
+                    stats = self.stats
+                    stats.frame(len(payload))
+                    stats.kind("update")
+                    st.book.feed_depth = CHANNEL_DEPTH[channel]
+                    self._on_book(st, False, push.data[0], recv_ms)
+                    return
         self.stats.frame(len(payload))
         if payload == b"pong":
             self.stats.kind("pong")
             return
         try:
-            self._on_json(payload, recv_ms)
+            if push is not None and push.event is None:
+                self._on_push(push.arg, push.action, push.data, recv_ms)
+            else:
+                self._on_json(payload, recv_ms)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             self.malformed(exc)
 
@@ -169,13 +216,18 @@ class OkxFeed(SnapshotFeed):
                 log.info("event=venue_notice venue=%s code=%s msg=%s", VENUE, env.code, env.msg)
                 self.notice_reconnect = True
             return
-        arg = env.arg
-        if arg is None:
+        if env.arg is None:
             raise ValueError("frame without arg or event")
+        self._on_push(env.arg, env.action, env.data, recv_ms)
+
+    def _on_push(
+        self, arg: Arg, action: str | None, data: msgspec.Raw | list[BookUpdate], recv_ms: float
+    ) -> None:  # fmt: skip
+        """A push of ``arg``'s channel, its ``data`` raw, or decoded already (a book push)."""
         channel = arg.channel
         if channel not in CHANNELS or (self.channel is not None and channel != self.channel):
-            if channel == okx_trades.CHANNEL:
-                self._on_trades(env.data, recv_ms)
+            if channel == okx_trades.CHANNEL and isinstance(data, msgspec.Raw):
+                self._on_trades(data, recv_ms)
                 return
             self.stats.kind("other")  # tickers, ...: not ours
             return
@@ -186,15 +238,14 @@ class OkxFeed(SnapshotFeed):
             st.book.feed_depth = CHANNEL_DEPTH[channel]
         if channel in REPLACE_CHANNELS:
             self.stats.kind("snapshot")
-            for item in _book_data.decode(env.data):
+            for item in _book_data.decode(data) if isinstance(data, msgspec.Raw) else data:
                 if st is not None:
                     self._on_book(st, True, item, recv_ms)
             return
-        action = env.action
         if action not in ("snapshot", "update"):
             raise ValueError(f"unknown action {action!r}")
         self.stats.kind(action)
-        for item in _book_data.decode(env.data):
+        for item in _book_data.decode(data) if isinstance(data, msgspec.Raw) else data:
             if st is not None:
                 self._on_book(st, action == "snapshot", item, recv_ms)
 
@@ -244,9 +295,16 @@ class OkxFeed(SnapshotFeed):
         st.last_seq = item.seqId
         if snapshot:
             self._snapshot_applied(st, verified=not item.checksum)
-        if item.checksum:  # 0 or missing: the venue no longer sends one
-            self._checksum(st, item.checksum, _crc(book))
-        self._quote_served(st, recv_ms)
+        expected = item.checksum
+        if expected:  # 0 or missing: the venue no longer sends one
+            crc = _crc(book)
+            if crc == expected:
+                self.stats.checksum(st.pair, True)
+                st.verified = True
+            else:
+                self._checksum(st, expected, crc)
+        if self._quotes is not None:
+            self._quote_served(st, recv_ms)
 
 
 Feed = OkxFeed

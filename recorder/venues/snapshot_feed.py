@@ -66,10 +66,11 @@ class TradeOutput:
 class BookState:
     """One pair of a Feed that keeps a float book synced from WS snapshots (Bybit, Coinbase)."""
 
-    __slots__ = ("pair", "book", "synced", "ever_synced", "updates")
+    __slots__ = ("pair", "key", "book", "synced", "ever_synced", "updates")
 
-    def __init__(self, pair: str, updates: UpdateCount) -> None:
+    def __init__(self, pair: str, updates: UpdateCount, key: str = "") -> None:
         self.pair = pair
+        self.key = key  # the venue's name of the book (symbol, product)
         self.updates = updates  # its applied updates (the Feed's hot path counts them here)
         self.book = L2Book()
         self.synced = False
@@ -91,6 +92,7 @@ class FloatSnapshotFeed(TradeOutput):
 
     venue = ""
     update_kind = "update"  # the frame kind of an update that continues a book
+    update_framed = False  # whether each update is a frame of its own (``UpdateCount.framed``)
 
     def __init__(self, open_: bool, log: logging.Logger, counters: Counters | None = None) -> None:
         self.stats = FeedStats(counters)
@@ -103,7 +105,7 @@ class FloatSnapshotFeed(TradeOutput):
         self._want: set[str] = set()
 
     def _add(self, key: str, pair: str) -> BookState:
-        st = BookState(pair, self.stats.update_count(self.update_kind, pair))
+        st = BookState(pair, self.stats.update_count(self.update_kind, pair, self.update_framed), key)
         self._by_key[key] = self._by_pair[pair] = st
         return st
 
@@ -164,11 +166,12 @@ class FloatSnapshotFeed(TradeOutput):
 
 
 class PairBook:
-    __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq")
+    __slots__ = ("pair", "book", "synced", "verified", "faulted", "depth", "last_seq", "updates")
 
-    def __init__(self, pair: str, depth: int, book: TextL2Book) -> None:
+    def __init__(self, pair: str, depth: int, book: TextL2Book, updates: UpdateCount) -> None:
         self.pair = pair
         self.book = book
+        self.updates = updates  # its updates, where a Feed's hot path counts them
         self.synced = False  # a snapshot was applied and nothing went wrong since
         self.verified = False  # the latest checksum (where the venue sends one) matched
         self.faulted = False  # lost after a failure (logged when the next snapshot restores it)
@@ -238,7 +241,7 @@ class SnapshotFeed(TradeOutput):
         if st is None:
             if self._only is not None and pair not in self._only:
                 return None
-            st = self._books[pair] = PairBook(pair, depth, self.new_book())
+            st = self._books[pair] = PairBook(pair, depth, self.new_book(), self.stats.update_count("update", pair))
         return st
 
     def new_book(self) -> TextL2Book:

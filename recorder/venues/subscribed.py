@@ -118,6 +118,7 @@ class _Session:
             self.transport.disconnect()
 
     def on_disconnected(self) -> None:
+        self.feed.stats.flush()  # its last frames into the shared counters
         self.closed.set()
 
     def malformed(self, what: str, size: int) -> None:
@@ -348,6 +349,7 @@ class SubscribedConnector:
                     await asyncio.wait_for(s.closed.wait(), timeout=SEND_CHECK_S if s.outbox else 0.25)
                 except TimeoutError:
                     pass
+                s.feed.stats.flush()  # the frames counted since into the shared counters
                 now = time.monotonic()
                 if s.closed.is_set():
                     if now - s.last_frame_s >= 0.9 * self.cfg.stall_timeout_s:

@@ -127,8 +127,10 @@ def test_a_read_added_in_bulk_leaves_the_segment_as_record_by_record(
                     jsonl=line if jsonl else None,
                     rotate_bytes=rotate_bytes,
                     file_limit=lambda d: None if limit is None else limit * SPECS[d].rotate_factor,
+                    now_mono=17.0,  # the writer's clock, whatever the real one says
                 )
                 consumed[how] = added.consumed
+                assert seg.started_mono == (17.0 if seg.records else None)  # rotation by time reads it
                 stored = [i for i in range(added.consumed) if not isinstance(took.records[i], RECORD_ERRORS)]
                 assert [added.seqs[i] >= 0 for i in range(len(read))] == [i in stored for i in range(len(read))]
             else:

@@ -8,7 +8,6 @@ Python step per group or partition, not per record: the result is the same, reco
 
 from __future__ import annotations
 
-import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ def add_read(
     jsonl: Callable[[np.ndarray, np.ndarray], pa.Array | list[bytes]] | None,
     rotate_bytes: int,
     file_limit: Callable[[str], int | None],
+    now_mono: float,
 ) -> Added:
     """Add the read's usable records to ``seg`` in order, as adding them one by one would, up to
     the first that would be refused. ``jsonl(at, seqs)``: the JSONL lines of records ``at``
@@ -92,7 +92,7 @@ def add_read(
     consumed = int(usable[cut]) if cut < len(usable) else n
     seqs = np.full(n, -1, np.int64)
     seqs[usable[:cut]] = seq[:cut]
-    _note(seg, consumed)
+    _note(seg, consumed, now_mono)
     if not cut:
         return Added(consumed, seqs, None)
     # Stored: each group's next number, each partition's records (in order).
@@ -152,9 +152,10 @@ def _items(values: list[Any], at: np.ndarray) -> list[Any]:
     return list(itemgetter(*at.tolist())(values))
 
 
-def _note(seg: Segment, records: int) -> None:
-    """``records`` more consumed (stored or skipped): the segment's clock starts with its first."""
+def _note(seg: Segment, records: int, now_mono: float) -> None:
+    """``records`` more consumed (stored or skipped): the segment's clock starts with its first
+    (``now_mono``: the writer's monotonic clock, which its rotation by time reads too)."""
     if records:
         seg.records += records
         if seg.started_mono is None:
-            seg.started_mono = time.monotonic()
+            seg.started_mono = now_mono

@@ -155,6 +155,7 @@ class Writer(Committing):
                 jsonl=self._jsonl_line(took) if self._jsonl else None,
                 rotate_bytes=self.spec.rotate_bytes,
                 file_limit=self._file_limit,
+                now_mono=time.monotonic(),
             )
             for i in np.flatnonzero(took.group[: added.consumed] < 0).tolist():
                 self._decode_error(took.records[i])

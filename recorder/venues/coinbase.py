@@ -186,22 +186,7 @@ class CoinbaseFeed(FloatSnapshotFeed):
                 for ev in msg.events:
                     st = by_key.get(ev.product_id)
                     if st is not None and st.synced and ev.type == "update":
-                        # The hot path, ``_update`` inline: an update of a live book.
-                        updates = ev.updates
-                        book = st.book
-                        try:
-                            book.apply_sided(updates, "bid", _ASK_SIDES)
-                        except ValueError:
-                            self._corrupt(st)  # its levels are lost: the book is unknown now
-                            self.stats.kind(ev.type)
-                            continue
-                        book.update_id = seq
-                        if updates:
-                            book.exchange_time_ms = parse_time_ms(updates[-1].event_time)
-                        book.receive_time_ms = recv_ms
-                        st.updates.n += 1
-                        if self._quotes is not None:
-                            self._quote(st.pair, book, recv_ms)
+                        self._update(st, ev, seq, recv_ms)  # the hot path: an update of a live book
                     else:
                         self._on_event(ev, seq, recv_ms)
                 return

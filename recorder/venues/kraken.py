@@ -32,6 +32,7 @@ from recorder.venues.kraken_wire import (
     _raw_text,
     _rfc3339_us,
     _symbols,
+    _unquoted,
     _v1_array,
     _v1_book,
     _v1_book_frame,
@@ -99,8 +100,7 @@ class KrakenFeed(SnapshotFeed):
                         price, qty, t = upd.b[0] if is_bid else upd.a[0]
                         try:
                             st.book.set_level(is_bid, price, qty, depth)  # type: ignore[attr-defined]
-                            # _v1_time_us of Kraken's own form "1618678133.365913", inline
-                            ts_us = int(t.replace(".", "", 1)) if t[-7:-6] == "." else _v1_time_us(t)
+                            ts_us = _v1_time_us(t)
                         except (ValueError, IndexError) as exc:
                             self.stats.update_frame_of(len(payload), st.updates)
                             self._bad_levels(st, exc)
@@ -120,9 +120,7 @@ class KrakenFeed(SnapshotFeed):
                         is_bid = bool(item.bids)
                         level = item.bids[0] if is_bid else item.asks[0]
                         try:
-                            price, qty = bytes(level.price).decode(), bytes(level.qty).decode()
-                            if price[:1] == '"' or qty[:1] == '"':  # numbers sent as strings: as _raw_text
-                                price, qty = price.strip('"'), qty.strip('"')
+                            price, qty = _unquoted(level.price), _unquoted(level.qty)
                             st.book.set_level(is_bid, price, qty, st.depth)  # type: ignore[attr-defined]
                             ts_us = _rfc3339_us(item.timestamp)
                         except (ValueError, IndexError) as exc:

@@ -161,10 +161,14 @@ class KrakenBook(TextL2Book):
         return self._crc
 
 
-def _raw_text(raw: msgspec.Raw) -> str:
+def _unquoted(raw: msgspec.Raw) -> str:
+    """A v2 number's wire text (Kraken may send a number as a string: its quotes removed)."""
     text = bytes(raw).decode()
-    if text.startswith('"'):
-        text = text.strip('"')
+    return text.strip('"') if text[:1] == '"' else text
+
+
+def _raw_text(raw: msgspec.Raw) -> str:
+    text = _unquoted(raw)
     float(text)  # reject anything that is not a number before it reaches the book
     return text
 

@@ -295,16 +295,9 @@ class OkxFeed(SnapshotFeed):
         st.last_seq = item.seqId
         if snapshot:
             self._snapshot_applied(st, verified=not item.checksum)
-        expected = item.checksum
-        if expected:  # 0 or missing: the venue no longer sends one
-            crc = _crc(book)
-            if crc == expected:
-                self.stats.checksum(st.pair, True)
-                st.verified = True
-            else:
-                self._checksum(st, expected, crc)
-        if self._quotes is not None:
-            self._quote_served(st, recv_ms)
+        if item.checksum:  # 0 or missing: the venue no longer sends one
+            self._checksum(st, item.checksum, _crc(book))
+        self._quote_served(st, recv_ms)
 
 
 Feed = OkxFeed

@@ -82,12 +82,12 @@ def add_read(
         lines = jsonl(usable, seq)
         held = held + line_lengths(lines)
     refused = seg.est_bytes + np.cumsum(held) - held >= rotate_bytes
-    count_before = np.array([_part(seg, p).count if _part(seg, p) else 0 for p in parts], np.int64)[of_record]
+    count_before = np.array([part.count if (part := _part(seg, p)) else 0 for p in parts], np.int64)[of_record]
     count_before += part_rank
     limits = [file_limit(spec.name) for spec, *_ in parts]
     if any(limit is not None for limit in limits):
-        limit = np.array([-1 if v is None else v for v in limits], np.int64)[of_record]
-        refused |= (limit >= 0) & (count_before >= limit)
+        record_limit = np.array([-1 if v is None else v for v in limits], np.int64)[of_record]
+        refused |= (record_limit >= 0) & (count_before >= record_limit)
     cut = int(np.argmax(refused)) if refused.any() else len(usable)
     consumed = int(usable[cut]) if cut < len(usable) else n
     seqs = np.full(n, -1, np.int64)
@@ -113,7 +113,7 @@ def add_read(
         at = order[start : start + count]
         start += count
         spec, exchange, date, ts = parts[p]
-        part = seg.parts.get((spec.name, exchange, date))
+        part = _part(seg, parts[p])
         if part is None:
             part = seg.parts[(spec.name, exchange, date)] = Partition(spec, exchange, date, ts)
         records = usable[at]
@@ -126,7 +126,7 @@ def add_read(
         part.count += count
         part.rows += int(rows[at].sum())
         seg.stored[spec.name] = seg.stored.get(spec.name, 0) + count
-        limit = file_limit(spec.name)
+        limit = limits[p]
         seg.full = seg.full or (limit is not None and part.count >= limit)
     seg.snapshots += cut
     seg.est_bytes += int(held[:cut].sum())

@@ -42,10 +42,18 @@ def _records(rng: random.Random, n: int) -> list[bytes]:
 
 
 def _reference_add(
-    seg: Segment, took: Intake, committed: dict, parquet: bool, jsonl: bool, rotate_bytes: int, limit: int | None
+    seg: Segment,
+    numbers: dict,
+    took: Intake,
+    committed: dict,
+    parquet: bool,
+    jsonl: bool,
+    rotate_bytes: int,
+    limit: int | None,
 ) -> int:
     """The writer's loop before the bulk path: record after record, up to the first refused;
-    a JSONL line as the record's struct renders it."""
+    a JSONL line as the record's struct renders it; ``numbers``: the segment's next sequence
+    number per (dataset, exchange, pair) stored."""
     structs = take_records(took.stored, structs=True).records
     for i, rec in enumerate(took.records):
         if isinstance(rec, RECORD_ERRORS):
@@ -63,8 +71,8 @@ def _reference_add(
         if part is None:
             part = seg.parts[pkey] = Partition(spec, exchange, pkey[2], ts)
         key = (spec.name, exchange, pair)
-        seq = seg.seq.get(key, committed.get(key, 0))
-        seg.seq[key] = seq + 1
+        seq = numbers.get(key, committed.get(key, 0))
+        numbers[key] = seq + 1
         held = 0
         if parquet:
             part.payloads.append(took.stored[i])
@@ -84,12 +92,12 @@ def _reference_add(
     return len(took.records)
 
 
-def _state(seg: Segment) -> dict[str, Any]:
+def _state(seg: Segment, numbers: dict) -> dict[str, Any]:
     parts = {
         k: (p.payloads, list(p.seqs), list(p.read_rows), bytes(p.jsonl), p.count, p.rows, p.first_ts_ms)
         for k, p in seg.parts.items()
     }
-    return {"parts": parts, "seq": seg.seq, "n": (seg.snapshots, seg.records, seg.est_bytes, seg.full),
+    return {"parts": parts, "seq": numbers, "n": (seg.snapshots, seg.records, seg.est_bytes, seg.full),
             "stored": seg.stored}  # fmt: skip
 
 
@@ -99,15 +107,19 @@ def _state(seg: Segment) -> dict[str, Any]:
      (True, False, 1 << 40, 7), (True, True, 30_000, 2)],
 )  # fmt: skip
 @pytest.mark.parametrize("bulk_min", [0, BULK_MIN_RECORDS], ids=["columns", "decoded"])
+@pytest.mark.parametrize("segment_ids", [True, False], ids=["segment-ids", "read-ids"])
 def test_a_read_added_in_bulk_leaves_the_segment_as_record_by_record(
-    parquet: bool, jsonl: bool, rotate_bytes: int, limit: int | None, bulk_min: int
+    parquet: bool, jsonl: bool, rotate_bytes: int, limit: int | None, bulk_min: int, segment_ids: bool
 ) -> None:
     """Trades and quotes read in bulk (their rows and lines from the read's columns), or, in a
-    read of fewer than ``BULK_MIN_RECORDS`` of them, decoded one by one (the writer's usual)."""
+    read of fewer than ``BULK_MIN_RECORDS`` of them, decoded (the writer's usual); each read's
+    groups with the ids the segment keeps across its reads (the writer's way), or with their
+    own (``take_records`` without the segment's)."""
     rng = random.Random(5)
     payloads = _records(rng, 1500)
     committed = {("trades", "okx", "ETH-USDT"): 41, ("books", "binance", "Ä-EUR"): 7}
     segs = {"bulk": Segment(), "ref": Segment()}
+    numbers: dict = {}  # the reference's next numbers, for its segment
     committed_of = {"bulk": dict(committed), "ref": dict(committed)}
     rotations = 0
     at = 0
@@ -115,7 +127,8 @@ def test_a_read_added_in_bulk_leaves_the_segment_as_record_by_record(
         read = payloads[at : at + rng.randrange(1, 400)]
         consumed = {}
         for how, seg in segs.items():
-            took = take_records(read, False, seg.keep_read_columns if parquet else None, bulk_min)
+            ids = seg.group_ids if segment_ids and how == "bulk" else None
+            took = take_records(read, False, seg.keep_read_columns if parquet else None, bulk_min, ids)
             assert bulk_min == 0 or None not in took.records  # a small read: every record decoded
             if how == "bulk":
                 line = lambda at, seqs, took=took: read_lines(took, at, seqs, "s1")  # noqa: E731
@@ -134,13 +147,16 @@ def test_a_read_added_in_bulk_leaves_the_segment_as_record_by_record(
                 stored = [i for i in range(added.consumed) if not isinstance(took.records[i], RECORD_ERRORS)]
                 assert [added.seqs[i] >= 0 for i in range(len(read))] == [i in stored for i in range(len(read))]
             else:
-                consumed[how] = _reference_add(seg, took, committed_of[how], parquet, jsonl, rotate_bytes, limit)
+                consumed[how] = _reference_add(
+                    seg, numbers, took, committed_of[how], parquet, jsonl, rotate_bytes, limit
+                )
         assert consumed["bulk"] == consumed["ref"]
-        assert _state(segs["bulk"]) == _state(segs["ref"])
+        assert _state(segs["bulk"], segs["bulk"].seq) == _state(segs["ref"], numbers)
         at += consumed["bulk"]
         if consumed["bulk"] < len(read) or segs["bulk"].full:  # rotate: the numbers are committed
             rotations += 1
-            for how, seg in segs.items():
-                committed_of[how].update(seg.seq)
-                segs[how] = Segment()
+            committed_of["bulk"].update(segs["bulk"].seq)
+            committed_of["ref"].update(numbers)
+            numbers = {}
+            segs = {"bulk": Segment(), "ref": Segment()}
     assert (rotations > 0) == (rotate_bytes < 1 << 40 or limit is not None)

@@ -3,7 +3,8 @@
 What the writer did record by record (a sequence number per dataset, exchange and pair;
 the partition of its dataset, exchange and UTC date; the bytes held; the file-full and memory
 bounds that leave a record in the ring), done with one pass of numpy over the read and one
-Python step per group or partition, not per record: the result is the same, record for record.
+Python step per partition, not per record nor per group (a group's records carry its id for the
+segment's life, ``Segment.group_ids``): the result is the same, record for record.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from recorder.model import KIND_QUOTE, KIND_TRADE
 from recorder.writer.batches import utc_date
 from recorder.writer.columns import distinct, rank_within
 from recorder.writer.datasets import BOOKS_SPEC
@@ -55,14 +57,12 @@ def add_read(
     records a file of it may hold (None: no count)."""
     n = len(took.specs)
     usable = np.flatnonzero(took.group >= 0)
-    group = took.group[usable]
-    keys: list[SeqKey] = [(spec.name, exchange, pair) for spec, exchange, pair in took.groups]
-    base = np.array([seg.seq.get(k, committed_seq.get(k, 0)) for k in keys], np.int64)
-    rank, _, _ = rank_within(group, len(keys))
-    seq = base[group] + rank
+    group = _segment_ids(seg, took)[usable]
+    numbers = seg.next_numbers(committed_seq)
+    rank, _, _ = rank_within(group, len(numbers))
+    seq = numbers[group] + rank
     # Partitions: (dataset, exchange, UTC day); the same (dataset, exchange) for a group's records.
-    codes: dict[tuple[str, str], int] = {}
-    of_group = np.array([codes.setdefault((s, e), len(codes)) for s, e, _ in keys], np.int64)
+    of_group = seg.group_ids.stems()
     day = took.time_ms[usable] // _MS_PER_DAY
     first_day, days = (int(day.min()), int(day.max() - day.min()) + 1) if len(day) else (0, 1)
     part_keys, of_record = distinct(of_group[group] * days + day - first_day)
@@ -72,7 +72,7 @@ def add_read(
     at_first[of_record[firsts]] = firsts
     parts: list[tuple[Any, str, str, int]] = []
     for k in at_first.tolist():
-        spec, exchange, _ = took.groups[group[k]]
+        spec, exchange, _ = seg.group_ids.groups[group[k]]
         ts = int(took.time_ms[usable[k]])
         parts.append((spec, exchange, utc_date(ts), ts))
     # Bytes held per record, and the first record refused (file full, or the segment's bound).
@@ -96,16 +96,13 @@ def add_read(
     if not cut:
         return Added(consumed, seqs, None)
     # Stored: each group's next number, each partition's records (in order).
-    done = np.bincount(group[:cut], minlength=len(keys))
-    for k, c, b in zip(keys, done.tolist(), base.tolist(), strict=True):
-        if c:
-            seg.seq[k] = b + c
+    seg.numbered(group[:cut])
     _, order, per_part = rank_within(of_record[:cut], len(part_keys))
-    rows = np.ones(cut, np.int64)
-    specs = took.specs
-    for j, i in enumerate(usable[:cut].tolist()):
-        if specs[i] is BOOKS_SPEC:
-            rows[j] = BOOKS_SPEC.rows(took.records[i])
+    rows = np.ones(cut, np.int64)  # a trade or quote is one row
+    kind = took.kind[usable[:cut]]
+    books = np.flatnonzero((kind != KIND_TRADE) & (kind != KIND_QUOTE))
+    if len(books):
+        rows[books] = list(map(BOOKS_SPEC.rows, _items(took.records, usable[books])))
     start = 0
     for p, count in enumerate(per_part.tolist()):
         if not count:
@@ -131,6 +128,15 @@ def add_read(
     seg.snapshots += cut
     seg.est_bytes += int(held[:cut].sum())
     return Added(consumed, seqs, int(took.time_ms[usable[:cut]].max()))
+
+
+def _segment_ids(seg: Segment, took: Intake) -> np.ndarray:
+    """Each record's group id among the segment's (``took.group`` when the read took them,
+    as the writer's reads do)."""
+    if took.ids is seg.group_ids:
+        return took.group
+    ids = [seg.group_ids.ids(spec, [(exchange, pair)])[0] for spec, exchange, pair in took.groups]
+    return np.array([*ids, -1], np.int64)[took.group]
 
 
 def _extend(values: array[int] | list[int], more: np.ndarray) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -32,6 +34,7 @@ from recorder.writer.datasets import (
     _decode_book,
     _usable_exchange,
 )
+from recorder.writer.groups import Group, GroupIds
 
 # Records of a dataset a read must hold to be read in bulk: the bulk read costs ~1.5 ms a dataset
 # and read whatever its size, and some µs per distinct pair; msgspec decodes a trade in ~1 µs. At
@@ -40,8 +43,11 @@ from recorder.writer.datasets import (
 BULK_MIN_RECORDS = 2048
 # Bytes per record under which a read is joined whole (a book is some hundreds, a trade ~70).
 _SMALL_RECORDS = 200
-# (dataset, exchange, pair): what numbers a record (sequence numbers run per group).
-Group = tuple[DatasetSpec, str, str]
+_EXCHANGE_PAIR = attrgetter("exchange", "pair")
+_EXCHANGE, _PAIR, _SIDE, _TRADE_ID = (attrgetter(a) for a in ("exchange", "pair", "side", "trade_id"))
+_RAW_ITEMS = msgspec.msgpack.Decoder(list[msgspec.Raw])
+# Per dataset: its records, each behind its kind byte, as one msgpack array (``_decode_flat``).
+_KINDS_AND_RECORDS = {s.name: msgspec.msgpack.Decoder(list[int | s.wire]) for s in (TRADES_SPEC, QUOTES_SPEC)}  # type: ignore[name-defined]
 
 
 @dataclass
@@ -51,7 +57,7 @@ class Intake:
     gives its struct when one is needed: JSONL, the Redis stream), or the error (one of
     ``RECORD_ERRORS``) that makes it unusable; the bytes :func:`build_table` reads it from; and,
     for a usable record, the exchange, pair and time (ms) that partition and number it, and its
-    group (``groups[group[i]]``, -1 for an unusable record)."""
+    group's id (``groups[group[i]]``, -1 for an unusable record) among ``ids``."""
 
     specs: list[DatasetSpec]
     records: list[Any]
@@ -63,7 +69,8 @@ class Intake:
     columns: dict[str, pa.Table]
     row: np.ndarray  # int64
     group: np.ndarray  # int64
-    groups: list[Group]
+    groups: list[Group]  # ids.groups
+    ids: GroupIds
     lens: np.ndarray  # int64: bytes of each stored record
     kind: np.ndarray  # each record's first byte (KIND_TRADE, KIND_QUOTE, else a book)
     base: dict[str, int]  # per dataset, the number of its first row in ``columns`` (``row_base``)
@@ -87,21 +94,24 @@ def take_records(
     structs: bool = False,
     row_base: Callable[[dict[str, pa.Table]], dict[str, int]] | None = None,
     bulk_min: int = BULK_MIN_RECORDS,
+    group_ids: GroupIds | None = None,
 ) -> Intake:
     """Decode and check a ring read (see :class:`Intake`); ``structs``: every usable record
     decoded (the Redis stream will want each one's struct); ``row_base``: given the read's
     columns, per dataset the number of its first row (default 0: ``Intake.row`` counts in
     ``Intake.columns``); ``bulk_min``: the records of a dataset a read holds at least for them to
-    be read in bulk.
+    be read in bulk; ``group_ids``: the ids its groups get (the open segment's, which numbers
+    the records by them; default: the read's own).
 
     Books are decoded one by one (their level columns stay raw) and checked in bulk: their
     level columns must be float64 arrays of matching lengths (what the sampler sends); one that
     is not is decoded the slow way and re-encoded so. Trades and quotes are read and checked
     all at once, field by field (``RecordColumns``), unless ``structs`` or they are fewer than
-    ``bulk_min`` (then one by one, as a record whose fields the bulk read cannot take); where that read meets
-    a record it cannot take, that dataset's records of the read are decoded one by one as
-    before. No Python object per trade or quote: 200 k of them would make the garbage
-    collector cost more than reading them.
+    ``bulk_min`` (then decoded, as a record whose fields the bulk read cannot take: all of a
+    dataset's in one msgspec call, see :func:`_decode_flat`); where that read meets a record it
+    cannot take, that dataset's records of the read are decoded so. No Python object per trade
+    or quote read in bulk: 200 k of them would make the garbage collector cost more than
+    reading them.
     """
     n = len(payloads)
     lens = np.fromiter(map(len, payloads), np.int64, n)
@@ -114,15 +124,16 @@ def take_records(
     else:  # mostly books, which are decoded one by one: only the trades and quotes joined
         first = np.fromiter((p[0] if p else 0 for p in payloads), np.int64, n)
         flat = np.flatnonzero((first == KIND_TRADE) | (first == KIND_QUOTE))
-        if len(flat) and not structs:
+        trades = int(np.count_nonzero(first[flat] == KIND_TRADE))
+        if len(flat) and not structs and max(trades, len(flat) - trades) >= bulk_min:  # one is read in bulk
             buf = joined([payloads[i] for i in flat.tolist()])
             ends[flat] = np.cumsum(lens[flat])
             starts[flat] = ends[flat] - lens[flat]
     specs: list[DatasetSpec] = _specs_by_first_byte()[first].tolist()
     records: list[Any] = [None] * n
-    keys = _Keys(n)
+    keys = _Keys(n, GroupIds() if group_ids is None else group_ids)
     stored = list(payloads)
-    one_by_one: list[int] = []  # records decoded as structs: their keys are read from those
+    decoded: list[tuple[DatasetSpec, list[int], list[Any]]] = []  # usable ones: keys read from structs
     columns: dict[str, pa.Table] = {}
     good_at: list[tuple[str, np.ndarray, np.ndarray]] = []  # dataset, its records, the good ones
     for spec, kind in ((TRADES_SPEC, KIND_TRADE), (QUOTES_SPEC, KIND_QUOTE)):
@@ -133,54 +144,111 @@ def take_records(
                 bad = _take_flat_in_bulk(spec, buf, starts[at], ends[at], at, keys, columns)
                 if bad is not None:
                     good_at.append((spec.name, at, np.flatnonzero(~bad)))
-            for i in at[bad].tolist() if bad is not None else at.tolist():
-                records[i] = _decode_one(spec, payloads[i])
-                one_by_one.append(i)
+            todo = (at[bad] if bad is not None else at).tolist()
+            if todo:
+                recs, errors = _decode_flat(spec, [payloads[i] for i in todo], lens[todo])
+                for i, rec in zip(todo, recs, strict=True):
+                    records[i] = rec
+                decoded.append(_usable(spec, todo, recs, errors))
     books = np.flatnonzero((first != KIND_TRADE) & (first != KIND_QUOTE)).tolist()
     for i in books:
         records[i] = _decode_one(BOOKS_SPEC, payloads[i])
     books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
     if books:
         ok = _book_levels_ok([records[i] for i in books])
-        for i in np.flatnonzero(~ok).tolist():
-            j = books[i]
-            try:
-                stored[j] = _book_the_slow_way(payloads[j])
-                records[j] = _decode_book(stored[j])
-                lens[j] = len(stored[j])
-            except RECORD_ERRORS as exc:
-                records[j] = exc
+        if not ok.all():
+            for i in np.flatnonzero(~ok).tolist():
+                j = books[i]
+                try:
+                    stored[j] = _book_the_slow_way(payloads[j])
+                    records[j] = _decode_book(stored[j])
+                    lens[j] = len(stored[j])
+                except RECORD_ERRORS as exc:
+                    records[j] = exc
+            books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
+        decoded.insert(0, (BOOKS_SPEC, books, [records[i] for i in books]))
     row = np.full(n, -1, np.int64)
     base = row_base(columns) if row_base is not None else {}
     for name, at, good in good_at:
         row[at[good]] = good + base.get(name, 0)
-    keys.add_decoded(books + one_by_one, specs, records)
-    return Intake(specs, records, stored, keys.time_ms, columns, row, keys.group, keys.groups, lens, first, base)
+    for spec, at_list, recs in decoded:
+        keys.add_decoded(spec, at_list, recs)
+    return Intake(
+        specs, records, stored, keys.time_ms, columns, row, keys.group, keys.ids.groups, keys.ids, lens, first, base
+    )
+
+
+def _usable(
+    spec: DatasetSpec, at: list[int], records: list[Any], errors: list[int]
+) -> tuple[DatasetSpec, list[int], list[Any]]:
+    """The records ``at`` decoded as ``records`` but those at ``errors`` (positions in ``at``)."""
+    if not errors:
+        return spec, at, records
+    bad = set(errors)
+    keep = [k for k in range(len(at)) if k not in bad]
+    return spec, [at[k] for k in keep], [records[k] for k in keep]
 
 
 class _Keys:
-    """Per record of a ring read: time (ms), group; and the read's groups."""
+    """Per record of a ring read: time (ms), group id (among ``ids``)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, ids: GroupIds) -> None:
         self.time_ms = np.zeros(n, np.int64)
         self.group = np.full(n, -1, np.int64)
-        self.groups: list[Group] = []
-        self._code: dict[tuple[str, str, str], int] = {}
+        self.ids = ids
 
     def code(self, group: Group) -> int:
-        key = (group[0].name, group[1], group[2])  # a DatasetSpec's own hash is slow: its name's
-        code = self._code.get(key)
-        if code is None:
-            code = self._code[key] = len(self.groups)
-            self.groups.append(group)
-        return code
+        return self.ids.code(group)
 
-    def add_decoded(self, at: list[int], specs: list[DatasetSpec], records: list[Any]) -> None:
-        """The keys of records ``at``, decoded (books, and records decoded one by one)."""
-        usable = [i for i in at if not isinstance(records[i], RECORD_ERRORS)]
-        if usable:
-            self.time_ms[usable] = [specs[i].time_ms(records[i]) for i in usable]
-            self.group[usable] = [self.code((specs[i], records[i].exchange, records[i].pair)) for i in usable]
+    def add_decoded(self, spec: DatasetSpec, at: list[int], records: list[Any]) -> None:
+        """The keys of records ``at`` of ``spec``, decoded and usable: ``records``."""
+        if at:
+            self.time_ms[at] = list(map(spec.time_ms, records))
+            self.group[at] = self.ids.ids(spec, list(map(_EXCHANGE_PAIR, records)))
+
+
+def _decode_flat(spec: DatasetSpec, payloads: list[bytes], lens: np.ndarray) -> tuple[list[Any], list[int]]:
+    """Each of a read's trades (or quotes), ``payloads`` (``lens`` bytes each): its record, or
+    the error that makes it unusable, as ``spec.decode`` gives it; and where the errors are.
+
+    In one msgspec call: a record is its kind byte, a msgpack positive int (``T``: 84, ``Q``:
+    81), then the msgpack array of its struct, so k records behind the header of an array of 2k
+    items are one msgpack array ``[84, trade, 84, trade, ...]``. The sizes of its items
+    (``msgspec.Raw``) show each record to be exactly its kind byte and one item, as decoding it
+    alone requires (no trailing bytes; no item across two records); the dataset's checks then
+    run over all at once. A record that fails any of this fails the bulk decode: then every
+    one is decoded alone, its error worded as ever."""
+    k = len(payloads)
+    if k > 1:
+        data = _array_header(2 * k) + b"".join(payloads)
+        try:
+            sizes = np.fromiter(map(len, _RAW_ITEMS.decode(data)), np.int64, 2 * k)
+            if (sizes[0::2] == 1).all() and np.array_equal(sizes[1::2], lens - 1):
+                records = _KINDS_AND_RECORDS[spec.name].decode(data)[1::2]
+                if all(map(isinstance, records, repeat(spec.wire))) and _checks_pass(spec, records):
+                    return records, []
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+    records = [_decode_one(spec, p) for p in payloads]
+    return records, [k for k, r in enumerate(records) if isinstance(r, RECORD_ERRORS)]
+
+
+def _array_header(items: int) -> bytes:
+    """The msgpack header of an array of ``items`` items."""
+    if items < 16:
+        return bytes([0x90 | items])
+    return b"\xdc" + items.to_bytes(2, "big") if items < 1 << 16 else b"\xdd" + items.to_bytes(4, "big")
+
+
+def _checks_pass(spec: DatasetSpec, records: list[Any]) -> bool:
+    """Whether every one of ``records`` (decoded trades or quotes) passes the checks of
+    ``spec.decode``: a usable exchange, a time in range, a pair; a trade's side and id."""
+    if not all(map(_usable_exchange, set(map(_EXCHANGE, records)))) or not all(map(_PAIR, records)):
+        return False
+    times = list(map(spec.time_ms, records))
+    if min(times) < 0 or max(times) >= _MAX_TS_MS:
+        return False
+    return spec is not TRADES_SPEC or (set(map(_SIDE, records)) <= set(_SIDES) and all(map(_TRADE_ID, records)))
 
 
 def _decode_one(spec: DatasetSpec, payload: bytes) -> Any:

@@ -145,7 +145,10 @@ class Writer(Committing):
             # The stream wants each record's struct; Parquet files take the trades' and quotes'
             # rows from the columns read of them, kept by the segment.
             took = take_records(
-                payloads, self.stream is not None, self.segment.keep_read_columns if self._parquet else None
+                payloads,
+                self.stream is not None,
+                self.segment.keep_read_columns if self._parquet else None,
+                group_ids=self.segment.group_ids,
             )
             added = add_read(
                 self.segment,

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from recorder.writer.datasets import DatasetSpec
+from recorder.writer.groups import GroupIds
 
 
 @dataclass
@@ -46,8 +47,11 @@ SeqKey = tuple[str, str, str]
 @dataclass
 class Segment:
     parts: dict[tuple[str, str, str], Partition] = field(default_factory=dict)
-    # (dataset, exchange, pair) -> next sequence number, for pairs seen in this segment
-    seq: dict[SeqKey, int] = field(default_factory=dict)
+    # The groups (dataset, exchange, pair) met, by id; per id, its next sequence number (from
+    # the committed one when first met) and whether the segment stored a record of it.
+    group_ids: GroupIds = field(default_factory=GroupIds)
+    _next: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    _stored: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     started_mono: float | None = None
     snapshots: int = 0  # records stored, all datasets
     stored: dict[str, int] = field(default_factory=dict)  # dataset name -> records stored
@@ -58,6 +62,32 @@ class Segment:
     # one after another: ``Partition.read_rows`` index their rows.
     read_columns: dict[str, list[pa.Table]] = field(default_factory=dict)
     read_column_rows: dict[str, int] = field(default_factory=dict)  # rows in them, per dataset
+
+    @property
+    def seq(self) -> dict[SeqKey, int]:
+        """(dataset, exchange, pair) -> next sequence number, for the groups this segment stored
+        records of (what the commit adds to the committed numbers)."""
+        groups = self.group_ids.groups
+        return {
+            (groups[i][0].name, groups[i][1], groups[i][2]): int(self._next[i])
+            for i in np.flatnonzero(self._stored).tolist()
+        }
+
+    def next_numbers(self, committed: dict[SeqKey, int]) -> np.ndarray:
+        """Each group id's next sequence number (by id): a group first met since the last call
+        starts from its ``committed`` number (0: none)."""
+        known, count = len(self._next), len(self.group_ids.groups)
+        if count > known:
+            self._next = np.concatenate([self._next, np.zeros(count - known, np.int64)])
+            self._stored = np.concatenate([self._stored, np.zeros(count - known, bool)])
+            for i, (spec, exchange, pair) in enumerate(self.group_ids.groups[known:], known):
+                self._next[i] = committed.get((spec.name, exchange, pair), 0)
+        return self._next
+
+    def numbered(self, ids: np.ndarray) -> None:
+        """Records of group ids ``ids`` stored: their groups' next numbers move past them."""
+        self._next += np.bincount(ids, minlength=len(self._next))
+        self._stored[ids] = True
 
     def keep_read_columns(self, columns: dict[str, pa.Table]) -> dict[str, int]:
         """Keep a ring read's columns (``Intake.columns``); returns, per dataset, the index of

@@ -280,6 +280,8 @@ def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     n = len(raws)
     lens = np.fromiter(map(len, raws), np.int64, n)
     buf = np.frombuffer(b"".join(raws), np.uint8)
+    if n and (lens == lens[0]).all():  # all of one size (a read's books of one depth): seen in 2-D
+        return _float64_arrays_of_one_size_ok(buf.reshape(n, -1))
     count = lens // 9  # an array of float64: a 1-, 3- or 5-byte header, then 9 bytes a value
     head = lens - 9 * count
     starts = np.cumsum(lens) - lens
@@ -300,6 +302,30 @@ def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     if bad.any():
         ok[np.repeat(np.arange(n), count)[bad]] = False
     return ok, np.where(ok, count, 0)
+
+
+def _float64_arrays_of_one_size_ok(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`float64_arrays_ok` of values all of one size (a row of ``values`` each): the one
+    header an array of float64 of that size can have, then a float64 tag every 9 bytes."""
+    count, head = divmod(values.shape[1], 9)
+    header = _array_header(count, head)
+    if header is None:
+        ok = np.zeros(len(values), bool)
+    else:
+        heads, tags = values[:, :head] == np.frombuffer(header, np.uint8), values[:, head::9] == _FLOAT64
+        ok = np.ones(len(values), bool) if heads.all() and tags.all() else heads.all(axis=1) & tags.all(axis=1)
+    return ok, np.where(ok, count, 0)
+
+
+def _array_header(count: int, size: int) -> bytes | None:
+    """The msgpack header of ``size`` bytes of an array of ``count`` items (None: there is none)."""
+    if size == 1 and count < 16:
+        return bytes([_FIXARRAY + count])
+    if size == 3 and count < 1 << 16:
+        return bytes([_ARRAY16]) + count.to_bytes(2, "big")
+    if size == 5 and count < 1 << 32:
+        return bytes([_ARRAY32]) + count.to_bytes(4, "big")
+    return None
 
 
 def record_order(pair: pa.Array, seq: pa.Array) -> np.ndarray:

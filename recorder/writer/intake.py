@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -19,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recorder.model import KIND_QUOTE, KIND_TRADE
+from recorder.model import KIND_QUOTE, KIND_TRADE, quote_decoder, trade_decoder
 from recorder.writer.columns import RecordColumns, distinct, joined
 from recorder.writer.datasets import (
     _MAX_TS_MS,
@@ -32,6 +31,7 @@ from recorder.writer.datasets import (
     _book_levels_ok,
     _book_the_slow_way,
     _decode_book,
+    _ring_book_decoder,
     _usable_exchange,
 )
 from recorder.writer.groups import Group, GroupIds
@@ -45,9 +45,10 @@ BULK_MIN_RECORDS = 2048
 _SMALL_RECORDS = 200
 _EXCHANGE_PAIR = attrgetter("exchange", "pair")
 _EXCHANGE, _PAIR, _SIDE, _TRADE_ID = (attrgetter(a) for a in ("exchange", "pair", "side", "trade_id"))
-_RAW_ITEMS = msgspec.msgpack.Decoder(list[msgspec.Raw])
-# Per dataset: its records, each behind its kind byte, as one msgpack array (``_decode_flat``).
-_KINDS_AND_RECORDS = {s.name: msgspec.msgpack.Decoder(list[int | s.wire]) for s in (TRADES_SPEC, QUOTES_SPEC)}  # type: ignore[name-defined]
+_FIRST_BYTE, _AFTER_KIND = itemgetter(0), itemgetter(slice(1, None))
+# Per dataset: msgspec's decode of its record (after its ``prefix``) into its struct, unchecked.
+_STRUCT = {BOOKS_SPEC.name: _ring_book_decoder.decode, TRADES_SPEC.name: trade_decoder.decode,
+           QUOTES_SPEC.name: quote_decoder.decode}  # fmt: skip
 
 
 @dataclass
@@ -108,7 +109,7 @@ def take_records(
     is not is decoded the slow way and re-encoded so. Trades and quotes are read and checked
     all at once, field by field (``RecordColumns``), unless ``structs`` or they are fewer than
     ``bulk_min`` (then decoded, as a record whose fields the bulk read cannot take: all of a
-    dataset's in one msgspec call, see :func:`_decode_flat`); where that read meets a record it
+    dataset's in one msgspec loop, see :func:`_decode_all`); where that read meets a record it
     cannot take, that dataset's records of the read are decoded so. No Python object per trade
     or quote read in bulk: 200 k of them would make the garbage collector cost more than
     reading them.
@@ -122,7 +123,7 @@ def take_records(
         buf = joined(payloads)
         first = np.where(lens > 0, buf[starts], 0)  # an empty record goes to the books (and fails there)
     else:  # mostly books, which are decoded one by one: only the trades and quotes joined
-        first = np.fromiter((p[0] if p else 0 for p in payloads), np.int64, n)
+        first = _first_bytes(payloads)
         flat = np.flatnonzero((first == KIND_TRADE) | (first == KIND_QUOTE))
         trades = int(np.count_nonzero(first[flat] == KIND_TRADE))
         if len(flat) and not structs and max(trades, len(flat) - trades) >= bulk_min:  # one is read in bulk
@@ -133,7 +134,7 @@ def take_records(
     records: list[Any] = [None] * n
     keys = _Keys(n, GroupIds() if group_ids is None else group_ids)
     stored = list(payloads)
-    decoded: list[tuple[DatasetSpec, list[int], list[Any]]] = []  # usable ones: keys read from structs
+    decoded: list[tuple[DatasetSpec, list[int], list[Any], list[int] | None]] = []  # usable ones, times
     columns: dict[str, pa.Table] = {}
     good_at: list[tuple[str, np.ndarray, np.ndarray]] = []  # dataset, its records, the good ones
     for spec, kind in ((TRADES_SPEC, KIND_TRADE), (QUOTES_SPEC, KIND_QUOTE)):
@@ -146,16 +147,11 @@ def take_records(
                     good_at.append((spec.name, at, np.flatnonzero(~bad)))
             todo = (at[bad] if bad is not None else at).tolist()
             if todo:
-                recs, errors = _decode_flat(spec, [payloads[i] for i in todo], lens[todo])
-                for i, rec in zip(todo, recs, strict=True):
-                    records[i] = rec
-                decoded.append(_usable(spec, todo, recs, errors))
+                decoded.append(_decode_all(spec, todo, payloads, records))
     books = np.flatnonzero((first != KIND_TRADE) & (first != KIND_QUOTE)).tolist()
-    for i in books:
-        records[i] = _decode_one(BOOKS_SPEC, payloads[i])
-    books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
     if books:
-        ok = _book_levels_ok([records[i] for i in books])
+        _, books, recs, times = _decode_all(BOOKS_SPEC, books, payloads, records)
+        ok = _book_levels_ok(recs) if books else np.ones(0, bool)
         if not ok.all():
             for i in np.flatnonzero(~ok).tolist():
                 j = books[i]
@@ -166,27 +162,25 @@ def take_records(
                 except RECORD_ERRORS as exc:
                     records[j] = exc
             books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
-        decoded.insert(0, (BOOKS_SPEC, books, [records[i] for i in books]))
+            recs, times = [records[i] for i in books], None
+        decoded.insert(0, (BOOKS_SPEC, books, recs, times))
     row = np.full(n, -1, np.int64)
     base = row_base(columns) if row_base is not None else {}
     for name, at, good in good_at:
         row[at[good]] = good + base.get(name, 0)
-    for spec, at_list, recs in decoded:
-        keys.add_decoded(spec, at_list, recs)
+    for spec, usable, recs, times in decoded:
+        keys.add_decoded(spec, usable, recs, times)
     return Intake(
         specs, records, stored, keys.time_ms, columns, row, keys.group, keys.ids.groups, keys.ids, lens, first, base
     )
 
 
-def _usable(
-    spec: DatasetSpec, at: list[int], records: list[Any], errors: list[int]
-) -> tuple[DatasetSpec, list[int], list[Any]]:
-    """The records ``at`` decoded as ``records`` but those at ``errors`` (positions in ``at``)."""
-    if not errors:
-        return spec, at, records
-    bad = set(errors)
-    keep = [k for k in range(len(at)) if k not in bad]
-    return spec, [at[k] for k in keep], [records[k] for k in keep]
+def _first_bytes(payloads: Sequence[bytes]) -> np.ndarray:
+    """Each record's first byte (0 for an empty one: it goes to the books, and fails there)."""
+    try:
+        return np.fromiter(map(_FIRST_BYTE, payloads), np.int64, len(payloads))
+    except IndexError:
+        return np.fromiter((p[0] if p else 0 for p in payloads), np.int64, len(payloads))
 
 
 class _Keys:
@@ -200,53 +194,55 @@ class _Keys:
     def code(self, group: Group) -> int:
         return self.ids.code(group)
 
-    def add_decoded(self, spec: DatasetSpec, at: list[int], records: list[Any]) -> None:
-        """The keys of records ``at`` of ``spec``, decoded and usable: ``records``."""
+    def add_decoded(self, spec: DatasetSpec, at: list[int], records: list[Any], times: list[int] | None) -> None:
+        """The keys of records ``at`` of ``spec``, decoded and usable: ``records``, their times
+        ``times`` (None: read from them)."""
         if at:
-            self.time_ms[at] = list(map(spec.time_ms, records))
-            self.group[at] = self.ids.ids(spec, list(map(_EXCHANGE_PAIR, records)))
+            where = np.array(at, np.int64)
+            self.time_ms[where] = list(map(spec.time_ms, records)) if times is None else times
+            self.group[where] = self.ids.ids(spec, list(map(_EXCHANGE_PAIR, records)))
 
 
-def _decode_flat(spec: DatasetSpec, payloads: list[bytes], lens: np.ndarray) -> tuple[list[Any], list[int]]:
-    """Each of a read's trades (or quotes), ``payloads`` (``lens`` bytes each): its record, or
-    the error that makes it unusable, as ``spec.decode`` gives it; and where the errors are.
+def _decode_all(
+    spec: DatasetSpec, at: list[int], payloads: Sequence[bytes], records: list[Any]
+) -> tuple[DatasetSpec, list[int], list[Any], list[int] | None]:
+    """Decode records ``at`` of the read, all of ``spec``, into ``records`` (each its struct, or
+    the error that makes it unusable, as ``spec.decode`` gives it); returns ``spec``, the usable
+    ones, their structs and, when none failed, their times (ms).
 
-    In one msgspec call: a record is its kind byte, a msgpack positive int (``T``: 84, ``Q``:
-    81), then the msgpack array of its struct, so k records behind the header of an array of 2k
-    items are one msgpack array ``[84, trade, 84, trade, ...]``. The sizes of its items
-    (``msgspec.Raw``) show each record to be exactly its kind byte and one item, as decoding it
-    alone requires (no trailing bytes; no item across two records); the dataset's checks then
-    run over all at once. A record that fails any of this fails the bulk decode: then every
-    one is decoded alone, its error worded as ever."""
-    k = len(payloads)
-    if k > 1:
-        data = _array_header(2 * k) + b"".join(payloads)
-        try:
-            sizes = np.fromiter(map(len, _RAW_ITEMS.decode(data)), np.int64, 2 * k)
-            if (sizes[0::2] == 1).all() and np.array_equal(sizes[1::2], lens - 1):
-                records = _KINDS_AND_RECORDS[spec.name].decode(data)[1::2]
-                if all(map(isinstance, records, repeat(spec.wire))) and _checks_pass(spec, records):
-                    return records, []
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            pass
-    records = [_decode_one(spec, p) for p in payloads]
-    return records, [k for k, r in enumerate(records) if isinstance(r, RECORD_ERRORS)]
-
-
-def _array_header(items: int) -> bytes:
-    """The msgpack header of an array of ``items`` items."""
-    if items < 16:
-        return bytes([0x90 | items])
-    return b"\xdc" + items.to_bytes(2, "big") if items < 1 << 16 else b"\xdd" + items.to_bytes(4, "big")
+    msgspec decodes each alone, but all in one C loop (``map``), and the dataset's checks run
+    over all at once; when any fails, each is decoded again by ``spec.decode``, its error
+    worded as ever."""
+    mine = [payloads[i] for i in at]
+    try:
+        structs = list(map(_STRUCT[spec.name], map(_AFTER_KIND, mine) if spec.prefix else mine))
+        times = list(map(spec.time_ms, structs))
+        if _checks_pass(spec, structs, times):
+            if spec is BOOKS_SPEC:
+                for book, payload in zip(structs, mine, strict=True):
+                    book.ring_bytes = payload  # as _decode_book keeps it
+            for i, rec in zip(at, structs, strict=True):
+                records[i] = rec
+            return spec, at, structs, times
+    except RECORD_ERRORS:
+        pass
+    for i, payload in zip(at, mine, strict=True):
+        records[i] = _decode_one(spec, payload)
+    usable = [i for i in at if not isinstance(records[i], RECORD_ERRORS)]
+    return spec, usable, [records[i] for i in usable], None
 
 
-def _checks_pass(spec: DatasetSpec, records: list[Any]) -> bool:
-    """Whether every one of ``records`` (decoded trades or quotes) passes the checks of
-    ``spec.decode``: a usable exchange, a time in range, a pair; a trade's side and id."""
-    if not all(map(_usable_exchange, set(map(_EXCHANGE, records)))) or not all(map(_PAIR, records)):
+def _checks_pass(spec: DatasetSpec, records: list[Any], times: list[int]) -> bool:
+    """Whether every one of ``records`` (``times``: their times, ms) passes the checks
+    ``spec.decode`` makes of one: a usable exchange, a time in range; a trade's or quote's
+    pair; a trade's side and id."""
+    if not records or min(times) < 0 or max(times) >= _MAX_TS_MS:
         return False
-    times = list(map(spec.time_ms, records))
-    if min(times) < 0 or max(times) >= _MAX_TS_MS:
+    if not all(map(_usable_exchange, set(map(_EXCHANGE, records)))):
+        return False
+    if spec is BOOKS_SPEC:
+        return True
+    if not all(map(_PAIR, records)):
         return False
     return spec is not TRADES_SPEC or (set(map(_SIDE, records)) <= set(_SIDES) and all(map(_TRADE_ID, records)))
 

@@ -59,14 +59,13 @@ def add_read(
     usable = np.flatnonzero(took.group >= 0)
     group = _segment_ids(seg, took)[usable]
     numbers = seg.next_numbers(committed_seq)
-    rank, _, _ = rank_within(group, len(numbers))
-    seq = numbers[group] + rank
+    seq = numbers[group] + _ranks(group)
     # Partitions: (dataset, exchange, UTC day); the same (dataset, exchange) for a group's records.
     of_group = seg.group_ids.stems()
     day = took.time_ms[usable] // _MS_PER_DAY
     first_day, days = (int(day.min()), int(day.max() - day.min()) + 1) if len(day) else (0, 1)
     part_keys, of_record = distinct(of_group[group] * days + day - first_day)
-    part_rank, _, _ = rank_within(of_record, len(part_keys))
+    part_rank, order, per_part = rank_within(of_record, len(part_keys))
     at_first = np.zeros(len(part_keys), np.int64)
     firsts = np.flatnonzero(part_rank == 0)  # each partition's first record
     at_first[of_record[firsts]] = firsts
@@ -97,7 +96,8 @@ def add_read(
         return Added(consumed, seqs, None)
     # Stored: each group's next number, each partition's records (in order).
     seg.numbered(group[:cut])
-    _, order, per_part = rank_within(of_record[:cut], len(part_keys))
+    if cut < len(usable):
+        _, order, per_part = rank_within(of_record[:cut], len(part_keys))
     rows = np.ones(cut, np.int64)  # a trade or quote is one row
     kind = took.kind[usable[:cut]]
     books = np.flatnonzero((kind != KIND_TRADE) & (kind != KIND_QUOTE))
@@ -130,12 +130,26 @@ def add_read(
     return Added(consumed, seqs, int(took.time_ms[usable[:cut]].max()))
 
 
+def _ranks(codes: np.ndarray) -> np.ndarray:
+    """Each item's rank among the items of its code (0, 1, ... in order): runs of the codes
+    sorted (``rank_within`` counts per code, and the segment's group ids are many more than a
+    read's records)."""
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    new = np.ones(len(codes), bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    at = np.arange(len(codes))
+    rank = np.empty(len(codes), np.int64)
+    rank[order] = at - np.maximum.accumulate(np.where(new, at, 0))
+    return rank
+
+
 def _segment_ids(seg: Segment, took: Intake) -> np.ndarray:
     """Each record's group id among the segment's (``took.group`` when the read took them,
     as the writer's reads do)."""
     if took.ids is seg.group_ids:
         return took.group
-    ids = [seg.group_ids.ids(spec, [(exchange, pair)])[0] for spec, exchange, pair in took.groups]
+    ids = [seg.group_ids.code(group) for group in took.groups]
     return np.array([*ids, -1], np.int64)[took.group]
 
 

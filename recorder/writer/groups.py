@@ -24,41 +24,40 @@ class GroupIds:
 
     def __init__(self) -> None:
         self.groups: list[Group] = []  # by id
-        # Dataset name -> (exchange, pair) -> id: a DatasetSpec's own hash is slow, its name's not.
-        self._ids: dict[str, dict[tuple[str, str], int]] = {}
-        # Each id's (dataset, exchange) code: its partition but for the date.
-        self._stem_of: dict[tuple[str, str], int] = {}
-        self._stems: list[int] = []
+        # (dataset name, exchange) -> pair -> id (a DatasetSpec's own hash is slow, its name's
+        # not); the (dataset, exchange) keys, in order, coded as each id's partition but the date.
+        self._ids: dict[tuple[str, str], dict[str, int]] = {}
+        self._stems: list[int] = []  # by id
         self._stem_array = np.zeros(0, np.int64)
 
     def code(self, group: Group) -> int:
         """The group's id."""
         spec, exchange, pair = group
-        return self.ids(spec, [(exchange, pair)])[0]
+        return self.ids(spec, [exchange], [pair])[0]
 
-    def ids(self, spec: DatasetSpec, keys: list[tuple[str, str]]) -> list[int]:
-        """The id of each (exchange, pair) of ``keys`` of dataset ``spec``: a dict lookup each,
-        in C; a new group's id given here."""
-        of_spec = self._ids.get(spec.name)
-        if of_spec is None:
-            of_spec = self._ids[spec.name] = {}
-        ids: list[Any] = list(map(of_spec.get, keys))
+    def ids(self, spec: DatasetSpec, exchanges: list[str], pairs: list[str]) -> list[int]:
+        """The id of each group (``spec``, ``exchanges[k]``, ``pairs[k]``): a dict lookup each,
+        all in C when they are of one exchange (a venue's ring); a new group's id given here."""
+        if exchanges.count(exchanges[0]) == len(exchanges):
+            ids: list[Any] = list(map(self._of_pair(spec, exchanges[0]).get, pairs))
+        else:
+            ids = [self._of_pair(spec, exchange).get(pair) for exchange, pair in zip(exchanges, pairs, strict=True)]
         if None in ids:
-            for k, key in enumerate(keys):
-                if ids[k] is None:
-                    ids[k] = of_spec.get(key)  # met earlier in ``keys``
+            for k, known in enumerate(ids):
+                if known is None:
+                    of_pair = self._of_pair(spec, exchanges[k])
+                    ids[k] = of_pair.get(pairs[k])  # met earlier in ``pairs``
                     if ids[k] is None:
-                        ids[k] = of_spec[key] = self._new(spec, key[0], key[1])
+                        ids[k] = of_pair[pairs[k]] = len(self.groups)
+                        self.groups.append((spec, exchanges[k], pairs[k]))
+                        self._stems.append(list(self._ids).index((spec.name, exchanges[k])))
         return ids
 
-    def _new(self, spec: DatasetSpec, exchange: str, pair: str) -> int:
-        self.groups.append((spec, exchange, pair))
-        stem = (spec.name, exchange)
-        code = self._stem_of.get(stem)
-        if code is None:
-            code = self._stem_of[stem] = len(self._stem_of)
-        self._stems.append(code)
-        return len(self.groups) - 1
+    def _of_pair(self, spec: DatasetSpec, exchange: str) -> dict[str, int]:
+        of_pair = self._ids.get((spec.name, exchange))
+        if of_pair is None:
+            of_pair = self._ids[(spec.name, exchange)] = {}
+        return of_pair
 
     def stems(self) -> np.ndarray:
         """Each id's (dataset, exchange) code (int64, by id)."""

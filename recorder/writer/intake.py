@@ -43,7 +43,6 @@ from recorder.writer.groups import Group, GroupIds
 BULK_MIN_RECORDS = 2048
 # Bytes per record under which a read is joined whole (a book is some hundreds, a trade ~70).
 _SMALL_RECORDS = 200
-_EXCHANGE_PAIR = attrgetter("exchange", "pair")
 _EXCHANGE, _PAIR, _SIDE, _TRADE_ID = (attrgetter(a) for a in ("exchange", "pair", "side", "trade_id"))
 _FIRST_BYTE, _AFTER_KIND = itemgetter(0), itemgetter(slice(1, None))
 # Per dataset: msgspec's decode of its record (after its ``prefix``) into its struct, unchecked.
@@ -200,7 +199,7 @@ class _Keys:
         if at:
             where = np.array(at, np.int64)
             self.time_ms[where] = list(map(spec.time_ms, records)) if times is None else times
-            self.group[where] = self.ids.ids(spec, list(map(_EXCHANGE_PAIR, records)))
+            self.group[where] = self.ids.ids(spec, list(map(_EXCHANGE, records)), list(map(_PAIR, records)))
 
 
 def _decode_all(

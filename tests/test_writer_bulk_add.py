@@ -27,8 +27,9 @@ def _records(rng: random.Random, n: int) -> list[bytes]:
         exchange, pair = rng.choice(["binance", "okx"]), rng.choice(["BTC-USDT", "ETH-USDT", "Ä-EUR"])
         kind = rng.random()
         if kind < 0.2:
-            snap = Snapshot(exchange=exchange, pair=pair, timestamp_ms=ms, bids=[Level(1.0, 2.0)] * rng.randrange(3),
-                            asks=[Level(2.0, 1.0)], capture_latency_ms=0.5)  # fmt: skip
+            bids = [Level(1.0, 2.0)] * rng.randrange(3) if kind < 0.15 else [Level(1, 2), Level(3, 4)]  # ints too
+            snap = Snapshot(exchange=exchange, pair=pair, timestamp_ms=ms, bids=bids, asks=[Level(2.0, 1.0)],
+                            capture_latency_ms=0.5)  # fmt: skip
             out.append(ring_record(snap))
         elif kind < 0.6:
             out.append(

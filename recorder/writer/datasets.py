@@ -225,11 +225,13 @@ def _book_the_slow_way(payload: bytes) -> bytes:
     return ring_encoder.encode(rec)  # msgspec writes every float of a list[float] as a float64
 
 
-def _book_levels_ok(books: Sequence[RingBook]) -> np.ndarray:
-    """Per book, whether its level columns are float64 arrays, prices as long as quantities."""
+def _book_levels_ok(books: Sequence[RingBook]) -> tuple[np.ndarray, np.ndarray]:
+    """Per book, whether its level columns are float64 arrays, prices as long as quantities;
+    and its Parquet rows where they are (``BOOKS_SPEC.rows``: its levels, at least one)."""
     ok, counts = float64_arrays_ok(list(chain.from_iterable(map(_LEVEL_RAWS, books))))
     counts = counts.reshape(-1, 4)
-    return ok.reshape(-1, 4).all(axis=1) & (counts[:, 0] == counts[:, 1]) & (counts[:, 2] == counts[:, 3])
+    ok = ok.reshape(-1, 4).all(axis=1) & (counts[:, 0] == counts[:, 1]) & (counts[:, 2] == counts[:, 3])
+    return ok, np.maximum(counts[:, 0] + counts[:, 2], 1)
 
 
 def _book_rows(

@@ -72,6 +72,7 @@ class Intake:
     groups: list[Group]  # ids.groups
     ids: GroupIds
     lens: np.ndarray  # int64: bytes of each stored record
+    rows: np.ndarray  # int64: Parquet rows of each usable record (``spec.rows``)
     kind: np.ndarray  # each record's first byte (KIND_TRADE, KIND_QUOTE, else a book)
     base: dict[str, int]  # per dataset, the number of its first row in ``columns`` (``row_base``)
 
@@ -133,6 +134,7 @@ def take_records(
     records: list[Any] = [None] * n
     keys = _Keys(n, GroupIds() if group_ids is None else group_ids)
     stored = list(payloads)
+    rows = np.ones(n, np.int64)  # a trade or quote is one row
     decoded: list[tuple[DatasetSpec, list[int], list[Any], list[int] | None]] = []  # usable ones, times
     columns: dict[str, pa.Table] = {}
     good_at: list[tuple[str, np.ndarray, np.ndarray]] = []  # dataset, its records, the good ones
@@ -150,14 +152,15 @@ def take_records(
     books = np.flatnonzero((first != KIND_TRADE) & (first != KIND_QUOTE)).tolist()
     if books:
         _, books, recs, times = _decode_all(BOOKS_SPEC, books, payloads, records)
-        ok = _book_levels_ok(recs) if books else np.ones(0, bool)
+        ok, book_rows = _book_levels_ok(recs) if books else (np.ones(0, bool), np.ones(0, np.int64))
+        rows[books] = book_rows
         if not ok.all():
             for i in np.flatnonzero(~ok).tolist():
                 j = books[i]
                 try:
                     stored[j] = _book_the_slow_way(payloads[j])
                     records[j] = _decode_book(stored[j])
-                    lens[j] = len(stored[j])
+                    lens[j], rows[j] = len(stored[j]), BOOKS_SPEC.rows(records[j])
                 except RECORD_ERRORS as exc:
                     records[j] = exc
             books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
@@ -170,7 +173,19 @@ def take_records(
     for spec, usable, recs, times in decoded:
         keys.add_decoded(spec, usable, recs, times)
     return Intake(
-        specs, records, stored, keys.time_ms, columns, row, keys.group, keys.ids.groups, keys.ids, lens, first, base
+        specs,
+        records,
+        stored,
+        keys.time_ms,
+        columns,
+        row,
+        keys.group,
+        keys.ids.groups,
+        keys.ids,
+        lens,
+        rows,
+        first,
+        base,
     )
 
 

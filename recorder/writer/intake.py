@@ -135,7 +135,7 @@ def take_records(
     keys = _Keys(n, GroupIds() if group_ids is None else group_ids)
     stored = list(payloads)
     rows = np.ones(n, np.int64)  # a trade or quote is one row
-    decoded: list[tuple[DatasetSpec, list[int], list[Any], list[int] | None]] = []  # usable ones, times
+    decoded: list[_Decoded] = []
     columns: dict[str, pa.Table] = {}
     good_at: list[tuple[str, np.ndarray, np.ndarray]] = []  # dataset, its records, the good ones
     for spec, kind in ((TRADES_SPEC, KIND_TRADE), (QUOTES_SPEC, KIND_QUOTE)):
@@ -151,7 +151,7 @@ def take_records(
                 decoded.append(_decode_all(spec, todo, payloads, records))
     books = np.flatnonzero((first != KIND_TRADE) & (first != KIND_QUOTE)).tolist()
     if books:
-        _, books, recs, times = _decode_all(BOOKS_SPEC, books, payloads, records)
+        _, books, recs, got = _decode_all(BOOKS_SPEC, books, payloads, records)
         ok, book_rows = _book_levels_ok(recs) if books else (np.ones(0, bool), np.ones(0, np.int64))
         rows[books] = book_rows
         if not ok.all():
@@ -164,14 +164,14 @@ def take_records(
                 except RECORD_ERRORS as exc:
                     records[j] = exc
             books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
-            recs, times = [records[i] for i in books], None
-        decoded.insert(0, (BOOKS_SPEC, books, recs, times))
+            recs, got = [records[i] for i in books], None
+        decoded.insert(0, (BOOKS_SPEC, books, recs, got))
     row = np.full(n, -1, np.int64)
     base = row_base(columns) if row_base is not None else {}
     for name, at, good in good_at:
         row[at[good]] = good + base.get(name, 0)
-    for spec, usable, recs, times in decoded:
-        keys.add_decoded(spec, usable, recs, times)
+    for spec, usable, recs, got in decoded:
+        keys.add_decoded(spec, usable, recs, got)
     return Intake(
         specs,
         records,
@@ -197,6 +197,12 @@ def _first_bytes(payloads: Sequence[bytes]) -> np.ndarray:
         return np.fromiter((p[0] if p else 0 for p in payloads), np.int64, len(payloads))
 
 
+# Records' times (ms), exchanges and pairs, read once from their structs.
+_Got = tuple[list[int], list[str], list[str]]
+# A dataset's usable records of a read: their indices, structs, and what was got of them.
+_Decoded = tuple[DatasetSpec, list[int], list[Any], _Got | None]
+
+
 class _Keys:
     """Per record of a ring read: time (ms), group id (among ``ids``)."""
 
@@ -208,21 +214,24 @@ class _Keys:
     def code(self, group: Group) -> int:
         return self.ids.code(group)
 
-    def add_decoded(self, spec: DatasetSpec, at: list[int], records: list[Any], times: list[int] | None) -> None:
-        """The keys of records ``at`` of ``spec``, decoded and usable: ``records``, their times
-        ``times`` (None: read from them)."""
+    def add_decoded(self, spec: DatasetSpec, at: list[int], records: list[Any], got: _Got | None) -> None:
+        """The keys of records ``at`` of ``spec``, decoded and usable: ``records``; ``got``:
+        their times, exchanges and pairs (None: read from them)."""
         if at:
+            times, exchanges, pairs = _got(spec, records) if got is None else got
             where = np.array(at, np.int64)
-            self.time_ms[where] = list(map(spec.time_ms, records)) if times is None else times
-            self.group[where] = self.ids.ids(spec, list(map(_EXCHANGE, records)), list(map(_PAIR, records)))
+            self.time_ms[where] = times
+            self.group[where] = self.ids.ids(spec, exchanges, pairs)
 
 
-def _decode_all(
-    spec: DatasetSpec, at: list[int], payloads: Sequence[bytes], records: list[Any]
-) -> tuple[DatasetSpec, list[int], list[Any], list[int] | None]:
+def _got(spec: DatasetSpec, records: list[Any]) -> _Got:
+    return list(map(spec.time_ms, records)), list(map(_EXCHANGE, records)), list(map(_PAIR, records))
+
+
+def _decode_all(spec: DatasetSpec, at: list[int], payloads: Sequence[bytes], records: list[Any]) -> _Decoded:
     """Decode records ``at`` of the read, all of ``spec``, into ``records`` (each its struct, or
     the error that makes it unusable, as ``spec.decode`` gives it); returns ``spec``, the usable
-    ones, their structs and, when none failed, their times (ms).
+    ones, their structs and, when none failed, their times, exchanges and pairs.
 
     msgspec decodes each alone, but all in one C loop (``map``), and the dataset's checks run
     over all at once; when any fails, each is decoded again by ``spec.decode``, its error
@@ -230,14 +239,14 @@ def _decode_all(
     mine = [payloads[i] for i in at]
     try:
         structs = list(map(_STRUCT[spec.name], map(_AFTER_KIND, mine) if spec.prefix else mine))
-        times = list(map(spec.time_ms, structs))
-        if _checks_pass(spec, structs, times):
+        got = _got(spec, structs)
+        if _checks_pass(spec, structs, got):
             if spec is BOOKS_SPEC:
                 for book, payload in zip(structs, mine, strict=True):
                     book.ring_bytes = payload  # as _decode_book keeps it
             for i, rec in zip(at, structs, strict=True):
                 records[i] = rec
-            return spec, at, structs, times
+            return spec, at, structs, got
     except RECORD_ERRORS:
         pass
     for i, payload in zip(at, mine, strict=True):
@@ -246,17 +255,18 @@ def _decode_all(
     return spec, usable, [records[i] for i in usable], None
 
 
-def _checks_pass(spec: DatasetSpec, records: list[Any], times: list[int]) -> bool:
-    """Whether every one of ``records`` (``times``: their times, ms) passes the checks
-    ``spec.decode`` makes of one: a usable exchange, a time in range; a trade's or quote's
-    pair; a trade's side and id."""
+def _checks_pass(spec: DatasetSpec, records: list[Any], got: _Got) -> bool:
+    """Whether every one of ``records`` (``got``: their times, exchanges, pairs) passes the
+    checks ``spec.decode`` makes of one: a usable exchange, a time in range; a trade's or
+    quote's pair; a trade's side and id."""
+    times, exchanges, pairs = got
     if not records or min(times) < 0 or max(times) >= _MAX_TS_MS:
         return False
-    if not all(map(_usable_exchange, set(map(_EXCHANGE, records)))):
+    if not all(map(_usable_exchange, set(exchanges))):
         return False
     if spec is BOOKS_SPEC:
         return True
-    if not all(map(_PAIR, records)):
+    if not all(pairs):
         return False
     return spec is not TRADES_SPEC or (set(map(_SIDE, records)) <= set(_SIDES) and all(map(_TRADE_ID, records)))
 

@@ -20,13 +20,15 @@ Group = tuple[DatasetSpec, str, str]
 
 
 class GroupIds:
-    """An id (0, 1, ...) per group met, kept for this object's life (``Segment.group_ids``)."""
+    """An id (0, 1, ...) per group met, kept for this object's life (``Segment.group_ids``: as
+    many as the groups of the segment's records, whatever names producers send)."""
 
     def __init__(self) -> None:
         self.groups: list[Group] = []  # by id
-        # (dataset name, exchange) -> pair -> id (a DatasetSpec's own hash is slow, its name's
-        # not); the (dataset, exchange) keys, in order, coded as each id's partition but the date.
+        # (dataset name, exchange) -> pair -> id (a DatasetSpec's own hash is slow, its name's not).
         self._ids: dict[tuple[str, str], dict[str, int]] = {}
+        # (dataset name, exchange) -> its code (0, 1, ...), and each id's: its partition but the date.
+        self._stem_of: dict[tuple[str, str], int] = {}
         self._stems: list[int] = []  # by id
         self._stem_array = np.zeros(0, np.int64)
 
@@ -50,13 +52,14 @@ class GroupIds:
                     if ids[k] is None:
                         ids[k] = of_pair[pairs[k]] = len(self.groups)
                         self.groups.append((spec, exchanges[k], pairs[k]))
-                        self._stems.append(list(self._ids).index((spec.name, exchanges[k])))
+                        self._stems.append(self._stem_of[(spec.name, exchanges[k])])
         return ids
 
     def _of_pair(self, spec: DatasetSpec, exchange: str) -> dict[str, int]:
         of_pair = self._ids.get((spec.name, exchange))
         if of_pair is None:
             of_pair = self._ids[(spec.name, exchange)] = {}
+            self._stem_of[(spec.name, exchange)] = len(self._stem_of)
         return of_pair
 
     def stems(self) -> np.ndarray:

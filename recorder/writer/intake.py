@@ -104,9 +104,9 @@ def take_records(
     be read in bulk; ``group_ids``: the ids its groups get (the open segment's, which numbers
     the records by them; default: the read's own).
 
-    Books are decoded one by one (their level columns stay raw) and checked in bulk: their
-    level columns must be float64 arrays of matching lengths (what the sampler sends); one that
-    is not is decoded the slow way and re-encoded so. Trades and quotes are read and checked
+    Books are decoded (their level columns stay raw; see :func:`_decode_all`) and checked in
+    bulk: their level columns must be float64 arrays of matching lengths (what the sampler
+    sends); one that is not is decoded the slow way and re-encoded so. Trades and quotes are read and checked
     all at once, field by field (``RecordColumns``), unless ``structs`` or they are fewer than
     ``bulk_min`` (then decoded, as a record whose fields the bulk read cannot take: all of a
     dataset's in one msgspec loop, see :func:`_decode_all`); where that read meets a record it

@@ -44,20 +44,22 @@ _NUMBERS: dict[int, tuple[int, str]] = {
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-# Zero bytes after a read's joined records: a string's key words (``RecordColumns.keyed_strings``)
-# are read 8 bytes at a time, past the end of a short last string.
-_PADDING = bytes(32)
-
-
 # [w][length]: the bits of a string's word w (its bytes 8w to 8w + 7, little-endian) it holds.
 _WORD_MASKS = np.array(
     [[(1 << (8 * min(max(length - 8 * w, 0), 8))) - 1 for length in range(32)] for w in range(3)], "<u8"
 )
 
 
-def joined(records: Sequence[bytes]) -> np.ndarray:
-    """The records one after the other as one byte array, followed by a few zero bytes."""
-    return np.frombuffer(b"".join([*records, _PADDING]), np.uint8)
+def joined(records: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The records one after the other as one byte array, and where each starts and ends in it:
+    one copy by Arrow, which measures them as it copies (a third of ``b"".join`` and a length
+    per record). No bytes after the last one: a reader that would read past it refuses."""
+    if not records:
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    array = pa.array(records, pa.large_binary())
+    _, offsets, data = array.buffers()
+    bounds = np.frombuffer(offsets, np.int64, len(records) + 1)
+    return np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8), bounds[:-1], bounds[1:]
 
 
 def _gather(buf: np.ndarray, at: np.ndarray, width: int, dtype: str) -> np.ndarray:
@@ -92,14 +94,12 @@ class RecordColumns:
 
     def __init__(self, payloads: Sequence[bytes], prefix: int) -> None:
         """``prefix``: bytes before each record's msgpack array (a trade's kind byte)."""
-        lens = np.fromiter(map(len, payloads), np.int64, len(payloads))
-        ends = np.cumsum(lens)
-        self._begin(joined(payloads), ends - lens, ends, prefix)
+        self._begin(*joined(payloads), prefix)
 
     @classmethod
     def some_of(cls, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> RecordColumns:
         """The records ``buf[starts[i] : ends[i]]`` of a buffer already joined (a ring read's,
-        by :func:`joined`: the readers may read a few bytes past its last record)."""
+        by :func:`joined`)."""
         self = cls.__new__(cls)
         self._begin(buf, starts, ends, prefix)
         return self
@@ -214,17 +214,18 @@ class RecordColumns:
         strings = pa.Array.from_buffers(pa.large_string(), self.n, [None, pa.py_buffer(offsets), data])
         return strings.cast(pa.string())
 
-    def keyed_strings(self) -> tuple[pa.Array, np.ndarray, list[str | None]] | None:
+    def keyed_strings(self) -> tuple[pa.DictionaryArray, np.ndarray, list[str | None]] | None:
         """The next field of every record, a string of few distinct short values (an exchange,
-        a pair, a side): its Arrow array, each record's index into the distinct values, and
+        a pair, a side): its Arrow dictionary array, each record's index into the distinct values, and
         those values (None where one is not UTF-8: its records' strings are empty in the array).
         None, nothing read, when one is not a fixstr or longer than 24 bytes (read it with
         :meth:`column`).
 
         Each string becomes a key of fixed width, its length then its bytes as up to three
-        8-byte words (one gather each); Arrow hashes the keys, and the one string array built
-        is the distinct values taken per record. No per-record string is checked for UTF-8:
-        the few distinct ones are decoded."""
+        8-byte words (one gather each); Arrow hashes the keys, and the column is a dictionary
+        array of the distinct values: no string per record is built (a file stores a dictionary
+        column as it stores strings, and writes it faster). No per-record string is checked for
+        UTF-8: the few distinct ones are decoded."""
         tags = self._tags()
         if not self.n or ((tags & 0xE0) != 0xA0).any():
             return None
@@ -245,7 +246,7 @@ class RecordColumns:
                 values.append(k[8 : 8 + int.from_bytes(k[:8], "little")].decode("utf-8"))
             except UnicodeDecodeError:
                 values.append(None)
-        strings = pa.array([v or "" for v in values], pa.string()).take(encoded.indices)
+        strings = pa.DictionaryArray.from_arrays(encoded.indices, pa.array([v or "" for v in values], pa.string()))
         return strings, encoded.indices.to_numpy(), values
 
     def float_arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -308,8 +309,8 @@ def record_order(pair: pa.Array, seq: pa.Array) -> np.ndarray:
     # Pairs are few: each record's pair as the rank of its name among them. A pair's records
     # arrive numbered in order, so a stable sort by that rank alone (a radix sort of small ints)
     # is the order, when the numbers say so; else one integer lexsort (stable, like Arrow's).
-    encoded = pair.dictionary_encode()
-    rank = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="first").to_numpy()
+    encoded = pair if pa.types.is_dictionary(pair.type) else pair.dictionary_encode()
+    rank = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="dense").to_numpy()
     key = rank[encoded.indices.to_numpy(zero_copy_only=False)]
     seqs = seq.to_numpy(zero_copy_only=False)
     order = np.argsort(key.astype(np.int16) if len(rank) < 2**15 else key, kind="stable")
@@ -333,9 +334,12 @@ def field_array(records: Sequence[Any], attr: str, typ: pa.DataType) -> pa.Array
     return pa.array(list(map(attrgetter(attr), records)), typ)
 
 
-def repeated(value: str, n: int) -> pa.Array:
-    """A string column holding ``value`` ``n`` times (the writer's session id)."""
-    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+def repeated(value: str, n: int, as_dictionary: bool = False) -> pa.Array:
+    """A string column holding ``value`` ``n`` times (the writer's session id); a dictionary
+    array of it if ``as_dictionary``."""
+    single = pa.array([value], pa.string())
+    zeros = pa.array(np.zeros(n, np.int32))
+    return pa.DictionaryArray.from_arrays(zeros, single) if as_dictionary else single.take(zeros)
 
 
 def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

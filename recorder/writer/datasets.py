@@ -41,6 +41,8 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SIDES = ("buy", "sell")
 _US = pa.timestamp("us", tz="UTC")
 _WHOLE = 2**62  # rows per piece: all of them
+# A trade's or quote's strings of a handful of distinct values a file (read as dictionary arrays).
+FEW_VALUED = frozenset(("exchange", "pair", "side"))
 
 TRADES_SCHEMA = pa.schema(
     [
@@ -126,9 +128,10 @@ Levels = tuple[np.ndarray, np.ndarray]  # per record: position of the first valu
 
 def build_table(spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int], session_id: str) -> pa.Table:
     """One file's table of ring records (``payloads``, as :func:`decode_records` passed them)
-    numbered ``seqs``, ordered by pair then sequence number: :func:`build_pieces` joined."""
+    numbered ``seqs``, ordered by pair then sequence number: :func:`build_pieces` joined, of
+    ``spec.schema`` (its strings plain)."""
     pieces = list(build_pieces(spec, payloads, seqs, session_id, _WHOLE))
-    return pa.concat_tables(pieces).combine_chunks() if pieces else spec.schema.empty_table()
+    return pa.concat_tables(pieces).combine_chunks().cast(spec.schema) if pieces else spec.schema.empty_table()
 
 
 def build_pieces(
@@ -148,25 +151,35 @@ def build_pieces(
     by one Arrow ``take`` (the books' levels, the bulk of the rows, read only then). ``read``:
     trades' or quotes' columns (``spec.fields``) the intake already read of these records, in
     their order (``Partition.read_columns``): taken as they are.
+
+    A trade's or quote's few-valued strings (``FEW_VALUED``, and the session id) come as
+    dictionary arrays: put in order as ints, and written as Parquet writes the strings
+    (``parquet_format.write_parquet_pieces``); the pieces' schema is ``spec.schema`` but for
+    those types.
     """
     columns: dict[str, pa.Array] = {}
     levels: dict[str, Levels] = {}
-    if read is not None and spec.expand is None and read.num_rows == len(payloads):
+    flat = spec.expand is None
+    if read is not None and flat and read.num_rows == len(payloads):
         columns = {name: read.column(name).combine_chunks() for name, _ in spec.fields}
     else:
         reader = RecordColumns(payloads, spec.prefix)
         column_of = {attr: name for name, attr in spec.fields}
         for f in msgspec.structs.fields(spec.wire):
             name = column_of.get(f.name)
-            if name is not None:
-                columns[name] = reader.column(spec.schema.field(name).type)
-            else:
+            if name is None:
                 levels[f.name] = reader.float_arrays()
+                continue
+            keyed = reader.keyed_strings() if flat and name in FEW_VALUED else None
+            if keyed is not None and None in keyed[2]:
+                raise ValueError("ring record string is not UTF-8")  # decode_records lets none through
+            columns[name] = keyed[0] if keyed is not None else reader.column(spec.schema.field(name).type)
     columns["sequence_number"] = pa.array(np.asarray(seqs, np.int64))
-    columns["session_id"] = repeated(session_id, len(payloads))
+    columns["session_id"] = repeated(session_id, len(payloads), as_dictionary=flat)
     order = record_order(columns["pair"], columns["sequence_number"])
-    if spec.expand is None:
-        table = pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=spec.schema)
+    if flat:
+        schema = pa.schema([f.with_type(columns[f.name].type) for f in spec.schema])
+        table = pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=schema)
         for piece in pieces_of(order, np.ones(len(order), np.int64), rows_per_piece):
             yield table.take(piece)
         return

@@ -23,6 +23,7 @@ from recorder.writer.datasets import (
     _MAX_TS_MS,
     _SIDES,
     BOOKS_SPEC,
+    FEW_VALUED,
     QUOTES_SPEC,
     RECORD_ERRORS,
     TRADES_SPEC,
@@ -38,8 +39,6 @@ from recorder.writer.datasets import (
 # the writer's usual reads (a 20 ms poll: some hundred trades of up to 1000 pairs) one by one is
 # cheaper; a backlog of few pairs' records is not.
 BULK_MIN_RECORDS = 2048
-# Bytes per record under which a read is joined whole (a book is some hundreds, a trade ~70).
-_SMALL_RECORDS = 200
 # (dataset, exchange, pair): what numbers a record (sequence numbers run per group).
 Group = tuple[DatasetSpec, str, str]
 
@@ -104,20 +103,10 @@ def take_records(
     collector cost more than reading them.
     """
     n = len(payloads)
-    lens = np.fromiter(map(len, payloads), np.int64, n)
-    ends = np.cumsum(lens)
-    starts = ends - lens
-    buf = None
-    if n and int(ends[-1]) <= _SMALL_RECORDS * n:  # mostly trades and quotes: all joined at once
-        buf = joined(payloads)
-        first = np.where(lens > 0, buf[starts], 0)  # an empty record goes to the books (and fails there)
-    else:  # mostly books, which are decoded one by one: only the trades and quotes joined
-        first = np.fromiter((p[0] if p else 0 for p in payloads), np.int64, n)
-        flat = np.flatnonzero((first == KIND_TRADE) | (first == KIND_QUOTE))
-        if len(flat) and not structs:
-            buf = joined([payloads[i] for i in flat.tolist()])
-            ends[flat] = np.cumsum(lens[flat])
-            starts[flat] = ends[flat] - lens[flat]
+    buf, starts, ends = joined(payloads)  # books too: a copy costs less than a length each
+    lens = ends - starts
+    # An empty record goes to the books (and fails there).
+    first = np.where(lens > 0, buf[np.minimum(starts, len(buf) - 1)], 0) if len(buf) else np.zeros(n, np.int64)
     specs: list[DatasetSpec] = _specs_by_first_byte()[first].tolist()
     records: list[Any] = [None] * n
     keys = _Keys(n)
@@ -129,7 +118,7 @@ def take_records(
         at = np.flatnonzero(first == kind)
         if len(at):
             bad = None
-            if buf is not None and not structs and len(at) >= bulk_min:
+            if not structs and len(at) >= bulk_min:
                 bad = _take_flat_in_bulk(spec, buf, starts[at], ends[at], at, keys, columns)
                 if bad is not None:
                     good_at.append((spec.name, at, np.flatnonzero(~bad)))
@@ -190,16 +179,17 @@ def _decode_one(spec: DatasetSpec, payload: bytes) -> Any:
         return exc
 
 
-def _keyed(reader: RecordColumns) -> tuple[pa.Array, np.ndarray, list[str | None]]:
-    """The next string field: its column, each record's index into its distinct values, and
-    those (None: not UTF-8); by keys (``keyed_strings``) where it can (ArrowInvalid: not UTF-8)."""
+def _keyed(reader: RecordColumns) -> tuple[pa.DictionaryArray, np.ndarray, list[str | None]]:
+    """The next string field: its column (a dictionary array), each record's index into its
+    distinct values, and those (None: not UTF-8); by keys (``keyed_strings``) where it can
+    (ArrowInvalid: not UTF-8)."""
     keyed = reader.keyed_strings()
     if keyed is not None:
         return keyed
     column = reader.column(pa.string())
     column.validate(full=True)  # UTF-8, as msgspec checks it
     encoded = column.dictionary_encode()
-    return column, encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+    return encoded, encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
 
 
 def _per_value(values: list[str | None], ok: Callable[[str], bool]) -> np.ndarray:
@@ -228,7 +218,7 @@ def _take_flat_in_bulk(
         reader = RecordColumns.some_of(buf, starts, ends, spec.prefix)
         for name, _ in spec.fields:
             typ = spec.schema.field(name).type
-            if name in ("exchange", "pair", "side"):  # few distinct values
+            if name in FEW_VALUED:
                 columns[name], indices, values = _keyed(reader)
                 keyed[name] = (indices, values)
             else:

@@ -44,10 +44,14 @@ _NUMBERS: dict[int, tuple[int, str]] = {
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-# [w][length]: the bits of a string's word w (its bytes 8w to 8w + 7, little-endian) it holds.
-_WORD_MASKS = np.array(
-    [[(1 << (8 * min(max(length - 8 * w, 0), 8))) - 1 for length in range(32)] for w in range(3)], "<u8"
-)
+# [words][length]: a fixstr of ``length`` bytes read as ``words`` 8-byte little-endian words from
+# its tag on: the bits of each word that are its tag and bytes (the rest is the next field's).
+_KEY_MASKS = [
+    np.array(
+        [[(1 << (8 * min(max(1 + length - 8 * w, 0), 8))) - 1 for w in range(words)] for length in range(32)], "<u8"
+    )
+    for words in range(4)
+]
 
 
 def joined(records: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,48 +124,81 @@ class RecordColumns:
         except IndexError:
             raise ValueError("ring record ends early") from None
 
+    def _at_pos(self, width: int) -> np.ndarray:
+        """The ``width`` bytes from each record's read position on (n x ``width``, zeros past the
+        buffer's end): one gather of them all, the tag and the value after it at once."""
+        buf, pos = self.buf, self.pos
+        limit = len(buf) - width
+        if self.n and int(pos.max()) > limit:  # a record at the end: its last bytes read apart
+            over = np.flatnonzero(pos > limit)
+            out = self._at(buf, np.where(pos > limit, 0, pos), width, max(limit, 0)) if limit >= 0 else None
+            if out is None:
+                out = np.zeros((self.n, width), np.uint8)
+            for i, p in zip(over.tolist(), pos[over].tolist(), strict=True):
+                tail = buf[p : p + width]
+                out[i] = 0
+                out[i, : len(tail)] = tail
+            return out
+        return self._at(buf, pos, width, limit)
+
+    @staticmethod
+    def _at(buf: np.ndarray, pos: np.ndarray, width: int, limit: int) -> np.ndarray:
+        every_offset = np.ndarray((limit + 1,), np.dtype(f"V{width}"), buf, 0, (1,))
+        return every_offset[pos].view(np.uint8).reshape(-1, width)
+
     def column(self, typ: pa.DataType) -> pa.Array:
         """The next field of every record as one Arrow array of ``typ``."""
         if typ == pa.string():
             return self._strings()
-        tags = self._tags()
-        if not pa.types.is_boolean(typ) and self.n:
-            uniform = self._uniform_number(tags, pa.types.is_floating(typ))
-            if uniform is not None:  # every value of one msgpack type (the usual case): one gather
+        if not self.n:
+            return pa.array([], typ)
+        if pa.types.is_boolean(typ):
+            tags = self._tags()
+            if not np.isin(tags, (_NIL, _FALSE, _TRUE)).all():
+                raise ValueError("ring record field is not a bool")
+            values: np.ndarray = tags == _TRUE
+            null = tags == _NIL
+            self.pos = self.pos + 1
+        else:
+            head = self._at_pos(9)  # each record's tag and the value after it
+            uniform = self._uniform_number(head, pa.types.is_floating(typ))
+            if uniform is not None:  # every value of one msgpack type (the usual case)
                 values, mask = uniform
                 if pa.types.is_timestamp(typ):
                     return pa.array(values, pa.int64(), mask=mask).cast(typ)
                 return pa.array(values, typ, mask=mask)
-        null = tags == _NIL
-        size = np.ones(self.n, np.int64)
-        if pa.types.is_boolean(typ):
-            if not np.isin(tags, (_NIL, _FALSE, _TRUE)).all():
-                raise ValueError("ring record field is not a bool")
-            values: np.ndarray = tags == _TRUE
-        else:
-            floating = pa.types.is_floating(typ)
-            values = np.zeros(self.n, np.float64 if floating else np.int64)
-            fixint = (tags < 0x80) | (tags >= 0xE0)
-            values[fixint] = np.where(tags[fixint] >= 0xE0, tags[fixint] - 0x100, tags[fixint])
-            known = fixint | null
-            for tag in np.flatnonzero(np.bincount(tags[~known], minlength=256)).tolist():  # no sort
-                if tag not in _NUMBERS or (tag in (_FLOAT32, _FLOAT64) and not floating):
-                    raise ValueError(f"ring record field is not a number (msgpack tag {tag:#x})")
-                width, dtype = _NUMBERS[tag]
-                at = np.flatnonzero(tags == tag)
-                read = _gather(self.buf, self.pos[at] + 1, width, dtype)
-                if tag == 0xCF and not floating and (read > _INT64_MAX).any():
-                    raise ValueError("ring record integer beyond int64")
-                values[at] = read
-                size[at] = 1 + width
-        self.pos = self.pos + size
+            values, null = self._numbers(head, pa.types.is_floating(typ))
         if pa.types.is_timestamp(typ):
             return pa.array(values, pa.int64(), mask=null if null.any() else None).cast(typ)
         return pa.array(values, typ, mask=null if null.any() else None)
 
-    def _uniform_number(self, tags: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def _numbers(self, head: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The next field's values and null mask, read from ``head`` tag by tag."""
+        tags = head[:, 0].astype(np.int64)
+        null = tags == _NIL
+        size = np.ones(self.n, np.int64)
+        values = np.zeros(self.n, np.float64 if floating else np.int64)
+        fixint = (tags < 0x80) | (tags >= 0xE0)
+        values[fixint] = np.where(tags[fixint] >= 0xE0, tags[fixint] - 0x100, tags[fixint])
+        known = fixint | null
+        for tag in np.flatnonzero(np.bincount(tags[~known], minlength=256)).tolist():  # no sort
+            if tag not in _NUMBERS or (tag in (_FLOAT32, _FLOAT64) and not floating):
+                raise ValueError(f"ring record field is not a number (msgpack tag {tag:#x})")
+            width, dtype = _NUMBERS[tag]
+            at = np.flatnonzero(tags == tag)
+            read = np.ndarray((self.n,), np.dtype(dtype), head, 1, (9,))[at]
+            if tag == 0xCF and not floating and (read > _INT64_MAX).any():
+                raise ValueError("ring record integer beyond int64")
+            values[at] = read
+            size[at] = 1 + width
+        self.pos = self.pos + size
+        return values, null
+
+    def _uniform_number(self, head: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
         """The next field's values and null mask when every record has it as one msgpack number
-        type or nil (one gather), else None (read tag by tag)."""
+        type or nil, read from ``head`` (each record's 9 bytes from the field on), else None
+        (read tag by tag)."""
+        tags = head[:, 0]
         tag = int(tags[0])
         null: np.ndarray | None = None
         if tag == _NIL:
@@ -180,9 +217,9 @@ class RecordColumns:
         width, dtype = spec
         if null is not None and not null.any():
             null = None
-        # Where a value is nil, the gather reads the buffer's first bytes: masked, never stored.
-        read = _gather(self.buf, self.pos + 1 if null is None else np.where(null, 0, self.pos + 1), width, dtype)
-        if tag == 0xCF and not floating and (read[same] > _INT64_MAX).any():
+        # Where a value is nil, its bytes are the next field's: masked, never stored.
+        read = np.ndarray((self.n,), np.dtype(dtype), head, 1, (9,))
+        if tag == 0xCF and not floating and (read[same] if null is not None else read).max() > _INT64_MAX:
             raise ValueError("ring record integer beyond int64")
         self.pos = self.pos + (1 + width) if null is None else self.pos + np.where(null, 1, 1 + width)
         values = read.astype(np.float64 if floating else np.int64)
@@ -191,59 +228,75 @@ class RecordColumns:
         return values, null
 
     def _strings(self) -> pa.Array:
-        tags = self._tags()
+        try:
+            tags = self.buf[self.pos]
+        except IndexError:
+            raise ValueError("ring record ends early") from None
         fix = (tags & 0xE0) == 0xA0
-        length = np.where(fix, tags & 0x1F, 0)
-        head = np.ones(self.n, np.int64)
-        for tag, width, dtype in ((_STR8, 1, ">u1"), (_STR16, 2, ">u2"), (_STR32, 4, ">u4")):
-            at = np.flatnonzero(tags == tag)
-            if len(at):
-                length[at] = _gather(self.buf, self.pos[at] + 1, width, dtype)
-                head[at] = 1 + width
-                fix[at] = True
-        if not fix.all():
-            raise ValueError("ring record field is not a string")
-        start = self.pos + head
+        if fix.all():  # every string under 32 bytes (the usual case): its tag is its length
+            length = (tags & 0x1F).astype(np.int64)
+            start = self.pos + 1
+        else:
+            length = np.where(fix, tags & 0x1F, 0).astype(np.int64)
+            head = np.ones(self.n, np.int64)
+            for tag, width, dtype in ((_STR8, 1, ">u1"), (_STR16, 2, ">u2"), (_STR32, 4, ">u4")):
+                at = np.flatnonzero(tags == tag)
+                if len(at):
+                    length[at] = _gather(self.buf, self.pos[at] + 1, width, dtype)
+                    head[at] = 1 + width
+                    fix[at] = True
+            if not fix.all():
+                raise ValueError("ring record field is not a string")
+            start = self.pos + head
         self.pos = start + length
         if self.n and int(self.pos.max()) > len(self.buf):
             raise ValueError("ring record string runs past the records")
-        offsets = np.zeros(self.n + 1, np.int64)
+        large = len(self.buf) > np.iinfo(np.int32).max  # int32 offsets (a string array) hold less
+        offsets = np.zeros(self.n + 1, np.int64 if large else np.int32)
         np.cumsum(length, out=offsets[1:])
         data = _byte_slices(self.buf, start, length)
         # msgspec checked each string's UTF-8 when the writer decoded the record.
-        strings = pa.Array.from_buffers(pa.large_string(), self.n, [None, pa.py_buffer(offsets), data])
-        return strings.cast(pa.string())
+        typ = pa.large_string() if large else pa.string()
+        return pa.Array.from_buffers(typ, self.n, [None, pa.py_buffer(offsets), data]).cast(pa.string())
 
     def keyed_strings(self) -> tuple[pa.DictionaryArray, np.ndarray, list[str | None]] | None:
         """The next field of every record, a string of few distinct short values (an exchange,
-        a pair, a side): its Arrow dictionary array, each record's index into the distinct values, and
-        those values (None where one is not UTF-8: its records' strings are empty in the array).
-        None, nothing read, when one is not a fixstr or longer than 24 bytes (read it with
-        :meth:`column`).
+        a pair, a side): its Arrow dictionary array, each record's index into the distinct values,
+        and those values (None where one is not UTF-8: its records' strings are empty in the
+        array). None, nothing read, when one is not a fixstr or longer than 23 bytes (read it
+        with :meth:`column`).
 
-        Each string becomes a key of fixed width, its length then its bytes as up to three
-        8-byte words (one gather each); Arrow hashes the keys, and the column is a dictionary
-        array of the distinct values: no string per record is built (a file stores a dictionary
-        column as it stores strings, and writes it faster). No per-record string is checked for
-        UTF-8: the few distinct ones are decoded."""
-        tags = self._tags()
-        if not self.n or ((tags & 0xE0) != 0xA0).any():
+        Each string becomes a key of fixed width: its tag (its length) and bytes as up to three
+        8-byte words, one gather of them all; Arrow hashes the keys, and the column is a
+        dictionary array of the distinct values: no string per record is built (a file stores a
+        dictionary column as it stores strings, and writes it faster). No per-record string is
+        checked for UTF-8: the few distinct ones are decoded."""
+        if not self.n:
+            return None
+        head = self._at_pos(8)
+        tags = head[:, 0]
+        if ((tags & 0xE0) != 0xA0).any():
             return None
         length = tags & 0x1F
-        words = (int(length.max()) + 7) // 8
-        if words > 3 or int(self.pos.max()) + 1 + 8 * words > len(self.buf):
+        words = (int(length.max()) + 8) // 8
+        if words > 3:
             return None
-        key = np.zeros((self.n, words + 1), "<u8")
-        key[:, 0] = length
-        for w in range(words):  # the bytes of word w that are in the string, by its length
-            key[:, w + 1] = _gather(self.buf, self.pos + 1 + 8 * w, 8, "<u8") & _WORD_MASKS[w][length]
+        if words > 1:
+            head = self._at_pos(8 * words)
+        key = head.view("<u8")  # n x words, the bytes past each string masked off below
+        key &= _KEY_MASKS[words][length]
         self.pos = self.pos + 1 + length
-        keys = pa.Array.from_buffers(pa.binary(8 * (words + 1)), self.n, [None, pa.py_buffer(key)])
-        encoded = keys.dictionary_encode()
+        if words == 1:  # an int64 hashes faster than 8 bytes
+            encoded = pa.array(key.view(np.int64).reshape(-1)).dictionary_encode()
+            found = [k.to_bytes(8, "little", signed=True) for k in encoded.dictionary.to_pylist()]
+        else:
+            keys = pa.Array.from_buffers(pa.binary(8 * words), self.n, [None, pa.py_buffer(key)])
+            encoded = keys.dictionary_encode()
+            found = encoded.dictionary.to_pylist()
         values: list[str | None] = []
-        for k in encoded.dictionary.to_pylist():
+        for k in found:
             try:
-                values.append(k[8 : 8 + int.from_bytes(k[:8], "little")].decode("utf-8"))
+                values.append(k[1 : 1 + (k[0] & 0x1F)].decode("utf-8"))
             except UnicodeDecodeError:
                 values.append(None)
         strings = pa.DictionaryArray.from_arrays(encoded.indices, pa.array([v or "" for v in values], pa.string()))

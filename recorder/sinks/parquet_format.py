@@ -215,7 +215,7 @@ def write_parquet_pieces(
     with pq.ParquetWriter(where, written, **parquet_options(written, zstd_level, sample)) as writer:
 
         def write(table: pa.Table) -> None:
-            writer.write_table(_as_written(table.combine_chunks(), written), row_group_size)
+            writer.write_table(_as_written(table, written), row_group_size)
 
         for piece in itertools.chain(first, pieces):
             held.append(piece)
@@ -241,14 +241,15 @@ def _with_dictionaries(schema: pa.Schema, given: pa.Schema) -> pa.Schema:
 
 
 def _as_written(table: pa.Table, written: pa.Schema) -> pa.Table:
-    """A row group's table (one chunk a column) of ``written``'s types, each dictionary the one
-    Parquet makes of the column's strings: the values the row group holds, in the order of
-    their first row (any other order or unused value would change the file's bytes)."""
+    """A row group's table of ``written``'s types, each dictionary one chunk and the one Parquet
+    makes of the column's strings: the values the row group holds, in the order of their first
+    row (any other order or unused value would change the file's bytes). Other columns stay in
+    their chunks: Parquet writes a column chunk of several the same."""
     columns = []
     for field in written:
         column = table.column(field.name)
-        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
         if pa.types.is_dictionary(field.type):
+            column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
             column = _first_seen_dictionary(column, field.type)
         elif column.type != field.type:
             column = column.cast(field.type)

@@ -113,7 +113,10 @@ class RecordColumns:
         self.buf = buf
         self.ends = ends  # where each record ends in the buffer
         self.pos = starts + prefix
-        self.header = self._tags()  # each record's array header
+        try:
+            self.header = buf[self.pos]  # each record's array header
+        except IndexError:
+            raise ValueError("ring record ends early") from None
         if ((self.header & 0xF0) != _FIXARRAY).any():
             raise ValueError("ring record is not a msgpack array of at most 15 fields")
         self.pos += 1

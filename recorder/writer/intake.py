@@ -107,7 +107,10 @@ def take_records(
     lens = ends - starts
     # An empty record goes to the books (and fails there).
     first = np.where(lens > 0, buf[np.minimum(starts, len(buf) - 1)], 0) if len(buf) else np.zeros(n, np.int64)
-    specs: list[DatasetSpec] = _specs_by_first_byte()[first].tolist()
+    if n and (first == first[0]).all():  # one dataset (a backlog of trades, say): no lookup each
+        specs: list[DatasetSpec] = [_specs_by_first_byte()[first[0]]] * n
+    else:
+        specs = _specs_by_first_byte()[first].tolist()
     records: list[Any] = [None] * n
     keys = _Keys(n)
     stored = list(payloads)
@@ -119,7 +122,8 @@ def take_records(
         if len(at):
             bad = None
             if not structs and len(at) >= bulk_min:
-                bad = _take_flat_in_bulk(spec, buf, starts[at], ends[at], at, keys, columns)
+                bounds = (starts, ends) if len(at) == n else (starts[at], ends[at])
+                bad = _take_flat_in_bulk(spec, buf, *bounds, at, keys, columns)
                 if bad is not None:
                     good_at.append((spec.name, at, np.flatnonzero(~bad)))
             for i in at[bad].tolist() if bad is not None else at.tolist():
@@ -142,7 +146,7 @@ def take_records(
     row = np.full(n, -1, np.int64)
     base = row_base(columns) if row_base is not None else {}
     for name, at, good in good_at:
-        row[at[good]] = good + base.get(name, 0)
+        row[at[good] if len(good) < len(at) else at] = good + base.get(name, 0)
     keys.add_decoded(books + one_by_one, specs, records)
     return Intake(specs, records, stored, keys.time_ms, columns, row, keys.group, keys.groups, lens, first, base)
 
@@ -241,9 +245,14 @@ def _take_flat_in_bulk(
         good &= pc.binary_length(columns["trade_id"]).to_numpy(zero_copy_only=False) > 0
         sides, side_names = keyed["side"]
         good &= _per_value(side_names, _SIDES.__contains__)[sides]
-    rows = at[good]
-    keys.time_ms[rows] = ms[good]
-    keys.group[rows] = _group_codes(keys, spec, exchanges[good], pairs[good], exchange_names, pair_names)
+    if good.all():  # the usual case: no record picked out
+        rows: np.ndarray | slice = slice(at[0], at[-1] + 1) if at[-1] - at[0] + 1 == len(at) else at
+        keys.time_ms[rows] = ms
+        keys.group[rows] = _group_codes(keys, spec, exchanges, pairs, exchange_names, pair_names)
+    else:
+        rows = at[good]
+        keys.time_ms[rows] = ms[good]
+        keys.group[rows] = _group_codes(keys, spec, exchanges[good], pairs[good], exchange_names, pair_names)
     tables[spec.name] = pa.Table.from_pydict(columns)
     return ~good
 

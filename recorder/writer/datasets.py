@@ -161,7 +161,7 @@ def build_pieces(
     levels: dict[str, Levels] = {}
     flat = spec.expand is None
     if read is not None and flat and read.num_rows == len(payloads):
-        columns = {name: read.column(name).combine_chunks() for name, _ in spec.fields}
+        columns = {name: _one_chunk(read.column(name)) for name, _ in spec.fields}
     else:
         reader = RecordColumns(payloads, spec.prefix)
         column_of = {attr: name for name, attr in spec.fields}
@@ -186,6 +186,10 @@ def build_pieces(
     sizes = levels["bid_px"][1] + levels["ask_px"][1]
     for piece in pieces_of(order, np.maximum(sizes[order], 1), rows_per_piece):  # no level: one row
         yield pa.Table.from_batches([spec.expand(reader, levels, columns, piece)], schema=spec.schema)
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 # -- books -------------------------------------------------------------------------------------

@@ -239,12 +239,12 @@ def _take_flat_in_bulk(
     good &= (ms >= 0) & (ms < _MAX_TS_MS)
     exchanges, exchange_names = keyed["exchange"]
     pairs, pair_names = keyed["pair"]
-    good &= _per_value(exchange_names, _usable_exchange)[exchanges]
-    good &= _per_value(pair_names, bool)[pairs]
+    good &= np.take(_per_value(exchange_names, _usable_exchange), exchanges)
+    good &= np.take(_per_value(pair_names, bool), pairs)
     if spec is TRADES_SPEC:
         good &= pc.binary_length(columns["trade_id"]).to_numpy(zero_copy_only=False) > 0
         sides, side_names = keyed["side"]
-        good &= _per_value(side_names, _SIDES.__contains__)[sides]
+        good &= np.take(_per_value(side_names, _SIDES.__contains__), sides)
     if good.all():  # the usual case: no record picked out
         rows: np.ndarray | slice = slice(at[0], at[-1] + 1) if at[-1] - at[0] + 1 == len(at) else at
         keys.time_ms[rows] = ms
@@ -265,7 +265,7 @@ def _group_codes(
     width = len(pair_names)
     present, inverse = distinct(exchanges.astype(np.int64) * width + pairs)
     groups = [(spec, exchange_names[c // width], pair_names[c % width]) for c in present.tolist()]
-    return np.array([keys.code(g) for g in groups], np.int64)[inverse]
+    return np.take(np.array([keys.code(g) for g in groups], np.int64), inverse)
 
 
 def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[Any], list[bytes]]:

@@ -20,6 +20,7 @@ import pytest
 
 from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_decoder, ring_record, trade_record
 from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_parquet_pieces
+from recorder.sinks.parquet_format import write_parquet
 from recorder.writer.batches import snapshot_jsonl, snapshots_to_batch
 from recorder.writer.datasets import (
     BOOKS_SPEC,
@@ -257,6 +258,13 @@ def test_a_trades_or_quotes_file_holds_what_an_independent_decode_reads(
             v = r[name]
             r[name] = None if v is None else (v - _EPOCH) // _US
     assert _same(rows, _by_pair_then_sequence(expected))
+    # Byte for byte the file of a plain table of the decoded rows (the writer's few-valued strings
+    # go through as dictionary arrays: the file must not show it), and build_table's plain schema.
+    reference = tmp_path / "reference.parquet"
+    spec = SPECS[dataset]
+    write_parquet(pa.Table.from_pylist(_by_pair_then_sequence(expected), schema=spec.schema), reference, group_rows)
+    assert out.read_bytes() == reference.read_bytes()
+    assert build_table(spec, stored, seqs, "s1").schema == spec.schema
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

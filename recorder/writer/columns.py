@@ -371,7 +371,7 @@ def record_order(pair: pa.Array, seq: pa.Array) -> np.ndarray:
     # is the order, when the numbers say so; else one integer lexsort (stable, like Arrow's).
     encoded = pair if pa.types.is_dictionary(pair.type) else pair.dictionary_encode()
     rank = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="dense").to_numpy()
-    key = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    key = np.take(rank, encoded.indices.to_numpy(zero_copy_only=False))
     seqs = seq.to_numpy(zero_copy_only=False)
     order = np.argsort(key.astype(np.int16) if len(rank) < 2**15 else key, kind="stable")
     key_in_order, seq_in_order = key[order], seqs[order]

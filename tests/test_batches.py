@@ -411,6 +411,26 @@ def test_trades_and_quotes_taken_in_bulk_skip_and_key_as_an_independent_decode(o
     assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)
 
 
+@pytest.mark.parametrize("odd_at", [None, 0, 1001, 2999], ids=["alike", "odd-first", "odd-within", "odd-last"])
+def test_number_fields_read_together_hold_what_msgspec_decodes(odd_at: int | None) -> None:
+    """A quote's number fields, one after the other, are read in one gather when every record
+    encodes each alike (a nil, a float, an int of one width), else one by one: one record
+    unlike the others (a nil side, smaller ints) anywhere, seen or not by the sample that
+    decides, changes no value."""
+    quotes = [Quote("okx", "ETH-USDT", 100.5 + i, 1.5, 101.5, 2.5, None, _T0_US + i, 2**40 + i) for i in range(3000)]
+    if odd_at is not None:
+        quotes[odd_at] = Quote("okx", "ETH-USDT", None, None, 101.5, 2.5, 5, _T0_US + odd_at, 7)
+    payloads = [quote_record(q) for q in quotes]
+    table = take_records(payloads, bulk_min=0).columns["quotes"]
+    names = _FLAT_FIELDS["quotes"]
+    expected = {name: [msgspec.msgpack.decode(p[1:])[k] for p in payloads] for k, name in enumerate(names)}
+    for name in names:
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        assert column.to_pylist() == expected[name], name
+
+
 def _odd_flat_records() -> list[bytes]:
     """Trades and quotes whose JSON text is unusual: every float edge, nulls, escapes, unicode."""
     enc = msgspec.msgpack.encode

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import groupby
 from typing import Any
 
 import msgspec
@@ -196,6 +197,12 @@ def _keyed(reader: RecordColumns) -> tuple[pa.DictionaryArray, np.ndarray, list[
     return encoded, encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
 
 
+def _field_kind(spec: DatasetSpec, name: str) -> str:
+    if name in FEW_VALUED:
+        return "few"
+    return "string" if spec.schema.field(name).type == pa.string() else "numbers"
+
+
 def _per_value(values: list[str | None], ok: Callable[[str], bool]) -> np.ndarray:
     return np.array([v is not None and ok(v) for v in values], bool)
 
@@ -220,14 +227,17 @@ def _take_flat_in_bulk(
     columns: dict[str, pa.Array] = {}
     try:
         reader = RecordColumns.some_of(buf, starts, ends, spec.prefix)
-        for name, _ in spec.fields:
-            typ = spec.schema.field(name).type
-            if name in FEW_VALUED:
-                columns[name], indices, values = _keyed(reader)
-                keyed[name] = (indices, values)
-            else:
-                columns[name] = reader.column(typ)
-                if typ == pa.string():
+        for kind, run in groupby(spec.fields, lambda f: _field_kind(spec, f[0])):
+            names = [name for name, _ in run]
+            if kind == "numbers":  # fields one after the other: read together
+                columns.update(zip(names, reader.numbers([spec.schema.field(n).type for n in names]), strict=True))
+                continue
+            for name in names:
+                if kind == "few":
+                    columns[name], indices, values = _keyed(reader)
+                    keyed[name] = (indices, values)
+                else:
+                    columns[name] = reader.column(spec.schema.field(name).type)
                     columns[name].validate(full=True)  # UTF-8, as msgspec checks it
     except (ValueError, IndexError, pa.ArrowInvalid):
         return None

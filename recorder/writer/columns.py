@@ -211,7 +211,7 @@ class RecordColumns:
             floating = pa.types.is_floating(typ)
             if width:
                 read = np.ndarray((self.n,), np.dtype(dtype), head, at + 1, (size,))
-                if tag == 0xCF and not floating and read.max() > _INT64_MAX:
+                if tag == 0xCF and not floating and head[:, at + 1].max() >= 0x80:  # its top bit: one byte read
                     raise ValueError("ring record integer beyond int64")
                 values, null = read.astype(np.float64 if floating else np.int64), None
             else:
@@ -341,7 +341,11 @@ class RecordColumns:
         key = head.view("<u8")  # n x words, the bytes past each string masked off below
         key &= np.take(_KEY_MASKS[words], length, axis=0)  # take: a fancy index of rows is slower
         self.pos = self.pos + 1 + length
-        if words == 1:  # an int64 hashes faster than 8 bytes
+        if words == 1 and (key == key[0]).all():  # one value (a read's exchange, say): nothing to hash
+            indices = pa.array(np.zeros(self.n, np.int32))
+            encoded = pa.DictionaryArray.from_arrays(indices, pa.array(key[:1, 0].view(np.int64)))
+            found = [int(key[0, 0]).to_bytes(8, "little")]
+        elif words == 1:  # an int64 hashes faster than 8 bytes
             encoded = pa.array(key.view(np.int64).reshape(-1)).dictionary_encode()
             found = [k.to_bytes(8, "little", signed=True) for k in encoded.dictionary.to_pylist()]
         else:
@@ -354,7 +358,8 @@ class RecordColumns:
                 values.append(k[1 : 1 + (k[0] & 0x1F)].decode("utf-8"))
             except UnicodeDecodeError:
                 values.append(None)
-        strings = pa.DictionaryArray.from_arrays(encoded.indices, pa.array([v or "" for v in values], pa.string()))
+        dictionary = pa.array([v or "" for v in values], pa.string())
+        strings = pa.DictionaryArray.from_arrays(encoded.indices, dictionary, safe=False)  # indices of it
         return strings, encoded.indices.to_numpy(), values
 
     def float_arrays(self) -> tuple[np.ndarray, np.ndarray]:

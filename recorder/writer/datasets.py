@@ -178,14 +178,31 @@ def build_pieces(
     columns["session_id"] = repeated(session_id, len(payloads), as_dictionary=flat)
     order = record_order(columns["pair"], columns["sequence_number"])
     if flat:
-        schema = pa.schema([f.with_type(columns[f.name].type) for f in spec.schema])
-        table = pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=schema)
-        for piece in pieces_of(order, np.ones(len(order), np.int64), rows_per_piece):
-            yield table.take(piece)
+        yield from _flat_pieces(spec, columns, order, rows_per_piece)
         return
     sizes = levels["bid_px"][1] + levels["ask_px"][1]
     for piece in pieces_of(order, np.maximum(sizes[order], 1), rows_per_piece):  # no level: one row
         yield pa.Table.from_batches([spec.expand(reader, levels, columns, piece)], schema=spec.schema)
+
+
+def _flat_pieces(
+    spec: DatasetSpec, columns: dict[str, pa.Array], order: np.ndarray, rows_per_piece: int
+) -> Iterator[pa.Table]:
+    """Trades' or quotes' ``columns`` in ``order``, ``rows_per_piece`` rows a piece; a column of
+    one value (the session id, a file's exchange: a dictionary of one) sliced, not taken."""
+    schema = pa.schema([f.with_type(columns[f.name].type) for f in spec.schema])
+    one_value = {
+        name
+        for name, column in columns.items()
+        if pa.types.is_dictionary(column.type) and len(column.dictionary) == 1 and not column.null_count
+    }
+    taken = pa.Table.from_arrays([columns[n] for n in schema.names if n not in one_value],
+                                 names=[n for n in schema.names if n not in one_value])  # fmt: skip
+    for at in range(0, len(order), rows_per_piece):
+        piece = order[at : at + rows_per_piece]
+        rows = taken.take(piece)
+        pieced = [columns[n].slice(0, len(piece)) if n in one_value else rows.column(n) for n in schema.names]
+        yield pa.Table.from_arrays(pieced, schema=schema)
 
 
 def _one_chunk(column: pa.ChunkedArray) -> pa.Array:

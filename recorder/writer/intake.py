@@ -114,7 +114,7 @@ def take_records(
         specs = _specs_by_first_byte()[first].tolist()
     records: list[Any] = [None] * n
     keys = _Keys(n)
-    stored = list(payloads)
+    stored = payloads if isinstance(payloads, list) else list(payloads)  # copied if a book is re-encoded
     one_by_one: list[int] = []  # records decoded as structs: their keys are read from those
     columns: dict[str, pa.Table] = {}
     good_at: list[tuple[str, np.ndarray, np.ndarray]] = []  # dataset, its records, the good ones
@@ -139,6 +139,8 @@ def take_records(
         for i in np.flatnonzero(~ok).tolist():
             j = books[i]
             try:
+                if stored is payloads:
+                    stored = list(payloads)
                 stored[j] = _book_the_slow_way(payloads[j])
                 records[j] = _decode_book(stored[j])
                 lens[j] = len(stored[j])

@@ -261,6 +261,8 @@ def _first_seen_dictionary(column: pa.Array, typ: pa.DictionaryType) -> pa.Dicti
     if not pa.types.is_dictionary(column.type) or column.null_count:
         plain = column.cast(typ.value_type) if pa.types.is_dictionary(column.type) else column
         return plain.dictionary_encode().cast(typ)
+    if len(column.dictionary) == 1:  # one value (a file's session, its exchange): in order
+        return column
     indices = column.indices
     seen = pc.unique(indices)  # in the order of their first row
     if len(seen) == len(column.dictionary) and (seen.to_numpy() == np.arange(len(seen))).all():

@@ -106,10 +106,10 @@ def take_records(
     n = len(payloads)
     buf, starts, ends = joined(payloads)  # books too: a copy costs less than a length each
     lens = ends - starts
-    # An empty record goes to the books (and fails there).
-    first = np.where(lens > 0, buf[np.minimum(starts, len(buf) - 1)], 0) if len(buf) else np.zeros(n, np.int64)
-    if n and (first == first[0]).all():  # one dataset (a backlog of trades, say): no lookup each
-        specs: list[DatasetSpec] = [_specs_by_first_byte()[first[0]]] * n
+    first = _first_bytes(buf, starts, lens)
+    one = int(first[0]) if n and (first == first[0]).all() else None  # a backlog of trades, say
+    if one is not None:  # one dataset: no lookup, no pick each
+        specs: list[DatasetSpec] = [_specs_by_first_byte()[one]] * n
     else:
         specs = _specs_by_first_byte()[first].tolist()
     records: list[Any] = [None] * n
@@ -119,7 +119,7 @@ def take_records(
     columns: dict[str, pa.Table] = {}
     good_at: list[tuple[str, np.ndarray, np.ndarray]] = []  # dataset, its records, the good ones
     for spec, kind in ((TRADES_SPEC, KIND_TRADE), (QUOTES_SPEC, KIND_QUOTE)):
-        at = np.flatnonzero(first == kind)
+        at = np.flatnonzero(first == kind) if one is None else np.arange(n if one == kind else 0)
         if len(at):
             bad = None
             if not structs and len(at) >= bulk_min:
@@ -130,7 +130,10 @@ def take_records(
             for i in at[bad].tolist() if bad is not None else at.tolist():
                 records[i] = _decode_one(spec, payloads[i])
                 one_by_one.append(i)
-    books = np.flatnonzero((first != KIND_TRADE) & (first != KIND_QUOTE)).tolist()
+    if one is None:
+        books = np.flatnonzero((first != KIND_TRADE) & (first != KIND_QUOTE)).tolist()
+    else:  # one dataset: every record a book, or none
+        books = [] if one in (KIND_TRADE, KIND_QUOTE) else list(range(n))
     for i in books:
         records[i] = _decode_one(BOOKS_SPEC, payloads[i])
     books = [i for i in books if not isinstance(records[i], RECORD_ERRORS)]
@@ -149,9 +152,22 @@ def take_records(
     row = np.full(n, -1, np.int64)
     base = row_base(columns) if row_base is not None else {}
     for name, at, good in good_at:
-        row[at[good] if len(good) < len(at) else at] = good + base.get(name, 0)
+        if len(good) == n:  # every record of the read
+            row = good + base.get(name, 0)
+        else:
+            row[at[good] if len(good) < len(at) else at] = good + base.get(name, 0)
     keys.add_decoded(books + one_by_one, specs, records)
     return Intake(specs, records, stored, keys.time_ms, columns, row, keys.group, keys.groups, lens, first, base)
+
+
+def _first_bytes(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Each record's first byte (its dataset's kind); 0 for an empty record (it goes to the
+    books, and fails there)."""
+    if not len(buf):
+        return np.zeros(len(starts), np.uint8)
+    if (lens > 0).all():
+        return buf[starts]
+    return np.where(lens > 0, buf[np.minimum(starts, len(buf) - 1)], 0).astype(np.uint8)
 
 
 class _Keys:

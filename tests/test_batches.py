@@ -358,8 +358,10 @@ def _fields_of_another_type() -> list[bytes]:
     """Records the bulk read cannot go through (it then decodes that dataset's one by one)."""
     enc = msgspec.msgpack.encode
     bad_utf8 = b"T" + enc(_trade_fields(pair="ZZ")).replace(b"\xa2ZZ", b"\xa2\xff\xfe")
+    bad_utf8_id = b"T" + enc(_trade_fields(trade_id="ZZ")).replace(b"\xa2ZZ", b"\xa2\xc3\x28")
     return [
         bad_utf8,
+        bad_utf8_id,
         b"T" + enc(_trade_fields(price="1.5")),
         b"T" + enc(_trade_fields(price=True)),
         b"T" + enc(_trade_fields(side=None)),
@@ -407,8 +409,9 @@ def test_trades_and_quotes_taken_in_bulk_skip_and_key_as_an_independent_decode(o
         ]
         assert len(set(intake.groups)) == len(intake.groups)
     # Invalid UTF-8 alone in a read: skipped as msgspec would, the good record of it kept.
-    only_utf8 = take_records([good[0], _fields_of_another_type()[0]], bulk_min=0)
-    assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)
+    for bad_utf8 in _fields_of_another_type()[:2]:  # in a pair, in a trade id
+        only_utf8 = take_records([good[0], bad_utf8], bulk_min=0)
+        assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)
 
 
 @pytest.mark.parametrize("odd_at", [None, 0, 1001, 2999], ids=["alike", "odd-first", "odd-within", "odd-last"])

@@ -86,6 +86,14 @@ def _byte_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> pa.B
     return whole.take(pa.array(np.arange(0, 2 * n, 2))).buffers()[2] or pa.py_buffer(b"")
 
 
+def check_utf8(strings: pa.Array) -> None:
+    """ArrowInvalid unless every string is valid UTF-8 (as msgspec checks it): all ASCII (ids,
+    names: one look at the bytes) or checked by Arrow."""
+    data = strings.buffers()[2]
+    if data is not None and len(data) and np.frombuffer(data, np.uint8).max() >= 0x80:
+        strings.validate(full=True)
+
+
 def _runs(first: np.ndarray, count: np.ndarray, step: int = 1) -> np.ndarray:
     """``first[i], first[i] + step, ...`` (``count[i]`` of them) for every i, concatenated."""
     ends = np.cumsum(count)

@@ -198,8 +198,9 @@ def _flat_pieces(
     }
     taken = pa.Table.from_arrays([columns[n] for n in schema.names if n not in one_value],
                                  names=[n for n in schema.names if n not in one_value])  # fmt: skip
+    indices = order.astype(np.int32) if len(order) < 2**31 else order  # Arrow takes by int32 faster
     for at in range(0, len(order), rows_per_piece):
-        piece = order[at : at + rows_per_piece]
+        piece = indices[at : at + rows_per_piece]
         rows = taken.take(piece)
         pieced = [columns[n].slice(0, len(piece)) if n in one_value else rows.column(n) for n in schema.names]
         yield pa.Table.from_arrays(pieced, schema=schema)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recorder.model import KIND_QUOTE, KIND_TRADE
-from recorder.writer.columns import RecordColumns, distinct, joined
+from recorder.writer.columns import RecordColumns, check_utf8, distinct, joined
 from recorder.writer.datasets import (
     _MAX_TS_MS,
     _SIDES,
@@ -210,7 +210,7 @@ def _keyed(reader: RecordColumns) -> tuple[pa.DictionaryArray, np.ndarray, list[
     if keyed is not None:
         return keyed
     column = reader.column(pa.string())
-    column.validate(full=True)  # UTF-8, as msgspec checks it
+    check_utf8(column)
     encoded = column.dictionary_encode()
     return encoded, encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
 
@@ -256,7 +256,7 @@ def _take_flat_in_bulk(
                     keyed[name] = (indices, values)
                 else:
                     columns[name] = reader.column(spec.schema.field(name).type)
-                    columns[name].validate(full=True)  # UTF-8, as msgspec checks it
+                    check_utf8(columns[name])
     except (ValueError, IndexError, pa.ArrowInvalid):
         return None
     good = (reader.header == 0x90 + len(msgspec.structs.fields(spec.wire))) & (reader.pos == reader.ends)

@@ -97,6 +97,18 @@ def _byte_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> pa.B
     return whole.take(pa.array(np.arange(0, 2 * n, 2))).buffers()[2] or pa.py_buffer(b"")
 
 
+def _one_or_two(keys: np.ndarray) -> tuple[np.ndarray, list[int]] | None:
+    """Each key's index (int32) among the distinct ones, and those, when they are at most two;
+    else None."""
+    is_first = keys == keys[0]
+    if is_first.all():
+        return np.zeros(len(keys), np.int32), [int(keys[0])]
+    second = keys[int(np.argmin(is_first))]
+    if not (is_first | (keys == second)).all():
+        return None
+    return (~is_first).astype(np.int32), [int(keys[0]), int(second)]
+
+
 def check_utf8(strings: pa.Array) -> None:
     """ArrowInvalid unless every string is valid UTF-8 (as msgspec checks it): all ASCII (ids,
     names: one look at the bytes) or checked by Arrow."""
@@ -322,12 +334,14 @@ class RecordColumns:
         if self.n and int(self.pos.max()) > len(self.buf):
             raise ValueError("ring record string runs past the records")
         large = len(self.buf) > np.iinfo(np.int32).max  # int32 offsets (a string array) hold less
-        offsets = np.zeros(self.n + 1, np.int64 if large else np.int32)
-        np.cumsum(length, out=offsets[1:])
+        offset_type = np.int64 if large else np.int32
         size = int(length[0]) if self.n else 0
         if 0 < size <= 64 and (length == size).all():  # ids of one length (the usual case): one gather
+            offsets = np.arange(0, size * (self.n + 1), size, dtype=offset_type)
             data = pa.py_buffer(self._at(self.buf, start, size, len(self.buf) - size))
         else:
+            offsets = np.zeros(self.n + 1, offset_type)
+            np.cumsum(length, out=offsets[1:])
             data = _byte_slices(self.buf, start, length)
         # msgspec checked each string's UTF-8 when the writer decoded the record.
         typ = pa.large_string() if large else pa.string()
@@ -360,16 +374,18 @@ class RecordColumns:
         key = head.view("<u8")  # n x words, the bytes past each string masked off below
         key &= np.take(_KEY_MASKS[words], length, axis=0)  # take: a fancy index of rows is slower
         self.pos = self.pos + 1 + length
-        if words == 1 and (key == key[0]).all():  # one value (a read's exchange, say): nothing to hash
-            indices = pa.array(np.zeros(self.n, np.int32))
-            encoded = pa.DictionaryArray.from_arrays(indices, pa.array(key[:1, 0].view(np.int64)))
-            found = [int(key[0, 0]).to_bytes(8, "little")]
+        few = _one_or_two(key[:, 0]) if words == 1 else None
+        if few is not None:  # a read's exchange, a trade's side: compared, not hashed
+            indices, distinct_keys = few
+            found = [k.to_bytes(8, "little") for k in distinct_keys]
         elif words == 1:  # an int64 hashes faster than 8 bytes
             encoded = pa.array(key.view(np.int64).reshape(-1)).dictionary_encode()
+            indices = encoded.indices.to_numpy()
             found = [k.to_bytes(8, "little", signed=True) for k in encoded.dictionary.to_pylist()]
         else:
             keys = pa.Array.from_buffers(pa.binary(8 * words), self.n, [None, pa.py_buffer(key)])
             encoded = keys.dictionary_encode()
+            indices = encoded.indices.to_numpy()
             found = encoded.dictionary.to_pylist()
         values: list[str | None] = []
         for k in found:
@@ -378,8 +394,8 @@ class RecordColumns:
             except UnicodeDecodeError:
                 values.append(None)
         dictionary = pa.array([v or "" for v in values], pa.string())
-        strings = pa.DictionaryArray.from_arrays(encoded.indices, dictionary, safe=False)  # indices of it
-        return strings, encoded.indices.to_numpy(), values
+        strings = pa.DictionaryArray.from_arrays(pa.array(indices), dictionary, safe=False)  # indices of it
+        return strings, indices, values
 
     def float_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The next field of every record, a msgpack array of float64: the position of each

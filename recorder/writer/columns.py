@@ -140,6 +140,7 @@ class RecordColumns:
         return self
 
     def _begin(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> None:
+        # ``pos`` is the reader's own array (moved in place): no caller's array is ever it.
         self.n = len(starts)
         self.buf = buf
         self.ends = ends  # where each record ends in the buffer
@@ -192,7 +193,7 @@ class RecordColumns:
                 raise ValueError("ring record field is not a bool")
             values: np.ndarray = tags == _TRUE
             null = tags == _NIL
-            self.pos = self.pos + 1
+            self.pos += 1  # the reader's own array: moved in place
         else:
             head = self._at_pos(9)  # each record's tag and the value after it
             uniform = self._uniform_number(head, pa.types.is_floating(typ))
@@ -251,7 +252,7 @@ class RecordColumns:
                 out.append(pa.array(values, pa.int64(), mask=null).cast(typ))
             else:
                 out.append(pa.array(values, typ, mask=null))
-        self.pos = self.pos + size
+        self.pos += size
         return out
 
     def _numbers(self, head: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +274,7 @@ class RecordColumns:
                 raise ValueError("ring record integer beyond int64")
             values[at] = read
             size[at] = 1 + width
-        self.pos = self.pos + size
+        self.pos += size
         return values, null
 
     def _uniform_number(self, head: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -303,7 +304,7 @@ class RecordColumns:
         read = np.ndarray((self.n,), np.dtype(dtype), head, 1, (9,))
         if tag == 0xCF and not floating and (read[same] if null is not None else read).max() > _INT64_MAX:
             raise ValueError("ring record integer beyond int64")
-        self.pos = self.pos + (1 + width) if null is None else self.pos + np.where(null, 1, 1 + width)
+        self.pos += (1 + width) if null is None else np.where(null, 1, 1 + width)
         values = read.astype(np.float64 if floating else np.int64)
         if null is not None:
             values[null] = 0
@@ -372,8 +373,12 @@ class RecordColumns:
         if words > 1:
             head = self._at_pos(8 * words)
         key = head.view("<u8")  # n x words, the bytes past each string masked off below
-        key &= np.take(_KEY_MASKS[words], length, axis=0)  # take: a fancy index of rows is slower
-        self.pos = self.pos + 1 + length
+        if (length == length[0]).all():  # names of one length (a read's exchange): one mask
+            key &= _KEY_MASKS[words][length[0]]
+        else:
+            key &= np.take(_KEY_MASKS[words], length, axis=0)  # take: a fancy index of rows is slower
+        self.pos += length
+        self.pos += 1
         few = _one_or_two(key[:, 0]) if words == 1 else None
         if few is not None:  # a read's exchange, a trade's side: compared, not hashed
             indices, distinct_keys = few

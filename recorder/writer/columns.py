@@ -463,12 +463,16 @@ def record_order(pair: pa.Array, seq: pa.Array) -> np.ndarray:
     # arrive numbered in order, so a stable sort by that rank alone (a radix sort of small ints)
     # is the order, when the numbers say so; else one integer lexsort (stable, like Arrow's).
     encoded = pair if pa.types.is_dictionary(pair.type) else pair.dictionary_encode()
-    rank = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="dense").to_numpy()
+    rank = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="dense").to_numpy() - 1
+    rank = rank.astype(np.int16 if len(rank) < 2**15 else np.int64)  # small ints: a radix sort
     key = np.take(rank, encoded.indices.to_numpy(zero_copy_only=False))
     seqs = seq.to_numpy(zero_copy_only=False)
-    order = np.argsort(key.astype(np.int16) if len(rank) < 2**15 else key, kind="stable")
-    key_in_order, seq_in_order = key[order], seqs[order]
-    if ((seq_in_order[1:] >= seq_in_order[:-1]) | (key_in_order[1:] != key_in_order[:-1])).all():
+    order = np.argsort(key, kind="stable")
+    in_order = seqs[order]
+    rising = in_order[1:] >= in_order[:-1]
+    pair_ends = np.cumsum(np.bincount(key))  # where each pair's records end in ``order``
+    rising[pair_ends[(pair_ends > 0) & (pair_ends < len(key))] - 1] = True  # a new pair: numbers start over
+    if rising.all():
         return order
     return np.lexsort((seqs, key))
 

@@ -22,6 +22,7 @@ from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_dec
 from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_parquet_pieces
 from recorder.sinks.parquet_format import write_parquet
 from recorder.writer.batches import snapshot_jsonl, snapshots_to_batch
+from recorder.writer.columns import record_order
 from recorder.writer.datasets import (
     BOOKS_SPEC,
     RECORD_ERRORS,
@@ -432,6 +433,24 @@ def test_number_fields_read_together_hold_what_msgspec_decodes(odd_at: int | Non
         if pa.types.is_timestamp(column.type):
             column = column.cast(pa.int64())
         assert column.to_pylist() == expected[name], name
+
+
+def test_a_files_record_order_is_pair_then_number_as_sorted_would() -> None:
+    """Records numbered in order per pair (the radix sort alone) and not (the lexsort), pairs as
+    strings and as dictionaries (the intake's)."""
+    rng = random.Random(6)
+    for _ in range(300):
+        n = rng.randrange(0, 60)
+        pairs = [rng.choice(["b", "a", "c", "ä", "B"]) for _ in range(n)]
+        seqs = [rng.randrange(5) for _ in pairs]
+        if rng.random() < 0.5:  # numbered in order per pair
+            last: dict[str, int] = {}
+            for i, p in enumerate(pairs):
+                seqs[i] = last[p] = last.get(p, 0) + rng.randrange(3)
+        column = pa.array(pairs, pa.string())
+        column = column.dictionary_encode() if rng.random() < 0.5 else column
+        expected = sorted(range(n), key=lambda i: (pairs[i].encode(), seqs[i]))
+        assert record_order(column, pa.array(seqs, pa.int64())).tolist() == expected
 
 
 def _odd_flat_records() -> list[bytes]:

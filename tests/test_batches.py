@@ -22,7 +22,6 @@ from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_dec
 from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_parquet_pieces
 from recorder.sinks.parquet_format import write_parquet
 from recorder.writer.batches import snapshot_jsonl, snapshots_to_batch
-from recorder.writer.columns import record_order
 from recorder.writer.datasets import (
     BOOKS_SPEC,
     RECORD_ERRORS,
@@ -31,6 +30,7 @@ from recorder.writer.datasets import (
     build_pieces,
     build_table,
 )
+from recorder.writer.file_order import record_order
 from recorder.writer.intake import decode_records, take_records
 from recorder.writer.lines import lines_bytes, read_lines
 from recorder.writer.segment import Partition, Segment

@@ -34,7 +34,8 @@ from recorder.model import (
     trade_decoder,
 )
 from recorder.writer.batches import BOOK_FIELDS, SCHEMA, long_form_batch, snapshot_jsonl
-from recorder.writer.columns import RecordColumns, float64_arrays_ok, pieces_of, record_order, repeated
+from recorder.writer.columns import RecordColumns, float64_arrays_ok, repeated
+from recorder.writer.file_order import pieces_of, record_order
 
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")

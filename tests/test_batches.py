@@ -20,6 +20,7 @@ import pytest
 
 from recorder.model import Level, Quote, Snapshot, Trade, quote_record, ring_decoder, ring_record, trade_record
 from recorder.sinks.local import DEFAULT_ROW_GROUP_ROWS, prepare_parquet_pieces
+from recorder.sinks.parquet_format import write_parquet
 from recorder.writer.batches import snapshot_jsonl, snapshots_to_batch
 from recorder.writer.datasets import (
     BOOKS_SPEC,
@@ -29,6 +30,7 @@ from recorder.writer.datasets import (
     build_pieces,
     build_table,
 )
+from recorder.writer.file_order import record_order
 from recorder.writer.intake import decode_records, take_records
 from recorder.writer.lines import lines_bytes, read_lines
 from recorder.writer.segment import Partition, Segment
@@ -257,6 +259,13 @@ def test_a_trades_or_quotes_file_holds_what_an_independent_decode_reads(
             v = r[name]
             r[name] = None if v is None else (v - _EPOCH) // _US
     assert _same(rows, _by_pair_then_sequence(expected))
+    # Byte for byte the file of a plain table of the decoded rows (the writer's few-valued strings
+    # go through as dictionary arrays: the file must not show it), and build_table's plain schema.
+    reference = tmp_path / "reference.parquet"
+    spec = SPECS[dataset]
+    write_parquet(pa.Table.from_pylist(_by_pair_then_sequence(expected), schema=spec.schema), reference, group_rows)
+    assert out.read_bytes() == reference.read_bytes()
+    assert build_table(spec, stored, seqs, "s1").schema == spec.schema
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -350,8 +359,10 @@ def _fields_of_another_type() -> list[bytes]:
     """Records the bulk read cannot go through (it then decodes that dataset's one by one)."""
     enc = msgspec.msgpack.encode
     bad_utf8 = b"T" + enc(_trade_fields(pair="ZZ")).replace(b"\xa2ZZ", b"\xa2\xff\xfe")
+    bad_utf8_id = b"T" + enc(_trade_fields(trade_id="ZZ")).replace(b"\xa2ZZ", b"\xa2\xc3\x28")
     return [
         bad_utf8,
+        bad_utf8_id,
         b"T" + enc(_trade_fields(price="1.5")),
         b"T" + enc(_trade_fields(price=True)),
         b"T" + enc(_trade_fields(side=None)),
@@ -399,8 +410,47 @@ def test_trades_and_quotes_taken_in_bulk_skip_and_key_as_an_independent_decode(o
         ]
         assert len(set(intake.groups)) == len(intake.groups)
     # Invalid UTF-8 alone in a read: skipped as msgspec would, the good record of it kept.
-    only_utf8 = take_records([good[0], _fields_of_another_type()[0]], bulk_min=0)
-    assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)
+    for bad_utf8 in _fields_of_another_type()[:2]:  # in a pair, in a trade id
+        only_utf8 = take_records([good[0], bad_utf8], bulk_min=0)
+        assert not isinstance(only_utf8.records[0], RECORD_ERRORS) and isinstance(only_utf8.records[1], RECORD_ERRORS)
+
+
+@pytest.mark.parametrize("odd_at", [None, 0, 1001, 2999], ids=["alike", "odd-first", "odd-within", "odd-last"])
+def test_number_fields_read_together_hold_what_msgspec_decodes(odd_at: int | None) -> None:
+    """A quote's number fields, one after the other, are read in one gather when every record
+    encodes each alike (a nil, a float, an int of one width), else one by one: one record
+    unlike the others (a nil side, smaller ints) anywhere, seen or not by the sample that
+    decides, changes no value."""
+    quotes = [Quote("okx", "ETH-USDT", 100.5 + i, 1.5, 101.5, 2.5, None, _T0_US + i, 2**40 + i) for i in range(3000)]
+    if odd_at is not None:
+        quotes[odd_at] = Quote("okx", "ETH-USDT", None, None, 101.5, 2.5, 5, _T0_US + odd_at, 7)
+    payloads = [quote_record(q) for q in quotes]
+    table = take_records(payloads, bulk_min=0).columns["quotes"]
+    names = _FLAT_FIELDS["quotes"]
+    expected = {name: [msgspec.msgpack.decode(p[1:])[k] for p in payloads] for k, name in enumerate(names)}
+    for name in names:
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        assert column.to_pylist() == expected[name], name
+
+
+def test_a_files_record_order_is_pair_then_number_as_sorted_would() -> None:
+    """Records numbered in order per pair (the radix sort alone) and not (the lexsort), pairs as
+    strings and as dictionaries (the intake's)."""
+    rng = random.Random(6)
+    for _ in range(300):
+        n = rng.randrange(0, 60)
+        pairs = [rng.choice(["b", "a", "c", "ä", "B"]) for _ in range(n)]
+        seqs = [rng.randrange(5) for _ in pairs]
+        if rng.random() < 0.5:  # numbered in order per pair
+            last: dict[str, int] = {}
+            for i, p in enumerate(pairs):
+                seqs[i] = last[p] = last.get(p, 0) + rng.randrange(3)
+        column = pa.array(pairs, pa.string())
+        column = column.dictionary_encode() if rng.random() < 0.5 else column
+        expected = sorted(range(n), key=lambda i: (pairs[i].encode(), seqs[i]))
+        assert record_order(column, pa.array(seqs, pa.int64())).tolist() == expected
 
 
 def _odd_flat_records() -> list[bytes]:

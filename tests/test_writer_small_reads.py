@@ -8,10 +8,12 @@ import random
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 
 from recorder.model import Quote, SampledBook, Trade, quote_record, ring_encoder, trade_record
-from recorder.writer.datasets import RECORD_ERRORS, SPECS
+from recorder.writer.columns import float64_arrays_ok
+from recorder.writer.datasets import RECORD_ERRORS, SPECS, _float64_arrays_of_one_size_ok
 from recorder.writer.intake import take_records
 
 _T0_US = 1_780_000_000_000_000
@@ -157,16 +159,11 @@ def _one_size_values(rng: random.Random, count: int, kind: str) -> list[bytes]:
 def test_level_columns_of_one_size_are_checked_as_float64_arrays(count: int, kind: str) -> None:
     """A read's books of one depth have their level columns checked in one 2-D view: each
     value judged as the reference parse here judges it."""
-    from recorder.writer.columns import float64_arrays_ok
-
     rng = random.Random(count)
     values = _one_size_values(rng, count, kind)
     assert len({len(v) for v in values}) == 1
-    ok, counts = float64_arrays_ok(values)
+    grid = np.frombuffer(b"".join(values), np.uint8).reshape(len(values), -1)
     expected = [_float64_array(v) for v in values]
-    assert ok.tolist() == [c is not None for c in expected]
-    assert counts.tolist() == [c or 0 for c in expected]
-    # Of mixed sizes (the general path): the same judgement.
-    mixed = values + [msgspec.msgpack.encode([1.5] * (count + 1))]
-    ok, counts = float64_arrays_ok(mixed)
-    assert ok.tolist() == [_float64_array(v) is not None for v in mixed]
+    for ok, counts in (_float64_arrays_of_one_size_ok(grid), float64_arrays_ok(values)):  # and the general path
+        assert ok.tolist() == [c is not None for c in expected]
+        assert counts.tolist() == [c or 0 for c in expected]

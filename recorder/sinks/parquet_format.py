@@ -42,7 +42,9 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 WRITER_ZSTD_LEVEL = 5
@@ -197,24 +199,78 @@ def write_parquet_pieces(
     chunk), holding no more than about two row groups' rows at once; returns the rows written.
 
     The writer builds a file's rows a piece at a time: the whole table of a file would take
-    several times the bytes its ring records hold."""
+    several times the bytes its ring records hold.
+
+    A string column of ``schema`` may come as a dictionary array of strings (the writer's
+    few-valued strings: it takes and writes them faster). The file is the same, byte for byte:
+    each row group's dictionary is made the one Parquet builds of the strings (the values it
+    holds, in the order they first appear), and without the Arrow schema in the footer the
+    column reads back as the strings."""
     pieces = iter(pieces)
     first = list(_first_rows(pieces, SAMPLE_ROWS))  # the options' sample, as write_parquet's
     sample = pa.concat_tables(first) if first else schema.empty_table()
+    written = _with_dictionaries(schema, first[0].schema if first else schema)
     held: list[pa.Table] = []
     held_rows = rows = 0
-    with pq.ParquetWriter(where, schema, **parquet_options(schema, zstd_level, sample)) as writer:
+    with pq.ParquetWriter(where, written, **parquet_options(written, zstd_level, sample)) as writer:
+
+        def write(table: pa.Table) -> None:
+            writer.write_table(_as_written(table, written), row_group_size)
+
         for piece in itertools.chain(first, pieces):
             held.append(piece)
             held_rows += piece.num_rows
             rows += piece.num_rows
             while held_rows >= row_group_size:
                 joined = pa.concat_tables(held)
-                writer.write_table(joined.slice(0, row_group_size).combine_chunks(), row_group_size)
+                write(joined.slice(0, row_group_size))
                 held, held_rows = [joined.slice(row_group_size)], held_rows - row_group_size
         if held_rows or not rows:
-            writer.write_table(pa.concat_tables(held or [schema.empty_table()]).combine_chunks(), row_group_size)
+            write(pa.concat_tables(held or [written.empty_table()]))
     return rows
+
+
+def _with_dictionaries(schema: pa.Schema, given: pa.Schema) -> pa.Schema:
+    """``schema``, its string fields that are dictionaries of strings in ``given`` such."""
+    fields = []
+    for field in schema:
+        typ = given.field(field.name).type if field.name in given.names else field.type
+        dictionary = pa.types.is_dictionary(typ) and typ.value_type == field.type
+        fields.append(field.with_type(typ) if dictionary else field)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _as_written(table: pa.Table, written: pa.Schema) -> pa.Table:
+    """A row group's table of ``written``'s types, each dictionary one chunk and the one Parquet
+    makes of the column's strings: the values the row group holds, in the order of their first
+    row (any other order or unused value would change the file's bytes). Other columns stay in
+    their chunks: Parquet writes a column chunk of several the same."""
+    columns = []
+    for field in written:
+        column = table.column(field.name)
+        if pa.types.is_dictionary(field.type):
+            column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+            column = _first_seen_dictionary(column, field.type)
+        elif column.type != field.type:
+            column = column.cast(field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=written)
+
+
+def _first_seen_dictionary(column: pa.Array, typ: pa.DictionaryType) -> pa.DictionaryArray:
+    if not pa.types.is_dictionary(column.type) or column.null_count:
+        plain = column.cast(typ.value_type) if pa.types.is_dictionary(column.type) else column
+        return plain.dictionary_encode().cast(typ)
+    if len(column.dictionary) == 1:  # one value (a file's session, its exchange): in order
+        return column
+    indices = column.indices
+    seen = pc.unique(indices)  # in the order of their first row
+    if len(seen) == len(column.dictionary) and (seen.to_numpy() == np.arange(len(seen))).all():
+        return column
+    new_index = np.zeros(len(column.dictionary), indices.type.to_pandas_dtype())
+    new_index[seen.to_numpy()] = np.arange(len(seen))
+    remapped = pa.array(new_index[indices.to_numpy()], indices.type)
+    return pa.DictionaryArray.from_arrays(remapped, column.dictionary.take(seen))
 
 
 def _first_rows(pieces: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 _NIL, _FALSE, _TRUE = 0xC0, 0xC2, 0xC3
 _FLOAT32, _FLOAT64 = 0xCA, 0xCB
@@ -42,22 +41,39 @@ _NUMBERS: dict[int, tuple[int, str]] = {
     0xD3: (8, ">i8"),
 }
 _INT64_MAX = np.iinfo(np.int64).max
+# Mean bytes of a record up to which a read is joined by Arrow (see ``joined``).
+_ARROW_JOINED_BYTES = 128
 
 
-# Zero bytes after a read's joined records: a string's key words (``RecordColumns.keyed_strings``)
-# are read 8 bytes at a time, past the end of a short last string.
-_PADDING = bytes(32)
+# [words][length]: a fixstr of ``length`` bytes read as ``words`` 8-byte little-endian words from
+# its tag on: the bits of each word that are its tag and bytes (the rest is the next field's).
+_KEY_MASKS = [
+    np.array(
+        [[(1 << (8 * min(max(1 + length - 8 * w, 0), 8))) - 1 for w in range(words)] for length in range(32)], "<u8"
+    )
+    for words in range(4)
+]
 
 
-# [w][length]: the bits of a string's word w (its bytes 8w to 8w + 7, little-endian) it holds.
-_WORD_MASKS = np.array(
-    [[(1 << (8 * min(max(length - 8 * w, 0), 8))) - 1 for length in range(32)] for w in range(3)], "<u8"
-)
+def joined(records: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The records one after the other as one byte array, and where each starts and ends in it.
+    No bytes after the last one: a reader that would read past it refuses.
 
-
-def joined(records: Sequence[bytes]) -> np.ndarray:
-    """The records one after the other as one byte array, followed by a few zero bytes."""
-    return np.frombuffer(b"".join([*records, _PADDING]), np.uint8)
+    Small records (trades, quotes: ~70 bytes) are copied by Arrow, which measures them as it
+    copies (half of ``b"".join`` and a length each); larger ones (books) by ``b"".join``, which
+    sizes its buffer once (Arrow grows its own: 1.5-6x slower on a writer's mixed reads)."""
+    n = len(records)
+    if not n:
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    sample = records[:: max(1, n // 32)]
+    if sum(map(len, sample)) <= _ARROW_JOINED_BYTES * len(sample):
+        array = pa.array(records, pa.large_binary())
+        _, offsets, data = array.buffers()
+        bounds = np.frombuffer(offsets, np.int64, n + 1)
+        return np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8), bounds[:-1], bounds[1:]
+    lens = np.fromiter(map(len, records), np.int64, n)
+    ends = np.cumsum(lens)
+    return np.frombuffer(b"".join(records), np.uint8), ends - lens, ends
 
 
 def _gather(buf: np.ndarray, at: np.ndarray, width: int, dtype: str) -> np.ndarray:
@@ -80,6 +96,26 @@ def _byte_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> pa.B
     return whole.take(pa.array(np.arange(0, 2 * n, 2))).buffers()[2] or pa.py_buffer(b"")
 
 
+def _one_or_two(keys: np.ndarray) -> tuple[np.ndarray, list[int]] | None:
+    """Each key's index (int32) among the distinct ones, and those, when they are at most two;
+    else None."""
+    is_first = keys == keys[0]
+    if is_first.all():
+        return np.zeros(len(keys), np.int32), [int(keys[0])]
+    second = keys[int(np.argmin(is_first))]
+    if not (is_first | (keys == second)).all():
+        return None
+    return (~is_first).astype(np.int32), [int(keys[0]), int(second)]
+
+
+def check_utf8(strings: pa.Array) -> None:
+    """ArrowInvalid unless every string is valid UTF-8 (as msgspec checks it): all ASCII (ids,
+    names: one look at the bytes) or checked by Arrow."""
+    data = strings.buffers()[2]
+    if data is not None and len(data) and np.frombuffer(data, np.uint8).max() >= 0x80:
+        strings.validate(full=True)
+
+
 def _runs(first: np.ndarray, count: np.ndarray, step: int = 1) -> np.ndarray:
     """``first[i], first[i] + step, ...`` (``count[i]`` of them) for every i, concatenated."""
     ends = np.cumsum(count)
@@ -92,24 +128,26 @@ class RecordColumns:
 
     def __init__(self, payloads: Sequence[bytes], prefix: int) -> None:
         """``prefix``: bytes before each record's msgpack array (a trade's kind byte)."""
-        lens = np.fromiter(map(len, payloads), np.int64, len(payloads))
-        ends = np.cumsum(lens)
-        self._begin(joined(payloads), ends - lens, ends, prefix)
+        self._begin(*joined(payloads), prefix)
 
     @classmethod
     def some_of(cls, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> RecordColumns:
         """The records ``buf[starts[i] : ends[i]]`` of a buffer already joined (a ring read's,
-        by :func:`joined`: the readers may read a few bytes past its last record)."""
+        by :func:`joined`)."""
         self = cls.__new__(cls)
         self._begin(buf, starts, ends, prefix)
         return self
 
     def _begin(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: int) -> None:
+        # ``pos`` is the reader's own array (moved in place): no caller's array is ever it.
         self.n = len(starts)
         self.buf = buf
         self.ends = ends  # where each record ends in the buffer
         self.pos = starts + prefix
-        self.header = self._tags()  # each record's array header
+        try:
+            self.header = buf[self.pos]  # each record's array header
+        except IndexError:
+            raise ValueError("ring record ends early") from None
         if ((self.header & 0xF0) != _FIXARRAY).any():
             raise ValueError("ring record is not a msgpack array of at most 15 fields")
         self.pos += 1
@@ -120,48 +158,129 @@ class RecordColumns:
         except IndexError:
             raise ValueError("ring record ends early") from None
 
+    def _at_pos(self, width: int) -> np.ndarray:
+        """The ``width`` bytes from each record's read position on (n x ``width``, zeros past the
+        buffer's end): one gather of them all, the tag and the value after it at once."""
+        buf, pos = self.buf, self.pos
+        limit = len(buf) - width
+        if self.n and int(pos.max()) > limit:  # a record at the end: its last bytes read apart
+            over = np.flatnonzero(pos > limit)
+            out = self._at(buf, np.where(pos > limit, 0, pos), width, max(limit, 0)) if limit >= 0 else None
+            if out is None:
+                out = np.zeros((self.n, width), np.uint8)
+            for i, p in zip(over.tolist(), pos[over].tolist(), strict=True):
+                tail = buf[p : p + width]
+                out[i] = 0
+                out[i, : len(tail)] = tail
+            return out
+        return self._at(buf, pos, width, limit)
+
+    @staticmethod
+    def _at(buf: np.ndarray, pos: np.ndarray, width: int, limit: int) -> np.ndarray:
+        every_offset = np.ndarray((limit + 1,), np.dtype(f"V{width}"), buf, 0, (1,))
+        return every_offset[pos].view(np.uint8).reshape(-1, width)
+
     def column(self, typ: pa.DataType) -> pa.Array:
         """The next field of every record as one Arrow array of ``typ``."""
         if typ == pa.string():
             return self._strings()
-        tags = self._tags()
-        if not pa.types.is_boolean(typ) and self.n:
-            uniform = self._uniform_number(tags, pa.types.is_floating(typ))
-            if uniform is not None:  # every value of one msgpack type (the usual case): one gather
+        if not self.n:
+            return pa.array([], typ)
+        if pa.types.is_boolean(typ):
+            tags = self._tags()
+            if not np.isin(tags, (_NIL, _FALSE, _TRUE)).all():
+                raise ValueError("ring record field is not a bool")
+            values: np.ndarray = tags == _TRUE
+            null = tags == _NIL
+            self.pos += 1  # the reader's own array: moved in place
+        else:
+            head = self._at_pos(9)  # each record's tag and the value after it
+            uniform = self._uniform_number(head, pa.types.is_floating(typ))
+            if uniform is not None:  # every value of one msgpack type (the usual case)
                 values, mask = uniform
                 if pa.types.is_timestamp(typ):
                     return pa.array(values, pa.int64(), mask=mask).cast(typ)
                 return pa.array(values, typ, mask=mask)
-        null = tags == _NIL
-        size = np.ones(self.n, np.int64)
-        if pa.types.is_boolean(typ):
-            if not np.isin(tags, (_NIL, _FALSE, _TRUE)).all():
-                raise ValueError("ring record field is not a bool")
-            values: np.ndarray = tags == _TRUE
-        else:
-            floating = pa.types.is_floating(typ)
-            values = np.zeros(self.n, np.float64 if floating else np.int64)
-            fixint = (tags < 0x80) | (tags >= 0xE0)
-            values[fixint] = np.where(tags[fixint] >= 0xE0, tags[fixint] - 0x100, tags[fixint])
-            known = fixint | null
-            for tag in np.flatnonzero(np.bincount(tags[~known], minlength=256)).tolist():  # no sort
-                if tag not in _NUMBERS or (tag in (_FLOAT32, _FLOAT64) and not floating):
-                    raise ValueError(f"ring record field is not a number (msgpack tag {tag:#x})")
-                width, dtype = _NUMBERS[tag]
-                at = np.flatnonzero(tags == tag)
-                read = _gather(self.buf, self.pos[at] + 1, width, dtype)
-                if tag == 0xCF and not floating and (read > _INT64_MAX).any():
-                    raise ValueError("ring record integer beyond int64")
-                values[at] = read
-                size[at] = 1 + width
-        self.pos = self.pos + size
+            values, null = self._numbers(head, pa.types.is_floating(typ))
         if pa.types.is_timestamp(typ):
             return pa.array(values, pa.int64(), mask=null if null.any() else None).cast(typ)
         return pa.array(values, typ, mask=null if null.any() else None)
 
-    def _uniform_number(self, tags: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def numbers(self, types: Sequence[pa.DataType]) -> list[pa.Array]:
+        """The next fields, numbers of ``types`` (not bool), as :meth:`column` reads each: all in
+        one gather when every record has each as the msgpack type the first record has it (the
+        usual case: a producer encodes a field the same way each time), else one by one."""
+        run = self._number_run(types) if len(types) > 1 and self.n else None
+        return run if run is not None else [self.column(typ) for typ in types]
+
+    def _number_run(self, types: Sequence[pa.DataType]) -> list[pa.Array] | None:
+        layout: list[tuple[int, int, int, str]] = []  # per field: offset, tag, value width and type
+        start, size = int(self.pos[0]), 0
+        for typ in types:
+            if start + size >= len(self.buf):
+                return None
+            tag = int(self.buf[start + size])
+            floating = pa.types.is_floating(typ)
+            if tag == _NIL:
+                width, dtype = 0, ""
+            elif tag in _NUMBERS and (floating or tag not in (_FLOAT32, _FLOAT64)):
+                width, dtype = _NUMBERS[tag]
+            else:
+                return None
+            layout.append((size, tag, width, dtype))
+            size += 1 + width
+        # A few records first, spread over the read: a field that varies seldom costs no gather.
+        sample = self.pos[:: max(1, self.n // 64)]
+        last = len(self.buf) - 1
+        if not all((self.buf[np.minimum(sample + at, last)] == tag).all() for at, tag, _, _ in layout):
+            return None
+        head = self._at_pos(size)
+        if not all((head[:, at] == tag).all() for at, tag, _, _ in layout):
+            return None
+        out = []
+        for (at, tag, width, dtype), typ in zip(layout, types, strict=True):
+            floating = pa.types.is_floating(typ)
+            if width:
+                read = np.ndarray((self.n,), np.dtype(dtype), head, at + 1, (size,))
+                if tag == 0xCF and not floating and head[:, at + 1].max() >= 0x80:  # its top bit: one byte read
+                    raise ValueError("ring record integer beyond int64")
+                values, null = read.astype(np.float64 if floating else np.int64), None
+            else:
+                values, null = np.zeros(self.n, np.float64 if floating else np.int64), np.ones(self.n, bool)
+            if pa.types.is_timestamp(typ):
+                out.append(pa.array(values, pa.int64(), mask=null).cast(typ))
+            else:
+                out.append(pa.array(values, typ, mask=null))
+        self.pos += size
+        return out
+
+    def _numbers(self, head: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The next field's values and null mask, read from ``head`` tag by tag."""
+        tags = head[:, 0].astype(np.int64)
+        null = tags == _NIL
+        size = np.ones(self.n, np.int64)
+        values = np.zeros(self.n, np.float64 if floating else np.int64)
+        fixint = (tags < 0x80) | (tags >= 0xE0)
+        values[fixint] = np.where(tags[fixint] >= 0xE0, tags[fixint] - 0x100, tags[fixint])
+        known = fixint | null
+        for tag in np.flatnonzero(np.bincount(tags[~known], minlength=256)).tolist():  # no sort
+            if tag not in _NUMBERS or (tag in (_FLOAT32, _FLOAT64) and not floating):
+                raise ValueError(f"ring record field is not a number (msgpack tag {tag:#x})")
+            width, dtype = _NUMBERS[tag]
+            at = np.flatnonzero(tags == tag)
+            read = np.ndarray((self.n,), np.dtype(dtype), head, 1, (9,))[at]
+            if tag == 0xCF and not floating and (read > _INT64_MAX).any():
+                raise ValueError("ring record integer beyond int64")
+            values[at] = read
+            size[at] = 1 + width
+        self.pos += size
+        return values, null
+
+    def _uniform_number(self, head: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
         """The next field's values and null mask when every record has it as one msgpack number
-        type or nil (one gather), else None (read tag by tag)."""
+        type or nil, read from ``head`` (each record's 9 bytes from the field on), else None
+        (read tag by tag)."""
+        tags = head[:, 0]
         tag = int(tags[0])
         null: np.ndarray | None = None
         if tag == _NIL:
@@ -180,73 +299,107 @@ class RecordColumns:
         width, dtype = spec
         if null is not None and not null.any():
             null = None
-        # Where a value is nil, the gather reads the buffer's first bytes: masked, never stored.
-        read = _gather(self.buf, self.pos + 1 if null is None else np.where(null, 0, self.pos + 1), width, dtype)
-        if tag == 0xCF and not floating and (read[same] > _INT64_MAX).any():
+        # Where a value is nil, its bytes are the next field's: masked, never stored.
+        read = np.ndarray((self.n,), np.dtype(dtype), head, 1, (9,))
+        if tag == 0xCF and not floating and (read[same] if null is not None else read).max() > _INT64_MAX:
             raise ValueError("ring record integer beyond int64")
-        self.pos = self.pos + (1 + width) if null is None else self.pos + np.where(null, 1, 1 + width)
+        self.pos += (1 + width) if null is None else np.where(null, 1, 1 + width)
         values = read.astype(np.float64 if floating else np.int64)
         if null is not None:
             values[null] = 0
         return values, null
 
     def _strings(self) -> pa.Array:
-        tags = self._tags()
+        try:
+            tags = self.buf[self.pos]
+        except IndexError:
+            raise ValueError("ring record ends early") from None
         fix = (tags & 0xE0) == 0xA0
-        length = np.where(fix, tags & 0x1F, 0)
-        head = np.ones(self.n, np.int64)
-        for tag, width, dtype in ((_STR8, 1, ">u1"), (_STR16, 2, ">u2"), (_STR32, 4, ">u4")):
-            at = np.flatnonzero(tags == tag)
-            if len(at):
-                length[at] = _gather(self.buf, self.pos[at] + 1, width, dtype)
-                head[at] = 1 + width
-                fix[at] = True
-        if not fix.all():
-            raise ValueError("ring record field is not a string")
-        start = self.pos + head
+        if fix.all():  # every string under 32 bytes (the usual case): its tag is its length
+            length = (tags & 0x1F).astype(np.int64)
+            start = self.pos + 1
+        else:
+            length = np.where(fix, tags & 0x1F, 0).astype(np.int64)
+            head = np.ones(self.n, np.int64)
+            for tag, width, dtype in ((_STR8, 1, ">u1"), (_STR16, 2, ">u2"), (_STR32, 4, ">u4")):
+                at = np.flatnonzero(tags == tag)
+                if len(at):
+                    length[at] = _gather(self.buf, self.pos[at] + 1, width, dtype)
+                    head[at] = 1 + width
+                    fix[at] = True
+            if not fix.all():
+                raise ValueError("ring record field is not a string")
+            start = self.pos + head
         self.pos = start + length
         if self.n and int(self.pos.max()) > len(self.buf):
             raise ValueError("ring record string runs past the records")
-        offsets = np.zeros(self.n + 1, np.int64)
-        np.cumsum(length, out=offsets[1:])
-        data = _byte_slices(self.buf, start, length)
+        large = len(self.buf) > np.iinfo(np.int32).max  # int32 offsets (a string array) hold less
+        offset_type = np.int64 if large else np.int32
+        size = int(length[0]) if self.n else 0
+        if 0 < size <= 64 and (length == size).all():  # ids of one length (the usual case): one gather
+            offsets = np.arange(0, size * (self.n + 1), size, dtype=offset_type)
+            data = pa.py_buffer(self._at(self.buf, start, size, len(self.buf) - size))
+        else:
+            offsets = np.zeros(self.n + 1, offset_type)
+            np.cumsum(length, out=offsets[1:])
+            data = _byte_slices(self.buf, start, length)
         # msgspec checked each string's UTF-8 when the writer decoded the record.
-        strings = pa.Array.from_buffers(pa.large_string(), self.n, [None, pa.py_buffer(offsets), data])
-        return strings.cast(pa.string())
+        typ = pa.large_string() if large else pa.string()
+        return pa.Array.from_buffers(typ, self.n, [None, pa.py_buffer(offsets), data]).cast(pa.string())
 
-    def keyed_strings(self) -> tuple[pa.Array, np.ndarray, list[str | None]] | None:
+    def keyed_strings(self) -> tuple[pa.DictionaryArray, np.ndarray, list[str | None]] | None:
         """The next field of every record, a string of few distinct short values (an exchange,
-        a pair, a side): its Arrow array, each record's index into the distinct values, and
-        those values (None where one is not UTF-8: its records' strings are empty in the array).
-        None, nothing read, when one is not a fixstr or longer than 24 bytes (read it with
-        :meth:`column`).
+        a pair, a side): its Arrow dictionary array, each record's index into the distinct values,
+        and those values (None where one is not UTF-8: its records' strings are empty in the
+        array). None, nothing read, when one is not a fixstr or longer than 23 bytes (read it
+        with :meth:`column`).
 
-        Each string becomes a key of fixed width, its length then its bytes as up to three
-        8-byte words (one gather each); Arrow hashes the keys, and the one string array built
-        is the distinct values taken per record. No per-record string is checked for UTF-8:
-        the few distinct ones are decoded."""
-        tags = self._tags()
-        if not self.n or ((tags & 0xE0) != 0xA0).any():
+        Each string becomes a key of fixed width: its tag (its length) and bytes as up to three
+        8-byte words, one gather of them all; Arrow hashes the keys, and the column is a
+        dictionary array of the distinct values: no string per record is built (a file stores a
+        dictionary column as it stores strings, and writes it faster). No per-record string is
+        checked for UTF-8: the few distinct ones are decoded."""
+        if not self.n:
+            return None
+        head = self._at_pos(8)
+        tags = head[:, 0]
+        if ((tags & 0xE0) != 0xA0).any():
             return None
         length = tags & 0x1F
-        words = (int(length.max()) + 7) // 8
-        if words > 3 or int(self.pos.max()) + 1 + 8 * words > len(self.buf):
+        words = (int(length.max()) + 8) // 8
+        if words > 3:
             return None
-        key = np.zeros((self.n, words + 1), "<u8")
-        key[:, 0] = length
-        for w in range(words):  # the bytes of word w that are in the string, by its length
-            key[:, w + 1] = _gather(self.buf, self.pos + 1 + 8 * w, 8, "<u8") & _WORD_MASKS[w][length]
-        self.pos = self.pos + 1 + length
-        keys = pa.Array.from_buffers(pa.binary(8 * (words + 1)), self.n, [None, pa.py_buffer(key)])
-        encoded = keys.dictionary_encode()
+        if words > 1:
+            head = self._at_pos(8 * words)
+        key = head.view("<u8")  # n x words, the bytes past each string masked off below
+        if (length == length[0]).all():  # names of one length (a read's exchange): one mask
+            key &= _KEY_MASKS[words][length[0]]
+        else:
+            key &= np.take(_KEY_MASKS[words], length, axis=0)  # take: a fancy index of rows is slower
+        self.pos += length
+        self.pos += 1
+        few = _one_or_two(key[:, 0]) if words == 1 else None
+        if few is not None:  # a read's exchange, a trade's side: compared, not hashed
+            indices, distinct_keys = few
+            found = [k.to_bytes(8, "little") for k in distinct_keys]
+        elif words == 1:  # an int64 hashes faster than 8 bytes
+            encoded = pa.array(key.view(np.int64).reshape(-1)).dictionary_encode()
+            indices = encoded.indices.to_numpy()
+            found = [k.to_bytes(8, "little", signed=True) for k in encoded.dictionary.to_pylist()]
+        else:
+            keys = pa.Array.from_buffers(pa.binary(8 * words), self.n, [None, pa.py_buffer(key)])
+            encoded = keys.dictionary_encode()
+            indices = encoded.indices.to_numpy()
+            found = encoded.dictionary.to_pylist()
         values: list[str | None] = []
-        for k in encoded.dictionary.to_pylist():
+        for k in found:
             try:
-                values.append(k[8 : 8 + int.from_bytes(k[:8], "little")].decode("utf-8"))
+                values.append(k[1 : 1 + (k[0] & 0x1F)].decode("utf-8"))
             except UnicodeDecodeError:
                 values.append(None)
-        strings = pa.array([v or "" for v in values], pa.string()).take(encoded.indices)
-        return strings, encoded.indices.to_numpy(), values
+        dictionary = pa.array([v or "" for v in values], pa.string())
+        strings = pa.DictionaryArray.from_arrays(pa.array(indices), dictionary, safe=False)  # indices of it
+        return strings, indices, values
 
     def float_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The next field of every record, a msgpack array of float64: the position of each
@@ -280,8 +433,6 @@ def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     n = len(raws)
     lens = np.fromiter(map(len, raws), np.int64, n)
     buf = np.frombuffer(b"".join(raws), np.uint8)
-    if n and (lens == lens[0]).all():  # all of one size (a read's books of one depth): seen in 2-D
-        return _float64_arrays_of_one_size_ok(buf.reshape(n, -1))
     count = lens // 9  # an array of float64: a 1-, 3- or 5-byte header, then 9 bytes a value
     head = lens - 9 * count
     starts = np.cumsum(lens) - lens
@@ -304,64 +455,17 @@ def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     return ok, np.where(ok, count, 0)
 
 
-def _float64_arrays_of_one_size_ok(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`float64_arrays_ok` of values all of one size (a row of ``values`` each): the one
-    header an array of float64 of that size can have, then a float64 tag every 9 bytes."""
-    count, head = divmod(values.shape[1], 9)
-    header = _array_header(count, head)
-    if header is None:
-        ok = np.zeros(len(values), bool)
-    else:
-        heads, tags = values[:, :head] == np.frombuffer(header, np.uint8), values[:, head::9] == _FLOAT64
-        ok = np.ones(len(values), bool) if heads.all() and tags.all() else heads.all(axis=1) & tags.all(axis=1)
-    return ok, np.where(ok, count, 0)
-
-
-def _array_header(count: int, size: int) -> bytes | None:
-    """The msgpack header of ``size`` bytes of an array of ``count`` items (None: there is none)."""
-    if size == 1 and count < 16:
-        return bytes([_FIXARRAY + count])
-    if size == 3 and count < 1 << 16:
-        return bytes([_ARRAY16]) + count.to_bytes(2, "big")
-    if size == 5 and count < 1 << 32:
-        return bytes([_ARRAY32]) + count.to_bytes(4, "big")
-    return None
-
-
-def record_order(pair: pa.Array, seq: pa.Array) -> np.ndarray:
-    """Indices of the records ordered by pair, then sequence number (stable): a file's rows are
-    clustered by pair so Parquet row-group statistics on ``pair`` prune well."""
-    # Pairs are few: each record's pair as the rank of its name among them. A pair's records
-    # arrive numbered in order, so a stable sort by that rank alone (a radix sort of small ints)
-    # is the order, when the numbers say so; else one integer lexsort (stable, like Arrow's).
-    encoded = pair.dictionary_encode()
-    rank = pc.rank(encoded.dictionary, sort_keys="ascending", tiebreaker="first").to_numpy()
-    key = rank[encoded.indices.to_numpy(zero_copy_only=False)]
-    seqs = seq.to_numpy(zero_copy_only=False)
-    order = np.argsort(key.astype(np.int16) if len(rank) < 2**15 else key, kind="stable")
-    key_in_order, seq_in_order = key[order], seqs[order]
-    if ((seq_in_order[1:] >= seq_in_order[:-1]) | (key_in_order[1:] != key_in_order[:-1])).all():
-        return order
-    return np.lexsort((seqs, key))
-
-
-def pieces_of(order: np.ndarray, rows: np.ndarray, per_piece: int) -> list[np.ndarray]:
-    """``order`` cut into consecutive pieces of about ``per_piece`` rows, ``rows[i]`` being the
-    rows of record ``order[i]``: a piece ends with the record that reaches a multiple of it."""
-    ends = np.cumsum(rows)
-    total = int(ends[-1]) if len(ends) else 0
-    cuts = np.searchsorted(ends, np.arange(per_piece, total, per_piece), side="left") + 1
-    return [piece for piece in np.split(order, np.unique(cuts)) if len(piece)]
-
-
 def field_array(records: Sequence[Any], attr: str, typ: pa.DataType) -> pa.Array:
     """One column of the records' attribute ``attr`` (tools: Snapshot structs)."""
     return pa.array(list(map(attrgetter(attr), records)), typ)
 
 
-def repeated(value: str, n: int) -> pa.Array:
-    """A string column holding ``value`` ``n`` times (the writer's session id)."""
-    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+def repeated(value: str, n: int, as_dictionary: bool = False) -> pa.Array:
+    """A string column holding ``value`` ``n`` times (the writer's session id); a dictionary
+    array of it if ``as_dictionary``."""
+    single = pa.array([value], pa.string())
+    zeros = pa.array(np.zeros(n, np.int32))
+    return pa.DictionaryArray.from_arrays(zeros, single) if as_dictionary else single.take(zeros)
 
 
 def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -372,7 +476,7 @@ def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         present = np.flatnonzero(seen)
         table = np.zeros(len(seen), np.int64)
         table[present] = np.arange(len(present))
-        return present, table[values]
+        return present, np.take(table, values)
     present, inverse = np.unique(values, return_inverse=True)
     return present, inverse.reshape(-1)
 

@@ -34,13 +34,24 @@ from recorder.model import (
     trade_decoder,
 )
 from recorder.writer.batches import BOOK_FIELDS, SCHEMA, long_form_batch, snapshot_jsonl
-from recorder.writer.columns import RecordColumns, float64_arrays_ok, pieces_of, record_order, repeated
+from recorder.writer.columns import (
+    _ARRAY16,
+    _ARRAY32,
+    _FIXARRAY,
+    _FLOAT64,
+    RecordColumns,
+    float64_arrays_ok,
+    repeated,
+)
+from recorder.writer.file_order import pieces_of, record_order
 
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SIDES = ("buy", "sell")
 _US = pa.timestamp("us", tz="UTC")
 _WHOLE = 2**62  # rows per piece: all of them
+# A trade's or quote's strings of a handful of distinct values a file (read as dictionary arrays).
+FEW_VALUED = frozenset(("exchange", "pair", "side"))
 
 TRADES_SCHEMA = pa.schema(
     [
@@ -126,9 +137,10 @@ Levels = tuple[np.ndarray, np.ndarray]  # per record: position of the first valu
 
 def build_table(spec: DatasetSpec, payloads: Sequence[bytes], seqs: Sequence[int], session_id: str) -> pa.Table:
     """One file's table of ring records (``payloads``, as :func:`decode_records` passed them)
-    numbered ``seqs``, ordered by pair then sequence number: :func:`build_pieces` joined."""
+    numbered ``seqs``, ordered by pair then sequence number: :func:`build_pieces` joined, of
+    ``spec.schema`` (its strings plain)."""
     pieces = list(build_pieces(spec, payloads, seqs, session_id, _WHOLE))
-    return pa.concat_tables(pieces).combine_chunks() if pieces else spec.schema.empty_table()
+    return pa.concat_tables(pieces).combine_chunks().cast(spec.schema) if pieces else spec.schema.empty_table()
 
 
 def build_pieces(
@@ -148,31 +160,63 @@ def build_pieces(
     by one Arrow ``take`` (the books' levels, the bulk of the rows, read only then). ``read``:
     trades' or quotes' columns (``spec.fields``) the intake already read of these records, in
     their order (``Partition.read_columns``): taken as they are.
+
+    A trade's or quote's few-valued strings (``FEW_VALUED``, and the session id) come as
+    dictionary arrays: put in order as ints, and written as Parquet writes the strings
+    (``parquet_format.write_parquet_pieces``); the pieces' schema is ``spec.schema`` but for
+    those types.
     """
     columns: dict[str, pa.Array] = {}
     levels: dict[str, Levels] = {}
-    if read is not None and spec.expand is None and read.num_rows == len(payloads):
-        columns = {name: read.column(name).combine_chunks() for name, _ in spec.fields}
+    flat = spec.expand is None
+    if read is not None and flat and read.num_rows == len(payloads):
+        columns = {name: _one_chunk(read.column(name)) for name, _ in spec.fields}
     else:
         reader = RecordColumns(payloads, spec.prefix)
         column_of = {attr: name for name, attr in spec.fields}
         for f in msgspec.structs.fields(spec.wire):
             name = column_of.get(f.name)
-            if name is not None:
-                columns[name] = reader.column(spec.schema.field(name).type)
-            else:
+            if name is None:
                 levels[f.name] = reader.float_arrays()
+                continue
+            keyed = reader.keyed_strings() if flat and name in FEW_VALUED else None
+            if keyed is not None and None in keyed[2]:
+                raise ValueError("ring record string is not UTF-8")  # decode_records lets none through
+            columns[name] = keyed[0] if keyed is not None else reader.column(spec.schema.field(name).type)
     columns["sequence_number"] = pa.array(np.asarray(seqs, np.int64))
-    columns["session_id"] = repeated(session_id, len(payloads))
+    columns["session_id"] = repeated(session_id, len(payloads), as_dictionary=flat)
     order = record_order(columns["pair"], columns["sequence_number"])
-    if spec.expand is None:
-        table = pa.Table.from_arrays([columns[f.name] for f in spec.schema], schema=spec.schema)
-        for piece in pieces_of(order, np.ones(len(order), np.int64), rows_per_piece):
-            yield table.take(piece)
+    if flat:
+        yield from _flat_pieces(spec, columns, order, rows_per_piece)
         return
     sizes = levels["bid_px"][1] + levels["ask_px"][1]
     for piece in pieces_of(order, np.maximum(sizes[order], 1), rows_per_piece):  # no level: one row
         yield pa.Table.from_batches([spec.expand(reader, levels, columns, piece)], schema=spec.schema)
+
+
+def _flat_pieces(
+    spec: DatasetSpec, columns: dict[str, pa.Array], order: np.ndarray, rows_per_piece: int
+) -> Iterator[pa.Table]:
+    """Trades' or quotes' ``columns`` in ``order``, ``rows_per_piece`` rows a piece; a column of
+    one value (the session id, a file's exchange: a dictionary of one) sliced, not taken."""
+    schema = pa.schema([f.with_type(columns[f.name].type) for f in spec.schema])
+    one_value = {
+        name
+        for name, column in columns.items()
+        if pa.types.is_dictionary(column.type) and len(column.dictionary) == 1 and not column.null_count
+    }
+    taken = pa.Table.from_arrays([columns[n] for n in schema.names if n not in one_value],
+                                 names=[n for n in schema.names if n not in one_value])  # fmt: skip
+    indices = order.astype(np.int32) if len(order) < 2**31 else order  # Arrow takes by int32 faster
+    for at in range(0, len(order), rows_per_piece):
+        piece = indices[at : at + rows_per_piece]
+        rows = taken.take(piece)
+        pieced = [columns[n].slice(0, len(piece)) if n in one_value else rows.column(n) for n in schema.names]
+        yield pa.Table.from_arrays(pieced, schema=schema)
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 # -- books -------------------------------------------------------------------------------------
@@ -228,10 +272,39 @@ def _book_the_slow_way(payload: bytes) -> bytes:
 def _book_levels_ok(books: Sequence[RingBook]) -> tuple[np.ndarray, np.ndarray]:
     """Per book, whether its level columns are float64 arrays, prices as long as quantities;
     and its Parquet rows where they are (``BOOKS_SPEC.rows``: its levels, at least one)."""
-    ok, counts = float64_arrays_ok(list(chain.from_iterable(map(_LEVEL_RAWS, books))))
+    raws = list(chain.from_iterable(map(_LEVEL_RAWS, books)))
+    sizes = np.fromiter(map(len, raws), np.int64, len(raws))
+    if len(raws) and (sizes == sizes[0]).all():  # a read's books of one depth: seen in 2-D
+        ok, counts = _float64_arrays_of_one_size_ok(np.frombuffer(b"".join(raws), np.uint8).reshape(len(raws), -1))
+    else:
+        ok, counts = float64_arrays_ok(raws)
     counts = counts.reshape(-1, 4)
     ok = ok.reshape(-1, 4).all(axis=1) & (counts[:, 0] == counts[:, 1]) & (counts[:, 2] == counts[:, 3])
     return ok, np.maximum(counts[:, 0] + counts[:, 2], 1)
+
+
+def _float64_arrays_of_one_size_ok(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``float64_arrays_ok`` of msgpack values all of one size (a row of ``values`` each): the
+    one header an array of float64 of that size can have, then a float64 tag every 9 bytes."""
+    count, head = divmod(values.shape[1], 9)
+    header = _array_header(count, head)
+    if header is None:
+        ok = np.zeros(len(values), bool)
+    else:
+        heads, tags = values[:, :head] == np.frombuffer(header, np.uint8), values[:, head::9] == _FLOAT64
+        ok = np.ones(len(values), bool) if heads.all() and tags.all() else heads.all(axis=1) & tags.all(axis=1)
+    return ok, np.where(ok, count, 0)
+
+
+def _array_header(count: int, size: int) -> bytes | None:
+    """The msgpack header of ``size`` bytes of an array of ``count`` items (None: there is none)."""
+    if size == 1 and count < 16:
+        return bytes([_FIXARRAY + count])
+    if size == 3 and count < 1 << 16:
+        return bytes([_ARRAY16]) + count.to_bytes(2, "big")
+    if size == 5 and count < 1 << 32:
+        return bytes([_ARRAY32]) + count.to_bytes(4, "big")
+    return None
 
 
 def _book_rows(

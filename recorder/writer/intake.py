@@ -1,7 +1,7 @@
 """What the writer takes in from a ring read: each record's dataset, checked (and decoded where
 a struct is needed), with the exchange, pair and time that partition and number it.
 
-Books are decoded one by one and their level columns checked in bulk; trades and quotes are
+Books are decoded and their level columns checked in bulk; trades and quotes are
 read and checked all at once, field by field (see ``take_records``).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import groupby
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -19,11 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recorder.model import KIND_QUOTE, KIND_TRADE, quote_decoder, trade_decoder
-from recorder.writer.columns import RecordColumns, distinct, joined
+from recorder.writer.columns import RecordColumns, check_utf8, distinct, joined
 from recorder.writer.datasets import (
     _MAX_TS_MS,
     _SIDES,
     BOOKS_SPEC,
+    FEW_VALUED,
     QUOTES_SPEC,
     RECORD_ERRORS,
     TRADES_SPEC,
@@ -41,10 +43,8 @@ from recorder.writer.groups import Group, GroupIds
 # the writer's usual reads (a 20 ms poll: some hundred trades of up to 1000 pairs) one by one is
 # cheaper; a backlog of few pairs' records is not.
 BULK_MIN_RECORDS = 2048
-# Bytes per record under which a read is joined whole (a book is some hundreds, a trade ~70).
-_SMALL_RECORDS = 200
 _EXCHANGE, _PAIR, _SIDE, _TRADE_ID = (attrgetter(a) for a in ("exchange", "pair", "side", "trade_id"))
-_FIRST_BYTE, _AFTER_KIND = itemgetter(0), itemgetter(slice(1, None))
+_AFTER_KIND = itemgetter(slice(1, None))
 # Per dataset: msgspec's decode of its record (after its ``prefix``) into its struct, unchecked.
 _STRUCT = {BOOKS_SPEC.name: _ring_book_decoder.decode, TRADES_SPEC.name: trade_decoder.decode,
            QUOTES_SPEC.name: quote_decoder.decode}  # fmt: skip
@@ -115,41 +115,37 @@ def take_records(
     reading them.
     """
     n = len(payloads)
-    lens = np.fromiter(map(len, payloads), np.int64, n)
-    ends = np.cumsum(lens)
-    starts = ends - lens
-    buf = None
-    if n and int(ends[-1]) <= _SMALL_RECORDS * n:  # mostly trades and quotes: all joined at once
-        buf = joined(payloads)
-        first = np.where(lens > 0, buf[starts], 0)  # an empty record goes to the books (and fails there)
-    else:  # mostly books, which are decoded one by one: only the trades and quotes joined
-        first = _first_bytes(payloads)
-        flat = np.flatnonzero((first == KIND_TRADE) | (first == KIND_QUOTE))
-        trades = int(np.count_nonzero(first[flat] == KIND_TRADE))
-        if len(flat) and not structs and max(trades, len(flat) - trades) >= bulk_min:  # one is read in bulk
-            buf = joined([payloads[i] for i in flat.tolist()])
-            ends[flat] = np.cumsum(lens[flat])
-            starts[flat] = ends[flat] - lens[flat]
-    specs: list[DatasetSpec] = _specs_by_first_byte()[first].tolist()
+    buf, starts, ends = joined(payloads)  # books too: a copy costs less than a length each
+    lens = ends - starts
+    first = _first_bytes(buf, starts, lens)
+    one = int(first[0]) if n and (first == first[0]).all() else None  # a backlog of trades, say
+    if one is not None:  # one dataset: no lookup, no pick each
+        specs: list[DatasetSpec] = [_specs_by_first_byte()[one]] * n
+    else:
+        specs = _specs_by_first_byte()[first].tolist()
     records: list[Any] = [None] * n
     keys = _Keys(n, GroupIds() if group_ids is None else group_ids)
-    stored = list(payloads)
+    stored = payloads if isinstance(payloads, list) else list(payloads)  # copied if a book is re-encoded
     rows = np.ones(n, np.int64)  # a trade or quote is one row
     decoded: list[_Decoded] = []
     columns: dict[str, pa.Table] = {}
     good_at: list[tuple[str, np.ndarray, np.ndarray]] = []  # dataset, its records, the good ones
     for spec, kind in ((TRADES_SPEC, KIND_TRADE), (QUOTES_SPEC, KIND_QUOTE)):
-        at = np.flatnonzero(first == kind)
+        at = np.flatnonzero(first == kind) if one is None else np.arange(n if one == kind else 0)
         if len(at):
             bad = None
-            if buf is not None and not structs and len(at) >= bulk_min:
-                bad = _take_flat_in_bulk(spec, buf, starts[at], ends[at], at, keys, columns)
+            if not structs and len(at) >= bulk_min:
+                bounds = (starts, ends) if len(at) == n else (starts[at], ends[at])
+                bad = _take_flat_in_bulk(spec, buf, *bounds, at, keys, columns)
                 if bad is not None:
                     good_at.append((spec.name, at, np.flatnonzero(~bad)))
             todo = (at[bad] if bad is not None else at).tolist()
             if todo:
                 decoded.append(_decode_all(spec, todo, payloads, records))
-    books = np.flatnonzero((first != KIND_TRADE) & (first != KIND_QUOTE)).tolist()
+    if one is None:
+        books = np.flatnonzero((first != KIND_TRADE) & (first != KIND_QUOTE)).tolist()
+    else:  # one dataset: every record a book, or none
+        books = [] if one in (KIND_TRADE, KIND_QUOTE) else list(range(n))
     if books:
         _, books, recs, got = _decode_all(BOOKS_SPEC, books, payloads, records)
         ok, book_rows = _book_levels_ok(recs) if books else (np.ones(0, bool), np.ones(0, np.int64))
@@ -158,6 +154,8 @@ def take_records(
             for i in np.flatnonzero(~ok).tolist():
                 j = books[i]
                 try:
+                    if stored is payloads:
+                        stored = list(payloads)
                     stored[j] = _book_the_slow_way(payloads[j])
                     records[j] = _decode_book(stored[j])
                     lens[j], rows[j] = len(stored[j]), BOOKS_SPEC.rows(records[j])
@@ -169,7 +167,10 @@ def take_records(
     row = np.full(n, -1, np.int64)
     base = row_base(columns) if row_base is not None else {}
     for name, at, good in good_at:
-        row[at[good]] = good + base.get(name, 0)
+        if len(good) == n:  # every record of the read
+            row = good + base.get(name, 0)
+        else:
+            row[at[good] if len(good) < len(at) else at] = good + base.get(name, 0)
     for spec, usable, recs, got in decoded:
         keys.add_decoded(spec, usable, recs, got)
     return Intake(
@@ -189,12 +190,14 @@ def take_records(
     )
 
 
-def _first_bytes(payloads: Sequence[bytes]) -> np.ndarray:
-    """Each record's first byte (0 for an empty one: it goes to the books, and fails there)."""
-    try:
-        return np.fromiter(map(_FIRST_BYTE, payloads), np.int64, len(payloads))
-    except IndexError:
-        return np.fromiter((p[0] if p else 0 for p in payloads), np.int64, len(payloads))
+def _first_bytes(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Each record's first byte (its dataset's kind); 0 for an empty record (it goes to the
+    books, and fails there)."""
+    if not len(buf):
+        return np.zeros(len(starts), np.uint8)
+    if (lens > 0).all():
+        return buf[starts]
+    return np.where(lens > 0, buf[np.minimum(starts, len(buf) - 1)], 0).astype(np.uint8)
 
 
 # Records' times (ms), exchanges and pairs, read once from their structs.
@@ -278,16 +281,23 @@ def _decode_one(spec: DatasetSpec, payload: bytes) -> Any:
         return exc
 
 
-def _keyed(reader: RecordColumns) -> tuple[pa.Array, np.ndarray, list[str | None]]:
-    """The next string field: its column, each record's index into its distinct values, and
-    those (None: not UTF-8); by keys (``keyed_strings``) where it can (ArrowInvalid: not UTF-8)."""
+def _keyed(reader: RecordColumns) -> tuple[pa.DictionaryArray, np.ndarray, list[str | None]]:
+    """The next string field: its column (a dictionary array), each record's index into its
+    distinct values, and those (None: not UTF-8); by keys (``keyed_strings``) where it can
+    (ArrowInvalid: not UTF-8)."""
     keyed = reader.keyed_strings()
     if keyed is not None:
         return keyed
     column = reader.column(pa.string())
-    column.validate(full=True)  # UTF-8, as msgspec checks it
+    check_utf8(column)
     encoded = column.dictionary_encode()
-    return column, encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+    return encoded, encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
+def _field_kind(spec: DatasetSpec, name: str) -> str:
+    if name in FEW_VALUED:
+        return "few"
+    return "string" if spec.schema.field(name).type == pa.string() else "numbers"
 
 
 def _per_value(values: list[str | None], ok: Callable[[str], bool]) -> np.ndarray:
@@ -314,15 +324,18 @@ def _take_flat_in_bulk(
     columns: dict[str, pa.Array] = {}
     try:
         reader = RecordColumns.some_of(buf, starts, ends, spec.prefix)
-        for name, _ in spec.fields:
-            typ = spec.schema.field(name).type
-            if name in ("exchange", "pair", "side"):  # few distinct values
-                columns[name], indices, values = _keyed(reader)
-                keyed[name] = (indices, values)
-            else:
-                columns[name] = reader.column(typ)
-                if typ == pa.string():
-                    columns[name].validate(full=True)  # UTF-8, as msgspec checks it
+        for kind, run in groupby(spec.fields, lambda f: _field_kind(spec, f[0])):
+            names = [name for name, _ in run]
+            if kind == "numbers":  # fields one after the other: read together
+                columns.update(zip(names, reader.numbers([spec.schema.field(n).type for n in names]), strict=True))
+                continue
+            for name in names:
+                if kind == "few":
+                    columns[name], indices, values = _keyed(reader)
+                    keyed[name] = (indices, values)
+                else:
+                    columns[name] = reader.column(spec.schema.field(name).type)
+                    check_utf8(columns[name])
     except (ValueError, IndexError, pa.ArrowInvalid):
         return None
     good = (reader.header == 0x90 + len(msgspec.structs.fields(spec.wire))) & (reader.pos == reader.ends)
@@ -333,15 +346,20 @@ def _take_flat_in_bulk(
     good &= (ms >= 0) & (ms < _MAX_TS_MS)
     exchanges, exchange_names = keyed["exchange"]
     pairs, pair_names = keyed["pair"]
-    good &= _per_value(exchange_names, _usable_exchange)[exchanges]
-    good &= _per_value(pair_names, bool)[pairs]
+    good &= np.take(_per_value(exchange_names, _usable_exchange), exchanges)
+    good &= np.take(_per_value(pair_names, bool), pairs)
     if spec is TRADES_SPEC:
         good &= pc.binary_length(columns["trade_id"]).to_numpy(zero_copy_only=False) > 0
         sides, side_names = keyed["side"]
-        good &= _per_value(side_names, _SIDES.__contains__)[sides]
-    rows = at[good]
-    keys.time_ms[rows] = ms[good]
-    keys.group[rows] = _group_codes(keys, spec, exchanges[good], pairs[good], exchange_names, pair_names)
+        good &= np.take(_per_value(side_names, _SIDES.__contains__), sides)
+    if good.all():  # the usual case: no record picked out
+        rows: np.ndarray | slice = slice(at[0], at[-1] + 1) if at[-1] - at[0] + 1 == len(at) else at
+        keys.time_ms[rows] = ms
+        keys.group[rows] = _group_codes(keys, spec, exchanges, pairs, exchange_names, pair_names)
+    else:
+        rows = at[good]
+        keys.time_ms[rows] = ms[good]
+        keys.group[rows] = _group_codes(keys, spec, exchanges[good], pairs[good], exchange_names, pair_names)
     tables[spec.name] = pa.Table.from_pydict(columns)
     return ~good
 
@@ -354,7 +372,7 @@ def _group_codes(
     width = len(pair_names)
     present, inverse = distinct(exchanges.astype(np.int64) * width + pairs)
     groups = [(spec, exchange_names[c // width], pair_names[c % width]) for c in present.tolist()]
-    return np.array([keys.code(g) for g in groups], np.int64)[inverse]
+    return np.take(np.array([keys.code(g) for g in groups], np.int64), inverse)
 
 
 def decode_records(payloads: Sequence[bytes]) -> tuple[list[DatasetSpec], list[Any], list[bytes]]:

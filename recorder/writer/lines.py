@@ -21,12 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recorder.model import KIND_QUOTE, KIND_TRADE, QuoteRow, TradeRow, json_encoder
-from recorder.writer.datasets import QUOTES_SPEC, TRADES_SPEC, DatasetSpec
+from recorder.writer.datasets import FEW_VALUED, QUOTES_SPEC, TRADES_SPEC, DatasetSpec
 from recorder.writer.intake import Intake
 
 _ROW_TYPES: dict[str, type[msgspec.Struct]] = {"trades": TradeRow, "quotes": QuoteRow}
 _COMMA, _QUOTE, _BACKSLASH = 0x2C, 0x22, 0x5C
-_FEW_VALUES = frozenset(("exchange", "pair", "side"))  # strings of a handful of distinct values
 
 
 def flat_lines(spec: DatasetSpec, columns: pa.Table, seqs: np.ndarray, session_id: str) -> pa.Array:
@@ -57,8 +56,8 @@ def _texts(name: str, column: pa.ChunkedArray | pa.Array, after: bytes) -> tuple
     """Each value's JSON text, and what of ``after`` (the comma after a field) still is to follow it."""
     if isinstance(column, pa.ChunkedArray):
         column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-    if pa.types.is_string(column.type):
-        return _string_texts(column, after, name in _FEW_VALUES), b""
+    if pa.types.is_string(column.type) or pa.types.is_dictionary(column.type):  # the intake's few-valued ones
+        return _string_texts(column, after, name in FEW_VALUED), b""
     if pa.types.is_timestamp(column.type):
         column = column.cast(pa.int64())
     return _number_texts(column), after[1:]  # the number's text ends with its comma
@@ -66,8 +65,10 @@ def _texts(name: str, column: pa.ChunkedArray | pa.Array, after: bytes) -> tuple
 
 def _string_texts(column: pa.Array, after: bytes, few: bool) -> pa.Array:
     """Each string's JSON text followed by ``after``."""
+    if pa.types.is_dictionary(column.type) and (column.null_count or not few):
+        column = column.cast(column.type.value_type)
     if few and not column.null_count:  # each distinct value's text once
-        encoded = column.dictionary_encode()
+        encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
         texts = [json_encoder.encode(v) + after for v in encoded.dictionary.to_pylist()]
         return pa.array(texts, pa.binary()).take(encoded.indices)
     data = column.buffers()[2]

@@ -57,13 +57,13 @@ def add_read(
     usable = np.flatnonzero(took.group >= 0)
     group = _segment_ids(seg, took)[usable]
     numbers = seg.next_numbers(committed_seq)
-    seq = numbers[group] + _ranks(group, len(numbers))
+    seq = numbers[group] + rank_within(group, len(numbers))[0]
     # Partitions: (dataset, exchange, UTC day); the same (dataset, exchange) for a group's records.
     of_group = seg.group_ids.stems()
     day = took.time_ms[usable] // _MS_PER_DAY
     first_day, days = (int(day.min()), int(day.max() - day.min()) + 1) if len(day) else (0, 1)
     part_keys, of_record = distinct(of_group[group] * days + day - first_day)
-    order, per_part = _by_code(of_record, len(part_keys))  # the records of each partition, in order
+    part_rank, order, per_part = rank_within(of_record, len(part_keys))  # each partition's records, in order
     at_first = order[np.cumsum(per_part) - per_part]  # each partition's first record
     parts: list[tuple[Any, str, str, int]] = []
     for k in at_first.tolist():
@@ -80,7 +80,7 @@ def add_read(
     limits = [file_limit(spec.name) for spec, *_ in parts]
     if any(limit is not None for limit in limits):
         count_before = np.array([part.count if (part := _part(seg, p)) else 0 for p in parts], np.int64)[of_record]
-        count_before += rank_within(of_record, len(part_keys))[0]
+        count_before += part_rank
         record_limit = np.array([-1 if v is None else v for v in limits], np.int64)[of_record]
         refused |= (record_limit >= 0) & (count_before >= record_limit)
     cut = int(np.argmax(refused)) if refused.any() else len(usable)
@@ -93,7 +93,7 @@ def add_read(
     # Stored: each group's next number, each partition's records (in order).
     seg.numbered(group[:cut])
     if cut < len(usable):
-        order, per_part = _by_code(of_record[:cut], len(part_keys))
+        _, order, per_part = rank_within(of_record[:cut], len(part_keys))
     rows = took.rows[usable[:cut]]
     start = 0
     for p, count in enumerate(per_part.tolist()):
@@ -120,30 +120,6 @@ def add_read(
     seg.snapshots += cut
     seg.est_bytes += int(held[:cut].sum())
     return Added(consumed, seqs, int(took.time_ms[usable[:cut]].max()))
-
-
-def _ranks(codes: np.ndarray, count: int) -> np.ndarray:
-    """Each item's rank among the items of its code (of ``range(count)``; 0, 1, ... in order):
-    runs of the codes sorted (``rank_within`` counts per code, and the segment's group ids are
-    many more than a read's records)."""
-    order = _stable_order(codes, count)
-    ordered = codes[order]
-    new = np.ones(len(codes), bool)
-    new[1:] = ordered[1:] != ordered[:-1]
-    at = np.arange(len(codes))
-    rank = np.empty(len(codes), np.int64)
-    rank[order] = at - np.maximum.accumulate(np.where(new, at, 0))
-    return rank
-
-
-def _by_code(codes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The items' indices ordered by code (of ``range(count)``; stable), and each code's items."""
-    return _stable_order(codes, count), np.bincount(codes, minlength=count)
-
-
-def _stable_order(codes: np.ndarray, count: int) -> np.ndarray:
-    """``argsort(codes, kind="stable")``: a radix sort when the codes fit 16 bits."""
-    return np.argsort(codes.astype(np.int16) if count <= 1 << 15 else codes, kind="stable")
 
 
 def _segment_ids(seg: Segment, took: Intake) -> np.ndarray:

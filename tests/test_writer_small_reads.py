@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from recorder.model import Quote, SampledBook, Trade, quote_record, ring_encoder, trade_record
-from recorder.writer.columns import float64_arrays_ok
-from recorder.writer.datasets import RECORD_ERRORS, SPECS, _float64_arrays_of_one_size_ok
+from recorder.writer.columns import _float64_arrays_any_size, _float64_arrays_one_size, float64_arrays_ok
+from recorder.writer.datasets import RECORD_ERRORS, SPECS
 from recorder.writer.intake import take_records
 
 _T0_US = 1_780_000_000_000_000
@@ -164,6 +164,8 @@ def test_level_columns_of_one_size_are_checked_as_float64_arrays(count: int, kin
     assert len({len(v) for v in values}) == 1
     grid = np.frombuffer(b"".join(values), np.uint8).reshape(len(values), -1)
     expected = [_float64_array(v) for v in values]
-    for ok, counts in (_float64_arrays_of_one_size_ok(grid), float64_arrays_ok(values)):  # and the general path
+    lens = np.fromiter(map(len, values), np.int64, len(values))
+    paths = (_float64_arrays_one_size(grid), _float64_arrays_any_size(values, lens), float64_arrays_ok(values))
+    for ok, counts in paths:  # the 2-D path, the general one, and the one the writer takes
         assert ok.tolist() == [c is not None for c in expected]
         assert counts.tolist() == [c or 0 for c in expected]

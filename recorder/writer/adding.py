@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from recorder.writer.batches import utc_date
-from recorder.writer.columns import distinct, rank_within
+from recorder.writer.codes import distinct, rank_within
 from recorder.writer.intake import Intake
 from recorder.writer.lines import line_lengths, lines_bytes
 from recorder.writer.segment import Partition, Segment, SeqKey

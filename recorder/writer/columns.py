@@ -429,9 +429,17 @@ class RecordColumns:
 
 def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Per msgpack-encoded value in ``raws``: whether it is an array of float64 (what
-    :meth:`RecordColumns.floats` reads), and its length (0 where it is not)."""
+    :meth:`RecordColumns.floats` reads), and its length (0 where it is not). Values all of one
+    size (a read's books of one depth) are seen in one 2-D view."""
+    lens = np.fromiter(map(len, raws), np.int64, len(raws))
+    if len(raws) and (lens == lens[0]).all():
+        return _float64_arrays_one_size(np.frombuffer(b"".join(raws), np.uint8).reshape(len(raws), -1))
+    return _float64_arrays_any_size(raws, lens)
+
+
+def _float64_arrays_any_size(raws: Sequence[Any], lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``float64_arrays_ok`` of values of any sizes (``lens``)."""
     n = len(raws)
-    lens = np.fromiter(map(len, raws), np.int64, n)
     buf = np.frombuffer(b"".join(raws), np.uint8)
     count = lens // 9  # an array of float64: a 1-, 3- or 5-byte header, then 9 bytes a value
     head = lens - 9 * count
@@ -455,6 +463,30 @@ def float64_arrays_ok(raws: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     return ok, np.where(ok, count, 0)
 
 
+def _float64_arrays_one_size(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``float64_arrays_ok`` of msgpack values all of one size (a row of ``values`` each): the
+    one header an array of float64 of that size can have, then a float64 tag every 9 bytes."""
+    count, head = divmod(values.shape[1], 9)
+    header = _array_header(count, head)
+    if header is None:
+        ok = np.zeros(len(values), bool)
+    else:
+        heads, tags = values[:, :head] == np.frombuffer(header, np.uint8), values[:, head::9] == _FLOAT64
+        ok = np.ones(len(values), bool) if heads.all() and tags.all() else heads.all(axis=1) & tags.all(axis=1)
+    return ok, np.where(ok, count, 0)
+
+
+def _array_header(count: int, size: int) -> bytes | None:
+    """The msgpack header of ``size`` bytes of an array of ``count`` items (None: there is none)."""
+    if size == 1 and count < 16:
+        return bytes([_FIXARRAY + count])
+    if size == 3 and count < 1 << 16:
+        return bytes([_ARRAY16]) + count.to_bytes(2, "big")
+    if size == 5 and count < 1 << 32:
+        return bytes([_ARRAY32]) + count.to_bytes(4, "big")
+    return None
+
+
 def field_array(records: Sequence[Any], attr: str, typ: pa.DataType) -> pa.Array:
     """One column of the records' attribute ``attr`` (tools: Snapshot structs)."""
     return pa.array(list(map(attrgetter(attr), records)), typ)
@@ -466,38 +498,3 @@ def repeated(value: str, n: int, as_dictionary: bool = False) -> pa.Array:
     single = pa.array([value], pa.string())
     zeros = pa.array(np.zeros(n, np.int32))
     return pa.DictionaryArray.from_arrays(zeros, single) if as_dictionary else single.take(zeros)
-
-
-def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values of an int array (ascending) and each value's index among them: by a
-    table when they are small non-negative ints (a read's codes, the usual case), else a sort."""
-    if len(values) and int(values.min()) >= 0 and int(values.max()) <= 4 * len(values) + 4096:
-        seen = np.bincount(values)
-        present = np.flatnonzero(seen)
-        table = np.zeros(len(seen), np.int64)
-        table[present] = np.arange(len(present))
-        return present, np.take(table, values)
-    present, inverse = np.unique(values, return_inverse=True)
-    return present, inverse.reshape(-1)
-
-
-def stable_order(codes: np.ndarray, count: int) -> np.ndarray:
-    """``argsort(codes, kind="stable")`` of codes in ``range(count)``: a radix sort when they fit
-    16 bits (a read's group ids and partitions)."""
-    return np.argsort(codes.astype(np.int16) if count <= 1 << 15 else codes, kind="stable")
-
-
-def rank_within(codes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For codes in ``range(count)``: each item's rank among the items of its code (0, 1, ... in
-    order), the items' indices ordered by code (stable), and how many items each code has.
-
-    The ranks come from the runs of the sorted codes, not from a count per code, so they cost
-    the items' number whatever ``count`` is (a segment's group ids: many more than a read's)."""
-    order = stable_order(codes, count)
-    ordered = codes[order]
-    new = np.ones(len(codes), bool)
-    new[1:] = ordered[1:] != ordered[:-1]
-    at = np.arange(len(codes))
-    rank = np.empty(len(codes), np.int64)
-    rank[order] = at - np.maximum.accumulate(np.where(new, at, 0))
-    return rank, order, np.bincount(codes, minlength=count)

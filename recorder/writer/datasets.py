@@ -34,15 +34,7 @@ from recorder.model import (
     trade_decoder,
 )
 from recorder.writer.batches import BOOK_FIELDS, SCHEMA, long_form_batch, snapshot_jsonl
-from recorder.writer.columns import (
-    _ARRAY16,
-    _ARRAY32,
-    _FIXARRAY,
-    _FLOAT64,
-    RecordColumns,
-    float64_arrays_ok,
-    repeated,
-)
+from recorder.writer.columns import RecordColumns, float64_arrays_ok, repeated
 from recorder.writer.file_order import pieces_of, record_order
 
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
@@ -272,39 +264,10 @@ def _book_the_slow_way(payload: bytes) -> bytes:
 def _book_levels_ok(books: Sequence[RingBook]) -> tuple[np.ndarray, np.ndarray]:
     """Per book, whether its level columns are float64 arrays, prices as long as quantities;
     and its Parquet rows where they are (``BOOKS_SPEC.rows``: its levels, at least one)."""
-    raws = list(chain.from_iterable(map(_LEVEL_RAWS, books)))
-    sizes = np.fromiter(map(len, raws), np.int64, len(raws))
-    if len(raws) and (sizes == sizes[0]).all():  # a read's books of one depth: seen in 2-D
-        ok, counts = _float64_arrays_of_one_size_ok(np.frombuffer(b"".join(raws), np.uint8).reshape(len(raws), -1))
-    else:
-        ok, counts = float64_arrays_ok(raws)
+    ok, counts = float64_arrays_ok(list(chain.from_iterable(map(_LEVEL_RAWS, books))))
     counts = counts.reshape(-1, 4)
     ok = ok.reshape(-1, 4).all(axis=1) & (counts[:, 0] == counts[:, 1]) & (counts[:, 2] == counts[:, 3])
     return ok, np.maximum(counts[:, 0] + counts[:, 2], 1)
-
-
-def _float64_arrays_of_one_size_ok(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``float64_arrays_ok`` of msgpack values all of one size (a row of ``values`` each): the
-    one header an array of float64 of that size can have, then a float64 tag every 9 bytes."""
-    count, head = divmod(values.shape[1], 9)
-    header = _array_header(count, head)
-    if header is None:
-        ok = np.zeros(len(values), bool)
-    else:
-        heads, tags = values[:, :head] == np.frombuffer(header, np.uint8), values[:, head::9] == _FLOAT64
-        ok = np.ones(len(values), bool) if heads.all() and tags.all() else heads.all(axis=1) & tags.all(axis=1)
-    return ok, np.where(ok, count, 0)
-
-
-def _array_header(count: int, size: int) -> bytes | None:
-    """The msgpack header of ``size`` bytes of an array of ``count`` items (None: there is none)."""
-    if size == 1 and count < 16:
-        return bytes([_FIXARRAY + count])
-    if size == 3 and count < 1 << 16:
-        return bytes([_ARRAY16]) + count.to_bytes(2, "big")
-    if size == 5 and count < 1 << 32:
-        return bytes([_ARRAY32]) + count.to_bytes(4, "big")
-    return None
 
 
 def _book_rows(

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recorder.model import KIND_QUOTE, KIND_TRADE, quote_decoder, trade_decoder
-from recorder.writer.columns import RecordColumns, check_utf8, distinct, joined
+from recorder.writer.codes import distinct
+from recorder.writer.columns import RecordColumns, check_utf8, joined
 from recorder.writer.datasets import (
     _MAX_TS_MS,
     _SIDES,

@@ -40,6 +40,7 @@ from recorder.writer.file_order import pieces_of, record_order
 _MAX_TS_MS = 253_402_300_800_000  # year 10000: beyond it a UTC date isn't YYYY-MM-DD
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SIDES = ("buy", "sell")
+_SIDE, _TRADE_ID = attrgetter("side"), attrgetter("trade_id")
 _US = pa.timestamp("us", tz="UTC")
 _WHOLE = 2**62  # rows per piece: all of them
 # A trade's or quote's strings of a handful of distinct values a file (read as dictionary arrays).
@@ -96,12 +97,22 @@ def _check_common(exchange: str, time_ms: int) -> None:
         raise ValueError(f"time {time_ms} ms out of range")
 
 
+def _common_pass(times: list[int], exchanges: list[str]) -> bool:
+    """:func:`_check_common` of many records at once: whether every one passes."""
+    return 0 <= min(times) and max(times) < _MAX_TS_MS and all(map(_usable_exchange, set(exchanges)))
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     layout: DatasetLayout
     schema: pa.Schema
     counter: str  # the writer counter of stored records
     decode: Callable[[bytes], Any]  # ring record -> checked record (msgspec/Value errors)
+    # msgspec's decode of a ring record after its ``prefix`` (unchecked), and whether records so
+    # decoded (with their times, exchanges and pairs) all pass ``decode``'s checks: the intake
+    # decodes a read's records of a dataset in one C loop and checks them all at once.
+    struct: Callable[[bytes], Any]
+    all_pass: Callable[[list[Any], list[int], list[str], list[str]], bool]
     time_ms: Callable[[Any], int]
     rows: Callable[[Any], int]  # Parquet rows it becomes
     jsonl: Callable[[Any, int, str], bytes]  # record, number, session -> one line
@@ -252,6 +263,11 @@ def _decode_book(payload: bytes) -> RingBook:
     return rec
 
 
+def _books_pass(books: list[RingBook], times: list[int], exchanges: list[str], pairs: list[str]) -> bool:
+    """:func:`_decode_book`'s checks of many books at once."""
+    return bool(books) and _common_pass(times, exchanges)
+
+
 def _book_the_slow_way(payload: bytes) -> bytes:
     """A book record whose level columns are not all float64 arrays (ints, or worse): decoded
     and checked as a SampledBook, and re-encoded, its levels as float64 arrays now
@@ -314,6 +330,22 @@ def _decode_quote(payload: bytes) -> Quote:
     return rec
 
 
+def _trades_pass(trades: list[Trade], times: list[int], exchanges: list[str], pairs: list[str]) -> bool:
+    """:func:`_decode_trade`'s checks of many trades at once."""
+    return (
+        bool(trades)
+        and _common_pass(times, exchanges)
+        and set(map(_SIDE, trades)) <= set(_SIDES)
+        and all(pairs)
+        and all(map(_TRADE_ID, trades))
+    )
+
+
+def _quotes_pass(quotes: list[Quote], times: list[int], exchanges: list[str], pairs: list[str]) -> bool:
+    """:func:`_decode_quote`'s checks of many quotes at once."""
+    return bool(quotes) and _common_pass(times, exchanges) and all(pairs)
+
+
 def trade_row(t: Trade, seq: int, session_id: str) -> TradeRow:
     return TradeRow(
         exchange=t.exchange,
@@ -357,6 +389,8 @@ BOOKS_SPEC = DatasetSpec(
     schema=SCHEMA,
     counter="snapshots_written",
     decode=_decode_book,
+    struct=_ring_book_decoder.decode,
+    all_pass=_books_pass,
     time_ms=lambda r: r.timestamp_ms,
     # The level columns are float64 arrays here (decode_records): 9 bytes a value.
     rows=lambda r: max(1, len(r.bid_px) // 9 + len(r.ask_px) // 9),
@@ -371,6 +405,8 @@ TRADES_SPEC = DatasetSpec(
     schema=TRADES_SCHEMA,
     counter="trades_written",
     decode=_decode_trade,
+    struct=trade_decoder.decode,
+    all_pass=_trades_pass,
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
     jsonl=lambda r, seq, sid: json_encoder.encode(trade_row(r, seq, sid)) + b"\n",
@@ -384,6 +420,8 @@ QUOTES_SPEC = DatasetSpec(
     schema=QUOTES_SCHEMA,
     counter="quotes_written",
     decode=_decode_quote,
+    struct=quote_decoder.decode,
+    all_pass=_quotes_pass,
     time_ms=lambda r: r.local_time_us // 1000,
     rows=lambda r: 1,
     jsonl=lambda r, seq, sid: json_encoder.encode(quote_row(r, seq, sid)) + b"\n",

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recorder.model import KIND_QUOTE, KIND_TRADE, quote_decoder, trade_decoder
+from recorder.model import KIND_QUOTE, KIND_TRADE
 from recorder.writer.codes import distinct
 from recorder.writer.columns import RecordColumns, check_utf8, joined
 from recorder.writer.datasets import (
@@ -34,7 +34,6 @@ from recorder.writer.datasets import (
     _book_levels_ok,
     _book_the_slow_way,
     _decode_book,
-    _ring_book_decoder,
     _usable_exchange,
 )
 from recorder.writer.groups import Group, GroupIds
@@ -44,11 +43,8 @@ from recorder.writer.groups import Group, GroupIds
 # the writer's usual reads (a 20 ms poll: some hundred trades of up to 1000 pairs) one by one is
 # cheaper; a backlog of few pairs' records is not.
 BULK_MIN_RECORDS = 2048
-_EXCHANGE, _PAIR, _SIDE, _TRADE_ID = (attrgetter(a) for a in ("exchange", "pair", "side", "trade_id"))
+_EXCHANGE, _PAIR = attrgetter("exchange"), attrgetter("pair")
 _AFTER_KIND = itemgetter(slice(1, None))
-# Per dataset: msgspec's decode of its record (after its ``prefix``) into its struct, unchecked.
-_STRUCT = {BOOKS_SPEC.name: _ring_book_decoder.decode, TRADES_SPEC.name: trade_decoder.decode,
-           QUOTES_SPEC.name: quote_decoder.decode}  # fmt: skip
 
 
 @dataclass
@@ -242,9 +238,9 @@ def _decode_all(spec: DatasetSpec, at: list[int], payloads: Sequence[bytes], rec
     worded as ever."""
     mine = [payloads[i] for i in at]
     try:
-        structs = list(map(_STRUCT[spec.name], map(_AFTER_KIND, mine) if spec.prefix else mine))
+        structs = list(map(spec.struct, map(_AFTER_KIND, mine) if spec.prefix else mine))
         got = _got(spec, structs)
-        if _checks_pass(spec, structs, got):
+        if spec.all_pass(structs, *got):
             if spec is BOOKS_SPEC:
                 for book, payload in zip(structs, mine, strict=True):
                     book.ring_bytes = payload  # as _decode_book keeps it
@@ -257,22 +253,6 @@ def _decode_all(spec: DatasetSpec, at: list[int], payloads: Sequence[bytes], rec
         records[i] = _decode_one(spec, payload)
     usable = [i for i in at if not isinstance(records[i], RECORD_ERRORS)]
     return spec, usable, [records[i] for i in usable], None
-
-
-def _checks_pass(spec: DatasetSpec, records: list[Any], got: _Got) -> bool:
-    """Whether every one of ``records`` (``got``: their times, exchanges, pairs) passes the
-    checks ``spec.decode`` makes of one: a usable exchange, a time in range; a trade's or
-    quote's pair; a trade's side and id."""
-    times, exchanges, pairs = got
-    if not records or min(times) < 0 or max(times) >= _MAX_TS_MS:
-        return False
-    if not all(map(_usable_exchange, set(exchanges))):
-        return False
-    if spec is BOOKS_SPEC:
-        return True
-    if not all(pairs):
-        return False
-    return spec is not TRADES_SPEC or (set(map(_SIDE, records)) <= set(_SIDES) and all(map(_TRADE_ID, records)))
 
 
 def _decode_one(spec: DatasetSpec, payload: bytes) -> Any:

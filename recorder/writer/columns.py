@@ -116,6 +116,14 @@ def check_utf8(strings: pa.Array) -> None:
         strings.validate(full=True)
 
 
+def _number_array(values: np.ndarray, null: np.ndarray | None, typ: pa.DataType) -> pa.Array:
+    """A field's values (ints, floats or bools) as an Arrow array of ``typ``, null where ``null``
+    (a timestamp from its int64 µs)."""
+    if pa.types.is_timestamp(typ):
+        return pa.array(values, pa.int64(), mask=null).cast(typ)
+    return pa.array(values, typ, mask=null)
+
+
 def _runs(first: np.ndarray, count: np.ndarray, step: int = 1) -> np.ndarray:
     """``first[i], first[i] + step, ...`` (``count[i]`` of them) for every i, concatenated."""
     ends = np.cumsum(count)
@@ -197,14 +205,9 @@ class RecordColumns:
             head = self._at_pos(9)  # each record's tag and the value after it
             uniform = self._uniform_number(head, pa.types.is_floating(typ))
             if uniform is not None:  # every value of one msgpack type (the usual case)
-                values, mask = uniform
-                if pa.types.is_timestamp(typ):
-                    return pa.array(values, pa.int64(), mask=mask).cast(typ)
-                return pa.array(values, typ, mask=mask)
+                return _number_array(*uniform, typ)
             values, null = self._numbers(head, pa.types.is_floating(typ))
-        if pa.types.is_timestamp(typ):
-            return pa.array(values, pa.int64(), mask=null if null.any() else None).cast(typ)
-        return pa.array(values, typ, mask=null if null.any() else None)
+        return _number_array(values, null if null.any() else None, typ)
 
     def numbers(self, types: Sequence[pa.DataType]) -> list[pa.Array]:
         """The next fields, numbers of ``types`` (not bool), as :meth:`column` reads each: all in
@@ -247,10 +250,7 @@ class RecordColumns:
                 values, null = read.astype(np.float64 if floating else np.int64), None
             else:
                 values, null = np.zeros(self.n, np.float64 if floating else np.int64), np.ones(self.n, bool)
-            if pa.types.is_timestamp(typ):
-                out.append(pa.array(values, pa.int64(), mask=null).cast(typ))
-            else:
-                out.append(pa.array(values, typ, mask=null))
+            out.append(_number_array(values, null, typ))
         self.pos += size
         return out
 

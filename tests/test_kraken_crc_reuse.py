@@ -14,6 +14,7 @@ import pytest
 
 import recorder.venues.kraken_wire as kraken_wire
 from recorder.venues.kraken import KrakenFeed
+from tests.test_kraken import v2_frame
 
 PAIR, SYMBOL, NAME = "BTC-USD", "XBT/USD", "book-25"
 DEPTH = 25
@@ -139,17 +140,6 @@ def test_a_level_that_is_not_a_number_loses_the_book_on_the_hot_path() -> None:
     assert feed.stats.per_pair[PAIR]["checksums_ok"] == 1 and feed.stats.per_pair[PAIR]["updates"] == 2
 
 
-def _v2(kind: str, bids: list[tuple[str, str]], asks: list[tuple[str, str]], crc: int | None, ts: str) -> bytes:
-    def levels(side: list[tuple[str, str]]) -> str:  # numbers printed as given; a quoted one stays a string
-        return ",".join(f'{{"price":{p},"qty":{q}}}' for p, q in side)
-
-    checksum = f',"checksum":{crc}' if crc is not None else ""
-    return (
-        f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"BTC/USD","bids":[{levels(bids)}],'
-        f'"asks":[{levels(asks)}]{checksum},"timestamp":"{ts}"}}]}}'
-    ).encode()
-
-
 def test_v2_one_level_updates_take_the_same_path(crc_calls: list[int]) -> None:
     """The live (v2) path: the same in-place top and CRC reuse, the level's text kept exactly as
     printed (a number sent as a string too), the RFC 3339 time to the microsecond."""
@@ -161,7 +151,7 @@ def test_v2_one_level_updates_take_the_same_path(crc_calls: list[int]) -> None:
     for p, q in asks:
         ref.set("a", p, q)
     feed = KrakenFeed([PAIR], depth=DEPTH)
-    feed.on_frame(_v2("snapshot", bids, asks, ref.crc(), "2026-11-25T10:00:00.000001Z"), 1.0)
+    feed.on_frame(v2_frame("snapshot", "BTC/USD", bids, asks, ref.crc(), "2026-11-25T10:00:00.000001Z"), 1.0)
     steps = [  # (side, price, qty as printed, recomputes)
         ("b", "85.50", "9.00000000", False),
         ("a", "116.55", '"0.00000003"', False),
@@ -173,7 +163,8 @@ def test_v2_one_level_updates_take_the_same_path(crc_calls: list[int]) -> None:
         level = [(price, printed)]
         ts = f"2026-11-25T10:0{i}:59.99999{i}Z"
         before = len(crc_calls)
-        feed.on_frame(_v2("update", level if side == "b" else [], level if side == "a" else [], ref.crc(), ts), 2.0)
+        new_bids, new_asks = (level, []) if side == "b" else ([], level)
+        feed.on_frame(v2_frame("update", "BTC/USD", new_bids, new_asks, ref.crc(), ts), 2.0)
         assert (len(crc_calls) > before) == recomputes, (side, price)
         book = feed.book(PAIR)
         assert book is not None and book.top_text(DEPTH) == (ref.ranked("b"), ref.ranked("a")), (side, price)
@@ -181,5 +172,6 @@ def test_v2_one_level_updates_take_the_same_path(crc_calls: list[int]) -> None:
         assert book.update_id == want_us and book.exchange_time_ms == want_us // 1000
     assert feed.stats.checksums_ok == 1 + len(steps) and feed.stats.checksums_failed == 0
     ref.set("b", "99.10", "1.00000000")
-    feed.on_frame(_v2("update", [("99.10", "1.00000001")], [], ref.crc(), "2026-11-25T10:05:00.000000Z"), 3.0)
+    last = v2_frame("update", "BTC/USD", [("99.10", "1.00000001")], [], ref.crc(), "2026-11-25T10:05:00.000000Z")
+    feed.on_frame(last, 3.0)
     assert feed.stats.checksums_failed == 1 and feed.book(PAIR) is None and PAIR in feed.wants_snapshot()
